@@ -1,0 +1,27 @@
+/**
+ * Every domain-separation label the protocol feeds into a KDF or a signature. Changing any of these
+ * changes the wire format: the known-answer tests pin them, and docs/protocol.md lists them.
+ */
+import { utf8Encode } from './bytes.js'
+
+/** HKDF info for the X3DH shared secret. */
+export const X3DH_INFO = utf8Encode('secure-chat/v1/x3dh')
+/** HKDF info for a root-chain step (libsignal: "WhisperRatchet"). */
+export const ROOT_CHAIN_INFO = utf8Encode('secure-chat/v1/ratchet')
+/** HKDF info expanding a message key seed into an AES-256-GCM key and nonce. */
+export const MESSAGE_KEY_INFO = utf8Encode('secure-chat/v1/message-key')
+/** Ed25519 signature prefixes: what is signed is the label followed by the key (and its id). */
+export const IDENTITY_SIGNATURE_LABEL = utf8Encode('secure-chat/v1/identity-key')
+export const SIGNED_PREKEY_SIGNATURE_LABEL = utf8Encode('secure-chat/v1/signed-prekey')
+export const ONE_TIME_PREKEY_SIGNATURE_LABEL = utf8Encode('secure-chat/v1/one-time-prekey')
+/** HKDF info for keys that seal client state at rest. */
+export const AT_REST_KEY_INFO = utf8Encode('secure-chat/v1/at-rest')
+
+/** Chain-step constants (libsignal and Olm use exactly these single bytes). */
+export const MESSAGE_KEY_SEED_CONSTANT = new Uint8Array([0x01])
+export const CHAIN_KEY_CONSTANT = new Uint8Array([0x02])
+
+/** X3DH "F": 32 0xFF bytes prepended to the DH outputs (X3DH §2.2, for curve25519). */
+export const X3DH_PREFIX = new Uint8Array(32).fill(0xff)
+/** The HKDF salt used where the spec asks for "zero-filled, hash length". */
+export const ZERO_SALT = new Uint8Array(32)

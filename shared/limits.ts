@@ -1,0 +1,52 @@
+/**
+ * Every limit the protocol enforces, in one place, each with the reason it exists. docs/protocol.md
+ * repeats these numbers; a test keeps the two in step.
+ */
+
+/**
+ * How many message keys one incoming message may make the receiver derive and skip in a single
+ * chain. Bounds the CPU a single forged header can cost (each skip is two HMACs). Olm uses 2,000;
+ * SimpleX 512; libsignal 25,000. A real sender never runs this far ahead of a live peer.
+ */
+export const MAX_FORWARD_JUMP = 2_000
+
+/**
+ * How many skipped message keys a session keeps in total, oldest dropped first. Bounds session size
+ * (each entry is 32 + 36 bytes) while leaving room for a long burst delivered out of order.
+ */
+export const MAX_SKIPPED_MESSAGE_KEYS = 2_000
+
+/** Largest plaintext a single ratchet message may carry (before padding). Attachments go elsewhere. */
+export const MAX_PLAINTEXT_BYTES = 64 * 1024
+
+/**
+ * Plaintexts are padded to a multiple of this many bytes (ISO/IEC 7816-4: 0x80 then zeros) so that
+ * ciphertext lengths reveal only a coarse size class. Signal uses 160.
+ */
+export const PADDING_BLOCK_BYTES = 160
+
+/** Largest encoded message envelope (prekey header + ratchet header + padded ciphertext + tag). */
+export const MAX_ENVELOPE_BYTES = MAX_PLAINTEXT_BYTES + PADDING_BLOCK_BYTES + 512
+
+/** One-time prekeys a client uploads at once; also the most the server accepts in one request. */
+export const ONE_TIME_PREKEY_BATCH = 100
+
+/** When the server reports fewer one-time prekeys than this, the client uploads another batch. */
+export const ONE_TIME_PREKEY_REFILL_THRESHOLD = 10
+
+/** Signed prekeys are replaced after this long (Signal-Desktop: about 1.5 days; we round to 2). */
+export const SIGNED_PREKEY_ROTATION_MS = 2 * 24 * 60 * 60 * 1000
+
+/** Iterations of SHA-512 per safety-number half (Signal's value; makes a collision search costly). */
+export const SAFETY_NUMBER_ITERATIONS = 5_200
+
+/** Usernames: 3–32 characters after NFKC normalisation and lower-casing. */
+export const USERNAME_MIN_LENGTH = 3
+export const USERNAME_MAX_LENGTH = 32
+
+/** Passwords: OWASP ASVS 5 minimum; the maximum keeps bcrypt pre-hashing and requests bounded. */
+export const PASSWORD_MIN_LENGTH = 12
+export const PASSWORD_MAX_LENGTH = 256
+
+/** Bytes in a client-chosen message id (random, so retries are idempotent without coordination). */
+export const MESSAGE_ID_BYTES = 16
