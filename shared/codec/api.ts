@@ -1,0 +1,116 @@
+/**
+ * Schemas of every REST body (requests and responses). Fastify validates requests and serialises
+ * responses with them; clients decode responses with `decode`. Binary fields are unpadded base64url.
+ */
+import { ONE_TIME_PREKEY_BATCH, PASSWORD_MAX_LENGTH, USERNAME_MAX_LENGTH } from '../limits.js'
+import { Base64Url, FixedBase64Url, type Static, Type } from './schema.js'
+
+export const API_PREFIX = '/api/v1'
+
+/** Usernames on the wire before normalisation (NFKC can shorten them); the server normalises. */
+export const UsernameField = Type.String({ minLength: 1, maxLength: USERNAME_MAX_LENGTH * 2 })
+export const PasswordField = Type.String({ minLength: 1, maxLength: PASSWORD_MAX_LENGTH })
+/** RSA-OAEP-3072 SubjectPublicKeyInfo DER is 422 bytes; allow some slack for encodings. */
+export const LoginKeyField = Base64Url(64, 600, 'RSA-OAEP-3072 SHA-256 public key, SPKI DER')
+export const TimestampField = Type.Integer({ minimum: 0, description: 'milliseconds since the Unix epoch' })
+export const KeyIdField = Type.Integer({ minimum: 0, maximum: 0xffff_ffff })
+
+export const PublicIdentityJson = Type.Object(
+  {
+    identityKey: FixedBase64Url(32, 'X25519 identity key'),
+    signingKey: FixedBase64Url(32, 'Ed25519 signing key'),
+    identitySignature: FixedBase64Url(64, 'Ed25519 signature over the identity key'),
+  },
+  { additionalProperties: false },
+)
+export type PublicIdentityJson = Static<typeof PublicIdentityJson>
+
+export const PreKeyJson = Type.Object(
+  {
+    keyId: KeyIdField,
+    publicKey: FixedBase64Url(32, 'X25519 prekey'),
+    signature: FixedBase64Url(64, 'Ed25519 signature over label ‖ keyId ‖ publicKey'),
+  },
+  { additionalProperties: false },
+)
+export type PreKeyJson = Static<typeof PreKeyJson>
+
+export const OneTimePreKeysJson = Type.Array(PreKeyJson, { minItems: 1, maxItems: ONE_TIME_PREKEY_BATCH })
+
+export const RegisterRequest = Type.Object(
+  {
+    username: UsernameField,
+    password: PasswordField,
+    loginKey: LoginKeyField,
+    identity: PublicIdentityJson,
+    signedPreKey: PreKeyJson,
+    oneTimePreKeys: OneTimePreKeysJson,
+  },
+  { additionalProperties: false },
+)
+export type RegisterRequest = Static<typeof RegisterRequest>
+
+export const RegisterResponse = Type.Object({ username: Type.String() }, { additionalProperties: false })
+export type RegisterResponse = Static<typeof RegisterResponse>
+
+export const LoginRequest = Type.Object({ username: UsernameField, password: PasswordField }, { additionalProperties: false })
+export type LoginRequest = Static<typeof LoginRequest>
+
+export const LoginResponse = Type.Object(
+  {
+    username: Type.String(),
+    /** RSA-OAEP(SHA-256) encryption of the 32-byte session token under the user's login key. */
+    encryptedToken: Base64Url(384, 384),
+    expiresAt: TimestampField,
+  },
+  { additionalProperties: false },
+)
+export type LoginResponse = Static<typeof LoginResponse>
+
+export const PreKeyBundleResponse = Type.Object(
+  {
+    username: Type.String(),
+    identity: PublicIdentityJson,
+    signedPreKey: PreKeyJson,
+    oneTimePreKey: Type.Optional(PreKeyJson),
+  },
+  { additionalProperties: false },
+)
+export type PreKeyBundleResponse = Static<typeof PreKeyBundleResponse>
+
+export const IdentityResponse = Type.Object(
+  { username: Type.String(), identity: PublicIdentityJson },
+  { additionalProperties: false },
+)
+export type IdentityResponse = Static<typeof IdentityResponse>
+
+export const UploadOneTimePreKeysRequest = Type.Object(
+  { oneTimePreKeys: OneTimePreKeysJson },
+  { additionalProperties: false },
+)
+export type UploadOneTimePreKeysRequest = Static<typeof UploadOneTimePreKeysRequest>
+
+export const RotateSignedPreKeyRequest = Type.Object({ signedPreKey: PreKeyJson }, { additionalProperties: false })
+export type RotateSignedPreKeyRequest = Static<typeof RotateSignedPreKeyRequest>
+
+export const PreKeyStatusResponse = Type.Object(
+  {
+    oneTimePreKeys: Type.Integer({ minimum: 0 }),
+    signedPreKeyId: KeyIdField,
+    signedPreKeyCreatedAt: TimestampField,
+  },
+  { additionalProperties: false },
+)
+export type PreKeyStatusResponse = Static<typeof PreKeyStatusResponse>
+
+export const UserSearchResponse = Type.Object(
+  { users: Type.Array(Type.Object({ username: Type.String() }, { additionalProperties: false }), { maxItems: 50 }) },
+  { additionalProperties: false },
+)
+export type UserSearchResponse = Static<typeof UserSearchResponse>
+
+export const ErrorResponse = Type.Object(
+  { error: Type.Object({ code: Type.String(), message: Type.String() }, { additionalProperties: false }) },
+  { additionalProperties: false },
+)
+export type ErrorResponse = Static<typeof ErrorResponse>
