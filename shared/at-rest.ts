@@ -41,17 +41,32 @@ export async function deriveStorageKey(
   minimumIterations = STORAGE_KEY_MIN_ITERATIONS,
 ): Promise<CryptoKey> {
   if (typeof password !== 'string' || password.length === 0) {
-    throw new ProtocolError(ProtocolErrorCode.InvalidInput, `password: expected a non-empty string, got ${describeValue(password)}`)
+    throw new ProtocolError(
+      ProtocolErrorCode.InvalidInput,
+      `password: expected a non-empty string, got ${describeValue(password)}`,
+    )
   }
   assertBytes(parameters.salt, STORAGE_KEY_SALT_BYTES, 'storage key salt')
   if (!Number.isInteger(parameters.iterations) || parameters.iterations < minimumIterations) {
-    throw new ProtocolError(ProtocolErrorCode.InvalidInput, `storage key: expected at least ${minimumIterations} iterations, got ${parameters.iterations}`)
+    throw new ProtocolError(
+      ProtocolErrorCode.InvalidInput,
+      `storage key: expected at least ${minimumIterations} iterations, got ${parameters.iterations}`,
+    )
   }
-  const material = await subtle.importKey('raw', utf8Encode(password.normalize('NFKC')) as Uint8Array<ArrayBuffer>, 'PBKDF2', false, [
-    'deriveKey',
-  ])
+  const material = await subtle.importKey(
+    'raw',
+    utf8Encode(password.normalize('NFKC')) as Uint8Array<ArrayBuffer>,
+    'PBKDF2',
+    false,
+    ['deriveKey'],
+  )
   return subtle.deriveKey(
-    { name: 'PBKDF2', hash: 'SHA-256', salt: parameters.salt as Uint8Array<ArrayBuffer>, iterations: parameters.iterations },
+    {
+      name: 'PBKDF2',
+      hash: 'SHA-256',
+      salt: parameters.salt as Uint8Array<ArrayBuffer>,
+      iterations: parameters.iterations,
+    },
     material,
     { name: 'AES-GCM', length: 256 },
     false,
@@ -63,7 +78,11 @@ function sealedAssociatedData(context: string): Uint8Array {
   return concatBytes(AT_REST_KEY_INFO, new Uint8Array([0]), utf8Encode(context))
 }
 
-export async function seal(storageKey: CryptoKey, plaintext: Uint8Array, context: string): Promise<Uint8Array> {
+export async function seal(
+  storageKey: CryptoKey,
+  plaintext: Uint8Array,
+  context: string,
+): Promise<Uint8Array> {
   const nonce = randomBytes(12)
   const ciphertext = await aesGcmEncrypt(storageKey, nonce, plaintext, sealedAssociatedData(context))
   return concatBytes(new Uint8Array([SEALED_VERSION]), nonce, ciphertext)
@@ -75,7 +94,10 @@ export async function open(storageKey: CryptoKey, sealed: Uint8Array, context: s
   const reader = new ByteReader(sealed, 'sealed record')
   const version = reader.u8()
   if (version !== SEALED_VERSION) {
-    throw new ProtocolError(ProtocolErrorCode.UnsupportedVersion, `sealed record: expected version ${SEALED_VERSION}, got ${version}`)
+    throw new ProtocolError(
+      ProtocolErrorCode.UnsupportedVersion,
+      `sealed record: expected version ${SEALED_VERSION}, got ${version}`,
+    )
   }
   const nonce = reader.fixed(12)
   return aesGcmDecrypt(storageKey, nonce, reader.rest(), sealedAssociatedData(context))

@@ -19,6 +19,7 @@ import {
   x25519KeyPairFromPrivateBytes,
 } from './crypto/primitives.js'
 import { ProtocolError, ProtocolErrorCode } from './errors.js'
+import { defaultKeyGeneration, type KeyGeneration } from './key-generation.js'
 import {
   IDENTITY_SIGNATURE_LABEL,
   ONE_TIME_PREKEY_SIGNATURE_LABEL,
@@ -69,6 +70,19 @@ export async function generateIdentity(options: KeyOptions = {}): Promise<Identi
   return assembleIdentity(agreement, signing)
 }
 
+/** Rebuilds an identity from its private keys (fixed test keys; storage uses importIdentity). */
+export async function identityFromPrivateKeys(
+  agreementPrivate: Uint8Array,
+  signingSeed: Uint8Array,
+  options: KeyOptions = {},
+): Promise<Identity> {
+  const [agreement, signing] = await Promise.all([
+    x25519KeyPairFromPrivateBytes(agreementPrivate, options),
+    ed25519KeyPairFromSeed(signingSeed, options),
+  ])
+  return assembleIdentity(agreement, signing)
+}
+
 async function assembleIdentity(agreement: KeyPair, signing: KeyPair): Promise<Identity> {
   const identitySignature = await ed25519Sign(
     signing.privateKey,
@@ -108,9 +122,10 @@ async function makePreKey(
   label: Uint8Array,
   keyId: number,
   options: KeyOptions,
+  keys: KeyGeneration,
 ): Promise<PreKeyPair> {
   assertUint32(keyId, 'prekey id')
-  const keyPair = await generateX25519KeyPair(options)
+  const keyPair = await keys.generateKeyPair(options)
   const signature = await ed25519Sign(
     identity.signing.privateKey,
     preKeySignedBytes(label, keyId, keyPair.publicKey),
@@ -122,8 +137,9 @@ export function generateSignedPreKey(
   identity: Identity,
   keyId: number,
   options: KeyOptions = {},
+  keys: KeyGeneration = defaultKeyGeneration,
 ): Promise<PreKeyPair> {
-  return makePreKey(identity, SIGNED_PREKEY_SIGNATURE_LABEL, keyId, options)
+  return makePreKey(identity, SIGNED_PREKEY_SIGNATURE_LABEL, keyId, options, keys)
 }
 
 /** Makes `count` one-time prekeys with consecutive ids starting at `firstKeyId`. */
@@ -132,12 +148,13 @@ export function generateOneTimePreKeys(
   firstKeyId: number,
   count: number,
   options: KeyOptions = {},
+  keys: KeyGeneration = defaultKeyGeneration,
 ): Promise<PreKeyPair[]> {
   assertUint32(firstKeyId, 'first prekey id')
   assertUint32(firstKeyId + count, 'last prekey id')
   return Promise.all(
     Array.from({ length: count }, (_, i) =>
-      makePreKey(identity, ONE_TIME_PREKEY_SIGNATURE_LABEL, firstKeyId + i, options),
+      makePreKey(identity, ONE_TIME_PREKEY_SIGNATURE_LABEL, firstKeyId + i, options, keys),
     ),
   )
 }

@@ -27,7 +27,10 @@ function fingerprintKey(identity: PublicIdentity): Uint8Array {
 }
 
 /** The 32 bytes of one party's fingerprint (Signal keeps 32 of the 64 for the QR form). */
-export function partyFingerprint(party: SafetyNumberParty, iterations = SAFETY_NUMBER_ITERATIONS): Uint8Array {
+export function partyFingerprint(
+  party: SafetyNumberParty,
+  iterations = SAFETY_NUMBER_ITERATIONS,
+): Uint8Array {
   const key = fingerprintKey(party.identity)
   let hash = concatBytes(new Uint8Array([0, SAFETY_NUMBER_VERSION]), key, utf8Encode(party.username))
   for (let i = 0; i < iterations; i++) hash = sha512(concatBytes(hash, key))

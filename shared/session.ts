@@ -21,6 +21,7 @@ import {
 } from './codec/envelope.js'
 import { ProtocolError, ProtocolErrorCode } from './errors.js'
 import type { Identity, PreKeyBundle, PreKeyPair, PublicIdentity } from './identity.js'
+import { defaultKeyGeneration, type KeyGeneration } from './key-generation.js'
 import {
   initiatorRatchetState,
   type RatchetState,
@@ -28,7 +29,7 @@ import {
   ratchetEncrypt,
   responderRatchetState,
 } from './ratchet/double-ratchet.js'
-import { defaultKeyGeneration, type KeyGeneration, x3dhInitiate, x3dhRespond } from './x3dh.js'
+import { x3dhInitiate, x3dhRespond } from './x3dh.js'
 
 export type SessionRole = 'initiator' | 'responder'
 

@@ -15,7 +15,10 @@ export const USERNAME_PATTERN = new RegExp(
 /** Returns the canonical form of a username, or throws InvalidInput saying what rule it breaks. */
 export function normalizeUsername(input: unknown): string {
   if (typeof input !== 'string') {
-    throw new ProtocolError(ProtocolErrorCode.InvalidInput, `username: expected a string, got ${describeValue(input)}`)
+    throw new ProtocolError(
+      ProtocolErrorCode.InvalidInput,
+      `username: expected a string, got ${describeValue(input)}`,
+    )
   }
   const normalized = input.normalize('NFKC').toLowerCase().trim()
   if (normalized.length < USERNAME_MIN_LENGTH || normalized.length > USERNAME_MAX_LENGTH) {

@@ -7,7 +7,7 @@
  * known-answer tests can fix the ephemeral key.
  */
 import { assertBytes, concatBytes } from './bytes.js'
-import { generateX25519KeyPair, hkdfSha256, type KeyPair, x25519 } from './crypto/primitives.js'
+import { hkdfSha256, x25519 } from './crypto/primitives.js'
 import {
   type Identity,
   type PreKeyBundle,
@@ -16,16 +16,8 @@ import {
   verifyPreKeyBundle,
   verifyPublicIdentity,
 } from './identity.js'
+import { defaultKeyGeneration, type KeyGeneration, RATCHET_KEY_OPTIONS } from './key-generation.js'
 import { X3DH_INFO, X3DH_PREFIX, ZERO_SALT } from './labels.js'
-
-export interface KeyGeneration {
-  /** Makes a fresh X25519 key pair whose private half can be exported (session state is stored). */
-  generateKeyPair(): Promise<KeyPair>
-}
-
-export const defaultKeyGeneration: KeyGeneration = {
-  generateKeyPair: () => generateX25519KeyPair({ extractable: true }),
-}
 
 export const SHARED_SECRET_BYTES = 32
 
@@ -59,7 +51,7 @@ export async function x3dhInitiate(
 ): Promise<X3dhInitiation> {
   // A forged or swapped prekey must fail here, before any secret depends on it.
   await verifyPreKeyBundle(bundle)
-  const ephemeral = await deps.generateKeyPair()
+  const ephemeral = await deps.generateKeyPair(RATCHET_KEY_OPTIONS)
   const dhs = await Promise.all([
     x25519(identity.agreement.privateKey, bundle.signedPreKey.publicKey),
     x25519(ephemeral.privateKey, bundle.identity.identityKey),

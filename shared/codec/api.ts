@@ -53,7 +53,10 @@ export type RegisterRequest = Static<typeof RegisterRequest>
 export const RegisterResponse = Type.Object({ username: Type.String() }, { additionalProperties: false })
 export type RegisterResponse = Static<typeof RegisterResponse>
 
-export const LoginRequest = Type.Object({ username: UsernameField, password: PasswordField }, { additionalProperties: false })
+export const LoginRequest = Type.Object(
+  { username: UsernameField, password: PasswordField },
+  { additionalProperties: false },
+)
 export type LoginRequest = Static<typeof LoginRequest>
 
 export const LoginResponse = Type.Object(
@@ -90,7 +93,10 @@ export const UploadOneTimePreKeysRequest = Type.Object(
 )
 export type UploadOneTimePreKeysRequest = Static<typeof UploadOneTimePreKeysRequest>
 
-export const RotateSignedPreKeyRequest = Type.Object({ signedPreKey: PreKeyJson }, { additionalProperties: false })
+export const RotateSignedPreKeyRequest = Type.Object(
+  { signedPreKey: PreKeyJson },
+  { additionalProperties: false },
+)
 export type RotateSignedPreKeyRequest = Static<typeof RotateSignedPreKeyRequest>
 
 export const PreKeyStatusResponse = Type.Object(
@@ -104,7 +110,11 @@ export const PreKeyStatusResponse = Type.Object(
 export type PreKeyStatusResponse = Static<typeof PreKeyStatusResponse>
 
 export const UserSearchResponse = Type.Object(
-  { users: Type.Array(Type.Object({ username: Type.String() }, { additionalProperties: false }), { maxItems: 50 }) },
+  {
+    users: Type.Array(Type.Object({ username: Type.String() }, { additionalProperties: false }), {
+      maxItems: 50,
+    }),
+  },
   { additionalProperties: false },
 )
 export type UserSearchResponse = Static<typeof UserSearchResponse>

@@ -6,7 +6,7 @@
  */
 import { MAX_ENVELOPE_BYTES, MESSAGE_ID_BYTES } from '../limits.js'
 import { TimestampField, UsernameField } from './api.js'
-import { Base64Url, decode, FixedBase64Url, type Static, Type, type TSchema } from './schema.js'
+import { Base64Url, decode, FixedBase64Url, type Static, type TSchema, Type } from './schema.js'
 
 export const FRAME_VERSION = 1
 const V = Type.Literal(FRAME_VERSION)
@@ -117,7 +117,9 @@ const SERVER_FRAMES: Record<string, TSchema> = {
  */
 function decodeFrame<T>(table: Record<string, TSchema>, union: TSchema, value: unknown, side: string): T {
   const type =
-    typeof value === 'object' && value !== null && 'type' in value && typeof value.type === 'string' ? value.type : undefined
+    typeof value === 'object' && value !== null && 'type' in value && typeof value.type === 'string'
+      ? value.type
+      : undefined
   const schema = type !== undefined && Object.hasOwn(table, type) ? table[type] : undefined
   return decode(schema ?? union, value, schema ? `${type} frame` : `${side} frame`) as T
 }

@@ -20,11 +20,19 @@ export function publicIdentityFromJson(json: PublicIdentityJson): PublicIdentity
 }
 
 export function preKeyToJson(preKey: PublicPreKey): PreKeyJson {
-  return { keyId: preKey.keyId, publicKey: toBase64Url(preKey.publicKey), signature: toBase64Url(preKey.signature) }
+  return {
+    keyId: preKey.keyId,
+    publicKey: toBase64Url(preKey.publicKey),
+    signature: toBase64Url(preKey.signature),
+  }
 }
 
 export function preKeyFromJson(json: PreKeyJson): PublicPreKey {
-  return { keyId: json.keyId, publicKey: fromBase64Url(json.publicKey), signature: fromBase64Url(json.signature) }
+  return {
+    keyId: json.keyId,
+    publicKey: fromBase64Url(json.publicKey),
+    signature: fromBase64Url(json.signature),
+  }
 }
 
 /** A bundle from the API, still unverified: `startSession` verifies it before use. */

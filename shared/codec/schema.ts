@@ -29,7 +29,10 @@ export function FixedBase64Url(bytes: number, description?: string) {
   return Base64Url(bytes, bytes, description)
 }
 
-type Validator = { Check(value: unknown): boolean; Errors(value: unknown): Iterable<{ instancePath: string; message: string }> }
+type Validator = {
+  Check(value: unknown): boolean
+  Errors(value: unknown): Iterable<{ instancePath: string; message: string }>
+}
 const validators = new WeakMap<TSchema, Validator>()
 
 function validatorFor(schema: TSchema): Validator {
@@ -53,7 +56,10 @@ export function decode<S extends TSchema>(schema: S, value: unknown, what: strin
     detail = `${error.instancePath || '/'} ${error.message}`
     break
   }
-  throw new ProtocolError(ProtocolErrorCode.MalformedMessage, `${what}: expected a valid ${what}, got: ${detail}`)
+  throw new ProtocolError(
+    ProtocolErrorCode.MalformedMessage,
+    `${what}: expected a valid ${what}, got: ${detail}`,
+  )
 }
 
 /** True when `value` matches `schema` (for tests and discriminating unions). */
@@ -61,4 +67,4 @@ export function matches<S extends TSchema>(schema: S, value: unknown): value is 
   return validatorFor(schema).Check(value)
 }
 
-export { Type, type Static, type TSchema }
+export { type Static, type TSchema, Type }

@@ -21,8 +21,8 @@ import { concatBytes, equalBytes, toHex } from '../bytes.js'
 import type { RatchetHeader } from '../codec/envelope.js'
 import { aesGcmDecrypt, aesGcmEncrypt, type KeyPair, x25519 } from '../crypto/primitives.js'
 import { ProtocolError, ProtocolErrorCode } from '../errors.js'
+import { type KeyGeneration, RATCHET_KEY_OPTIONS } from '../key-generation.js'
 import { MAX_FORWARD_JUMP, MAX_SKIPPED_MESSAGE_KEYS } from '../limits.js'
-import type { KeyGeneration } from '../x3dh.js'
 import { chainStep, messageKey, rootStep } from './kdf.js'
 import { pad, unpad } from './padding.js'
 
@@ -145,7 +145,7 @@ async function sendingStep(state: RatchetState, deps: KeyGeneration): Promise<Ra
       'expected a session that has received a message, got one that cannot send yet',
     )
   }
-  const ourRatchetKey = await deps.generateKeyPair()
+  const ourRatchetKey = await deps.generateKeyPair(RATCHET_KEY_OPTIONS)
   const { rootKey, chainKey } = rootStep(
     state.rootKey,
     await x25519(ourRatchetKey.privateKey, state.theirRatchetKey),

@@ -1,0 +1,114 @@
+/**
+ * Known-answer tests of our own: fixed keys (derived from labels), a fixed conversation, and the
+ * exact bytes it must produce. Any change to a KDF label, a constant, the envelope layout or the
+ * padding changes these hashes: such a change is a new protocol version, not a refactor.
+ */
+import { describe, expect, it } from 'vitest'
+import { toHex, utf8Decode, utf8Encode } from '../bytes.js'
+import { sha256 } from '../crypto/primitives.js'
+import { generateOneTimePreKeys, generateSignedPreKey, publicPreKey } from '../identity.js'
+import { safetyNumber } from '../safety-number.js'
+import { acceptSession, decryptMessage, encryptMessage, startSession } from '../session.js'
+import { serializeSession } from '../session-serialization.js'
+import { x3dhInitiate } from '../x3dh.js'
+import { deterministicIdentity, deterministicKeys } from './helpers.js'
+
+const KNOWN_ANSWERS = {
+  aliceIdentityKey: '59d7183fb72b1de6ca42cab70c13e41d9a63a7a2f6e3ca9c2e5b1815846fa328',
+  bobIdentityKey: '9726f8480a941e1c2ac6e74e12154b3e440e197f62a7f5918f3a0c6655516b49',
+  x3dhSharedSecret: '839b5b0901151e3f2ef9f457af9718ad7c981f8e7370e1843cbdebb2933a2581',
+  associatedData:
+    '59d7183fb72b1de6ca42cab70c13e41d9a63a7a2f6e3ca9c2e5b1815846fa3282ec228cd5094c7feb40f3b5ad8d177061208e53c9b1eea64a3c075c8b551d36f' +
+    '9726f8480a941e1c2ac6e74e12154b3e440e197f62a7f5918f3a0c6655516b49435bffcd9a6b45ea8098c2433f1e8603834065ca1d1c8a372cd5839b5d7ef165',
+  /** SHA-256 of each envelope: prekey message, prekey message, Bob's reply, Alice's new chain. */
+  envelopes: [
+    '33fcd43bbce70d551a74907ea4e3c6f0da076ee1eaf5e51ece213fa38b98f25c',
+    '3d497faf7a38d57a07ec3874cad888c73a0fc2edf7149c98181b0e6cc08d6ce3',
+    '8f5f080b51e56df4a86a346623596e955cc3fba71ffe4bbca34389fafa47182a',
+    '77e27ae2c98a6c56785cca53c76d867247c0892d5ba078a5a96e1e681db10558',
+  ],
+  /** SHA-256 of Bob's serialized session after the conversation. */
+  bobSessionAfter: '61b0e5a0e00dfa5a167734cf35a924b3e23ca1cc83a82dfa951350debfef7e4a',
+  safetyNumber: '710990490864141560788898561629829777358150725767928601002841',
+  safetyQr:
+    '01276b7a03a12706b0c8cd3f684151251da6efacd8c9a7b5097a95180672996d5e' +
+    '68f756f97b779045d92cb9ef64180dcb0995896e60317320995214218dfd9c62',
+}
+
+async function conversation() {
+  const alice = await deterministicIdentity('alice')
+  const bob = await deterministicIdentity('bob')
+  const aliceKeys = deterministicKeys('alice-ephemeral')
+  const bobKeys = deterministicKeys('bob-ephemeral')
+  const bobPreKeys = deterministicKeys('bob-prekeys')
+  const signedPreKey = await generateSignedPreKey(bob, 1, { extractable: true }, bobPreKeys)
+  const [oneTimePreKey] = await generateOneTimePreKeys(bob, 100, 1, { extractable: true }, bobPreKeys)
+  const bundle = {
+    identity: bob.public,
+    signedPreKey: publicPreKey(signedPreKey),
+    oneTimePreKey: publicPreKey(oneTimePreKey!),
+  }
+  const x3dh = await x3dhInitiate(alice, bundle, deterministicKeys('alice-ephemeral'))
+
+  const envelopes: Uint8Array[] = []
+  let a = await startSession(alice, bundle, aliceKeys)
+  let sent = await encryptMessage(a, utf8Encode('Hello Bob, this is Alice.'), aliceKeys)
+  a = sent.session
+  envelopes.push(sent.envelope)
+  sent = await encryptMessage(a, utf8Encode('A second message in the first chain.'), aliceKeys)
+  a = sent.session
+  envelopes.push(sent.envelope)
+
+  const accepted = await acceptSession(bob, envelopes[0]!, { signedPreKey, oneTimePreKey })
+  let b = accepted.session
+  b = (await decryptMessage(b, envelopes[1]!)).session
+  sent = await encryptMessage(b, utf8Encode('Hi Alice. Bob here.'), bobKeys)
+  b = sent.session
+  envelopes.push(sent.envelope)
+  const reply = await decryptMessage(a, sent.envelope)
+  a = reply.session
+  sent = await encryptMessage(a, utf8Encode('New chain after the DH ratchet.'), aliceKeys)
+  a = sent.session
+  envelopes.push(sent.envelope)
+  const last = await decryptMessage(b, sent.envelope)
+  b = last.session
+  return {
+    alice,
+    bob,
+    x3dh,
+    envelopes,
+    bobSession: b,
+    texts: [utf8Decode(accepted.plaintext), utf8Decode(reply.plaintext), utf8Decode(last.plaintext)],
+  }
+}
+
+describe('known answers', () => {
+  it('a fixed conversation produces exactly the pinned bytes', async () => {
+    const run = await conversation()
+    expect(run.texts).toEqual([
+      'Hello Bob, this is Alice.',
+      'Hi Alice. Bob here.',
+      'New chain after the DH ratchet.',
+    ])
+    const safety = safetyNumber(
+      { username: 'alice', identity: run.alice.public },
+      { username: 'bob', identity: run.bob.public },
+    )
+    const actual = {
+      aliceIdentityKey: toHex(run.alice.public.identityKey),
+      bobIdentityKey: toHex(run.bob.public.identityKey),
+      x3dhSharedSecret: toHex(run.x3dh.sharedSecret),
+      associatedData: toHex(run.x3dh.associatedData),
+      envelopes: run.envelopes.map((envelope) => toHex(sha256(envelope))),
+      bobSessionAfter: toHex(sha256(await serializeSession(run.bobSession))),
+      safetyNumber: safety.digits,
+      safetyQr: toHex(safety.qrPayload),
+    }
+    expect(actual).toEqual(KNOWN_ANSWERS)
+  })
+
+  it('the same conversation run twice gives the same bytes (nothing random leaks in)', async () => {
+    const [one, two] = [await conversation(), await conversation()]
+    expect(one.envelopes.map(toHex)).toEqual(two.envelopes.map(toHex))
+  })
+})
