@@ -1,0 +1,60 @@
+import { describe, expect, it } from 'vitest'
+import {
+  deriveStorageKey,
+  newStorageKeyParameters,
+  open,
+  STORAGE_KEY_MIN_ITERATIONS,
+  seal,
+} from '../at-rest.js'
+import { utf8Decode, utf8Encode } from '../bytes.js'
+import { isProtocolError } from '../errors.js'
+
+// Tests use fewer PBKDF2 iterations than production; the floor check is tested separately.
+const TEST_ITERATIONS = 1_000
+
+describe('sealing state at rest', () => {
+  it('opens with the same password and context; fails with another password, context or an altered byte', async () => {
+    const parameters = newStorageKeyParameters(TEST_ITERATIONS)
+    const key = await deriveStorageKey('a long passphrase here', parameters, TEST_ITERATIONS)
+    const sealed = await seal(key, utf8Encode('session bytes'), 'session:bob')
+    expect(utf8Decode(await open(key, sealed, 'session:bob'))).toBe('session bytes')
+    expect(
+      utf8Decode(
+        await open(
+          await deriveStorageKey('a long passphrase here', parameters, TEST_ITERATIONS),
+          sealed,
+          'session:bob',
+        ),
+      ),
+    ).toBe('session bytes')
+
+    const wrongPassword = await deriveStorageKey('a long passphrase HERE', parameters, TEST_ITERATIONS)
+    const failures = [
+      open(wrongPassword, sealed, 'session:bob'),
+      open(key, sealed, 'session:carol'),
+      open(
+        key,
+        Uint8Array.from(sealed, (byte, i) => (i === sealed.length - 1 ? byte ^ 1 : byte)),
+        'session:bob',
+      ),
+    ]
+    for (const failure of failures) {
+      expect(isProtocolError(await failure.catch((e: unknown) => e), 'E2E_ERR_DECRYPTION_FAILED')).toBe(true)
+    }
+  })
+
+  it('the storage key cannot be exported, and weak parameters are refused', async () => {
+    const key = await deriveStorageKey('pw', newStorageKeyParameters(TEST_ITERATIONS), TEST_ITERATIONS)
+    expect(key.extractable).toBe(false)
+    await expect(deriveStorageKey('pw', newStorageKeyParameters(10_000))).rejects.toMatchObject({
+      code: 'E2E_ERR_INVALID_INPUT',
+    })
+    expect(STORAGE_KEY_MIN_ITERATIONS).toBeGreaterThanOrEqual(600_000)
+  })
+
+  it('two seals of the same bytes differ (fresh nonce each time)', async () => {
+    const key = await deriveStorageKey('pw', newStorageKeyParameters(TEST_ITERATIONS), TEST_ITERATIONS)
+    const [a, b] = await Promise.all([seal(key, utf8Encode('x'), 'c'), seal(key, utf8Encode('x'), 'c')])
+    expect(a).not.toEqual(b)
+  })
+})
