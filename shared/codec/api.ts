@@ -124,3 +124,19 @@ export const ErrorResponse = Type.Object(
   { additionalProperties: false },
 )
 export type ErrorResponse = Static<typeof ErrorResponse>
+
+// --- Request parts and small responses the server's routes declare --------------------------------
+
+/** Path parameters of /users/:username/… routes (normalised by the server). */
+export const UsernameParams = Type.Object({ username: UsernameField }, { additionalProperties: false })
+export type UsernameParams = Static<typeof UsernameParams>
+
+/** Query of GET /users?query=…: a username prefix, normalised like a username by the server. */
+export const UserSearchQuery = Type.Object(
+  { query: Type.String({ minLength: 1, maxLength: USERNAME_MAX_LENGTH * 2 }) },
+  { additionalProperties: false },
+)
+export type UserSearchQuery = Static<typeof UserSearchQuery>
+
+export const HealthResponse = Type.Object({ status: Type.Literal('ok') }, { additionalProperties: false })
+export type HealthResponse = Static<typeof HealthResponse>
