@@ -13,8 +13,19 @@
  * A message counts once it is both encrypted and decrypted. Prints a table, then one JSON line.
  */
 import { utf8Encode } from '../shared/bytes.js'
-import { generateIdentity, generateOneTimePreKeys, generateSignedPreKey, publicPreKey } from '../shared/identity.js'
-import { acceptSession, decryptMessage, encryptMessage, type Session, startSession } from '../shared/session.js'
+import {
+  generateIdentity,
+  generateOneTimePreKeys,
+  generateSignedPreKey,
+  publicPreKey,
+} from '../shared/identity.js'
+import {
+  acceptSession,
+  decryptMessage,
+  encryptMessage,
+  type Session,
+  startSession,
+} from '../shared/session.js'
 import { x3dhInitiate, x3dhRespond } from '../shared/x3dh.js'
 
 const subtle = globalThis.crypto.subtle
@@ -86,7 +97,10 @@ async function benchX3dh(): Promise<number> {
 }
 
 /** One side's symmetric step in raw WebCrypto: HMAC ×2, HKDF, AES-GCM import + seal/open. */
-async function webCryptoSymmetricSide(chainKey: Uint8Array<ArrayBuffer>, decryptInput?: Uint8Array<ArrayBuffer>) {
+async function webCryptoSymmetricSide(
+  chainKey: Uint8Array<ArrayBuffer>,
+  decryptInput?: Uint8Array<ArrayBuffer>,
+) {
   const hmacKey = await subtle.importKey('raw', chainKey, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign'])
   const [seed, next] = await Promise.all([
     subtle.sign('HMAC', hmacKey, new Uint8Array([1])),
@@ -94,7 +108,11 @@ async function webCryptoSymmetricSide(chainKey: Uint8Array<ArrayBuffer>, decrypt
   ])
   const hkdfKey = await subtle.importKey('raw', seed, 'HKDF', false, ['deriveBits'])
   const okm = new Uint8Array(
-    await subtle.deriveBits({ name: 'HKDF', hash: 'SHA-256', salt: new Uint8Array(32), info: new Uint8Array(8) }, hkdfKey, 44 * 8),
+    await subtle.deriveBits(
+      { name: 'HKDF', hash: 'SHA-256', salt: new Uint8Array(32), info: new Uint8Array(8) },
+      hkdfKey,
+      44 * 8,
+    ),
   )
   const aesKey = await subtle.importKey('raw', okm.slice(0, 32), 'AES-GCM', false, ['encrypt', 'decrypt'])
   const params = { name: 'AES-GCM', iv: okm.slice(32, 44), additionalData: new Uint8Array(170) }
@@ -155,7 +173,9 @@ async function main() {
   console.log('')
   console.log(`${'case'.padEnd(40)}${'rate'.padStart(12)}${'vs floor'.padStart(12)}`)
   for (const [name, rate, floor] of rows) {
-    console.log(`${name.padEnd(40)}${String(round(rate)).padStart(12)}${(floor ? `${(rate / floor).toFixed(2)}x` : '').padStart(12)}`)
+    console.log(
+      `${name.padEnd(40)}${String(round(rate)).padStart(12)}${(floor ? `${(rate / floor).toFixed(2)}x` : '').padStart(12)}`,
+    )
   }
   console.log('')
   console.log(

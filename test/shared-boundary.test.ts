@@ -17,8 +17,35 @@ function sourceFiles(dir: string): string[] {
   })
 }
 
-const NODE_BUILTINS = ['fs', 'path', 'crypto', 'os', 'buffer', 'child_process', 'net', 'tls', 'http', 'https', 'url', 'util', 'stream', 'worker_threads']
-const FORBIDDEN_GLOBALS = ['window', 'document', 'navigator', 'localStorage', 'sessionStorage', 'indexedDB', 'Buffer', 'process', 'require', '__dirname', '__filename']
+const NODE_BUILTINS = [
+  'fs',
+  'path',
+  'crypto',
+  'os',
+  'buffer',
+  'child_process',
+  'net',
+  'tls',
+  'http',
+  'https',
+  'url',
+  'util',
+  'stream',
+  'worker_threads',
+]
+const FORBIDDEN_GLOBALS = [
+  'window',
+  'document',
+  'navigator',
+  'localStorage',
+  'sessionStorage',
+  'indexedDB',
+  'Buffer',
+  'process',
+  'require',
+  '__dirname',
+  '__filename',
+]
 
 function stripComments(source: string): string {
   return source.replace(/\/\*[\s\S]*?\*\//g, '').replace(/(^|[^:'"`])\/\/.*$/gm, '$1')
@@ -31,19 +58,28 @@ describe('shared/ is runtime-neutral', () => {
     expect(files.length).toBeGreaterThan(10)
   })
 
-  it.each(files.map((file) => [relative(root, file), file]))('%s imports no Node built-ins and uses no DOM or Node globals', (_name, file) => {
-    const source = stripComments(readFileSync(file, 'utf8'))
-    const imports = [...source.matchAll(/(?:import|export)\s[^'"]*?from\s+['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g)].map(
-      (match) => match[1] ?? match[2] ?? '',
-    )
-    for (const specifier of imports) {
-      expect(specifier.startsWith('node:'), specifier).toBe(false)
-      expect(NODE_BUILTINS.includes(specifier), specifier).toBe(false)
-      const allowed = specifier.startsWith('.') || specifier.startsWith('@noble/') || specifier.startsWith('typebox') || ['vitest', 'fast-check'].includes(specifier)
-      expect(allowed, `unexpected dependency ${specifier}`).toBe(true)
-    }
-    for (const name of FORBIDDEN_GLOBALS) {
-      expect(new RegExp(`(?<![.\\w$'"])${name}\\s*[.([]`).test(source), `uses ${name}`).toBe(false)
-    }
-  })
+  it.each(files.map((file) => [relative(root, file), file]))(
+    '%s imports no Node built-ins and uses no DOM or Node globals',
+    (_name, file) => {
+      const source = stripComments(readFileSync(file, 'utf8'))
+      const imports = [
+        ...source.matchAll(
+          /(?:import|export)\s[^'"]*?from\s+['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g,
+        ),
+      ].map((match) => match[1] ?? match[2] ?? '')
+      for (const specifier of imports) {
+        expect(specifier.startsWith('node:'), specifier).toBe(false)
+        expect(NODE_BUILTINS.includes(specifier), specifier).toBe(false)
+        const allowed =
+          specifier.startsWith('.') ||
+          specifier.startsWith('@noble/') ||
+          specifier.startsWith('typebox') ||
+          ['vitest', 'fast-check'].includes(specifier)
+        expect(allowed, `unexpected dependency ${specifier}`).toBe(true)
+      }
+      for (const name of FORBIDDEN_GLOBALS) {
+        expect(new RegExp(`(?<![.\\w$'"])${name}\\s*[.([]`).test(source), `uses ${name}`).toBe(false)
+      }
+    },
+  )
 })
