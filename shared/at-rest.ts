@@ -5,15 +5,17 @@
  *
  *   storage key = PBKDF2-HMAC-SHA256(password (NFKC, UTF-8), salt (16 random bytes),
  *                                    iterations (≥ 600,000, OWASP 2023), 256 bits)
- *   sealed v1   = 0x01 ‖ nonce (12 random bytes) ‖ AES-256-GCM(plaintext, AD = label ‖ context) ‖ tag
+ *   parameters v1 = 0x01 ‖ iterations (u32) ‖ salt (16)      — stored in the clear beside the data
+ *   sealed v1   = 0x01 ‖ nonce (12 random bytes) ‖ AES-256-GCM(plaintext, AD) ‖ tag
+ *   AD          = 0x01 (the version byte) ‖ "secure-chat/v1/at-rest" ‖ 0x00 ‖ UTF-8(context)
  *
  * `context` names what is sealed (e.g. "session:bob"), so a sealed record moved to another slot
  * of the database fails to open instead of being accepted as something else.
  */
-import { assertBytes, ByteReader, concatBytes, utf8Encode } from './bytes.js'
+import { assertBytes, ByteReader, ByteWriter, concatBytes, utf8Encode } from './bytes.js'
 import { aesGcmDecrypt, aesGcmEncrypt, randomBytes } from './crypto/primitives.js'
 import { describeValue, ProtocolError, ProtocolErrorCode } from './errors.js'
-import { AT_REST_KEY_INFO } from './labels.js'
+import { AT_REST_AD_LABEL } from './labels.js'
 
 export const SEALED_VERSION = 1
 export const STORAGE_KEY_SALT_BYTES = 16
@@ -75,7 +77,39 @@ export async function deriveStorageKey(
 }
 
 function sealedAssociatedData(context: string): Uint8Array {
-  return concatBytes(AT_REST_KEY_INFO, new Uint8Array([0]), utf8Encode(context))
+  return concatBytes(
+    new Uint8Array([SEALED_VERSION]),
+    AT_REST_AD_LABEL,
+    new Uint8Array([0]),
+    utf8Encode(context),
+  )
+}
+
+export const STORAGE_KEY_PARAMETERS_VERSION = 1
+
+/** The parameters a client stores (unencrypted) so it can derive the same key at the next unlock. */
+export function encodeStorageKeyParameters(parameters: StorageKeyParameters): Uint8Array {
+  return new ByteWriter(21)
+    .u8(STORAGE_KEY_PARAMETERS_VERSION)
+    .u32(parameters.iterations)
+    .fixed(parameters.salt)
+    .finish()
+}
+
+export function decodeStorageKeyParameters(bytes: Uint8Array): StorageKeyParameters {
+  assertBytes(bytes, undefined, 'storage key parameters')
+  const reader = new ByteReader(bytes, 'storage key parameters')
+  const version = reader.u8()
+  if (version !== STORAGE_KEY_PARAMETERS_VERSION) {
+    throw new ProtocolError(
+      ProtocolErrorCode.UnsupportedVersion,
+      `storage key parameters: expected version ${STORAGE_KEY_PARAMETERS_VERSION}, got ${version}`,
+    )
+  }
+  const iterations = reader.u32()
+  const salt = reader.fixed(STORAGE_KEY_SALT_BYTES)
+  reader.end()
+  return { iterations, salt }
 }
 
 export async function seal(

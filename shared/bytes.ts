@@ -208,6 +208,9 @@ export class ByteWriter {
   }
 
   u8(value: number): this {
+    if (!Number.isInteger(value) || value < 0 || value > 0xff) {
+      throw new ProtocolError(ProtocolErrorCode.InvalidInput, `uint8 field: expected 0..255, got ${value}`)
+    }
     this.reserve(1)
     this.view.setUint8(this.length, value)
     this.length += 1
@@ -215,6 +218,7 @@ export class ByteWriter {
   }
 
   u32(value: number): this {
+    assertUint32(value, 'uint32 field')
     this.reserve(4)
     this.view.setUint32(this.length, value)
     this.length += 4

@@ -25,6 +25,7 @@ import {
   ONE_TIME_PREKEY_SIGNATURE_LABEL,
   SIGNED_PREKEY_SIGNATURE_LABEL,
 } from './labels.js'
+import { ONE_TIME_PREKEY_BATCH } from './limits.js'
 
 /** What everybody may know about a user: the two public keys and the binding signature. */
 export interface PublicIdentity {
@@ -151,7 +152,13 @@ export function generateOneTimePreKeys(
   keys: KeyGeneration = defaultKeyGeneration,
 ): Promise<PreKeyPair[]> {
   assertUint32(firstKeyId, 'first prekey id')
-  assertUint32(firstKeyId + count, 'last prekey id')
+  if (!Number.isInteger(count) || count < 1 || count > ONE_TIME_PREKEY_BATCH) {
+    throw new ProtocolError(
+      ProtocolErrorCode.InvalidInput,
+      `prekey count: expected 1..${ONE_TIME_PREKEY_BATCH}, got ${count}`,
+    )
+  }
+  assertUint32(firstKeyId + count - 1, 'last prekey id')
   return Promise.all(
     Array.from({ length: count }, (_, i) =>
       makePreKey(identity, ONE_TIME_PREKEY_SIGNATURE_LABEL, firstKeyId + i, options, keys),

@@ -10,8 +10,9 @@ export interface KeyGeneration {
 }
 
 /**
- * WebCrypto key generation. Ratchet and ephemeral keys are always made extractable, because
- * session state must be stored (sealed) between runs; identity and prekeys follow the caller.
+ * WebCrypto key generation. Ratchet keys are made extractable (RATCHET_KEY_OPTIONS) because
+ * session state is stored (sealed) between runs; the X3DH ephemeral key is not, since it is
+ * dropped after use; identity and prekeys follow the caller.
  */
 export const defaultKeyGeneration: KeyGeneration = {
   generateKeyPair: (options) => generateX25519KeyPair(options),

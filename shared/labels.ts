@@ -14,8 +14,8 @@ export const MESSAGE_KEY_INFO = utf8Encode('secure-chat/v1/message-key')
 export const IDENTITY_SIGNATURE_LABEL = utf8Encode('secure-chat/v1/identity-key')
 export const SIGNED_PREKEY_SIGNATURE_LABEL = utf8Encode('secure-chat/v1/signed-prekey')
 export const ONE_TIME_PREKEY_SIGNATURE_LABEL = utf8Encode('secure-chat/v1/one-time-prekey')
-/** HKDF info for keys that seal client state at rest. */
-export const AT_REST_KEY_INFO = utf8Encode('secure-chat/v1/at-rest')
+/** Associated-data prefix of records sealed at rest (at-rest.ts); separates them from every other AEAD use. */
+export const AT_REST_AD_LABEL = utf8Encode('secure-chat/v1/at-rest')
 
 /** Chain-step constants (libsignal and Olm use exactly these single bytes). */
 export const MESSAGE_KEY_SEED_CONSTANT = new Uint8Array([0x01])

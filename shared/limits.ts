@@ -4,9 +4,10 @@
  */
 
 /**
- * How many message keys one incoming message may make the receiver derive and skip in a single
- * chain. Bounds the CPU a single forged header can cost (each skip is two HMACs). Olm uses 2,000;
- * SimpleX 512; libsignal 25,000. A real sender never runs this far ahead of a live peer.
+ * How many message keys one incoming message may make the receiver derive and skip, counting both
+ * the rest of the previous receiving chain and the start of a new one. Bounds the CPU a single
+ * forged header can cost (each skip is two HMACs). Olm uses 2,000; SimpleX 512; libsignal 25,000.
+ * A real sender never runs this far ahead of a live peer.
  */
 export const MAX_FORWARD_JUMP = 2_000
 
@@ -25,8 +26,12 @@ export const MAX_PLAINTEXT_BYTES = 64 * 1024
  */
 export const PADDING_BLOCK_BYTES = 160
 
-/** Largest encoded message envelope (prekey header + ratchet header + padded ciphertext + tag). */
-export const MAX_ENVELOPE_BYTES = MAX_PLAINTEXT_BYTES + PADDING_BLOCK_BYTES + 512
+/**
+ * Largest encoded message envelope: the prekey message's 211-byte header, the largest padded
+ * plaintext (MAX_PLAINTEXT_BYTES + 1 rounded up to a whole block: 65600) and the 16-byte tag.
+ */
+export const MAX_ENVELOPE_BYTES =
+  211 + Math.ceil((MAX_PLAINTEXT_BYTES + 1) / PADDING_BLOCK_BYTES) * PADDING_BLOCK_BYTES + 16
 
 /** One-time prekeys a client uploads at once; also the most the server accepts in one request. */
 export const ONE_TIME_PREKEY_BATCH = 100

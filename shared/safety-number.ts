@@ -6,13 +6,15 @@
  * identity a user is known by: identityKey ‖ signingKey (64 bytes); the stable id is the
  * normalised username.
  *
- * The QR payload carries the same two fingerprints as bytes: version ‖ lower ‖ higher (sorted as
- * the digits are), so a scanner compares it with its own computation byte for byte.
+ * The QR payload carries the two 32-byte fingerprints: version ‖ lower ‖ higher, ordered by
+ * comparing the fingerprints byte by byte (which need not be the order of the digit halves), so
+ * both sides produce the same payload and a scanner compares it with its own byte for byte.
  */
 import { concatBytes, equalBytes, utf8Encode } from './bytes.js'
 import { sha512 } from './crypto/primitives.js'
 import type { PublicIdentity } from './identity.js'
 import { SAFETY_NUMBER_ITERATIONS } from './limits.js'
+import { normalizeUsername } from './username.js'
 
 export const SAFETY_NUMBER_VERSION = 0
 export const SAFETY_NUMBER_QR_VERSION = 1
@@ -65,8 +67,9 @@ function compareBytes(a: Uint8Array, b: Uint8Array): number {
 }
 
 export function safetyNumber(local: SafetyNumberParty, remote: SafetyNumberParty): SafetyNumber {
-  const localFingerprint = partyFingerprint(local)
-  const remoteFingerprint = partyFingerprint(remote)
+  // The stable id is the normalised username, so "Alice" and "alice" give the same number.
+  const localFingerprint = partyFingerprint({ ...local, username: normalizeUsername(local.username) })
+  const remoteFingerprint = partyFingerprint({ ...remote, username: normalizeUsername(remote.username) })
   const localDigits = displayDigits(localFingerprint)
   const remoteDigits = displayDigits(remoteFingerprint)
   const digits = localDigits <= remoteDigits ? localDigits + remoteDigits : remoteDigits + localDigits

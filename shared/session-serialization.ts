@@ -111,6 +111,12 @@ export async function deserializeSession(bytes: Uint8Array): Promise<Session> {
     const signedPreKeyId = reader.u32()
     const hasOneTimePreKey = readFlag(reader)
     const oneTimePreKeyId = reader.u32()
+    if (!hasOneTimePreKey && oneTimePreKeyId !== 0) {
+      throw new ProtocolError(
+        ProtocolErrorCode.MalformedMessage,
+        `session: expected one-time prekey id 0 without the flag, got ${oneTimePreKeyId}`,
+      )
+    }
     pendingPreKey = {
       initiator,
       ephemeralKey,

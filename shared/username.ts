@@ -1,5 +1,6 @@
 /**
- * Usernames: what a user types is normalised (Unicode NFKC, then lower-cased) and must then be
+ * Usernames: what a user types is normalised (Unicode NFKC, lower-cased, surrounding white space
+ * trimmed) and must then be
  * 3–32 characters of a–z, 0–9, '.', '_' or '-', beginning and ending with a letter or digit.
  * Restricting the normalised form to ASCII rules out look-alike names ("аlice" with a Cyrillic
  * а) while NFKC still maps full-width and compatibility forms ("ＡＬＩＣＥ") onto the plain name.

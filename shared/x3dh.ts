@@ -16,7 +16,7 @@ import {
   verifyPreKeyBundle,
   verifyPublicIdentity,
 } from './identity.js'
-import { defaultKeyGeneration, type KeyGeneration, RATCHET_KEY_OPTIONS } from './key-generation.js'
+import { defaultKeyGeneration, type KeyGeneration } from './key-generation.js'
 import { X3DH_INFO, X3DH_PREFIX, ZERO_SALT } from './labels.js'
 
 export const SHARED_SECRET_BYTES = 32
@@ -51,7 +51,8 @@ export async function x3dhInitiate(
 ): Promise<X3dhInitiation> {
   // A forged or swapped prekey must fail here, before any secret depends on it.
   await verifyPreKeyBundle(bundle)
-  const ephemeral = await deps.generateKeyPair(RATCHET_KEY_OPTIONS)
+  // The ephemeral private key is used here and then dropped, so it never needs to be exportable.
+  const ephemeral = await deps.generateKeyPair({ extractable: false })
   const dhs = await Promise.all([
     x25519(identity.agreement.privateKey, bundle.signedPreKey.publicKey),
     x25519(ephemeral.privateKey, bundle.identity.identityKey),

@@ -45,7 +45,7 @@ export interface Envelope {
 }
 
 export function encodeEnvelopeHeader(preKey: PreKeyHeader | undefined, header: RatchetHeader): Uint8Array {
-  const writer = new ByteWriter(preKey ? 227 : 42)
+  const writer = new ByteWriter(preKey ? 211 : 42)
   writer.u8(ENVELOPE_VERSION).u8(preKey ? EnvelopeType.PreKeyMessage : EnvelopeType.Message)
   if (preKey) {
     writer
@@ -92,10 +92,16 @@ export function decodeEnvelope(input: unknown): Envelope {
     const signedPreKeyId = reader.u32()
     const hasOneTimePreKey = reader.u8()
     const oneTimePreKeyId = reader.u32()
-    if (hasOneTimePreKey > 1 || (hasOneTimePreKey === 0 && oneTimePreKeyId !== 0)) {
+    if (hasOneTimePreKey > 1) {
       throw new ProtocolError(
         ProtocolErrorCode.MalformedMessage,
         `envelope: expected one-time prekey flag 0 or 1, got ${hasOneTimePreKey}`,
+      )
+    }
+    if (hasOneTimePreKey === 0 && oneTimePreKeyId !== 0) {
+      throw new ProtocolError(
+        ProtocolErrorCode.MalformedMessage,
+        `envelope: expected one-time prekey id 0 without the flag, got ${oneTimePreKeyId}`,
       )
     }
     preKey = {

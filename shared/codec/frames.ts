@@ -4,11 +4,13 @@
  * Message bodies are envelopes (codec/envelope.ts) in unpadded base64url: the server relays them
  * without looking inside.
  */
-import { MAX_ENVELOPE_BYTES, MESSAGE_ID_BYTES } from '../limits.js'
+import { MAX_ENVELOPE_BYTES, MESSAGE_ID_BYTES, USERNAME_MAX_LENGTH, USERNAME_MIN_LENGTH } from '../limits.js'
 import { TimestampField, UsernameField } from './api.js'
 import { Base64Url, decode, FixedBase64Url, type Static, type TSchema, Type } from './schema.js'
 
 export const FRAME_VERSION = 1
+/** Usernames the server sends are already normalised. */
+const ServerUsername = Type.String({ minLength: USERNAME_MIN_LENGTH, maxLength: USERNAME_MAX_LENGTH })
 const V = Type.Literal(FRAME_VERSION)
 
 export const MessageIdField = FixedBase64Url(MESSAGE_ID_BYTES, 'client-chosen random message id')
@@ -41,7 +43,7 @@ export type ClientFrame = Static<typeof ClientFrame>
 // --- Server → client ----------------------------------------------------------------------------
 
 export const ReadyFrame = Type.Object(
-  { v: V, type: Type.Literal('ready'), username: Type.String(), queued: Type.Integer({ minimum: 0 }) },
+  { v: V, type: Type.Literal('ready'), username: ServerUsername, queued: Type.Integer({ minimum: 0 }) },
   { additionalProperties: false },
 )
 export const AcceptedFrame = Type.Object(
@@ -54,14 +56,14 @@ export const DeliverFrame = Type.Object(
     type: Type.Literal('deliver'),
     seq: SequenceField,
     id: MessageIdField,
-    from: Type.String(),
+    from: ServerUsername,
     body: EnvelopeField,
     ts: TimestampField,
   },
   { additionalProperties: false },
 )
 export const PresenceFrame = Type.Object(
-  { v: V, type: Type.Literal('presence'), username: Type.String(), online: Type.Boolean() },
+  { v: V, type: Type.Literal('presence'), username: ServerUsername, online: Type.Boolean() },
   { additionalProperties: false },
 )
 export const PreKeysLowFrame = Type.Object(
@@ -69,15 +71,15 @@ export const PreKeysLowFrame = Type.Object(
   { additionalProperties: false },
 )
 export const IdentityChangedFrame = Type.Object(
-  { v: V, type: Type.Literal('identity.changed'), username: Type.String() },
+  { v: V, type: Type.Literal('identity.changed'), username: ServerUsername },
   { additionalProperties: false },
 )
 export const ErrorFrame = Type.Object(
   {
     v: V,
     type: Type.Literal('error'),
-    code: Type.String(),
-    message: Type.String(),
+    code: Type.String({ maxLength: 64 }),
+    message: Type.String({ maxLength: 1024 }),
     /** The client message id the error refers to, when it refers to one. */
     id: Type.Optional(MessageIdField),
   },

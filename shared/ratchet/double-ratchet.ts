@@ -295,7 +295,8 @@ export async function ratchetDecrypt(
       chainKey = step.nextChainKey
     }
   }
-  checkJump(0, header.index, 'message index')
+  // One message may not make us skip more than MAX_FORWARD_JUMP keys in total, across both chains.
+  checkJump(0, skipped.length + header.index, 'previous chain length plus message index')
   const { rootKey, chainKey } = rootStep(
     state.rootKey,
     await x25519(state.ourRatchetKey.privateKey, header.ratchetKey),

@@ -33,5 +33,12 @@ export function unpad(padded: Uint8Array): Uint8Array {
       'padding: expected 0x80 then zeros, got another pattern',
     )
   }
+  if (end > MAX_PLAINTEXT_BYTES) {
+    // A conforming sender never pads more than MAX_PLAINTEXT_BYTES; refuse what it could not send.
+    throw new ProtocolError(
+      ProtocolErrorCode.TooLarge,
+      `plaintext: expected at most ${MAX_PLAINTEXT_BYTES} bytes, got ${end}`,
+    )
+  }
   return padded.slice(0, end)
 }

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest'
 import {
+  decodeStorageKeyParameters,
   deriveStorageKey,
+  encodeStorageKeyParameters,
   newStorageKeyParameters,
   open,
   STORAGE_KEY_MIN_ITERATIONS,
@@ -56,5 +58,28 @@ describe('sealing state at rest', () => {
     const key = await deriveStorageKey('pw', newStorageKeyParameters(TEST_ITERATIONS), TEST_ITERATIONS)
     const [a, b] = await Promise.all([seal(key, utf8Encode('x'), 'c'), seal(key, utf8Encode('x'), 'c')])
     expect(a).not.toEqual(b)
+  })
+
+  it('stores its key parameters in a versioned form that derives the same key', async () => {
+    const parameters = newStorageKeyParameters(TEST_ITERATIONS)
+    const stored = encodeStorageKeyParameters(parameters)
+    expect(stored).toHaveLength(21)
+    const restored = decodeStorageKeyParameters(stored)
+    expect(restored.iterations).toBe(TEST_ITERATIONS)
+    const sealed = await seal(await deriveStorageKey('pw', parameters, TEST_ITERATIONS), utf8Encode('x'), 'c')
+    expect(utf8Decode(await open(await deriveStorageKey('pw', restored, TEST_ITERATIONS), sealed, 'c'))).toBe(
+      'x',
+    )
+    const future = stored.slice()
+    future[0] = 2
+    expect(() => decodeStorageKeyParameters(future)).toThrow(/version/)
+  })
+
+  it('authenticates the version byte: a record relabelled as another version does not open', async () => {
+    const key = await deriveStorageKey('pw', newStorageKeyParameters(TEST_ITERATIONS), TEST_ITERATIONS)
+    const sealed = await seal(key, utf8Encode('x'), 'c')
+    const relabelled = sealed.slice()
+    relabelled[0] = 2
+    await expect(open(key, relabelled, 'c')).rejects.toMatchObject({ code: 'E2E_ERR_UNSUPPORTED_VERSION' })
   })
 })

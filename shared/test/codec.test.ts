@@ -10,7 +10,8 @@ import { decodeEnvelope, encodeEnvelope, encodeEnvelopeHeader } from '../codec/e
 import { decodeClientFrame, decodeServerFrame } from '../codec/frames.js'
 import { decode } from '../codec/schema.js'
 import { isProtocolError } from '../errors.js'
-import { MAX_ENVELOPE_BYTES } from '../limits.js'
+import { MAX_ENVELOPE_BYTES, MAX_PLAINTEXT_BYTES, PADDING_BLOCK_BYTES } from '../limits.js'
+import { pad, unpad } from '../ratchet/padding.js'
 import { normalizeUsername } from '../username.js'
 
 function codeOf(fn: () => unknown): string | undefined {
@@ -137,6 +138,34 @@ describe('envelope', () => {
       }),
       { numRuns: 500 },
     )
+  })
+})
+
+describe('padding', () => {
+  it('refuses a padded plaintext longer than any conforming sender makes', () => {
+    // MAX_PLAINTEXT_BYTES + 1 bytes of plaintext, then 0x80 and zeros to the end of its block.
+    const padded = new Uint8Array(Math.ceil((MAX_PLAINTEXT_BYTES + 2) / PADDING_BLOCK_BYTES) * PADDING_BLOCK_BYTES)
+    padded[MAX_PLAINTEXT_BYTES + 1] = 0x80
+    expect(codeOf(() => unpad(padded))).toBe('E2E_ERR_TOO_LARGE')
+    expect(codeOf(() => pad(new Uint8Array(MAX_PLAINTEXT_BYTES + 1)))).toBe('E2E_ERR_TOO_LARGE')
+    expect(unpad(pad(new Uint8Array(MAX_PLAINTEXT_BYTES)))).toHaveLength(MAX_PLAINTEXT_BYTES)
+  })
+
+  it('the largest conforming prekey envelope is exactly MAX_ENVELOPE_BYTES', () => {
+    const headerBytes = encodeEnvelopeHeader(
+      {
+        initiator: {
+          identityKey: new Uint8Array(32),
+          signingKey: new Uint8Array(32),
+          identitySignature: new Uint8Array(64),
+        },
+        ephemeralKey: new Uint8Array(32),
+        signedPreKeyId: 1,
+        oneTimePreKeyId: 2,
+      },
+      { ratchetKey: new Uint8Array(32), previousChainLength: 0, index: 0 },
+    )
+    expect(headerBytes.length + pad(new Uint8Array(MAX_PLAINTEXT_BYTES)).length + 16).toBe(MAX_ENVELOPE_BYTES)
   })
 })
 

@@ -280,6 +280,29 @@ describe('skipped message keys and their limits', () => {
   })
 })
 
+describe('the forward-jump limit counts both chains', () => {
+  it('a new chain whose previous-chain tail plus index exceed MAX_FORWARD_JUMP is refused', async () => {
+    const parties = await establishedParties()
+    let alice = parties.aliceSession
+    let bob = parties.bobSession
+    // Alice sends over half the limit in her current chain, none of which reaches Bob...
+    const half = MAX_FORWARD_JUMP / 2
+    for (let i = 0; i < half + 1; i++) alice = (await encryptMessage(alice, utf8Encode('lost'))).session
+    // ...Bob's reply makes her ratchet, and she sends over half the limit again in the new chain.
+    const reply = await encryptMessage(bob, utf8Encode('reply'))
+    bob = reply.session
+    alice = (await decryptMessage(alice, reply.envelope)).session
+    let envelope: Uint8Array = new Uint8Array()
+    for (let i = 0; i < half + 1; i++) {
+      const sent = await encryptMessage(alice, utf8Encode(`new ${i}`))
+      alice = sent.session
+      envelope = sent.envelope
+    }
+    // Each chain alone is within the limit; together they are not.
+    await expectRejectedUnchanged(bob, envelope, ['E2E_ERR_TOO_MANY_SKIPPED'])
+  })
+})
+
 describe('session state', () => {
   it('every message uses a fresh key: equal plaintexts give unrelated ciphertexts', async () => {
     const parties = await establishedParties()

@@ -1,0 +1,243 @@
+/**
+ * docs/protocol.md is the project's specification and repeats every limit, version, label, error
+ * code and known answer the code uses. This test parses its Markdown tables and fails, naming the
+ * constant, whenever the document and the code are out of step.
+ */
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import {
+  SEALED_VERSION,
+  STORAGE_KEY_MIN_ITERATIONS,
+  STORAGE_KEY_PARAMETERS_VERSION,
+  STORAGE_KEY_SALT_BYTES,
+} from '../shared/at-rest.js'
+import { toHex } from '../shared/bytes.js'
+import { ENVELOPE_VERSION } from '../shared/codec/envelope.js'
+import { FRAME_VERSION } from '../shared/codec/frames.js'
+import {
+  AES_256_KEY_BYTES,
+  AES_GCM_NONCE_BYTES,
+  AES_GCM_TAG_BYTES,
+  ED25519_PUBLIC_KEY_BYTES,
+  ED25519_SEED_BYTES,
+  ED25519_SIGNATURE_BYTES,
+  RSA_OAEP_MAX_PLAINTEXT_BYTES,
+  RSA_OAEP_MODULUS_BITS,
+  X25519_KEY_BYTES,
+} from '../shared/crypto/primitives.js'
+import { ProtocolErrorCode } from '../shared/errors.js'
+import { IDENTITY_EXPORT_VERSION, PREKEY_EXPORT_VERSION } from '../shared/identity.js'
+import * as labels from '../shared/labels.js'
+import * as limits from '../shared/limits.js'
+import { MAX_RETIRED_RATCHET_KEYS } from '../shared/ratchet/double-ratchet.js'
+import { SAFETY_NUMBER_QR_VERSION, SAFETY_NUMBER_VERSION } from '../shared/safety-number.js'
+import { SESSION_SERIALIZATION_VERSION } from '../shared/session-serialization.js'
+import { SHARED_SECRET_BYTES } from '../shared/x3dh.js'
+
+const root = join(import.meta.dirname, '..')
+const DOC = 'docs/protocol.md'
+const doc = readFileSync(join(root, DOC), 'utf8')
+
+const LIMITS_HEADER = ['constant', 'value', 'reason']
+const LABELS_HEADER = ['constant', 'bytes']
+const ERRORS_HEADER = ['name', 'code', 'meaning']
+
+/** Constants documented outside shared/limits.ts, in the same table format. */
+const OTHER_CONSTANTS: Record<string, number> = {
+  MAX_RETIRED_RATCHET_KEYS,
+  STORAGE_KEY_MIN_ITERATIONS,
+  STORAGE_KEY_SALT_BYTES,
+  STORAGE_KEY_PARAMETERS_VERSION,
+  SEALED_VERSION,
+  SAFETY_NUMBER_VERSION,
+  SAFETY_NUMBER_QR_VERSION,
+  ENVELOPE_VERSION,
+  FRAME_VERSION,
+  SESSION_SERIALIZATION_VERSION,
+  IDENTITY_EXPORT_VERSION,
+  PREKEY_EXPORT_VERSION,
+  SHARED_SECRET_BYTES,
+  X25519_KEY_BYTES,
+  ED25519_PUBLIC_KEY_BYTES,
+  ED25519_SEED_BYTES,
+  ED25519_SIGNATURE_BYTES,
+  AES_256_KEY_BYTES,
+  AES_GCM_NONCE_BYTES,
+  AES_GCM_TAG_BYTES,
+  RSA_OAEP_MODULUS_BITS,
+  RSA_OAEP_MAX_PLAINTEXT_BYTES,
+}
+
+/** Splits a Markdown table row into trimmed cells; a `|` inside a code span or escaped stays put. */
+function splitRow(line: string): string[] {
+  const body = line.trim().replace(/^\|/, '').replace(/\|$/, '')
+  const cells: string[] = []
+  let current = ''
+  let inCode = false
+  for (let i = 0; i < body.length; i++) {
+    const char = body[i]
+    if (char === '\\' && body[i + 1] === '|') {
+      current += '|'
+      i++
+      continue
+    }
+    if (char === '`') inCode = !inCode
+    if (char === '|' && !inCode) {
+      cells.push(current.trim())
+      current = ''
+      continue
+    }
+    current += char
+  }
+  cells.push(current.trim())
+  return cells
+}
+
+const isTableLine = (line: string | undefined): line is string => line?.trimStart().startsWith('|') ?? false
+
+/** The body rows of every table whose header names exactly these columns (case-insensitive). */
+function tableRows(header: readonly string[]): string[][] {
+  const lines = doc.split('\n')
+  const rows: string[][] = []
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]
+    if (!isTableLine(line)) continue
+    const names = splitRow(line).map((cell) => cell.toLowerCase())
+    if (names.length !== header.length || names.some((name, j) => name !== header[j])) continue
+    // Line i + 1 is the |---| separator; the body runs until the first line that is not a row.
+    for (let j = i + 2; isTableLine(lines[j]); j++) rows.push(splitRow(lines[j] as string))
+    i += 1
+  }
+  return rows
+}
+
+/** The contents of the first `code span` in a cell. */
+function codeSpan(cell: string | undefined): string | undefined {
+  return cell?.match(/`([^`]*)`/)?.[1]
+}
+
+/** Documented rows keyed by the identifier in the first column's code span. */
+function rowsByName(header: readonly string[]): Map<string, string[][]> {
+  const byName = new Map<string, string[][]>()
+  for (const row of tableRows(header)) {
+    const name = codeSpan(row[0]) ?? row[0] ?? ''
+    byName.set(name, [...(byName.get(name) ?? []), row])
+  }
+  return byName
+}
+
+/** The one row documenting `name`, failing with a message that names it otherwise. */
+function onlyRow(byName: Map<string, string[][]>, name: string, table: string): string[] {
+  const rows = byName.get(name) ?? []
+  expect(rows.length, `${DOC}: ${table} table has no row for \`${name}\``).toBeGreaterThan(0)
+  expect(rows.length, `${DOC}: ${table} table documents \`${name}\` ${rows.length} times`).toBe(1)
+  return rows[0] as string[]
+}
+
+const limitConstants = Object.entries(limits)
+const documentedConstants = rowsByName(LIMITS_HEADER)
+
+describe(`${DOC}: limits and constants tables (| constant | value | reason |)`, () => {
+  it('exist and every export of shared/limits.ts is a number', () => {
+    expect(documentedConstants.size, `${DOC}: no | constant | value | reason | table found`).toBeGreaterThan(
+      0,
+    )
+    for (const [name, value] of limitConstants) {
+      expect(typeof value, `shared/limits.ts: \`${name}\` is not a number`).toBe('number')
+    }
+  })
+
+  it.each([...limitConstants, ...Object.entries(OTHER_CONSTANTS)])(
+    '`%s` is documented as %s',
+    (name, value) => {
+      const row = onlyRow(documentedConstants, name, 'constants')
+      const cell = row[1] ?? ''
+      expect(
+        cell,
+        `${DOC}: \`${name}\` value must be a plain integer without separators, got "${cell}"`,
+      ).toMatch(/^\d+$/)
+      expect(Number(cell), `${DOC}: \`${name}\` is documented as ${cell} but the code says ${value}`).toBe(
+        value,
+      )
+    },
+  )
+
+  it('document no constant the code does not define', () => {
+    const known = new Set([...limitConstants.map(([name]) => name), ...Object.keys(OTHER_CONSTANTS)])
+    const unknown = [...documentedConstants.keys()].filter((name) => !known.has(name))
+    expect(unknown, `${DOC}: constants table rows that match no exported constant`).toEqual([])
+  })
+})
+
+const textDecoder = new TextDecoder('utf-8', { fatal: true })
+
+/** The label as text when it is printable UTF-8, otherwise undefined (documented as hex instead). */
+function labelText(bytes: Uint8Array): string | undefined {
+  try {
+    const text = textDecoder.decode(bytes)
+    return /^[\x20-\x7e]+$/.test(text) ? text : undefined
+  } catch {
+    return undefined
+  }
+}
+
+const labelExports = Object.entries(labels)
+const documentedLabels = rowsByName(LABELS_HEADER)
+
+describe(`${DOC}: labels table (| constant | bytes |)`, () => {
+  it('exists and every export of shared/labels.ts is bytes', () => {
+    expect(documentedLabels.size, `${DOC}: no | constant | bytes | table found`).toBeGreaterThan(0)
+    for (const [name, value] of labelExports) {
+      expect(value, `shared/labels.ts: \`${name}\` is not a Uint8Array`).toBeInstanceOf(Uint8Array)
+    }
+  })
+
+  it.each(labelExports)('`%s` is documented with its exact bytes', (name, bytes) => {
+    const text = labelText(bytes)
+    const expected = text ?? `0x${toHex(bytes)}`
+    const documented = codeSpan(onlyRow(documentedLabels, name, 'labels')[1])
+    const form = text === undefined ? 'hex' : 'UTF-8 text'
+    expect(
+      documented,
+      `${DOC}: label \`${name}\` is documented as \`${documented}\` but the code's ${form} is \`${expected}\``,
+    ).toBe(expected)
+  })
+
+  it('documents no label the code does not define', () => {
+    const known = new Set(labelExports.map(([name]) => name))
+    const unknown = [...documentedLabels.keys()].filter((name) => !known.has(name))
+    expect(unknown, `${DOC}: labels table rows that match no export of shared/labels.ts`).toEqual([])
+  })
+})
+
+describe(`${DOC}: error codes table (| name | code | meaning |)`, () => {
+  const documented = rowsByName(ERRORS_HEADER)
+
+  it.each(Object.entries(ProtocolErrorCode))('`%s` is documented as `%s`', (name, code) => {
+    const row = onlyRow(documented, name, 'error codes')
+    expect(codeSpan(row[1]), `${DOC}: error \`${name}\` must have code \`${code}\``).toBe(code)
+  })
+
+  it('documents no error code the code does not define', () => {
+    const unknown = [...documented.keys()].filter((name) => !Object.hasOwn(ProtocolErrorCode, name))
+    expect(unknown, `${DOC}: error table rows that match no ProtocolErrorCode`).toEqual([])
+  })
+})
+
+describe(`${DOC}: known answers`, () => {
+  const kat = readFileSync(join(root, 'shared', 'test', 'kat.test.ts'), 'utf8')
+  const block = kat.slice(
+    kat.indexOf('const KNOWN_ANSWERS'),
+    kat.indexOf('\n}\n', kat.indexOf('const KNOWN_ANSWERS')),
+  )
+  const pinned = [...block.matchAll(/'([0-9a-f]{32,}|\d{60})'/g)].map((match) => match[1] as string)
+
+  it('finds the pinned values in shared/test/kat.test.ts', () => {
+    expect(pinned.length).toBeGreaterThanOrEqual(10)
+  })
+
+  it.each(pinned)('reproduces %s', (value) => {
+    expect(doc.includes(value), `${DOC}: the known answer ${value} from kat.test.ts is missing`).toBe(true)
+  })
+})
