@@ -144,7 +144,9 @@ describe('envelope', () => {
 describe('padding', () => {
   it('refuses a padded plaintext longer than any conforming sender makes', () => {
     // MAX_PLAINTEXT_BYTES + 1 bytes of plaintext, then 0x80 and zeros to the end of its block.
-    const padded = new Uint8Array(Math.ceil((MAX_PLAINTEXT_BYTES + 2) / PADDING_BLOCK_BYTES) * PADDING_BLOCK_BYTES)
+    const padded = new Uint8Array(
+      Math.ceil((MAX_PLAINTEXT_BYTES + 2) / PADDING_BLOCK_BYTES) * PADDING_BLOCK_BYTES,
+    )
     padded[MAX_PLAINTEXT_BYTES + 1] = 0x80
     expect(codeOf(() => unpad(padded))).toBe('E2E_ERR_TOO_LARGE')
     expect(codeOf(() => pad(new Uint8Array(MAX_PLAINTEXT_BYTES + 1)))).toBe('E2E_ERR_TOO_LARGE')
