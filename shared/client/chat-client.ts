@@ -1,0 +1,1310 @@
+/**
+ * The chat client core that both UIs drive: registration and login, the WebSocket connection with
+ * reconnect and backoff, sessions with every contact, sending with retry, receiving with
+ * deduplication and acknowledgement after storage, delivery receipts, contacts with trust on first
+ * use and key-change warnings, safety numbers, and prekey upkeep.
+ *
+ * It talks to the server through `HttpClient` and `WebSocketFactory`, keeps state through
+ * `ClientStore`, and seals everything it stores under a key derived from the password. Work on
+ * one contact's session is serialised (one queue per contact); frames are handled in order.
+ */
+import {
+  deriveStorageKey,
+  newStorageKeyParameters,
+  open,
+  STORAGE_KEY_MIN_ITERATIONS,
+  type StorageKeyParameters,
+  seal,
+} from '../at-rest.js'
+import { fromBase64Url, toBase64Url, utf8Decode, utf8Encode } from '../bytes.js'
+import {
+  IdentityResponse,
+  LoginResponse,
+  PreKeyBundleResponse,
+  PreKeyStatusResponse,
+  type PublicIdentityJson,
+  RegisterResponse,
+  UserSearchResponse,
+} from '../codec/api.js'
+import { decodeEnvelope, type Envelope } from '../codec/envelope.js'
+import { type ClientFrame, decodeServerFrame, FRAME_VERSION, type ServerFrame } from '../codec/frames.js'
+import {
+  preKeyBundleFromJson,
+  preKeyToJson,
+  publicIdentityFromJson,
+  publicIdentityToJson,
+} from '../codec/keys.js'
+import { decode, matches, Type } from '../codec/schema.js'
+import {
+  exportRsaPrivateKeyPkcs8,
+  generateRsaOaepKeyPair,
+  importRsaPrivateKeyPkcs8,
+  randomBytes,
+  rsaOaepDecrypt,
+} from '../crypto/primitives.js'
+import { isProtocolError, ProtocolErrorCode } from '../errors.js'
+import {
+  exportIdentity,
+  exportPreKey,
+  generateIdentity,
+  generateOneTimePreKeys,
+  generateSignedPreKey,
+  type Identity,
+  importIdentity,
+  importPreKey,
+  type PreKeyPair,
+  type PublicIdentity,
+  publicPreKey,
+} from '../identity.js'
+import { defaultKeyGeneration, type KeyGeneration } from '../key-generation.js'
+import {
+  MESSAGE_ID_BYTES,
+  ONE_TIME_PREKEY_BATCH,
+  ONE_TIME_PREKEY_REFILL_THRESHOLD,
+  SIGNED_PREKEY_ROTATION_MS,
+} from '../limits.js'
+import { type SafetyNumber, safetyNumber } from '../safety-number.js'
+import {
+  acceptSession,
+  decryptMessage,
+  encryptMessage,
+  envelopeMatchesSession,
+  type Session,
+  startSession,
+} from '../session.js'
+import { deserializeSession, serializeSession } from '../session-serialization.js'
+import { normalizeUsername } from '../username.js'
+import {
+  ACCOUNT_KEY,
+  type AccountSecrets,
+  readAccountHeader,
+  sealAccount,
+  type UnlockedAccount,
+  unlockAccount,
+} from './account.js'
+import {
+  decodeContent,
+  encodeContent,
+  MAX_MESSAGE_TEXT_LENGTH,
+  MAX_RECEIPT_IDS,
+  type MessageContent,
+} from './content.js'
+import { ClientError, ClientErrorCode, isClientError } from './errors.js'
+import { Emitter } from './events.js'
+import type { ClientStore, StoreOperation } from './store.js'
+import {
+  errorFromResponse,
+  type HttpClient,
+  type WebSocketFactory,
+  type WebSocketLike,
+  webSocketUrl,
+} from './transport.js'
+
+/** Signed prekeys kept after rotation, so prekey messages sent to an older bundle still open. */
+export const SIGNED_PREKEYS_KEPT = 5
+/** Reconnect backoff: doubles from the first delay up to the cap, with ±20 % jitter. */
+export const RECONNECT_INITIAL_DELAY_MS = 500
+export const RECONNECT_MAX_DELAY_MS = 30_000
+
+export type DeliveryState = 'sending' | 'accepted' | 'delivered' | 'received' | 'failed'
+export type ConnectionState = 'offline' | 'connecting' | 'online' | 'logged-out'
+
+export interface MessageView {
+  readonly id: string
+  readonly peer: string
+  readonly direction: 'in' | 'out'
+  readonly text: string
+  /** The sender's clock when it was written. */
+  readonly sentAt: number
+  /** When the server accepted it (outgoing) or first stored it (incoming). */
+  readonly serverAt: number | undefined
+  readonly state: DeliveryState
+  /** Position in the conversation (strictly increasing on this device). */
+  readonly order: number
+}
+
+export interface ContactView {
+  readonly username: string
+  readonly verified: boolean
+  /** A new identity key was seen and not yet acknowledged: sending is blocked until it is. */
+  readonly identityChanged: boolean
+  readonly unread: number
+  readonly lastMessageAt: number | undefined
+  readonly online: boolean
+}
+
+export interface ClientEvents extends Record<string, unknown> {
+  message: MessageView
+  delivery: { peer: string; id: string; state: DeliveryState }
+  presence: { username: string; online: boolean }
+  'identity-changed': { peer: string }
+  connection: { state: ConnectionState }
+  /** A message arrived that could not be decrypted (it was acknowledged and dropped). */
+  undecryptable: { peer: string; id: string; reason: string }
+  /** A failure in background work (prekey upkeep, a send the server refused); never a secret. */
+  problem: { code: string; message: string }
+}
+
+export interface ChatClientOptions {
+  readonly serverUrl: string
+  readonly http: HttpClient
+  readonly webSocket: WebSocketFactory
+  readonly store: ClientStore
+  readonly now?: () => number
+  readonly keyGeneration?: KeyGeneration
+  /** PBKDF2 iterations for a new account's storage key (tests lower it; production keeps the default). */
+  readonly storageKeyIterations?: number
+  /** The fewest iterations accepted when unlocking (tests lower it). */
+  readonly minimumStorageKeyIterations?: number
+}
+
+const ContactRecord = Type.Object({
+  username: Type.String(),
+  identity: Type.Optional(Type.Unknown()),
+  pendingIdentity: Type.Optional(Type.Unknown()),
+  verified: Type.Boolean(),
+  unread: Type.Integer({ minimum: 0 }),
+  lastMessageAt: Type.Optional(Type.Integer()),
+})
+interface ContactRecord {
+  username: string
+  identity?: PublicIdentityJson
+  pendingIdentity?: PublicIdentityJson
+  verified: boolean
+  unread: number
+  lastMessageAt?: number
+}
+
+interface MessageRecord {
+  id: string
+  peer: string
+  direction: 'in' | 'out'
+  text: string
+  sentAt: number
+  serverAt?: number
+  state: DeliveryState
+  order: number
+}
+
+interface OutboxRecord {
+  id: string
+  peer: string
+  envelope: string
+  /** Receipts travel through the outbox too, but never appear in history. */
+  kind: 'text' | 'receipt'
+}
+
+function identitiesEqual(a: PublicIdentityJson | undefined, b: PublicIdentityJson | undefined): boolean {
+  return (
+    a !== undefined && b !== undefined && a.identityKey === b.identityKey && a.signingKey === b.signingKey
+  )
+}
+
+export class ChatClient {
+  readonly events = new Emitter<ClientEvents>()
+  readonly username: string
+
+  private readonly options: ChatClientOptions
+  private readonly store: ClientStore
+  private readonly now: () => number
+  private readonly keys: KeyGeneration
+  private account: UnlockedAccount
+  private identity: Identity
+  private loginKey: CryptoKey
+  private readonly peerQueues = new Map<string, Promise<unknown>>()
+  private frameQueue: Promise<void> = Promise.resolve()
+  private socket: WebSocketLike | undefined
+  private connectionState: ConnectionState = 'offline'
+  private wantConnected = false
+  private reconnectAttempts = 0
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined
+  private readonly inFlight = new Set<string>()
+  private readonly online = new Set<string>()
+  private pendingAck = 0
+  private readonly pendingReceipts = new Map<string, string[]>()
+  private lastOrder = 0
+  private upkeep: Promise<void> | undefined
+
+  private constructor(
+    options: ChatClientOptions,
+    account: UnlockedAccount,
+    identity: Identity,
+    loginKey: CryptoKey,
+  ) {
+    this.options = options
+    this.store = options.store
+    this.now = options.now ?? Date.now
+    this.keys = options.keyGeneration ?? defaultKeyGeneration
+    this.account = account
+    this.username = account.username
+    this.identity = identity
+    this.loginKey = loginKey
+  }
+
+  // --- Account lifecycle --------------------------------------------------------------------------
+
+  /**
+   * Makes a new account: keys on this device, stored (sealed) locally first, then registered with
+   * the server, then a first login. If the server refuses, the local records are removed again.
+   */
+  static async register(options: ChatClientOptions, username: string, password: string): Promise<ChatClient> {
+    const name = ChatClient.normalize(username)
+    if (await options.store.get('account', ACCOUNT_KEY)) {
+      throw new ClientError(
+        ClientErrorCode.AccountMismatch,
+        'expected an empty local database, got one that holds an account',
+      )
+    }
+    const now = (options.now ?? Date.now)()
+    const keys = options.keyGeneration ?? defaultKeyGeneration
+    const [identity, loginKeyPair] = await Promise.all([
+      generateIdentity({ extractable: true }),
+      generateRsaOaepKeyPair({ extractable: true }),
+    ])
+    const signedPreKey = await generateSignedPreKey(identity, 1, { extractable: true }, keys)
+    const oneTimePreKeys = await generateOneTimePreKeys(
+      identity,
+      2,
+      ONE_TIME_PREKEY_BATCH,
+      { extractable: true },
+      keys,
+    )
+    const parameters: StorageKeyParameters = newStorageKeyParameters(
+      options.storageKeyIterations ?? STORAGE_KEY_MIN_ITERATIONS,
+    )
+    const storageKey = await deriveStorageKey(password, parameters, options.minimumStorageKeyIterations)
+    const account: UnlockedAccount = {
+      username: name,
+      server: options.serverUrl,
+      storageKey,
+      parameters,
+      secrets: {
+        identity: toBase64Url(await exportIdentity(identity)),
+        loginKey: toBase64Url(await exportRsaPrivateKeyPkcs8(loginKeyPair.privateKey)),
+        nextPreKeyId: 2 + ONE_TIME_PREKEY_BATCH,
+        signedPreKeyId: signedPreKey.keyId,
+        signedPreKeyCreatedAt: now,
+        registered: false,
+      },
+    }
+    const operations: StoreOperation[] = [
+      {
+        op: 'put',
+        table: 'account',
+        record: { key: ACCOUNT_KEY, value: await sealAccount(account, account.secrets) },
+      },
+      ...(await Promise.all(
+        [signedPreKey, ...oneTimePreKeys].map((preKey, i) => preKeyPut(account, preKey, i === 0)),
+      )),
+    ]
+    await options.store.commit(operations)
+
+    const client = new ChatClient(
+      options,
+      account,
+      await importIdentity(fromBase64Url(account.secrets.identity)),
+      await importRsaPrivateKeyPkcs8(fromBase64Url(account.secrets.loginKey)),
+    )
+    const response = await client
+      .request('POST', '/register', {
+        body: {
+          username: name,
+          password,
+          loginKey: toBase64Url(loginKeyPair.publicKeySpki),
+          identity: publicIdentityToJson(identity.public),
+          signedPreKey: preKeyToJson(publicPreKey(signedPreKey)),
+          oneTimePreKeys: oneTimePreKeys.map((preKey) => preKeyToJson(publicPreKey(preKey))),
+        },
+      })
+      .catch(async (error: unknown) => {
+        await options.store.wipe()
+        throw error
+      })
+    decode(RegisterResponse, response, 'register response')
+    await client.saveSecrets({ ...client.account.secrets, registered: true })
+    await client.login(password)
+    return client
+  }
+
+  /** Opens the local database with the password. `expectedUsername` guards against the wrong file. */
+  static async open(
+    options: ChatClientOptions,
+    password: string,
+    expectedUsername?: string,
+  ): Promise<ChatClient> {
+    const record = await options.store.get('account', ACCOUNT_KEY)
+    if (!record)
+      throw new ClientError(ClientErrorCode.NoAccount, 'expected an account in the local database, got none')
+    const header = readAccountHeader(record.value)
+    if (expectedUsername !== undefined && header.username !== ChatClient.normalize(expectedUsername)) {
+      throw new ClientError(
+        ClientErrorCode.AccountMismatch,
+        `expected the account ${expectedUsername}, got another one`,
+      )
+    }
+    const account = await unlockAccount(record.value, password, options.minimumStorageKeyIterations)
+    if (!account.secrets.registered) {
+      throw new ClientError(
+        ClientErrorCode.CorruptStore,
+        'expected a registered account, got one whose registration never finished',
+      )
+    }
+    let identity: Identity
+    let loginKey: CryptoKey
+    try {
+      identity = await importIdentity(fromBase64Url(account.secrets.identity))
+      loginKey = await importRsaPrivateKeyPkcs8(fromBase64Url(account.secrets.loginKey))
+    } catch (cause) {
+      throw new ClientError(
+        ClientErrorCode.CorruptStore,
+        'expected readable account keys, got damaged ones',
+        { cause },
+      )
+    }
+    return new ChatClient(options, account, identity, loginKey)
+  }
+
+  /** Who a local database belongs to, without the password (or undefined when it is empty). */
+  static async accountIn(store: ClientStore): Promise<{ username: string; server: string } | undefined> {
+    const record = await store.get('account', ACCOUNT_KEY)
+    return record ? readAccountHeader(record.value) : undefined
+  }
+
+  private static normalize(username: string): string {
+    try {
+      return normalizeUsername(username)
+    } catch (cause) {
+      throw new ClientError(ClientErrorCode.InvalidInput, (cause as Error).message, { cause })
+    }
+  }
+
+  /** Gets a fresh session token: the server encrypts it to our RSA key, only we can read it. */
+  async login(password: string): Promise<void> {
+    const response = decode(
+      LoginResponse,
+      await this.request('POST', '/login', { body: { username: this.username, password } }),
+      'login response',
+    )
+    const token = await rsaOaepDecrypt(this.loginKey, fromBase64Url(response.encryptedToken))
+    await this.saveSecrets({
+      ...this.account.secrets,
+      token: toBase64Url(token),
+      tokenExpiresAt: response.expiresAt,
+    })
+  }
+
+  get loggedIn(): boolean {
+    const { token, tokenExpiresAt } = this.account.secrets
+    return token !== undefined && (tokenExpiresAt === undefined || tokenExpiresAt > this.now())
+  }
+
+  /** Ends the session on the server; with `wipe`, also deletes everything on this device. */
+  async logout(options: { wipe?: boolean } = {}): Promise<void> {
+    await this.disconnect()
+    if (this.account.secrets.token) {
+      await this.request('POST', '/logout', { token: this.token() }).catch(() => undefined)
+      const { token: _token, tokenExpiresAt: _expires, ...rest } = this.account.secrets
+      await this.saveSecrets(rest)
+    }
+    if (options.wipe) await this.store.wipe()
+    this.setConnectionState('logged-out')
+  }
+
+  async close(): Promise<void> {
+    await this.disconnect()
+    await this.store.close()
+  }
+
+  get publicIdentity(): PublicIdentity {
+    return this.identity.public
+  }
+
+  // --- Connection ---------------------------------------------------------------------------------
+
+  get connection(): ConnectionState {
+    return this.connectionState
+  }
+
+  /** Connects (and keeps reconnecting with backoff) until `disconnect` or a logout. */
+  connect(): void {
+    if (!this.loggedIn)
+      throw new ClientError(ClientErrorCode.NotLoggedIn, 'expected a login before connecting, got none')
+    this.wantConnected = true
+    if (!this.socket) this.openSocket()
+  }
+
+  /** Resolves once the connection is ready (or rejects after `timeoutMs`). */
+  waitUntilOnline(timeoutMs = 30_000): Promise<void> {
+    if (this.connectionState === 'online') return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        stop()
+        reject(
+          new ClientError(
+            ClientErrorCode.Network,
+            `expected to be online within ${timeoutMs} ms, got ${this.connectionState}`,
+          ),
+        )
+      }, timeoutMs)
+      const stop = this.events.on('connection', ({ state }) => {
+        if (state === 'online' || state === 'logged-out') {
+          clearTimeout(timer)
+          stop()
+          if (state === 'online') resolve()
+          else reject(new ClientError(ClientErrorCode.NotLoggedIn, 'expected a valid session, got a refusal'))
+        }
+      })
+    })
+  }
+
+  async disconnect(): Promise<void> {
+    this.wantConnected = false
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer)
+    this.reconnectTimer = undefined
+    const socket = this.socket
+    this.socket = undefined
+    if (socket) {
+      socket.onmessage = null
+      socket.onclose = null
+      socket.onerror = null
+      socket.close(1000, 'client closing')
+    }
+    // Let frames already received finish storing.
+    await this.frameQueue
+    if (this.connectionState !== 'logged-out') this.setConnectionState('offline')
+  }
+
+  private setConnectionState(state: ConnectionState): void {
+    if (this.connectionState === state) return
+    this.connectionState = state
+    this.events.emit('connection', { state })
+  }
+
+  private openSocket(): void {
+    this.setConnectionState('connecting')
+    let socket: WebSocketLike
+    try {
+      socket = this.options.webSocket(webSocketUrl(this.options.serverUrl))
+    } catch {
+      this.scheduleReconnect()
+      return
+    }
+    this.socket = socket
+    this.inFlight.clear()
+    socket.onopen = () => this.sendFrame({ v: FRAME_VERSION, type: 'auth', token: this.token() })
+    socket.onmessage = (event) => {
+      let frame: ServerFrame
+      try {
+        frame = decodeServerFrame(JSON.parse(String(event.data)))
+      } catch {
+        this.events.emit('problem', {
+          code: ProtocolErrorCode.MalformedMessage,
+          message: 'the server sent a malformed frame',
+        })
+        return
+      }
+      // Frames are handled one after another, in the order they arrived.
+      this.frameQueue = this.frameQueue
+        .then(() => this.handleFrame(frame))
+        .catch((error: unknown) => this.report(error))
+    }
+    socket.onerror = () => {}
+    socket.onclose = () => {
+      if (this.socket !== socket) return
+      this.socket = undefined
+      this.online.clear()
+      if (this.connectionState !== 'logged-out') this.setConnectionState('offline')
+      if (this.wantConnected && this.connectionState !== 'logged-out') this.scheduleReconnect()
+    }
+  }
+
+  private scheduleReconnect(): void {
+    const base = Math.min(RECONNECT_MAX_DELAY_MS, RECONNECT_INITIAL_DELAY_MS * 2 ** this.reconnectAttempts)
+    const delay = base * (0.8 + Math.random() * 0.4)
+    this.reconnectAttempts++
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined
+      if (this.wantConnected && !this.socket) this.openSocket()
+    }, delay)
+  }
+
+  private sendFrame(frame: ClientFrame): boolean {
+    const socket = this.socket
+    // 1 = OPEN, in the browser's WebSocket and in ws alike.
+    if (socket?.readyState !== 1) return false
+    socket.send(JSON.stringify(frame))
+    return true
+  }
+
+  private async handleFrame(frame: ServerFrame): Promise<void> {
+    switch (frame.type) {
+      case 'ready':
+        this.reconnectAttempts = 0
+        this.setConnectionState('online')
+        await this.afterReady()
+        return
+      case 'deliver':
+        await this.receive(frame)
+        return
+      case 'accepted':
+        await this.accepted(frame.id, frame.ts)
+        return
+      case 'presence':
+        if (frame.online) this.online.add(frame.username)
+        else this.online.delete(frame.username)
+        this.events.emit('presence', { username: frame.username, online: frame.online })
+        return
+      case 'prekeys.low':
+        this.scheduleUpkeep()
+        return
+      case 'identity.changed':
+        await this.checkIdentity(frame.username)
+        return
+      case 'error':
+        await this.serverError(frame)
+        return
+    }
+  }
+
+  private async afterReady(): Promise<void> {
+    const contacts = await this.contacts()
+    if (contacts.length > 0) {
+      this.sendFrame({
+        v: FRAME_VERSION,
+        type: 'presence.subscribe',
+        users: contacts.map((contact) => contact.username),
+      })
+    }
+    await this.flushOutbox()
+    this.scheduleUpkeep()
+  }
+
+  private async serverError(frame: Extract<ServerFrame, { type: 'error' }>): Promise<void> {
+    if (frame.code === 'E2E_ERR_UNAUTHENTICATED') {
+      this.wantConnected = false
+      this.setConnectionState('logged-out')
+      this.socket?.close(1000, 'logged out')
+      return
+    }
+    if (frame.id !== undefined) {
+      this.inFlight.delete(frame.id)
+      // A recipient that does not exist will not appear on a retry: give up on that message.
+      if (frame.code === 'E2E_ERR_USER_NOT_FOUND') await this.failMessage(frame.id)
+    }
+    this.events.emit('problem', { code: frame.code, message: frame.message })
+  }
+
+  private report(error: unknown): void {
+    const code = isClientError(error) || isProtocolError(error) ? error.code : 'E2E_ERR_INTERNAL'
+    this.events.emit('problem', {
+      code,
+      message: error instanceof Error ? error.message : 'unexpected failure',
+    })
+  }
+
+  // --- Contacts and identities ----------------------------------------------------------------------
+
+  async contacts(): Promise<ContactView[]> {
+    const records = await this.store.list('contacts')
+    const contacts = await Promise.all(records.map((record) => this.openContact(record.key, record.value)))
+    return contacts
+      .map((contact) => this.contactView(contact))
+      .sort((a, b) => (b.lastMessageAt ?? 0) - (a.lastMessageAt ?? 0) || a.username.localeCompare(b.username))
+  }
+
+  async contact(peer: string): Promise<ContactView | undefined> {
+    const contact = await this.loadContact(ChatClient.normalize(peer))
+    return contact && this.contactView(contact)
+  }
+
+  private contactView(contact: ContactRecord): ContactView {
+    return {
+      username: contact.username,
+      verified: contact.verified,
+      identityChanged: contact.pendingIdentity !== undefined,
+      unread: contact.unread,
+      lastMessageAt: contact.lastMessageAt,
+      online: this.online.has(contact.username),
+    }
+  }
+
+  /** Users whose names start with `query` (the server's directory). */
+  async searchUsers(query: string): Promise<string[]> {
+    const response = decode(
+      UserSearchResponse,
+      await this.request('GET', `/users?query=${encodeURIComponent(query)}`, { token: this.token() }),
+      'user search response',
+    )
+    return response.users.map((user) => user.username).filter((name) => name !== this.username)
+  }
+
+  /** Adds a contact by fetching their identity (trust on first use); an existing one is left as it is. */
+  async addContact(peer: string): Promise<ContactView> {
+    const name = ChatClient.normalize(peer)
+    return this.withPeer(name, async () => {
+      const existing = await this.loadContact(name)
+      if (existing) return this.contactView(existing)
+      const identity = await this.fetchIdentity(name)
+      const contact: ContactRecord = { username: name, identity, verified: false, unread: 0 }
+      await this.store.commit([await this.contactPut(contact)])
+      this.sendFrame({ v: FRAME_VERSION, type: 'presence.subscribe', users: [name] })
+      return this.contactView(contact)
+    })
+  }
+
+  /** The safety number to compare with `peer` (uses the identity we trust, or the new one if changed). */
+  async safetyNumber(peer: string): Promise<SafetyNumber> {
+    const name = ChatClient.normalize(peer)
+    const contact = await this.loadContact(name)
+    const identity = contact?.pendingIdentity ?? contact?.identity
+    if (!identity)
+      throw new ClientError(
+        ClientErrorCode.InvalidState,
+        `expected a known contact, got ${name} without keys`,
+      )
+    return safetyNumber(
+      { username: this.username, identity: this.identity.public },
+      { username: name, identity: publicIdentityFromJson(identity) },
+    )
+  }
+
+  /** Records that the user compared safety numbers with `peer` and they matched. */
+  async markVerified(peer: string, verified = true): Promise<void> {
+    await this.updateContact(ChatClient.normalize(peer), (contact) => {
+      if (contact.pendingIdentity) {
+        throw new ClientError(
+          ClientErrorCode.IdentityChanged,
+          `expected a settled identity for ${contact.username}, got a change to acknowledge first`,
+        )
+      }
+      return { ...contact, verified }
+    })
+  }
+
+  /**
+   * The user has seen the warning that `peer`'s key changed: trust the new key from now on. The
+   * old session is dropped unless it already runs on the new key.
+   */
+  async acceptIdentityChange(peer: string): Promise<void> {
+    const name = ChatClient.normalize(peer)
+    await this.withPeer(name, async () => {
+      const contact = await this.loadContact(name)
+      if (!contact?.pendingIdentity) return
+      const session = await this.loadSession(name)
+      const operations: StoreOperation[] = [
+        await this.contactPut({
+          ...contact,
+          identity: contact.pendingIdentity,
+          pendingIdentity: undefined,
+          verified: false,
+        }),
+      ]
+      const sessionIdentity = session && publicIdentityToJson(session.remoteIdentity)
+      if (session && !identitiesEqual(sessionIdentity, contact.pendingIdentity)) {
+        operations.push({ op: 'delete', table: 'sessions', key: name })
+      }
+      await this.store.commit(operations)
+    })
+  }
+
+  async markRead(peer: string): Promise<void> {
+    await this.updateContact(ChatClient.normalize(peer), (contact) => ({ ...contact, unread: 0 }))
+  }
+
+  /** Asks the server for `peer`'s current identity and raises a warning if it is not the one we trust. */
+  private async checkIdentity(peer: string): Promise<void> {
+    const contact = await this.loadContact(peer)
+    if (!contact) return
+    const current = await this.fetchIdentity(peer)
+    await this.notice(peer, current)
+  }
+
+  /** Compares an identity seen for `peer` with the trusted one; records and announces a change. */
+  private async notice(peer: string, seen: PublicIdentityJson): Promise<void> {
+    await this.withPeer(peer, async () => {
+      const contact = await this.loadContact(peer)
+      if (!contact?.identity) return
+      if (identitiesEqual(contact.identity, seen) || identitiesEqual(contact.pendingIdentity, seen)) return
+      await this.store.commit([await this.contactPut({ ...contact, pendingIdentity: seen, verified: false })])
+      this.events.emit('identity-changed', { peer })
+    })
+  }
+
+  private async fetchIdentity(peer: string): Promise<PublicIdentityJson> {
+    const response = decode(
+      IdentityResponse,
+      await this.request('GET', `/users/${encodeURIComponent(peer)}/identity`, { token: this.token() }),
+      'identity response',
+    )
+    return response.identity
+  }
+
+  // --- Sending ------------------------------------------------------------------------------------
+
+  /** Encrypts and stores a message, then sends it (now if online, else on reconnect). */
+  async send(peer: string, text: string): Promise<MessageView> {
+    const name = ChatClient.normalize(peer)
+    if (name === this.username)
+      throw new ClientError(ClientErrorCode.InvalidInput, 'expected another user, got yourself')
+    if (text.trim().length === 0 || text.length > MAX_MESSAGE_TEXT_LENGTH) {
+      throw new ClientError(
+        ClientErrorCode.InvalidInput,
+        `expected 1–${MAX_MESSAGE_TEXT_LENGTH} characters, got ${text.length}`,
+      )
+    }
+    const message = await this.withPeer(name, async () => {
+      const id = toBase64Url(randomBytes(MESSAGE_ID_BYTES))
+      const sentAt = this.now()
+      const { session, contact } = await this.sessionForSending(name)
+      const encrypted = await encryptMessage(
+        session,
+        encodeContent({ v: 1, type: 'text', id, text, sentAt }),
+        this.keys,
+      )
+      const record: MessageRecord = {
+        id,
+        peer: name,
+        direction: 'out',
+        text,
+        sentAt,
+        state: 'sending',
+        order: this.nextOrder(),
+      }
+      await this.store.commit([
+        await this.sessionPut(name, encrypted.session),
+        await this.messagePut(record),
+        await this.outboxPut(
+          { id, peer: name, envelope: toBase64Url(encrypted.envelope), kind: 'text' },
+          record.order,
+        ),
+        await this.contactPut({ ...contact, lastMessageAt: sentAt }),
+      ])
+      return record
+    })
+    this.events.emit('message', messageView(message))
+    await this.flushOutbox()
+    return messageView(message)
+  }
+
+  /** The session to send to `peer` with: the stored one, or a new one from a fresh prekey bundle. */
+  private async sessionForSending(peer: string): Promise<{ session: Session; contact: ContactRecord }> {
+    let contact = await this.loadContact(peer)
+    if (contact?.pendingIdentity) {
+      throw new ClientError(
+        ClientErrorCode.IdentityChanged,
+        `expected a trusted identity for ${peer}, got a changed key to acknowledge first`,
+      )
+    }
+    const session = await this.loadSession(peer)
+    if (session && contact) return { session, contact }
+    const bundleJson = decode(
+      PreKeyBundleResponse,
+      await this.request('GET', `/users/${encodeURIComponent(peer)}/bundle`, { token: this.token() }),
+      'prekey bundle',
+    )
+    if (contact?.identity && !identitiesEqual(contact.identity, bundleJson.identity)) {
+      await this.store.commit([
+        await this.contactPut({ ...contact, pendingIdentity: bundleJson.identity, verified: false }),
+      ])
+      this.events.emit('identity-changed', { peer })
+      throw new ClientError(
+        ClientErrorCode.IdentityChanged,
+        `expected ${peer}'s known identity key, got a new one`,
+      )
+    }
+    contact ??= { username: peer, identity: bundleJson.identity, verified: false, unread: 0 }
+    this.sendFrame({ v: FRAME_VERSION, type: 'presence.subscribe', users: [peer] })
+    return {
+      session: await startSession(this.identity, preKeyBundleFromJson(bundleJson), this.keys),
+      contact,
+    }
+  }
+
+  /** Sends every envelope the server has not yet accepted, oldest first, each once per connection. */
+  private async flushOutbox(): Promise<void> {
+    if (this.connectionState !== 'online') return
+    const entries = (await this.store.list('outbox')).sort((a, b) => (a.order ?? 0) - (b.order ?? 0))
+    for (const entry of entries) {
+      if (this.inFlight.has(entry.key)) continue
+      const outbox = await this.openJson<OutboxRecord>(entry.value, `outbox:${entry.key}`)
+      if (
+        this.sendFrame({
+          v: FRAME_VERSION,
+          type: 'send',
+          id: outbox.id,
+          to: outbox.peer,
+          body: outbox.envelope,
+        })
+      ) {
+        this.inFlight.add(entry.key)
+      }
+    }
+  }
+
+  private async accepted(id: string, serverAt: number): Promise<void> {
+    this.inFlight.delete(id)
+    const entry = await this.store.get('outbox', id)
+    if (!entry) return
+    const outbox = await this.openJson<OutboxRecord>(entry.value, `outbox:${id}`)
+    const operations: StoreOperation[] = [{ op: 'delete', table: 'outbox', key: id }]
+    let updated: MessageRecord | undefined
+    if (outbox.kind === 'text') {
+      const message = await this.loadMessage(outbox.peer, id)
+      if (message && message.state === 'sending') {
+        updated = { ...message, state: 'accepted', serverAt }
+        operations.push(await this.messagePut(updated))
+      }
+    }
+    await this.store.commit(operations)
+    if (updated) this.events.emit('delivery', { peer: updated.peer, id, state: 'accepted' })
+  }
+
+  private async failMessage(id: string): Promise<void> {
+    const entry = await this.store.get('outbox', id)
+    if (!entry) return
+    const outbox = await this.openJson<OutboxRecord>(entry.value, `outbox:${id}`)
+    const operations: StoreOperation[] = [{ op: 'delete', table: 'outbox', key: id }]
+    const message = await this.loadMessage(outbox.peer, id)
+    if (message) operations.push(await this.messagePut({ ...message, state: 'failed' }))
+    await this.store.commit(operations)
+    if (message) this.events.emit('delivery', { peer: outbox.peer, id, state: 'failed' })
+  }
+
+  // --- Receiving ----------------------------------------------------------------------------------
+
+  private async receive(frame: Extract<ServerFrame, { type: 'deliver' }>): Promise<void> {
+    const peer = frame.from
+    try {
+      await this.withPeer(peer, () => this.receiveFrom(peer, frame))
+    } catch (error) {
+      // Acknowledge what cannot be read, or it would block the queue forever; say so to the UI.
+      const reason = isProtocolError(error) || isClientError(error) ? error.code : 'E2E_ERR_INTERNAL'
+      if (reason !== ProtocolErrorCode.DuplicateMessage)
+        this.events.emit('undecryptable', { peer, id: frame.id, reason })
+    }
+    this.acknowledge(frame.seq)
+  }
+
+  private async receiveFrom(peer: string, frame: Extract<ServerFrame, { type: 'deliver' }>): Promise<void> {
+    // Stored already (our acknowledgement was lost): acknowledge again, change nothing.
+    if (await this.store.get('messages', messageKey(peer, frame.id))) return
+    const envelope = decodeEnvelope(fromBase64Url(frame.body))
+    const operations: StoreOperation[] = []
+    let contact = await this.loadContact(peer)
+    const existing = await this.loadSession(peer)
+    let decrypted: { session: Session; plaintext: Uint8Array }
+    if (envelope.preKey && (!existing || !envelopeMatchesSession(existing, envelope))) {
+      decrypted = await this.acceptFrom(envelope, operations)
+    } else if (existing) {
+      decrypted = await decryptMessage(existing, envelope)
+    } else {
+      throw new ClientError(ClientErrorCode.InvalidState, `expected a session with ${peer}, got none`)
+    }
+    const content: MessageContent = decodeContent(decrypted.plaintext)
+    const seenIdentity = publicIdentityToJson(decrypted.session.remoteIdentity)
+    let identityChanged = false
+    if (!contact) {
+      contact = { username: peer, identity: seenIdentity, verified: false, unread: 0 }
+    } else if (!contact.identity) {
+      contact = { ...contact, identity: seenIdentity }
+    } else if (
+      !identitiesEqual(contact.identity, seenIdentity) &&
+      !identitiesEqual(contact.pendingIdentity, seenIdentity)
+    ) {
+      contact = { ...contact, pendingIdentity: seenIdentity, verified: false }
+      identityChanged = true
+    }
+    operations.push(await this.sessionPut(peer, decrypted.session))
+
+    let received: MessageRecord | undefined
+    const delivered: MessageRecord[] = []
+    if (content.type === 'text') {
+      // The id inside the encryption must match the frame's, or the server rewrote it.
+      if (content.id !== frame.id) {
+        throw new ClientError(
+          ClientErrorCode.InvalidState,
+          'expected the frame id to match the encrypted id, got another',
+        )
+      }
+      received = {
+        id: content.id,
+        peer,
+        direction: 'in',
+        text: content.text,
+        sentAt: content.sentAt,
+        serverAt: frame.ts,
+        state: 'received',
+        order: this.nextOrder(),
+      }
+      operations.push(await this.messagePut(received))
+      contact = {
+        ...contact,
+        unread: contact.unread + 1,
+        lastMessageAt: Math.max(contact.lastMessageAt ?? 0, frame.ts),
+      }
+    } else {
+      for (const id of content.ids) {
+        const message = await this.loadMessage(peer, id)
+        if (message && message.direction === 'out' && message.state !== 'delivered') {
+          const updated: MessageRecord = { ...message, state: 'delivered' }
+          delivered.push(updated)
+          operations.push(await this.messagePut(updated))
+        }
+      }
+    }
+    operations.push(await this.contactPut(contact))
+    await this.store.commit(operations)
+
+    if (identityChanged) this.events.emit('identity-changed', { peer })
+    if (received) {
+      this.events.emit('message', messageView(received))
+      this.queueReceipt(peer, received.id)
+    }
+    for (const message of delivered)
+      this.events.emit('delivery', { peer, id: message.id, state: 'delivered' })
+  }
+
+  /** A prekey message that starts a new session: find our prekeys, run X3DH, consume the one-time key. */
+  private async acceptFrom(
+    envelope: Envelope,
+    operations: StoreOperation[],
+  ): Promise<{ session: Session; plaintext: Uint8Array }> {
+    const header = envelope.preKey!
+    const signedPreKey = await this.loadPreKey(`signed:${header.signedPreKeyId}`)
+    const oneTimePreKey =
+      header.oneTimePreKeyId === undefined
+        ? undefined
+        : await this.loadPreKey(`one-time:${header.oneTimePreKeyId}`)
+    if (!signedPreKey || (header.oneTimePreKeyId !== undefined && !oneTimePreKey)) {
+      throw new ClientError(
+        ClientErrorCode.InvalidState,
+        'expected prekeys this device still holds, got ids it does not know',
+      )
+    }
+    const accepted = await acceptSession(this.identity, envelope, { signedPreKey, oneTimePreKey })
+    if (accepted.usedOneTimePreKeyId !== undefined) {
+      operations.push({ op: 'delete', table: 'prekeys', key: `one-time:${accepted.usedOneTimePreKeyId}` })
+    }
+    return accepted
+  }
+
+  private acknowledge(seq: number): void {
+    this.pendingAck = Math.max(this.pendingAck, seq)
+    // One cumulative acknowledgement once the frames that arrived together are all stored.
+    queueMicrotask(() => {
+      if (this.pendingAck === 0) return
+      if (this.sendFrame({ v: FRAME_VERSION, type: 'ack', upTo: this.pendingAck })) this.pendingAck = 0
+    })
+  }
+
+  private queueReceipt(peer: string, id: string): void {
+    const ids = this.pendingReceipts.get(peer) ?? []
+    ids.push(id)
+    this.pendingReceipts.set(peer, ids)
+    if (ids.length === 1) {
+      // Gather the receipts for a burst of messages into one.
+      setTimeout(() => {
+        this.sendReceipts(peer).catch((error: unknown) => this.report(error))
+      }, 0)
+    }
+  }
+
+  private async sendReceipts(peer: string): Promise<void> {
+    const ids = this.pendingReceipts.get(peer) ?? []
+    this.pendingReceipts.delete(peer)
+    for (let start = 0; start < ids.length; start += MAX_RECEIPT_IDS) {
+      const chunk = ids.slice(start, start + MAX_RECEIPT_IDS)
+      await this.withPeer(peer, async () => {
+        const contact = await this.loadContact(peer)
+        const session = await this.loadSession(peer)
+        // No receipts to a contact whose key changed until the user has seen the warning.
+        if (!session || !contact || contact.pendingIdentity) return
+        const encrypted = await encryptMessage(
+          session,
+          encodeContent({ v: 1, type: 'receipt', ids: chunk }),
+          this.keys,
+        )
+        const id = toBase64Url(randomBytes(MESSAGE_ID_BYTES))
+        await this.store.commit([
+          await this.sessionPut(peer, encrypted.session),
+          await this.outboxPut(
+            { id, peer, envelope: toBase64Url(encrypted.envelope), kind: 'receipt' },
+            this.nextOrder(),
+          ),
+        ])
+      })
+    }
+    await this.flushOutbox()
+  }
+
+  // --- History ------------------------------------------------------------------------------------
+
+  /** The newest `limit` messages with `peer` before `beforeOrder`, oldest first. */
+  async history(
+    peer: string,
+    options: { limit?: number; beforeOrder?: number } = {},
+  ): Promise<MessageView[]> {
+    const name = ChatClient.normalize(peer)
+    const records = await this.store.listMessages(name, {
+      limit: options.limit ?? 50,
+      ...(options.beforeOrder !== undefined ? { beforeOrder: options.beforeOrder } : {}),
+    })
+    const messages = await Promise.all(
+      records.map((record) => this.openJson<MessageRecord>(record.value, `message:${record.key}`)),
+    )
+    return messages.map(messageView)
+  }
+
+  // --- Prekey upkeep ------------------------------------------------------------------------------
+
+  private scheduleUpkeep(): void {
+    this.upkeep ??= this.maintainPreKeys()
+      .catch((error: unknown) => this.report(error))
+      .finally(() => {
+        this.upkeep = undefined
+      })
+  }
+
+  /** Refills one-time prekeys when the server runs low, and rotates the signed prekey when it is old. */
+  async maintainPreKeys(): Promise<void> {
+    const status = decode(
+      PreKeyStatusResponse,
+      await this.request('GET', '/keys/status', { token: this.token() }),
+      'prekey status',
+    )
+    if (status.oneTimePreKeys < ONE_TIME_PREKEY_REFILL_THRESHOLD) {
+      const first = this.account.secrets.nextPreKeyId
+      const preKeys = await generateOneTimePreKeys(
+        this.identity,
+        first,
+        ONE_TIME_PREKEY_BATCH,
+        { extractable: true },
+        this.keys,
+      )
+      // Stored before they are published, so a message to one of them can always be opened.
+      await this.store.commit([
+        ...(await Promise.all(preKeys.map((preKey) => preKeyPut(this.account, preKey, false)))),
+        await this.accountPut({ ...this.account.secrets, nextPreKeyId: first + ONE_TIME_PREKEY_BATCH }),
+      ])
+      await this.request('POST', '/keys/one-time', {
+        token: this.token(),
+        body: { oneTimePreKeys: preKeys.map((preKey) => preKeyToJson(publicPreKey(preKey))) },
+      })
+    }
+    if (this.now() - status.signedPreKeyCreatedAt >= SIGNED_PREKEY_ROTATION_MS)
+      await this.rotateSignedPreKey()
+  }
+
+  async rotateSignedPreKey(): Promise<void> {
+    const keyId = this.account.secrets.nextPreKeyId
+    const preKey = await generateSignedPreKey(this.identity, keyId, { extractable: true }, this.keys)
+    const stale = (await this.store.list('prekeys'))
+      .map((record) => record.key)
+      .filter((key) => key.startsWith('signed:'))
+      .map((key) => Number(key.slice('signed:'.length)))
+      .sort((a, b) => b - a)
+      .slice(SIGNED_PREKEYS_KEPT - 1)
+    await this.store.commit([
+      await preKeyPut(this.account, preKey, true),
+      ...stale.map((id): StoreOperation => ({ op: 'delete', table: 'prekeys', key: `signed:${id}` })),
+      await this.accountPut({
+        ...this.account.secrets,
+        nextPreKeyId: keyId + 1,
+        signedPreKeyId: keyId,
+        signedPreKeyCreatedAt: this.now(),
+      }),
+    ])
+    await this.request('PUT', '/keys/signed', {
+      token: this.token(),
+      body: { signedPreKey: preKeyToJson(publicPreKey(preKey)) },
+    })
+  }
+
+  // --- Storage helpers ----------------------------------------------------------------------------
+
+  private nextOrder(): number {
+    this.lastOrder = Math.max(this.now(), this.lastOrder + 1)
+    return this.lastOrder
+  }
+
+  private async withPeer<T>(peer: string, work: () => Promise<T>): Promise<T> {
+    const previous = this.peerQueues.get(peer) ?? Promise.resolve()
+    const result = previous.then(work, work)
+    const settled = result.then(
+      () => undefined,
+      () => undefined,
+    )
+    this.peerQueues.set(peer, settled)
+    void settled.then(() => {
+      if (this.peerQueues.get(peer) === settled) this.peerQueues.delete(peer)
+    })
+    return result
+  }
+
+  private token(): string {
+    const token = this.account.secrets.token
+    if (!token || !this.loggedIn)
+      throw new ClientError(ClientErrorCode.NotLoggedIn, 'expected a valid login, got none')
+    return token
+  }
+
+  private async request(
+    method: 'GET' | 'POST' | 'PUT',
+    path: string,
+    options: { body?: unknown; token?: string } = {},
+  ) {
+    const response = await this.options.http.request(method, path, options)
+    if (response.status >= 200 && response.status < 300) return response.body
+    const error = errorFromResponse(response, `${method} ${path.split('?')[0]}`)
+    if (error.code === ClientErrorCode.NotLoggedIn && options.token) this.setConnectionState('logged-out')
+    throw error
+  }
+
+  private async saveSecrets(secrets: AccountSecrets): Promise<void> {
+    await this.store.commit([await this.accountPut(secrets)])
+  }
+
+  /** The operation that stores the account with new secrets; the in-memory copy follows at once. */
+  private async accountPut(secrets: AccountSecrets): Promise<StoreOperation> {
+    this.account = { ...this.account, secrets }
+    return {
+      op: 'put',
+      table: 'account',
+      record: { key: ACCOUNT_KEY, value: await sealAccount(this.account, secrets) },
+    }
+  }
+
+  private async sealJson(value: unknown, context: string): Promise<Uint8Array> {
+    return seal(this.account.storageKey, utf8Encode(JSON.stringify(value)), context)
+  }
+
+  private async openJson<T>(sealed: Uint8Array, context: string): Promise<T> {
+    try {
+      return JSON.parse(utf8Decode(await open(this.account.storageKey, sealed, context))) as T
+    } catch (cause) {
+      throw new ClientError(
+        ClientErrorCode.CorruptStore,
+        `expected a readable ${context.split(':')[0]} record, got a damaged one`,
+        {
+          cause,
+        },
+      )
+    }
+  }
+
+  private async loadSession(peer: string): Promise<Session | undefined> {
+    const record = await this.store.get('sessions', peer)
+    if (!record) return undefined
+    try {
+      return await deserializeSession(await open(this.account.storageKey, record.value, `session:${peer}`))
+    } catch (cause) {
+      throw new ClientError(
+        ClientErrorCode.CorruptStore,
+        'expected a readable session record, got a damaged one',
+        { cause },
+      )
+    }
+  }
+
+  private async sessionPut(peer: string, session: Session): Promise<StoreOperation> {
+    const value = await seal(this.account.storageKey, await serializeSession(session), `session:${peer}`)
+    return { op: 'put', table: 'sessions', record: { key: peer, value } }
+  }
+
+  private async loadPreKey(key: string): Promise<PreKeyPair | undefined> {
+    const record = await this.store.get('prekeys', key)
+    if (!record) return undefined
+    return importPreKey(await open(this.account.storageKey, record.value, `prekey:${key}`))
+  }
+
+  private async loadContact(peer: string): Promise<ContactRecord | undefined> {
+    const record = await this.store.get('contacts', peer)
+    return record && this.openContact(peer, record.value)
+  }
+
+  private async openContact(peer: string, sealed: Uint8Array): Promise<ContactRecord> {
+    const contact = await this.openJson<ContactRecord>(sealed, `contact:${peer}`)
+    if (!matches(ContactRecord, contact)) {
+      throw new ClientError(ClientErrorCode.CorruptStore, 'expected a contact record, got something else')
+    }
+    return contact
+  }
+
+  private async contactPut(contact: ContactRecord): Promise<StoreOperation> {
+    const { pendingIdentity, ...rest } = contact
+    const value = await this.sealJson(pendingIdentity ? contact : rest, `contact:${contact.username}`)
+    return { op: 'put', table: 'contacts', record: { key: contact.username, value } }
+  }
+
+  private async updateContact(
+    peer: string,
+    change: (contact: ContactRecord) => ContactRecord,
+  ): Promise<void> {
+    await this.withPeer(peer, async () => {
+      const contact = await this.loadContact(peer)
+      if (!contact)
+        throw new ClientError(ClientErrorCode.InvalidState, `expected a contact named ${peer}, got none`)
+      await this.store.commit([await this.contactPut(change(contact))])
+    })
+  }
+
+  private async loadMessage(peer: string, id: string): Promise<MessageRecord | undefined> {
+    const key = messageKey(peer, id)
+    const record = await this.store.get('messages', key)
+    return record && this.openJson<MessageRecord>(record.value, `message:${key}`)
+  }
+
+  private async messagePut(message: MessageRecord): Promise<StoreOperation> {
+    const key = messageKey(message.peer, message.id)
+    return {
+      op: 'put',
+      table: 'messages',
+      record: {
+        key,
+        peer: message.peer,
+        order: message.order,
+        value: await this.sealJson(message, `message:${key}`),
+      },
+    }
+  }
+
+  private async outboxPut(entry: OutboxRecord, order: number): Promise<StoreOperation> {
+    return {
+      op: 'put',
+      table: 'outbox',
+      record: {
+        key: entry.id,
+        peer: entry.peer,
+        order,
+        value: await this.sealJson(entry, `outbox:${entry.id}`),
+      },
+    }
+  }
+}
+
+function messageKey(peer: string, id: string): string {
+  return `${peer}/${id}`
+}
+
+function messageView(record: MessageRecord): MessageView {
+  return {
+    id: record.id,
+    peer: record.peer,
+    direction: record.direction,
+    text: record.text,
+    sentAt: record.sentAt,
+    serverAt: record.serverAt,
+    state: record.state,
+    order: record.order,
+  }
+}
+
+async function preKeyPut(
+  account: UnlockedAccount,
+  preKey: PreKeyPair,
+  signed: boolean,
+): Promise<StoreOperation> {
+  const key = `${signed ? 'signed' : 'one-time'}:${preKey.keyId}`
+  const value = await seal(account.storageKey, await exportPreKey(preKey), `prekey:${key}`)
+  return { op: 'put', table: 'prekeys', record: { key, value } }
+}

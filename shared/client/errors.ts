@@ -1,0 +1,61 @@
+/**
+ * The client core's one error type, seen by both UIs. Codes are stable; a UI maps them to words.
+ * Server refusals keep the server's own code in `serverCode` (e.g. E2E_ERR_USERNAME_TAKEN).
+ */
+export const ClientErrorCode = {
+  /** The server answered with an error; `serverCode` and `status` say which. */
+  Server: 'E2E_ERR_SERVER',
+  /** The server could not be reached, or the connection broke mid-request. */
+  Network: 'E2E_ERR_NETWORK',
+  /** The local database did not open with this password. */
+  WrongPassword: 'E2E_ERR_WRONG_PASSWORD',
+  /** No account in this local database yet (register first). */
+  NoAccount: 'E2E_ERR_NO_ACCOUNT',
+  /** The local database holds an account already, or a different one than asked for. */
+  AccountMismatch: 'E2E_ERR_ACCOUNT_MISMATCH',
+  /** The local database is damaged or was written by another program or a newer version. */
+  CorruptStore: 'E2E_ERR_CORRUPT_STORE',
+  /** An operation needs a login (a session token) that is missing or no longer valid. */
+  NotLoggedIn: 'E2E_ERR_NOT_LOGGED_IN',
+  /** The contact's identity key changed; the user must acknowledge it before sending more. */
+  IdentityChanged: 'E2E_ERR_IDENTITY_CHANGED',
+  /** The named user does not exist on the server. */
+  UnknownUser: 'E2E_ERR_UNKNOWN_USER',
+  /** The client was asked to do something its state does not allow (e.g. send while locked). */
+  InvalidState: 'E2E_ERR_CLIENT_STATE',
+  /** Input from the UI was refused (empty message, message too long, bad username). */
+  InvalidInput: 'E2E_ERR_CLIENT_INPUT',
+} as const
+
+export type ClientErrorCode = (typeof ClientErrorCode)[keyof typeof ClientErrorCode]
+
+export class ClientError extends Error {
+  override readonly name = 'ClientError'
+  readonly code: ClientErrorCode
+  readonly serverCode: string | undefined
+  readonly status: number | undefined
+
+  constructor(
+    code: ClientErrorCode,
+    message: string,
+    options: { cause?: unknown; serverCode?: string; status?: number } = {},
+  ) {
+    super(message, { cause: options.cause })
+    this.code = code
+    this.serverCode = options.serverCode
+    this.status = options.status
+  }
+
+  toJSON(): { name: string; code: ClientErrorCode; serverCode?: string; message: string } {
+    return {
+      name: this.name,
+      code: this.code,
+      message: this.message,
+      ...(this.serverCode ? { serverCode: this.serverCode } : {}),
+    }
+  }
+}
+
+export function isClientError(error: unknown, code?: ClientErrorCode): error is ClientError {
+  return error instanceof ClientError && (code === undefined || error.code === code)
+}

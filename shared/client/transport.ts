@@ -1,0 +1,112 @@
+/**
+ * How the client core reaches the server, as interfaces each UI fills in: the browser with
+ * `fetch` and `WebSocket`, the terminal with Node's HTTPS and `ws` (trusting a given CA). The
+ * adapters below work with any WHATWG `fetch` and any WebSocket class shaped like the browser's.
+ */
+import { API_PREFIX, ErrorResponse } from '../codec/api.js'
+import { matches } from '../codec/schema.js'
+import { ClientError, ClientErrorCode } from './errors.js'
+
+export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE'
+
+export interface HttpResponse {
+  readonly status: number
+  /** The parsed JSON body (unknown: callers decode it against a schema), or undefined if none. */
+  readonly body: unknown
+}
+
+export interface HttpClient {
+  /** `path` is relative to the API prefix, e.g. "/login". `token` goes in the Authorization header. */
+  request(
+    method: HttpMethod,
+    path: string,
+    options?: { body?: unknown; token?: string },
+  ): Promise<HttpResponse>
+}
+
+/** The part of the browser's WebSocket the core uses (the `ws` package has the same shape). */
+export interface WebSocketLike {
+  readonly readyState: number
+  onopen: ((event: unknown) => void) | null
+  onmessage: ((event: { data: unknown }) => void) | null
+  onclose: ((event: { code: number; reason: string }) => void) | null
+  onerror: ((event: unknown) => void) | null
+  send(data: string): void
+  close(code?: number, reason?: string): void
+}
+
+export type WebSocketFactory = (url: string) => WebSocketLike
+
+type FetchFunction = (
+  input: string,
+  init: { method: string; headers: Record<string, string>; body?: string },
+) => Promise<{
+  status: number
+  text(): Promise<string>
+}>
+
+/** An HttpClient over a WHATWG fetch (the browser's, or Node's global one for servers with public certificates). */
+export function fetchHttpClient(
+  serverUrl: string,
+  fetchFunction: FetchFunction = globalThis.fetch,
+): HttpClient {
+  const base = `${serverUrl.replace(/\/+$/, '')}${API_PREFIX}`
+  return {
+    async request(method, path, options = {}) {
+      const headers: Record<string, string> = { accept: 'application/json' }
+      if (options.token) headers.authorization = `Bearer ${options.token}`
+      if (options.body !== undefined) headers['content-type'] = 'application/json'
+      let response: Awaited<ReturnType<FetchFunction>>
+      try {
+        response = await fetchFunction(`${base}${path}`, {
+          method,
+          headers,
+          ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
+        })
+      } catch (cause) {
+        throw new ClientError(
+          ClientErrorCode.Network,
+          `expected a reply from ${serverUrl}, got a network error`,
+          { cause },
+        )
+      }
+      const text = await response.text()
+      return { status: response.status, body: parseJson(text) }
+    },
+  }
+}
+
+export function parseJson(text: string): unknown {
+  if (text.length === 0) return undefined
+  try {
+    return JSON.parse(text)
+  } catch {
+    return undefined
+  }
+}
+
+/** Turns a non-2xx response into a ClientError carrying the server's stable code. */
+export function errorFromResponse(response: HttpResponse, what: string): ClientError {
+  if (matches(ErrorResponse, response.body)) {
+    const { code, message } = response.body.error
+    const clientCode =
+      code === 'E2E_ERR_UNAUTHENTICATED'
+        ? ClientErrorCode.NotLoggedIn
+        : code === 'E2E_ERR_USER_NOT_FOUND'
+          ? ClientErrorCode.UnknownUser
+          : ClientErrorCode.Server
+    return new ClientError(clientCode, `${what}: ${message}`, { serverCode: code, status: response.status })
+  }
+  return new ClientError(
+    ClientErrorCode.Server,
+    `${what}: expected a JSON reply, got status ${response.status}`,
+    {
+      status: response.status,
+    },
+  )
+}
+
+/** The WebSocket URL of a server given by its https:// URL. */
+export function webSocketUrl(serverUrl: string): string {
+  return `${serverUrl.replace(/\/+$/, '').replace(/^http/, 'ws')}/ws`
+}
