@@ -1,0 +1,203 @@
+/**
+ * `build(options)` makes the whole HTTP application without listening: tests drive it through
+ * `inject` or `listen` on port 0, and main.ts listens for real. Features are Fastify plugins:
+ *
+ *   security headers (helmet: strict CSP, HSTS) → rate limits → error handling →
+ *   /api/v1: health, accounts, keys (authenticated), users (authenticated)
+ *
+ * Every route has request and response schemas from shared/codec/api.ts; requests are validated by
+ * TypeBox's compiler (the same one shared/codec/schema.ts `decode` uses), responses serialised
+ * through their schema so no field outside it can leak.
+ */
+import helmet from '@fastify/helmet'
+import rateLimit from '@fastify/rate-limit'
+import { TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { API_PREFIX, HealthResponse } from '../shared/codec/api.js'
+import { LoginLimiter } from './auth/login-limiter.js'
+import type { ServerContext, ServerLimits } from './context.js'
+import type { Db } from './db/schema.js'
+import { purgeExpiredTokens } from './db/tokens.js'
+import { ServerError, ServerErrorCode } from './errors.js'
+import {
+  BCRYPT_COST,
+  BUNDLE_RATE_LIMIT,
+  HTTP_BODY_LIMIT_BYTES,
+  HTTP_REQUEST_TIMEOUT_MS,
+  LOGIN_FAILURE_WINDOW_MS,
+  LOGIN_FAILURES_PER_ACCOUNT,
+  LOGIN_FAILURES_PER_ADDRESS,
+  LOGIN_LIMITER_MAX_ENTRIES,
+  LOGIN_RATE_LIMIT,
+  MAINTENANCE_INTERVAL_MS,
+  MAX_ONE_TIME_PREKEYS_PER_USER,
+  MAX_TOKENS_PER_USER,
+  REGISTER_RATE_LIMIT,
+  SIGNED_PREKEYS_KEPT,
+  TOKEN_LIFETIME_MS,
+} from './limits.js'
+import { type LogSettings, loggerOptions } from './log.js'
+import { installErrorHandling } from './plugins/errors.js'
+import { accountRoutes } from './routes/accounts.js'
+import { errorResponses } from './routes/common.js'
+import { keyRoutes } from './routes/keys.js'
+import { userRoutes } from './routes/users.js'
+import { HSTS_MAX_AGE_SECONDS, type httpsOptions } from './tls.js'
+
+export const DEFAULT_LIMITS: ServerLimits = {
+  registerRateLimit: REGISTER_RATE_LIMIT,
+  loginRateLimit: LOGIN_RATE_LIMIT,
+  bundleRateLimit: BUNDLE_RATE_LIMIT,
+  loginFailuresPerAccount: LOGIN_FAILURES_PER_ACCOUNT,
+  loginFailuresPerAddress: LOGIN_FAILURES_PER_ADDRESS,
+  loginFailureWindowMs: LOGIN_FAILURE_WINDOW_MS,
+  maxOneTimePreKeysPerUser: MAX_ONE_TIME_PREKEYS_PER_USER,
+  signedPreKeysKept: SIGNED_PREKEYS_KEPT,
+  maxTokensPerUser: MAX_TOKENS_PER_USER,
+  tokenLifetimeMs: TOKEN_LIFETIME_MS,
+}
+
+export interface BuildOptions {
+  readonly db: Db
+  /** TLS settings (tls.ts `httpsOptions`); without them the app speaks plain HTTP (inject tests). */
+  readonly https?: ReturnType<typeof httpsOptions>
+  /** bcrypt cost for new hashes; default 12. Tests lower it to keep registration fast. */
+  readonly bcryptCost?: number
+  /** The clock, in milliseconds since the epoch. */
+  readonly now?: () => number
+  /** Logging; false for none. */
+  readonly log?: LogSettings | false
+  /** Which X-Forwarded-For hops to trust (behind a reverse proxy); default none. */
+  readonly trustProxy?: boolean | number | string
+  readonly limits?: Partial<ServerLimits>
+  /** How often expired rows are purged; default hourly. */
+  readonly maintenanceIntervalMs?: number
+}
+
+/**
+ * Content-Security-Policy for the API and the future PWA served from the same origin: only this
+ * origin's scripts, styles, workers, manifest and connections (WebSocket included); images may also
+ * be data: or blob: URLs (avatars, QR codes); no plugins, no framing, no <base> rewriting.
+ */
+export const CONTENT_SECURITY_POLICY = {
+  defaultSrc: ["'self'"],
+  scriptSrc: ["'self'"],
+  styleSrc: ["'self'"],
+  imgSrc: ["'self'", 'data:', 'blob:'],
+  fontSrc: ["'self'"],
+  connectSrc: ["'self'"],
+  workerSrc: ["'self'"],
+  manifestSrc: ["'self'"],
+  mediaSrc: ["'self'", 'blob:'],
+  objectSrc: ["'none'"],
+  frameSrc: ["'none'"],
+  frameAncestors: ["'none'"],
+  baseUri: ["'none'"],
+  formAction: ["'self'"],
+  upgradeInsecureRequests: [],
+}
+
+/**
+ * Deletes expired session tokens at startup and then periodically (the relay adds its queue purge
+ * the same way). Failures are logged and retried next time; they never stop the server.
+ */
+function installMaintenance(app: FastifyInstance, context: ServerContext, intervalMs: number): void {
+  let timer: NodeJS.Timeout | undefined
+  const purge = async () => {
+    try {
+      const tokens = await purgeExpiredTokens(context.db, context.now())
+      if (tokens > 0) app.log.info({ event: 'purge', tokens }, 'expired tokens deleted')
+    } catch (error) {
+      app.log.error({ err: error }, 'purging expired tokens failed')
+    }
+  }
+  app.addHook('onReady', async () => {
+    await purge()
+    timer = setInterval(() => void purge(), intervalMs)
+    timer.unref()
+  })
+  app.addHook('onClose', async () => {
+    clearInterval(timer)
+  })
+}
+
+/** Fastify's types take a hop count only as a function; `true`, addresses and CIDRs pass through. */
+function trustProxySetting(value: boolean | number | string | undefined) {
+  if (typeof value === 'number') return (_address: string, hop: number) => hop < value
+  return value ?? false
+}
+
+export async function build(options: BuildOptions): Promise<FastifyInstance> {
+  const now = options.now ?? Date.now
+  const limits: ServerLimits = { ...DEFAULT_LIMITS, ...options.limits }
+  const bcryptCost = options.bcryptCost ?? BCRYPT_COST
+  if (!Number.isInteger(bcryptCost) || bcryptCost < 4 || bcryptCost > 31) {
+    throw new RangeError(`bcryptCost: expected an integer 4–31, got ${bcryptCost}`)
+  }
+
+  const app = Fastify({
+    logger: options.log === false ? false : loggerOptions(options.log),
+    bodyLimit: HTTP_BODY_LIMIT_BYTES,
+    trustProxy: trustProxySetting(options.trustProxy),
+    requestTimeout: HTTP_REQUEST_TIMEOUT_MS,
+    https: options.https ?? null,
+  })
+  app.setValidatorCompiler(TypeBoxValidatorCompiler)
+  // JSON is the only body the API takes; anything else is refused with 415 before parsing.
+  app.removeContentTypeParser('text/plain')
+  app.decorateRequest('session', null)
+
+  await app.register(helmet, {
+    contentSecurityPolicy: { useDefaults: false, directives: CONTENT_SECURITY_POLICY },
+    strictTransportSecurity: { maxAge: HSTS_MAX_AGE_SECONDS, includeSubDomains: false },
+    referrerPolicy: { policy: 'no-referrer' },
+    crossOriginResourcePolicy: { policy: 'same-origin' },
+    crossOriginOpenerPolicy: { policy: 'same-origin' },
+  })
+  app.addHook('onSend', async (request, reply) => {
+    // API answers (tokens, keys) must never sit in a browser or proxy cache.
+    if (request.url.startsWith(API_PREFIX)) reply.header('cache-control', 'no-store')
+  })
+
+  await app.register(rateLimit, {
+    global: false,
+    errorResponseBuilder: (_request, context) =>
+      new ServerError(
+        ServerErrorCode.RateLimited,
+        429,
+        `expected at most ${context.max} requests in this window, got more; retry in ${context.after}`,
+      ),
+  })
+  installErrorHandling(app)
+
+  const context: ServerContext = {
+    db: options.db,
+    now,
+    bcryptCost,
+    limits,
+    loginLimiter: new LoginLimiter(
+      {
+        failuresPerAccount: limits.loginFailuresPerAccount,
+        failuresPerAddress: limits.loginFailuresPerAddress,
+        windowMs: limits.loginFailureWindowMs,
+        maxEntries: LOGIN_LIMITER_MAX_ENTRIES,
+      },
+      now,
+    ),
+  }
+
+  installMaintenance(app, context, options.maintenanceIntervalMs ?? MAINTENANCE_INTERVAL_MS)
+
+  await app.register(
+    async (api) => {
+      api.get('/health', { schema: { response: { 200: HealthResponse, ...errorResponses } } }, async () => ({
+        status: 'ok' as const,
+      }))
+      await api.register(accountRoutes, context)
+      await api.register(keyRoutes, context)
+      await api.register(userRoutes, context)
+    },
+    { prefix: API_PREFIX },
+  )
+  return app
+}

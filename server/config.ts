@@ -1,0 +1,184 @@
+/**
+ * Server options from command-line flags and environment variables (a flag wins over its variable).
+ * Validation happens here, once, so the rest of the server receives a complete, checked value.
+ *
+ * | flag          | variable     | default                          |
+ * |---------------|--------------|----------------------------------|
+ * | --host        | HOST         | localhost (both 127.0.0.1 and ::1; loopback only, so a first run
+ * |               |              | exposes nothing; use 0.0.0.0 or :: to serve a network) |
+ * | --port        | PORT         | 8443                             |
+ * | --data-dir    | DATA_DIR     | ./data (the SQLite file lives here) |
+ * | --cert-dir    | CERT_DIR     | ./certs (the first-run self-signed certificate) |
+ * | --cert        | TLS_CERT     | none: a self-signed localhost certificate is made |
+ * | --key         | TLS_KEY      | none (must be given together with --cert) |
+ * | (none)        | DATABASE_URL | none: SQLite at <data-dir>/secure-chat.sqlite; postgres://… selects PostgreSQL |
+ * | --trust-proxy | TRUST_PROXY  | false; true, a hop count or addresses/CIDRs of the reverse proxy |
+ * | --log-level   | LOG_LEVEL    | info                             |
+ */
+import { accessSync, constants } from 'node:fs'
+import { resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+
+export const DEFAULT_HOST = 'localhost'
+export const DEFAULT_PORT = 8443
+export const SQLITE_FILE_NAME = 'secure-chat.sqlite'
+
+export type DatabaseConfig = { kind: 'sqlite'; file: string } | { kind: 'postgres'; url: string }
+
+export interface ServerConfig {
+  host: string
+  port: number
+  dataDir: string
+  certDir: string
+  /** Operator-supplied certificate and key (e.g. Let's Encrypt); undefined means self-signed. */
+  tls: { certFile: string; keyFile: string } | undefined
+  database: DatabaseConfig
+  trustProxy: boolean | number | string
+  logLevel: LogLevel
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+export type LogLevel = (typeof LOG_LEVELS)[number]
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError'
+}
+
+export const USAGE = `Usage: npm start -- [options]
+
+  --host <address>      address to listen on (HOST; default ${DEFAULT_HOST})
+  --port <number>       TCP port, 0 for any free port (PORT; default ${DEFAULT_PORT})
+  --data-dir <path>     directory of the SQLite database (DATA_DIR; default ./data)
+  --cert-dir <path>     where the first-run self-signed certificate is kept (CERT_DIR; default ./certs)
+  --cert <file>         PEM certificate chain, e.g. Let's Encrypt fullchain.pem (TLS_CERT)
+  --key <file>          PEM private key of that certificate (TLS_KEY)
+  --trust-proxy <v>     trust X-Forwarded-For from: true, a hop count, or proxy addresses (TRUST_PROXY)
+  --log-level <level>   ${LOG_LEVELS.join(', ')} (LOG_LEVEL; default info)
+  --help                print this text
+
+  DATABASE_URL=postgres://user@host/db selects PostgreSQL instead of SQLite.`
+
+export type ParsedArgs = { help: true } | { help: false; config: ServerConfig }
+
+type Env = Record<string, string | undefined>
+
+/** Parses flags (without the node and script paths) and environment; throws ConfigError on bad input. */
+export function parseConfig(argv: readonly string[], env: Env, cwd: string = process.cwd()): ParsedArgs {
+  let values: Record<string, string | boolean | undefined>
+  try {
+    values = parseArgs({
+      args: [...argv],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        host: { type: 'string' },
+        port: { type: 'string' },
+        'data-dir': { type: 'string' },
+        'cert-dir': { type: 'string' },
+        cert: { type: 'string' },
+        key: { type: 'string' },
+        'trust-proxy': { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean' },
+      },
+    }).values
+  } catch (cause) {
+    throw new ConfigError(`${(cause as Error).message}\n\n${USAGE}`)
+  }
+  if (values.help === true) return { help: true }
+
+  const pick = (flag: string, variable: string): string | undefined => {
+    const fromFlag = values[flag]
+    if (typeof fromFlag === 'string') return fromFlag
+    const fromEnv = env[variable]
+    return fromEnv === undefined || fromEnv === '' ? undefined : fromEnv
+  }
+
+  const host = pick('host', 'HOST') ?? DEFAULT_HOST
+  if (!/^[A-Za-z0-9.:_%-]+$/.test(host)) {
+    throw new ConfigError(`--host/HOST: expected a hostname or IP address, got "${host}"`)
+  }
+
+  const port = parsePort(pick('port', 'PORT'))
+  const dataDir = resolve(cwd, pick('data-dir', 'DATA_DIR') ?? 'data')
+  const certDir = resolve(cwd, pick('cert-dir', 'CERT_DIR') ?? 'certs')
+  const tls = parseTlsFiles(pick('cert', 'TLS_CERT'), pick('key', 'TLS_KEY'), cwd)
+  const database = parseDatabaseUrl(env.DATABASE_URL, dataDir)
+  const trustProxy = parseTrustProxy(pick('trust-proxy', 'TRUST_PROXY'))
+
+  const logLevel = pick('log-level', 'LOG_LEVEL') ?? 'info'
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new ConfigError(
+      `--log-level/LOG_LEVEL: expected one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`,
+    )
+  }
+
+  return {
+    help: false,
+    config: { host, port, dataDir, certDir, tls, database, trustProxy, logLevel: logLevel as LogLevel },
+  }
+}
+
+function parsePort(text: string | undefined): number {
+  if (text === undefined) return DEFAULT_PORT
+  if (!/^\d{1,5}$/.test(text) || Number(text) > 65_535) {
+    throw new ConfigError(`--port/PORT: expected an integer 0–65535, got "${text}"`)
+  }
+  return Number(text)
+}
+
+function parseTlsFiles(cert: string | undefined, key: string | undefined, cwd: string): ServerConfig['tls'] {
+  if (cert === undefined && key === undefined) return undefined
+  if (cert === undefined || key === undefined) {
+    throw new ConfigError(
+      `--cert/TLS_CERT and --key/TLS_KEY: expected both or neither, got only ${cert === undefined ? 'the key' : 'the certificate'}`,
+    )
+  }
+  const certFile = resolve(cwd, cert)
+  const keyFile = resolve(cwd, key)
+  for (const [what, file] of [
+    ['--cert/TLS_CERT', certFile],
+    ['--key/TLS_KEY', keyFile],
+  ] as const) {
+    try {
+      accessSync(file, constants.R_OK)
+    } catch {
+      throw new ConfigError(`${what}: expected a readable file, got "${file}" which cannot be read`)
+    }
+  }
+  return { certFile, keyFile }
+}
+
+function parseDatabaseUrl(url: string | undefined, dataDir: string): DatabaseConfig {
+  if (url === undefined || url === '') return { kind: 'sqlite', file: resolve(dataDir, SQLITE_FILE_NAME) }
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    throw new ConfigError(
+      'DATABASE_URL: expected a URL such as postgres://user@host:5432/db, got an unparsable value',
+    )
+  }
+  if (parsed.protocol === 'postgres:' || parsed.protocol === 'postgresql:') return { kind: 'postgres', url }
+  // The scheme only, never the whole URL: it may carry a password.
+  throw new ConfigError(
+    `DATABASE_URL: expected a postgres:// or postgresql:// URL, got scheme "${parsed.protocol}"`,
+  )
+}
+
+function parseTrustProxy(text: string | undefined): boolean | number | string {
+  if (text === undefined || text === 'false') return false
+  if (text === 'true') return true
+  if (/^\d+$/.test(text)) return Number(text)
+  const items = text.split(',').map((item) => item.trim())
+  const valid = items.every(
+    (item) =>
+      /^[0-9A-Fa-f.:]+(\/\d{1,3})?$/.test(item) || ['loopback', 'linklocal', 'uniquelocal'].includes(item),
+  )
+  if (!valid) {
+    throw new ConfigError(
+      `--trust-proxy/TRUST_PROXY: expected true, false, a hop count or comma-separated addresses, got "${text}"`,
+    )
+  }
+  return items.join(',')
+}

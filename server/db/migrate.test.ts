@@ -1,0 +1,86 @@
+import { sql } from 'kysely'
+import { afterEach, describe, expect, it } from 'vitest'
+import { createTestDatabase, DIALECTS, postgresUnavailable, type TestDatabase } from '../test/databases.js'
+import {
+  appliedMigrations,
+  MIGRATION_TABLE,
+  MIGRATIONS,
+  MigrationError,
+  migrateDown,
+  migrateToLatest,
+} from './migrate.js'
+
+const pgSkip = await postgresUnavailable()
+const TABLES = ['auth_tokens', 'messages', 'one_time_prekeys', 'signed_prekeys', 'users']
+
+async function userTables(database: TestDatabase): Promise<string[]> {
+  const tables = await database.db.introspection.getTables()
+  return tables
+    .filter((table) => (database.dialect === 'postgres' ? table.schema === database.location : true))
+    .map((table) => table.name)
+    .filter((name) => !name.startsWith('kysely_'))
+    .sort()
+}
+
+for (const dialect of DIALECTS) {
+  describe.skipIf(dialect === 'postgres' && pgSkip !== undefined)(`migrations on ${dialect}`, () => {
+    let database: TestDatabase | undefined
+    afterEach(async () => {
+      await database?.dispose()
+      database = undefined
+    })
+
+    it('migrates an empty database to the latest schema, then has nothing left to do', async () => {
+      database = await createTestDatabase(dialect, { migrate: false })
+      const ran = await migrateToLatest(database.db, dialect)
+      expect(ran).toEqual(Object.keys(MIGRATIONS).sort())
+      expect(await userTables(database)).toEqual(TABLES)
+      expect(await migrateToLatest(database.db, dialect)).toEqual([])
+      expect(await appliedMigrations(database.db, dialect)).toEqual(Object.keys(MIGRATIONS).sort())
+    })
+
+    it('refuses a database whose latest migration is unknown to this code (from the future)', async () => {
+      database = await createTestDatabase(dialect)
+      const future = '2999-01-01-01-from-the-future'
+      await sql`insert into ${sql.table(MIGRATION_TABLE)} (name, timestamp) values (${future}, ${new Date().toISOString()})`.execute(
+        database.db,
+      )
+      const attempt = migrateToLatest(database.db, dialect)
+      await expect(attempt).rejects.toBeInstanceOf(MigrationError)
+      await expect(migrateToLatest(database.db, dialect)).rejects.toThrow(
+        /unknown migration\(s\) "2999-01-01-01-from-the-future".*newer server/,
+      )
+    })
+
+    it('each migration reverts cleanly (initial: down drops every table)', async () => {
+      database = await createTestDatabase(dialect)
+      await migrateDown(database.db, dialect)
+      expect(await userTables(database)).toEqual([])
+      expect(await appliedMigrations(database.db, dialect)).toEqual([])
+      await migrateToLatest(database.db, dialect)
+      expect(await userTables(database)).toEqual(TABLES)
+    })
+
+    it('enforces the schema: binary lengths are checked and usernames are unique', async () => {
+      database = await createTestDatabase(dialect)
+      const user = {
+        username: 'alice',
+        password_hash: 'x',
+        login_key: new Uint8Array(10),
+        identity_key: new Uint8Array(32),
+        signing_key: new Uint8Array(32),
+        identity_signature: new Uint8Array(64),
+        created_at: 1,
+        identity_changed_at: 1,
+      }
+      await database.db.insertInto('users').values(user).execute()
+      await expect(database.db.insertInto('users').values(user).execute()).rejects.toThrow()
+      await expect(
+        database.db
+          .insertInto('users')
+          .values({ ...user, username: 'bob', identity_key: new Uint8Array(31) })
+          .execute(),
+      ).rejects.toThrow()
+    })
+  })
+}

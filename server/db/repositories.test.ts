@@ -1,0 +1,281 @@
+import { randomBytes } from 'node:crypto'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { PublicPreKey } from '../../shared/identity.js'
+import { isServerError, ServerErrorCode } from '../errors.js'
+import { createTestDatabase, DIALECTS, postgresUnavailable, type TestDatabase } from '../test/databases.js'
+import {
+  claimOneTimePreKey,
+  claimPreKeyBundle,
+  countOneTimePreKeys,
+  currentSignedPreKey,
+  rotateSignedPreKey,
+  uploadOneTimePreKeys,
+} from './prekeys.js'
+import { countQueued, deleteQueuedUpTo, enqueueMessage, fetchQueued, purgeExpiredMessages } from './queue.js'
+import { countTokens, deleteToken, findSession, insertToken, purgeExpiredTokens } from './tokens.js'
+import { createAccount, findUserByUsername, searchUsernames, usernameExists } from './users.js'
+
+const pgSkip = await postgresUnavailable()
+
+const bytes = (length: number) => new Uint8Array(randomBytes(length))
+const preKey = (keyId: number): PublicPreKey => ({ keyId, publicKey: bytes(32), signature: bytes(64) })
+const preKeys = (first: number, count: number) => Array.from({ length: count }, (_, i) => preKey(first + i))
+
+let nameCounter = 0
+function account(overrides: { username?: string; oneTimePreKeys?: PublicPreKey[] } = {}) {
+  nameCounter += 1
+  return {
+    username: overrides.username ?? `user${nameCounter}`,
+    passwordHash: '$2b$04$placeholderplaceholderplaceholderplaceholderplacehold',
+    loginKey: bytes(422),
+    identity: { identityKey: bytes(32), signingKey: bytes(32), identitySignature: bytes(64) },
+    signedPreKey: preKey(1),
+    oneTimePreKeys: overrides.oneTimePreKeys ?? preKeys(100, 5),
+    now: 1_000,
+  }
+}
+
+async function expectServerError(promise: Promise<unknown>, code: string): Promise<void> {
+  const error = await promise.then(
+    () => undefined,
+    (caught: unknown) => caught,
+  )
+  expect(isServerError(error), `expected a ServerError ${code}, got ${String(error)}`).toBe(true)
+  expect((error as { code: string }).code).toBe(code)
+}
+
+for (const dialect of DIALECTS) {
+  describe.skipIf(dialect === 'postgres' && pgSkip !== undefined)(`repositories on ${dialect}`, () => {
+    let database: TestDatabase
+    beforeAll(async () => {
+      database = await createTestDatabase(dialect)
+    })
+    afterAll(async () => {
+      await database?.dispose()
+    })
+
+    describe('users', () => {
+      it('creates an account with its keys in one transaction and finds it by name', async () => {
+        const input = account()
+        const id = await createAccount(database.db, input)
+        const user = await findUserByUsername(database.db, input.username)
+        expect(user?.id).toBe(id)
+        expect(new Uint8Array(user!.identity_key)).toEqual(input.identity.identityKey)
+        expect(new Uint8Array(user!.login_key)).toEqual(input.loginKey)
+        expect(await countOneTimePreKeys(database.db, id)).toBe(5)
+        expect((await currentSignedPreKey(database.db, id))?.key_id).toBe(1)
+      })
+
+      it('refuses a taken username with UsernameTaken and stores nothing of the second attempt', async () => {
+        const first = account()
+        await createAccount(database.db, first)
+        await expectServerError(
+          createAccount(database.db, { ...account(), username: first.username }),
+          ServerErrorCode.UsernameTaken,
+        )
+      })
+
+      it('lets exactly one of two concurrent registrations of a name win', async () => {
+        const username = `race${nameCounter}`
+        const results = await Promise.allSettled([
+          createAccount(database.db, account({ username })),
+          createAccount(database.db, account({ username })),
+        ])
+        expect(results.filter((result) => result.status === 'fulfilled')).toHaveLength(1)
+        const failure = results.find((result) => result.status === 'rejected') as PromiseRejectedResult
+        expect(isServerError(failure.reason, ServerErrorCode.UsernameTaken)).toBe(true)
+      })
+
+      it('rolls the whole registration back when a prekey cannot be stored', async () => {
+        const input = account({ oneTimePreKeys: [preKey(7), preKey(7)] })
+        await expect(createAccount(database.db, input)).rejects.toThrow()
+        expect(await usernameExists(database.db, input.username)).toBe(false)
+      })
+
+      it('searches by prefix, treating LIKE wildcards in the prefix literally', async () => {
+        for (const username of ['sam_one', 'samxone', 'sam.two', 'other']) {
+          await createAccount(database.db, account({ username }))
+        }
+        expect(await searchUsernames(database.db, 'sam', 50)).toEqual(['sam.two', 'sam_one', 'samxone'])
+        expect(await searchUsernames(database.db, 'sam_', 50)).toEqual(['sam_one'])
+        expect(await searchUsernames(database.db, 'sam%', 50)).toEqual([])
+        expect(await searchUsernames(database.db, 'sam', 2)).toHaveLength(2)
+      })
+    })
+
+    describe('prekeys', () => {
+      it('hands out each one-time prekey once, lowest id first, then none', async () => {
+        const id = await createAccount(database.db, account({ oneTimePreKeys: preKeys(10, 3) }))
+        const claimed = [
+          await claimOneTimePreKey(database.db, id),
+          await claimOneTimePreKey(database.db, id),
+          await claimOneTimePreKey(database.db, id),
+        ]
+        expect(claimed.map((key) => key?.key_id)).toEqual([10, 11, 12])
+        expect(await claimOneTimePreKey(database.db, id)).toBeUndefined()
+        const bundle = await claimPreKeyBundle(database.db, id)
+        expect(bundle?.signedPreKey.key_id).toBe(1)
+        expect(bundle?.oneTimePreKey).toBeUndefined()
+      })
+
+      it('never hands out a one-time prekey twice under concurrent claims', async () => {
+        const id = await createAccount(database.db, account({ oneTimePreKeys: preKeys(1, 30) }))
+        const results = await Promise.all(
+          Array.from({ length: 40 }, () => claimPreKeyBundle(database.db, id)),
+        )
+        const ids = results
+          .map((bundle) => bundle?.oneTimePreKey?.key_id)
+          .filter((keyId) => keyId !== undefined)
+        expect(ids).toHaveLength(30)
+        expect(new Set(ids).size).toBe(30)
+        expect(await countOneTimePreKeys(database.db, id)).toBe(0)
+      })
+
+      it('uploads one-time prekeys up to the cap, refusing stored ids and overflow atomically', async () => {
+        const id = await createAccount(database.db, account({ oneTimePreKeys: preKeys(1, 5) }))
+        expect(await uploadOneTimePreKeys(database.db, id, preKeys(6, 5), 12)).toBe(10)
+        await expectServerError(
+          uploadOneTimePreKeys(database.db, id, [preKey(20), preKey(3)], 12),
+          ServerErrorCode.PreKeyIdConflict,
+        )
+        await expectServerError(
+          uploadOneTimePreKeys(database.db, id, preKeys(30, 3), 12),
+          ServerErrorCode.TooManyPreKeys,
+        )
+        expect(await countOneTimePreKeys(database.db, id)).toBe(10)
+      })
+
+      it('keeps the cap under concurrent uploads', async () => {
+        const id = await createAccount(database.db, account({ oneTimePreKeys: preKeys(1, 1) }))
+        const uploads = await Promise.allSettled(
+          Array.from({ length: 6 }, (_, i) =>
+            uploadOneTimePreKeys(database.db, id, preKeys(1000 + i * 10, 10), 31),
+          ),
+        )
+        expect(uploads.filter((upload) => upload.status === 'fulfilled')).toHaveLength(3)
+        expect(await countOneTimePreKeys(database.db, id)).toBe(31)
+      })
+
+      it('rotates the signed prekey, keeping only the newest few, and refuses a reused id', async () => {
+        const id = await createAccount(database.db, account())
+        for (const keyId of [2, 3, 4, 5])
+          await rotateSignedPreKey(database.db, id, preKey(keyId), 2_000 + keyId, 3)
+        expect((await currentSignedPreKey(database.db, id))?.key_id).toBe(5)
+        const kept = await database.db
+          .selectFrom('signed_prekeys')
+          .select('key_id')
+          .where('user_id', '=', id)
+          .orderBy('key_id')
+          .execute()
+        expect(kept.map((row) => row.key_id)).toEqual([3, 4, 5])
+        await expectServerError(
+          rotateSignedPreKey(database.db, id, preKey(4), 3_000, 3),
+          ServerErrorCode.PreKeyIdConflict,
+        )
+        expect((await currentSignedPreKey(database.db, id))?.key_id).toBe(5)
+      })
+
+      it('stores uint32 key ids at the top of the range', async () => {
+        const id = await createAccount(database.db, account({ oneTimePreKeys: [preKey(0xffff_ffff)] }))
+        expect((await claimOneTimePreKey(database.db, id))?.key_id).toBe(0xffff_ffff)
+      })
+    })
+
+    describe('tokens', () => {
+      it('finds a session by token hash until it expires, and not after logout', async () => {
+        const id = await createAccount(database.db, account())
+        const tokenHash = bytes(32)
+        await insertToken(database.db, { tokenHash, userId: id, now: 1_000, expiresAt: 5_000 }, 10)
+        expect(await findSession(database.db, tokenHash, 4_999)).toMatchObject({
+          userId: id,
+          expiresAt: 5_000,
+        })
+        expect(await findSession(database.db, tokenHash, 5_000)).toBeUndefined()
+        expect(await findSession(database.db, bytes(32), 1_000)).toBeUndefined()
+        expect(await deleteToken(database.db, tokenHash)).toBe(true)
+        expect(await findSession(database.db, tokenHash, 1_000)).toBeUndefined()
+        expect(await deleteToken(database.db, tokenHash)).toBe(false)
+      })
+
+      it('keeps at most N live tokens per user, dropping the oldest, and purges expired ones', async () => {
+        const id = await createAccount(database.db, account())
+        const hashes = Array.from({ length: 5 }, () => bytes(32))
+        for (const [i, tokenHash] of hashes.entries()) {
+          await insertToken(database.db, { tokenHash, userId: id, now: 1_000 + i, expiresAt: 10_000 }, 3)
+        }
+        expect(await countTokens(database.db, id)).toBe(3)
+        expect(await findSession(database.db, hashes[0]!, 2_000)).toBeUndefined()
+        expect(await findSession(database.db, hashes[4]!, 2_000)).toBeDefined()
+        expect(await purgeExpiredTokens(database.db, 10_000)).toBeGreaterThanOrEqual(3)
+        expect(await countTokens(database.db, id)).toBe(0)
+      })
+    })
+
+    describe('message queue', () => {
+      let alice: number
+      let bob: number
+      beforeAll(async () => {
+        alice = await createAccount(database.db, account({ username: 'queue-alice' }))
+        bob = await createAccount(database.db, account({ username: 'queue-bob' }))
+      })
+      const message = (clientId: Uint8Array, body = bytes(20), expiresAt = 100_000) => ({
+        recipientId: bob,
+        senderId: alice,
+        clientId,
+        body,
+        now: 1_000,
+        expiresAt,
+      })
+
+      it('enqueues idempotently by (sender, client id), fetches in order, deletes cumulatively', async () => {
+        const ids = Array.from({ length: 5 }, () => bytes(16))
+        const first = await enqueueMessage(database.db, message(ids[0]!))
+        expect(first.duplicate).toBe(false)
+        const retry = await enqueueMessage(database.db, message(ids[0]!, bytes(20)))
+        expect(retry).toEqual({ seq: first.seq, createdAt: first.createdAt, duplicate: true })
+        const rest = []
+        for (const id of ids.slice(1)) rest.push(await enqueueMessage(database.db, message(id)))
+        const seqs = [first.seq, ...rest.map((result) => result.seq)]
+        expect([...seqs].sort((a, b) => a - b)).toEqual(seqs)
+        expect(await countQueued(database.db, bob)).toBe(5)
+
+        const batch = await fetchQueued(database.db, bob, 0, 3, 2_000)
+        expect(batch.map((queued) => queued.seq)).toEqual(seqs.slice(0, 3))
+        expect(batch[0]).toMatchObject({ sender: 'queue-alice', createdAt: 1_000 })
+        expect(new Uint8Array(batch[0]!.clientId)).toEqual(ids[0])
+        const next = await fetchQueued(database.db, bob, batch.at(-1)!.seq, 10, 2_000)
+        expect(next.map((queued) => queued.seq)).toEqual(seqs.slice(3))
+
+        expect(await deleteQueuedUpTo(database.db, bob, seqs[2]!)).toBe(3)
+        expect(await countQueued(database.db, bob)).toBe(2)
+        // Another recipient's acknowledgement never touches bob's queue.
+        expect(await deleteQueuedUpTo(database.db, alice, Number.MAX_SAFE_INTEGER)).toBe(0)
+        expect(await deleteQueuedUpTo(database.db, bob, seqs[4]!)).toBe(2)
+        expect(await countQueued(database.db, bob)).toBe(0)
+      })
+
+      it('never reuses a sequence number after the newest rows are deleted', async () => {
+        const a = await enqueueMessage(database.db, message(bytes(16)))
+        await deleteQueuedUpTo(database.db, bob, a.seq)
+        const b = await enqueueMessage(database.db, message(bytes(16)))
+        expect(b.seq).toBeGreaterThan(a.seq)
+        await deleteQueuedUpTo(database.db, bob, b.seq)
+      })
+
+      it('hides expired messages from fetches and purges them', async () => {
+        await enqueueMessage(database.db, message(bytes(16), bytes(8), 1_500))
+        const live = await enqueueMessage(database.db, message(bytes(16), bytes(8), 9_000))
+        expect((await fetchQueued(database.db, bob, 0, 10, 2_000)).map((queued) => queued.seq)).toEqual([
+          live.seq,
+        ])
+        expect(await purgeExpiredMessages(database.db, 2_000)).toBe(1)
+        expect(await countQueued(database.db, bob)).toBe(1)
+        await deleteQueuedUpTo(database.db, bob, live.seq)
+      })
+
+      it('rejects a client id that is not 16 bytes', async () => {
+        await expect(enqueueMessage(database.db, message(bytes(15)))).rejects.toThrow()
+      })
+    })
+  })
+}

@@ -1,0 +1,85 @@
+/**
+ * The typed shape of the server's database, as the code sees it after the latest migration.
+ * Binary columns (keys, signatures, token hashes, message ids and bodies) are BLOB in SQLite and
+ * bytea in PostgreSQL and read back as Uint8Array (Node's Buffer subclass). Times are integer
+ * milliseconds since the Unix epoch; PostgreSQL's int8 is parsed to a JS number (see connect.ts).
+ *
+ * Migrations never import this file: they are frozen in time and take Kysely<any>.
+ */
+import type { Generated, Insertable, Kysely, Selectable } from 'kysely'
+
+export interface UsersTable {
+  id: Generated<number>
+  /** Normalised (NFKC, lower-case) username; unique, so uniqueness is case-insensitive. */
+  username: string
+  /** bcrypt hash of the pre-hashed password (see auth/password.ts). */
+  password_hash: string
+  /** RSA-OAEP-3072 public key, SubjectPublicKeyInfo DER: login tokens are encrypted to it. */
+  login_key: Uint8Array
+  /** X25519 identity key (32 bytes). */
+  identity_key: Uint8Array
+  /** Ed25519 signing key (32 bytes). */
+  signing_key: Uint8Array
+  /** Ed25519 signature over label ‖ identity_key (64 bytes). */
+  identity_signature: Uint8Array
+  created_at: number
+  /** When the identity keys were last set; peers compare it to notice a change. */
+  identity_changed_at: number
+}
+
+export interface SignedPreKeysTable {
+  /** Insertion order: the row with the highest id is the current signed prekey. */
+  id: Generated<number>
+  user_id: number
+  key_id: number
+  public_key: Uint8Array
+  signature: Uint8Array
+  created_at: number
+}
+
+export interface OneTimePreKeysTable {
+  user_id: number
+  key_id: number
+  public_key: Uint8Array
+  signature: Uint8Array
+}
+
+export interface AuthTokensTable {
+  /** SHA-256 of the 32-byte session token: the token itself is never stored. */
+  token_hash: Uint8Array
+  user_id: number
+  created_at: number
+  expires_at: number
+}
+
+export interface MessagesTable {
+  /** Queue position; never reused (AUTOINCREMENT / identity), so cumulative acks stay meaningful. */
+  seq: Generated<number>
+  recipient_id: number
+  sender_id: number
+  /** The sender's random 16-byte message id; UNIQUE with sender_id makes sends idempotent. */
+  client_id: Uint8Array
+  /** The encrypted envelope, opaque to the server. */
+  body: Uint8Array
+  created_at: number
+  expires_at: number
+}
+
+export interface Database {
+  users: UsersTable
+  signed_prekeys: SignedPreKeysTable
+  one_time_prekeys: OneTimePreKeysTable
+  auth_tokens: AuthTokensTable
+  messages: MessagesTable
+}
+
+/** The database handle every repository function takes first: the root handle or a transaction. */
+export type Db = Kysely<Database>
+
+export type SqlDialect = 'sqlite' | 'postgres'
+
+export type UserRow = Selectable<UsersTable>
+export type NewUser = Insertable<UsersTable>
+export type PreKeyRow = Pick<Selectable<OneTimePreKeysTable>, 'key_id' | 'public_key' | 'signature'>
+export type SignedPreKeyRow = Selectable<SignedPreKeysTable>
+export type MessageRow = Selectable<MessagesTable>

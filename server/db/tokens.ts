@@ -1,0 +1,87 @@
+/**
+ * Session tokens, stored only as SHA-256(token). Looking a token up hashes it and finds the row by
+ * that hash through the primary-key index, so no code compares secret bytes with early exit.
+ */
+import type { Db } from './schema.js'
+import { inTransaction } from './transaction.js'
+
+export interface NewToken {
+  readonly tokenHash: Uint8Array
+  readonly userId: number
+  readonly now: number
+  readonly expiresAt: number
+}
+
+/**
+ * Stores a new token; in the same transaction drops the user's expired tokens and, beyond
+ * `maxPerUser` live ones, the oldest.
+ */
+export async function insertToken(db: Db, token: NewToken, maxPerUser: number): Promise<void> {
+  await inTransaction(db, async (trx) => {
+    await trx
+      .deleteFrom('auth_tokens')
+      .where('user_id', '=', token.userId)
+      .where('expires_at', '<=', token.now)
+      .execute()
+    await trx
+      .insertInto('auth_tokens')
+      .values({
+        token_hash: token.tokenHash,
+        user_id: token.userId,
+        created_at: token.now,
+        expires_at: token.expiresAt,
+      })
+      .execute()
+    const newest = trx
+      .selectFrom('auth_tokens')
+      .select('token_hash')
+      .where('user_id', '=', token.userId)
+      .orderBy('created_at', 'desc')
+      .orderBy('token_hash')
+      .limit(maxPerUser)
+    await trx
+      .deleteFrom('auth_tokens')
+      .where('user_id', '=', token.userId)
+      .where('token_hash', 'not in', newest)
+      .execute()
+  })
+}
+
+export interface Session {
+  readonly userId: number
+  readonly username: string
+  readonly expiresAt: number
+}
+
+/** The session a token hash belongs to, if it exists and has not expired at `now`. */
+export async function findSession(db: Db, tokenHash: Uint8Array, now: number): Promise<Session | undefined> {
+  const row = await db
+    .selectFrom('auth_tokens')
+    .innerJoin('users', 'users.id', 'auth_tokens.user_id')
+    .select(['auth_tokens.user_id', 'users.username', 'auth_tokens.expires_at'])
+    .where('auth_tokens.token_hash', '=', tokenHash)
+    .where('auth_tokens.expires_at', '>', now)
+    .executeTakeFirst()
+  return row && { userId: row.user_id, username: row.username, expiresAt: row.expires_at }
+}
+
+/** Revokes one token; true when it existed. */
+export async function deleteToken(db: Db, tokenHash: Uint8Array): Promise<boolean> {
+  const result = await db.deleteFrom('auth_tokens').where('token_hash', '=', tokenHash).executeTakeFirst()
+  return result.numDeletedRows > 0n
+}
+
+export async function countTokens(db: Db, userId: number): Promise<number> {
+  const row = await db
+    .selectFrom('auth_tokens')
+    .select((eb) => eb.fn.countAll<number>().as('count'))
+    .where('user_id', '=', userId)
+    .executeTakeFirstOrThrow()
+  return Number(row.count)
+}
+
+/** Deletes every token expired at `now`; returns how many. */
+export async function purgeExpiredTokens(db: Db, now: number): Promise<number> {
+  const result = await db.deleteFrom('auth_tokens').where('expires_at', '<=', now).executeTakeFirst()
+  return Number(result.numDeletedRows)
+}

@@ -1,0 +1,86 @@
+/** Accounts: creating one with its keys in one transaction, lookups, and username search. */
+import { sql } from 'kysely'
+import type { PublicIdentity, PublicPreKey } from '../../shared/identity.js'
+import { serverErrors } from '../errors.js'
+import { insertOneTimePreKeys, insertSignedPreKey } from './prekeys.js'
+import type { Db, UserRow } from './schema.js'
+import { inTransaction, isUniqueViolation } from './transaction.js'
+
+export interface NewAccount {
+  /** Already normalised (shared/username.ts). */
+  readonly username: string
+  readonly passwordHash: string
+  /** RSA-OAEP public key, SPKI DER, already checked. */
+  readonly loginKey: Uint8Array
+  /** Identity and prekeys whose signatures the caller has verified. */
+  readonly identity: PublicIdentity
+  readonly signedPreKey: PublicPreKey
+  readonly oneTimePreKeys: readonly PublicPreKey[]
+  readonly now: number
+}
+
+/**
+ * Stores a user with the identity, the signed prekey and the one-time prekeys, all or nothing.
+ * Throws ServerError(UsernameTaken) when the normalised name exists (also under a race).
+ */
+export async function createAccount(db: Db, account: NewAccount): Promise<number> {
+  try {
+    return await inTransaction(db, async (trx) => {
+      const { id } = await trx
+        .insertInto('users')
+        .values({
+          username: account.username,
+          password_hash: account.passwordHash,
+          login_key: account.loginKey,
+          identity_key: account.identity.identityKey,
+          signing_key: account.identity.signingKey,
+          identity_signature: account.identity.identitySignature,
+          created_at: account.now,
+          identity_changed_at: account.now,
+        })
+        .returning('id')
+        .executeTakeFirstOrThrow()
+      await insertSignedPreKey(trx, id, account.signedPreKey, account.now)
+      await insertOneTimePreKeys(trx, id, account.oneTimePreKeys)
+      return id
+    })
+  } catch (error) {
+    // Prekey ids were checked for duplicates before; the only unique key left is the username.
+    if (isUniqueViolation(error)) throw serverErrors.usernameTaken()
+    throw error
+  }
+}
+
+export function findUserByUsername(db: Db, username: string): Promise<UserRow | undefined> {
+  return db.selectFrom('users').selectAll().where('username', '=', username).executeTakeFirst()
+}
+
+export function findUserById(db: Db, id: number): Promise<UserRow | undefined> {
+  return db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst()
+}
+
+export async function usernameExists(db: Db, username: string): Promise<boolean> {
+  const row = await db.selectFrom('users').select('id').where('username', '=', username).executeTakeFirst()
+  return row !== undefined
+}
+
+export async function updatePasswordHash(db: Db, userId: number, passwordHash: string): Promise<void> {
+  await db.updateTable('users').set({ password_hash: passwordHash }).where('id', '=', userId).execute()
+}
+
+/** Escapes LIKE wildcards; usernames may contain '_', which LIKE would read as "any character". */
+function likePrefix(prefix: string): string {
+  return `${prefix.replace(/[\\%_]/g, (char) => `\\${char}`)}%`
+}
+
+/** Usernames starting with `prefix` (already normalised), in byte order, at most `limit`. */
+export async function searchUsernames(db: Db, prefix: string, limit: number): Promise<string[]> {
+  const rows = await db
+    .selectFrom('users')
+    .select('username')
+    .where(sql<boolean>`username like ${likePrefix(prefix)} escape '\\'`)
+    .orderBy('username')
+    .limit(limit)
+    .execute()
+  return rows.map((row) => row.username)
+}

@@ -1,0 +1,97 @@
+/**
+ * The server's one error type. Every failure a client can see leaves as
+ * `{ error: { code, message } }` with a stable `E2E_ERR_*` code from the table below (clients
+ * branch on the code, never on the text) and a message of the form "expected X, got Y".
+ * Messages never carry passwords, tokens, key bytes or message bodies.
+ */
+import { ProtocolErrorCode } from '../shared/errors.js'
+
+export const ServerErrorCode = {
+  /** The request did not match its schema (missing field, wrong type, bad base64url, too long). */
+  BadRequest: 'E2E_ERR_BAD_REQUEST',
+  /** The body was not valid JSON, or had another content type than application/json. */
+  MalformedBody: 'E2E_ERR_MALFORMED_BODY',
+  /** The body exceeded the server's bodyLimit. */
+  TooLarge: ProtocolErrorCode.TooLarge,
+  /** The username breaks the rules of shared/username.ts. */
+  InvalidUsername: 'E2E_ERR_INVALID_USERNAME',
+  /** The password is too short, too long or too easy to guess. */
+  WeakPassword: 'E2E_ERR_WEAK_PASSWORD',
+  /** The normalised username is already registered (uniqueness is case-insensitive). */
+  UsernameTaken: 'E2E_ERR_USERNAME_TAKEN',
+  /** A signature over the identity key or a prekey did not verify. */
+  BadSignature: ProtocolErrorCode.BadSignature,
+  /** A public key was rejected (e.g. an RSA key that is not 3072-bit with e = 65537). */
+  InvalidKey: ProtocolErrorCode.InvalidKey,
+  /** Two prekeys in a request share an id, or an id is already stored for this user. */
+  PreKeyIdConflict: 'E2E_ERR_PREKEY_ID_CONFLICT',
+  /** Storing the uploaded one-time prekeys would exceed the per-user cap. */
+  TooManyPreKeys: 'E2E_ERR_TOO_MANY_PREKEYS',
+  /** Wrong password or unknown user: deliberately one code for both. */
+  InvalidCredentials: 'E2E_ERR_INVALID_CREDENTIALS',
+  /** Too many failed logins for this account or from this address. */
+  TooManyAttempts: 'E2E_ERR_TOO_MANY_ATTEMPTS',
+  /** Too many requests to a rate-limited route. */
+  RateLimited: 'E2E_ERR_RATE_LIMITED',
+  /** No bearer token, or one that is malformed, unknown, revoked or expired. */
+  Unauthenticated: 'E2E_ERR_UNAUTHENTICATED',
+  /** The named user does not exist. */
+  UserNotFound: 'E2E_ERR_USER_NOT_FOUND',
+  /** No route for this method and path. */
+  NotFound: 'E2E_ERR_NOT_FOUND',
+  /** Anything unexpected; details go to the server log only. */
+  Internal: 'E2E_ERR_INTERNAL',
+} as const
+
+export type ServerErrorCode = (typeof ServerErrorCode)[keyof typeof ServerErrorCode]
+
+export class ServerError extends Error {
+  override readonly name = 'ServerError'
+  readonly code: ServerErrorCode
+  readonly statusCode: number
+  /** Seconds until a retry may succeed (sent as Retry-After with 429). */
+  readonly retryAfterSeconds: number | undefined
+
+  constructor(
+    code: ServerErrorCode,
+    statusCode: number,
+    message: string,
+    options?: { cause?: unknown; retryAfterSeconds?: number },
+  ) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause })
+    this.code = code
+    this.statusCode = statusCode
+    this.retryAfterSeconds = options?.retryAfterSeconds
+  }
+
+  toJSON(): { code: ServerErrorCode; message: string } {
+    return { code: this.code, message: this.message }
+  }
+}
+
+export function isServerError(error: unknown, code?: ServerErrorCode): error is ServerError {
+  return error instanceof ServerError && (code === undefined || error.code === code)
+}
+
+/** The one place that pairs codes with statuses for the common cases. */
+export const serverErrors = {
+  badRequest: (message: string) => new ServerError(ServerErrorCode.BadRequest, 400, message),
+  unauthenticated: (message: string) => new ServerError(ServerErrorCode.Unauthenticated, 401, message),
+  invalidCredentials: () =>
+    new ServerError(
+      ServerErrorCode.InvalidCredentials,
+      401,
+      'expected a registered username and its password, got a combination that does not match',
+    ),
+  userNotFound: () =>
+    new ServerError(ServerErrorCode.UserNotFound, 404, 'expected a registered username, got an unknown one'),
+  usernameTaken: () =>
+    new ServerError(
+      ServerErrorCode.UsernameTaken,
+      409,
+      'expected an unused username, got one already registered',
+    ),
+  preKeyIdConflict: (message: string) => new ServerError(ServerErrorCode.PreKeyIdConflict, 409, message),
+  internal: () =>
+    new ServerError(ServerErrorCode.Internal, 500, 'expected to handle the request, got an internal error'),
+}

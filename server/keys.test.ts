@@ -1,0 +1,235 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { fromBase64Url, toBase64Url } from '../shared/bytes.js'
+import type { PreKeyBundleResponse } from '../shared/codec/api.js'
+import { preKeyBundleFromJson, preKeyToJson } from '../shared/codec/keys.js'
+import {
+  generateIdentity,
+  generateOneTimePreKeys,
+  generateSignedPreKey,
+  publicPreKey,
+  verifyPreKeyBundle,
+} from '../shared/identity.js'
+import { createTestDatabase, DIALECTS, postgresUnavailable } from './test/databases.js'
+import { signUp, startServer, type TestServer } from './test/harness.js'
+
+const pgSkip = await postgresUnavailable()
+
+const bundlePath = (username: string) => `/api/v1/users/${encodeURIComponent(username)}/bundle`
+const STATUS = '/api/v1/keys/status'
+const ONE_TIME = '/api/v1/keys/one-time'
+const SIGNED = '/api/v1/keys/signed'
+
+for (const dialect of DIALECTS) {
+  describe.skipIf(dialect === 'postgres' && pgSkip !== undefined)(
+    `key directory over TLS (${dialect})`,
+    () => {
+      let server: TestServer
+      beforeAll(async () => {
+        server = await startServer({
+          database: await createTestDatabase(dialect),
+          limits: { maxOneTimePreKeysPerUser: 120 },
+        })
+      })
+      afterAll(async () => {
+        await server?.stop()
+        await server?.database.dispose()
+      })
+
+      it('serves a verifiable bundle, then falls back to the signed prekey alone', async () => {
+        const bob = await signUp(server, { oneTimePreKeys: 2 })
+        const alice = await signUp(server)
+        const seen: number[] = []
+        for (let i = 0; i < 2; i++) {
+          const response = await server.request(bundlePath(bob.client.username), { token: alice.token })
+          expect(response.status).toBe(200)
+          const bundle = response.body as PreKeyBundleResponse
+          await verifyPreKeyBundle(preKeyBundleFromJson(bundle))
+          expect(bundle.identity.identityKey).toBe(toBase64Url(bob.client.identity.public.identityKey))
+          seen.push(bundle.oneTimePreKey!.keyId)
+        }
+        expect(seen.sort()).toEqual([1, 2])
+        const last = await server.request(bundlePath(bob.client.username), { token: alice.token })
+        expect(last.status).toBe(200)
+        expect(last.body.oneTimePreKey).toBeUndefined()
+        expect(last.body.signedPreKey.keyId).toBe(1)
+        expect((await server.request(STATUS, { token: bob.token })).body.oneTimePreKeys).toBe(0)
+      })
+
+      it('never hands out a one-time prekey twice under many parallel requests', async () => {
+        const bob = await signUp(server, { oneTimePreKeys: 40 })
+        const requesters = await Promise.all([signUp(server), signUp(server), signUp(server)])
+        const responses = await Promise.all(
+          Array.from({ length: 60 }, (_, i) =>
+            server.request(bundlePath(bob.client.username), {
+              token: requesters[i % requesters.length]!.token,
+            }),
+          ),
+        )
+        expect(responses.map((response) => response.status)).toEqual(Array(60).fill(200))
+        const handedOut = responses
+          .map((response) => (response.body as PreKeyBundleResponse).oneTimePreKey?.keyId)
+          .filter((keyId) => keyId !== undefined)
+        expect(handedOut).toHaveLength(40)
+        expect(new Set(handedOut).size).toBe(40)
+      })
+
+      it('requires authentication for every directory and key route', async () => {
+        for (const path of [
+          bundlePath('anyone'),
+          '/api/v1/users/anyone/identity',
+          '/api/v1/users?query=a',
+          STATUS,
+        ]) {
+          const response = await server.request(path)
+          expect(response.status).toBe(401)
+          expect(response.body.error.code).toBe('E2E_ERR_UNAUTHENTICATED')
+        }
+        const upload = await server.request(ONE_TIME, { body: { oneTimePreKeys: [] } })
+        expect(upload.status).toBe(401)
+      })
+
+      it('answers 404 E2E_ERR_USER_NOT_FOUND for an unknown user', async () => {
+        const alice = await signUp(server)
+        for (const path of [bundlePath('nobody-at-all'), '/api/v1/users/nobody-at-all/identity']) {
+          const response = await server.request(path, { token: alice.token })
+          expect(response.status).toBe(404)
+          expect(response.body.error.code).toBe('E2E_ERR_USER_NOT_FOUND')
+        }
+      })
+
+      it('publishes identities and finds users by prefix, case-insensitively', async () => {
+        const alice = await signUp(server)
+        const identity = await server.request(
+          `/api/v1/users/${alice.client.username.toUpperCase()}/identity`,
+          {
+            token: alice.token,
+          },
+        )
+        expect(identity.status).toBe(200)
+        expect(identity.body).toEqual({
+          username: alice.client.username,
+          identity: {
+            identityKey: toBase64Url(alice.client.identity.public.identityKey),
+            signingKey: toBase64Url(alice.client.identity.public.signingKey),
+            identitySignature: toBase64Url(alice.client.identity.public.identitySignature),
+          },
+        })
+        const search = await server.request(
+          `/api/v1/users?query=${alice.client.username.slice(0, -1).toUpperCase()}`,
+          {
+            token: alice.token,
+          },
+        )
+        expect(search.status).toBe(200)
+        expect(search.body.users).toContainEqual({ username: alice.client.username })
+        const none = await server.request('/api/v1/users?query=%25', { token: alice.token })
+        expect(none.body).toEqual({ users: [] })
+      })
+
+      it('uploads one-time prekeys with verified signatures, refusing conflicts and overflow', async () => {
+        const { client, token } = await signUp(server, { oneTimePreKeys: 5 })
+        const more = await generateOneTimePreKeys(client.identity, 100, 100)
+        const upload = await server.request(ONE_TIME, {
+          token,
+          body: { oneTimePreKeys: more.map((preKey) => preKeyToJson(publicPreKey(preKey))) },
+        })
+        expect(upload.status).toBe(200)
+        expect(upload.body).toMatchObject({ oneTimePreKeys: 105, signedPreKeyId: 1 })
+
+        const conflict = await server.request(ONE_TIME, {
+          token,
+          body: { oneTimePreKeys: [preKeyToJson(publicPreKey(more[0]!))] },
+        })
+        expect(conflict.status).toBe(409)
+        expect(conflict.body.error.code).toBe('E2E_ERR_PREKEY_ID_CONFLICT')
+
+        const overflow = await generateOneTimePreKeys(client.identity, 1000, 20)
+        const tooMany = await server.request(ONE_TIME, {
+          token,
+          body: { oneTimePreKeys: overflow.map((preKey) => preKeyToJson(publicPreKey(preKey))) },
+        })
+        expect(tooMany.status).toBe(409)
+        expect(tooMany.body.error.code).toBe('E2E_ERR_TOO_MANY_PREKEYS')
+
+        const oversized = [
+          ...(await generateOneTimePreKeys(client.identity, 5000, 100)),
+          ...(await generateOneTimePreKeys(client.identity, 5100, 1)),
+        ]
+        const batch = await server.request(ONE_TIME, {
+          token,
+          body: { oneTimePreKeys: oversized.map((preKey) => preKeyToJson(publicPreKey(preKey))) },
+        })
+        expect(batch.status).toBe(400)
+        expect(batch.body.error.code).toBe('E2E_ERR_BAD_REQUEST')
+        expect((await server.request(STATUS, { token })).body.oneTimePreKeys).toBe(105)
+      })
+
+      it("refuses keys not signed by the caller's own signing key (nobody uploads for another user)", async () => {
+        const alice = await signUp(server)
+        const mallory = await signUp(server)
+        // Mallory cannot name a target: the routes act on the token's user, and extra fields are refused.
+        const malloryKeys = await generateOneTimePreKeys(mallory.client.identity, 500, 2)
+        const named = await server.request(ONE_TIME, {
+          token: mallory.token,
+          body: {
+            username: alice.client.username,
+            oneTimePreKeys: malloryKeys.map((k) => preKeyToJson(publicPreKey(k))),
+          },
+        })
+        expect(named.status).toBe(400)
+        // Keys signed by someone else's identity are refused for the caller's account.
+        const foreign = await generateOneTimePreKeys(await generateIdentity(), 600, 2)
+        const response = await server.request(ONE_TIME, {
+          token: alice.token,
+          body: { oneTimePreKeys: foreign.map((preKey) => preKeyToJson(publicPreKey(preKey))) },
+        })
+        expect(response.status).toBe(400)
+        expect(response.body.error.code).toBe('E2E_ERR_BAD_SIGNATURE')
+        expect((await server.request(STATUS, { token: alice.token })).body.oneTimePreKeys).toBe(5)
+        expect((await server.request(STATUS, { token: mallory.token })).body.oneTimePreKeys).toBe(5)
+      })
+
+      it('rotates the signed prekey after verifying it; bundles then carry the new one', async () => {
+        const bob = await signUp(server)
+        const alice = await signUp(server)
+        const next = await generateSignedPreKey(bob.client.identity, 2)
+        const rotated = await server.request(SIGNED, {
+          method: 'PUT',
+          token: bob.token,
+          body: { signedPreKey: preKeyToJson(publicPreKey(next)) },
+        })
+        expect(rotated.status).toBe(200)
+        expect(rotated.body.signedPreKeyId).toBe(2)
+        const bundle = await server.request(bundlePath(bob.client.username), { token: alice.token })
+        expect(bundle.body.signedPreKey.publicKey).toBe(toBase64Url(next.keyPair.publicKey))
+
+        const reused = await server.request(SIGNED, {
+          method: 'PUT',
+          token: bob.token,
+          body: { signedPreKey: preKeyToJson(publicPreKey(next)) },
+        })
+        expect(reused.status).toBe(409)
+
+        const forged = preKeyToJson(publicPreKey(await generateSignedPreKey(await generateIdentity(), 3)))
+        const bad = await server.request(SIGNED, {
+          method: 'PUT',
+          token: bob.token,
+          body: { signedPreKey: forged },
+        })
+        expect(bad.status).toBe(400)
+        expect(bad.body.error.code).toBe('E2E_ERR_BAD_SIGNATURE')
+        // A one-time prekey's signature is not valid as a signed prekey's (different labels).
+        const [oneTime] = await generateOneTimePreKeys(bob.client.identity, 4, 1)
+        const relabelled = await server.request(SIGNED, {
+          method: 'PUT',
+          token: bob.token,
+          body: { signedPreKey: preKeyToJson(publicPreKey(oneTime!)) },
+        })
+        expect(relabelled.status).toBe(400)
+        const status = await server.request(STATUS, { token: bob.token })
+        expect(status.body.signedPreKeyId).toBe(2)
+        expect(fromBase64Url(bundle.body.signedPreKey.signature)).toHaveLength(64)
+      })
+    },
+  )
+}

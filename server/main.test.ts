@@ -1,0 +1,122 @@
+/** The real process: `node --import tsx server/main.ts`, as `npm start` runs it. */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { X509Certificate } from 'node:crypto'
+import { mkdtemp, readFile } from 'node:fs/promises'
+import { Agent } from 'node:https'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import BetterSqlite3 from 'better-sqlite3'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { httpsFetch, removeDir } from './test/harness.js'
+
+const ROOT = resolve(import.meta.dirname, '..')
+
+interface Running {
+  readonly child: ChildProcess
+  readonly stdout: () => string
+  readonly stderr: () => string
+  readonly exited: Promise<number | null>
+}
+
+function run(env: Record<string, string>, args: string[] = []): Running {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts', ...args], {
+    cwd: ROOT,
+    env: { ...process.env, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let out = ''
+  let err = ''
+  child.stdout?.on('data', (chunk: Buffer) => {
+    out += chunk.toString()
+  })
+  child.stderr?.on('data', (chunk: Buffer) => {
+    err += chunk.toString()
+  })
+  const exited = new Promise<number | null>((done) => child.on('exit', (code) => done(code)))
+  return { child, stdout: () => out, stderr: () => err, exited }
+}
+
+/** Resolves once the process printed `pattern`; rejects if it exits first. */
+function waitFor(running: Running, pattern: RegExp): Promise<RegExpMatchArray> {
+  return new Promise((done, fail) => {
+    const check = () => {
+      const match = running.stdout().match(pattern)
+      if (match) {
+        running.child.stdout?.off('data', check)
+        done(match)
+      }
+    }
+    running.child.stdout?.on('data', check)
+    running.exited.then((code) => fail(new Error(`exited with ${code}: ${running.stderr()}`)))
+    check()
+  })
+}
+
+describe('server process', () => {
+  let dir: string
+  let env: Record<string, string>
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'secure-chat-main-'))
+    env = { DATA_DIR: join(dir, 'data'), CERT_DIR: join(dir, 'certs') }
+  })
+  afterAll(async () => {
+    await removeDir(dir)
+  })
+
+  it('starts on first run with a new certificate, prints URL and fingerprint, stops on SIGTERM', async () => {
+    const server = run(env)
+    try {
+      const [, url] = await waitFor(server, /listening on (https:\/\/127\.0\.0\.1:\d+)/)
+      const [, fingerprint] = await waitFor(server, /SHA-256 fingerprint: ([0-9A-F:]{95})/)
+      expect(server.stdout()).toContain('self-signed, created now')
+      const cert = await readFile(join(dir, 'certs', 'localhost.pem'), 'utf8')
+      expect(new X509Certificate(cert).fingerprint256).toBe(fingerprint)
+
+      const agent = new Agent({ ca: cert })
+      const health = await httpsFetch(agent, url!, '/api/v1/health')
+      agent.destroy()
+      expect(health.status).toBe(200)
+      expect(health.body).toEqual({ status: 'ok' })
+    } finally {
+      server.child.kill('SIGTERM')
+    }
+    expect(await server.exited).toBe(0)
+    expect(server.stdout()).toContain('secure-chat stopped')
+  })
+
+  it('reuses the certificate and the database on the next run', async () => {
+    const first = await readFile(join(dir, 'certs', 'localhost.pem'), 'utf8')
+    const server = run(env)
+    try {
+      await waitFor(server, /SPKI, base64\): \S+/)
+      expect(server.stdout()).not.toContain('created now')
+      expect(server.stdout()).not.toContain('applied migrations')
+      expect(server.stdout()).toContain(new X509Certificate(first).fingerprint256)
+    } finally {
+      server.child.kill('SIGINT')
+    }
+    expect(await server.exited).toBe(0)
+  })
+
+  it('refuses a database written by a newer server, saying so', async () => {
+    const file = join(dir, 'data', 'secure-chat.sqlite')
+    const sqlite = new BetterSqlite3(file)
+    sqlite
+      .prepare('insert into kysely_migration (name, timestamp) values (?, ?)')
+      .run('2999-01-01-01-future', 'x')
+    sqlite.close()
+    const server = run(env)
+    expect(await server.exited).toBe(1)
+    expect(server.stderr()).toMatch(
+      /cannot open the database: .*unknown migration\(s\) "2999-01-01-01-future"/,
+    )
+  })
+
+  it('exits with status 2 and a clear message on bad configuration', async () => {
+    const server = run({ ...env, PORT: 'eighty' })
+    expect(await server.exited).toBe(2)
+    expect(server.stderr()).toContain(
+      'configuration error: --port/PORT: expected an integer 0–65535, got "eighty"',
+    )
+  })
+})

@@ -1,0 +1,102 @@
+/**
+ * The server process: read the configuration, make sure a certificate exists, open and migrate the
+ * database, listen over HTTPS, print where and with which certificate, and on SIGTERM/SIGINT stop
+ * accepting, finish in-flight requests and close the database before exiting.
+ */
+import type { AddressInfo } from 'node:net'
+import { build } from './app.js'
+import { stopPasswordStrengthWorker } from './auth/password-strength.js'
+import { ConfigError, parseConfig, type ServerConfig, USAGE } from './config.js'
+import { openDatabase } from './db/connect.js'
+import { MigrationError, migrateToLatest } from './db/migrate.js'
+import { SHUTDOWN_GRACE_MS } from './limits.js'
+import { httpsOptions, loadTls } from './tls.js'
+
+/** The address to show: wildcard binds are reachable locally as localhost. */
+function publicUrl(host: string, port: number): string {
+  const shown = host === '0.0.0.0' || host === '::' ? 'localhost' : host
+  return `https://${shown.includes(':') ? `[${shown}]` : shown}:${port}`
+}
+
+async function start(config: ServerConfig): Promise<void> {
+  const tls = await loadTls(config.tls, config.certDir)
+  const database = await openDatabase(config.database)
+  const applied = await migrateToLatest(database.db, database.dialect)
+
+  const app = await build({
+    db: database.db,
+    https: httpsOptions(tls),
+    log: { level: config.logLevel },
+    trustProxy: config.trustProxy,
+  })
+  await app.listen({ host: config.host, port: config.port })
+  const { port } = app.server.address() as AddressInfo
+
+  let stopping = false
+  const stop = async (signal: NodeJS.Signals) => {
+    if (stopping) {
+      process.stderr.write(`${signal} again: exiting without waiting\n`)
+      process.exit(1)
+    }
+    stopping = true
+    app.log.info({ signal }, 'shutting down')
+    const deadline = setTimeout(() => {
+      process.stderr.write(`shutdown took longer than ${SHUTDOWN_GRACE_MS} ms: exiting\n`)
+      process.exit(1)
+    }, SHUTDOWN_GRACE_MS)
+    deadline.unref()
+    try {
+      // Stops accepting, lets in-flight requests finish, runs every onClose hook (the relay's too).
+      await app.close()
+      await database.close()
+      await stopPasswordStrengthWorker()
+      process.stdout.write('secure-chat stopped\n')
+      process.exit(0)
+    } catch (error) {
+      process.stderr.write(`shutdown failed: ${(error as Error).message}\n`)
+      process.exit(1)
+    }
+  }
+  // A second signal of either kind forces the exit (see `stop`).
+  process.on('SIGTERM', () => void stop('SIGTERM'))
+  process.on('SIGINT', () => void stop('SIGINT'))
+
+  // Printed only once the signal handlers are in place, so whoever waits for these lines may stop us.
+  const where =
+    config.database.kind === 'sqlite' ? `SQLite ${config.database.file}` : 'PostgreSQL (DATABASE_URL)'
+  const lines = [
+    `secure-chat listening on ${publicUrl(config.host, port)}`,
+    `database: ${where}${applied.length > 0 ? `, applied migrations: ${applied.join(', ')}` : ''}`,
+    `TLS certificate: ${tls.certFile}${tls.selfSigned ? (tls.created ? ' (self-signed, created now)' : ' (self-signed)') : ''}`,
+    `TLS certificate SHA-256 fingerprint: ${tls.fingerprint256}`,
+    `TLS public key SHA-256 (SPKI, base64): ${tls.spkiSha256}`,
+  ]
+  process.stdout.write(`${lines.join('\n')}\n`)
+}
+
+async function main(): Promise<void> {
+  let config: ServerConfig
+  try {
+    const parsed = parseConfig(process.argv.slice(2), process.env)
+    if (parsed.help) {
+      process.stdout.write(`${USAGE}\n`)
+      return
+    }
+    config = parsed.config
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`configuration error: ${error.message}\n`)
+      process.exit(2)
+    }
+    throw error
+  }
+  try {
+    await start(config)
+  } catch (error) {
+    const prefix = error instanceof MigrationError ? 'cannot open the database' : 'cannot start'
+    process.stderr.write(`${prefix}: ${(error as Error).message}\n`)
+    process.exit(1)
+  }
+}
+
+await main()

@@ -1,0 +1,149 @@
+/**
+ * Accounts: POST /register, POST /login, POST /logout.
+ *
+ * Registration verifies everything the client sends before storing any of it: username rules, the
+ * password policy, the RSA login key (3072-bit, e = 65537), the identity signature and every prekey
+ * signature; then stores user and keys in one transaction.
+ *
+ * Login answers an unknown user exactly like a wrong password (same code, same bcrypt work), counts
+ * failures per account and per address, and returns a fresh token encrypted to the user's login key.
+ * Older tokens stay valid until they expire or are logged out (up to MAX_TOKENS_PER_USER per user).
+ */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { fromBase64Url, toBase64Url } from '../../shared/bytes.js'
+import { LoginRequest, LoginResponse, RegisterRequest, RegisterResponse } from '../../shared/codec/api.js'
+import { preKeyFromJson, publicIdentityFromJson } from '../../shared/codec/keys.js'
+import { Type } from '../../shared/codec/schema.js'
+import { importRsaOaepPublicKey, rsaOaepEncrypt } from '../../shared/crypto/primitives.js'
+import { verifyOneTimePreKey, verifyPublicIdentity, verifySignedPreKey } from '../../shared/identity.js'
+import {
+  checkPasswordPolicy,
+  dummyPasswordHash,
+  hashPassword,
+  passwordHashCost,
+  verifyPassword,
+} from '../auth/password.js'
+import { hashSessionToken, newSessionToken } from '../auth/tokens.js'
+import type { ServerContext } from '../context.js'
+import { deleteToken, insertToken } from '../db/tokens.js'
+import { createAccount, findUserByUsername, updatePasswordHash, usernameExists } from '../db/users.js'
+import { ServerError, ServerErrorCode, serverErrors } from '../errors.js'
+import { requireSession, sessionOf } from '../plugins/auth.js'
+import { assertDistinctKeyIds, errorResponses, parseUsername } from './common.js'
+
+export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, context) => {
+  const { db, now, bcryptCost, limits, loginLimiter } = context
+  // Made before the first login, so even the first unknown-user attempt costs the usual time.
+  app.addHook('onReady', async () => {
+    await dummyPasswordHash(bcryptCost)
+  })
+
+  app.post(
+    '/register',
+    {
+      schema: { body: RegisterRequest, response: { 201: RegisterResponse, ...errorResponses } },
+      config: {
+        rateLimit: { max: limits.registerRateLimit.max, timeWindow: limits.registerRateLimit.timeWindowMs },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body
+      const username = parseUsername(body.username)
+      const identity = publicIdentityFromJson(body.identity)
+      const signedPreKey = preKeyFromJson(body.signedPreKey)
+      const oneTimePreKeys = body.oneTimePreKeys.map(preKeyFromJson)
+      const loginKey = fromBase64Url(body.loginKey)
+      assertDistinctKeyIds(oneTimePreKeys, 'one-time prekeys')
+
+      // Cheap refusals first; the unique index still decides a race (createAccount maps it to 409).
+      if (await usernameExists(db, username)) throw serverErrors.usernameTaken()
+      await checkPasswordPolicy(body.password, [username, body.username])
+      await importRsaOaepPublicKey(loginKey)
+      await verifyPublicIdentity(identity)
+      await verifySignedPreKey(identity.signingKey, signedPreKey)
+      await Promise.all(oneTimePreKeys.map((preKey) => verifyOneTimePreKey(identity.signingKey, preKey)))
+
+      const passwordHash = await hashPassword(body.password, bcryptCost)
+      await createAccount(db, {
+        username,
+        passwordHash,
+        loginKey,
+        identity,
+        signedPreKey,
+        oneTimePreKeys,
+        now: now(),
+      })
+      request.log.info({ event: 'register' }, 'account created')
+      return reply.code(201).send({ username })
+    },
+  )
+
+  app.post(
+    '/login',
+    {
+      schema: { body: LoginRequest, response: { 200: LoginResponse, ...errorResponses } },
+      config: {
+        rateLimit: { max: limits.loginRateLimit.max, timeWindow: limits.loginRateLimit.timeWindowMs },
+      },
+    },
+    async (request) => {
+      const { password } = request.body
+      let username: string | undefined
+      try {
+        username = parseUsername(request.body.username)
+      } catch {
+        username = undefined
+      }
+      // Invalid names cannot exist; they still count against the address and their own key.
+      const accountKey = username ?? `invalid:${request.body.username}`
+      const decision = loginLimiter.attempt(accountKey, request.ip)
+      if (!decision.allowed) {
+        const retryAfterSeconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000))
+        throw new ServerError(
+          ServerErrorCode.TooManyAttempts,
+          429,
+          `expected fewer failed logins ${decision.scope === 'account' ? 'for this account' : 'from this address'}, got too many; retry in ${retryAfterSeconds} s`,
+          { retryAfterSeconds },
+        )
+      }
+
+      const user = username === undefined ? undefined : await findUserByUsername(db, username)
+      // Same bcrypt work whether or not the user exists, so timing does not reveal registered names.
+      const matches = await verifyPassword(
+        password,
+        user?.password_hash ?? (await dummyPasswordHash(bcryptCost)),
+      )
+      if (!user || !matches) throw serverErrors.invalidCredentials()
+      loginLimiter.succeeded(accountKey, request.ip)
+
+      if (passwordHashCost(user.password_hash) < bcryptCost) {
+        await updatePasswordHash(db, user.id, await hashPassword(password, bcryptCost))
+      }
+
+      const token = newSessionToken()
+      const issuedAt = now()
+      const expiresAt = issuedAt + limits.tokenLifetimeMs
+      const encryptedToken = await rsaOaepEncrypt(await importRsaOaepPublicKey(user.login_key), token)
+      await insertToken(
+        db,
+        { tokenHash: hashSessionToken(token), userId: user.id, now: issuedAt, expiresAt },
+        limits.maxTokensPerUser,
+      )
+      token.fill(0)
+      request.log.info({ event: 'login', userId: user.id }, 'session issued')
+      return { username: user.username, encryptedToken: toBase64Url(encryptedToken), expiresAt }
+    },
+  )
+
+  app.post(
+    '/logout',
+    {
+      schema: { response: { 204: Type.Null(), ...errorResponses } },
+      onRequest: requireSession(context),
+    },
+    async (request, reply) => {
+      await deleteToken(db, sessionOf(request).tokenHash)
+      return reply.code(204).send(null)
+    },
+  )
+}

@@ -1,0 +1,84 @@
+/**
+ * The caller's own keys: GET /keys/status, POST /keys/one-time, PUT /keys/signed. Every route acts
+ * on the authenticated user; no request names a user, so nobody can upload keys for someone else.
+ * Each uploaded signature is verified against the signing key stored at registration.
+ */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import {
+  PreKeyStatusResponse,
+  RotateSignedPreKeyRequest,
+  UploadOneTimePreKeysRequest,
+} from '../../shared/codec/api.js'
+import { preKeyFromJson } from '../../shared/codec/keys.js'
+import { verifyOneTimePreKey, verifySignedPreKey } from '../../shared/identity.js'
+import type { ServerContext } from '../context.js'
+import {
+  countOneTimePreKeys,
+  currentSignedPreKey,
+  rotateSignedPreKey,
+  uploadOneTimePreKeys,
+} from '../db/prekeys.js'
+import type { Db } from '../db/schema.js'
+import { findUserById } from '../db/users.js'
+import { serverErrors } from '../errors.js'
+import { requireSession, sessionOf } from '../plugins/auth.js'
+import { assertDistinctKeyIds, errorResponses } from './common.js'
+
+export async function preKeyStatus(db: Db, userId: number): Promise<PreKeyStatusResponse> {
+  const [oneTimePreKeys, signed] = await Promise.all([
+    countOneTimePreKeys(db, userId),
+    currentSignedPreKey(db, userId),
+  ])
+  if (!signed) throw serverErrors.userNotFound()
+  return { oneTimePreKeys, signedPreKeyId: signed.key_id, signedPreKeyCreatedAt: signed.created_at }
+}
+
+async function signingKeyOf(db: Db, userId: number): Promise<Uint8Array> {
+  const user = await findUserById(db, userId)
+  if (!user) throw serverErrors.userNotFound()
+  return user.signing_key
+}
+
+export const keyRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, context) => {
+  const { db, now, limits } = context
+  app.addHook('onRequest', requireSession(context))
+
+  app.get(
+    '/keys/status',
+    { schema: { response: { 200: PreKeyStatusResponse, ...errorResponses } } },
+    async (request) => preKeyStatus(db, sessionOf(request).userId),
+  )
+
+  app.post(
+    '/keys/one-time',
+    {
+      schema: {
+        body: UploadOneTimePreKeysRequest,
+        response: { 200: PreKeyStatusResponse, ...errorResponses },
+      },
+    },
+    async (request) => {
+      const { userId } = sessionOf(request)
+      const preKeys = request.body.oneTimePreKeys.map(preKeyFromJson)
+      assertDistinctKeyIds(preKeys, 'one-time prekeys')
+      const signingKey = await signingKeyOf(db, userId)
+      await Promise.all(preKeys.map((preKey) => verifyOneTimePreKey(signingKey, preKey)))
+      await uploadOneTimePreKeys(db, userId, preKeys, limits.maxOneTimePreKeysPerUser)
+      return preKeyStatus(db, userId)
+    },
+  )
+
+  app.put(
+    '/keys/signed',
+    {
+      schema: { body: RotateSignedPreKeyRequest, response: { 200: PreKeyStatusResponse, ...errorResponses } },
+    },
+    async (request) => {
+      const { userId } = sessionOf(request)
+      const preKey = preKeyFromJson(request.body.signedPreKey)
+      await verifySignedPreKey(await signingKeyOf(db, userId), preKey)
+      await rotateSignedPreKey(db, userId, preKey, now(), limits.signedPreKeysKept)
+      return preKeyStatus(db, userId)
+    },
+  )
+}

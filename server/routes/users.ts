@@ -1,0 +1,105 @@
+/**
+ * The directory of other users (authentication required for all of it, so the directory is not
+ * open to anonymous scraping): GET /users?query= (prefix search), GET /users/:username/identity and
+ * GET /users/:username/bundle, which claims one one-time prekey per call (rate-limited per caller,
+ * since each call uses up a key of the target's).
+ */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { toBase64Url } from '../../shared/bytes.js'
+import {
+  IdentityResponse,
+  PreKeyBundleResponse,
+  UsernameParams,
+  UserSearchQuery,
+  UserSearchResponse,
+} from '../../shared/codec/api.js'
+import type { ServerContext } from '../context.js'
+import { claimPreKeyBundle } from '../db/prekeys.js'
+import type { PreKeyRow, UserRow } from '../db/schema.js'
+import { findUserByUsername, searchUsernames } from '../db/users.js'
+import { serverErrors } from '../errors.js'
+import { USER_SEARCH_LIMIT } from '../limits.js'
+import { requireSession, sessionOf } from '../plugins/auth.js'
+import { errorResponses, parseUsername } from './common.js'
+
+function identityJson(user: UserRow) {
+  return {
+    identityKey: toBase64Url(user.identity_key),
+    signingKey: toBase64Url(user.signing_key),
+    identitySignature: toBase64Url(user.identity_signature),
+  }
+}
+
+function preKeyJson(row: PreKeyRow) {
+  return { keyId: row.key_id, publicKey: toBase64Url(row.public_key), signature: toBase64Url(row.signature) }
+}
+
+/** Characters a normalised username may contain; a prefix with others cannot match anybody. */
+const USERNAME_PREFIX = /^[a-z0-9._-]+$/
+
+export const userRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, context) => {
+  const { db, limits } = context
+  app.addHook('onRequest', requireSession(context))
+
+  async function userNamed(name: string): Promise<UserRow> {
+    const user = await findUserByUsername(db, parseUsername(name))
+    if (!user) throw serverErrors.userNotFound()
+    return user
+  }
+
+  app.get(
+    '/users',
+    { schema: { querystring: UserSearchQuery, response: { 200: UserSearchResponse, ...errorResponses } } },
+    async (request) => {
+      const prefix = request.query.query.normalize('NFKC').toLowerCase().trim()
+      if (!USERNAME_PREFIX.test(prefix)) return { users: [] }
+      const names = await searchUsernames(db, prefix, USER_SEARCH_LIMIT)
+      return { users: names.map((username) => ({ username })) }
+    },
+  )
+
+  app.get(
+    '/users/:username/identity',
+    { schema: { params: UsernameParams, response: { 200: IdentityResponse, ...errorResponses } } },
+    async (request) => {
+      const user = await userNamed(request.params.username)
+      return { username: user.username, identity: identityJson(user) }
+    },
+  )
+
+  app.get(
+    '/users/:username/bundle',
+    {
+      schema: { params: UsernameParams, response: { 200: PreKeyBundleResponse, ...errorResponses } },
+      config: {
+        rateLimit: {
+          max: limits.bundleRateLimit.max,
+          timeWindow: limits.bundleRateLimit.timeWindowMs,
+          // After authentication, so the limit follows the account rather than the address.
+          hook: 'preHandler',
+          keyGenerator: (request) => `bundle:${sessionOf(request).userId}`,
+        },
+      },
+    },
+    async (request) => {
+      const user = await userNamed(request.params.username)
+      const bundle = await claimPreKeyBundle(db, user.id)
+      if (!bundle) throw serverErrors.userNotFound()
+      request.log.info(
+        {
+          event: 'bundle',
+          requester: sessionOf(request).userId,
+          target: user.id,
+          oneTimePreKey: !!bundle.oneTimePreKey,
+        },
+        'prekey bundle served',
+      )
+      return {
+        username: user.username,
+        identity: identityJson(user),
+        signedPreKey: preKeyJson(bundle.signedPreKey),
+        ...(bundle.oneTimePreKey ? { oneTimePreKey: preKeyJson(bundle.oneTimePreKey) } : {}),
+      }
+    },
+  )
+}
