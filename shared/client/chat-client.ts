@@ -21,6 +21,7 @@ import {
   IdentityResponse,
   LoginResponse,
   PreKeyBundleResponse,
+  type PreKeyStatusResponse as PreKeyStatus,
   PreKeyStatusResponse,
   type PublicIdentityJson,
   RegisterResponse,
@@ -1065,13 +1066,18 @@ export class ChatClient {
       })
   }
 
-  /** Refills one-time prekeys when the server runs low, and rotates the signed prekey when it is old. */
-  async maintainPreKeys(): Promise<void> {
-    const status = decode(
+  /** How many one-time prekeys the server still holds for us, and which signed prekey it hands out. */
+  async preKeyStatus(): Promise<PreKeyStatus> {
+    return decode(
       PreKeyStatusResponse,
       await this.request('GET', '/keys/status', { token: this.token() }),
       'prekey status',
     )
+  }
+
+  /** Refills one-time prekeys when the server runs low, and rotates the signed prekey when it is old. */
+  async maintainPreKeys(): Promise<void> {
+    const status = await this.preKeyStatus()
     if (status.oneTimePreKeys < ONE_TIME_PREKEY_REFILL_THRESHOLD) {
       const first = this.account.secrets.nextPreKeyId
       const preKeys = await generateOneTimePreKeys(
