@@ -106,6 +106,8 @@ export const SIGNED_PREKEYS_KEPT = 5
 /** Reconnect backoff: doubles from the first delay up to the cap, with ±20 % jitter. */
 export const RECONNECT_INITIAL_DELAY_MS = 500
 export const RECONNECT_MAX_DELAY_MS = 30_000
+/** After the server refuses a send for now (queue full, rate limit), the outbox is tried again after this. */
+export const SEND_RETRY_DELAY_MS = 5_000
 
 export type DeliveryState = 'sending' | 'accepted' | 'delivered' | 'received' | 'failed'
 export type ConnectionState = 'offline' | 'connecting' | 'online' | 'logged-out'
@@ -219,6 +221,9 @@ export class ChatClient {
   private wantConnected = false
   private reconnectAttempts = 0
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined
+  private retryTimer: ReturnType<typeof setTimeout> | undefined
+  /** Set when storing a received message failed: nothing more is acknowledged on this connection. */
+  private receivingHalted = false
   private readonly inFlight = new Set<string>()
   private readonly online = new Set<string>()
   private pendingAck = 0
@@ -461,7 +466,9 @@ export class ChatClient {
   async disconnect(): Promise<void> {
     this.wantConnected = false
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer)
+    if (this.retryTimer) clearTimeout(this.retryTimer)
     this.reconnectTimer = undefined
+    this.retryTimer = undefined
     const socket = this.socket
     this.socket = undefined
     if (socket) {
@@ -492,6 +499,7 @@ export class ChatClient {
     }
     this.socket = socket
     this.inFlight.clear()
+    this.receivingHalted = false
     socket.onopen = () => this.sendFrame({ v: FRAME_VERSION, type: 'auth', token: this.token() })
     socket.onmessage = (event) => {
       let frame: ServerFrame
@@ -506,7 +514,7 @@ export class ChatClient {
       }
       // Frames are handled one after another, in the order they arrived.
       this.frameQueue = this.frameQueue
-        .then(() => this.handleFrame(frame))
+        .then(() => this.handleFrame(frame, socket))
         .catch((error: unknown) => this.report(error))
     }
     socket.onerror = () => {}
@@ -537,7 +545,7 @@ export class ChatClient {
     return true
   }
 
-  private async handleFrame(frame: ServerFrame): Promise<void> {
+  private async handleFrame(frame: ServerFrame, socket: WebSocketLike): Promise<void> {
     switch (frame.type) {
       case 'ready':
         this.reconnectAttempts = 0
@@ -545,7 +553,8 @@ export class ChatClient {
         await this.afterReady()
         return
       case 'deliver':
-        await this.receive(frame)
+        // A delivery from a connection that is gone is not acknowledged: the server sends it again.
+        if (socket === this.socket) await this.receive(frame)
         return
       case 'accepted':
         await this.accepted(frame.id, frame.ts)
@@ -589,8 +598,16 @@ export class ChatClient {
     }
     if (frame.id !== undefined) {
       this.inFlight.delete(frame.id)
-      // A recipient that does not exist will not appear on a retry: give up on that message.
-      if (frame.code === 'E2E_ERR_USER_NOT_FOUND') await this.failMessage(frame.id)
+      if (frame.code === 'E2E_ERR_USER_NOT_FOUND') {
+        // A recipient that does not exist will not appear on a retry: give up on that message.
+        await this.failMessage(frame.id)
+      } else if (!this.retryTimer) {
+        // Refused for now (queue full, rate limit): the envelope stays in the outbox; try again later.
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = undefined
+          this.flushOutbox().catch((error: unknown) => this.report(error))
+        }, SEND_RETRY_DELAY_MS)
+      }
     }
     this.events.emit('problem', { code: frame.code, message: frame.message })
   }
@@ -827,18 +844,17 @@ export class ChatClient {
     const entries = (await this.store.list('outbox')).sort((a, b) => (a.order ?? 0) - (b.order ?? 0))
     for (const entry of entries) {
       if (this.inFlight.has(entry.key)) continue
+      // Claimed before the await below, so a concurrent flush cannot send it a second time.
+      this.inFlight.add(entry.key)
       const outbox = await this.openJson<OutboxRecord>(entry.value, `outbox:${entry.key}`)
-      if (
-        this.sendFrame({
-          v: FRAME_VERSION,
-          type: 'send',
-          id: outbox.id,
-          to: outbox.peer,
-          body: outbox.envelope,
-        })
-      ) {
-        this.inFlight.add(entry.key)
-      }
+      const sent = this.sendFrame({
+        v: FRAME_VERSION,
+        type: 'send',
+        id: outbox.id,
+        to: outbox.peer,
+        body: outbox.envelope,
+      })
+      if (!sent) this.inFlight.delete(entry.key)
     }
   }
 
@@ -875,13 +891,23 @@ export class ChatClient {
 
   private async receive(frame: Extract<ServerFrame, { type: 'deliver' }>): Promise<void> {
     const peer = frame.from
+    // After a local failure, later frames of the same connection wait for their redelivery too.
+    if (this.receivingHalted) return
     try {
       await this.withPeer(peer, () => this.receiveFrom(peer, frame))
     } catch (error) {
-      // Acknowledge what cannot be read, or it would block the queue forever; say so to the UI.
-      const reason = isProtocolError(error) || isClientError(error) ? error.code : 'E2E_ERR_INTERNAL'
-      if (reason !== ProtocolErrorCode.DuplicateMessage)
-        this.events.emit('undecryptable', { peer, id: frame.id, reason })
+      if (!isUnreadable(error)) {
+        // Not the message's fault (the local database failed): acknowledging would lose it, and
+        // acknowledgements are cumulative, so stop here. The server sends it again after reconnecting.
+        this.report(error)
+        this.receivingHalted = true
+        this.socket?.close(4000, 'local storage failed')
+        return
+      }
+      // A message that can never be read is acknowledged, or it would block the queue forever.
+      if (!isProtocolError(error, ProtocolErrorCode.DuplicateMessage)) {
+        this.events.emit('undecryptable', { peer, id: frame.id, reason: error.code })
+      }
     }
     this.acknowledge(frame.seq)
   }
@@ -1313,4 +1339,13 @@ async function preKeyPut(
   const key = `${signed ? 'signed' : 'one-time'}:${preKey.keyId}`
   const value = await seal(account.storageKey, await exportPreKey(preKey), `prekey:${key}`)
   return { op: 'put', table: 'prekeys', record: { key, value } }
+}
+
+/**
+ * Errors that mean the message itself can never be read (malformed, not for a session we hold,
+ * tampered, replayed): such a message is acknowledged and dropped. Anything else is a local failure.
+ */
+function isUnreadable(error: unknown): error is { code: string } {
+  if (isProtocolError(error)) return true
+  return isClientError(error) && error.code === ClientErrorCode.InvalidState
 }
