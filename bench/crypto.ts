@@ -11,6 +11,16 @@
  *   public-key import, two X25519 derivations): the floor for the alternating case.
  *
  * A message counts once it is both encrypted and decrypted. Prints a table, then one JSON line.
+ *
+ * Optional peer: libsignal's native Node binding, measured on the same cases by
+ * bench/libsignal-peer.ts (see there for exactly what each case runs). It is AGPL-licensed and
+ * never a dependency of this project; to include it in a run, install it without saving:
+ *
+ *   npm install --no-save @signalapp/libsignal-client@0.103.0
+ *
+ * Then the table gains libsignal rows and an "ours/libsignal" column, and the JSON line gains
+ * `peer.libsignal` and the `…VsLibsignal…` ratios. Without it, one line on stderr says the
+ * comparison was skipped, and the output is otherwise unchanged.
  */
 import { utf8Encode } from '../shared/bytes.js'
 import {
@@ -27,16 +37,22 @@ import {
   startSession,
 } from '../shared/session.js'
 import { x3dhInitiate, x3dhRespond } from '../shared/x3dh.js'
+import { measureLibsignal } from './libsignal-peer.js'
 
 const subtle = globalThis.crypto.subtle
 const MESSAGE = utf8Encode('x'.repeat(100))
 const DURATION_MS = Number(process.env.BENCH_MS ?? 2000)
 
-async function measure(name: string, step: () => Promise<void>, batch = 50): Promise<number> {
+async function measure(
+  name: string,
+  step: () => Promise<void>,
+  batch = 50,
+  durationMs = DURATION_MS,
+): Promise<number> {
   for (let i = 0; i < batch * 2; i++) await step() // warm-up: JIT, key caches
   let count = 0
   const start = performance.now()
-  while (performance.now() - start < DURATION_MS) {
+  while (performance.now() - start < durationMs) {
     for (let i = 0; i < batch; i++) await step()
     count += batch
   }
@@ -154,6 +170,7 @@ async function benchDhFloor(): Promise<number> {
 }
 
 const round = (n: number) => Math.round(n)
+const ratio = (ours: number, theirs: number) => Number((ours / theirs).toFixed(2))
 
 async function main() {
   process.stderr.write(`bench:crypto — ${DURATION_MS} ms per case, Node ${process.version}\n`)
@@ -162,19 +179,31 @@ async function main() {
   const oneWay = await benchOneWay()
   const alternating = await benchAlternating()
   const x3dh = await benchX3dh()
+  const peer = await measureLibsignal(DURATION_MS, measure)
 
-  const rows = [
-    ['ratchet one-way (msgs/s)', oneWay, symmetricFloor],
-    ['ratchet alternating (msgs/s)', alternating, dhFloor],
-    ['x3dh setups (both sides, /s)', x3dh, undefined],
-    ['floor: WebCrypto symmetric step (/s)', symmetricFloor, undefined],
-    ['floor: WebCrypto DH step (/s)', dhFloor, undefined],
-  ] as const
+  // [case, rate, floor for "vs floor", libsignal's rate for "ours/libsignal"]
+  const rows: [string, number, number | undefined, number | undefined][] = [
+    ['ratchet one-way (msgs/s)', oneWay, symmetricFloor, peer?.oneWay],
+    ['ratchet alternating (msgs/s)', alternating, dhFloor, peer?.alternating],
+    ['x3dh setups (both sides, /s)', x3dh, undefined, peer?.sessionSetup],
+    ['floor: WebCrypto symmetric step (/s)', symmetricFloor, undefined, undefined],
+    ['floor: WebCrypto DH step (/s)', dhFloor, undefined, undefined],
+  ]
+  if (peer) {
+    rows.push(
+      ['libsignal one-way (msgs/s)', peer.oneWay, undefined, undefined],
+      ['libsignal alternating (msgs/s)', peer.alternating, undefined, undefined],
+      ['libsignal session setup (both sides, /s)', peer.sessionSetup, undefined, undefined],
+    )
+  }
+  const peerColumn = (text: string) => (peer ? text.padStart(16) : '')
   console.log('')
-  console.log(`${'case'.padEnd(40)}${'rate'.padStart(12)}${'vs floor'.padStart(12)}`)
-  for (const [name, rate, floor] of rows) {
+  console.log(
+    `${'case'.padEnd(40)}${'rate'.padStart(12)}${'vs floor'.padStart(12)}${peerColumn('ours/libsignal')}`,
+  )
+  for (const [name, rate, floor, libsignal] of rows) {
     console.log(
-      `${name.padEnd(40)}${String(round(rate)).padStart(12)}${(floor ? `${(rate / floor).toFixed(2)}x` : '').padStart(12)}`,
+      `${name.padEnd(40)}${String(round(rate)).padStart(12)}${(floor ? `${(rate / floor).toFixed(2)}x` : '').padStart(12)}${peerColumn(libsignal ? `${(rate / libsignal).toFixed(2)}x` : '')}`,
     )
   }
   console.log('')
@@ -186,7 +215,21 @@ async function main() {
       ratios: {
         oneWayVsSymmetricFloor: Number((oneWay / symmetricFloor).toFixed(2)),
         alternatingVsDhFloor: Number((alternating / dhFloor).toFixed(2)),
+        ...(peer && {
+          oneWayVsLibsignal: ratio(oneWay, peer.oneWay),
+          alternatingVsLibsignal: ratio(alternating, peer.alternating),
+          x3dhVsLibsignalSessionSetup: ratio(x3dh, peer.sessionSetup),
+        }),
       },
+      ...(peer && {
+        peer: {
+          libsignal: {
+            oneWay: { msgsPerSec: round(peer.oneWay) },
+            alternating: { msgsPerSec: round(peer.alternating) },
+            setupsPerSec: round(peer.sessionSetup),
+          },
+        },
+      }),
     }),
   )
 }
