@@ -15,7 +15,7 @@ import { ed25519 as nobleEd25519, x25519 as nobleX25519 } from '@noble/curves/ed
 import { hkdf } from '@noble/hashes/hkdf.js'
 import { hmac } from '@noble/hashes/hmac.js'
 import { sha256 as nobleSha256, sha512 as nobleSha512 } from '@noble/hashes/sha2.js'
-import { assertBytes, fromBase64Url, isAllZero, toBase64Url } from '../bytes.js'
+import { assertBytes, equalBytes, fromBase64Url, isAllZero, toBase64Url } from '../bytes.js'
 import { ProtocolError, ProtocolErrorCode } from '../errors.js'
 
 const subtle = globalThis.crypto.subtle
@@ -169,6 +169,23 @@ export async function exportPrivateKeyBytes(privateKey: PrivateKeyHandle): Promi
 }
 
 /**
+ * Imported public keys, by the array they came from. A ratchet uses the peer's key for two DH
+ * steps (receiving, then sending), and each import is a thread-pool round trip. The bytes are kept
+ * and compared, so an array changed after import is imported afresh.
+ */
+const importedPublicKeys = new WeakMap<Uint8Array, { bytes: Uint8Array; key: Promise<CryptoKey> }>()
+
+function importX25519PublicKey(publicKey: Uint8Array): Promise<CryptoKey> {
+  const cached = importedPublicKeys.get(publicKey)
+  if (cached && equalBytes(cached.bytes, publicKey)) return cached.key
+  const key = subtle.importKey('raw', source(publicKey), { name: 'X25519' }, true, [])
+  importedPublicKeys.set(publicKey, { bytes: publicKey.slice(), key })
+  // A failed import is not cached: the next call tries again (and reports the error itself).
+  key.catch(() => importedPublicKeys.delete(publicKey))
+  return key
+}
+
+/**
  * X25519 (RFC 7748 §5). Rejects public keys of the wrong length and any result that is all zero,
  * which is what every low-order point (and the twist's small subgroup) produces (§6.1 "check").
  */
@@ -185,7 +202,7 @@ export async function x25519(privateKey: PrivateKeyHandle, peerPublicKey: Uint8A
     if (privateKey.inner instanceof Uint8Array) {
       shared = nobleX25519.getSharedSecret(privateKey.inner, peerPublicKey)
     } else {
-      const peer = await subtle.importKey('raw', source(peerPublicKey), { name: 'X25519' }, true, [])
+      const peer = await importX25519PublicKey(peerPublicKey)
       shared = new Uint8Array(
         await subtle.deriveBits({ name: 'X25519', public: peer }, privateKey.inner, 256),
       )
