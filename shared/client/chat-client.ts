@@ -144,8 +144,10 @@ export interface ClientEvents extends Record<string, unknown> {
   connection: { state: ConnectionState }
   /** A message arrived that could not be decrypted (it was acknowledged and dropped). */
   undecryptable: { peer: string; id: string; reason: string }
+  /** Everything the server had queued for us when we connected is now stored (and acknowledged). */
+  'caught-up': { messages: number }
   /** A failure in background work (prekey upkeep, a send the server refused); never a secret. */
-  problem: { code: string; message: string }
+  problem: { code: string; message: string; id?: string }
 }
 
 export interface ChatClientOptions {
@@ -222,6 +224,9 @@ export class ChatClient {
   private reconnectAttempts = 0
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined
   private retryTimer: ReturnType<typeof setTimeout> | undefined
+  /** Messages the server had queued when this connection became ready, and how many are stored. */
+  private backlog = 0
+  private backlogStored = 0
   /** Set when storing a received message failed: nothing more is acknowledged on this connection. */
   private receivingHalted = false
   private readonly inFlight = new Set<string>()
@@ -397,6 +402,7 @@ export class ChatClient {
       token: toBase64Url(token),
       tokenExpiresAt: response.expiresAt,
     })
+    if (this.connectionState === 'logged-out') this.setConnectionState('offline')
   }
 
   get loggedIn(): boolean {
@@ -442,6 +448,11 @@ export class ChatClient {
   /** Resolves once the connection is ready (or rejects after `timeoutMs`). */
   waitUntilOnline(timeoutMs = 30_000): Promise<void> {
     if (this.connectionState === 'online') return Promise.resolve()
+    if (this.connectionState === 'logged-out') {
+      return Promise.reject(
+        new ClientError(ClientErrorCode.NotLoggedIn, 'expected a valid session, got a refusal'),
+      )
+    }
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         stop()
@@ -549,12 +560,22 @@ export class ChatClient {
     switch (frame.type) {
       case 'ready':
         this.reconnectAttempts = 0
+        this.backlog = frame.queued
+        this.backlogStored = 0
         this.setConnectionState('online')
+        if (frame.queued === 0) this.events.emit('caught-up', { messages: 0 })
         await this.afterReady()
         return
       case 'deliver':
         // A delivery from a connection that is gone is not acknowledged: the server sends it again.
-        if (socket === this.socket) await this.receive(frame)
+        if (socket === this.socket) {
+          await this.receive(frame)
+          // The queued backlog is delivered first, in order; count it off.
+          if (this.backlog > 0 && ++this.backlogStored === this.backlog) {
+            this.events.emit('caught-up', { messages: this.backlog })
+            this.backlog = 0
+          }
+        }
         return
       case 'accepted':
         await this.accepted(frame.id, frame.ts)
@@ -591,9 +612,14 @@ export class ChatClient {
 
   private async serverError(frame: Extract<ServerFrame, { type: 'error' }>): Promise<void> {
     if (frame.code === 'E2E_ERR_UNAUTHENTICATED') {
+      // The token is no good any more: forget it, stop reconnecting, and let a new login start over.
       this.wantConnected = false
+      const socket = this.socket
+      this.socket = undefined
+      socket?.close(1000, 'logged out')
+      const { token: _token, tokenExpiresAt: _expires, ...rest } = this.account.secrets
+      await this.saveSecrets(rest)
       this.setConnectionState('logged-out')
-      this.socket?.close(1000, 'logged out')
       return
     }
     if (frame.id !== undefined) {
@@ -609,7 +635,11 @@ export class ChatClient {
         }, SEND_RETRY_DELAY_MS)
       }
     }
-    this.events.emit('problem', { code: frame.code, message: frame.message })
+    this.events.emit('problem', {
+      code: frame.code,
+      message: frame.message,
+      ...(frame.id !== undefined ? { id: frame.id } : {}),
+    })
   }
 
   private report(error: unknown): void {
@@ -701,13 +731,26 @@ export class ChatClient {
 
   /**
    * The user has seen the warning that `peer`'s key changed: trust the new key from now on. The
-   * old session is dropped unless it already runs on the new key.
+   * old session is dropped unless it already runs on the new key. Pass the safety number the user
+   * was shown: if the key changed again meanwhile, nothing is accepted and IdentityChanged is thrown.
    */
-  async acceptIdentityChange(peer: string): Promise<void> {
+  async acceptIdentityChange(peer: string, shownSafetyNumber?: string): Promise<void> {
     const name = ChatClient.normalize(peer)
     await this.withPeer(name, async () => {
       const contact = await this.loadContact(name)
       if (!contact?.pendingIdentity) return
+      if (shownSafetyNumber !== undefined) {
+        const current = safetyNumber(
+          { username: this.username, identity: this.identity.public },
+          { username: name, identity: publicIdentityFromJson(contact.pendingIdentity) },
+        )
+        if (current.digits !== shownSafetyNumber.replace(/\s+/g, '')) {
+          throw new ClientError(
+            ClientErrorCode.IdentityChanged,
+            `expected the key that was shown for ${name}, got a newer one`,
+          )
+        }
+      }
       const session = await this.loadSession(name)
       const operations: StoreOperation[] = [
         await this.contactPut({
@@ -725,8 +768,27 @@ export class ChatClient {
     })
   }
 
-  async markRead(peer: string): Promise<void> {
-    await this.updateContact(ChatClient.normalize(peer), (contact) => ({ ...contact, unread: 0 }))
+  /**
+   * Marks the conversation read up to the message at `upToOrder` (default: everything). Messages
+   * that arrive meanwhile, after that position, stay unread.
+   */
+  async markRead(peer: string, upToOrder = Number.POSITIVE_INFINITY): Promise<void> {
+    const name = ChatClient.normalize(peer)
+    await this.withPeer(name, async () => {
+      const contact = await this.loadContact(name)
+      if (!contact)
+        throw new ClientError(ClientErrorCode.InvalidState, `expected a contact named ${name}, got none`)
+      let unread = 0
+      if (Number.isFinite(upToOrder) && contact.unread > 0) {
+        // Only the newest `unread` incoming messages can still be unread; count those after the mark.
+        const recent = await this.history(name, { limit: Math.max(contact.unread * 2, 50) })
+        unread = Math.min(
+          contact.unread,
+          recent.filter((m) => m.direction === 'in' && m.order > upToOrder).length,
+        )
+      }
+      await this.store.commit([await this.contactPut({ ...contact, unread })])
+    })
   }
 
   /** Asks the server for `peer`'s current identity and raises a warning if it is not the one we trust. */
@@ -858,6 +920,32 @@ export class ChatClient {
     }
   }
 
+  /**
+   * Resolves once the server has accepted everything in the outbox (messages and receipts), e.g.
+   * before a script exits; rejects after `timeoutMs`.
+   */
+  async flush(timeoutMs = 30_000): Promise<void> {
+    const deadline = this.now() + timeoutMs
+    await this.flushOutbox()
+    while ((await this.store.list('outbox')).length > 0 || this.pendingReceipts.size > 0) {
+      if (this.now() > deadline) {
+        throw new ClientError(
+          ClientErrorCode.Network,
+          `expected the server to accept every message within ${timeoutMs} ms, got no answer`,
+        )
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, 50)
+        const stop = this.events.on('delivery', done)
+        function done() {
+          clearTimeout(timer)
+          stop()
+          resolve()
+        }
+      })
+    }
+  }
+
   private async accepted(id: string, serverAt: number): Promise<void> {
     this.inFlight.delete(id)
     const entry = await this.store.get('outbox', id)
@@ -930,6 +1018,7 @@ export class ChatClient {
     const content: MessageContent = decodeContent(decrypted.plaintext)
     const seenIdentity = publicIdentityToJson(decrypted.session.remoteIdentity)
     let identityChanged = false
+    const newContact = !contact
     if (!contact) {
       contact = { username: peer, identity: seenIdentity, verified: false, unread: 0 }
     } else if (!contact.identity) {
@@ -982,6 +1071,7 @@ export class ChatClient {
     operations.push(await this.contactPut(contact))
     await this.store.commit(operations)
 
+    if (newContact) this.sendFrame({ v: FRAME_VERSION, type: 'presence.subscribe', users: [peer] })
     if (identityChanged) this.events.emit('identity-changed', { peer })
     if (received) {
       this.events.emit('message', messageView(received))

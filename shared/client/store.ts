@@ -78,10 +78,26 @@ export class MemoryStore implements ClientStore {
   }
 
   async commit(operations: readonly StoreOperation[]): Promise<void> {
+    // All or nothing: apply to copies of the touched tables, then swap them in.
+    const staged = new Map<StoreTable, Map<string, StoreRecord>>()
     for (const operation of operations) {
-      if (operation.op === 'put') this.table(operation.table).set(operation.record.key, operation.record)
-      else this.table(operation.table).delete(operation.key)
+      let table = staged.get(operation.table)
+      if (!table) {
+        table = new Map(this.table(operation.table))
+        staged.set(operation.table, table)
+      }
+      if (operation.op === 'put') {
+        if (typeof operation.record.key !== 'string' || !(operation.record.value instanceof Uint8Array)) {
+          throw new TypeError(
+            `expected a record with a string key and bytes, got another in ${operation.table}`,
+          )
+        }
+        table.set(operation.record.key, operation.record)
+      } else {
+        table.delete(operation.key)
+      }
     }
+    for (const [name, table] of staged) this.tables.set(name, table)
   }
 
   async wipe(): Promise<void> {
