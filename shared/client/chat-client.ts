@@ -224,6 +224,8 @@ export class ChatClient {
   private reconnectAttempts = 0
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined
   private retryTimer: ReturnType<typeof setTimeout> | undefined
+  /** Receipts taken from pendingReceipts but not yet in the outbox (flush waits for them too). */
+  private receiptsBeingWritten = 0
   /** Messages the server had queued when this connection became ready, and how many are stored. */
   private backlog = 0
   private backlogStored = 0
@@ -569,9 +571,9 @@ export class ChatClient {
       case 'deliver':
         // A delivery from a connection that is gone is not acknowledged: the server sends it again.
         if (socket === this.socket) {
-          await this.receive(frame)
-          // The queued backlog is delivered first, in order; count it off.
-          if (this.backlog > 0 && ++this.backlogStored === this.backlog) {
+          const settled = await this.receive(frame)
+          // The queued backlog is delivered first, in order; count off what is stored or settled.
+          if (settled && this.backlog > 0 && ++this.backlogStored === this.backlog) {
             this.events.emit('caught-up', { messages: this.backlog })
             this.backlog = 0
           }
@@ -612,14 +614,7 @@ export class ChatClient {
 
   private async serverError(frame: Extract<ServerFrame, { type: 'error' }>): Promise<void> {
     if (frame.code === 'E2E_ERR_UNAUTHENTICATED') {
-      // The token is no good any more: forget it, stop reconnecting, and let a new login start over.
-      this.wantConnected = false
-      const socket = this.socket
-      this.socket = undefined
-      socket?.close(1000, 'logged out')
-      const { token: _token, tokenExpiresAt: _expires, ...rest } = this.account.secrets
-      await this.saveSecrets(rest)
-      this.setConnectionState('logged-out')
+      await this.sessionRefused()
       return
     }
     if (frame.id !== undefined) {
@@ -640,6 +635,19 @@ export class ChatClient {
       message: frame.message,
       ...(frame.id !== undefined ? { id: frame.id } : {}),
     })
+  }
+
+  /** The server refused our token: forget it, stop reconnecting, and let a new login start over. */
+  private async sessionRefused(): Promise<void> {
+    this.wantConnected = false
+    const socket = this.socket
+    this.socket = undefined
+    socket?.close(1000, 'logged out')
+    if (this.account.secrets.token !== undefined) {
+      const { token: _token, tokenExpiresAt: _expires, ...rest } = this.account.secrets
+      await this.saveSecrets(rest)
+    }
+    this.setConnectionState('logged-out')
   }
 
   private report(error: unknown): void {
@@ -717,13 +725,29 @@ export class ChatClient {
   }
 
   /** Records that the user compared safety numbers with `peer` and they matched. */
-  async markVerified(peer: string, verified = true): Promise<void> {
+  /**
+   * Records that the user compared safety numbers with `peer` and they matched. Pass the number the
+   * user compared: if the trusted key is no longer the one it was computed from, nothing changes.
+   */
+  async markVerified(peer: string, verified = true, shownSafetyNumber?: string): Promise<void> {
     await this.updateContact(ChatClient.normalize(peer), (contact) => {
       if (contact.pendingIdentity) {
         throw new ClientError(
           ClientErrorCode.IdentityChanged,
           `expected a settled identity for ${contact.username}, got a change to acknowledge first`,
         )
+      }
+      if (shownSafetyNumber !== undefined && contact.identity) {
+        const current = safetyNumber(
+          { username: this.username, identity: this.identity.public },
+          { username: contact.username, identity: publicIdentityFromJson(contact.identity) },
+        )
+        if (current.digits !== shownSafetyNumber.replace(/\s+/g, '')) {
+          throw new ClientError(
+            ClientErrorCode.IdentityChanged,
+            `expected the key that was shown for ${contact.username}, got another`,
+          )
+        }
       }
       return { ...contact, verified }
     })
@@ -927,7 +951,17 @@ export class ChatClient {
   async flush(timeoutMs = 30_000): Promise<void> {
     const deadline = this.now() + timeoutMs
     await this.flushOutbox()
-    while ((await this.store.list('outbox')).length > 0 || this.pendingReceipts.size > 0) {
+    while (
+      (await this.store.list('outbox')).length > 0 ||
+      this.pendingReceipts.size > 0 ||
+      this.receiptsBeingWritten > 0
+    ) {
+      if (this.connectionState !== 'online') {
+        throw new ClientError(
+          ClientErrorCode.Network,
+          `expected to be online to flush the outbox, got ${this.connectionState}`,
+        )
+      }
       if (this.now() > deadline) {
         throw new ClientError(
           ClientErrorCode.Network,
@@ -977,10 +1011,11 @@ export class ChatClient {
 
   // --- Receiving ----------------------------------------------------------------------------------
 
-  private async receive(frame: Extract<ServerFrame, { type: 'deliver' }>): Promise<void> {
+  /** Stores one delivered message; true once it is stored (or settled as unreadable) and acknowledged. */
+  private async receive(frame: Extract<ServerFrame, { type: 'deliver' }>): Promise<boolean> {
     const peer = frame.from
     // After a local failure, later frames of the same connection wait for their redelivery too.
-    if (this.receivingHalted) return
+    if (this.receivingHalted) return false
     try {
       await this.withPeer(peer, () => this.receiveFrom(peer, frame))
     } catch (error) {
@@ -990,7 +1025,7 @@ export class ChatClient {
         this.report(error)
         this.receivingHalted = true
         this.socket?.close(4000, 'local storage failed')
-        return
+        return false
       }
       // A message that can never be read is acknowledged, or it would block the queue forever.
       if (!isProtocolError(error, ProtocolErrorCode.DuplicateMessage)) {
@@ -998,6 +1033,7 @@ export class ChatClient {
       }
     }
     this.acknowledge(frame.seq)
+    return true
   }
 
   private async receiveFrom(peer: string, frame: Extract<ServerFrame, { type: 'deliver' }>): Promise<void> {
@@ -1129,6 +1165,16 @@ export class ChatClient {
   private async sendReceipts(peer: string): Promise<void> {
     const ids = this.pendingReceipts.get(peer) ?? []
     this.pendingReceipts.delete(peer)
+    this.receiptsBeingWritten++
+    try {
+      await this.writeReceipts(peer, ids)
+    } finally {
+      this.receiptsBeingWritten--
+    }
+    await this.flushOutbox()
+  }
+
+  private async writeReceipts(peer: string, ids: string[]): Promise<void> {
     for (let start = 0; start < ids.length; start += MAX_RECEIPT_IDS) {
       const chunk = ids.slice(start, start + MAX_RECEIPT_IDS)
       await this.withPeer(peer, async () => {
@@ -1151,7 +1197,6 @@ export class ChatClient {
         ])
       })
     }
-    await this.flushOutbox()
   }
 
   // --- History ------------------------------------------------------------------------------------
@@ -1278,7 +1323,7 @@ export class ChatClient {
     const response = await this.options.http.request(method, path, options)
     if (response.status >= 200 && response.status < 300) return response.body
     const error = errorFromResponse(response, `${method} ${path.split('?')[0]}`)
-    if (error.code === ClientErrorCode.NotLoggedIn && options.token) this.setConnectionState('logged-out')
+    if (error.code === ClientErrorCode.NotLoggedIn && options.token) await this.sessionRefused()
     throw error
   }
 
