@@ -33,16 +33,19 @@ export class ClientError extends Error {
   override readonly name = 'ClientError'
   readonly code: ClientErrorCode
   readonly serverCode: string | undefined
+  /** The server's own message, for showing to the user as it is (e.g. why a password is too weak). */
+  readonly serverMessage: string | undefined
   readonly status: number | undefined
 
   constructor(
     code: ClientErrorCode,
     message: string,
-    options: { cause?: unknown; serverCode?: string; status?: number } = {},
+    options: { cause?: unknown; serverCode?: string; serverMessage?: string; status?: number } = {},
   ) {
     super(message, { cause: options.cause })
     this.code = code
     this.serverCode = options.serverCode
+    this.serverMessage = options.serverMessage
     this.status = options.status
   }
 

@@ -95,7 +95,11 @@ export function errorFromResponse(response: HttpResponse, what: string): ClientE
         : code === 'E2E_ERR_USER_NOT_FOUND'
           ? ClientErrorCode.UnknownUser
           : ClientErrorCode.Server
-    return new ClientError(clientCode, `${what}: ${message}`, { serverCode: code, status: response.status })
+    return new ClientError(clientCode, `${what}: ${message}`, {
+      serverCode: code,
+      serverMessage: message,
+      status: response.status,
+    })
   }
   return new ClientError(
     ClientErrorCode.Server,
