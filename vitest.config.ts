@@ -26,6 +26,7 @@ export default defineConfig({
             'shared/**/*.test.ts',
             'server/**/*.test.ts',
             'client-terminal/**/*.test.ts',
+            'client-terminal/**/*.test.tsx',
             'test/**/*.test.ts',
           ],
           testTimeout: 60_000,
@@ -34,9 +35,23 @@ export default defineConfig({
       },
       {
         test: {
+          // The PWA end to end: the production build (built once by the global setup) served by the
+          // real server over TLS, driven in Debian's Chromium through playwright-core.
+          name: 'web-e2e',
+          environment: 'node',
+          include: ['client-web/e2e/**/*.test.ts'],
+          globalSetup: ['client-web/e2e/global-setup.ts'],
+          // Each file starts its own server and browsers; one file at a time keeps two cores calm.
+          fileParallelism: false,
+          testTimeout: 180_000,
+          hookTimeout: 180_000,
+        },
+      },
+      {
+        test: {
           name: 'browser',
           // The protocol core must run unchanged in a browser: its tests run again in Chromium.
-          include: ['shared/**/*.test.ts'],
+          include: ['shared/**/*.test.ts', 'client-web/src/**/*.browser.test.ts'],
           testTimeout: 120_000,
           browser: {
             enabled: true,

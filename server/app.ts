@@ -3,6 +3,7 @@
  * `inject` or `listen` on port 0, and main.ts listens for real. Features are Fastify plugins:
  *
  *   security headers (helmet: strict CSP, HSTS) → rate limits → error handling →
+ *   /ws: the relay (ws/relay.ts; authenticated by its first frame) →
  *   /api/v1: health, accounts, keys (authenticated), users (authenticated)
  *
  * Every route has request and response schemas from shared/codec/api.ts; requests are validated by
@@ -16,12 +17,17 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { API_PREFIX, HealthResponse } from '../shared/codec/api.js'
 import { LoginLimiter } from './auth/login-limiter.js'
 import type { ServerContext, ServerLimits } from './context.js'
+import { openQueueRepository } from './db/queue-repository.js'
 import type { Db } from './db/schema.js'
 import { purgeExpiredTokens } from './db/tokens.js'
 import { ServerError, ServerErrorCode } from './errors.js'
 import {
+  AUTH_TIMEOUT_MS,
   BCRYPT_COST,
   BUNDLE_RATE_LIMIT,
+  DELIVERY_WINDOW,
+  FRAME_RATE_PER_CONNECTION,
+  HEARTBEAT_INTERVAL_MS,
   HTTP_BODY_LIMIT_BYTES,
   HTTP_REQUEST_TIMEOUT_MS,
   LOGIN_FAILURE_WINDOW_MS,
@@ -30,19 +36,28 @@ import {
   LOGIN_LIMITER_MAX_ENTRIES,
   LOGIN_RATE_LIMIT,
   MAINTENANCE_INTERVAL_MS,
+  MAX_BAD_FRAMES_PER_CONNECTION,
+  MAX_CONNECTIONS_PER_USER,
   MAX_ONE_TIME_PREKEYS_PER_USER,
+  MAX_QUEUED_BYTES_PER_RECIPIENT,
+  MAX_QUEUED_MESSAGES_PER_RECIPIENT,
   MAX_TOKENS_PER_USER,
+  MESSAGE_TTL_MS,
   REGISTER_RATE_LIMIT,
+  SEND_RATE_PER_USER,
   SIGNED_PREKEYS_KEPT,
   TOKEN_LIFETIME_MS,
 } from './limits.js'
 import { type LogSettings, loggerOptions } from './log.js'
 import { installErrorHandling } from './plugins/errors.js'
+import { webApp } from './plugins/web-app.js'
 import { accountRoutes } from './routes/accounts.js'
 import { errorResponses } from './routes/common.js'
 import { keyRoutes } from './routes/keys.js'
 import { userRoutes } from './routes/users.js'
 import { HSTS_MAX_AGE_SECONDS, type httpsOptions } from './tls.js'
+import { RelayHub } from './ws/hub.js'
+import { installRelay } from './ws/relay.js'
 
 export const DEFAULT_LIMITS: ServerLimits = {
   registerRateLimit: REGISTER_RATE_LIMIT,
@@ -55,6 +70,16 @@ export const DEFAULT_LIMITS: ServerLimits = {
   signedPreKeysKept: SIGNED_PREKEYS_KEPT,
   maxTokensPerUser: MAX_TOKENS_PER_USER,
   tokenLifetimeMs: TOKEN_LIFETIME_MS,
+  maxQueuedMessagesPerRecipient: MAX_QUEUED_MESSAGES_PER_RECIPIENT,
+  maxQueuedBytesPerRecipient: MAX_QUEUED_BYTES_PER_RECIPIENT,
+  messageTtlMs: MESSAGE_TTL_MS,
+  maxConnectionsPerUser: MAX_CONNECTIONS_PER_USER,
+  sendRatePerUser: SEND_RATE_PER_USER,
+  frameRatePerConnection: FRAME_RATE_PER_CONNECTION,
+  authTimeoutMs: AUTH_TIMEOUT_MS,
+  heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
+  deliveryWindow: DELIVERY_WINDOW,
+  maxBadFramesPerConnection: MAX_BAD_FRAMES_PER_CONNECTION,
 }
 
 export interface BuildOptions {
@@ -98,10 +123,16 @@ export const CONTENT_SECURITY_POLICY = {
 }
 
 /**
- * Deletes expired session tokens at startup and then periodically (the relay adds its queue purge
- * the same way). Failures are logged and retried next time; they never stop the server.
+ * Deletes expired session tokens and expired messages (undelivered ones past their lifetime and
+ * tombstones past their idempotency window) at startup and then periodically. Failures are logged
+ * and retried next time; they never stop the server.
  */
-function installMaintenance(app: FastifyInstance, context: ServerContext, intervalMs: number): void {
+function installMaintenance(
+  app: FastifyInstance,
+  context: ServerContext,
+  hub: RelayHub,
+  intervalMs: number,
+): void {
   let timer: NodeJS.Timeout | undefined
   const purge = async () => {
     try {
@@ -109,6 +140,12 @@ function installMaintenance(app: FastifyInstance, context: ServerContext, interv
       if (tokens > 0) app.log.info({ event: 'purge', tokens }, 'expired tokens deleted')
     } catch (error) {
       app.log.error({ err: error }, 'purging expired tokens failed')
+    }
+    try {
+      const messages = await hub.purgeExpired(context.now())
+      if (messages > 0) app.log.info({ event: 'purge', messages }, 'expired messages deleted')
+    } catch (error) {
+      app.log.error({ err: error }, 'purging expired messages failed')
     }
   }
   app.addHook('onReady', async () => {
@@ -170,11 +207,22 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
   })
   installErrorHandling(app)
 
+  const hub = new RelayHub({
+    db: options.db,
+    queue: openQueueRepository(options.db, {
+      maxMessages: limits.maxQueuedMessagesPerRecipient,
+      maxBytes: limits.maxQueuedBytesPerRecipient,
+    }),
+    limits,
+    now,
+    log: app.log,
+  })
   const context: ServerContext = {
     db: options.db,
     now,
     bcryptCost,
     limits,
+    relay: hub,
     loginLimiter: new LoginLimiter(
       {
         failuresPerAccount: limits.loginFailuresPerAccount,
@@ -186,7 +234,8 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     ),
   }
 
-  installMaintenance(app, context, options.maintenanceIntervalMs ?? MAINTENANCE_INTERVAL_MS)
+  installMaintenance(app, context, hub, options.maintenanceIntervalMs ?? MAINTENANCE_INTERVAL_MS)
+  await installRelay(app, hub)
 
   await app.register(
     async (api) => {
@@ -199,5 +248,6 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     },
     { prefix: API_PREFIX },
   )
+  await app.register(webApp)
   return app
 }

@@ -1,6 +1,7 @@
-/** What every route plugin receives: the database, the clock and the tunable limits. */
+/** What every route plugin receives: the database, the clock, the tunable limits and the relay. */
 import type { LoginLimiter } from './auth/login-limiter.js'
 import type { Db } from './db/schema.js'
+import type { Rate } from './ws/token-bucket.js'
 
 export interface RateLimit {
   readonly max: number
@@ -18,6 +19,25 @@ export interface ServerLimits {
   readonly signedPreKeysKept: number
   readonly maxTokensPerUser: number
   readonly tokenLifetimeMs: number
+  // Relay (limits.ts explains each default).
+  readonly maxQueuedMessagesPerRecipient: number
+  readonly maxQueuedBytesPerRecipient: number
+  readonly messageTtlMs: number
+  readonly maxConnectionsPerUser: number
+  readonly sendRatePerUser: Rate
+  readonly frameRatePerConnection: Rate
+  readonly authTimeoutMs: number
+  readonly heartbeatIntervalMs: number
+  readonly deliveryWindow: number
+  readonly maxBadFramesPerConnection: number
+}
+
+/** What the HTTP routes tell the relay about, so connected clients hear of it at once. */
+export interface RelayEvents {
+  /** A session token was revoked (logout): its sockets are closed. */
+  sessionRevoked(tokenHash: Uint8Array): void
+  /** The user's prekey bundle was handed out: if few one-time prekeys are left and they are online, say so. */
+  preKeyBundleServed(userId: number): void
 }
 
 export interface ServerContext {
@@ -26,4 +46,5 @@ export interface ServerContext {
   readonly bcryptCost: number
   readonly limits: ServerLimits
   readonly loginLimiter: LoginLimiter
+  readonly relay: RelayEvents
 }

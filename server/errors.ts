@@ -11,7 +11,7 @@ export const ServerErrorCode = {
   BadRequest: 'E2E_ERR_BAD_REQUEST',
   /** The body was not valid JSON, or had another content type than application/json. */
   MalformedBody: 'E2E_ERR_MALFORMED_BODY',
-  /** The body exceeded the server's bodyLimit. */
+  /** The body exceeded the server's bodyLimit, or a WebSocket frame exceeded MAX_FRAME_BYTES. */
   TooLarge: ProtocolErrorCode.TooLarge,
   /** The username breaks the rules of shared/username.ts. */
   InvalidUsername: 'E2E_ERR_INVALID_USERNAME',
@@ -31,14 +31,28 @@ export const ServerErrorCode = {
   InvalidCredentials: 'E2E_ERR_INVALID_CREDENTIALS',
   /** Too many failed logins for this account or from this address. */
   TooManyAttempts: 'E2E_ERR_TOO_MANY_ATTEMPTS',
-  /** Too many requests to a rate-limited route. */
+  /** Too many requests to a rate-limited route, or too many relay sends or frames (retry later). */
   RateLimited: 'E2E_ERR_RATE_LIMITED',
-  /** No bearer token, or one that is malformed, unknown, revoked or expired. */
+  /**
+   * No bearer token, or one that is malformed, unknown, revoked or expired; on the relay also a
+   * first frame that is not `auth`, no `auth` within AUTH_TIMEOUT_MS, or the session ending (logout).
+   */
   Unauthenticated: 'E2E_ERR_UNAUTHENTICATED',
-  /** The named user does not exist. */
+  /** The named user does not exist (on the relay: a send's recipient; the frame carries the id). */
   UserNotFound: 'E2E_ERR_USER_NOT_FOUND',
   /** No route for this method and path. */
   NotFound: 'E2E_ERR_NOT_FOUND',
+  /**
+   * Relay: a WebSocket frame that is not JSON, not a known frame, fails its schema (including any
+   * claimed sender: frames are closed objects), is binary, or comes at the wrong time.
+   */
+  BadFrame: 'E2E_ERR_BAD_FRAME',
+  /** Relay: the recipient's queue is at its message or byte limit; retry later. Carries the id. */
+  QueueFull: 'E2E_ERR_QUEUE_FULL',
+  /** Relay: this user already has the most connections allowed; the oldest one was closed. */
+  TooManyConnections: 'E2E_ERR_TOO_MANY_CONNECTIONS',
+  /** Relay: this connection watches the most users allowed; the names beyond it were ignored. */
+  TooManySubscriptions: 'E2E_ERR_TOO_MANY_SUBSCRIPTIONS',
   /** Anything unexpected; details go to the server log only. */
   Internal: 'E2E_ERR_INTERNAL',
 } as const

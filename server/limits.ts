@@ -94,3 +94,123 @@ export const SHUTDOWN_GRACE_MS = 10 * SECOND
 
 /** How often expired session tokens are deleted (also once at startup). */
 export const MAINTENANCE_INTERVAL_MS = 60 * MINUTE
+
+// --- Relay (WSS /ws) and the offline queue ------------------------------------------------------
+
+/**
+ * Largest client frame the relay processes: a `send` frame carrying the largest envelope
+ * (shared/limits.ts MAX_ENVELOPE_BYTES, 65,827 bytes, so 87,770 base64url characters) plus room for
+ * the JSON around it (the id, a recipient name of up to 64 characters even if every one is escaped,
+ * the field names). Frames above it are answered with E2E_ERR_TOO_LARGE and count as bad frames.
+ */
+export const MAX_FRAME_BYTES = 90 * 1024
+
+/**
+ * Hard cap on one WebSocket message (ws `maxPayload`): the receiver refuses a longer frame from its
+ * header, before buffering it, and closes with 1009 (Message Too Big). Between MAX_FRAME_BYTES and
+ * this the client still gets an error frame it can understand; beyond it, memory matters more.
+ */
+export const WS_MAX_PAYLOAD_BYTES = 256 * 1024
+
+/**
+ * Time a new socket has to authenticate (its first frame must be `auth`). An unauthenticated socket
+ * costs a TLS session and a file descriptor; ten seconds covers a slow mobile link's round trips.
+ */
+export const AUTH_TIMEOUT_MS = 10 * SECOND
+
+/**
+ * Bad frames (malformed, oversized, wrongly typed, out of order) one authenticated connection may
+ * send before the server closes it with 1008. A correct client sends none; a small allowance keeps
+ * one client bug from causing a reconnect loop, and the cap bounds the log and CPU a hostile client
+ * can cost. The count never decays: reconnecting (and authenticating again) resets it.
+ */
+export const MAX_BAD_FRAMES_PER_CONNECTION = 10
+
+/**
+ * Undelivered messages one recipient may have queued. Beyond it, senders get E2E_ERR_QUEUE_FULL and
+ * retry later. Ten thousand is weeks of a busy chat for an offline user, and drains in well under a
+ * second on reconnect (bench/server.ts measures it).
+ */
+export const MAX_QUEUED_MESSAGES_PER_RECIPIENT = 10_000
+
+/**
+ * Bytes of undelivered envelopes one recipient may have queued. A typical message is ~300 bytes, but
+ * an envelope may be 64 KiB: without this, one hostile sender could make a single offline recipient
+ * cost 640 MiB of disk.
+ */
+export const MAX_QUEUED_BYTES_PER_RECIPIENT = 64 * 1024 * 1024
+
+/**
+ * How long an undelivered message waits for its recipient before it expires and is purged. Signal
+ * keeps undelivered messages at least 30 days; so do we. The same row (without its body) also
+ * remembers the (sender, message id) of an acknowledged message until this time has passed since it
+ * was first accepted, so a sender's retry within that window is never queued a second time.
+ */
+export const MESSAGE_TTL_MS = 30 * DAY
+
+/** Expired messages deleted per statement by the maintenance purge (it repeats until done). */
+export const MESSAGE_PURGE_BATCH = 10_000
+
+/**
+ * Simultaneous authenticated connections per user (several clients or tabs of one account). A new
+ * connection beyond it closes the user's oldest one (likely a dead link not yet noticed by the
+ * heartbeat). Bounds what one stolen token can hold open.
+ */
+export const MAX_CONNECTIONS_PER_USER = 10
+
+/**
+ * Sends per user (all of the user's connections together) as a token bucket: a sustained rate and a
+ * burst. A person types far slower; the burst lets a client flush an outbox written while offline.
+ * Beyond it a send is refused with E2E_ERR_RATE_LIMITED (and the client retries later).
+ */
+export const SEND_RATE_PER_USER = { perSecond: 100, burst: 1_000 }
+
+/**
+ * Frames per connection (every kind; a presence subscription costs one plus one per name) as a token
+ * bucket. Bounds the CPU one socket can take with cheap frames such as acks and subscriptions.
+ */
+export const FRAME_RATE_PER_CONNECTION = { perSecond: 400, burst: 4_000 }
+
+/**
+ * Messages delivered to one connection and not yet acknowledged, at most. The server sends no more
+ * until acknowledgements arrive, so a slow or stuck client holds a bounded amount of server memory,
+ * and a reconnecting client gets its queue in a steady stream rather than all at once.
+ */
+export const DELIVERY_WINDOW = 500
+
+/** Queued messages read from the database per query while draining. */
+export const DRAIN_BATCH = 250
+
+/**
+ * Bytes waiting in a socket's send buffer above which the relay stops writing deliveries to it and
+ * stops reading its frames, until the buffer drains (a slow reader slows its own sends, nobody else's).
+ */
+export const SOCKET_HIGH_WATER_BYTES = 1024 * 1024
+
+/**
+ * Bytes waiting in a socket's send buffer at which the connection is dropped: only frames that are
+ * not flow-controlled (accepted, errors, presence) can push it this far, so the reader has stopped.
+ */
+export const SOCKET_MAX_BUFFERED_BYTES = 16 * 1024 * 1024
+
+/**
+ * Frames received while the connection waits for a lookup (an unknown recipient, a subscription)
+ * that are held in order; beyond it the socket stops being read until the backlog is handled.
+ */
+export const MAX_PENDING_FRAMES_PER_CONNECTION = 64
+
+/**
+ * Ping interval. A connection that has not answered the previous ping (nor sent anything) when the
+ * next one is due is terminated, so a dead link is noticed within one to two intervals; 30 s stays
+ * under common NAT and proxy idle timeouts (nginx's proxy_read_timeout is 60 s).
+ */
+export const HEARTBEAT_INTERVAL_MS = 30 * SECOND
+
+/** Users one connection may watch for presence (a contact list; the frame itself allows 500 names). */
+export const MAX_PRESENCE_SUBSCRIPTIONS_PER_CONNECTION = 1_000
+
+/** Usernames the relay keeps resolved in memory (users are never renamed or deleted). */
+export const DIRECTORY_CACHE_ENTRIES = 100_000
+
+/** How long shutdown waits for clients to answer the 1001 close before dropping their sockets. */
+export const WS_CLOSE_GRACE_MS = 2 * SECOND

@@ -52,13 +52,65 @@ for (const dialect of DIALECTS) {
       )
     })
 
-    it('each migration reverts cleanly (initial: down drops every table)', async () => {
+    it('each migration reverts cleanly, newest first (initial: down drops every table)', async () => {
       database = await createTestDatabase(dialect)
-      await migrateDown(database.db, dialect)
-      expect(await userTables(database)).toEqual([])
-      expect(await appliedMigrations(database.db, dialect)).toEqual([])
+      const names = Object.keys(MIGRATIONS).sort()
+      for (let applied = names.length; applied > 0; applied--) {
+        await migrateDown(database.db, dialect)
+        expect(await appliedMigrations(database.db, dialect)).toEqual(names.slice(0, applied - 1))
+        expect(await userTables(database)).toEqual(applied > 1 ? TABLES : [])
+      }
       await migrateToLatest(database.db, dialect)
       expect(await userTables(database)).toEqual(TABLES)
+    })
+
+    it('message tombstones: the queue index is partial, and reverting drops only delivered rows', async () => {
+      database = await createTestDatabase(dialect)
+      const db = database.db
+      const user = (username: string) => ({
+        username,
+        password_hash: 'x',
+        login_key: new Uint8Array(10),
+        identity_key: new Uint8Array(32),
+        signing_key: new Uint8Array(32),
+        identity_signature: new Uint8Array(64),
+        created_at: 1,
+        identity_changed_at: 1,
+      })
+      const { id } = await db
+        .insertInto('users')
+        .values(user('alice'))
+        .returning('id')
+        .executeTakeFirstOrThrow()
+      const message = (first: number, deliveredAt: number | null) => ({
+        recipient_id: id,
+        sender_id: id,
+        client_id: new Uint8Array(16).fill(first),
+        body: new Uint8Array(4),
+        created_at: 1,
+        expires_at: 2,
+        delivered_at: deliveredAt,
+      })
+      await db
+        .insertInto('messages')
+        .values([message(1, null), message(2, 5)])
+        .execute()
+      const indexes =
+        dialect === 'sqlite'
+          ? await sql<{
+              name: string
+            }>`select name from sqlite_master where type = 'index' and tbl_name = 'messages' and sql like '%where%'`.execute(
+              db,
+            )
+          : await sql<{
+              name: string
+            }>`select indexname as name from pg_indexes where tablename = 'messages' and schemaname = current_schema() and indexdef ilike '%where%'`.execute(
+              db,
+            )
+      expect(indexes.rows.map((row) => row.name)).toEqual(['messages_undelivered'])
+      await migrateDown(database.db, dialect)
+      const left = await db.selectFrom('messages').select('client_id').execute()
+      expect(left.map((row) => row.client_id[0])).toEqual([1])
     })
 
     it('enforces the schema: binary lengths are checked and usernames are unique', async () => {

@@ -13,6 +13,7 @@
  */
 import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } from 'kysely'
 import * as initial from './migrations/2026-11-26-01-initial.js'
+import * as messageTombstones from './migrations/2026-11-26-02-message-tombstones.js'
 import type { SqlDialect } from './schema.js'
 
 interface DialectMigration {
@@ -25,6 +26,7 @@ interface DialectMigration {
 /** Every migration, by name. Names sort in the order they run (date prefix). */
 export const MIGRATIONS: Readonly<Record<string, DialectMigration>> = {
   '2026-11-26-01-initial': initial,
+  '2026-11-26-02-message-tombstones': messageTombstones,
 }
 
 export const MIGRATION_TABLE = 'kysely_migration'

@@ -1,13 +1,22 @@
 /**
  * The durable offline queue the relay builds on. A message is a row from the moment the sender is
- * told "accepted" until the recipient acknowledges it (cumulatively, by sequence number) or it
- * expires. `seq` is never reused, so "everything up to N" always means the same rows.
+ * told "accepted" until it expires. While the recipient has not acknowledged it, the row carries the
+ * envelope and is "queued"; a cumulative acknowledgement (by sequence number) empties the body and
+ * stamps `delivered_at`, and the row stays as a tombstone until its original `expires_at`.
+ * `seq` is never reused, so "everything up to N" always means the same rows.
  *
- * Idempotency: (sender_id, client_id) is UNIQUE, so a retried send finds the stored row instead of
- * adding a second one. Once the recipient has acknowledged (and so deleted) a message, a late retry
- * would be stored again; clients deduplicate by message id for that case.
+ * Idempotency: (sender_id, client_id) is UNIQUE and tombstones keep their entry, so a retried send
+ * finds the stored row, queued or delivered, for as long as the message would have lived
+ * (limits.ts MESSAGE_TTL_MS) and nothing is stored or delivered twice.
+ *
+ * Two layers: the repository functions below (Kysely, any dialect, `db` or `trx` first) and the
+ * QueueRepository the relay uses, which applies one batch of acknowledgements and sends per
+ * transaction (group commit) and enforces the per-recipient depth limits. KyselyQueueRepository
+ * implements it for every dialect; db/queue-sqlite.ts is a faster one for SQLite with cached
+ * prepared statements. Both pass the same tests (queue.test.ts).
  */
-import type { Db } from './schema.js'
+import { sql } from 'kysely'
+import type { Db, SqlDialect } from './schema.js'
 
 export interface NewMessage {
   readonly recipientId: number
@@ -23,11 +32,11 @@ export interface EnqueueResult {
   readonly seq: number
   /** When the server first accepted the message (the original time for a duplicate). */
   readonly createdAt: number
-  /** True when this (sender, client id) was already queued and nothing new was stored. */
+  /** True when this (sender, client id) was already stored and nothing new was. */
   readonly duplicate: boolean
 }
 
-/** Stores a message unless the same sender already queued the same client id. */
+/** Stores a message unless the same sender already sent the same client id (queued or delivered). */
 export async function enqueueMessage(db: Db, message: NewMessage): Promise<EnqueueResult> {
   const inserted = await db
     .insertInto('messages')
@@ -60,7 +69,7 @@ export interface QueuedMessage {
   readonly createdAt: number
 }
 
-/** Up to `limit` unexpired messages for a recipient with seq > `afterSeq`, in queue order. */
+/** Up to `limit` queued, unexpired messages for a recipient with seq > `afterSeq`, in queue order. */
 export async function fetchQueued(
   db: Db,
   recipientId: number,
@@ -73,6 +82,7 @@ export async function fetchQueued(
     .innerJoin('users', 'users.id', 'messages.sender_id')
     .select(['messages.seq', 'messages.client_id', 'users.username', 'messages.body', 'messages.created_at'])
     .where('messages.recipient_id', '=', recipientId)
+    .where('messages.delivered_at', 'is', null)
     .where('messages.seq', '>', afterSeq)
     .where('messages.expires_at', '>', now)
     .orderBy('messages.seq')
@@ -87,29 +97,340 @@ export async function fetchQueued(
   }))
 }
 
-/** Deletes a recipient's messages with seq ≤ `upToSeq` (a cumulative acknowledgement). */
-export async function deleteQueuedUpTo(db: Db, recipientId: number, upToSeq: number): Promise<number> {
-  const result = await db
-    .deleteFrom('messages')
-    .where('recipient_id', '=', recipientId)
-    .where('seq', '<=', upToSeq)
-    .executeTakeFirst()
-  return Number(result.numDeletedRows)
+/** How many messages and envelope bytes wait for a recipient (what the depth limits count). */
+export interface QueueDepth {
+  count: number
+  bytes: number
 }
 
-/** Messages waiting for a recipient (expired ones included until purged: they still take space). */
-export async function countQueued(db: Db, recipientId: number): Promise<number> {
-  const row = await db
+/** SQL for the byte length of a blob/bytea column in either dialect. */
+function byteLength(dialect: SqlDialect, column: string) {
+  return dialect === 'postgres'
+    ? sql<number>`octet_length(${sql.ref(column)})`
+    : sql<number>`length(${sql.ref(column)})`
+}
+
+/**
+ * A cumulative acknowledgement: the recipient's queued messages with seq ≤ `upToSeq` become
+ * tombstones (body emptied, delivered_at set). Returns what left the queue.
+ */
+export async function acknowledgeUpTo(
+  db: Db,
+  dialect: SqlDialect,
+  recipientId: number,
+  upToSeq: number,
+  now: number,
+): Promise<QueueDepth> {
+  const freed = await db
+    .selectFrom('messages')
+    .select((eb) => [
+      eb.fn.countAll<number>().as('count'),
+      eb.fn.coalesce(eb.fn.sum<number>(byteLength(dialect, 'body')), sql<number>`0`).as('bytes'),
+    ])
+    .where('recipient_id', '=', recipientId)
+    .where('delivered_at', 'is', null)
+    .where('seq', '<=', upToSeq)
+    .executeTakeFirstOrThrow()
+  if (Number(freed.count) === 0) return { count: 0, bytes: 0 }
+  await db
+    .updateTable('messages')
+    .set({ body: new Uint8Array(0), delivered_at: now })
+    .where('recipient_id', '=', recipientId)
+    .where('delivered_at', 'is', null)
+    .where('seq', '<=', upToSeq)
+    .execute()
+  return { count: Number(freed.count), bytes: Number(freed.bytes) }
+}
+
+/**
+ * Queued messages for a recipient. With `now`, only those still deliverable (unexpired); without,
+ * every queued row, expired ones included until purged (they still take space).
+ */
+export async function countQueued(db: Db, recipientId: number, now?: number): Promise<number> {
+  let query = db
     .selectFrom('messages')
     .select((eb) => eb.fn.countAll<number>().as('count'))
     .where('recipient_id', '=', recipientId)
-    .executeTakeFirstOrThrow()
+    .where('delivered_at', 'is', null)
+  if (now !== undefined) query = query.where('expires_at', '>', now)
+  const row = await query.executeTakeFirstOrThrow()
   return Number(row.count)
 }
 
-/** Deletes up to `limit` messages expired at `now` (in batches, so no purge holds locks for long). */
+/** Queue depths (messages and bytes, expired ones included) of several recipients in one query. */
+export async function queueDepths(
+  db: Db,
+  dialect: SqlDialect,
+  recipientIds: readonly number[],
+): Promise<Map<number, QueueDepth>> {
+  const depths = new Map<number, QueueDepth>(recipientIds.map((id) => [id, { count: 0, bytes: 0 }]))
+  if (recipientIds.length === 0) return depths
+  const rows = await db
+    .selectFrom('messages')
+    .select((eb) => [
+      'recipient_id',
+      eb.fn.countAll<number>().as('count'),
+      eb.fn.coalesce(eb.fn.sum<number>(byteLength(dialect, 'body')), sql<number>`0`).as('bytes'),
+    ])
+    .where('recipient_id', 'in', recipientIds)
+    .where('delivered_at', 'is', null)
+    .groupBy('recipient_id')
+    .execute()
+  for (const row of rows) depths.set(row.recipient_id, { count: Number(row.count), bytes: Number(row.bytes) })
+  return depths
+}
+
+/**
+ * Deletes up to `limit` rows expired at `now`: undelivered messages past their lifetime and
+ * tombstones past their idempotency window alike (in batches, so no purge holds locks for long).
+ */
 export async function purgeExpiredMessages(db: Db, now: number, limit = 10_000): Promise<number> {
   const expired = db.selectFrom('messages').select('seq').where('expires_at', '<=', now).limit(limit)
   const result = await db.deleteFrom('messages').where('seq', 'in', expired).executeTakeFirst()
   return Number(result.numDeletedRows)
+}
+
+// --- The relay's interface: group commit with depth limits ----------------------------------------
+
+export interface QueueLimits {
+  /** Queued (undelivered) messages per recipient at most. */
+  readonly maxMessages: number
+  /** Queued envelope bytes per recipient at most. */
+  readonly maxBytes: number
+}
+
+export type SendOutcome =
+  | { readonly kind: 'stored'; readonly seq: number; readonly createdAt: number }
+  /** Already stored by an earlier send (or earlier in this batch): nothing new was stored. */
+  | {
+      readonly kind: 'duplicate'
+      readonly seq: number
+      readonly createdAt: number
+      readonly delivered: boolean
+    }
+  /** The recipient's queue is at a depth limit: nothing was stored. */
+  | { readonly kind: 'full' }
+
+export interface QueueBatch {
+  /** Cumulative acknowledgements, recipient id → highest seq acknowledged; applied before the sends. */
+  readonly acks: ReadonlyMap<number, number>
+  /** Sends in arrival order; they get increasing sequence numbers in this order. */
+  readonly sends: readonly NewMessage[]
+  /** The time acknowledgements are stamped with. */
+  readonly now: number
+}
+
+/**
+ * What the relay needs from storage. One instance per database and process: it keeps each
+ * recipient's queue depth in memory (loaded on first use, dropped after a purge or a failed batch),
+ * so it must be the only writer of the messages table while it runs. Calls to `commit` and
+ * `purgeExpired` run one at a time, in call order.
+ */
+export interface QueueRepository {
+  readonly dialect: SqlDialect
+  /** Applies a batch in one transaction and returns one outcome per send, in order. All or nothing. */
+  commit(batch: QueueBatch): Promise<SendOutcome[]>
+  fetch(recipientId: number, afterSeq: number, limit: number, now: number): Promise<QueuedMessage[]>
+  /** Deliverable (unexpired) queued messages for a recipient. */
+  countQueued(recipientId: number, now: number): Promise<number>
+  /** Deletes every row expired at `now` (in batches of `batchSize`); returns how many. */
+  purgeExpired(now: number, batchSize: number): Promise<number>
+  /** Releases what the repository holds (the SQLite fast path's thread); the database stays open. */
+  close(): Promise<void>
+}
+
+/** Per-recipient depths cached in memory, with the same refusal rule for both implementations. */
+export class QueueDepthCache {
+  private readonly depths = new Map<number, QueueDepth>()
+
+  constructor(
+    private readonly limits: QueueLimits,
+    /** Entries kept at most; beyond it the cache starts over (entries reload on demand). */
+    private readonly maxEntries = 100_000,
+  ) {}
+
+  get(recipientId: number): QueueDepth | undefined {
+    return this.depths.get(recipientId)
+  }
+
+  set(recipientId: number, depth: QueueDepth): QueueDepth {
+    if (this.depths.size >= this.maxEntries) this.depths.clear()
+    this.depths.set(recipientId, depth)
+    return depth
+  }
+
+  /** True when one more message of `bytes` would exceed a limit. */
+  isFull(depth: QueueDepth, bytes: number): boolean {
+    return depth.count >= this.limits.maxMessages || depth.bytes + bytes > this.limits.maxBytes
+  }
+
+  acknowledged(recipientId: number, freed: QueueDepth): void {
+    const depth = this.depths.get(recipientId)
+    if (!depth) return
+    depth.count = Math.max(0, depth.count - freed.count)
+    depth.bytes = Math.max(0, depth.bytes - freed.bytes)
+  }
+
+  clear(): void {
+    this.depths.clear()
+  }
+}
+
+/** Runs tasks one after another in call order; a failure does not stop the ones after it. */
+export class SerialRunner {
+  private tail: Promise<unknown> = Promise.resolve()
+
+  run<T>(task: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(task, task)
+    this.tail = result.catch(() => {})
+    return result
+  }
+}
+
+const keyOf = (senderId: number, clientId: Uint8Array) =>
+  `${senderId}:${Buffer.from(clientId.buffer, clientId.byteOffset, clientId.byteLength).toString('hex')}`
+
+/** Rows per multi-row INSERT (PostgreSQL allows 65,535 parameters; each row takes 6). */
+const INSERT_CHUNK = 1_000
+
+/** The queue through Kysely: any dialect, a few statements per batch (multi-row insert). */
+export class KyselyQueueRepository implements QueueRepository {
+  private readonly depths: QueueDepthCache
+  private readonly serial = new SerialRunner()
+
+  constructor(
+    private readonly db: Db,
+    readonly dialect: SqlDialect,
+    limits: QueueLimits,
+  ) {
+    this.depths = new QueueDepthCache(limits)
+  }
+
+  commit(batch: QueueBatch): Promise<SendOutcome[]> {
+    return this.serial.run(async () => {
+      try {
+        return await this.db.transaction().execute((trx) => this.apply(trx, batch))
+      } catch (error) {
+        this.depths.clear()
+        throw error
+      }
+    })
+  }
+
+  private async apply(trx: Db, batch: QueueBatch): Promise<SendOutcome[]> {
+    for (const [recipientId, upTo] of batch.acks) {
+      const freed = await acknowledgeUpTo(trx, this.dialect, recipientId, upTo, batch.now)
+      this.depths.acknowledged(recipientId, freed)
+    }
+    const { sends } = batch
+    const outcomes: (SendOutcome | undefined)[] = new Array(sends.length)
+    if (sends.length === 0) return []
+
+    // Rows stored before this batch (queued or tombstones) make their sends duplicates.
+    const existing = new Map<string, { seq: number; createdAt: number; delivered: boolean }>()
+    for (let start = 0; start < sends.length; start += INSERT_CHUNK) {
+      const chunk = sends.slice(start, start + INSERT_CHUNK)
+      const rows = await trx
+        .selectFrom('messages')
+        .select(['seq', 'sender_id', 'client_id', 'created_at', 'delivered_at'])
+        .where((eb) =>
+          eb.or(
+            chunk.map((send) =>
+              eb.and([eb('sender_id', '=', send.senderId), eb('client_id', '=', send.clientId)]),
+            ),
+          ),
+        )
+        .execute()
+      for (const row of rows) {
+        existing.set(keyOf(row.sender_id, row.client_id), {
+          seq: row.seq,
+          createdAt: row.created_at,
+          delivered: row.delivered_at !== null,
+        })
+      }
+    }
+
+    const missing = [...new Set(sends.map((send) => send.recipientId))].filter((id) => !this.depths.get(id))
+    for (const [id, depth] of await queueDepths(trx, this.dialect, missing)) this.depths.set(id, depth)
+
+    const firstInBatch = new Map<string, number>()
+    const toInsert: number[] = []
+    for (const [index, send] of sends.entries()) {
+      const key = keyOf(send.senderId, send.clientId)
+      const stored = existing.get(key)
+      if (stored) {
+        outcomes[index] = { kind: 'duplicate', ...stored }
+        continue
+      }
+      if (firstInBatch.has(key)) continue // resolved after the insert
+      const depth =
+        this.depths.get(send.recipientId) ?? this.depths.set(send.recipientId, { count: 0, bytes: 0 })
+      if (this.depths.isFull(depth, send.body.length)) {
+        outcomes[index] = { kind: 'full' }
+        continue
+      }
+      depth.count += 1
+      depth.bytes += send.body.length
+      firstInBatch.set(key, index)
+      toInsert.push(index)
+    }
+
+    for (let start = 0; start < toInsert.length; start += INSERT_CHUNK) {
+      const chunk = toInsert.slice(start, start + INSERT_CHUNK).map((index) => sends[index]!)
+      // VALUES are inserted in list order, so sequence numbers follow arrival order.
+      const rows = await trx
+        .insertInto('messages')
+        .values(
+          chunk.map((send) => ({
+            recipient_id: send.recipientId,
+            sender_id: send.senderId,
+            client_id: send.clientId,
+            body: send.body,
+            created_at: send.now,
+            expires_at: send.expiresAt,
+          })),
+        )
+        .returning(['seq', 'sender_id', 'client_id', 'created_at'])
+        .execute()
+      for (const row of rows) {
+        const index = firstInBatch.get(keyOf(row.sender_id, row.client_id))!
+        outcomes[index] = { kind: 'stored', seq: row.seq, createdAt: row.created_at }
+      }
+    }
+
+    // Later sends of an id first sent earlier in this batch are its duplicates.
+    for (const [index, send] of sends.entries()) {
+      if (outcomes[index]) continue
+      const first = outcomes[firstInBatch.get(keyOf(send.senderId, send.clientId))!]
+      if (first?.kind !== 'stored')
+        throw new Error('queue batch: expected the first send of an id to be stored')
+      outcomes[index] = { kind: 'duplicate', seq: first.seq, createdAt: first.createdAt, delivered: false }
+    }
+    return outcomes as SendOutcome[]
+  }
+
+  fetch(recipientId: number, afterSeq: number, limit: number, now: number): Promise<QueuedMessage[]> {
+    return fetchQueued(this.db, recipientId, afterSeq, limit, now)
+  }
+
+  countQueued(recipientId: number, now: number): Promise<number> {
+    return countQueued(this.db, recipientId, now)
+  }
+
+  async close(): Promise<void> {}
+
+  purgeExpired(now: number, batchSize: number): Promise<number> {
+    return this.serial.run(async () => {
+      let total = 0
+      try {
+        for (;;) {
+          const deleted = await purgeExpiredMessages(this.db, now, batchSize)
+          total += deleted
+          if (deleted < batchSize) return total
+        }
+      } finally {
+        this.depths.clear()
+      }
+    })
+  }
 }

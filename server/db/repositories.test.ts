@@ -11,7 +11,7 @@ import {
   rotateSignedPreKey,
   uploadOneTimePreKeys,
 } from './prekeys.js'
-import { countQueued, deleteQueuedUpTo, enqueueMessage, fetchQueued, purgeExpiredMessages } from './queue.js'
+import { acknowledgeUpTo, countQueued, enqueueMessage, fetchQueued, purgeExpiredMessages } from './queue.js'
 import { countTokens, deleteToken, findSession, insertToken, purgeExpiredTokens } from './tokens.js'
 import { createAccount, findUserByUsername, searchUsernames, usernameExists } from './users.js'
 
@@ -227,7 +227,10 @@ for (const dialect of DIALECTS) {
         expiresAt,
       })
 
-      it('enqueues idempotently by (sender, client id), fetches in order, deletes cumulatively', async () => {
+      const ack = (recipient: number, upTo: number) =>
+        acknowledgeUpTo(database.db, dialect, recipient, upTo, 3_000)
+
+      it('enqueues idempotently by (sender, client id), fetches in order, acknowledges cumulatively', async () => {
         const ids = Array.from({ length: 5 }, () => bytes(16))
         const first = await enqueueMessage(database.db, message(ids[0]!))
         expect(first.duplicate).toBe(false)
@@ -246,31 +249,53 @@ for (const dialect of DIALECTS) {
         const next = await fetchQueued(database.db, bob, batch.at(-1)!.seq, 10, 2_000)
         expect(next.map((queued) => queued.seq)).toEqual(seqs.slice(3))
 
-        expect(await deleteQueuedUpTo(database.db, bob, seqs[2]!)).toBe(3)
+        expect(await ack(bob, seqs[2]!)).toEqual({ count: 3, bytes: 60 })
         expect(await countQueued(database.db, bob)).toBe(2)
+        expect((await fetchQueued(database.db, bob, 0, 10, 2_000)).map((queued) => queued.seq)).toEqual(
+          seqs.slice(3),
+        )
         // Another recipient's acknowledgement never touches bob's queue.
-        expect(await deleteQueuedUpTo(database.db, alice, Number.MAX_SAFE_INTEGER)).toBe(0)
-        expect(await deleteQueuedUpTo(database.db, bob, seqs[4]!)).toBe(2)
+        expect(await ack(alice, Number.MAX_SAFE_INTEGER)).toEqual({ count: 0, bytes: 0 })
+        expect(await ack(bob, seqs[4]!)).toEqual({ count: 2, bytes: 40 })
         expect(await countQueued(database.db, bob)).toBe(0)
       })
 
-      it('never reuses a sequence number after the newest rows are deleted', async () => {
-        const a = await enqueueMessage(database.db, message(bytes(16)))
-        await deleteQueuedUpTo(database.db, bob, a.seq)
-        const b = await enqueueMessage(database.db, message(bytes(16)))
-        expect(b.seq).toBeGreaterThan(a.seq)
-        await deleteQueuedUpTo(database.db, bob, b.seq)
+      it('keeps a tombstone: a retry of an acknowledged message is a duplicate, and the body is gone', async () => {
+        const id = bytes(16)
+        const first = await enqueueMessage(database.db, message(id))
+        await ack(bob, first.seq)
+        const retry = await enqueueMessage(database.db, message(id))
+        expect(retry).toEqual({ seq: first.seq, createdAt: 1_000, duplicate: true })
+        expect(await countQueued(database.db, bob)).toBe(0)
+        const row = await database.db
+          .selectFrom('messages')
+          .select(['body', 'delivered_at'])
+          .where('seq', '=', first.seq)
+          .executeTakeFirstOrThrow()
+        expect(row.body.length).toBe(0)
+        expect(row.delivered_at).toBe(3_000)
       })
 
-      it('hides expired messages from fetches and purges them', async () => {
+      it('never reuses a sequence number after the newest rows are deleted', async () => {
+        const a = await enqueueMessage(database.db, message(bytes(16), bytes(8), 1_200))
+        await purgeExpiredMessages(database.db, 1_300)
+        const b = await enqueueMessage(database.db, message(bytes(16)))
+        expect(b.seq).toBeGreaterThan(a.seq)
+        await ack(bob, b.seq)
+      })
+
+      it('hides expired messages from fetches and purges them, tombstones included', async () => {
         await enqueueMessage(database.db, message(bytes(16), bytes(8), 1_500))
+        const delivered = await enqueueMessage(database.db, message(bytes(16), bytes(8), 1_500))
+        await ack(bob, delivered.seq)
         const live = await enqueueMessage(database.db, message(bytes(16), bytes(8), 9_000))
         expect((await fetchQueued(database.db, bob, 0, 10, 2_000)).map((queued) => queued.seq)).toEqual([
           live.seq,
         ])
-        expect(await purgeExpiredMessages(database.db, 2_000)).toBe(1)
+        expect(await countQueued(database.db, bob, 2_000)).toBe(1)
+        expect(await purgeExpiredMessages(database.db, 2_000)).toBeGreaterThanOrEqual(2)
         expect(await countQueued(database.db, bob)).toBe(1)
-        await deleteQueuedUpTo(database.db, bob, live.seq)
+        await ack(bob, live.seq)
       })
 
       it('rejects a client id that is not 16 bytes', async () => {

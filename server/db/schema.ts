@@ -59,10 +59,13 @@ export interface MessagesTable {
   sender_id: number
   /** The sender's random 16-byte message id; UNIQUE with sender_id makes sends idempotent. */
   client_id: Uint8Array
-  /** The encrypted envelope, opaque to the server. */
+  /** The encrypted envelope, opaque to the server; emptied once the recipient acknowledges it. */
   body: Uint8Array
   created_at: number
+  /** The message (or, once delivered, its tombstone) is purged at this time. */
   expires_at: number
+  /** When the recipient acknowledged it; null while it is queued. The row is then a tombstone. */
+  delivered_at: number | null
 }
 
 export interface Database {

@@ -142,7 +142,10 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
       onRequest: requireSession(context),
     },
     async (request, reply) => {
-      await deleteToken(db, sessionOf(request).tokenHash)
+      const { tokenHash } = sessionOf(request)
+      await deleteToken(db, tokenHash)
+      // Relay sockets opened with this token end with it.
+      context.relay.sessionRevoked(tokenHash)
       return reply.code(204).send(null)
     },
   )

@@ -85,6 +85,8 @@ export const userRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, 
       const user = await userNamed(request.params.username)
       const bundle = await claimPreKeyBundle(db, user.id)
       if (!bundle) throw serverErrors.userNotFound()
+      // The owner, if online, hears when their supply runs low (prekeys.low), so it refills in time.
+      context.relay.preKeyBundleServed(user.id)
       request.log.info(
         {
           event: 'bundle',

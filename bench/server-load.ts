@@ -1,0 +1,476 @@
+/**
+ * The load generator for bench/server.ts, run as a child process so that it has its own event loop
+ * (and core) and the server's measurements are the server's alone. It takes commands over IPC and
+ * answers each with one result message:
+ *
+ * - relay: N WebSocket clients in pairs, each keeping `window` messages in flight to its partner;
+ *   counts deliveries per second after a warm-up and records send→deliver latency. Mode `server`
+ *   speaks the real protocol (auth, send, accepted, deliver, cumulative ack once per turn); mode
+ *   `bare` sends the same send frames through the bare relay, which forwards them to the partner.
+ * - drain: queues messages for an offline user, then times that user's drain on connect.
+ * - hold: opens and authenticates many idle connections and keeps them until `release`.
+ * - logins: concurrent POST /login requests.
+ *
+ * Clients mask with a zero key (ws then skips the XOR) and skip UTF-8 validation: the generator's
+ * own costs should not decide the comparison. Both relays see exactly the same client code.
+ */
+import { randomBytes } from 'node:crypto'
+import { Agent, request } from 'node:https'
+import type { Socket } from 'node:net'
+import WebSocket from 'ws'
+
+interface Client {
+  readonly index: number
+  readonly ws: WebSocket
+  /** Send times of messages in flight to the partner, oldest first. */
+  readonly sendTimes: number[]
+  sendHead: number
+  inFlight: number
+  /** Highest `deliver` seq received and not yet acknowledged. */
+  ackUpTo: number
+  ackScheduled: boolean
+  pumpScheduled: boolean
+  counter: number
+  readonly idBytes: Buffer
+  readonly prefix: string
+}
+
+export type LoadCommand =
+  | {
+      cmd: 'relay'
+      mode: 'server' | 'bare'
+      url: string
+      ca: string
+      tokens: string[]
+      names: string[]
+      window: number
+      warmupMs: number
+      durationMs: number
+    }
+  | {
+      cmd: 'drain'
+      url: string
+      ca: string
+      sender: string
+      recipient: string
+      recipientName: string
+      count: number
+    }
+  | { cmd: 'hold'; url: string; ca: string; tokens: string[]; concurrency: number }
+  | { cmd: 'release' }
+  | { cmd: 'logins'; origin: string; ca: string; users: { username: string; password: string }[] }
+  | { cmd: 'exit' }
+
+export interface RelayResult {
+  /** Messages delivered in the whole run, warm-up and wind-down included (for CPU per message). */
+  total: number
+  delivered: number
+  seconds: number
+  msgsPerSec: number
+  p50Ms: number
+  p99Ms: number
+  errors: number
+  /** The load generator's own CPU per message, µs (to see which side limits a run). */
+  clientCpuMicros: number
+}
+
+const progress = (text: string) => process.stderr.write(`  [load] ${text}\n`)
+const zeroMask = (mask: Buffer) => mask.fill(0)
+const BODY = randomBytes(218).toString('base64url')
+/** `{"v":1,"type":"` is 15 characters: the byte after it tells the frame type. */
+const TYPE_OFFSET = 15
+const DELIVER_SEQ_OFFSET = '{"v":1,"type":"deliver","seq":'.length
+
+function socketOf(ws: WebSocket): Socket {
+  return (ws as unknown as { _socket: Socket })._socket
+}
+
+function open(url: string, ca: string): WebSocket {
+  return new WebSocket(url, {
+    ca,
+    perMessageDeflate: false,
+    skipUTF8Validation: true,
+    generateMask: zeroMask,
+    maxPayload: 1024 * 1024,
+  })
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return 0
+  return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))]!
+}
+
+/** Opens a socket and, for the real server, authenticates it; resolves on `ready` (or `ok` when bare). */
+function connectClient(
+  url: string,
+  ca: string,
+  hello: string,
+  onFrame?: (data: Buffer) => void,
+): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = open(url, ca)
+    let ready = false
+    ws.once('open', () => ws.send(hello))
+    ws.on('message', (data: Buffer) => {
+      if (!ready) {
+        ready = true
+        resolve(ws)
+        return
+      }
+      onFrame?.(data)
+    })
+    ws.once('error', (error) => {
+      if (!ready) reject(error)
+    })
+    ws.once('close', (code) => {
+      if (!ready) reject(new Error(`closed with ${code} before ready`))
+    })
+  })
+}
+
+async function relay(command: Extract<LoadCommand, { cmd: 'relay' }>): Promise<RelayResult> {
+  const count = command.tokens.length
+  const clients: Client[] = []
+  const samples = new Float64Array(4_000_000)
+  let sampleCount = 0
+  let measuring = false
+  let running = true
+  let delivered = 0
+  let total = 0
+  let errors = 0
+  const runPrefix = randomBytes(6)
+
+  const partnerOf = (client: Client) => clients[client.index ^ 1]!
+
+  const pump = (client: Client) => {
+    client.pumpScheduled = false
+    if (!running || client.ws.readyState !== WebSocket.OPEN) return
+    const partnerName = command.names[client.index ^ 1]
+    const socket = socketOf(client.ws)
+    socket.cork()
+    while (client.inFlight < command.window) {
+      client.counter += 1
+      client.idBytes.writeUInt32BE(client.counter, 12)
+      const id = client.idBytes.toString('base64url')
+      client.ws.send(`{"v":1,"type":"send","id":"${id}","to":"${partnerName}","body":"${BODY}"}`)
+      client.sendTimes.push(performance.now())
+      client.inFlight += 1
+    }
+    socket.uncork()
+    if (client.sendHead > 4096) {
+      client.sendTimes.splice(0, client.sendHead)
+      client.sendHead = 0
+    }
+  }
+
+  const schedulePump = (client: Client) => {
+    if (client.pumpScheduled) return
+    client.pumpScheduled = true
+    setImmediate(() => pump(client))
+  }
+
+  const flushAck = (client: Client) => {
+    client.ackScheduled = false
+    if (client.ackUpTo > 0 && client.ws.readyState === WebSocket.OPEN) {
+      client.ws.send(`{"v":1,"type":"ack","upTo":${client.ackUpTo}}`)
+      client.ackUpTo = 0
+    }
+  }
+
+  const received = (client: Client, data: Buffer) => {
+    const kind = data[TYPE_OFFSET]
+    // 's': a forwarded send (bare relay); 'd': deliver (server). Both are a message from the partner.
+    if (kind === 0x73 || kind === 0x64) {
+      const sender = partnerOf(client)
+      const sentAt = sender.sendTimes[sender.sendHead]!
+      sender.sendHead += 1
+      sender.inFlight -= 1
+      total += 1
+      if (measuring) {
+        delivered += 1
+        if (sampleCount < samples.length) samples[sampleCount++] = performance.now() - sentAt
+      }
+      schedulePump(sender)
+      if (kind === 0x64) {
+        let seq = 0
+        for (let i = DELIVER_SEQ_OFFSET; i < data.length; i++) {
+          const digit = data[i]! - 0x30
+          if (digit < 0 || digit > 9) break
+          seq = seq * 10 + digit
+        }
+        client.ackUpTo = seq
+        if (!client.ackScheduled) {
+          client.ackScheduled = true
+          setImmediate(() => flushAck(client))
+        }
+      }
+    } else if (kind === 0x65) {
+      errors += 1
+      if (errors <= 3) progress(`error frame: ${data.toString().slice(0, 200)}`)
+    }
+  }
+
+  progress(`${command.mode}: connecting ${count} clients`)
+  for (let start = 0; start < count; start += 50) {
+    await Promise.all(
+      command.tokens.slice(start, start + 50).map(async (token, offset) => {
+        const index = start + offset
+        const idBytes = Buffer.alloc(16)
+        runPrefix.copy(idBytes, 0)
+        idBytes.writeUInt16BE(index, 6)
+        const client: Client = {
+          index,
+          ws: undefined as unknown as WebSocket,
+          sendTimes: [],
+          sendHead: 0,
+          inFlight: 0,
+          ackUpTo: 0,
+          ackScheduled: false,
+          pumpScheduled: false,
+          counter: 0,
+          idBytes,
+          prefix: '',
+        }
+        clients[index] = client
+        const hello =
+          command.mode === 'server' ? JSON.stringify({ v: 1, type: 'auth', token }) : `pair:${index}`
+        ;(client as { ws: WebSocket }).ws = await connectClient(command.url, command.ca, hello, (data) =>
+          received(client, data),
+        )
+      }),
+    )
+  }
+  progress(`${command.mode}: warming up for ${command.warmupMs} ms`)
+  const cpuStart = process.cpuUsage()
+  for (const client of clients) schedulePump(client)
+  await new Promise((resolve) => setTimeout(resolve, command.warmupMs))
+  measuring = true
+  const started = performance.now()
+  progress(`${command.mode}: measuring for ${command.durationMs} ms`)
+  await new Promise((resolve) => setTimeout(resolve, command.durationMs))
+  measuring = false
+  const seconds = (performance.now() - started) / 1000
+  running = false
+  // Let everything in flight arrive (and be acknowledged) before closing.
+  await new Promise<void>((resolve) => {
+    const check = () => {
+      if (clients.every((client) => client.inFlight === 0)) resolve()
+      else setTimeout(check, 20)
+    }
+    check()
+  })
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  await Promise.all(
+    clients.map(
+      (client) =>
+        new Promise<void>((resolve) => {
+          client.ws.once('close', () => resolve())
+          client.ws.close(1000)
+        }),
+    ),
+  )
+  const cpu = process.cpuUsage(cpuStart)
+  const sorted = samples.subarray(0, sampleCount).sort()
+  return {
+    clientCpuMicros: round((cpu.user + cpu.system) / Math.max(1, total), 1),
+    total,
+    delivered,
+    seconds,
+    msgsPerSec: Math.round(delivered / seconds),
+    p50Ms: round(percentile(sorted, 50)),
+    p99Ms: round(percentile(sorted, 99)),
+    errors,
+  }
+}
+
+const round = (value: number, digits = 2) => Math.round(value * 10 ** digits) / 10 ** digits
+
+async function drain(command: Extract<LoadCommand, { cmd: 'drain' }>) {
+  let accepted = 0
+  let sendErrors = 0
+  const senderDone = new Promise<void>((resolve) => {
+    const check = () => {
+      if (accepted + sendErrors >= command.count) resolve()
+    }
+    connectClient(
+      command.url,
+      command.ca,
+      JSON.stringify({ v: 1, type: 'auth', token: command.sender }),
+      (data) => {
+        if (data[TYPE_OFFSET] === 0x61) accepted += 1
+        else if (data[TYPE_OFFSET] === 0x65) {
+          sendErrors += 1
+          if (sendErrors <= 3) progress(`drain send error: ${data.toString().slice(0, 200)}`)
+        }
+        check()
+      },
+    ).then((ws) => {
+      const prefix = randomBytes(8)
+      const idBytes = Buffer.alloc(16)
+      prefix.copy(idBytes)
+      const socket = socketOf(ws)
+      socket.cork()
+      for (let i = 0; i < command.count; i++) {
+        idBytes.writeUInt32BE(i, 12)
+        ws.send(
+          `{"v":1,"type":"send","id":"${idBytes.toString('base64url')}","to":"${command.recipientName}","body":"${BODY}"}`,
+        )
+      }
+      socket.uncork()
+    })
+  })
+  progress(`drain: queueing ${command.count} messages for an offline user`)
+  await senderDone
+  progress(`drain: ${accepted} accepted; connecting the recipient`)
+
+  const result = await new Promise<{
+    seconds: number
+    fromReadySeconds: number
+    received: number
+    queued: number
+  }>((resolve, reject) => {
+    const ws = open(command.url, command.ca)
+    let started = 0
+    let readyAt = 0
+    let received = 0
+    let queued = 0
+    let ackUpTo = 0
+    let ackScheduled = false
+    ws.once('open', () => {
+      started = performance.now()
+      ws.send(JSON.stringify({ v: 1, type: 'auth', token: command.recipient }))
+    })
+    ws.on('message', (data: Buffer) => {
+      const kind = data[TYPE_OFFSET]
+      if (kind === 0x72) {
+        readyAt = performance.now()
+        queued = JSON.parse(data.toString()).queued
+        return
+      }
+      if (kind !== 0x64) return
+      received += 1
+      let seq = 0
+      for (let i = DELIVER_SEQ_OFFSET; i < data.length; i++) {
+        const digit = data[i]! - 0x30
+        if (digit < 0 || digit > 9) break
+        seq = seq * 10 + digit
+      }
+      ackUpTo = seq
+      if (received === queued) {
+        const done = performance.now()
+        ws.send(`{"v":1,"type":"ack","upTo":${ackUpTo}}`)
+        ws.close(1000)
+        resolve({
+          seconds: (done - started) / 1000,
+          fromReadySeconds: (done - readyAt) / 1000,
+          received,
+          queued,
+        })
+        return
+      }
+      if (!ackScheduled) {
+        ackScheduled = true
+        setImmediate(() => {
+          ackScheduled = false
+          ws.send(`{"v":1,"type":"ack","upTo":${ackUpTo}}`)
+        })
+      }
+    })
+    ws.once('error', reject)
+  })
+  return { accepted, sendErrors, ...result }
+}
+
+let held: WebSocket[] = []
+
+async function hold(command: Extract<LoadCommand, { cmd: 'hold' }>) {
+  const started = performance.now()
+  const before = held.length
+  let failed = 0
+  let next = 0
+  let lastReport = held.length
+  const worker = async () => {
+    while (next < command.tokens.length) {
+      const token = command.tokens[next++]!
+      try {
+        held.push(await connectClient(command.url, command.ca, JSON.stringify({ v: 1, type: 'auth', token })))
+      } catch (error) {
+        failed += 1
+        if (failed <= 3) progress(`hold: connection failed: ${(error as Error).message}`)
+      }
+      if (held.length - lastReport >= 2_000) {
+        lastReport = held.length
+        progress(`hold: ${held.length} connections authenticated`)
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: command.concurrency }, worker))
+  return { held: held.length - before, failed, seconds: round((performance.now() - started) / 1000) }
+}
+
+async function release() {
+  const closing = held.map(
+    (ws) =>
+      new Promise<void>((resolve) => {
+        ws.once('close', () => resolve())
+        ws.terminate()
+      }),
+  )
+  await Promise.all(closing)
+  held = []
+  return { released: closing.length }
+}
+
+async function logins(command: Extract<LoadCommand, { cmd: 'logins' }>) {
+  const agent = new Agent({ ca: command.ca, keepAlive: false, maxSockets: command.users.length })
+  const started = performance.now()
+  const statuses = await Promise.all(
+    command.users.map(
+      (user) =>
+        new Promise<number>((resolve, reject) => {
+          const body = JSON.stringify(user)
+          const req = request(
+            new URL('/api/v1/login', command.origin),
+            { method: 'POST', agent, headers: { 'content-type': 'application/json' } },
+            (res) => {
+              res.resume()
+              res.on('end', () => resolve(res.statusCode ?? 0))
+            },
+          )
+          req.on('error', reject)
+          req.end(body)
+        }),
+    ),
+  )
+  agent.destroy()
+  return { statuses, seconds: round((performance.now() - started) / 1000) }
+}
+
+process.on('message', async (command: LoadCommand) => {
+  try {
+    let result: unknown
+    switch (command.cmd) {
+      case 'relay':
+        result = await relay(command)
+        break
+      case 'drain':
+        result = await drain(command)
+        break
+      case 'hold':
+        result = await hold(command)
+        break
+      case 'release':
+        result = await release()
+        break
+      case 'logins':
+        result = await logins(command)
+        break
+      case 'exit':
+        process.exit(0)
+    }
+    process.send?.({ ok: true, result })
+  } catch (error) {
+    process.send?.({ ok: false, error: (error as Error).stack ?? String(error) })
+  }
+})
+process.send?.({ ok: true, result: 'started' })

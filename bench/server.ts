@@ -1,0 +1,478 @@
+/**
+ * `npm run bench:server`: the real server (build() + listen, a temporary SQLite database with the
+ * production settings: WAL, synchronous=FULL) driven over loopback TLS by a load generator in a
+ * child process (bench/server-load.ts), and, in the same run, a bare `ws` relay with the same
+ * certificate and the same load as the floor to compare with.
+ *
+ * - relay: 200 clients in 100 pairs, each keeping 50 messages in flight to its partner (218-byte
+ *   envelopes, the size of a short text message); messages delivered per second, send→deliver
+ *   latency. The real server authenticates, validates every frame, stores every message durably
+ *   before `accepted`, and deletes it on the cumulative ack.
+ * - drain: 10,000 messages queued for an offline user, timed from its auth frame to the last one.
+ * - connections: idle authenticated connections held at once, and the server's memory per
+ *   connection (resident set growth after a GC).
+ * - logins: 50 concurrent logins at bcrypt cost 12, with the event loop's delay p99 meanwhile.
+ *
+ * Users, keys and session tokens are written straight into the database beforehand (registering
+ * 16,000 users through bcrypt would take an hour and measure nothing of interest here). The
+ * per-user send and per-connection frame rate limits are raised for the run: they exist to stop
+ * one abusive account, and each bench client sends far faster than any person. Everything else is
+ * as shipped. Progress goes to stderr; stdout gets a table, then one JSON line.
+ */
+import { execFileSync, fork, spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { createServer } from 'node:https'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
+import { type WebSocket, WebSocketServer } from 'ws'
+import { build } from '../server/app.js'
+import { hashPassword } from '../server/auth/password.js'
+import { hashSessionToken } from '../server/auth/tokens.js'
+import { openDatabase } from '../server/db/connect.js'
+import { migrateToLatest } from '../server/db/migrate.js'
+import type { Db } from '../server/db/schema.js'
+import { BCRYPT_COST } from '../server/limits.js'
+import { createSelfSignedCertificate, httpsOptions } from '../server/tls.js'
+import { generateRsaOaepKeyPair } from '../shared/crypto/primitives.js'
+import type { LoadCommand, RelayResult } from './server-load.js'
+
+const RELAY_CLIENTS = Number(process.env.BENCH_CLIENTS ?? 200)
+const WINDOW = Number(process.env.BENCH_WINDOW ?? 50)
+const WARMUP_MS = Number(process.env.BENCH_WARMUP_MS ?? 1_500)
+const DURATION_MS = Number(process.env.BENCH_MS ?? 5_000)
+const DRAIN_MESSAGES = 10_000
+const LOGINS = 50
+const WANTED_CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16_000)
+/** File descriptors kept free for everything else the process opens. */
+const FD_MARGIN = 1_000
+
+const progress = (text: string) => process.stderr.write(`${text}\n`)
+
+/**
+ * V8's young generation: 64 MiB semi-spaces instead of the default 16, as README recommends for
+ * the server (NODE_OPTIONS). A relay allocates short-lived strings and buffers for every frame; a
+ * larger nursery means fewer scavenges and less promoted garbage (~15 % less CPU per message here).
+ * The bench re-runs itself with the flag when started without it (`tsx bench/server.ts`).
+ */
+const SEMI_SPACE_FLAG = '--max-semi-space-size=64'
+if (!process.execArgv.includes(SEMI_SPACE_FLAG)) {
+  const rerun = spawnSync(
+    process.execPath,
+    [SEMI_SPACE_FLAG, ...process.execArgv, ...process.argv.slice(1)],
+    {
+      stdio: 'inherit',
+    },
+  )
+  process.exit(rerun.status ?? 1)
+}
+
+setFlagsFromString('--expose-gc')
+const gc = runInNewContext('gc') as () => void
+
+interface BenchUser {
+  readonly id: number
+  readonly username: string
+  readonly token: string
+}
+
+/** Users with keys and a live session token, written in bulk (one transaction). */
+async function createUsers(
+  db: Db,
+  prefix: string,
+  count: number,
+  options: { loginKey: Uint8Array; passwordHash: string },
+): Promise<BenchUser[]> {
+  const now = Date.now()
+  const users: BenchUser[] = []
+  const random = (length: number) => new Uint8Array(randomBytes(length))
+  await db.transaction().execute(async (trx) => {
+    for (let start = 0; start < count; start += 500) {
+      const names = Array.from({ length: Math.min(500, count - start) }, (_, i) => `${prefix}${start + i}`)
+      const rows = await trx
+        .insertInto('users')
+        .values(
+          names.map((username) => ({
+            username,
+            password_hash: options.passwordHash,
+            login_key: options.loginKey,
+            identity_key: random(32),
+            signing_key: random(32),
+            identity_signature: random(64),
+            created_at: now,
+            identity_changed_at: now,
+          })),
+        )
+        .returning(['id', 'username'])
+        .execute()
+      await trx
+        .insertInto('signed_prekeys')
+        .values(
+          rows.map((row) => ({
+            user_id: row.id,
+            key_id: 1,
+            public_key: random(32),
+            signature: random(64),
+            created_at: now,
+          })),
+        )
+        .execute()
+      // Ten one-time prekeys each: at the refill threshold, so no prekeys.low frames.
+      const preKeys = rows.flatMap((row) =>
+        Array.from({ length: 10 }, (_, keyId) => ({
+          user_id: row.id,
+          key_id: keyId + 1,
+          public_key: random(32),
+          signature: random(64),
+        })),
+      )
+      for (let offset = 0; offset < preKeys.length; offset += 2_000) {
+        await trx
+          .insertInto('one_time_prekeys')
+          .values(preKeys.slice(offset, offset + 2_000))
+          .execute()
+      }
+      const tokens = rows.map((row) => ({ row, token: randomBytes(32) }))
+      await trx
+        .insertInto('auth_tokens')
+        .values(
+          tokens.map(({ row, token }) => ({
+            token_hash: hashSessionToken(token),
+            user_id: row.id,
+            created_at: now,
+            expires_at: now + 24 * 60 * 60 * 1000,
+          })),
+        )
+        .execute()
+      for (const { row, token } of tokens) {
+        users.push({ id: row.id, username: row.username, token: token.toString('base64url') })
+      }
+    }
+  })
+  return users
+}
+
+/** The fd limit this process inherited (what `ulimit -n` says in its shell). */
+function fdLimit(): number {
+  try {
+    const text = execFileSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).trim()
+    return text === 'unlimited' ? Number.POSITIVE_INFINITY : Number(text)
+  } catch {
+    return 1024
+  }
+}
+
+class LoadGenerator {
+  private readonly child = fork(new URL('./server-load.ts', import.meta.url), {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  private waiting: ((message: { ok: boolean; result?: unknown; error?: string }) => void) | undefined
+  readonly started: Promise<unknown>
+
+  constructor() {
+    this.child.on('message', (message: { ok: boolean; result?: unknown; error?: string }) => {
+      const waiting = this.waiting
+      this.waiting = undefined
+      waiting?.(message)
+    })
+    this.started = this.next()
+  }
+
+  private next(): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      this.waiting = (message) => (message.ok ? resolve(message.result) : reject(new Error(message.error)))
+    })
+  }
+
+  run<T>(command: LoadCommand): Promise<T> {
+    const result = this.next() as Promise<T>
+    this.child.send(command)
+    return result
+  }
+
+  exit(): void {
+    if (this.child.connected) this.child.send({ cmd: 'exit' })
+  }
+}
+
+/** The floor: a ws relay over TLS that forwards each frame to the paired socket, nothing else. */
+async function startBareRelay(tls: ReturnType<typeof httpsOptions>) {
+  const server = createServer(tls)
+  const wss = new WebSocketServer({ server, perMessageDeflate: false })
+  const peers: WebSocket[] = []
+  wss.on('connection', (ws) => {
+    let index = -1
+    let partner: WebSocket | undefined
+    ws.on('message', (data, isBinary) => {
+      if (index < 0) {
+        index = Number(String(data).slice('pair:'.length))
+        peers[index] = ws
+        const other = peers[index ^ 1]
+        if (other) {
+          ws.send('ok')
+          other.send('ok')
+        }
+        return
+      }
+      partner ??= peers[index ^ 1]
+      partner?.send(data, { binary: isBinary })
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  return {
+    url: `wss://127.0.0.1:${port}`,
+    close: async () => {
+      for (const client of wss.clients) client.terminate()
+      await new Promise((resolve) => wss.close(resolve))
+      await new Promise((resolve) => server.close(resolve))
+    },
+  }
+}
+
+const round = (value: number, digits = 2) => Math.round(value * 10 ** digits) / 10 ** digits
+
+/** Time the event loop was busy (not waiting for I/O) per message delivered, in µs. */
+const loopPerMessage = (utilization: { active: number }, messages: number) =>
+  round((utilization.active * 1000) / Math.max(1, messages), 1)
+
+/** Server process CPU (user + system, all threads) per message delivered, in µs. */
+const cpuPerMessage = (usage: NodeJS.CpuUsage, messages: number) =>
+  round((usage.user + usage.system) / Math.max(1, messages), 1)
+
+async function main(): Promise<void> {
+  const benchStarted = performance.now()
+  const limit = fdLimit()
+  const connectionTarget = Math.max(0, Math.min(WANTED_CONNECTIONS, limit - FD_MARGIN))
+  progress(`fd limit ${limit}: holding up to ${connectionTarget} connections`)
+  if (connectionTarget < 15_000) {
+    progress(`  (raise it with \`ulimit -n 20000\` before the run to hold more than 15,000)`)
+  }
+
+  const dir = await mkdtemp(join(tmpdir(), 'secure-chat-bench-'))
+  const load = new LoadGenerator()
+  try {
+    progress('making a certificate, an RSA login key and a bcrypt hash (cost 12)')
+    const password = 'violet-anchor-bench-mosaic-42'
+    const [certificate, loginKey, passwordHash] = await Promise.all([
+      createSelfSignedCertificate(),
+      generateRsaOaepKeyPair(),
+      hashPassword(password, BCRYPT_COST),
+    ])
+    const tls = httpsOptions(certificate)
+    const database = await openDatabase({ kind: 'sqlite', file: join(dir, 'bench.sqlite') })
+    await migrateToLatest(database.db, 'sqlite')
+
+    progress(`creating ${RELAY_CLIENTS + 2 + LOGINS + connectionTarget} users with keys and session tokens`)
+    const userOptions = { loginKey: loginKey.publicKeySpki, passwordHash }
+    const relayUsers = await createUsers(database.db, 'relay-', RELAY_CLIENTS, userOptions)
+    const [drainSender, drainRecipient] = await createUsers(database.db, 'drain-', 2, userOptions)
+    const loginUsers = await createUsers(database.db, 'login-', LOGINS, userOptions)
+    const idleUsers = await createUsers(database.db, 'idle-', connectionTarget, userOptions)
+
+    const unlimited = { perSecond: 1e9, burst: 1e9 }
+    const app = await build({
+      db: database.db,
+      https: tls,
+      log: false,
+      limits: {
+        sendRatePerUser: unlimited,
+        frameRatePerConnection: unlimited,
+        loginRateLimit: { max: 1_000, timeWindowMs: 60_000 },
+      },
+    })
+    await app.listen({ host: '127.0.0.1', port: 0 })
+    const { port } = app.server.address() as AddressInfo
+    const origin = `https://127.0.0.1:${port}`
+    const url = `wss://127.0.0.1:${port}/ws`
+    await load.started
+
+    // --- relay: bare floor, then the real server -------------------------------------------------
+    const bare = await startBareRelay(tls)
+    let cpu = process.cpuUsage()
+    let loop = performance.eventLoopUtilization()
+    const bareResult = await load.run<RelayResult>({
+      cmd: 'relay',
+      mode: 'bare',
+      url: bare.url,
+      ca: certificate.cert,
+      tokens: relayUsers.map((user) => user.token),
+      names: relayUsers.map((user) => user.username),
+      window: WINDOW,
+      warmupMs: WARMUP_MS,
+      durationMs: DURATION_MS,
+    })
+    const bareCpu = cpuPerMessage(process.cpuUsage(cpu), bareResult.total)
+    const bareLoop = loopPerMessage(performance.eventLoopUtilization(loop), bareResult.total)
+    await bare.close()
+    progress(`  bare relay: ${bareResult.msgsPerSec} msgs/s, ${bareCpu} µs of server CPU per message`)
+
+    cpu = process.cpuUsage()
+    loop = performance.eventLoopUtilization()
+    const relayResult = await load.run<RelayResult>({
+      cmd: 'relay',
+      mode: 'server',
+      url,
+      ca: certificate.cert,
+      tokens: relayUsers.map((user) => user.token),
+      names: relayUsers.map((user) => user.username),
+      window: WINDOW,
+      warmupMs: WARMUP_MS,
+      durationMs: DURATION_MS,
+    })
+    const relayCpu = cpuPerMessage(process.cpuUsage(cpu), relayResult.total)
+    const relayLoop = loopPerMessage(performance.eventLoopUtilization(loop), relayResult.total)
+    progress(
+      `  server relay: ${relayResult.msgsPerSec} msgs/s, ${relayCpu} µs of server CPU per message (${relayResult.errors} error frames)`,
+    )
+
+    // --- drain -------------------------------------------------------------------------------------
+    const drain = await load.run<{
+      accepted: number
+      sendErrors: number
+      seconds: number
+      fromReadySeconds: number
+      received: number
+      queued: number
+    }>({
+      cmd: 'drain',
+      url,
+      ca: certificate.cert,
+      sender: drainSender!.token,
+      recipient: drainRecipient!.token,
+      recipientName: drainRecipient!.username,
+      count: DRAIN_MESSAGES,
+    })
+    progress(`  drained ${drain.received} in ${round(drain.seconds, 3)} s`)
+
+    // --- logins under event-loop measurement -------------------------------------------------------
+    progress(`logins: ${LOGINS} at once (bcrypt cost ${BCRYPT_COST})`)
+    gc()
+    const delay = monitorEventLoopDelay({ resolution: 1 })
+    delay.enable()
+    const logins = await load.run<{ statuses: number[]; seconds: number }>({
+      cmd: 'logins',
+      origin,
+      ca: certificate.cert,
+      users: loginUsers.map((user) => ({ username: user.username, password })),
+    })
+    delay.disable()
+    const loginOk = logins.statuses.filter((status) => status === 200).length
+    const eventLoopP99Ms = round(delay.percentile(99) / 1e6)
+    const eventLoopMaxMs = round(delay.max / 1e6)
+    progress(`  ${loginOk}/${LOGINS} logins in ${logins.seconds} s; event loop p99 ${eventLoopP99Ms} ms`)
+
+    // --- idle connections --------------------------------------------------------------------------
+    // Memory per connection is the marginal cost: resident set growth (after a GC) while the second
+    // half opens, so whatever earlier phases left in the heap does not count either way.
+    progress(`connections: opening ${connectionTarget} authenticated connections`)
+    const half = Math.floor(connectionTarget / 2)
+    const firstHalf = await load.run<{ held: number; failed: number; seconds: number }>({
+      cmd: 'hold',
+      url,
+      ca: certificate.cert,
+      tokens: idleUsers.slice(0, half).map((user) => user.token),
+      concurrency: 200,
+    })
+    gc()
+    const before = process.memoryUsage()
+    const secondHalf = await load.run<{ held: number; failed: number; seconds: number }>({
+      cmd: 'hold',
+      url,
+      ca: certificate.cert,
+      tokens: idleUsers.slice(half).map((user) => user.token),
+      concurrency: 200,
+    })
+    gc()
+    const after = process.memoryUsage()
+    const hold = {
+      held: firstHalf.held + secondHalf.held,
+      failed: firstHalf.failed + secondHalf.failed,
+      seconds: round(firstHalf.seconds + secondHalf.seconds),
+    }
+    const serverSide = [...app.relay.connections].filter((connection) => connection.state === 'open').length
+    const held = Math.min(hold.held, serverSide)
+    const added = secondHalf.held
+    const bytesPerConnection = added > 0 ? Math.round((after.rss - before.rss) / added) : 0
+    const heapPerConnection = added > 0 ? Math.round((after.heapUsed - before.heapUsed) / added) : 0
+    progress(`  held ${held} (client ${hold.held}, server ${serverSide}) in ${hold.seconds} s`)
+    await load.run({ cmd: 'release' })
+
+    await app.close()
+    await database.close()
+
+    const ratio = relayResult.msgsPerSec / Math.max(1, bareResult.msgsPerSec)
+    const rows: [string, string, string][] = [
+      [
+        'relay (real server)',
+        `${relayResult.msgsPerSec} msgs/s`,
+        `p50 ${relayResult.p50Ms} ms, p99 ${relayResult.p99Ms} ms`,
+      ],
+      [
+        'bare ws relay',
+        `${bareResult.msgsPerSec} msgs/s`,
+        `p50 ${bareResult.p50Ms} ms, p99 ${bareResult.p99Ms} ms`,
+      ],
+      ['relay / bare', `${round(ratio)}x`, 'must be ≥ 0.3x (aim 0.5x)'],
+      [
+        'server event loop per message',
+        `${relayLoop} µs`,
+        `bare relay: ${bareLoop} µs (time busy, main thread)`,
+      ],
+      ['server CPU per message', `${relayCpu} µs`, `bare relay: ${bareCpu} µs (user + system, all threads)`],
+      [
+        'load generator CPU per message',
+        `${relayResult.clientCpuMicros} µs`,
+        `bare relay: ${bareResult.clientCpuMicros} µs (its own process)`,
+      ],
+      [
+        'drain',
+        `${drain.received} msgs in ${round(drain.seconds, 3)} s`,
+        `${round(drain.fromReadySeconds, 3)} s after ready; must be < 1 s`,
+      ],
+      [
+        'idle connections held',
+        `${held}`,
+        `must be > 15,000; opened in ${hold.seconds} s, ${hold.failed} failed`,
+      ],
+      ['memory per connection', `${bytesPerConnection} B RSS`, `${heapPerConnection} B of JS heap`],
+      [
+        'concurrent logins',
+        `${loginOk}/${LOGINS} in ${logins.seconds} s`,
+        `event loop p99 ${eventLoopP99Ms} ms, max ${eventLoopMaxMs} ms`,
+      ],
+    ]
+    const widths = [0, 1, 2].map((column) => Math.max(...rows.map((row) => row[column]!.length)))
+    const line = (row: [string, string, string]) =>
+      `${row[0].padEnd(widths[0]!)}  ${row[1].padStart(widths[1]!)}  ${row[2]}`
+    process.stdout.write(
+      `${line(['case', 'result', 'notes'])}\n${rows.map(line).join('\n')}\n` +
+        `(${RELAY_CLIENTS} clients, window ${WINDOW}, ${DURATION_MS / 1000} s per relay run; ` +
+        `${round((performance.now() - benchStarted) / 1000, 1)} s in all)\n`,
+    )
+    process.stdout.write(
+      `${JSON.stringify({
+        relay: {
+          clients: RELAY_CLIENTS,
+          msgsPerSec: relayResult.msgsPerSec,
+          p50Ms: relayResult.p50Ms,
+          p99Ms: relayResult.p99Ms,
+        },
+        bareRelay: { msgsPerSec: bareResult.msgsPerSec, p50Ms: bareResult.p50Ms, p99Ms: bareResult.p99Ms },
+        drain: { messages: drain.received, seconds: round(drain.seconds, 3) },
+        connections: { held, bytesPerConnection },
+        logins: { concurrent: LOGINS, eventLoopP99Ms },
+      })}\n`,
+    )
+  } finally {
+    load.exit()
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+await main()

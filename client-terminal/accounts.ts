@@ -1,0 +1,130 @@
+/**
+ * Opening and creating local accounts: the SQLite store at the account's path, the Node transports
+ * and the client core, put together the same way for the interactive client and the scripts.
+ */
+import { rmSync } from 'node:fs'
+import { ChatClient, type ChatClientOptions } from '../shared/client/chat-client.js'
+import { ClientError, ClientErrorCode, isClientError } from '../shared/client/errors.js'
+import { normalizeUsername } from '../shared/username.js'
+import { UsageError } from './exit-codes.js'
+import { accountFile, localAccounts } from './paths.js'
+import { openSqliteStore } from './store.js'
+import { httpsClient, type ServerCertificate, webSocketFactory } from './transport.js'
+
+/**
+ * FOR TESTS ONLY: PBKDF2 iterations for the storage key of new accounts, and the fewest accepted when
+ * unlocking. Tests set it low so that registering and unlocking take milliseconds; nothing else
+ * should. Unset, the core's default (600,000, OWASP 2023) applies and cannot be lowered.
+ */
+export const TEST_KDF_ITERATIONS_ENV = 'SECURE_CHAT_TEST_KDF_ITERATIONS'
+
+export interface ClientSettings {
+  /** The server's https:// origin (transport.ts parseServerUrl). */
+  readonly serverUrl: string
+  /** PEM to trust instead of the system's certificate authorities. */
+  readonly ca?: string | undefined
+  readonly dataDir: string
+  readonly env: NodeJS.ProcessEnv
+  readonly onCertificate?: ((certificate: ServerCertificate) => void) | undefined
+  /** A relay connection failed (the core retries; an untrusted certificate never gets better). */
+  readonly onSocketError?: ((error: Error) => void) | undefined
+}
+
+export function kdfOverride(
+  env: NodeJS.ProcessEnv,
+): Pick<ChatClientOptions, 'storageKeyIterations' | 'minimumStorageKeyIterations'> {
+  const raw = env[TEST_KDF_ITERATIONS_ENV]
+  if (raw === undefined || raw === '') return {}
+  const iterations = Number(raw)
+  if (!Number.isSafeInteger(iterations) || iterations < 1) {
+    throw new UsageError(`${TEST_KDF_ITERATIONS_ENV}: expected a positive integer, got "${raw}"`)
+  }
+  return { storageKeyIterations: iterations, minimumStorageKeyIterations: iterations }
+}
+
+function clientOptions(settings: ClientSettings, store: ChatClientOptions['store']): ChatClientOptions {
+  const transport = { ca: settings.ca, onCertificate: settings.onCertificate }
+  return {
+    serverUrl: settings.serverUrl,
+    http: httpsClient(settings.serverUrl, transport),
+    webSocket: webSocketFactory({ ...transport, onSocketError: settings.onSocketError }),
+    store,
+    ...kdfOverride(settings.env),
+  }
+}
+
+export function normalizedUsername(input: string): string {
+  try {
+    return normalizeUsername(input)
+  } catch (cause) {
+    throw new UsageError((cause as Error).message)
+  }
+}
+
+/**
+ * The account to use: the one asked for, else the only one this data directory holds for the
+ * server. Throws (exit code 7) when there is none or more than one to choose from.
+ */
+export function chooseAccount(settings: ClientSettings, requested: string | undefined): string {
+  if (requested !== undefined && requested !== '') return normalizedUsername(requested)
+  const accounts = localAccounts(settings.dataDir, settings.serverUrl)
+  if (accounts.length === 1) return accounts[0] as string
+  if (accounts.length === 0) {
+    throw new ClientError(
+      ClientErrorCode.NoAccount,
+      `expected an account for ${settings.serverUrl} in ${settings.dataDir}, got none (register one first)`,
+    )
+  }
+  throw new ClientError(
+    ClientErrorCode.AccountMismatch,
+    `expected one account for ${settings.serverUrl}, got ${accounts.length} (${accounts.join(', ')}): choose one with --user`,
+  )
+}
+
+/** Creates the account on this device and on the server, then logs in. */
+export async function registerAccount(
+  settings: ClientSettings,
+  username: string,
+  password: string,
+): Promise<ChatClient> {
+  const name = normalizedUsername(username)
+  const file = accountFile(settings.dataDir, settings.serverUrl, name)
+  const existing = localAccounts(settings.dataDir, settings.serverUrl).includes(name)
+  const store = await openSqliteStore(file, { create: true })
+  try {
+    return await ChatClient.register(clientOptions(settings, store), name, password)
+  } catch (error) {
+    await store.close()
+    // A database made for this attempt goes again, so a refused name leaves nothing behind.
+    if (!existing)
+      for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(`${file}${suffix}`, { force: true })
+    if (isClientError(error, ClientErrorCode.AccountMismatch)) {
+      throw new ClientError(
+        ClientErrorCode.AccountMismatch,
+        `expected no local account ${name}, got one in ${file}`,
+      )
+    }
+    throw error
+  }
+}
+
+/** Opens an account's local database with its password; no network yet. */
+export async function openAccount(
+  settings: ClientSettings,
+  username: string,
+  password: string,
+): Promise<ChatClient> {
+  const name = normalizedUsername(username)
+  const store = await openSqliteStore(accountFile(settings.dataDir, settings.serverUrl, name))
+  try {
+    return await ChatClient.open(clientOptions(settings, store), password, name)
+  } catch (error) {
+    await store.close()
+    throw error
+  }
+}
+
+/** Gets a session token when the stored one is missing or expired. */
+export async function ensureLoggedIn(client: ChatClient, password: string): Promise<void> {
+  if (!client.loggedIn) await client.login(password)
+}

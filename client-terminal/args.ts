@@ -1,0 +1,189 @@
+/**
+ * The command line: `secure-chat [command] [arguments] [options]`. No command starts the
+ * interactive client; a command runs once for scripts (cli.ts). Pure: argv and env in, an
+ * Invocation or a UsageError out.
+ */
+import { parseArgs } from 'node:util'
+import { UsageError } from './exit-codes.js'
+
+export const DEFAULT_SERVER = 'https://localhost:8443'
+/** Longest --wait accepted: a day; scripts that want longer loop. */
+export const MAX_WAIT_SECONDS = 86_400
+
+export const USAGE = `Usage:
+  secure-chat [options]                              the interactive client
+  secure-chat register <user> [options]              create an account (here and on the server)
+  secure-chat send <user> <text> [options]           send a message; returns once the server accepted it
+  secure-chat read [--from <user>] [--json] [--wait <seconds>] [options]
+                                                     print unread messages and mark them read
+  secure-chat verify <user> [--confirm] [--json]     print the safety number; --confirm marks it verified
+  secure-chat accept-key <user>                      accept a contact's changed identity key
+  secure-chat help
+
+Options:
+  --server <url>     the server (SECURE_CHAT_SERVER; default ${DEFAULT_SERVER})
+  --ca <file>        trust this PEM certificate for a self-signed server (SECURE_CHAT_CA)
+  --data-dir <dir>   local data (default $XDG_DATA_HOME/secure-chat or ~/.local/share/secure-chat)
+  --user <name>      the local account to use (SECURE_CHAT_USER; default: the only one)
+
+The password comes from SECURE_CHAT_PASSWORD or standard input (typed without echo at a terminal).
+Exit codes: 0 ok, 1 unexpected failure, 2 usage, 3 wrong password, 4 refused by the server,
+5 network, 6 a contact's identity key changed, 7 local database problem.`
+
+export interface GlobalOptions {
+  readonly server: string
+  readonly ca: string | undefined
+  readonly dataDir: string | undefined
+  readonly user: string | undefined
+}
+
+export type Invocation =
+  | { readonly command: 'interactive'; readonly options: GlobalOptions }
+  | { readonly command: 'help' }
+  | { readonly command: 'register'; readonly options: GlobalOptions; readonly username: string }
+  | {
+      readonly command: 'send'
+      readonly options: GlobalOptions
+      readonly peer: string
+      readonly text: string
+      readonly json: boolean
+    }
+  | {
+      readonly command: 'read'
+      readonly options: GlobalOptions
+      readonly from: string | undefined
+      readonly json: boolean
+      readonly waitSeconds: number | undefined
+    }
+  | {
+      readonly command: 'verify'
+      readonly options: GlobalOptions
+      readonly peer: string
+      readonly confirm: boolean
+      readonly json: boolean
+    }
+  | { readonly command: 'accept-key'; readonly options: GlobalOptions; readonly peer: string }
+
+const COMMANDS = ['register', 'send', 'read', 'verify', 'accept-key', 'help'] as const
+type CommandName = (typeof COMMANDS)[number]
+
+/** Options each command takes beyond the global ones. */
+const COMMAND_OPTIONS: Record<CommandName | 'interactive', readonly string[]> = {
+  interactive: [],
+  help: [],
+  register: [],
+  send: ['json'],
+  read: ['from', 'json', 'wait'],
+  verify: ['confirm', 'json'],
+  'accept-key': [],
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value === '' ? undefined : value
+}
+
+export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv): Invocation {
+  let parsed: ReturnType<typeof parse>
+  try {
+    parsed = parse(argv)
+  } catch (error) {
+    throw new UsageError((error as Error).message)
+  }
+  const { values, positionals } = parsed
+  if (values.help) return { command: 'help' }
+  const [first, ...rest] = positionals
+  const command: CommandName | 'interactive' =
+    first === undefined
+      ? 'interactive'
+      : (COMMANDS as readonly string[]).includes(first)
+        ? (first as CommandName)
+        : 'interactive'
+  if (first !== undefined && command === 'interactive') {
+    throw new UsageError(`command: expected one of ${COMMANDS.join(', ')}, got "${first}"`)
+  }
+  if (command === 'help') return { command: 'help' }
+
+  for (const name of ['from', 'json', 'wait', 'confirm'] as const) {
+    if (values[name] !== undefined && !COMMAND_OPTIONS[command].includes(name)) {
+      throw new UsageError(`--${name}: expected only with ${commandsTaking(name)}, got it with ${command}`)
+    }
+  }
+  const options: GlobalOptions = {
+    server: nonEmpty(values.server) ?? nonEmpty(env.SECURE_CHAT_SERVER) ?? DEFAULT_SERVER,
+    ca: nonEmpty(values.ca) ?? nonEmpty(env.SECURE_CHAT_CA),
+    dataDir: nonEmpty(values['data-dir']),
+    user: nonEmpty(values.user) ?? nonEmpty(env.SECURE_CHAT_USER),
+  }
+  const json = values.json === true
+
+  switch (command) {
+    case 'interactive':
+      return { command, options }
+    case 'register': {
+      const [username] = exactly(command, rest, ['<user>'])
+      return { command, options, username: username as string }
+    }
+    case 'send': {
+      const [peer, ...words] = rest
+      if (peer === undefined || words.length === 0) {
+        throw new UsageError('send: expected <user> <text>, got too few arguments')
+      }
+      return { command, options, peer, text: words.join(' '), json }
+    }
+    case 'read': {
+      exactly(command, rest, [])
+      return { command, options, from: nonEmpty(values.from), json, waitSeconds: waitSeconds(values.wait) }
+    }
+    case 'verify': {
+      const [peer] = exactly(command, rest, ['<user>'])
+      return { command, options, peer: peer as string, confirm: values.confirm === true, json }
+    }
+    case 'accept-key': {
+      const [peer] = exactly(command, rest, ['<user>'])
+      return { command, options, peer: peer as string }
+    }
+  }
+}
+
+function parse(argv: readonly string[]) {
+  return parseArgs({
+    args: [...argv],
+    allowPositionals: true,
+    strict: true,
+    options: {
+      server: { type: 'string' },
+      ca: { type: 'string' },
+      'data-dir': { type: 'string' },
+      user: { type: 'string' },
+      from: { type: 'string' },
+      json: { type: 'boolean' },
+      wait: { type: 'string' },
+      confirm: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  })
+}
+
+function commandsTaking(option: string): string {
+  return Object.entries(COMMAND_OPTIONS)
+    .filter(([, options]) => options.includes(option))
+    .map(([name]) => name)
+    .join(', ')
+}
+
+function exactly(command: string, args: readonly string[], names: readonly string[]): string[] {
+  if (args.length !== names.length) {
+    const expected = names.length === 0 ? 'no arguments' : names.join(' ')
+    throw new UsageError(`${command}: expected ${expected}, got ${args.length} argument(s)`)
+  }
+  return [...args]
+}
+
+function waitSeconds(raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined
+  const seconds = Number(raw)
+  if (raw.trim() === '' || !Number.isFinite(seconds) || seconds < 0 || seconds > MAX_WAIT_SECONDS) {
+    throw new UsageError(`--wait: expected seconds from 0 to ${MAX_WAIT_SECONDS}, got "${raw}"`)
+  }
+  return seconds
+}

@@ -1,0 +1,489 @@
+/**
+ * The non-interactive commands for scripts: register, send, read, verify, accept-key. Each opens
+ * the local account, does one thing, and exits with a code from exit-codes.ts; results go to
+ * stdout (text, or JSON with --json), diagnostics to stderr as single lines.
+ *
+ * Commands that go online first catch up with the server (the core's `caught-up`: every queued
+ * message stored and acknowledged), so nothing is left half-received, and before leaving give the
+ * delivery receipts for what arrived a bounded moment to go out (`flush`; what does not is sent on
+ * the next connection).
+ */
+import { readFileSync } from 'node:fs'
+import type {
+  ChatClient,
+  ClientEvents,
+  ConnectionState,
+  DeliveryState,
+  MessageView,
+} from '../shared/client/chat-client.js'
+import { ClientError, ClientErrorCode, isClientError } from '../shared/client/errors.js'
+import {
+  type ClientSettings,
+  chooseAccount,
+  ensureLoggedIn,
+  normalizedUsername,
+  openAccount,
+  registerAccount,
+} from './accounts.js'
+import { type Invocation, USAGE } from './args.js'
+import { describeCertificateNotice, KnownCertificates } from './certificates.js'
+import { CommandError, describeFailure, ExitCode, exitCodeFor, UsageError } from './exit-codes.js'
+import { readPassword } from './password.js'
+import { certificatesFile, dataDirectory } from './paths.js'
+import { describeNetworkError, isCertificateError, parseServerUrl } from './transport.js'
+import { formatTimestamp, messageTime, safeText, safetyNumberRows } from './view.js'
+
+/** Waiting for the relay to accept our login (the core gives up after this long). */
+export const ONLINE_TIMEOUT_MS = 30_000
+/** Waiting for the whole queued backlog to arrive and be stored. */
+export const CATCH_UP_TIMEOUT_MS = 120_000
+/** Waiting for the server to accept a sent message. */
+export const ACCEPT_TIMEOUT_MS = 30_000
+/** How long receipts for what arrived may take to go out before we leave (they are kept if not). */
+export const RECEIPT_FLUSH_TIMEOUT_MS = 10_000
+/** Messages read from history per step while collecting unread ones. */
+const HISTORY_PAGE = 100
+
+export interface CliIo {
+  readonly stdin: NodeJS.ReadStream
+  readonly stdout: { write(text: string): unknown }
+  readonly stderr: { write(text: string): unknown }
+  readonly env: NodeJS.ProcessEnv
+}
+
+interface CommandContext {
+  readonly io: CliIo
+  readonly settings: ClientSettings
+  /** --user, or the environment's SECURE_CHAT_USER. */
+  readonly user: string | undefined
+  /** The first relay failure that retrying cannot cure (an untrusted certificate), if any. */
+  readonly fatalRelayError: () => Error | undefined
+}
+
+type ScriptInvocation = Exclude<Invocation, { command: 'interactive' } | { command: 'help' }>
+
+function warn(io: CliIo, text: string): void {
+  io.stderr.write(`secure-chat: ${text}\n`)
+}
+
+export function readCaFile(file: string | undefined): string | undefined {
+  if (file === undefined) return undefined
+  try {
+    return readFileSync(file, 'utf8')
+  } catch (error) {
+    throw new UsageError(
+      `--ca: expected a readable PEM file, got ${(error as NodeJS.ErrnoException).code ?? 'an error'} for ${file}`,
+    )
+  }
+}
+
+/** Settings shared by all commands (and the interactive client): server, CA, data directory. */
+export function clientSettings(
+  options: { server: string; ca: string | undefined; dataDir: string | undefined },
+  env: NodeJS.ProcessEnv,
+  extra: Pick<ClientSettings, 'onCertificate' | 'onSocketError'> = {},
+): ClientSettings {
+  let serverUrl: string
+  try {
+    serverUrl = parseServerUrl(options.server)
+  } catch (error) {
+    throw new UsageError(describeFailure(error))
+  }
+  return {
+    serverUrl,
+    ca: readCaFile(options.ca),
+    dataDir: dataDirectory(options.dataDir, env),
+    env,
+    ...extra,
+  }
+}
+
+export async function runCli(invocation: Invocation, io: CliIo): Promise<ExitCode> {
+  try {
+    if (invocation.command === 'help') {
+      io.stdout.write(`${USAGE}\n`)
+      return ExitCode.Ok
+    }
+    if (invocation.command === 'interactive') throw new UsageError('interactive: expected a terminal command')
+    let certificates: KnownCertificates | undefined
+    let fatalRelayError: Error | undefined
+    const settings = clientSettings(invocation.options, io.env, {
+      onCertificate: (certificate) => {
+        const notice = certificates?.observe(certificate)
+        if (notice) warn(io, describeCertificateNotice(notice, settings.serverUrl))
+      },
+      // The core only sees the socket close and tries again, which never cures an untrusted certificate.
+      onSocketError: (error) => {
+        if (isCertificateError(error)) fatalRelayError ??= error
+      },
+    })
+    certificates = new KnownCertificates(certificatesFile(settings.dataDir, settings.serverUrl))
+    await COMMANDS[invocation.command](
+      { io, settings, user: invocation.options.user, fatalRelayError: () => fatalRelayError },
+      invocation as never,
+    )
+    return ExitCode.Ok
+  } catch (error) {
+    warn(io, describeFailure(error))
+    return exitCodeFor(error)
+  }
+}
+
+const COMMANDS: {
+  [K in ScriptInvocation['command']]: (
+    context: CommandContext,
+    invocation: Extract<ScriptInvocation, { command: K }>,
+  ) => Promise<void>
+} = {
+  register: registerCommand,
+  send: sendCommand,
+  read: readCommand,
+  verify: verifyCommand,
+  'accept-key': acceptKeyCommand,
+}
+
+async function registerCommand(
+  context: CommandContext,
+  invocation: Extract<Invocation, { command: 'register' }>,
+): Promise<void> {
+  const username = normalizedUsername(invocation.username)
+  const password = await readPassword(context.io, { confirm: true })
+  const client = await registerAccount(context.settings, username, password)
+  await client.close()
+  context.io.stdout.write(`registered ${username} on ${context.settings.serverUrl}\n`)
+}
+
+/** Opens the chosen account with the password from the environment or stdin. */
+async function openChosenAccount(context: CommandContext): Promise<{ client: ChatClient; password: string }> {
+  const username = chooseAccount(context.settings, context.user)
+  const password = await readPassword(context.io)
+  return { client: await openAccount(context.settings, username, password), password }
+}
+
+/** The core events after which `until` checks its condition again. */
+const WAKING_EVENTS = [
+  'connection',
+  'caught-up',
+  'message',
+  'delivery',
+  'problem',
+] as const satisfies readonly (keyof ClientEvents)[]
+
+/** Resolves true once `condition` holds, checked now and after every core event above; false after `timeoutMs`. */
+function until(client: ChatClient, condition: () => boolean, timeoutMs: number): Promise<boolean> {
+  if (condition()) return Promise.resolve(true)
+  return new Promise((resolve) => {
+    const check = () => {
+      if (condition()) finish(true)
+    }
+    const stops = WAKING_EVENTS.map((event) => client.events.on(event, check))
+    const timer = setTimeout(() => finish(false), timeoutMs)
+    function finish(result: boolean): void {
+      clearTimeout(timer)
+      for (const stop of stops) stop()
+      resolve(result)
+    }
+  })
+}
+
+/** Connects and waits until online, refused, or failed for good; the state reached. */
+async function connectOnce(context: CommandContext, client: ChatClient): Promise<ConnectionState> {
+  client.connect()
+  // A socket error is followed by its close, which the core reports as a connection change.
+  await until(
+    client,
+    () =>
+      client.connection === 'online' ||
+      client.connection === 'logged-out' ||
+      context.fatalRelayError() !== undefined,
+    ONLINE_TIMEOUT_MS,
+  )
+  const fatal = context.fatalRelayError()
+  if (fatal) {
+    throw new ClientError(ClientErrorCode.Network, describeNetworkError(context.settings.serverUrl, fatal))
+  }
+  return client.connection
+}
+
+/** Goes online (logging in again if the server refused the stored session) and stores the backlog. */
+async function goOnline(context: CommandContext, client: ChatClient, password: string): Promise<void> {
+  await ensureLoggedIn(client, password)
+  let caughtUp = false
+  const stop = client.events.on('caught-up', () => {
+    caughtUp = true
+  })
+  try {
+    let state = await connectOnce(context, client)
+    if (state === 'logged-out') {
+      // The server no longer knows the stored session: log in once more and reconnect.
+      await client.login(password)
+      state = await connectOnce(context, client)
+    }
+    if (state !== 'online') {
+      throw new ClientError(
+        ClientErrorCode.Network,
+        `expected the relay of ${context.settings.serverUrl} within ${ONLINE_TIMEOUT_MS / 1000} s, got ${state === 'logged-out' ? 'a refused login' : 'no connection'}`,
+      )
+    }
+    if (!(await until(client, () => caughtUp, CATCH_UP_TIMEOUT_MS))) {
+      throw new ClientError(
+        ClientErrorCode.Network,
+        `expected the queued messages within ${CATCH_UP_TIMEOUT_MS / 1000} s, got only part of them`,
+      )
+    }
+  } finally {
+    stop()
+  }
+}
+
+/** Reports messages that arrive and cannot be read; returns the function that stops. */
+function reportUndecryptable(context: CommandContext, client: ChatClient): () => void {
+  return client.events.on('undecryptable', ({ peer, reason }) =>
+    warn(context.io, `a message from ${peer} could not be decrypted (${reason}) and was dropped`),
+  )
+}
+
+/** Gives the outbox (delivery receipts for what arrived) a bounded moment to reach the server. */
+async function flushReceipts(client: ChatClient): Promise<void> {
+  try {
+    await client.flush(RECEIPT_FLUSH_TIMEOUT_MS)
+  } catch (error) {
+    // Not accepted in time: the outbox keeps it for the next connection.
+    if (!isClientError(error, ClientErrorCode.Network)) throw error
+  }
+}
+
+async function sendCommand(
+  context: CommandContext,
+  invocation: Extract<Invocation, { command: 'send' }>,
+): Promise<void> {
+  const peer = normalizedUsername(invocation.peer)
+  const { client, password } = await openChosenAccount(context)
+  // Recorded from the start, so an answer that comes before `send` returns is not missed.
+  const states = new Map<string, DeliveryState>()
+  const refusals = new Map<string, { code: string; message: string }>()
+  const stops = [
+    reportUndecryptable(context, client),
+    client.events.on('delivery', ({ id, state }) => states.set(id, state)),
+    client.events.on('problem', ({ id, code, message }) => {
+      if (id !== undefined) refusals.set(id, { code, message })
+    }),
+  ]
+  try {
+    await goOnline(context, client, password)
+    const message = await client.send(peer, invocation.text)
+    // A refusal comes as a `problem` with the message's id (after the `failed` state, if final).
+    const answered = await until(
+      client,
+      () =>
+        refusals.has(message.id) ||
+        states.get(message.id) === 'accepted' ||
+        states.get(message.id) === 'delivered',
+      ACCEPT_TIMEOUT_MS,
+    )
+    const refusal = refusals.get(message.id)
+    if (refusal) {
+      throw new CommandError(
+        ExitCode.ServerRefused,
+        `expected the server to accept the message, got ${refusal.code}: ${refusal.message}${
+          refusal.code === 'E2E_ERR_USER_NOT_FOUND'
+            ? ''
+            : ' (it stays queued here and is sent again on the next connection)'
+        }`,
+      )
+    }
+    if (states.get(message.id) === 'failed') {
+      throw new CommandError(
+        ExitCode.ServerRefused,
+        `expected the server to accept the message to ${peer}, got a refusal`,
+      )
+    }
+    if (!answered) {
+      throw new ClientError(
+        ClientErrorCode.Network,
+        `expected the server to accept the message within ${ACCEPT_TIMEOUT_MS / 1000} s, got no answer (it stays queued and is sent on the next connection)`,
+      )
+    }
+    if (invocation.json) {
+      context.io.stdout.write(
+        `${JSON.stringify({ to: peer, id: message.id, sentAt: message.sentAt, state: 'accepted' })}\n`,
+      )
+    }
+    await flushReceipts(client)
+  } finally {
+    for (const stop of stops) stop()
+    await client.close()
+  }
+}
+
+export interface ReadMessage {
+  readonly from: string
+  readonly id: string
+  readonly text: string
+  /** The sender's clock when written (ms since the epoch). */
+  readonly sentAt: number
+  /** When the server first accepted it (ms since the epoch). */
+  readonly receivedAt: number | undefined
+  readonly verified: boolean
+  /** The sender's identity key changed and the change is not yet accepted. */
+  readonly identityChanged: boolean
+}
+
+/** The newest `count` incoming messages from `peer`, oldest first. */
+async function newestIncoming(client: ChatClient, peer: string, count: number): Promise<MessageView[]> {
+  const found: MessageView[] = []
+  let before: number | undefined
+  while (found.length < count) {
+    const page = await client.history(peer, {
+      limit: HISTORY_PAGE,
+      ...(before !== undefined ? { beforeOrder: before } : {}),
+    })
+    for (let i = page.length - 1; i >= 0 && found.length < count; i--) {
+      const message = page[i] as MessageView
+      if (message.direction === 'in') found.push(message)
+    }
+    if (page.length < HISTORY_PAGE) break
+    before = (page[0] as MessageView).order
+  }
+  return found.reverse()
+}
+
+async function unreadCount(client: ChatClient, from: string | undefined): Promise<number> {
+  const contacts = await client.contacts()
+  return contacts
+    .filter((contact) => from === undefined || contact.username === from)
+    .reduce((sum, contact) => sum + contact.unread, 0)
+}
+
+async function readCommand(
+  context: CommandContext,
+  invocation: Extract<Invocation, { command: 'read' }>,
+): Promise<void> {
+  const from = invocation.from === undefined ? undefined : normalizedUsername(invocation.from)
+  const { client, password } = await openChosenAccount(context)
+  let arrived = false
+  const stops = [
+    reportUndecryptable(context, client),
+    client.events.on('message', (message) => {
+      if (message.direction === 'in' && (from === undefined || message.peer === from)) arrived = true
+    }),
+  ]
+  try {
+    await goOnline(context, client, password)
+    if (invocation.waitSeconds !== undefined && (await unreadCount(client, from)) === 0) {
+      await until(client, () => arrived, invocation.waitSeconds * 1000)
+    }
+    await flushReceipts(client)
+    // Offline before collecting: nothing arrives between counting the unread messages and listing them.
+    await client.disconnect()
+
+    const messages: { message: MessageView; verified: boolean; identityChanged: boolean }[] = []
+    for (const contact of await client.contacts()) {
+      if (contact.identityChanged) {
+        warn(
+          context.io,
+          `${contact.username}'s identity key changed: compare safety numbers (secure-chat verify ${contact.username}), then accept it (secure-chat accept-key ${contact.username}); sending to ${contact.username} is blocked until then`,
+        )
+      }
+      if (contact.unread === 0 || (from !== undefined && contact.username !== from)) continue
+      for (const message of await newestIncoming(client, contact.username, contact.unread)) {
+        messages.push({ message, verified: contact.verified, identityChanged: contact.identityChanged })
+      }
+    }
+    messages.sort((a, b) => a.message.order - b.message.order)
+    for (const { message, verified, identityChanged } of messages) {
+      if (invocation.json) {
+        const line: ReadMessage = {
+          from: message.peer,
+          id: message.id,
+          text: message.text,
+          sentAt: message.sentAt,
+          receivedAt: message.serverAt,
+          verified,
+          identityChanged,
+        }
+        context.io.stdout.write(`${JSON.stringify(line)}\n`)
+      } else {
+        context.io.stdout.write(
+          `${formatTimestamp(messageTime(message))} ${message.peer}: ${safeText(message.text, { keepNewlines: true }).replace(/\n/g, '\n    ')}\n`,
+        )
+      }
+    }
+    // Read up to the newest message printed from each sender, and no further.
+    const newest = new Map<string, number>()
+    for (const { message } of messages) newest.set(message.peer, message.order)
+    for (const [peer, order] of newest) await client.markRead(peer, order)
+  } finally {
+    for (const stop of stops) stop()
+    await client.close()
+  }
+}
+
+async function verifyCommand(
+  context: CommandContext,
+  invocation: Extract<Invocation, { command: 'verify' }>,
+): Promise<void> {
+  const peer = normalizedUsername(invocation.peer)
+  const { client, password } = await openChosenAccount(context)
+  try {
+    let contact = await client.contact(peer)
+    if (!contact) {
+      // First time we hear of them: fetch their identity key from the server (trust on first use).
+      await ensureLoggedIn(client, password)
+      contact = await client.addContact(peer)
+    }
+    const safetyNumber = await client.safetyNumber(peer)
+    if (invocation.confirm) {
+      // Comparing the new key's safety number and confirming it is the strongest acknowledgement.
+      // The number printed is the one accepted: a key that changed again since is refused.
+      if (contact.identityChanged) await client.acceptIdentityChange(peer, safetyNumber.digits)
+      await client.markVerified(peer, true, safetyNumber.digits)
+    }
+    const verified = invocation.confirm || contact.verified
+    if (invocation.json) {
+      context.io.stdout.write(
+        `${JSON.stringify({
+          user: peer,
+          safetyNumber: safetyNumber.digits,
+          groups: safetyNumber.groups,
+          verified,
+          identityChanged: contact.identityChanged && !invocation.confirm,
+        })}\n`,
+      )
+    } else {
+      const rows = safetyNumberRows(safetyNumber.groups).map((row) => `  ${row}`)
+      context.io.stdout.write(`Safety number with ${peer}:\n${rows.join('\n')}\n`)
+      if (invocation.confirm) context.io.stdout.write(`${peer} is now marked as verified\n`)
+    }
+    if (contact.identityChanged && !invocation.confirm) {
+      warn(
+        context.io,
+        `${peer}'s identity key changed: this is the safety number of the new key; if it matches, run secure-chat verify ${peer} --confirm`,
+      )
+    }
+  } finally {
+    await client.close()
+  }
+}
+
+async function acceptKeyCommand(
+  context: CommandContext,
+  invocation: Extract<Invocation, { command: 'accept-key' }>,
+): Promise<void> {
+  const peer = normalizedUsername(invocation.peer)
+  const { client } = await openChosenAccount(context)
+  try {
+    const contact = await client.contact(peer)
+    if (!contact) throw new CommandError(ExitCode.Usage, `accept-key: expected a known contact, got ${peer}`)
+    if (!contact.identityChanged) {
+      context.io.stdout.write(`${peer}'s identity key has not changed\n`)
+      return
+    }
+    await client.acceptIdentityChange(peer)
+    context.io.stdout.write(
+      `accepted ${peer}'s new identity key (not verified: compare safety numbers with secure-chat verify ${peer})\n`,
+    )
+  } finally {
+    await client.close()
+  }
+}

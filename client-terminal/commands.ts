@@ -1,0 +1,117 @@
+/**
+ * The interactive client's command line: a pure parser from what the user typed to a Command.
+ * Text that does not start with "/" is a message to the open chat; "//text" sends "/text".
+ */
+
+export type Command =
+  | { readonly kind: 'text'; readonly text: string }
+  | { readonly kind: 'register'; readonly username: string }
+  | { readonly kind: 'login'; readonly username: string | undefined }
+  | { readonly kind: 'logout' }
+  | { readonly kind: 'users'; readonly query: string | undefined }
+  | { readonly kind: 'chat'; readonly username: string }
+  | { readonly kind: 'msg'; readonly username: string; readonly text: string }
+  | { readonly kind: 'history'; readonly count: number | undefined }
+  | { readonly kind: 'contacts' }
+  | { readonly kind: 'verify'; readonly username: string }
+  | { readonly kind: 'accept-key'; readonly username: string }
+  | { readonly kind: 'help' }
+  | { readonly kind: 'quit' }
+  | { readonly kind: 'empty' }
+  | { readonly kind: 'invalid'; readonly message: string }
+
+/** The most messages /history shows at once. */
+export const MAX_HISTORY_COUNT = 1_000
+
+export interface CommandHelp {
+  readonly usage: string
+  readonly description: string
+}
+
+export const COMMAND_HELP: readonly CommandHelp[] = [
+  { usage: '/register <user>', description: 'create an account on this device and the server' },
+  { usage: '/login [user]', description: 'open your account (asks for the password)' },
+  { usage: '/logout', description: 'end the session on the server (history stays here)' },
+  { usage: '/users [query]', description: 'find users whose names start with query; alone: who is online' },
+  { usage: '/chat <user>', description: 'open the conversation with user' },
+  { usage: '/msg <user> <text>', description: 'send text to user (and open that conversation)' },
+  { usage: '/history [n]', description: 'show the last n messages of the open conversation (default 50)' },
+  { usage: '/contacts', description: 'list contacts: unread, online, verified, key changes' },
+  { usage: '/verify <user>', description: 'compare safety numbers with user and mark them verified' },
+  { usage: '/accept-key <user>', description: "accept user's changed identity key" },
+  { usage: '/help', description: 'this list' },
+  { usage: '/quit', description: 'leave (Ctrl+C too)' },
+]
+
+function invalid(message: string): Command {
+  return { kind: 'invalid', message }
+}
+
+function oneName(name: string, args: string[], usage: string): Command | string {
+  if (args.length !== 1 || !args[0]) return invalid(`${name}: expected ${usage}`)
+  return args[0]
+}
+
+export function parseCommand(line: string): Command {
+  const trimmed = line.trim()
+  if (trimmed === '') return { kind: 'empty' }
+  if (!trimmed.startsWith('/')) return { kind: 'text', text: line.trim() }
+  if (trimmed.startsWith('//')) return { kind: 'text', text: trimmed.slice(1) }
+
+  const match = /^\/(\S+)\s*([\s\S]*)$/.exec(trimmed)
+  const name = (match?.[1] ?? '').toLowerCase()
+  const rest = match?.[2] ?? ''
+  const args = rest.split(/\s+/).filter((word) => word !== '')
+
+  switch (name) {
+    case 'register': {
+      const username = oneName('/register', args, '/register <user>')
+      return typeof username === 'string' ? { kind: 'register', username } : username
+    }
+    case 'login':
+      if (args.length > 1) return invalid('/login: expected /login [user]')
+      return { kind: 'login', username: args[0] }
+    case 'logout':
+      return args.length === 0 ? { kind: 'logout' } : invalid('/logout: expected no arguments')
+    case 'users':
+    case 'who':
+      if (args.length > 1) return invalid('/users: expected /users [query]')
+      return { kind: 'users', query: args[0] }
+    case 'chat':
+    case 'open': {
+      const username = oneName('/chat', args, '/chat <user>')
+      return typeof username === 'string' ? { kind: 'chat', username } : username
+    }
+    case 'msg': {
+      const msg = /^(\S+)\s+([\s\S]*\S)\s*$/.exec(rest)
+      if (!msg) return invalid('/msg: expected /msg <user> <text>')
+      return { kind: 'msg', username: msg[1] as string, text: msg[2] as string }
+    }
+    case 'history': {
+      if (args.length === 0) return { kind: 'history', count: undefined }
+      const count = Number(args[0])
+      if (args.length > 1 || !Number.isInteger(count) || count < 1 || count > MAX_HISTORY_COUNT) {
+        return invalid(`/history: expected a number of messages from 1 to ${MAX_HISTORY_COUNT}`)
+      }
+      return { kind: 'history', count }
+    }
+    case 'contacts':
+      return args.length === 0 ? { kind: 'contacts' } : invalid('/contacts: expected no arguments')
+    case 'verify': {
+      const username = oneName('/verify', args, '/verify <user>')
+      return typeof username === 'string' ? { kind: 'verify', username } : username
+    }
+    case 'accept-key': {
+      const username = oneName('/accept-key', args, '/accept-key <user>')
+      return typeof username === 'string' ? { kind: 'accept-key', username } : username
+    }
+    case 'help':
+    case '?':
+      return { kind: 'help' }
+    case 'quit':
+    case 'exit':
+      return { kind: 'quit' }
+    default:
+      return invalid(`unknown command /${name}: type /help for the list`)
+  }
+}

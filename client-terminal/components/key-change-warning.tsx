@@ -1,0 +1,14 @@
+import { Box, Text } from 'ink'
+import { keyChangeWarning } from '../view.js'
+
+/** A blocking warning: shown while the open contact's new identity key is not yet acknowledged. */
+export function KeyChangeWarning({ peer }: { readonly peer: string }) {
+  return (
+    <Box borderStyle="double" borderColor="red" paddingX={1} flexDirection="column">
+      <Text color="red" bold>
+        ⚠ SAFETY NUMBER CHANGED
+      </Text>
+      <Text color="red">{keyChangeWarning(peer)}</Text>
+    </Box>
+  )
+}

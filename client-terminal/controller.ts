@@ -1,0 +1,635 @@
+/**
+ * The interactive client's state and behaviour, without React: commands from the input line, the
+ * client core's events, prompts for passwords and confirmations, and the data the views show.
+ * The Ink components render `getState()`; tests drive this class directly or through the App.
+ *
+ * State is replaced, never mutated, so `useSyncExternalStore` sees every change. Everything the
+ * views show is re-read from the core after an event (one refresh at a time, coalesced), so the
+ * screen always matches what is stored.
+ */
+import type { ChatClient, ConnectionState, ContactView, MessageView } from '../shared/client/chat-client.js'
+import { ClientErrorCode, isClientError } from '../shared/client/errors.js'
+import { isProtocolError } from '../shared/errors.js'
+import { normalizeUsername } from '../shared/username.js'
+import { COMMAND_HELP, type Command, parseCommand } from './commands.js'
+import { contactLine, keyChangeWarning, safeText, safetyNumberRows } from './view.js'
+
+/** What the controller needs from a signed-in client core (a ChatClient, or a fake in tests). */
+export type ChatApi = Pick<
+  ChatClient,
+  | 'username'
+  | 'events'
+  | 'connection'
+  | 'loggedIn'
+  | 'login'
+  | 'connect'
+  | 'logout'
+  | 'close'
+  | 'contacts'
+  | 'contact'
+  | 'addContact'
+  | 'searchUsers'
+  | 'history'
+  | 'send'
+  | 'safetyNumber'
+  | 'markVerified'
+  | 'acceptIdentityChange'
+  | 'markRead'
+>
+
+/** Local accounts and how to open them (backend.ts for real, a fake in tests). */
+export interface AccountBackend {
+  readonly serverUrl: string
+  /** The account --user named, if any. */
+  readonly defaultUser: string | undefined
+  listAccounts(): string[]
+  /** Creates the account here and on the server, logged in. */
+  register(username: string, password: string): Promise<ChatApi>
+  /** Opens the local database with the password and makes sure there is a valid login. */
+  open(username: string, password: string): Promise<ChatApi>
+}
+
+export const DEFAULT_HISTORY = 50
+/** Notices kept (the view shows the last few). */
+export const MAX_NOTICES = 100
+
+export type NoticeLevel = 'info' | 'warning' | 'error'
+
+export interface Notice {
+  readonly id: number
+  readonly level: NoticeLevel
+  readonly text: string
+}
+
+export type Prompt =
+  | { readonly kind: 'password'; readonly purpose: 'login' | 'relogin'; readonly username: string }
+  | { readonly kind: 'password'; readonly purpose: 'register'; readonly username: string }
+  | {
+      readonly kind: 'password'
+      readonly purpose: 'register-repeat'
+      readonly username: string
+      readonly first: string
+    }
+  | {
+      readonly kind: 'confirm'
+      readonly purpose: 'verify'
+      readonly username: string
+      /** The safety number shown (digits): only the key it belongs to may be accepted. */
+      readonly safetyNumber: string
+    }
+
+export interface Panel {
+  readonly title: string
+  readonly lines: readonly string[]
+}
+
+export interface UiState {
+  readonly serverUrl: string
+  /** Signed in as (undefined: signed out). */
+  readonly username: string | undefined
+  readonly connection: ConnectionState
+  readonly contacts: readonly ContactView[]
+  readonly openChat: string | undefined
+  /** The open conversation's newest `historyLimit` messages, oldest first. */
+  readonly messages: readonly MessageView[]
+  readonly historyLimit: number
+  /** Output of the last command that printed something (help, contacts, users, verify). */
+  readonly panel: Panel | undefined
+  readonly notices: readonly Notice[]
+  readonly prompt: Prompt | undefined
+  /** Something slow in progress ("registering…"). */
+  readonly busy: string | undefined
+  /** The app has closed everything and should exit. */
+  readonly closed: boolean
+}
+
+export function promptLabel(prompt: Prompt): string {
+  switch (prompt.purpose) {
+    case 'login':
+    case 'relogin':
+      return `Password for ${prompt.username}: `
+    case 'register':
+      return `New password for ${prompt.username}: `
+    case 'register-repeat':
+      return 'Repeat the password: '
+    case 'verify':
+      return `Does ${prompt.username} see the same safety number? (yes/no) `
+  }
+}
+
+/** A user-facing sentence for a failure; never a stack or a secret (core messages carry neither). */
+export function describeError(error: unknown): string {
+  if (isClientError(error, ClientErrorCode.WrongPassword)) return 'wrong password'
+  if (isClientError(error) || isProtocolError(error)) return error.message
+  return error instanceof Error ? error.message : String(error)
+}
+
+export class Controller {
+  private state: UiState
+  private readonly listeners = new Set<() => void>()
+  private api: ChatApi | undefined
+  private detach: (() => void)[] = []
+  private noticeId = 0
+  private pending = 0
+  private idleWaiters: (() => void)[] = []
+  private refreshing = false
+  private refreshAgain = false
+
+  constructor(private readonly backend: AccountBackend) {
+    this.state = {
+      serverUrl: backend.serverUrl,
+      username: undefined,
+      connection: 'offline',
+      contacts: [],
+      openChat: undefined,
+      messages: [],
+      historyLimit: DEFAULT_HISTORY,
+      panel: undefined,
+      notices: [],
+      prompt: undefined,
+      busy: undefined,
+      closed: false,
+    }
+  }
+
+  // --- Store for React ------------------------------------------------------------------------------
+
+  readonly getState = (): UiState => this.state
+
+  readonly subscribe = (listener: () => void): (() => void) => {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  private update(change: Partial<UiState>): void {
+    this.state = { ...this.state, ...change }
+    for (const listener of this.listeners) listener()
+  }
+
+  notify(level: NoticeLevel, text: string): void {
+    const notice: Notice = { id: ++this.noticeId, level, text }
+    this.update({ notices: [...this.state.notices, notice].slice(-MAX_NOTICES) })
+  }
+
+  /** Resolves when no command and no refresh is running (tests wait on it). */
+  idle(): Promise<void> {
+    if (this.pending === 0) return Promise.resolve()
+    return new Promise((resolve) => this.idleWaiters.push(resolve))
+  }
+
+  private track(work: Promise<void>): void {
+    this.pending++
+    void work
+      .catch((error: unknown) => this.notify('error', describeError(error)))
+      .finally(() => {
+        this.pending--
+        if (this.pending === 0) {
+          const waiters = this.idleWaiters
+          this.idleWaiters = []
+          for (const resolve of waiters) resolve()
+        }
+      })
+  }
+
+  // --- Start ---------------------------------------------------------------------------------------
+
+  start(): void {
+    const accounts = this.backend.listAccounts()
+    const hint =
+      accounts.length === 0
+        ? 'No account on this device for this server yet: /register <name> to create one.'
+        : `Accounts here: ${accounts.join(', ')}. /login${accounts.length === 1 ? '' : ' <name>'} to open one, /register <name> for a new one.`
+    this.notify('info', `secure-chat on ${this.backend.serverUrl}. ${hint} /help lists the commands.`)
+  }
+
+  // --- Input ---------------------------------------------------------------------------------------
+
+  /** A line from the command input. */
+  submit(line: string): void {
+    const command = parseCommand(line)
+    if (command.kind === 'empty') return
+    this.track(this.run(command))
+  }
+
+  /** The answer to the current prompt (a password or yes/no). */
+  answerPrompt(value: string): void {
+    const prompt = this.state.prompt
+    if (!prompt) return
+    this.update({ prompt: undefined })
+    this.track(this.answer(prompt, value))
+  }
+
+  cancelPrompt(): void {
+    if (!this.state.prompt) return
+    this.update({ prompt: undefined })
+    this.notify('info', 'cancelled')
+  }
+
+  private requireSignedIn(): ChatApi {
+    if (!this.api) throw new Error('sign in first: /login, or /register <name>')
+    return this.api
+  }
+
+  private normalize(name: string): string {
+    try {
+      return normalizeUsername(name)
+    } catch (error) {
+      throw new Error(describeError(error))
+    }
+  }
+
+  private async run(command: Command): Promise<void> {
+    if (command.kind !== 'text') this.update({ panel: undefined })
+    switch (command.kind) {
+      case 'empty':
+        return
+      case 'invalid':
+        this.notify('error', command.message)
+        return
+      case 'help':
+        this.update({
+          panel: {
+            title: 'Commands (plain text goes to the open conversation; ↑/↓ recall earlier input)',
+            lines: COMMAND_HELP.map((help) => `${help.usage.padEnd(20)} ${help.description}`),
+          },
+        })
+        return
+      case 'quit':
+        await this.quit()
+        return
+      case 'register':
+        return this.startRegister(command.username)
+      case 'login':
+        return this.startLogin(command.username)
+      case 'logout':
+        return this.logout()
+      case 'users':
+        return this.users(command.query)
+      case 'contacts':
+        return this.showContacts()
+      case 'chat':
+        return this.openChat(command.username)
+      case 'msg':
+        await this.openChat(command.username)
+        return this.sendText(command.text)
+      case 'text':
+        return this.sendText(command.text)
+      case 'history':
+        return this.history(command.count)
+      case 'verify':
+        return this.startVerify(command.username)
+      case 'accept-key':
+        return this.acceptKey(command.username)
+    }
+  }
+
+  private async answer(prompt: Prompt, value: string): Promise<void> {
+    switch (prompt.purpose) {
+      case 'login':
+        return this.login(prompt.username, value)
+      case 'relogin': {
+        const api = this.requireSignedIn()
+        await api.login(value)
+        api.connect()
+        this.notify('info', `signed in again as ${api.username}`)
+        return
+      }
+      case 'register':
+        if (value.length === 0) {
+          this.notify('error', 'the password may not be empty')
+          return
+        }
+        this.update({
+          prompt: { kind: 'password', purpose: 'register-repeat', username: prompt.username, first: value },
+        })
+        return
+      case 'register-repeat':
+        if (value !== prompt.first) {
+          this.notify('error', 'the two passwords differ: /register again')
+          return
+        }
+        return this.register(prompt.username, value)
+      case 'verify':
+        return this.finishVerify(prompt.username, prompt.safetyNumber, /^(y|yes)$/i.test(value.trim()))
+    }
+  }
+
+  // --- Accounts ------------------------------------------------------------------------------------
+
+  private async startRegister(username: string): Promise<void> {
+    if (this.api) throw new Error(`signed in as ${this.api.username}: /logout first`)
+    const name = this.normalize(username)
+    if (this.backend.listAccounts().includes(name)) {
+      throw new Error(`${name} already has an account on this device: /login ${name}`)
+    }
+    this.update({ prompt: { kind: 'password', purpose: 'register', username: name } })
+  }
+
+  private async register(username: string, password: string): Promise<void> {
+    this.update({ busy: `registering ${username} (making keys)…` })
+    try {
+      this.attach(await this.backend.register(username, password))
+      this.notify(
+        'info',
+        `registered and signed in as ${username}. /users <name> finds people, /chat <name> opens a conversation.`,
+      )
+    } finally {
+      this.update({ busy: undefined })
+    }
+  }
+
+  private async startLogin(username: string | undefined): Promise<void> {
+    if (this.api) {
+      if (
+        this.api.connection === 'logged-out' &&
+        (username === undefined || this.normalize(username) === this.api.username)
+      ) {
+        this.update({ prompt: { kind: 'password', purpose: 'relogin', username: this.api.username } })
+        return
+      }
+      throw new Error(`signed in as ${this.api.username}: /logout first`)
+    }
+    const accounts = this.backend.listAccounts()
+    const chosen =
+      username !== undefined
+        ? this.normalize(username)
+        : (this.backend.defaultUser ?? (accounts.length === 1 ? accounts[0] : undefined))
+    if (chosen === undefined) {
+      throw new Error(
+        accounts.length === 0
+          ? 'no account on this device for this server: /register <name>'
+          : `which account? /login <name> (${accounts.join(', ')})`,
+      )
+    }
+    if (!accounts.includes(chosen))
+      throw new Error(`no account ${chosen} on this device: /register ${chosen}?`)
+    this.update({ prompt: { kind: 'password', purpose: 'login', username: chosen } })
+  }
+
+  private async login(username: string, password: string): Promise<void> {
+    this.update({ busy: `opening ${username}…` })
+    try {
+      this.attach(await this.backend.open(username, password))
+      this.notify('info', `signed in as ${username}`)
+    } finally {
+      this.update({ busy: undefined })
+    }
+  }
+
+  private attach(api: ChatApi): void {
+    this.api = api
+    const refresh = () => this.requestRefresh()
+    this.detach = [
+      api.events.on('message', refresh),
+      api.events.on('delivery', refresh),
+      api.events.on('presence', refresh),
+      api.events.on('identity-changed', ({ peer }) => {
+        this.notify('warning', keyChangeWarning(peer))
+        refresh()
+      }),
+      api.events.on('connection', ({ state }) => {
+        this.update({ connection: state })
+        if (state === 'logged-out')
+          this.notify('warning', `the server ended this session: /login to sign in again`)
+        if (state === 'online') refresh()
+      }),
+      api.events.on('problem', ({ message }) => this.notify('error', safeText(message))),
+      api.events.on('undecryptable', ({ peer, reason }) =>
+        this.notify('warning', `a message from ${peer} could not be decrypted (${reason}) and was dropped`),
+      ),
+    ]
+    this.update({ username: api.username, connection: api.connection, openChat: undefined, messages: [] })
+    api.connect()
+    this.requestRefresh()
+  }
+
+  private async release(): Promise<void> {
+    for (const stop of this.detach) stop()
+    this.detach = []
+    const api = this.api
+    this.api = undefined
+    await api?.close()
+  }
+
+  private async logout(): Promise<void> {
+    const api = this.requireSignedIn()
+    await api.logout()
+    await this.release()
+    this.update({
+      username: undefined,
+      connection: 'offline',
+      contacts: [],
+      openChat: undefined,
+      messages: [],
+    })
+    this.notify('info', `signed out of ${api.username} (the history stays on this device)`)
+  }
+
+  async quit(): Promise<void> {
+    if (this.state.closed) return
+    this.update({ busy: 'closing…' })
+    try {
+      await this.release()
+    } finally {
+      this.update({ busy: undefined, closed: true })
+    }
+  }
+
+  // --- People --------------------------------------------------------------------------------------
+
+  private async users(query: string | undefined): Promise<void> {
+    const api = this.requireSignedIn()
+    const contacts = await api.contacts()
+    if (query === undefined) {
+      const online = contacts.filter((contact) => contact.online).map((contact) => contact.username)
+      this.update({
+        panel: {
+          title: 'Contacts online',
+          lines: online.length > 0 ? online.map((name) => `● ${name}`) : ['nobody you know is online'],
+        },
+      })
+      return
+    }
+    const found = await api.searchUsers(query)
+    const known = new Map(contacts.map((contact) => [contact.username, contact]))
+    this.update({
+      panel: {
+        title: `Users starting with "${safeText(query)}"`,
+        lines:
+          found.length > 0
+            ? found.map((name) => {
+                const contact = known.get(name)
+                return contact ? `${contact.online ? '●' : '○'} ${name} (contact)` : `  ${name}`
+              })
+            : ['nobody found'],
+      },
+    })
+  }
+
+  private async showContacts(): Promise<void> {
+    const api = this.requireSignedIn()
+    const contacts = await api.contacts()
+    this.update({
+      contacts,
+      panel: {
+        title: 'Contacts',
+        lines:
+          contacts.length > 0
+            ? contacts.map((contact) => {
+                const line = contactLine(contact)
+                const facts = [
+                  contact.online ? 'online' : 'offline',
+                  contact.unread > 0 ? `${contact.unread} unread` : undefined,
+                  contact.identityChanged
+                    ? '⚠ identity key changed'
+                    : contact.verified
+                      ? '✔ verified'
+                      : 'not verified',
+                ].filter((fact) => fact !== undefined)
+                return `${line.presence} ${contact.username}: ${facts.join(', ')}`
+              })
+            : ['no contacts yet: /users <name> to find someone, /chat <name> to write'],
+      },
+    })
+  }
+
+  // --- Conversation --------------------------------------------------------------------------------
+
+  private async openChat(username: string): Promise<void> {
+    const api = this.requireSignedIn()
+    const name = this.normalize(username)
+    if (name === api.username) throw new Error('that is you: /chat <someone else>')
+    await api.addContact(name)
+    this.update({ openChat: name, historyLimit: DEFAULT_HISTORY, messages: [] })
+    await this.load()
+  }
+
+  private async sendText(text: string): Promise<void> {
+    const api = this.requireSignedIn()
+    const peer = this.state.openChat
+    if (!peer) throw new Error('no open conversation: /chat <user> first, or /msg <user> <text>')
+    const contact = this.state.contacts.find((candidate) => candidate.username === peer)
+    if (contact?.identityChanged) {
+      this.notify('warning', keyChangeWarning(peer))
+      return
+    }
+    try {
+      await api.send(peer, text)
+    } catch (error) {
+      if (isClientError(error, ClientErrorCode.IdentityChanged)) {
+        this.notify('warning', keyChangeWarning(peer))
+        this.requestRefresh()
+        return
+      }
+      throw error
+    }
+  }
+
+  private async history(count: number | undefined): Promise<void> {
+    this.requireSignedIn()
+    if (!this.state.openChat) throw new Error('no open conversation: /chat <user> first')
+    this.update({ historyLimit: count ?? DEFAULT_HISTORY })
+    await this.load()
+  }
+
+  // --- Safety numbers ------------------------------------------------------------------------------
+
+  private async startVerify(username: string): Promise<void> {
+    const api = this.requireSignedIn()
+    const name = this.normalize(username)
+    const contact = (await api.contact(name)) ?? (await api.addContact(name))
+    const safetyNumber = await api.safetyNumber(name)
+    this.update({
+      panel: {
+        title: `Safety number with ${name}${contact.identityChanged ? ' (their NEW identity key)' : ''}`,
+        lines: [
+          ...safetyNumberRows(safetyNumber.groups).map((row) => `   ${row}`),
+          '',
+          `Compare it with the number ${name} sees for you, in person or over a channel you trust.`,
+        ],
+      },
+      prompt: { kind: 'confirm', purpose: 'verify', username: name, safetyNumber: safetyNumber.digits },
+    })
+  }
+
+  private async finishVerify(username: string, shown: string, matches: boolean): Promise<void> {
+    const api = this.requireSignedIn()
+    if (!matches) {
+      this.notify(
+        'warning',
+        `${username} not marked as verified. If the numbers differ, someone may be intercepting: do not trust this conversation.`,
+      )
+      return
+    }
+    const contact = await api.contact(username)
+    // Refused if the key changed again after the number was shown.
+    if (contact?.identityChanged) await api.acceptIdentityChange(username, shown)
+    await api.markVerified(username, true, shown)
+    this.update({ panel: undefined })
+    this.notify('info', `${username} is verified ✔`)
+    this.requestRefresh()
+  }
+
+  private async acceptKey(username: string): Promise<void> {
+    const api = this.requireSignedIn()
+    const name = this.normalize(username)
+    const contact = await api.contact(name)
+    if (!contact?.identityChanged) {
+      this.notify('info', `${name}'s identity key has not changed`)
+      return
+    }
+    await api.acceptIdentityChange(name)
+    this.notify(
+      'info',
+      `accepted ${name}'s new identity key (not verified: /verify ${name} to compare safety numbers)`,
+    )
+    this.requestRefresh()
+  }
+
+  // --- Refresh -------------------------------------------------------------------------------------
+
+  private requestRefresh(): void {
+    if (this.refreshing) {
+      this.refreshAgain = true
+      return
+    }
+    this.refreshing = true
+    this.track(
+      (async () => {
+        try {
+          do {
+            this.refreshAgain = false
+            await this.load()
+          } while (this.refreshAgain)
+        } finally {
+          this.refreshing = false
+        }
+      })(),
+    )
+  }
+
+  /** Re-reads contacts and the open conversation; what is on screen counts as read. */
+  private async load(): Promise<void> {
+    const api = this.api
+    if (!api) return
+    const peer = this.state.openChat
+    let contacts = await api.contacts()
+    let messages: readonly MessageView[] = []
+    if (peer !== undefined) {
+      messages = await api.history(peer, { limit: this.state.historyLimit })
+      const newest = messages.at(-1)
+      if (newest && (contacts.find((contact) => contact.username === peer)?.unread ?? 0) > 0) {
+        // Up to the newest message on screen: one arriving meanwhile stays unread until shown.
+        await api.markRead(peer, newest.order)
+        contacts = await api.contacts()
+      }
+    }
+    // The user may have switched conversation or signed out meanwhile.
+    if (this.api !== api) return
+    if (this.state.openChat !== peer) {
+      this.update({ contacts })
+      return
+    }
+    this.update({ contacts, messages, connection: api.connection })
+  }
+}

@@ -1,0 +1,79 @@
+/**
+ * Exit codes of the non-interactive commands, and the one-line message for each failure. Scripts
+ * branch on the code; the message (on stderr) is for the person reading the log.
+ *
+ *   0  ok
+ *   1  unexpected failure (a bug: please report it)
+ *   2  usage: bad arguments or options, an invalid username, an empty message, no password given
+ *   3  wrong password: the local database did not open with it (nothing was changed)
+ *   4  the server refused: username taken, weak password, unknown user, rate limit, session refused
+ *   5  network: the server could not be reached, or its certificate is not trusted
+ *   6  the contact's identity key changed: compare safety numbers, then `accept-key` before sending
+ *   7  local database: none for this account, more than one to choose from, damaged, foreign, from a
+ *      newer version, or in use by another secure-chat process (the file is left untouched)
+ */
+import { isClientError } from '../shared/client/errors.js'
+import { isProtocolError } from '../shared/errors.js'
+
+export const ExitCode = {
+  Ok: 0,
+  Failure: 1,
+  Usage: 2,
+  WrongPassword: 3,
+  ServerRefused: 4,
+  Network: 5,
+  IdentityChanged: 6,
+  LocalDatabase: 7,
+} as const
+export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode]
+
+/** A mistake in how the command was called. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError'
+}
+
+/** A failure that already knows its exit code (e.g. "which account?" is a local-database problem). */
+export class CommandError extends Error {
+  override readonly name = 'CommandError'
+  constructor(
+    readonly exitCode: ExitCode,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+export function exitCodeFor(error: unknown): ExitCode {
+  if (error instanceof UsageError) return ExitCode.Usage
+  if (error instanceof CommandError) return error.exitCode
+  if (isClientError(error)) {
+    switch (error.code) {
+      case 'E2E_ERR_WRONG_PASSWORD':
+        return ExitCode.WrongPassword
+      case 'E2E_ERR_SERVER':
+      case 'E2E_ERR_UNKNOWN_USER':
+      case 'E2E_ERR_NOT_LOGGED_IN':
+        return ExitCode.ServerRefused
+      case 'E2E_ERR_NETWORK':
+        return ExitCode.Network
+      case 'E2E_ERR_IDENTITY_CHANGED':
+        return ExitCode.IdentityChanged
+      case 'E2E_ERR_NO_ACCOUNT':
+      case 'E2E_ERR_ACCOUNT_MISMATCH':
+      case 'E2E_ERR_CORRUPT_STORE':
+      case 'E2E_ERR_CLIENT_STATE':
+        return ExitCode.LocalDatabase
+      case 'E2E_ERR_CLIENT_INPUT':
+        return ExitCode.Usage
+    }
+  }
+  // Usernames and passwords refused by the protocol core's own checks.
+  if (isProtocolError(error, 'E2E_ERR_INVALID_INPUT')) return ExitCode.Usage
+  return ExitCode.Failure
+}
+
+/** The message to print: one line, never a stack. */
+export function describeFailure(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error)
+  return message.replace(/\s*\n\s*/g, ' ')
+}

@@ -1,0 +1,449 @@
+/**
+ * The Ink application through ink-testing-library: keystrokes in, frames out, with the client core
+ * replaced by FakeChat. Waits poll for what the frame should show (vi.waitFor), never for time.
+ */
+import { render } from 'ink-testing-library'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import type { MessageView } from '../../shared/client/chat-client.js'
+import { App } from '../app.js'
+import { KeyChangeWarning } from '../components/key-change-warning.js'
+import { LineInput } from '../components/line-input.js'
+import { MessageList } from '../components/message-list.js'
+import { PromptInput } from '../components/prompt-input.js'
+import { Controller } from '../controller.js'
+import { FAKE_SAFETY_GROUPS, FakeBackend, type FakeChat } from './fake-chat.js'
+
+const NOW = Date.UTC(2027, 0, 15, 12, 0, 0)
+const ENTER = '\r'
+const UP = '\u001B[A'
+const DOWN = '\u001B[B'
+const ESCAPE = '\u001B'
+const LEFT = '\u001B[D'
+const HOME = '\u001B[H'
+const END = '\u001B[F'
+const BACKSPACE = '\u007F'
+const CTRL_U = '\u0015'
+const CTRL_K = '\u000B'
+const CTRL_W = '\u0017'
+
+async function settle(): Promise<void> {
+  for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve))
+}
+
+let unmount: (() => void) | undefined
+afterEach(() => {
+  unmount?.()
+  unmount = undefined
+})
+
+async function start(setup: (backend: FakeBackend) => void = () => {}) {
+  const backend = new FakeBackend()
+  setup(backend)
+  const controller = new Controller(backend)
+  controller.start()
+  const app = render(<App controller={controller} now={() => NOW} timeZone="UTC" />)
+  unmount = app.unmount
+  await vi.waitFor(() => expect(app.lastFrame()).toContain('> '))
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: strips the colours from the frame
+  const frame = () => (app.lastFrame() ?? '').replace(/\u001b\[[0-9;]*m/g, '')
+  const type = async (text: string) => {
+    // React runs the input hooks' effects (which subscribe to keystrokes) on the next turns of the
+    // event loop after a render: let them run before each keystroke.
+    await settle()
+    app.stdin.write(text)
+    await settle()
+  }
+  const shows = (text: string) => vi.waitFor(() => expect(frame()).toContain(text))
+  const enter = async (line: string) => {
+    await type(line)
+    await shows(`> ${line}`)
+    await type(ENTER)
+    await controller.idle()
+  }
+  return { backend, controller, app, frame, type, shows, enter }
+}
+
+async function signedIn(setup: (backend: FakeBackend, chat: FakeChat) => void = () => {}) {
+  let chat: FakeChat | undefined
+  const ui = await start((backend) => {
+    chat = backend.addAccount('alice', 'correct horse battery')
+    setup(backend, chat)
+  })
+  await ui.enter('/login')
+  await ui.shows('Password for alice:')
+  await ui.type('correct horse battery')
+  await ui.type(ENTER)
+  await ui.shows('alice @ https://chat.example:8443')
+  await ui.controller.idle()
+  return { ...ui, chat: chat as FakeChat }
+}
+
+function message(partial: Partial<MessageView> & Pick<MessageView, 'id' | 'text'>): MessageView {
+  return {
+    peer: 'bob',
+    direction: 'out',
+    sentAt: NOW - 60_000,
+    serverAt: NOW - 60_000,
+    state: 'accepted',
+    order: 1,
+    ...partial,
+  }
+}
+
+describe('MessageList', () => {
+  it('shows time, author, text and a delivery mark for each state', () => {
+    const messages: MessageView[] = [
+      message({
+        id: 'a',
+        text: 'still sending',
+        state: 'sending',
+        serverAt: undefined,
+        sentAt: NOW - 5 * 60_000,
+      }),
+      message({ id: 'b', text: 'on the server', state: 'accepted', serverAt: Date.UTC(2027, 0, 15, 11, 1) }),
+      message({ id: 'c', text: 'arrived', state: 'delivered', serverAt: Date.UTC(2027, 0, 15, 11, 2) }),
+      message({ id: 'd', text: 'refused', state: 'failed', serverAt: Date.UTC(2027, 0, 15, 11, 3) }),
+      message({
+        id: 'e',
+        text: 'hello alice',
+        direction: 'in',
+        state: 'received',
+        serverAt: Date.UTC(2027, 0, 14, 9, 30),
+      }),
+    ]
+    const { lastFrame, unmount: stop } = render(
+      <MessageList
+        peer="bob"
+        verified={false}
+        messages={messages}
+        maxRows={10}
+        width={80}
+        now={NOW}
+        timeZone="UTC"
+      />,
+    )
+    const lines = (lastFrame() ?? '').split('\n')
+    expect(lines[0]).toContain('Conversation with bob')
+    expect(lines[0]).toContain('not verified')
+    expect(lines).toContain('11:55 you: still sending …')
+    expect(lines).toContain('11:01 you: on the server ✓')
+    expect(lines).toContain('11:02 you: arrived ✓✓')
+    expect(lines).toContain('11:03 you: refused ✗')
+    // Another day gets its date; incoming messages carry no mark.
+    expect(lines).toContain('2027-01-14 09:30 bob: hello alice')
+    stop()
+  })
+
+  it('shows only the newest messages that fit, and says how many are hidden', () => {
+    const messages = Array.from({ length: 8 }, (_, i) =>
+      message({ id: `m${i}`, text: `number ${i}`, order: i }),
+    )
+    const { lastFrame, unmount: stop } = render(
+      <MessageList peer="bob" verified messages={messages} maxRows={4} width={80} now={NOW} timeZone="UTC" />,
+    )
+    const frame = lastFrame() ?? ''
+    expect(frame).toContain('✔ verified')
+    expect(frame).toContain('5 earlier')
+    expect(frame).not.toContain('number 4')
+    expect(frame).toContain('number 5')
+    expect(frame).toContain('number 7')
+    stop()
+  })
+
+  it('neutralises terminal control sequences in message text', () => {
+    const hostile = message({
+      id: 'x',
+      direction: 'in',
+      state: 'received',
+      text: 'hi\u001b[2J\u001b]0;owned\u0007 there',
+    })
+    const { lastFrame, unmount: stop } = render(
+      <MessageList
+        peer="bob"
+        verified={false}
+        messages={[hostile]}
+        maxRows={5}
+        width={80}
+        now={NOW}
+        timeZone="UTC"
+      />,
+    )
+    const frame = lastFrame() ?? ''
+    expect(frame).not.toContain('\u001b[2J')
+    expect(frame).not.toContain('\u0007')
+    expect(frame).toContain('hi\uFFFD[2J\uFFFD]0;owned\uFFFD there')
+    stop()
+  })
+})
+
+describe('KeyChangeWarning', () => {
+  it('says what happened and which commands lift the block', () => {
+    const { lastFrame, unmount: stop } = render(<KeyChangeWarning peer="bob" />)
+    const frame = (lastFrame() ?? '').replace(/\s+/g, ' ')
+    expect(frame).toContain('SAFETY NUMBER CHANGED')
+    expect(frame).toContain("bob's identity key has changed")
+    expect(frame).toContain('/verify bob')
+    expect(frame).toContain('/accept-key bob')
+    expect(frame).toContain('blocked')
+    stop()
+  })
+})
+
+describe('PromptInput', () => {
+  it('masks a password: stars on screen, the real value on submit, Esc cancels', async () => {
+    const submitted: string[] = []
+    let cancelled = 0
+    const {
+      lastFrame,
+      stdin,
+      unmount: stop,
+    } = render(
+      <PromptInput
+        label="Password for alice: "
+        masked
+        onSubmit={(value) => submitted.push(value)}
+        onCancel={() => cancelled++}
+      />,
+    )
+    stdin.write('hunter2-secret')
+    await vi.waitFor(() => expect(lastFrame()).toContain('Password for alice: **************'))
+    expect(lastFrame()).not.toContain('hunter2')
+    stdin.write(ENTER)
+    await vi.waitFor(() => expect(submitted).toEqual(['hunter2-secret']))
+    stdin.write(ESCAPE)
+    await vi.waitFor(() => expect(cancelled).toBe(1))
+    stop()
+  })
+})
+
+describe('App', () => {
+  it('starts signed out and says how to begin', async () => {
+    const ui = await start()
+    await ui.shows('signed out')
+    await ui.shows('No account on this device for this server yet: /register')
+  })
+
+  it('logs in through a masked password prompt; the password never reaches the screen', async () => {
+    const ui = await signedIn()
+    expect(ui.app.frames.join('\n')).not.toContain('correct horse battery')
+    await ui.shows('● online')
+    await ui.shows('signed in as alice')
+    expect(ui.backend.passwordsSeen).toEqual(['correct horse battery'])
+  })
+
+  it('reports a wrong password and stays signed out', async () => {
+    const ui = await start((backend) => backend.addAccount('alice', 'correct horse battery'))
+    await ui.enter('/login alice')
+    await ui.type('wrong')
+    await ui.type(ENTER)
+    await ui.controller.idle()
+    await ui.shows('✗ wrong password')
+    expect(ui.frame()).toContain('signed out')
+  })
+
+  it('registers with the password asked twice', async () => {
+    const ui = await start()
+    await ui.enter('/register Dave')
+    await ui.shows('New password for dave:')
+    await ui.type('a long passphrase')
+    await ui.type(ENTER)
+    await ui.shows('Repeat the password:')
+    await ui.type('a long passphrase')
+    await ui.type(ENTER)
+    await ui.controller.idle()
+    await ui.shows('dave @ https://chat.example:8443')
+    expect(ui.backend.listAccounts()).toEqual(['dave'])
+  })
+
+  it('opens a chat, sends, and follows the delivery marks', async () => {
+    const ui = await signedIn()
+    await ui.enter('/chat bob')
+    await ui.shows('Conversation with bob')
+    await ui.enter('hello bob')
+    await ui.shows('08:00 you: hello bob …')
+    const [sent] = await ui.chat.history('bob')
+    ui.chat.setDelivery(sent?.id as string, 'accepted')
+    await ui.shows('you: hello bob ✓')
+    ui.chat.setDelivery(sent?.id as string, 'delivered')
+    await ui.shows('you: hello bob ✓✓')
+    ui.chat.receive('bob', 'hi alice')
+    await ui.shows('08:00 bob: hi alice')
+  })
+
+  it('shows unread counts and presence in the contact list, and clears unread when opened', async () => {
+    const ui = await signedIn((_backend, chat) => {
+      chat.directory.push('carol')
+    })
+    await ui.enter('/chat bob')
+    ui.chat.receive('carol', 'are you there?')
+    ui.chat.receive('carol', 'hello?')
+    await ui.shows('carol (2)')
+    ui.chat.setOnline('carol', true)
+    await ui.shows('● carol (2)')
+    await ui.enter('/chat carol')
+    await ui.shows('Conversation with carol')
+    await vi.waitFor(() => expect(ui.frame()).not.toContain('(2)'))
+    await ui.shows('carol: hello?')
+  })
+
+  it('blocks sending after a key change until the user accepts the new key', async () => {
+    const ui = await signedIn()
+    await ui.enter('/chat bob')
+    ui.chat.changeIdentity('bob')
+    await ui.shows('SAFETY NUMBER CHANGED')
+    await ui.shows('bob ⚠')
+    await ui.enter('are you still you?')
+    expect(await ui.chat.history('bob')).toEqual([])
+    await ui.enter('/accept-key bob')
+    await vi.waitFor(() => expect(ui.frame()).not.toContain('SAFETY NUMBER CHANGED'))
+    await ui.shows("accepted bob's new identity key")
+    await ui.enter('and now?')
+    await ui.shows('you: and now? …')
+  })
+
+  it('shows the safety number in twelve groups and marks the contact verified on "yes"', async () => {
+    const ui = await signedIn()
+    await ui.enter('/chat bob')
+    await ui.enter('/verify bob')
+    await ui.shows('Safety number with bob')
+    await ui.shows(FAKE_SAFETY_GROUPS.slice(0, 4).join(' '))
+    await ui.shows(FAKE_SAFETY_GROUPS.slice(4, 8).join(' '))
+    await ui.shows(FAKE_SAFETY_GROUPS.slice(8, 12).join(' '))
+    await ui.shows('Does bob see the same safety number? (yes/no)')
+    await ui.type('yes')
+    await ui.type(ENTER)
+    await ui.controller.idle()
+    await ui.shows('bob is verified ✔')
+    expect((await ui.chat.contact('bob'))?.verified).toBe(true)
+  })
+
+  it('recalls earlier input with the arrow keys', async () => {
+    const ui = await signedIn()
+    await ui.enter('/chat bob')
+    await ui.enter('first line')
+    await ui.enter('second line')
+    await ui.type(UP)
+    await ui.shows('> second line')
+    await ui.type(UP)
+    await ui.shows('> first line')
+    await ui.type(DOWN)
+    await ui.shows('> second line')
+    await ui.type(ENTER)
+    await ui.controller.idle()
+    expect((await ui.chat.history('bob')).map((sent) => sent.text)).toEqual([
+      'first line',
+      'second line',
+      'second line',
+    ])
+  })
+
+  it('lists commands, users and contacts, and reports unknown commands', async () => {
+    const ui = await signedIn()
+    await ui.enter('/help')
+    await ui.shows('/verify <user>')
+    await ui.enter('/users bo')
+    await ui.shows('Users starting with "bo"')
+    await ui.shows('bobby')
+    await ui.enter('/chat bob')
+    await ui.enter('/contacts')
+    await ui.shows('○ bob: offline, not verified')
+    await ui.enter('/frobnicate')
+    await ui.shows('unknown command /frobnicate')
+  })
+
+  it('asks for the password again when the server ends the session', async () => {
+    const ui = await signedIn()
+    ui.chat.setConnection('logged-out')
+    await ui.shows('the server ended this session: /login to sign in again')
+    await ui.enter('/login')
+    await ui.shows('Password for alice:')
+    await ui.type('correct horse battery')
+    await ui.type(ENTER)
+    await ui.controller.idle()
+    await ui.shows('signed in again as alice')
+    await ui.shows('● online')
+  })
+
+  it('signs out with /logout and closes everything with /quit', async () => {
+    const ui = await signedIn()
+    await ui.enter('/logout')
+    await ui.shows('signed out of alice')
+    expect(ui.chat.closed).toBe(true)
+    await ui.enter('/quit')
+    await vi.waitFor(() => expect(ui.controller.getState().closed).toBe(true))
+  })
+})
+
+describe('LineInput', () => {
+  async function editor(options: { remember?: boolean } = {}) {
+    const submitted: string[] = []
+    const app = render(
+      <LineInput
+        prompt="> "
+        remember={options.remember ?? false}
+        onSubmit={(line) => submitted.push(line)}
+      />,
+    )
+    unmount = app.unmount
+    await vi.waitFor(() => expect(app.lastFrame()).toMatch(/^>/))
+    const type = async (text: string) => {
+      await settle()
+      app.stdin.write(text)
+      await settle()
+    }
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: strips the colours from the frame
+    const line = () => (app.lastFrame() ?? '').replace(/\u001b\[[0-9;]*m/g, '').trimEnd()
+    return { submitted, type, line }
+  }
+
+  it('submits the first line of keys that arrive together and keeps the rest unsent', async () => {
+    const { submitted, type, line } = await editor()
+    await type('/login\rmy secret')
+    expect(submitted).toEqual(['/login'])
+    await vi.waitFor(() => expect(line()).toBe('> my secret'))
+  })
+
+  it('edits: cursor keys, Home/End, Backspace, Ctrl+U/K/W, emoji as one character', async () => {
+    const { submitted, type } = await editor()
+    await type('hello wrld')
+    await type(LEFT.repeat(3))
+    await type('o')
+    await type(ENTER)
+    await type('one two three')
+    await type(CTRL_W)
+    await type(ENTER)
+    await type('a😀b')
+    await type(LEFT)
+    await type(BACKSPACE)
+    await type(ENTER)
+    await type('keep this')
+    await type(HOME)
+    await type(CTRL_K)
+    await type('start ')
+    await type(END)
+    await type('!')
+    await type(ENTER)
+    await type('gone')
+    await type(CTRL_U)
+    await type('x')
+    await type(ENTER)
+    expect(submitted).toEqual(['hello world', 'one two ', 'ab', 'start !', 'x'])
+  })
+
+  it('recalls earlier lines and gives back the unsent draft', async () => {
+    const { submitted, type, line } = await editor({ remember: true })
+    await type('first\r')
+    await type('second\r')
+    await type('draft')
+    await type(UP)
+    await vi.waitFor(() => expect(line()).toBe('> second'))
+    await type(UP)
+    await vi.waitFor(() => expect(line()).toBe('> first'))
+    await type(UP)
+    await vi.waitFor(() => expect(line()).toBe('> first'))
+    await type(DOWN)
+    await type(DOWN)
+    await vi.waitFor(() => expect(line()).toBe('> draft'))
+    expect(submitted).toEqual(['first', 'second'])
+  })
+})

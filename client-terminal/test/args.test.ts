@@ -1,0 +1,79 @@
+import { describe, expect, it } from 'vitest'
+import { DEFAULT_SERVER, parseInvocation } from '../args.js'
+import { UsageError } from '../exit-codes.js'
+
+const env = {}
+
+describe('parseInvocation', () => {
+  it('starts the interactive client without a command', () => {
+    expect(parseInvocation(['--server', 'https://h:1', '--ca', 'c.pem', '--data-dir', 'd'], env)).toEqual({
+      command: 'interactive',
+      options: { server: 'https://h:1', ca: 'c.pem', dataDir: 'd', user: undefined },
+    })
+    expect(parseInvocation([], env)).toMatchObject({ options: { server: DEFAULT_SERVER } })
+  })
+
+  it('takes server, CA and user from the environment, options winning', () => {
+    const fromEnv = {
+      SECURE_CHAT_SERVER: 'https://env:2',
+      SECURE_CHAT_CA: 'env.pem',
+      SECURE_CHAT_USER: 'eve',
+    }
+    expect(parseInvocation(['read'], fromEnv)).toMatchObject({
+      options: { server: 'https://env:2', ca: 'env.pem', user: 'eve' },
+    })
+    expect(parseInvocation(['read', '--server', 'https://opt:3', '--user', 'bob'], fromEnv)).toMatchObject({
+      options: { server: 'https://opt:3', ca: 'env.pem', user: 'bob' },
+    })
+  })
+
+  it('parses each command', () => {
+    expect(parseInvocation(['register', 'alice'], env)).toMatchObject({
+      command: 'register',
+      username: 'alice',
+    })
+    expect(parseInvocation(['send', 'bob', 'hello', 'there'], env)).toMatchObject({
+      command: 'send',
+      peer: 'bob',
+      text: 'hello there',
+      json: false,
+    })
+    expect(parseInvocation(['send', 'bob', 'hi', '--json'], env)).toMatchObject({ json: true })
+    expect(parseInvocation(['read', '--from', 'bob', '--json', '--wait', '2.5'], env)).toMatchObject({
+      command: 'read',
+      from: 'bob',
+      json: true,
+      waitSeconds: 2.5,
+    })
+    expect(parseInvocation(['read'], env)).toMatchObject({
+      from: undefined,
+      json: false,
+      waitSeconds: undefined,
+    })
+    expect(parseInvocation(['verify', 'bob', '--confirm'], env)).toMatchObject({
+      command: 'verify',
+      confirm: true,
+    })
+    expect(parseInvocation(['accept-key', 'bob'], env)).toMatchObject({ command: 'accept-key', peer: 'bob' })
+    expect(parseInvocation(['help'], env)).toEqual({ command: 'help' })
+    expect(parseInvocation(['read', '--help'], env)).toEqual({ command: 'help' })
+  })
+
+  const mistakes: [string[], string][] = [
+    [['frobnicate'], 'expected one of'],
+    [['register'], 'register: expected <user>'],
+    [['register', 'a', 'b'], 'register: expected <user>'],
+    [['send', 'bob'], 'send: expected <user> <text>'],
+    [['read', 'extra'], 'read: expected no arguments'],
+    [['read', '--wait', 'soon'], '--wait: expected seconds'],
+    [['read', '--wait=-1'], '--wait: expected seconds'],
+    [['read', '--confirm'], '--confirm: expected only with verify'],
+    [['send', 'bob', 'hi', '--from', 'x'], '--from: expected only with read'],
+    [['register', 'alice', '--json'], '--json: expected only with'],
+    [['read', '--bogus'], 'bogus'],
+  ]
+  it.each(mistakes)('refuses %j', (argv, message) => {
+    expect(() => parseInvocation(argv, env)).toThrow(UsageError)
+    expect(() => parseInvocation(argv, env)).toThrow(message)
+  })
+})

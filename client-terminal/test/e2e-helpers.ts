@@ -1,0 +1,157 @@
+/**
+ * End-to-end helpers: the real CLI as child processes (`node --import tsx client-terminal/main.ts`)
+ * against the real server over TLS on loopback, each account in its own temporary data directory.
+ * Child processes run asynchronously: the server lives in the test's own process and must keep
+ * answering while they run.
+ */
+import { execFile } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { strongPassword } from '../../server/test/harness.js'
+import { TEST_KDF_ITERATIONS_ENV } from '../accounts.js'
+
+export const repositoryRoot = join(import.meta.dirname, '..', '..')
+export const mainScript = join(repositoryRoot, 'client-terminal', 'main.ts')
+
+/** PBKDF2 iterations for test accounts (production's 600,000 would cost ~0.5 s per unlock). */
+export const TEST_KDF_ITERATIONS = '1000'
+
+export interface CliResult {
+  readonly code: number
+  readonly stdout: string
+  readonly stderr: string
+}
+
+export class TestWorkspace {
+  readonly root = mkdtempSync(join(tmpdir(), 'secure-chat-e2e-'))
+  readonly caFile: string
+  private users = 0
+
+  constructor(
+    readonly origin: string,
+    ca: string,
+  ) {
+    this.caFile = join(this.root, 'ca.pem')
+    writeFileSync(this.caFile, ca)
+  }
+
+  /** A username no other test run uses. */
+  username(prefix: string): string {
+    this.users++
+    return `${prefix}${process.pid}n${this.users}`
+  }
+
+  account(prefix: string): TestAccount {
+    const username = this.username(prefix)
+    return new TestAccount(this, username, strongPassword(), join(this.root, username))
+  }
+
+  dispose(): void {
+    rmSync(this.root, { recursive: true, force: true })
+  }
+}
+
+export class TestAccount {
+  constructor(
+    readonly workspace: TestWorkspace,
+    readonly username: string,
+    readonly password: string,
+    readonly dataDir: string,
+  ) {}
+
+  /** Runs the CLI as this account (its data directory; the password in the environment unless given). */
+  run(
+    args: readonly string[],
+    options: { password?: string | null; stdin?: string; trustCa?: boolean } = {},
+  ): Promise<CliResult> {
+    const password = options.password === undefined ? this.password : options.password
+    const ca = options.trustCa === false ? [] : ['--ca', this.workspace.caFile]
+    return runCli(
+      [...args, '--server', this.workspace.origin, ...ca, '--data-dir', this.dataDir],
+      {
+        ...(password === null ? {} : { SECURE_CHAT_PASSWORD: password }),
+      },
+      options.stdin,
+    )
+  }
+
+  /** Runs the CLI and fails with its output unless it exits 0. */
+  async ok(args: readonly string[]): Promise<CliResult> {
+    const result = await this.run(args)
+    if (result.code !== 0) {
+      throw new Error(`secure-chat ${args.join(' ')} exited ${result.code}\n${result.stderr}${result.stdout}`)
+    }
+    return result
+  }
+
+  async register(): Promise<void> {
+    await this.ok(['register', this.username])
+  }
+
+  async send(to: TestAccount, text: string): Promise<void> {
+    await this.ok(['send', to.username, text])
+  }
+
+  async read(extra: readonly string[] = []): Promise<ReadLine[]> {
+    const { stdout } = await this.ok(['read', '--json', ...extra])
+    return stdout
+      .split('\n')
+      .filter((line) => line !== '')
+      .map((line) => JSON.parse(line) as ReadLine)
+  }
+
+  get databaseFile(): string {
+    return this.databaseFileOf(this.username)
+  }
+
+  /** Where this data directory keeps the database of account `username`. */
+  databaseFileOf(username: string): string {
+    const port = new URL(this.workspace.origin).port
+    return join(this.dataDir, `127.0.0.1_${port}`, `${username}.sqlite`)
+  }
+}
+
+export interface ReadLine {
+  readonly from: string
+  readonly id: string
+  readonly text: string
+  readonly sentAt: number
+  readonly receivedAt: number
+  readonly verified: boolean
+  readonly identityChanged: boolean
+}
+
+export function runCli(
+  args: readonly string[],
+  env: Record<string, string>,
+  stdin?: string,
+): Promise<CliResult> {
+  return new Promise((resolve) => {
+    const child = execFile(
+      process.execPath,
+      ['--import', 'tsx', mainScript, ...args],
+      {
+        cwd: repositoryRoot,
+        env: {
+          PATH: process.env.PATH ?? '',
+          HOME: process.env.HOME ?? '',
+          [TEST_KDF_ITERATIONS_ENV]: TEST_KDF_ITERATIONS,
+          ...env,
+        },
+        encoding: 'utf8',
+        maxBuffer: 16 * 1024 * 1024,
+      },
+      (error, stdout, stderr) => {
+        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : 1
+        resolve({ code, stdout, stderr })
+      },
+    )
+    child.stdin?.end(stdin ?? '')
+  })
+}
+
+export function sha256File(file: string): string {
+  return createHash('sha256').update(readFileSync(file)).digest('hex')
+}

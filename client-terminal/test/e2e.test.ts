@@ -1,0 +1,309 @@
+/**
+ * End to end: the real server over TLS on loopback (server/test/harness.ts), real SQLite files in
+ * temporary directories, and the real CLI run as child processes. Every wait is on a process
+ * finishing; the test timeouts are only failure guards.
+ */
+import { rmSync, statSync, writeFileSync } from 'node:fs'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startServer, strongPassword, type TestServer } from '../../server/test/harness.js'
+import { ChatClient, type ChatClientOptions } from '../../shared/client/chat-client.js'
+import { type ClientStore, MemoryStore } from '../../shared/client/store.js'
+import { ExitCode } from '../exit-codes.js'
+import { openSqliteStore } from '../store.js'
+import { httpsClient, webSocketFactory } from '../transport.js'
+import { sha256File, TEST_KDF_ITERATIONS, type TestAccount, TestWorkspace } from './e2e-helpers.js'
+
+/**
+ * Failure guard per test: each CLI run starts a Node process (about a second, more on a busy
+ * machine) and a test runs up to a dozen of them.
+ */
+const E2E_GUARD_MS = 300_000
+
+let server: TestServer
+let workspace: TestWorkspace
+
+beforeAll(async () => {
+  server = await startServer()
+  workspace = new TestWorkspace(server.origin, server.ca)
+}, E2E_GUARD_MS)
+
+afterAll(async () => {
+  await server?.close()
+  workspace?.dispose()
+})
+
+function clientOptions(store: ClientStore): ChatClientOptions {
+  return {
+    serverUrl: server.origin,
+    http: httpsClient(server.origin, { ca: server.ca }),
+    webSocket: webSocketFactory({ ca: server.ca }),
+    store,
+    storageKeyIterations: Number(TEST_KDF_ITERATIONS),
+    minimumStorageKeyIterations: Number(TEST_KDF_ITERATIONS),
+  }
+}
+
+/** Opens an account's database in this process, as the CLI would after a restart. */
+async function openInProcess(account: TestAccount): Promise<ChatClient> {
+  const store = await openSqliteStore(account.databaseFile)
+  return ChatClient.open(clientOptions(store), account.password, account.username)
+}
+
+async function oneTimePreKeysLeft(username: string): Promise<number> {
+  const row = await server.database.db
+    .selectFrom('one_time_prekeys')
+    .innerJoin('users', 'users.id', 'one_time_prekeys.user_id')
+    .select((eb) => eb.fn.countAll<number>().as('count'))
+    .where('users.username', '=', username)
+    .executeTakeFirstOrThrow()
+  return Number(row.count)
+}
+
+describe('the non-interactive CLI against the real server', { timeout: E2E_GUARD_MS }, () => {
+  let alice: TestAccount
+  let bob: TestAccount
+
+  beforeAll(async () => {
+    alice = workspace.account('alice')
+    bob = workspace.account('bob')
+    await Promise.all([alice.register(), bob.register()])
+  }, E2E_GUARD_MS)
+
+  it('registers accounts into private files and shows the server certificate on first contact', async () => {
+    const carol = workspace.account('carol')
+    const result = await carol.run(['register', carol.username])
+    expect(result.code).toBe(0)
+    expect(result.stdout).toBe(`registered ${carol.username} on ${server.origin}\n`)
+    expect(result.stderr).toMatch(
+      /first connection to .*SHA-256 fingerprint is ([0-9A-F]{2}:){31}[0-9A-F]{2}/,
+    )
+    expect(statSync(carol.databaseFile).mode & 0o777).toBe(0o600)
+    // Later runs know the certificate and stay quiet about it.
+    const again = await carol.run(['verify', alice.username])
+    expect(again.stderr).not.toContain('fingerprint')
+    // A name that is taken is refused by the server and leaves no local file behind.
+    const taken = workspace.account('dup')
+    const refused = await taken.run(['register', alice.username])
+    expect(refused.code).toBe(ExitCode.ServerRefused)
+    expect(refused.stderr.split('\n').at(-2)).toBe(
+      'secure-chat: POST /register: expected an unused username, got one already registered',
+    )
+    expect(() => statSync(taken.databaseFileOf(alice.username))).toThrow()
+  })
+
+  it('exchanges messages both ways', async () => {
+    await alice.send(bob, 'hello bob')
+    const atBob = await bob.read()
+    expect(atBob).toEqual([
+      expect.objectContaining({
+        from: alice.username,
+        text: 'hello bob',
+        verified: false,
+        identityChanged: false,
+      }),
+    ])
+    expect(atBob[0]?.id).toMatch(/^[A-Za-z0-9_-]{22}$/)
+    expect(atBob[0]?.receivedAt).toBeGreaterThanOrEqual(atBob[0]?.sentAt ?? 0)
+
+    await bob.send(alice, 'hello alice, 👋 from bob')
+    const plain = await alice.ok(['read'])
+    expect(plain.stdout).toMatch(
+      new RegExp(`^\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2} ${bob.username}: hello alice, 👋 from bob\\n$`),
+    )
+  })
+
+  it('delivers ten messages sent while the recipient was offline, in order, exactly once', async () => {
+    // bob is not running: every message waits in the server's queue.
+    for (let i = 1; i <= 10; i++) await alice.send(bob, `offline message ${i}`)
+    const first = await bob.read()
+    expect(first.map((line) => line.text)).toEqual(
+      Array.from({ length: 10 }, (_, i) => `offline message ${i + 1}`),
+    )
+    expect(new Set(first.map((line) => line.id)).size).toBe(10)
+    expect(await bob.read()).toEqual([])
+  })
+
+  it('keeps history and sessions across restarts, and delivery receipts reach the sender', async () => {
+    const before = await oneTimePreKeysLeft(bob.username)
+    await alice.send(bob, 'after a restart')
+    // The stored session was used again: no new prekey bundle (and one-time prekey) was claimed.
+    expect(await oneTimePreKeysLeft(bob.username)).toBe(before)
+    expect((await bob.read()).map((line) => line.text)).toEqual(['after a restart'])
+    // Alice's next connection collects bob's receipts.
+    expect(await alice.read()).toEqual([])
+
+    const client = await openInProcess(alice)
+    try {
+      const history = await client.history(bob.username, { limit: 100 })
+      const texts = history.map((message) => `${message.direction}:${message.text}`)
+      expect(texts).toEqual([
+        'out:hello bob',
+        'in:hello alice, 👋 from bob',
+        ...Array.from({ length: 10 }, (_, i) => `out:offline message ${i + 1}`),
+        'out:after a restart',
+      ])
+      expect(
+        history.filter((message) => message.direction === 'out').map((message) => message.state),
+      ).toEqual(Array(12).fill('delivered'))
+      expect((await client.contact(bob.username))?.unread).toBe(0)
+    } finally {
+      await client.close()
+    }
+  })
+
+  it('filters by sender and waits for a message with --wait', async () => {
+    const carol = workspace.account('carol')
+    await carol.register()
+    await carol.send(bob, 'from carol')
+    await alice.send(bob, 'from alice')
+    expect((await bob.read(['--from', carol.username])).map((line) => line.text)).toEqual(['from carol'])
+    expect((await bob.read()).map((line) => line.text)).toEqual(['from alice'])
+
+    // A reader waiting for up to a minute returns as soon as the message is there. A watcher
+    // subscribed to bob's presence tells when the reader is connected, so the message is sent
+    // while it waits.
+    const watcher = await ChatClient.register(
+      clientOptions(new MemoryStore()),
+      workspace.username('watcher'),
+      strongPassword(),
+    )
+    try {
+      await watcher.addContact(bob.username)
+      const readerOnline = new Promise<void>((resolve) => {
+        watcher.events.on('presence', ({ username, online }) => {
+          if (username === bob.username && online) resolve()
+        })
+      })
+      watcher.connect()
+      const waiting = bob.read(['--wait', '60'])
+      await readerOnline
+      await alice.send(bob, 'worth the wait')
+      expect((await waiting).map((line) => line.text)).toEqual(['worth the wait'])
+    } finally {
+      await watcher.close()
+    }
+  })
+
+  it('refuses a wrong password with exit code 3 and leaves the database file unchanged', async () => {
+    const file = alice.databaseFile
+    const before = sha256File(file)
+    const result = await alice.run(['read'], { password: 'not the password at all' })
+    expect(result.code).toBe(ExitCode.WrongPassword)
+    expect(result.stderr).toBe('secure-chat: expected the password of this account, got another\n')
+    expect(result.stdout).toBe('')
+    expect(sha256File(file)).toBe(before)
+  })
+
+  it('reads the password from standard input when the environment has none', async () => {
+    await alice.send(bob, 'password on stdin')
+    const result = await bob.run(['read', '--json'], { password: null, stdin: `${bob.password}\n` })
+    expect(result.code).toBe(0)
+    expect(JSON.parse(result.stdout).text).toBe('password on stdin')
+    const none = await bob.run(['read'], { password: null })
+    expect(none.code).toBe(ExitCode.Usage)
+  })
+
+  it('reports usage, unknown users and missing accounts with their exit codes', async () => {
+    expect((await alice.run(['send', bob.username])).code).toBe(ExitCode.Usage)
+    const unknown = await alice.run(['send', 'nobody-here-at-all', 'hi'])
+    expect(unknown.code).toBe(ExitCode.ServerRefused)
+    const stranger = workspace.account('stranger')
+    const missing = await stranger.run(['read'])
+    expect(missing.code).toBe(ExitCode.LocalDatabase)
+    expect(missing.stderr).toContain('register one first')
+    // Without --ca the self-signed test server is not trusted, over HTTPS and over the relay alike.
+    const untrusted = await stranger.run(['register', stranger.username], { trustCa: false })
+    expect(untrusted.code).toBe(ExitCode.Network)
+    expect(untrusted.stderr).toContain('pass --ca <certificate.pem>')
+    const untrustedRelay = await alice.run(['read'], { trustCa: false })
+    expect(untrustedRelay.code).toBe(ExitCode.Network)
+    expect(untrustedRelay.stderr).toContain('untrusted')
+  })
+
+  it('prints the same safety number on both sides and marks it verified with --confirm', async () => {
+    const atAlice = JSON.parse((await alice.ok(['verify', bob.username, '--json'])).stdout)
+    const atBob = JSON.parse((await bob.ok(['verify', alice.username, '--json'])).stdout)
+    expect(atAlice.safetyNumber).toMatch(/^\d{60}$/)
+    expect(atAlice.groups).toHaveLength(12)
+    expect(atBob.safetyNumber).toBe(atAlice.safetyNumber)
+    expect(atAlice.verified).toBe(false)
+    const confirmed = await alice.ok(['verify', bob.username, '--confirm'])
+    expect(confirmed.stdout).toContain(atAlice.groups.slice(0, 4).join(' '))
+    expect(confirmed.stdout).toContain('marked as verified')
+    expect(JSON.parse((await alice.ok(['verify', bob.username, '--json'])).stdout).verified).toBe(true)
+  })
+})
+
+describe('a contact whose identity key changes', { timeout: E2E_GUARD_MS }, () => {
+  it('is shown with a warning, and sending to it is refused until the new key is accepted', async () => {
+    // The server has no way to change a user's identity key yet, so this simulates a reinstall:
+    // "carol" gets a new identity by handing her name to a freshly registered account, whose new
+    // session then reaches dave from a different identity than the one dave trusts.
+    const carol = workspace.account('carol')
+    const dave = workspace.account('dave')
+    const reinstalled = workspace.account('newcarol')
+    await Promise.all([carol.register(), dave.register(), reinstalled.register()])
+    await carol.send(dave, 'hi dave, carol here')
+    await dave.read()
+    await server.database.db
+      .updateTable('users')
+      .set({ username: `${carol.username}old` })
+      .where('username', '=', carol.username)
+      .execute()
+    await server.database.db
+      .updateTable('users')
+      .set({ username: carol.username })
+      .where('username', '=', reinstalled.username)
+      .execute()
+
+    await reinstalled.send(dave, 'carol again, new phone')
+    const result = await dave.run(['read', '--json'])
+    expect(result.code).toBe(0)
+    expect(JSON.parse(result.stdout)).toMatchObject({
+      from: carol.username,
+      text: 'carol again, new phone',
+      identityChanged: true,
+    })
+    expect(result.stderr).toContain(`${carol.username}'s identity key changed`)
+
+    const refused = await dave.run(['send', carol.username, 'is that you?'])
+    expect(refused.code).toBe(ExitCode.IdentityChanged)
+    expect(refused.stderr).toContain('identity')
+
+    const shown = await dave.run(['verify', carol.username])
+    expect(shown.code).toBe(0)
+    expect(shown.stderr).toContain('new key')
+    const accepted = await dave.ok(['accept-key', carol.username])
+    expect(accepted.stdout).toContain(`accepted ${carol.username}'s new identity key`)
+    await dave.send(carol, 'welcome back')
+    // The message reaches the account that now holds the name.
+    expect((await reinstalled.read()).map((line) => line.text)).toEqual(['welcome back'])
+  })
+})
+
+describe('the local database', { timeout: E2E_GUARD_MS }, () => {
+  it('is refused while another process has it open', async () => {
+    const erin = workspace.account('erin')
+    await erin.register()
+    const store = await openSqliteStore(erin.databaseFile)
+    try {
+      const result = await erin.run(['read'])
+      expect(result.code).toBe(ExitCode.LocalDatabase)
+      expect(result.stderr).toContain('in use by another secure-chat process')
+    } finally {
+      await store.close()
+    }
+  })
+
+  it('is refused, untouched, when it is not a secure-chat database', async () => {
+    const frank = workspace.account('frank')
+    await frank.register()
+    rmSync(frank.databaseFile)
+    writeFileSync(frank.databaseFile, 'not a database, but precious\n')
+    const before = sha256File(frank.databaseFile)
+    const result = await frank.run(['read'])
+    expect(result.code).toBe(ExitCode.LocalDatabase)
+    expect(result.stderr).toContain('is not SQLite')
+    expect(sha256File(frank.databaseFile)).toBe(before)
+  })
+})

@@ -1,0 +1,272 @@
+/**
+ * An in-memory stand-in for the client core (the ChatApi part the UI uses) and for the local
+ * accounts, so the controller and the Ink components are tested without a server or crypto. The
+ * test plays the other side: `receive`, `setDelivery`, `changeIdentity`, `setOnline`.
+ */
+import type {
+  ClientEvents,
+  ConnectionState,
+  ContactView,
+  DeliveryState,
+  MessageView,
+} from '../../shared/client/chat-client.js'
+import { ClientError, ClientErrorCode } from '../../shared/client/errors.js'
+import { Emitter } from '../../shared/client/events.js'
+import type { SafetyNumber } from '../../shared/safety-number.js'
+import type { AccountBackend, ChatApi } from '../controller.js'
+
+export const FAKE_SAFETY_GROUPS = [
+  '11111',
+  '22222',
+  '33333',
+  '44444',
+  '55555',
+  '66666',
+  '77777',
+  '88888',
+  '99999',
+  '12345',
+  '67890',
+  '24680',
+]
+
+interface FakeContact {
+  username: string
+  verified: boolean
+  identityChanged: boolean
+  unread: number
+  lastMessageAt: number | undefined
+  online: boolean
+}
+
+export class FakeChat implements ChatApi {
+  readonly events = new Emitter<ClientEvents>()
+  readonly contactsByName = new Map<string, FakeContact>()
+  readonly messagesByPeer = new Map<string, MessageView[]>()
+  /** Users the server directory knows. */
+  directory: string[] = ['bob', 'bobby', 'carol']
+  private state: ConnectionState = 'offline'
+  private order = 0
+  private idCounter = 0
+  closed = false
+  loggedOut = false
+
+  constructor(
+    readonly username: string,
+    /** 2027-01-15 08:00 UTC. */
+    private readonly clock: () => number = () => 1_800_000_000_000,
+  ) {}
+
+  get connection(): ConnectionState {
+    return this.state
+  }
+
+  get loggedIn(): boolean {
+    return !this.loggedOut
+  }
+
+  setConnection(state: ConnectionState): void {
+    this.state = state
+    this.events.emit('connection', { state })
+  }
+
+  async login(): Promise<void> {
+    this.loggedOut = false
+    if (this.state === 'logged-out') this.setConnection('offline')
+  }
+
+  connect(): void {
+    this.setConnection('online')
+  }
+
+  async logout(): Promise<void> {
+    this.loggedOut = true
+    this.setConnection('logged-out')
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+  }
+
+  private view(contact: FakeContact): ContactView {
+    return { ...contact }
+  }
+
+  async contacts(): Promise<ContactView[]> {
+    return [...this.contactsByName.values()].map((contact) => this.view(contact))
+  }
+
+  async contact(peer: string): Promise<ContactView | undefined> {
+    const contact = this.contactsByName.get(peer)
+    return contact && this.view(contact)
+  }
+
+  async addContact(peer: string): Promise<ContactView> {
+    if (!this.directory.includes(peer)) {
+      throw new ClientError(ClientErrorCode.UnknownUser, `GET /users/${peer}/identity: user not found`)
+    }
+    let contact = this.contactsByName.get(peer)
+    if (!contact) {
+      contact = {
+        username: peer,
+        verified: false,
+        identityChanged: false,
+        unread: 0,
+        lastMessageAt: undefined,
+        online: false,
+      }
+      this.contactsByName.set(peer, contact)
+    }
+    return this.view(contact)
+  }
+
+  async searchUsers(query: string): Promise<string[]> {
+    return this.directory.filter((name) => name.startsWith(query))
+  }
+
+  async history(peer: string, options: { limit?: number } = {}): Promise<MessageView[]> {
+    return (this.messagesByPeer.get(peer) ?? []).slice(-(options.limit ?? 50))
+  }
+
+  private add(message: MessageView): void {
+    const list = this.messagesByPeer.get(message.peer) ?? []
+    list.push(message)
+    this.messagesByPeer.set(message.peer, list)
+    this.events.emit('message', message)
+  }
+
+  async send(peer: string, text: string): Promise<MessageView> {
+    const contact = await this.addContact(peer)
+    if (contact.identityChanged) {
+      throw new ClientError(ClientErrorCode.IdentityChanged, `expected a trusted identity for ${peer}`)
+    }
+    const message: MessageView = {
+      id: `m${++this.idCounter}`,
+      peer,
+      direction: 'out',
+      text,
+      sentAt: this.clock(),
+      serverAt: undefined,
+      state: 'sending',
+      order: ++this.order,
+    }
+    this.add(message)
+    return message
+  }
+
+  /** The other side writes to us. */
+  receive(peer: string, text: string, at = this.clock()): MessageView {
+    const contact = this.contactsByName.get(peer) ?? {
+      username: peer,
+      verified: false,
+      identityChanged: false,
+      unread: 0,
+      lastMessageAt: undefined,
+      online: true,
+    }
+    contact.unread++
+    contact.lastMessageAt = at
+    this.contactsByName.set(peer, contact)
+    const message: MessageView = {
+      id: `r${++this.idCounter}`,
+      peer,
+      direction: 'in',
+      text,
+      sentAt: at,
+      serverAt: at,
+      state: 'received',
+      order: ++this.order,
+    }
+    this.add(message)
+    return message
+  }
+
+  setDelivery(id: string, state: DeliveryState): void {
+    for (const [peer, list] of this.messagesByPeer) {
+      const index = list.findIndex((message) => message.id === id)
+      if (index >= 0) {
+        const message = list[index] as MessageView
+        list[index] = { ...message, state, serverAt: message.serverAt ?? this.clock() }
+        this.events.emit('delivery', { peer, id, state })
+      }
+    }
+  }
+
+  changeIdentity(peer: string): void {
+    const contact = this.contactsByName.get(peer)
+    if (!contact) throw new Error(`no contact ${peer}`)
+    contact.identityChanged = true
+    contact.verified = false
+    this.events.emit('identity-changed', { peer })
+  }
+
+  setOnline(peer: string, online: boolean): void {
+    const contact = this.contactsByName.get(peer)
+    if (contact) contact.online = online
+    this.events.emit('presence', { username: peer, online })
+  }
+
+  async safetyNumber(): Promise<SafetyNumber> {
+    return { digits: FAKE_SAFETY_GROUPS.join(''), groups: FAKE_SAFETY_GROUPS, qrPayload: new Uint8Array(65) }
+  }
+
+  async markVerified(peer: string, verified = true): Promise<void> {
+    const contact = this.contactsByName.get(peer)
+    if (!contact) throw new Error(`no contact ${peer}`)
+    if (contact.identityChanged) throw new ClientError(ClientErrorCode.IdentityChanged, 'accept first')
+    contact.verified = verified
+  }
+
+  async acceptIdentityChange(peer: string, shownSafetyNumber?: string): Promise<void> {
+    const contact = this.contactsByName.get(peer)
+    if (!contact?.identityChanged) return
+    if (shownSafetyNumber !== undefined && shownSafetyNumber !== FAKE_SAFETY_GROUPS.join('')) {
+      throw new ClientError(ClientErrorCode.IdentityChanged, `expected the key that was shown for ${peer}`)
+    }
+    contact.identityChanged = false
+  }
+
+  async markRead(peer: string, upToOrder = Number.POSITIVE_INFINITY): Promise<void> {
+    const contact = this.contactsByName.get(peer)
+    if (!contact) return
+    const later = (this.messagesByPeer.get(peer) ?? []).filter(
+      (message) => message.direction === 'in' && message.order > upToOrder,
+    )
+    contact.unread = Math.min(contact.unread, later.length)
+  }
+}
+
+export class FakeBackend implements AccountBackend {
+  readonly serverUrl = 'https://chat.example:8443'
+  readonly accounts = new Map<string, { password: string; chat: FakeChat }>()
+  defaultUser: string | undefined = undefined
+  readonly passwordsSeen: string[] = []
+
+  addAccount(username: string, password: string): FakeChat {
+    const chat = new FakeChat(username)
+    this.accounts.set(username, { password, chat })
+    return chat
+  }
+
+  listAccounts(): string[] {
+    return [...this.accounts.keys()].sort()
+  }
+
+  async register(username: string, password: string): Promise<ChatApi> {
+    this.passwordsSeen.push(password)
+    return this.addAccount(username, password)
+  }
+
+  async open(username: string, password: string): Promise<ChatApi> {
+    this.passwordsSeen.push(password)
+    const account = this.accounts.get(username)
+    if (!account) throw new ClientError(ClientErrorCode.NoAccount, `no account ${username}`)
+    if (account.password !== password) {
+      throw new ClientError(
+        ClientErrorCode.WrongPassword,
+        'expected the password of this account, got another',
+      )
+    }
+    return account.chat
+  }
+}

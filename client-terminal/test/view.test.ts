@@ -1,0 +1,85 @@
+import { describe, expect, it } from 'vitest'
+import type { ContactView } from '../../shared/client/chat-client.js'
+import {
+  contactLine,
+  DELIVERY_MARKS,
+  formatTime,
+  formatTimestamp,
+  newestThatFit,
+  rowsFor,
+  safeText,
+  safetyNumberRows,
+} from '../view.js'
+
+const NOW = Date.UTC(2027, 0, 15, 12, 0, 0)
+
+describe('view models', () => {
+  it('marks each delivery state', () => {
+    expect(DELIVERY_MARKS).toEqual({
+      sending: '…',
+      accepted: '✓',
+      delivered: '✓✓',
+      failed: '✗',
+      received: '',
+    })
+  })
+
+  it('shows the time for today and the date for other days', () => {
+    expect(formatTime(Date.UTC(2027, 0, 15, 9, 5), NOW, 'UTC')).toBe('09:05')
+    expect(formatTime(Date.UTC(2027, 0, 14, 23, 59), NOW, 'UTC')).toBe('2027-01-14 23:59')
+    // The same instant is "today" or not depending on the zone.
+    expect(formatTime(Date.UTC(2027, 0, 15, 1, 0), NOW, 'America/New_York')).toBe('2027-01-14 20:00')
+    expect(formatTimestamp(Date.UTC(2027, 0, 15, 9, 5, 7), 'UTC')).toBe('2027-01-15 09:05:07')
+  })
+
+  it('neutralises control characters, keeping ordinary text and emoji', () => {
+    expect(safeText('plain 😀 ünïcödé')).toBe('plain 😀 ünïcödé')
+    expect(safeText('a\u001b[31mred\u001b[0m')).toBe('a\uFFFD[31mred\uFFFD[0m')
+    expect(safeText('bell\u0007 c1\u009b del\u007f')).toBe('bell\uFFFD c1\uFFFD del\uFFFD')
+    expect(safeText('two\nlines\r\nhere')).toBe('two lines here')
+    expect(safeText('two\nlines\r\nhere', { keepNewlines: true })).toBe('two\nlines\nhere')
+    expect(safeText('tab\there')).toBe('tab    here')
+  })
+
+  it('describes a contact in one line', () => {
+    const base: ContactView = {
+      username: 'bob',
+      verified: false,
+      identityChanged: false,
+      unread: 0,
+      lastMessageAt: undefined,
+      online: false,
+    }
+    expect(contactLine(base)).toMatchObject({ presence: '○', unread: '', badge: '' })
+    expect(contactLine({ ...base, online: true, unread: 3, verified: true })).toMatchObject({
+      presence: '●',
+      unread: '(3)',
+      badge: '✔',
+    })
+    expect(contactLine({ ...base, verified: true, identityChanged: true })).toMatchObject({
+      badge: '⚠',
+      warning: true,
+    })
+  })
+
+  it('lays out the 60 digits as three rows of four groups', () => {
+    const groups = Array.from({ length: 12 }, (_, i) => String(i).repeat(5))
+    expect(safetyNumberRows(groups)).toEqual([
+      '00000 11111 22222 33333',
+      '44444 55555 66666 77777',
+      '88888 99999 1010101010 1111111111',
+    ])
+  })
+
+  it('counts wrapped rows and keeps the newest lines that fit', () => {
+    expect(rowsFor('', 10)).toBe(1)
+    expect(rowsFor('x'.repeat(10), 10)).toBe(1)
+    expect(rowsFor('x'.repeat(11), 10)).toBe(2)
+    const lines = ['a'.repeat(25), 'b', 'c'.repeat(15), 'd']
+    expect(newestThatFit(lines, 10, 10)).toBe(4)
+    expect(newestThatFit(lines, 4, 10)).toBe(3)
+    expect(newestThatFit(lines, 3, 10)).toBe(2)
+    // The newest line is shown even when it alone is too tall.
+    expect(newestThatFit(['x'.repeat(100)], 2, 10)).toBe(1)
+  })
+})

@@ -1,0 +1,197 @@
+/**
+ * View models: how messages, contacts, delivery states and safety numbers look as text, shared by the
+ * Ink components and the script output. Pure functions of their arguments (the clock and time zone
+ * come in), so they are tested without a terminal.
+ */
+import type {
+  ConnectionState,
+  ContactView,
+  DeliveryState,
+  MessageView,
+} from '../shared/client/chat-client.js'
+
+export const DELIVERY_MARKS: Readonly<Record<DeliveryState, string>> = {
+  sending: '…',
+  accepted: '✓',
+  delivered: '✓✓',
+  failed: '✗',
+  received: '',
+}
+
+export const DELIVERY_WORDS: Readonly<Record<DeliveryState, string>> = {
+  sending: 'sending',
+  accepted: 'accepted by the server',
+  delivered: 'delivered',
+  failed: 'failed',
+  received: 'received',
+}
+
+export const CONNECTION_WORDS: Readonly<Record<ConnectionState, string>> = {
+  online: 'online',
+  connecting: 'connecting…',
+  offline: 'offline (reconnecting)',
+  'logged-out': 'signed out by the server: /login again',
+}
+
+/**
+ * Text from other people, made safe to print: terminal control sequences (ESC, other C0 and C1
+ * controls, DEL) would let a sender move the cursor, rewrite the screen or retitle the window, so
+ * each becomes U+FFFD. Line breaks and tabs become spaces unless `keepNewlines`.
+ */
+export function safeText(text: string, options: { keepNewlines?: boolean } = {}): string {
+  let out = ''
+  for (const char of text.replace(/\r\n?/g, '\n')) {
+    const code = char.codePointAt(0) as number
+    if (char === '\n') out += options.keepNewlines ? '\n' : ' '
+    else if (char === '\t') out += '    '
+    else if (code < 0x20 || (code >= 0x7f && code <= 0x9f)) out += '\uFFFD'
+    else out += char
+  }
+  return out
+}
+
+function twoDigits(value: number): string {
+  return String(value).padStart(2, '0')
+}
+
+interface DateParts {
+  year: number
+  month: number
+  day: number
+  hour: number
+  minute: number
+  second: number
+}
+
+function partsOf(ms: number, timeZone: string | undefined): DateParts {
+  if (timeZone === undefined) {
+    const date = new Date(ms)
+    return {
+      year: date.getFullYear(),
+      month: date.getMonth() + 1,
+      day: date.getDate(),
+      hour: date.getHours(),
+      minute: date.getMinutes(),
+      second: date.getSeconds(),
+    }
+  }
+  const formatted = new Intl.DateTimeFormat('en-CA', {
+    timeZone,
+    hourCycle: 'h23',
+    year: 'numeric',
+    month: '2-digit',
+    day: '2-digit',
+    hour: '2-digit',
+    minute: '2-digit',
+    second: '2-digit',
+  }).formatToParts(new Date(ms))
+  const get = (type: string) => Number(formatted.find((part) => part.type === type)?.value ?? 0)
+  return {
+    year: get('year'),
+    month: get('month'),
+    day: get('day'),
+    hour: get('hour'),
+    minute: get('minute'),
+    second: get('second'),
+  }
+}
+
+/** "14:05" for today, "2026-11-25 14:05" for other days (in `timeZone`, default the local one). */
+export function formatTime(ms: number, now: number, timeZone?: string): string {
+  const at = partsOf(ms, timeZone)
+  const today = partsOf(now, timeZone)
+  const clock = `${twoDigits(at.hour)}:${twoDigits(at.minute)}`
+  const sameDay = at.year === today.year && at.month === today.month && at.day === today.day
+  return sameDay ? clock : `${at.year}-${twoDigits(at.month)}-${twoDigits(at.day)} ${clock}`
+}
+
+/** "2026-11-25 14:05:09": the full form the scripts print. */
+export function formatTimestamp(ms: number, timeZone?: string): string {
+  const at = partsOf(ms, timeZone)
+  return `${at.year}-${twoDigits(at.month)}-${twoDigits(at.day)} ${twoDigits(at.hour)}:${twoDigits(at.minute)}:${twoDigits(at.second)}`
+}
+
+/** When to show a message at: when the server took it, else (still sending) when it was written. */
+export function messageTime(message: MessageView): number {
+  return message.serverAt ?? message.sentAt
+}
+
+export interface MessageLine {
+  readonly key: string
+  readonly time: string
+  readonly author: string
+  readonly outgoing: boolean
+  readonly text: string
+  /** Delivery mark for our own messages ('' for incoming ones). */
+  readonly mark: string
+  readonly failed: boolean
+}
+
+export function messageLine(message: MessageView, now: number, timeZone?: string): MessageLine {
+  const outgoing = message.direction === 'out'
+  return {
+    key: message.id,
+    time: formatTime(messageTime(message), now, timeZone),
+    author: outgoing ? 'you' : message.peer,
+    outgoing,
+    text: safeText(message.text),
+    mark: outgoing ? DELIVERY_MARKS[message.state] : '',
+    failed: message.state === 'failed',
+  }
+}
+
+export interface ContactLine {
+  readonly username: string
+  /** ● online, ○ offline. */
+  readonly presence: string
+  readonly online: boolean
+  /** "(3)" for three unread messages, '' for none. */
+  readonly unread: string
+  /** ✔ verified, ⚠ identity key changed, '' otherwise. */
+  readonly badge: string
+  readonly warning: boolean
+}
+
+export function contactLine(contact: ContactView): ContactLine {
+  return {
+    username: contact.username,
+    presence: contact.online ? '●' : '○',
+    online: contact.online,
+    unread: contact.unread > 0 ? `(${contact.unread})` : '',
+    badge: contact.identityChanged ? '⚠' : contact.verified ? '✔' : '',
+    warning: contact.identityChanged,
+  }
+}
+
+/** The 60 digits as three rows of four five-digit groups, as they are read aloud. */
+export function safetyNumberRows(groups: readonly string[]): string[] {
+  const rows: string[] = []
+  for (let i = 0; i < groups.length; i += 4) rows.push(groups.slice(i, i + 4).join(' '))
+  return rows
+}
+
+export function keyChangeWarning(peer: string): string {
+  return `${peer}'s identity key has changed. This can mean ${peer} reinstalled, or that someone is intercepting. Compare safety numbers (/verify ${peer}), or accept the new key with /accept-key ${peer}. Sending to ${peer} is blocked until then.`
+}
+
+/** Terminal rows a text takes at this width (a rough count: one column per code point). */
+export function rowsFor(text: string, width: number): number {
+  return Math.max(1, Math.ceil(Array.from(text).length / Math.max(1, width)))
+}
+
+/** The rendered width of a message line: "time author: text mark". */
+export function messageLineText(line: MessageLine): string {
+  return `${line.time} ${line.author}: ${line.text}${line.mark ? ` ${line.mark}` : ''}`
+}
+
+/** How many of the newest lines fit in `rows` rows of `width` columns (at least one). */
+export function newestThatFit(texts: readonly string[], rows: number, width: number): number {
+  let used = 0
+  let count = 0
+  for (let i = texts.length - 1; i >= 0; i--) {
+    used += rowsFor(texts[i] as string, width)
+    if (used > rows && count > 0) break
+    count++
+  }
+  return count
+}

@@ -1,0 +1,225 @@
+/**
+ * Browser-test helpers: Debian's Chromium through playwright-core, one persistent profile (a fresh
+ * --user-data-dir) per simulated device so IndexedDB and the service worker survive closing and
+ * reopening it, trusting the test server's self-signed certificate by its public key only.
+ *
+ * No helper bounds anything by wall-clock time: Playwright's timeouts are switched off and the
+ * test's own timeout is the one failure guard. To find where a hanging test waits, run it with
+ * E2E_ACTION_TIMEOUT_MS=20000: Playwright then fails the stuck step with its locator.
+ */
+import { createHash, X509Certificate } from 'node:crypto'
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { type BrowserContext, chromium, type Locator, type Page } from 'playwright-core'
+import { chromiumArgs } from '../../vitest.config.js'
+
+export function chromiumPath(): string {
+  return process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+}
+
+export const SCREENSHOT_DIR = fileURLToPath(new URL('../../test-artifacts/screenshots/', import.meta.url))
+
+/** Base64 SHA-256 of the certificate's SubjectPublicKeyInfo, for --ignore-certificate-errors-spki-list. */
+export function spkiSha256(certificatePem: string): string {
+  const spki = new X509Certificate(certificatePem).publicKey.export({ type: 'spki', format: 'der' })
+  return createHash('sha256').update(spki).digest('base64')
+}
+
+export const PHONE = { width: 390, height: 844 }
+export const DESKTOP = { width: 1280, height: 800 }
+
+/**
+ * Messages Chromium logs that are expected. TypeBox (the core's schema library) probes once
+ * whether it may compile validators with `new Function`; the CSP refuses, as it should, and TypeBox
+ * falls back to interpreting the schemas.
+ */
+const EXPECTED_CONSOLE_ERRORS = [/Refused to evaluate a string as JavaScript because 'unsafe-eval'/]
+
+export interface DeviceOptions {
+  readonly viewport?: { width: number; height: number }
+  readonly deviceScaleFactor?: number
+}
+
+export class Device {
+  context!: BrowserContext
+  page!: Page
+  /** Uncaught page errors and unexpected console errors, for the tests to assert on. */
+  readonly errors: string[] = []
+
+  private constructor(
+    readonly name: string,
+    readonly origin: string,
+    private readonly spki: string,
+    readonly dir: string,
+    private readonly options: DeviceOptions,
+  ) {}
+
+  static async open(name: string, server: { origin: string; ca: string }, options: DeviceOptions = {}) {
+    const dir = await mkdtemp(join(tmpdir(), `secure-chat-web-${name}-`))
+    const device = new Device(name, server.origin, spkiSha256(server.ca), dir, options)
+    await device.launch()
+    return device
+  }
+
+  private async launch(): Promise<void> {
+    this.context = await chromium.launchPersistentContext(this.dir, {
+      executablePath: chromiumPath(),
+      headless: true,
+      args: [...chromiumArgs, `--ignore-certificate-errors-spki-list=${this.spki}`],
+      viewport: this.options.viewport ?? DESKTOP,
+      deviceScaleFactor: this.options.deviceScaleFactor ?? 1,
+      locale: 'en-GB',
+      timezoneId: 'Europe/London',
+      serviceWorkers: 'allow',
+    })
+    const diagnosticTimeout = Number(process.env.E2E_ACTION_TIMEOUT_MS ?? 0)
+    this.context.setDefaultTimeout(diagnosticTimeout)
+    this.context.setDefaultNavigationTimeout(diagnosticTimeout)
+    // Lets a test pretend the tab is in the background (headless pages are always "visible").
+    await this.context.addInitScript(() => {
+      const real = Object.getOwnPropertyDescriptor(Document.prototype, 'visibilityState')
+      Object.defineProperty(Document.prototype, 'visibilityState', {
+        configurable: true,
+        get(this: Document) {
+          return (window as { __e2eHidden?: boolean }).__e2eHidden ? 'hidden' : real?.get?.call(this)
+        },
+      })
+    })
+    this.page = this.context.pages()[0] ?? (await this.context.newPage())
+    this.watch(this.page)
+  }
+
+  /** Puts the page in the background (or brings it back), as switching tabs would. */
+  async setHidden(hidden: boolean): Promise<void> {
+    await this.page.evaluate((value) => {
+      ;(window as { __e2eHidden?: boolean }).__e2eHidden = value
+      document.dispatchEvent(new Event('visibilitychange'))
+    }, hidden)
+  }
+
+  private watch(page: Page): void {
+    page.on('pageerror', (error) => this.errors.push(`pageerror: ${error.message}`))
+    page.on('console', (message) => {
+      if (message.type() !== 'error') return
+      const text = message.text()
+      if (EXPECTED_CONSOLE_ERRORS.some((pattern) => pattern.test(text))) return
+      this.errors.push(`console: ${text}`)
+    })
+  }
+
+  /** Navigates to a path of the app (default: the start page). */
+  async goto(path = '/'): Promise<void> {
+    await this.page.goto(new URL(path, this.origin).href)
+  }
+
+  /** Closes the browser; the profile stays for `reopen`. */
+  async close(): Promise<void> {
+    await this.context.close()
+  }
+
+  /** Starts the browser again on the same profile (IndexedDB, service worker and caches kept). */
+  async reopen(): Promise<void> {
+    await this.launch()
+  }
+
+  async dispose(): Promise<void> {
+    await this.context.close().catch(() => undefined)
+    await rm(this.dir, { recursive: true, force: true })
+  }
+
+  async screenshot(name: string): Promise<void> {
+    await mkdir(SCREENSHOT_DIR, { recursive: true })
+    // Let fonts and the last layout pass settle: two animation frames.
+    await this.page.evaluate(
+      () => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))),
+    )
+    await this.page.screenshot({ path: join(SCREENSHOT_DIR, `${name}.png`) })
+  }
+}
+
+/** Polls until `condition` holds; the test's timeout is the failure guard. */
+export async function waitFor(condition: () => Promise<boolean> | boolean, intervalMs = 50): Promise<void> {
+  while (!(await condition())) await new Promise((resolve) => setTimeout(resolve, intervalMs))
+}
+
+// --- The app, as a user drives it (by role and label, like assistive technology) ----------------
+
+export function passwordField(page: Page): Locator {
+  return page.getByLabel('Password', { exact: true })
+}
+
+export async function register(device: Device, username: string, password: string): Promise<void> {
+  const page = device.page
+  const create = page.getByRole('button', { name: 'Create an account' })
+  await page.getByRole('button', { name: /^(Register|Log in)$/ }).waitFor()
+  if (await create.isVisible()) await create.click()
+  await page.getByLabel('Username').fill(username)
+  await passwordField(page).fill(password)
+  await page.getByRole('button', { name: 'Register', exact: true }).click()
+  await page.getByRole('heading', { name: 'Chats', level: 1 }).waitFor()
+}
+
+export async function logIn(device: Device, username: string, password: string): Promise<void> {
+  const page = device.page
+  await page.getByRole('button', { name: 'Log in', exact: true }).waitFor()
+  await page.getByLabel('Username').fill(username)
+  await passwordField(page).fill(password)
+  await page.getByRole('button', { name: 'Log in', exact: true }).click()
+}
+
+/** Finds `peer` through the search field and opens the conversation. */
+export async function startChat(device: Device, peer: string): Promise<void> {
+  const page = device.page
+  await page.getByLabel('Search').fill(peer)
+  await page.getByRole('button', { name: `Start a chat with ${peer}`, exact: true }).click()
+  await page.getByRole('heading', { name: peer, level: 2 }).waitFor()
+}
+
+/** Opens an existing conversation from the contact list. */
+export async function openChat(device: Device, peer: string): Promise<void> {
+  const page = device.page
+  await page.locator(`sc-contact-list button.contact[data-username="${peer}"]`).click()
+  await page.getByRole('heading', { name: peer, level: 2 }).waitFor()
+}
+
+export async function send(device: Device, text: string): Promise<void> {
+  const field = device.page.getByLabel('Message', { exact: true })
+  await field.fill(text)
+  await field.press('Enter')
+  // Sent once the composer has been cleared.
+  await waitFor(async () => (await field.inputValue()) === '')
+}
+
+/** The texts of the message bubbles in the DOM, in order, with their direction. */
+export async function bubbles(device: Device): Promise<{ direction: 'in' | 'out'; text: string }[]> {
+  return device.page.locator('sc-message-list .message').evaluateAll((rows) =>
+    rows.map((row) => ({
+      direction: row.classList.contains('out') ? ('out' as const) : ('in' as const),
+      text: row.querySelector('.text')?.textContent ?? '',
+    })),
+  )
+}
+
+export async function waitForBubbles(
+  device: Device,
+  count: number,
+): Promise<{ direction: 'in' | 'out'; text: string }[]> {
+  let current: { direction: 'in' | 'out'; text: string }[] = []
+  await waitFor(async () => {
+    current = await bubbles(device)
+    return current.length >= count
+  })
+  return current
+}
+
+/** Waits until every outgoing bubble shows `state` (sending, accepted, delivered). */
+export async function waitForOutgoingState(device: Device, state: string): Promise<void> {
+  await waitFor(async () => {
+    const states = await device.page
+      .locator('sc-message-list .message.out .state')
+      .evaluateAll((marks) => marks.map((mark) => mark.classList[1]))
+    return states.length > 0 && states.every((value) => value === state)
+  })
+}

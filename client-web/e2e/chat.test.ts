@@ -1,0 +1,257 @@
+/**
+ * Two people chatting in two browsers (each a separate Chromium profile) through the real server:
+ * finding each other, messages both ways with delivery marks, a device that was closed catching up,
+ * a reload, a wrong password, hostile message text, safety numbers, a key change, and logging out.
+ *
+ * The tests run in order and share the two devices, as one afternoon of use would.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startServer, type TestServer } from '../../server/test/harness.js'
+import { registerClient } from '../../test/client-helpers.js'
+import {
+  bubbles,
+  Device,
+  logIn,
+  openChat,
+  passwordField,
+  register,
+  send,
+  startChat,
+  waitFor,
+  waitForBubbles,
+  waitForOutgoingState,
+} from './browser.js'
+import { strongPassword, swapIdentity, uniqueName } from './fixtures.js'
+
+let server: TestServer
+let alice: Device
+let bob: Device
+const aliceName = uniqueName('alice')
+const bobName = uniqueName('bob')
+const alicePassword = strongPassword()
+const bobPassword = strongPassword()
+
+beforeAll(async () => {
+  server = await startServer()
+  ;[alice, bob] = await Promise.all([Device.open('alice', server), Device.open('bob', server)])
+})
+
+afterAll(async () => {
+  await Promise.all([alice?.dispose(), bob?.dispose()])
+  await server?.close()
+})
+
+function contactButton(device: Device, username: string) {
+  return device.page.locator(`sc-contact-list button.contact[data-username="${username}"]`)
+}
+
+describe('two browsers', () => {
+  it('register, find each other, and exchange messages both ways with delivery marks', async () => {
+    await Promise.all([alice.goto('/'), bob.goto('/')])
+    await Promise.all([register(alice, aliceName, alicePassword), register(bob, bobName, bobPassword)])
+
+    await startChat(alice, bobName)
+    await send(alice, 'Hello Bob 👋')
+    // Bob is on his contact list: the new conversation appears with one unread message.
+    await contactButton(bob, aliceName).waitFor()
+    await waitFor(async () => (await bob.page.title()) === '(1) secure-chat')
+    expect(await contactButton(bob, aliceName).textContent()).toContain('1 unread message')
+
+    await openChat(bob, aliceName)
+    expect(await waitForBubbles(bob, 1)).toEqual([{ direction: 'in', text: 'Hello Bob 👋' }])
+    await waitFor(async () => (await bob.page.title()) === 'secure-chat')
+
+    // Shift+Enter starts a new line; Enter sends.
+    const composer = bob.page.getByLabel('Message', { exact: true })
+    await composer.pressSequentially('Hi Alice!')
+    await composer.press('Shift+Enter')
+    await composer.pressSequentially('Second line')
+    await composer.press('Enter')
+    expect(await waitForBubbles(alice, 2)).toEqual([
+      { direction: 'out', text: 'Hello Bob 👋' },
+      { direction: 'in', text: 'Hi Alice!\nSecond line' },
+    ])
+    await waitForOutgoingState(alice, 'delivered')
+    await waitForOutgoingState(bob, 'delivered')
+
+    // Each sees the other online.
+    await waitFor(async () => (await alice.page.locator('sc-conversation .status .online').count()) === 1)
+    expect(alice.errors).toEqual([])
+    expect(bob.errors).toEqual([])
+  })
+
+  it('in the background: counts unread in the tab title and shows a notification naming the sender', async () => {
+    await bob.context.grantPermissions(['notifications'], { origin: server.origin })
+    await bob.setHidden(true)
+    await send(alice, 'Are you there?')
+    await waitFor(async () => (await bob.page.title()) === '(1) secure-chat')
+    const notifications = await bob.page.evaluate(async () => {
+      const registration = await navigator.serviceWorker.ready
+      let shown: Notification[] = []
+      while (shown.length === 0) {
+        shown = await registration.getNotifications()
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+      return shown.map((notification) => ({ title: notification.title, body: notification.body }))
+    })
+    // The sender's name only: message text never leaves the encrypted store for the OS.
+    expect(notifications).toEqual([{ title: aliceName, body: 'New message' }])
+
+    // Back in front, with the conversation open: read, and the title clears.
+    await bob.setHidden(false)
+    await waitFor(async () => (await bob.page.title()) === 'secure-chat')
+    expect(await waitForBubbles(bob, 3)).toHaveLength(3)
+  })
+
+  it('a closed browser gets what was sent meanwhile, once and in order, after logging in again', async () => {
+    await bob.close()
+    const offline = ['While you were away 1', 'While you were away 2', 'While you were away 3']
+    for (const text of offline) await send(alice, text)
+    // Accepted by the server (one check), not yet delivered: Bob's browser is closed.
+    await waitFor(async () => {
+      const states = await alice.page
+        .locator('sc-message-list .message.out .state')
+        .evaluateAll((marks) => marks.map((mark) => mark.classList[1]))
+      return states.length === 5 && states.slice(2).every((state) => state === 'accepted')
+    })
+
+    await bob.reopen()
+    await bob.goto('/')
+    // The login screen offers the account this browser holds.
+    await bob.page.getByRole('button', { name: bobName }).waitFor()
+    await logIn(bob, bobName, bobPassword)
+    await openChat(bob, aliceName)
+    await waitForBubbles(bob, 6)
+    // Delivered on Alice's side means Bob's browser stored all of them: nothing more is coming.
+    await waitForOutgoingState(alice, 'delivered')
+    const seen = await bubbles(bob)
+    expect(seen).toEqual([
+      { direction: 'in', text: 'Hello Bob 👋' },
+      { direction: 'out', text: 'Hi Alice!\nSecond line' },
+      { direction: 'in', text: 'Are you there?' },
+      ...offline.map((text) => ({ direction: 'in', text })),
+    ])
+    const ids = await bob.page
+      .locator('sc-message-list .message')
+      .evaluateAll((rows) => rows.map((row) => row.getAttribute('data-id')))
+    expect(new Set(ids).size).toBe(ids.length)
+  })
+
+  it('a reload keeps the conversation, and a wrong password does not unlock it', async () => {
+    const before = await bubbles(bob)
+    await bob.page.reload()
+    await logIn(bob, bobName, 'not-the-right-password-at-all')
+    const alert = bob.page.getByRole('alert')
+    await alert.waitFor()
+    expect(await alert.textContent()).toContain('Wrong password')
+    expect(await bob.page.getByRole('heading', { name: 'Chats', level: 1 }).count()).toBe(0)
+
+    await passwordField(bob.page).fill(bobPassword)
+    await bob.page.getByRole('button', { name: 'Log in', exact: true }).click()
+    await openChat(bob, aliceName)
+    expect(await waitForBubbles(bob, before.length)).toEqual(before)
+
+    // A second tab cannot open the same account while the first has it (they would race on the
+    // same sessions): it says so instead.
+    const second = await bob.context.newPage()
+    await second.goto(new URL('/', server.origin).href)
+    await second.getByRole('button', { name: 'Log in', exact: true }).waitFor()
+    await second.getByLabel('Username').fill(bobName)
+    await passwordField(second).fill(bobPassword)
+    await second.getByRole('button', { name: 'Log in', exact: true }).click()
+    await second.getByText('is already open in another tab').waitFor()
+    await second.close()
+  })
+
+  it('a message whose text is HTML or a script shows as text and runs nothing', async () => {
+    const hostile = [
+      '<img src=x onerror="window.__pwned = 1">',
+      '<script>window.__pwned = 2</script><b>bold?</b>',
+      '"><svg onload="window.__pwned = 3">',
+    ]
+    for (const text of hostile) await send(alice, text)
+    const seen = await waitForBubbles(bob, 9)
+    expect(seen.slice(-3)).toEqual(hostile.map((text) => ({ direction: 'in', text })))
+    for (const device of [alice, bob]) {
+      expect(await device.page.evaluate(() => (window as { __pwned?: number }).__pwned)).toBeUndefined()
+      const injected = await device.page
+        .locator(
+          'sc-message-list .text img, sc-message-list .text script, sc-message-list .text b, sc-message-list .text svg',
+        )
+        .count()
+      expect(injected).toBe(0)
+    }
+    // The contact list shows names as text too.
+    expect(await contactButton(bob, aliceName).locator('img, script').count()).toBe(0)
+  })
+
+  it('shows the same safety number on both sides, as digits and a QR code, and marks it verified', async () => {
+    async function safetyNumber(device: Device, peer: string): Promise<string[]> {
+      await device.page.getByRole('button', { name: 'Contact details', exact: true }).click()
+      const number = device.page.getByRole('group', { name: 'Safety number' })
+      await waitFor(async () => (await number.locator('span').count()) === 12)
+      expect(await device.page.getByRole('img', { name: 'Safety number QR code' }).count()).toBe(1)
+      expect(await device.page.getByRole('heading', { name: peer }).count()).toBeGreaterThan(0)
+      return number.locator('span').allTextContents()
+    }
+    const [fromAlice, fromBob] = [await safetyNumber(alice, bobName), await safetyNumber(bob, aliceName)]
+    expect(fromAlice).toHaveLength(12)
+    for (const group of fromAlice) expect(group).toMatch(/^\d{5}$/)
+    expect(fromBob).toEqual(fromAlice)
+
+    await alice.page.getByRole('button', { name: 'Mark verified' }).click()
+    await alice.page.getByRole('button', { name: 'Clear verification' }).waitFor()
+    await alice.page.getByRole('button', { name: 'Back to conversation' }).click()
+    await alice.page.locator('sc-conversation .chip.verified').waitFor()
+    await bob.page.getByRole('button', { name: 'Back to conversation' }).click()
+  })
+
+  it('warns when a contact’s key changes and blocks sending until the user accepts it', async () => {
+    const dave = (await registerClient(server)).client
+    const mallory = (await registerClient(server)).client
+    await startChat(alice, dave.username)
+    await swapIdentity(server, dave.username, mallory.username)
+
+    const composer = alice.page.getByLabel('Message', { exact: true })
+    await composer.fill('Are you there?')
+    await composer.press('Enter')
+    const dialog = alice.page.getByRole('dialog', { name: `${dave.username}'s safety number has changed` })
+    await dialog.waitFor()
+    // The dialog shows the new safety number to compare; accepting hands that number back.
+    const newNumber = dialog.getByRole('group', { name: 'New safety number' })
+    await waitFor(async () => (await newNumber.locator('span').count()) === 12)
+    expect(await composer.isDisabled()).toBe(true)
+    expect(await alice.page.getByRole('button', { name: 'Send' }).isDisabled()).toBe(true)
+
+    await dialog.getByRole('button', { name: 'Accept the new safety number' }).click()
+    await dialog.waitFor({ state: 'hidden' })
+    await waitFor(async () => !(await composer.isDisabled()))
+    await send(alice, 'Are you there now?')
+    await waitForBubbles(alice, 1)
+    await dave.close()
+    await mallory.close()
+  })
+
+  it('logs out, and can erase the account from this browser', async () => {
+    await bob.page.getByRole('button', { name: 'Settings' }).click()
+    await bob.page.getByRole('checkbox', { name: /Also erase this account/ }).check()
+    await bob.page.getByRole('button', { name: 'Log out' }).click()
+    await bob.page.getByText('This account was erased from this browser').waitFor()
+    const databases = await bob.page.evaluate(async () =>
+      (await indexedDB.databases()).map((database) => database.name),
+    )
+    expect(databases).not.toContain(`secure-chat:${bobName}`)
+    // Nothing left to unlock: logging in says the keys are elsewhere.
+    await bob.page.getByRole('button', { name: 'Use an existing account' }).click()
+    await logIn(bob, bobName, bobPassword)
+    await bob.page.getByText('This browser holds no account named').waitFor()
+
+    await alice.page.getByRole('button', { name: 'Settings' }).click()
+    // Chromium offered to install the app (beforeinstallprompt): the manifest and worker qualify.
+    await alice.page.getByRole('button', { name: 'Install app' }).waitFor()
+    await alice.page.getByRole('button', { name: 'Log out' }).click()
+    await alice.page.getByRole('button', { name: 'Log in', exact: true }).waitFor()
+    expect(alice.errors).toEqual([])
+    expect(bob.errors).toEqual([])
+  })
+})

@@ -1,0 +1,217 @@
+/**
+ * Opening an account in this browser: the ChatClient with the browser's fetch and WebSocket, the
+ * account's IndexedDB database, and a Web Lock so only one tab at a time drives an account (two
+ * tabs would race on the same ratchet sessions and both hold a relay connection).
+ *
+ * The keys never leave the device: a browser without the account's database can only register a
+ * new account. Everything the core stores is sealed under a key derived from the password
+ * (PBKDF2, 600,000 iterations); at runtime every private key is a non-extractable CryptoKey.
+ */
+import { ChatClient, type ChatClientOptions } from '../../shared/client/chat-client.js'
+import { ClientError, ClientErrorCode, isClientError } from '../../shared/client/errors.js'
+import { fetchHttpClient, type WebSocketLike } from '../../shared/client/transport.js'
+import { normalizeUsername } from '../../shared/username.js'
+import { hasLocalAccount, IdbStore } from './store/idb-store.js'
+
+export interface OpenAccount {
+  readonly client: ChatClient
+  readonly store: IdbStore
+  /** True when the server could not be reached: history is readable, sending waits. */
+  readonly offline: boolean
+  /** Disconnects, closes the database and releases the tab lock. */
+  close(): Promise<void>
+}
+
+/** A problem the sign-in screens show as it is (already in the user's words). */
+export class SignInError extends Error {
+  override readonly name = 'SignInError'
+}
+
+function clientOptions(store: IdbStore): ChatClientOptions {
+  return {
+    serverUrl: location.origin,
+    http: fetchHttpClient(location.origin, (input, init) => fetch(input, { ...init, credentials: 'omit' })),
+    webSocket: (url) => new WebSocket(url) as unknown as WebSocketLike,
+    store,
+    // PBKDF2 at the core's default (600,000 iterations): about a tenth of a second in Chromium.
+  }
+}
+
+/** Holds the account's Web Lock until `release` is called; undefined if another tab holds it. */
+async function lockAccount(username: string): Promise<(() => void) | undefined> {
+  if (!('locks' in navigator)) return () => {}
+  return new Promise((resolve) => {
+    void navigator.locks.request(`secure-chat:${username}`, { ifAvailable: true }, (lock) => {
+      if (!lock) {
+        resolve(undefined)
+        return
+      }
+      return new Promise<void>((release) => resolve(release))
+    })
+  })
+}
+
+function normalizeForForm(username: string): string {
+  try {
+    return normalizeUsername(username)
+  } catch (cause) {
+    throw new SignInError(
+      'Usernames are 3–32 characters: letters a–z, digits, and . _ - (starting and ending with a letter or digit).',
+      { cause },
+    )
+  }
+}
+
+async function withLock<T>(username: string, work: (release: () => void) => Promise<T>): Promise<T> {
+  const release = await lockAccount(username)
+  if (!release) {
+    throw new SignInError(
+      `${username} is already open in another tab or window of this browser. Use that one.`,
+    )
+  }
+  try {
+    return await work(release)
+  } catch (error) {
+    release()
+    throw error
+  }
+}
+
+function opened(client: ChatClient, store: IdbStore, offline: boolean, release: () => void): OpenAccount {
+  let closing: Promise<void> | undefined
+  return {
+    client,
+    store,
+    offline,
+    close() {
+      closing ??= client.close().finally(release)
+      return closing
+    },
+  }
+}
+
+/** Creates keys on this device, registers them with the server, and logs in. */
+export async function registerAccount(
+  username: string,
+  password: string,
+  onLost: () => void,
+): Promise<OpenAccount> {
+  const name = normalizeForForm(username)
+  return withLock(name, async (release) => {
+    if (await hasLocalAccount(name)) {
+      const store = await IdbStore.open(name, { onLost })
+      const existing = await ChatClient.accountIn(store).catch(() => undefined)
+      if (existing) {
+        await store.close()
+        throw new SignInError(
+          `This browser already holds the account ${name}. Log in with its password instead.`,
+        )
+      }
+      // A database without an account (a registration cut short): clear it and start afresh.
+      await store.wipe()
+      await store.close()
+    }
+    const store = await IdbStore.open(name, { onLost })
+    try {
+      const client = await ChatClient.register(clientOptions(store), name, password)
+      client.connect()
+      return opened(client, store, false, release)
+    } catch (error) {
+      // A refused registration wipes what it stored; closing then deletes the empty database.
+      await store.wipe().catch(() => undefined)
+      await store.close().catch(() => undefined)
+      throw error
+    }
+  })
+}
+
+/**
+ * Unlocks the account's local database with the password, then gets a fresh session token when
+ * the stored one has expired. Without a network the account still opens, read-only until the
+ * server is back (the client reconnects by itself when its token is still valid).
+ */
+export async function unlockAccount(
+  username: string,
+  password: string,
+  onLost: () => void,
+): Promise<OpenAccount> {
+  const name = normalizeForForm(username)
+  if (!(await hasLocalAccount(name))) {
+    throw new SignInError(
+      `This browser holds no account named ${name}. Your keys live only on the device where you registered, so log in there; in this browser you can register a new account.`,
+    )
+  }
+  return withLock(name, async (release) => {
+    const store = await IdbStore.open(name, { onLost })
+    let client: ChatClient
+    try {
+      client = await ChatClient.open(clientOptions(store), password, name)
+    } catch (error) {
+      // An empty database (a registration cut short) goes away rather than being listed again.
+      if (isClientError(error, ClientErrorCode.NoAccount)) await store.wipe().catch(() => undefined)
+      await store.close()
+      if (isClientError(error, ClientErrorCode.WrongPassword)) {
+        throw new SignInError('Wrong password for this account. Nothing was unlocked.')
+      }
+      if (isClientError(error, ClientErrorCode.NoAccount)) {
+        throw new SignInError(
+          `This browser holds no account named ${name}. In this browser you can register a new account.`,
+        )
+      }
+      throw error
+    }
+    let offline = false
+    if (!client.loggedIn) {
+      try {
+        await client.login(password)
+      } catch (error) {
+        if (!isClientError(error, ClientErrorCode.Network)) {
+          await client.close()
+          throw error
+        }
+        offline = true
+      }
+    }
+    if (client.loggedIn) client.connect()
+    return opened(client, store, offline, release)
+  })
+}
+
+/** A user-facing sentence for an error from the core or the server. */
+export function describeError(error: unknown): string {
+  if (error instanceof SignInError) return error.message
+  if (error instanceof ClientError) {
+    switch (error.serverCode) {
+      case 'E2E_ERR_USERNAME_TAKEN':
+        return 'That username is taken. Choose another one.'
+      case 'E2E_ERR_WEAK_PASSWORD':
+      case 'E2E_ERR_INVALID_USERNAME':
+      case 'E2E_ERR_INVALID_CREDENTIALS':
+      case 'E2E_ERR_TOO_MANY_ATTEMPTS':
+      case 'E2E_ERR_RATE_LIMITED':
+        return serverMessage(error)
+    }
+    switch (error.code) {
+      case ClientErrorCode.Network:
+        return 'The server cannot be reached. Check your connection and try again.'
+      case ClientErrorCode.WrongPassword:
+        return 'Wrong password for this account. Nothing was unlocked.'
+      case ClientErrorCode.CorruptStore:
+        return `This browser's copy of the account cannot be read: ${error.message}`
+      case ClientErrorCode.UnknownUser:
+        return 'There is no such user on this server.'
+      case ClientErrorCode.IdentityChanged:
+        return 'Their safety number changed. Review it before sending more messages.'
+      case ClientErrorCode.NotLoggedIn:
+        return 'Your session has ended. Log out and log in again.'
+    }
+    return serverMessage(error)
+  }
+  return 'Something went wrong. Please try again.'
+}
+
+/** The server's own words (falling back to the whole message), with the first letter capitalised. */
+export function serverMessage(error: ClientError): string {
+  const text = error.serverMessage ?? error.message
+  return text.charAt(0).toUpperCase() + text.slice(1)
+}

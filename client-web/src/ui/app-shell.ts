@@ -1,0 +1,560 @@
+/**
+ * The application: signed out it shows the register / log in screen; signed in, the contact list
+ * and the open conversation side by side on a wide screen, one at a time on a phone. Routes live in
+ * the URL fragment (#/, #/chat/<user>, #/chat/<user>/details, #/settings) so the back button works.
+ *
+ * It owns the open account and listens to the client core's events: it keeps the contact list
+ * fresh, the tab title's unread count, notifications, and the key-change warning.
+ */
+import { css, html, LitElement, nothing, type TemplateResult } from 'lit'
+import { customElement, query, state } from 'lit/decorators.js'
+import type { ConnectionState, ContactView } from '../../../shared/client/chat-client.js'
+import { normalizeUsername } from '../../../shared/username.js'
+import { notifyNewMessage, titleFor } from '../attention.js'
+import { describeError, type OpenAccount } from '../session.js'
+import { avatar } from './avatar.js'
+import type { ContactPreview } from './contact-list.js'
+import type { ConversationView } from './conversation-view.js'
+import { icons } from './icons.js'
+import type { InstallPrompt } from './settings-view.js'
+import { base } from './theme.js'
+import './auth-view.js'
+import './contact-details.js'
+import './contact-list.js'
+import './conversation-view.js'
+import './key-change-dialog.js'
+import './settings-view.js'
+
+export type Route =
+  | { readonly view: 'list' }
+  | { readonly view: 'chat'; readonly peer: string }
+  | { readonly view: 'details'; readonly peer: string }
+  | { readonly view: 'settings' }
+
+export function parseRoute(hash: string): Route {
+  const parts = hash.replace(/^#\/?/, '').split('/')
+  if (parts[0] === 'settings') return { view: 'settings' }
+  if (parts[0] === 'chat' && parts[1]) {
+    try {
+      const peer = normalizeUsername(decodeURIComponent(parts[1]))
+      return parts[2] === 'details' ? { view: 'details', peer } : { view: 'chat', peer }
+    } catch {
+      return { view: 'list' }
+    }
+  }
+  return { view: 'list' }
+}
+
+/** Below this width one pane shows at a time. */
+const WIDE_QUERY = '(min-width: 800px)'
+
+const CONNECTION_TEXT: Record<ConnectionState, string> = {
+  online: 'Connected',
+  connecting: 'Connecting…',
+  offline: 'Offline',
+  'logged-out': 'Session ended',
+}
+
+@customElement('sc-app')
+export class AppShell extends LitElement {
+  static override styles = [
+    base,
+    css`
+      :host {
+        display: block;
+        height: 100%;
+      }
+      .layout {
+        display: grid;
+        height: 100%;
+        grid-template-columns: 1fr;
+      }
+      .layout.wide {
+        grid-template-columns: minmax(300px, 360px) 1fr;
+      }
+      aside {
+        display: flex;
+        flex-direction: column;
+        min-height: 0;
+        background: var(--surface);
+        border-right: 1px solid var(--border);
+      }
+      .side-head {
+        display: flex;
+        align-items: center;
+        gap: 12px;
+        padding: 14px 12px 10px 16px;
+      }
+      .me {
+        flex: 1;
+        min-width: 0;
+        display: grid;
+      }
+      .me h1 {
+        font-size: 20px;
+        font-weight: 800;
+        letter-spacing: -0.01em;
+      }
+      .conn {
+        display: flex;
+        align-items: center;
+        gap: 6px;
+        font-size: 12.5px;
+        color: var(--text-3);
+        white-space: nowrap;
+        overflow: hidden;
+        text-overflow: ellipsis;
+      }
+      .conn .light {
+        width: 8px;
+        height: 8px;
+        border-radius: 50%;
+        background: var(--text-3);
+        flex: none;
+      }
+      .conn .retry {
+        margin-left: 2px;
+        padding: 0 4px;
+        border: 0;
+        border-radius: 6px;
+        background: transparent;
+        color: var(--accent-text);
+        font-size: 12.5px;
+        font-weight: 600;
+      }
+      .conn .retry:hover {
+        background: var(--accent-soft);
+      }
+      .conn.online .light {
+        background: var(--online);
+      }
+      .conn.connecting .light {
+        background: #d99a00;
+      }
+      sc-contact-list {
+        flex: 1;
+      }
+      main {
+        min-width: 0;
+        min-height: 0;
+        height: 100%;
+      }
+      .side-banner {
+        margin: 0 12px 10px;
+      }
+      .side-banner .btn {
+        min-height: 34px;
+        margin-top: 8px;
+      }
+      .welcome {
+        display: grid;
+        place-items: center;
+        height: 100%;
+        padding: 24px;
+        text-align: center;
+      }
+      .welcome-inner {
+        display: grid;
+        justify-items: center;
+        gap: 12px;
+        max-width: 380px;
+        color: var(--text-2);
+      }
+      .welcome .logo {
+        width: 72px;
+        height: 72px;
+      }
+      .welcome h2 {
+        font-size: 22px;
+        color: var(--text);
+      }
+      .welcome .e2e {
+        display: inline-flex;
+        gap: 6px;
+        align-items: center;
+        margin-top: 8px;
+        font-size: 13px;
+        color: var(--text-3);
+      }
+      .welcome .e2e .icon {
+        width: 16px;
+        height: 16px;
+      }
+      .toast {
+        position: fixed;
+        left: 50%;
+        bottom: 24px;
+        transform: translateX(-50%);
+        max-width: min(520px, calc(100vw - 32px));
+        padding: 12px 16px;
+        border-radius: 12px;
+        background: #1f2937;
+        color: #fff;
+        font-size: 14px;
+        box-shadow: var(--shadow-2);
+        z-index: 10;
+      }
+    `,
+  ]
+
+  @state() private account: OpenAccount | undefined
+  @state() private contacts: ContactView[] = []
+  /** The newest message of each conversation, for the contact list. */
+  @state() private previews: ReadonlyMap<string, ContactPreview> = new Map()
+  @state() private connection: ConnectionState = 'offline'
+  @state() private route: Route = parseRoute(location.hash)
+  @state() private wide = matchMedia(WIDE_QUERY).matches
+  @state() private keyChangePeer: string | undefined
+  @state() private installPrompt: InstallPrompt | undefined
+  @state() private notice = ''
+  @state() private toast = ''
+
+  @query('sc-conversation') private conversation!: ConversationView | null
+
+  private unsubscribe: (() => void)[] = []
+  private refreshQueued = false
+  /** What each preview was read for (last activity and unread count), so unchanged ones are kept. */
+  private previewVersions = new Map<string, string>()
+  private toastTimer: ReturnType<typeof setTimeout> | undefined
+  private readonly wideQuery = matchMedia(WIDE_QUERY)
+
+  override connectedCallback(): void {
+    super.connectedCallback()
+    window.addEventListener('hashchange', this.onHashChange)
+    this.wideQuery.addEventListener('change', this.onWideChange)
+    window.addEventListener('beforeinstallprompt', this.onInstallPrompt)
+    navigator.serviceWorker?.addEventListener('message', this.onWorkerMessage)
+    window.addEventListener('online', this.reconnect)
+    document.addEventListener('visibilitychange', this.onVisibility)
+  }
+
+  override disconnectedCallback(): void {
+    super.disconnectedCallback()
+    window.removeEventListener('hashchange', this.onHashChange)
+    this.wideQuery.removeEventListener('change', this.onWideChange)
+    window.removeEventListener('beforeinstallprompt', this.onInstallPrompt)
+    navigator.serviceWorker?.removeEventListener('message', this.onWorkerMessage)
+    window.removeEventListener('online', this.reconnect)
+    document.removeEventListener('visibilitychange', this.onVisibility)
+  }
+
+  /**
+   * Tries the server now instead of waiting out the core's backoff (up to 30 s): when the browser
+   * says the network is back, when the app comes to the front, or when the user asks.
+   */
+  private reconnect = (): void => {
+    const client = this.account?.client
+    if (!client?.loggedIn) return
+    if (client.connection === 'offline' || client.connection === 'connecting') client.connect()
+  }
+
+  private onVisibility = (): void => {
+    if (document.visibilityState === 'visible') this.reconnect()
+  }
+
+  private onHashChange = (): void => {
+    this.route = parseRoute(location.hash)
+    this.checkKeyChange()
+    if (this.route.view === 'chat' && this.wide) this.conversation?.focusComposer()
+  }
+
+  private onWideChange = (event: MediaQueryListEvent): void => {
+    this.wide = event.matches
+  }
+
+  private onInstallPrompt = (event: Event): void => {
+    event.preventDefault()
+    this.installPrompt = event as InstallPrompt
+  }
+
+  private onWorkerMessage = (event: MessageEvent): void => {
+    const data = event.data as { type?: unknown; peer?: unknown } | null
+    if (data?.type === 'open-chat' && typeof data.peer === 'string') {
+      location.hash = `#/chat/${encodeURIComponent(data.peer)}`
+    }
+  }
+
+  // --- Account ----------------------------------------------------------------------------------
+
+  private signedIn(account: OpenAccount): void {
+    this.account = account
+    this.notice = ''
+    const client = account.client
+    this.connection = client.connection
+    this.unsubscribe = [
+      client.events.on('connection', ({ state }) => {
+        this.connection = state
+        if (state === 'online') this.scheduleRefresh()
+      }),
+      client.events.on('message', (message) => {
+        this.scheduleRefresh()
+        if (message.direction === 'in') void notifyNewMessage(message.peer).catch(() => undefined)
+      }),
+      client.events.on('presence', () => this.scheduleRefresh()),
+      client.events.on('identity-changed', () => this.scheduleRefresh()),
+      client.events.on('delivery', ({ state }) => {
+        if (state === 'failed') this.showToast('A message could not be delivered.')
+      }),
+      client.events.on('undecryptable', ({ peer }) =>
+        this.showToast(`A message from ${peer} could not be decrypted and was dropped.`),
+      ),
+    ]
+    if (account.offline) this.showToast('The server cannot be reached. Showing the messages stored here.')
+    this.scheduleRefresh()
+  }
+
+  private async signOut(options: { wipe?: boolean; notice?: string } = {}): Promise<void> {
+    const account = this.account
+    if (!account) return
+    for (const stop of this.unsubscribe) stop()
+    this.unsubscribe = []
+    try {
+      await account.client.logout({ wipe: options.wipe === true })
+    } catch {
+      // Logging out on the server is best effort; the local lock below is what matters.
+    }
+    await account.close().catch(() => undefined)
+    this.account = undefined
+    this.contacts = []
+    this.previews = new Map()
+    this.previewVersions.clear()
+    this.keyChangePeer = undefined
+    document.title = titleFor(0)
+    this.notice =
+      options.notice ??
+      (options.wipe ? 'Logged out. This account was erased from this browser.' : 'Logged out.')
+    location.hash = '#/'
+  }
+
+  /** Locks the app without logging out on the server (the database went away, or the session ended). */
+  private async lock(notice: string): Promise<void> {
+    const account = this.account
+    if (!account) return
+    for (const stop of this.unsubscribe) stop()
+    this.unsubscribe = []
+    await account.close().catch(() => undefined)
+    this.account = undefined
+    this.contacts = []
+    this.previews = new Map()
+    this.previewVersions.clear()
+    this.keyChangePeer = undefined
+    document.title = titleFor(0)
+    this.notice = notice
+  }
+
+  private scheduleRefresh(): void {
+    if (this.refreshQueued) return
+    this.refreshQueued = true
+    setTimeout(() => {
+      this.refreshQueued = false
+      void this.refreshContacts()
+    }, 0)
+  }
+
+  private async refreshContacts(): Promise<void> {
+    const account = this.account
+    if (!account) return
+    try {
+      const contacts = await account.client.contacts()
+      const previews = await this.readPreviews(account, contacts)
+      if (account !== this.account) return
+      this.contacts = contacts
+      this.previews = previews
+      document.title = titleFor(contacts.reduce((sum, contact) => sum + contact.unread, 0))
+      this.checkKeyChange()
+    } catch (error) {
+      this.showToast(describeError(error))
+    }
+  }
+
+  private async readPreviews(
+    account: OpenAccount,
+    contacts: readonly ContactView[],
+  ): Promise<ReadonlyMap<string, ContactPreview>> {
+    const previews = new Map(this.previews)
+    await Promise.all(
+      contacts.map(async (contact) => {
+        const version = `${contact.lastMessageAt ?? ''}:${contact.unread}`
+        if (this.previewVersions.get(contact.username) === version) return
+        const [last] = await account.client.history(contact.username, { limit: 1 })
+        this.previewVersions.set(contact.username, version)
+        if (last) previews.set(contact.username, { text: last.text, direction: last.direction })
+        else previews.delete(contact.username)
+      }),
+    )
+    return previews
+  }
+
+  /** Opens the warning when the conversation on screen belongs to a contact whose key changed. */
+  private checkKeyChange(): void {
+    const route = this.route
+    if (route.view !== 'chat' && route.view !== 'details') return
+    const contact = this.contacts.find((candidate) => candidate.username === route.peer)
+    if (contact?.identityChanged) this.keyChangePeer = route.peer
+  }
+
+  private async openChat(username: string): Promise<void> {
+    const account = this.account
+    if (!account) return
+    try {
+      if (!this.contacts.some((contact) => contact.username === username)) {
+        await account.client.addContact(username)
+        await this.refreshContacts()
+      }
+      location.hash = `#/chat/${encodeURIComponent(username)}`
+    } catch (error) {
+      this.showToast(describeError(error))
+    }
+  }
+
+  private onKeyChangeClosed(event: CustomEvent<{ peer: string | undefined; accepted: boolean }>): void {
+    this.keyChangePeer = undefined
+    if (event.detail.accepted) {
+      this.scheduleRefresh()
+      this.conversation?.focusComposer()
+    } else {
+      location.hash = '#/'
+    }
+  }
+
+  private showToast(message: string): void {
+    this.toast = message
+    clearTimeout(this.toastTimer)
+    this.toastTimer = setTimeout(() => {
+      this.toast = ''
+    }, 6000)
+  }
+
+  // --- Rendering --------------------------------------------------------------------------------
+
+  private renderSidebar(account: OpenAccount): TemplateResult {
+    const selected = this.route.view === 'chat' || this.route.view === 'details' ? this.route.peer : undefined
+    return html`<aside aria-label="Conversations">
+      <div class="side-head">
+        ${avatar(account.client.username, { size: 'small' })}
+        <div class="me">
+          <h1>Chats</h1>
+          <span class="conn ${this.connection}" role="status">
+            <span class="light"></span>${account.client.username} · ${CONNECTION_TEXT[this.connection]}
+            ${
+              this.connection === 'offline' && account.client.loggedIn
+                ? html`<button class="retry" @click=${this.reconnect}>Reconnect</button>`
+                : nothing
+            }
+          </span>
+        </div>
+        <button
+          class="icon-btn"
+          aria-label="Settings"
+          title="Settings"
+          @click=${() => {
+            location.hash = '#/settings'
+          }}
+        >
+          ${icons.settings()}
+        </button>
+      </div>
+      ${
+        this.connection === 'logged-out'
+          ? html`<div class="banner warning side-banner" role="alert">
+              <div>
+                Your session has ended on the server. Log in again to send and receive messages.
+                <div>
+                  <button
+                    class="btn secondary"
+                    @click=${() => this.lock('Your session ended. Log in again to continue.')}
+                  >
+                    Log in again
+                  </button>
+                </div>
+              </div>
+            </div>`
+          : nothing
+      }
+      <sc-contact-list
+        .client=${account.client}
+        .contacts=${this.contacts}
+        .previews=${this.previews}
+        .selected=${selected}
+        @open-chat=${(event: CustomEvent<string>) => this.openChat(event.detail)}
+      ></sc-contact-list>
+    </aside>`
+  }
+
+  private renderMain(account: OpenAccount): TemplateResult {
+    const route = this.route
+    const contactOf = (peer: string) => this.contacts.find((contact) => contact.username === peer)
+    switch (route.view) {
+      case 'chat':
+        return html`<sc-conversation
+          .client=${account.client}
+          .peer=${route.peer}
+          .contact=${contactOf(route.peer)}
+          ?narrow=${!this.wide}
+        ></sc-conversation>`
+      case 'details':
+        return html`<sc-contact-details
+          .client=${account.client}
+          .peer=${route.peer}
+          .contact=${contactOf(route.peer)}
+        ></sc-contact-details>`
+      case 'settings':
+        return html`<sc-settings
+          .username=${account.client.username}
+          .connection=${this.connection}
+          .installPrompt=${this.installPrompt}
+          ?narrow=${!this.wide}
+          @logout=${(event: CustomEvent<{ wipe: boolean }>) => this.signOut({ wipe: event.detail.wipe })}
+          @install-prompt-used=${() => {
+            this.installPrompt = undefined
+          }}
+        ></sc-settings>`
+      case 'list':
+        return html`<div class="welcome">
+          <div class="welcome-inner">
+            ${icons.logo()}
+            <h2>secure-chat</h2>
+            <p>Choose a chat on the left, or search for someone by their username to start one.</p>
+            <span class="e2e">${icons.lock()} Messages are end-to-end encrypted</span>
+          </div>
+        </div>`
+    }
+  }
+
+  override render(): TemplateResult {
+    const account = this.account
+    if (!account) {
+      return html`<sc-auth
+        .notice=${this.notice}
+        @signed-in=${(event: CustomEvent<OpenAccount>) => this.signedIn(event.detail)}
+        @account-lost=${() => this.lock('This account was closed in another tab.')}
+      ></sc-auth>`
+    }
+    const showSidebar = this.wide || this.route.view === 'list'
+    const showMain = this.wide || this.route.view !== 'list'
+    return html`
+      <div
+        class="layout ${this.wide ? 'wide' : 'narrow'}"
+        @contacts-changed=${() => this.scheduleRefresh()}
+        @identity-warning=${(event: CustomEvent<string>) => {
+          this.keyChangePeer = event.detail
+        }}
+      >
+        ${showSidebar ? this.renderSidebar(account) : nothing}
+        ${showMain ? html`<main>${this.renderMain(account)}</main>` : nothing}
+      </div>
+      <sc-key-change-dialog
+        .client=${account.client}
+        .peer=${this.keyChangePeer}
+        @key-change-closed=${this.onKeyChangeClosed}
+      ></sc-key-change-dialog>
+      ${this.toast ? html`<div class="toast" role="status">${this.toast}</div>` : nothing}
+    `
+  }
+}
+
+declare global {
+  interface HTMLElementTagNameMap {
+    'sc-app': AppShell
+  }
+}

@@ -1,0 +1,422 @@
+/**
+ * Register and log in. Registering makes the account's keys in this browser; logging in unlocks
+ * this browser's copy of an account with its password. The password policy is explained while the
+ * user types: long enough, no composition rules, and the server refuses easily guessed ones.
+ */
+import { css, html, LitElement, nothing, type PropertyValues, type TemplateResult } from 'lit'
+import { customElement, property, query, state } from 'lit/decorators.js'
+import { isClientError } from '../../../shared/client/errors.js'
+import { PASSWORD_MIN_LENGTH } from '../../../shared/limits.js'
+import { describeError, type OpenAccount, registerAccount, unlockAccount } from '../session.js'
+import { localAccounts } from '../store/idb-store.js'
+import { icons } from './icons.js'
+import { base } from './theme.js'
+
+type Mode = 'login' | 'register'
+
+@customElement('sc-auth')
+export class AuthView extends LitElement {
+  static override styles = [
+    base,
+    css`
+      :host {
+        display: grid;
+        place-items: center;
+        min-height: 100%;
+        padding: 32px 16px;
+        background:
+          radial-gradient(1200px 500px at 50% -10%, var(--accent-soft), transparent 70%),
+          var(--bg);
+      }
+      .panel {
+        width: min(440px, 100%);
+      }
+      .brand {
+        display: flex;
+        align-items: center;
+        gap: 12px;
+        margin-bottom: 22px;
+        justify-content: center;
+      }
+      .brand .logo {
+        width: 44px;
+        height: 44px;
+      }
+      .brand span {
+        font-size: 24px;
+        font-weight: 800;
+        letter-spacing: -0.02em;
+      }
+      .card {
+        display: grid;
+        gap: 18px;
+        padding: 28px;
+        border-radius: 20px;
+        background: var(--surface);
+        box-shadow: var(--shadow-2);
+      }
+      h1 {
+        font-size: 22px;
+        font-weight: 750;
+        letter-spacing: -0.01em;
+      }
+      .lead {
+        margin-top: 4px;
+        color: var(--text-2);
+        font-size: 14.5px;
+      }
+      form {
+        display: grid;
+        gap: 16px;
+      }
+      .password {
+        display: flex;
+        gap: 8px;
+      }
+      .password input {
+        flex: 1;
+      }
+      .password .btn {
+        min-width: 72px;
+        padding: 0 12px;
+      }
+      .policy {
+        display: grid;
+        gap: 6px;
+        margin: 2px 0 0;
+        padding: 0;
+        list-style: none;
+        font-size: 13px;
+        color: var(--text-2);
+      }
+      .policy li {
+        display: flex;
+        gap: 8px;
+        align-items: flex-start;
+      }
+      .policy .icon {
+        width: 16px;
+        height: 16px;
+        margin-top: 2px;
+        color: var(--text-3);
+      }
+      .policy .met {
+        color: var(--success);
+      }
+      .policy .met .icon {
+        color: var(--success);
+      }
+      .error-text {
+        display: grid;
+        gap: 4px;
+      }
+      .error-text strong {
+        font-weight: 700;
+      }
+      .switch {
+        display: flex;
+        flex-wrap: wrap;
+        align-items: center;
+        justify-content: center;
+        gap: 4px;
+        font-size: 14px;
+        color: var(--text-2);
+      }
+      .accounts {
+        display: flex;
+        flex-wrap: wrap;
+        gap: 8px;
+        align-items: center;
+        font-size: 13px;
+        color: var(--text-2);
+      }
+      .account-chip {
+        padding: 6px 12px;
+        border-radius: 999px;
+        border: 1px solid var(--border);
+        background: var(--surface-2);
+        font-size: 13px;
+        font-weight: 600;
+      }
+      .account-chip:hover {
+        border-color: var(--accent);
+      }
+      .note {
+        display: flex;
+        gap: 10px;
+        align-items: flex-start;
+        font-size: 13px;
+        color: var(--text-3);
+      }
+      .note .icon {
+        width: 18px;
+        height: 18px;
+        margin-top: 1px;
+      }
+      .footer {
+        margin-top: 18px;
+        text-align: center;
+        font-size: 12.5px;
+        color: var(--text-3);
+      }
+      @media (max-width: 480px) {
+        :host {
+          place-items: start center;
+          padding-top: 28px;
+        }
+        .card {
+          padding: 22px 18px;
+        }
+      }
+    `,
+  ]
+
+  /** A note shown above the form (e.g. why the user was signed out). */
+  @property() notice = ''
+
+  @state() private mode: Mode = 'login'
+  @state() private accounts: string[] = []
+  @state() private username = ''
+  @state() private password = ''
+  @state() private showPassword = false
+  @state() private busy = false
+  @state() private error: { title: string; detail: string } | undefined
+
+  @query('#username') private usernameInput!: HTMLInputElement
+  @query('#password') private passwordInput!: HTMLInputElement
+  private ready = false
+
+  override connectedCallback(): void {
+    super.connectedCallback()
+    void this.loadAccounts()
+  }
+
+  private async loadAccounts(): Promise<void> {
+    this.accounts = await localAccounts().catch(() => [])
+    if (!this.ready) {
+      this.ready = true
+      this.mode = this.accounts.length > 0 ? 'login' : 'register'
+      if (this.accounts.length === 1) this.username = this.accounts[0] as string
+    }
+  }
+
+  protected override updated(changed: PropertyValues): void {
+    if (changed.has('mode')) {
+      const target = this.username ? this.passwordInput : this.usernameInput
+      target?.focus()
+    }
+  }
+
+  private setMode(mode: Mode): void {
+    this.mode = mode
+    this.error = undefined
+  }
+
+  private async submit(event: Event): Promise<void> {
+    event.preventDefault()
+    if (this.busy) return
+    this.error = undefined
+    this.busy = true
+    const username = this.username.trim()
+    const password = this.password
+    const onLost = () =>
+      this.dispatchEvent(new CustomEvent('account-lost', { bubbles: true, composed: true }))
+    try {
+      const account: OpenAccount =
+        this.mode === 'register'
+          ? await registerAccount(username, password, onLost)
+          : await unlockAccount(username, password, onLost)
+      this.password = ''
+      this.dispatchEvent(new CustomEvent('signed-in', { detail: account, bubbles: true, composed: true }))
+    } catch (error) {
+      this.error = this.describe(error)
+      await this.loadAccounts()
+      this.passwordInput?.focus()
+    } finally {
+      this.busy = false
+    }
+  }
+
+  private describe(error: unknown): { title: string; detail: string } {
+    const detail = describeError(error)
+    if (isClientError(error) && error.serverCode === 'E2E_ERR_WEAK_PASSWORD') {
+      return { title: 'Choose a stronger password', detail }
+    }
+    if (isClientError(error) && error.serverCode === 'E2E_ERR_INVALID_USERNAME') {
+      return { title: 'Choose another username', detail }
+    }
+    return { title: this.mode === 'register' ? 'Could not register' : 'Could not log in', detail }
+  }
+
+  private renderPolicy(): TemplateResult {
+    const length = [...this.password].length
+    const longEnough = length >= PASSWORD_MIN_LENGTH
+    return html`<ul class="policy" id="password-policy" aria-live="polite">
+      <li class=${longEnough ? 'met' : ''}>
+        ${longEnough ? icons.check() : icons.info()}
+        <span
+          >At least ${PASSWORD_MIN_LENGTH} characters
+          (${longEnough ? 'done' : `${length} of ${PASSWORD_MIN_LENGTH}`})</span
+        >
+      </li>
+      <li>
+        ${icons.info()}
+        <span>No rules about digits, capitals or symbols: a few unrelated words make a strong one.</span>
+      </li>
+      <li>
+        ${icons.info()}
+        <span>Common and easily guessed passwords are refused by the server.</span>
+      </li>
+      <li>
+        ${icons.lock()}
+        <span>It unlocks your keys on this device and cannot be reset: keep it safe.</span>
+      </li>
+    </ul>`
+  }
+
+  private renderAccounts(): TemplateResult | typeof nothing {
+    if (this.mode !== 'login' || this.accounts.length === 0) return nothing
+    return html`<div class="accounts" aria-label="Accounts on this browser">
+      <span>On this browser:</span>
+      ${this.accounts.map(
+        (name) => html`<button
+          type="button"
+          class="account-chip"
+          aria-pressed=${this.username === name ? 'true' : 'false'}
+          @click=${() => {
+            this.username = name
+            this.passwordInput?.focus()
+          }}
+        >
+          ${name}
+        </button>`,
+      )}
+    </div>`
+  }
+
+  override render(): TemplateResult {
+    const register = this.mode === 'register'
+    return html`<main class="panel">
+      <div class="brand">${icons.logo()}<span>secure-chat</span></div>
+      <div class="card">
+        <div>
+          <h1>${register ? 'Create your account' : 'Welcome back'}</h1>
+          <p class="lead">
+            ${
+              register
+                ? 'Your keys are made here, in this browser. Messages are end-to-end encrypted: the server only ever sees ciphertext.'
+                : 'Unlock the account stored in this browser with its password.'
+            }
+          </p>
+        </div>
+        ${this.notice ? html`<p class="banner info" role="status">${this.notice}</p>` : nothing}
+        ${
+          !register && this.accounts.length === 0
+            ? html`<p class="banner info" role="status">
+                This browser holds no account yet. Your keys live only on the device where you registered,
+                so on a new browser you can only register a new account.
+              </p>`
+            : nothing
+        }
+        ${this.renderAccounts()}
+        <form @submit=${this.submit} novalidate>
+          <div class="field">
+            <label for="username">Username</label>
+            <input
+              id="username"
+              type="text"
+              autocomplete="username"
+              autocapitalize="off"
+              spellcheck="false"
+              required
+              minlength="3"
+              maxlength="32"
+              aria-describedby="username-hint"
+              .value=${this.username}
+              @input=${(event: Event) => {
+                this.username = (event.target as HTMLInputElement).value
+              }}
+            />
+            <span class="hint" id="username-hint">
+              ${
+                register
+                  ? '3–32 characters: letters, digits, and . _ - . Others find you by it.'
+                  : 'The username you registered with in this browser.'
+              }
+            </span>
+          </div>
+          <div class="field">
+            <label for="password">Password</label>
+            <div class="password">
+              <input
+                id="password"
+                type=${this.showPassword ? 'text' : 'password'}
+                autocomplete=${register ? 'new-password' : 'current-password'}
+                required
+                aria-describedby=${register ? 'password-policy' : nothing}
+                .value=${this.password}
+                @input=${(event: Event) => {
+                  this.password = (event.target as HTMLInputElement).value
+                }}
+              />
+              <button
+                type="button"
+                class="btn secondary"
+                aria-pressed=${this.showPassword ? 'true' : 'false'}
+                aria-controls="password"
+                @click=${() => {
+                  this.showPassword = !this.showPassword
+                }}
+              >
+                ${this.showPassword ? 'Hide' : 'Show'}
+              </button>
+            </div>
+            ${register ? this.renderPolicy() : nothing}
+          </div>
+          ${
+            this.error
+              ? html`<div class="banner error" role="alert">
+                  ${icons.alert()}
+                  <div class="error-text"><strong>${this.error.title}</strong><span>${this.error.detail}</span></div>
+                </div>`
+              : nothing
+          }
+          <button class="btn primary block" type="submit" ?disabled=${this.busy}>
+            ${
+              this.busy ? (register ? 'Creating your keys…' : 'Unlocking…') : register ? 'Register' : 'Log in'
+            }
+          </button>
+        </form>
+        <p class="switch">
+          ${
+            register
+              ? html`Already registered in this browser?
+                  <button type="button" class="btn ghost" @click=${() => this.setMode('login')}>
+                    Use an existing account
+                  </button>`
+              : html`New here?
+                  <button type="button" class="btn ghost" @click=${() => this.setMode('register')}>
+                    Create an account
+                  </button>`
+          }
+        </p>
+        ${
+          register
+            ? html`<p class="note">
+                ${icons.device()}
+                <span>Registering on a new browser creates a new, separate account: keys are never copied
+                  between devices.</span>
+              </p>`
+            : nothing
+        }
+      </div>
+      <p class="footer">End-to-end encrypted · X3DH and the Double Ratchet</p>
+    </main>`
+  }
+}
+
+declare global {
+  interface HTMLElementTagNameMap {
+    'sc-auth': AuthView
+  }
+}

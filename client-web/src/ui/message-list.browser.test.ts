@@ -1,0 +1,161 @@
+/**
+ * The windowed message list in Chromium: a conversation of 10,000 messages keeps a few dozen rows
+ * in the DOM wherever it is scrolled, shows the right ones, asks for older messages near the top,
+ * keeps the view still when they are prepended, follows new messages at the bottom, and renders
+ * message text as text.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import type { MessageView } from '../../../shared/client/chat-client.js'
+import type { MessageList } from './message-list.js'
+import './message-list.js'
+
+const START = Date.UTC(2025, 0, 1, 9, 0, 0)
+const MINUTE = 60_000
+
+function messages(count: number, firstOrder = 1, stepMs = 7 * MINUTE): MessageView[] {
+  return Array.from({ length: count }, (_, i) => {
+    const order = firstOrder + i
+    return {
+      id: `m${order}`,
+      peer: 'ann',
+      direction: order % 3 === 0 ? 'out' : 'in',
+      text:
+        order % 7 === 0
+          ? `Message ${order}\nwith a second line\nand a third`
+          : `Message ${order} ${'lorem ipsum '.repeat(order % 5)}`,
+      sentAt: START + order * stepMs,
+      serverAt: START + order * stepMs,
+      state: order % 3 === 0 ? 'delivered' : 'received',
+      order,
+    }
+  })
+}
+
+const mounted: HTMLElement[] = []
+
+afterEach(() => {
+  for (const element of mounted.splice(0)) element.remove()
+})
+
+/** Lets scroll events, Lit updates and the follow-up measuring pass run. */
+async function settle(list: MessageList): Promise<void> {
+  for (let i = 0; i < 4; i++) {
+    await new Promise((resolve) => requestAnimationFrame(() => resolve(undefined)))
+    await list.updateComplete
+  }
+}
+
+async function mount(items: MessageView[], options: { hasOlder?: boolean } = {}): Promise<MessageList> {
+  const list = document.createElement('sc-message-list')
+  list.style.display = 'block'
+  list.style.height = '600px'
+  list.style.width = '420px'
+  list.peer = 'ann'
+  list.messages = items
+  list.hasOlder = options.hasOlder ?? false
+  document.body.append(list)
+  mounted.push(list)
+  await settle(list)
+  return list
+}
+
+function viewport(list: MessageList): HTMLElement {
+  return list.shadowRoot!.querySelector('.viewport') as HTMLElement
+}
+
+/** Ids of the messages at least partly inside the viewport. */
+function visibleIds(list: MessageList): string[] {
+  const box = viewport(list).getBoundingClientRect()
+  return [...list.shadowRoot!.querySelectorAll<HTMLElement>('.message')]
+    .filter((row) => {
+      const rect = row.getBoundingClientRect()
+      return rect.bottom > box.top && rect.top < box.bottom
+    })
+    .map((row) => row.dataset.id ?? '')
+}
+
+async function scrollTo(list: MessageList, top: number): Promise<void> {
+  viewport(list).scrollTop = top
+  viewport(list).dispatchEvent(new Event('scroll'))
+  await settle(list)
+}
+
+describe('sc-message-list', () => {
+  it('renders a few dozen rows of 10,000 messages, starting at the newest', async () => {
+    const list = await mount(messages(10_000))
+    expect(list.renderedMessageCount).toBeGreaterThan(0)
+    expect(list.renderedMessageCount).toBeLessThan(80)
+    expect(visibleIds(list)).toContain('m10000')
+    const element = viewport(list)
+    expect(element.scrollHeight - element.scrollTop - element.clientHeight).toBeLessThan(2)
+  })
+
+  it('shows the right messages wherever it is scrolled, with the DOM staying small', async () => {
+    const list = await mount(messages(10_000))
+    const element = viewport(list)
+    for (const fraction of [0, 0.25, 0.5, 0.75, 1]) {
+      await scrollTo(list, (element.scrollHeight - element.clientHeight) * fraction)
+      const visible = visibleIds(list).map((id) => Number(id.slice(1)))
+      expect(visible.length).toBeGreaterThan(0)
+      expect(list.renderedMessageCount).toBeLessThan(80)
+      // Consecutive messages, in order.
+      for (let i = 1; i < visible.length; i++) expect(visible[i]).toBe((visible[i - 1] as number) + 1)
+      if (fraction === 0) expect(visible[0]).toBe(1)
+      if (fraction === 1) expect(visible.at(-1)).toBe(10_000)
+    }
+  })
+
+  it('asks for older messages near the top, and keeps the view still when they arrive', async () => {
+    const list = await mount(messages(200, 10_001), { hasOlder: true })
+    let asked = 0
+    list.addEventListener('load-older', () => asked++)
+    await scrollTo(list, 150)
+    expect(asked).toBeGreaterThan(0)
+    const anchorId = visibleIds(list)[1] as string
+    const anchor = () => list.shadowRoot!.querySelector<HTMLElement>(`[data-id="${anchorId}"]`)!
+    const before = anchor().getBoundingClientRect().top
+
+    list.messages = [...messages(200, 9_801), ...list.messages]
+    await settle(list)
+    expect(Math.abs(anchor().getBoundingClientRect().top - before)).toBeLessThanOrEqual(1)
+    expect(list.renderedMessageCount).toBeLessThan(80)
+  })
+
+  it('follows new messages at the bottom, and offers a jump when scrolled up', async () => {
+    const list = await mount(messages(500))
+    list.messages = [...list.messages, ...messages(1, 501)]
+    await settle(list)
+    expect(visibleIds(list)).toContain('m501')
+
+    await scrollTo(list, 0)
+    const incoming = { ...messages(1, 502)[0]!, direction: 'in' as const }
+    list.messages = [...list.messages, incoming]
+    await settle(list)
+    expect(visibleIds(list)).not.toContain('m502')
+    const jump = list.shadowRoot!.querySelector<HTMLButtonElement>('button.jump')
+    expect(jump?.textContent).toContain('New messages')
+    jump?.click()
+    await settle(list)
+    expect(visibleIds(list)).toContain('m502')
+  })
+
+  it('renders message text as text, never as HTML', async () => {
+    const hostile = '<img src=x onerror="window.__listPwned=1"><b>bold</b>'
+    const list = await mount([{ ...messages(1)[0]!, text: hostile }])
+    const text = list.shadowRoot!.querySelector('.message .text')!
+    expect(text.textContent).toBe(hostile)
+    expect(text.querySelector('img, b')).toBeNull()
+    expect((window as { __listPwned?: number }).__listPwned).toBeUndefined()
+  })
+
+  it('separates days and marks delivery for outgoing messages', async () => {
+    const list = await mount(messages(400, 1, 180 * MINUTE))
+    const element = viewport(list)
+    await scrollTo(list, element.scrollHeight / 2)
+    const separators = list.shadowRoot!.querySelectorAll('.day')
+    expect(separators.length).toBeGreaterThan(0)
+    const marks = [...list.shadowRoot!.querySelectorAll('.message.out .state')]
+    expect(marks.length).toBeGreaterThan(0)
+    expect(marks.every((mark) => mark.textContent?.includes('Delivered'))).toBe(true)
+  })
+})

@@ -1,0 +1,279 @@
+/**
+ * Settings: who is logged in and where the keys are, notifications, installing the app, and
+ * logging out (optionally erasing this account from the browser).
+ */
+import { css, html, LitElement, nothing, type TemplateResult } from 'lit'
+import { customElement, property, state } from 'lit/decorators.js'
+import type { ConnectionState } from '../../../shared/client/chat-client.js'
+import { avatar } from './avatar.js'
+import { icons } from './icons.js'
+import { base } from './theme.js'
+
+export interface InstallPrompt extends Event {
+  prompt(): Promise<void>
+  readonly userChoice: Promise<{ outcome: 'accepted' | 'dismissed' }>
+}
+
+const CONNECTION_LABELS: Record<ConnectionState, string> = {
+  online: 'Connected',
+  connecting: 'Connecting…',
+  offline: 'Offline: messages are kept and sent when the connection is back',
+  'logged-out': 'Session ended: log out and log in again',
+}
+
+@customElement('sc-settings')
+export class SettingsView extends LitElement {
+  static override styles = [
+    base,
+    css`
+      :host {
+        display: flex;
+        flex-direction: column;
+        height: 100%;
+        min-height: 0;
+        background: var(--bg);
+      }
+      header {
+        display: flex;
+        align-items: center;
+        gap: 10px;
+        padding: 10px 12px;
+        min-height: 64px;
+        background: var(--surface);
+        border-bottom: 1px solid var(--border);
+      }
+      header h2 {
+        font-size: 17px;
+        font-weight: 700;
+      }
+      .scroll {
+        flex: 1;
+        overflow-y: auto;
+        padding: 24px 16px 40px;
+      }
+      .content {
+        display: grid;
+        gap: 16px;
+        max-width: 640px;
+        margin: 0 auto;
+      }
+      .card {
+        display: grid;
+        gap: 14px;
+        padding: 20px 22px;
+        border-radius: 16px;
+        background: var(--surface);
+        box-shadow: var(--shadow-1);
+      }
+      .card h3 {
+        display: flex;
+        align-items: center;
+        gap: 8px;
+        font-size: 16px;
+        font-weight: 700;
+      }
+      .card p {
+        color: var(--text-2);
+        font-size: 14px;
+      }
+      .account {
+        display: flex;
+        align-items: center;
+        gap: 14px;
+      }
+      .account .name {
+        font-size: 18px;
+        font-weight: 700;
+      }
+      .account .server {
+        font-size: 13px;
+        color: var(--text-3);
+        word-break: break-all;
+      }
+      .connection {
+        display: flex;
+        align-items: center;
+        gap: 8px;
+        font-size: 14px;
+        color: var(--text-2);
+      }
+      .connection .light {
+        width: 9px;
+        height: 9px;
+        border-radius: 50%;
+        background: var(--text-3);
+      }
+      .connection.online .light {
+        background: var(--online);
+      }
+      .check {
+        display: flex;
+        align-items: flex-start;
+        gap: 10px;
+        font-size: 14px;
+        color: var(--text-2);
+      }
+      .check input {
+        width: 18px;
+        height: 18px;
+        margin: 2px 0 0;
+        accent-color: var(--danger);
+      }
+      .actions {
+        display: flex;
+        flex-wrap: wrap;
+        gap: 10px;
+      }
+      .danger-zone {
+        border: 1px solid var(--danger-soft);
+      }
+    `,
+  ]
+
+  @property() username = ''
+  @property({ attribute: false }) connection: ConnectionState = 'offline'
+  @property({ attribute: false }) installPrompt: InstallPrompt | undefined
+  @property({ type: Boolean }) narrow = false
+
+  @state() private wipe = false
+  @state() private permission: NotificationPermission | 'unsupported' =
+    'Notification' in window ? Notification.permission : 'unsupported'
+
+  private async enableNotifications(): Promise<void> {
+    if (!('Notification' in window)) return
+    this.permission = await Notification.requestPermission()
+  }
+
+  private async install(): Promise<void> {
+    const prompt = this.installPrompt
+    if (!prompt) return
+    await prompt.prompt()
+    await prompt.userChoice.catch(() => undefined)
+    this.dispatchEvent(new CustomEvent('install-prompt-used', { bubbles: true, composed: true }))
+  }
+
+  private logout(): void {
+    this.dispatchEvent(
+      new CustomEvent('logout', { detail: { wipe: this.wipe }, bubbles: true, composed: true }),
+    )
+  }
+
+  private renderNotifications(): TemplateResult {
+    switch (this.permission) {
+      case 'granted':
+        return html`<p>On. You are told about new messages while this app is in the background. The
+          notification names the sender, never the message.</p>`
+      case 'denied':
+        return html`<p>Blocked in this browser's site settings. Allow notifications there to be told about
+          new messages.</p>`
+      case 'unsupported':
+        return html`<p>This browser does not support notifications.</p>`
+      default:
+        return html`<p>Get told about new messages while the app is in the background. The notification
+            names the sender, never the message.</p>
+          <div class="actions">
+            <button class="btn secondary" @click=${this.enableNotifications}>
+              ${icons.bell()} Enable notifications
+            </button>
+          </div>`
+    }
+  }
+
+  override render(): TemplateResult {
+    return html`
+      <header>
+        ${
+          this.narrow
+            ? html`<button class="icon-btn" aria-label="Back to chats" @click=${() => {
+                location.hash = '#/'
+              }}>
+                ${icons.back()}
+              </button>`
+            : nothing
+        }
+        <h2>Settings</h2>
+      </header>
+      <div class="scroll">
+        <div class="content">
+          <section class="card" aria-label="Account">
+            <div class="account">
+              ${avatar(this.username, { size: 'large' })}
+              <div>
+                <p class="name">${this.username}</p>
+                <p class="server">${location.host}</p>
+              </div>
+            </div>
+            <p class="connection ${this.connection}" role="status">
+              <span class="light"></span>${CONNECTION_LABELS[this.connection]}
+            </p>
+          </section>
+
+          <section class="card" aria-labelledby="device-heading">
+            <h3 id="device-heading">${icons.device()} Keys on this device</h3>
+            <p>
+              Your private keys were made in this browser and never leave it. Everything stored here is
+              encrypted with a key derived from your password; while the app is unlocked the keys are held
+              so that they cannot be read out, only used. To use this account elsewhere, register a new
+              account there: there is no copy of your keys on the server.
+            </p>
+          </section>
+
+          <section class="card" aria-labelledby="notifications-heading">
+            <h3 id="notifications-heading">${icons.bell()} Notifications</h3>
+            ${this.renderNotifications()}
+          </section>
+
+          <section class="card" aria-labelledby="install-heading">
+            <h3 id="install-heading">${icons.download()} Install</h3>
+            ${
+              this.installPrompt
+                ? html`<p>Install secure-chat as an app: it opens in its own window and works offline.</p>
+                    <div class="actions">
+                      <button class="btn secondary" @click=${this.install}>${icons.download()} Install app</button>
+                    </div>`
+                : html`<p>
+                    ${
+                      matchMedia('(display-mode: standalone)').matches
+                        ? 'secure-chat is installed and running as an app.'
+                        : "To install, use your browser's Install option (in Chromium: the install icon in the address bar, or the menu › Install secure-chat)."
+                    }
+                  </p>`
+            }
+          </section>
+
+          <section class="card danger-zone" aria-labelledby="logout-heading">
+            <h3 id="logout-heading">${icons.logout()} Log out</h3>
+            <p>
+              Logging out locks this browser's copy of your account; log in again with your password to
+              read your messages.
+            </p>
+            <label class="check">
+              <input
+                type="checkbox"
+                .checked=${this.wipe}
+                @change=${(event: Event) => {
+                  this.wipe = (event.target as HTMLInputElement).checked
+                }}
+              />
+              <span
+                >Also erase this account from this browser: its keys and every message. This cannot be
+                undone, and the account cannot be used again from any device.</span
+              >
+            </label>
+            <div class="actions">
+              <button class="btn ${this.wipe ? 'danger' : 'secondary'}" @click=${this.logout}>
+                ${icons.logout()} Log out
+              </button>
+            </div>
+          </section>
+        </div>
+      </div>
+    `
+  }
+}
+
+declare global {
+  interface HTMLElementTagNameMap {
+    'sc-settings': SettingsView
+  }
+}

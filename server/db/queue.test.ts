@@ -1,0 +1,252 @@
+/**
+ * The relay's QueueRepository contract, run against every implementation: the SQLite fast path
+ * (cached better-sqlite3 statements), Kysely on SQLite, and Kysely on PostgreSQL.
+ */
+import { randomBytes } from 'node:crypto'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createTestDatabase, postgresUnavailable, type TestDatabase } from '../test/databases.js'
+import { sqliteConnectionOf } from './connect.js'
+import { KyselyQueueRepository, type NewMessage, type QueueLimits, type QueueRepository } from './queue.js'
+import { openQueueRepository } from './queue-repository.js'
+import { SqliteQueueRepository } from './queue-sqlite.js'
+import type { SqlDialect } from './schema.js'
+import { createAccount } from './users.js'
+
+const pgSkip = await postgresUnavailable()
+
+const bytes = (length: number) => new Uint8Array(randomBytes(length))
+
+interface Variant {
+  readonly name: string
+  readonly dialect: SqlDialect
+  make(database: TestDatabase, limits: QueueLimits): QueueRepository
+}
+
+const VARIANTS: Variant[] = [
+  {
+    name: 'SQLite fast path',
+    dialect: 'sqlite',
+    make: (database, limits) => new SqliteQueueRepository(sqliteConnectionOf(database.db)!.name, limits),
+  },
+  {
+    name: 'Kysely on SQLite',
+    dialect: 'sqlite',
+    make: (database, limits) => new KyselyQueueRepository(database.db, 'sqlite', limits),
+  },
+  {
+    name: 'Kysely on PostgreSQL',
+    dialect: 'postgres',
+    make: (database, limits) => new KyselyQueueRepository(database.db, 'postgres', limits),
+  },
+]
+
+let names = 0
+async function user(database: TestDatabase): Promise<number> {
+  names += 1
+  return createAccount(database.db, {
+    username: `q${process.pid}x${names}`,
+    passwordHash: 'x',
+    loginKey: bytes(10),
+    identity: { identityKey: bytes(32), signingKey: bytes(32), identitySignature: bytes(64) },
+    signedPreKey: { keyId: 1, publicKey: bytes(32), signature: bytes(64) },
+    oneTimePreKeys: [],
+    now: 1,
+  })
+}
+
+const LIMITS: QueueLimits = { maxMessages: 4, maxBytes: 400 }
+
+for (const variant of VARIANTS) {
+  describe.skipIf(variant.dialect === 'postgres' && pgSkip !== undefined)(
+    `queue repository: ${variant.name}`,
+    () => {
+      let database: TestDatabase
+      let queue: QueueRepository
+      beforeAll(async () => {
+        database = await createTestDatabase(variant.dialect)
+        queue = variant.make(database, LIMITS)
+      })
+      afterAll(async () => {
+        await queue?.close()
+        await database?.dispose()
+      })
+
+      const send = (
+        from: number,
+        to: number,
+        options: { id?: Uint8Array; body?: Uint8Array; now?: number; expiresAt?: number } = {},
+      ): NewMessage => ({
+        senderId: from,
+        recipientId: to,
+        clientId: options.id ?? bytes(16),
+        body: options.body ?? bytes(50),
+        now: options.now ?? 1_000,
+        expiresAt: options.expiresAt ?? 100_000,
+      })
+      const commit = (sends: NewMessage[], acks: [number, number][] = [], now = 2_000) =>
+        queue.commit({ sends, acks: new Map(acks), now })
+
+      it('openQueueRepository picks this dialect', async () => {
+        const opened = openQueueRepository(database.db, LIMITS)
+        expect(opened.dialect).toBe(variant.dialect)
+        await opened.close()
+      })
+
+      it('stores a batch in arrival order and fetches it back in queue order', async () => {
+        const [alice, bob] = [await user(database), await user(database)]
+        const sends = [send(alice, bob, { now: 1_111 }), send(alice, bob), send(bob, alice), send(alice, bob)]
+        const outcomes = await commit(sends)
+        expect(outcomes.map((outcome) => outcome.kind)).toEqual(['stored', 'stored', 'stored', 'stored'])
+        const seqs = outcomes.map((outcome) => (outcome.kind === 'stored' ? outcome.seq : 0))
+        expect([...seqs].sort((a, b) => a - b)).toEqual(seqs)
+        expect(outcomes[0]).toMatchObject({ createdAt: 1_111 })
+
+        const queued = await queue.fetch(bob, 0, 10, 2_000)
+        expect(queued.map((message) => message.seq)).toEqual([seqs[0], seqs[1], seqs[3]])
+        expect(new Uint8Array(queued[0]!.clientId)).toEqual(sends[0]!.clientId)
+        expect(new Uint8Array(queued[0]!.body)).toEqual(sends[0]!.body)
+        expect(queued[0]!.createdAt).toBe(1_111)
+        expect(await queue.fetch(bob, seqs[1]!, 10, 2_000)).toHaveLength(1)
+        expect(await queue.fetch(bob, 0, 1, 2_000)).toHaveLength(1)
+        expect(await queue.countQueued(bob, 2_000)).toBe(3)
+        expect(await queue.countQueued(alice, 2_000)).toBe(1)
+      })
+
+      it('is idempotent by (sender, id): within a batch, across batches, and after acknowledgement', async () => {
+        const [alice, bob, carol] = [await user(database), await user(database), await user(database)]
+        const id = bytes(16)
+        const [first, again] = await commit([
+          send(alice, bob, { id }),
+          send(alice, bob, { id, body: bytes(9) }),
+        ])
+        expect(first).toMatchObject({ kind: 'stored' })
+        const seq = first!.kind === 'stored' ? first!.seq : 0
+        expect(again).toEqual({ kind: 'duplicate', seq, createdAt: 1_000, delivered: false })
+        // The same id from another sender is another message.
+        expect((await commit([send(carol, bob, { id })]))[0]!.kind).toBe('stored')
+        expect(await commit([send(alice, bob, { id, now: 5_000 })])).toEqual([
+          { kind: 'duplicate', seq, createdAt: 1_000, delivered: false },
+        ])
+
+        await commit([], [[bob, seq]])
+        expect(await commit([send(alice, bob, { id, now: 6_000 })])).toEqual([
+          { kind: 'duplicate', seq, createdAt: 1_000, delivered: true },
+        ])
+        expect((await queue.fetch(bob, 0, 10, 2_000)).map((message) => message.seq)).not.toContain(seq)
+        expect(await queue.countQueued(bob, 2_000)).toBe(1)
+      })
+
+      it('acknowledges cumulatively, only the acknowledging recipient’s rows, before the batch’s sends', async () => {
+        const [alice, bob] = [await user(database), await user(database)]
+        const stored = await commit([send(alice, bob), send(alice, bob), send(bob, alice)])
+        const [a, b, c] = stored.map((outcome) => (outcome.kind === 'stored' ? outcome.seq : 0))
+        await commit([], [[bob, b!]])
+        expect(await queue.countQueued(bob, 2_000)).toBe(0)
+        expect(await queue.countQueued(alice, 2_000)).toBe(1)
+        // An acknowledgement beyond the newest row changes nothing it should not.
+        await commit([], [[alice, c! - 1]])
+        expect((await queue.fetch(alice, 0, 10, 2_000)).map((message) => message.seq)).toEqual([c])
+        expect(a).toBeLessThan(b!)
+      })
+
+      it('refuses sends beyond the message limit, counts acknowledgements in the same batch first', async () => {
+        const [alice, bob] = [await user(database), await user(database)]
+        const four = await commit([1, 2, 3, 4].map(() => send(alice, bob)))
+        expect(four.every((outcome) => outcome.kind === 'stored')).toBe(true)
+        const kept = send(alice, bob)
+        const [full] = await commit([kept])
+        expect(full).toEqual({ kind: 'full' })
+        expect(await queue.countQueued(bob, 2_000)).toBe(4)
+        // A retry of a stored message is still a duplicate when the queue is full.
+        const firstId = (await queue.fetch(bob, 0, 1, 2_000))[0]!.clientId
+        expect((await commit([send(alice, bob, { id: new Uint8Array(firstId) })]))[0]!.kind).toBe('duplicate')
+
+        const oldest = four[0]!.kind === 'stored' ? four[0]!.seq : 0
+        const [retried] = await commit([kept], [[bob, oldest]])
+        expect(retried!.kind).toBe('stored')
+        expect((await commit([send(alice, bob)]))[0]!.kind).toBe('full')
+      })
+
+      it('refuses sends beyond the byte limit', async () => {
+        const [alice, bob] = [await user(database), await user(database)]
+        const outcomes = await commit([
+          send(alice, bob, { body: bytes(300) }),
+          send(alice, bob, { body: bytes(101) }),
+          send(alice, bob, { body: bytes(100) }),
+        ])
+        expect(outcomes.map((outcome) => outcome.kind)).toEqual(['stored', 'full', 'stored'])
+      })
+
+      it('rolls back a whole batch when one row fails, and its depth accounting with it', async () => {
+        const [alice, bob] = [await user(database), await user(database)]
+        const good = send(alice, bob)
+        // A recipient that does not exist breaks the foreign key after `good` was inserted.
+        await expect(commit([good, send(alice, 987_654_321)], [])).rejects.toThrow()
+        await expect(commit([send(alice, bob, { id: bytes(15) })], [])).rejects.toThrow()
+        expect(await queue.countQueued(bob, 2_000)).toBe(0)
+        const outcomes = await commit([
+          good,
+          send(alice, bob),
+          send(alice, bob),
+          send(alice, bob),
+          send(alice, bob),
+        ])
+        expect(outcomes.map((outcome) => outcome.kind)).toEqual([
+          'stored',
+          'stored',
+          'stored',
+          'stored',
+          'full',
+        ])
+      })
+
+      it('hides expired messages, then purges them with tombstones, and recounts depth after', async () => {
+        const [alice, bob] = [await user(database), await user(database)]
+        const outcomes = await commit([
+          send(alice, bob, { expiresAt: 1_500 }),
+          send(alice, bob, { expiresAt: 1_500 }),
+          send(alice, bob, { expiresAt: 1_500 }),
+          send(alice, bob, { expiresAt: 9_000 }),
+        ])
+        const seqs = outcomes.map((outcome) => (outcome.kind === 'stored' ? outcome.seq : 0))
+        await commit([], [[bob, seqs[0]!]])
+        expect((await queue.fetch(bob, 0, 10, 2_000)).map((message) => message.seq)).toEqual([seqs[3]])
+        expect(await queue.countQueued(bob, 2_000)).toBe(1)
+        expect((await commit([send(alice, bob), send(alice, bob)])).map((outcome) => outcome.kind)).toEqual([
+          'stored',
+          'full',
+        ])
+        expect(await queue.purgeExpired(2_000, 1)).toBeGreaterThanOrEqual(3)
+        const after = await commit([send(alice, bob), send(alice, bob), send(alice, bob)])
+        expect(after.map((outcome) => outcome.kind)).toEqual(['stored', 'stored', 'full'])
+      })
+
+      it('never runs inside another transaction on the same database', async () => {
+        const [alice, bob] = [await user(database), await user(database)]
+        let release!: () => void
+        const held = new Promise<void>((resolve) => {
+          release = resolve
+        })
+        let entered!: () => void
+        const inside = new Promise<void>((resolve) => {
+          entered = resolve
+        })
+        const other = database.db
+          .transaction()
+          .execute(async (trx) => {
+            await trx.selectFrom('users').select('id').where('id', '=', alice).execute()
+            entered()
+            await held
+            throw new Error('roll back the other transaction')
+          })
+          .catch(() => 'rolled back')
+        await inside
+        const committed = commit([send(alice, bob)])
+        release()
+        expect(await other).toBe('rolled back')
+        expect((await committed)[0]!.kind).toBe('stored')
+        expect(await queue.countQueued(bob, 2_000)).toBe(1)
+      })
+    },
+  )
+}

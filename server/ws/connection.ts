@@ -1,0 +1,605 @@
+/**
+ * One WebSocket connection to the relay: its state machine, its inbound frames, its deliveries.
+ *
+ *   awaiting-auth ──auth frame──▶ authenticating ──valid token──▶ open ──▶ closed
+ *
+ * Before `ready`, the only frame accepted is one `auth`; anything else (or nothing within the auth
+ * timeout) gets an error frame and the socket is closed with 1008. Once open, every frame is
+ * size-checked, parsed from unknown and validated by shared/codec/frames.ts `decodeClientFrame`; a
+ * bad one gets an error frame with a stable code, and after MAX_BAD_FRAMES_PER_CONNECTION of them
+ * the connection is closed with 1008. Frames are handled strictly in arrival order: one that needs
+ * a lookup holds the ones behind it.
+ *
+ * Delivery: the connection keeps the highest sequence number it has passed (`position`) and the
+ * ones it sent that are not yet acknowledged (at most `deliveryWindow`). It is either caught up (new
+ * messages are pushed as their batch commits) or draining (it reads the queue after `position` in
+ * batches as the window and its socket's buffer allow). It is only marked caught up after a read
+ * that found the queue's end with no commit for this user in the meantime, so a message committed
+ * during a read is never skipped.
+ */
+import type { Socket } from 'node:net'
+import { type RawData, WebSocket } from 'ws'
+import type { ClientFrame } from '../../shared/codec/frames.js'
+import { isProtocolError } from '../../shared/errors.js'
+import { normalizeUsername } from '../../shared/username.js'
+import { hashSessionToken } from '../auth/tokens.js'
+import { findSession } from '../db/tokens.js'
+import { ServerErrorCode } from '../errors.js'
+import {
+  DRAIN_BATCH,
+  MAX_FRAME_BYTES,
+  MAX_PENDING_FRAMES_PER_CONNECTION,
+  MAX_PRESENCE_SUBSCRIPTIONS_PER_CONNECTION,
+  SOCKET_HIGH_WATER_BYTES,
+  SOCKET_MAX_BUFFERED_BYTES,
+} from '../limits.js'
+import { deliverFrame, errorFrame, presenceFrame, readyFrame } from './frames.js'
+import type { OnlineUser, RelayHub } from './hub.js'
+import { parseClientFrame } from './parse.js'
+import { TokenBucket } from './token-bucket.js'
+import { encodeTextFrames } from './wire.js'
+
+type State = 'awaiting-auth' | 'authenticating' | 'open' | 'closed'
+
+/** WebSocket close codes the relay uses (RFC 6455 §7.4.1). */
+export const CloseCode = {
+  /** The server is shutting down. */
+  GoingAway: 1001,
+  /** Protocol misuse: no or bad authentication, too many bad frames, replaced by a newer connection. */
+  PolicyViolation: 1008,
+  /** The server failed (e.g. the database did not answer during authentication). */
+  InternalError: 1011,
+} as const
+
+const B64URL_VALUE = new Int8Array(128).fill(-1)
+for (const [index, char] of [
+  ...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_',
+].entries()) {
+  B64URL_VALUE[char.charCodeAt(0)] = index
+}
+
+/**
+ * True when unpadded base64url text (already known to use only the alphabet) is the one encoding of
+ * its bytes: no impossible length and no stray bits in the last character. Without this, two ids
+ * that differ in those bits would name the same stored message.
+ */
+export function isCanonicalBase64Url(text: string): boolean {
+  const rest = text.length % 4
+  if (rest === 0) return true
+  if (rest === 1) return false
+  const last = B64URL_VALUE[text.charCodeAt(text.length - 1)] ?? -1
+  return rest === 2 ? (last & 0x0f) === 0 : (last & 0x03) === 0
+}
+
+export function toBase64UrlText(bytes: Uint8Array): string {
+  return (
+    Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  ).toString('base64url')
+}
+
+export type SendFrame = Extract<ClientFrame, { type: 'send' }>
+
+export class RelayConnection {
+  state: State = 'awaiting-auth'
+  /** Set once an error frame was sent and a close is under way: later frames are ignored. */
+  private closing = false
+  user: OnlineUser | undefined
+  tokenHash: Uint8Array | undefined
+  expiresAt = 0
+  /** Answered the last ping or sent something since. */
+  alive = true
+  private badFrames = 0
+  private authTimer: NodeJS.Timeout | undefined
+  private readonly frames: TokenBucket
+
+  /** Highest sequence number sent on this connection (acknowledgements are clamped to it). */
+  private sentUpTo = 0
+  /** Nothing at or below this sequence number is still needed here (sent, or acknowledged anywhere). */
+  private position = 0
+  /** Sent and not yet acknowledged, in order; `inflightHead` is the first live index. */
+  private inflight: number[] = []
+  private inflightHead = 0
+  private caughtUp = false
+  private reading = false
+  private waitingForDrain = false
+
+  /** Frames that arrived while an earlier one waited for a lookup, in order. */
+  private readonly backlog: [RawData, boolean][] = []
+  private busy = false
+  private pausedReading = false
+
+  readonly subscriptions = new Set<number>()
+  /** Frames written in this turn, sent together at its end (see `write`). */
+  private pending: string[] = []
+  private pendingBytes = 0
+
+  constructor(
+    private readonly hub: RelayHub,
+    readonly ws: WebSocket,
+    /** The TLS socket under the WebSocket: written to directly (see `flush`), watched for 'drain'. */
+    readonly socket: Socket,
+  ) {
+    this.frames = new TokenBucket(hub.limits.frameRatePerConnection, hub.now())
+    this.authTimer = setTimeout(() => {
+      this.authTimer = undefined
+      if (this.state !== 'open')
+        this.refuse(
+          ServerErrorCode.Unauthenticated,
+          `expected an auth frame within ${hub.limits.authTimeoutMs} ms, got none`,
+        )
+    }, hub.limits.authTimeoutMs)
+    ws.on('message', (data, isBinary) => this.received(data, isBinary))
+    ws.on('pong', () => {
+      this.alive = true
+    })
+    ws.once('close', () => this.closed())
+  }
+
+  /** Closed, or closing after an error: nothing more is read from or written for this client. */
+  private get gone(): boolean {
+    return this.closing || this.state === 'closed'
+  }
+
+  get username(): string {
+    return this.user?.username ?? ''
+  }
+
+  // --- Output ---------------------------------------------------------------------------------
+
+  /**
+   * Queues one frame. The first write in a turn asks the hub to flush this connection once the
+   * turn's synchronous work is done, so every frame written in one turn (a batch's accepted and
+   * deliver frames, a drain's deliveries) leaves in one socket write and one TLS record run.
+   */
+  write(text: string): void {
+    if (this.state === 'closed') return
+    if (this.pending.length === 0) this.hub.flushLater(this)
+    this.pending.push(text)
+    this.pendingBytes += text.length
+  }
+
+  /**
+   * Sends the queued frames as WebSocket text frames built here (wire.ts) in one buffer, written to
+   * the socket under ws. ws itself writes only control frames (ping, close) to that socket, and
+   * without compression it queues nothing, so the two never interleave inside a frame; before ws
+   * writes a close frame, `flush` runs first (see `refuse` and `close`).
+   */
+  flush(): void {
+    const frames = this.pending
+    if (frames.length === 0) return
+    this.pending = []
+    this.pendingBytes = 0
+    if (this.state === 'closed' || this.ws.readyState !== WebSocket.OPEN || this.socket.destroyed) return
+    this.socket.write(encodeTextFrames(frames))
+  }
+
+  /** Bytes written and not yet handed to the kernel, queued frames included. */
+  private get bufferedAmount(): number {
+    return this.ws.bufferedAmount + this.pendingBytes
+  }
+
+  /** Sends an error frame; it counts as a bad frame when `bad`, and too many close the connection. */
+  private fail(code: string, message: string, options: { id?: string; bad?: boolean } = {}): void {
+    if (this.state !== 'open') {
+      // No slack before authentication: whoever sent it has not shown a token.
+      this.refuse(code, message)
+      return
+    }
+    this.write(errorFrame(code, message, options.id))
+    if (options.bad) {
+      this.badFrames += 1
+      this.hub.log.debug({ event: 'bad-frame', code, userId: this.user?.id }, 'bad relay frame')
+      if (this.badFrames >= this.hub.limits.maxBadFramesPerConnection) {
+        this.refuse(
+          ServerErrorCode.BadFrame,
+          `expected valid frames, got ${this.badFrames} bad ones: closing this connection`,
+        )
+      }
+    }
+  }
+
+  /** Sends an error frame and closes the connection (1008 unless said otherwise). */
+  refuse(code: string, message: string, closeCode: number = CloseCode.PolicyViolation): void {
+    if (this.closing || this.state === 'closed') return
+    this.quiesce()
+    this.write(errorFrame(code, message))
+    this.flush()
+    this.ws.close(closeCode, code)
+  }
+
+  /**
+   * Shutdown, first step: frames that arrive from now on are ignored (their senders were not told
+   * "accepted" and will retry), while answers to frames already taken are still written.
+   */
+  quiesce(): void {
+    this.closing = true
+    // Keep reading (and ignoring) frames, or the client's answer to our close frame never arrives.
+    this.backlog.length = 0
+    if (this.pausedReading) {
+      this.pausedReading = false
+      this.ws.resume()
+    }
+  }
+
+  /** Closes without an error frame (shutdown: 1001). */
+  close(code: number, reason: string): void {
+    if (this.state === 'closed') return
+    this.quiesce()
+    this.flush()
+    this.ws.close(code, reason)
+  }
+
+  // --- Input ----------------------------------------------------------------------------------
+
+  private received(data: RawData, isBinary: boolean): void {
+    this.alive = true
+    if (this.closing || this.state === 'closed') return
+    if (this.busy) {
+      this.backlog.push([data, isBinary])
+      if (this.backlog.length >= MAX_PENDING_FRAMES_PER_CONNECTION) this.pauseReading()
+      return
+    }
+    this.process(data, isBinary)
+  }
+
+  private process(data: RawData, isBinary: boolean): void {
+    let pending: Promise<void> | undefined
+    try {
+      pending = this.handle(data, isBinary)
+    } catch (error) {
+      this.internalError(error)
+    }
+    if (pending) {
+      this.busy = true
+      pending
+        .catch((error: unknown) => this.internalError(error))
+        .finally(() => {
+          this.busy = false
+          this.drainBacklog()
+        })
+    }
+    this.checkOutput()
+  }
+
+  private drainBacklog(): void {
+    while (!this.busy && this.backlog.length > 0 && !this.closing && this.state !== 'closed') {
+      const [data, isBinary] = this.backlog.shift()!
+      this.process(data, isBinary)
+    }
+    if (!this.busy && this.pausedReading && !this.waitingForDrain) this.resumeReading()
+  }
+
+  private internalError(error: unknown): void {
+    this.hub.log.error({ err: error, userId: this.user?.id }, 'relay frame handling failed')
+    this.refuse(
+      ServerErrorCode.Internal,
+      'expected to handle the frame, got an internal error',
+      CloseCode.InternalError,
+    )
+  }
+
+  private handle(data: RawData, isBinary: boolean): Promise<void> | undefined {
+    if (isBinary) {
+      this.fail(ServerErrorCode.BadFrame, 'expected a text frame of JSON, got a binary frame', { bad: true })
+      return
+    }
+    const size = Array.isArray(data) ? data.reduce((sum, chunk) => sum + chunk.length, 0) : data.byteLength
+    if (size > MAX_FRAME_BYTES) {
+      this.fail(
+        ServerErrorCode.TooLarge,
+        `expected a frame of at most ${MAX_FRAME_BYTES} bytes, got ${size}`,
+        {
+          bad: true,
+        },
+      )
+      return
+    }
+    const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data)
+    let frame: ClientFrame
+    try {
+      frame = parseClientFrame(bytes)
+    } catch (error) {
+      const detail = isProtocolError(error)
+        ? error.message
+        : 'expected a JSON frame, got text that does not parse'
+      this.fail(ServerErrorCode.BadFrame, detail, { bad: true })
+      return
+    }
+
+    if (this.state === 'awaiting-auth') {
+      if (frame.type !== 'auth') {
+        this.refuse(ServerErrorCode.Unauthenticated, `expected an auth frame first, got ${frame.type}`)
+        return
+      }
+      return this.authenticate(frame.token)
+    }
+    if (this.state !== 'open') {
+      this.refuse(ServerErrorCode.Unauthenticated, `expected to wait for ready after auth, got ${frame.type}`)
+      return
+    }
+
+    const cost = frame.type === 'presence.subscribe' ? 1 + frame.users.length : 1
+    if (!this.frames.take(this.hub.now(), cost)) {
+      this.fail(
+        ServerErrorCode.RateLimited,
+        `expected at most ${this.hub.limits.frameRatePerConnection.perSecond} frames a second, got more; retry later`,
+        frame.type === 'send' ? { id: frame.id } : {},
+      )
+      return
+    }
+    switch (frame.type) {
+      case 'send':
+        return this.send(frame)
+      case 'ack':
+        this.acknowledge(frame.upTo)
+        return
+      case 'presence.subscribe':
+        return this.subscribe(frame.users)
+      case 'auth':
+        this.fail(ServerErrorCode.BadFrame, 'expected one auth frame per connection, got a second', {
+          bad: true,
+        })
+        return
+    }
+  }
+
+  // --- Authentication -------------------------------------------------------------------------
+
+  private async authenticate(tokenText: string): Promise<void> {
+    this.state = 'authenticating'
+    const token = Buffer.from(tokenText, 'base64url')
+    const tokenHash = hashSessionToken(token)
+    token.fill(0)
+    const session = await findSession(this.hub.db, tokenHash, this.hub.now())
+    if (this.gone) return
+    if (!session) {
+      this.refuse(
+        ServerErrorCode.Unauthenticated,
+        'expected a valid session token, got an unknown, revoked or expired one',
+      )
+      return
+    }
+    const queued = await this.hub.queue.countQueued(session.userId, this.hub.now())
+    if (this.gone) return
+    if (this.hub.closing) {
+      this.close(CloseCode.GoingAway, 'server shutting down')
+      return
+    }
+    clearTimeout(this.authTimer)
+    this.authTimer = undefined
+    this.tokenHash = tokenHash
+    this.expiresAt = session.expiresAt
+    this.state = 'open'
+    this.user = this.hub.register(this, session)
+    this.position = this.user.ackedUpTo
+    this.write(readyFrame(this.user.username, queued))
+    this.pump()
+    this.hub.checkPreKeys(this.user.id, this)
+  }
+
+  // --- Sending --------------------------------------------------------------------------------
+
+  private send(frame: SendFrame): Promise<void> | undefined {
+    const user = this.user!
+    const { id } = frame
+    if (!isCanonicalBase64Url(id) || !isCanonicalBase64Url(frame.body)) {
+      this.fail(
+        ServerErrorCode.BadFrame,
+        'send frame: expected canonical base64url in id and body, got stray bits',
+        {
+          id: isCanonicalBase64Url(id) ? id : undefined,
+          bad: true,
+        },
+      )
+      return
+    }
+    if (!user.sends.take(this.hub.now())) {
+      this.fail(
+        ServerErrorCode.RateLimited,
+        `expected at most ${this.hub.limits.sendRatePerUser.perSecond} sends a second, got more; retry later`,
+        { id },
+      )
+      return
+    }
+    // Clients send the normalised name they were given, so the cache usually answers directly.
+    const cached = this.hub.directory.cached(frame.to)
+    if (cached) {
+      this.hub.enqueue(this, cached.id, frame)
+      return
+    }
+    let username: string
+    try {
+      username = normalizeUsername(frame.to)
+    } catch {
+      this.userNotFound(id)
+      return
+    }
+    return this.hub.directory.lookup([username]).then((found) => {
+      const recipient = found.get(username)
+      if (!recipient) this.userNotFound(id)
+      else if (!this.closing && this.state === 'open') this.hub.enqueue(this, recipient.id, frame)
+    })
+  }
+
+  private userNotFound(id: string): void {
+    this.fail(ServerErrorCode.UserNotFound, 'expected a registered recipient, got an unknown username', {
+      id,
+    })
+  }
+
+  // --- Delivery -------------------------------------------------------------------------------
+
+  private get inflightCount(): number {
+    return this.inflight.length - this.inflightHead
+  }
+
+  private sent(seq: number): void {
+    this.inflight.push(seq)
+    this.sentUpTo = seq
+    this.position = seq
+  }
+
+  /** A message just committed for this connection's user: push it if caught up and there is room. */
+  offer(seq: number, frame: string): void {
+    if (this.state !== 'open' || this.closing || !this.caughtUp || seq <= this.position) return
+    if (
+      this.inflightCount >= this.hub.limits.deliveryWindow ||
+      this.bufferedAmount > SOCKET_HIGH_WATER_BYTES
+    ) {
+      // Leave it in the queue; `pump` reads it once acknowledgements or the socket make room.
+      this.caughtUp = false
+      if (this.bufferedAmount > SOCKET_HIGH_WATER_BYTES) this.waitForDrain()
+      return
+    }
+    this.write(frame)
+    this.sent(seq)
+  }
+
+  /** Reads queued messages after `position` while the window and the socket buffer have room. */
+  pump(): void {
+    if (this.state !== 'open' || this.closing || this.reading || this.caughtUp || this.waitingForDrain) return
+    const room = this.hub.limits.deliveryWindow - this.inflightCount
+    if (room <= 0) return
+    if (this.bufferedAmount > SOCKET_HIGH_WATER_BYTES) {
+      this.waitForDrain()
+      return
+    }
+    const user = this.user!
+    const epoch = user.commitEpoch
+    const limit = Math.min(room, DRAIN_BATCH)
+    this.reading = true
+    this.hub.queue.fetch(user.id, this.position, limit, this.hub.now()).then(
+      (messages) => {
+        this.reading = false
+        if (this.state !== 'open' || this.closing) return
+        for (const message of messages) {
+          if (message.seq <= this.position) continue
+          this.write(
+            deliverFrame(
+              message.seq,
+              toBase64UrlText(message.clientId),
+              message.sender,
+              toBase64UrlText(message.body),
+              message.createdAt,
+            ),
+          )
+          this.sent(message.seq)
+        }
+        if (messages.length < limit && user.commitEpoch === epoch) this.caughtUp = true
+        else this.pump()
+      },
+      (error: unknown) => {
+        this.reading = false
+        this.internalError(error)
+      },
+    )
+  }
+
+  /** A cumulative acknowledgement from this connection's client. */
+  private acknowledge(requested: number): void {
+    // A client acknowledges what it received here; more would delete messages it never saw.
+    const upTo = Math.min(requested, this.sentUpTo)
+    this.hub.acknowledge(this.user!, upTo)
+  }
+
+  /** Some connection of this user acknowledged everything up to `upTo`. */
+  acknowledged(upTo: number): void {
+    while (this.inflightHead < this.inflight.length && this.inflight[this.inflightHead]! <= upTo) {
+      this.inflightHead += 1
+    }
+    if (this.inflightHead > 1024 && this.inflightHead * 2 > this.inflight.length) {
+      this.inflight = this.inflight.slice(this.inflightHead)
+      this.inflightHead = 0
+    }
+    if (upTo > this.position) this.position = upTo
+    if (!this.caughtUp) this.pump()
+  }
+
+  // --- Flow control ---------------------------------------------------------------------------
+
+  /** After handling frames: stop reading from a client that does not read what it is sent. */
+  private checkOutput(): void {
+    const buffered = this.bufferedAmount
+    if (buffered <= SOCKET_HIGH_WATER_BYTES) return
+    if (buffered > SOCKET_MAX_BUFFERED_BYTES) {
+      this.hub.log.info(
+        { event: 'slow-consumer', userId: this.user?.id },
+        'dropping a client that does not read',
+      )
+      this.ws.terminate()
+      return
+    }
+    this.pauseReading()
+    this.waitForDrain()
+  }
+
+  private waitForDrain(): void {
+    if (this.waitingForDrain || this.state === 'closed') return
+    this.waitingForDrain = true
+    this.socket.once('drain', () => {
+      this.waitingForDrain = false
+      if (this.pausedReading && !this.busy) this.resumeReading()
+      this.pump()
+    })
+  }
+
+  private pauseReading(): void {
+    if (this.pausedReading) return
+    this.pausedReading = true
+    this.ws.pause()
+  }
+
+  private resumeReading(): void {
+    if (!this.pausedReading || this.backlog.length >= MAX_PENDING_FRAMES_PER_CONNECTION) return
+    this.pausedReading = false
+    this.ws.resume()
+  }
+
+  // --- Presence -------------------------------------------------------------------------------
+
+  private async subscribe(requested: readonly string[]): Promise<void> {
+    const names: string[] = []
+    for (const name of requested) {
+      try {
+        names.push(normalizeUsername(name))
+      } catch {
+        // A name that cannot exist has no presence.
+      }
+    }
+    const found = await this.hub.directory.lookup([...new Set(names)])
+    if (this.state !== 'open' || this.closing) return
+    let ignored = 0
+    for (const name of names) {
+      const entry = found.get(name)
+      if (!entry) continue
+      if (!this.subscriptions.has(entry.id)) {
+        if (this.subscriptions.size >= MAX_PRESENCE_SUBSCRIPTIONS_PER_CONNECTION) {
+          ignored += 1
+          continue
+        }
+        this.subscriptions.add(entry.id)
+        this.hub.watch(entry.id, this)
+      }
+      this.write(presenceFrame(entry.username, this.hub.isOnline(entry.id)))
+    }
+    if (ignored > 0) {
+      this.fail(
+        ServerErrorCode.TooManySubscriptions,
+        `expected at most ${MAX_PRESENCE_SUBSCRIPTIONS_PER_CONNECTION} watched users, got ${ignored} more (ignored)`,
+      )
+    }
+  }
+
+  // --- Closing --------------------------------------------------------------------------------
+
+  private closed(): void {
+    if (this.state === 'closed') return
+    this.state = 'closed'
+    this.pending = []
+    this.pendingBytes = 0
+    clearTimeout(this.authTimer)
+    this.authTimer = undefined
+    this.backlog.length = 0
+    this.hub.unregister(this)
+  }
+}

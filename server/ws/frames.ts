@@ -1,0 +1,42 @@
+/**
+ * Server → client frames as JSON text, written by hand for the hot ones (`accepted`, `deliver`):
+ * every interpolated value is an integer, unpadded base64url, or a normalised username
+ * ([a-z0-9._-], shared/username.ts), none of which JSON needs to escape. frames.test.ts checks
+ * that every output decodes with shared/codec/frames.ts `decodeServerFrame` to the same values.
+ * Frames that carry free text (errors) go through JSON.stringify.
+ */
+import { FRAME_VERSION, type ServerFrame } from '../../shared/codec/frames.js'
+
+/** ErrorFrame's `message` maxLength. */
+const ERROR_MESSAGE_MAX = 1024
+
+export function acceptedFrame(id: string, ts: number): string {
+  return `{"v":${FRAME_VERSION},"type":"accepted","id":"${id}","ts":${ts}}`
+}
+
+export function deliverFrame(seq: number, id: string, from: string, body: string, ts: number): string {
+  return `{"v":${FRAME_VERSION},"type":"deliver","seq":${seq},"id":"${id}","from":"${from}","body":"${body}","ts":${ts}}`
+}
+
+export function readyFrame(username: string, queued: number): string {
+  return `{"v":${FRAME_VERSION},"type":"ready","username":"${username}","queued":${queued}}`
+}
+
+export function presenceFrame(username: string, online: boolean): string {
+  return `{"v":${FRAME_VERSION},"type":"presence","username":"${username}","online":${online}}`
+}
+
+export function preKeysLowFrame(remaining: number): string {
+  return `{"v":${FRAME_VERSION},"type":"prekeys.low","remaining":${remaining}}`
+}
+
+export function errorFrame(code: string, message: string, id?: string): string {
+  const frame: Extract<ServerFrame, { type: 'error' }> = {
+    v: FRAME_VERSION,
+    type: 'error',
+    code,
+    message: message.length > ERROR_MESSAGE_MAX ? `${message.slice(0, ERROR_MESSAGE_MAX - 1)}…` : message,
+    ...(id === undefined ? {} : { id }),
+  }
+  return JSON.stringify(frame)
+}

@@ -1,0 +1,346 @@
+/**
+ * The relay's shared state: who is online (each user with their connections), who watches whose
+ * presence, the group commit that stores sends and acknowledgements, the heartbeat, and shutdown.
+ *
+ * Several connections per user (up to maxConnectionsPerUser; a new one beyond it closes the
+ * oldest). There is one queue per user, not per connection, until the protocol has devices:
+ *   - every connection of the recipient that is caught up gets each new message pushed;
+ *   - every connection drains the queue on its own after connecting;
+ *   - an acknowledgement from any connection removes the acknowledged messages for all of them
+ *     (a connection that had not yet been sent some of them skips them).
+ * So each connection receives every message that is still queued when it gets to it, and a message
+ * is delivered to at least one connection before it leaves the queue.
+ *
+ * Presence: a user is online from the moment their first connection authenticates until their last
+ * one closes; watchers get a `presence` frame on each change.
+ */
+import type { FastifyBaseLogger } from 'fastify'
+import { ONE_TIME_PREKEY_REFILL_THRESHOLD } from '../../shared/limits.js'
+import type { RelayEvents, ServerLimits } from '../context.js'
+import { countOneTimePreKeys } from '../db/prekeys.js'
+import type { QueueRepository, SendOutcome } from '../db/queue.js'
+import type { Db } from '../db/schema.js'
+import type { Session } from '../db/tokens.js'
+import { ServerErrorCode } from '../errors.js'
+import { DIRECTORY_CACHE_ENTRIES, MESSAGE_PURGE_BATCH, WS_CLOSE_GRACE_MS } from '../limits.js'
+import { CloseCode, RelayConnection, type SendFrame } from './connection.js'
+import { UserDirectory } from './directory.js'
+import { acceptedFrame, deliverFrame, errorFrame, preKeysLowFrame, presenceFrame } from './frames.js'
+import { GroupCommit, type PendingSend } from './group-commit.js'
+import { TokenBucket } from './token-bucket.js'
+
+export interface OnlineUser {
+  readonly id: number
+  readonly username: string
+  /** Oldest first. */
+  readonly connections: RelayConnection[]
+  /** Highest sequence number acknowledged while online (the rows below are gone from the queue). */
+  ackedUpTo: number
+  /** Bumped whenever a commit adds messages for this user (see RelayConnection.pump). */
+  commitEpoch: number
+  /** Sends allowed, shared by all of the user's connections. */
+  readonly sends: TokenBucket
+}
+
+/** What the group commit needs to answer a send once its batch is committed. */
+interface SendOrigin {
+  readonly connection: RelayConnection
+  readonly senderName: string
+  /** The message id and body as the client sent them (canonical base64url), reused for delivery. */
+  readonly id: string
+  readonly body: string
+}
+
+export interface RelayHubOptions {
+  readonly db: Db
+  readonly queue: QueueRepository
+  readonly limits: ServerLimits
+  readonly now: () => number
+  readonly log: FastifyBaseLogger
+}
+
+export class RelayHub implements RelayEvents {
+  readonly db: Db
+  readonly queue: QueueRepository
+  readonly limits: ServerLimits
+  readonly now: () => number
+  readonly log: FastifyBaseLogger
+  readonly directory: UserDirectory
+  readonly connections = new Set<RelayConnection>()
+  private readonly users = new Map<number, OnlineUser>()
+  private readonly watchers = new Map<number, Set<RelayConnection>>()
+  private readonly writer: GroupCommit<SendOrigin>
+  private unflushed: RelayConnection[] = []
+  private heartbeat: NodeJS.Timeout | undefined
+  closing = false
+
+  constructor(options: RelayHubOptions) {
+    this.db = options.db
+    this.queue = options.queue
+    this.limits = options.limits
+    this.now = options.now
+    this.log = options.log
+    this.directory = new UserDirectory(options.db, DIRECTORY_CACHE_ENTRIES)
+    this.writer = new GroupCommit<SendOrigin>(
+      options.queue,
+      {
+        committed: (sends, outcomes) => this.committed(sends, outcomes),
+        failed: (sends, error) => this.failed(sends, error),
+      },
+      options.now,
+    )
+  }
+
+  start(): void {
+    this.heartbeat = setInterval(() => this.beat(), this.limits.heartbeatIntervalMs)
+    this.heartbeat.unref()
+  }
+
+  /** A WebSocket just upgraded on /ws. */
+  accept(ws: RelayConnection['ws'], socket: RelayConnection['socket']): void {
+    const connection = new RelayConnection(this, ws, socket)
+    this.connections.add(connection)
+    if (this.closing) connection.close(CloseCode.GoingAway, 'server shutting down')
+  }
+
+  // --- Output batching ------------------------------------------------------------------------
+
+  /** Flushes every connection written to in this turn once the turn's synchronous work is done. */
+  flushLater(connection: RelayConnection): void {
+    this.unflushed.push(connection)
+    if (this.unflushed.length === 1) process.nextTick(() => this.flushAll())
+  }
+
+  private flushAll(): void {
+    const connections = this.unflushed
+    this.unflushed = []
+    for (const connection of connections) connection.flush()
+  }
+
+  // --- Users and presence ---------------------------------------------------------------------
+
+  isOnline(userId: number): boolean {
+    return this.users.has(userId)
+  }
+
+  /** An authenticated connection joins its user (who comes online if it is their first). */
+  register(connection: RelayConnection, session: Session): OnlineUser {
+    let user = this.users.get(session.userId)
+    if (!user) {
+      user = {
+        id: session.userId,
+        username: session.username,
+        connections: [],
+        ackedUpTo: 0,
+        commitEpoch: 0,
+        sends: new TokenBucket(this.limits.sendRatePerUser, this.now()),
+      }
+      this.users.set(user.id, user)
+      this.directory.remember({ id: user.id, username: user.username })
+      this.announce(user, true)
+    }
+    while (user.connections.length >= this.limits.maxConnectionsPerUser) {
+      const oldest = user.connections.shift()!
+      oldest.refuse(
+        ServerErrorCode.TooManyConnections,
+        `expected at most ${this.limits.maxConnectionsPerUser} connections per user, got another: closing the oldest`,
+      )
+    }
+    user.connections.push(connection)
+    return user
+  }
+
+  /** A connection closed: it leaves its user (who goes offline with their last one) and its watches. */
+  unregister(connection: RelayConnection): void {
+    this.connections.delete(connection)
+    for (const watched of connection.subscriptions) {
+      const set = this.watchers.get(watched)
+      set?.delete(connection)
+      if (set?.size === 0) this.watchers.delete(watched)
+    }
+    connection.subscriptions.clear()
+    const user = connection.user
+    if (!user) return
+    const index = user.connections.indexOf(connection)
+    if (index >= 0) user.connections.splice(index, 1)
+    if (user.connections.length === 0 && this.users.get(user.id) === user) {
+      this.users.delete(user.id)
+      this.announce(user, false)
+    }
+  }
+
+  watch(userId: number, connection: RelayConnection): void {
+    let set = this.watchers.get(userId)
+    if (!set) {
+      set = new Set()
+      this.watchers.set(userId, set)
+    }
+    set.add(connection)
+  }
+
+  private announce(user: OnlineUser, online: boolean): void {
+    const watchers = this.watchers.get(user.id)
+    if (!watchers) return
+    const frame = presenceFrame(user.username, online)
+    for (const watcher of watchers) watcher.write(frame)
+  }
+
+  // --- Sends, acknowledgements, deliveries ----------------------------------------------------
+
+  enqueue(connection: RelayConnection, recipientId: number, frame: SendFrame): void {
+    const now = this.now()
+    this.writer.send({
+      message: {
+        recipientId,
+        senderId: connection.user!.id,
+        clientId: Buffer.from(frame.id, 'base64url'),
+        body: Buffer.from(frame.body, 'base64url'),
+        now,
+        expiresAt: now + this.limits.messageTtlMs,
+      },
+      origin: { connection, senderName: connection.username, id: frame.id, body: frame.body },
+    })
+  }
+
+  acknowledge(user: OnlineUser, upTo: number): void {
+    if (upTo <= user.ackedUpTo) return
+    user.ackedUpTo = upTo
+    this.writer.ack(user.id, upTo)
+    for (const connection of user.connections) connection.acknowledged(upTo)
+  }
+
+  private committed(sends: readonly PendingSend<SendOrigin>[], outcomes: readonly SendOutcome[]): void {
+    for (let index = 0; index < sends.length; index++) {
+      const { message, origin } = sends[index]!
+      const outcome = outcomes[index]!
+      switch (outcome.kind) {
+        case 'stored': {
+          origin.connection.write(acceptedFrame(origin.id, outcome.createdAt))
+          const recipient = this.users.get(message.recipientId)
+          if (recipient) {
+            recipient.commitEpoch += 1
+            const frame = deliverFrame(
+              outcome.seq,
+              origin.id,
+              origin.senderName,
+              origin.body,
+              outcome.createdAt,
+            )
+            for (const connection of recipient.connections) connection.offer(outcome.seq, frame)
+          }
+          break
+        }
+        case 'duplicate':
+          origin.connection.write(acceptedFrame(origin.id, outcome.createdAt))
+          break
+        case 'full':
+          origin.connection.write(
+            errorFrame(
+              ServerErrorCode.QueueFull,
+              "expected room in the recipient's queue, got a full queue; retry later",
+              origin.id,
+            ),
+          )
+          break
+      }
+    }
+  }
+
+  private failed(sends: readonly PendingSend<SendOrigin>[], error: unknown): void {
+    this.log.error({ err: error, sends: sends.length }, 'relay batch failed; nothing of it was stored')
+    for (const { origin } of sends) {
+      origin.connection.write(
+        errorFrame(
+          ServerErrorCode.Internal,
+          'expected to store the message, got an internal error; retry',
+          origin.id,
+        ),
+      )
+    }
+  }
+
+  // --- Keys and sessions (RelayEvents) --------------------------------------------------------
+
+  sessionRevoked(tokenHash: Uint8Array): void {
+    const revoked = Buffer.from(tokenHash)
+    for (const connection of this.connections) {
+      if (connection.tokenHash && revoked.equals(connection.tokenHash)) {
+        connection.refuse(
+          ServerErrorCode.Unauthenticated,
+          'expected a live session, got one that was logged out',
+        )
+      }
+    }
+  }
+
+  preKeyBundleServed(userId: number): void {
+    const user = this.users.get(userId)
+    if (user) this.checkPreKeys(userId, ...user.connections)
+  }
+
+  /** Tells these connections of a user when their one-time prekeys run low. */
+  checkPreKeys(userId: number, ...connections: RelayConnection[]): void {
+    countOneTimePreKeys(this.db, userId).then(
+      (remaining) => {
+        if (remaining >= ONE_TIME_PREKEY_REFILL_THRESHOLD) return
+        const frame = preKeysLowFrame(remaining)
+        for (const connection of connections) connection.write(frame)
+      },
+      (error: unknown) => this.log.error({ err: error }, 'counting one-time prekeys failed'),
+    )
+  }
+
+  // --- Heartbeat, maintenance, shutdown -------------------------------------------------------
+
+  /** Pings everyone; terminates who did not answer the previous ping; ends expired sessions. */
+  private beat(): void {
+    const now = this.now()
+    for (const connection of this.connections) {
+      if (!connection.alive) {
+        connection.ws.terminate()
+        continue
+      }
+      if (connection.state === 'open' && now >= connection.expiresAt) {
+        connection.refuse(ServerErrorCode.Unauthenticated, 'expected a live session, got one that expired')
+        continue
+      }
+      connection.alive = false
+      connection.ws.ping()
+    }
+  }
+
+  /** Resolves once every send and acknowledgement taken so far is committed (tests, shutdown). */
+  settled(): Promise<void> {
+    return this.writer.idle()
+  }
+
+  purgeExpired(now: number): Promise<number> {
+    return this.queue.purgeExpired(now, MESSAGE_PURGE_BATCH)
+  }
+
+  /**
+   * Stops taking frames, lets the batches in flight commit (their senders get `accepted`), then
+   * closes every connection with 1001 and waits briefly for the close handshakes.
+   */
+  async shutdown(): Promise<void> {
+    this.closing = true
+    clearInterval(this.heartbeat)
+    for (const connection of this.connections) connection.quiesce()
+    await this.settled()
+    const closed = [...this.connections].map(
+      (connection) =>
+        new Promise<void>((resolve) => {
+          if (connection.state === 'closed') resolve()
+          else connection.ws.once('close', () => resolve())
+        }),
+    )
+    for (const connection of this.connections) connection.close(CloseCode.GoingAway, 'server shutting down')
+    let timer: NodeJS.Timeout | undefined
+    const grace = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, WS_CLOSE_GRACE_MS)
+    })
+    await Promise.race([Promise.all(closed), grace])
+    clearTimeout(timer)
+    for (const connection of this.connections) connection.ws.terminate()
+  }
+}

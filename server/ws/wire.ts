@@ -1,0 +1,42 @@
+/**
+ * WebSocket framing for what the relay sends (RFC 6455 §5.2): unfragmented, unmasked (server to
+ * client), uncompressed text frames, several of them encoded into one buffer so that one socket
+ * write carries a whole turn's output for a connection.
+ */
+
+const FIN_TEXT = 0x81
+
+function headerLength(payloadLength: number): number {
+  return payloadLength < 126 ? 2 : payloadLength < 0x10000 ? 4 : 10
+}
+
+/** Encodes `frames` (each a JSON text) as consecutive text frames in one buffer. */
+export function encodeTextFrames(frames: readonly string[]): Buffer {
+  const lengths = new Array<number>(frames.length)
+  let total = 0
+  for (let i = 0; i < frames.length; i++) {
+    const length = Buffer.byteLength(frames[i]!)
+    lengths[i] = length
+    total += headerLength(length) + length
+  }
+  const out = Buffer.allocUnsafe(total)
+  let offset = 0
+  for (let i = 0; i < frames.length; i++) {
+    const length = lengths[i]!
+    out[offset++] = FIN_TEXT
+    if (length < 126) {
+      out[offset++] = length
+    } else if (length < 0x10000) {
+      out[offset++] = 126
+      out.writeUInt16BE(length, offset)
+      offset += 2
+    } else {
+      out[offset++] = 127
+      out.writeUInt32BE(0, offset)
+      out.writeUInt32BE(length, offset + 4)
+      offset += 8
+    }
+    offset += out.write(frames[i]!, offset)
+  }
+  return out
+}

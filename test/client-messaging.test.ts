@@ -1,0 +1,218 @@
+/**
+ * Two client cores talking through the real server (TLS, WebSocket relay, SQLite queue): sending
+ * online and offline, delivery states, history and sessions surviving a restart, deduplication,
+ * and key-change warnings.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startServer, type TestServer } from '../server/test/harness.js'
+import {
+  type ChatClient,
+  ChatClient as Client,
+  type DeliveryState,
+  type MessageView,
+} from '../shared/client/chat-client.js'
+import { isClientError } from '../shared/client/errors.js'
+import { MemoryStore } from '../shared/client/store.js'
+import { registerClient } from './client-helpers.js'
+
+let server: TestServer
+
+beforeAll(async () => {
+  server = await startServer()
+})
+
+afterAll(async () => {
+  await server.close()
+})
+
+/** Resolves with the first `count` messages `client` receives from now on. */
+function nextMessages(client: ChatClient, count: number): Promise<MessageView[]> {
+  return new Promise((resolve) => {
+    const received: MessageView[] = []
+    const stop = client.events.on('message', (message) => {
+      if (message.direction !== 'in') return
+      received.push(message)
+      if (received.length === count) {
+        stop()
+        resolve(received)
+      }
+    })
+  })
+}
+
+function deliveryState(client: ChatClient, id: string, state: DeliveryState): Promise<void> {
+  return new Promise((resolve) => {
+    const stop = client.events.on('delivery', (event) => {
+      if (event.id === id && event.state === state) {
+        stop()
+        resolve()
+      }
+    })
+  })
+}
+
+/** Polls until `condition` holds (the test's own timeout is the failure guard). */
+async function waitFor(condition: () => Promise<boolean>): Promise<void> {
+  while (!(await condition())) await new Promise((resolve) => setTimeout(resolve, 20))
+}
+
+async function online(...clients: ChatClient[]): Promise<void> {
+  for (const client of clients) client.connect()
+  await Promise.all(clients.map((client) => client.waitUntilOnline()))
+}
+
+describe('messaging through the relay', () => {
+  it('sends both ways while online; the sender sees accepted, then delivered', async () => {
+    const alice = (await registerClient(server)).client
+    const bob = (await registerClient(server)).client
+    await online(alice, bob)
+
+    const toBob = nextMessages(bob, 1)
+    const sent = await alice.send(bob.username, 'Hello Bob')
+    const delivered = deliveryState(alice, sent.id, 'delivered')
+    const [received] = await toBob
+    expect(received?.text).toBe('Hello Bob')
+    expect(received?.peer).toBe(alice.username)
+    await delivered
+    expect((await alice.history(bob.username)).map((m) => [m.text, m.state])).toEqual([
+      ['Hello Bob', 'delivered'],
+    ])
+
+    const toAlice = nextMessages(alice, 1)
+    await bob.send(alice.username, 'Hi Alice')
+    expect((await toAlice)[0]?.text).toBe('Hi Alice')
+    expect((await bob.contact(alice.username))?.unread).toBe(1)
+    await Promise.all([alice.close(), bob.close()])
+  })
+
+  it('offline: ten messages wait on the server and arrive once, in order, when the recipient returns', async () => {
+    const alice = (await registerClient(server)).client
+    const bobAccount = await registerClient(server)
+    await online(alice)
+    const ids: string[] = []
+    for (let i = 0; i < 10; i++) ids.push((await alice.send(bobAccount.client.username, `message ${i}`)).id)
+    await waitFor(async () =>
+      (await alice.history(bobAccount.client.username, { limit: 20 })).every((m) => m.state === 'accepted'),
+    )
+
+    // Bob comes online only now, from his stored account.
+    const bob = await Client.open(bobAccount.options, bobAccount.password)
+    const arriving = nextMessages(bob, 10)
+    await online(bob)
+    const received = await arriving
+    expect(received.map((m) => m.text)).toEqual(ids.map((_, i) => `message ${i}`))
+    expect(received.map((m) => m.id)).toEqual(ids)
+    // After a reconnect nothing arrives twice.
+    await bob.disconnect()
+    let extra = 0
+    bob.events.on('message', () => extra++)
+    await online(bob)
+    await alice.send(bob.username, 'after the reconnect')
+    await new Promise<void>((resolve) =>
+      bob.events.on('message', (m) => m.text === 'after the reconnect' && resolve()),
+    )
+    expect(extra).toBe(1)
+    expect((await bob.history(alice.username, { limit: 100 })).length).toBe(11)
+    await Promise.all([alice.close(), bob.close()])
+  })
+
+  it('a client reopened from its store keeps history and sessions', async () => {
+    const store = new MemoryStore()
+    const aliceAccount = await registerClient(server, { store })
+    const bob = (await registerClient(server)).client
+    await online(aliceAccount.client, bob)
+    const toBob = nextMessages(bob, 1)
+    await aliceAccount.client.send(bob.username, 'before the restart')
+    await toBob
+    await aliceAccount.client.close()
+
+    const alice = await Client.open(aliceAccount.options, aliceAccount.password)
+    expect((await alice.history(bob.username)).map((m) => m.text)).toEqual(['before the restart'])
+    await online(alice)
+    const again = nextMessages(bob, 1)
+    await alice.send(bob.username, 'after the restart')
+    expect((await again)[0]?.text).toBe('after the restart')
+    const toAlice = nextMessages(alice, 1)
+    await bob.send(alice.username, 'still the same session')
+    expect((await toAlice)[0]?.text).toBe('still the same session')
+    await Promise.all([alice.close(), bob.close()])
+  })
+
+  it('messages sent while the sender is offline go out when it reconnects', async () => {
+    const alice = (await registerClient(server)).client
+    const bob = (await registerClient(server)).client
+    await online(bob)
+    await alice.addContact(bob.username)
+    const queued = await alice.send(bob.username, 'written offline')
+    expect(queued.state).toBe('sending')
+    const toBob = nextMessages(bob, 1)
+    await online(alice)
+    expect((await toBob)[0]?.text).toBe('written offline')
+    await Promise.all([alice.close(), bob.close()])
+  })
+
+  it('a changed identity key blocks sending until the user acknowledges it', async () => {
+    const alice = (await registerClient(server)).client
+    const bob = (await registerClient(server)).client
+    const mallory = (await registerClient(server)).client
+    await alice.addContact(bob.username)
+    // The server now hands out another identity for Bob (as after a reinstall, or a hostile server).
+    const db = server.database.db
+    const malloryRow = await db
+      .selectFrom('users')
+      .selectAll()
+      .where('username', '=', mallory.username)
+      .executeTakeFirstOrThrow()
+    await db
+      .updateTable('users')
+      .set({
+        identity_key: malloryRow.identity_key,
+        signing_key: malloryRow.signing_key,
+        identity_signature: malloryRow.identity_signature,
+      })
+      .where('username', '=', bob.username)
+      .execute()
+    const bobRow = await db
+      .selectFrom('users')
+      .select('id')
+      .where('username', '=', bob.username)
+      .executeTakeFirstOrThrow()
+    await db.deleteFrom('signed_prekeys').where('user_id', '=', bobRow.id).execute()
+    await db.deleteFrom('one_time_prekeys').where('user_id', '=', bobRow.id).execute()
+    await db
+      .insertInto('signed_prekeys')
+      .columns(['user_id', 'key_id', 'public_key', 'signature', 'created_at'])
+      .expression(
+        db
+          .selectFrom('signed_prekeys')
+          .select([
+            (eb) => eb.val(bobRow.id).as('user_id'),
+            'key_id',
+            'public_key',
+            'signature',
+            'created_at',
+          ])
+          .where('user_id', '=', malloryRow.id),
+      )
+      .execute()
+
+    let warned = false
+    alice.events.on('identity-changed', ({ peer }) => {
+      warned = peer === bob.username
+    })
+    const error = await alice.send(bob.username, 'are you still you?').catch((e: unknown) => e)
+    expect(isClientError(error, 'E2E_ERR_IDENTITY_CHANGED')).toBe(true)
+    expect(warned).toBe(true)
+    expect((await alice.contact(bob.username))?.identityChanged).toBe(true)
+    const again = await alice.send(bob.username, 'second try').catch((e: unknown) => e)
+    expect(isClientError(again, 'E2E_ERR_IDENTITY_CHANGED')).toBe(true)
+
+    const before = await alice.safetyNumber(bob.username)
+    await alice.acceptIdentityChange(bob.username)
+    expect((await alice.contact(bob.username))?.identityChanged).toBe(false)
+    expect((await alice.safetyNumber(bob.username)).digits).toBe(before.digits)
+    const sent = await alice.send(bob.username, 'now to the new key')
+    expect(sent.state).toBe('sending')
+    await Promise.all([alice.close(), bob.close(), mallory.close()])
+  })
+})
