@@ -14,6 +14,9 @@ async function main(): Promise<number> {
       return ExitCode.Ok
     }
     if (invocation.command === 'interactive') {
+      // Ink renders only a final frame when it believes it runs in CI (it reads CI when loaded).
+      // A person at a terminal is interactive whatever the environment says.
+      if (process.stdout.isTTY) delete process.env.CI
       const { interactive } = await import('./interactive.js')
       return await interactive(invocation.options)
     }
