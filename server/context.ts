@@ -38,6 +38,11 @@ export interface RelayEvents {
   sessionRevoked(tokenHash: Uint8Array): void
   /** The user's prekey bundle was handed out: if few one-time prekeys are left and they are online, say so. */
   preKeyBundleServed(userId: number): void
+  /**
+   * The user replaced their identity key (a new device): their old sessions' sockets are closed and
+   * everyone watching their presence gets `identity.changed`.
+   */
+  identityChanged(userId: number, username: string): void
 }
 
 export interface ServerContext {

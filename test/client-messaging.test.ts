@@ -13,7 +13,7 @@ import {
 } from '../shared/client/chat-client.js'
 import { isClientError } from '../shared/client/errors.js'
 import { MemoryStore } from '../shared/client/store.js'
-import { registerClient } from './client-helpers.js'
+import { clientOptions, registerClient } from './client-helpers.js'
 
 let server: TestServer
 
@@ -151,68 +151,49 @@ describe('messaging through the relay', () => {
     await Promise.all([alice.close(), bob.close()])
   })
 
-  it('a changed identity key blocks sending until the user acknowledges it', async () => {
+  it('a contact who starts over on a new device: warned at once if online, else on reconnect; sending waits for acknowledgement', async () => {
     const alice = (await registerClient(server)).client
-    const bob = (await registerClient(server)).client
-    const mallory = (await registerClient(server)).client
-    await alice.addContact(bob.username)
-    // The server now hands out another identity for Bob (as after a reinstall, or a hostile server).
-    const db = server.database.db
-    const malloryRow = await db
-      .selectFrom('users')
-      .selectAll()
-      .where('username', '=', mallory.username)
-      .executeTakeFirstOrThrow()
-    await db
-      .updateTable('users')
-      .set({
-        identity_key: malloryRow.identity_key,
-        signing_key: malloryRow.signing_key,
-        identity_signature: malloryRow.identity_signature,
-      })
-      .where('username', '=', bob.username)
-      .execute()
-    const bobRow = await db
-      .selectFrom('users')
-      .select('id')
-      .where('username', '=', bob.username)
-      .executeTakeFirstOrThrow()
-    await db.deleteFrom('signed_prekeys').where('user_id', '=', bobRow.id).execute()
-    await db.deleteFrom('one_time_prekeys').where('user_id', '=', bobRow.id).execute()
-    await db
-      .insertInto('signed_prekeys')
-      .columns(['user_id', 'key_id', 'public_key', 'signature', 'created_at'])
-      .expression(
-        db
-          .selectFrom('signed_prekeys')
-          .select([
-            (eb) => eb.val(bobRow.id).as('user_id'),
-            'key_id',
-            'public_key',
-            'signature',
-            'created_at',
-          ])
-          .where('user_id', '=', malloryRow.id),
-      )
-      .execute()
-
-    let warned = false
-    alice.events.on('identity-changed', ({ peer }) => {
-      warned = peer === bob.username
-    })
-    const error = await alice.send(bob.username, 'are you still you?').catch((e: unknown) => e)
-    expect(isClientError(error, 'E2E_ERR_IDENTITY_CHANGED')).toBe(true)
-    expect(warned).toBe(true)
-    expect((await alice.contact(bob.username))?.identityChanged).toBe(true)
-    const again = await alice.send(bob.username, 'second try').catch((e: unknown) => e)
-    expect(isClientError(again, 'E2E_ERR_IDENTITY_CHANGED')).toBe(true)
-
+    const carol = (await registerClient(server)).client
+    const bobAccount = await registerClient(server)
+    const bob = bobAccount.client
+    await online(alice, bob, carol)
+    for (const peer of [alice, carol]) {
+      const arriving = nextMessages(bob, 1)
+      await peer.send(bob.username, `hello from ${peer.username}`)
+      await arriving
+    }
     const before = await alice.safetyNumber(bob.username)
-    await alice.acceptIdentityChange(bob.username)
-    expect((await alice.contact(bob.username))?.identityChanged).toBe(false)
-    expect((await alice.safetyNumber(bob.username)).digits).toBe(before.digits)
-    const sent = await alice.send(bob.username, 'now to the new key')
-    expect(sent.state).toBe('sending')
-    await Promise.all([alice.close(), bob.close(), mallory.close()])
+    // Carol is offline when Bob starts over; Alice is online.
+    await carol.disconnect()
+    await bob.close()
+    const aliceWarned = new Promise<string>((resolve) =>
+      alice.events.on('identity-changed', ({ peer }) => resolve(peer)),
+    )
+    const newBob = await Client.reinstall(clientOptions(server), bob.username, bobAccount.password)
+    expect(await aliceWarned).toBe(bob.username)
+
+    const contact = await alice.contact(bob.username)
+    expect(contact?.identityChanged).toBe(true)
+    const shown = await alice.safetyNumber(bob.username)
+    expect(shown.digits).not.toBe(before.digits)
+    const refused = await alice.send(bob.username, 'are you still you?').catch((e: unknown) => e)
+    expect(isClientError(refused, 'E2E_ERR_IDENTITY_CHANGED')).toBe(true)
+
+    // Accepting needs the number the user saw; then the conversation continues on the new keys.
+    await alice.acceptIdentityChange(bob.username, shown.digits)
+    await online(newBob)
+    const toNewBob = nextMessages(newBob, 1)
+    await alice.send(bob.username, 'welcome back')
+    expect((await toNewBob)[0]?.text).toBe('welcome back')
+
+    // Carol learns of it when she reconnects, before she can send to the old keys.
+    const carolWarned = new Promise<string>((resolve) =>
+      carol.events.on('identity-changed', ({ peer }) => resolve(peer)),
+    )
+    await online(carol)
+    expect(await carolWarned).toBe(bob.username)
+    const carolRefused = await carol.send(bob.username, 'hi').catch((e: unknown) => e)
+    expect(isClientError(carolRefused, 'E2E_ERR_IDENTITY_CHANGED')).toBe(true)
+    await Promise.all([alice.close(), carol.close(), newBob.close()])
   })
 })

@@ -51,6 +51,41 @@ export async function createAccount(db: Db, account: NewAccount): Promise<number
   }
 }
 
+export interface ReplacedKeys {
+  readonly loginKey: Uint8Array
+  readonly identity: PublicIdentity
+  readonly signedPreKey: PublicPreKey
+  readonly oneTimePreKeys: readonly PublicPreKey[]
+  readonly now: number
+}
+
+/**
+ * A user starting over on a new device: new login key, identity and prekeys replace the old ones,
+ * and every session token ends (they were encrypted to the old login key's holder), in one
+ * transaction. Queued messages stay: they were sent to the old keys, and the new device reports
+ * them as unreadable rather than the server dropping them unseen.
+ */
+export async function replaceAccountKeys(db: Db, userId: number, keys: ReplacedKeys): Promise<void> {
+  await inTransaction(db, async (trx) => {
+    await trx
+      .updateTable('users')
+      .set({
+        login_key: keys.loginKey,
+        identity_key: keys.identity.identityKey,
+        signing_key: keys.identity.signingKey,
+        identity_signature: keys.identity.identitySignature,
+        identity_changed_at: keys.now,
+      })
+      .where('id', '=', userId)
+      .execute()
+    await trx.deleteFrom('signed_prekeys').where('user_id', '=', userId).execute()
+    await trx.deleteFrom('one_time_prekeys').where('user_id', '=', userId).execute()
+    await trx.deleteFrom('auth_tokens').where('user_id', '=', userId).execute()
+    await insertSignedPreKey(trx, userId, keys.signedPreKey, keys.now)
+    await insertOneTimePreKeys(trx, userId, keys.oneTimePreKeys)
+  })
+}
+
 export function findUserByUsername(db: Db, username: string): Promise<UserRow | undefined> {
   return db.selectFrom('users').selectAll().where('username', '=', username).executeTakeFirst()
 }

@@ -1,5 +1,5 @@
 /**
- * Accounts: POST /register, POST /login, POST /logout.
+ * Accounts: POST /register, POST /reinstall, POST /login, POST /logout.
  *
  * Registration verifies everything the client sends before storing any of it: username rules, the
  * password policy, the RSA login key (3072-bit, e = 65537), the identity signature and every prekey
@@ -26,13 +26,44 @@ import {
 import { hashSessionToken, newSessionToken } from '../auth/tokens.js'
 import type { ServerContext } from '../context.js'
 import { deleteToken, insertToken } from '../db/tokens.js'
-import { createAccount, findUserByUsername, updatePasswordHash, usernameExists } from '../db/users.js'
+import {
+  createAccount,
+  findUserByUsername,
+  replaceAccountKeys,
+  updatePasswordHash,
+  usernameExists,
+} from '../db/users.js'
 import { ServerError, ServerErrorCode, serverErrors } from '../errors.js'
 import { requireSession, sessionOf } from '../plugins/auth.js'
 import { assertDistinctKeyIds, errorResponses, parseUsername } from './common.js'
 
 export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, context) => {
   const { db, now, bcryptCost, limits, loginLimiter } = context
+
+  /** The normalised name, if valid, and the key its failed attempts are counted under. */
+  function loginName(input: string): { username: string | undefined; accountKey: string } {
+    let username: string | undefined
+    try {
+      username = parseUsername(input)
+    } catch {
+      username = undefined
+    }
+    // Invalid names cannot exist; they still count against the address and their own key.
+    return { username, accountKey: username ?? `invalid:${input}` }
+  }
+
+  function checkLoginAllowed(accountKey: string, address: string): void {
+    const decision = loginLimiter.attempt(accountKey, address)
+    if (decision.allowed) return
+    const retryAfterSeconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000))
+    throw new ServerError(
+      ServerErrorCode.TooManyAttempts,
+      429,
+      `expected fewer failed logins ${decision.scope === 'account' ? 'for this account' : 'from this address'}, got too many; retry in ${retryAfterSeconds} s`,
+      { retryAfterSeconds },
+    )
+  }
+
   // Made before the first login, so even the first unknown-user attempt costs the usual time.
   app.addHook('onReady', async () => {
     await dummyPasswordHash(bcryptCost)
@@ -49,19 +80,10 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
     async (request, reply) => {
       const body = request.body
       const username = parseUsername(body.username)
-      const identity = publicIdentityFromJson(body.identity)
-      const signedPreKey = preKeyFromJson(body.signedPreKey)
-      const oneTimePreKeys = body.oneTimePreKeys.map(preKeyFromJson)
-      const loginKey = fromBase64Url(body.loginKey)
-      assertDistinctKeyIds(oneTimePreKeys, 'one-time prekeys')
-
       // Cheap refusals first; the unique index still decides a race (createAccount maps it to 409).
       if (await usernameExists(db, username)) throw serverErrors.usernameTaken()
       await checkPasswordPolicy(body.password, [username, body.username])
-      await importRsaOaepPublicKey(loginKey)
-      await verifyPublicIdentity(identity)
-      await verifySignedPreKey(identity.signingKey, signedPreKey)
-      await Promise.all(oneTimePreKeys.map((preKey) => verifyOneTimePreKey(identity.signingKey, preKey)))
+      const { identity, signedPreKey, oneTimePreKeys, loginKey } = await verifiedKeys(body)
 
       const passwordHash = await hashPassword(body.password, bcryptCost)
       await createAccount(db, {
@@ -78,6 +100,39 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
     },
   )
 
+  /**
+   * Starting over on a new device (the old one lost or wiped): the password proves the account,
+   * and new keys replace the old ones. Counted like a login (same limits, same answer for unknown
+   * users). Every peer watching the user learns at once that the identity changed; the others learn
+   * it when they next fetch the user's keys, and their client core warns before sending.
+   */
+  app.post(
+    '/reinstall',
+    {
+      schema: { body: RegisterRequest, response: { 200: RegisterResponse, ...errorResponses } },
+      config: {
+        rateLimit: { max: limits.registerRateLimit.max, timeWindow: limits.registerRateLimit.timeWindowMs },
+      },
+    },
+    async (request) => {
+      const body = request.body
+      const { username, accountKey } = loginName(body.username)
+      checkLoginAllowed(accountKey, request.ip)
+      const user = username === undefined ? undefined : await findUserByUsername(db, username)
+      const matches = await verifyPassword(
+        body.password,
+        user?.password_hash ?? (await dummyPasswordHash(bcryptCost)),
+      )
+      if (!user || !matches) throw serverErrors.invalidCredentials()
+      loginLimiter.succeeded(accountKey, request.ip)
+      const keys = await verifiedKeys(body)
+      await replaceAccountKeys(db, user.id, { ...keys, now: now() })
+      context.relay.identityChanged(user.id, user.username)
+      request.log.info({ event: 'reinstall', userId: user.id }, 'identity replaced')
+      return { username: user.username }
+    },
+  )
+
   app.post(
     '/login',
     {
@@ -88,24 +143,8 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
     },
     async (request) => {
       const { password } = request.body
-      let username: string | undefined
-      try {
-        username = parseUsername(request.body.username)
-      } catch {
-        username = undefined
-      }
-      // Invalid names cannot exist; they still count against the address and their own key.
-      const accountKey = username ?? `invalid:${request.body.username}`
-      const decision = loginLimiter.attempt(accountKey, request.ip)
-      if (!decision.allowed) {
-        const retryAfterSeconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000))
-        throw new ServerError(
-          ServerErrorCode.TooManyAttempts,
-          429,
-          `expected fewer failed logins ${decision.scope === 'account' ? 'for this account' : 'from this address'}, got too many; retry in ${retryAfterSeconds} s`,
-          { retryAfterSeconds },
-        )
-      }
+      const { username, accountKey } = loginName(request.body.username)
+      checkLoginAllowed(accountKey, request.ip)
 
       const user = username === undefined ? undefined : await findUserByUsername(db, username)
       // Same bcrypt work whether or not the user exists, so timing does not reveal registered names.
@@ -149,4 +188,18 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
       return reply.code(204).send(null)
     },
   )
+}
+
+/** Every key a registration or reinstall carries, checked: RSA size and exponent, every signature. */
+async function verifiedKeys(body: RegisterRequest) {
+  const identity = publicIdentityFromJson(body.identity)
+  const signedPreKey = preKeyFromJson(body.signedPreKey)
+  const oneTimePreKeys = body.oneTimePreKeys.map(preKeyFromJson)
+  const loginKey = fromBase64Url(body.loginKey)
+  assertDistinctKeyIds(oneTimePreKeys, 'one-time prekeys')
+  await importRsaOaepPublicKey(loginKey)
+  await verifyPublicIdentity(identity)
+  await verifySignedPreKey(identity.signingKey, signedPreKey)
+  await Promise.all(oneTimePreKeys.map((preKey) => verifyOneTimePreKey(identity.signingKey, preKey)))
+  return { identity, signedPreKey, oneTimePreKeys, loginKey }
 }

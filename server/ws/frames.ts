@@ -3,7 +3,8 @@
  * every interpolated value is an integer, unpadded base64url, or a normalised username
  * ([a-z0-9._-], shared/username.ts), none of which JSON needs to escape. frames.test.ts checks
  * that every output decodes with shared/codec/frames.ts `decodeServerFrame` to the same values.
- * Frames that carry free text (errors) go through JSON.stringify.
+ * Frames that carry free text (errors) go through JSON.stringify, with anything beyond ASCII
+ * escaped: every frame is ASCII, so wire.ts can take a string's length as its byte length.
  */
 import { FRAME_VERSION, type ServerFrame } from '../../shared/codec/frames.js'
 
@@ -26,17 +27,27 @@ export function presenceFrame(username: string, online: boolean): string {
   return `{"v":${FRAME_VERSION},"type":"presence","username":"${username}","online":${online}}`
 }
 
+export function identityChangedFrame(username: string): string {
+  return `{"v":${FRAME_VERSION},"type":"identity.changed","username":"${username}"}`
+}
+
 export function preKeysLowFrame(remaining: number): string {
   return `{"v":${FRAME_VERSION},"type":"prekeys.low","remaining":${remaining}}`
 }
+
+const NON_ASCII = /[\u0080-\uffff]/g
 
 export function errorFrame(code: string, message: string, id?: string): string {
   const frame: Extract<ServerFrame, { type: 'error' }> = {
     v: FRAME_VERSION,
     type: 'error',
     code,
-    message: message.length > ERROR_MESSAGE_MAX ? `${message.slice(0, ERROR_MESSAGE_MAX - 1)}…` : message,
+    message: message.length > ERROR_MESSAGE_MAX ? `${message.slice(0, ERROR_MESSAGE_MAX - 3)}...` : message,
     ...(id === undefined ? {} : { id }),
   }
-  return JSON.stringify(frame)
+  // Every frame the relay writes is ASCII (wire.ts relies on it): escape anything else the JSON way.
+  return JSON.stringify(frame).replace(
+    NON_ASCII,
+    (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  )
 }

@@ -25,7 +25,14 @@ import { ServerErrorCode } from '../errors.js'
 import { DIRECTORY_CACHE_ENTRIES, MESSAGE_PURGE_BATCH, WS_CLOSE_GRACE_MS } from '../limits.js'
 import { CloseCode, RelayConnection, type SendFrame } from './connection.js'
 import { UserDirectory } from './directory.js'
-import { acceptedFrame, deliverFrame, errorFrame, preKeysLowFrame, presenceFrame } from './frames.js'
+import {
+  acceptedFrame,
+  deliverFrame,
+  errorFrame,
+  identityChangedFrame,
+  preKeysLowFrame,
+  presenceFrame,
+} from './frames.js'
 import { GroupCommit, type PendingSend } from './group-commit.js'
 import { TokenBucket } from './token-bucket.js'
 
@@ -271,6 +278,19 @@ export class RelayHub implements RelayEvents {
         )
       }
     }
+  }
+
+  identityChanged(userId: number, username: string): void {
+    for (const connection of this.connections) {
+      if (connection.user?.id === userId) {
+        connection.refuse(
+          ServerErrorCode.Unauthenticated,
+          'expected the current identity, got one that was replaced',
+        )
+      }
+    }
+    const frame = identityChangedFrame(username)
+    for (const watcher of this.watchers.get(userId) ?? []) watcher.write(frame)
   }
 
   preKeyBundleServed(userId: number): void {

@@ -260,7 +260,25 @@ export class ChatClient {
    * Makes a new account: keys on this device, stored (sealed) locally first, then registered with
    * the server, then a first login. If the server refuses, the local records are removed again.
    */
-  static async register(options: ChatClientOptions, username: string, password: string): Promise<ChatClient> {
+  static register(options: ChatClientOptions, username: string, password: string): Promise<ChatClient> {
+    return ChatClient.createAccount(options, username, password, '/register')
+  }
+
+  /**
+   * Starts over on this device for an existing account whose keys were lost (a new browser, a wiped
+   * disk): the password proves the account, new keys replace the old ones on the server, and every
+   * contact is warned that the identity key changed. Messages sent to the old keys cannot be read.
+   */
+  static reinstall(options: ChatClientOptions, username: string, password: string): Promise<ChatClient> {
+    return ChatClient.createAccount(options, username, password, '/reinstall')
+  }
+
+  private static async createAccount(
+    options: ChatClientOptions,
+    username: string,
+    password: string,
+    path: '/register' | '/reinstall',
+  ): Promise<ChatClient> {
     const name = ChatClient.normalize(username)
     if (await options.store.get('account', ACCOUNT_KEY)) {
       throw new ClientError(
@@ -319,7 +337,7 @@ export class ChatClient {
       await importRsaPrivateKeyPkcs8(fromBase64Url(account.secrets.loginKey)),
     )
     const response = await client
-      .request('POST', '/register', {
+      .request('POST', path, {
         body: {
           username: name,
           password,
@@ -610,6 +628,20 @@ export class ChatClient {
     }
     await this.flushOutbox()
     this.scheduleUpkeep()
+    this.checkContactIdentities()
+  }
+
+  /**
+   * While we were offline a contact may have started over with new keys; the server tells only
+   * those online at the time. Ask once per connection for every contact we have a session with.
+   */
+  private checkContactIdentities(): void {
+    void (async () => {
+      for (const record of await this.store.list('sessions')) {
+        if (this.connectionState !== 'online') return
+        await this.checkIdentity(record.key)
+      }
+    })().catch((error: unknown) => this.report(error))
   }
 
   private async serverError(frame: Extract<ServerFrame, { type: 'error' }>): Promise<void> {
