@@ -7,7 +7,9 @@
  * - relay: 200 clients in 100 pairs, each keeping 50 messages in flight to its partner (218-byte
  *   envelopes, the size of a short text message); messages delivered per second, send→deliver
  *   latency. The real server authenticates, validates every frame, stores every message durably
- *   before `accepted`, and deletes it on the cumulative ack.
+ *   before `accepted`, and takes it out of the queue on the cumulative ack. The bare relay and the
+ *   server run in turns, twice each, and each keeps its better run (other work on the machine
+ *   during one run should not decide the ratio); the table lists every run.
  * - drain: 10,000 messages queued for an offline user, timed from its auth frame to the last one.
  * - connections: idle authenticated connections held at once, and the server's memory per
  *   connection (resident set growth after a GC).
@@ -44,7 +46,9 @@ import type { LoadCommand, RelayResult } from './server-load.js'
 const RELAY_CLIENTS = Number(process.env.BENCH_CLIENTS ?? 200)
 const WINDOW = Number(process.env.BENCH_WINDOW ?? 50)
 const WARMUP_MS = Number(process.env.BENCH_WARMUP_MS ?? 1_500)
-const DURATION_MS = Number(process.env.BENCH_MS ?? 5_000)
+const DURATION_MS = Number(process.env.BENCH_MS ?? 4_000)
+/** Runs of each relay, in turns; the better of each counts. */
+const RELAY_ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2)
 const DRAIN_MESSAGES = 10_000
 const LOGINS = 50
 const WANTED_CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16_000)
@@ -253,7 +257,6 @@ async function main(): Promise<void> {
   if (connectionTarget < 15_000) {
     progress(`  (raise it with \`ulimit -n 20000\` before the run to hold more than 15,000)`)
   }
-
   const dir = await mkdtemp(join(tmpdir(), 'secure-chat-bench-'))
   const load = new LoadGenerator()
   try {
@@ -274,7 +277,6 @@ async function main(): Promise<void> {
     const [drainSender, drainRecipient] = await createUsers(database.db, 'drain-', 2, userOptions)
     const loginUsers = await createUsers(database.db, 'login-', LOGINS, userOptions)
     const idleUsers = await createUsers(database.db, 'idle-', connectionTarget, userOptions)
-
     const unlimited = { perSecond: 1e9, burst: 1e9 }
     const app = await build({
       db: database.db,
@@ -293,43 +295,54 @@ async function main(): Promise<void> {
     await load.started
 
     // --- relay: bare floor, then the real server -------------------------------------------------
+    // Bare floor and real server in turns, twice each; each side keeps its better run, so a burst of
+    // unrelated load on the machine during one run does not decide the comparison.
+    interface Measured {
+      readonly result: RelayResult
+      readonly cpu: number
+      readonly loop: number
+    }
+    const measure = async (mode: 'bare' | 'server', target: string): Promise<Measured> => {
+      const cpu = process.cpuUsage()
+      const loop = performance.eventLoopUtilization()
+      const result = await load.run<RelayResult>({
+        cmd: 'relay',
+        mode,
+        url: target,
+        ca: certificate.cert,
+        tokens: relayUsers.map((user) => user.token),
+        names: relayUsers.map((user) => user.username),
+        window: WINDOW,
+        warmupMs: WARMUP_MS,
+        durationMs: DURATION_MS,
+      })
+      const measured = {
+        result,
+        cpu: cpuPerMessage(process.cpuUsage(cpu), result.total),
+        loop: loopPerMessage(performance.eventLoopUtilization(loop), result.total),
+      }
+      progress(
+        `  ${mode === 'bare' ? 'bare relay' : 'server relay'}: ${result.msgsPerSec} msgs/s, ${measured.cpu} µs of server CPU per message (${result.errors} error frames)`,
+      )
+      return measured
+    }
+    const better = (a: Measured, b: Measured) => (b.result.msgsPerSec > a.result.msgsPerSec ? b : a)
     const bare = await startBareRelay(tls)
-    let cpu = process.cpuUsage()
-    let loop = performance.eventLoopUtilization()
-    const bareResult = await load.run<RelayResult>({
-      cmd: 'relay',
-      mode: 'bare',
-      url: bare.url,
-      ca: certificate.cert,
-      tokens: relayUsers.map((user) => user.token),
-      names: relayUsers.map((user) => user.username),
-      window: WINDOW,
-      warmupMs: WARMUP_MS,
-      durationMs: DURATION_MS,
-    })
-    const bareCpu = cpuPerMessage(process.cpuUsage(cpu), bareResult.total)
-    const bareLoop = loopPerMessage(performance.eventLoopUtilization(loop), bareResult.total)
+    let bareBest: Measured | undefined
+    let relayBest: Measured | undefined
+    const rounds: string[] = []
+    for (let turn = 0; turn < RELAY_ROUNDS; turn++) {
+      const bareRun = await measure('bare', bare.url)
+      const relayRun = await measure('server', url)
+      rounds.push(`${relayRun.result.msgsPerSec} / ${bareRun.result.msgsPerSec}`)
+      bareBest = bareBest ? better(bareBest, bareRun) : bareRun
+      relayBest = relayBest ? better(relayBest, relayRun) : relayRun
+    }
     await bare.close()
-    progress(`  bare relay: ${bareResult.msgsPerSec} msgs/s, ${bareCpu} µs of server CPU per message`)
-
-    cpu = process.cpuUsage()
-    loop = performance.eventLoopUtilization()
-    const relayResult = await load.run<RelayResult>({
-      cmd: 'relay',
-      mode: 'server',
-      url,
-      ca: certificate.cert,
-      tokens: relayUsers.map((user) => user.token),
-      names: relayUsers.map((user) => user.username),
-      window: WINDOW,
-      warmupMs: WARMUP_MS,
-      durationMs: DURATION_MS,
-    })
-    const relayCpu = cpuPerMessage(process.cpuUsage(cpu), relayResult.total)
-    const relayLoop = loopPerMessage(performance.eventLoopUtilization(loop), relayResult.total)
-    progress(
-      `  server relay: ${relayResult.msgsPerSec} msgs/s, ${relayCpu} µs of server CPU per message (${relayResult.errors} error frames)`,
-    )
+    const bareResult = bareBest!.result
+    const relayResult = relayBest!.result
+    const { cpu: bareCpu, loop: bareLoop } = bareBest!
+    const { cpu: relayCpu, loop: relayLoop } = relayBest!
 
     // --- drain -------------------------------------------------------------------------------------
     const drain = await load.run<{
@@ -402,7 +415,6 @@ async function main(): Promise<void> {
     const heapPerConnection = added > 0 ? Math.round((after.heapUsed - before.heapUsed) / added) : 0
     progress(`  held ${held} (client ${hold.held}, server ${serverSide}) in ${hold.seconds} s`)
     await load.run({ cmd: 'release' })
-
     await app.close()
     await database.close()
 
@@ -418,7 +430,11 @@ async function main(): Promise<void> {
         `${bareResult.msgsPerSec} msgs/s`,
         `p50 ${bareResult.p50Ms} ms, p99 ${bareResult.p99Ms} ms`,
       ],
-      ['relay / bare', `${round(ratio)}x`, 'must be ≥ 0.3x (aim 0.5x)'],
+      [
+        'relay / bare',
+        `${round(ratio)}x`,
+        `must be ≥ 0.3x (aim 0.5x); runs (server / bare): ${rounds.join(', ')}`,
+      ],
       [
         'server event loop per message',
         `${relayLoop} µs`,
@@ -452,7 +468,7 @@ async function main(): Promise<void> {
       `${row[0].padEnd(widths[0]!)}  ${row[1].padStart(widths[1]!)}  ${row[2]}`
     process.stdout.write(
       `${line(['case', 'result', 'notes'])}\n${rows.map(line).join('\n')}\n` +
-        `(${RELAY_CLIENTS} clients, window ${WINDOW}, ${DURATION_MS / 1000} s per relay run; ` +
+        `(${RELAY_CLIENTS} clients, window ${WINDOW}, ${RELAY_ROUNDS} runs of ${DURATION_MS / 1000} s per relay, the better kept; ` +
         `${round((performance.now() - benchStarted) / 1000, 1)} s in all)\n`,
     )
     process.stdout.write(
@@ -476,3 +492,6 @@ async function main(): Promise<void> {
 }
 
 await main()
+// Exit explicitly once the results are out: the run's last handles (the load generator's pipe, a
+// worker's port) must not keep a finished benchmark waiting.
+process.stdout.write('', () => process.exit(0))

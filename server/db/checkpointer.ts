@@ -50,6 +50,8 @@ export function startCheckpointer(file: string, intervalMs: number): Checkpointe
   const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()))
   return {
     async stop() {
+      // Held while stopping, so the process waits for the thread to close its connection.
+      worker.ref()
       worker.postMessage('stop')
       await exited
     },

@@ -64,8 +64,6 @@ export class SqliteQueueRepository implements QueueRepository {
         limits: { ...limits, maxCachedDepths: MAX_CACHED_DEPTHS },
       },
     })
-    // An idle queue thread never keeps the process alive.
-    this.worker.unref()
     this.worker.on('message', (reply: Reply) => {
       const waiting = this.pending.get(reply.id)
       if (!waiting) return
@@ -80,6 +78,8 @@ export class SqliteQueueRepository implements QueueRepository {
     }
     this.worker.on('error', fail)
     this.worker.on('exit', (code) => fail(new Error(`queue worker: exited with code ${code}`)))
+    // An idle queue thread never keeps the process alive (after the listeners: adding one refs it).
+    this.worker.unref()
   }
 
   private call<T>(request: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<T> {
@@ -170,6 +170,8 @@ export class SqliteQueueRepository implements QueueRepository {
   close(): Promise<void> {
     this.closed ??= (async () => {
       if (this.failure) return
+      // Held while closing, so the process waits for the thread to close its connection.
+      this.worker.ref()
       const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()))
       await this.call({ op: 'close' }).catch(() => {})
       await exited

@@ -84,12 +84,19 @@ describe('server frames', () => {
     )
   })
 
-  it('error frames carry any message safely and stay within the schema’s length', () => {
+  it('error frames carry any message safely, in ASCII, within the schema’s length', () => {
     fc.assert(
-      fc.property(fc.string({ maxLength: 3000 }), fc.option(messageId, { nil: undefined }), (message, id) => {
-        const frame = decodeServerFrame(JSON.parse(errorFrame('E2E_ERR_BAD_FRAME', message, id)))
-        expect(frame).toMatchObject({ type: 'error', code: 'E2E_ERR_BAD_FRAME', ...(id ? { id } : {}) })
-      }),
+      fc.property(
+        fc.string({ maxLength: 3000, unit: 'binary' }),
+        fc.option(messageId, { nil: undefined }),
+        (message, id) => {
+          const text = errorFrame('E2E_ERR_BAD_FRAME', message, id)
+          expect([...text].every((char) => char.charCodeAt(0) < 0x80)).toBe(true)
+          const frame = decodeServerFrame(JSON.parse(text))
+          expect(frame).toMatchObject({ type: 'error', code: 'E2E_ERR_BAD_FRAME', ...(id ? { id } : {}) })
+          if (message.length <= 1024) expect(frame).toMatchObject({ message })
+        },
+      ),
     )
   })
 })
@@ -201,7 +208,7 @@ const { Receiver } = wsModule as unknown as {
 describe('WebSocket framing', () => {
   it('encodes text frames of every header size that a WebSocket receiver reads back', async () => {
     const texts = [0, 1, 125, 126, 127, 65_535, 65_536, 100_000].map((length) => 'x'.repeat(length))
-    texts.push('{"message":"naïve – ✓"}')
+    texts.push(errorFrame('E2E_ERR_BAD_FRAME', 'naïve – ✓ 🔑'))
     const receiver = new Receiver({ isServer: false })
     const received: string[] = []
     receiver.on('message', (data, isBinary) => {
@@ -218,5 +225,6 @@ describe('WebSocket framing', () => {
       )
     }
     expect(received).toEqual(texts)
+    expect(JSON.parse(received.at(-1)!).message).toBe('naïve – ✓ 🔑')
   })
 })
