@@ -2,7 +2,7 @@
  * Opening and creating local accounts: the SQLite store at the account's path, the Node transports
  * and the client core, put together the same way for the interactive client and the scripts.
  */
-import { rmSync } from 'node:fs'
+import { existsSync, rmSync } from 'node:fs'
 import { ChatClient, type ChatClientOptions } from '../shared/client/chat-client.js'
 import { ClientError, ClientErrorCode, isClientError } from '../shared/client/errors.js'
 import { normalizeUsername } from '../shared/username.js'
@@ -82,17 +82,57 @@ export function chooseAccount(settings: ClientSettings, requested: string | unde
 }
 
 /** Creates the account on this device and on the server, then logs in. */
-export async function registerAccount(
+export function registerAccount(
   settings: ClientSettings,
   username: string,
   password: string,
+): Promise<ChatClient> {
+  return createAccount(settings, username, password, 'register')
+}
+
+/**
+ * Refuses (exit code 7) when this data directory already holds `username` for the server: starting
+ * over is for a device without the account's keys, and never overwrites a database.
+ */
+export function assertNoLocalAccount(settings: ClientSettings, username: string): void {
+  const name = normalizedUsername(username)
+  const file = accountFile(settings.dataDir, settings.serverUrl, name)
+  if (existsSync(file)) {
+    throw new ClientError(
+      ClientErrorCode.AccountMismatch,
+      `expected no local account ${name}, got one in ${file}: this device still holds ${name}'s keys, so there is nothing to start over (if that file is damaged, move it away first)`,
+    )
+  }
+}
+
+/**
+ * Starts over on this device for an existing account whose keys were lost: the password proves the
+ * account, new keys made here replace the old ones on the server (ChatClient.reinstall), then logs in.
+ */
+export function reinstallAccount(
+  settings: ClientSettings,
+  username: string,
+  password: string,
+): Promise<ChatClient> {
+  assertNoLocalAccount(settings, username)
+  return createAccount(settings, username, password, 'reinstall')
+}
+
+async function createAccount(
+  settings: ClientSettings,
+  username: string,
+  password: string,
+  how: 'register' | 'reinstall',
 ): Promise<ChatClient> {
   const name = normalizedUsername(username)
   const file = accountFile(settings.dataDir, settings.serverUrl, name)
   const existing = localAccounts(settings.dataDir, settings.serverUrl).includes(name)
   const store = await openSqliteStore(file, { create: true })
   try {
-    return await ChatClient.register(clientOptions(settings, store), name, password)
+    const options = clientOptions(settings, store)
+    return await (how === 'register'
+      ? ChatClient.register(options, name, password)
+      : ChatClient.reinstall(options, name, password))
   } catch (error) {
     await store.close()
     // A database made for this attempt goes again, so a refused name leaves nothing behind.

@@ -13,6 +13,9 @@ export const MAX_WAIT_SECONDS = 86_400
 export const USAGE = `Usage:
   secure-chat [options]                              the interactive client
   secure-chat register <user> [options]              create an account (here and on the server)
+  secure-chat reinstall <user> [options]             start over here after losing the account's keys:
+                                                     new keys replace them, contacts are told your safety
+                                                     number changed, messages sent to the old keys are lost
   secure-chat send <user> <text> [options]           send a message; returns once the server accepted it
   secure-chat read [--from <user>] [--json] [--wait <seconds>] [options]
                                                      print unread messages and mark them read
@@ -41,6 +44,7 @@ export type Invocation =
   | { readonly command: 'interactive'; readonly options: GlobalOptions }
   | { readonly command: 'help' }
   | { readonly command: 'register'; readonly options: GlobalOptions; readonly username: string }
+  | { readonly command: 'reinstall'; readonly options: GlobalOptions; readonly username: string }
   | {
       readonly command: 'send'
       readonly options: GlobalOptions
@@ -64,7 +68,7 @@ export type Invocation =
     }
   | { readonly command: 'accept-key'; readonly options: GlobalOptions; readonly peer: string }
 
-const COMMANDS = ['register', 'send', 'read', 'verify', 'accept-key', 'help'] as const
+const COMMANDS = ['register', 'reinstall', 'send', 'read', 'verify', 'accept-key', 'help'] as const
 type CommandName = (typeof COMMANDS)[number]
 
 /** Options each command takes beyond the global ones. */
@@ -72,6 +76,7 @@ const COMMAND_OPTIONS: Record<CommandName | 'interactive', readonly string[]> = 
   interactive: [],
   help: [],
   register: [],
+  reinstall: [],
   send: ['json'],
   read: ['from', 'json', 'wait'],
   verify: ['confirm', 'json'],
@@ -119,7 +124,8 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
   switch (command) {
     case 'interactive':
       return { command, options }
-    case 'register': {
+    case 'register':
+    case 'reinstall': {
       const [username] = exactly(command, rest, ['<user>'])
       return { command, options, username: username as string }
     }

@@ -2,7 +2,13 @@
  * The interactive client's AccountBackend: real local accounts (accounts.ts) with the Node
  * transports, and certificate notices passed to the UI.
  */
-import { type ClientSettings, ensureLoggedIn, openAccount, registerAccount } from './accounts.js'
+import {
+  type ClientSettings,
+  ensureLoggedIn,
+  openAccount,
+  registerAccount,
+  reinstallAccount,
+} from './accounts.js'
 import type { AccountBackend, ChatApi } from './controller.js'
 import { localAccounts } from './paths.js'
 
@@ -12,6 +18,7 @@ export function localBackend(settings: ClientSettings, defaultUser: string | und
     defaultUser,
     listAccounts: () => localAccounts(settings.dataDir, settings.serverUrl),
     register: (username, password): Promise<ChatApi> => registerAccount(settings, username, password),
+    reinstall: (username, password): Promise<ChatApi> => reinstallAccount(settings, username, password),
     async open(username, password): Promise<ChatApi> {
       const client = await openAccount(settings, username, password)
       try {

@@ -1,7 +1,7 @@
 /**
- * The non-interactive commands for scripts: register, send, read, verify, accept-key. Each opens
- * the local account, does one thing, and exits with a code from exit-codes.ts; results go to
- * stdout (text, or JSON with --json), diagnostics to stderr as single lines.
+ * The non-interactive commands for scripts: register, reinstall, send, read, verify, accept-key.
+ * Each opens the local account, does one thing, and exits with a code from exit-codes.ts; results
+ * go to stdout (text, or JSON with --json), diagnostics to stderr as single lines.
  *
  * Commands that go online first catch up with the server (the core's `caught-up`: every queued
  * message stored and acknowledged), so nothing is left half-received, and before leaving give the
@@ -18,12 +18,14 @@ import type {
 } from '../shared/client/chat-client.js'
 import { ClientError, ClientErrorCode, isClientError } from '../shared/client/errors.js'
 import {
+  assertNoLocalAccount,
   type ClientSettings,
   chooseAccount,
   ensureLoggedIn,
   normalizedUsername,
   openAccount,
   registerAccount,
+  reinstallAccount,
 } from './accounts.js'
 import { type Invocation, USAGE } from './args.js'
 import { describeCertificateNotice, KnownCertificates } from './certificates.js'
@@ -136,6 +138,7 @@ const COMMANDS: {
   ) => Promise<void>
 } = {
   register: registerCommand,
+  reinstall: reinstallCommand,
   send: sendCommand,
   read: readCommand,
   verify: verifyCommand,
@@ -151,6 +154,35 @@ async function registerCommand(
   const client = await registerAccount(context.settings, username, password)
   await client.close()
   context.io.stdout.write(`registered ${username} on ${context.settings.serverUrl}\n`)
+}
+
+/**
+ * Starting over on a device without the account's keys. Refused before asking for the password when
+ * this data directory holds the account; a password the server refuses changes nothing anywhere.
+ */
+async function reinstallCommand(
+  context: CommandContext,
+  invocation: Extract<Invocation, { command: 'reinstall' }>,
+): Promise<void> {
+  const username = normalizedUsername(invocation.username)
+  assertNoLocalAccount(context.settings, username)
+  const password = await readPassword(context.io)
+  let client: ChatClient
+  try {
+    client = await reinstallAccount(context.settings, username, password)
+  } catch (error) {
+    if (isClientError(error) && error.serverCode === 'E2E_ERR_INVALID_CREDENTIALS') {
+      throw new CommandError(
+        ExitCode.ServerRefused,
+        `reinstall: expected ${username}'s password, got one the server refused (${error.serverCode}: a wrong password, or no such user); nothing was changed, here or on the server`,
+      )
+    }
+    throw error
+  }
+  await client.close()
+  context.io.stdout.write(
+    `started over as ${username} on ${context.settings.serverUrl} with new keys: your contacts are told your safety number changed, and messages sent to the old keys cannot be read\n`,
+  )
 }
 
 /** Opens the chosen account with the password from the environment or stdin. */

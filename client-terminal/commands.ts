@@ -6,6 +6,7 @@
 export type Command =
   | { readonly kind: 'text'; readonly text: string }
   | { readonly kind: 'register'; readonly username: string }
+  | { readonly kind: 'reinstall'; readonly username: string }
   | { readonly kind: 'login'; readonly username: string | undefined }
   | { readonly kind: 'logout' }
   | { readonly kind: 'users'; readonly query: string | undefined }
@@ -30,6 +31,7 @@ export interface CommandHelp {
 
 export const COMMAND_HELP: readonly CommandHelp[] = [
   { usage: '/register <user>', description: 'create an account on this device and the server' },
+  { usage: '/reinstall <user>', description: 'start over here after losing your keys (warns first)' },
   { usage: '/login [user]', description: 'open your account (asks for the password)' },
   { usage: '/logout', description: 'end the session on the server (history stays here)' },
   { usage: '/users [query]', description: 'find users whose names start with query; alone: who is online' },
@@ -67,6 +69,10 @@ export function parseCommand(line: string): Command {
     case 'register': {
       const username = oneName('/register', args, '/register <user>')
       return typeof username === 'string' ? { kind: 'register', username } : username
+    }
+    case 'reinstall': {
+      const username = oneName('/reinstall', args, '/reinstall <user>')
+      return typeof username === 'string' ? { kind: 'reinstall', username } : username
     }
     case 'login':
       if (args.length > 1) return invalid('/login: expected /login [user]')

@@ -12,7 +12,7 @@ import { ClientErrorCode, isClientError } from '../shared/client/errors.js'
 import { isProtocolError } from '../shared/errors.js'
 import { normalizeUsername } from '../shared/username.js'
 import { COMMAND_HELP, type Command, parseCommand } from './commands.js'
-import { contactLine, keyChangeWarning, safeText, safetyNumberRows } from './view.js'
+import { contactLine, keyChangeWarning, reinstallWarning, safeText, safetyNumberRows } from './view.js'
 
 /** What the controller needs from a signed-in client core (a ChatClient, or a fake in tests). */
 export type ChatApi = Pick<
@@ -45,6 +45,11 @@ export interface AccountBackend {
   listAccounts(): string[]
   /** Creates the account here and on the server, logged in. */
   register(username: string, password: string): Promise<ChatApi>
+  /**
+   * Starts over on this device for an existing account whose keys were lost: new keys replace the
+   * old ones on the server (the password proves the account), logged in.
+   */
+  reinstall(username: string, password: string): Promise<ChatApi>
   /** Opens the local database with the password and makes sure there is a valid login. */
   open(username: string, password: string): Promise<ChatApi>
 }
@@ -70,6 +75,8 @@ export type Prompt =
       readonly username: string
       readonly first: string
     }
+  | { readonly kind: 'confirm'; readonly purpose: 'reinstall'; readonly username: string }
+  | { readonly kind: 'password'; readonly purpose: 'reinstall-password'; readonly username: string }
   | {
       readonly kind: 'confirm'
       readonly purpose: 'verify'
@@ -81,6 +88,8 @@ export type Prompt =
 export interface Panel {
   readonly title: string
   readonly lines: readonly string[]
+  /** Something to read before answering the prompt below it (drawn in a yellow box). */
+  readonly warning?: boolean
 }
 
 export interface UiState {
@@ -114,6 +123,10 @@ export function promptLabel(prompt: Prompt): string {
       return 'Repeat the password: '
     case 'verify':
       return `Does ${prompt.username} see the same safety number? (yes/no) `
+    case 'reinstall':
+      return `Start over as ${prompt.username} on this device, with new keys? (yes/no) `
+    case 'reinstall-password':
+      return `Password of ${prompt.username} (the account's current one): `
   }
 }
 
@@ -197,7 +210,7 @@ export class Controller {
     const accounts = this.backend.listAccounts()
     const hint =
       accounts.length === 0
-        ? 'No account on this device for this server yet: /register <name> to create one.'
+        ? 'No account on this device for this server yet: /register <name> to create one (or /reinstall <name> if your keys were on a device you lost).'
         : `Accounts here: ${accounts.join(', ')}. /login${accounts.length === 1 ? '' : ' <name>'} to open one, /register <name> for a new one.`
     this.notify('info', `secure-chat on ${this.backend.serverUrl}. ${hint} /help lists the commands.`)
   }
@@ -259,6 +272,8 @@ export class Controller {
         return
       case 'register':
         return this.startRegister(command.username)
+      case 'reinstall':
+        return this.startReinstall(command.username)
       case 'login':
         return this.startLogin(command.username)
       case 'logout':
@@ -311,6 +326,22 @@ export class Controller {
         return this.register(prompt.username, value)
       case 'verify':
         return this.finishVerify(prompt.username, prompt.safetyNumber, /^(y|yes)$/i.test(value.trim()))
+      case 'reinstall':
+        if (!/^(y|yes)$/i.test(value.trim())) {
+          this.update({ panel: undefined })
+          this.notify('info', `did not start over as ${prompt.username}: nothing was changed`)
+          return
+        }
+        this.update({
+          prompt: { kind: 'password', purpose: 'reinstall-password', username: prompt.username },
+        })
+        return
+      case 'reinstall-password':
+        if (value.length === 0) {
+          this.notify('error', 'the password may not be empty: /reinstall again')
+          return
+        }
+        return this.reinstall(prompt.username, value)
     }
   }
 
@@ -333,6 +364,47 @@ export class Controller {
         'info',
         `registered and signed in as ${username}. /users <name> finds people, /chat <name> opens a conversation.`,
       )
+    } finally {
+      this.update({ busy: undefined })
+    }
+  }
+
+  /** Shows what starting over does and asks for confirmation; the password is asked after a "yes". */
+  private async startReinstall(username: string): Promise<void> {
+    if (this.api) throw new Error(`signed in as ${this.api.username}: /logout first`)
+    const name = this.normalize(username)
+    if (this.backend.listAccounts().includes(name)) {
+      throw new Error(
+        `${name} already has an account on this device, with its keys: /login ${name} (there is nothing to start over)`,
+      )
+    }
+    this.update({
+      panel: {
+        title: `⚠ Start over as ${name} on this device?`,
+        lines: reinstallWarning(name),
+        warning: true,
+      },
+      prompt: { kind: 'confirm', purpose: 'reinstall', username: name },
+    })
+  }
+
+  private async reinstall(username: string, password: string): Promise<void> {
+    this.update({ busy: `starting over as ${username} (making new keys)…` })
+    try {
+      this.attach(await this.backend.reinstall(username, password))
+      this.update({ panel: undefined })
+      this.notify(
+        'warning',
+        `started over as ${username} with new keys: your contacts are told your safety number changed. /verify <name> compares the new one.`,
+      )
+    } catch (error) {
+      this.update({ panel: undefined })
+      if (isClientError(error) && error.serverCode === 'E2E_ERR_INVALID_CREDENTIALS') {
+        throw new Error(
+          `the server refused this password for ${username} (${error.serverMessage ?? error.serverCode}): nothing was changed. /reinstall ${username} to try again`,
+        )
+      }
+      throw error
     } finally {
       this.update({ busy: undefined })
     }
@@ -362,7 +434,9 @@ export class Controller {
       )
     }
     if (!accounts.includes(chosen))
-      throw new Error(`no account ${chosen} on this device: /register ${chosen}?`)
+      throw new Error(
+        `no account ${chosen} on this device: /register ${chosen} for a new one, or /reinstall ${chosen} if it is yours and its keys were on a device you lost`,
+      )
     this.update({ prompt: { kind: 'password', purpose: 'login', username: chosen } })
   }
 

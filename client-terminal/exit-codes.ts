@@ -53,6 +53,7 @@ export function exitCodeFor(error: unknown): ExitCode {
       case 'E2E_ERR_SERVER':
       case 'E2E_ERR_UNKNOWN_USER':
       case 'E2E_ERR_NOT_LOGGED_IN':
+      case 'E2E_ERR_ACCOUNT_REPLACED':
         return ExitCode.ServerRefused
       case 'E2E_ERR_NETWORK':
         return ExitCode.Network

@@ -1,6 +1,6 @@
 /**
  * Entry point of `secure-chat` (and `npm run chat`): no command starts the interactive Ink client;
- * a command (register, send, read, verify, accept-key) runs once for scripts. See args.ts for the
+ * a command (register, reinstall, send, read, verify, accept-key) runs once for scripts. See args.ts for the
  * usage and exit-codes.ts for the exit codes.
  */
 import { parseInvocation, USAGE } from './args.js'

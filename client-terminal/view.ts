@@ -174,6 +174,19 @@ export function keyChangeWarning(peer: string): string {
   return `${peer}'s identity key has changed. This can mean ${peer} reinstalled, or that someone is intercepting. Compare safety numbers (/verify ${peer}), or accept the new key with /accept-key ${peer}. Sending to ${peer} is blocked until then.`
 }
 
+/**
+ * What starting over (`reinstall`) does, said before it is done: the interactive client shows these
+ * lines and asks for confirmation, and the script command repeats the gist once it is done.
+ */
+export function reinstallWarning(username: string): string[] {
+  return [
+    `This replaces ${username}'s keys with new ones made on this device. Do it only if the device that held them is lost or wiped.`,
+    `Your contacts will be told your safety number changed: each must accept the new one before writing to you again.`,
+    'Messages sent to the old keys (still waiting on the server) cannot be read: they are reported and dropped.',
+    `The old device, if it still exists, can no longer sign in as ${username}; its history stays there.`,
+  ]
+}
+
 /** Terminal rows a text takes at this width (a rough count: one column per code point). */
 export function rowsFor(text: string, width: number): number {
   return Math.max(1, Math.ceil(Array.from(text).length / Math.max(1, width)))

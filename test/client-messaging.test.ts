@@ -171,6 +171,11 @@ describe('messaging through the relay', () => {
     )
     const newBob = await Client.reinstall(clientOptions(server), bob.username, bobAccount.password)
     expect(await aliceWarned).toBe(bob.username)
+    // The old device still opens its history, but can no longer log in: the account is elsewhere now.
+    const oldBob = await Client.open(bobAccount.options, bobAccount.password)
+    expect((await oldBob.history(alice.username)).length).toBe(1)
+    const replaced = await oldBob.login(bobAccount.password).catch((e: unknown) => e)
+    expect(isClientError(replaced, 'E2E_ERR_ACCOUNT_REPLACED')).toBe(true)
 
     const contact = await alice.contact(bob.username)
     expect(contact?.identityChanged).toBe(true)

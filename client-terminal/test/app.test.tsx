@@ -255,6 +255,74 @@ describe('App', () => {
     expect(ui.backend.listAccounts()).toEqual(['dave'])
   })
 
+  it('starts over with /reinstall only after a warning, a "yes" and the masked password', async () => {
+    const ui = await start((backend) => {
+      backend.elsewhere.set('bob', 'bobs real passphrase')
+      backend.addAccount('alice', 'correct horse battery')
+    })
+    // The warning comes first, and nothing happens without a "yes".
+    await ui.enter('/reinstall Bob')
+    await ui.shows('⚠ Start over as bob on this device?')
+    const warning = ui.frame().replace(/\s+/g, ' ')
+    expect(warning).toContain("This replaces bob's keys with new ones made on this device")
+    expect(warning).toContain('Your contacts will be told your safety number changed')
+    expect(warning).toContain('Messages sent to the old keys (still waiting on the server) cannot be read')
+    await ui.shows('Start over as bob on this device, with new keys? (yes/no)')
+    await ui.type('no')
+    await ui.type(ENTER)
+    await ui.controller.idle()
+    await ui.shows('did not start over as bob: nothing was changed')
+    expect(ui.frame()).not.toContain('Start over as bob on this device?')
+    expect(ui.backend.passwordsSeen).toEqual([])
+
+    // "yes", then a password the server refuses: its reason is shown, and nothing is made here.
+    await ui.enter('/reinstall bob')
+    await ui.shows('(yes/no)')
+    await ui.type('yes')
+    await ui.type(ENTER)
+    await ui.shows("Password of bob (the account's current one):")
+    await ui.type('not it at all')
+    await ui.shows("Password of bob (the account's current one): *************")
+    await ui.type(ENTER)
+    await ui.controller.idle()
+    await ui.shows('✗ the server refused this password for bob')
+    expect(ui.frame().replace(/\s+/g, ' ')).toContain(
+      'got a combination that does not match): nothing was changed. /reinstall bob to try again',
+    )
+    expect(ui.frame()).not.toContain('Start over as bob on this device?')
+    expect(ui.frame()).toContain('signed out')
+    expect(ui.backend.listAccounts()).toEqual(['alice'])
+
+    // The right one: signed in with new keys, and told what that means for contacts.
+    await ui.enter('/reinstall bob')
+    await ui.type('y')
+    await ui.type(ENTER)
+    await ui.shows('Password of bob')
+    await ui.type('bobs real passphrase')
+    await ui.type(ENTER)
+    await ui.controller.idle()
+    await ui.shows('bob @ https://chat.example:8443')
+    await ui.shows('started over as bob with new keys')
+    expect(ui.frame()).not.toContain('Start over as bob on this device?')
+    expect(ui.backend.listAccounts()).toEqual(['alice', 'bob'])
+    expect(ui.backend.passwordsSeen).toEqual(['not it at all', 'bobs real passphrase'])
+    expect(ui.app.frames.join('\n')).not.toContain('passphrase')
+    expect(ui.app.frames.join('\n')).not.toContain('not it at all')
+  })
+
+  it('refuses /reinstall for an account this device holds, and while signed in', async () => {
+    const ui = await start((backend) => backend.addAccount('alice', 'correct horse battery'))
+    await ui.enter('/reinstall alice')
+    await ui.shows('alice already has an account on this device, with its keys: /login alice')
+    expect(ui.frame()).not.toContain('(yes/no)')
+    await ui.enter('/login')
+    await ui.type('correct horse battery')
+    await ui.type(ENTER)
+    await ui.controller.idle()
+    await ui.enter('/reinstall bob')
+    await ui.shows('signed in as alice: /logout first')
+  })
+
   it('opens a chat, sends, and follows the delivery marks', async () => {
     const ui = await signedIn()
     await ui.enter('/chat bob')
@@ -341,6 +409,7 @@ describe('App', () => {
     const ui = await signedIn()
     await ui.enter('/help')
     await ui.shows('/verify <user>')
+    await ui.shows('/reinstall <user>    start over here after losing your keys (warns first)')
     await ui.enter('/users bo')
     await ui.shows('Users starting with "bo"')
     await ui.shows('bobby')

@@ -32,6 +32,10 @@ describe('parseInvocation', () => {
       command: 'register',
       username: 'alice',
     })
+    expect(parseInvocation(['reinstall', 'alice'], env)).toMatchObject({
+      command: 'reinstall',
+      username: 'alice',
+    })
     expect(parseInvocation(['send', 'bob', 'hello', 'there'], env)).toMatchObject({
       command: 'send',
       peer: 'bob',
@@ -63,6 +67,8 @@ describe('parseInvocation', () => {
     [['frobnicate'], 'expected one of'],
     [['register'], 'register: expected <user>'],
     [['register', 'a', 'b'], 'register: expected <user>'],
+    [['reinstall'], 'reinstall: expected <user>'],
+    [['reinstall', 'alice', '--confirm'], '--confirm: expected only with verify'],
     [['send', 'bob'], 'send: expected <user> <text>'],
     [['read', 'extra'], 'read: expected no arguments'],
     [['read', '--wait', 'soon'], '--wait: expected seconds'],

@@ -9,6 +9,7 @@ describe('parseCommand', () => {
     ['', { kind: 'empty' }],
     ['   ', { kind: 'empty' }],
     ['/register alice', { kind: 'register', username: 'alice' }],
+    ['/reinstall alice', { kind: 'reinstall', username: 'alice' }],
     ['/login', { kind: 'login', username: undefined }],
     ['/login bob', { kind: 'login', username: 'bob' }],
     ['/LOGIN bob', { kind: 'login', username: 'bob' }],
@@ -33,6 +34,8 @@ describe('parseCommand', () => {
   const invalid: [string, string][] = [
     ['/register', '/register <user>'],
     ['/register a b', '/register <user>'],
+    ['/reinstall', '/reinstall <user>'],
+    ['/reinstall a b', '/reinstall <user>'],
     ['/login a b', '/login [user]'],
     ['/logout now', 'no arguments'],
     ['/chat', '/chat <user>'],

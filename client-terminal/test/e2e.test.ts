@@ -234,50 +234,55 @@ describe('the non-interactive CLI against the real server', { timeout: E2E_GUARD
   })
 })
 
-describe('a contact whose identity key changes', { timeout: E2E_GUARD_MS }, () => {
-  it('is shown with a warning, and sending to it is refused until the new key is accepted', async () => {
-    // The server has no way to change a user's identity key yet, so this simulates a reinstall:
-    // "carol" gets a new identity by handing her name to a freshly registered account, whose new
-    // session then reaches dave from a different identity than the one dave trusts.
-    const carol = workspace.account('carol')
-    const dave = workspace.account('dave')
-    const reinstalled = workspace.account('newcarol')
-    await Promise.all([carol.register(), dave.register(), reinstalled.register()])
-    await carol.send(dave, 'hi dave, carol here')
-    await dave.read()
-    await server.database.db
-      .updateTable('users')
-      .set({ username: `${carol.username}old` })
-      .where('username', '=', carol.username)
-      .execute()
-    await server.database.db
-      .updateTable('users')
-      .set({ username: carol.username })
-      .where('username', '=', reinstalled.username)
-      .execute()
+describe('starting over on a new device (reinstall)', { timeout: E2E_GUARD_MS }, () => {
+  it('replaces the lost keys: contacts are warned and blocked until they accept, then reach the new device', async () => {
+    const alice = workspace.account('alice')
+    const bob = workspace.account('bob')
+    await Promise.all([alice.register(), bob.register()])
+    await alice.send(bob, 'hi bob, alice here')
+    expect((await bob.read()).map((line) => line.text)).toEqual(['hi bob, alice here'])
+    // Alice writes again while Bob is away, and he loses his disk before reading it.
+    await alice.send(bob, 'sent to the old keys')
+    rmSync(bob.dataDir, { recursive: true, force: true })
 
-    await reinstalled.send(dave, 'carol again, new phone')
-    const result = await dave.run(['read', '--json'])
-    expect(result.code).toBe(0)
-    expect(JSON.parse(result.stdout)).toMatchObject({
-      from: carol.username,
-      text: 'carol again, new phone',
+    // A password the server refuses changes nothing, here or there.
+    const wrong = await bob.run(['reinstall', bob.username], { password: 'not bobs password at all' })
+    expect(wrong.code).toBe(ExitCode.ServerRefused)
+    // (The data directory went with the disk: the server's certificate is new to it again.)
+    expect(wrong.stderr.split('\n').at(-2)).toBe(
+      `secure-chat: reinstall: expected ${bob.username}'s password, got one the server refused (E2E_ERR_INVALID_CREDENTIALS: a wrong password, or no such user); nothing was changed, here or on the server`,
+    )
+    expect(() => statSync(bob.databaseFile)).toThrow()
+
+    const started = await bob.ok(['reinstall', bob.username])
+    expect(started.stdout).toContain(`started over as ${bob.username} on ${server.origin} with new keys`)
+    expect(statSync(bob.databaseFile).mode & 0o777).toBe(0o600)
+    // Now this device holds the account: starting over again is refused before any password.
+    const again = await bob.run(['reinstall', bob.username], { password: null })
+    expect(again.code).toBe(ExitCode.LocalDatabase)
+    expect(again.stderr).toContain(`this device still holds ${bob.username}'s keys`)
+
+    // The new device cannot read what was sent to the old keys, and says so.
+    const hello = await bob.run(['send', alice.username, 'bob again, on a new device'])
+    expect(hello.code, hello.stderr).toBe(0)
+    expect(hello.stderr).toContain(`a message from ${alice.username} could not be decrypted`)
+
+    // Alice sees the new key with a warning, and cannot send to it until she accepts it.
+    const read = await alice.run(['read', '--json'])
+    expect(read.code).toBe(0)
+    expect(JSON.parse(read.stdout)).toMatchObject({
+      from: bob.username,
+      text: 'bob again, on a new device',
       identityChanged: true,
     })
-    expect(result.stderr).toContain(`${carol.username}'s identity key changed`)
-
-    const refused = await dave.run(['send', carol.username, 'is that you?'])
+    expect(read.stderr).toContain(`${bob.username}'s identity key changed`)
+    const refused = await alice.run(['send', bob.username, 'is that you?'])
     expect(refused.code).toBe(ExitCode.IdentityChanged)
     expect(refused.stderr).toContain('identity')
-
-    const shown = await dave.run(['verify', carol.username])
-    expect(shown.code).toBe(0)
-    expect(shown.stderr).toContain('new key')
-    const accepted = await dave.ok(['accept-key', carol.username])
-    expect(accepted.stdout).toContain(`accepted ${carol.username}'s new identity key`)
-    await dave.send(carol, 'welcome back')
-    // The message reaches the account that now holds the name.
-    expect((await reinstalled.read()).map((line) => line.text)).toEqual(['welcome back'])
+    const accepted = await alice.ok(['accept-key', bob.username])
+    expect(accepted.stdout).toContain(`accepted ${bob.username}'s new identity key`)
+    await alice.send(bob, 'welcome back')
+    expect((await bob.read()).map((line) => line.text)).toEqual(['welcome back'])
   })
 })
 

@@ -241,6 +241,8 @@ export class FakeBackend implements AccountBackend {
   readonly accounts = new Map<string, { password: string; chat: FakeChat }>()
   defaultUser: string | undefined = undefined
   readonly passwordsSeen: string[] = []
+  /** Accounts the server knows that have no database here (their keys were on a lost device). */
+  readonly elsewhere = new Map<string, string>()
 
   addAccount(username: string, password: string): FakeChat {
     const chat = new FakeChat(username)
@@ -254,6 +256,24 @@ export class FakeBackend implements AccountBackend {
 
   async register(username: string, password: string): Promise<ChatApi> {
     this.passwordsSeen.push(password)
+    return this.addAccount(username, password)
+  }
+
+  async reinstall(username: string, password: string): Promise<ChatApi> {
+    this.passwordsSeen.push(password)
+    if (this.accounts.has(username)) {
+      throw new ClientError(ClientErrorCode.AccountMismatch, `expected no local account ${username}`)
+    }
+    if (this.elsewhere.get(username) !== password) {
+      const serverMessage =
+        'expected a registered username and its password, got a combination that does not match'
+      throw new ClientError(ClientErrorCode.Server, `POST /reinstall: ${serverMessage}`, {
+        serverCode: 'E2E_ERR_INVALID_CREDENTIALS',
+        serverMessage,
+        status: 401,
+      })
+    }
+    this.elsewhere.delete(username)
     return this.addAccount(username, password)
   }
 

@@ -156,6 +156,15 @@ describe('screenshots', () => {
     await phone.page.emulateMedia({ colorScheme: 'dark' })
     await phone.screenshot('phone-login-dark')
 
+    // Starting over as an account this browser does not hold: the warning comes first.
+    await phone.page.getByLabel('Username').fill('priya')
+    await phone.page.getByRole('button', { name: 'Start over on this device' }).click()
+    const startOver = phone.page.getByRole('dialog', { name: 'Start over as priya on this device?' })
+    await startOver.waitFor()
+    await phone.screenshot('phone-start-over-dark')
+    await startOver.getByRole('button', { name: 'Cancel' }).click()
+    await startOver.waitFor({ state: 'hidden' })
+
     expect(desktop.errors).toEqual([])
     expect(phone.errors).toEqual([])
   })

@@ -3,8 +3,10 @@
  * account's IndexedDB database, and a Web Lock so only one tab at a time drives an account (two
  * tabs would race on the same ratchet sessions and both hold a relay connection).
  *
- * The keys never leave the device: a browser without the account's database can only register a
- * new account. Everything the core stores is sealed under a key derived from the password
+ * The keys never leave the device: a browser without the account's database can register a new
+ * account, or start over as an existing one whose keys were lost (new keys replace the old ones on
+ * the server, on proof of the password; contacts are warned that the safety number changed).
+ * Everything the core stores is sealed under a key derived from the password
  * (PBKDF2, 600,000 iterations); at runtime every private key is a non-extractable CryptoKey.
  */
 import { ChatClient, type ChatClientOptions } from '../../shared/client/chat-client.js'
@@ -51,7 +53,8 @@ async function lockAccount(username: string): Promise<(() => void) | undefined> 
   })
 }
 
-function normalizeForForm(username: string): string {
+/** The normalised username, or a SignInError saying what a username may be. */
+export function normalizeForForm(username: string): string {
   try {
     return normalizeUsername(username)
   } catch (cause) {
@@ -91,10 +94,33 @@ function opened(client: ChatClient, store: IdbStore, offline: boolean, release: 
 }
 
 /** Creates keys on this device, registers them with the server, and logs in. */
-export async function registerAccount(
+export function registerAccount(
   username: string,
   password: string,
   onLost: () => void,
+): Promise<OpenAccount> {
+  return createAccount(username, password, onLost, 'register')
+}
+
+/**
+ * Starts over in this browser as an existing account whose keys were lost (the device that held
+ * them is gone): new keys made here replace the old ones on the server, the password proving the
+ * account, then logs in. Every contact is told the safety number changed, and messages sent to the
+ * old keys cannot be read (the core reports them as undecryptable).
+ */
+export function reinstallAccount(
+  username: string,
+  password: string,
+  onLost: () => void,
+): Promise<OpenAccount> {
+  return createAccount(username, password, onLost, 'reinstall')
+}
+
+async function createAccount(
+  username: string,
+  password: string,
+  onLost: () => void,
+  how: 'register' | 'reinstall',
 ): Promise<OpenAccount> {
   const name = normalizeForForm(username)
   return withLock(name, async (release) => {
@@ -113,11 +139,14 @@ export async function registerAccount(
     }
     const store = await IdbStore.open(name, { onLost })
     try {
-      const client = await ChatClient.register(clientOptions(store), name, password)
+      const options = clientOptions(store)
+      const client = await (how === 'register'
+        ? ChatClient.register(options, name, password)
+        : ChatClient.reinstall(options, name, password))
       client.connect()
       return opened(client, store, false, release)
     } catch (error) {
-      // A refused registration wipes what it stored; closing then deletes the empty database.
+      // A refused registration (or reinstall) wipes what it stored; closing deletes the empty database.
       await store.wipe().catch(() => undefined)
       await store.close().catch(() => undefined)
       throw error
@@ -138,7 +167,7 @@ export async function unlockAccount(
   const name = normalizeForForm(username)
   if (!(await hasLocalAccount(name))) {
     throw new SignInError(
-      `This browser holds no account named ${name}. Your keys live only on the device where you registered, so log in there; in this browser you can register a new account.`,
+      `This browser holds no account named ${name}. Your keys live only on the device where you registered, so log in there. If that device is lost, you can start over on this one.`,
     )
   }
   return withLock(name, async (release) => {
@@ -155,7 +184,7 @@ export async function unlockAccount(
       }
       if (isClientError(error, ClientErrorCode.NoAccount)) {
         throw new SignInError(
-          `This browser holds no account named ${name}. In this browser you can register a new account.`,
+          `This browser holds no account named ${name}. In this browser you can register a new account, or start over as ${name} if its keys were lost.`,
         )
       }
       throw error
@@ -202,6 +231,8 @@ export function describeError(error: unknown): string {
         return 'There is no such user on this server.'
       case ClientErrorCode.IdentityChanged:
         return 'Their safety number changed. Review it before sending more messages.'
+      case ClientErrorCode.AccountReplaced:
+        return 'This account started over on another device, so the keys in this browser no longer belong to it. Its history here can still be read.'
       case ClientErrorCode.NotLoggedIn:
         return 'Your session has ended. Log out and log in again.'
     }

@@ -224,6 +224,8 @@ export class ChatClient {
   private reconnectAttempts = 0
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined
   private retryTimer: ReturnType<typeof setTimeout> | undefined
+  /** The check of every contact's identity that runs after connecting; sends and caught-up wait for it. */
+  private identityChecks: Promise<void> = Promise.resolve()
   /** Receipts taken from pendingReceipts but not yet in the outbox (flush waits for them too). */
   private receiptsBeingWritten = 0
   /** Messages the server had queued when this connection became ready, and how many are stored. */
@@ -416,7 +418,18 @@ export class ChatClient {
       await this.request('POST', '/login', { body: { username: this.username, password } }),
       'login response',
     )
-    const token = await rsaOaepDecrypt(this.loginKey, fromBase64Url(response.encryptedToken))
+    let token: Uint8Array
+    try {
+      token = await rsaOaepDecrypt(this.loginKey, fromBase64Url(response.encryptedToken))
+    } catch (cause) {
+      // The server encrypted the token to a login key this device does not hold: the account was
+      // started over elsewhere (reinstall), and its keys here are no longer the account's.
+      throw new ClientError(
+        ClientErrorCode.AccountReplaced,
+        `expected a token for this device's key, got one for another: ${this.username} started over on another device`,
+        { cause },
+      )
+    }
     await this.saveSecrets({
       ...this.account.secrets,
       token: toBase64Url(token),
@@ -583,8 +596,8 @@ export class ChatClient {
         this.backlog = frame.queued
         this.backlogStored = 0
         this.setConnectionState('online')
-        if (frame.queued === 0) this.events.emit('caught-up', { messages: 0 })
         await this.afterReady()
+        if (frame.queued === 0) this.caughtUp(0)
         return
       case 'deliver':
         // A delivery from a connection that is gone is not acknowledged: the server sends it again.
@@ -592,7 +605,7 @@ export class ChatClient {
           const settled = await this.receive(frame)
           // The queued backlog is delivered first, in order; count off what is stored or settled.
           if (settled && this.backlog > 0 && ++this.backlogStored === this.backlog) {
-            this.events.emit('caught-up', { messages: this.backlog })
+            this.caughtUp(this.backlog)
             this.backlog = 0
           }
         }
@@ -617,6 +630,14 @@ export class ChatClient {
     }
   }
 
+  /** Announced once the backlog is stored and every contact's identity has been checked. */
+  private caughtUp(messages: number): void {
+    const socket = this.socket
+    void this.identityChecks.then(() => {
+      if (this.socket === socket) this.events.emit('caught-up', { messages })
+    })
+  }
+
   private async afterReady(): Promise<void> {
     const contacts = await this.contacts()
     if (contacts.length > 0) {
@@ -628,20 +649,22 @@ export class ChatClient {
     }
     await this.flushOutbox()
     this.scheduleUpkeep()
-    this.checkContactIdentities()
+    this.identityChecks = this.checkContactIdentities()
   }
 
   /**
    * While we were offline a contact may have started over with new keys; the server tells only
    * those online at the time. Ask once per connection for every contact we have a session with.
    */
-  private checkContactIdentities(): void {
-    void (async () => {
+  private async checkContactIdentities(): Promise<void> {
+    try {
       for (const record of await this.store.list('sessions')) {
         if (this.connectionState !== 'online') return
         await this.checkIdentity(record.key)
       }
-    })().catch((error: unknown) => this.report(error))
+    } catch (error) {
+      this.report(error)
+    }
   }
 
   private async serverError(frame: Extract<ServerFrame, { type: 'error' }>): Promise<void> {
@@ -888,6 +911,8 @@ export class ChatClient {
         `expected 1–${MAX_MESSAGE_TEXT_LENGTH} characters, got ${text.length}`,
       )
     }
+    // A contact may have started over while we were away: finish checking before encrypting to them.
+    await this.identityChecks
     const message = await this.withPeer(name, async () => {
       const id = toBase64Url(randomBytes(MESSAGE_ID_BYTES))
       const sentAt = this.now()

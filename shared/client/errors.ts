@@ -17,6 +17,11 @@ export const ClientErrorCode = {
   CorruptStore: 'E2E_ERR_CORRUPT_STORE',
   /** An operation needs a login (a session token) that is missing or no longer valid. */
   NotLoggedIn: 'E2E_ERR_NOT_LOGGED_IN',
+  /**
+   * This account started over on another device (its keys were replaced there): this device's keys
+   * no longer belong to it. Log-ins from here cannot work; the local history can still be read.
+   */
+  AccountReplaced: 'E2E_ERR_ACCOUNT_REPLACED',
   /** The contact's identity key changed; the user must acknowledge it before sending more. */
   IdentityChanged: 'E2E_ERR_IDENTITY_CHANGED',
   /** The named user does not exist on the server. */

@@ -2,15 +2,27 @@
  * Register and log in. Registering makes the account's keys in this browser; logging in unlocks
  * this browser's copy of an account with its password. The password policy is explained while the
  * user types: long enough, no composition rules, and the server refuses easily guessed ones.
+ *
+ * For a username this browser does not hold, the log-in screen offers to start over: after a
+ * confirmation dialog that says what it does (sc-start-over-dialog), new keys made here replace the
+ * account's lost ones on the server, the password proving the account.
  */
 import { css, html, LitElement, nothing, type PropertyValues, type TemplateResult } from 'lit'
 import { customElement, property, query, state } from 'lit/decorators.js'
 import { isClientError } from '../../../shared/client/errors.js'
 import { PASSWORD_MIN_LENGTH } from '../../../shared/limits.js'
-import { describeError, type OpenAccount, registerAccount, unlockAccount } from '../session.js'
+import {
+  describeError,
+  normalizeForForm,
+  type OpenAccount,
+  registerAccount,
+  reinstallAccount,
+  unlockAccount,
+} from '../session.js'
 import { localAccounts } from '../store/idb-store.js'
 import { icons } from './icons.js'
 import { base } from './theme.js'
+import './start-over-dialog.js'
 
 type Mode = 'login' | 'register'
 
@@ -141,6 +153,19 @@ export class AuthView extends LitElement {
       .account-chip:hover {
         border-color: var(--accent);
       }
+      .start-over {
+        display: grid;
+        gap: 10px;
+        padding: 14px 16px;
+        border-radius: var(--radius);
+        border: 1px dashed var(--border);
+        font-size: 13.5px;
+        color: var(--text-2);
+      }
+      .start-over strong {
+        color: var(--text);
+        font-weight: 650;
+      }
       .note {
         display: flex;
         gap: 10px;
@@ -181,6 +206,8 @@ export class AuthView extends LitElement {
   @state() private showPassword = false
   @state() private busy = false
   @state() private error: { title: string; detail: string } | undefined
+  /** The account the start-over dialog asks about (open while set). */
+  @state() private startOverName: string | undefined
 
   @query('#username') private usernameInput!: HTMLInputElement
   @query('#password') private passwordInput!: HTMLInputElement
@@ -239,6 +266,12 @@ export class AuthView extends LitElement {
 
   private describe(error: unknown): { title: string; detail: string } {
     const detail = describeError(error)
+    if (isClientError(error) && error.serverCode === 'E2E_ERR_USERNAME_TAKEN') {
+      return {
+        title: 'Could not register',
+        detail: `${detail} If it is yours and the device with its keys is lost, choose “Use an existing account”, then “Start over on this device”.`,
+      }
+    }
     if (isClientError(error) && error.serverCode === 'E2E_ERR_WEAK_PASSWORD') {
       return { title: 'Choose a stronger password', detail }
     }
@@ -246,6 +279,76 @@ export class AuthView extends LitElement {
       return { title: 'Choose another username', detail }
     }
     return { title: this.mode === 'register' ? 'Could not register' : 'Could not log in', detail }
+  }
+
+  /** The username as typed, normalised; undefined while it is not a valid one. */
+  private get typedName(): string | undefined {
+    try {
+      return normalizeForForm(this.username.trim())
+    } catch {
+      return undefined
+    }
+  }
+
+  /** Checks what starting over needs (a username and the account's password), then asks. */
+  private askStartOver(): void {
+    if (this.busy) return
+    this.error = undefined
+    let name: string
+    try {
+      name = normalizeForForm(this.username.trim())
+    } catch (error) {
+      this.error = { title: 'Enter your username', detail: describeError(error) }
+      this.usernameInput?.focus()
+      return
+    }
+    if (this.password === '') {
+      this.error = {
+        title: 'Enter your password first',
+        detail: `Starting over needs ${name}'s password: it proves the account is yours.`,
+      }
+      this.passwordInput?.focus()
+      return
+    }
+    this.startOverName = name
+  }
+
+  private async startOver(): Promise<void> {
+    const name = this.startOverName
+    if (!name || this.busy) return
+    this.busy = true
+    const onLost = () =>
+      this.dispatchEvent(new CustomEvent('account-lost', { bubbles: true, composed: true }))
+    try {
+      const account = await reinstallAccount(name, this.password, onLost)
+      this.password = ''
+      this.startOverName = undefined
+      this.dispatchEvent(new CustomEvent('signed-in', { detail: account, bubbles: true, composed: true }))
+    } catch (error) {
+      this.startOverName = undefined
+      this.error = { title: 'Could not start over', detail: describeError(error) }
+      await this.loadAccounts()
+      this.passwordInput?.focus()
+    } finally {
+      this.busy = false
+    }
+  }
+
+  /** On the log-in screen, for a username this browser does not hold: the way to start over here. */
+  private renderStartOver(): TemplateResult | typeof nothing {
+    if (this.mode !== 'login') return nothing
+    const name = this.typedName
+    if (name !== undefined && this.accounts.includes(name)) return nothing
+    return html`<section class="start-over" aria-labelledby="start-over-lead">
+      <p id="start-over-lead">
+        <strong>${name ? `No account named ${name} in this browser.` : 'Lost the device with your keys?'}</strong>
+        If ${name ? 'it is yours and its' : 'your account’s'} keys were on a device that is lost or wiped, you
+        can start over here with new keys. Your contacts will be told.
+      </p>
+      <button type="button" class="btn secondary block" ?disabled=${this.busy} @click=${this.askStartOver}>
+        ${icons.device()} Start over on this device
+      </button>
+    </section>`
   }
 
   private renderPolicy(): TemplateResult {
@@ -313,8 +416,8 @@ export class AuthView extends LitElement {
         ${
           !register && this.accounts.length === 0
             ? html`<p class="banner info" role="status">
-                This browser holds no account yet. Your keys live only on the device where you registered,
-                so on a new browser you can only register a new account.
+                This browser holds no account yet. Your keys live only on the device where you registered:
+                log in there, or start over here if that device is lost.
               </p>`
             : nothing
         }
@@ -387,6 +490,7 @@ export class AuthView extends LitElement {
             }
           </button>
         </form>
+        ${this.renderStartOver()}
         <p class="switch">
           ${
             register
@@ -405,12 +509,21 @@ export class AuthView extends LitElement {
             ? html`<p class="note">
                 ${icons.device()}
                 <span>Registering on a new browser creates a new, separate account: keys are never copied
-                  between devices.</span>
+                  between devices. Lost the device with your keys? Use an existing account, then start
+                  over.</span>
               </p>`
             : nothing
         }
       </div>
       <p class="footer">End-to-end encrypted · X3DH and the Double Ratchet</p>
+      <sc-start-over-dialog
+        .username=${this.startOverName}
+        ?busy=${this.busy}
+        @start-over-confirmed=${this.startOver}
+        @start-over-cancelled=${() => {
+          this.startOverName = undefined
+        }}
+      ></sc-start-over-dialog>
     </main>`
   }
 }

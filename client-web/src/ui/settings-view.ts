@@ -213,8 +213,9 @@ export class SettingsView extends LitElement {
             <p>
               Your private keys were made in this browser and never leave it. Everything stored here is
               encrypted with a key derived from your password; while the app is unlocked the keys are held
-              so that they cannot be read out, only used. To use this account elsewhere, register a new
-              account there: there is no copy of your keys on the server.
+              so that they cannot be read out, only used. There is no copy of your keys on the server: if
+              this device is lost, you can start over as this account on another one with your password,
+              and your contacts are told your safety number changed.
             </p>
           </section>
 
@@ -257,7 +258,7 @@ export class SettingsView extends LitElement {
               />
               <span
                 >Also erase this account from this browser: its keys and every message. This cannot be
-                undone, and the account cannot be used again from any device.</span
+                undone: using the account again means starting over with new keys.</span
               >
             </label>
             <div class="actions">

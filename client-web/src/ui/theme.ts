@@ -87,7 +87,7 @@ export const base = css`
   }
   .btn.danger {
     background: var(--danger);
-    color: #fff;
+    color: var(--on-danger);
   }
   .btn.ghost {
     background: transparent;
