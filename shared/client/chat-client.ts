@@ -106,6 +106,11 @@ export const SIGNED_PREKEYS_KEPT = 5
 /** Reconnect backoff: doubles from the first delay up to the cap, with ±20 % jitter. */
 export const RECONNECT_INITIAL_DELAY_MS = 500
 export const RECONNECT_MAX_DELAY_MS = 30_000
+/**
+ * While connected, prekeys are checked this often too (besides on every connect and on the server's
+ * prekeys.low), so a client that stays online for days still rotates its signed prekey on time.
+ */
+export const PREKEY_UPKEEP_INTERVAL_MS = 6 * 60 * 60 * 1000
 /** After the server refuses a send for now (queue full, rate limit), the outbox is tried again after this. */
 export const SEND_RETRY_DELAY_MS = 5_000
 
@@ -224,6 +229,7 @@ export class ChatClient {
   private reconnectAttempts = 0
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined
   private retryTimer: ReturnType<typeof setTimeout> | undefined
+  private upkeepTimer: ReturnType<typeof setInterval> | undefined
   /** The check of every contact's identity that runs after connecting; sends and caught-up wait for it. */
   private identityChecks: Promise<void> = Promise.resolve()
   /** Receipts taken from pendingReceipts but not yet in the outbox (flush waits for them too). */
@@ -511,8 +517,10 @@ export class ChatClient {
     this.wantConnected = false
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer)
     if (this.retryTimer) clearTimeout(this.retryTimer)
+    if (this.upkeepTimer) clearInterval(this.upkeepTimer)
     this.reconnectTimer = undefined
     this.retryTimer = undefined
+    this.upkeepTimer = undefined
     const socket = this.socket
     this.socket = undefined
     if (socket) {
@@ -649,6 +657,13 @@ export class ChatClient {
     }
     await this.flushOutbox()
     this.scheduleUpkeep()
+    if (!this.upkeepTimer) {
+      this.upkeepTimer = setInterval(() => {
+        if (this.connectionState === 'online') this.scheduleUpkeep()
+      }, PREKEY_UPKEEP_INTERVAL_MS)
+      // In Node, this timer alone must not keep a script's process running.
+      ;(this.upkeepTimer as { unref?: () => void }).unref?.()
+    }
     this.identityChecks = this.checkContactIdentities()
   }
 
