@@ -25,6 +25,7 @@ import {
 } from '../auth/password.js'
 import { hashSessionToken, newSessionToken } from '../auth/tokens.js'
 import type { ServerContext } from '../context.js'
+import type { UserRow } from '../db/schema.js'
 import { deleteToken, insertToken } from '../db/tokens.js'
 import {
   createAccount,
@@ -40,8 +41,12 @@ import { assertDistinctKeyIds, errorResponses, parseUsername } from './common.js
 export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, context) => {
   const { db, now, bcryptCost, limits, loginLimiter } = context
 
-  /** The normalised name, if valid, and the key its failed attempts are counted under. */
-  function loginName(input: string): { username: string | undefined; accountKey: string } {
+  /**
+   * Proves a password for /login and /reinstall alike: failed attempts are limited per account and
+   * per address, and an unknown or invalid name costs the same bcrypt work and gets the same answer
+   * as a wrong password, so neither timing nor codes reveal who is registered.
+   */
+  async function authenticate(input: string, password: string, address: string): Promise<UserRow> {
     let username: string | undefined
     try {
       username = parseUsername(input)
@@ -49,19 +54,25 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
       username = undefined
     }
     // Invalid names cannot exist; they still count against the address and their own key.
-    return { username, accountKey: username ?? `invalid:${input}` }
-  }
-
-  function checkLoginAllowed(accountKey: string, address: string): void {
+    const accountKey = username ?? `invalid:${input}`
     const decision = loginLimiter.attempt(accountKey, address)
-    if (decision.allowed) return
-    const retryAfterSeconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000))
-    throw new ServerError(
-      ServerErrorCode.TooManyAttempts,
-      429,
-      `expected fewer failed logins ${decision.scope === 'account' ? 'for this account' : 'from this address'}, got too many; retry in ${retryAfterSeconds} s`,
-      { retryAfterSeconds },
+    if (!decision.allowed) {
+      const retryAfterSeconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000))
+      throw new ServerError(
+        ServerErrorCode.TooManyAttempts,
+        429,
+        `expected fewer failed logins ${decision.scope === 'account' ? 'for this account' : 'from this address'}, got too many; retry in ${retryAfterSeconds} s`,
+        { retryAfterSeconds },
+      )
+    }
+    const user = username === undefined ? undefined : await findUserByUsername(db, username)
+    const matches = await verifyPassword(
+      password,
+      user?.password_hash ?? (await dummyPasswordHash(bcryptCost)),
     )
+    if (!user || !matches) throw serverErrors.invalidCredentials()
+    loginLimiter.succeeded(accountKey, address)
+    return user
   }
 
   // Made before the first login, so even the first unknown-user attempt costs the usual time.
@@ -116,15 +127,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
     },
     async (request) => {
       const body = request.body
-      const { username, accountKey } = loginName(body.username)
-      checkLoginAllowed(accountKey, request.ip)
-      const user = username === undefined ? undefined : await findUserByUsername(db, username)
-      const matches = await verifyPassword(
-        body.password,
-        user?.password_hash ?? (await dummyPasswordHash(bcryptCost)),
-      )
-      if (!user || !matches) throw serverErrors.invalidCredentials()
-      loginLimiter.succeeded(accountKey, request.ip)
+      const user = await authenticate(body.username, body.password, request.ip)
       const keys = await verifiedKeys(body)
       await replaceAccountKeys(db, user.id, { ...keys, now: now() })
       context.relay.identityChanged(user.id, user.username)
@@ -143,17 +146,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
     },
     async (request) => {
       const { password } = request.body
-      const { username, accountKey } = loginName(request.body.username)
-      checkLoginAllowed(accountKey, request.ip)
-
-      const user = username === undefined ? undefined : await findUserByUsername(db, username)
-      // Same bcrypt work whether or not the user exists, so timing does not reveal registered names.
-      const matches = await verifyPassword(
-        password,
-        user?.password_hash ?? (await dummyPasswordHash(bcryptCost)),
-      )
-      if (!user || !matches) throw serverErrors.invalidCredentials()
-      loginLimiter.succeeded(accountKey, request.ip)
+      const user = await authenticate(request.body.username, password, request.ip)
 
       if (passwordHashCost(user.password_hash) < bcryptCost) {
         await updatePasswordHash(db, user.id, await hashPassword(password, bcryptCost))
