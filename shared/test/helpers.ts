@@ -1,6 +1,11 @@
 /** Test helpers: deterministic keys for known-answer tests, and two-party session setup. */
 import { ByteWriter, utf8Encode } from '../bytes.js'
-import { hkdfSha256, type KeyOptions, x25519KeyPairFromPrivateBytes } from '../crypto/primitives.js'
+import {
+  forceCurveFallbackForTests,
+  hkdfSha256,
+  type KeyOptions,
+  x25519KeyPairFromPrivateBytes,
+} from '../crypto/primitives.js'
 import {
   generateIdentity,
   generateOneTimePreKeys,
@@ -12,6 +17,12 @@ import {
 } from '../identity.js'
 import type { KeyGeneration } from '../key-generation.js'
 import { acceptSession, encryptMessage, type Session, startSession } from '../session.js'
+
+/** The two ways curve operations run: WebCrypto, and the @noble/curves fallback forced on. */
+export const curveBackends = [
+  { name: 'WebCrypto', force: (): (() => void) => () => {} },
+  { name: '@noble/curves fallback', force: forceCurveFallbackForTests },
+]
 
 /** Key pairs derived from a label and a counter: the same sequence on every run and runtime. */
 export function deterministicKeys(label: string): KeyGeneration & { readonly count: number } {

@@ -4,20 +4,10 @@
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import { fromHex, toHex, utf8Encode } from '../bytes.js'
-import {
-  forceCurveFallbackForTests,
-  hkdfSha256,
-  hmacSha256,
-  x25519,
-  x25519KeyPairFromPrivateBytes,
-} from '../crypto/primitives.js'
+import { hkdfSha256, hmacSha256, x25519, x25519KeyPairFromPrivateBytes } from '../crypto/primitives.js'
 import { isProtocolError } from '../errors.js'
 import { chainStep } from '../ratchet/kdf.js'
-
-const backends = [
-  { name: 'WebCrypto', force: () => () => {} },
-  { name: '@noble/curves fallback', force: forceCurveFallbackForTests },
-]
+import { curveBackends as backends } from './helpers.js'
 
 describe.each(backends)('X25519 (RFC 7748) via $name', ({ force }) => {
   let restore = () => {}

@@ -9,7 +9,6 @@ import {
   aesGcmDecrypt,
   aesGcmEncrypt,
   ed25519Verify,
-  forceCurveFallbackForTests,
   hkdfSha256,
   hmacSha256,
   importRsaPrivateKeyPkcs8,
@@ -25,6 +24,7 @@ import hmac from './fixtures/wycheproof-hmac-sha256.json' with { type: 'json' }
 import rsa2048 from './fixtures/wycheproof-rsa-oaep-2048-sha256.json' with { type: 'json' }
 import rsa3072 from './fixtures/wycheproof-rsa-oaep-3072-sha256.json' with { type: 'json' }
 import x25519Vectors from './fixtures/wycheproof-x25519.json' with { type: 'json' }
+import { curveBackends as backends } from './helpers.js'
 
 interface Case {
   tcId: number
@@ -139,11 +139,6 @@ describe.each([
     expect(count).toBeGreaterThan(30)
   })
 })
-
-const backends = [
-  { name: 'WebCrypto', force: () => () => {} },
-  { name: '@noble/curves fallback', force: forceCurveFallbackForTests },
-]
 
 describe.each(backends)('Wycheproof X25519 via $name', ({ force }) => {
   let restore = () => {}
