@@ -46,7 +46,7 @@ const implementations: [string, () => Promise<ClientStore>][] = [
   ['SqliteStore', () => openSqliteStore(freshFile(), { create: true })],
 ]
 
-describe.each(implementations)('%s: the ClientStore contract', (name, open) => {
+describe.each(implementations)('%s: the ClientStore contract', (_name, open) => {
   let store: ClientStore
   beforeEach(async () => {
     store = await open()

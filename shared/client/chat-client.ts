@@ -7,16 +7,19 @@
  * It talks to the server through `HttpClient` and `WebSocketFactory`, keeps state through
  * `ClientStore`, and seals everything it stores under a key derived from the password. Work on
  * one contact's session is serialised (one queue per contact); frames are handled in order.
+ *
+ * This class coordinates; the parts live beside it: the records it keeps (records.ts) and how they
+ * are sealed and read back (sealed-store.ts), the per-contact queues (peer-queues.ts), the views and
+ * events the UIs get (views.ts, re-exported here), the account record (account.ts) and the content
+ * of envelopes (content.ts).
  */
 import {
   deriveStorageKey,
   newStorageKeyParameters,
-  open,
   STORAGE_KEY_MIN_ITERATIONS,
   type StorageKeyParameters,
-  seal,
 } from '../at-rest.js'
-import { fromBase64Url, toBase64Url, utf8Decode, utf8Encode } from '../bytes.js'
+import { fromBase64Url, toBase64Url } from '../bytes.js'
 import {
   IdentityResponse,
   LoginResponse,
@@ -35,7 +38,7 @@ import {
   publicIdentityFromJson,
   publicIdentityToJson,
 } from '../codec/keys.js'
-import { decode, matches, Type } from '../codec/schema.js'
+import { decode } from '../codec/schema.js'
 import {
   exportRsaPrivateKeyPkcs8,
   generateRsaOaepKeyPair,
@@ -46,14 +49,11 @@ import {
 import { isProtocolError, ProtocolErrorCode } from '../errors.js'
 import {
   exportIdentity,
-  exportPreKey,
   generateIdentity,
   generateOneTimePreKeys,
   generateSignedPreKey,
   type Identity,
   importIdentity,
-  importPreKey,
-  type PreKeyPair,
   type PublicIdentity,
   publicPreKey,
 } from '../identity.js'
@@ -73,13 +73,11 @@ import {
   type Session,
   startSession,
 } from '../session.js'
-import { deserializeSession, serializeSession } from '../session-serialization.js'
 import { normalizeUsername } from '../username.js'
 import {
   ACCOUNT_KEY,
   type AccountSecrets,
   readAccountHeader,
-  sealAccount,
   type UnlockedAccount,
   unlockAccount,
 } from './account.js'
@@ -92,6 +90,16 @@ import {
 } from './content.js'
 import { ClientError, ClientErrorCode, isClientError } from './errors.js'
 import { Emitter } from './events.js'
+import { PeerQueues } from './peer-queues.js'
+import {
+  type ContactRecord,
+  contactView,
+  identitiesEqual,
+  type MessageRecord,
+  messageKey,
+  messageView,
+} from './records.js'
+import { SealedStore } from './sealed-store.js'
 import type { ClientStore, StoreOperation } from './store.js'
 import {
   errorFromResponse,
@@ -100,6 +108,9 @@ import {
   type WebSocketLike,
   webSocketUrl,
 } from './transport.js'
+import type { ClientEvents, ConnectionState, ContactView, MessageView } from './views.js'
+
+export type { ClientEvents, ConnectionState, ContactView, DeliveryState, MessageView } from './views.js'
 
 /** Signed prekeys kept after rotation, so prekey messages sent to an older bundle still open. */
 export const SIGNED_PREKEYS_KEPT = 5
@@ -114,47 +125,6 @@ export const PREKEY_UPKEEP_INTERVAL_MS = 6 * 60 * 60 * 1000
 /** After the server refuses a send for now (queue full, rate limit), the outbox is tried again after this. */
 export const SEND_RETRY_DELAY_MS = 5_000
 
-export type DeliveryState = 'sending' | 'accepted' | 'delivered' | 'received' | 'failed'
-export type ConnectionState = 'offline' | 'connecting' | 'online' | 'logged-out'
-
-export interface MessageView {
-  readonly id: string
-  readonly peer: string
-  readonly direction: 'in' | 'out'
-  readonly text: string
-  /** The sender's clock when it was written. */
-  readonly sentAt: number
-  /** When the server accepted it (outgoing) or first stored it (incoming). */
-  readonly serverAt: number | undefined
-  readonly state: DeliveryState
-  /** Position in the conversation (strictly increasing on this device). */
-  readonly order: number
-}
-
-export interface ContactView {
-  readonly username: string
-  readonly verified: boolean
-  /** A new identity key was seen and not yet acknowledged: sending is blocked until it is. */
-  readonly identityChanged: boolean
-  readonly unread: number
-  readonly lastMessageAt: number | undefined
-  readonly online: boolean
-}
-
-export interface ClientEvents extends Record<string, unknown> {
-  message: MessageView
-  delivery: { peer: string; id: string; state: DeliveryState }
-  presence: { username: string; online: boolean }
-  'identity-changed': { peer: string }
-  connection: { state: ConnectionState }
-  /** A message arrived that could not be decrypted (it was acknowledged and dropped). */
-  undecryptable: { peer: string; id: string; reason: string }
-  /** Everything the server had queued for us when we connected is now stored (and acknowledged). */
-  'caught-up': { messages: number }
-  /** A failure in background work (prekey upkeep, a send the server refused); never a secret. */
-  problem: { code: string; message: string; id?: string }
-}
-
 export interface ChatClientOptions {
   readonly serverUrl: string
   readonly http: HttpClient
@@ -168,48 +138,6 @@ export interface ChatClientOptions {
   readonly minimumStorageKeyIterations?: number
 }
 
-const ContactRecord = Type.Object({
-  username: Type.String(),
-  identity: Type.Optional(Type.Unknown()),
-  pendingIdentity: Type.Optional(Type.Unknown()),
-  verified: Type.Boolean(),
-  unread: Type.Integer({ minimum: 0 }),
-  lastMessageAt: Type.Optional(Type.Integer()),
-})
-interface ContactRecord {
-  username: string
-  identity?: PublicIdentityJson
-  pendingIdentity?: PublicIdentityJson
-  verified: boolean
-  unread: number
-  lastMessageAt?: number
-}
-
-interface MessageRecord {
-  id: string
-  peer: string
-  direction: 'in' | 'out'
-  text: string
-  sentAt: number
-  serverAt?: number
-  state: DeliveryState
-  order: number
-}
-
-interface OutboxRecord {
-  id: string
-  peer: string
-  envelope: string
-  /** Receipts travel through the outbox too, but never appear in history. */
-  kind: 'text' | 'receipt'
-}
-
-function identitiesEqual(a: PublicIdentityJson | undefined, b: PublicIdentityJson | undefined): boolean {
-  return (
-    a !== undefined && b !== undefined && a.identityKey === b.identityKey && a.signingKey === b.signingKey
-  )
-}
-
 export class ChatClient {
   readonly events = new Emitter<ClientEvents>()
   readonly username: string
@@ -218,10 +146,11 @@ export class ChatClient {
   private readonly store: ClientStore
   private readonly now: () => number
   private readonly keys: KeyGeneration
-  private account: UnlockedAccount
+  /** Every record this client reads or writes, sealed under the account's storage key. */
+  private readonly records: SealedStore
   private identity: Identity
   private loginKey: CryptoKey
-  private readonly peerQueues = new Map<string, Promise<unknown>>()
+  private readonly peerQueues = new PeerQueues()
   private frameQueue: Promise<void> = Promise.resolve()
   private socket: WebSocketLike | undefined
   private connectionState: ConnectionState = 'offline'
@@ -248,7 +177,7 @@ export class ChatClient {
 
   private constructor(
     options: ChatClientOptions,
-    account: UnlockedAccount,
+    records: SealedStore,
     identity: Identity,
     loginKey: CryptoKey,
   ) {
@@ -256,10 +185,15 @@ export class ChatClient {
     this.store = options.store
     this.now = options.now ?? Date.now
     this.keys = options.keyGeneration ?? defaultKeyGeneration
-    this.account = account
-    this.username = account.username
+    this.records = records
+    this.username = records.account.username
     this.identity = identity
     this.loginKey = loginKey
+  }
+
+  /** The account's secrets as they are now (the sealed store updates them with every put). */
+  private get secrets(): AccountSecrets {
+    return this.records.account.secrets
   }
 
   // --- Account lifecycle --------------------------------------------------------------------------
@@ -326,21 +260,18 @@ export class ChatClient {
         registered: false,
       },
     }
+    const records = new SealedStore(options.store, account)
     const operations: StoreOperation[] = [
-      {
-        op: 'put',
-        table: 'account',
-        record: { key: ACCOUNT_KEY, value: await sealAccount(account, account.secrets) },
-      },
+      await records.accountPut(account.secrets),
       ...(await Promise.all(
-        [signedPreKey, ...oneTimePreKeys].map((preKey, i) => preKeyPut(account, preKey, i === 0)),
+        [signedPreKey, ...oneTimePreKeys].map((preKey, i) => records.preKeyPut(preKey, i === 0)),
       )),
     ]
     await options.store.commit(operations)
 
     const client = new ChatClient(
       options,
-      account,
+      records,
       await importIdentity(fromBase64Url(account.secrets.identity)),
       await importRsaPrivateKeyPkcs8(fromBase64Url(account.secrets.loginKey)),
     )
@@ -360,7 +291,7 @@ export class ChatClient {
         throw error
       })
     decode(RegisterResponse, response, 'register response')
-    await client.saveSecrets({ ...client.account.secrets, registered: true })
+    await records.saveSecrets({ ...records.account.secrets, registered: true })
     await client.login(password)
     return client
   }
@@ -400,7 +331,7 @@ export class ChatClient {
         { cause },
       )
     }
-    return new ChatClient(options, account, identity, loginKey)
+    return new ChatClient(options, new SealedStore(options.store, account), identity, loginKey)
   }
 
   /** Who a local database belongs to, without the password (or undefined when it is empty). */
@@ -436,8 +367,8 @@ export class ChatClient {
         { cause },
       )
     }
-    await this.saveSecrets({
-      ...this.account.secrets,
+    await this.records.saveSecrets({
+      ...this.secrets,
       token: toBase64Url(token),
       tokenExpiresAt: response.expiresAt,
     })
@@ -445,17 +376,17 @@ export class ChatClient {
   }
 
   get loggedIn(): boolean {
-    const { token, tokenExpiresAt } = this.account.secrets
+    const { token, tokenExpiresAt } = this.secrets
     return token !== undefined && (tokenExpiresAt === undefined || tokenExpiresAt > this.now())
   }
 
   /** Ends the session on the server; with `wipe`, also deletes everything on this device. */
   async logout(options: { wipe?: boolean } = {}): Promise<void> {
     await this.disconnect()
-    if (this.account.secrets.token) {
+    if (this.secrets.token) {
       await this.request('POST', '/logout', { token: this.token() }).catch(() => undefined)
-      const { token: _token, tokenExpiresAt: _expires, ...rest } = this.account.secrets
-      await this.saveSecrets(rest)
+      const { token: _token, tokenExpiresAt: _expires, ...rest } = this.secrets
+      await this.records.saveSecrets(rest)
     }
     if (options.wipe) await this.store.wipe()
     this.setConnectionState('logged-out')
@@ -713,9 +644,9 @@ export class ChatClient {
     const socket = this.socket
     this.socket = undefined
     socket?.close(1000, 'logged out')
-    if (this.account.secrets.token !== undefined) {
-      const { token: _token, tokenExpiresAt: _expires, ...rest } = this.account.secrets
-      await this.saveSecrets(rest)
+    if (this.secrets.token !== undefined) {
+      const { token: _token, tokenExpiresAt: _expires, ...rest } = this.secrets
+      await this.records.saveSecrets(rest)
     }
     this.setConnectionState('logged-out')
   }
@@ -731,27 +662,22 @@ export class ChatClient {
   // --- Contacts and identities ----------------------------------------------------------------------
 
   async contacts(): Promise<ContactView[]> {
-    const records = await this.store.list('contacts')
-    const contacts = await Promise.all(records.map((record) => this.openContact(record.key, record.value)))
+    const stored = await this.store.list('contacts')
+    const contacts = await Promise.all(
+      stored.map((record) => this.records.openContact(record.key, record.value)),
+    )
     return contacts
       .map((contact) => this.contactView(contact))
       .sort((a, b) => (b.lastMessageAt ?? 0) - (a.lastMessageAt ?? 0) || a.username.localeCompare(b.username))
   }
 
   async contact(peer: string): Promise<ContactView | undefined> {
-    const contact = await this.loadContact(ChatClient.normalize(peer))
+    const contact = await this.records.loadContact(ChatClient.normalize(peer))
     return contact && this.contactView(contact)
   }
 
   private contactView(contact: ContactRecord): ContactView {
-    return {
-      username: contact.username,
-      verified: contact.verified,
-      identityChanged: contact.pendingIdentity !== undefined,
-      unread: contact.unread,
-      lastMessageAt: contact.lastMessageAt,
-      online: this.online.has(contact.username),
-    }
+    return contactView(contact, this.online.has(contact.username))
   }
 
   /** Users whose names start with `query` (the server's directory). */
@@ -767,12 +693,12 @@ export class ChatClient {
   /** Adds a contact by fetching their identity (trust on first use); an existing one is left as it is. */
   async addContact(peer: string): Promise<ContactView> {
     const name = ChatClient.normalize(peer)
-    return this.withPeer(name, async () => {
-      const existing = await this.loadContact(name)
+    return this.peerQueues.run(name, async () => {
+      const existing = await this.records.loadContact(name)
       if (existing) return this.contactView(existing)
       const identity = await this.fetchIdentity(name)
       const contact: ContactRecord = { username: name, identity, verified: false, unread: 0 }
-      await this.store.commit([await this.contactPut(contact)])
+      await this.store.commit([await this.records.contactPut(contact)])
       this.sendFrame({ v: FRAME_VERSION, type: 'presence.subscribe', users: [name] })
       return this.contactView(contact)
     })
@@ -781,7 +707,7 @@ export class ChatClient {
   /** The safety number to compare with `peer` (uses the identity we trust, or the new one if changed). */
   async safetyNumber(peer: string): Promise<SafetyNumber> {
     const name = ChatClient.normalize(peer)
-    const contact = await this.loadContact(name)
+    const contact = await this.records.loadContact(name)
     const identity = contact?.pendingIdentity ?? contact?.identity
     if (!identity)
       throw new ClientError(
@@ -794,7 +720,6 @@ export class ChatClient {
     )
   }
 
-  /** Records that the user compared safety numbers with `peer` and they matched. */
   /**
    * Records that the user compared safety numbers with `peer` and they matched. Pass the number the
    * user compared: if the trusted key is no longer the one it was computed from, nothing changes.
@@ -823,6 +748,18 @@ export class ChatClient {
     })
   }
 
+  private async updateContact(
+    peer: string,
+    change: (contact: ContactRecord) => ContactRecord,
+  ): Promise<void> {
+    await this.peerQueues.run(peer, async () => {
+      const contact = await this.records.loadContact(peer)
+      if (!contact)
+        throw new ClientError(ClientErrorCode.InvalidState, `expected a contact named ${peer}, got none`)
+      await this.store.commit([await this.records.contactPut(change(contact))])
+    })
+  }
+
   /**
    * The user has seen the warning that `peer`'s key changed: trust the new key from now on. The
    * old session is dropped unless it already runs on the new key. Pass the safety number the user
@@ -830,8 +767,8 @@ export class ChatClient {
    */
   async acceptIdentityChange(peer: string, shownSafetyNumber?: string): Promise<void> {
     const name = ChatClient.normalize(peer)
-    await this.withPeer(name, async () => {
-      const contact = await this.loadContact(name)
+    await this.peerQueues.run(name, async () => {
+      const contact = await this.records.loadContact(name)
       if (!contact?.pendingIdentity) return
       if (shownSafetyNumber !== undefined) {
         const current = safetyNumber(
@@ -845,9 +782,9 @@ export class ChatClient {
           )
         }
       }
-      const session = await this.loadSession(name)
+      const session = await this.records.loadSession(name)
       const operations: StoreOperation[] = [
-        await this.contactPut({
+        await this.records.contactPut({
           ...contact,
           identity: contact.pendingIdentity,
           pendingIdentity: undefined,
@@ -868,8 +805,8 @@ export class ChatClient {
    */
   async markRead(peer: string, upToOrder = Number.POSITIVE_INFINITY): Promise<void> {
     const name = ChatClient.normalize(peer)
-    await this.withPeer(name, async () => {
-      const contact = await this.loadContact(name)
+    await this.peerQueues.run(name, async () => {
+      const contact = await this.records.loadContact(name)
       if (!contact)
         throw new ClientError(ClientErrorCode.InvalidState, `expected a contact named ${name}, got none`)
       let unread = 0
@@ -881,13 +818,13 @@ export class ChatClient {
           recent.filter((m) => m.direction === 'in' && m.order > upToOrder).length,
         )
       }
-      await this.store.commit([await this.contactPut({ ...contact, unread })])
+      await this.store.commit([await this.records.contactPut({ ...contact, unread })])
     })
   }
 
   /** Asks the server for `peer`'s current identity and raises a warning if it is not the one we trust. */
   private async checkIdentity(peer: string): Promise<void> {
-    const contact = await this.loadContact(peer)
+    const contact = await this.records.loadContact(peer)
     if (!contact) return
     const current = await this.fetchIdentity(peer)
     await this.notice(peer, current)
@@ -895,11 +832,13 @@ export class ChatClient {
 
   /** Compares an identity seen for `peer` with the trusted one; records and announces a change. */
   private async notice(peer: string, seen: PublicIdentityJson): Promise<void> {
-    await this.withPeer(peer, async () => {
-      const contact = await this.loadContact(peer)
+    await this.peerQueues.run(peer, async () => {
+      const contact = await this.records.loadContact(peer)
       if (!contact?.identity) return
       if (identitiesEqual(contact.identity, seen) || identitiesEqual(contact.pendingIdentity, seen)) return
-      await this.store.commit([await this.contactPut({ ...contact, pendingIdentity: seen, verified: false })])
+      await this.store.commit([
+        await this.records.contactPut({ ...contact, pendingIdentity: seen, verified: false }),
+      ])
       this.events.emit('identity-changed', { peer })
     })
   }
@@ -928,7 +867,7 @@ export class ChatClient {
     }
     // A contact may have started over while we were away: finish checking before encrypting to them.
     await this.identityChecks
-    const message = await this.withPeer(name, async () => {
+    const message = await this.peerQueues.run(name, async () => {
       const id = toBase64Url(randomBytes(MESSAGE_ID_BYTES))
       const sentAt = this.now()
       const { session, contact } = await this.sessionForSending(name)
@@ -947,13 +886,13 @@ export class ChatClient {
         order: this.nextOrder(),
       }
       await this.store.commit([
-        await this.sessionPut(name, encrypted.session),
-        await this.messagePut(record),
-        await this.outboxPut(
+        await this.records.sessionPut(name, encrypted.session),
+        await this.records.messagePut(record),
+        await this.records.outboxPut(
           { id, peer: name, envelope: toBase64Url(encrypted.envelope), kind: 'text' },
           record.order,
         ),
-        await this.contactPut({ ...contact, lastMessageAt: sentAt }),
+        await this.records.contactPut({ ...contact, lastMessageAt: sentAt }),
       ])
       return record
     })
@@ -964,14 +903,14 @@ export class ChatClient {
 
   /** The session to send to `peer` with: the stored one, or a new one from a fresh prekey bundle. */
   private async sessionForSending(peer: string): Promise<{ session: Session; contact: ContactRecord }> {
-    let contact = await this.loadContact(peer)
+    let contact = await this.records.loadContact(peer)
     if (contact?.pendingIdentity) {
       throw new ClientError(
         ClientErrorCode.IdentityChanged,
         `expected a trusted identity for ${peer}, got a changed key to acknowledge first`,
       )
     }
-    const session = await this.loadSession(peer)
+    const session = await this.records.loadSession(peer)
     if (session && contact) return { session, contact }
     const bundleJson = decode(
       PreKeyBundleResponse,
@@ -980,7 +919,7 @@ export class ChatClient {
     )
     if (contact?.identity && !identitiesEqual(contact.identity, bundleJson.identity)) {
       await this.store.commit([
-        await this.contactPut({ ...contact, pendingIdentity: bundleJson.identity, verified: false }),
+        await this.records.contactPut({ ...contact, pendingIdentity: bundleJson.identity, verified: false }),
       ])
       this.events.emit('identity-changed', { peer })
       throw new ClientError(
@@ -1004,7 +943,7 @@ export class ChatClient {
       if (this.inFlight.has(entry.key)) continue
       // Claimed before the await below, so a concurrent flush cannot send it a second time.
       this.inFlight.add(entry.key)
-      const outbox = await this.openJson<OutboxRecord>(entry.value, `outbox:${entry.key}`)
+      const outbox = await this.records.openOutbox(entry.key, entry.value)
       const sent = this.sendFrame({
         v: FRAME_VERSION,
         type: 'send',
@@ -1054,16 +993,15 @@ export class ChatClient {
 
   private async accepted(id: string, serverAt: number): Promise<void> {
     this.inFlight.delete(id)
-    const entry = await this.store.get('outbox', id)
-    if (!entry) return
-    const outbox = await this.openJson<OutboxRecord>(entry.value, `outbox:${id}`)
+    const outbox = await this.records.loadOutbox(id)
+    if (!outbox) return
     const operations: StoreOperation[] = [{ op: 'delete', table: 'outbox', key: id }]
     let updated: MessageRecord | undefined
     if (outbox.kind === 'text') {
-      const message = await this.loadMessage(outbox.peer, id)
+      const message = await this.records.loadMessage(outbox.peer, id)
       if (message && message.state === 'sending') {
         updated = { ...message, state: 'accepted', serverAt }
-        operations.push(await this.messagePut(updated))
+        operations.push(await this.records.messagePut(updated))
       }
     }
     await this.store.commit(operations)
@@ -1071,12 +1009,11 @@ export class ChatClient {
   }
 
   private async failMessage(id: string): Promise<void> {
-    const entry = await this.store.get('outbox', id)
-    if (!entry) return
-    const outbox = await this.openJson<OutboxRecord>(entry.value, `outbox:${id}`)
+    const outbox = await this.records.loadOutbox(id)
+    if (!outbox) return
     const operations: StoreOperation[] = [{ op: 'delete', table: 'outbox', key: id }]
-    const message = await this.loadMessage(outbox.peer, id)
-    if (message) operations.push(await this.messagePut({ ...message, state: 'failed' }))
+    const message = await this.records.loadMessage(outbox.peer, id)
+    if (message) operations.push(await this.records.messagePut({ ...message, state: 'failed' }))
     await this.store.commit(operations)
     if (message) this.events.emit('delivery', { peer: outbox.peer, id, state: 'failed' })
   }
@@ -1089,7 +1026,7 @@ export class ChatClient {
     // After a local failure, later frames of the same connection wait for their redelivery too.
     if (this.receivingHalted) return false
     try {
-      await this.withPeer(peer, () => this.receiveFrom(peer, frame))
+      await this.peerQueues.run(peer, () => this.receiveFrom(peer, frame))
     } catch (error) {
       if (!isUnreadable(error)) {
         // Not the message's fault (the local database failed): acknowledging would lose it, and
@@ -1113,8 +1050,8 @@ export class ChatClient {
     if (await this.store.get('messages', messageKey(peer, frame.id))) return
     const envelope = decodeEnvelope(fromBase64Url(frame.body))
     const operations: StoreOperation[] = []
-    let contact = await this.loadContact(peer)
-    const existing = await this.loadSession(peer)
+    let contact = await this.records.loadContact(peer)
+    const existing = await this.records.loadSession(peer)
     let decrypted: { session: Session; plaintext: Uint8Array }
     if (envelope.preKey && (!existing || !envelopeMatchesSession(existing, envelope))) {
       decrypted = await this.acceptFrom(envelope, operations)
@@ -1138,7 +1075,7 @@ export class ChatClient {
       contact = { ...contact, pendingIdentity: seenIdentity, verified: false }
       identityChanged = true
     }
-    operations.push(await this.sessionPut(peer, decrypted.session))
+    operations.push(await this.records.sessionPut(peer, decrypted.session))
 
     let received: MessageRecord | undefined
     const delivered: MessageRecord[] = []
@@ -1160,7 +1097,7 @@ export class ChatClient {
         state: 'received',
         order: this.nextOrder(),
       }
-      operations.push(await this.messagePut(received))
+      operations.push(await this.records.messagePut(received))
       contact = {
         ...contact,
         unread: contact.unread + 1,
@@ -1168,15 +1105,15 @@ export class ChatClient {
       }
     } else {
       for (const id of content.ids) {
-        const message = await this.loadMessage(peer, id)
+        const message = await this.records.loadMessage(peer, id)
         if (message && message.direction === 'out' && message.state !== 'delivered') {
           const updated: MessageRecord = { ...message, state: 'delivered' }
           delivered.push(updated)
-          operations.push(await this.messagePut(updated))
+          operations.push(await this.records.messagePut(updated))
         }
       }
     }
-    operations.push(await this.contactPut(contact))
+    operations.push(await this.records.contactPut(contact))
     await this.store.commit(operations)
 
     if (newContact) this.sendFrame({ v: FRAME_VERSION, type: 'presence.subscribe', users: [peer] })
@@ -1195,11 +1132,11 @@ export class ChatClient {
     operations: StoreOperation[],
   ): Promise<{ session: Session; plaintext: Uint8Array }> {
     const header = envelope.preKey!
-    const signedPreKey = await this.loadPreKey(`signed:${header.signedPreKeyId}`)
+    const signedPreKey = await this.records.loadPreKey(`signed:${header.signedPreKeyId}`)
     const oneTimePreKey =
       header.oneTimePreKeyId === undefined
         ? undefined
-        : await this.loadPreKey(`one-time:${header.oneTimePreKeyId}`)
+        : await this.records.loadPreKey(`one-time:${header.oneTimePreKeyId}`)
     if (!signedPreKey || (header.oneTimePreKeyId !== undefined && !oneTimePreKey)) {
       throw new ClientError(
         ClientErrorCode.InvalidState,
@@ -1249,9 +1186,9 @@ export class ChatClient {
   private async writeReceipts(peer: string, ids: string[]): Promise<void> {
     for (let start = 0; start < ids.length; start += MAX_RECEIPT_IDS) {
       const chunk = ids.slice(start, start + MAX_RECEIPT_IDS)
-      await this.withPeer(peer, async () => {
-        const contact = await this.loadContact(peer)
-        const session = await this.loadSession(peer)
+      await this.peerQueues.run(peer, async () => {
+        const contact = await this.records.loadContact(peer)
+        const session = await this.records.loadSession(peer)
         // No receipts to a contact whose key changed until the user has seen the warning.
         if (!session || !contact || contact.pendingIdentity) return
         const encrypted = await encryptMessage(
@@ -1261,8 +1198,8 @@ export class ChatClient {
         )
         const id = toBase64Url(randomBytes(MESSAGE_ID_BYTES))
         await this.store.commit([
-          await this.sessionPut(peer, encrypted.session),
-          await this.outboxPut(
+          await this.records.sessionPut(peer, encrypted.session),
+          await this.records.outboxPut(
             { id, peer, envelope: toBase64Url(encrypted.envelope), kind: 'receipt' },
             this.nextOrder(),
           ),
@@ -1279,12 +1216,12 @@ export class ChatClient {
     options: { limit?: number; beforeOrder?: number } = {},
   ): Promise<MessageView[]> {
     const name = ChatClient.normalize(peer)
-    const records = await this.store.listMessages(name, {
+    const stored = await this.store.listMessages(name, {
       limit: options.limit ?? 50,
       ...(options.beforeOrder !== undefined ? { beforeOrder: options.beforeOrder } : {}),
     })
     const messages = await Promise.all(
-      records.map((record) => this.openJson<MessageRecord>(record.value, `message:${record.key}`)),
+      stored.map((record) => this.records.openMessage(record.key, record.value)),
     )
     return messages.map(messageView)
   }
@@ -1312,7 +1249,7 @@ export class ChatClient {
   async maintainPreKeys(): Promise<void> {
     const status = await this.preKeyStatus()
     if (status.oneTimePreKeys < ONE_TIME_PREKEY_REFILL_THRESHOLD) {
-      const first = this.account.secrets.nextPreKeyId
+      const first = this.secrets.nextPreKeyId
       const preKeys = await generateOneTimePreKeys(
         this.identity,
         first,
@@ -1322,8 +1259,8 @@ export class ChatClient {
       )
       // Stored before they are published, so a message to one of them can always be opened.
       await this.store.commit([
-        ...(await Promise.all(preKeys.map((preKey) => preKeyPut(this.account, preKey, false)))),
-        await this.accountPut({ ...this.account.secrets, nextPreKeyId: first + ONE_TIME_PREKEY_BATCH }),
+        ...(await Promise.all(preKeys.map((preKey) => this.records.preKeyPut(preKey, false)))),
+        await this.records.accountPut({ ...this.secrets, nextPreKeyId: first + ONE_TIME_PREKEY_BATCH }),
       ])
       await this.request('POST', '/keys/one-time', {
         token: this.token(),
@@ -1335,7 +1272,7 @@ export class ChatClient {
   }
 
   async rotateSignedPreKey(): Promise<void> {
-    const keyId = this.account.secrets.nextPreKeyId
+    const keyId = this.secrets.nextPreKeyId
     const preKey = await generateSignedPreKey(this.identity, keyId, { extractable: true }, this.keys)
     const stale = (await this.store.list('prekeys'))
       .map((record) => record.key)
@@ -1344,10 +1281,10 @@ export class ChatClient {
       .sort((a, b) => b - a)
       .slice(SIGNED_PREKEYS_KEPT - 1)
     await this.store.commit([
-      await preKeyPut(this.account, preKey, true),
+      await this.records.preKeyPut(preKey, true),
       ...stale.map((id): StoreOperation => ({ op: 'delete', table: 'prekeys', key: `signed:${id}` })),
-      await this.accountPut({
-        ...this.account.secrets,
+      await this.records.accountPut({
+        ...this.secrets,
         nextPreKeyId: keyId + 1,
         signedPreKeyId: keyId,
         signedPreKeyCreatedAt: this.now(),
@@ -1359,29 +1296,15 @@ export class ChatClient {
     })
   }
 
-  // --- Storage helpers ----------------------------------------------------------------------------
+  // --- Shared by the sections above -------------------------------------------------------------
 
   private nextOrder(): number {
     this.lastOrder = Math.max(this.now(), this.lastOrder + 1)
     return this.lastOrder
   }
 
-  private async withPeer<T>(peer: string, work: () => Promise<T>): Promise<T> {
-    const previous = this.peerQueues.get(peer) ?? Promise.resolve()
-    const result = previous.then(work, work)
-    const settled = result.then(
-      () => undefined,
-      () => undefined,
-    )
-    this.peerQueues.set(peer, settled)
-    void settled.then(() => {
-      if (this.peerQueues.get(peer) === settled) this.peerQueues.delete(peer)
-    })
-    return result
-  }
-
   private token(): string {
-    const token = this.account.secrets.token
+    const token = this.secrets.token
     if (!token || !this.loggedIn)
       throw new ClientError(ClientErrorCode.NotLoggedIn, 'expected a valid login, got none')
     return token
@@ -1398,154 +1321,6 @@ export class ChatClient {
     if (error.code === ClientErrorCode.NotLoggedIn && options.token) await this.sessionRefused()
     throw error
   }
-
-  private async saveSecrets(secrets: AccountSecrets): Promise<void> {
-    await this.store.commit([await this.accountPut(secrets)])
-  }
-
-  /** The operation that stores the account with new secrets; the in-memory copy follows at once. */
-  private async accountPut(secrets: AccountSecrets): Promise<StoreOperation> {
-    this.account = { ...this.account, secrets }
-    return {
-      op: 'put',
-      table: 'account',
-      record: { key: ACCOUNT_KEY, value: await sealAccount(this.account, secrets) },
-    }
-  }
-
-  private async sealJson(value: unknown, context: string): Promise<Uint8Array> {
-    return seal(this.account.storageKey, utf8Encode(JSON.stringify(value)), context)
-  }
-
-  private async openJson<T>(sealed: Uint8Array, context: string): Promise<T> {
-    try {
-      return JSON.parse(utf8Decode(await open(this.account.storageKey, sealed, context))) as T
-    } catch (cause) {
-      throw new ClientError(
-        ClientErrorCode.CorruptStore,
-        `expected a readable ${context.split(':')[0]} record, got a damaged one`,
-        {
-          cause,
-        },
-      )
-    }
-  }
-
-  private async loadSession(peer: string): Promise<Session | undefined> {
-    const record = await this.store.get('sessions', peer)
-    if (!record) return undefined
-    try {
-      return await deserializeSession(await open(this.account.storageKey, record.value, `session:${peer}`))
-    } catch (cause) {
-      throw new ClientError(
-        ClientErrorCode.CorruptStore,
-        'expected a readable session record, got a damaged one',
-        { cause },
-      )
-    }
-  }
-
-  private async sessionPut(peer: string, session: Session): Promise<StoreOperation> {
-    const value = await seal(this.account.storageKey, await serializeSession(session), `session:${peer}`)
-    return { op: 'put', table: 'sessions', record: { key: peer, value } }
-  }
-
-  private async loadPreKey(key: string): Promise<PreKeyPair | undefined> {
-    const record = await this.store.get('prekeys', key)
-    if (!record) return undefined
-    return importPreKey(await open(this.account.storageKey, record.value, `prekey:${key}`))
-  }
-
-  private async loadContact(peer: string): Promise<ContactRecord | undefined> {
-    const record = await this.store.get('contacts', peer)
-    return record && this.openContact(peer, record.value)
-  }
-
-  private async openContact(peer: string, sealed: Uint8Array): Promise<ContactRecord> {
-    const contact = await this.openJson<ContactRecord>(sealed, `contact:${peer}`)
-    if (!matches(ContactRecord, contact)) {
-      throw new ClientError(ClientErrorCode.CorruptStore, 'expected a contact record, got something else')
-    }
-    return contact
-  }
-
-  private async contactPut(contact: ContactRecord): Promise<StoreOperation> {
-    const { pendingIdentity, ...rest } = contact
-    const value = await this.sealJson(pendingIdentity ? contact : rest, `contact:${contact.username}`)
-    return { op: 'put', table: 'contacts', record: { key: contact.username, value } }
-  }
-
-  private async updateContact(
-    peer: string,
-    change: (contact: ContactRecord) => ContactRecord,
-  ): Promise<void> {
-    await this.withPeer(peer, async () => {
-      const contact = await this.loadContact(peer)
-      if (!contact)
-        throw new ClientError(ClientErrorCode.InvalidState, `expected a contact named ${peer}, got none`)
-      await this.store.commit([await this.contactPut(change(contact))])
-    })
-  }
-
-  private async loadMessage(peer: string, id: string): Promise<MessageRecord | undefined> {
-    const key = messageKey(peer, id)
-    const record = await this.store.get('messages', key)
-    return record && this.openJson<MessageRecord>(record.value, `message:${key}`)
-  }
-
-  private async messagePut(message: MessageRecord): Promise<StoreOperation> {
-    const key = messageKey(message.peer, message.id)
-    return {
-      op: 'put',
-      table: 'messages',
-      record: {
-        key,
-        peer: message.peer,
-        order: message.order,
-        value: await this.sealJson(message, `message:${key}`),
-      },
-    }
-  }
-
-  private async outboxPut(entry: OutboxRecord, order: number): Promise<StoreOperation> {
-    return {
-      op: 'put',
-      table: 'outbox',
-      record: {
-        key: entry.id,
-        peer: entry.peer,
-        order,
-        value: await this.sealJson(entry, `outbox:${entry.id}`),
-      },
-    }
-  }
-}
-
-function messageKey(peer: string, id: string): string {
-  return `${peer}/${id}`
-}
-
-function messageView(record: MessageRecord): MessageView {
-  return {
-    id: record.id,
-    peer: record.peer,
-    direction: record.direction,
-    text: record.text,
-    sentAt: record.sentAt,
-    serverAt: record.serverAt,
-    state: record.state,
-    order: record.order,
-  }
-}
-
-async function preKeyPut(
-  account: UnlockedAccount,
-  preKey: PreKeyPair,
-  signed: boolean,
-): Promise<StoreOperation> {
-  const key = `${signed ? 'signed' : 'one-time'}:${preKey.keyId}`
-  const value = await seal(account.storageKey, await exportPreKey(preKey), `prekey:${key}`)
-  return { op: 'put', table: 'prekeys', record: { key, value } }
 }
 
 /**

@@ -1,0 +1,84 @@
+/**
+ * The client's own records, as they are before sealing: one per contact, one per message in the
+ * history, one per envelope waiting in the outbox. They never leave the device, and reach the store
+ * only sealed (sealed-store.ts); the UIs see them through the views in views.ts.
+ */
+import type { PublicIdentityJson } from '../codec/api.js'
+import { Type } from '../codec/schema.js'
+import type { ContactView, DeliveryState, MessageView } from './views.js'
+
+/** Checked on every read: a contact record decides whom we trust, so a damaged one must not pass. */
+export const ContactRecord = Type.Object({
+  username: Type.String(),
+  identity: Type.Optional(Type.Unknown()),
+  pendingIdentity: Type.Optional(Type.Unknown()),
+  verified: Type.Boolean(),
+  unread: Type.Integer({ minimum: 0 }),
+  lastMessageAt: Type.Optional(Type.Integer()),
+})
+export interface ContactRecord {
+  username: string
+  identity?: PublicIdentityJson
+  pendingIdentity?: PublicIdentityJson
+  verified: boolean
+  unread: number
+  lastMessageAt?: number
+}
+
+export interface MessageRecord {
+  id: string
+  peer: string
+  direction: 'in' | 'out'
+  text: string
+  sentAt: number
+  serverAt?: number
+  state: DeliveryState
+  order: number
+}
+
+export interface OutboxRecord {
+  id: string
+  peer: string
+  envelope: string
+  /** Receipts travel through the outbox too, but never appear in history. */
+  kind: 'text' | 'receipt'
+}
+
+export function identitiesEqual(
+  a: PublicIdentityJson | undefined,
+  b: PublicIdentityJson | undefined,
+): boolean {
+  return (
+    a !== undefined && b !== undefined && a.identityKey === b.identityKey && a.signingKey === b.signingKey
+  )
+}
+
+/** Senders choose message ids, so an id is unique only within its conversation: the key adds the peer. */
+export function messageKey(peer: string, id: string): string {
+  return `${peer}/${id}`
+}
+
+export function messageView(record: MessageRecord): MessageView {
+  return {
+    id: record.id,
+    peer: record.peer,
+    direction: record.direction,
+    text: record.text,
+    sentAt: record.sentAt,
+    serverAt: record.serverAt,
+    state: record.state,
+    order: record.order,
+  }
+}
+
+/** `online` comes from the connection's presence updates, which are never stored. */
+export function contactView(contact: ContactRecord, online: boolean): ContactView {
+  return {
+    username: contact.username,
+    verified: contact.verified,
+    identityChanged: contact.pendingIdentity !== undefined,
+    unread: contact.unread,
+    lastMessageAt: contact.lastMessageAt,
+    online,
+  }
+}

@@ -1,0 +1,169 @@
+/**
+ * The local store as the client core reads and writes it: every value sealed under the account's
+ * storage key, with a context that names its slot, so a sealed value moved to another record fails
+ * to open:
+ *
+ *   sessions  key <peer>                       context "session:<peer>"
+ *   prekeys   key signed:<id> | one-time:<id>  context "prekey:<key>"
+ *   contacts  key <peer>                       context "contact:<peer>"
+ *   messages  key <peer>/<id>                  context "message:<key>"
+ *   outbox    key <id>                         context "outbox:<id>"
+ *   account   key "account"                    sealed by account.ts (context "account:<username>")
+ *
+ * Loads open and check what they read. Puts write nothing: they return the StoreOperation, so the
+ * caller commits a session update, the message it produced and the prekey it consumed in one batch.
+ * Crypto runs here, before the commit, never inside a store transaction.
+ */
+import { open, seal } from '../at-rest.js'
+import { utf8Decode, utf8Encode } from '../bytes.js'
+import { matches } from '../codec/schema.js'
+import { exportPreKey, importPreKey, type PreKeyPair } from '../identity.js'
+import type { Session } from '../session.js'
+import { deserializeSession, serializeSession } from '../session-serialization.js'
+import { ACCOUNT_KEY, type AccountSecrets, sealAccount, type UnlockedAccount } from './account.js'
+import { ClientError, ClientErrorCode } from './errors.js'
+import { ContactRecord, type MessageRecord, messageKey, type OutboxRecord } from './records.js'
+import type { ClientStore, StoreOperation } from './store.js'
+
+export class SealedStore {
+  private readonly store: ClientStore
+  private unlocked: UnlockedAccount
+
+  constructor(store: ClientStore, account: UnlockedAccount) {
+    this.store = store
+    this.unlocked = account
+  }
+
+  /** The account with its current secrets (as last put, whether or not that batch was committed yet). */
+  get account(): UnlockedAccount {
+    return this.unlocked
+  }
+
+  async saveSecrets(secrets: AccountSecrets): Promise<void> {
+    await this.store.commit([await this.accountPut(secrets)])
+  }
+
+  /** The operation that stores the account with new secrets; the in-memory copy follows at once. */
+  async accountPut(secrets: AccountSecrets): Promise<StoreOperation> {
+    this.unlocked = { ...this.unlocked, secrets }
+    return {
+      op: 'put',
+      table: 'account',
+      record: { key: ACCOUNT_KEY, value: await sealAccount(this.unlocked, secrets) },
+    }
+  }
+
+  async loadSession(peer: string): Promise<Session | undefined> {
+    const record = await this.store.get('sessions', peer)
+    if (!record) return undefined
+    try {
+      return await deserializeSession(await open(this.unlocked.storageKey, record.value, `session:${peer}`))
+    } catch (cause) {
+      throw new ClientError(
+        ClientErrorCode.CorruptStore,
+        'expected a readable session record, got a damaged one',
+        { cause },
+      )
+    }
+  }
+
+  async sessionPut(peer: string, session: Session): Promise<StoreOperation> {
+    const value = await seal(this.unlocked.storageKey, await serializeSession(session), `session:${peer}`)
+    return { op: 'put', table: 'sessions', record: { key: peer, value } }
+  }
+
+  /** `key` is "signed:<id>" or "one-time:<id>". */
+  async loadPreKey(key: string): Promise<PreKeyPair | undefined> {
+    const record = await this.store.get('prekeys', key)
+    if (!record) return undefined
+    return importPreKey(await open(this.unlocked.storageKey, record.value, `prekey:${key}`))
+  }
+
+  async preKeyPut(preKey: PreKeyPair, signed: boolean): Promise<StoreOperation> {
+    const key = `${signed ? 'signed' : 'one-time'}:${preKey.keyId}`
+    const value = await seal(this.unlocked.storageKey, await exportPreKey(preKey), `prekey:${key}`)
+    return { op: 'put', table: 'prekeys', record: { key, value } }
+  }
+
+  async loadContact(peer: string): Promise<ContactRecord | undefined> {
+    const record = await this.store.get('contacts', peer)
+    return record && this.openContact(peer, record.value)
+  }
+
+  async openContact(peer: string, sealed: Uint8Array): Promise<ContactRecord> {
+    const contact = await this.openJson<ContactRecord>(sealed, `contact:${peer}`)
+    if (!matches(ContactRecord, contact)) {
+      throw new ClientError(ClientErrorCode.CorruptStore, 'expected a contact record, got something else')
+    }
+    return contact
+  }
+
+  async contactPut(contact: ContactRecord): Promise<StoreOperation> {
+    const { pendingIdentity, ...rest } = contact
+    const value = await this.sealJson(pendingIdentity ? contact : rest, `contact:${contact.username}`)
+    return { op: 'put', table: 'contacts', record: { key: contact.username, value } }
+  }
+
+  async loadMessage(peer: string, id: string): Promise<MessageRecord | undefined> {
+    const key = messageKey(peer, id)
+    const record = await this.store.get('messages', key)
+    return record && this.openMessage(key, record.value)
+  }
+
+  /** `key` is the message's store key, "<peer>/<id>". */
+  async openMessage(key: string, sealed: Uint8Array): Promise<MessageRecord> {
+    return this.openJson<MessageRecord>(sealed, `message:${key}`)
+  }
+
+  async messagePut(message: MessageRecord): Promise<StoreOperation> {
+    const key = messageKey(message.peer, message.id)
+    return {
+      op: 'put',
+      table: 'messages',
+      record: {
+        key,
+        peer: message.peer,
+        order: message.order,
+        value: await this.sealJson(message, `message:${key}`),
+      },
+    }
+  }
+
+  async loadOutbox(id: string): Promise<OutboxRecord | undefined> {
+    const record = await this.store.get('outbox', id)
+    return record && this.openOutbox(id, record.value)
+  }
+
+  async openOutbox(id: string, sealed: Uint8Array): Promise<OutboxRecord> {
+    return this.openJson<OutboxRecord>(sealed, `outbox:${id}`)
+  }
+
+  async outboxPut(entry: OutboxRecord, order: number): Promise<StoreOperation> {
+    return {
+      op: 'put',
+      table: 'outbox',
+      record: {
+        key: entry.id,
+        peer: entry.peer,
+        order,
+        value: await this.sealJson(entry, `outbox:${entry.id}`),
+      },
+    }
+  }
+
+  private async sealJson(value: unknown, context: string): Promise<Uint8Array> {
+    return seal(this.unlocked.storageKey, utf8Encode(JSON.stringify(value)), context)
+  }
+
+  private async openJson<T>(sealed: Uint8Array, context: string): Promise<T> {
+    try {
+      return JSON.parse(utf8Decode(await open(this.unlocked.storageKey, sealed, context))) as T
+    } catch (cause) {
+      throw new ClientError(
+        ClientErrorCode.CorruptStore,
+        `expected a readable ${context.split(':')[0]} record, got a damaged one`,
+        { cause },
+      )
+    }
+  }
+}

@@ -1,0 +1,46 @@
+/**
+ * What the UIs see of the client core: read-only views of messages and contacts, the connection's
+ * state, and the events that carry them. Nothing here is a secret or a stored record; the records
+ * behind these views are in records.ts. Importable from chat-client.ts as well.
+ */
+
+export type DeliveryState = 'sending' | 'accepted' | 'delivered' | 'received' | 'failed'
+export type ConnectionState = 'offline' | 'connecting' | 'online' | 'logged-out'
+
+export interface MessageView {
+  readonly id: string
+  readonly peer: string
+  readonly direction: 'in' | 'out'
+  readonly text: string
+  /** The sender's clock when it was written. */
+  readonly sentAt: number
+  /** When the server accepted it (outgoing) or first stored it (incoming). */
+  readonly serverAt: number | undefined
+  readonly state: DeliveryState
+  /** Position in the conversation (strictly increasing on this device). */
+  readonly order: number
+}
+
+export interface ContactView {
+  readonly username: string
+  readonly verified: boolean
+  /** A new identity key was seen and not yet acknowledged: sending is blocked until it is. */
+  readonly identityChanged: boolean
+  readonly unread: number
+  readonly lastMessageAt: number | undefined
+  readonly online: boolean
+}
+
+export interface ClientEvents extends Record<string, unknown> {
+  message: MessageView
+  delivery: { peer: string; id: string; state: DeliveryState }
+  presence: { username: string; online: boolean }
+  'identity-changed': { peer: string }
+  connection: { state: ConnectionState }
+  /** A message arrived that could not be decrypted (it was acknowledged and dropped). */
+  undecryptable: { peer: string; id: string; reason: string }
+  /** Everything the server had queued for us when we connected is now stored (and acknowledged). */
+  'caught-up': { messages: number }
+  /** A failure in background work (prekey upkeep, a send the server refused); never a secret. */
+  problem: { code: string; message: string; id?: string }
+}
