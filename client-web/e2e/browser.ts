@@ -47,20 +47,29 @@ export class Device {
   page!: Page
   /** Uncaught page errors and unexpected console errors, for the tests to assert on. */
   readonly errors: string[] = []
+  /** Set by `start`: the server's origin, its certificate's key hash, and the profile directory. */
+  private origin = ''
+  private spki = ''
+  private dir = ''
 
-  private constructor(
+  /** A device whose browser is not started yet: `start` opens it on a server. */
+  constructor(
     readonly name: string,
-    readonly origin: string,
-    private readonly spki: string,
-    readonly dir: string,
-    private readonly options: DeviceOptions,
+    private readonly options: DeviceOptions = {},
   ) {}
 
   static async open(name: string, server: { origin: string; ca: string }, options: DeviceOptions = {}) {
-    const dir = await mkdtemp(join(tmpdir(), `secure-chat-web-${name}-`))
-    const device = new Device(name, server.origin, spkiSha256(server.ca), dir, options)
-    await device.launch()
+    const device = new Device(name, options)
+    await device.start(server)
     return device
+  }
+
+  /** Makes a fresh profile and starts the browser on it, trusting `server`. */
+  async start(server: { origin: string; ca: string }): Promise<void> {
+    this.dir = await mkdtemp(join(tmpdir(), `secure-chat-web-${this.name}-`))
+    this.origin = server.origin
+    this.spki = spkiSha256(server.ca)
+    await this.launch()
   }
 
   private async launch(): Promise<void> {
@@ -177,11 +186,15 @@ export async function startChat(device: Device, peer: string): Promise<void> {
   await page.getByRole('heading', { name: peer, level: 2 }).waitFor()
 }
 
+/** The contact list's button for `username` (a conversation, or a search result). */
+export function contactButton(device: Device, username: string): Locator {
+  return device.page.locator(`sc-contact-list button.contact[data-username="${username}"]`)
+}
+
 /** Opens an existing conversation from the contact list. */
 export async function openChat(device: Device, peer: string): Promise<void> {
-  const page = device.page
-  await page.locator(`sc-contact-list button.contact[data-username="${peer}"]`).click()
-  await page.getByRole('heading', { name: peer, level: 2 }).waitFor()
+  await contactButton(device, peer).click()
+  await device.page.getByRole('heading', { name: peer, level: 2 }).waitFor()
 }
 
 export async function send(device: Device, text: string): Promise<void> {
@@ -214,12 +227,27 @@ export async function waitForBubbles(
   return current
 }
 
+/** The state each outgoing bubble shows (sending, accepted, delivered), in order. */
+export function outgoingStates(device: Device): Promise<string[]> {
+  return device.page
+    .locator('sc-message-list .message.out .state')
+    .evaluateAll((marks) => marks.map((mark) => mark.classList[1] ?? ''))
+}
+
 /** Waits until every outgoing bubble shows `state` (sending, accepted, delivered). */
 export async function waitForOutgoingState(device: Device, state: string): Promise<void> {
   await waitFor(async () => {
-    const states = await device.page
-      .locator('sc-message-list .message.out .state')
-      .evaluateAll((marks) => marks.map((mark) => mark.classList[1]))
+    const states = await outgoingStates(device)
     return states.length > 0 && states.every((value) => value === state)
   })
+}
+
+/**
+ * Waits for the twelve groups of digits of the safety number named `name` (a group, found by its
+ * label within `scope`: a page, or a dialog) and reads them.
+ */
+export async function safetyNumberGroups(scope: Page | Locator, name = 'Safety number'): Promise<string[]> {
+  const number = scope.getByRole('group', { name })
+  await waitFor(async () => (await number.locator('span').count()) === 12)
+  return number.locator('span').allTextContents()
 }

@@ -5,45 +5,32 @@
  *
  * The tests run in order and share the two devices, as one afternoon of use would.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startServer, type TestServer } from '../../server/test/harness.js'
+import { describe, expect, it } from 'vitest'
 import { registerClient } from '../../test/client-helpers.js'
 import {
   bubbles,
-  Device,
+  contactButton,
+  type Device,
   logIn,
   openChat,
+  outgoingStates,
   passwordField,
   register,
+  safetyNumberGroups,
   send,
   startChat,
   waitFor,
   waitForBubbles,
   waitForOutgoingState,
 } from './browser.js'
-import { strongPassword, swapIdentity, uniqueName } from './fixtures.js'
+import { serverWithBrowsers, strongPassword, swapIdentity, uniqueName } from './fixtures.js'
 
-let server: TestServer
-let alice: Device
-let bob: Device
+const world = serverWithBrowsers({ alice: {}, bob: {} })
+const { alice, bob } = world.devices
 const aliceName = uniqueName('alice')
 const bobName = uniqueName('bob')
 const alicePassword = strongPassword()
 const bobPassword = strongPassword()
-
-beforeAll(async () => {
-  server = await startServer()
-  ;[alice, bob] = await Promise.all([Device.open('alice', server), Device.open('bob', server)])
-})
-
-afterAll(async () => {
-  await Promise.all([alice?.dispose(), bob?.dispose()])
-  await server?.close()
-})
-
-function contactButton(device: Device, username: string) {
-  return device.page.locator(`sc-contact-list button.contact[data-username="${username}"]`)
-}
 
 describe('two browsers', () => {
   it('register, find each other, and exchange messages both ways with delivery marks', async () => {
@@ -81,7 +68,7 @@ describe('two browsers', () => {
   })
 
   it('in the background: counts unread in the tab title and shows a notification naming the sender', async () => {
-    await bob.context.grantPermissions(['notifications'], { origin: server.origin })
+    await bob.context.grantPermissions(['notifications'], { origin: world.server.origin })
     await bob.setHidden(true)
     await send(alice, 'Are you there?')
     await waitFor(async () => (await bob.page.title()) === '(1) secure-chat')
@@ -109,9 +96,7 @@ describe('two browsers', () => {
     for (const text of offline) await send(alice, text)
     // Accepted by the server (one check), not yet delivered: Bob's browser is closed.
     await waitFor(async () => {
-      const states = await alice.page
-        .locator('sc-message-list .message.out .state')
-        .evaluateAll((marks) => marks.map((mark) => mark.classList[1]))
+      const states = await outgoingStates(alice)
       return states.length === 5 && states.slice(2).every((state) => state === 'accepted')
     })
 
@@ -154,7 +139,7 @@ describe('two browsers', () => {
     // A second tab cannot open the same account while the first has it (they would race on the
     // same sessions): it says so instead.
     const second = await bob.context.newPage()
-    await second.goto(new URL('/', server.origin).href)
+    await second.goto(new URL('/', world.server.origin).href)
     await second.getByRole('button', { name: 'Log in', exact: true }).waitFor()
     await second.getByLabel('Username').fill(bobName)
     await passwordField(second).fill(bobPassword)
@@ -188,11 +173,10 @@ describe('two browsers', () => {
   it('shows the same safety number on both sides, as digits and a QR code, and marks it verified', async () => {
     async function safetyNumber(device: Device, peer: string): Promise<string[]> {
       await device.page.getByRole('button', { name: 'Contact details', exact: true }).click()
-      const number = device.page.getByRole('group', { name: 'Safety number' })
-      await waitFor(async () => (await number.locator('span').count()) === 12)
+      const groups = await safetyNumberGroups(device.page)
       expect(await device.page.getByRole('img', { name: 'Safety number QR code' }).count()).toBe(1)
       expect(await device.page.getByRole('heading', { name: peer }).count()).toBeGreaterThan(0)
-      return number.locator('span').allTextContents()
+      return groups
     }
     const [fromAlice, fromBob] = [await safetyNumber(alice, bobName), await safetyNumber(bob, aliceName)]
     expect(fromAlice).toHaveLength(12)
@@ -207,10 +191,10 @@ describe('two browsers', () => {
   })
 
   it('warns when a contact’s key changes and blocks sending until the user accepts it', async () => {
-    const dave = (await registerClient(server)).client
-    const mallory = (await registerClient(server)).client
+    const dave = (await registerClient(world.server)).client
+    const mallory = (await registerClient(world.server)).client
     await startChat(alice, dave.username)
-    await swapIdentity(server, dave.username, mallory.username)
+    await swapIdentity(world.server, dave.username, mallory.username)
 
     const composer = alice.page.getByLabel('Message', { exact: true })
     await composer.fill('Are you there?')
@@ -218,8 +202,7 @@ describe('two browsers', () => {
     const dialog = alice.page.getByRole('dialog', { name: `${dave.username}'s safety number has changed` })
     await dialog.waitFor()
     // The dialog shows the new safety number to compare; accepting hands that number back.
-    const newNumber = dialog.getByRole('group', { name: 'New safety number' })
-    await waitFor(async () => (await newNumber.locator('span').count()) === 12)
+    await safetyNumberGroups(dialog, 'New safety number')
     expect(await composer.isDisabled()).toBe(true)
     expect(await alice.page.getByRole('button', { name: 'Send' }).isDisabled()).toBe(true)
 

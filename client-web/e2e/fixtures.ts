@@ -1,6 +1,57 @@
-/** Test data for the browser tests: unique usernames, strong passwords, and a hostile key swap. */
+/**
+ * Fixtures for the browser tests: a test server with browsers on it, unique usernames, strong
+ * passwords, and a hostile key swap.
+ */
 import { randomBytes } from 'node:crypto'
-import type { TestServer } from '../../server/test/harness.js'
+import { afterAll, beforeAll } from 'vitest'
+import { startServer, type TestServer } from '../../server/test/harness.js'
+import { Device, type DeviceOptions } from './browser.js'
+
+export interface ServerWithBrowsers<Name extends string> {
+  /** The running server (read it in hooks and tests: it starts in `beforeAll`). */
+  readonly server: TestServer
+  /** One device per name, started on the server in `beforeAll`. */
+  readonly devices: Readonly<Record<Name, Device>>
+}
+
+/**
+ * For one test file: starts a test server and a browser with a fresh profile per device named
+ * (`{ alice: {}, phone: { viewport: PHONE } }`, the name also naming its screenshots) before the
+ * file's tests, and closes them all after them (after the file's own `afterAll` hooks, which run
+ * first). Call it at the top of the file; the devices can be taken out at once.
+ */
+export function serverWithBrowsers<const Name extends string>(
+  options: Readonly<Record<Name, DeviceOptions>>,
+): ServerWithBrowsers<Name> {
+  const names = Object.keys(options) as Name[]
+  const devices = Object.fromEntries(names.map((name) => [name, new Device(name, options[name])])) as Record<
+    Name,
+    Device
+  >
+  let server: TestServer | undefined
+  const started: Device[] = []
+  beforeAll(async () => {
+    const running = await startServer()
+    server = running
+    await Promise.all(
+      names.map(async (name) => {
+        await devices[name].start(running)
+        started.push(devices[name])
+      }),
+    )
+  })
+  afterAll(async () => {
+    await Promise.all(started.map((device) => device.dispose()))
+    await server?.close()
+  })
+  return {
+    get server(): TestServer {
+      if (!server) throw new Error('The test server starts in beforeAll: read it in a hook or a test')
+      return server
+    },
+    devices,
+  }
+}
 
 let counter = 0
 

@@ -18,7 +18,17 @@ import {
 import { httpsOptions } from '../../server/tls.js'
 import type { ChatClient, MessageView } from '../../shared/client/chat-client.js'
 import { registerClient } from '../../test/client-helpers.js'
-import { Device, logIn, openChat, register, send, waitFor, waitForBubbles } from './browser.js'
+import {
+  contactButton,
+  Device,
+  logIn,
+  openChat,
+  outgoingStates,
+  register,
+  send,
+  waitFor,
+  waitForBubbles,
+} from './browser.js'
 import { strongPassword, uniqueName } from './fixtures.js'
 
 let database: TestDatabase
@@ -55,12 +65,6 @@ async function restart(): Promise<void> {
   expect((restarted.server.address() as AddressInfo).port).toBe(port)
 }
 
-function outgoingStates(): Promise<string[]> {
-  return device.page
-    .locator('sc-message-list .message.out .state')
-    .evaluateAll((marks) => marks.map((mark) => mark.classList[1] ?? ''))
-}
-
 describe('offline', () => {
   it('opens with the server down, shows the stored history, and sends what was written once it is back', async () => {
     const name = uniqueName('nomad')
@@ -73,7 +77,7 @@ describe('offline', () => {
     peer.connect()
     await peer.waitUntilOnline()
     await peer.send(name, 'Before the outage')
-    await device.page.locator(`sc-contact-list button.contact[data-username="${peer.username}"]`).waitFor()
+    await contactButton(device, peer.username).waitFor()
     await openChat(device, peer.username)
     await waitForBubbles(device, 1)
 
@@ -87,7 +91,7 @@ describe('offline', () => {
     expect(await waitForBubbles(device, 1)).toEqual([{ direction: 'in', text: 'Before the outage' }])
 
     await send(device, 'Written offline')
-    expect(await outgoingStates()).toEqual(['sending'])
+    expect(await outgoingStates(device)).toEqual(['sending'])
 
     const arrived = new Promise<MessageView>((resolve) => {
       const stop = peer.events.on('message', (message) => {
@@ -103,7 +107,7 @@ describe('offline', () => {
     await device.page.evaluate(() => window.dispatchEvent(new Event('online')))
     peer.connect()
     expect((await arrived).text).toBe('Written offline')
-    await waitFor(async () => (await outgoingStates()).every((state) => state === 'delivered'))
+    await waitFor(async () => (await outgoingStates(device)).every((state) => state === 'delivered'))
     await device.page.locator('.conn', { hasText: 'Connected' }).waitFor()
     // Chromium logs each refused connection while the server was down; nothing else may appear.
     expect(device.errors.filter((error) => !error.includes('ERR_CONNECTION_REFUSED'))).toEqual([])

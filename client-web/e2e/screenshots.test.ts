@@ -3,13 +3,13 @@
  * test-artifacts/screenshots/ (git-ignored) for people to look at. A small believable world is set
  * up first: two people in browsers, two more through the client core.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startServer, type TestServer } from '../../server/test/harness.js'
+import { afterAll, describe, expect, it } from 'vitest'
 import { ChatClient } from '../../shared/client/chat-client.js'
 import { clientOptions } from '../../test/client-helpers.js'
 import {
+  contactButton,
   DESKTOP,
-  Device,
+  type Device,
   logIn,
   openChat,
   PHONE,
@@ -21,34 +21,27 @@ import {
   waitForBubbles,
   waitForOutgoingState,
 } from './browser.js'
-import { strongPassword, swapIdentity } from './fixtures.js'
+import { serverWithBrowsers, strongPassword, swapIdentity } from './fixtures.js'
 
-let server: TestServer
-let desktop: Device
-let phone: Device
+const world = serverWithBrowsers({
+  desktop: { viewport: DESKTOP },
+  phone: { viewport: PHONE, deviceScaleFactor: 2 },
+})
+const { desktop, phone } = world.devices
 const cores: ChatClient[] = []
 const password = strongPassword()
 
 async function coreUser(name: string): Promise<ChatClient> {
-  const client = await ChatClient.register(clientOptions(server), name, strongPassword())
+  const client = await ChatClient.register(clientOptions(world.server), name, strongPassword())
   cores.push(client)
   client.connect()
   await client.waitUntilOnline()
   return client
 }
 
-beforeAll(async () => {
-  server = await startServer()
-  ;[desktop, phone] = await Promise.all([
-    Device.open('desktop', server, { viewport: DESKTOP }),
-    Device.open('phone', server, { viewport: PHONE, deviceScaleFactor: 2 }),
-  ])
-})
-
+// The cores log out while the server is still up: `afterAll` hooks run last registered first.
 afterAll(async () => {
   for (const client of cores) await client.close().catch(() => undefined)
-  await Promise.all([desktop?.dispose(), phone?.dispose()])
-  await server?.close()
 })
 
 describe('screenshots', () => {
@@ -78,7 +71,7 @@ describe('screenshots', () => {
 
     await startChat(phone, 'maya')
     await send(phone, 'Hey Maya! Did you get the photos from the trip?')
-    await desktop.page.locator('sc-contact-list button.contact[data-username="jonas"]').waitFor()
+    await contactButton(desktop, 'jonas').waitFor()
     await openChat(desktop, 'jonas')
     const conversation: [Device, string][] = [
       [desktop, 'I did, they are wonderful 😍'],
@@ -96,14 +89,14 @@ describe('screenshots', () => {
     await waitForOutgoingState(desktop, 'delivered')
     await priya.send('maya', 'Hi Maya, the slides for Monday are ready.')
     await priya.send('maya', 'Let me know what you think!')
-    await desktop.page.locator('sc-contact-list button.contact[data-username="priya"]').waitFor()
+    await contactButton(desktop, 'priya').waitFor()
     await waitFor(async () => (await desktop.page.title()) === '(2) secure-chat')
     await desktop.page.getByLabel('Message', { exact: true }).fill('See you then')
     await desktop.screenshot('desktop-conversation')
 
     // The phone's contact list, then its conversation.
     await phone.page.getByRole('button', { name: 'Back to chats' }).click()
-    await phone.page.locator('sc-contact-list button.contact[data-username="leo"]').waitFor()
+    await contactButton(phone, 'leo').waitFor()
     await phone.screenshot('phone-contacts')
     await openChat(phone, 'maya')
     await phone.screenshot('phone-conversation')
@@ -130,7 +123,7 @@ describe('screenshots', () => {
     const impostor = await coreUser('mallory')
     await desktop.goto('/#/')
     await startChat(desktop, 'sam')
-    await swapIdentity(server, sam.username, impostor.username)
+    await swapIdentity(world.server, sam.username, impostor.username)
     await desktop.page.getByLabel('Message', { exact: true }).fill('Hi Sam!')
     await desktop.page.getByLabel('Message', { exact: true }).press('Enter')
     await desktop.page.getByRole('dialog').waitFor()

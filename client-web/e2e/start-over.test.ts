@@ -5,42 +5,27 @@
  * safety number, and then his message reaches her new browser. What was sent to her old keys is
  * reported as unreadable.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startServer, type TestServer } from '../../server/test/harness.js'
+import { describe, expect, it } from 'vitest'
 import {
-  Device,
+  contactButton,
   openChat,
+  outgoingStates,
   passwordField,
   register,
+  safetyNumberGroups,
   send,
   startChat,
   waitFor,
   waitForBubbles,
 } from './browser.js'
-import { strongPassword, uniqueName } from './fixtures.js'
+import { serverWithBrowsers, strongPassword, uniqueName } from './fixtures.js'
 
-let server: TestServer
-let oldDevice: Device
-let bob: Device
-let newDevice: Device
+const world = serverWithBrowsers({ 'alice-old': {}, bob: {}, 'alice-new': {} })
+const { 'alice-old': oldDevice, bob, 'alice-new': newDevice } = world.devices
 const aliceName = uniqueName('alice')
 const bobName = uniqueName('bob')
 const alicePassword = strongPassword()
 const bobPassword = strongPassword()
-
-beforeAll(async () => {
-  server = await startServer()
-  ;[oldDevice, bob, newDevice] = await Promise.all([
-    Device.open('alice-old', server),
-    Device.open('bob', server),
-    Device.open('alice-new', server),
-  ])
-})
-
-afterAll(async () => {
-  await Promise.all([oldDevice?.dispose(), bob?.dispose(), newDevice?.dispose()])
-  await server?.close()
-})
 
 describe('starting over on a new device', () => {
   it('replaces the lost keys after a warning; the contact must accept the new safety number, then reaches the new browser', async () => {
@@ -48,7 +33,7 @@ describe('starting over on a new device', () => {
     await Promise.all([register(oldDevice, aliceName, alicePassword), register(bob, bobName, bobPassword)])
     await startChat(oldDevice, bobName)
     await send(oldDevice, 'Hello Bob')
-    await bob.page.locator(`sc-contact-list button.contact[data-username="${aliceName}"]`).waitFor()
+    await contactButton(bob, aliceName).waitFor()
     await openChat(bob, aliceName)
     await waitForBubbles(bob, 1)
     await send(bob, 'Hi Alice')
@@ -57,12 +42,7 @@ describe('starting over on a new device', () => {
     // Alice's browser is gone for good. Bob writes meanwhile: that message waits for her old keys.
     await oldDevice.close()
     await send(bob, 'Sent to the old keys')
-    await waitFor(async () => {
-      const states = await bob.page
-        .locator('sc-message-list .message.out .state')
-        .evaluateAll((marks) => marks.map((mark) => mark.classList[1]))
-      return states.at(-1) === 'accepted'
-    })
+    await waitFor(async () => (await outgoingStates(bob)).at(-1) === 'accepted')
 
     // A fresh browser: the log-in screen offers to start over for a name it does not hold.
     const page = newDevice.page
@@ -110,22 +90,18 @@ describe('starting over on a new device', () => {
     await keyChange.waitFor()
     const composer = bob.page.getByLabel('Message', { exact: true })
     expect(await composer.isDisabled()).toBe(true)
-    const newNumber = keyChange.getByRole('group', { name: 'New safety number' })
-    await waitFor(async () => (await newNumber.locator('span').count()) === 12)
-    const shownToBob = await newNumber.locator('span').allTextContents()
+    const shownToBob = await safetyNumberGroups(keyChange, 'New safety number')
     await keyChange.getByRole('button', { name: 'Accept the new safety number' }).click()
     await keyChange.waitFor({ state: 'hidden' })
     await waitFor(async () => !(await composer.isDisabled()))
     await send(bob, 'Welcome back, Alice')
 
     // The new browser gets it, and shows the same safety number Bob accepted.
-    await page.locator(`sc-contact-list button.contact[data-username="${bobName}"]`).waitFor()
+    await contactButton(newDevice, bobName).waitFor()
     await openChat(newDevice, bobName)
     expect(await waitForBubbles(newDevice, 1)).toEqual([{ direction: 'in', text: 'Welcome back, Alice' }])
     await page.getByRole('button', { name: 'Contact details', exact: true }).click()
-    const number = page.getByRole('group', { name: 'Safety number' })
-    await waitFor(async () => (await number.locator('span').count()) === 12)
-    expect(await number.locator('span').allTextContents()).toEqual(shownToBob)
+    expect(await safetyNumberGroups(page)).toEqual(shownToBob)
 
     expect(bob.errors).toEqual([])
     expect(newDevice.errors).toEqual([])

@@ -10,31 +10,34 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startServer, type TestServer } from '../../server/test/harness.js'
 import { registerClient } from '../../test/client-helpers.js'
-import { Device, openChat, register, send, waitFor, waitForBubbles } from './browser.js'
-import { strongPassword, uniqueName } from './fixtures.js'
+import {
+  contactButton,
+  openChat,
+  register,
+  safetyNumberGroups,
+  send,
+  waitFor,
+  waitForBubbles,
+} from './browser.js'
+import { serverWithBrowsers, strongPassword, uniqueName } from './fixtures.js'
 
 const TERMINAL_CLIENT = fileURLToPath(new URL('../../client-terminal/bin.mjs', import.meta.url))
 
-let server: TestServer
-let browser: Device
+const world = serverWithBrowsers({ web: {} })
+const { web: browser } = world.devices
 let workDir: string
 const webUser = uniqueName('web')
 const webPassword = strongPassword()
 
 beforeAll(async () => {
-  server = await startServer()
   workDir = await mkdtemp(join(tmpdir(), 'secure-chat-terminal-'))
-  await writeFile(join(workDir, 'ca.pem'), server.ca)
-  browser = await Device.open('web', server)
+  await writeFile(join(workDir, 'ca.pem'), world.server.ca)
   await browser.goto('/')
   await register(browser, webUser, webPassword)
 })
 
 afterAll(async () => {
-  await browser?.dispose()
-  await server?.close()
   if (workDir) await rm(workDir, { recursive: true, force: true })
 })
 
@@ -53,7 +56,7 @@ function terminal(password: string, ...args: string[]): Promise<CliResult> {
         TERMINAL_CLIENT,
         ...args,
         '--server',
-        server.origin,
+        world.server.origin,
         '--ca',
         join(workDir, 'ca.pem'),
         '--data-dir',
@@ -86,7 +89,7 @@ describe('with the terminal client', () => {
     expect(sent.code, sent.stderr).toBe(0)
 
     const page = browser.page
-    await page.locator(`sc-contact-list button.contact[data-username="${termUser}"]`).waitFor()
+    await contactButton(browser, termUser).waitFor()
     await openChat(browser, termUser)
     expect(await waitForBubbles(browser, 1)).toEqual([{ direction: 'in', text: 'Hello from the terminal 🖥️' }])
     await send(browser, 'Hello from the browser 🌐\nin two lines')
@@ -114,9 +117,7 @@ describe('with the terminal client', () => {
     expect(verify.code, verify.stderr).toBe(0)
     const fromTerminal = JSON.parse(verify.stdout) as { groups: string[] }
     await page.getByRole('button', { name: 'Contact details', exact: true }).click()
-    const number = page.getByRole('group', { name: 'Safety number' })
-    await waitFor(async () => (await number.locator('span').count()) === 12)
-    expect(await number.locator('span').allTextContents()).toEqual(fromTerminal.groups)
+    expect(await safetyNumberGroups(page)).toEqual(fromTerminal.groups)
     await page.getByRole('button', { name: 'Back to conversation' }).click()
     expect(browser.errors).toEqual([])
   })
@@ -124,14 +125,14 @@ describe('with the terminal client', () => {
 
 describe('a long conversation', () => {
   it('pages older messages in from IndexedDB while scrolling back, rendering only a window', async () => {
-    const { client: peer } = await registerClient(server)
+    const { client: peer } = await registerClient(world.server)
     peer.connect()
     await peer.waitUntilOnline()
     const total = 260
     for (let i = 1; i <= total; i++) await peer.send(webUser, `Long conversation, message ${i}`)
 
     await browser.goto('/#/')
-    const contact = browser.page.locator(`sc-contact-list button.contact[data-username="${peer.username}"]`)
+    const contact = contactButton(browser, peer.username)
     await waitFor(async () =>
       (await contact.count()) > 0
         ? (await contact.textContent())?.includes(`${total} unread`) === true

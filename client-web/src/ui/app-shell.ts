@@ -217,25 +217,24 @@ export class AppShell extends LitElement {
   private previewVersions = new Map<string, string>()
   private toastTimer: ReturnType<typeof setTimeout> | undefined
   private readonly wideQuery = matchMedia(WIDE_QUERY)
+  /** Aborted on disconnect, which removes every listener added with its signal. */
+  private listening: AbortController | undefined
 
   override connectedCallback(): void {
     super.connectedCallback()
-    window.addEventListener('hashchange', this.onHashChange)
-    this.wideQuery.addEventListener('change', this.onWideChange)
-    window.addEventListener('beforeinstallprompt', this.onInstallPrompt)
-    navigator.serviceWorker?.addEventListener('message', this.onWorkerMessage)
-    window.addEventListener('online', this.reconnect)
-    document.addEventListener('visibilitychange', this.onVisibility)
+    this.listening = new AbortController()
+    const options = { signal: this.listening.signal }
+    window.addEventListener('hashchange', this.onHashChange, options)
+    this.wideQuery.addEventListener('change', this.onWideChange, options)
+    window.addEventListener('beforeinstallprompt', this.onInstallPrompt, options)
+    navigator.serviceWorker?.addEventListener('message', this.onWorkerMessage, options)
+    window.addEventListener('online', this.reconnect, options)
+    document.addEventListener('visibilitychange', this.onVisibility, options)
   }
 
   override disconnectedCallback(): void {
     super.disconnectedCallback()
-    window.removeEventListener('hashchange', this.onHashChange)
-    this.wideQuery.removeEventListener('change', this.onWideChange)
-    window.removeEventListener('beforeinstallprompt', this.onInstallPrompt)
-    navigator.serviceWorker?.removeEventListener('message', this.onWorkerMessage)
-    window.removeEventListener('online', this.reconnect)
-    document.removeEventListener('visibilitychange', this.onVisibility)
+    this.listening?.abort()
   }
 
   /**
@@ -304,34 +303,31 @@ export class AppShell extends LitElement {
   }
 
   private async signOut(options: { wipe?: boolean; notice?: string } = {}): Promise<void> {
-    const account = this.account
-    if (!account) return
-    for (const stop of this.unsubscribe) stop()
-    this.unsubscribe = []
-    try {
-      await account.client.logout({ wipe: options.wipe === true })
-    } catch {
-      // Logging out on the server is best effort; the local lock below is what matters.
-    }
-    await account.close().catch(() => undefined)
-    this.account = undefined
-    this.contacts = []
-    this.previews = new Map()
-    this.previewVersions.clear()
-    this.keyChangePeer = undefined
-    document.title = titleFor(0)
-    this.notice =
+    if (!this.account) return
+    await this.lock(
       options.notice ??
-      (options.wipe ? 'Logged out. This account was erased from this browser.' : 'Logged out.')
+        (options.wipe ? 'Logged out. This account was erased from this browser.' : 'Logged out.'),
+      { wipe: options.wipe === true },
+    )
     location.hash = '#/'
   }
 
-  /** Locks the app without logging out on the server (the database went away, or the session ended). */
-  private async lock(notice: string): Promise<void> {
+  /**
+   * Locks the app. With `logout`, logs out on the server first (and erases the account from this
+   * browser if asked); without, the server is not told (the database went away, or the session ended).
+   */
+  private async lock(notice: string, logout?: { wipe: boolean }): Promise<void> {
     const account = this.account
     if (!account) return
     for (const stop of this.unsubscribe) stop()
     this.unsubscribe = []
+    if (logout) {
+      try {
+        await account.client.logout(logout)
+      } catch {
+        // Logging out on the server is best effort; the local lock below is what matters.
+      }
+    }
     await account.close().catch(() => undefined)
     this.account = undefined
     this.contacts = []

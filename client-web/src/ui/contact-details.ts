@@ -9,44 +9,20 @@ import type { SafetyNumber } from '../../../shared/safety-number.js'
 import { describeError } from '../session.js'
 import { avatar } from './avatar.js'
 import { icons } from './icons.js'
+import { cardPage, pane } from './shared-styles.js'
 import { base } from './theme.js'
 import './qr-code.js'
+import './safety-number.js'
 
 @customElement('sc-contact-details')
 export class ContactDetails extends LitElement {
   static override styles = [
     base,
+    pane,
+    cardPage,
     css`
-      :host {
-        display: flex;
-        flex-direction: column;
-        height: 100%;
-        min-height: 0;
-        background: var(--bg);
-      }
-      header {
-        display: flex;
-        align-items: center;
-        gap: 10px;
-        padding: 10px 12px;
-        min-height: 64px;
-        background: var(--surface);
-        border-bottom: 1px solid var(--border);
-      }
-      header h2 {
-        font-size: 17px;
-        font-weight: 700;
-      }
-      .scroll {
-        flex: 1;
-        overflow-y: auto;
-        padding: 24px 16px 40px;
-      }
       .content {
-        display: grid;
         gap: 20px;
-        max-width: 640px;
-        margin: 0 auto;
       }
       .identity {
         display: grid;
@@ -59,34 +35,15 @@ export class ContactDetails extends LitElement {
         font-weight: 700;
       }
       .card {
-        display: grid;
         gap: 16px;
         padding: 22px;
-        border-radius: 16px;
-        background: var(--surface);
-        box-shadow: var(--shadow-1);
       }
-      .card h3 {
-        font-size: 16px;
-        font-weight: 700;
-      }
-      .card p {
-        color: var(--text-2);
-        font-size: 14px;
-      }
-      .number {
-        display: grid;
-        grid-template-columns: repeat(4, auto);
-        justify-content: center;
+      sc-safety-number {
         gap: 10px 22px;
         margin: 4px 0;
         padding: 16px;
-        border-radius: 12px;
-        background: var(--surface-2);
-        font-family: var(--mono);
         font-size: 19px;
         letter-spacing: 0.06em;
-        font-variant-numeric: tabular-nums;
         color: var(--text);
       }
       .qr {
@@ -106,9 +63,6 @@ export class ContactDetails extends LitElement {
         text-align: center;
       }
       .actions {
-        display: flex;
-        flex-wrap: wrap;
-        gap: 10px;
         align-items: center;
       }
       .layout {
@@ -122,8 +76,7 @@ export class ContactDetails extends LitElement {
         }
       }
       @media (max-width: 400px) {
-        .number {
-          grid-template-columns: repeat(3, auto);
+        sc-safety-number {
           font-size: 17px;
           gap: 8px 16px;
         }
@@ -225,18 +178,12 @@ export class ContactDetails extends LitElement {
             </p>
             ${this.error ? html`<p class="banner error" role="alert">${this.error}</p>` : nothing}
             <div class="layout">
-              <div
-                class="number"
+              <sc-safety-number
                 role="group"
                 aria-label="Safety number"
                 data-testid="safety-number"
-              >
-                ${
-                  this.safety
-                    ? this.safety.groups.map((group) => html`<span>${group}</span>`)
-                    : html`<span>Computing…</span>`
-                }
-              </div>
+                .safety=${this.safety}
+              ></sc-safety-number>
               <div class="qr">
                 ${
                   this.safety

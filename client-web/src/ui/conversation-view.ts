@@ -12,6 +12,7 @@ import { describeError } from '../session.js'
 import { avatar } from './avatar.js'
 import { icons } from './icons.js'
 import type { MessageList } from './message-list.js'
+import { pane } from './shared-styles.js'
 import { base } from './theme.js'
 import './message-list.js'
 
@@ -24,23 +25,8 @@ const COMPOSER_MAX_HEIGHT_PX = 160
 export class ConversationView extends LitElement {
   static override styles = [
     base,
+    pane,
     css`
-      :host {
-        display: flex;
-        flex-direction: column;
-        height: 100%;
-        min-height: 0;
-        background: var(--bg);
-      }
-      header {
-        display: flex;
-        align-items: center;
-        gap: 10px;
-        padding: 10px 12px;
-        min-height: 64px;
-        background: var(--surface);
-        border-bottom: 1px solid var(--border);
-      }
       .who {
         display: flex;
         align-items: center;
@@ -61,8 +47,6 @@ export class ConversationView extends LitElement {
         min-width: 0;
       }
       h2 {
-        font-size: 17px;
-        font-weight: 700;
         overflow: hidden;
         text-overflow: ellipsis;
         white-space: nowrap;

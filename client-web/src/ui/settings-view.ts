@@ -7,6 +7,7 @@ import { customElement, property, state } from 'lit/decorators.js'
 import type { ConnectionState } from '../../../shared/client/chat-client.js'
 import { avatar } from './avatar.js'
 import { icons } from './icons.js'
+import { cardPage, pane } from './shared-styles.js'
 import { base } from './theme.js'
 
 export interface InstallPrompt extends Event {
@@ -25,56 +26,20 @@ const CONNECTION_LABELS: Record<ConnectionState, string> = {
 export class SettingsView extends LitElement {
   static override styles = [
     base,
+    pane,
+    cardPage,
     css`
-      :host {
-        display: flex;
-        flex-direction: column;
-        height: 100%;
-        min-height: 0;
-        background: var(--bg);
-      }
-      header {
-        display: flex;
-        align-items: center;
-        gap: 10px;
-        padding: 10px 12px;
-        min-height: 64px;
-        background: var(--surface);
-        border-bottom: 1px solid var(--border);
-      }
-      header h2 {
-        font-size: 17px;
-        font-weight: 700;
-      }
-      .scroll {
-        flex: 1;
-        overflow-y: auto;
-        padding: 24px 16px 40px;
-      }
       .content {
-        display: grid;
         gap: 16px;
-        max-width: 640px;
-        margin: 0 auto;
       }
       .card {
-        display: grid;
         gap: 14px;
         padding: 20px 22px;
-        border-radius: 16px;
-        background: var(--surface);
-        box-shadow: var(--shadow-1);
       }
       .card h3 {
         display: flex;
         align-items: center;
         gap: 8px;
-        font-size: 16px;
-        font-weight: 700;
-      }
-      .card p {
-        color: var(--text-2);
-        font-size: 14px;
       }
       .account {
         display: flex;
@@ -118,11 +83,6 @@ export class SettingsView extends LitElement {
         height: 18px;
         margin: 2px 0 0;
         accent-color: var(--danger);
-      }
-      .actions {
-        display: flex;
-        flex-wrap: wrap;
-        gap: 10px;
       }
       .danger-zone {
         border: 1px solid var(--danger-soft);

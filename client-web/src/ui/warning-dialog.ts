@@ -1,0 +1,112 @@
+/**
+ * What the app's modal warnings share (the key-change warning, the start-over confirmation): a
+ * `<dialog>` shown with `showModal` while the component has something to warn about, laid out as a
+ * warning badge, a title, the text, anything more, and the actions; and the styles for all that.
+ */
+import { type CSSResultGroup, css, html, LitElement, type TemplateResult } from 'lit'
+import { query } from 'lit/decorators.js'
+import { icons } from './icons.js'
+import { base } from './theme.js'
+
+export interface WarningDialogContent {
+  /** Prefix of the title's and the text's ids (`<id>-title`, `<id>-text`), which name the dialog. */
+  readonly id: string
+  readonly title: TemplateResult | string
+  readonly text: TemplateResult
+  /** Between the text and the actions. */
+  readonly more?: TemplateResult | string
+  readonly actions: TemplateResult
+  /** On `close`, however the dialog was closed. */
+  readonly onClose: () => void
+  /** On `cancel` (Escape): may call `preventDefault` to keep the dialog open. */
+  readonly onCancel: (event: Event) => void
+}
+
+export abstract class WarningDialog extends LitElement {
+  static override styles: CSSResultGroup = [
+    base,
+    css`
+      dialog {
+        width: min(480px, calc(100vw - 32px));
+        padding: 0;
+        border: 0;
+        border-radius: 18px;
+        background: var(--surface);
+        color: var(--text);
+        box-shadow: var(--shadow-2);
+      }
+      dialog::backdrop {
+        background: rgb(10 15 25 / 55%);
+      }
+      .body {
+        display: grid;
+        gap: 14px;
+        padding: 26px 24px 22px;
+      }
+      .badge {
+        display: grid;
+        place-items: center;
+        width: 48px;
+        height: 48px;
+        border-radius: 50%;
+        background: var(--warning-soft);
+        color: var(--warning);
+      }
+      .badge .icon {
+        width: 26px;
+        height: 26px;
+      }
+      h2 {
+        font-size: 19px;
+        font-weight: 700;
+      }
+      p {
+        color: var(--text-2);
+        font-size: 14.5px;
+      }
+      .text {
+        display: grid;
+        gap: 10px;
+      }
+      .actions {
+        display: flex;
+        flex-wrap: wrap-reverse;
+        justify-content: flex-end;
+        gap: 10px;
+        padding-top: 6px;
+      }
+    `,
+  ]
+
+  @query('dialog') protected dialog!: HTMLDialogElement
+
+  /**
+   * Keeps the dialog showing while there is a `subject` to warn about: shows it as a modal when
+   * one is set and it is not showing (running `opening` first), and closes it when none is.
+   */
+  protected showWhileSet<T>(subject: T | undefined, opening?: (subject: T) => void): void {
+    if (subject && !this.dialog.open) {
+      opening?.(subject)
+      this.dialog.showModal()
+    } else if (!subject && this.dialog.open) {
+      this.dialog.close()
+    }
+  }
+
+  protected renderDialog(content: WarningDialogContent): TemplateResult {
+    return html`<dialog
+      aria-labelledby="${content.id}-title"
+      aria-describedby="${content.id}-text"
+      @close=${content.onClose}
+      @cancel=${content.onCancel}
+    >
+      <div class="body">
+        <span class="badge">${icons.alert()}</span>
+        <h2 id="${content.id}-title">${content.title}</h2>
+        <div id="${content.id}-text" class="text">${content.text}</div>
+        ${content.more ?? ''}
+        <div class="actions">${content.actions}</div>
+      </div>
+    </dialog>`
+  }
+}
