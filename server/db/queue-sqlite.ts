@@ -112,7 +112,8 @@ export class SqliteQueueRepository implements QueueRepository {
     }
     const bytes = new Uint8Array(size)
     let offset = 0
-    for (const [i, send] of sends.entries()) {
+    for (let i = 0; i < sends.length; i++) {
+      const send = sends[i]!
       meta[i * 5] = send.recipientId
       meta[i * 5 + 1] = send.senderId
       meta[i * 5 + 2] = send.now

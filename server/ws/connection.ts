@@ -19,7 +19,6 @@
  */
 import type { Socket } from 'node:net'
 import { type RawData, WebSocket } from 'ws'
-import type { ClientFrame } from '../../shared/codec/frames.js'
 import { isProtocolError } from '../../shared/errors.js'
 import { normalizeUsername } from '../../shared/username.js'
 import { hashSessionToken } from '../auth/tokens.js'
@@ -33,9 +32,9 @@ import {
   SOCKET_HIGH_WATER_BYTES,
   SOCKET_MAX_BUFFERED_BYTES,
 } from '../limits.js'
-import { deliverFrame, errorFrame, presenceFrame, readyFrame } from './frames.js'
+import { deliverFrame, errorFrame, type OutgoingFrame, presenceFrame, readyFrame } from './frames.js'
 import type { OnlineUser, RelayHub } from './hub.js'
-import { parseClientFrame } from './parse.js'
+import { parseClientFrame, type RelayClientFrame, type SendRequest } from './parse.js'
 import { TokenBucket } from './token-bucket.js'
 import { encodeTextFrames } from './wire.js'
 
@@ -63,11 +62,12 @@ for (const [index, char] of [
  * its bytes: no impossible length and no stray bits in the last character. Without this, two ids
  * that differ in those bits would name the same stored message.
  */
-export function isCanonicalBase64Url(text: string): boolean {
+export function isCanonicalBase64Url(text: string | Uint8Array): boolean {
   const rest = text.length % 4
   if (rest === 0) return true
   if (rest === 1) return false
-  const last = B64URL_VALUE[text.charCodeAt(text.length - 1)] ?? -1
+  const lastChar = typeof text === 'string' ? text.charCodeAt(text.length - 1) : text[text.length - 1]!
+  const last = B64URL_VALUE[lastChar] ?? -1
   return rest === 2 ? (last & 0x0f) === 0 : (last & 0x03) === 0
 }
 
@@ -76,8 +76,6 @@ export function toBase64UrlText(bytes: Uint8Array): string {
     Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   ).toString('base64url')
 }
-
-export type SendFrame = Extract<ClientFrame, { type: 'send' }>
 
 export class RelayConnection {
   state: State = 'awaiting-auth'
@@ -110,7 +108,7 @@ export class RelayConnection {
 
   readonly subscriptions = new Set<number>()
   /** Frames written in this turn, sent together at its end (see `write`). */
-  private pending: string[] = []
+  private pending: OutgoingFrame[] = []
   private pendingBytes = 0
 
   constructor(
@@ -151,11 +149,11 @@ export class RelayConnection {
    * turn's synchronous work is done, so every frame written in one turn (a batch's accepted and
    * deliver frames, a drain's deliveries) leaves in one socket write and one TLS record run.
    */
-  write(text: string): void {
+  write(frame: OutgoingFrame): void {
     if (this.state === 'closed') return
     if (this.pending.length === 0) this.hub.flushLater(this)
-    this.pending.push(text)
-    this.pendingBytes += text.length
+    this.pending.push(frame)
+    this.pendingBytes += frame.length
   }
 
   /**
@@ -295,7 +293,7 @@ export class RelayConnection {
       return
     }
     const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data)
-    let frame: ClientFrame
+    let frame: RelayClientFrame
     try {
       frame = parseClientFrame(bytes)
     } catch (error) {
@@ -379,7 +377,7 @@ export class RelayConnection {
 
   // --- Sending --------------------------------------------------------------------------------
 
-  private send(frame: SendFrame): Promise<void> | undefined {
+  private send(frame: SendRequest): Promise<void> | undefined {
     const user = this.user!
     const { id } = frame
     if (!isCanonicalBase64Url(id) || !isCanonicalBase64Url(frame.body)) {
@@ -440,7 +438,7 @@ export class RelayConnection {
   }
 
   /** A message just committed for this connection's user: push it if caught up and there is room. */
-  offer(seq: number, frame: string): void {
+  offer(seq: number, frame: OutgoingFrame): void {
     if (this.state !== 'open' || this.closing || !this.caughtUp || seq <= this.position) return
     if (
       this.inflightCount >= this.hub.limits.deliveryWindow ||

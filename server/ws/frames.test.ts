@@ -27,9 +27,11 @@ const username = fc.stringMatching(/^[a-z0-9][a-z0-9._-]{1,30}[a-z0-9]$/)
 const timestamp = fc.nat({ max: 2 ** 52 })
 const seq = fc.integer({ min: 1, max: 2 ** 52 })
 
+/** The schema's reading, with a send's body as its bytes, as the relay keeps it (parse.ts SendRequest). */
 function slowParse(data: Buffer): unknown {
   try {
-    return decodeClientFrame(JSON.parse(data.toString('utf8')))
+    const frame = decodeClientFrame(JSON.parse(data.toString('utf8')))
+    return frame.type === 'send' ? { ...frame, body: Buffer.from(frame.body, 'utf8') } : frame
   } catch {
     return 'refused'
   }
@@ -53,15 +55,10 @@ describe('server frames', () => {
             id,
             ts,
           })
-          expect(decodeServerFrame(JSON.parse(deliverFrame(s, id, from, body, ts)))).toEqual({
-            v: 1,
-            type: 'deliver',
-            seq: s,
-            id,
-            from,
-            body,
-            ts,
-          })
+          const deliver = { v: 1, type: 'deliver', seq: s, id, from, body, ts }
+          expect(decodeServerFrame(JSON.parse(deliverFrame(s, id, from, body, ts)))).toEqual(deliver)
+          const asBytes = deliverFrame(s, id, from, Buffer.from(body), ts)
+          expect(decodeServerFrame(JSON.parse(asBytes.toString('latin1')))).toEqual(deliver)
           expect(decodeServerFrame(JSON.parse(readyFrame(from, n)))).toEqual({
             v: 1,
             type: 'ready',
@@ -209,13 +206,19 @@ describe('WebSocket framing', () => {
   it('encodes text frames of every header size that a WebSocket receiver reads back', async () => {
     const texts = [0, 1, 125, 126, 127, 65_535, 65_536, 100_000].map((length) => 'x'.repeat(length))
     texts.push(errorFrame('E2E_ERR_BAD_FRAME', 'naïve – ✓ 🔑'))
+    // Frames given as bytes are framed the same way.
+    const asBytes = [0, 125, 126, 70_000].map((length) => 'y'.repeat(length))
+    texts.push(...asBytes)
     const receiver = new Receiver({ isServer: false })
     const received: string[] = []
     receiver.on('message', (data, isBinary) => {
       expect(isBinary).toBe(false)
       received.push(data.toString('utf8'))
     })
-    const encoded = encodeTextFrames(texts)
+    const encoded = encodeTextFrames([
+      ...texts.slice(0, texts.length - asBytes.length),
+      ...asBytes.map((text) => Buffer.from(text, 'latin1')),
+    ])
     // Fed in odd-sized pieces, as TCP may deliver it.
     for (let offset = 0; offset < encoded.length; offset += 7_919) {
       await new Promise<void>((resolve, reject) =>
@@ -225,6 +228,6 @@ describe('WebSocket framing', () => {
       )
     }
     expect(received).toEqual(texts)
-    expect(JSON.parse(received.at(-1)!).message).toBe('naïve – ✓ 🔑')
+    expect(JSON.parse(received.at(-1 - asBytes.length)!).message).toBe('naïve – ✓ 🔑')
   })
 })

@@ -15,8 +15,31 @@ export function acceptedFrame(id: string, ts: number): string {
   return `{"v":${FRAME_VERSION},"type":"accepted","id":"${id}","ts":${ts}}`
 }
 
-export function deliverFrame(seq: number, id: string, from: string, body: string, ts: number): string {
-  return `{"v":${FRAME_VERSION},"type":"deliver","seq":${seq},"id":"${id}","from":"${from}","body":"${body}","ts":${ts}}`
+/** A frame as the relay writes it: JSON text of ASCII characters only, as a string or as its bytes. */
+export type OutgoingFrame = string | Uint8Array
+
+/**
+ * With the body as a string (read from the queue), the frame is a string; with the body as the
+ * base64url bytes a send arrived with (the live path), the frame is built as bytes around them,
+ * which spares building and flattening a long string for every message relayed.
+ */
+export function deliverFrame(seq: number, id: string, from: string, body: string, ts: number): string
+export function deliverFrame(seq: number, id: string, from: string, body: Uint8Array, ts: number): Buffer
+export function deliverFrame(
+  seq: number,
+  id: string,
+  from: string,
+  body: string | Uint8Array,
+  ts: number,
+): OutgoingFrame {
+  const head = `{"v":${FRAME_VERSION},"type":"deliver","seq":${seq},"id":"${id}","from":"${from}","body":"`
+  const tail = `","ts":${ts}}`
+  if (typeof body === 'string') return head + body + tail
+  const frame = Buffer.allocUnsafe(head.length + body.length + tail.length)
+  frame.write(head, 0, 'latin1')
+  frame.set(body, head.length)
+  frame.write(tail, head.length + body.length, 'latin1')
+  return frame
 }
 
 export function readyFrame(username: string, queued: number): string {

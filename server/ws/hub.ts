@@ -23,7 +23,7 @@ import type { Db } from '../db/schema.js'
 import type { Session } from '../db/tokens.js'
 import { ServerErrorCode } from '../errors.js'
 import { DIRECTORY_CACHE_ENTRIES, MESSAGE_PURGE_BATCH, WS_CLOSE_GRACE_MS } from '../limits.js'
-import { CloseCode, RelayConnection, type SendFrame } from './connection.js'
+import { CloseCode, RelayConnection } from './connection.js'
 import { UserDirectory } from './directory.js'
 import {
   acceptedFrame,
@@ -34,6 +34,7 @@ import {
   presenceFrame,
 } from './frames.js'
 import { GroupCommit, type PendingSend } from './group-commit.js'
+import type { SendRequest } from './parse.js'
 import { TokenBucket } from './token-bucket.js'
 
 export interface OnlineUser {
@@ -55,7 +56,7 @@ interface SendOrigin {
   readonly senderName: string
   /** The message id and body as the client sent them (canonical base64url), reused for delivery. */
   readonly id: string
-  readonly body: string
+  readonly body: Buffer
 }
 
 export interface RelayHubOptions {
@@ -194,14 +195,14 @@ export class RelayHub implements RelayEvents {
 
   // --- Sends, acknowledgements, deliveries ----------------------------------------------------
 
-  enqueue(connection: RelayConnection, recipientId: number, frame: SendFrame): void {
+  enqueue(connection: RelayConnection, recipientId: number, frame: SendRequest): void {
     const now = this.now()
     this.writer.send({
       message: {
         recipientId,
         senderId: connection.user!.id,
         clientId: Buffer.from(frame.id, 'base64url'),
-        body: Buffer.from(frame.body, 'base64url'),
+        body: Buffer.from(frame.body.toString('latin1'), 'base64url'),
         now,
         expiresAt: now + this.limits.messageTtlMs,
       },

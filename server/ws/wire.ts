@@ -4,6 +4,8 @@
  * write carries a whole turn's output for a connection.
  */
 
+import type { OutgoingFrame } from './frames.js'
+
 const FIN_TEXT = 0x81
 
 function headerLength(payloadLength: number): number {
@@ -11,11 +13,11 @@ function headerLength(payloadLength: number): number {
 }
 
 /**
- * Encodes `frames` (each a JSON text of ASCII characters only, as frames.ts makes them) as
- * consecutive text frames in one buffer. ASCII lets a string's length be its byte length and its
- * copy be a plain one (latin1), skipping a UTF-8 scan and encode per frame.
+ * Encodes `frames` (each a JSON text of ASCII characters only, as frames.ts makes them, as a string
+ * or as its bytes) as consecutive text frames in one buffer. ASCII lets a string's length be its
+ * byte length and its copy be a plain one (latin1), skipping a UTF-8 scan and encode per frame.
  */
-export function encodeTextFrames(frames: readonly string[]): Buffer {
+export function encodeTextFrames(frames: readonly OutgoingFrame[]): Buffer {
   let total = 0
   for (let i = 0; i < frames.length; i++) {
     const length = frames[i]!.length
@@ -39,7 +41,12 @@ export function encodeTextFrames(frames: readonly string[]): Buffer {
       out.writeUInt32BE(length, offset + 4)
       offset += 8
     }
-    offset += out.write(frame, offset, length, 'latin1')
+    if (typeof frame === 'string') {
+      offset += out.write(frame, offset, length, 'latin1')
+    } else {
+      out.set(frame, offset)
+      offset += length
+    }
   }
   return out
 }
