@@ -174,6 +174,8 @@ export class ChatClient {
   private readonly pendingReceipts = new Map<string, string[]>()
   private lastOrder = 0
   private upkeep: Promise<void> | undefined
+  /** Another prekey check was asked for while one ran. */
+  private upkeepAgain = false
 
   private constructor(
     options: ChatClientOptions,
@@ -1229,10 +1231,19 @@ export class ChatClient {
   // --- Prekey upkeep ------------------------------------------------------------------------------
 
   private scheduleUpkeep(): void {
-    this.upkeep ??= this.maintainPreKeys()
+    if (this.upkeep) {
+      // The check under way may have read the server's count before whatever asks now (a
+      // prekeys.low after a peer took our last keys): run another once it is done, not none.
+      this.upkeepAgain = true
+      return
+    }
+    this.upkeep = this.maintainPreKeys()
       .catch((error: unknown) => this.report(error))
       .finally(() => {
         this.upkeep = undefined
+        const again = this.upkeepAgain
+        this.upkeepAgain = false
+        if (again && this.connectionState === 'online') this.scheduleUpkeep()
       })
   }
 
