@@ -251,3 +251,117 @@ export async function safetyNumberGroups(scope: Page | Locator, name = 'Safety n
   await waitFor(async () => (await number.locator('span').count()) === 12)
   return number.locator('span').allTextContents()
 }
+
+/** The control that has keyboard focus, through shadow roots, as "<role> <name>" (e.g. "textbox Username"). */
+export function focusedControl(page: Page): Promise<string> {
+  return page.evaluate(() => {
+    let element = document.activeElement
+    while (element?.shadowRoot?.activeElement) element = element.shadowRoot.activeElement
+    if (!element || element === document.body) return 'none'
+    const text = (value: string | null | undefined) => (value ?? '').replace(/\s+/g, ' ').trim()
+    if (element instanceof HTMLInputElement || element instanceof HTMLTextAreaElement) {
+      const role = element.type === 'checkbox' ? 'checkbox' : 'textbox'
+      return `${role} ${text(element.getAttribute('aria-label') ?? element.labels?.[0]?.textContent)}`
+    }
+    return `${element.getAttribute('role') ?? element.localName} ${text(element.getAttribute('aria-label') ?? element.textContent)}`
+  })
+}
+
+/** One IndexedDB record as stored: its database, object store, and every byte of its key and value. */
+export interface StoredRecord {
+  readonly database: string
+  readonly store: string
+  /**
+   * The record flattened: each string (as UTF-8), number and byte array in its key and value, and
+   * every base64 or base64url run found in those decoded again, so encoded plaintext shows too.
+   */
+  readonly chunks: Buffer[]
+}
+
+/**
+ * Reads every record of every IndexedDB database of the page's origin, through a second
+ * connection opened in the page (at the current version, so nothing is upgraded).
+ */
+export async function storedRecords(page: Page): Promise<StoredRecord[]> {
+  const dumped = await page.evaluate(async () => {
+    const base64 = (bytes: Uint8Array) => {
+      let binary = ''
+      for (const byte of bytes) binary += String.fromCharCode(byte)
+      return btoa(binary)
+    }
+    const flatten = (value: unknown, out: string[]): void => {
+      if (typeof value === 'string') out.push(base64(new TextEncoder().encode(value)))
+      else if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean') {
+        out.push(base64(new TextEncoder().encode(String(value))))
+      } else if (value instanceof ArrayBuffer) out.push(base64(new Uint8Array(value)))
+      else if (ArrayBuffer.isView(value)) {
+        out.push(base64(new Uint8Array(value.buffer, value.byteOffset, value.byteLength)))
+      } else if (value instanceof Map) for (const entry of value) flatten(entry, out)
+      else if (Array.isArray(value) || value instanceof Set) for (const item of value) flatten(item, out)
+      else if (value instanceof Date) flatten(value.toISOString(), out)
+      else if (value !== null && typeof value === 'object') {
+        // A Blob or a CryptoKey would need its own reader: fail rather than search less than all.
+        if (Object.getPrototypeOf(value) !== Object.prototype) {
+          throw new Error(`expected plain data in IndexedDB, got a ${Object.prototype.toString.call(value)}`)
+        }
+        for (const [name, item] of Object.entries(value)) {
+          flatten(name, out)
+          flatten(item, out)
+        }
+      }
+    }
+    const records: { database: string; store: string; chunks: string[] }[] = []
+    for (const { name } of await indexedDB.databases()) {
+      if (!name) continue
+      const db = await new Promise<IDBDatabase>((resolve, reject) => {
+        const request = indexedDB.open(name)
+        request.onsuccess = () => resolve(request.result)
+        request.onerror = () => reject(request.error)
+      })
+      try {
+        for (const store of db.objectStoreNames) {
+          const objects = db.transaction(store).objectStore(store)
+          const [keys, values] = await Promise.all(
+            [objects.getAllKeys(), objects.getAll()].map(
+              (request) =>
+                new Promise<unknown[]>((resolve, reject) => {
+                  request.onsuccess = () => resolve(request.result)
+                  request.onerror = () => reject(request.error)
+                }),
+            ),
+          )
+          values?.forEach((value, i) => {
+            const chunks: string[] = []
+            flatten(keys?.[i], chunks)
+            flatten(value, chunks)
+            records.push({ database: name, store, chunks })
+          })
+        }
+      } finally {
+        db.close()
+      }
+    }
+    return records
+  })
+  return dumped.map(({ database, store, chunks }) => {
+    const bytes = chunks.map((chunk) => Buffer.from(chunk, 'base64'))
+    const decoded = bytes.flatMap((chunk) =>
+      [...chunk.toString('latin1').matchAll(/[A-Za-z0-9+/_-]{16,}={0,2}/g)].map((run) =>
+        Buffer.from(run[0].replace(/-/g, '+').replace(/_/g, '/'), 'base64'),
+      ),
+    )
+    return { database, store, chunks: [...bytes, ...decoded] }
+  })
+}
+
+/** The records in which `text` occurs, as UTF-8 or UTF-16 (either byte order), anywhere. */
+export function recordsHolding(records: readonly StoredRecord[], text: string): StoredRecord[] {
+  const needles = [
+    Buffer.from(text, 'utf8'),
+    Buffer.from(text, 'utf16le'),
+    Buffer.from(text, 'utf16le').swap16(),
+  ]
+  return records.filter((record) =>
+    record.chunks.some((chunk) => needles.some((needle) => chunk.includes(needle))),
+  )
+}

@@ -1,7 +1,8 @@
 /**
  * Two people chatting in two browsers (each a separate Chromium profile) through the real server:
- * finding each other, messages both ways with delivery marks, a device that was closed catching up,
- * a reload, a wrong password, hostile message text, safety numbers, a key change, and logging out.
+ * finding each other, messages both ways with delivery marks, nothing of them readable in IndexedDB,
+ * a device that was closed catching up, a reload, a wrong password, hostile message text, safety
+ * numbers, a key change, and logging out.
  *
  * The tests run in order and share the two devices, as one afternoon of use would.
  */
@@ -15,10 +16,12 @@ import {
   openChat,
   outgoingStates,
   passwordField,
+  recordsHolding,
   register,
   safetyNumberGroups,
   send,
   startChat,
+  storedRecords,
   waitFor,
   waitForBubbles,
   waitForOutgoingState,
@@ -65,6 +68,33 @@ describe('two browsers', () => {
     await waitFor(async () => (await alice.page.locator('sc-conversation .status .online').count()) === 1)
     expect(alice.errors).toEqual([])
     expect(bob.errors).toEqual([])
+  })
+
+  it('keeps neither the conversation nor the passwords in IndexedDB in the clear', async () => {
+    // What each browser has just sent and received, and what unlocks it.
+    const secrets = ['Hello Bob', 'Hi Alice!', 'Second line', alicePassword, bobPassword]
+    for (const [device, username, peer] of [
+      [alice, aliceName, bobName],
+      [bob, bobName, aliceName],
+    ] as const) {
+      const records = await storedRecords(device.page)
+      const messages = records.filter(
+        (record) => record.database === `secure-chat:${username}` && record.store === 'messages',
+      )
+      expect(messages.length, `${device.name}'s stored messages`).toBeGreaterThanOrEqual(2)
+      // The search sees what is stored in the clear by design: the account header names its user,
+      // and each message row its conversation (the index the app pages by).
+      expect(recordsHolding(records, `"username":"${username}"`).map((record) => record.store)).toEqual([
+        'account',
+      ])
+      expect(recordsHolding(messages, peer)).toHaveLength(messages.length)
+      for (const secret of secrets) {
+        const holding = recordsHolding(records, secret).map(
+          (record) => `${record.database} › ${record.store}`,
+        )
+        expect(holding, `records of ${device.name} holding ${JSON.stringify(secret)}`).toEqual([])
+      }
+    }
   })
 
   it('in the background: counts unread in the tab title and shows a notification naming the sender', async () => {

@@ -1,7 +1,8 @@
 /**
  * Register and log in. Registering makes the account's keys in this browser; logging in unlocks
  * this browser's copy of an account with its password. The password policy is explained while the
- * user types: long enough, no composition rules, and the server refuses easily guessed ones.
+ * user types: long enough (with a count), no composition rules, and the server refuses easily
+ * guessed ones (the obvious ones, such as a common password or the username, are flagged at once).
  *
  * For a username this browser does not hold, the log-in screen offers to start over: after a
  * confirmation dialog that says what it does (sc-start-over-dialog), new keys made here replace the
@@ -21,6 +22,7 @@ import {
 } from '../session.js'
 import { localAccounts } from '../store/idb-store.js'
 import { icons } from './icons.js'
+import { guessableReason } from './password-hint.js'
 import { base } from './theme.js'
 import './start-over-dialog.js'
 
@@ -117,6 +119,10 @@ export class AuthView extends LitElement {
       }
       .policy .met .icon {
         color: var(--success);
+      }
+      .policy .unmet,
+      .policy .unmet .icon {
+        color: var(--warning);
       }
       .error-text {
         display: grid;
@@ -224,6 +230,12 @@ export class AuthView extends LitElement {
       this.ready = true
       this.mode = this.accounts.length > 0 ? 'login' : 'register'
       if (this.accounts.length === 1) this.username = this.accounts[0] as string
+      // The first render focused Username before the accounts were known; with the only account
+      // filled in, the password is what is left to type.
+      if (this.username) {
+        await this.updateComplete
+        this.passwordInput?.focus()
+      }
     }
   }
 
@@ -354,6 +366,7 @@ export class AuthView extends LitElement {
   private renderPolicy(): TemplateResult {
     const length = [...this.password].length
     const longEnough = length >= PASSWORD_MIN_LENGTH
+    const guessable = guessableReason(this.password, this.username)
     return html`<ul class="policy" id="password-policy" aria-live="polite">
       <li class=${longEnough ? 'met' : ''}>
         ${longEnough ? icons.check() : icons.info()}
@@ -366,10 +379,15 @@ export class AuthView extends LitElement {
         ${icons.info()}
         <span>No rules about digits, capitals or symbols: a few unrelated words make a strong one.</span>
       </li>
-      <li>
-        ${icons.info()}
-        <span>Common and easily guessed passwords are refused by the server.</span>
-      </li>
+      ${
+        guessable
+          ? html`<li class="unmet">
+              ${icons.alert()}<span>Easy to guess: ${guessable} The server will refuse it.</span>
+            </li>`
+          : html`<li>
+              ${icons.info()}<span>Common and easily guessed passwords are refused by the server.</span>
+            </li>`
+      }
       <li>
         ${icons.lock()}
         <span>It unlocks your keys on this device and cannot be reset: keep it safe.</span>
