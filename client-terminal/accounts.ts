@@ -3,6 +3,7 @@
  * and the client core, put together the same way for the interactive client and the scripts.
  */
 import { existsSync, rmSync } from 'node:fs'
+import type { SecureContext } from 'node:tls'
 import { ChatClient, type ChatClientOptions } from '../shared/client/chat-client.js'
 import { ClientError, ClientErrorCode, isClientError } from '../shared/client/errors.js'
 import { normalizeUsername } from '../shared/username.js'
@@ -13,28 +14,43 @@ import { httpsClient, type ServerCertificate, webSocketFactory } from './transpo
 
 /**
  * FOR TESTS ONLY: PBKDF2 iterations for the storage key of new accounts, and the fewest accepted when
- * unlocking. Tests set it low so that registering and unlocking take milliseconds; nothing else
- * should. Unset, the core's default (600,000, OWASP 2023) applies and cannot be lowered.
+ * unlocking. Tests set it low so that registering and unlocking take milliseconds. It is honoured
+ * only in a test run (TEST_RUN_ENV set, as the test runner does for its processes and the tests pass
+ * to the clients they start); anywhere else it is refused, so a variable left in a shell or copied
+ * from a test script can neither make a weakly protected account nor accept one when unlocking.
+ * Unset, the core's default (600,000, OWASP 2023) applies.
  */
 export const TEST_KDF_ITERATIONS_ENV = 'SECURE_CHAT_TEST_KDF_ITERATIONS'
+/** Set by Vitest in its workers; the tests set it for the client processes they start. */
+export const TEST_RUN_ENV = 'VITEST'
+
+export type KeyDerivationOverride = Pick<
+  ChatClientOptions,
+  'storageKeyIterations' | 'minimumStorageKeyIterations'
+>
 
 export interface ClientSettings {
   /** The server's https:// origin (transport.ts parseServerUrl). */
   readonly serverUrl: string
-  /** PEM to trust instead of the system's certificate authorities. */
-  readonly ca?: string | undefined
+  /** The certificate authorities to trust (trust.ts); unset, Node's built-in list. */
+  readonly trust?: SecureContext | undefined
   readonly dataDir: string
-  readonly env: NodeJS.ProcessEnv
+  /** The test-only key derivation cost (kdfOverride), empty outside tests. */
+  readonly keyDerivation: KeyDerivationOverride
   readonly onCertificate?: ((certificate: ServerCertificate) => void) | undefined
   /** A relay connection failed (the core retries; an untrusted certificate never gets better). */
   readonly onSocketError?: ((error: Error) => void) | undefined
 }
 
-export function kdfOverride(
-  env: NodeJS.ProcessEnv,
-): Pick<ChatClientOptions, 'storageKeyIterations' | 'minimumStorageKeyIterations'> {
+/** The key derivation cost the environment asks for: nothing unless a test run sets it (see above). */
+export function kdfOverride(env: NodeJS.ProcessEnv): KeyDerivationOverride {
   const raw = env[TEST_KDF_ITERATIONS_ENV]
   if (raw === undefined || raw === '') return {}
+  if (!env[TEST_RUN_ENV]) {
+    throw new UsageError(
+      `${TEST_KDF_ITERATIONS_ENV}: expected it unset outside the test suite, got "${raw}" (it weakens the protection of the local database: unset it)`,
+    )
+  }
   const iterations = Number(raw)
   if (!Number.isSafeInteger(iterations) || iterations < 1) {
     throw new UsageError(`${TEST_KDF_ITERATIONS_ENV}: expected a positive integer, got "${raw}"`)
@@ -43,13 +59,13 @@ export function kdfOverride(
 }
 
 function clientOptions(settings: ClientSettings, store: ChatClientOptions['store']): ChatClientOptions {
-  const transport = { ca: settings.ca, onCertificate: settings.onCertificate }
+  const transport = { trust: settings.trust, onCertificate: settings.onCertificate }
   return {
     serverUrl: settings.serverUrl,
     http: httpsClient(settings.serverUrl, transport),
     webSocket: webSocketFactory({ ...transport, onSocketError: settings.onSocketError }),
     store,
-    ...kdfOverride(settings.env),
+    ...settings.keyDerivation,
   }
 }
 

@@ -25,7 +25,9 @@ export const USAGE = `Usage:
 
 Options:
   --server <url>     the server (SECURE_CHAT_SERVER; default ${DEFAULT_SERVER})
-  --ca <file>        trust this PEM certificate for a self-signed server (SECURE_CHAT_CA)
+  --ca <file>        trust only this PEM certificate, for a self-signed server (SECURE_CHAT_CA);
+                     without it, the system's trust store: Node's CAs and the system bundle
+                     (SSL_CERT_FILE, else /etc/ssl/certs/ca-certificates.crt or the like)
   --data-dir <dir>   local data (default $XDG_DATA_HOME/secure-chat or ~/.local/share/secure-chat)
   --user <name>      the local account to use (SECURE_CHAT_USER; default: the only one)
 

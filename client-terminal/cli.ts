@@ -8,7 +8,6 @@
  * delivery receipts for what arrived a bounded moment to go out (`flush`; what does not is sent on
  * the next connection).
  */
-import { readFileSync } from 'node:fs'
 import type {
   ChatClient,
   ClientEvents,
@@ -22,6 +21,7 @@ import {
   type ClientSettings,
   chooseAccount,
   ensureLoggedIn,
+  kdfOverride,
   normalizedUsername,
   openAccount,
   registerAccount,
@@ -33,6 +33,7 @@ import { CommandError, describeFailure, ExitCode, exitCodeFor, UsageError } from
 import { readPassword } from './password.js'
 import { certificatesFile, dataDirectory } from './paths.js'
 import { describeNetworkError, isCertificateError, parseServerUrl } from './transport.js'
+import { trustContext, trustedCertificates } from './trust.js'
 import { formatTimestamp, messageTime, safeText, safetyNumberRows } from './view.js'
 
 /** Waiting for the relay to accept our login (the core gives up after this long). */
@@ -68,18 +69,11 @@ function warn(io: CliIo, text: string): void {
   io.stderr.write(`secure-chat: ${text}\n`)
 }
 
-export function readCaFile(file: string | undefined): string | undefined {
-  if (file === undefined) return undefined
-  try {
-    return readFileSync(file, 'utf8')
-  } catch (error) {
-    throw new UsageError(
-      `--ca: expected a readable PEM file, got ${(error as NodeJS.ErrnoException).code ?? 'an error'} for ${file}`,
-    )
-  }
-}
-
-/** Settings shared by all commands (and the interactive client): server, CA, data directory. */
+/**
+ * Settings shared by all commands (and the interactive client): server, trusted certificate
+ * authorities (--ca, else the system's), data directory, and the test-only key derivation cost.
+ * Everything is checked here, before any file is touched or any connection made.
+ */
 export function clientSettings(
   options: { server: string; ca: string | undefined; dataDir: string | undefined },
   env: NodeJS.ProcessEnv,
@@ -93,9 +87,9 @@ export function clientSettings(
   }
   return {
     serverUrl,
-    ca: readCaFile(options.ca),
+    trust: trustContext(trustedCertificates(options.ca, env)),
     dataDir: dataDirectory(options.dataDir, env),
-    env,
+    keyDerivation: kdfOverride(env),
     ...extra,
   }
 }

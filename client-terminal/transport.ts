@@ -1,7 +1,7 @@
 /**
  * The client core's transport interfaces (shared/client/transport.ts) for Node: REST over
- * node:https and the relay over `ws`, both trusting either the system's certificate authorities or,
- * for a self-signed server, exactly the CA given with --ca.
+ * node:https and the relay over `ws`, both verifying the server against one TLS context (trust.ts:
+ * the system's certificate authorities or, for a self-signed server, exactly the CA given with --ca).
  *
  * Each new TLS connection reports the server certificate's SHA-256 fingerprint to `onCertificate`
  * (certificates.ts remembers them and says when one is new). WebSocket failures go to
@@ -9,7 +9,7 @@
  * untrusted certificate (`isCertificateError`), so the commands stop on one and say why.
  */
 import { request as httpsRequest } from 'node:https'
-import type { TLSSocket } from 'node:tls'
+import type { SecureContext, TLSSocket } from 'node:tls'
 import WebSocket from 'ws'
 import { ClientError, ClientErrorCode } from '../shared/client/errors.js'
 import {
@@ -40,8 +40,11 @@ export interface ServerCertificate {
 }
 
 export interface TransportOptions {
-  /** PEM of the certificate authority (or self-signed certificate) to trust instead of the system's. */
-  readonly ca?: string | undefined
+  /**
+   * The certificate authorities to trust, made once (trust.ts `trustContext`); unset, Node's
+   * built-in list.
+   */
+  readonly trust?: SecureContext | undefined
   /** Called once for each new TLS connection, with the server's certificate. */
   readonly onCertificate?: ((certificate: ServerCertificate) => void) | undefined
 }
@@ -77,7 +80,7 @@ export function isCertificateError(error: unknown): boolean {
 export function describeNetworkError(serverUrl: string, error: unknown): string {
   const code = error instanceof Error && 'code' in error ? String(error.code) : undefined
   if (code !== undefined && UNTRUSTED_CERTIFICATE_CODES.has(code)) {
-    return `expected a certificate we trust from ${serverUrl}, got an untrusted one (${code}); for a self-signed server pass --ca <certificate.pem>`
+    return `expected a certificate we trust from ${serverUrl}, got an untrusted one (${code}); for a self-signed server pass --ca <certificate.pem> (or add its CA to the system's store)`
   }
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
     return `expected a certificate for ${new URL(serverUrl).hostname}, got one for another name (${code})`
@@ -153,7 +156,7 @@ export function httpsClient(serverUrl: string, options: TransportOptions = {}): 
             headers,
             agent: false,
             timeout: REQUEST_TIMEOUT_MS,
-            ...(options.ca !== undefined ? { ca: options.ca } : {}),
+            ...(options.trust !== undefined ? { secureContext: options.trust } : {}),
           },
           (response) => {
             const chunks: Buffer[] = []
@@ -239,7 +242,7 @@ export function webSocketFactory(options: WebSocketOptions = {}): WebSocketFacto
       handshakeTimeout: WEBSOCKET_HANDSHAKE_TIMEOUT_MS,
       maxPayload: MAX_FRAME_BYTES,
       perMessageDeflate: false,
-      ...(options.ca !== undefined ? { ca: options.ca } : {}),
+      ...(options.trust !== undefined ? { secureContext: options.trust } : {}),
     })
     socket.on('upgrade', (response) => {
       const certificate = certificateOf(response.socket as TLSSocket)

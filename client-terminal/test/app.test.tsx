@@ -338,6 +338,71 @@ describe('App', () => {
     await ui.shows('08:00 bob: hi alice')
   })
 
+  it('sends with /msg to the named user, opening that conversation instead of the current one', async () => {
+    const ui = await signedIn()
+    await ui.enter('/chat carol')
+    await ui.shows('Conversation with carol')
+    await ui.enter('/msg Bob hi bob, sent with /msg')
+    await ui.shows('Conversation with bob')
+    await ui.shows('08:00 you: hi bob, sent with /msg …')
+    expect(ui.frame()).not.toContain('Conversation with carol')
+    expect(ui.controller.getState().openChat).toBe('bob')
+    expect((await ui.chat.history('bob')).map((sent) => sent.text)).toEqual(['hi bob, sent with /msg'])
+    expect(await ui.chat.history('carol')).toEqual([])
+    // Plain text now goes to bob too.
+    await ui.enter('and a second line')
+    expect((await ui.chat.history('bob')).map((sent) => sent.text)).toEqual([
+      'hi bob, sent with /msg',
+      'and a second line',
+    ])
+    await ui.enter('/msg carol')
+    await ui.shows('/msg: expected /msg <user> <text>')
+    expect(await ui.chat.history('carol')).toEqual([])
+  })
+
+  it('shows the last n messages with /history n, and the default number again without n', async () => {
+    const ui = await signedIn((_backend, chat) => {
+      for (let i = 1; i <= 6; i++) chat.receive('bob', `note number ${i}`)
+    })
+    await ui.enter('/history 2')
+    await ui.shows('no open conversation: /chat <user> first')
+    await ui.enter('/chat bob')
+    await ui.shows('bob: note number 6')
+    for (let i = 1; i <= 6; i++) expect(ui.frame()).toContain(`bob: note number ${i}`)
+    await ui.enter('/history 2')
+    await vi.waitFor(() => expect(ui.frame()).not.toContain('note number 4'))
+    const shown = ui.frame()
+    expect(shown).toContain('bob: note number 5')
+    expect(shown).toContain('bob: note number 6')
+    for (let i = 1; i <= 4; i++) expect(shown).not.toContain(`note number ${i}`)
+    expect(ui.controller.getState().messages.map((shownMessage) => shownMessage.text)).toEqual([
+      'note number 5',
+      'note number 6',
+    ])
+    await ui.enter('/history')
+    await ui.shows('bob: note number 1')
+    expect(ui.controller.getState().messages).toHaveLength(6)
+    await ui.enter('/history 0')
+    await ui.shows('/history: expected a number of messages from 1 to 1000')
+  })
+
+  it('shows the connection state in the header with its own word', async () => {
+    const ui = await signedIn()
+    const header = () => ui.frame().split('\n')[0] ?? ''
+    await vi.waitFor(() => expect(header()).toContain('alice @ https://chat.example:8443 · ● online'))
+    ui.chat.setConnection('connecting')
+    await vi.waitFor(() => expect(header()).toContain('· ● connecting…'))
+    expect(header()).not.toContain('online')
+    ui.chat.setConnection('offline')
+    await vi.waitFor(() => expect(header()).toContain('· ● offline (reconnecting)'))
+    expect(header()).not.toContain('connecting…')
+    ui.chat.setConnection('online')
+    await vi.waitFor(() => expect(header()).toContain('· ● online'))
+    expect(header()).not.toContain('offline')
+    ui.chat.setConnection('logged-out')
+    await vi.waitFor(() => expect(header()).toContain('· ● signed out by the server: /login again'))
+  })
+
   it('shows unread counts and presence in the contact list, and clears unread when opened', async () => {
     const ui = await signedIn((_backend, chat) => {
       chat.directory.push('carol')

@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { strongPassword } from '../../server/test/harness.js'
-import { TEST_KDF_ITERATIONS_ENV } from '../accounts.js'
+import { TEST_KDF_ITERATIONS_ENV, TEST_RUN_ENV } from '../accounts.js'
 
 export const repositoryRoot = join(import.meta.dirname, '..', '..')
 export const mainScript = join(repositoryRoot, 'client-terminal', 'main.ts')
@@ -64,7 +64,13 @@ export class TestAccount {
   /** Runs the CLI as this account (its data directory; the password in the environment unless given). */
   run(
     args: readonly string[],
-    options: { password?: string | null; stdin?: string; trustCa?: boolean } = {},
+    options: {
+      password?: string | null
+      stdin?: string
+      trustCa?: boolean
+      /** More environment for the process (it gets only PATH, HOME and the test settings otherwise). */
+      env?: Record<string, string>
+    } = {},
   ): Promise<CliResult> {
     const password = options.password === undefined ? this.password : options.password
     const ca = options.trustCa === false ? [] : ['--ca', this.workspace.caFile]
@@ -72,6 +78,7 @@ export class TestAccount {
       [...args, '--server', this.workspace.origin, ...ca, '--data-dir', this.dataDir],
       {
         ...(password === null ? {} : { SECURE_CHAT_PASSWORD: password }),
+        ...options.env,
       },
       options.stdin,
     )
@@ -137,6 +144,7 @@ export function runCli(
         env: {
           PATH: process.env.PATH ?? '',
           HOME: process.env.HOME ?? '',
+          [TEST_RUN_ENV]: 'true',
           [TEST_KDF_ITERATIONS_ENV]: TEST_KDF_ITERATIONS,
           ...env,
         },
@@ -154,4 +162,31 @@ export function runCli(
 
 export function sha256File(file: string): string {
   return createHash('sha256').update(readFileSync(file)).digest('hex')
+}
+
+/**
+ * Whether `secret` can be read from `bytes` without a key: as UTF-8, UTF-16 (either byte order),
+ * hex, or base64 / base64url at any of the three alignments a value can have inside a longer
+ * encoded string.
+ */
+export function revealedIn(bytes: Buffer, secret: string): boolean {
+  const plain = Buffer.from(secret, 'utf8')
+  const forms: Buffer[] = [
+    plain,
+    Buffer.from(secret, 'utf16le'),
+    Buffer.from(secret, 'utf16le').swap16(),
+    Buffer.from(plain.toString('hex')),
+    Buffer.from(plain.toString('hex').toUpperCase()),
+  ]
+  for (let offset = 0; offset < 3; offset++) {
+    const shifted = Buffer.concat([Buffer.alloc(offset), plain])
+    for (const encoding of ['base64', 'base64url'] as const) {
+      const encoded = shifted.toString(encoding).replace(/=+$/, '')
+      // Only the characters that depend on the secret alone: not the first group when it mixes in
+      // the padding bytes, not the last group, which mixes in whatever follows.
+      const inner = encoded.slice(offset === 0 ? 0 : 4, -4)
+      if (inner.length >= 4) forms.push(Buffer.from(inner))
+    }
+  }
+  return forms.some((form) => bytes.includes(form))
 }

@@ -3,15 +3,26 @@
  * temporary directories, and the real CLI run as child processes. Every wait is on a process
  * finishing; the test timeouts are only failure guards.
  */
-import { rmSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { rootCertificates, type SecureContext } from 'node:tls'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startServer, strongPassword, type TestServer } from '../../server/test/harness.js'
+import { STORAGE_KEY_MIN_ITERATIONS } from '../../shared/at-rest.js'
 import { ChatClient, type ChatClientOptions } from '../../shared/client/chat-client.js'
 import { type ClientStore, MemoryStore } from '../../shared/client/store.js'
+import { TEST_KDF_ITERATIONS_ENV, TEST_RUN_ENV } from '../accounts.js'
 import { ExitCode } from '../exit-codes.js'
 import { openSqliteStore } from '../store.js'
 import { httpsClient, webSocketFactory } from '../transport.js'
-import { sha256File, TEST_KDF_ITERATIONS, type TestAccount, TestWorkspace } from './e2e-helpers.js'
+import { SYSTEM_CA_FILE_ENV, trustContext } from '../trust.js'
+import {
+  revealedIn,
+  sha256File,
+  TEST_KDF_ITERATIONS,
+  type TestAccount,
+  TestWorkspace,
+} from './e2e-helpers.js'
 
 /**
  * Failure guard per test: each CLI run starts a Node process (about a second, more on a busy
@@ -21,10 +32,13 @@ const E2E_GUARD_MS = 300_000
 
 let server: TestServer
 let workspace: TestWorkspace
+/** The in-process clients trust the test server's certificate, as the CLI does with --ca. */
+let trust: SecureContext
 
 beforeAll(async () => {
   server = await startServer()
   workspace = new TestWorkspace(server.origin, server.ca)
+  trust = trustContext(server.ca)
 }, E2E_GUARD_MS)
 
 afterAll(async () => {
@@ -35,8 +49,8 @@ afterAll(async () => {
 function clientOptions(store: ClientStore): ChatClientOptions {
   return {
     serverUrl: server.origin,
-    http: httpsClient(server.origin, { ca: server.ca }),
-    webSocket: webSocketFactory({ ca: server.ca }),
+    http: httpsClient(server.origin, { trust }),
+    webSocket: webSocketFactory({ trust }),
     store,
     storageKeyIterations: Number(TEST_KDF_ITERATIONS),
     minimumStorageKeyIterations: Number(TEST_KDF_ITERATIONS),
@@ -151,6 +165,28 @@ describe('the non-interactive CLI against the real server', { timeout: E2E_GUARD
     }
   })
 
+  it('leaves no message text and no password readable in the database files', async () => {
+    // Everything alice and bob wrote so far, in both directions.
+    const texts = [
+      'hello bob',
+      'hello alice, 👋 from bob',
+      ...Array.from({ length: 10 }, (_, i) => `offline message ${i + 1}`),
+      'after a restart',
+    ]
+    for (const account of [alice, bob]) {
+      const files = ['', '-wal', '-journal']
+        .map((suffix) => `${account.databaseFile}${suffix}`)
+        .filter((file) => existsSync(file))
+      const stolen = Buffer.concat(files.map((file) => readFileSync(file)))
+      expect(files[0]).toBe(account.databaseFile)
+      // The search finds what is stored in the clear (the account's name, for choosing the file).
+      expect(revealedIn(stolen, account.username)).toBe(true)
+      for (const secret of [...texts, account.password]) {
+        expect(revealedIn(stolen, secret), `${secret} in ${account.username}'s database`).toBe(false)
+      }
+    }
+  })
+
   it('filters by sender and waits for a message with --wait', async () => {
     const carol = workspace.account('carol')
     await carol.register()
@@ -218,6 +254,25 @@ describe('the non-interactive CLI against the real server', { timeout: E2E_GUARD
     const untrustedRelay = await alice.run(['read'], { trustCa: false })
     expect(untrustedRelay.code).toBe(ExitCode.Network)
     expect(untrustedRelay.stderr).toContain('untrusted')
+  })
+
+  it("trusts the system's certificate store without --ca (SSL_CERT_FILE naming a bundle with the server's certificate)", async () => {
+    const bundle = join(workspace.root, 'system-bundle.pem')
+    writeFileSync(bundle, `${rootCertificates.slice(0, 3).join('\n')}\n${server.ca}`)
+    const dave = workspace.account('dave')
+    const system = { trustCa: false, env: { [SYSTEM_CA_FILE_ENV]: bundle } }
+    // REST (register) and the relay (read waits until it caught up over the WebSocket).
+    const registered = await dave.run(['register', dave.username], system)
+    expect(registered.code, registered.stderr).toBe(0)
+    await alice.send(dave, 'trusted through the system store')
+    const read = await dave.run(['read', '--json'], system)
+    expect(read.code, read.stderr).toBe(0)
+    expect(JSON.parse(read.stdout).text).toBe('trusted through the system store')
+    // The same bundle without the server's certificate is not enough.
+    writeFileSync(bundle, rootCertificates.slice(0, 3).join('\n'))
+    const untrusted = await dave.run(['read'], system)
+    expect(untrusted.code).toBe(ExitCode.Network)
+    expect(untrusted.stderr).toContain('untrusted')
   })
 
   it('prints the same safety number on both sides and marks it verified with --confirm', async () => {
@@ -298,6 +353,33 @@ describe('the local database', { timeout: E2E_GUARD_MS }, () => {
     } finally {
       await store.close()
     }
+  })
+
+  it('is neither made nor opened with the test-only key derivation outside a test run', async () => {
+    const outsideTests = { [TEST_RUN_ENV]: '' }
+    // Asked for weak key derivation, a run that is not a test refuses before making anything.
+    const grace = workspace.account('grace')
+    const refused = await grace.run(['register', grace.username], { env: outsideTests })
+    expect(refused.code).toBe(ExitCode.Usage)
+    expect(refused.stderr).toContain(
+      `${TEST_KDF_ITERATIONS_ENV}: expected it unset outside the test suite, got "${TEST_KDF_ITERATIONS}"`,
+    )
+    expect(existsSync(grace.dataDir)).toBe(false)
+    // An account the tests made weakly cannot be unlocked by such a run either, with or without
+    // the variable, and its file stays as it was.
+    await grace.register()
+    const before = sha256File(grace.databaseFile)
+    const withVariable = await grace.run(['read'], { env: outsideTests })
+    expect(withVariable.code).toBe(ExitCode.Usage)
+    expect(withVariable.stderr).toContain('expected it unset outside the test suite')
+    const withoutVariable = await grace.run(['read'], {
+      env: { ...outsideTests, [TEST_KDF_ITERATIONS_ENV]: '' },
+    })
+    expect(withoutVariable.code).not.toBe(0)
+    expect(withoutVariable.stderr).toContain(
+      `expected at least ${STORAGE_KEY_MIN_ITERATIONS} iterations, got ${TEST_KDF_ITERATIONS}`,
+    )
+    expect(sha256File(grace.databaseFile)).toBe(before)
   })
 
   it('is refused, untouched, when it is not a secure-chat database', async () => {

@@ -5,8 +5,9 @@ import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { ClientError, ClientErrorCode } from '../../shared/client/errors.js'
 import { ProtocolError } from '../../shared/errors.js'
-import { kdfOverride, TEST_KDF_ITERATIONS_ENV } from '../accounts.js'
+import { kdfOverride, TEST_KDF_ITERATIONS_ENV, TEST_RUN_ENV } from '../accounts.js'
 import { describeCertificateNotice, KnownCertificates } from '../certificates.js'
+import { clientSettings } from '../cli.js'
 import { CommandError, ExitCode, exitCodeFor, UsageError } from '../exit-codes.js'
 import { accountFile, dataDirectory, localAccounts, serverDirectoryName } from '../paths.js'
 import { StoreFileError } from '../store.js'
@@ -85,14 +86,42 @@ describe('KnownCertificates', () => {
 })
 
 describe('test-only KDF iterations', () => {
-  it('changes nothing unless set, and refuses nonsense', () => {
+  const testRun = { [TEST_RUN_ENV]: 'true' }
+
+  it('changes nothing unless set, and refuses nonsense in a test run', () => {
     expect(kdfOverride({})).toEqual({})
-    expect(kdfOverride({ [TEST_KDF_ITERATIONS_ENV]: '1000' })).toEqual({
+    expect(kdfOverride(testRun)).toEqual({})
+    expect(kdfOverride({ ...testRun, [TEST_KDF_ITERATIONS_ENV]: '1000' })).toEqual({
       storageKeyIterations: 1000,
       minimumStorageKeyIterations: 1000,
     })
-    expect(() => kdfOverride({ [TEST_KDF_ITERATIONS_ENV]: 'many' })).toThrow(UsageError)
-    expect(() => kdfOverride({ [TEST_KDF_ITERATIONS_ENV]: '0' })).toThrow(UsageError)
+    expect(() => kdfOverride({ ...testRun, [TEST_KDF_ITERATIONS_ENV]: 'many' })).toThrow(UsageError)
+    expect(() => kdfOverride({ ...testRun, [TEST_KDF_ITERATIONS_ENV]: '0' })).toThrow(UsageError)
+  })
+
+  it('is refused outside a test run, whatever the value', () => {
+    for (const env of [
+      { [TEST_KDF_ITERATIONS_ENV]: '1000' },
+      { [TEST_KDF_ITERATIONS_ENV]: '1' },
+      { [TEST_KDF_ITERATIONS_ENV]: '1000', [TEST_RUN_ENV]: '' },
+    ]) {
+      expect(() => kdfOverride(env)).toThrow(UsageError)
+      expect(() => kdfOverride(env)).toThrow(
+        `${TEST_KDF_ITERATIONS_ENV}: expected it unset outside the test suite, got "${env[TEST_KDF_ITERATIONS_ENV]}"`,
+      )
+    }
+  })
+
+  it('is refused by the settings every command starts from, before any file is made', () => {
+    const dataDir = join(root, 'never-made')
+    const options = { server: 'https://localhost:8443', ca: undefined, dataDir }
+    expect(() => clientSettings(options, { [TEST_KDF_ITERATIONS_ENV]: '1000' })).toThrow(UsageError)
+    expect(() => statSync(dataDir)).toThrow()
+    expect(clientSettings(options, {}).keyDerivation).toEqual({})
+    expect(clientSettings(options, { ...testRun, [TEST_KDF_ITERATIONS_ENV]: '1000' }).keyDerivation).toEqual({
+      storageKeyIterations: 1000,
+      minimumStorageKeyIterations: 1000,
+    })
   })
 })
 

@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startServer, type TestServer } from '../../server/test/harness.js'
-import { TEST_KDF_ITERATIONS_ENV } from '../accounts.js'
+import { TEST_KDF_ITERATIONS_ENV, TEST_RUN_ENV } from '../accounts.js'
 import { mainScript, repositoryRoot, TEST_KDF_ITERATIONS, TestWorkspace } from './e2e-helpers.js'
 
 const run = promisify(execFile)
@@ -113,6 +113,8 @@ describe('the interactive client in tmux', () => {
       '40',
       '-c',
       repositoryRoot,
+      '-e',
+      `${TEST_RUN_ENV}=true`,
       '-e',
       `${TEST_KDF_ITERATIONS_ENV}=${TEST_KDF_ITERATIONS}`,
       '-e',
