@@ -138,7 +138,7 @@ async function relay(command: Extract<LoadCommand, { cmd: 'relay' }>): Promise<R
   let delivered = 0
   let total = 0
   let errors = 0
-  const runPrefix = randomBytes(6)
+  const runPrefix = randomBytes(4)
 
   const partnerOf = (client: Client) => clients[client.index ^ 1]!
 
@@ -150,6 +150,9 @@ async function relay(command: Extract<LoadCommand, { cmd: 'relay' }>): Promise<R
     socket.cork()
     while (client.inFlight < command.window) {
       client.counter += 1
+      // Ids as clients make them (shared/message-id.ts): the time first, then bytes unique to this
+      // client and run, and a counter in place of the rest of the random part.
+      client.idBytes.writeUIntBE(Date.now(), 0, 6)
       client.idBytes.writeUInt32BE(client.counter, 12)
       const id = client.idBytes.toString('base64url')
       client.ws.send(`{"v":1,"type":"send","id":"${id}","to":"${partnerName}","body":"${BODY}"}`)
@@ -216,8 +219,8 @@ async function relay(command: Extract<LoadCommand, { cmd: 'relay' }>): Promise<R
       command.tokens.slice(start, start + 50).map(async (token, offset) => {
         const index = start + offset
         const idBytes = Buffer.alloc(16)
-        runPrefix.copy(idBytes, 0)
-        idBytes.writeUInt16BE(index, 6)
+        runPrefix.copy(idBytes, 6)
+        idBytes.writeUInt16BE(index, 10)
         const client: Client = {
           index,
           ws: undefined as unknown as WebSocket,
@@ -305,9 +308,8 @@ async function drain(command: Extract<LoadCommand, { cmd: 'drain' }>) {
         check()
       },
     ).then((ws) => {
-      const prefix = randomBytes(8)
-      const idBytes = Buffer.alloc(16)
-      prefix.copy(idBytes)
+      const idBytes = randomBytes(16)
+      idBytes.writeUIntBE(Date.now(), 0, 6)
       const socket = socketOf(ws)
       socket.cork()
       for (let i = 0; i < command.count; i++) {

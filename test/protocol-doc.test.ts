@@ -30,6 +30,7 @@ import { ProtocolErrorCode } from '../shared/errors.js'
 import { IDENTITY_EXPORT_VERSION, PREKEY_EXPORT_VERSION } from '../shared/identity.js'
 import * as labels from '../shared/labels.js'
 import * as limits from '../shared/limits.js'
+import { MESSAGE_ID_TIME_BYTES } from '../shared/message-id.js'
 import { MAX_RETIRED_RATCHET_KEYS } from '../shared/ratchet/double-ratchet.js'
 import { SAFETY_NUMBER_QR_VERSION, SAFETY_NUMBER_VERSION } from '../shared/safety-number.js'
 import { SESSION_SERIALIZATION_VERSION } from '../shared/session-serialization.js'
@@ -67,6 +68,7 @@ const OTHER_CONSTANTS: Record<string, number> = {
   AES_GCM_TAG_BYTES,
   RSA_OAEP_MODULUS_BITS,
   RSA_OAEP_MAX_PLAINTEXT_BYTES,
+  MESSAGE_ID_TIME_BYTES,
 }
 
 /** Splits a Markdown table row into trimmed cells; a `|` inside a code span or escaped stays put. */

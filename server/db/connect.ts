@@ -26,7 +26,7 @@ export const SQLITE_SYNCHRONOUS = 'FULL'
 
 /**
  * SQLite page cache of the main connection: 64 MiB instead of the default 2 MiB, so the queue's
- * indexes (the UNIQUE (sender, message id) one grows with every message kept for the idempotency
+ * indexes (the UNIQUE (message id, sender) one grows with every message kept for the idempotency
  * window) stay in memory instead of being re-read from the OS on every insert.
  */
 export const SQLITE_CACHE_KIB = 64 * 1024

@@ -108,9 +108,80 @@ for (const dialect of DIALECTS) {
               db,
             )
       expect(indexes.rows.map((row) => row.name)).toEqual(['messages_undelivered'])
-      await migrateDown(database.db, dialect)
+      // Down to before the tombstones: the later migrations first.
+      while ((await appliedMigrations(db, dialect)).includes('2026-11-26-02-message-tombstones')) {
+        await migrateDown(database.db, dialect)
+      }
       const left = await db.selectFrom('messages').select('client_id').execute()
       expect(left.map((row) => row.client_id[0])).toEqual([1])
+    })
+
+    it('message id first: rows and the sequence counter survive both ways, duplicates stay refused', async () => {
+      database = await createTestDatabase(dialect)
+      const db = database.db
+      await migrateDown(db, dialect)
+      expect((await appliedMigrations(db, dialect)).at(-1)).toBe('2026-11-26-02-message-tombstones')
+      const user = (username: string) => ({
+        username,
+        password_hash: 'x',
+        login_key: new Uint8Array(10),
+        identity_key: new Uint8Array(32),
+        signing_key: new Uint8Array(32),
+        identity_signature: new Uint8Array(64),
+        created_at: 1,
+        identity_changed_at: 1,
+      })
+      const [alice, bob] = await Promise.all(
+        ['alice', 'bob'].map((name) =>
+          db.insertInto('users').values(user(name)).returning('id').executeTakeFirstOrThrow(),
+        ),
+      )
+      const message = (senderId: number, first: number) => ({
+        recipient_id: alice!.id,
+        sender_id: senderId,
+        client_id: new Uint8Array(16).fill(first),
+        body: new Uint8Array([first]),
+        created_at: 1,
+        expires_at: 2,
+        delivered_at: first === 2 ? 5 : null,
+      })
+      await db
+        .insertInto('messages')
+        .values([message(alice!.id, 1), message(alice!.id, 2), message(alice!.id, 3)])
+        .execute()
+      const highest = await db
+        .deleteFrom('messages')
+        .where('body', '=', new Uint8Array([3]))
+        .returning('seq')
+        .executeTakeFirstOrThrow()
+      const rows = () =>
+        db
+          .selectFrom('messages')
+          .select(['seq', 'sender_id', 'client_id', 'body', 'delivered_at'])
+          .orderBy('seq')
+          .execute()
+      const before = await rows()
+
+      await migrateToLatest(db, dialect)
+      expect(await rows()).toEqual(before)
+      await expect(db.insertInto('messages').values(message(alice!.id, 1)).execute()).rejects.toThrow()
+      // The same id from another sender is another message.
+      const other = await db
+        .insertInto('messages')
+        .values(message(bob!.id, 1))
+        .returning('seq')
+        .executeTakeFirstOrThrow()
+      expect(other.seq).toBeGreaterThan(highest.seq)
+
+      await migrateDown(db, dialect)
+      expect((await rows()).map((row) => row.seq)).toEqual([...before.map((row) => row.seq), other.seq])
+      await expect(db.insertInto('messages').values(message(bob!.id, 1)).execute()).rejects.toThrow()
+      const next = await db
+        .insertInto('messages')
+        .values(message(bob!.id, 4))
+        .returning('seq')
+        .executeTakeFirstOrThrow()
+      expect(next.seq).toBeGreaterThan(other.seq)
     })
 
     it('enforces the schema: binary lengths are checked and usernames are unique', async () => {

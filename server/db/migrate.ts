@@ -14,6 +14,7 @@
 import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } from 'kysely'
 import * as initial from './migrations/2026-11-26-01-initial.js'
 import * as messageTombstones from './migrations/2026-11-26-02-message-tombstones.js'
+import * as messageIdFirst from './migrations/2026-11-26-03-message-id-first.js'
 import type { SqlDialect } from './schema.js'
 
 interface DialectMigration {
@@ -27,6 +28,7 @@ interface DialectMigration {
 export const MIGRATIONS: Readonly<Record<string, DialectMigration>> = {
   '2026-11-26-01-initial': initial,
   '2026-11-26-02-message-tombstones': messageTombstones,
+  '2026-11-26-03-message-id-first': messageIdFirst,
 }
 
 export const MIGRATION_TABLE = 'kysely_migration'

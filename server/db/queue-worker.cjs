@@ -33,10 +33,10 @@ db.pragma(`wal_autocheckpoint = ${settings.autocheckpointPages}`)
 const statements = {
   insert: db.prepare(
     `insert into messages (recipient_id, sender_id, client_id, body, created_at, expires_at)
-     values (?, ?, ?, ?, ?, ?) on conflict (sender_id, client_id) do nothing`,
+     values (?, ?, ?, ?, ?, ?) on conflict (client_id, sender_id) do nothing`,
   ),
   existing: db.prepare(
-    'select seq, created_at, delivered_at from messages where sender_id = ? and client_id = ?',
+    'select seq, created_at, delivered_at from messages where client_id = ? and sender_id = ?',
   ),
   depth: db.prepare(
     `select count(*) as count, coalesce(sum(length(body)), 0) as bytes from messages
@@ -118,8 +118,8 @@ const applyBatch = db.transaction((request) => {
         continue
       }
     }
-    // Full, or the insert met the UNIQUE (sender_id, client_id): a duplicate if the row exists.
-    const existing = statements.existing.get(senderId, clientId)
+    // Full, or the insert met the UNIQUE (client_id, sender_id): a duplicate if the row exists.
+    const existing = statements.existing.get(clientId, senderId)
     if (existing) {
       outcomes[i * 3] = existing.delivered_at === null ? 1 : 2
       outcomes[i * 3 + 1] = existing.seq

@@ -5,7 +5,7 @@
  * stamps `delivered_at`, and the row stays as a tombstone until its original `expires_at`.
  * `seq` is never reused, so "everything up to N" always means the same rows.
  *
- * Idempotency: (sender_id, client_id) is UNIQUE and tombstones keep their entry, so a retried send
+ * Idempotency: (client_id, sender_id) is UNIQUE and tombstones keep their entry, so a retried send
  * finds the stored row, queued or delivered, for as long as the message would have lived
  * (limits.ts MESSAGE_TTL_MS) and nothing is stored or delivered twice.
  *
@@ -48,7 +48,7 @@ export async function enqueueMessage(db: Db, message: NewMessage): Promise<Enque
       created_at: message.now,
       expires_at: message.expiresAt,
     })
-    .onConflict((conflict) => conflict.columns(['sender_id', 'client_id']).doNothing())
+    .onConflict((conflict) => conflict.columns(['client_id', 'sender_id']).doNothing())
     .returning(['seq', 'created_at'])
     .executeTakeFirst()
   if (inserted) return { seq: inserted.seq, createdAt: inserted.created_at, duplicate: false }

@@ -43,7 +43,6 @@ import {
   exportRsaPrivateKeyPkcs8,
   generateRsaOaepKeyPair,
   importRsaPrivateKeyPkcs8,
-  randomBytes,
   rsaOaepDecrypt,
 } from '../crypto/primitives.js'
 import { isProtocolError, ProtocolErrorCode } from '../errors.js'
@@ -59,11 +58,11 @@ import {
 } from '../identity.js'
 import { defaultKeyGeneration, type KeyGeneration } from '../key-generation.js'
 import {
-  MESSAGE_ID_BYTES,
   ONE_TIME_PREKEY_BATCH,
   ONE_TIME_PREKEY_REFILL_THRESHOLD,
   SIGNED_PREKEY_ROTATION_MS,
 } from '../limits.js'
+import { newMessageId } from '../message-id.js'
 import { type SafetyNumber, safetyNumber } from '../safety-number.js'
 import {
   acceptSession,
@@ -870,8 +869,8 @@ export class ChatClient {
     // A contact may have started over while we were away: finish checking before encrypting to them.
     await this.identityChecks
     const message = await this.peerQueues.run(name, async () => {
-      const id = toBase64Url(randomBytes(MESSAGE_ID_BYTES))
       const sentAt = this.now()
+      const id = toBase64Url(newMessageId(sentAt))
       const { session, contact } = await this.sessionForSending(name)
       const encrypted = await encryptMessage(
         session,
@@ -1198,7 +1197,7 @@ export class ChatClient {
           encodeContent({ v: 1, type: 'receipt', ids: chunk }),
           this.keys,
         )
-        const id = toBase64Url(randomBytes(MESSAGE_ID_BYTES))
+        const id = toBase64Url(newMessageId(this.now()))
         await this.store.commit([
           await this.records.sessionPut(peer, encrypted.session),
           await this.records.outboxPut(
