@@ -1,6 +1,6 @@
 import { generateKeyPairSync } from 'node:crypto'
 import bcrypt from 'bcrypt'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { toBase64Url } from '../shared/bytes.js'
 import type { LoginResponse } from '../shared/codec/api.js'
 import { preKeyToJson } from '../shared/codec/keys.js'
@@ -19,6 +19,7 @@ import {
   register,
   signUp,
   startServer,
+  TEST_BCRYPT_COST,
   type TestServer,
 } from './test/harness.js'
 
@@ -216,6 +217,35 @@ describe('accounts over TLS (SQLite)', () => {
         expect(response.body).toEqual(wrong.body)
       }
       expect(wrong.body.error.code).toBe('E2E_ERR_INVALID_CREDENTIALS')
+    })
+
+    it('spends the same bcrypt comparison on an unknown or invalid name as on a wrong password', async () => {
+      const client = await makeClient()
+      await register(server, client)
+      // password.ts calls bcrypt.compare on this same module object, so the spy sees every check.
+      const compare = vi.spyOn(bcrypt, 'compare')
+      try {
+        for (const username of [client.username, `nobody${process.pid}x`, '!!']) {
+          const response = await server.request(LOGIN, {
+            body: { username, password: 'not-the-password-123' },
+          })
+          expect(response.status).toBe(401)
+        }
+        const hashes = compare.mock.calls.map(([, hash]) => hash)
+        expect(hashes).toHaveLength(3)
+        const [stored, unknown, invalid] = hashes as [string, string, string]
+        expect(bcrypt.getRounds(stored)).toBe(TEST_BCRYPT_COST)
+        expect(bcrypt.getRounds(unknown)).toBe(TEST_BCRYPT_COST)
+        expect(bcrypt.getRounds(invalid)).toBe(TEST_BCRYPT_COST)
+        // A real bcrypt hash of something else, not the account's own hash reused.
+        expect(unknown).toMatch(/^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$/)
+        expect(unknown).not.toBe(stored)
+        expect(invalid).toBe(unknown)
+        // Every comparison ran to its end (the spy awaited bcrypt's own answer, false each time).
+        for (const result of compare.mock.results) await expect(result.value).resolves.toBe(false)
+      } finally {
+        compare.mockRestore()
+      }
     })
 
     it('locks an account after repeated failures (429 with Retry-After), even for the right password', async () => {
