@@ -1,9 +1,78 @@
+import Fastify from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { toBase64Url, toHex } from '../shared/bytes.js'
 import type { LoginResponse } from '../shared/codec/api.js'
 import { preKeyToJson } from '../shared/codec/keys.js'
 import { generateOneTimePreKeys, publicPreKey } from '../shared/identity.js'
-import { decryptToken, makeClient, startServer, type TestServer } from './test/harness.js'
+import { loggerOptions } from './log.js'
+import { decryptToken, login, makeClient, startServer, type TestServer } from './test/harness.js'
+import { connect } from './test/ws-client.js'
+
+describe('logger options', () => {
+  it('redact tokens, passwords, authorization headers and bodies at any depth', async () => {
+    const lines: string[] = []
+    // The logger exactly as build() makes it: Fastify's pino with log.ts's options.
+    const app = Fastify({
+      logger: loggerOptions({ level: 'trace', stream: { write: (line) => lines.push(line) } }),
+    })
+    const secret = (name: string) => `${name}-${toBase64Url(crypto.getRandomValues(new Uint8Array(12)))}`
+    const secrets = {
+      token: secret('token'),
+      nestedToken: secret('nested-token'),
+      deepToken: secret('deep-token'),
+      password: secret('password'),
+      nestedPassword: secret('nested-password'),
+      deepPassword: secret('deep-password'),
+      authorization: secret('authorization'),
+      headerAuthorization: secret('header-authorization'),
+      requestAuthorization: secret('request-authorization'),
+      query: secret('query'),
+      body: secret('body'),
+      nestedBody: secret('nested-body'),
+      deepBody: secret('deep-body'),
+      listedBody: secret('listed-body'),
+      bodyField: secret('body-field'),
+    }
+    app.log.info({ event: 'top', token: secrets.token, password: secrets.password, body: secrets.body })
+    app.log.info({
+      event: 'one-down',
+      session: { token: secrets.nestedToken },
+      frame: { body: secrets.nestedBody },
+    })
+    app.log.info({
+      event: 'deeper',
+      request: { payload: { credentials: { password: secrets.deepPassword, token: secrets.deepToken } } },
+      relay: { frame: { message: { body: secrets.deepBody } } },
+      sends: [{ id: 'a', body: secrets.listedBody }],
+    })
+    app.log.warn({
+      event: 'http',
+      request: { body: { password: secrets.nestedPassword, note: secrets.bodyField } },
+    })
+    app.log.info({ event: 'headers', authorization: `Bearer ${secrets.authorization}` })
+    app.log.info({ event: 'headers', headers: { authorization: `Bearer ${secrets.headerAuthorization}` } })
+    app.log.info({
+      event: 'request',
+      req: {
+        method: 'GET',
+        url: `/api/v1/keys/status?token=${secrets.query}`,
+        headers: { authorization: `Bearer ${secrets.requestAuthorization}` },
+      },
+    })
+    await app.close()
+
+    const output = lines.join('')
+    for (const event of ['top', 'one-down', 'deeper', 'http', 'headers', 'request']) {
+      expect(output).toContain(`"event":"${event}"`)
+    }
+    expect(output).toContain('[redacted]')
+    expect(output).toContain('"path":"/api/v1/keys/status"')
+    for (const [name, value] of Object.entries(secrets)) {
+      expect(output.includes(value), `the log shows the ${name}`).toBe(false)
+    }
+    expect(output).not.toMatch(/bearer/i)
+  })
+})
 
 describe('logs', () => {
   const lines: string[] = []
@@ -17,7 +86,7 @@ describe('logs', () => {
     await server?.close()
   })
 
-  it('a register + login + bundle + upload + logout flow writes no password, token or key material', async () => {
+  it('a register + login + bundle + upload + relay send + logout flow writes no password, token, key or message body', async () => {
     const bob = await makeClient()
     const alice = await makeClient()
     const secrets: string[] = []
@@ -51,6 +120,24 @@ describe('logs', () => {
     expect(upload.status).toBe(200)
     for (const preKey of more)
       secrets.push(toBase64Url(preKey.keyPair.publicKey), toBase64Url(preKey.signature))
+
+    // A message over the relay: alice's socket authenticates with her token and sends a body that
+    // stands for ciphertext; bob's socket (his own token) receives and acknowledges it.
+    const bobToken = await login(server, bob)
+    secrets.push(toBase64Url(bobToken))
+    const a = await connect(server, token, 'alice')
+    const b = await connect(server, bobToken, 'bob')
+    const ciphertext = toBase64Url(crypto.getRandomValues(new Uint8Array(200)))
+    secrets.push(ciphertext)
+    const id = a.sendMessage(bob.username, { body: ciphertext })
+    await a.next('accepted')
+    const delivered = await b.next('deliver')
+    expect(delivered).toMatchObject({ id, body: ciphertext })
+    b.ack(delivered.seq)
+    await b.fence()
+    await a.close()
+    await b.close()
+
     expect((await server.request('/api/v1/logout', { method: 'POST', token })).status).toBe(204)
 
     const output = lines.join('')
@@ -58,6 +145,7 @@ describe('logs', () => {
     expect(output).toContain('/api/v1/login')
     expect(output).toContain('E2E_ERR_INVALID_CREDENTIALS')
     expect(output).toContain('"event":"bundle"')
+    expect(output).toContain('"path":"/ws"')
     for (const secret of secrets) {
       expect(output.includes(secret), `log output contains a secret of length ${secret.length}`).toBe(false)
     }
