@@ -453,7 +453,10 @@ export class RelayConnection {
     this.sent(seq)
   }
 
-  /** Reads queued messages after `position` while the window and the socket buffer have room. */
+  /**
+   * Reads queued messages after `position` while the window and the socket buffer have room; a read
+   * is written only up to the buffer's high-water mark (SOCKET_HIGH_WATER_BYTES).
+   */
   pump(): void {
     if (this.state !== 'open' || this.closing || this.reading || this.caughtUp || this.waitingForDrain) return
     const room = this.hub.limits.deliveryWindow - this.inflightCount
@@ -472,6 +475,12 @@ export class RelayConnection {
         if (this.state !== 'open' || this.closing) return
         for (const message of messages) {
           if (message.seq <= this.position) continue
+          if (this.bufferedAmount > SOCKET_HIGH_WATER_BYTES) {
+            // A batch of large envelopes can be many megabytes: write up to the mark and leave the
+            // rest queued (after `position`) for the next read once the socket drains.
+            this.waitForDrain()
+            return
+          }
           this.write(
             deliverFrame(
               message.seq,
