@@ -105,6 +105,41 @@ describe('sc-message-list', () => {
     }
   })
 
+  it('scrolls through 10,000 messages frame by frame, keeping the DOM small (and reports the cost)', async () => {
+    const list = await mount(messages(10_000))
+    const element = viewport(list)
+    const STEP_PX = 150
+    const FRAMES = 400
+    const work: number[] = []
+    const intervals: number[] = []
+    let last = performance.now()
+    for (let frame = 0; frame < FRAMES; frame++) {
+      const started = performance.now()
+      element.scrollTop = Math.max(0, element.scrollTop - STEP_PX)
+      element.dispatchEvent(new Event('scroll'))
+      await list.updateComplete
+      // Layout is part of the frame's cost: force it here rather than leave it to the next paint.
+      void element.scrollHeight
+      work.push(performance.now() - started)
+      await new Promise((resolve) => requestAnimationFrame(() => resolve(undefined)))
+      const now = performance.now()
+      intervals.push(now - last)
+      last = now
+      expect(list.renderedMessageCount).toBeLessThan(80)
+      const visible = visibleIds(list).map((id) => Number(id.slice(1)))
+      expect(visible.length).toBeGreaterThan(0)
+      for (let i = 1; i < visible.length; i++) expect(visible[i]).toBe((visible[i - 1] as number) + 1)
+    }
+    // It really moved: from the newest messages to far older ones.
+    expect(Math.min(...visibleIds(list).map((id) => Number(id.slice(1))))).toBeLessThan(10_000 - FRAMES)
+    const percentile = (values: number[], p: number) =>
+      [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor((values.length * p) / 100))]!
+    // A measurement for people, not a pass mark: printed, never asserted (machines differ).
+    console.log(
+      `scrolling 10,000 messages, ${FRAMES} frames of ${STEP_PX}px: work per frame p50 ${percentile(work, 50).toFixed(2)} ms, p95 ${percentile(work, 95).toFixed(2)} ms, max ${Math.max(...work).toFixed(2)} ms; frame interval p50 ${percentile(intervals, 50).toFixed(1)} ms, p95 ${percentile(intervals, 95).toFixed(1)} ms`,
+    )
+  })
+
   it('asks for older messages near the top, and keeps the view still when they arrive', async () => {
     const list = await mount(messages(200, 10_001), { hasOlder: true })
     let asked = 0

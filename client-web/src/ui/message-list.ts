@@ -227,6 +227,8 @@ export class MessageList extends LitElement {
   private layoutDirty = true
   private resizeObserver: ResizeObserver | undefined
   private charsPerLine = 48
+  /** Height of each row in `rows`: measured once it was rendered, estimated until then. */
+  private sizes = new Float64Array(0)
 
   /** Scrolls to the newest message and keeps following new ones. */
   scrollToBottom(): void {
@@ -245,7 +247,12 @@ export class MessageList extends LitElement {
     super.connectedCallback()
     this.resizeObserver = new ResizeObserver(() => {
       if (!this.viewport) return
-      this.charsPerLine = Math.max(16, Math.floor((Math.min(this.viewport.clientWidth, 820) * 0.7) / 8))
+      const charsPerLine = Math.max(16, Math.floor((Math.min(this.viewport.clientWidth, 820) * 0.7) / 8))
+      if (charsPerLine !== this.charsPerLine) {
+        this.charsPerLine = charsPerLine
+        this.estimateHeights()
+        this.computeOffsets()
+      }
       this.layoutDirty = true
       this.requestUpdate()
     })
@@ -313,15 +320,34 @@ export class MessageList extends LitElement {
     }
     this.rows = rows
     this.indexByKey = new Map(rows.map((row, index) => [row.key, index]))
+    this.estimateHeights()
   }
 
-  private computeOffsets(): void {
-    const offsets = new Float64Array(this.rows.length + 1)
+  /**
+   * Sizes every row once (and again when the width changes), not on every offset pass: the offsets
+   * are recomputed whenever scrolling brings new rows into view and they are measured, and
+   * estimating 10,000 messages each time (or even looking each one up by key) cost milliseconds
+   * per frame.
+   */
+  private estimateHeights(): void {
+    const sizes = new Float64Array(this.rows.length)
     for (let i = 0; i < this.rows.length; i++) {
       const row = this.rows[i] as Row
-      offsets[i + 1] = (offsets[i] as number) + (this.heights.get(row.key) ?? this.estimate(row))
+      sizes[i] = this.heights.get(row.key) ?? this.estimate(row)
     }
-    this.offsets = offsets
+    this.sizes = sizes
+  }
+
+  /** Offsets of every row from `from` on (the ones above it are unchanged). */
+  private computeOffsets(from = 0): void {
+    const count = this.rows.length
+    if (this.offsets.length !== count + 1) {
+      this.offsets = new Float64Array(count + 1)
+      from = 0
+    }
+    const offsets = this.offsets
+    const sizes = this.sizes
+    for (let i = from; i < count; i++) offsets[i + 1] = (offsets[i] as number) + (sizes[i] as number)
   }
 
   private get totalHeight(): number {
@@ -385,17 +411,23 @@ export class MessageList extends LitElement {
   protected override updated(changedProperties: PropertyValues<this>): void {
     // Measure what is rendered; correct the estimates; put the anchor back where it was.
     let changed = false
+    let firstChanged = this.rows.length
     for (const element of this.renderRoot.querySelectorAll<HTMLElement>('.row')) {
       const key = element.dataset.key
       if (!key) continue
       const height = element.offsetHeight
       if (height > 0 && this.heights.get(key) !== height) {
         this.heights.set(key, height)
+        const index = this.indexByKey.get(key)
+        if (index !== undefined) {
+          this.sizes[index] = height
+          firstChanged = Math.min(firstChanged, index)
+        }
         changed = true
       }
     }
     if (changed) {
-      this.computeOffsets()
+      this.computeOffsets(firstChanged)
       // The spacers follow the corrected offsets now, so the scroll position below is reachable.
       const before = this.renderRoot.querySelector<HTMLElement>('.spacer.before')
       const after = this.renderRoot.querySelector<HTMLElement>('.spacer.after')
