@@ -112,6 +112,16 @@ describe('server process', () => {
     )
   })
 
+  it('says PostgreSQL is unreachable, naming host and port but never the password, and exits 1', async () => {
+    const server = run({ ...env, DATABASE_URL: 'postgres://chat:pw-secret-42@127.0.0.1:1/chat' })
+    expect(await server.exited).toBe(1)
+    expect(server.stderr()).toMatch(
+      /^cannot open the database: PostgreSQL is unreachable at 127\.0\.0\.1:1 \(ECONNREFUSED\)/m,
+    )
+    expect(server.stderr() + server.stdout()).not.toContain('pw-secret-42')
+    expect(server.stdout()).not.toContain('listening')
+  })
+
   it('exits with status 2 and a clear message on bad configuration', async () => {
     const server = run({ ...env, PORT: 'eighty' })
     expect(await server.exited).toBe(2)

@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net'
 import { build } from './app.js'
 import { stopPasswordStrengthWorker } from './auth/password-strength.js'
 import { ConfigError, parseConfig, type ServerConfig, USAGE } from './config.js'
-import { openDatabase } from './db/connect.js'
+import { DatabaseOpenError, openDatabase } from './db/connect.js'
 import { MigrationError, migrateToLatest } from './db/migrate.js'
 import { SHUTDOWN_GRACE_MS } from './limits.js'
 import { httpsOptions, loadTls } from './tls.js'
@@ -93,7 +93,10 @@ async function main(): Promise<void> {
   try {
     await start(config)
   } catch (error) {
-    const prefix = error instanceof MigrationError ? 'cannot open the database' : 'cannot start'
+    const prefix =
+      error instanceof MigrationError || error instanceof DatabaseOpenError
+        ? 'cannot open the database'
+        : 'cannot start'
     process.stderr.write(`${prefix}: ${(error as Error).message}\n`)
     process.exit(1)
   }

@@ -44,6 +44,82 @@ export const SQLITE_AUTOCHECKPOINT_PAGES = 20_000
 export const POSTGRES_POOL_SIZE = 10
 
 /**
+ * How long opening the database waits for PostgreSQL to accept a connection. A host behind a
+ * firewall that drops packets never answers, and without a limit the server would hang at startup
+ * without a word. Only the startup probe has it: on the pool it would also bound waits for a free
+ * connection under load.
+ */
+export const POSTGRES_CONNECT_TIMEOUT_MS = 10_000
+
+/** Network errors meaning that nothing answered at the address (not a refusal by PostgreSQL). */
+const UNREACHABLE_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ETIMEDOUT',
+  'EADDRNOTAVAIL',
+])
+
+/** The database could not be opened; the message names the address, never the URL's credentials. */
+export class DatabaseOpenError extends Error {
+  override readonly name = 'DatabaseOpenError'
+}
+
+/** Where a PostgreSQL URL points (host:port, as pg reads it), for messages: no user, no password. */
+export function postgresAddress(url: string): string {
+  const parsed = new URL(url)
+  const host = parsed.searchParams.get('host') || parsed.hostname || process.env.PGHOST || 'localhost'
+  const port = parsed.searchParams.get('port') || parsed.port || process.env.PGPORT || '5432'
+  const shown = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host
+  return `${shown}:${port}`
+}
+
+/** The message of a failure to reach or use PostgreSQL at `url`, with its password taken out. */
+function describePostgresFailure(error: unknown, url: string): DatabaseOpenError {
+  const address = postgresAddress(url)
+  const code = (error as { code?: unknown }).code
+  const message = error instanceof Error ? error.message : String(error)
+  if ((typeof code === 'string' && UNREACHABLE_CODES.has(code)) || message === 'timeout expired') {
+    const why = typeof code === 'string' ? code : `no answer within ${POSTGRES_CONNECT_TIMEOUT_MS / 1000} s`
+    return new DatabaseOpenError(
+      `PostgreSQL is unreachable at ${address} (${why}); is it running, and does DATABASE_URL name the right host and port?`,
+    )
+  }
+  let detail = message.split(url).join('<DATABASE_URL>')
+  const password = new URL(url).password
+  let decoded = password
+  try {
+    decoded = decodeURIComponent(password)
+  } catch {
+    // A stray "%" in the password: pg reads it as written, so the raw form is the one to remove.
+  }
+  for (const secret of new Set([password, decoded])) {
+    if (secret !== '') detail = detail.split(secret).join('***')
+  }
+  return new DatabaseOpenError(`PostgreSQL at ${address} refused to open the database: ${detail}`)
+}
+
+/** One connection with a time limit, before the pool (which has none) is made. */
+async function probePostgres(url: string): Promise<void> {
+  const client = new pg.Client({
+    connectionString: url,
+    connectionTimeoutMillis: POSTGRES_CONNECT_TIMEOUT_MS,
+  })
+  // A failed connection also emits 'error'; the rejected connect() below is where it is handled.
+  client.on('error', () => {})
+  try {
+    await client.connect()
+  } catch (error) {
+    throw describePostgresFailure(error, url)
+  } finally {
+    await client.end().catch(() => {})
+  }
+}
+
+/**
  * The better-sqlite3 connection behind each SQLite Kysely handle, for the queue's fast path
  * (db/queue-sqlite.ts), which runs cached prepared statements on it while holding Kysely's
  * connection lock. Keyed weakly, so a destroyed handle is forgotten with it.
@@ -107,6 +183,7 @@ async function openPostgres(url: string, options: OpenOptions): Promise<OpenData
   if (searchPath !== undefined && !/^[a-z_][a-z0-9_]*$/.test(searchPath)) {
     throw new Error(`search path: expected a plain lower-case schema name, got "${searchPath}"`)
   }
+  await probePostgres(url)
   const pool = new pg.Pool({
     connectionString: url,
     max: POSTGRES_POOL_SIZE,
@@ -125,7 +202,7 @@ async function openPostgres(url: string, options: OpenOptions): Promise<OpenData
     await sql`select 1`.execute(db)
   } catch (error) {
     await db.destroy()
-    throw error
+    throw describePostgresFailure(error, url)
   }
   return { db, dialect: 'postgres', close: () => db.destroy() }
 }
