@@ -200,9 +200,14 @@ for (const dialect of DIALECTS) {
       it('keeps at most N live tokens per user, dropping the oldest, and purges expired ones', async () => {
         const id = await createAccount(database.db, account())
         const hashes = Array.from({ length: 5 }, () => bytes(32))
+        const dropped: Uint8Array[][] = []
         for (const [i, tokenHash] of hashes.entries()) {
-          await insertToken(database.db, { tokenHash, userId: id, now: 1_000 + i, expiresAt: 10_000 }, 3)
+          dropped.push(
+            await insertToken(database.db, { tokenHash, userId: id, now: 1_000 + i, expiresAt: 10_000 }, 3),
+          )
         }
+        // Each insert names the tokens it dropped (so their sockets can be closed).
+        expect(dropped).toEqual([[], [], [], [hashes[0]], [hashes[1]]])
         expect(await countTokens(database.db, id)).toBe(3)
         expect(await findSession(database.db, hashes[0]!, 2_000)).toBeUndefined()
         expect(await findSession(database.db, hashes[4]!, 2_000)).toBeDefined()

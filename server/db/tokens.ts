@@ -14,14 +14,16 @@ export interface NewToken {
 
 /**
  * Stores a new token; in the same transaction drops the user's expired tokens and, beyond
- * `maxPerUser` live ones, the oldest.
+ * `maxPerUser` live ones, the oldest. Returns the hashes of the tokens it dropped, so sockets
+ * opened with them can be closed.
  */
-export async function insertToken(db: Db, token: NewToken, maxPerUser: number): Promise<void> {
-  await inTransaction(db, async (trx) => {
-    await trx
+export async function insertToken(db: Db, token: NewToken, maxPerUser: number): Promise<Uint8Array[]> {
+  return inTransaction(db, async (trx) => {
+    const expired = await trx
       .deleteFrom('auth_tokens')
       .where('user_id', '=', token.userId)
       .where('expires_at', '<=', token.now)
+      .returning('token_hash')
       .execute()
     await trx
       .insertInto('auth_tokens')
@@ -39,11 +41,13 @@ export async function insertToken(db: Db, token: NewToken, maxPerUser: number): 
       .orderBy('created_at', 'desc')
       .orderBy('token_hash')
       .limit(maxPerUser)
-    await trx
+    const oldest = await trx
       .deleteFrom('auth_tokens')
       .where('user_id', '=', token.userId)
       .where('token_hash', 'not in', newest)
+      .returning('token_hash')
       .execute()
+    return [...expired, ...oldest].map((row) => new Uint8Array(row.token_hash))
   })
 }
 

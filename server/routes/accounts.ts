@@ -156,12 +156,14 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
       const issuedAt = now()
       const expiresAt = issuedAt + limits.tokenLifetimeMs
       const encryptedToken = await rsaOaepEncrypt(await importRsaOaepPublicKey(user.login_key), token)
-      await insertToken(
+      const revoked = await insertToken(
         db,
         { tokenHash: hashSessionToken(token), userId: user.id, now: issuedAt, expiresAt },
         limits.maxTokensPerUser,
       )
       token.fill(0)
+      // Relay sockets opened with a token this log-in pushed out end with it, as after a logout.
+      for (const tokenHash of revoked) context.relay.sessionRevoked(tokenHash)
       request.log.info({ event: 'login', userId: user.id }, 'session issued')
       return { username: user.username, encryptedToken: toBase64Url(encryptedToken), expiresAt }
     },

@@ -11,7 +11,7 @@ import { MAX_ENVELOPE_BYTES, ONE_TIME_PREKEY_REFILL_THRESHOLD } from '../../shar
 import { countQueued } from '../db/queue.js'
 import { ServerErrorCode } from '../errors.js'
 import { createTestDatabase, DIALECTS, postgresUnavailable } from '../test/databases.js'
-import { type StartOptions, signUp, startServer, type TestServer } from '../test/harness.js'
+import { login, type StartOptions, signUp, startServer, type TestServer } from '../test/harness.js'
 import { connect, newMessageId, openSocket, type RelaySocket } from '../test/ws-client.js'
 
 const pgSkip = await postgresUnavailable()
@@ -386,6 +386,25 @@ for (const dialect of DIALECTS) {
       expect((await first.closed).code).toBe(1008)
       await second.fence()
       await third.fence()
+    })
+
+    it('closes the socket of a token revoked because newer log-ins passed the per-user limit', async () => {
+      const server = await serve({ limits: { maxTokensPerUser: 2 } })
+      const alice = await signUp(server)
+      const oldest = await online(server, alice, 'oldest')
+      // Tokens are ordered by when they were issued: one millisecond apart on the test clock.
+      clock += 1
+      const second = await login(server, alice.client)
+      const kept = await online(server, { ...alice, token: second }, 'kept')
+      await oldest.fence()
+      // The third log-in revokes the first token: its socket ends as after a logout.
+      clock += 1
+      await login(server, alice.client)
+      const error = await oldest.next('error')
+      expect(error.code).toBe(ServerErrorCode.Unauthenticated)
+      expect((await oldest.closed).code).toBe(1008)
+      await kept.fence()
+      expect(kept.all('error')).toEqual([])
     })
 
     it('closes a socket that does not authenticate within the auth timeout', async () => {
