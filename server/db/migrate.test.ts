@@ -13,6 +13,20 @@ import {
 const pgSkip = await postgresUnavailable()
 const TABLES = ['auth_tokens', 'messages', 'one_time_prekeys', 'signed_prekeys', 'users']
 
+/** A users row as the migrations define it (every check satisfied). */
+function user(username: string) {
+  return {
+    username,
+    password_hash: 'x',
+    login_key: new Uint8Array(10),
+    identity_key: new Uint8Array(32),
+    signing_key: new Uint8Array(32),
+    identity_signature: new Uint8Array(64),
+    created_at: 1,
+    identity_changed_at: 1,
+  }
+}
+
 async function userTables(database: TestDatabase): Promise<string[]> {
   const tables = await database.db.introspection.getTables()
   return tables
@@ -67,16 +81,6 @@ for (const dialect of DIALECTS) {
     it('message tombstones: the queue index is partial, and reverting drops only delivered rows', async () => {
       database = await createTestDatabase(dialect)
       const db = database.db
-      const user = (username: string) => ({
-        username,
-        password_hash: 'x',
-        login_key: new Uint8Array(10),
-        identity_key: new Uint8Array(32),
-        signing_key: new Uint8Array(32),
-        identity_signature: new Uint8Array(64),
-        created_at: 1,
-        identity_changed_at: 1,
-      })
       const { id } = await db
         .insertInto('users')
         .values(user('alice'))
@@ -121,16 +125,6 @@ for (const dialect of DIALECTS) {
       const db = database.db
       await migrateDown(db, dialect)
       expect((await appliedMigrations(db, dialect)).at(-1)).toBe('2026-11-26-02-message-tombstones')
-      const user = (username: string) => ({
-        username,
-        password_hash: 'x',
-        login_key: new Uint8Array(10),
-        identity_key: new Uint8Array(32),
-        signing_key: new Uint8Array(32),
-        identity_signature: new Uint8Array(64),
-        created_at: 1,
-        identity_changed_at: 1,
-      })
       const [alice, bob] = await Promise.all(
         ['alice', 'bob'].map((name) =>
           db.insertInto('users').values(user(name)).returning('id').executeTakeFirstOrThrow(),
@@ -186,22 +180,13 @@ for (const dialect of DIALECTS) {
 
     it('enforces the schema: binary lengths are checked and usernames are unique', async () => {
       database = await createTestDatabase(dialect)
-      const user = {
-        username: 'alice',
-        password_hash: 'x',
-        login_key: new Uint8Array(10),
-        identity_key: new Uint8Array(32),
-        signing_key: new Uint8Array(32),
-        identity_signature: new Uint8Array(64),
-        created_at: 1,
-        identity_changed_at: 1,
-      }
-      await database.db.insertInto('users').values(user).execute()
-      await expect(database.db.insertInto('users').values(user).execute()).rejects.toThrow()
+      const alice = user('alice')
+      await database.db.insertInto('users').values(alice).execute()
+      await expect(database.db.insertInto('users').values(alice).execute()).rejects.toThrow()
       await expect(
         database.db
           .insertInto('users')
-          .values({ ...user, username: 'bob', identity_key: new Uint8Array(31) })
+          .values({ ...user('bob'), identity_key: new Uint8Array(31) })
           .execute(),
       ).rejects.toThrow()
     })
