@@ -6,7 +6,7 @@
  *
  * The tests run in order and share the two devices, as one afternoon of use would.
  */
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, onTestFailed } from 'vitest'
 import { registerClient } from '../../test/client-helpers.js'
 import {
   bubbles,
@@ -98,7 +98,34 @@ describe('two browsers', () => {
   })
 
   it('in the background: counts unread in the tab title and shows a notification naming the sender', async () => {
+    // This test once waited forever in CI and could not be reproduced: if it fails, say where it was.
+    onTestFailed(async () => {
+      const state = await bob.page
+        .evaluate(async () => {
+          const registration = await navigator.serviceWorker.getRegistration()
+          return {
+            title: document.title,
+            visibility: document.visibilityState,
+            hash: location.hash,
+            worker: registration
+              ? { active: registration.active?.state, installing: registration.installing?.state }
+              : 'none',
+            controlled: navigator.serviceWorker.controller !== null,
+            notifications: registration ? (await registration.getNotifications()).length : 0,
+            permission: Notification.permission,
+          }
+        })
+        .catch((error: unknown) => String(error))
+      console.log('background test state:', JSON.stringify(state), 'bob errors:', bob.errors, {
+        bubbles: await bubbles(bob).catch(() => 'unreadable'),
+        aliceStates: await outgoingStates(alice).catch(() => 'unreadable'),
+      })
+    })
     await bob.context.grantPermissions(['notifications'], { origin: world.server.origin })
+    // Notifications go through the service worker, which a fresh profile may still be installing.
+    await bob.page.evaluate(async () => {
+      await navigator.serviceWorker.ready
+    })
     await bob.setHidden(true)
     await send(alice, 'Are you there?')
     await waitFor(async () => (await bob.page.title()) === '(1) secure-chat')

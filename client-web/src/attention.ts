@@ -23,8 +23,10 @@ export async function notifyNewMessage(peer: string): Promise<void> {
   }
   const title = `${peer}`
   // Through the service worker where there is one: it works on every platform (Android refuses
-  // `new Notification`) and its click handler opens the conversation.
-  const registration = await navigator.serviceWorker?.getRegistration().catch(() => undefined)
+  // `new Notification`) and its click handler opens the conversation. A worker that is still
+  // installing (the first minutes after the first visit) cannot show one yet: wait for it to become
+  // active, for a while, rather than lose the notification.
+  const registration = await activeRegistration()
   if (registration) {
     await registration.showNotification(title, options)
     return
@@ -35,4 +37,20 @@ export async function notifyNewMessage(peer: string): Promise<void> {
     location.hash = `#/chat/${encodeURIComponent(peer)}`
     notification.close()
   }
+}
+
+/** How long a new message's notification waits for an installing service worker to activate. */
+const WORKER_ACTIVATION_WAIT_MS = 15_000
+
+async function activeRegistration(): Promise<ServiceWorkerRegistration | undefined> {
+  const container = navigator.serviceWorker
+  const registration = await container?.getRegistration().catch(() => undefined)
+  if (!container || !registration || registration.active) return registration
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const gaveUp = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), WORKER_ACTIVATION_WAIT_MS)
+  })
+  const ready = await Promise.race([container.ready, gaveUp])
+  clearTimeout(timer)
+  return ready?.active ? ready : undefined
 }
