@@ -58,8 +58,8 @@ const FD_MARGIN = 1_000
 const progress = (text: string) => process.stderr.write(`${text}\n`)
 
 /**
- * V8's young generation: 64 MiB semi-spaces instead of the default 16, as README recommends for
- * the server (NODE_OPTIONS). A relay allocates short-lived strings and buffers for every frame; a
+ * V8's young generation: 64 MiB semi-spaces instead of the default 16, as `npm start` runs the
+ * server (package.json). A relay allocates short-lived strings and buffers for every frame; a
  * larger nursery means fewer scavenges and less promoted garbage (~15 % less CPU per message here).
  * The bench re-runs itself with the flag when started without it (`tsx bench/server.ts`).
  */

@@ -1,4 +1,4 @@
-/** The real process: `node --import tsx server/main.ts`, as `npm start` runs it. */
+/** The real process: `node --import tsx server/main.ts`, as `npm start` runs it (which adds a V8 heap flag). */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { X509Certificate } from 'node:crypto'
 import { mkdtemp, readFile } from 'node:fs/promises'
