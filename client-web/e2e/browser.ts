@@ -47,6 +47,8 @@ export class Device {
   page!: Page
   /** Uncaught page errors and unexpected console errors, for the tests to assert on. */
   readonly errors: string[] = []
+  /** Console warnings, for diagnostics when a test fails (never asserted on). */
+  readonly warnings: string[] = []
   /** Set by `start`: the server's origin, its certificate's key hash, and the profile directory. */
   private origin = ''
   private spki = ''
@@ -111,6 +113,7 @@ export class Device {
   private watch(page: Page): void {
     page.on('pageerror', (error) => this.errors.push(`pageerror: ${error.message}`))
     page.on('console', (message) => {
+      if (message.type() === 'warning') this.warnings.push(message.text())
       if (message.type() !== 'error') return
       const text = message.text()
       if (EXPECTED_CONSOLE_ERRORS.some((pattern) => pattern.test(text))) return

@@ -113,18 +113,44 @@ describe('two browsers', () => {
             controlled: navigator.serviceWorker.controller !== null,
             notifications: registration ? (await registration.getNotifications()).length : 0,
             permission: Notification.permission,
+            // Whether the worker can show one now, or what it says instead.
+            showing: registration
+              ? await registration
+                  .showNotification('diagnostic', { tag: 'e2e-diagnostic' })
+                  .then(() => 'shown')
+                  .catch((error: unknown) => String(error))
+              : 'no registration',
           }
         })
         .catch((error: unknown) => String(error))
-      console.log('background test state:', JSON.stringify(state), 'bob errors:', bob.errors, {
-        bubbles: await bubbles(bob).catch(() => 'unreadable'),
-        aliceStates: await outgoingStates(alice).catch(() => 'unreadable'),
-      })
+      console.log(
+        'background test state:',
+        JSON.stringify(state),
+        'bob errors:',
+        bob.errors,
+        'warnings:',
+        bob.warnings,
+        {
+          bubbles: await bubbles(bob).catch(() => 'unreadable'),
+          aliceStates: await outgoingStates(alice).catch(() => 'unreadable'),
+        },
+      )
     })
     await bob.context.grantPermissions(['notifications'], { origin: world.server.origin })
-    // Notifications go through the service worker, which a fresh profile may still be installing.
+    // Notifications go through the service worker, which a fresh profile may still be installing,
+    // and the grant reaches the page before it reaches the worker's side: wait until the worker can
+    // show one (a probe, closed at once), so the test checks the app and not that race.
     await bob.page.evaluate(async () => {
-      await navigator.serviceWorker.ready
+      const registration = await navigator.serviceWorker.ready
+      for (;;) {
+        try {
+          await registration.showNotification('probe', { tag: 'e2e-probe' })
+          break
+        } catch {
+          await new Promise((resolve) => setTimeout(resolve, 50))
+        }
+      }
+      for (const probe of await registration.getNotifications({ tag: 'e2e-probe' })) probe.close()
     })
     await bob.setHidden(true)
     await send(alice, 'Are you there?')

@@ -287,7 +287,12 @@ export class AppShell extends LitElement {
       }),
       client.events.on('message', (message) => {
         this.scheduleRefresh()
-        if (message.direction === 'in') void notifyNewMessage(message.peer).catch(() => undefined)
+        if (message.direction === 'in') {
+          // A notification that cannot be shown is not worth interrupting anything for, but say so.
+          notifyNewMessage(message.peer).catch((error: unknown) =>
+            console.warn('secure-chat: could not show a notification:', String(error)),
+          )
+        }
       }),
       client.events.on('presence', () => this.scheduleRefresh()),
       client.events.on('identity-changed', () => this.scheduleRefresh()),
