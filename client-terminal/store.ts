@@ -23,11 +23,12 @@ import { Kysely, type Migration, Migrator, SqliteDialect, sql } from 'kysely'
 import { ClientError, ClientErrorCode } from '../shared/client/errors.js'
 import type { ClientStore, StoreOperation, StoreRecord, StoreTable } from '../shared/client/store.js'
 import * as initial from './migrations/2026-11-26-01-initial.js'
+import * as sentContent from './migrations/2026-12-01-01-sent-content.js'
 
 /** `PRAGMA application_id` of our files: "SCHT". */
 export const STORE_APPLICATION_ID = 0x53434854
 /** `PRAGMA user_version` this code writes; a file with a higher one came from a newer version. */
-export const STORE_FORMAT_VERSION = 1
+export const STORE_FORMAT_VERSION = 2
 /**
  * How long to wait for another process's lock. Each client holds its file's lock for as long as it
  * runs, so waiting longer would not help; this only rides out a process that is just exiting.
@@ -43,6 +44,7 @@ export const STORE_MIGRATIONS: Readonly<
   Record<string, { up(db: Kysely<any>): Promise<void> }>
 > = {
   '2026-11-26-01-initial': initial,
+  '2026-12-01-01-sent-content': sentContent,
 }
 const MIGRATION_TABLE = 'store_migration'
 const MIGRATION_LOCK_TABLE = 'store_migration_lock'
@@ -54,6 +56,7 @@ export const STORE_TABLES: readonly StoreTable[] = [
   'contacts',
   'messages',
   'outbox',
+  'sent',
 ]
 
 /** One row of any store table. `peer` and `sort_order` are set for messages and outbox entries. */
@@ -71,6 +74,7 @@ export interface StoreDatabase {
   contacts: RecordTable
   messages: RecordTable
   outbox: RecordTable
+  sent: RecordTable
 }
 
 export type StoreFileProblem = 'missing' | 'not-sqlite' | 'foreign' | 'newer' | 'damaged' | 'in-use'

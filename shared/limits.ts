@@ -17,6 +17,14 @@ export const MAX_FORWARD_JUMP = 2_000
  */
 export const MAX_SKIPPED_MESSAGE_KEYS = 2_000
 
+/**
+ * Earlier sessions kept per remote address beside the current one (libsignal's
+ * ARCHIVED_STATES_MAX_LENGTH): a message sent on any of them still decrypts, so two people who
+ * start sessions at the same moment, or a peer that starts over, lose nothing. Bounds the record's
+ * size and the work a message for no session costs (one attempt per session).
+ */
+export const MAX_ARCHIVED_SESSIONS = 40
+
 /** Largest plaintext a single ratchet message may carry (before padding). Attachments go elsewhere. */
 export const MAX_PLAINTEXT_BYTES = 64 * 1024
 
@@ -55,3 +63,23 @@ export const PASSWORD_MAX_LENGTH = 256
 
 /** Bytes in a client-chosen message id (random, so retries are idempotent without coordination). */
 export const MESSAGE_ID_BYTES = 16
+
+/**
+ * Recovery from messages that cannot be decrypted (docs/protocol.md §8.6). A sender keeps the
+ * content of what it sent, sealed, for this long, so that a recipient whose session broke can ask
+ * for it again; Signal-Desktop keeps its send log for a day, we keep a week for people who are
+ * offline for days. Older content is deleted and a retry for it is answered "unavailable".
+ */
+export const SENT_CONTENT_KEEP_MS = 7 * 24 * 60 * 60 * 1000
+/** At most this many sent contents are kept (the oldest go first), so the log stays bounded. */
+export const MAX_SENT_CONTENT_ENTRIES = 10_000
+/** A message is sent again at most this many times, however often it is asked for. */
+export const MAX_RESENDS_PER_MESSAGE = 2
+/**
+ * A client asks one peer to send again at most once per this interval; failures in between are
+ * gathered into the next request. Each request starts a fresh session and so claims one of the
+ * peer's one-time prekeys: this bounds how fast a broken session can drain them.
+ */
+export const RETRY_REQUEST_INTERVAL_MS = 60_000
+/** Retry requests from one peer answered per hour; more are ignored (a loop or an abuse). */
+export const MAX_RETRY_REQUESTS_ANSWERED_PER_HOUR = 20

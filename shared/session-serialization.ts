@@ -1,7 +1,13 @@
 /**
- * Versioned bytes for a session, for the clients' stores (which seal them at rest; these bytes
- * hold secrets). Fields in a fixed order; integers big-endian; optional fields behind a 0/1 byte.
+ * Versioned bytes for sessions and session records, for the clients' stores (which seal them at
+ * rest; these bytes hold secrets). Fields in a fixed order; integers big-endian; optional fields
+ * behind a 0/1 byte.
  *
+ *   record v1  = version(1) = 1 ‖ hasCurrent(u8) ‖ archivedCount(u8)
+ *                ‖ (length(u32) ‖ session)*   current first when present, then archived, newest first
+ *
+ *   session v2 = as v1, except that our ratchet key is opt(private key(32) ‖ public key(32)), so
+ *                loading a session rebuilds no public key (v1 kept only the private half)
  *   session v1 = version(1) ‖ role(1: 1 initiator, 2 responder) ‖ associatedData(128)
  *     ‖ remote identityKey(32) ‖ signingKey(32) ‖ identitySignature(64) ‖ baseKey(32)
  *     ‖ opt(pending prekey header: identityKey(32) ‖ signingKey(32) ‖ identitySignature(64)
@@ -12,16 +18,21 @@
  *     ‖ retiredCount(u8) ‖ retired keys(32 each)
  *     ‖ skippedCount(u32) ‖ skipped entries (ratchetKey(32) ‖ index(u32) ‖ seed(32))
  */
-import { assertBytes, ByteReader, ByteWriter } from './bytes.js'
+import { assertBytes, ByteReader, ByteWriter, concatBytes } from './bytes.js'
 import type { PreKeyHeader } from './codec/envelope.js'
 import { exportPrivateKeyBytes, x25519KeyPairFromPrivateBytes } from './crypto/primitives.js'
 import { ProtocolError, ProtocolErrorCode } from './errors.js'
 import type { PublicIdentity } from './identity.js'
-import { MAX_SKIPPED_MESSAGE_KEYS } from './limits.js'
+import { MAX_ARCHIVED_SESSIONS, MAX_SKIPPED_MESSAGE_KEYS } from './limits.js'
 import { MAX_RETIRED_RATCHET_KEYS, type SkippedMessageKey, skippedKeyId } from './ratchet/double-ratchet.js'
 import type { Session } from './session.js'
+import type { SessionRecord } from './session-record.js'
 
-export const SESSION_SERIALIZATION_VERSION = 1
+/** The session format this code writes; it reads this one and version 1. */
+export const SESSION_SERIALIZATION_VERSION = 2
+export const SESSION_RECORD_SERIALIZATION_VERSION = 1
+/** The longest serialized session: the fixed fields (under 700 bytes) and every skipped key. */
+const MAX_SESSION_BYTES = 1024 + (MAX_RETIRED_RATCHET_KEYS + 1) * 32 + MAX_SKIPPED_MESSAGE_KEYS * 68
 
 function writeIdentity(writer: ByteWriter, identity: PublicIdentity): void {
   writer.fixed(identity.identityKey).fixed(identity.signingKey).fixed(identity.identitySignature)
@@ -49,8 +60,11 @@ function readOptional(reader: ByteReader, length: number): Uint8Array | null {
 
 export async function serializeSession(session: Session): Promise<Uint8Array> {
   const { ratchet } = session
-  const ourPrivate = ratchet.ourRatchetKey
-    ? await exportPrivateKeyBytes(ratchet.ourRatchetKey.privateKey)
+  const ourRatchetKey = ratchet.ourRatchetKey
+    ? concatBytes(
+        await exportPrivateKeyBytes(ratchet.ourRatchetKey.privateKey),
+        ratchet.ourRatchetKey.publicKey,
+      )
     : null
   const writer = new ByteWriter(1024 + ratchet.skippedKeys.size * 68)
   writer.u8(SESSION_SERIALIZATION_VERSION).u8(session.role === 'initiator' ? 1 : 2)
@@ -70,7 +84,7 @@ export async function serializeSession(session: Session): Promise<Uint8Array> {
     writer.u8(0)
   }
   writer.fixed(ratchet.rootKey)
-  writeOptional(writer, ourPrivate)
+  writeOptional(writer, ourRatchetKey)
   writeOptional(writer, ratchet.sendingChainKey)
   writer.u32(ratchet.sendingIndex).u32(ratchet.previousSendingLength)
   writeOptional(writer, ratchet.theirRatchetKey)
@@ -87,11 +101,17 @@ export async function serializeSession(session: Session): Promise<Uint8Array> {
 export async function deserializeSession(bytes: Uint8Array): Promise<Session> {
   assertBytes(bytes, undefined, 'session')
   const reader = new ByteReader(bytes, 'session')
+  const session = await readSession(reader)
+  reader.end()
+  return session
+}
+
+async function readSession(reader: ByteReader): Promise<Session> {
   const version = reader.u8()
-  if (version !== SESSION_SERIALIZATION_VERSION) {
+  if (version !== 1 && version !== SESSION_SERIALIZATION_VERSION) {
     throw new ProtocolError(
       ProtocolErrorCode.UnsupportedVersion,
-      `session: expected version ${SESSION_SERIALIZATION_VERSION}, got ${version}`,
+      `session: expected version 1 or ${SESSION_SERIALIZATION_VERSION}, got ${version}`,
     )
   }
   const roleByte = reader.u8()
@@ -125,7 +145,7 @@ export async function deserializeSession(bytes: Uint8Array): Promise<Session> {
     }
   }
   const rootKey = reader.fixed(32)
-  const ourPrivate = readOptional(reader, 32)
+  const ourRatchetKey = readOptional(reader, version === 1 ? 32 : 64)
   const sendingChainKey = readOptional(reader, 32)
   const sendingIndex = reader.u32()
   const previousSendingLength = reader.u32()
@@ -156,7 +176,6 @@ export async function deserializeSession(bytes: Uint8Array): Promise<Session> {
     }
     skippedKeys.set(skippedKeyId(entry.ratchetKey, entry.index), entry)
   }
-  reader.end()
   return {
     role: roleByte === 1 ? 'initiator' : 'responder',
     associatedData,
@@ -165,8 +184,12 @@ export async function deserializeSession(bytes: Uint8Array): Promise<Session> {
     pendingPreKey,
     ratchet: {
       rootKey,
-      ourRatchetKey: ourPrivate
-        ? await x25519KeyPairFromPrivateBytes(ourPrivate, { extractable: true })
+      ourRatchetKey: ourRatchetKey
+        ? await x25519KeyPairFromPrivateBytes(
+            ourRatchetKey.subarray(0, 32),
+            { extractable: true },
+            version === 1 ? undefined : ourRatchetKey.subarray(32),
+          )
         : null,
       sendingChainKey,
       sendingIndex,
@@ -178,4 +201,46 @@ export async function deserializeSession(bytes: Uint8Array): Promise<Session> {
       retiredRatchetKeys,
     },
   }
+}
+
+export async function serializeSessionRecord(record: SessionRecord): Promise<Uint8Array> {
+  const sessions = record.current ? [record.current, ...record.archived] : [...record.archived]
+  const encoded = await Promise.all(sessions.map(serializeSession))
+  const writer = new ByteWriter(3 + encoded.reduce((total, bytes) => total + 4 + bytes.length, 0))
+  writer
+    .u8(SESSION_RECORD_SERIALIZATION_VERSION)
+    .u8(record.current ? 1 : 0)
+    .u8(record.archived.length)
+  for (const bytes of encoded) writer.bytes(bytes)
+  return writer.finish()
+}
+
+export async function deserializeSessionRecord(bytes: Uint8Array): Promise<SessionRecord> {
+  assertBytes(bytes, undefined, 'session record')
+  const reader = new ByteReader(bytes, 'session record')
+  const version = reader.u8()
+  if (version !== SESSION_RECORD_SERIALIZATION_VERSION) {
+    throw new ProtocolError(
+      ProtocolErrorCode.UnsupportedVersion,
+      `session record: expected version ${SESSION_RECORD_SERIALIZATION_VERSION}, got ${version}`,
+    )
+  }
+  const hasCurrent = readFlag(reader)
+  const archivedCount = reader.u8()
+  if (archivedCount > MAX_ARCHIVED_SESSIONS) {
+    throw new ProtocolError(
+      ProtocolErrorCode.MalformedMessage,
+      `session record: expected at most ${MAX_ARCHIVED_SESSIONS} archived sessions, got ${archivedCount}`,
+    )
+  }
+  const sessions: Session[] = []
+  for (let i = 0; i < archivedCount + (hasCurrent ? 1 : 0); i++) {
+    const inner = new ByteReader(reader.bytes(MAX_SESSION_BYTES), 'session')
+    sessions.push(await readSession(inner))
+    inner.end()
+  }
+  reader.end()
+  return hasCurrent
+    ? { current: sessions[0]!, archived: sessions.slice(1) }
+    : { current: null, archived: sessions }
 }

@@ -86,6 +86,7 @@ function message(partial: Partial<MessageView> & Pick<MessageView, 'id' | 'text'
     serverAt: NOW - 60_000,
     state: 'accepted',
     order: 1,
+    kind: 'text',
     ...partial,
   }
 }

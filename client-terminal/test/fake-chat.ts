@@ -149,6 +149,7 @@ export class FakeChat implements ChatApi {
       serverAt: undefined,
       state: 'sending',
       order: ++this.order,
+      kind: 'text',
     }
     this.add(message)
     return message
@@ -176,6 +177,7 @@ export class FakeChat implements ChatApi {
       serverAt: at,
       state: 'received',
       order: ++this.order,
+      kind: 'text',
     }
     this.add(message)
     return message

@@ -45,6 +45,11 @@ export const AccountSecrets = Type.Object({
   tokenExpiresAt: Type.Optional(Type.Integer({ minimum: 0 })),
   /** Set while registration with the server is not yet confirmed. */
   registered: Type.Boolean(),
+  /**
+   * The layout of the core's records in the store (shared/client/migrations.ts); absent in stores
+   * written before it was recorded, which are layout 1.
+   */
+  recordsVersion: Type.Optional(Type.Integer({ minimum: 1 })),
 })
 export type AccountSecrets = Static<typeof AccountSecrets>
 

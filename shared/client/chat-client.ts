@@ -13,6 +13,8 @@
  * events the UIs get (views.ts, re-exported here), the account record (account.ts) and the content
  * of envelopes (content.ts).
  */
+
+import { type Address, address } from '../address.js'
 import {
   deriveStorageKey,
   newStorageKeyParameters,
@@ -30,7 +32,7 @@ import {
   RegisterResponse,
   UserSearchResponse,
 } from '../codec/api.js'
-import { decodeEnvelope, type Envelope } from '../codec/envelope.js'
+import { decodeEnvelope } from '../codec/envelope.js'
 import { type ClientFrame, decodeServerFrame, FRAME_VERSION, type ServerFrame } from '../codec/frames.js'
 import {
   preKeyBundleFromJson,
@@ -53,25 +55,23 @@ import {
   generateSignedPreKey,
   type Identity,
   importIdentity,
+  type PreKeyBundle,
   type PublicIdentity,
   publicPreKey,
 } from '../identity.js'
 import { defaultKeyGeneration, type KeyGeneration } from '../key-generation.js'
 import {
+  MAX_RESENDS_PER_MESSAGE,
+  MAX_RETRY_REQUESTS_ANSWERED_PER_HOUR,
+  MAX_SENT_CONTENT_ENTRIES,
   ONE_TIME_PREKEY_BATCH,
   ONE_TIME_PREKEY_REFILL_THRESHOLD,
+  RETRY_REQUEST_INTERVAL_MS,
+  SENT_CONTENT_KEEP_MS,
   SIGNED_PREKEY_ROTATION_MS,
 } from '../limits.js'
 import { newMessageId } from '../message-id.js'
 import { type SafetyNumber, safetyNumber } from '../safety-number.js'
-import {
-  acceptSession,
-  decryptMessage,
-  encryptMessage,
-  envelopeMatchesSession,
-  type Session,
-  startSession,
-} from '../session.js'
 import { normalizeUsername } from '../username.js'
 import {
   ACCOUNT_KEY,
@@ -81,14 +81,22 @@ import {
   unlockAccount,
 } from './account.js'
 import {
-  decodeContent,
+  decodeKnownContent,
   encodeContent,
+  isKnownContent,
   MAX_MESSAGE_TEXT_LENGTH,
   MAX_RECEIPT_IDS,
+  MAX_RETRY_IDS,
   type MessageContent,
+  type ParsedContent,
+  parseContent,
+  type ReceiptContent,
+  resendOf,
+  type TextContent,
 } from './content.js'
 import { ClientError, ClientErrorCode, isClientError } from './errors.js'
 import { Emitter } from './events.js'
+import { migrateRecords, RECORDS_VERSION } from './migrations.js'
 import { PeerQueues } from './peer-queues.js'
 import {
   type ContactRecord,
@@ -99,6 +107,7 @@ import {
   messageView,
 } from './records.js'
 import { SealedStore } from './sealed-store.js'
+import { SessionManager } from './session-manager.js'
 import type { ClientStore, StoreOperation } from './store.js'
 import {
   errorFromResponse,
@@ -107,9 +116,16 @@ import {
   type WebSocketLike,
   webSocketUrl,
 } from './transport.js'
-import type { ClientEvents, ConnectionState, ContactView, MessageView } from './views.js'
+import type { ClientEvents, ConnectionState, ContactView, MessageKind, MessageView } from './views.js'
 
-export type { ClientEvents, ConnectionState, ContactView, DeliveryState, MessageView } from './views.js'
+export type {
+  ClientEvents,
+  ConnectionState,
+  ContactView,
+  DeliveryState,
+  MessageKind,
+  MessageView,
+} from './views.js'
 
 /** Signed prekeys kept after rotation, so prekey messages sent to an older bundle still open. */
 export const SIGNED_PREKEYS_KEPT = 5
@@ -147,6 +163,8 @@ export class ChatClient {
   private readonly keys: KeyGeneration
   /** Every record this client reads or writes, sealed under the account's storage key. */
   private readonly records: SealedStore
+  /** Our session records with every peer device. */
+  private readonly sessions: SessionManager
   private identity: Identity
   private loginKey: CryptoKey
   private readonly peerQueues = new PeerQueues()
@@ -175,6 +193,13 @@ export class ChatClient {
   private upkeep: Promise<void> | undefined
   /** Another prekey check was asked for while one ran. */
   private upkeepAgain = false
+  /** Ids of messages from each peer that we could not decrypt and will ask them to send again. */
+  private readonly pendingRetries = new Map<string, Set<string>>()
+  private readonly retryTimers = new Map<string, ReturnType<typeof setTimeout>>()
+  /** When we last asked each peer to send again (RETRY_REQUEST_INTERVAL_MS apart). */
+  private readonly lastRetryRequest = new Map<string, number>()
+  /** When we answered each peer's recent retry requests (at most MAX_RETRY_REQUESTS_ANSWERED_PER_HOUR). */
+  private readonly retryAnswers = new Map<string, number[]>()
 
   private constructor(
     options: ChatClientOptions,
@@ -190,6 +215,7 @@ export class ChatClient {
     this.username = records.account.username
     this.identity = identity
     this.loginKey = loginKey
+    this.sessions = new SessionManager(options.store, records, () => this.identity, this.keys)
   }
 
   /** The account's secrets as they are now (the sealed store updates them with every put). */
@@ -259,6 +285,7 @@ export class ChatClient {
         signedPreKeyId: signedPreKey.keyId,
         signedPreKeyCreatedAt: now,
         registered: false,
+        recordsVersion: RECORDS_VERSION,
       },
     }
     const records = new SealedStore(options.store, account)
@@ -332,7 +359,9 @@ export class ChatClient {
         { cause },
       )
     }
-    return new ChatClient(options, new SealedStore(options.store, account), identity, loginKey)
+    const records = new SealedStore(options.store, account)
+    await migrateRecords(options.store, records)
+    return new ChatClient(options, records, identity, loginKey)
   }
 
   /** Who a local database belongs to, without the password (or undefined when it is empty). */
@@ -588,6 +617,9 @@ export class ChatClient {
       })
     }
     await this.flushOutbox()
+    await this.pruneSentContent()
+    // Retry requests that could not go out while we were offline.
+    for (const [peer, ids] of this.pendingRetries) if (ids.size > 0) this.requestRetry(peer, [...ids][0]!)
     this.scheduleUpkeep()
     if (!this.upkeepTimer) {
       this.upkeepTimer = setInterval(() => {
@@ -605,9 +637,10 @@ export class ChatClient {
    */
   private async checkContactIdentities(): Promise<void> {
     try {
-      for (const record of await this.store.list('sessions')) {
+      const users = new Set((await this.sessions.addresses()).map((peer: Address) => peer.user))
+      for (const user of users) {
         if (this.connectionState !== 'online') return
-        await this.checkIdentity(record.key)
+        await this.checkIdentity(user)
       }
     } catch (error) {
       this.report(error)
@@ -783,20 +816,19 @@ export class ChatClient {
           )
         }
       }
-      const session = await this.records.loadSession(name)
-      const operations: StoreOperation[] = [
+      const accepted = contact.pendingIdentity
+      await this.store.commit([
         await this.records.contactPut({
           ...contact,
-          identity: contact.pendingIdentity,
+          identity: accepted,
           pendingIdentity: undefined,
           verified: false,
         }),
-      ]
-      const sessionIdentity = session && publicIdentityToJson(session.remoteIdentity)
-      if (session && !identitiesEqual(sessionIdentity, contact.pendingIdentity)) {
-        operations.push({ op: 'delete', table: 'sessions', key: name })
-      }
-      await this.store.commit(operations)
+        // Sessions with the old key are of no use now; those already on the new key stay.
+        await this.sessions.retain(address(name), (session) =>
+          identitiesEqual(publicIdentityToJson(session.remoteIdentity), accepted),
+        ),
+      ])
     })
   }
 
@@ -871,11 +903,14 @@ export class ChatClient {
     const message = await this.peerQueues.run(name, async () => {
       const sentAt = this.now()
       const id = toBase64Url(newMessageId(sentAt))
-      const { session, contact } = await this.sessionForSending(name)
-      const encrypted = await encryptMessage(
-        session,
-        encodeContent({ v: 1, type: 'text', id, text, sentAt }),
-        this.keys,
+      const contact = await this.contactForSending(name)
+      const current = await this.sessions.currentSession(address(name))
+      const fresh = current && contact ? undefined : await this.fetchBundle(name, contact)
+      const content: TextContent = { v: 1, type: 'text', id, text, sentAt }
+      const encrypted = await this.sessions.encrypt(
+        address(name),
+        encodeContent(content),
+        fresh ? { bundle: fresh.bundle } : {},
       )
       const record: MessageRecord = {
         id,
@@ -887,14 +922,16 @@ export class ChatClient {
         order: this.nextOrder(),
       }
       await this.store.commit([
-        await this.records.sessionPut(name, encrypted.session),
+        encrypted.operation,
         await this.records.messagePut(record),
         await this.records.outboxPut(
           { id, peer: name, envelope: toBase64Url(encrypted.envelope), kind: 'text' },
           record.order,
         ),
-        await this.records.contactPut({ ...contact, lastMessageAt: sentAt }),
+        await this.records.sentPut({ id, peer: name, content, sentAt, resends: 0 }),
+        await this.records.contactPut({ ...(fresh?.contact ?? contact!), lastMessageAt: sentAt }),
       ])
+      if (fresh && !contact) this.sendFrame({ v: FRAME_VERSION, type: 'presence.subscribe', users: [name] })
       return record
     })
     this.events.emit('message', messageView(message))
@@ -902,37 +939,52 @@ export class ChatClient {
     return messageView(message)
   }
 
-  /** The session to send to `peer` with: the stored one, or a new one from a fresh prekey bundle. */
-  private async sessionForSending(peer: string): Promise<{ session: Session; contact: ContactRecord }> {
-    let contact = await this.records.loadContact(peer)
+  /** The contact to send to; refuses one whose identity key changed and is not yet accepted. */
+  private async contactForSending(peer: string): Promise<ContactRecord | undefined> {
+    const contact = await this.records.loadContact(peer)
     if (contact?.pendingIdentity) {
       throw new ClientError(
         ClientErrorCode.IdentityChanged,
         `expected a trusted identity for ${peer}, got a changed key to acknowledge first`,
       )
     }
-    const session = await this.records.loadSession(peer)
-    if (session && contact) return { session, contact }
+    return contact
+  }
+
+  /**
+   * A fresh prekey bundle of `peer`, with the contact that trusts its identity (on first use). A
+   * bundle whose identity is not the one we trust is recorded as a change and refused.
+   */
+  private async fetchBundle(
+    peer: string,
+    contact: ContactRecord | undefined,
+  ): Promise<{ bundle: PreKeyBundle; contact: ContactRecord }> {
     const bundleJson = decode(
       PreKeyBundleResponse,
       await this.request('GET', `/users/${encodeURIComponent(peer)}/bundle`, { token: this.token() }),
       'prekey bundle',
     )
     if (contact?.identity && !identitiesEqual(contact.identity, bundleJson.identity)) {
-      await this.store.commit([
-        await this.records.contactPut({ ...contact, pendingIdentity: bundleJson.identity, verified: false }),
-      ])
-      this.events.emit('identity-changed', { peer })
+      if (!identitiesEqual(contact.pendingIdentity, bundleJson.identity)) {
+        await this.store.commit([
+          await this.records.contactPut({
+            ...contact,
+            pendingIdentity: bundleJson.identity,
+            verified: false,
+          }),
+        ])
+        this.events.emit('identity-changed', { peer })
+      }
       throw new ClientError(
         ClientErrorCode.IdentityChanged,
         `expected ${peer}'s known identity key, got a new one`,
       )
     }
-    contact ??= { username: peer, identity: bundleJson.identity, verified: false, unread: 0 }
-    this.sendFrame({ v: FRAME_VERSION, type: 'presence.subscribe', users: [peer] })
     return {
-      session: await startSession(this.identity, preKeyBundleFromJson(bundleJson), this.keys),
-      contact,
+      bundle: preKeyBundleFromJson(bundleJson),
+      contact: contact?.identity
+        ? contact
+        : { ...(contact ?? { username: peer, verified: false, unread: 0 }), identity: bundleJson.identity },
     }
   }
 
@@ -1029,7 +1081,8 @@ export class ChatClient {
     try {
       await this.peerQueues.run(peer, () => this.receiveFrom(peer, frame))
     } catch (error) {
-      if (!isUnreadable(error)) {
+      // A replay of a message a session already opened: acknowledged, and nothing else happens.
+      if (!isProtocolError(error, ProtocolErrorCode.DuplicateMessage)) {
         // Not the message's fault (the local database failed): acknowledging would lose it, and
         // acknowledgements are cumulative, so stop here. The server sends it again after reconnecting.
         this.report(error)
@@ -1037,80 +1090,79 @@ export class ChatClient {
         this.socket?.close(4000, 'local storage failed')
         return false
       }
-      // A message that can never be read is acknowledged, or it would block the queue forever.
-      if (!isProtocolError(error, ProtocolErrorCode.DuplicateMessage)) {
-        this.events.emit('undecryptable', { peer, id: frame.id, reason: error.code })
-      }
     }
     this.acknowledge(frame.seq)
     return true
   }
 
+  /**
+   * Decrypts, reads and stores one delivery. A message no session opens leaves a notice in the
+   * conversation and a retry request to its sender; content that decrypts but cannot be read leaves
+   * a notice too, and content of a kind this version does not know is kept for a later one. Only a
+   * failure of our own (the store) is thrown, so that the delivery is not acknowledged.
+   */
   private async receiveFrom(peer: string, frame: Extract<ServerFrame, { type: 'deliver' }>): Promise<void> {
     // Stored already (our acknowledgement was lost): acknowledge again, change nothing.
     if (await this.store.get('messages', messageKey(peer, frame.id))) return
-    const envelope = decodeEnvelope(fromBase64Url(frame.body))
-    const operations: StoreOperation[] = []
-    let contact = await this.records.loadContact(peer)
-    const existing = await this.records.loadSession(peer)
-    let decrypted: { session: Session; plaintext: Uint8Array }
-    if (envelope.preKey && (!existing || !envelopeMatchesSession(existing, envelope))) {
-      decrypted = await this.acceptFrom(envelope, operations)
-    } else if (existing) {
-      decrypted = await decryptMessage(existing, envelope)
-    } else {
-      throw new ClientError(ClientErrorCode.InvalidState, `expected a session with ${peer}, got none`)
+    let decrypted: Awaited<ReturnType<SessionManager['decrypt']>>
+    try {
+      decrypted = await this.sessions.decrypt(address(peer), decodeEnvelope(fromBase64Url(frame.body)))
+    } catch (error) {
+      if (!isUnreadable(error) || isProtocolError(error, ProtocolErrorCode.DuplicateMessage)) throw error
+      await this.storeNotice(peer, frame, 'undecryptable')
+      this.events.emit('undecryptable', { peer, id: frame.id, reason: error.code })
+      this.requestRetry(peer, frame.id)
+      return
     }
-    const content: MessageContent = decodeContent(decrypted.plaintext)
-    const seenIdentity = publicIdentityToJson(decrypted.session.remoteIdentity)
-    let identityChanged = false
-    const newContact = !contact
-    if (!contact) {
-      contact = { username: peer, identity: seenIdentity, verified: false, unread: 0 }
-    } else if (!contact.identity) {
-      contact = { ...contact, identity: seenIdentity }
-    } else if (
-      !identitiesEqual(contact.identity, seenIdentity) &&
-      !identitiesEqual(contact.pendingIdentity, seenIdentity)
-    ) {
-      contact = { ...contact, pendingIdentity: seenIdentity, verified: false }
-      identityChanged = true
+    const operations: StoreOperation[] = [...decrypted.operations]
+    const seenIdentity = publicIdentityToJson(decrypted.remoteIdentity)
+    let { contact, identityChanged, newContact } = this.contactSeen(
+      await this.records.loadContact(peer),
+      peer,
+      seenIdentity,
+    )
+    const after: (() => void)[] = []
+    let parsed: ParsedContent | undefined
+    let content: MessageContent | undefined
+    try {
+      parsed = parseContent(decrypted.plaintext)
+      if (isKnownContent(parsed)) content = decodeKnownContent(parsed)
+    } catch (error) {
+      if (!isProtocolError(error)) throw error
     }
-    operations.push(await this.records.sessionPut(peer, decrypted.session))
-
-    let received: MessageRecord | undefined
-    const delivered: MessageRecord[] = []
-    if (content.type === 'text') {
-      // The id inside the encryption must match the frame's, or the server rewrote it.
-      if (content.id !== frame.id) {
-        throw new ClientError(
-          ClientErrorCode.InvalidState,
-          'expected the frame id to match the encrypted id, got another',
-        )
+    if (!parsed) {
+      operations.push(await this.records.messagePut(this.noticeRecord(peer, frame, 'unreadable')))
+    } else if (!content) {
+      operations.push(
+        await this.records.messagePut({
+          ...this.noticeRecord(peer, frame, 'unsupported'),
+          raw: toBase64Url(decrypted.plaintext),
+        }),
+      )
+    } else if (content.type === 'text') {
+      const stored = await this.receiveText(peer, frame, content, parsed, operations, after)
+      if (stored) {
+        contact = {
+          ...contact,
+          unread: contact.unread + 1,
+          lastMessageAt: Math.max(contact.lastMessageAt ?? 0, frame.ts),
+        }
       }
-      received = {
-        id: content.id,
-        peer,
-        direction: 'in',
-        text: content.text,
-        sentAt: content.sentAt,
-        serverAt: frame.ts,
-        state: 'received',
-        order: this.nextOrder(),
-      }
-      operations.push(await this.records.messagePut(received))
-      contact = {
-        ...contact,
-        unread: contact.unread + 1,
-        lastMessageAt: Math.max(contact.lastMessageAt ?? 0, frame.ts),
-      }
+    } else if (content.type === 'receipt') {
+      await this.receiveReceipt(peer, content, parsed, operations, after)
+    } else if (content.type === 'retry') {
+      // Answered once this delivery is stored, in the peer's queue behind it.
+      const ids = content.ids
+      after.push(() => {
+        this.peerQueues.run(peer, () => this.answerRetry(peer, ids)).catch((e: unknown) => this.report(e))
+      })
     } else {
       for (const id of content.ids) {
-        const message = await this.records.loadMessage(peer, id)
-        if (message && message.direction === 'out' && message.state !== 'delivered') {
-          const updated: MessageRecord = { ...message, state: 'delivered' }
-          delivered.push(updated)
-          operations.push(await this.records.messagePut(updated))
+        const notice = await this.records.loadMessage(peer, id)
+        if (notice?.direction === 'in' && notice.kind === 'undecryptable') {
+          const lost: MessageRecord = { ...notice, kind: 'lost' }
+          operations.push(await this.records.messagePut(lost))
+          after.push(() => this.events.emit('message', messageView(lost)))
         }
       }
     }
@@ -1119,36 +1171,271 @@ export class ChatClient {
 
     if (newContact) this.sendFrame({ v: FRAME_VERSION, type: 'presence.subscribe', users: [peer] })
     if (identityChanged) this.events.emit('identity-changed', { peer })
-    if (received) {
-      this.events.emit('message', messageView(received))
-      this.queueReceipt(peer, received.id)
-    }
-    for (const message of delivered)
-      this.events.emit('delivery', { peer, id: message.id, state: 'delivered' })
+    for (const step of after) step()
   }
 
-  /** A prekey message that starts a new session: find our prekeys, run X3DH, consume the one-time key. */
-  private async acceptFrom(
-    envelope: Envelope,
+  /** The contact after a message from `peer` proved `seen` is their identity (trust on first use). */
+  private contactSeen(
+    contact: ContactRecord | undefined,
+    peer: string,
+    seen: PublicIdentityJson,
+  ): { contact: ContactRecord; identityChanged: boolean; newContact: boolean } {
+    if (!contact) {
+      return {
+        contact: { username: peer, identity: seen, verified: false, unread: 0 },
+        identityChanged: false,
+        newContact: true,
+      }
+    }
+    if (!contact.identity)
+      return { contact: { ...contact, identity: seen }, identityChanged: false, newContact: false }
+    if (identitiesEqual(contact.identity, seen) || identitiesEqual(contact.pendingIdentity, seen)) {
+      return { contact, identityChanged: false, newContact: false }
+    }
+    return {
+      contact: { ...contact, pendingIdentity: seen, verified: false },
+      identityChanged: true,
+      newContact: false,
+    }
+  }
+
+  /** A notice in place of the message a delivery carried. */
+  private noticeRecord(
+    peer: string,
+    frame: Extract<ServerFrame, { type: 'deliver' }>,
+    kind: Exclude<MessageKind, 'text'>,
+  ): MessageRecord {
+    return {
+      id: frame.id,
+      peer,
+      direction: 'in',
+      text: '',
+      sentAt: frame.ts,
+      serverAt: frame.ts,
+      state: 'received',
+      order: this.nextOrder(),
+      kind,
+    }
+  }
+
+  /** Stores a notice for a delivery that no session opened (with the contact, if it is a new one). */
+  private async storeNotice(
+    peer: string,
+    frame: Extract<ServerFrame, { type: 'deliver' }>,
+    kind: 'undecryptable',
+  ): Promise<void> {
+    const notice = this.noticeRecord(peer, frame, kind)
+    const contact = await this.records.loadContact(peer)
+    await this.store.commit([
+      await this.records.messagePut(notice),
+      await this.records.contactPut({
+        ...(contact ?? { username: peer, verified: false, unread: 0 }),
+        lastMessageAt: Math.max(contact?.lastMessageAt ?? 0, frame.ts),
+      }),
+    ])
+    if (!contact) this.sendFrame({ v: FRAME_VERSION, type: 'presence.subscribe', users: [peer] })
+    this.events.emit('message', messageView(notice))
+  }
+
+  /**
+   * A text message: stored, or, when it is a message sent again on our request, stored in place of
+   * the notice it answers (and ignored if that message is stored already). True when it is new.
+   */
+  private async receiveText(
+    peer: string,
+    frame: Extract<ServerFrame, { type: 'deliver' }>,
+    content: TextContent,
+    parsed: ParsedContent,
     operations: StoreOperation[],
-  ): Promise<{ session: Session; plaintext: Uint8Array }> {
-    const header = envelope.preKey!
-    const signedPreKey = await this.records.loadPreKey(`signed:${header.signedPreKeyId}`)
-    const oneTimePreKey =
-      header.oneTimePreKeyId === undefined
-        ? undefined
-        : await this.records.loadPreKey(`one-time:${header.oneTimePreKeyId}`)
-    if (!signedPreKey || (header.oneTimePreKeyId !== undefined && !oneTimePreKey)) {
-      throw new ClientError(
-        ClientErrorCode.InvalidState,
-        'expected prekeys this device still holds, got ids it does not know',
+    after: (() => void)[],
+  ): Promise<boolean> {
+    // The id inside the encryption must match the frame's, or the server rewrote it.
+    if (content.id !== frame.id) {
+      operations.push(await this.records.messagePut(this.noticeRecord(peer, frame, 'unreadable')))
+      return false
+    }
+    const original = resendOf(parsed)
+    const replaced = original === undefined ? undefined : await this.records.loadMessage(peer, original)
+    if (replaced && (replaced.direction !== 'in' || (replaced.kind ?? 'text') === 'text')) return false
+    const received: MessageRecord = {
+      id: original ?? content.id,
+      peer,
+      direction: 'in',
+      text: content.text,
+      sentAt: content.sentAt,
+      serverAt: replaced?.serverAt ?? frame.ts,
+      state: 'received',
+      order: replaced?.order ?? this.nextOrder(),
+    }
+    operations.push(await this.records.messagePut(received))
+    after.push(() => {
+      this.events.emit('message', messageView(received))
+      this.queueReceipt(peer, received.id)
+    })
+    return true
+  }
+
+  private async receiveReceipt(
+    peer: string,
+    content: ReceiptContent,
+    parsed: ParsedContent,
+    operations: StoreOperation[],
+    after: (() => void)[],
+  ): Promise<void> {
+    for (const id of content.ids) {
+      const message = await this.records.loadMessage(peer, id)
+      if (message && message.direction === 'out' && message.state !== 'delivered') {
+        const updated: MessageRecord = { ...message, state: 'delivered' }
+        operations.push(await this.records.messagePut(updated))
+        after.push(() => this.events.emit('delivery', { peer, id, state: 'delivered' }))
+      }
+    }
+    // A receipt sent again on our request: the notice for it has nothing to show and goes.
+    const original = resendOf(parsed)
+    const notice = original === undefined ? undefined : await this.records.loadMessage(peer, original)
+    if (original !== undefined && notice?.direction === 'in' && (notice.kind ?? 'text') !== 'text') {
+      operations.push({ op: 'delete', table: 'messages', key: messageKey(peer, original) })
+      after.push(() => this.events.emit('removed', { peer, id: original }))
+    }
+  }
+
+  // --- Recovering what could not be decrypted ----------------------------------------------------
+
+  /**
+   * Asks `peer` to send the message `id` again, in a fresh session: at once if we have not asked
+   * them within RETRY_REQUEST_INTERVAL_MS, else with whatever else fails meanwhile, when it is over.
+   */
+  private requestRetry(peer: string, id: string): void {
+    let ids = this.pendingRetries.get(peer)
+    if (!ids) {
+      ids = new Set()
+      this.pendingRetries.set(peer, ids)
+    }
+    ids.add(id)
+    if (this.retryTimers.has(peer)) return
+    const last = this.lastRetryRequest.get(peer)
+    const delay = last === undefined ? 0 : Math.max(0, last + RETRY_REQUEST_INTERVAL_MS - this.now())
+    const timer = setTimeout(() => {
+      this.retryTimers.delete(peer)
+      this.peerQueues
+        .run(peer, () => this.sendRetryRequest(peer))
+        .catch((error: unknown) => this.report(error))
+    }, delay)
+    ;(timer as { unref?: () => void }).unref?.()
+    this.retryTimers.set(peer, timer)
+  }
+
+  private async sendRetryRequest(peer: string): Promise<void> {
+    const pending = this.pendingRetries.get(peer)
+    if (!pending || pending.size === 0) return
+    const ids = [...pending].slice(0, MAX_RETRY_IDS)
+    const contact = await this.records.loadContact(peer)
+    // Never to keys the user has not accepted: the notice stays, and says what failed.
+    if (contact?.pendingIdentity) {
+      this.pendingRetries.delete(peer)
+      return
+    }
+    let bundle: Awaited<ReturnType<ChatClient['fetchBundle']>>
+    try {
+      bundle = await this.fetchBundle(peer, contact)
+    } catch (error) {
+      // Offline, or the peer's key changed: the ids stay pending for the next connection.
+      this.report(error)
+      return
+    }
+    for (const id of ids) pending.delete(id)
+    if (pending.size === 0) this.pendingRetries.delete(peer)
+    else this.requestRetry(peer, ids[0]!)
+    this.lastRetryRequest.set(peer, this.now())
+    const encrypted = await this.sessions.encrypt(
+      address(peer),
+      encodeContent({ v: 1, type: 'retry', ids }),
+      { bundle: bundle.bundle, fresh: true },
+    )
+    const outboxId = toBase64Url(newMessageId(this.now()))
+    await this.store.commit([
+      encrypted.operation,
+      await this.records.outboxPut(
+        { id: outboxId, peer, envelope: toBase64Url(encrypted.envelope), kind: 'retry' },
+        this.nextOrder(),
+      ),
+      await this.records.contactPut(bundle.contact),
+    ])
+    await this.flushOutbox()
+  }
+
+  /**
+   * `peer` could not decrypt these messages of ours: send each again on the current session (the
+   * fresh one their request started), or tell them it is gone. A message already sent again
+   * MAX_RESENDS_PER_MESSAGE times, or requests beyond the hourly limit, are ignored.
+   */
+  private async answerRetry(peer: string, ids: readonly string[]): Promise<void> {
+    const now = this.now()
+    const recent = (this.retryAnswers.get(peer) ?? []).filter((at) => at > now - 60 * 60 * 1000)
+    if (recent.length >= MAX_RETRY_REQUESTS_ANSWERED_PER_HOUR) return
+    this.retryAnswers.set(peer, [...recent, now])
+    const contact = await this.records.loadContact(peer)
+    if (!contact || contact.pendingIdentity) return
+    const unavailable: string[] = []
+    const failed: MessageRecord[] = []
+    for (const id of ids) {
+      const sent = await this.records.loadSent(peer, id)
+      if (sent && sent.resends >= MAX_RESENDS_PER_MESSAGE) continue
+      if (!sent || sent.sentAt < now - SENT_CONTENT_KEEP_MS) {
+        unavailable.push(id)
+        const message = await this.records.loadMessage(peer, id)
+        if (message?.direction === 'out' && message.state !== 'failed')
+          failed.push({ ...message, state: 'failed' })
+        continue
+      }
+      const frameId = toBase64Url(newMessageId(now))
+      const content: MessageContent =
+        sent.content.type === 'text'
+          ? { ...sent.content, id: frameId, resendOf: id }
+          : { ...sent.content, resendOf: id }
+      // Each encryption advances the record, so each is committed (with its envelope) before the next.
+      const encrypted = await this.sessions.encrypt(address(peer), encodeContent(content))
+      await this.store.commit([
+        encrypted.operation,
+        await this.records.sentPut({ ...sent, resends: sent.resends + 1 }),
+        await this.records.outboxPut(
+          { id: frameId, peer, envelope: toBase64Url(encrypted.envelope), kind: 'resend' },
+          this.nextOrder(),
+        ),
+      ])
+    }
+    if (unavailable.length > 0) {
+      const encrypted = await this.sessions.encrypt(
+        address(peer),
+        encodeContent({ v: 1, type: 'unavailable', ids: unavailable }),
       )
+      await this.store.commit([
+        encrypted.operation,
+        await this.records.outboxPut(
+          {
+            id: toBase64Url(newMessageId(now)),
+            peer,
+            envelope: toBase64Url(encrypted.envelope),
+            kind: 'unavailable',
+          },
+          this.nextOrder(),
+        ),
+        ...(await Promise.all(failed.map((message) => this.records.messagePut(message)))),
+      ])
     }
-    const accepted = await acceptSession(this.identity, envelope, { signedPreKey, oneTimePreKey })
-    if (accepted.usedOneTimePreKeyId !== undefined) {
-      operations.push({ op: 'delete', table: 'prekeys', key: `one-time:${accepted.usedOneTimePreKeyId}` })
-    }
-    return accepted
+    for (const message of failed) this.events.emit('delivery', { peer, id: message.id, state: 'failed' })
+    await this.flushOutbox()
+  }
+
+  /** Deletes sent content older than SENT_CONTENT_KEEP_MS, and the oldest beyond MAX_SENT_CONTENT_ENTRIES. */
+  private async pruneSentContent(): Promise<void> {
+    const entries = (await this.store.list('sent')).sort((a, b) => (b.order ?? 0) - (a.order ?? 0))
+    const cutoff = this.now() - SENT_CONTENT_KEEP_MS
+    const stale = entries.filter((entry, i) => i >= MAX_SENT_CONTENT_ENTRIES || (entry.order ?? 0) < cutoff)
+    if (stale.length === 0) return
+    await this.store.commit(
+      stale.map((entry): StoreOperation => ({ op: 'delete', table: 'sent', key: entry.key })),
+    )
   }
 
   private acknowledge(seq: number): void {
@@ -1189,21 +1476,20 @@ export class ChatClient {
       const chunk = ids.slice(start, start + MAX_RECEIPT_IDS)
       await this.peerQueues.run(peer, async () => {
         const contact = await this.records.loadContact(peer)
-        const session = await this.records.loadSession(peer)
         // No receipts to a contact whose key changed until the user has seen the warning.
-        if (!session || !contact || contact.pendingIdentity) return
-        const encrypted = await encryptMessage(
-          session,
-          encodeContent({ v: 1, type: 'receipt', ids: chunk }),
-          this.keys,
-        )
-        const id = toBase64Url(newMessageId(this.now()))
+        if (!contact || contact.pendingIdentity || !(await this.sessions.currentSession(address(peer))))
+          return
+        const sentAt = this.now()
+        const id = toBase64Url(newMessageId(sentAt))
+        const content: ReceiptContent = { v: 1, type: 'receipt', ids: chunk }
+        const encrypted = await this.sessions.encrypt(address(peer), encodeContent(content))
         await this.store.commit([
-          await this.records.sessionPut(peer, encrypted.session),
+          encrypted.operation,
           await this.records.outboxPut(
             { id, peer, envelope: toBase64Url(encrypted.envelope), kind: 'receipt' },
             this.nextOrder(),
           ),
+          await this.records.sentPut({ id, peer, content, sentAt, resends: 0 }),
         ])
       })
     }

@@ -1,56 +1,144 @@
 /**
- * What travels inside an encrypted envelope between two clients: a small versioned JSON object.
- * The server never sees it. Text messages carry their own id (the same id the WebSocket frame
- * carries in the clear), so a server that rewrites frame ids is caught; receipts tell the sender
- * which messages reached the recipient's device ("delivered").
+ * What travels inside an encrypted envelope between two clients: a small versioned JSON object,
+ * UTF-8 encoded before padding. The server never sees it.
+ *
+ *   every content  = { "v": 1, "type": <string>, ...fields of that type, "resendOf"?: <message id> }
+ *
+ * Text messages carry their own id (the same id the WebSocket frame carries in the clear), so a
+ * server that rewrites frame ids is caught; receipts tell the sender which messages reached the
+ * recipient's device ("delivered"); a retry request asks the sender of messages we could not
+ * decrypt to send them again, and "unavailable" answers that their content is gone.
+ *
+ * Forward compatibility: fields a type does not define are ignored, and a type (or a version) this
+ * code does not know is not an error: the inbox stores such a message and shows that this version
+ * cannot display it, so a later version can. Only content that is not a JSON object with an integer
+ * `v` and a string `type`, or a known type whose fields are wrong, is malformed.
  */
 import { utf8Decode, utf8Encode } from '../bytes.js'
 import { TimestampField } from '../codec/api.js'
 import { MessageIdField } from '../codec/frames.js'
-import { decode, type Static, Type } from '../codec/schema.js'
+import { decode, matches, type Static, Type } from '../codec/schema.js'
+import { ProtocolError, ProtocolErrorCode } from '../errors.js'
 
 export const CONTENT_VERSION = 1
 /** Longest message text, in UTF-16 code units; its UTF-8 form stays well inside MAX_PLAINTEXT_BYTES. */
 export const MAX_MESSAGE_TEXT_LENGTH = 16_000
-/** Message ids one receipt may confirm. */
+/** Message ids one receipt, retry request or "unavailable" answer may name. */
 export const MAX_RECEIPT_IDS = 100
+export const MAX_RETRY_IDS = 100
+/** Longest `type` string we look at (anything longer is malformed rather than a future type). */
+const MAX_CONTENT_TYPE_LENGTH = 64
 
-export const TextContent = Type.Object(
-  {
-    v: Type.Literal(CONTENT_VERSION),
-    type: Type.Literal('text'),
-    id: MessageIdField,
-    text: Type.String({ minLength: 1, maxLength: MAX_MESSAGE_TEXT_LENGTH }),
-    sentAt: TimestampField,
-  },
-  { additionalProperties: false },
-)
+const ResendOf = Type.Optional(MessageIdField)
+
+export const TextContent = Type.Object({
+  v: Type.Literal(CONTENT_VERSION),
+  type: Type.Literal('text'),
+  id: MessageIdField,
+  text: Type.String({ minLength: 1, maxLength: MAX_MESSAGE_TEXT_LENGTH }),
+  sentAt: TimestampField,
+  resendOf: ResendOf,
+})
 export type TextContent = Static<typeof TextContent>
 
-export const ReceiptContent = Type.Object(
-  {
-    v: Type.Literal(CONTENT_VERSION),
-    type: Type.Literal('receipt'),
-    ids: Type.Array(MessageIdField, { minItems: 1, maxItems: MAX_RECEIPT_IDS }),
-  },
-  { additionalProperties: false },
-)
+export const ReceiptContent = Type.Object({
+  v: Type.Literal(CONTENT_VERSION),
+  type: Type.Literal('receipt'),
+  ids: Type.Array(MessageIdField, { minItems: 1, maxItems: MAX_RECEIPT_IDS }),
+  resendOf: ResendOf,
+})
 export type ReceiptContent = Static<typeof ReceiptContent>
 
-export const MessageContent = Type.Union([TextContent, ReceiptContent])
-export type MessageContent = Static<typeof MessageContent>
+/** "I could not decrypt these messages of yours: send them again" (sent on a fresh session). */
+export const RetryContent = Type.Object({
+  v: Type.Literal(CONTENT_VERSION),
+  type: Type.Literal('retry'),
+  ids: Type.Array(MessageIdField, { minItems: 1, maxItems: MAX_RETRY_IDS }),
+})
+export type RetryContent = Static<typeof RetryContent>
+
+/** The answer to a retry request for messages whose content the sender no longer keeps. */
+export const UnavailableContent = Type.Object({
+  v: Type.Literal(CONTENT_VERSION),
+  type: Type.Literal('unavailable'),
+  ids: Type.Array(MessageIdField, { minItems: 1, maxItems: MAX_RETRY_IDS }),
+})
+export type UnavailableContent = Static<typeof UnavailableContent>
+
+/** Every content type this version knows, by its `type`. */
+export const CONTENT_SCHEMAS = {
+  text: TextContent,
+  receipt: ReceiptContent,
+  retry: RetryContent,
+  unavailable: UnavailableContent,
+} as const
+export type ContentType = keyof typeof CONTENT_SCHEMAS
+
+export type MessageContent = TextContent | ReceiptContent | RetryContent | UnavailableContent
+
+/** A decrypted plaintext, parsed as far as every version agrees: an object with a version and a type. */
+export interface ParsedContent {
+  readonly v: number
+  readonly type: string
+  /** The whole object, not yet checked against the type's schema. */
+  readonly value: Record<string, unknown>
+}
 
 export function encodeContent(content: MessageContent): Uint8Array {
   return utf8Encode(JSON.stringify(content))
 }
 
-/** Decodes a decrypted plaintext; throws ProtocolError(MalformedMessage) for anything unexpected. */
-export function decodeContent(plaintext: Uint8Array): MessageContent {
+function malformed(detail: string): ProtocolError {
+  return new ProtocolError(
+    ProtocolErrorCode.MalformedMessage,
+    `message content: expected a JSON object with "v" and "type", got ${detail}`,
+  )
+}
+
+/** Parses a decrypted plaintext's envelope of fields; throws MalformedMessage when it has none. */
+export function parseContent(plaintext: Uint8Array): ParsedContent {
   let parsed: unknown
   try {
     parsed = JSON.parse(utf8Decode(plaintext))
   } catch {
-    parsed = undefined
+    throw malformed('text that is not JSON')
   }
-  return decode(MessageContent, parsed, 'message content')
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw malformed('another value')
+  const value = parsed as Record<string, unknown>
+  if (!Number.isInteger(value.v) || (value.v as number) < 1) throw malformed('no valid "v"')
+  if (
+    typeof value.type !== 'string' ||
+    value.type.length === 0 ||
+    value.type.length > MAX_CONTENT_TYPE_LENGTH
+  )
+    throw malformed('no valid "type"')
+  return { v: value.v as number, type: value.type, value }
+}
+
+/** True when this version can read content of this version and type. */
+export function isKnownContent(parsed: ParsedContent): parsed is ParsedContent & { type: ContentType } {
+  return parsed.v === CONTENT_VERSION && Object.hasOwn(CONTENT_SCHEMAS, parsed.type)
+}
+
+/** Checks known content against its type's schema; throws MalformedMessage when a field is wrong. */
+export function decodeKnownContent(parsed: ParsedContent & { type: ContentType }): MessageContent {
+  return decode(CONTENT_SCHEMAS[parsed.type], parsed.value, `${parsed.type} content`) as MessageContent
+}
+
+/** Decodes a plaintext this version must know (tests and callers that accept nothing else). */
+export function decodeContent(plaintext: Uint8Array): MessageContent {
+  const parsed = parseContent(plaintext)
+  if (!isKnownContent(parsed)) {
+    throw new ProtocolError(
+      ProtocolErrorCode.UnsupportedVersion,
+      `message content: expected a known type of version ${CONTENT_VERSION}, got an unknown type of version ${parsed.v}`,
+    )
+  }
+  return decodeKnownContent(parsed)
+}
+
+/** The id of the message a resent content replaces, if it is a resend. */
+export function resendOf(parsed: ParsedContent): string | undefined {
+  const value = parsed.value.resendOf
+  return matches(MessageIdField, value) ? value : undefined
 }

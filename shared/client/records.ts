@@ -5,7 +5,8 @@
  */
 import type { PublicIdentityJson } from '../codec/api.js'
 import { Type } from '../codec/schema.js'
-import type { ContactView, DeliveryState, MessageView } from './views.js'
+import type { ReceiptContent, TextContent } from './content.js'
+import type { ContactView, DeliveryState, MessageKind, MessageView } from './views.js'
 
 /** Checked on every read: a contact record decides whom we trust, so a damaged one must not pass. */
 export const ContactRecord = Type.Object({
@@ -29,19 +30,40 @@ export interface MessageRecord {
   id: string
   peer: string
   direction: 'in' | 'out'
+  /** The message text; empty for notices. */
   text: string
   sentAt: number
   serverAt?: number
   state: DeliveryState
   order: number
+  /** What the entry is; absent in records written before notices existed, which are all text. */
+  kind?: MessageKind
+  /** Unsupported content: the plaintext (base64url), kept so that a later version can show it. */
+  raw?: string
 }
 
 export interface OutboxRecord {
   id: string
   peer: string
   envelope: string
-  /** Receipts travel through the outbox too, but never appear in history. */
-  kind: 'text' | 'receipt'
+  /**
+   * Only text appears in history; receipts, retry requests, their answers and resent messages
+   * travel through the outbox too.
+   */
+  kind: 'text' | 'receipt' | 'retry' | 'unavailable' | 'resend'
+}
+
+/**
+ * The content of something we sent, kept sealed for SENT_CONTENT_KEEP_MS so that it can be sent
+ * again when the recipient could not decrypt it. Key "<peer>/<id>", order = when it was sent.
+ */
+export interface SentRecord {
+  id: string
+  peer: string
+  content: TextContent | ReceiptContent
+  sentAt: number
+  /** How often it was sent again on request (at most MAX_RESENDS_PER_MESSAGE). */
+  resends: number
 }
 
 export function identitiesEqual(
@@ -68,6 +90,7 @@ export function messageView(record: MessageRecord): MessageView {
     serverAt: record.serverAt,
     state: record.state,
     order: record.order,
+    kind: record.kind ?? 'text',
   }
 }
 

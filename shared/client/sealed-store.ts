@@ -3,26 +3,41 @@
  * storage key, with a context that names its slot, so a sealed value moved to another record fails
  * to open:
  *
- *   sessions  key <peer>                       context "session:<peer>"
+ *   sessions  key <address>  ("alice:1")       context "session:<address>"   a session record
+ *             key <peer>     (format 1 only)    context "session:<peer>"      one session; migrated
  *   prekeys   key signed:<id> | one-time:<id>  context "prekey:<key>"
  *   contacts  key <peer>                       context "contact:<peer>"
  *   messages  key <peer>/<id>                  context "message:<key>"
  *   outbox    key <id>                         context "outbox:<id>"
+ *   sent      key <peer>/<id>                  context "sent:<key>"
  *   account   key "account"                    sealed by account.ts (context "account:<username>")
  *
  * Loads open and check what they read. Puts write nothing: they return the StoreOperation, so the
  * caller commits a session update, the message it produced and the prekey it consumed in one batch.
  * Crypto runs here, before the commit, never inside a store transaction.
  */
+
+import type { AddressKey } from '../address.js'
 import { open, seal } from '../at-rest.js'
 import { utf8Decode, utf8Encode } from '../bytes.js'
 import { matches } from '../codec/schema.js'
 import { exportPreKey, importPreKey, type PreKeyPair } from '../identity.js'
 import type { Session } from '../session.js'
-import { deserializeSession, serializeSession } from '../session-serialization.js'
+import type { SessionRecord } from '../session-record.js'
+import {
+  deserializeSession,
+  deserializeSessionRecord,
+  serializeSessionRecord,
+} from '../session-serialization.js'
 import { ACCOUNT_KEY, type AccountSecrets, sealAccount, type UnlockedAccount } from './account.js'
 import { ClientError, ClientErrorCode } from './errors.js'
-import { ContactRecord, type MessageRecord, messageKey, type OutboxRecord } from './records.js'
+import {
+  ContactRecord,
+  type MessageRecord,
+  messageKey,
+  type OutboxRecord,
+  type SentRecord,
+} from './records.js'
 import type { ClientStore, StoreOperation } from './store.js'
 
 export class SealedStore {
@@ -53,11 +68,16 @@ export class SealedStore {
     }
   }
 
-  async loadSession(peer: string): Promise<Session | undefined> {
-    const record = await this.store.get('sessions', peer)
-    if (!record) return undefined
+  async loadSessionRecord(address: AddressKey): Promise<SessionRecord | undefined> {
+    const record = await this.store.get('sessions', address)
+    return record && this.openSessionRecord(address, record.value)
+  }
+
+  async openSessionRecord(address: AddressKey, sealed: Uint8Array): Promise<SessionRecord> {
     try {
-      return await deserializeSession(await open(this.unlocked.storageKey, record.value, `session:${peer}`))
+      return await deserializeSessionRecord(
+        await open(this.unlocked.storageKey, sealed, `session:${address}`),
+      )
     } catch (cause) {
       throw new ClientError(
         ClientErrorCode.CorruptStore,
@@ -67,9 +87,26 @@ export class SealedStore {
     }
   }
 
-  async sessionPut(peer: string, session: Session): Promise<StoreOperation> {
-    const value = await seal(this.unlocked.storageKey, await serializeSession(session), `session:${peer}`)
-    return { op: 'put', table: 'sessions', record: { key: peer, value } }
+  async sessionRecordPut(address: AddressKey, record: SessionRecord): Promise<StoreOperation> {
+    const value = await seal(
+      this.unlocked.storageKey,
+      await serializeSessionRecord(record),
+      `session:${address}`,
+    )
+    return { op: 'put', table: 'sessions', record: { key: address, value } }
+  }
+
+  /** A session as records format 1 stored it: one per contact, keyed by username. */
+  async openLegacySession(peer: string, sealed: Uint8Array): Promise<Session> {
+    try {
+      return await deserializeSession(await open(this.unlocked.storageKey, sealed, `session:${peer}`))
+    } catch (cause) {
+      throw new ClientError(
+        ClientErrorCode.CorruptStore,
+        'expected a readable session record, got a damaged one',
+        { cause },
+      )
+    }
   }
 
   /** `key` is "signed:<id>" or "one-time:<id>". */
@@ -147,6 +184,26 @@ export class SealedStore {
         peer: entry.peer,
         order,
         value: await this.sealJson(entry, `outbox:${entry.id}`),
+      },
+    }
+  }
+
+  async loadSent(peer: string, id: string): Promise<SentRecord | undefined> {
+    const key = messageKey(peer, id)
+    const record = await this.store.get('sent', key)
+    return record && this.openJson<SentRecord>(record.value, `sent:${key}`)
+  }
+
+  async sentPut(entry: SentRecord): Promise<StoreOperation> {
+    const key = messageKey(entry.peer, entry.id)
+    return {
+      op: 'put',
+      table: 'sent',
+      record: {
+        key,
+        peer: entry.peer,
+        order: entry.sentAt,
+        value: await this.sealJson(entry, `sent:${key}`),
       },
     }
   }

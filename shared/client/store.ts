@@ -13,7 +13,7 @@ export type StoreTable =
   | 'account'
   /** Our prekeys' private halves, key "signed:<id>" or "one-time:<id>". */
   | 'prekeys'
-  /** One Double Ratchet session per contact, key = username. */
+  /** One session record per remote address, key = "<username>:<device>" (shared/address.ts). */
   | 'sessions'
   /** One record per contact (identity keys seen, verification, unread count), key = username. */
   | 'contacts'
@@ -21,12 +21,14 @@ export type StoreTable =
   | 'messages'
   /** Envelopes sent but not yet accepted by the server, resent on reconnect; key = message id. */
   | 'outbox'
+  /** Content we sent, kept for a while to send again on request; key = "<peer>/<id>", order = sent. */
+  | 'sent'
 
 export interface StoreRecord {
   readonly key: string
-  /** Messages and outbox entries: the conversation they belong to. */
+  /** Messages, outbox and sent entries: the conversation they belong to. */
   readonly peer?: string
-  /** Messages and outbox entries: the sort position (milliseconds, then a tiebreak). */
+  /** Messages, outbox and sent entries: the sort position (milliseconds, then a tiebreak). */
   readonly order?: number
   readonly value: Uint8Array
 }

@@ -4,6 +4,15 @@
  * behind these views are in records.ts. Importable from chat-client.ts as well.
  */
 
+/**
+ * What an entry in a conversation is: a text message, or a notice in its place.
+ *   undecryptable  no session opened it; the sender was asked to send it again
+ *   unreadable     it decrypted, but its content was malformed (a retry would not help)
+ *   unsupported    a kind of message this version cannot display; a later version can
+ *   lost           it could not be decrypted, and the sender no longer has it to send again
+ */
+export type MessageKind = 'text' | 'undecryptable' | 'unreadable' | 'unsupported' | 'lost'
+
 export type DeliveryState = 'sending' | 'accepted' | 'delivered' | 'received' | 'failed'
 export type ConnectionState = 'offline' | 'connecting' | 'online' | 'logged-out'
 
@@ -19,6 +28,7 @@ export interface MessageView {
   readonly state: DeliveryState
   /** Position in the conversation (strictly increasing on this device). */
   readonly order: number
+  readonly kind: MessageKind
 }
 
 export interface ContactView {
@@ -37,8 +47,13 @@ export interface ClientEvents extends Record<string, unknown> {
   presence: { username: string; online: boolean }
   'identity-changed': { peer: string }
   connection: { state: ConnectionState }
-  /** A message arrived that could not be decrypted (it was acknowledged and dropped). */
+  /**
+   * A message arrived that could not be decrypted: a notice took its place in the conversation and
+   * the sender was asked to send it again.
+   */
   undecryptable: { peer: string; id: string; reason: string }
+  /** An entry left the conversation (a notice whose message turned out to be a resent receipt). */
+  removed: { peer: string; id: string }
   /** Everything the server had queued for us when we connected is now stored (and acknowledged). */
   'caught-up': { messages: number }
   /** A failure in background work (prekey upkeep, a send the server refused); never a secret. */

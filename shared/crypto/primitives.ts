@@ -135,13 +135,19 @@ export async function generateX25519KeyPair(options: KeyOptions = {}): Promise<K
   return { privateKey: new PrivateKeyHandle('X25519', pair.privateKey), publicKey }
 }
 
-/** Rebuilds a key pair from a 32-byte X25519 private scalar (storage, fixed test keys). */
+/**
+ * Rebuilds a key pair from a 32-byte X25519 private scalar (storage, fixed test keys). Storage that
+ * kept the public half too passes it as `knownPublicKey`, which saves a scalar multiplication per
+ * load; it must come from authenticated storage of our own, since it is not checked.
+ */
 export async function x25519KeyPairFromPrivateBytes(
   privateBytes: Uint8Array,
   options: KeyOptions = {},
+  knownPublicKey?: Uint8Array,
 ): Promise<KeyPair> {
   assertBytes(privateBytes, X25519_KEY_BYTES, 'x25519 private key')
-  const publicKey = nobleX25519.getPublicKey(privateBytes)
+  if (knownPublicKey !== undefined) assertBytes(knownPublicKey, X25519_KEY_BYTES, 'x25519 public key')
+  const publicKey = knownPublicKey?.slice() ?? nobleX25519.getPublicKey(privateBytes)
   if (!(await webCryptoCurveSupport()).x25519) {
     return { privateKey: new PrivateKeyHandle('X25519', privateBytes.slice()), publicKey }
   }

@@ -4,12 +4,12 @@
  * padding changes these hashes: such a change is a new protocol version, not a refactor.
  */
 import { describe, expect, it } from 'vitest'
-import { toHex, utf8Decode, utf8Encode } from '../bytes.js'
+import { fromHex, toHex, utf8Decode, utf8Encode } from '../bytes.js'
 import { sha256 } from '../crypto/primitives.js'
 import { generateOneTimePreKeys, generateSignedPreKey, publicPreKey } from '../identity.js'
 import { safetyNumber } from '../safety-number.js'
 import { acceptSession, decryptMessage, encryptMessage, startSession } from '../session.js'
-import { serializeSession } from '../session-serialization.js'
+import { deserializeSession, serializeSession } from '../session-serialization.js'
 import { x3dhInitiate } from '../x3dh.js'
 import { deterministicIdentity, deterministicKeys } from './helpers.js'
 
@@ -27,8 +27,8 @@ const KNOWN_ANSWERS = {
     '8f5f080b51e56df4a86a346623596e955cc3fba71ffe4bbca34389fafa47182a',
     '77e27ae2c98a6c56785cca53c76d867247c0892d5ba078a5a96e1e681db10558',
   ],
-  /** SHA-256 of Bob's serialized session after the conversation. */
-  bobSessionAfter: '61b0e5a0e00dfa5a167734cf35a924b3e23ca1cc83a82dfa951350debfef7e4a',
+  /** SHA-256 of Bob's serialized session (format 2) after the conversation. */
+  bobSessionAfter: '0e930f944c02099019c297d62648bb71fe7cabdef30b94170943d930985cd90b',
   safetyNumber: '710990490864141560788898561629829777358150725767928601002841',
   safetyQr:
     '01276b7a03a12706b0c8cd3f684151251da6efacd8c9a7b5097a95180672996d5e' +
@@ -78,9 +78,14 @@ async function conversation() {
     x3dh,
     envelopes,
     bobSession: b,
+    aliceSession: a,
     texts: [utf8Decode(accepted.plaintext), utf8Decode(reply.plaintext), utf8Decode(last.plaintext)],
   }
 }
+
+/** Alice's session at the end of `conversation()`, as version 0.1.0 serialized it (session format 1). */
+const ALICE_SESSION_FORMAT_1 =
+  '010159d7183fb72b1de6ca42cab70c13e41d9a63a7a2f6e3ca9c2e5b1815846fa3282ec228cd5094c7feb40f3b5ad8d177061208e53c9b1eea64a3c075c8b551d36f9726f8480a941e1c2ac6e74e12154b3e440e197f62a7f5918f3a0c6655516b49435bffcd9a6b45ea8098c2433f1e8603834065ca1d1c8a372cd5839b5d7ef1659726f8480a941e1c2ac6e74e12154b3e440e197f62a7f5918f3a0c6655516b49435bffcd9a6b45ea8098c2433f1e8603834065ca1d1c8a372cd5839b5d7ef1656504435de1197481d719bb42de1e2ce43ce37537d7ee2be6e86765e2d2aadd3f835f21e4ce72fa03635a727ecd16b355ef280144f8c37618d7cfa4fa221f7d031761de565027d7e84ce962ab9febb32583dcf8cb930c093fe1d94d951ecb2c1b00c11c80ffc373e373cc967aa5d8d3f7156443e722dac6d53452875a8b6c36871101594f8bedf92d85fedea4502eff5b259c5fc3bedba7788c4b227bf8a7e8c3c7ec015d7c0d3e2fe07dc8d317e994837bff12bcd485e91fa736411f39a0efc703e6b90000000100000002017e27741b39fd681ad0f86fee0d3bf7f13e00b6ce470eee5b9dc30df738ea8f4d018a90ef8f6e77b7773b3bd7e7013ec3e57325e329e067e4888d0226f0aa1a63e600000001013e9584e721d3dff8749e0f6fe61e8b4b2b3cf80d267fa541974405e991ff3c5f00000000'
 
 describe('known answers', () => {
   it('a fixed conversation produces exactly the pinned bytes', async () => {
@@ -110,5 +115,16 @@ describe('known answers', () => {
   it('the same conversation run twice gives the same bytes (nothing random leaks in)', async () => {
     const [one, two] = [await conversation(), await conversation()]
     expect(one.envelopes.map(toHex)).toEqual(two.envelopes.map(toHex))
+  })
+  it('a session stored in format 1 (before the ratchet public key was kept) still loads', async () => {
+    const run = await conversation()
+    // Alice's session after the conversation, serialized by version 0.1.0 of this code (format 1).
+    const loaded = await deserializeSession(fromHex(ALICE_SESSION_FORMAT_1))
+    expect(loaded.ratchet.ourRatchetKey?.publicKey).toEqual(run.aliceSession.ratchet.ourRatchetKey?.publicKey)
+    expect(toHex(await serializeSession(loaded))).toBe(toHex(await serializeSession(run.aliceSession)))
+    // It goes on working: the next message from Alice opens on Bob's side.
+    const next = await encryptMessage(loaded, utf8Encode('after the upgrade'))
+    const opened = await decryptMessage(run.bobSession, next.envelope)
+    expect(utf8Decode(opened.plaintext)).toBe('after the upgrade')
   })
 })

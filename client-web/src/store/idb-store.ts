@@ -19,7 +19,7 @@ import { normalizeUsername } from '../../../shared/username.js'
 
 export const DATABASE_PREFIX = 'secure-chat:'
 /** Bumped with a migration in `upgrade`; a database from a newer version is refused, never opened. */
-export const SCHEMA_VERSION = 1
+export const SCHEMA_VERSION = 2
 
 export const STORE_TABLES: readonly StoreTable[] = [
   'account',
@@ -28,6 +28,7 @@ export const STORE_TABLES: readonly StoreTable[] = [
   'contacts',
   'messages',
   'outbox',
+  'sent',
 ]
 const MESSAGES_BY_PEER = 'by-peer-order'
 
@@ -46,6 +47,7 @@ interface Schema extends DBSchema {
   contacts: { key: string; value: Row }
   messages: { key: string; value: Row; indexes: { [MESSAGES_BY_PEER]: [string, number] } }
   outbox: { key: string; value: Row }
+  sent: { key: string; value: Row }
 }
 
 export function databaseName(username: string): string {
@@ -109,14 +111,17 @@ export class IdbStore implements ClientStore {
     try {
       db = await openDB<Schema>(name, SCHEMA_VERSION, {
         upgrade(database, oldVersion) {
+          // Each step is frozen in time: it names its own tables, never today's list.
           if (oldVersion < 1) {
-            for (const table of STORE_TABLES) {
-              if (table !== 'messages') database.createObjectStore(table, { keyPath: 'key' })
+            for (const table of ['account', 'prekeys', 'sessions', 'contacts', 'outbox'] as const) {
+              database.createObjectStore(table, { keyPath: 'key' })
             }
             database
               .createObjectStore('messages', { keyPath: 'key' })
               .createIndex(MESSAGES_BY_PEER, ['peer', 'order'])
           }
+          // 2: the content of sent messages, kept for a while to send again on request.
+          if (oldVersion < 2) database.createObjectStore('sent', { keyPath: 'key' })
         },
         // Another tab wants to delete or upgrade this database: let it, and tell the app.
         blocking() {

@@ -27,6 +27,7 @@ function messages(count: number, firstOrder = 1, stepMs = 7 * MINUTE): MessageVi
       serverAt: START + order * stepMs,
       state: order % 3 === 0 ? 'delivered' : 'received',
       order,
+      kind: 'text',
     }
   })
 }

@@ -1,0 +1,147 @@
+/**
+ * The client's sessions: one session record per remote address (shared/session-record.ts), kept
+ * sealed in the store. It decrypts with whichever session of the record a message belongs to,
+ * accepts prekey messages (looking up and consuming our prekeys), encrypts on the current session,
+ * starts new sessions from bundles, and archives or drops sessions when told to.
+ *
+ * Like the rest of the core, it returns store operations instead of writing: the caller commits a
+ * record update together with the message it produced and the prekey it consumed, or none of them.
+ * Callers serialise work per address (PeerQueues), so two jobs never advance one record at once.
+ *
+ * What it does not know: sockets, the server's API, contacts and whom to trust (the caller checks a
+ * session's remote identity against the contact), retry requests' policy (inbox and outbox).
+ */
+import { type Address, type AddressKey, addressKey, parseAddressKey } from '../address.js'
+import type { Envelope } from '../codec/envelope.js'
+import type { Identity, PreKeyBundle, PublicIdentity } from '../identity.js'
+import type { KeyGeneration } from '../key-generation.js'
+import { acceptSession, encryptMessage, type Session, startSession } from '../session.js'
+import {
+  archiveCurrentSession,
+  decryptWithRecord,
+  EMPTY_SESSION_RECORD,
+  filterSessions,
+  promoteSession,
+  type SessionRecord,
+} from '../session-record.js'
+import { ClientError, ClientErrorCode } from './errors.js'
+import type { SealedStore } from './sealed-store.js'
+import type { ClientStore, StoreOperation } from './store.js'
+
+export interface SessionDecryption {
+  readonly plaintext: Uint8Array
+  /** Who the message is from, as the session that opened it knows them. */
+  readonly remoteIdentity: PublicIdentity
+  /** The record update, and the one-time prekey's deletion when the message started a session. */
+  readonly operations: StoreOperation[]
+  /** The message started a new session (the previous current one was archived). */
+  readonly newSession: boolean
+}
+
+export interface SessionEncryption {
+  readonly envelope: Uint8Array
+  readonly operation: StoreOperation
+}
+
+export class SessionManager {
+  private readonly store: ClientStore
+  private readonly records: SealedStore
+  private readonly identity: () => Identity
+  private readonly keys: KeyGeneration
+
+  constructor(store: ClientStore, records: SealedStore, identity: () => Identity, keys: KeyGeneration) {
+    this.store = store
+    this.records = records
+    this.identity = identity
+    this.keys = keys
+  }
+
+  async record(target: Address): Promise<SessionRecord> {
+    return (await this.records.loadSessionRecord(addressKey(target))) ?? EMPTY_SESSION_RECORD
+  }
+
+  /** Every address we hold a record for. */
+  async addresses(): Promise<Address[]> {
+    return (await this.store.list('sessions')).map((entry) => parseAddressKey(entry.key))
+  }
+
+  /** The session we would send to `target` on now, if any. */
+  async currentSession(target: Address): Promise<Session | null> {
+    return (await this.record(target)).current
+  }
+
+  /** Decrypts an envelope from `target` with the session it belongs to (see decryptWithRecord). */
+  async decrypt(target: Address, envelope: Envelope): Promise<SessionDecryption> {
+    const record = await this.record(target)
+    const result = await decryptWithRecord(record, envelope, (prekeyMessage) => this.accept(prekeyMessage))
+    const operations = [await this.records.sessionRecordPut(addressKey(target), result.record)]
+    if (result.usedOneTimePreKeyId !== undefined) {
+      operations.push({ op: 'delete', table: 'prekeys', key: `one-time:${result.usedOneTimePreKeyId}` })
+    }
+    return {
+      plaintext: result.plaintext,
+      remoteIdentity: result.session.remoteIdentity,
+      operations,
+      newSession: result.newSession,
+    }
+  }
+
+  /** A prekey message that starts a new session: find our prekeys and run X3DH. */
+  private async accept(envelope: Envelope) {
+    const header = envelope.preKey!
+    const signedPreKey = await this.records.loadPreKey(`signed:${header.signedPreKeyId}`)
+    const oneTimePreKey =
+      header.oneTimePreKeyId === undefined
+        ? undefined
+        : await this.records.loadPreKey(`one-time:${header.oneTimePreKeyId}`)
+    if (!signedPreKey || (header.oneTimePreKeyId !== undefined && !oneTimePreKey)) {
+      throw new ClientError(
+        ClientErrorCode.InvalidState,
+        'expected prekeys this device still holds, got ids it does not know',
+      )
+    }
+    return acceptSession(this.identity(), envelope, { signedPreKey, oneTimePreKey })
+  }
+
+  /**
+   * Encrypts on the current session, or on a new one from `bundle` when there is none (or when
+   * `bundle` is given and `fresh` asks for a new session regardless, as a retry request does).
+   */
+  async encrypt(
+    target: Address,
+    plaintext: Uint8Array,
+    options: { bundle?: PreKeyBundle; fresh?: boolean } = {},
+  ): Promise<SessionEncryption> {
+    let record = await this.record(target)
+    if (options.bundle && (options.fresh || !record.current)) {
+      record = promoteSession(record, await startSession(this.identity(), options.bundle, this.keys))
+    }
+    if (!record.current) {
+      throw new ClientError(
+        ClientErrorCode.InvalidState,
+        `expected a session with ${target.user}, got none (a prekey bundle is needed)`,
+      )
+    }
+    const encrypted = await encryptMessage(record.current, plaintext, this.keys)
+    return {
+      envelope: encrypted.envelope,
+      operation: await this.records.sessionRecordPut(addressKey(target), {
+        ...record,
+        current: encrypted.session,
+      }),
+    }
+  }
+
+  /** The operation that archives the current session: the next send starts a new one. */
+  async archiveCurrent(target: Address): Promise<StoreOperation> {
+    return this.records.sessionRecordPut(addressKey(target), archiveCurrentSession(await this.record(target)))
+  }
+
+  /** The operation that keeps only the sessions `keep` accepts (none left: the record is deleted). */
+  async retain(target: Address, keep: (session: Session) => boolean): Promise<StoreOperation> {
+    const key: AddressKey = addressKey(target)
+    const kept = filterSessions(await this.record(target), keep)
+    if (!kept.current && kept.archived.length === 0) return { op: 'delete', table: 'sessions', key }
+    return this.records.sessionRecordPut(key, kept)
+  }
+}
