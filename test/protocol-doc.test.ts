@@ -1,7 +1,8 @@
 /**
  * docs/protocol.md is the project's specification and repeats every limit, version, label, error
- * code and known answer the code uses. This test parses its Markdown tables and fails, naming the
- * constant, whenever the document and the code are out of step.
+ * code and known answer the code uses, and every content type clients put inside envelopes. This
+ * test parses its Markdown tables and fails, naming the constant or type, whenever the document and
+ * the code are out of step.
  */
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -13,6 +14,12 @@ import {
   STORAGE_KEY_SALT_BYTES,
 } from '../shared/at-rest.js'
 import { toHex } from '../shared/bytes.js'
+import {
+  CONTENT_VERSION,
+  MAX_MESSAGE_TEXT_LENGTH,
+  MAX_RECEIPT_IDS,
+  MessageContent,
+} from '../shared/client/content.js'
 import { ENVELOPE_VERSION } from '../shared/codec/envelope.js'
 import { FRAME_VERSION } from '../shared/codec/frames.js'
 import {
@@ -43,6 +50,7 @@ const doc = readFileSync(join(root, DOC), 'utf8')
 const LIMITS_HEADER = ['constant', 'value', 'reason']
 const LABELS_HEADER = ['constant', 'bytes']
 const ERRORS_HEADER = ['name', 'code', 'meaning']
+const CONTENT_HEADER = ['content `type`', 'fields (besides `v`, `type`)', 'meaning']
 
 /** Constants documented outside shared/limits.ts, in the same table format. */
 const OTHER_CONSTANTS: Record<string, number> = {
@@ -69,6 +77,9 @@ const OTHER_CONSTANTS: Record<string, number> = {
   RSA_OAEP_MODULUS_BITS,
   RSA_OAEP_MAX_PLAINTEXT_BYTES,
   MESSAGE_ID_TIME_BYTES,
+  CONTENT_VERSION,
+  MAX_MESSAGE_TEXT_LENGTH,
+  MAX_RECEIPT_IDS,
 }
 
 /** Splits a Markdown table row into trimmed cells; a `|` inside a code span or escaped stays put. */
@@ -224,6 +235,40 @@ describe(`${DOC}: error codes table (| name | code | meaning |)`, () => {
   it('documents no error code the code does not define', () => {
     const unknown = [...documented.keys()].filter((name) => !Object.hasOwn(ProtocolErrorCode, name))
     expect(unknown, `${DOC}: error table rows that match no ProtocolErrorCode`).toEqual([])
+  })
+})
+
+/** The content types of shared/client/content.ts: each `type` literal with the fields beside it. */
+const contentTypes = MessageContent.anyOf.map((schema) => ({
+  type: schema.properties.type.const,
+  fields: Object.keys(schema.properties).filter((field) => field !== 'v' && field !== 'type'),
+}))
+
+describe(`${DOC}: message content types (| content \`type\` | fields | meaning |)`, () => {
+  const documented = rowsByName(CONTENT_HEADER)
+
+  it('finds the content union in shared/client/content.ts', () => {
+    expect(contentTypes.length).toBeGreaterThan(0)
+  })
+
+  it.each(contentTypes.map(({ type, fields }) => [type, fields] as const))(
+    '`%s` is documented with each of its fields',
+    (type, fields) => {
+      const row = onlyRow(documented, type, 'content types')
+      const spans = [...(row[1] ?? '').matchAll(/`([^`]*)`/g)].map((match) => match[1] ?? '')
+      for (const field of fields) {
+        expect(
+          spans.some((span) => span === field || span.startsWith(`${field}:`)),
+          `${DOC}: content type \`${type}\` does not document its field \`${field}\``,
+        ).toBe(true)
+      }
+    },
+  )
+
+  it('documents no content type the code does not define', () => {
+    const known = new Set<string>(contentTypes.map(({ type }) => type))
+    const unknown = [...documented.keys()].filter((type) => !known.has(type))
+    expect(unknown, `${DOC}: content type rows that match no type of MessageContent`).toEqual([])
   })
 })
 
