@@ -1,11 +1,19 @@
 /**
  * docs/protocol.md is the project's specification and repeats every limit, version, label, error
- * code and known answer the code uses. This test parses its Markdown tables and fails, naming the
- * constant, whenever the document and the code are out of step.
+ * code and known answer the code uses, every content type clients put inside envelopes, and every
+ * route the server serves. This test parses its Markdown tables and fails, naming the constant,
+ * type or route, whenever the document and the code are out of step. Routes come from the real
+ * application (built as the server tests build it), not from reading its source.
  */
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { describe, expect, it } from 'vitest'
+import type { FastifyInstance } from 'fastify'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { build } from '../server/app.js'
+import { ServerErrorCode } from '../server/errors.js'
+import { createTestDatabase, type TestDatabase } from '../server/test/databases.js'
+import { TEST_BCRYPT_COST } from '../server/test/harness.js'
+import { RELAY_PATH } from '../server/ws/relay.js'
 import {
   SEALED_VERSION,
   STORAGE_KEY_MIN_ITERATIONS,
@@ -13,6 +21,13 @@ import {
   STORAGE_KEY_SALT_BYTES,
 } from '../shared/at-rest.js'
 import { toHex } from '../shared/bytes.js'
+import {
+  CONTENT_VERSION,
+  MAX_MESSAGE_TEXT_LENGTH,
+  MAX_RECEIPT_IDS,
+  MessageContent,
+} from '../shared/client/content.js'
+import { API_PREFIX } from '../shared/codec/api.js'
 import { ENVELOPE_VERSION } from '../shared/codec/envelope.js'
 import { FRAME_VERSION } from '../shared/codec/frames.js'
 import {
@@ -35,6 +50,7 @@ import { MAX_RETIRED_RATCHET_KEYS } from '../shared/ratchet/double-ratchet.js'
 import { SAFETY_NUMBER_QR_VERSION, SAFETY_NUMBER_VERSION } from '../shared/safety-number.js'
 import { SESSION_SERIALIZATION_VERSION } from '../shared/session-serialization.js'
 import { SHARED_SECRET_BYTES } from '../shared/x3dh.js'
+import { type RegisteredRoute, registeredRoutes } from './registered-routes.js'
 
 const root = join(import.meta.dirname, '..')
 const DOC = 'docs/protocol.md'
@@ -43,6 +59,9 @@ const doc = readFileSync(join(root, DOC), 'utf8')
 const LIMITS_HEADER = ['constant', 'value', 'reason']
 const LABELS_HEADER = ['constant', 'bytes']
 const ERRORS_HEADER = ['name', 'code', 'meaning']
+const SERVER_ERRORS_HEADER = ['server code', 'http status', 'when']
+const CONTENT_HEADER = ['content `type`', 'fields (besides `v`, `type`)', 'meaning']
+const ROUTES_HEADER = ['method', 'path', 'auth', 'request', 'success']
 
 /** Constants documented outside shared/limits.ts, in the same table format. */
 const OTHER_CONSTANTS: Record<string, number> = {
@@ -69,6 +88,9 @@ const OTHER_CONSTANTS: Record<string, number> = {
   RSA_OAEP_MODULUS_BITS,
   RSA_OAEP_MAX_PLAINTEXT_BYTES,
   MESSAGE_ID_TIME_BYTES,
+  CONTENT_VERSION,
+  MAX_MESSAGE_TEXT_LENGTH,
+  MAX_RECEIPT_IDS,
 }
 
 /** Splits a Markdown table row into trimmed cells; a `|` inside a code span or escaped stays put. */
@@ -224,6 +246,116 @@ describe(`${DOC}: error codes table (| name | code | meaning |)`, () => {
   it('documents no error code the code does not define', () => {
     const unknown = [...documented.keys()].filter((name) => !Object.hasOwn(ProtocolErrorCode, name))
     expect(unknown, `${DOC}: error table rows that match no ProtocolErrorCode`).toEqual([])
+  })
+})
+
+describe(`${DOC}: server error codes table (| server code | HTTP status | when |)`, () => {
+  const documented = rowsByName(SERVER_ERRORS_HEADER)
+
+  it.each(Object.values(ServerErrorCode))('`%s` is documented', (code) => {
+    onlyRow(documented, code, 'server error codes')
+  })
+
+  it('documents no server code the server does not define', () => {
+    const known = new Set<string>(Object.values(ServerErrorCode))
+    const unknown = [...documented.keys()].filter((code) => !known.has(code))
+    expect(unknown, `${DOC}: server error rows that match no ServerErrorCode`).toEqual([])
+  })
+})
+
+/** The content types of shared/client/content.ts: each `type` literal with the fields beside it. */
+const contentTypes = MessageContent.anyOf.map((schema) => ({
+  type: schema.properties.type.const,
+  fields: Object.keys(schema.properties).filter((field) => field !== 'v' && field !== 'type'),
+}))
+
+describe(`${DOC}: message content types (| content \`type\` | fields | meaning |)`, () => {
+  const documented = rowsByName(CONTENT_HEADER)
+
+  it('finds the content union in shared/client/content.ts', () => {
+    expect(contentTypes.length).toBeGreaterThan(0)
+  })
+
+  it.each(contentTypes.map(({ type, fields }) => [type, fields] as const))(
+    '`%s` is documented with each of its fields',
+    (type, fields) => {
+      const row = onlyRow(documented, type, 'content types')
+      const spans = [...(row[1] ?? '').matchAll(/`([^`]*)`/g)].map((match) => match[1] ?? '')
+      for (const field of fields) {
+        expect(
+          spans.some((span) => span === field || span.startsWith(`${field}:`)),
+          `${DOC}: content type \`${type}\` does not document its field \`${field}\``,
+        ).toBe(true)
+      }
+    },
+  )
+
+  it('documents no content type the code does not define', () => {
+    const known = new Set<string>(contentTypes.map(({ type }) => type))
+    const unknown = [...documented.keys()].filter((type) => !known.has(type))
+    expect(unknown, `${DOC}: content type rows that match no type of MessageContent`).toEqual([])
+  })
+})
+
+const routeName = (route: RegisteredRoute) => `${route.method} ${route.path}`
+
+/** A documented path in the form Fastify matches: no query, `{name}` parameters as `:name`. */
+function fastifyPath(documented: string): string {
+  return (documented.split('?')[0] ?? '').replace(/\{(\w+)\}/g, ':$1')
+}
+
+/** The routes of the protocol: the REST API and the relay (the rest is the web app's files). */
+const isProtocolPath = (path: string) => path.startsWith(`${API_PREFIX}/`) || path === RELAY_PATH
+
+describe(`${DOC}: REST routes table (| method | path | auth | request | success |)`, () => {
+  const documented = tableRows(ROUTES_HEADER).map(
+    (row): RegisteredRoute => ({ method: codeSpan(row[0]) ?? '', path: fastifyPath(codeSpan(row[1]) ?? '') }),
+  )
+  let database: TestDatabase
+  let app: FastifyInstance
+  let served: RegisteredRoute[]
+
+  beforeAll(async () => {
+    database = await createTestDatabase('sqlite')
+    app = await build({ db: database.db, log: false, bcryptCost: TEST_BCRYPT_COST })
+    await app.ready()
+    served = registeredRoutes(app)
+  })
+  afterAll(async () => {
+    await app?.close()
+    await database?.dispose()
+  })
+
+  it('exists, and the application serves routes', () => {
+    expect(
+      documented.length,
+      `${DOC}: no | method | path | auth | request | success | table found`,
+    ).toBeGreaterThan(0)
+    expect(served.filter((route) => isProtocolPath(route.path)).length).toBeGreaterThan(0)
+  })
+
+  it('documents every route the server registers under the API prefix and the relay', () => {
+    const documentedNames = new Set(documented.map(routeName))
+    const hasGet = new Set(served.filter((route) => route.method === 'GET').map((route) => route.path))
+    const undocumented = served
+      .filter((route) => isProtocolPath(route.path))
+      // HEAD comes with every GET (Fastify's exposeHeadRoutes); §13.3 says so once for all of them.
+      .filter((route) => !(route.method === 'HEAD' && hasGet.has(route.path)))
+      .map(routeName)
+      .filter((name) => !documentedNames.has(name))
+    expect(undocumented, `${DOC}: routes the server registers that §13.3 does not list`).toEqual([])
+  })
+
+  it('documents no route the server does not register', () => {
+    const servedNames = new Set(served.map(routeName))
+    const phantom = documented.map(routeName).filter((name) => !servedNames.has(name))
+    expect(phantom, `${DOC}: §13.3 rows that match no registered route`).toEqual([])
+  })
+
+  it('leaves only the web app outside the API and the relay: files read with GET or HEAD', () => {
+    const others = served.filter((route) => !isProtocolPath(route.path))
+    const writes = others.filter((route) => route.method !== 'GET' && route.method !== 'HEAD').map(routeName)
+    expect(writes, 'routes outside the API and the relay that are not file reads (document them)').toEqual([])
   })
 })
 
