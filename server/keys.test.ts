@@ -11,6 +11,7 @@ import {
 } from '../shared/identity.js'
 import { createTestDatabase, DIALECTS, postgresUnavailable } from './test/databases.js'
 import { signUp, startServer, type TestServer } from './test/harness.js'
+import { connect, newMessageId } from './test/ws-client.js'
 
 const pgSkip = await postgresUnavailable()
 
@@ -71,6 +72,38 @@ for (const dialect of DIALECTS) {
           .filter((keyId) => keyId !== undefined)
         expect(handedOut).toHaveLength(40)
         expect(new Set(handedOut).size).toBe(40)
+      })
+
+      it('hands out bundles while the queue commits messages on its own connection', async () => {
+        // A bundle claim reads, then deletes, in one transaction. In SQLite a transaction that has
+        // read cannot take the write lock once another connection (the queue's) has committed
+        // since: it failed at once with SQLITE_BUSY, a 500, unless it writes first.
+        const bob = await signUp(server, { oneTimePreKeys: 100 })
+        const alice = await signUp(server)
+        const carol = await signUp(server)
+        const sender = await connect(server, carol.token)
+        const body = toBase64Url(new Uint8Array(200))
+        let sending = true
+        const traffic = (async () => {
+          while (sending) {
+            for (let i = 0; i < 20; i++)
+              sender.send({ v: 1, type: 'send', id: newMessageId(), to: alice.client.username, body })
+            await sender.take('accepted', 20)
+          }
+        })()
+        const statuses: number[] = []
+        for (let round = 0; round < 10; round++) {
+          const responses = await Promise.all(
+            Array.from({ length: 8 }, () =>
+              server.request(bundlePath(bob.client.username), { token: alice.token }),
+            ),
+          )
+          statuses.push(...responses.map((response) => response.status))
+        }
+        sending = false
+        await traffic
+        await sender.close()
+        expect(statuses).toEqual(Array(80).fill(200))
       })
 
       it('requires authentication for every directory and key route', async () => {

@@ -5,7 +5,7 @@
 import { closeSync, mkdirSync, openSync } from 'node:fs'
 import { dirname } from 'node:path'
 import BetterSqlite3 from 'better-sqlite3'
-import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely'
+import { CompiledQuery, type Driver, Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely'
 import pg from 'pg'
 import type { DatabaseConfig } from '../config.js'
 import { startCheckpointer } from './checkpointer.js'
@@ -164,7 +164,7 @@ function openSqlite(file: string): OpenDatabase {
     throw error
   }
   const checkpointer = startCheckpointer(file, SQLITE_CHECKPOINT_INTERVAL_MS)
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: connection }) })
+  const db = new Kysely<Database>({ dialect: new ImmediateSqliteDialect({ database: connection }) })
   sqliteConnections.set(db, connection)
   return {
     db,
@@ -173,6 +173,24 @@ function openSqlite(file: string): OpenDatabase {
       await checkpointer.stop()
       await db.destroy()
     },
+  }
+}
+
+/**
+ * SQLite transactions begin IMMEDIATE: they take the write lock at BEGIN, waiting up to
+ * SQLITE_BUSY_TIMEOUT_MS for it. A deferred transaction that reads and then writes (a bundle claim
+ * reads the signed prekey, then deletes a one-time prekey) cannot upgrade its lock once another
+ * connection (the queue worker's) has committed since its read: SQLite then answers SQLITE_BUSY at
+ * once, without waiting, and the request failed with a 500. Every transaction here writes, and
+ * this process's transactions are serialised on its one connection anyway, so nothing is lost.
+ */
+class ImmediateSqliteDialect extends SqliteDialect {
+  override createDriver(): Driver {
+    const driver = super.createDriver()
+    driver.beginTransaction = async (connection) => {
+      await connection.executeQuery(CompiledQuery.raw('begin immediate'))
+    }
+    return driver
   }
 }
 
