@@ -8,12 +8,14 @@
  * delivery receipts for what arrived a bounded moment to go out (`flush`; what does not is sent on
  * the next connection).
  */
-import type {
-  ChatClient,
-  ClientEvents,
-  ConnectionState,
-  DeliveryState,
-  MessageView,
+import {
+  type ChatClient,
+  type ClientEvents,
+  type ConnectionState,
+  type DeliveryState,
+  type MessageKind,
+  type MessageView,
+  noticeText,
 } from '../shared/client/chat-client.js'
 import { ClientError, ClientErrorCode, isClientError } from '../shared/client/errors.js'
 import {
@@ -265,7 +267,7 @@ async function goOnline(context: CommandContext, client: ChatClient, password: s
 /** Reports messages that arrive and cannot be read; returns the function that stops. */
 function reportUndecryptable(context: CommandContext, client: ChatClient): () => void {
   return client.events.on('undecryptable', ({ peer, reason }) =>
-    warn(context.io, `a message from ${peer} could not be decrypted (${reason}) and was dropped`),
+    warn(context.io, `${noticeText({ kind: 'undecryptable', peer })} (${reason})`),
   )
 }
 
@@ -345,6 +347,11 @@ async function sendCommand(
 export interface ReadMessage {
   readonly from: string
   readonly id: string
+  /**
+   * "text" for a message; otherwise a notice in its place ("undecryptable", "lost", "unreadable",
+   * "unsupported"), whose `text` is the sentence that says what happened.
+   */
+  readonly kind: MessageKind
   readonly text: string
   /** The sender's clock when written (ms since the epoch). */
   readonly sentAt: number
@@ -422,7 +429,8 @@ async function readCommand(
         const line: ReadMessage = {
           from: message.peer,
           id: message.id,
-          text: message.text,
+          kind: message.kind,
+          text: noticeText(message) ?? message.text,
           sentAt: message.sentAt,
           receivedAt: message.serverAt,
           verified,
@@ -431,7 +439,7 @@ async function readCommand(
         context.io.stdout.write(`${JSON.stringify(line)}\n`)
       } else {
         context.io.stdout.write(
-          `${formatTimestamp(messageTime(message))} ${message.peer}: ${safeText(message.text, { keepNewlines: true }).replace(/\n/g, '\n    ')}\n`,
+          `${formatTimestamp(messageTime(message))} ${message.peer}: ${safeText(noticeText(message) ?? message.text, { keepNewlines: true }).replace(/\n/g, '\n    ')}\n`,
         )
       }
     }

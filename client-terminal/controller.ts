@@ -7,7 +7,13 @@
  * views show is re-read from the core after an event (one refresh at a time, coalesced), so the
  * screen always matches what is stored.
  */
-import type { ChatClient, ConnectionState, ContactView, MessageView } from '../shared/client/chat-client.js'
+import {
+  type ChatClient,
+  type ConnectionState,
+  type ContactView,
+  type MessageView,
+  noticeText,
+} from '../shared/client/chat-client.js'
 import { ClientErrorCode, isClientError } from '../shared/client/errors.js'
 import { isProtocolError } from '../shared/errors.js'
 import { normalizeUsername } from '../shared/username.js'
@@ -468,9 +474,10 @@ export class Controller {
         if (state === 'online') refresh()
       }),
       api.events.on('problem', ({ message }) => this.notify('error', safeText(message))),
-      api.events.on('undecryptable', ({ peer, reason }) =>
-        this.notify('warning', `a message from ${peer} could not be decrypted (${reason}) and was dropped`),
+      api.events.on('undecryptable', ({ peer }) =>
+        this.notify('warning', safeText(noticeText({ kind: 'undecryptable', peer }) ?? '')),
       ),
+      api.events.on('removed', refresh),
     ]
     this.update({ username: api.username, connection: api.connection, openChat: undefined, messages: [] })
     api.connect()

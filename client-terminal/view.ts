@@ -3,11 +3,12 @@
  * Ink components and the script output. Pure functions of their arguments (the clock and time zone
  * come in), so they are tested without a terminal.
  */
-import type {
-  ConnectionState,
-  ContactView,
-  DeliveryState,
-  MessageView,
+import {
+  type ConnectionState,
+  type ContactView,
+  type DeliveryState,
+  type MessageView,
+  noticeText,
 } from '../shared/client/chat-client.js'
 
 export const DELIVERY_MARKS: Readonly<Record<DeliveryState, string>> = {
@@ -125,6 +126,8 @@ export interface MessageLine {
   /** Delivery mark for our own messages ('' for incoming ones). */
   readonly mark: string
   readonly failed: boolean
+  /** A notice in place of a message (could not be decrypted, read or displayed). */
+  readonly notice: boolean
 }
 
 export function messageLine(message: MessageView, now: number, timeZone?: string): MessageLine {
@@ -134,9 +137,10 @@ export function messageLine(message: MessageView, now: number, timeZone?: string
     time: formatTime(messageTime(message), now, timeZone),
     author: outgoing ? 'you' : message.peer,
     outgoing,
-    text: safeText(message.text),
+    text: safeText(noticeText(message) ?? message.text),
     mark: outgoing ? DELIVERY_MARKS[message.state] : '',
     failed: message.state === 'failed',
+    notice: message.kind !== 'text',
   }
 }
 

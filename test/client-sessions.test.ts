@@ -113,3 +113,99 @@ describe('crossed first messages', () => {
     await Promise.all([alice.close(), bob.close()])
   })
 })
+
+/** Resolves with the first message event for `id` that `accept` accepts. */
+function messageEvent(client: ChatClient, accept: (message: MessageView) => boolean): Promise<MessageView> {
+  return new Promise((resolve) => {
+    const stop = client.events.on('message', (message) => {
+      if (!accept(message)) return
+      stop()
+      resolve(message)
+    })
+  })
+}
+
+describe('messages that cannot be decrypted', () => {
+  it('a session lost on one side: a notice, a retry request, and the message arrives in its place', async () => {
+    const bobAccount = await registerClient(server)
+    const alice = (await registerClient(server)).client
+    const bob = bobAccount.client
+    const a = observe(alice)
+    const b = observe(bob)
+    await online(alice, bob)
+    await alice.send(bob.username, 'before')
+    await waitFor(() => b.texts.length === 1)
+    await bob.send(alice.username, 'reply')
+    await waitFor(() => a.texts.length === 1)
+    // Nothing in flight any more: both messages delivered (each side has the other's receipt).
+    const delivered = async (client: ChatClient, peer: ChatClient) =>
+      (await client.history(peer.username)).every((m) => m.direction === 'in' || m.state === 'delivered')
+    await waitFor(async () => (await delivered(alice, bob)) && (await delivered(bob, alice)))
+
+    // Bob's session with alice is gone (as if his store lost it).
+    const store = bobAccount.options.store
+    await store.commit([{ op: 'delete', table: 'sessions', key: `${alice.username}:1` }])
+    const notice = messageEvent(bob, (m) => m.kind === 'undecryptable')
+    const recovered = messageEvent(bob, (m) => m.kind === 'text' && m.text === 'after the loss')
+    const sent = await alice.send(bob.username, 'after the loss')
+    const shown = await notice
+    expect(shown.id).toBe(sent.id)
+    const message = await recovered
+    expect(b.undecryptable).toHaveLength(1)
+    expect(message.id).toBe(sent.id)
+    expect(message.order).toBe(shown.order)
+    // One entry for it, in the notice's place, and alice sees it delivered.
+    const history = await bob.history(alice.username)
+    expect(history.map((m) => [m.kind, m.text])).toEqual([
+      ['text', 'before'],
+      ['text', 'reply'],
+      ['text', 'after the loss'],
+    ])
+    await waitFor(async () =>
+      (await alice.history(bob.username)).every((m) => m.direction === 'in' || m.state === 'delivered'),
+    )
+    // The conversation goes on, both ways, on the fresh session.
+    await alice.send(bob.username, 'and on')
+    await bob.send(alice.username, 'and back')
+    await waitFor(() => b.texts.includes('and on') && a.texts.includes('and back'))
+    expect(b.texts.filter((text) => text === 'after the loss')).toHaveLength(1)
+    expect([...a.problems, ...b.problems]).toEqual([])
+    await Promise.all([alice.close(), bob.close()])
+  })
+
+  it('a message whose content the sender no longer has is reported lost, on both sides', async () => {
+    const aliceAccount = await registerClient(server)
+    const bobAccount = await registerClient(server)
+    const alice = aliceAccount.client
+    const bob = bobAccount.client
+    const b = observe(bob)
+    await online(alice, bob)
+    await alice.send(bob.username, 'hello')
+    await waitFor(async () => (await alice.history(bob.username))[0]?.state === 'delivered')
+    await bob.disconnect()
+
+    const sent = await alice.send(bob.username, 'gone before it is read')
+    await alice.flush()
+    // Alice's device no longer keeps what she sent (as after SENT_CONTENT_KEEP_MS), and bob's
+    // session with her is gone: his retry request can only be answered "unavailable".
+    const aliceStore = aliceAccount.options.store
+    await aliceStore.commit(
+      (await aliceStore.list('sent')).map((entry) => ({
+        op: 'delete' as const,
+        table: 'sent' as const,
+        key: entry.key,
+      })),
+    )
+    await bobAccount.options.store.commit([{ op: 'delete', table: 'sessions', key: `${alice.username}:1` }])
+    const lost = messageEvent(bob, (m) => m.kind === 'lost')
+    const failed = new Promise<void>((resolve) =>
+      alice.events.on('delivery', ({ id, state }) => id === sent.id && state === 'failed' && resolve()),
+    )
+    await online(bob)
+    expect((await lost).id).toBe(sent.id)
+    await failed
+    expect((await alice.history(bob.username)).find((m) => m.id === sent.id)?.state).toBe('failed')
+    expect((await bob.history(alice.username)).map((m) => m.kind)).toEqual(['text', 'lost'])
+    await Promise.all([alice.close(), bob.close()])
+  })
+})

@@ -22,11 +22,13 @@ import {
 } from '../shared/at-rest.js'
 import { toHex } from '../shared/bytes.js'
 import {
+  CONTENT_SCHEMAS,
   CONTENT_VERSION,
   MAX_MESSAGE_TEXT_LENGTH,
   MAX_RECEIPT_IDS,
-  MessageContent,
+  MAX_RETRY_IDS,
 } from '../shared/client/content.js'
+import { RECORDS_VERSION } from '../shared/client/migrations.js'
 import { API_PREFIX } from '../shared/codec/api.js'
 import { ENVELOPE_VERSION } from '../shared/codec/envelope.js'
 import { FRAME_VERSION } from '../shared/codec/frames.js'
@@ -48,7 +50,10 @@ import * as limits from '../shared/limits.js'
 import { MESSAGE_ID_TIME_BYTES } from '../shared/message-id.js'
 import { MAX_RETIRED_RATCHET_KEYS } from '../shared/ratchet/double-ratchet.js'
 import { SAFETY_NUMBER_QR_VERSION, SAFETY_NUMBER_VERSION } from '../shared/safety-number.js'
-import { SESSION_SERIALIZATION_VERSION } from '../shared/session-serialization.js'
+import {
+  SESSION_RECORD_SERIALIZATION_VERSION,
+  SESSION_SERIALIZATION_VERSION,
+} from '../shared/session-serialization.js'
 import { SHARED_SECRET_BYTES } from '../shared/x3dh.js'
 import { type RegisteredRoute, registeredRoutes } from './registered-routes.js'
 
@@ -75,6 +80,8 @@ const OTHER_CONSTANTS: Record<string, number> = {
   ENVELOPE_VERSION,
   FRAME_VERSION,
   SESSION_SERIALIZATION_VERSION,
+  SESSION_RECORD_SERIALIZATION_VERSION,
+  RECORDS_VERSION,
   IDENTITY_EXPORT_VERSION,
   PREKEY_EXPORT_VERSION,
   SHARED_SECRET_BYTES,
@@ -91,6 +98,7 @@ const OTHER_CONSTANTS: Record<string, number> = {
   CONTENT_VERSION,
   MAX_MESSAGE_TEXT_LENGTH,
   MAX_RECEIPT_IDS,
+  MAX_RETRY_IDS,
 }
 
 /** Splits a Markdown table row into trimmed cells; a `|` inside a code span or escaped stays put. */
@@ -264,7 +272,7 @@ describe(`${DOC}: server error codes table (| server code | HTTP status | when |
 })
 
 /** The content types of shared/client/content.ts: each `type` literal with the fields beside it. */
-const contentTypes = MessageContent.anyOf.map((schema) => ({
+const contentTypes = Object.values(CONTENT_SCHEMAS).map((schema) => ({
   type: schema.properties.type.const,
   fields: Object.keys(schema.properties).filter((field) => field !== 'v' && field !== 'type'),
 }))
@@ -293,7 +301,7 @@ describe(`${DOC}: message content types (| content \`type\` | fields | meaning |
   it('documents no content type the code does not define', () => {
     const known = new Set<string>(contentTypes.map(({ type }) => type))
     const unknown = [...documented.keys()].filter((type) => !known.has(type))
-    expect(unknown, `${DOC}: content type rows that match no type of MessageContent`).toEqual([])
+    expect(unknown, `${DOC}: content type rows that match no type of CONTENT_SCHEMAS`).toEqual([])
   })
 })
 

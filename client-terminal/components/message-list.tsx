@@ -42,7 +42,14 @@ export function MessageList({ peer, verified, messages, maxRows, width, now, tim
             <Text color={line.outgoing ? 'blue' : 'magenta'} bold>
               {line.author}:
             </Text>
-            <Text> {line.text}</Text>
+            {line.notice ? (
+              <Text color="yellow" italic>
+                {' '}
+                ⚠ {line.text}
+              </Text>
+            ) : (
+              <Text> {line.text}</Text>
+            )}
             {line.mark ? <Text color={line.failed ? 'red' : 'gray'}> {line.mark}</Text> : null}
           </Box>
         )

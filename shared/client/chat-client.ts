@@ -126,6 +126,7 @@ export type {
   MessageKind,
   MessageView,
 } from './views.js'
+export { noticeText } from './views.js'
 
 /** Signed prekeys kept after rotation, so prekey messages sent to an older bundle still open. */
 export const SIGNED_PREKEYS_KEPT = 5
@@ -851,7 +852,8 @@ export class ChatClient {
           recent.filter((m) => m.direction === 'in' && m.order > upToOrder).length,
         )
       }
-      await this.store.commit([await this.records.contactPut({ ...contact, unread })])
+      const readUpTo = Number.isFinite(upToOrder) ? upToOrder : Math.max(this.now(), this.lastOrder)
+      await this.store.commit([await this.records.contactPut({ ...contact, unread, readUpTo })])
     })
   }
 
@@ -1130,24 +1132,21 @@ export class ChatClient {
     } catch (error) {
       if (!isProtocolError(error)) throw error
     }
+    /** Whether this delivery added an entry to the conversation (a message or a notice). */
+    let added = false
     if (!parsed) {
       operations.push(await this.records.messagePut(this.noticeRecord(peer, frame, 'unreadable')))
+      added = true
     } else if (!content) {
-      operations.push(
-        await this.records.messagePut({
-          ...this.noticeRecord(peer, frame, 'unsupported'),
-          raw: toBase64Url(decrypted.plaintext),
-        }),
-      )
-    } else if (content.type === 'text') {
-      const stored = await this.receiveText(peer, frame, content, parsed, operations, after)
-      if (stored) {
-        contact = {
-          ...contact,
-          unread: contact.unread + 1,
-          lastMessageAt: Math.max(contact.lastMessageAt ?? 0, frame.ts),
-        }
+      const notice: MessageRecord = {
+        ...this.noticeRecord(peer, frame, 'unsupported'),
+        raw: toBase64Url(decrypted.plaintext),
       }
+      operations.push(await this.records.messagePut(notice))
+      after.push(() => this.events.emit('message', messageView(notice)))
+      added = true
+    } else if (content.type === 'text') {
+      added = await this.receiveText(peer, frame, content, parsed, contact, operations, after)
     } else if (content.type === 'receipt') {
       await this.receiveReceipt(peer, content, parsed, operations, after)
     } else if (content.type === 'retry') {
@@ -1164,6 +1163,13 @@ export class ChatClient {
           operations.push(await this.records.messagePut(lost))
           after.push(() => this.events.emit('message', messageView(lost)))
         }
+      }
+    }
+    if (added) {
+      contact = {
+        ...contact,
+        unread: contact.unread + 1,
+        lastMessageAt: Math.max(contact.lastMessageAt ?? 0, frame.ts),
       }
     }
     operations.push(await this.records.contactPut(contact))
@@ -1230,6 +1236,7 @@ export class ChatClient {
       await this.records.messagePut(notice),
       await this.records.contactPut({
         ...(contact ?? { username: peer, verified: false, unread: 0 }),
+        unread: (contact?.unread ?? 0) + 1,
         lastMessageAt: Math.max(contact?.lastMessageAt ?? 0, frame.ts),
       }),
     ])
@@ -1239,24 +1246,31 @@ export class ChatClient {
 
   /**
    * A text message: stored, or, when it is a message sent again on our request, stored in place of
-   * the notice it answers (and ignored if that message is stored already). True when it is new.
+   * the notice it answers (ignored if that message is stored already). In place means at the
+   * notice's position while the notice is unread; a notice already read gives way to the message
+   * at the end of the conversation, unread, so that nobody (and no script reading unread messages)
+   * misses it. True when it counts as a new unread entry.
    */
   private async receiveText(
     peer: string,
     frame: Extract<ServerFrame, { type: 'deliver' }>,
     content: TextContent,
     parsed: ParsedContent,
+    contact: ContactRecord,
     operations: StoreOperation[],
     after: (() => void)[],
   ): Promise<boolean> {
     // The id inside the encryption must match the frame's, or the server rewrote it.
     if (content.id !== frame.id) {
-      operations.push(await this.records.messagePut(this.noticeRecord(peer, frame, 'unreadable')))
-      return false
+      const notice = this.noticeRecord(peer, frame, 'unreadable')
+      operations.push(await this.records.messagePut(notice))
+      after.push(() => this.events.emit('message', messageView(notice)))
+      return true
     }
     const original = resendOf(parsed)
     const replaced = original === undefined ? undefined : await this.records.loadMessage(peer, original)
     if (replaced && (replaced.direction !== 'in' || (replaced.kind ?? 'text') === 'text')) return false
+    const inPlace = replaced !== undefined && replaced.order > (contact.readUpTo ?? Number.NEGATIVE_INFINITY)
     const received: MessageRecord = {
       id: original ?? content.id,
       peer,
@@ -1265,14 +1279,15 @@ export class ChatClient {
       sentAt: content.sentAt,
       serverAt: replaced?.serverAt ?? frame.ts,
       state: 'received',
-      order: replaced?.order ?? this.nextOrder(),
+      order: inPlace ? replaced.order : this.nextOrder(),
     }
     operations.push(await this.records.messagePut(received))
+    if (replaced && !inPlace) after.push(() => this.events.emit('removed', { peer, id: received.id }))
     after.push(() => {
       this.events.emit('message', messageView(received))
       this.queueReceipt(peer, received.id)
     })
-    return true
+    return !inPlace
   }
 
   private async receiveReceipt(

@@ -16,6 +16,7 @@ export const ContactRecord = Type.Object({
   verified: Type.Boolean(),
   unread: Type.Integer({ minimum: 0 }),
   lastMessageAt: Type.Optional(Type.Integer()),
+  readUpTo: Type.Optional(Type.Number()),
 })
 export interface ContactRecord {
   username: string
@@ -24,6 +25,8 @@ export interface ContactRecord {
   verified: boolean
   unread: number
   lastMessageAt?: number
+  /** Incoming entries at or before this position were read (markRead); absent: none marked yet. */
+  readUpTo?: number
 }
 
 export interface MessageRecord {

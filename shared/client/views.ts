@@ -13,6 +13,27 @@
  */
 export type MessageKind = 'text' | 'undecryptable' | 'unreadable' | 'unsupported' | 'lost'
 
+/**
+ * What both UIs say in place of a message that is a notice (undefined for text), so the PWA, the
+ * interactive terminal and script mode say the same thing. `peer` is trusted only as far as the
+ * caller's own escaping goes: the terminal strips control characters, the PWA escapes HTML.
+ */
+export function noticeText(message: Pick<MessageView, 'kind' | 'peer'>): string | undefined {
+  const peer = message.peer
+  switch (message.kind) {
+    case 'text':
+      return undefined
+    case 'undecryptable':
+      return `A message from ${peer} could not be decrypted. Asked ${peer} to send it again.`
+    case 'lost':
+      return `A message from ${peer} could not be decrypted, and ${peer}'s device no longer has it to send again.`
+    case 'unreadable':
+      return `A message from ${peer} could not be read: it decrypted, but its content was damaged.`
+    case 'unsupported':
+      return `${peer} sent a kind of message this version cannot display. Update secure-chat to see it.`
+  }
+}
+
 export type DeliveryState = 'sending' | 'accepted' | 'delivered' | 'received' | 'failed'
 export type ConnectionState = 'offline' | 'connecting' | 'online' | 'logged-out'
 

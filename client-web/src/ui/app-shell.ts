@@ -8,7 +8,7 @@
  */
 import { css, html, LitElement, nothing, type TemplateResult } from 'lit'
 import { customElement, query, state } from 'lit/decorators.js'
-import type { ConnectionState, ContactView } from '../../../shared/client/chat-client.js'
+import { type ConnectionState, type ContactView, noticeText } from '../../../shared/client/chat-client.js'
 import { normalizeUsername } from '../../../shared/username.js'
 import { notifyNewMessage, titleFor } from '../attention.js'
 import { describeError, type OpenAccount } from '../session.js'
@@ -299,9 +299,7 @@ export class AppShell extends LitElement {
       client.events.on('delivery', ({ state }) => {
         if (state === 'failed') this.showToast('A message could not be delivered.')
       }),
-      client.events.on('undecryptable', ({ peer }) =>
-        this.showToast(`A message from ${peer} could not be decrypted and was dropped.`),
-      ),
+      client.events.on('removed', () => this.scheduleRefresh()),
     ]
     if (account.offline) this.showToast('The server cannot be reached. Showing the messages stored here.')
     this.scheduleRefresh()
@@ -379,7 +377,8 @@ export class AppShell extends LitElement {
         if (this.previewVersions.get(contact.username) === version) return
         const [last] = await account.client.history(contact.username, { limit: 1 })
         this.previewVersions.set(contact.username, version)
-        if (last) previews.set(contact.username, { text: last.text, direction: last.direction })
+        if (last)
+          previews.set(contact.username, { text: noticeText(last) ?? last.text, direction: last.direction })
         else previews.delete(contact.username)
       }),
     )

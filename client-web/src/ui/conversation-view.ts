@@ -197,6 +197,9 @@ export class ConversationView extends LitElement {
         this.upsert(message)
         if (message.direction === 'in') this.markRead(true)
       }),
+      client.events.on('removed', ({ peer: from, id }) => {
+        if (from === peer) this.messages = this.messages.filter((message) => message.id !== id)
+      }),
       client.events.on('delivery', ({ peer: from, id, state }) => {
         if (from !== peer) return
         const index = this.messages.findIndex((message) => message.id === id)
@@ -216,15 +219,13 @@ export class ConversationView extends LitElement {
     this.markRead()
   }
 
+  /** Adds or replaces a message by id, at its position (a notice's message may move to the end). */
   private upsert(message: MessageView): void {
-    const index = this.messages.findIndex((existing) => existing.id === message.id)
-    if (index >= 0) {
-      const messages = [...this.messages]
-      messages[index] = message
-      this.messages = messages
-    } else {
-      this.messages = [...this.messages, message]
-    }
+    const messages = this.messages.filter((existing) => existing.id !== message.id)
+    let at = messages.length
+    while (at > 0 && messages[at - 1]!.order > message.order) at--
+    messages.splice(at, 0, message)
+    this.messages = messages
   }
 
   private async loadOlder(): Promise<void> {

@@ -13,7 +13,7 @@
 import { css, html, LitElement, nothing, type PropertyValues, type TemplateResult } from 'lit'
 import { customElement, property, query, state } from 'lit/decorators.js'
 import { repeat } from 'lit/directives/repeat.js'
-import type { DeliveryState, MessageView } from '../../../shared/client/chat-client.js'
+import { type DeliveryState, type MessageView, noticeText } from '../../../shared/client/chat-client.js'
 import { dayStart, formatDay, formatFull, formatTime } from './format.js'
 import { icons } from './icons.js'
 import { styleProps } from './style-props.js'
@@ -184,6 +184,37 @@ export class MessageList extends LitElement {
       .state.failed {
         color: #ffd7d3;
       }
+      .notice {
+        display: flex;
+        justify-content: center;
+        padding: 8px 0 4px;
+      }
+      .notice-card {
+        display: inline-flex;
+        align-items: center;
+        gap: 8px;
+        max-width: min(86%, 520px);
+        padding: 7px 14px;
+        border-radius: var(--radius-lg);
+        border: 1px dashed var(--border);
+        background: var(--surface);
+        color: var(--text-2);
+        font-size: 13px;
+      }
+      .notice-card .icon {
+        flex: none;
+        width: 16px;
+        height: 16px;
+        color: var(--warning);
+      }
+      .notice.unsupported .notice-card .icon {
+        color: var(--accent-text);
+      }
+      .notice-card time {
+        flex: none;
+        font-size: 11.5px;
+        color: var(--text-3);
+      }
       .bottom-pad {
         height: 12px;
       }
@@ -288,7 +319,7 @@ export class MessageList extends LitElement {
     if (row.kind === 'top') return 80
     if (row.kind === 'day') return 44
     let lines = 0
-    for (const line of row.message.text.split('\n'))
+    for (const line of (noticeText(row.message) ?? row.message.text).split('\n'))
       lines += Math.max(1, Math.ceil(line.length / this.charsPerLine))
     return 38 + 21 * lines + (row.groupStart ? 8 : 0)
   }
@@ -315,7 +346,9 @@ export class MessageList extends LitElement {
       ) {
         groupStart = true
       }
-      rows.push({ kind: 'message', key: `m:${message.id}`, message, time, groupStart })
+      // A notice replaced by its message keeps the id but not the height: the kind is in the key.
+      const key = message.kind === 'text' ? `m:${message.id}` : `m:${message.id}:${message.kind}`
+      rows.push({ kind: 'message', key, message, time, groupStart })
       previous = message
     }
     this.rows = rows
@@ -467,6 +500,18 @@ export class MessageList extends LitElement {
         </div>`
       case 'message': {
         const message = row.message
+        const notice = noticeText(message)
+        if (notice !== undefined) {
+          return html`<div class="row notice ${message.kind}" data-key=${row.key} data-id=${message.id} role="note">
+            <div class="notice-card">
+              ${message.kind === 'unsupported' ? icons.info() : icons.alert()}
+              <span class="notice-text">${notice}</span>
+              <time datetime=${new Date(row.time).toISOString()} title=${formatFull(row.time)}
+                >${formatTime(row.time)}</time
+              >
+            </div>
+          </div>`
+        }
         return html`<div
           class="row message ${message.direction} ${row.groupStart ? 'group-start' : ''}"
           data-key=${row.key}
