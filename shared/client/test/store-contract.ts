@@ -409,6 +409,10 @@ export function describeStoreContract(name: string, subject: StoreContractSubjec
         expect(orders(await store.listMessages('bob', { limit: 100, beforeOrder: 0 }))).toEqual([-5])
       })
 
+      // By key as SQLite and IndexedDB compare it in their indexes: the same order as `list` for
+      // every key without both characters beyond U+FFFF and ones from U+E000 to U+FFFF, which SQLite
+      // (UTF-8 bytes) and JavaScript (UTF-16 code units) order differently. The core's message keys
+      // are "<username>/<base64url id>", ASCII only.
       it('breaks ties between equal orders by key, so a limit cuts them the same way everywhere', async () => {
         const store = await fresh()
         await store.commit([
