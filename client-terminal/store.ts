@@ -381,8 +381,10 @@ export class SqliteStore implements ClientStore {
 
   async list(table: StoreTable): Promise<StoreRecord[]> {
     assertTable(table)
-    const rows = await this.db.selectFrom(table).selectAll().orderBy('key').execute()
-    return rows.map(toRecord)
+    const rows = await this.db.selectFrom(table).selectAll().execute()
+    // Sorted here: SQLite compares text as UTF-8 bytes, which puts characters beyond U+FFFF after
+    // U+E000–U+FFFF, where JavaScript's comparison (the ClientStore key order) puts them before.
+    return rows.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)).map(toRecord)
   }
 
   async listMessages(peer: string, options: { limit: number; beforeOrder?: number }): Promise<StoreRecord[]> {
@@ -417,7 +419,10 @@ export class SqliteStore implements ClientStore {
             )
             .execute()
         } else if (operation.op === 'delete') {
-          await trx.deleteFrom(operation.table).where('key', '=', operation.key).execute()
+          const key: unknown = operation.key
+          if (typeof key !== 'string')
+            throw new TypeError(`store delete key: expected a string, got ${typeof key}`)
+          await trx.deleteFrom(operation.table).where('key', '=', key).execute()
         } else {
           throw new TypeError(
             `store operation: expected put or delete, got ${String((operation as { op: unknown }).op)}`,

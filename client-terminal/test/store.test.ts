@@ -1,8 +1,8 @@
 /**
- * The SQLite store against the ClientStore contract, with the core's MemoryStore as the reference:
- * the same behavioural tests run on both. Then what only a file can show: durability across
- * reopening, the file mode, WAL, one process at a time, and files that are not ours (not SQLite,
- * another program's SQLite, a newer format, a damaged one) refused and left byte-for-byte alone.
+ * What only the SQLite store's file can show (its ClientStore behaviour, durability across
+ * reopening included, is in store-contract.test.ts): the file mode, WAL, one process at a time, and
+ * files that are not ours (not SQLite, another program's SQLite, a newer format, a damaged one)
+ * refused and left byte-for-byte alone.
  */
 import { spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
@@ -10,14 +10,9 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import BetterSqlite3 from 'better-sqlite3'
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it } from 'vitest'
 import { isClientError } from '../../shared/client/errors.js'
-import {
-  type ClientStore,
-  MemoryStore,
-  type StoreOperation,
-  type StoreRecord,
-} from '../../shared/client/store.js'
+import type { StoreOperation, StoreRecord } from '../../shared/client/store.js'
 import { openSqliteStore, STORE_APPLICATION_ID, STORE_FORMAT_VERSION, StoreFileError } from '../store.js'
 
 const root = mkdtempSync(join(tmpdir(), 'secure-chat-store-'))
@@ -41,147 +36,6 @@ function message(peer: string, order: number, key = `${peer}/${order}`): StoreOp
   return put('messages', { key, peer, order, value: bytes(order % 256) })
 }
 
-const implementations: [string, () => Promise<ClientStore>][] = [
-  ['MemoryStore', async () => new MemoryStore()],
-  ['SqliteStore', () => openSqliteStore(freshFile(), { create: true })],
-]
-
-describe.each(implementations)('%s: the ClientStore contract', (_name, open) => {
-  let store: ClientStore
-  beforeEach(async () => {
-    store = await open()
-  })
-  afterEach(async () => {
-    await store.close()
-  })
-
-  it('puts, gets, overwrites and deletes records', async () => {
-    expect(await store.get('contacts', 'bob')).toBeUndefined()
-    await store.commit([put('contacts', { key: 'bob', value: bytes(1, 2, 3) })])
-    expect(await store.get('contacts', 'bob')).toEqual({ key: 'bob', value: bytes(1, 2, 3) })
-    await store.commit([put('contacts', { key: 'bob', value: bytes(9) })])
-    expect((await store.get('contacts', 'bob'))?.value).toEqual(bytes(9))
-    await store.commit([{ op: 'delete', table: 'contacts', key: 'bob' }])
-    expect(await store.get('contacts', 'bob')).toBeUndefined()
-    // Deleting what is not there is no error.
-    await store.commit([{ op: 'delete', table: 'contacts', key: 'nobody' }])
-  })
-
-  it('keeps tables apart and returns values as Uint8Array', async () => {
-    await store.commit([
-      put('contacts', { key: 'bob', value: bytes(1) }),
-      put('sessions', { key: 'bob', value: bytes(2) }),
-    ])
-    const contact = await store.get('contacts', 'bob')
-    const session = await store.get('sessions', 'bob')
-    expect(contact?.value).toEqual(bytes(1))
-    expect(session?.value).toEqual(bytes(2))
-    expect(contact?.value).toBeInstanceOf(Uint8Array)
-  })
-
-  it('keeps peer and order of messages and outbox entries', async () => {
-    await store.commit([
-      put('outbox', { key: 'id1', peer: 'bob', order: 1_700_000_000_123, value: bytes(5) }),
-    ])
-    expect(await store.get('outbox', 'id1')).toEqual({
-      key: 'id1',
-      peer: 'bob',
-      order: 1_700_000_000_123,
-      value: bytes(5),
-    })
-  })
-
-  it('lists a table in key order', async () => {
-    await store.commit([
-      put('contacts', { key: 'carol', value: bytes(3) }),
-      put('contacts', { key: 'alice', value: bytes(1) }),
-      put('contacts', { key: 'bob', value: bytes(2) }),
-    ])
-    expect((await store.list('contacts')).map((record) => record.key)).toEqual(['alice', 'bob', 'carol'])
-    expect(await store.list('outbox')).toEqual([])
-  })
-
-  it('lists messages of one conversation, oldest first, the newest `limit` before `beforeOrder`', async () => {
-    await store.commit([
-      message('bob', 30),
-      message('bob', 10),
-      message('carol', 15),
-      message('bob', 20),
-      message('bob', 40),
-      message('carol', 25),
-    ])
-    const orders = (records: StoreRecord[]) => records.map((record) => record.order)
-    expect(orders(await store.listMessages('bob', { limit: 10 }))).toEqual([10, 20, 30, 40])
-    expect(orders(await store.listMessages('bob', { limit: 2 }))).toEqual([30, 40])
-    expect(orders(await store.listMessages('bob', { limit: 2, beforeOrder: 40 }))).toEqual([20, 30])
-    expect(orders(await store.listMessages('bob', { limit: 10, beforeOrder: 20 }))).toEqual([10])
-    expect(orders(await store.listMessages('bob', { limit: 10, beforeOrder: 10 }))).toEqual([])
-    expect(orders(await store.listMessages('carol', { limit: 10 }))).toEqual([15, 25])
-    expect(await store.listMessages('dave', { limit: 10 })).toEqual([])
-    expect(await store.listMessages('bob', { limit: 0 })).toEqual([])
-    const [first] = await store.listMessages('bob', { limit: 1, beforeOrder: 20 })
-    expect(first).toEqual({ key: 'bob/10', peer: 'bob', order: 10, value: bytes(10) })
-  })
-
-  it('pages through a long conversation without gaps or repeats', async () => {
-    await store.commit(Array.from({ length: 250 }, (_, i) => message('bob', 1_000 + i)))
-    const seen: number[] = []
-    let before: number | undefined
-    for (;;) {
-      const page = await store.listMessages('bob', {
-        limit: 40,
-        ...(before !== undefined ? { beforeOrder: before } : {}),
-      })
-      if (page.length === 0) break
-      seen.unshift(...page.map((record) => record.order as number))
-      before = page[0]?.order
-    }
-    expect(seen).toEqual(Array.from({ length: 250 }, (_, i) => 1_000 + i))
-  })
-
-  it('applies a batch of puts and deletes together, later operations winning', async () => {
-    await store.commit([put('sessions', { key: 'bob', value: bytes(1) })])
-    await store.commit([
-      put('sessions', { key: 'bob', value: bytes(2) }),
-      message('bob', 1),
-      { op: 'delete', table: 'sessions', key: 'bob' },
-      put('sessions', { key: 'bob', value: bytes(3) }),
-    ])
-    expect((await store.get('sessions', 'bob'))?.value).toEqual(bytes(3))
-    expect(await store.listMessages('bob', { limit: 5 })).toHaveLength(1)
-  })
-
-  it('applies nothing of a batch in which one operation fails', async () => {
-    await store.commit([put('sessions', { key: 'bob', value: bytes(1) })])
-    const failing = [
-      put('sessions', { key: 'bob', value: bytes(2) }),
-      message('bob', 1),
-      { op: 'put', table: 'contacts', record: undefined } as unknown as StoreOperation,
-      put('contacts', { key: 'bob', value: bytes(3) }),
-    ]
-    await expect(store.commit(failing)).rejects.toThrow()
-    expect((await store.get('sessions', 'bob'))?.value).toEqual(bytes(1))
-    expect(await store.listMessages('bob', { limit: 5 })).toEqual([])
-    expect(await store.get('contacts', 'bob')).toBeUndefined()
-  })
-
-  it('wipes everything', async () => {
-    await store.commit([
-      put('contacts', { key: 'bob', value: bytes(1) }),
-      put('sessions', { key: 'bob', value: bytes(2) }),
-      message('bob', 1),
-      put('outbox', { key: 'x', peer: 'bob', order: 1, value: bytes(3) }),
-    ])
-    await store.wipe()
-    for (const table of ['account', 'prekeys', 'sessions', 'contacts', 'messages', 'outbox'] as const) {
-      expect(await store.list(table)).toEqual([])
-    }
-    // Still usable afterwards.
-    await store.commit([put('contacts', { key: 'carol', value: bytes(4) })])
-    expect(await store.list('contacts')).toHaveLength(1)
-  })
-})
-
 function sha256(file: string): string {
   return createHash('sha256').update(readFileSync(file)).digest('hex')
 }
@@ -201,17 +55,6 @@ async function expectRefused(file: string, problem: StoreFileError['problem']): 
 }
 
 describe('SqliteStore on disk', () => {
-  it('keeps what was committed across closing and reopening', async () => {
-    const file = freshFile()
-    const store = await openSqliteStore(file, { create: true })
-    await store.commit([put('contacts', { key: 'bob', value: bytes(7) }), message('bob', 5)])
-    await store.close()
-    const reopened = await openSqliteStore(file)
-    expect((await reopened.get('contacts', 'bob'))?.value).toEqual(bytes(7))
-    expect(await reopened.listMessages('bob', { limit: 5 })).toHaveLength(1)
-    await reopened.close()
-  })
-
   it('creates the file with mode 0600 in a 0700 directory, in WAL mode, marked as ours', async () => {
     const file = freshFile()
     const store = await openSqliteStore(file, { create: true })

@@ -39,9 +39,12 @@ export type StoreOperation =
 
 export interface ClientStore {
   get(table: StoreTable, key: string): Promise<StoreRecord | undefined>
-  /** Every record of a table (for the small ones: prekeys, contacts, outbox), in key order. */
+  /**
+   * Every record of a table (for the small ones: prekeys, contacts, outbox), in key order
+   * (JavaScript's string comparison).
+   */
   list(table: StoreTable): Promise<StoreRecord[]>
-  /** The newest `limit` messages of one conversation before `beforeOrder`, oldest first. */
+  /** The newest `limit` messages of one conversation before `beforeOrder`, oldest first (equal orders by key). */
   listMessages(peer: string, options: { limit: number; beforeOrder?: number }): Promise<StoreRecord[]>
   /** Applies every operation or none. */
   commit(operations: readonly StoreOperation[]): Promise<void>
@@ -50,7 +53,59 @@ export interface ClientStore {
   close(): Promise<void>
 }
 
-/** A reference store in memory, for unit tests of the core and as the model the real stores follow. */
+const STORE_TABLES: ReadonlySet<string> = new Set<StoreTable>([
+  'account',
+  'prekeys',
+  'sessions',
+  'contacts',
+  'messages',
+  'outbox',
+])
+
+/** Throws TypeError unless `operation` is one a real store could apply and give back unchanged. */
+function checkOperation(operation: StoreOperation): void {
+  const { op, table } = operation as { op: unknown; table: unknown }
+  if (typeof table !== 'string' || !STORE_TABLES.has(table)) {
+    throw new TypeError(`store table: expected one of ${[...STORE_TABLES].join(', ')}, got ${String(table)}`)
+  }
+  if (op === 'delete') {
+    const { key } = operation as { key: unknown }
+    if (typeof key !== 'string') throw new TypeError(`store delete key: expected a string, got ${typeof key}`)
+    return
+  }
+  if (op !== 'put') throw new TypeError(`store operation: expected put or delete, got ${String(op)}`)
+  const record: unknown = (operation as { record: unknown }).record
+  if (typeof record !== 'object' || record === null) {
+    throw new TypeError(`store record: expected an object, got ${record === null ? 'null' : typeof record}`)
+  }
+  const { key, peer, order, value } = record as Record<string, unknown>
+  if (typeof key !== 'string') throw new TypeError(`store record key: expected a string, got ${typeof key}`)
+  if (!(value instanceof Uint8Array))
+    throw new TypeError('store record value: expected bytes, got another type')
+  if (peer !== undefined && typeof peer !== 'string') {
+    throw new TypeError(`store record peer: expected a string, got ${typeof peer}`)
+  }
+  if (order !== undefined && !(typeof order === 'number' && Number.isFinite(order))) {
+    throw new TypeError(`store record order: expected a finite number, got ${String(order)}`)
+  }
+}
+
+/** A record with its own copy of the bytes: what a real store hands out, sharing nothing with callers. */
+function copied(record: StoreRecord): StoreRecord {
+  return {
+    key: record.key,
+    ...(record.peer !== undefined ? { peer: record.peer } : {}),
+    ...(record.order !== undefined ? { order: record.order } : {}),
+    value: record.value.slice(),
+  }
+}
+
+/**
+ * A reference store in memory, for unit tests of the core and as the model the real stores follow
+ * (shared/client/test/store-contract.ts holds them all to the same behaviour). Like a real store it
+ * copies bytes in and out, so a caller that changes an array after committing it, or one it was
+ * given, changes nothing stored. Closing keeps the records: tests reopen a client on the same object.
+ */
 export class MemoryStore implements ClientStore {
   private readonly tables = new Map<StoreTable, Map<string, StoreRecord>>()
 
@@ -64,22 +119,25 @@ export class MemoryStore implements ClientStore {
   }
 
   async get(table: StoreTable, key: string): Promise<StoreRecord | undefined> {
-    return this.table(table).get(key)
+    const record = this.table(table).get(key)
+    return record && copied(record)
   }
 
   async list(table: StoreTable): Promise<StoreRecord[]> {
-    return [...this.table(table).values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+    return [...this.table(table).values()].sort((a, b) => compareKeys(a.key, b.key)).map(copied)
   }
 
   async listMessages(peer: string, options: { limit: number; beforeOrder?: number }): Promise<StoreRecord[]> {
     const before = options.beforeOrder ?? Number.POSITIVE_INFINITY
+    // Equal orders by key, as the SQLite and IndexedDB indexes sort them.
     const matching = [...this.table('messages').values()]
       .filter((record) => record.peer === peer && (record.order ?? 0) < before)
-      .sort((a, b) => (a.order ?? 0) - (b.order ?? 0))
-    return matching.slice(Math.max(0, matching.length - options.limit))
+      .sort((a, b) => (a.order ?? 0) - (b.order ?? 0) || compareKeys(a.key, b.key))
+    return matching.slice(Math.max(0, matching.length - options.limit)).map(copied)
   }
 
   async commit(operations: readonly StoreOperation[]): Promise<void> {
+    for (const operation of operations) checkOperation(operation)
     // All or nothing: apply to copies of the touched tables, then swap them in.
     const staged = new Map<StoreTable, Map<string, StoreRecord>>()
     for (const operation of operations) {
@@ -88,16 +146,8 @@ export class MemoryStore implements ClientStore {
         table = new Map(this.table(operation.table))
         staged.set(operation.table, table)
       }
-      if (operation.op === 'put') {
-        if (typeof operation.record.key !== 'string' || !(operation.record.value instanceof Uint8Array)) {
-          throw new TypeError(
-            `expected a record with a string key and bytes, got another in ${operation.table}`,
-          )
-        }
-        table.set(operation.record.key, operation.record)
-      } else {
-        table.delete(operation.key)
-      }
+      if (operation.op === 'put') table.set(operation.record.key, copied(operation.record))
+      else table.delete(operation.key)
     }
     for (const [name, table] of staged) this.tables.set(name, table)
   }
@@ -107,4 +157,9 @@ export class MemoryStore implements ClientStore {
   }
 
   async close(): Promise<void> {}
+}
+
+/** Key order: JavaScript's string comparison (UTF-16 code units), which IndexedDB uses too. */
+function compareKeys(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0
 }

@@ -75,12 +75,33 @@ function toRecord(row: unknown, table: StoreTable): StoreRecord {
   }
 }
 
-function toRow(record: StoreRecord): Row {
+function invalid(message: string): ClientError {
+  return new ClientError(ClientErrorCode.InvalidInput, message)
+}
+
+/**
+ * The row for a put, checked first: IndexedDB would store any cloneable value (and a number as a
+ * key) without complaint, and `toRecord` would then refuse the record on every later read.
+ */
+function toRow(record: unknown): Row {
+  if (typeof record !== 'object' || record === null) {
+    throw invalid(`store record: expected an object, got ${record === null ? 'null' : typeof record}`)
+  }
+  const { key, peer, order, value } = record as Partial<Record<keyof Row, unknown>>
+  if (typeof key !== 'string') throw invalid(`store record key: expected a string, got ${typeof key}`)
+  if (!(value instanceof Uint8Array)) throw invalid('store record value: expected bytes, got another type')
+  if (peer !== undefined && typeof peer !== 'string') {
+    throw invalid(`store record peer: expected a string, got ${typeof peer}`)
+  }
+  if (order !== undefined && !(typeof order === 'number' && Number.isFinite(order))) {
+    throw invalid(`store record order: expected a finite number, got ${String(order)}`)
+  }
   return {
-    key: record.key,
-    ...(record.peer !== undefined ? { peer: record.peer } : {}),
-    ...(record.order !== undefined ? { order: record.order } : {}),
-    value: record.value,
+    key,
+    ...(peer !== undefined ? { peer } : {}),
+    ...(order !== undefined ? { order } : {}),
+    // Structured clone copies a view's whole buffer: store only the view's bytes.
+    value: value.byteOffset === 0 && value.byteLength === value.buffer.byteLength ? value : value.slice(),
   }
 }
 
@@ -203,25 +224,24 @@ export class IdbStore implements ClientStore {
 
   async commit(operations: readonly StoreOperation[]): Promise<void> {
     if (operations.length === 0) return
-    for (const operation of operations) {
+    // Everything checked before the transaction opens, so a bad batch touches nothing.
+    const checked = operations.map((operation): [StoreTable, Row | string] => {
       if (!STORE_TABLES.includes(operation.table)) {
-        throw new ClientError(
-          ClientErrorCode.InvalidInput,
-          `table: expected one of ${STORE_TABLES.join(', ')}, got ${String(operation.table)}`,
-        )
+        throw invalid(`table: expected one of ${STORE_TABLES.join(', ')}, got ${String(operation.table)}`)
       }
-    }
+      const { op, record, key } = operation as { op: unknown; record?: unknown; key?: unknown }
+      if (op === 'put') return [operation.table, toRow(record)]
+      if (op !== 'delete') throw invalid(`store operation: expected put or delete, got ${String(op)}`)
+      if (typeof key !== 'string') throw invalid(`store delete key: expected a string, got ${typeof key}`)
+      return [operation.table, key]
+    })
     const tables = [...new Set(operations.map((operation) => operation.table))]
     const tx = this.database().transaction(tables, 'readwrite')
     const requests: Promise<unknown>[] = []
     try {
-      for (const operation of operations) {
-        const objectStore = tx.objectStore(operation.table)
-        requests.push(
-          operation.op === 'put'
-            ? objectStore.put(toRow(operation.record))
-            : objectStore.delete(operation.key),
-        )
+      for (const [table, change] of checked) {
+        const objectStore = tx.objectStore(table)
+        requests.push(typeof change === 'string' ? objectStore.delete(change) : objectStore.put(change))
       }
     } catch (cause) {
       // A request refused synchronously (e.g. an invalid key): undo the ones already queued.
