@@ -30,8 +30,8 @@
  * session code (shared/session.ts: X3DH from the recipient's prekey bundle, then the Double Ratchet)
  * and sends real `send` frames over WSS; it is not a ChatClient because nothing on its side is timed.
  *
- * BENCH_CLIENT_ONLY=terminal or =web runs one client; BENCH_CLIENT_CPU_PROF=<dir> has each terminal
- * drain write a CPU profile there. Progress goes to stderr; stdout gets a table,
+ * BENCH_CLIENT_ONLY=terminal or =web runs one client; BENCH_CLIENT_NODE_FLAGS adds node flags to
+ * each terminal drain (to profile it). Progress goes to stderr; stdout gets a table,
  * then one JSON line. It takes several minutes at the default sizes, so `npm run bench` leaves it out.
  */
 import { spawn } from 'node:child_process'
@@ -85,8 +85,11 @@ const SIZES = parseSizes(process.argv.slice(2).join(',') || process.env.BENCH_CL
 const ONLY = process.env.BENCH_CLIENT_ONLY
 const RUN_TERMINAL = ONLY === undefined || ONLY === 'terminal'
 const RUN_WEB = ONLY === undefined || ONLY === 'web'
-/** With BENCH_CLIENT_CPU_PROF=<dir>, each drain's `read` writes a V8 CPU profile there (node --cpu-prof). */
-const CPU_PROFILE_DIR = process.env.BENCH_CLIENT_CPU_PROF
+/**
+ * BENCH_CLIENT_NODE_FLAGS: extra node flags for each drain's `read` (not the empty ones), e.g.
+ * "--cpu-prof --cpu-prof-dir=/tmp/profiles" for a V8 CPU profile of every drain.
+ */
+const DRAIN_NODE_FLAGS = (process.env.BENCH_CLIENT_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean)
 /** Empty reads whose median is the terminal client's fixed cost per command. */
 const EMPTY_READS = 3
 /** `send` frames the queueing sender keeps unanswered at once (the relay answers each with `accepted`). */
@@ -416,8 +419,7 @@ async function terminalDrain(
   caFile: string,
   sentIds: readonly string[],
 ): Promise<TerminalResult> {
-  const profile = CPU_PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROFILE_DIR}`] : []
-  const run = await runSecureChat(account, origin, caFile, ['read', '--json'], profile)
+  const run = await runSecureChat(account, origin, caFile, ['read', '--json'], DRAIN_NODE_FLAGS)
   if (run.code !== 0) {
     const failure = `exit ${run.code}: ${run.stderr.trim()}`
     return { messages: sentIds.length, lastLineMs: run.lastLineMs, exitMs: run.exitMs, failure }
