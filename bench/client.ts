@@ -31,7 +31,8 @@
  * and sends real `send` frames over WSS; it is not a ChatClient because nothing on its side is timed.
  *
  * BENCH_CLIENT_ONLY=terminal or =web runs one client; BENCH_CLIENT_NODE_FLAGS adds node flags to
- * each terminal drain (to profile it). Progress goes to stderr; stdout gets a table,
+ * each terminal drain (to profile it), BENCH_CLIENT_WEB_PROFILE=<dir> writes a CPU profile of each
+ * web drain's page there. Progress goes to stderr; stdout gets a table,
  * then one JSON line. It takes several minutes at the default sizes, so `npm run bench` leaves it out.
  */
 import { spawn } from 'node:child_process'
@@ -42,9 +43,15 @@ import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
+import type { Page } from 'playwright-core'
 import { build as viteBuild } from 'vite'
 import WebSocket from 'ws'
-import { contactButton, Device, logIn, register as registerInBrowser } from '../client-web/e2e/browser.js'
+import {
+  contactButton,
+  Device,
+  passwordField,
+  register as registerInBrowser,
+} from '../client-web/e2e/browser.js'
 import { type BuildOptions, build } from '../server/app.js'
 import { openDatabase } from '../server/db/connect.js'
 import { migrateToLatest } from '../server/db/migrate.js'
@@ -90,6 +97,8 @@ const RUN_WEB = ONLY === undefined || ONLY === 'web'
  * "--cpu-prof --cpu-prof-dir=/tmp/profiles" for a V8 CPU profile of every drain.
  */
 const DRAIN_NODE_FLAGS = (process.env.BENCH_CLIENT_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean)
+/** BENCH_CLIENT_WEB_PROFILE=<dir>: a CPU profile of the page (DevTools protocol) for each web drain. */
+const WEB_PROFILE_DIR = process.env.BENCH_CLIENT_WEB_PROFILE
 /** Empty reads whose median is the terminal client's fixed cost per command. */
 const EMPTY_READS = 3
 /** `send` frames the queueing sender keeps unanswered at once (the relay answers each with `accepted`). */
@@ -479,14 +488,31 @@ async function unreadFrom(device: Device, sender: string): Promise<number> {
   return Number(await badge.textContent())
 }
 
+/** Profiles the page's main thread, where the client core runs, until `stop` writes the profile. */
+async function startProfiler(page: Page): Promise<{ stop(file: string): Promise<void> }> {
+  const session = await page.context().newCDPSession(page)
+  await session.send('Profiler.enable')
+  await session.send('Profiler.start')
+  return {
+    async stop(file) {
+      const { profile } = await session.send('Profiler.stop')
+      await writeFile(file, JSON.stringify(profile))
+      await session.detach()
+    },
+  }
+}
+
 async function webDrain(account: WebAccount, sender: string, count: number): Promise<WebResult> {
   const { device } = account
   const page = device.page
   await device.goto('/')
-  await page.getByRole('button', { name: 'Log in', exact: true }).waitFor()
-  // logIn fills the form and clicks; the clock starts just before the click.
+  const logInButton = page.getByRole('button', { name: 'Log in', exact: true })
+  await logInButton.waitFor()
+  await page.getByLabel('Username').fill(account.username)
+  await passwordField(page).fill(account.password)
+  const profiler = WEB_PROFILE_DIR ? await startProfiler(page) : undefined
   const started = performance.now()
-  await logIn(device, account.username, account.password)
+  await logInButton.click()
   await page.getByRole('heading', { name: 'Chats', level: 1 }).waitFor()
   const unlockedMs = performance.now() - started
   let firstMs: number | undefined
@@ -504,6 +530,7 @@ async function webDrain(account: WebAccount, sender: string, count: number): Pro
     if (unread < count) await new Promise((resolve) => setTimeout(resolve, WEB_POLL_MS))
   }
   const allMs = performance.now() - started
+  if (profiler) await profiler.stop(join(WEB_PROFILE_DIR!, `web-drain-${count}.cpuprofile`))
   if (unread !== count) throw new Error(`web drain: expected ${count} unread messages, got ${unread}`)
 
   const opening = performance.now()
