@@ -686,7 +686,7 @@ function report(results: {
 }): void {
   const { ratchet, unlock, emptyReadMs, terminal, web } = results
   const ratchetRate = (count: number) => rate(count, ratchet.get(count)!)
-  const ratio = (drain: number, count: number) => round(drain / ratchetRate(count))
+  const ratio = (drain: number, count: number) => round(drain / ratchetRate(count), 3)
   const rows: [string, string, string, string][] = []
   for (const [count, ms] of ratchet) {
     rows.push([
