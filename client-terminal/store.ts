@@ -22,7 +22,13 @@ import { dirname, resolve } from 'node:path'
 import BetterSqlite3 from 'better-sqlite3'
 import { Kysely, type Migration, Migrator, SqliteDialect } from 'kysely'
 import { ClientError, ClientErrorCode } from '../shared/client/errors.js'
-import type { ClientStore, StoreOperation, StoreRecord, StoreTable } from '../shared/client/store.js'
+import {
+  type ClientStore,
+  STORE_TABLES,
+  type StoreOperation,
+  type StoreRecord,
+  type StoreTable,
+} from '../shared/client/store.js'
 import * as initial from './migrations/2026-11-26-01-initial.js'
 import * as sentContent from './migrations/2026-12-01-01-sent-content.js'
 
@@ -50,15 +56,7 @@ export const STORE_MIGRATIONS: Readonly<
 const MIGRATION_TABLE = 'store_migration'
 const MIGRATION_LOCK_TABLE = 'store_migration_lock'
 
-export const STORE_TABLES: readonly StoreTable[] = [
-  'account',
-  'prekeys',
-  'sessions',
-  'contacts',
-  'messages',
-  'outbox',
-  'sent',
-]
+export { STORE_TABLES }
 
 /** One row of any store table. `peer` and `sort_order` are set for messages and outbox entries. */
 export interface RecordTable {

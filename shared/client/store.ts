@@ -53,19 +53,24 @@ export interface ClientStore {
   close(): Promise<void>
 }
 
-const STORE_TABLES: ReadonlySet<string> = new Set<StoreTable>([
-  'account',
-  'prekeys',
-  'sessions',
-  'contacts',
-  'messages',
-  'outbox',
-])
+/** Every table, once: a Record so that a table added to StoreTable must be added here too. */
+const TABLES: Readonly<Record<StoreTable, true>> = {
+  account: true,
+  prekeys: true,
+  sessions: true,
+  contacts: true,
+  messages: true,
+  outbox: true,
+  sent: true,
+}
+/** Every table of the client store, in a fixed order (each store creates and wipes these). */
+export const STORE_TABLES = Object.keys(TABLES) as readonly StoreTable[]
+const TABLE_NAMES: ReadonlySet<string> = new Set(STORE_TABLES)
 
 /** Throws TypeError unless `operation` is one a real store could apply and give back unchanged. */
 function checkOperation(operation: StoreOperation): void {
   const { op, table } = operation as { op: unknown; table: unknown }
-  if (typeof table !== 'string' || !STORE_TABLES.has(table)) {
+  if (typeof table !== 'string' || !TABLE_NAMES.has(table)) {
     throw new TypeError(`store table: expected one of ${[...STORE_TABLES].join(', ')}, got ${String(table)}`)
   }
   if (op === 'delete') {

@@ -14,22 +14,21 @@
  */
 import { type DBSchema, deleteDB, type IDBPDatabase, openDB } from 'idb'
 import { ClientError, ClientErrorCode } from '../../../shared/client/errors.js'
-import type { ClientStore, StoreOperation, StoreRecord, StoreTable } from '../../../shared/client/store.js'
+import {
+  type ClientStore,
+  STORE_TABLES,
+  type StoreOperation,
+  type StoreRecord,
+  type StoreTable,
+} from '../../../shared/client/store.js'
 import { normalizeUsername } from '../../../shared/username.js'
 
 export const DATABASE_PREFIX = 'secure-chat:'
 /** Bumped with a migration in `upgrade`; a database from a newer version is refused, never opened. */
 export const SCHEMA_VERSION = 2
 
-export const STORE_TABLES: readonly StoreTable[] = [
-  'account',
-  'prekeys',
-  'sessions',
-  'contacts',
-  'messages',
-  'outbox',
-  'sent',
-]
+export { STORE_TABLES }
+
 const MESSAGES_BY_PEER = 'by-peer-order'
 
 /** What a row looks like inside IndexedDB: the StoreRecord as given (key path "key"). */
