@@ -15,7 +15,8 @@ export const USAGE = `Usage:
   secure-chat register <user> [options]              create an account (here and on the server)
   secure-chat reinstall <user> [options]             start over here after losing the account's keys:
                                                      new keys replace them, contacts are told your safety
-                                                     number changed, messages sent to the old keys are lost
+                                                     number changed, messages sent to the old keys are
+                                                     asked for again
   secure-chat send <user> <text> [options]           send a message; returns once the server accepted it
   secure-chat read [--from <user>] [--json] [--wait <seconds>] [options]
                                                      print unread messages and mark them read

@@ -177,7 +177,7 @@ async function reinstallCommand(
   }
   await client.close()
   context.io.stdout.write(
-    `started over as ${username} on ${context.settings.serverUrl} with new keys: your contacts are told your safety number changed, and messages sent to the old keys cannot be read\n`,
+    `started over as ${username} on ${context.settings.serverUrl} with new keys: your contacts are told your safety number changed, and messages sent to the old keys are asked for again (they arrive once each sender accepts the new key)\n`,
   )
 }
 

@@ -186,7 +186,7 @@ export function reinstallWarning(username: string): string[] {
   return [
     `This replaces ${username}'s keys with new ones made on this device. Do it only if the device that held them is lost or wiped.`,
     `Your contacts will be told your safety number changed: each must accept the new one before writing to you again.`,
-    'Messages sent to the old keys (still waiting on the server) cannot be read: they are reported and dropped.',
+    'Messages sent to the old keys cannot be read here: this device asks their senders to send them again, which their app does once they accept the new key (for messages up to a week old).',
     `The old device, if it still exists, can no longer sign in as ${username}; its history stays there.`,
   ]
 }

@@ -267,7 +267,7 @@ describe('App', () => {
     const warning = ui.frame().replace(/\s+/g, ' ')
     expect(warning).toContain("This replaces bob's keys with new ones made on this device")
     expect(warning).toContain('Your contacts will be told your safety number changed')
-    expect(warning).toContain('Messages sent to the old keys (still waiting on the server) cannot be read')
+    expect(warning).toContain('Messages sent to the old keys cannot be read here')
     await ui.shows('Start over as bob on this device, with new keys? (yes/no)')
     await ui.type('no')
     await ui.type(ENTER)

@@ -123,6 +123,7 @@ export class TestAccount {
 export interface ReadLine {
   readonly from: string
   readonly id: string
+  readonly kind: string
   readonly text: string
   readonly sentAt: number
   readonly receivedAt: number

@@ -61,7 +61,7 @@ describe('starting over on a new device', () => {
     const warning = (await dialog.textContent())?.replace(/\s+/g, ' ')
     expect(warning).toContain('New keys will be made in this browser and replace the old ones')
     expect(warning).toContain('Your contacts will be told your safety number changed.')
-    expect(warning).toContain('Messages sent to your old keys cannot be read.')
+    expect(warning).toContain('Messages sent to your old keys cannot be read here.')
     await newDevice.screenshot('desktop-start-over')
 
     // A password the server refuses: its own words, and nothing kept in the browser.

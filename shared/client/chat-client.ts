@@ -194,11 +194,10 @@ export class ChatClient {
   private upkeep: Promise<void> | undefined
   /** Another prekey check was asked for while one ran. */
   private upkeepAgain = false
-  /** Ids of messages from each peer that we could not decrypt and will ask them to send again. */
-  private readonly pendingRetries = new Map<string, Set<string>>()
+  /** Retry requests waiting for their peer's interval to pass (one timer per peer). */
   private readonly retryTimers = new Map<string, ReturnType<typeof setTimeout>>()
-  /** When we last asked each peer to send again (RETRY_REQUEST_INTERVAL_MS apart). */
-  private readonly lastRetryRequest = new Map<string, number>()
+  /** Retry requests due now and not yet written to the outbox (`flush` waits for them). */
+  private retryRequestsDue = 0
   /** When we answered each peer's recent retry requests (at most MAX_RETRY_REQUESTS_ANSWERED_PER_HOUR). */
   private readonly retryAnswers = new Map<string, number[]>()
 
@@ -237,7 +236,8 @@ export class ChatClient {
   /**
    * Starts over on this device for an existing account whose keys were lost (a new browser, a wiped
    * disk): the password proves the account, new keys replace the old ones on the server, and every
-   * contact is warned that the identity key changed. Messages sent to the old keys cannot be read.
+   * contact is warned that the identity key changed. Messages sent to the old keys cannot be read
+   * here; they are asked for again (§8.6), and arrive once each sender accepts the new key.
    */
   static reinstall(options: ChatClientOptions, username: string, password: string): Promise<ChatClient> {
     return ChatClient.createAccount(options, username, password, '/reinstall')
@@ -619,8 +619,10 @@ export class ChatClient {
     }
     await this.flushOutbox()
     await this.pruneSentContent()
-    // Retry requests that could not go out while we were offline.
-    for (const [peer, ids] of this.pendingRetries) if (ids.size > 0) this.requestRetry(peer, [...ids][0]!)
+    // Retry requests that could not go out before (offline, or a client that stopped first).
+    for (const contact of await this.records.listContacts()) {
+      if (contact.retryPending?.length) this.scheduleRetryRequest(contact.username, contact.retryRequestedAt)
+    }
     this.scheduleUpkeep()
     if (!this.upkeepTimer) {
       this.upkeepTimer = setInterval(() => {
@@ -818,9 +820,10 @@ export class ChatClient {
         }
       }
       const accepted = contact.pendingIdentity
+      const { retryRequests, ...settled } = contact
       await this.store.commit([
         await this.records.contactPut({
-          ...contact,
+          ...settled,
           identity: accepted,
           pendingIdentity: undefined,
           verified: false,
@@ -830,6 +833,8 @@ export class ChatClient {
           identitiesEqual(publicIdentityToJson(session.remoteIdentity), accepted),
         ),
       ])
+      // Still in this contact's queue: answered (into the outbox) before this call returns.
+      if (retryRequests && retryRequests.length > 0) await this.answerRetry(name, retryRequests)
     })
   }
 
@@ -1020,7 +1025,8 @@ export class ChatClient {
     while (
       (await this.store.list('outbox')).length > 0 ||
       this.pendingReceipts.size > 0 ||
-      this.receiptsBeingWritten > 0
+      this.receiptsBeingWritten > 0 ||
+      this.retryRequestsDue > 0
     ) {
       if (this.connectionState !== 'online') {
         throw new ClientError(
@@ -1111,9 +1117,9 @@ export class ChatClient {
       decrypted = await this.sessions.decrypt(address(peer), decodeEnvelope(fromBase64Url(frame.body)))
     } catch (error) {
       if (!isUnreadable(error) || isProtocolError(error, ProtocolErrorCode.DuplicateMessage)) throw error
-      await this.storeNotice(peer, frame, 'undecryptable')
+      const contact = await this.storeNotice(peer, frame, 'undecryptable')
       this.events.emit('undecryptable', { peer, id: frame.id, reason: error.code })
-      this.requestRetry(peer, frame.id)
+      this.scheduleRetryRequest(peer, contact.retryRequestedAt)
       return
     }
     const operations: StoreOperation[] = [...decrypted.operations]
@@ -1150,11 +1156,15 @@ export class ChatClient {
     } else if (content.type === 'receipt') {
       await this.receiveReceipt(peer, content, parsed, operations, after)
     } else if (content.type === 'retry') {
-      // Answered once this delivery is stored, in the peer's queue behind it.
       const ids = content.ids
-      after.push(() => {
-        this.peerQueues.run(peer, () => this.answerRetry(peer, ids)).catch((e: unknown) => this.report(e))
-      })
+      if (contact.pendingIdentity) {
+        // From keys the user has not accepted yet: answered when (and if) they accept them.
+        const waiting = [...new Set([...(contact.retryRequests ?? []), ...ids])].slice(-MAX_RETRY_IDS)
+        contact = { ...contact, retryRequests: waiting }
+      } else {
+        // Answered once this delivery is stored, in the peer's queue behind it.
+        after.push(() => this.answerRetryLater(peer, ids))
+      }
     } else {
       for (const id of content.ids) {
         const notice = await this.records.loadMessage(peer, id)
@@ -1224,24 +1234,27 @@ export class ChatClient {
     }
   }
 
-  /** Stores a notice for a delivery that no session opened (with the contact, if it is a new one). */
+  /**
+   * Stores a notice for a delivery that no session opened, and its id among those to ask the peer
+   * for again (with the contact, if it is a new one). Returns the contact as stored.
+   */
   private async storeNotice(
     peer: string,
     frame: Extract<ServerFrame, { type: 'deliver' }>,
     kind: 'undecryptable',
-  ): Promise<void> {
+  ): Promise<ContactRecord> {
     const notice = this.noticeRecord(peer, frame, kind)
     const contact = await this.records.loadContact(peer)
-    await this.store.commit([
-      await this.records.messagePut(notice),
-      await this.records.contactPut({
-        ...(contact ?? { username: peer, verified: false, unread: 0 }),
-        unread: (contact?.unread ?? 0) + 1,
-        lastMessageAt: Math.max(contact?.lastMessageAt ?? 0, frame.ts),
-      }),
-    ])
+    const updated: ContactRecord = {
+      ...(contact ?? { username: peer, verified: false, unread: 0 }),
+      unread: (contact?.unread ?? 0) + 1,
+      lastMessageAt: Math.max(contact?.lastMessageAt ?? 0, frame.ts),
+      retryPending: [...(contact?.retryPending ?? []), frame.id].slice(-MAX_RETRY_IDS),
+    }
+    await this.store.commit([await this.records.messagePut(notice), await this.records.contactPut(updated)])
     if (!contact) this.sendFrame({ v: FRAME_VERSION, type: 'presence.subscribe', users: [peer] })
     this.events.emit('message', messageView(notice))
+    return updated
   }
 
   /**
@@ -1317,66 +1330,80 @@ export class ChatClient {
   // --- Recovering what could not be decrypted ----------------------------------------------------
 
   /**
-   * Asks `peer` to send the message `id` again, in a fresh session: at once if we have not asked
-   * them within RETRY_REQUEST_INTERVAL_MS, else with whatever else fails meanwhile, when it is over.
+   * Asks `peer` to send again the messages listed in their contact record (`retryPending`), in a
+   * fresh session: at once if we have not asked them within RETRY_REQUEST_INTERVAL_MS, else when
+   * that interval is over, with whatever else failed meanwhile. The list and the time of the last
+   * request are stored, so a client that stops first (a script) asks on its next connection.
    */
-  private requestRetry(peer: string, id: string): void {
-    let ids = this.pendingRetries.get(peer)
-    if (!ids) {
-      ids = new Set()
-      this.pendingRetries.set(peer, ids)
-    }
-    ids.add(id)
+  private scheduleRetryRequest(peer: string, lastRequestedAt: number | undefined): void {
     if (this.retryTimers.has(peer)) return
-    const last = this.lastRetryRequest.get(peer)
-    const delay = last === undefined ? 0 : Math.max(0, last + RETRY_REQUEST_INTERVAL_MS - this.now())
+    const delay =
+      lastRequestedAt === undefined
+        ? 0
+        : Math.max(0, lastRequestedAt + RETRY_REQUEST_INTERVAL_MS - this.now())
+    // A request due now is work `flush` waits for; one due later is not (it is stored).
+    const due = delay === 0
+    if (due) this.retryRequestsDue++
     const timer = setTimeout(() => {
       this.retryTimers.delete(peer)
       this.peerQueues
         .run(peer, () => this.sendRetryRequest(peer))
         .catch((error: unknown) => this.report(error))
+        .finally(() => {
+          if (due) this.retryRequestsDue--
+        })
     }, delay)
     ;(timer as { unref?: () => void }).unref?.()
     this.retryTimers.set(peer, timer)
   }
 
   private async sendRetryRequest(peer: string): Promise<void> {
-    const pending = this.pendingRetries.get(peer)
-    if (!pending || pending.size === 0) return
-    const ids = [...pending].slice(0, MAX_RETRY_IDS)
     const contact = await this.records.loadContact(peer)
-    // Never to keys the user has not accepted: the notice stays, and says what failed.
-    if (contact?.pendingIdentity) {
-      this.pendingRetries.delete(peer)
+    const pending = contact?.retryPending ?? []
+    // Never to keys the user has not accepted: the ids wait until they are.
+    if (!contact || pending.length === 0 || contact.pendingIdentity) return
+    const last = contact.retryRequestedAt
+    if (last !== undefined && last + RETRY_REQUEST_INTERVAL_MS > this.now()) {
+      this.scheduleRetryRequest(peer, last)
       return
     }
+    if (this.connectionState !== 'online') return
     let bundle: Awaited<ReturnType<ChatClient['fetchBundle']>>
     try {
       bundle = await this.fetchBundle(peer, contact)
     } catch (error) {
-      // Offline, or the peer's key changed: the ids stay pending for the next connection.
+      // Offline, or the peer's key changed: the ids stay stored for the next connection.
       this.report(error)
       return
     }
-    for (const id of ids) pending.delete(id)
-    if (pending.size === 0) this.pendingRetries.delete(peer)
-    else this.requestRetry(peer, ids[0]!)
-    this.lastRetryRequest.set(peer, this.now())
+    const ids = pending.slice(0, MAX_RETRY_IDS)
     const encrypted = await this.sessions.encrypt(
       address(peer),
       encodeContent({ v: 1, type: 'retry', ids }),
       { bundle: bundle.bundle, fresh: true },
     )
-    const outboxId = toBase64Url(newMessageId(this.now()))
+    const now = this.now()
+    const outboxId = toBase64Url(newMessageId(now))
+    const rest = pending.slice(ids.length)
+    const { retryPending: _sent, ...updated } = bundle.contact
     await this.store.commit([
       encrypted.operation,
       await this.records.outboxPut(
         { id: outboxId, peer, envelope: toBase64Url(encrypted.envelope), kind: 'retry' },
         this.nextOrder(),
       ),
-      await this.records.contactPut(bundle.contact),
+      await this.records.contactPut({
+        ...updated,
+        retryRequestedAt: now,
+        ...(rest.length > 0 ? { retryPending: rest } : {}),
+      }),
     ])
+    if (rest.length > 0) this.scheduleRetryRequest(peer, now)
     await this.flushOutbox()
+  }
+
+  private answerRetryLater(peer: string, ids: readonly string[]): void {
+    this.peerQueues.run(peer, () => this.answerRetry(peer, ids)).catch((error: unknown) => this.report(error))
   }
 
   /**

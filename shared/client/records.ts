@@ -17,6 +17,9 @@ export const ContactRecord = Type.Object({
   unread: Type.Integer({ minimum: 0 }),
   lastMessageAt: Type.Optional(Type.Integer()),
   readUpTo: Type.Optional(Type.Number()),
+  retryRequests: Type.Optional(Type.Array(Type.String(), { maxItems: 100 })),
+  retryPending: Type.Optional(Type.Array(Type.String(), { maxItems: 100 })),
+  retryRequestedAt: Type.Optional(Type.Integer()),
 })
 export interface ContactRecord {
   username: string
@@ -27,6 +30,15 @@ export interface ContactRecord {
   lastMessageAt?: number
   /** Incoming entries at or before this position were read (markRead); absent: none marked yet. */
   readUpTo?: number
+  /**
+   * Ids the contact asked us to send again while their identity key had changed and the change was
+   * not yet accepted: answered once the user accepts it (never to keys the user has not seen).
+   */
+  retryRequests?: string[]
+  /** Ids of this contact's messages we could not decrypt and have yet to ask them for again. */
+  retryPending?: string[]
+  /** When we last asked this contact to send again (requests are RETRY_REQUEST_INTERVAL_MS apart). */
+  retryRequestedAt?: number
 }
 
 export interface MessageRecord {

@@ -127,6 +127,11 @@ export class SealedStore {
     return record && this.openContact(peer, record.value)
   }
 
+  async listContacts(): Promise<ContactRecord[]> {
+    const stored = await this.store.list('contacts')
+    return Promise.all(stored.map((record) => this.openContact(record.key, record.value)))
+  }
+
   async openContact(peer: string, sealed: Uint8Array): Promise<ContactRecord> {
     const contact = await this.openJson<ContactRecord>(sealed, `contact:${peer}`)
     if (!matches(ContactRecord, contact)) {

@@ -66,8 +66,9 @@ export class StartOverDialog extends WarningDialog {
             new one before they can send you messages again.
           </li>
           <li>
-            <strong>Messages sent to your old keys cannot be read.</strong> Those still waiting on the
-            server are dropped when they arrive here.
+            <strong>Messages sent to your old keys cannot be read here.</strong> This browser asks each
+            sender to send them again; their app does so once they accept your new safety number (for
+            messages up to a week old).
           </li>
           <li>
             Your old conversations are not brought over, and the old device can no longer log in as
