@@ -20,10 +20,10 @@ import type { RelayEvents, ServerLimits } from '../context.js'
 import { countOneTimePreKeys } from '../db/prekeys.js'
 import type { QueueRepository, SendOutcome } from '../db/queue.js'
 import type { Db } from '../db/schema.js'
-import type { Session } from '../db/tokens.js'
+import { findSession, type Session } from '../db/tokens.js'
 import { ServerErrorCode } from '../errors.js'
 import { DIRECTORY_CACHE_ENTRIES, MESSAGE_PURGE_BATCH, WS_CLOSE_GRACE_MS } from '../limits.js'
-import { CloseCode, RelayConnection } from './connection.js'
+import { CloseCode, type ConnectionHost, type ConnectionUser, RelayConnection } from './connection.js'
 import { UserDirectory } from './directory.js'
 import {
   acceptedFrame,
@@ -37,17 +37,11 @@ import { GroupCommit, type PendingSend } from './group-commit.js'
 import type { SendRequest } from './parse.js'
 import { TokenBucket } from './token-bucket.js'
 
-export interface OnlineUser {
-  readonly id: number
-  readonly username: string
+export interface OnlineUser extends ConnectionUser {
   /** Oldest first. */
   readonly connections: RelayConnection[]
-  /** Highest sequence number acknowledged while online (the rows below are gone from the queue). */
   ackedUpTo: number
-  /** Bumped whenever a commit adds messages for this user (see RelayConnection.pump). */
   commitEpoch: number
-  /** Sends allowed, shared by all of the user's connections. */
-  readonly sends: TokenBucket
 }
 
 /** What the group commit needs to answer a send once its batch is committed. */
@@ -67,7 +61,7 @@ export interface RelayHubOptions {
   readonly log: FastifyBaseLogger
 }
 
-export class RelayHub implements RelayEvents {
+export class RelayHub implements RelayEvents, ConnectionHost {
   readonly db: Db
   readonly queue: QueueRepository
   readonly limits: ServerLimits
@@ -109,6 +103,10 @@ export class RelayHub implements RelayEvents {
     const connection = new RelayConnection(this, ws, socket)
     this.connections.add(connection)
     if (this.closing) connection.close(CloseCode.GoingAway, 'server shutting down')
+  }
+
+  findSession(tokenHash: Uint8Array): Promise<Session | undefined> {
+    return findSession(this.db, tokenHash, this.now())
   }
 
   // --- Output batching ------------------------------------------------------------------------
@@ -167,11 +165,12 @@ export class RelayHub implements RelayEvents {
       if (set?.size === 0) this.watchers.delete(watched)
     }
     connection.subscriptions.clear()
-    const user = connection.user
-    if (!user) return
+    // A user leaves the map only with their last connection, so a connection's user is current.
+    const user = connection.user && this.users.get(connection.user.id)
+    if (!user || user !== connection.user) return
     const index = user.connections.indexOf(connection)
     if (index >= 0) user.connections.splice(index, 1)
-    if (user.connections.length === 0 && this.users.get(user.id) === user) {
+    if (user.connections.length === 0) {
       this.users.delete(user.id)
       this.announce(user, false)
     }
@@ -210,8 +209,9 @@ export class RelayHub implements RelayEvents {
     })
   }
 
-  acknowledge(user: OnlineUser, upTo: number): void {
-    if (upTo <= user.ackedUpTo) return
+  acknowledge(connection: RelayConnection, upTo: number): void {
+    const user = connection.user && this.users.get(connection.user.id)
+    if (!user || upTo <= user.ackedUpTo) return
     user.ackedUpTo = upTo
     this.writer.ack(user.id, upTo)
     for (const connection of user.connections) connection.acknowledged(upTo)
