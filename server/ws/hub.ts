@@ -23,7 +23,7 @@ import type { Db } from '../db/schema.js'
 import { findSession, type Session } from '../db/tokens.js'
 import { ServerErrorCode } from '../errors.js'
 import { DIRECTORY_CACHE_ENTRIES, MESSAGE_PURGE_BATCH, WS_CLOSE_GRACE_MS } from '../limits.js'
-import { CloseCode, type ConnectionHost, type ConnectionUser, RelayConnection } from './connection.js'
+import { CloseCode, type ConnectionHost, RelayConnection } from './connection.js'
 import { UserDirectory } from './directory.js'
 import {
   acceptedFrame,
@@ -34,15 +34,9 @@ import {
   presenceFrame,
 } from './frames.js'
 import { GroupCommit, type PendingSend } from './group-commit.js'
+import { LocalConnections, type LocalUser } from './local-connections.js'
 import type { SendRequest } from './parse.js'
 import { TokenBucket } from './token-bucket.js'
-
-export interface OnlineUser extends ConnectionUser {
-  /** Oldest first. */
-  readonly connections: RelayConnection[]
-  ackedUpTo: number
-  commitEpoch: number
-}
 
 /** What the group commit needs to answer a send once its batch is committed. */
 interface SendOrigin {
@@ -68,9 +62,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   readonly now: () => number
   readonly log: FastifyBaseLogger
   readonly directory: UserDirectory
-  readonly connections = new Set<RelayConnection>()
-  private readonly users = new Map<number, OnlineUser>()
-  private readonly watchers = new Map<number, Set<RelayConnection>>()
+  private readonly local: LocalConnections
   private readonly writer: GroupCommit<SendOrigin>
   private unflushed: RelayConnection[] = []
   private heartbeat: NodeJS.Timeout | undefined
@@ -83,6 +75,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     this.now = options.now
     this.log = options.log
     this.directory = new UserDirectory(options.db, DIRECTORY_CACHE_ENTRIES)
+    this.local = new LocalConnections(options.limits.maxConnectionsPerUser)
     this.writer = new GroupCommit<SendOrigin>(
       options.queue,
       {
@@ -98,10 +91,15 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     this.heartbeat.unref()
   }
 
+  /** Every connection this process holds (tests and the benchmark look at them). */
+  get connections(): ReadonlySet<RelayConnection> {
+    return this.local.all
+  }
+
   /** A WebSocket just upgraded on /ws. */
   accept(ws: RelayConnection['ws'], socket: RelayConnection['socket']): void {
     const connection = new RelayConnection(this, ws, socket)
-    this.connections.add(connection)
+    this.local.add(connection)
     if (this.closing) connection.close(CloseCode.GoingAway, 'server shutting down')
   }
 
@@ -126,12 +124,12 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   // --- Users and presence ---------------------------------------------------------------------
 
   isOnline(userId: number): boolean {
-    return this.users.has(userId)
+    return this.local.user(userId) !== undefined
   }
 
   /** An authenticated connection joins its user (who comes online if it is their first). */
-  register(connection: RelayConnection, session: Session): OnlineUser {
-    let user = this.users.get(session.userId)
+  register(connection: RelayConnection, session: Session): LocalUser {
+    let user = this.local.user(session.userId)
     if (!user) {
       user = {
         id: session.userId,
@@ -141,52 +139,26 @@ export class RelayHub implements RelayEvents, ConnectionHost {
         commitEpoch: 0,
         sends: new TokenBucket(this.limits.sendRatePerUser, this.now()),
       }
-      this.users.set(user.id, user)
+      this.local.addUser(user)
       this.directory.remember({ id: user.id, username: user.username })
       this.announce(user, true)
     }
-    while (user.connections.length >= this.limits.maxConnectionsPerUser) {
-      const oldest = user.connections.shift()!
-      oldest.refuse(
-        ServerErrorCode.TooManyConnections,
-        `expected at most ${this.limits.maxConnectionsPerUser} connections per user, got another: closing the oldest`,
-      )
-    }
-    user.connections.push(connection)
+    this.local.attach(user, connection)
     return user
   }
 
   /** A connection closed: it leaves its user (who goes offline with their last one) and its watches. */
   unregister(connection: RelayConnection): void {
-    this.connections.delete(connection)
-    for (const watched of connection.subscriptions) {
-      const set = this.watchers.get(watched)
-      set?.delete(connection)
-      if (set?.size === 0) this.watchers.delete(watched)
-    }
-    connection.subscriptions.clear()
-    // A user leaves the map only with their last connection, so a connection's user is current.
-    const user = connection.user && this.users.get(connection.user.id)
-    if (!user || user !== connection.user) return
-    const index = user.connections.indexOf(connection)
-    if (index >= 0) user.connections.splice(index, 1)
-    if (user.connections.length === 0) {
-      this.users.delete(user.id)
-      this.announce(user, false)
-    }
+    const { offline } = this.local.remove(connection)
+    if (offline) this.announce(offline, false)
   }
 
   watch(userId: number, connection: RelayConnection): void {
-    let set = this.watchers.get(userId)
-    if (!set) {
-      set = new Set()
-      this.watchers.set(userId, set)
-    }
-    set.add(connection)
+    this.local.watch(userId, connection)
   }
 
-  private announce(user: OnlineUser, online: boolean): void {
-    const watchers = this.watchers.get(user.id)
+  private announce(user: LocalUser, online: boolean): void {
+    const watchers = this.local.watchersOf(user.id)
     if (!watchers) return
     const frame = presenceFrame(user.username, online)
     for (const watcher of watchers) watcher.write(frame)
@@ -210,7 +182,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   }
 
   acknowledge(connection: RelayConnection, upTo: number): void {
-    const user = connection.user && this.users.get(connection.user.id)
+    const user = this.local.userOf(connection)
     if (!user || upTo <= user.ackedUpTo) return
     user.ackedUpTo = upTo
     this.writer.ack(user.id, upTo)
@@ -224,7 +196,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
       switch (outcome.kind) {
         case 'stored': {
           origin.connection.write(acceptedFrame(origin.id, outcome.createdAt))
-          const recipient = this.users.get(message.recipientId)
+          const recipient = this.local.user(message.recipientId)
           if (recipient) {
             recipient.commitEpoch += 1
             const frame = deliverFrame(
@@ -271,7 +243,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
 
   sessionRevoked(tokenHash: Uint8Array): void {
     const revoked = Buffer.from(tokenHash)
-    for (const connection of this.connections) {
+    for (const connection of this.local.all) {
       if (connection.tokenHash && revoked.equals(connection.tokenHash)) {
         connection.refuse(
           ServerErrorCode.Unauthenticated,
@@ -282,7 +254,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   }
 
   identityChanged(userId: number, username: string): void {
-    for (const connection of this.connections) {
+    for (const connection of this.local.all) {
       if (connection.user?.id === userId) {
         connection.refuse(
           ServerErrorCode.Unauthenticated,
@@ -291,11 +263,11 @@ export class RelayHub implements RelayEvents, ConnectionHost {
       }
     }
     const frame = identityChangedFrame(username)
-    for (const watcher of this.watchers.get(userId) ?? []) watcher.write(frame)
+    for (const watcher of this.local.watchersOf(userId) ?? []) watcher.write(frame)
   }
 
   preKeyBundleServed(userId: number): void {
-    const user = this.users.get(userId)
+    const user = this.local.user(userId)
     if (user) this.checkPreKeys(userId, ...user.connections)
   }
 
@@ -316,7 +288,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   /** Pings everyone; terminates who did not answer the previous ping; ends expired sessions. */
   private beat(): void {
     const now = this.now()
-    for (const connection of this.connections) {
+    for (const connection of this.local.all) {
       if (!connection.alive) {
         connection.ws.terminate()
         continue
@@ -346,22 +318,22 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   async shutdown(): Promise<void> {
     this.closing = true
     clearInterval(this.heartbeat)
-    for (const connection of this.connections) connection.quiesce()
+    for (const connection of this.local.all) connection.quiesce()
     await this.settled()
-    const closed = [...this.connections].map(
+    const closed = [...this.local.all].map(
       (connection) =>
         new Promise<void>((resolve) => {
           if (connection.state === 'closed') resolve()
           else connection.ws.once('close', () => resolve())
         }),
     )
-    for (const connection of this.connections) connection.close(CloseCode.GoingAway, 'server shutting down')
+    for (const connection of this.local.all) connection.close(CloseCode.GoingAway, 'server shutting down')
     let timer: NodeJS.Timeout | undefined
     const grace = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, WS_CLOSE_GRACE_MS)
     })
     await Promise.race([Promise.all(closed), grace])
     clearTimeout(timer)
-    for (const connection of this.connections) connection.ws.terminate()
+    for (const connection of this.local.all) connection.ws.terminate()
   }
 }
