@@ -54,6 +54,11 @@ export interface ConnectionUser {
   readonly commitEpoch: number
   /** Sends allowed, shared by all of the user's connections. */
   readonly sends: TokenBucket
+  /**
+   * Resolves once news of this user's commits reaches this process (see relay-bus.ts): a read of
+   * the queue that starts after it cannot miss a message committed meanwhile.
+   */
+  readonly subscribed: Promise<void>
 }
 
 /**
@@ -422,9 +427,12 @@ export class RelayConnection {
     this.state = 'open'
     this.user = this.host.register(this, session)
     this.position = this.user.ackedUpTo
-    this.write(readyFrame(this.user.username, queued))
+    const user = this.user
+    this.write(readyFrame(user.username, queued))
+    // Reading the queue before commits are signalled here could end "caught up" and miss one.
+    await user.subscribed
     this.pump()
-    this.host.checkPreKeys(this.user.id, this)
+    this.host.checkPreKeys(user.id, this)
   }
 
   // --- Sending --------------------------------------------------------------------------------
@@ -489,9 +497,18 @@ export class RelayConnection {
     this.position = seq
   }
 
-  /** A message just committed for this connection's user: push it if caught up and there is room. */
-  offer(seq: number, frame: OutgoingFrame): void {
+  /**
+   * A message just committed for this connection's user: push it if caught up and there is room.
+   * Without its frame (the commit signal came without a copy of the message) it is read from the
+   * queue.
+   */
+  offer(seq: number, frame: OutgoingFrame | undefined): void {
     if (this.state !== 'open' || this.closing || !this.caughtUp || seq <= this.position) return
+    if (frame === undefined) {
+      this.caughtUp = false
+      this.pump()
+      return
+    }
     if (
       this.inflightCount >= this.host.limits.deliveryWindow ||
       this.bufferedAmount > SOCKET_HIGH_WATER_BYTES

@@ -1,6 +1,16 @@
 /**
- * The relay's shared state: who is online (each user with their connections), who watches whose
- * presence, the group commit that stores sends and acknowledgements, the heartbeat, and shutdown.
+ * The relay in this process: it wires the connections (connection.ts) to the sockets this process
+ * holds (local-connections.ts), the group commit that stores sends and acknowledgements
+ * (group-commit.ts) and the relay bus (relay-bus.ts) that carries what other processes may need
+ * to hear: committed messages, presence, revoked sessions, identity changes, served prekeys. It
+ * also runs the heartbeat and shutdown.
+ *
+ * Everything that may concern a socket held elsewhere goes out on the bus, and this process acts
+ * on what the bus brings in for the addresses it holds (a user connected or watched here), its
+ * own events included; with the in-process bus that happens before `publish` returns, as if there
+ * were no bus. Acknowledgements stay in this process: the rows they delete are gone from the queue
+ * for every reader, and another process's connection that still holds them in flight is cleared
+ * by its own client's acknowledgement.
  *
  * Several connections per user (up to maxConnectionsPerUser; a new one beyond it closes the
  * oldest). There is one queue per user, not per connection, until the protocol has devices:
@@ -36,6 +46,13 @@ import {
 import { GroupCommit, type PendingSend } from './group-commit.js'
 import { LocalConnections, type LocalUser } from './local-connections.js'
 import type { SendRequest } from './parse.js'
+import {
+  type MessageCommitted,
+  primaryAddress,
+  type RelayBus,
+  type RelayEvent,
+  type RelayListener,
+} from './relay-bus.js'
 import { TokenBucket } from './token-bucket.js'
 
 /** What the group commit needs to answer a send once its batch is committed. */
@@ -53,6 +70,8 @@ export interface RelayHubOptions {
   readonly limits: ServerLimits
   readonly now: () => number
   readonly log: FastifyBaseLogger
+  /** Carries events between the processes holding sockets (this one included); the caller closes it. */
+  readonly bus: RelayBus
 }
 
 export class RelayHub implements RelayEvents, ConnectionHost {
@@ -63,6 +82,13 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   readonly log: FastifyBaseLogger
   readonly directory: UserDirectory
   private readonly local: LocalConnections
+  private readonly bus: RelayBus
+  /** This process's listener on the bus, subscribed to every address held here. */
+  private readonly listener: RelayListener = (event) => this.received(event)
+  private readonly publishFailed = (error: unknown) =>
+    this.log.error({ err: error }, 'relay bus publish failed; sockets elsewhere hear of it late')
+  private readonly subscriptionFailed = (error: unknown) =>
+    this.log.error({ err: error }, 'relay bus subscription change failed')
   private readonly writer: GroupCommit<SendOrigin>
   private unflushed: RelayConnection[] = []
   private heartbeat: NodeJS.Timeout | undefined
@@ -76,6 +102,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     this.log = options.log
     this.directory = new UserDirectory(options.db, DIRECTORY_CACHE_ENTRIES)
     this.local = new LocalConnections(options.limits.maxConnectionsPerUser)
+    this.bus = options.bus
     this.writer = new GroupCommit<SendOrigin>(
       options.queue,
       {
@@ -131,6 +158,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   register(connection: RelayConnection, session: Session): LocalUser {
     let user = this.local.user(session.userId)
     if (!user) {
+      const address = primaryAddress(session.userId)
       user = {
         id: session.userId,
         username: session.username,
@@ -138,10 +166,12 @@ export class RelayHub implements RelayEvents, ConnectionHost {
         ackedUpTo: 0,
         commitEpoch: 0,
         sends: new TokenBucket(this.limits.sendRatePerUser, this.now()),
+        // Already live if someone here watches them: subscribing again is a no-op.
+        subscribed: this.bus.subscribe(address, this.listener),
       }
       this.local.addUser(user)
       this.directory.remember({ id: user.id, username: user.username })
-      this.announce(user, true)
+      this.publish({ kind: 'presence.changed', address, username: user.username, online: true })
     }
     this.local.attach(user, connection)
     return user
@@ -149,19 +179,24 @@ export class RelayHub implements RelayEvents, ConnectionHost {
 
   /** A connection closed: it leaves its user (who goes offline with their last one) and its watches. */
   unregister(connection: RelayConnection): void {
-    const { offline } = this.local.remove(connection)
-    if (offline) this.announce(offline, false)
+    const { offline, released } = this.local.remove(connection)
+    if (offline) {
+      this.publish({
+        kind: 'presence.changed',
+        address: primaryAddress(offline.id),
+        username: offline.username,
+        online: false,
+      })
+    }
+    for (const userId of released) {
+      this.bus.unsubscribe(primaryAddress(userId), this.listener).catch(this.subscriptionFailed)
+    }
   }
 
   watch(userId: number, connection: RelayConnection): void {
-    this.local.watch(userId, connection)
-  }
-
-  private announce(user: LocalUser, online: boolean): void {
-    const watchers = this.local.watchersOf(user.id)
-    if (!watchers) return
-    const frame = presenceFrame(user.username, online)
-    for (const watcher of watchers) watcher.write(frame)
+    if (this.local.watch(userId, connection)) {
+      this.bus.subscribe(primaryAddress(userId), this.listener).catch(this.subscriptionFailed)
+    }
   }
 
   // --- Sends, acknowledgements, deliveries ----------------------------------------------------
@@ -194,22 +229,20 @@ export class RelayHub implements RelayEvents, ConnectionHost {
       const { message, origin } = sends[index]!
       const outcome = outcomes[index]!
       switch (outcome.kind) {
-        case 'stored': {
+        case 'stored':
           origin.connection.write(acceptedFrame(origin.id, outcome.createdAt))
-          const recipient = this.local.user(message.recipientId)
-          if (recipient) {
-            recipient.commitEpoch += 1
-            const frame = deliverFrame(
-              outcome.seq,
-              origin.id,
-              origin.senderName,
-              origin.body,
-              outcome.createdAt,
-            )
-            for (const connection of recipient.connections) connection.offer(outcome.seq, frame)
-          }
+          this.publish({
+            kind: 'message.committed',
+            address: primaryAddress(message.recipientId),
+            seq: outcome.seq,
+            copy: {
+              id: origin.id,
+              sender: origin.senderName,
+              body: origin.body,
+              createdAt: outcome.createdAt,
+            },
+          })
           break
-        }
         case 'duplicate':
           origin.connection.write(acceptedFrame(origin.id, outcome.createdAt))
           break
@@ -239,36 +272,18 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     }
   }
 
-  // --- Keys and sessions (RelayEvents) --------------------------------------------------------
+  // --- Keys and sessions (RelayEvents, from the HTTP routes) ----------------------------------
 
-  sessionRevoked(tokenHash: Uint8Array): void {
-    const revoked = Buffer.from(tokenHash)
-    for (const connection of this.local.all) {
-      if (connection.tokenHash && revoked.equals(connection.tokenHash)) {
-        connection.refuse(
-          ServerErrorCode.Unauthenticated,
-          'expected a live session, got one that was logged out',
-        )
-      }
-    }
+  sessionRevoked(userId: number, tokenHash: Uint8Array): void {
+    this.publish({ kind: 'session.revoked', address: primaryAddress(userId), tokenHash })
   }
 
   identityChanged(userId: number, username: string): void {
-    for (const connection of this.local.all) {
-      if (connection.user?.id === userId) {
-        connection.refuse(
-          ServerErrorCode.Unauthenticated,
-          'expected the current identity, got one that was replaced',
-        )
-      }
-    }
-    const frame = identityChangedFrame(username)
-    for (const watcher of this.local.watchersOf(userId) ?? []) watcher.write(frame)
+    this.publish({ kind: 'identity.changed', address: primaryAddress(userId), username })
   }
 
   preKeyBundleServed(userId: number): void {
-    const user = this.local.user(userId)
-    if (user) this.checkPreKeys(userId, ...user.connections)
+    this.publish({ kind: 'prekeys.served', address: primaryAddress(userId) })
   }
 
   /** Tells these connections of a user when their one-time prekeys run low. */
@@ -281,6 +296,67 @@ export class RelayHub implements RelayEvents, ConnectionHost {
       },
       (error: unknown) => this.log.error({ err: error }, 'counting one-time prekeys failed'),
     )
+  }
+
+  // --- The bus --------------------------------------------------------------------------------
+
+  private publish(event: RelayEvent): void {
+    this.bus.publish(event).catch(this.publishFailed)
+  }
+
+  /** An event for an address held here (a user connected or watched here), from any process. */
+  private received(event: RelayEvent): void {
+    const userId = event.address.userId
+    switch (event.kind) {
+      case 'message.committed':
+        this.deliver(event)
+        return
+      case 'presence.changed': {
+        const watchers = this.local.watchersOf(userId)
+        if (!watchers) return
+        const frame = presenceFrame(event.username, event.online)
+        for (const watcher of watchers) watcher.write(frame)
+        return
+      }
+      case 'session.revoked': {
+        const revoked = Buffer.from(event.tokenHash)
+        for (const connection of [...(this.local.user(userId)?.connections ?? [])]) {
+          if (connection.tokenHash && revoked.equals(connection.tokenHash)) {
+            connection.refuse(
+              ServerErrorCode.Unauthenticated,
+              'expected a live session, got one that was logged out',
+            )
+          }
+        }
+        return
+      }
+      case 'identity.changed': {
+        for (const connection of [...(this.local.user(userId)?.connections ?? [])]) {
+          connection.refuse(
+            ServerErrorCode.Unauthenticated,
+            'expected the current identity, got one that was replaced',
+          )
+        }
+        const frame = identityChangedFrame(event.username)
+        for (const watcher of this.local.watchersOf(userId) ?? []) watcher.write(frame)
+        return
+      }
+      case 'prekeys.served': {
+        const user = this.local.user(userId)
+        if (user) this.checkPreKeys(userId, ...user.connections)
+        return
+      }
+    }
+  }
+
+  /** Pushes a committed message to its recipient's connections here that are caught up. */
+  private deliver(event: MessageCommitted): void {
+    const recipient = this.local.user(event.address.userId)
+    if (!recipient) return
+    recipient.commitEpoch += 1
+    const { copy } = event
+    const frame = copy && deliverFrame(event.seq, copy.id, copy.sender, copy.body, copy.createdAt)
+    for (const connection of recipient.connections) connection.offer(event.seq, frame)
   }
 
   // --- Heartbeat, maintenance, shutdown -------------------------------------------------------

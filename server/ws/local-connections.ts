@@ -2,9 +2,9 @@
  * The sockets this process holds: every connection (authenticated or not), each online user with
  * their connections here, oldest first, and who here watches whose presence.
  *
- * It enforces the per-user connection limit (a new connection beyond it closes the oldest) and
- * says when a user's first connection arrives or their last one leaves, and when a watched user
- * loses their last watcher here. It does not know what happens next: how a send is stored, how
+ * It enforces the per-user connection limit (a new connection beyond it closes the oldest) and says
+ * which users are *held* here: those with a connection here or a watcher here, whose events this
+ * process needs from the relay bus. It does not know what happens next: how a send is stored, how
  * presence, revocations and commits reach other processes (relay-bus.ts), or what is in the queue.
  * So "online" here means "online on this process".
  */
@@ -23,8 +23,8 @@ export interface LocalUser extends ConnectionUser {
 export interface Departure {
   /** The connection's user, if it was their last connection here. */
   readonly offline: LocalUser | undefined
-  /** Users this connection watched and nobody here watches any more. */
-  readonly unwatched: readonly number[]
+  /** Users no longer held here (no connection, no watcher): their events are not needed any more. */
+  readonly released: readonly number[]
 }
 
 export class LocalConnections {
@@ -67,24 +67,20 @@ export class LocalConnections {
     user.connections.push(connection)
   }
 
-  /** The connection watches this user; true when nobody here watched them before. */
+  /** The connection watches this user; true when that makes the user held here. */
   watch(userId: number, connection: RelayConnection): boolean {
     let set = this.watchers.get(userId)
-    const first = !set
+    const held = set !== undefined || this.users.has(userId)
     if (!set) {
       set = new Set()
       this.watchers.set(userId, set)
     }
     set.add(connection)
-    return first
+    return !held
   }
 
   watchersOf(userId: number): ReadonlySet<RelayConnection> | undefined {
     return this.watchers.get(userId)
-  }
-
-  isWatched(userId: number): boolean {
-    return this.watchers.has(userId)
   }
 
   /** A connection closed: it leaves its user and its watches. */
@@ -102,11 +98,17 @@ export class LocalConnections {
     }
     connection.subscriptions.clear()
     const user = this.userOf(connection)
-    if (!user) return { offline: undefined, unwatched }
-    const index = user.connections.indexOf(connection)
-    if (index >= 0) user.connections.splice(index, 1)
-    if (user.connections.length > 0) return { offline: undefined, unwatched }
-    this.users.delete(user.id)
-    return { offline: user, unwatched }
+    let offline: LocalUser | undefined
+    if (user) {
+      const index = user.connections.indexOf(connection)
+      if (index >= 0) user.connections.splice(index, 1)
+      if (user.connections.length === 0) {
+        this.users.delete(user.id)
+        offline = user
+      }
+    }
+    const released = unwatched.filter((userId) => !this.users.has(userId))
+    if (offline && !this.watchers.has(offline.id) && !released.includes(offline.id)) released.push(offline.id)
+    return { offline, released }
   }
 }
