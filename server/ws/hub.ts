@@ -86,7 +86,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   /** This process's listener on the bus, subscribed to every address held here. */
   private readonly listener: RelayListener = (event) => this.received(event)
   private readonly publishFailed = (error: unknown) =>
-    this.log.error({ err: error }, 'relay bus publish failed; sockets elsewhere hear of it late')
+    this.log.error({ err: error }, 'relay bus publish failed; sockets on other processes may not hear of it')
   private readonly subscriptionFailed = (error: unknown) =>
     this.log.error({ err: error }, 'relay bus subscription change failed')
   private readonly writer: GroupCommit<SendOrigin>
@@ -193,6 +193,11 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     }
   }
 
+  /**
+   * The connection's first `presence` frame for this user comes from this process's sockets
+   * (`isOnline`), at once. Across processes that answer needs a shared presence record, read once
+   * this subscription is live so that a change in between is not missed; neither exists yet.
+   */
   watch(userId: number, connection: RelayConnection): void {
     if (this.local.watch(userId, connection)) {
       this.bus.subscribe(primaryAddress(userId), this.listener).catch(this.subscriptionFailed)
