@@ -15,7 +15,9 @@
  * messages are pushed as their batch commits) or draining (it reads the queue after `position` in
  * batches as the window and its socket's buffer allow). It is only marked caught up after a read
  * that found the queue's end with no commit for this user in the meantime, so a message committed
- * during a read is never skipped.
+ * during a read is never skipped; and the first read waits until commits for this user are
+ * signalled to this process (`ConnectionUser.subscribed`), so none is committed unseen before it.
+ * A commit signal that comes without the message makes a caught-up connection read the queue.
  */
 import type { Socket } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
