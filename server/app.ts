@@ -57,7 +57,9 @@ import { keyRoutes } from './routes/keys.js'
 import { userRoutes } from './routes/users.js'
 import { HSTS_MAX_AGE_SECONDS, type httpsOptions } from './tls.js'
 import { RelayHub } from './ws/hub.js'
+import { InProcessRelayBus } from './ws/in-process-bus.js'
 import { installRelay } from './ws/relay.js'
+import type { RelayBus } from './ws/relay-bus.js'
 
 export const DEFAULT_LIMITS: ServerLimits = {
   registerRateLimit: REGISTER_RATE_LIMIT,
@@ -97,6 +99,11 @@ export interface BuildOptions {
   readonly limits?: Partial<ServerLimits>
   /** How often expired rows are purged; default hourly. */
   readonly maintenanceIntervalMs?: number
+  /**
+   * How relay events reach the processes holding sockets (ws/relay-bus.ts); default one within this
+   * process, which the app closes. A bus given here is the caller's to close.
+   */
+  readonly relayBus?: RelayBus
 }
 
 /**
@@ -207,6 +214,15 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
   })
   installErrorHandling(app)
 
+  let bus = options.relayBus
+  if (!bus) {
+    const ownBus = new InProcessRelayBus(app.log)
+    // After the relay's preClose has closed every socket.
+    app.addHook('onClose', async () => {
+      await ownBus.close()
+    })
+    bus = ownBus
+  }
   const hub = new RelayHub({
     db: options.db,
     queue: openQueueRepository(options.db, {
@@ -216,6 +232,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     limits,
     now,
     log: app.log,
+    bus,
   })
   const context: ServerContext = {
     db: options.db,

@@ -34,8 +34,8 @@ export interface ServerLimits {
 
 /** What the HTTP routes tell the relay about, so connected clients hear of it at once. */
 export interface RelayEvents {
-  /** A session token was revoked (logout): its sockets are closed. */
-  sessionRevoked(tokenHash: Uint8Array): void
+  /** A session token of this user was revoked (logout): its sockets are closed. */
+  sessionRevoked(userId: number, tokenHash: Uint8Array): void
   /** The user's prekey bundle was handed out: if few one-time prekeys are left and they are online, say so. */
   preKeyBundleServed(userId: number): void
   /**

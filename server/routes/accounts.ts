@@ -163,7 +163,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
       )
       token.fill(0)
       // Relay sockets opened with a token this log-in pushed out end with it, as after a logout.
-      for (const tokenHash of revoked) context.relay.sessionRevoked(tokenHash)
+      for (const tokenHash of revoked) context.relay.sessionRevoked(user.id, tokenHash)
       request.log.info({ event: 'login', userId: user.id }, 'session issued')
       return { username: user.username, encryptedToken: toBase64Url(encryptedToken), expiresAt }
     },
@@ -176,10 +176,10 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
       onRequest: requireSession(context),
     },
     async (request, reply) => {
-      const { tokenHash } = sessionOf(request)
+      const { userId, tokenHash } = sessionOf(request)
       await deleteToken(db, tokenHash)
       // Relay sockets opened with this token end with it.
-      context.relay.sessionRevoked(tokenHash)
+      context.relay.sessionRevoked(userId, tokenHash)
       return reply.code(204).send(null)
     },
   )

@@ -15,14 +15,19 @@
  * messages are pushed as their batch commits) or draining (it reads the queue after `position` in
  * batches as the window and its socket's buffer allow). It is only marked caught up after a read
  * that found the queue's end with no commit for this user in the meantime, so a message committed
- * during a read is never skipped.
+ * during a read is never skipped; and the first read waits until commits for this user are
+ * signalled to this process (`ConnectionUser.subscribed`), so none is committed unseen before it.
+ * A commit signal that comes without the message makes a caught-up connection read the queue.
  */
 import type { Socket } from 'node:net'
+import type { FastifyBaseLogger } from 'fastify'
 import { type RawData, WebSocket } from 'ws'
 import { isProtocolError } from '../../shared/errors.js'
 import { normalizeUsername } from '../../shared/username.js'
 import { hashSessionToken } from '../auth/tokens.js'
-import { findSession } from '../db/tokens.js'
+import type { ServerLimits } from '../context.js'
+import type { QueueRepository } from '../db/queue.js'
+import type { Session } from '../db/tokens.js'
 import { ServerErrorCode } from '../errors.js'
 import {
   DRAIN_BATCH,
@@ -32,11 +37,65 @@ import {
   SOCKET_HIGH_WATER_BYTES,
   SOCKET_MAX_BUFFERED_BYTES,
 } from '../limits.js'
+import type { UserDirectory } from './directory.js'
 import { deliverFrame, errorFrame, type OutgoingFrame, presenceFrame, readyFrame } from './frames.js'
-import type { OnlineUser, RelayHub } from './hub.js'
 import { parseClientFrame, type RelayClientFrame, type SendRequest } from './parse.js'
 import { TokenBucket } from './token-bucket.js'
 import { encodeTextFrames } from './wire.js'
+
+/**
+ * A user's state shared by all of their connections in this process, as a connection reads it
+ * (the host keeps it and changes it).
+ */
+export interface ConnectionUser {
+  readonly id: number
+  readonly username: string
+  /** Highest sequence number acknowledged while online (the rows below are gone from the queue). */
+  readonly ackedUpTo: number
+  /** Bumped whenever a commit adds messages for this user (see RelayConnection.pump). */
+  readonly commitEpoch: number
+  /** Sends allowed, shared by all of the user's connections. */
+  readonly sends: TokenBucket
+  /**
+   * Resolves once news of this user's commits reaches this process (see relay-bus.ts): a read of
+   * the queue that starts after it cannot miss a message committed meanwhile.
+   */
+  readonly subscribed: Promise<void>
+}
+
+/**
+ * What a connection needs from the relay around it (ws/hub.ts is the one). A connection knows its
+ * socket, the frames on it and its place in its user's queue; who else is connected, how a send is
+ * stored and how news reaches other connections are the host's.
+ */
+export interface ConnectionHost {
+  readonly limits: ServerLimits
+  readonly log: FastifyBaseLogger
+  readonly now: () => number
+  /** The durable queue: the count in `ready`, and the reads that drain it. */
+  readonly queue: Pick<QueueRepository, 'countQueued' | 'fetch'>
+  /** Resolves send recipients and presence subscriptions. */
+  readonly directory: Pick<UserDirectory, 'cached' | 'lookup'>
+  /** The server is shutting down: a connection that finishes authenticating now is closed. */
+  readonly closing: boolean
+  /** The live session with this token hash, if there is one. */
+  findSession(tokenHash: Uint8Array): Promise<Session | undefined>
+  /** Calls `flush` on this connection once the turn's synchronous work is done. */
+  flushLater(connection: RelayConnection): void
+  /** The connection authenticated: it joins its user, who comes online if it is their first. */
+  register(connection: RelayConnection, session: Session): ConnectionUser
+  /** The connection closed: it leaves its user and its presence subscriptions. */
+  unregister(connection: RelayConnection): void
+  /** Stores a send for the recipient; the answer (`accepted` or an error) comes back through `write`. */
+  enqueue(connection: RelayConnection, recipientId: number, frame: SendRequest): void
+  /** This connection's client acknowledged everything up to `upTo` (already clamped to what it was sent). */
+  acknowledge(connection: RelayConnection, upTo: number): void
+  /** The connection watches this user's presence (and hears of their identity changes). */
+  watch(userId: number, connection: RelayConnection): void
+  isOnline(userId: number): boolean
+  /** Writes `prekeys.low` to the connection if the user's one-time prekeys run low. */
+  checkPreKeys(userId: number, connection: RelayConnection): void
+}
 
 type State = 'awaiting-auth' | 'authenticating' | 'open' | 'closed'
 
@@ -81,7 +140,7 @@ export class RelayConnection {
   state: State = 'awaiting-auth'
   /** Set once an error frame was sent and a close is under way: later frames are ignored. */
   private closing = false
-  user: OnlineUser | undefined
+  user: ConnectionUser | undefined
   tokenHash: Uint8Array | undefined
   expiresAt = 0
   /** Answered the last ping or sent something since. */
@@ -112,20 +171,20 @@ export class RelayConnection {
   private pendingBytes = 0
 
   constructor(
-    private readonly hub: RelayHub,
+    private readonly host: ConnectionHost,
     readonly ws: WebSocket,
     /** The TLS socket under the WebSocket: written to directly (see `flush`), watched for 'drain'. */
     readonly socket: Socket,
   ) {
-    this.frames = new TokenBucket(hub.limits.frameRatePerConnection, hub.now())
+    this.frames = new TokenBucket(host.limits.frameRatePerConnection, host.now())
     this.authTimer = setTimeout(() => {
       this.authTimer = undefined
       if (this.state !== 'open')
         this.refuse(
           ServerErrorCode.Unauthenticated,
-          `expected an auth frame within ${hub.limits.authTimeoutMs} ms, got none`,
+          `expected an auth frame within ${host.limits.authTimeoutMs} ms, got none`,
         )
-    }, hub.limits.authTimeoutMs)
+    }, host.limits.authTimeoutMs)
     ws.on('message', (data, isBinary) => this.received(data, isBinary))
     ws.on('pong', () => {
       this.alive = true
@@ -145,13 +204,13 @@ export class RelayConnection {
   // --- Output ---------------------------------------------------------------------------------
 
   /**
-   * Queues one frame. The first write in a turn asks the hub to flush this connection once the
+   * Queues one frame. The first write in a turn asks the host to flush this connection once the
    * turn's synchronous work is done, so every frame written in one turn (a batch's accepted and
    * deliver frames, a drain's deliveries) leaves in one socket write and one TLS record run.
    */
   write(frame: OutgoingFrame): void {
     if (this.state === 'closed') return
-    if (this.pending.length === 0) this.hub.flushLater(this)
+    if (this.pending.length === 0) this.host.flushLater(this)
     this.pending.push(frame)
     this.pendingBytes += frame.length
   }
@@ -186,8 +245,8 @@ export class RelayConnection {
     this.write(errorFrame(code, message, options.id))
     if (options.bad) {
       this.badFrames += 1
-      this.hub.log.debug({ event: 'bad-frame', code, userId: this.user?.id }, 'bad relay frame')
-      if (this.badFrames >= this.hub.limits.maxBadFramesPerConnection) {
+      this.host.log.debug({ event: 'bad-frame', code, userId: this.user?.id }, 'bad relay frame')
+      if (this.badFrames >= this.host.limits.maxBadFramesPerConnection) {
         this.refuse(
           ServerErrorCode.BadFrame,
           `expected valid frames, got ${this.badFrames} bad ones: closing this connection`,
@@ -268,7 +327,7 @@ export class RelayConnection {
   }
 
   private internalError(error: unknown): void {
-    this.hub.log.error({ err: error, userId: this.user?.id }, 'relay frame handling failed')
+    this.host.log.error({ err: error, userId: this.user?.id }, 'relay frame handling failed')
     this.refuse(
       ServerErrorCode.Internal,
       'expected to handle the frame, got an internal error',
@@ -317,10 +376,10 @@ export class RelayConnection {
     }
 
     const cost = frame.type === 'presence.subscribe' ? 1 + frame.users.length : 1
-    if (!this.frames.take(this.hub.now(), cost)) {
+    if (!this.frames.take(this.host.now(), cost)) {
       this.fail(
         ServerErrorCode.RateLimited,
-        `expected at most ${this.hub.limits.frameRatePerConnection.perSecond} frames a second, got more; retry later`,
+        `expected at most ${this.host.limits.frameRatePerConnection.perSecond} frames a second, got more; retry later`,
         frame.type === 'send' ? { id: frame.id } : {},
       )
       return
@@ -348,7 +407,7 @@ export class RelayConnection {
     const token = Buffer.from(tokenText, 'base64url')
     const tokenHash = hashSessionToken(token)
     token.fill(0)
-    const session = await findSession(this.hub.db, tokenHash, this.hub.now())
+    const session = await this.host.findSession(tokenHash)
     if (this.gone) return
     if (!session) {
       this.refuse(
@@ -357,9 +416,9 @@ export class RelayConnection {
       )
       return
     }
-    const queued = await this.hub.queue.countQueued(session.userId, this.hub.now())
+    const queued = await this.host.queue.countQueued(session.userId, this.host.now())
     if (this.gone) return
-    if (this.hub.closing) {
+    if (this.host.closing) {
       this.close(CloseCode.GoingAway, 'server shutting down')
       return
     }
@@ -368,11 +427,14 @@ export class RelayConnection {
     this.tokenHash = tokenHash
     this.expiresAt = session.expiresAt
     this.state = 'open'
-    this.user = this.hub.register(this, session)
+    this.user = this.host.register(this, session)
     this.position = this.user.ackedUpTo
-    this.write(readyFrame(this.user.username, queued))
+    const user = this.user
+    this.write(readyFrame(user.username, queued))
+    // Reading the queue before commits are signalled here could end "caught up" and miss one.
+    await user.subscribed
     this.pump()
-    this.hub.checkPreKeys(this.user.id, this)
+    this.host.checkPreKeys(user.id, this)
   }
 
   // --- Sending --------------------------------------------------------------------------------
@@ -391,18 +453,18 @@ export class RelayConnection {
       )
       return
     }
-    if (!user.sends.take(this.hub.now())) {
+    if (!user.sends.take(this.host.now())) {
       this.fail(
         ServerErrorCode.RateLimited,
-        `expected at most ${this.hub.limits.sendRatePerUser.perSecond} sends a second, got more; retry later`,
+        `expected at most ${this.host.limits.sendRatePerUser.perSecond} sends a second, got more; retry later`,
         { id },
       )
       return
     }
     // Clients send the normalised name they were given, so the cache usually answers directly.
-    const cached = this.hub.directory.cached(frame.to)
+    const cached = this.host.directory.cached(frame.to)
     if (cached) {
-      this.hub.enqueue(this, cached.id, frame)
+      this.host.enqueue(this, cached.id, frame)
       return
     }
     let username: string
@@ -412,10 +474,10 @@ export class RelayConnection {
       this.userNotFound(id)
       return
     }
-    return this.hub.directory.lookup([username]).then((found) => {
+    return this.host.directory.lookup([username]).then((found) => {
       const recipient = found.get(username)
       if (!recipient) this.userNotFound(id)
-      else if (!this.closing && this.state === 'open') this.hub.enqueue(this, recipient.id, frame)
+      else if (!this.closing && this.state === 'open') this.host.enqueue(this, recipient.id, frame)
     })
   }
 
@@ -437,11 +499,20 @@ export class RelayConnection {
     this.position = seq
   }
 
-  /** A message just committed for this connection's user: push it if caught up and there is room. */
-  offer(seq: number, frame: OutgoingFrame): void {
+  /**
+   * A message just committed for this connection's user: push it if caught up and there is room.
+   * Without its frame (the commit signal came without a copy of the message) it is read from the
+   * queue.
+   */
+  offer(seq: number, frame: OutgoingFrame | undefined): void {
     if (this.state !== 'open' || this.closing || !this.caughtUp || seq <= this.position) return
+    if (frame === undefined) {
+      this.caughtUp = false
+      this.pump()
+      return
+    }
     if (
-      this.inflightCount >= this.hub.limits.deliveryWindow ||
+      this.inflightCount >= this.host.limits.deliveryWindow ||
       this.bufferedAmount > SOCKET_HIGH_WATER_BYTES
     ) {
       // Leave it in the queue; `pump` reads it once acknowledgements or the socket make room.
@@ -459,7 +530,7 @@ export class RelayConnection {
    */
   pump(): void {
     if (this.state !== 'open' || this.closing || this.reading || this.caughtUp || this.waitingForDrain) return
-    const room = this.hub.limits.deliveryWindow - this.inflightCount
+    const room = this.host.limits.deliveryWindow - this.inflightCount
     if (room <= 0) return
     if (this.bufferedAmount > SOCKET_HIGH_WATER_BYTES) {
       this.waitForDrain()
@@ -469,7 +540,7 @@ export class RelayConnection {
     const epoch = user.commitEpoch
     const limit = Math.min(room, DRAIN_BATCH)
     this.reading = true
-    this.hub.queue.fetch(user.id, this.position, limit, this.hub.now()).then(
+    this.host.queue.fetch(user.id, this.position, limit, this.host.now()).then(
       (messages) => {
         this.reading = false
         if (this.state !== 'open' || this.closing) return
@@ -506,7 +577,7 @@ export class RelayConnection {
   private acknowledge(requested: number): void {
     // A client acknowledges what it received here; more would delete messages it never saw.
     const upTo = Math.min(requested, this.sentUpTo)
-    this.hub.acknowledge(this.user!, upTo)
+    this.host.acknowledge(this, upTo)
   }
 
   /** Some connection of this user acknowledged everything up to `upTo`. */
@@ -529,7 +600,7 @@ export class RelayConnection {
     const buffered = this.bufferedAmount
     if (buffered <= SOCKET_HIGH_WATER_BYTES) return
     if (buffered > SOCKET_MAX_BUFFERED_BYTES) {
-      this.hub.log.info(
+      this.host.log.info(
         { event: 'slow-consumer', userId: this.user?.id },
         'dropping a client that does not read',
       )
@@ -573,7 +644,7 @@ export class RelayConnection {
         // A name that cannot exist has no presence.
       }
     }
-    const found = await this.hub.directory.lookup([...new Set(names)])
+    const found = await this.host.directory.lookup([...new Set(names)])
     if (this.state !== 'open' || this.closing) return
     let ignored = 0
     for (const name of names) {
@@ -585,9 +656,9 @@ export class RelayConnection {
           continue
         }
         this.subscriptions.add(entry.id)
-        this.hub.watch(entry.id, this)
+        this.host.watch(entry.id, this)
       }
-      this.write(presenceFrame(entry.username, this.hub.isOnline(entry.id)))
+      this.write(presenceFrame(entry.username, this.host.isOnline(entry.id)))
     }
     if (ignored > 0) {
       this.fail(
@@ -607,6 +678,6 @@ export class RelayConnection {
     clearTimeout(this.authTimer)
     this.authTimer = undefined
     this.backlog.length = 0
-    this.hub.unregister(this)
+    this.host.unregister(this)
   }
 }

@@ -1,6 +1,16 @@
 /**
- * The relay's shared state: who is online (each user with their connections), who watches whose
- * presence, the group commit that stores sends and acknowledgements, the heartbeat, and shutdown.
+ * The relay in this process: it wires the connections (connection.ts) to the sockets this process
+ * holds (local-connections.ts), the group commit that stores sends and acknowledgements
+ * (group-commit.ts) and the relay bus (relay-bus.ts) that carries what other processes may need
+ * to hear: committed messages, presence, revoked sessions, identity changes, served prekeys. It
+ * also runs the heartbeat and shutdown.
+ *
+ * Everything that may concern a socket held elsewhere goes out on the bus, and this process acts
+ * on what the bus brings in for the addresses it holds (a user connected or watched here), its
+ * own events included; with the in-process bus that happens before `publish` returns, as if there
+ * were no bus. Acknowledgements stay in this process: the rows they delete are gone from the queue
+ * for every reader, and another process's connection that still holds them in flight is cleared
+ * by its own client's acknowledgement.
  *
  * Several connections per user (up to maxConnectionsPerUser; a new one beyond it closes the
  * oldest). There is one queue per user, not per connection, until the protocol has devices:
@@ -20,10 +30,10 @@ import type { RelayEvents, ServerLimits } from '../context.js'
 import { countOneTimePreKeys } from '../db/prekeys.js'
 import type { QueueRepository, SendOutcome } from '../db/queue.js'
 import type { Db } from '../db/schema.js'
-import type { Session } from '../db/tokens.js'
+import { findSession, type Session } from '../db/tokens.js'
 import { ServerErrorCode } from '../errors.js'
 import { DIRECTORY_CACHE_ENTRIES, MESSAGE_PURGE_BATCH, WS_CLOSE_GRACE_MS } from '../limits.js'
-import { CloseCode, RelayConnection } from './connection.js'
+import { CloseCode, type ConnectionHost, RelayConnection } from './connection.js'
 import { UserDirectory } from './directory.js'
 import {
   acceptedFrame,
@@ -34,21 +44,16 @@ import {
   presenceFrame,
 } from './frames.js'
 import { GroupCommit, type PendingSend } from './group-commit.js'
+import { LocalConnections, type LocalUser } from './local-connections.js'
 import type { SendRequest } from './parse.js'
+import {
+  type MessageCommitted,
+  primaryAddress,
+  type RelayBus,
+  type RelayEvent,
+  type RelayListener,
+} from './relay-bus.js'
 import { TokenBucket } from './token-bucket.js'
-
-export interface OnlineUser {
-  readonly id: number
-  readonly username: string
-  /** Oldest first. */
-  readonly connections: RelayConnection[]
-  /** Highest sequence number acknowledged while online (the rows below are gone from the queue). */
-  ackedUpTo: number
-  /** Bumped whenever a commit adds messages for this user (see RelayConnection.pump). */
-  commitEpoch: number
-  /** Sends allowed, shared by all of the user's connections. */
-  readonly sends: TokenBucket
-}
 
 /** What the group commit needs to answer a send once its batch is committed. */
 interface SendOrigin {
@@ -65,18 +70,25 @@ export interface RelayHubOptions {
   readonly limits: ServerLimits
   readonly now: () => number
   readonly log: FastifyBaseLogger
+  /** Carries events between the processes holding sockets (this one included); the caller closes it. */
+  readonly bus: RelayBus
 }
 
-export class RelayHub implements RelayEvents {
+export class RelayHub implements RelayEvents, ConnectionHost {
   readonly db: Db
   readonly queue: QueueRepository
   readonly limits: ServerLimits
   readonly now: () => number
   readonly log: FastifyBaseLogger
   readonly directory: UserDirectory
-  readonly connections = new Set<RelayConnection>()
-  private readonly users = new Map<number, OnlineUser>()
-  private readonly watchers = new Map<number, Set<RelayConnection>>()
+  private readonly local: LocalConnections
+  private readonly bus: RelayBus
+  /** This process's listener on the bus, subscribed to every address held here. */
+  private readonly listener: RelayListener = (event) => this.received(event)
+  private readonly publishFailed = (error: unknown) =>
+    this.log.error({ err: error }, 'relay bus publish failed; sockets on other processes may not hear of it')
+  private readonly subscriptionFailed = (error: unknown) =>
+    this.log.error({ err: error }, 'relay bus subscription change failed')
   private readonly writer: GroupCommit<SendOrigin>
   private unflushed: RelayConnection[] = []
   private heartbeat: NodeJS.Timeout | undefined
@@ -89,6 +101,8 @@ export class RelayHub implements RelayEvents {
     this.now = options.now
     this.log = options.log
     this.directory = new UserDirectory(options.db, DIRECTORY_CACHE_ENTRIES)
+    this.local = new LocalConnections(options.limits.maxConnectionsPerUser)
+    this.bus = options.bus
     this.writer = new GroupCommit<SendOrigin>(
       options.queue,
       {
@@ -104,11 +118,20 @@ export class RelayHub implements RelayEvents {
     this.heartbeat.unref()
   }
 
+  /** Every connection this process holds (tests and the benchmark look at them). */
+  get connections(): ReadonlySet<RelayConnection> {
+    return this.local.all
+  }
+
   /** A WebSocket just upgraded on /ws. */
   accept(ws: RelayConnection['ws'], socket: RelayConnection['socket']): void {
     const connection = new RelayConnection(this, ws, socket)
-    this.connections.add(connection)
+    this.local.add(connection)
     if (this.closing) connection.close(CloseCode.GoingAway, 'server shutting down')
+  }
+
+  findSession(tokenHash: Uint8Array): Promise<Session | undefined> {
+    return findSession(this.db, tokenHash, this.now())
   }
 
   // --- Output batching ------------------------------------------------------------------------
@@ -128,13 +151,14 @@ export class RelayHub implements RelayEvents {
   // --- Users and presence ---------------------------------------------------------------------
 
   isOnline(userId: number): boolean {
-    return this.users.has(userId)
+    return this.local.user(userId) !== undefined
   }
 
   /** An authenticated connection joins its user (who comes online if it is their first). */
-  register(connection: RelayConnection, session: Session): OnlineUser {
-    let user = this.users.get(session.userId)
+  register(connection: RelayConnection, session: Session): LocalUser {
+    let user = this.local.user(session.userId)
     if (!user) {
+      const address = primaryAddress(session.userId)
       user = {
         id: session.userId,
         username: session.username,
@@ -142,55 +166,42 @@ export class RelayHub implements RelayEvents {
         ackedUpTo: 0,
         commitEpoch: 0,
         sends: new TokenBucket(this.limits.sendRatePerUser, this.now()),
+        // Already live if someone here watches them: subscribing again is a no-op.
+        subscribed: this.bus.subscribe(address, this.listener),
       }
-      this.users.set(user.id, user)
+      this.local.addUser(user)
       this.directory.remember({ id: user.id, username: user.username })
-      this.announce(user, true)
+      this.publish({ kind: 'presence.changed', address, username: user.username, online: true })
     }
-    while (user.connections.length >= this.limits.maxConnectionsPerUser) {
-      const oldest = user.connections.shift()!
-      oldest.refuse(
-        ServerErrorCode.TooManyConnections,
-        `expected at most ${this.limits.maxConnectionsPerUser} connections per user, got another: closing the oldest`,
-      )
-    }
-    user.connections.push(connection)
+    this.local.attach(user, connection)
     return user
   }
 
   /** A connection closed: it leaves its user (who goes offline with their last one) and its watches. */
   unregister(connection: RelayConnection): void {
-    this.connections.delete(connection)
-    for (const watched of connection.subscriptions) {
-      const set = this.watchers.get(watched)
-      set?.delete(connection)
-      if (set?.size === 0) this.watchers.delete(watched)
+    const { offline, released } = this.local.remove(connection)
+    if (offline) {
+      this.publish({
+        kind: 'presence.changed',
+        address: primaryAddress(offline.id),
+        username: offline.username,
+        online: false,
+      })
     }
-    connection.subscriptions.clear()
-    const user = connection.user
-    if (!user) return
-    const index = user.connections.indexOf(connection)
-    if (index >= 0) user.connections.splice(index, 1)
-    if (user.connections.length === 0 && this.users.get(user.id) === user) {
-      this.users.delete(user.id)
-      this.announce(user, false)
+    for (const userId of released) {
+      this.bus.unsubscribe(primaryAddress(userId), this.listener).catch(this.subscriptionFailed)
     }
   }
 
+  /**
+   * The connection's first `presence` frame for this user comes from this process's sockets
+   * (`isOnline`), at once. Across processes that answer needs a shared presence record, read once
+   * this subscription is live so that a change in between is not missed; neither exists yet.
+   */
   watch(userId: number, connection: RelayConnection): void {
-    let set = this.watchers.get(userId)
-    if (!set) {
-      set = new Set()
-      this.watchers.set(userId, set)
+    if (this.local.watch(userId, connection)) {
+      this.bus.subscribe(primaryAddress(userId), this.listener).catch(this.subscriptionFailed)
     }
-    set.add(connection)
-  }
-
-  private announce(user: OnlineUser, online: boolean): void {
-    const watchers = this.watchers.get(user.id)
-    if (!watchers) return
-    const frame = presenceFrame(user.username, online)
-    for (const watcher of watchers) watcher.write(frame)
   }
 
   // --- Sends, acknowledgements, deliveries ----------------------------------------------------
@@ -210,8 +221,9 @@ export class RelayHub implements RelayEvents {
     })
   }
 
-  acknowledge(user: OnlineUser, upTo: number): void {
-    if (upTo <= user.ackedUpTo) return
+  acknowledge(connection: RelayConnection, upTo: number): void {
+    const user = this.local.userOf(connection)
+    if (!user || upTo <= user.ackedUpTo) return
     user.ackedUpTo = upTo
     this.writer.ack(user.id, upTo)
     for (const connection of user.connections) connection.acknowledged(upTo)
@@ -222,22 +234,20 @@ export class RelayHub implements RelayEvents {
       const { message, origin } = sends[index]!
       const outcome = outcomes[index]!
       switch (outcome.kind) {
-        case 'stored': {
+        case 'stored':
           origin.connection.write(acceptedFrame(origin.id, outcome.createdAt))
-          const recipient = this.users.get(message.recipientId)
-          if (recipient) {
-            recipient.commitEpoch += 1
-            const frame = deliverFrame(
-              outcome.seq,
-              origin.id,
-              origin.senderName,
-              origin.body,
-              outcome.createdAt,
-            )
-            for (const connection of recipient.connections) connection.offer(outcome.seq, frame)
-          }
+          this.publish({
+            kind: 'message.committed',
+            address: primaryAddress(message.recipientId),
+            seq: outcome.seq,
+            copy: {
+              id: origin.id,
+              sender: origin.senderName,
+              body: origin.body,
+              createdAt: outcome.createdAt,
+            },
+          })
           break
-        }
         case 'duplicate':
           origin.connection.write(acceptedFrame(origin.id, outcome.createdAt))
           break
@@ -267,36 +277,18 @@ export class RelayHub implements RelayEvents {
     }
   }
 
-  // --- Keys and sessions (RelayEvents) --------------------------------------------------------
+  // --- Keys and sessions (RelayEvents, from the HTTP routes) ----------------------------------
 
-  sessionRevoked(tokenHash: Uint8Array): void {
-    const revoked = Buffer.from(tokenHash)
-    for (const connection of this.connections) {
-      if (connection.tokenHash && revoked.equals(connection.tokenHash)) {
-        connection.refuse(
-          ServerErrorCode.Unauthenticated,
-          'expected a live session, got one that was logged out',
-        )
-      }
-    }
+  sessionRevoked(userId: number, tokenHash: Uint8Array): void {
+    this.publish({ kind: 'session.revoked', address: primaryAddress(userId), tokenHash })
   }
 
   identityChanged(userId: number, username: string): void {
-    for (const connection of this.connections) {
-      if (connection.user?.id === userId) {
-        connection.refuse(
-          ServerErrorCode.Unauthenticated,
-          'expected the current identity, got one that was replaced',
-        )
-      }
-    }
-    const frame = identityChangedFrame(username)
-    for (const watcher of this.watchers.get(userId) ?? []) watcher.write(frame)
+    this.publish({ kind: 'identity.changed', address: primaryAddress(userId), username })
   }
 
   preKeyBundleServed(userId: number): void {
-    const user = this.users.get(userId)
-    if (user) this.checkPreKeys(userId, ...user.connections)
+    this.publish({ kind: 'prekeys.served', address: primaryAddress(userId) })
   }
 
   /** Tells these connections of a user when their one-time prekeys run low. */
@@ -311,12 +303,73 @@ export class RelayHub implements RelayEvents {
     )
   }
 
+  // --- The bus --------------------------------------------------------------------------------
+
+  private publish(event: RelayEvent): void {
+    this.bus.publish(event).catch(this.publishFailed)
+  }
+
+  /** An event for an address held here (a user connected or watched here), from any process. */
+  private received(event: RelayEvent): void {
+    const userId = event.address.userId
+    switch (event.kind) {
+      case 'message.committed':
+        this.deliver(event)
+        return
+      case 'presence.changed': {
+        const watchers = this.local.watchersOf(userId)
+        if (!watchers) return
+        const frame = presenceFrame(event.username, event.online)
+        for (const watcher of watchers) watcher.write(frame)
+        return
+      }
+      case 'session.revoked': {
+        const revoked = Buffer.from(event.tokenHash)
+        for (const connection of [...(this.local.user(userId)?.connections ?? [])]) {
+          if (connection.tokenHash && revoked.equals(connection.tokenHash)) {
+            connection.refuse(
+              ServerErrorCode.Unauthenticated,
+              'expected a live session, got one that was logged out',
+            )
+          }
+        }
+        return
+      }
+      case 'identity.changed': {
+        for (const connection of [...(this.local.user(userId)?.connections ?? [])]) {
+          connection.refuse(
+            ServerErrorCode.Unauthenticated,
+            'expected the current identity, got one that was replaced',
+          )
+        }
+        const frame = identityChangedFrame(event.username)
+        for (const watcher of this.local.watchersOf(userId) ?? []) watcher.write(frame)
+        return
+      }
+      case 'prekeys.served': {
+        const user = this.local.user(userId)
+        if (user) this.checkPreKeys(userId, ...user.connections)
+        return
+      }
+    }
+  }
+
+  /** Pushes a committed message to its recipient's connections here that are caught up. */
+  private deliver(event: MessageCommitted): void {
+    const recipient = this.local.user(event.address.userId)
+    if (!recipient) return
+    recipient.commitEpoch += 1
+    const { copy } = event
+    const frame = copy && deliverFrame(event.seq, copy.id, copy.sender, copy.body, copy.createdAt)
+    for (const connection of recipient.connections) connection.offer(event.seq, frame)
+  }
+
   // --- Heartbeat, maintenance, shutdown -------------------------------------------------------
 
   /** Pings everyone; terminates who did not answer the previous ping; ends expired sessions. */
   private beat(): void {
     const now = this.now()
-    for (const connection of this.connections) {
+    for (const connection of this.local.all) {
       if (!connection.alive) {
         connection.ws.terminate()
         continue
@@ -346,22 +399,22 @@ export class RelayHub implements RelayEvents {
   async shutdown(): Promise<void> {
     this.closing = true
     clearInterval(this.heartbeat)
-    for (const connection of this.connections) connection.quiesce()
+    for (const connection of this.local.all) connection.quiesce()
     await this.settled()
-    const closed = [...this.connections].map(
+    const closed = [...this.local.all].map(
       (connection) =>
         new Promise<void>((resolve) => {
           if (connection.state === 'closed') resolve()
           else connection.ws.once('close', () => resolve())
         }),
     )
-    for (const connection of this.connections) connection.close(CloseCode.GoingAway, 'server shutting down')
+    for (const connection of this.local.all) connection.close(CloseCode.GoingAway, 'server shutting down')
     let timer: NodeJS.Timeout | undefined
     const grace = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, WS_CLOSE_GRACE_MS)
     })
     await Promise.race([Promise.all(closed), grace])
     clearTimeout(timer)
-    for (const connection of this.connections) connection.ws.terminate()
+    for (const connection of this.local.all) connection.ws.terminate()
   }
 }

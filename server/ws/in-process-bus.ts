@@ -1,0 +1,59 @@
+/**
+ * The relay bus within one process: `publish` hands the event to the address's listeners at once,
+ * before it returns, so a single server behaves as if there were no bus at all (the frames an
+ * event causes leave in the same turn as the ones around them). Several hubs in one process may
+ * share it, as if they were server processes.
+ *
+ * It knows nothing beyond the contract in relay-bus.ts: which listeners want which address. It
+ * keeps no event: one published to an address nobody subscribed to is dropped.
+ */
+import type { FastifyBaseLogger } from 'fastify'
+import { type Address, addressKey, type RelayBus, type RelayEvent, type RelayListener } from './relay-bus.js'
+
+const DONE: Promise<void> = Promise.resolve()
+
+export class InProcessRelayBus implements RelayBus {
+  private readonly listeners = new Map<string, Set<RelayListener>>()
+  private closed = false
+
+  /** `log` hears of listeners that throw: as over a network, that is never the publisher's problem. */
+  constructor(private readonly log: Pick<FastifyBaseLogger, 'error'>) {}
+
+  publish(event: RelayEvent): Promise<void> {
+    const listeners = this.listeners.get(addressKey(event.address))
+    if (!listeners) return DONE
+    for (const listener of listeners) {
+      try {
+        listener(event)
+      } catch (error) {
+        this.log.error({ err: error, event: event.kind }, 'relay bus listener failed')
+      }
+    }
+    return DONE
+  }
+
+  subscribe(address: Address, listener: RelayListener): Promise<void> {
+    if (this.closed) return DONE
+    const key = addressKey(address)
+    let listeners = this.listeners.get(key)
+    if (!listeners) {
+      listeners = new Set()
+      this.listeners.set(key, listeners)
+    }
+    listeners.add(listener)
+    return DONE
+  }
+
+  unsubscribe(address: Address, listener: RelayListener): Promise<void> {
+    const key = addressKey(address)
+    const listeners = this.listeners.get(key)
+    if (listeners?.delete(listener) && listeners.size === 0) this.listeners.delete(key)
+    return DONE
+  }
+
+  close(): Promise<void> {
+    this.closed = true
+    this.listeners.clear()
+    return DONE
+  }
+}

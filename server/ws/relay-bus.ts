@@ -1,0 +1,113 @@
+/**
+ * The relay bus: what one server process tells the processes holding a user's sockets (itself
+ * included), as plain data addressed to a user and device. in-process-bus.ts is the implementation
+ * for a single process, the one that runs today; one over Redis (sharded pub/sub, a channel per
+ * address) or NATS must keep the same contract.
+ *
+ * The durable queue stays the truth. `message.committed` says "this address's queue has a new row":
+ * it may carry a copy of the row so the recipient's process can push it without a read, but a
+ * process that gets the signal without the copy reads the queue, and one that misses the signal
+ * (not subscribed yet, a dropped event) still finds the row on its next read or the client's next
+ * connection. So a lost event delays a delivery and never loses a message. Revocations and identity
+ * changes are also in the database; the event only makes their sockets close now rather than at
+ * their next authentication.
+ *
+ * Events are data a transport can encode: numbers, strings, booleans, byte arrays, and nothing that
+ * lives in one process (no socket, connection, function or class instance). A listener must not
+ * change them; the bus may hold one until its `publish` resolves.
+ *
+ * What the bus does not know: who is connected where (local-connections.ts), what is in the queue,
+ * or whether anyone is listening on an address (publishing to one nobody holds is a no-op). Who is
+ * online across processes is not on it either: today a process answers from its own sockets.
+ */
+
+/** Where an event is for: a user's device. One queue per address. */
+export interface Address {
+  readonly userId: number
+  readonly deviceId: number
+}
+
+/** Every account has this one device until the protocol has several. */
+export const PRIMARY_DEVICE = 1
+
+export function primaryAddress(userId: number): Address {
+  return { userId, deviceId: PRIMARY_DEVICE }
+}
+
+/** One name per address (a Redis channel name can be built on it; the braces make it a hash tag). */
+export function addressKey(address: Address): string {
+  return `{${address.userId}.${address.deviceId}}`
+}
+
+/** A copy of a committed queue row, as the `deliver` frame carries it. */
+export interface CommittedMessage {
+  /** The sender's message id, unpadded base64url. */
+  readonly id: string
+  /** The sender's normalised username. */
+  readonly sender: string
+  /** The envelope as unpadded base64url text, in ASCII bytes (as it arrived in the send frame). */
+  readonly body: Uint8Array
+  readonly createdAt: number
+}
+
+/** A message for this address was committed to its durable queue under `seq`. */
+export interface MessageCommitted {
+  readonly kind: 'message.committed'
+  readonly address: Address
+  readonly seq: number
+  /** The row itself, so the recipient's process may push it without reading the queue. */
+  readonly copy?: CommittedMessage
+}
+
+/** The user at this address came online or went offline (on the process that publishes it). */
+export interface PresenceChanged {
+  readonly kind: 'presence.changed'
+  readonly address: Address
+  readonly username: string
+  readonly online: boolean
+}
+
+/** A session token of this address's user was revoked: sockets opened with it close. */
+export interface SessionRevoked {
+  readonly kind: 'session.revoked'
+  readonly address: Address
+  /** SHA-256 of the token, as the tokens table keeps it. */
+  readonly tokenHash: Uint8Array
+}
+
+/** This address's user replaced their identity key: their sockets close, their watchers are told. */
+export interface IdentityChanged {
+  readonly kind: 'identity.changed'
+  readonly address: Address
+  readonly username: string
+}
+
+/** This address's prekey bundle was handed out: its sockets hear if one-time prekeys run low. */
+export interface PreKeysServed {
+  readonly kind: 'prekeys.served'
+  readonly address: Address
+}
+
+export type RelayEvent = MessageCommitted | PresenceChanged | SessionRevoked | IdentityChanged | PreKeysServed
+
+/** Called with each event for an address it is subscribed to; it must not throw (the bus logs if it does). */
+export type RelayListener = (event: RelayEvent) => void
+
+export interface RelayBus {
+  /**
+   * Hands the event to every listener subscribed to its address, in whichever process. Resolves
+   * once the transport has taken it; rejects if it could not (the caller logs: see above for why
+   * nothing is lost).
+   */
+  publish(event: RelayEvent): Promise<void>
+  /**
+   * From the moment this resolves, events published for the address reach the listener.
+   * Subscribing the same listener twice is the same as once; calls for one address take effect in
+   * the order they were made.
+   */
+  subscribe(address: Address, listener: RelayListener): Promise<void>
+  /** The listener hears nothing more for the address (at once in this process). */
+  unsubscribe(address: Address, listener: RelayListener): Promise<void>
+  /** Ends every subscription and the transport's connections; later calls resolve and do nothing. */
+  close(): Promise<void>
+}
