@@ -178,7 +178,6 @@ describe('messages that cannot be decrypted', () => {
     const bobAccount = await registerClient(server)
     const alice = aliceAccount.client
     const bob = bobAccount.client
-    const b = observe(bob)
     await online(alice, bob)
     await alice.send(bob.username, 'hello')
     await waitFor(async () => (await alice.history(bob.username))[0]?.state === 'delivered')

@@ -1,0 +1,350 @@
+/**
+ * Contacts and trust: whom we talk to, which identity key we trust for each (on first use, then
+ * only what the user accepts), verification by safety number, key-change warnings, presence, and
+ * unread counts. The one place that decides whether an identity seen in a message, a bundle or the
+ * directory is the trusted one, a change to warn about, or the first one seen.
+ *
+ * What it does not know: sessions beyond dropping those of a replaced key, sockets, messages.
+ */
+import { address } from '../address.js'
+import {
+  IdentityResponse,
+  PreKeyBundleResponse,
+  type PublicIdentityJson,
+  UserSearchResponse,
+} from '../codec/api.js'
+import { FRAME_VERSION } from '../codec/frames.js'
+import { preKeyBundleFromJson, publicIdentityFromJson, publicIdentityToJson } from '../codec/keys.js'
+import { decode } from '../codec/schema.js'
+import type { PreKeyBundle } from '../identity.js'
+import { type SafetyNumber, safetyNumber } from '../safety-number.js'
+import type { ClientContext } from './context.js'
+import { ClientError, ClientErrorCode } from './errors.js'
+import { type ContactRecord, contactView, identitiesEqual } from './records.js'
+import type { ContactView } from './views.js'
+
+/** What a message, bundle or directory answer proved about a contact's identity. */
+export interface ContactSeen {
+  readonly contact: ContactRecord
+  readonly identityChanged: boolean
+  readonly newContact: boolean
+}
+
+/** The contact after `seen` was proved to be `peer`'s identity (trust on first use). */
+export function contactSeen(
+  contact: ContactRecord | undefined,
+  peer: string,
+  seen: PublicIdentityJson,
+): ContactSeen {
+  if (!contact) {
+    return {
+      contact: { username: peer, identity: seen, verified: false, unread: 0 },
+      identityChanged: false,
+      newContact: true,
+    }
+  }
+  if (!contact.identity)
+    return { contact: { ...contact, identity: seen }, identityChanged: false, newContact: false }
+  if (identitiesEqual(contact.identity, seen) || identitiesEqual(contact.pendingIdentity, seen)) {
+    return { contact, identityChanged: false, newContact: false }
+  }
+  return {
+    contact: { ...contact, pendingIdentity: seen, verified: false },
+    identityChanged: true,
+    newContact: false,
+  }
+}
+
+export class Contacts {
+  private readonly ctx: ClientContext
+  /** Who is online, from the connection's presence updates (never stored). */
+  private readonly online = new Set<string>()
+  /**
+   * Called, in the contact's queue, once the user accepted a changed key, with the retry requests
+   * that came from that key meanwhile (the retries part answers them).
+   */
+  onIdentityAccepted: (peer: string, retryRequests: readonly string[]) => Promise<void> = async () => {}
+
+  constructor(ctx: ClientContext) {
+    this.ctx = ctx
+  }
+
+  async list(): Promise<ContactView[]> {
+    return (await this.ctx.records.listContacts())
+      .map((contact) => this.view(contact))
+      .sort((a, b) => (b.lastMessageAt ?? 0) - (a.lastMessageAt ?? 0) || a.username.localeCompare(b.username))
+  }
+
+  async get(peer: string): Promise<ContactView | undefined> {
+    const contact = await this.ctx.records.loadContact(peer)
+    return contact && this.view(contact)
+  }
+
+  view(contact: ContactRecord): ContactView {
+    return contactView(contact, this.online.has(contact.username))
+  }
+
+  presenceChanged(username: string, online: boolean): void {
+    if (online) this.online.add(username)
+    else this.online.delete(username)
+    this.ctx.events.emit('presence', { username, online })
+  }
+
+  /** The connection closed: nobody's presence is known any more. */
+  forgetPresence(): void {
+    this.online.clear()
+  }
+
+  isOnline(username: string): boolean {
+    return this.online.has(username)
+  }
+
+  /** Users whose names start with `query` (the server's directory). */
+  async search(query: string): Promise<string[]> {
+    const response = decode(
+      UserSearchResponse,
+      await this.ctx.api('GET', `/users?query=${encodeURIComponent(query)}`),
+      'user search response',
+    )
+    return response.users.map((user) => user.username).filter((name) => name !== this.ctx.username)
+  }
+
+  /** Adds a contact by fetching their identity (trust on first use); an existing one is left as it is. */
+  async add(peer: string): Promise<ContactView> {
+    return this.ctx.peerQueues.run(peer, async () => {
+      const existing = await this.ctx.records.loadContact(peer)
+      if (existing) return this.view(existing)
+      const identity = await this.fetchIdentity(peer)
+      const contact: ContactRecord = { username: peer, identity, verified: false, unread: 0 }
+      await this.ctx.store.commit([await this.ctx.records.contactPut(contact)])
+      this.ctx.sendFrame({ v: FRAME_VERSION, type: 'presence.subscribe', users: [peer] })
+      return this.view(contact)
+    })
+  }
+
+  /** The safety number to compare with `peer` (the identity we trust, or the new one if it changed). */
+  async safetyNumber(peer: string): Promise<SafetyNumber> {
+    const contact = await this.ctx.records.loadContact(peer)
+    const identity = contact?.pendingIdentity ?? contact?.identity
+    if (!identity) {
+      throw new ClientError(
+        ClientErrorCode.InvalidState,
+        `expected a known contact, got ${peer} without keys`,
+      )
+    }
+    return this.safetyNumberWith(peer, identity)
+  }
+
+  private safetyNumberWith(peer: string, identity: PublicIdentityJson): SafetyNumber {
+    return safetyNumber(
+      { username: this.ctx.username, identity: this.ctx.identity().public },
+      { username: peer, identity: publicIdentityFromJson(identity) },
+    )
+  }
+
+  /** Throws IdentityChanged unless `shown` is the safety number of `identity` (spaces ignored). */
+  private checkShown(
+    peer: string,
+    identity: PublicIdentityJson,
+    shown: string | undefined,
+    what: string,
+  ): void {
+    if (shown === undefined) return
+    if (this.safetyNumberWith(peer, identity).digits !== shown.replace(/\s+/g, '')) {
+      throw new ClientError(
+        ClientErrorCode.IdentityChanged,
+        `expected the key that was shown for ${peer}, got ${what}`,
+      )
+    }
+  }
+
+  /**
+   * The user compared `shown` with `peer`'s own screen and they matched: the one rule both UIs
+   * follow. If `peer`'s key had changed, the new key is accepted (the user has just compared it)
+   * and marked verified; otherwise the trusted key is marked verified. If the key is no longer the
+   * one `shown` was computed from, nothing changes and IdentityChanged is thrown.
+   */
+  async confirmSafetyNumber(peer: string, shown: string): Promise<void> {
+    await this.ctx.peerQueues.run(peer, async () => {
+      const contact = await this.ctx.records.loadContact(peer)
+      const identity = contact?.pendingIdentity ?? contact?.identity
+      if (!contact || !identity) {
+        throw new ClientError(ClientErrorCode.InvalidState, `expected a contact named ${peer}, got none`)
+      }
+      this.checkShown(peer, identity, shown, 'another')
+      if (contact.pendingIdentity) await this.accept(contact, true)
+      else await this.ctx.store.commit([await this.ctx.records.contactPut({ ...contact, verified: true })])
+    })
+  }
+
+  /**
+   * Records whether the user compared safety numbers with `peer` and they matched. Refused while a
+   * key change waits to be accepted (confirmSafetyNumber does both). With `shown`, nothing changes
+   * if the trusted key is no longer the one it was computed from.
+   */
+  async markVerified(peer: string, verified: boolean, shown?: string): Promise<void> {
+    await this.update(peer, (contact) => {
+      if (contact.pendingIdentity) {
+        throw new ClientError(
+          ClientErrorCode.IdentityChanged,
+          `expected a settled identity for ${contact.username}, got a change to acknowledge first`,
+        )
+      }
+      if (contact.identity) this.checkShown(peer, contact.identity, shown, 'another')
+      return { ...contact, verified }
+    })
+  }
+
+  /**
+   * The user has seen the warning that `peer`'s key changed: trust the new key from now on (not
+   * verified). Sessions on the old key are dropped. With `shown`, nothing is accepted if the key
+   * changed again meanwhile (IdentityChanged is thrown).
+   */
+  async acceptIdentityChange(peer: string, shown?: string): Promise<void> {
+    await this.ctx.peerQueues.run(peer, async () => {
+      const contact = await this.ctx.records.loadContact(peer)
+      if (!contact?.pendingIdentity) return
+      this.checkShown(peer, contact.pendingIdentity, shown, 'a newer one')
+      await this.accept(contact, false)
+    })
+  }
+
+  /** In the contact's queue: the pending identity becomes the trusted one. */
+  private async accept(contact: ContactRecord, verified: boolean): Promise<void> {
+    const accepted = contact.pendingIdentity!
+    const { retryRequests, ...settled } = contact
+    await this.ctx.store.commit([
+      await this.ctx.records.contactPut({
+        ...settled,
+        identity: accepted,
+        pendingIdentity: undefined,
+        verified,
+      }),
+      // Sessions with the old key are of no use now; those already on the new key stay.
+      await this.ctx.sessions.retain(address(contact.username), (session) =>
+        identitiesEqual(publicIdentityToJson(session.remoteIdentity), accepted),
+      ),
+    ])
+    if (retryRequests && retryRequests.length > 0)
+      await this.onIdentityAccepted(contact.username, retryRequests)
+  }
+
+  /**
+   * Marks the conversation read up to the entry at `upToOrder` (default: everything). Entries that
+   * arrive meanwhile, after that position, stay unread.
+   */
+  async markRead(
+    peer: string,
+    upToOrder: number,
+    unreadAfter: (contact: ContactRecord) => Promise<number>,
+  ): Promise<void> {
+    await this.ctx.peerQueues.run(peer, async () => {
+      const contact = await this.ctx.records.loadContact(peer)
+      if (!contact)
+        throw new ClientError(ClientErrorCode.InvalidState, `expected a contact named ${peer}, got none`)
+      const unread = Number.isFinite(upToOrder) && contact.unread > 0 ? await unreadAfter(contact) : 0
+      const readUpTo = Number.isFinite(upToOrder) ? upToOrder : Math.max(this.ctx.now(), this.ctx.lastOrder())
+      await this.ctx.store.commit([await this.ctx.records.contactPut({ ...contact, unread, readUpTo })])
+    })
+  }
+
+  private async update(peer: string, change: (contact: ContactRecord) => ContactRecord): Promise<void> {
+    await this.ctx.peerQueues.run(peer, async () => {
+      const contact = await this.ctx.records.loadContact(peer)
+      if (!contact)
+        throw new ClientError(ClientErrorCode.InvalidState, `expected a contact named ${peer}, got none`)
+      await this.ctx.store.commit([await this.ctx.records.contactPut(change(contact))])
+    })
+  }
+
+  /** Asks the server for `peer`'s current identity and raises a warning if it is not the one we trust. */
+  async checkIdentity(peer: string): Promise<void> {
+    const contact = await this.ctx.records.loadContact(peer)
+    if (!contact) return
+    const current = await this.fetchIdentity(peer)
+    await this.ctx.peerQueues.run(peer, async () => {
+      const latest = await this.ctx.records.loadContact(peer)
+      if (!latest?.identity) return
+      if (identitiesEqual(latest.identity, current) || identitiesEqual(latest.pendingIdentity, current))
+        return
+      await this.ctx.store.commit([
+        await this.ctx.records.contactPut({ ...latest, pendingIdentity: current, verified: false }),
+      ])
+      this.ctx.events.emit('identity-changed', { peer })
+    })
+  }
+
+  /**
+   * While we were offline a contact may have started over with new keys; the server tells only
+   * those online at the time. Asked once per connection for every contact we have a session with.
+   */
+  async checkAll(): Promise<void> {
+    try {
+      const users = new Set((await this.ctx.sessions.addresses()).map((peer) => peer.user))
+      for (const user of users) {
+        if (this.ctx.connection() !== 'online') return
+        await this.checkIdentity(user)
+      }
+    } catch (error) {
+      this.ctx.report(error)
+    }
+  }
+
+  /** The contact to send to; refuses one whose identity key changed and is not yet accepted. */
+  async forSending(peer: string): Promise<ContactRecord | undefined> {
+    const contact = await this.ctx.records.loadContact(peer)
+    if (contact?.pendingIdentity) {
+      throw new ClientError(
+        ClientErrorCode.IdentityChanged,
+        `expected a trusted identity for ${peer}, got a changed key to acknowledge first`,
+      )
+    }
+    return contact
+  }
+
+  /**
+   * A fresh prekey bundle of `peer`, with the contact that trusts its identity (on first use). A
+   * bundle whose identity is not the one we trust is recorded as a change and refused.
+   */
+  async fetchBundle(
+    peer: string,
+    contact: ContactRecord | undefined,
+  ): Promise<{ bundle: PreKeyBundle; contact: ContactRecord }> {
+    const bundleJson = decode(
+      PreKeyBundleResponse,
+      await this.ctx.api('GET', `/users/${encodeURIComponent(peer)}/bundle`),
+      'prekey bundle',
+    )
+    if (contact?.identity && !identitiesEqual(contact.identity, bundleJson.identity)) {
+      if (!identitiesEqual(contact.pendingIdentity, bundleJson.identity)) {
+        await this.ctx.store.commit([
+          await this.ctx.records.contactPut({
+            ...contact,
+            pendingIdentity: bundleJson.identity,
+            verified: false,
+          }),
+        ])
+        this.ctx.events.emit('identity-changed', { peer })
+      }
+      throw new ClientError(
+        ClientErrorCode.IdentityChanged,
+        `expected ${peer}'s known identity key, got a new one`,
+      )
+    }
+    return {
+      bundle: preKeyBundleFromJson(bundleJson),
+      contact: contact?.identity
+        ? contact
+        : { ...(contact ?? { username: peer, verified: false, unread: 0 }), identity: bundleJson.identity },
+    }
+  }
+
+  private async fetchIdentity(peer: string): Promise<PublicIdentityJson> {
+    const response = decode(
+      IdentityResponse,
+      await this.ctx.api('GET', `/users/${encodeURIComponent(peer)}/identity`),
+      'identity response',
+    )
+    return response.identity
+  }
+}

@@ -1,0 +1,281 @@
+/**
+ * Everything we send: a message is encrypted, stored in the history and in the outbox together
+ * with the session it advanced, then sent, now if online or on reconnect, until the server answers
+ * `accepted`. Receipts, retry requests and their answers go the same way without entering the
+ * history. The content of what we send is kept (the `sent` table) for SENT_CONTENT_KEEP_MS, so it
+ * can be sent again when the recipient could not decrypt it.
+ *
+ * What it does not know: why something is sent (the inbox and the retries part decide), sockets
+ * (it sends frames through the context), how sessions are chosen (SessionManager).
+ */
+import { address } from '../address.js'
+import { toBase64Url } from '../bytes.js'
+import { FRAME_VERSION, type ServerFrame } from '../codec/frames.js'
+import { MAX_SENT_CONTENT_ENTRIES, SENT_CONTENT_KEEP_MS } from '../limits.js'
+import { newMessageId } from '../message-id.js'
+import type { Contacts } from './contacts.js'
+import {
+  encodeContent,
+  MAX_RECEIPT_IDS,
+  type MessageContent,
+  type ReceiptContent,
+  type TextContent,
+} from './content.js'
+import type { ClientContext } from './context.js'
+import { ClientError, ClientErrorCode } from './errors.js'
+import { type MessageRecord, messageView, type OutboxRecord } from './records.js'
+import type { StoreOperation } from './store.js'
+import type { MessageView } from './views.js'
+
+/** After the server refuses a send for now (queue full, rate limit), the outbox is tried again after this. */
+export const SEND_RETRY_DELAY_MS = 5_000
+
+export class Outbox {
+  private readonly ctx: ClientContext
+  private readonly contacts: Contacts
+  /** Outbox entries sent on this connection and not yet answered. */
+  private readonly inFlight = new Set<string>()
+  private retryTimer: ReturnType<typeof setTimeout> | undefined
+  private readonly pendingReceipts = new Map<string, string[]>()
+  /** Receipts taken from pendingReceipts but not yet in the outbox (flush waits for them too). */
+  private receiptsBeingWritten = 0
+
+  constructor(ctx: ClientContext, contacts: Contacts) {
+    this.ctx = ctx
+    this.contacts = contacts
+  }
+
+  /** True while receipts are gathered or written: work `flush` waits for. */
+  get busy(): boolean {
+    return this.pendingReceipts.size > 0 || this.receiptsBeingWritten > 0
+  }
+
+  /** The connection closed: what was in flight on it is sent again on the next one. */
+  connectionClosed(): void {
+    this.inFlight.clear()
+  }
+
+  stop(): void {
+    if (this.retryTimer) clearTimeout(this.retryTimer)
+    this.retryTimer = undefined
+  }
+
+  /**
+   * Encrypts a text message to `peer` (on the current session, or a new one from a fresh bundle),
+   * stores it with the session, the outbox entry and its kept content in one commit, and sends it.
+   */
+  async sendText(peer: string, text: string): Promise<MessageView> {
+    const message = await this.ctx.peerQueues.run(peer, async () => {
+      const sentAt = this.ctx.now()
+      const id = toBase64Url(newMessageId(sentAt))
+      const contact = await this.contacts.forSending(peer)
+      const current = await this.ctx.sessions.currentSession(address(peer))
+      const fresh = current && contact ? undefined : await this.contacts.fetchBundle(peer, contact)
+      const content: TextContent = { v: 1, type: 'text', id, text, sentAt }
+      const encrypted = await this.ctx.sessions.encrypt(
+        address(peer),
+        encodeContent(content),
+        fresh ? { bundle: fresh.bundle } : {},
+      )
+      const record: MessageRecord = {
+        id,
+        peer,
+        direction: 'out',
+        text,
+        sentAt,
+        state: 'sending',
+        order: this.ctx.nextOrder(),
+      }
+      await this.ctx.store.commit([
+        encrypted.operation,
+        await this.ctx.records.messagePut(record),
+        await this.ctx.records.outboxPut(
+          { id, peer, envelope: toBase64Url(encrypted.envelope), kind: 'text' },
+          record.order,
+        ),
+        await this.ctx.records.sentPut({ id, peer, content, sentAt, resends: 0 }),
+        await this.ctx.records.contactPut({ ...(fresh?.contact ?? contact!), lastMessageAt: sentAt }),
+      ])
+      if (fresh && !contact)
+        this.ctx.sendFrame({ v: FRAME_VERSION, type: 'presence.subscribe', users: [peer] })
+      return record
+    })
+    this.ctx.events.emit('message', messageView(message))
+    await this.flush()
+    return messageView(message)
+  }
+
+  /**
+   * The operations that put `content` in the outbox to `peer` on the current session (which must
+   * exist), and keep it when `keep` says so; the caller commits them, in the peer's queue.
+   */
+  async queue(
+    peer: string,
+    content: MessageContent,
+    kind: OutboxRecord['kind'],
+    options: { id?: string; keep?: TextContent | ReceiptContent } = {},
+  ): Promise<StoreOperation[]> {
+    const sentAt = this.ctx.now()
+    const id = options.id ?? toBase64Url(newMessageId(sentAt))
+    const encrypted = await this.ctx.sessions.encrypt(address(peer), encodeContent(content))
+    const operations = [
+      encrypted.operation,
+      await this.ctx.records.outboxPut(
+        { id, peer, envelope: toBase64Url(encrypted.envelope), kind },
+        this.ctx.nextOrder(),
+      ),
+    ]
+    if (options.keep) {
+      operations.push(await this.ctx.records.sentPut({ id, peer, content: options.keep, sentAt, resends: 0 }))
+    }
+    return operations
+  }
+
+  /** Sends every envelope the server has not yet accepted, oldest first, each once per connection. */
+  async flush(): Promise<void> {
+    if (this.ctx.connection() !== 'online') return
+    const entries = (await this.ctx.store.list('outbox')).sort((a, b) => (a.order ?? 0) - (b.order ?? 0))
+    for (const entry of entries) {
+      if (this.inFlight.has(entry.key)) continue
+      // Claimed before the await below, so a concurrent flush cannot send it a second time.
+      this.inFlight.add(entry.key)
+      const outbox = await this.ctx.records.openOutbox(entry.key, entry.value)
+      const sent = this.ctx.sendFrame({
+        v: FRAME_VERSION,
+        type: 'send',
+        id: outbox.id,
+        to: outbox.peer,
+        body: outbox.envelope,
+      })
+      if (!sent) this.inFlight.delete(entry.key)
+    }
+  }
+
+  /** True while anything waits in the outbox. */
+  async pending(): Promise<boolean> {
+    return (await this.ctx.store.list('outbox')).length > 0
+  }
+
+  async accepted(id: string, serverAt: number): Promise<void> {
+    this.inFlight.delete(id)
+    const outbox = await this.ctx.records.loadOutbox(id)
+    if (!outbox) return
+    const operations: StoreOperation[] = [{ op: 'delete', table: 'outbox', key: id }]
+    let updated: MessageRecord | undefined
+    if (outbox.kind === 'text') {
+      const message = await this.ctx.records.loadMessage(outbox.peer, id)
+      if (message && message.state === 'sending') {
+        updated = { ...message, state: 'accepted', serverAt }
+        operations.push(await this.ctx.records.messagePut(updated))
+      }
+    }
+    await this.ctx.store.commit(operations)
+    if (updated) this.ctx.events.emit('delivery', { peer: updated.peer, id, state: 'accepted' })
+  }
+
+  /** The server refused the send `frame.id` names: for good (no such user) or for now (limits). */
+  async refused(frame: Extract<ServerFrame, { type: 'error' }> & { id: string }): Promise<void> {
+    this.inFlight.delete(frame.id)
+    if (frame.code === 'E2E_ERR_USER_NOT_FOUND') {
+      // A recipient that does not exist will not appear on a retry: give up on that message.
+      await this.fail(frame.id)
+    } else if (!this.retryTimer) {
+      // Refused for now (queue full, rate limit): the envelope stays in the outbox; try again later.
+      this.retryTimer = setTimeout(() => {
+        this.retryTimer = undefined
+        this.flush().catch((error: unknown) => this.ctx.report(error))
+      }, SEND_RETRY_DELAY_MS)
+    }
+  }
+
+  private async fail(id: string): Promise<void> {
+    const outbox = await this.ctx.records.loadOutbox(id)
+    if (!outbox) return
+    const operations: StoreOperation[] = [{ op: 'delete', table: 'outbox', key: id }]
+    const message = await this.ctx.records.loadMessage(outbox.peer, id)
+    if (message) operations.push(await this.ctx.records.messagePut({ ...message, state: 'failed' }))
+    await this.ctx.store.commit(operations)
+    if (message) this.ctx.events.emit('delivery', { peer: outbox.peer, id, state: 'failed' })
+  }
+
+  /** A receipt for `id` from `peer` is due: gathered with the others of a burst into one. */
+  queueReceipt(peer: string, id: string): void {
+    const ids = this.pendingReceipts.get(peer) ?? []
+    ids.push(id)
+    this.pendingReceipts.set(peer, ids)
+    if (ids.length === 1) {
+      setTimeout(() => {
+        this.sendReceipts(peer).catch((error: unknown) => this.ctx.report(error))
+      }, 0)
+    }
+  }
+
+  private async sendReceipts(peer: string): Promise<void> {
+    const ids = this.pendingReceipts.get(peer) ?? []
+    this.pendingReceipts.delete(peer)
+    this.receiptsBeingWritten++
+    try {
+      for (let start = 0; start < ids.length; start += MAX_RECEIPT_IDS) {
+        const content: ReceiptContent = {
+          v: 1,
+          type: 'receipt',
+          ids: ids.slice(start, start + MAX_RECEIPT_IDS),
+        }
+        await this.ctx.peerQueues.run(peer, async () => {
+          const contact = await this.ctx.records.loadContact(peer)
+          // No receipts to a contact whose key changed until the user has seen the warning.
+          if (!contact || contact.pendingIdentity || !(await this.ctx.sessions.currentSession(address(peer))))
+            return
+          await this.ctx.store.commit(await this.queue(peer, content, 'receipt', { keep: content }))
+        })
+      }
+    } finally {
+      this.receiptsBeingWritten--
+    }
+    await this.flush()
+  }
+
+  /** Deletes kept content older than SENT_CONTENT_KEEP_MS, and the oldest beyond MAX_SENT_CONTENT_ENTRIES. */
+  async pruneSentContent(): Promise<void> {
+    const entries = (await this.ctx.store.list('sent')).sort((a, b) => (b.order ?? 0) - (a.order ?? 0))
+    const cutoff = this.ctx.now() - SENT_CONTENT_KEEP_MS
+    const stale = entries.filter((entry, i) => i >= MAX_SENT_CONTENT_ENTRIES || (entry.order ?? 0) < cutoff)
+    if (stale.length === 0) return
+    await this.ctx.store.commit(
+      stale.map((entry): StoreOperation => ({ op: 'delete', table: 'sent', key: entry.key })),
+    )
+  }
+
+  /**
+   * Resolves once the server has accepted everything in the outbox and nothing more is being
+   * written (`busy` also covers the other parts' work), e.g. before a script exits; rejects after
+   * `timeoutMs`.
+   */
+  async drain(timeoutMs: number, busy: () => boolean): Promise<void> {
+    const deadline = this.ctx.now() + timeoutMs
+    await this.flush()
+    while ((await this.pending()) || this.busy || busy()) {
+      if (this.ctx.connection() !== 'online') {
+        throw new ClientError(
+          ClientErrorCode.Network,
+          `expected to be online to flush the outbox, got ${this.ctx.connection()}`,
+        )
+      }
+      if (this.ctx.now() > deadline) {
+        throw new ClientError(
+          ClientErrorCode.Network,
+          `expected the server to accept every message within ${timeoutMs} ms, got no answer`,
+        )
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, 50)
+        const stop = this.ctx.events.on('delivery', done)
+        function done() {
+          clearTimeout(timer)
+          stop()
+          resolve()
+        }
+      })
+    }
+  }
+}

@@ -1,0 +1,188 @@
+/**
+ * Recovering messages that no session could decrypt (docs/protocol.md §8.6), both ways:
+ *
+ *   - asking: the ids waiting in a contact's record (`retryPending`) go to them in a `retry`
+ *     content on a fresh session, at most once per RETRY_REQUEST_INTERVAL_MS per contact;
+ *   - answering: a contact's `retry` is answered with each kept content sent again (`resendOf`),
+ *     or `unavailable` for what is gone; a message is sent again at most MAX_RESENDS_PER_MESSAGE
+ *     times, and at most MAX_RETRY_REQUESTS_ANSWERED_PER_HOUR requests per contact are answered.
+ *
+ * What it does not know: how a failure is noticed or shown (the inbox stores the notice and the
+ * id to ask for), how envelopes are sent (the outbox).
+ */
+import { address } from '../address.js'
+import { toBase64Url } from '../bytes.js'
+import {
+  MAX_RESENDS_PER_MESSAGE,
+  MAX_RETRY_REQUESTS_ANSWERED_PER_HOUR,
+  RETRY_REQUEST_INTERVAL_MS,
+  SENT_CONTENT_KEEP_MS,
+} from '../limits.js'
+import { newMessageId } from '../message-id.js'
+import type { Contacts } from './contacts.js'
+import { encodeContent, MAX_RETRY_IDS, type MessageContent } from './content.js'
+import type { ClientContext } from './context.js'
+import type { Outbox } from './outbox.js'
+import type { MessageRecord } from './records.js'
+
+const HOUR_MS = 60 * 60 * 1000
+
+export class Retries {
+  private readonly ctx: ClientContext
+  private readonly contacts: Contacts
+  private readonly outbox: Outbox
+  /** Requests waiting for their contact's interval to pass (one timer per contact). */
+  private readonly timers = new Map<string, ReturnType<typeof setTimeout>>()
+  /** Requests due now and not yet written to the outbox (`flush` waits for them). */
+  private due = 0
+  /** When each contact's recent requests were answered. */
+  private readonly answered = new Map<string, number[]>()
+
+  constructor(ctx: ClientContext, contacts: Contacts, outbox: Outbox) {
+    this.ctx = ctx
+    this.contacts = contacts
+    this.outbox = outbox
+  }
+
+  get busy(): boolean {
+    return this.due > 0
+  }
+
+  stop(): void {
+    for (const timer of this.timers.values()) clearTimeout(timer)
+    this.timers.clear()
+  }
+
+  /** Asks every contact for what is waiting in their record (after connecting). */
+  async resume(): Promise<void> {
+    for (const contact of await this.ctx.records.listContacts()) {
+      if (contact.retryPending?.length) this.schedule(contact.username, contact.retryRequestedAt)
+    }
+  }
+
+  /**
+   * Asks `peer` for the ids in their record: at once if we have not asked within
+   * RETRY_REQUEST_INTERVAL_MS, else when that is over, with whatever failed meanwhile.
+   */
+  schedule(peer: string, lastRequestedAt: number | undefined): void {
+    if (this.timers.has(peer)) return
+    const delay =
+      lastRequestedAt === undefined
+        ? 0
+        : Math.max(0, lastRequestedAt + RETRY_REQUEST_INTERVAL_MS - this.ctx.now())
+    // A request due now is work `flush` waits for; one due later is not (it is stored).
+    const dueNow = delay === 0
+    if (dueNow) this.due++
+    const timer = setTimeout(() => {
+      this.timers.delete(peer)
+      this.ctx.peerQueues
+        .run(peer, () => this.request(peer))
+        .catch((error: unknown) => this.ctx.report(error))
+        .finally(() => {
+          if (dueNow) this.due--
+        })
+    }, delay)
+    ;(timer as { unref?: () => void }).unref?.()
+    this.timers.set(peer, timer)
+  }
+
+  private async request(peer: string): Promise<void> {
+    const contact = await this.ctx.records.loadContact(peer)
+    const pending = contact?.retryPending ?? []
+    // Never to keys the user has not accepted: the ids wait until they are.
+    if (!contact || pending.length === 0 || contact.pendingIdentity) return
+    const last = contact.retryRequestedAt
+    if (last !== undefined && last + RETRY_REQUEST_INTERVAL_MS > this.ctx.now()) {
+      this.schedule(peer, last)
+      return
+    }
+    if (this.ctx.connection() !== 'online') return
+    let fresh: Awaited<ReturnType<Contacts['fetchBundle']>>
+    try {
+      fresh = await this.contacts.fetchBundle(peer, contact)
+    } catch (error) {
+      // Offline, or the peer's key changed: the ids stay stored for the next connection.
+      this.ctx.report(error)
+      return
+    }
+    const ids = pending.slice(0, MAX_RETRY_IDS)
+    const rest = pending.slice(ids.length)
+    const encrypted = await this.ctx.sessions.encrypt(
+      address(peer),
+      encodeContent({ v: 1, type: 'retry', ids }),
+      { bundle: fresh.bundle, fresh: true },
+    )
+    const now = this.ctx.now()
+    const { retryPending: _asked, ...updated } = fresh.contact
+    await this.ctx.store.commit([
+      encrypted.operation,
+      await this.ctx.records.outboxPut(
+        {
+          id: toBase64Url(newMessageId(now)),
+          peer,
+          envelope: toBase64Url(encrypted.envelope),
+          kind: 'retry',
+        },
+        this.ctx.nextOrder(),
+      ),
+      await this.ctx.records.contactPut({
+        ...updated,
+        retryRequestedAt: now,
+        ...(rest.length > 0 ? { retryPending: rest } : {}),
+      }),
+    ])
+    if (rest.length > 0) this.schedule(peer, now)
+    await this.outbox.flush()
+  }
+
+  /** Answers `peer`'s request later, in their queue (behind the delivery that carried it). */
+  answerLater(peer: string, ids: readonly string[]): void {
+    this.ctx.peerQueues
+      .run(peer, () => this.answer(peer, ids))
+      .catch((error: unknown) => this.ctx.report(error))
+  }
+
+  /**
+   * In `peer`'s queue: sends each message again on the current session (the fresh one their request
+   * started), or tells them it is gone and marks our own copy failed.
+   */
+  async answer(peer: string, ids: readonly string[]): Promise<void> {
+    const now = this.ctx.now()
+    const recent = (this.answered.get(peer) ?? []).filter((at) => at > now - HOUR_MS)
+    if (recent.length >= MAX_RETRY_REQUESTS_ANSWERED_PER_HOUR) return
+    this.answered.set(peer, [...recent, now])
+    const contact = await this.ctx.records.loadContact(peer)
+    if (!contact || contact.pendingIdentity) return
+    const unavailable: string[] = []
+    const failed: MessageRecord[] = []
+    for (const id of ids) {
+      const sent = await this.ctx.records.loadSent(peer, id)
+      if (sent && sent.resends >= MAX_RESENDS_PER_MESSAGE) continue
+      if (!sent || sent.sentAt < now - SENT_CONTENT_KEEP_MS) {
+        unavailable.push(id)
+        const message = await this.ctx.records.loadMessage(peer, id)
+        if (message?.direction === 'out' && message.state !== 'failed')
+          failed.push({ ...message, state: 'failed' })
+        continue
+      }
+      const frameId = toBase64Url(newMessageId(now))
+      const content: MessageContent =
+        sent.content.type === 'text'
+          ? { ...sent.content, id: frameId, resendOf: id }
+          : { ...sent.content, resendOf: id }
+      // Each encryption advances the record, so each is committed (with its envelope) before the next.
+      await this.ctx.store.commit([
+        ...(await this.outbox.queue(peer, content, 'resend', { id: frameId })),
+        await this.ctx.records.sentPut({ ...sent, resends: sent.resends + 1 }),
+      ])
+    }
+    if (unavailable.length > 0) {
+      await this.ctx.store.commit([
+        ...(await this.outbox.queue(peer, { v: 1, type: 'unavailable', ids: unavailable }, 'unavailable')),
+        ...(await Promise.all(failed.map((message) => this.ctx.records.messagePut(message)))),
+      ])
+    }
+    for (const message of failed) this.ctx.events.emit('delivery', { peer, id: message.id, state: 'failed' })
+    await this.outbox.flush()
+  }
+}
