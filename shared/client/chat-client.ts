@@ -1,29 +1,12 @@
-/**
- * The chat client core that both UIs drive: a small façade with one API over the parts that do the
- * work, each in its own file and each knowing only the shared context (context.ts):
- *
- *   lifecycle.ts        an account made on this device, or opened from its store (and migrated)
- *   relay-link.ts       the WebSocket: auth, reconnect with backoff, ordered frames, acks
- *   session-manager.ts  session records per address: decrypt with the right one, encrypt on current
- *   contacts.ts         contacts and trust: identities, safety numbers, key changes, presence
- *   outbox.ts           sending: messages, receipts, answers, each until the server accepts it
- *   inbox.ts            receiving: a table of content handlers (content-handlers.ts), notices
- *   retries.ts          recovering what could not be decrypted: retry requests and their answers
- *   prekey-upkeep.ts    refilling one-time prekeys and rotating the signed prekey
- *
- * This file wires them together, routes the relay's frames to them, and keeps the account's
- * secrets (the session token). Work on one contact's session is serialised (PeerQueues).
- */
-import { fromBase64Url, toBase64Url } from '../bytes.js'
-import { LoginResponse, RegisterResponse } from '../codec/api.js'
+import { RegisterResponse } from '../codec/api.js'
 import { FRAME_VERSION, type ServerFrame } from '../codec/frames.js'
 import { decode } from '../codec/schema.js'
-import { rsaOaepDecrypt } from '../crypto/primitives.js'
 import { isProtocolError, ProtocolErrorCode } from '../errors.js'
 import type { Identity, PublicIdentity } from '../identity.js'
 import { defaultKeyGeneration } from '../key-generation.js'
 import type { SafetyNumber } from '../safety-number.js'
-import { ACCOUNT_KEY, type AccountSecrets, readAccountHeader } from './account.js'
+import { ACCOUNT_KEY, readAccountHeader } from './account.js'
+import { AccountSession } from './account-session.js'
 import { Contacts } from './contacts.js'
 import { MAX_MESSAGE_TEXT_LENGTH } from './content.js'
 import { builtInHandlers } from './content-handlers.js'
@@ -46,7 +29,7 @@ import { Retries } from './retries.js'
 import type { SealedStore } from './sealed-store.js'
 import { SessionManager } from './session-manager.js'
 import type { ClientStore } from './store.js'
-import { errorFromResponse, type HttpClient, type WebSocketFactory } from './transport.js'
+import type { HttpClient, WebSocketFactory } from './transport.js'
 import type { ClientEvents, ConnectionState, ContactView, MessageView } from './views.js'
 
 export type { ContentHandler, Delivery } from './inbox.js'
@@ -73,12 +56,10 @@ export interface ChatClientOptions extends LocalAccountOptions {
 export class ChatClient {
   readonly events = new Emitter<ClientEvents>()
   readonly username: string
-
-  private readonly options: ChatClientOptions
   private readonly store: ClientStore
   private readonly records: SealedStore
   private readonly identity: Identity
-  private readonly loginKey: CryptoKey
+  private readonly session: AccountSession
   private readonly now: () => number
   private readonly link: RelayLink
   private readonly contactsPart: Contacts
@@ -96,18 +77,18 @@ export class ChatClient {
   private lastOrder = 0
 
   private constructor(options: ChatClientOptions, account: LocalAccount) {
-    this.options = options
     this.store = options.store
     this.records = account.records
     this.identity = account.identity
-    this.loginKey = account.loginKey
     this.username = account.records.account.username
     this.now = options.now ?? Date.now
+    this.session = new AccountSession(options.http, account.records, account.loginKey, this.now)
+    this.session.onRefused = () => this.link.refuse()
     const keys = options.keyGeneration ?? defaultKeyGeneration
     this.link = new RelayLink({
       serverUrl: options.serverUrl,
       webSocket: options.webSocket,
-      token: () => this.token(),
+      token: () => this.session.token(),
       onFrame: (frame, connection) => this.handleFrame(frame, connection),
       onState: (state) => this.events.emit('connection', { state }),
       onClosed: () => {
@@ -134,8 +115,7 @@ export class ChatClient {
       lastOrder: () => this.lastOrder,
       connection: () => this.link.state,
       sendFrame: (frame) => this.link.send(frame),
-      api: (method, path, body) =>
-        this.request(method, path, { token: this.token(), ...(body !== undefined ? { body } : {}) }),
+      api: (method, path, body) => this.session.api(method, path, body),
       report: (error) => this.report(error),
     }
     this.contactsPart = new Contacts(ctx)
@@ -149,10 +129,6 @@ export class ChatClient {
     this.inbox = new Inbox(ctx, [...handlers, ...(options.contentHandlers ?? [])])
     this.inbox.onUndecryptable = (peer, last) => this.retries.schedule(peer, last)
     this.contactsPart.onIdentityAccepted = (peer, ids) => this.retries.answer(peer, ids)
-  }
-
-  private get secrets(): AccountSecrets {
-    return this.records.account.secrets
   }
 
   // --- Account lifecycle --------------------------------------------------------------------------
@@ -180,7 +156,7 @@ export class ChatClient {
   ): Promise<ChatClient> {
     const { account, registration } = await createLocalAccount(options, canonicalUsername(username), password)
     const client = new ChatClient(options, account)
-    const response = await client
+    const response = await client.session
       .request('POST', path, { body: registration })
       .catch(async (error: unknown) => {
         // Nothing of a refused registration stays on this device.
@@ -188,7 +164,7 @@ export class ChatClient {
         throw error
       })
     decode(RegisterResponse, response, 'register response')
-    await client.records.saveSecrets({ ...client.secrets, registered: true })
+    await client.records.saveSecrets({ ...client.records.account.secrets, registered: true })
     await client.login(password)
     return client
   }
@@ -210,43 +186,18 @@ export class ChatClient {
 
   /** Gets a fresh session token: the server encrypts it to our RSA key, only we can read it. */
   async login(password: string): Promise<void> {
-    const response = decode(
-      LoginResponse,
-      await this.request('POST', '/login', { body: { username: this.username, password } }),
-      'login response',
-    )
-    let token: Uint8Array
-    try {
-      token = await rsaOaepDecrypt(this.loginKey, fromBase64Url(response.encryptedToken))
-    } catch (cause) {
-      // The server encrypted the token to a login key this device does not hold: the account was
-      // started over elsewhere (reinstall), and its keys here are no longer the account's.
-      throw new ClientError(
-        ClientErrorCode.AccountReplaced,
-        `expected a token for this device's key, got one for another: ${this.username} started over on another device`,
-        { cause },
-      )
-    }
-    await this.records.saveSecrets({
-      ...this.secrets,
-      token: toBase64Url(token),
-      tokenExpiresAt: response.expiresAt,
-    })
+    await this.session.login(password)
     this.link.loggedIn()
   }
 
   get loggedIn(): boolean {
-    const { token, tokenExpiresAt } = this.secrets
-    return token !== undefined && (tokenExpiresAt === undefined || tokenExpiresAt > this.now())
+    return this.session.loggedIn
   }
 
   /** Ends the session on the server; with `wipe`, also deletes everything on this device. */
   async logout(options: { wipe?: boolean } = {}): Promise<void> {
     await this.disconnect()
-    if (this.secrets.token) {
-      await this.request('POST', '/logout', { token: this.token() }).catch(() => undefined)
-      await this.forgetToken()
-    }
+    await this.session.logout()
     if (options.wipe) await this.store.wipe()
     this.link.refuse()
   }
@@ -383,13 +334,7 @@ export class ChatClient {
   /** The server refused our token: forget it, stop reconnecting, and let a new login start over. */
   private async sessionRefused(): Promise<void> {
     this.link.refuse()
-    await this.forgetToken()
-  }
-
-  private async forgetToken(): Promise<void> {
-    if (this.secrets.token === undefined) return
-    const { token: _token, tokenExpiresAt: _expires, ...rest } = this.secrets
-    await this.records.saveSecrets(rest)
+    await this.session.forgetToken()
   }
 
   private report(error: unknown): void {
@@ -504,26 +449,5 @@ export class ChatClient {
 
   rotateSignedPreKey(): Promise<void> {
     return this.upkeep.rotateSignedPreKey()
-  }
-
-  // --- The server's API ---------------------------------------------------------------------------
-
-  private token(): string {
-    const token = this.secrets.token
-    if (!token || !this.loggedIn)
-      throw new ClientError(ClientErrorCode.NotLoggedIn, 'expected a valid login, got none')
-    return token
-  }
-
-  private async request(
-    method: 'GET' | 'POST' | 'PUT',
-    path: string,
-    options: { body?: unknown; token?: string } = {},
-  ): Promise<unknown> {
-    const response = await this.options.http.request(method, path, options)
-    if (response.status >= 200 && response.status < 300) return response.body
-    const error = errorFromResponse(response, `${method} ${path.split('?')[0]}`)
-    if (error.code === ClientErrorCode.NotLoggedIn && options.token) await this.sessionRefused()
-    throw error
   }
 }

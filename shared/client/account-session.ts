@@ -1,0 +1,114 @@
+/**
+ * The account's session with the server: the token (which only this device can read, since the
+ * server encrypts it to our RSA login key), whether it is still valid, logging in and out, and
+ * every REST request made with it. A request the server refuses as unauthenticated forgets the
+ * token and tells the owner (`onRefused`), which stops the relay link.
+ *
+ * What it does not know: the relay, messages, contacts.
+ */
+import { fromBase64Url, toBase64Url } from '../bytes.js'
+import { LoginResponse } from '../codec/api.js'
+import { decode } from '../codec/schema.js'
+import { rsaOaepDecrypt } from '../crypto/primitives.js'
+import type { AccountSecrets } from './account.js'
+import { ClientError, ClientErrorCode } from './errors.js'
+import type { SealedStore } from './sealed-store.js'
+import { errorFromResponse, type HttpClient } from './transport.js'
+
+export type Method = 'GET' | 'POST' | 'PUT'
+
+export class AccountSession {
+  private readonly http: HttpClient
+  private readonly records: SealedStore
+  private readonly loginKey: CryptoKey
+  private readonly now: () => number
+  /** The server refused the token (it was forgotten already). */
+  onRefused: () => void = () => {}
+
+  constructor(http: HttpClient, records: SealedStore, loginKey: CryptoKey, now: () => number) {
+    this.http = http
+    this.records = records
+    this.loginKey = loginKey
+    this.now = now
+  }
+
+  private get secrets(): AccountSecrets {
+    return this.records.account.secrets
+  }
+
+  private get username(): string {
+    return this.records.account.username
+  }
+
+  get loggedIn(): boolean {
+    const { token, tokenExpiresAt } = this.secrets
+    return token !== undefined && (tokenExpiresAt === undefined || tokenExpiresAt > this.now())
+  }
+
+  token(): string {
+    const token = this.secrets.token
+    if (!token || !this.loggedIn)
+      throw new ClientError(ClientErrorCode.NotLoggedIn, 'expected a valid login, got none')
+    return token
+  }
+
+  /** Gets a fresh session token: the server encrypts it to our RSA key, only we can read it. */
+  async login(password: string): Promise<void> {
+    const response = decode(
+      LoginResponse,
+      await this.request('POST', '/login', { body: { username: this.username, password } }),
+      'login response',
+    )
+    let token: Uint8Array
+    try {
+      token = await rsaOaepDecrypt(this.loginKey, fromBase64Url(response.encryptedToken))
+    } catch (cause) {
+      // The server encrypted the token to a login key this device does not hold: the account was
+      // started over elsewhere (reinstall), and its keys here are no longer the account's.
+      throw new ClientError(
+        ClientErrorCode.AccountReplaced,
+        `expected a token for this device's key, got one for another: ${this.username} started over on another device`,
+        { cause },
+      )
+    }
+    await this.records.saveSecrets({
+      ...this.secrets,
+      token: toBase64Url(token),
+      tokenExpiresAt: response.expiresAt,
+    })
+  }
+
+  /** Ends the session on the server (if it still can) and forgets the token here. */
+  async logout(): Promise<void> {
+    if (!this.secrets.token) return
+    await this.request('POST', '/logout', { token: this.token() }).catch(() => undefined)
+    await this.forgetToken()
+  }
+
+  async forgetToken(): Promise<void> {
+    if (this.secrets.token === undefined) return
+    const { token: _token, tokenExpiresAt: _expires, ...rest } = this.secrets
+    await this.records.saveSecrets(rest)
+  }
+
+  /** A request with the token. */
+  api(method: Method, path: string, body?: unknown): Promise<unknown> {
+    return this.request(method, path, { token: this.token(), ...(body !== undefined ? { body } : {}) })
+  }
+
+  /** The decoded JSON body of a 2xx answer, or the server's error as a ClientError. */
+  async request(
+    method: Method,
+    path: string,
+    options: { body?: unknown; token?: string } = {},
+  ): Promise<unknown> {
+    const response = await this.http.request(method, path, options)
+    if (response.status >= 200 && response.status < 300) return response.body
+    const error = errorFromResponse(response, `${method} ${path.split('?')[0]}`)
+    if (error.code === ClientErrorCode.NotLoggedIn && options.token) {
+      await this.forgetToken()
+      this.onRefused()
+    }
+    throw error
+  }
+}
