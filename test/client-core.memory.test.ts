@@ -7,12 +7,19 @@
 import { beforeAll, describe, expect, it } from 'vitest'
 import { decryptToken, makeClient, strongPassword } from '../server/test/harness.js'
 import { toBase64Url } from '../shared/bytes.js'
-import { ChatClient, type ChatClientOptions, type MessageView } from '../shared/client/chat-client.js'
+import {
+  ChatClient,
+  type ChatClientOptions,
+  type ContentHandler,
+  type MessageView,
+  noticeText,
+} from '../shared/client/chat-client.js'
 import { isClientError } from '../shared/client/errors.js'
 import { MemoryStore } from '../shared/client/store.js'
 import { type HttpResponse, webSocketUrl } from '../shared/client/transport.js'
 import type { ClientEvents } from '../shared/client/views.js'
 import type { LoginResponse } from '../shared/codec/api.js'
+import { type Static, Type } from '../shared/codec/schema.js'
 import { TEST_KDF_ITERATIONS } from './client-helpers.js'
 import { copyStore, MemoryRelay, type NetworkLink } from './memory-relay.js'
 
@@ -543,5 +550,54 @@ describe('the in-memory relay answers as the server does', () => {
     await relay.settle()
     expect(socket.closed).toEqual([{ code: 1000, reason: 'done' }])
     expect(relay.connectionCount('alice')).toBe(0)
+  })
+})
+
+describe('content of a kind a version does not know', () => {
+  /** A later version's content type: a poll, shown in the conversation as its question. */
+  const PollContent = Type.Object({
+    v: Type.Literal(1),
+    type: Type.Literal('poll'),
+    question: Type.String({ minLength: 1, maxLength: 200 }),
+  })
+  const pollHandler: ContentHandler<Static<typeof PollContent>> = {
+    type: 'poll',
+    schema: PollContent,
+    display: (poll) => `Poll: ${poll.question}`,
+    async handle() {},
+  }
+
+  it('is kept by a client one version behind, shown as such, and shown by a later version from the store', async () => {
+    const { alice, bob } = await pair()
+    const later: Device = { ...alice, options: { ...alice.options, contentHandlers: [pollHandler] } }
+    const aliceLater = await reopen(later)
+    await online(aliceLater, bob)
+    await aliceLater.client.send('bob', 'a question for you')
+    await bob.events.until(() => bob.events.incoming.length === 1)
+    const id = await aliceLater.client.sendContent('bob', { v: 1, type: 'poll', question: 'Lunch at noon?' })
+    await bob.events.until(() => bob.events.incoming.length === 2)
+    const [kept] = bob.events.incoming.slice(1)
+    expect(kept).toMatchObject({ id, kind: 'unsupported', text: '' })
+    expect(noticeText(kept!)).toBe(
+      'alice sent a kind of message this version cannot display. Update secure-chat to see it.',
+    )
+    expect((await bob.client.history('alice')).map((m) => m.kind)).toEqual(['text', 'unsupported'])
+
+    // Bob updates: the same store, opened by a version that knows polls, shows it.
+    const bobLater = await reopen({ ...bob, options: { ...bob.options, contentHandlers: [pollHandler] } })
+    expect((await bobLater.client.history('alice')).map((m) => [m.kind, m.text])).toEqual([
+      ['text', 'a question for you'],
+      ['text', 'Poll: Lunch at noon?'],
+    ])
+    // A type the client has no handler for, or a built-in one, is not sent through sendContent.
+    const refused = await bob.client
+      .sendContent('alice', { v: 1, type: 'poll', question: 'x' })
+      .catch((e: unknown) => e)
+    expect(isClientError(refused, 'E2E_ERR_CLIENT_INPUT')).toBe(true)
+    const builtIn = await aliceLater.client
+      .sendContent('bob', { v: 1, type: 'text', text: 'x' })
+      .catch((e: unknown) => e)
+    expect(isClientError(builtIn, 'E2E_ERR_CLIENT_INPUT')).toBe(true)
+    await closeAll(aliceLater, bobLater)
   })
 })

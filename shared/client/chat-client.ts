@@ -8,7 +8,7 @@ import type { SafetyNumber } from '../safety-number.js'
 import { ACCOUNT_KEY, readAccountHeader } from './account.js'
 import { AccountSession } from './account-session.js'
 import { Contacts } from './contacts.js'
-import { MAX_MESSAGE_TEXT_LENGTH } from './content.js'
+import { CONTENT_SCHEMAS, CONTENT_VERSION, type ExtraContent, MAX_MESSAGE_TEXT_LENGTH } from './content.js'
 import { builtInHandlers } from './content-handlers.js'
 import { type ClientContext, problemOf } from './context.js'
 import { ClientError, ClientErrorCode } from './errors.js'
@@ -45,6 +45,9 @@ export type {
   MessageView,
 } from './views.js'
 export { noticeText } from './views.js'
+
+/** The types the core itself sends (sendContent is for the others). */
+const BUILT_IN_TYPES: ReadonlySet<string> = new Set(Object.keys(CONTENT_SCHEMAS))
 
 export interface ChatClientOptions extends LocalAccountOptions {
   readonly http: HttpClient
@@ -410,6 +413,24 @@ export class ChatClient {
     // A contact may have started over while we were away: finish checking before encrypting to them.
     await this.identityChecks
     return this.outbox.sendText(name, text)
+  }
+
+  /**
+   * Sends content of a type one of `contentHandlers` defines (the seam new kinds of message plug
+   * into); refused unless this client knows the type and the content matches its schema.
+   */
+  async sendContent(peer: string, content: ExtraContent): Promise<string> {
+    const name = canonicalUsername(peer)
+    const handler = this.inbox.handlerFor(content.type)
+    if (!handler || content.v !== CONTENT_VERSION || BUILT_IN_TYPES.has(content.type)) {
+      throw new ClientError(
+        ClientErrorCode.InvalidInput,
+        'expected content of a type a handler was added for, got another',
+      )
+    }
+    decode(handler.schema, content, `${content.type} content`)
+    await this.identityChecks
+    return this.outbox.sendContent(name, content)
   }
 
   /**

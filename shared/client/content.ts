@@ -76,6 +76,13 @@ export type ContentType = keyof typeof CONTENT_SCHEMAS
 
 export type MessageContent = TextContent | ReceiptContent | RetryContent | UnavailableContent
 
+/** Content of a type a content handler adds (ChatClientOptions.contentHandlers), checked by its schema. */
+export interface ExtraContent {
+  readonly v: typeof CONTENT_VERSION
+  readonly type: string
+  readonly [field: string]: unknown
+}
+
 /** A decrypted plaintext, parsed as far as every version agrees: an object with a version and a type. */
 export interface ParsedContent {
   readonly v: number
@@ -84,7 +91,7 @@ export interface ParsedContent {
   readonly value: Record<string, unknown>
 }
 
-export function encodeContent(content: MessageContent): Uint8Array {
+export function encodeContent(content: MessageContent | ExtraContent): Uint8Array {
   return utf8Encode(JSON.stringify(content))
 }
 

@@ -15,6 +15,7 @@ import { MAX_SENT_CONTENT_ENTRIES, SENT_CONTENT_KEEP_MS } from '../limits.js'
 import { newMessageId } from '../message-id.js'
 import type { Contacts } from './contacts.js'
 import {
+  type ExtraContent,
   encodeContent,
   MAX_RECEIPT_IDS,
   type MessageContent,
@@ -106,12 +107,43 @@ export class Outbox {
   }
 
   /**
+   * Sends content of another type (a content handler's) to `peer`, kept for resending like a text;
+   * the handler that knows the type decides what it shows. Returns the frame's id.
+   */
+  async sendContent(peer: string, content: ExtraContent): Promise<string> {
+    const id = await this.ctx.peerQueues.run(peer, async () => {
+      const contact = await this.contacts.forSending(peer)
+      const current = await this.ctx.sessions.currentSession(address(peer))
+      const fresh = current && contact ? undefined : await this.contacts.fetchBundle(peer, contact)
+      const sentAt = this.ctx.now()
+      const frameId = toBase64Url(newMessageId(sentAt))
+      const encrypted = await this.ctx.sessions.encrypt(
+        address(peer),
+        encodeContent(content),
+        fresh ? { bundle: fresh.bundle } : {},
+      )
+      await this.ctx.store.commit([
+        encrypted.operation,
+        await this.ctx.records.outboxPut(
+          { id: frameId, peer, envelope: toBase64Url(encrypted.envelope), kind: 'content' },
+          this.ctx.nextOrder(),
+        ),
+        await this.ctx.records.sentPut({ id: frameId, peer, content, sentAt, resends: 0 }),
+        ...(fresh ? [await this.ctx.records.contactPut(fresh.contact)] : []),
+      ])
+      return frameId
+    })
+    await this.flush()
+    return id
+  }
+
+  /**
    * The operations that put `content` in the outbox to `peer` on the current session (which must
    * exist), and keep it when `keep` says so; the caller commits them, in the peer's queue.
    */
   async queue(
     peer: string,
-    content: MessageContent,
+    content: MessageContent | ExtraContent,
     kind: OutboxRecord['kind'],
     options: { id?: string; keep?: TextContent | ReceiptContent } = {},
   ): Promise<StoreOperation[]> {

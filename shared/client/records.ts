@@ -5,7 +5,7 @@
  */
 import type { PublicIdentityJson } from '../codec/api.js'
 import { Type } from '../codec/schema.js'
-import type { ReceiptContent, TextContent } from './content.js'
+import type { ExtraContent, ReceiptContent, TextContent } from './content.js'
 import type { ContactView, DeliveryState, MessageKind, MessageView } from './views.js'
 
 /** Checked on every read: a contact record decides whom we trust, so a damaged one must not pass. */
@@ -65,7 +65,7 @@ export interface OutboxRecord {
    * Only text appears in history; receipts, retry requests, their answers and resent messages
    * travel through the outbox too.
    */
-  kind: 'text' | 'receipt' | 'retry' | 'unavailable' | 'resend'
+  kind: 'text' | 'receipt' | 'retry' | 'unavailable' | 'resend' | 'content'
 }
 
 /**
@@ -75,7 +75,8 @@ export interface OutboxRecord {
 export interface SentRecord {
   id: string
   peer: string
-  content: TextContent | ReceiptContent
+  /** A text, a receipt, or content of a type a handler added (sendContent). */
+  content: TextContent | ReceiptContent | ExtraContent
   sentAt: number
   /** How often it was sent again on request (at most MAX_RESENDS_PER_MESSAGE). */
   resends: number

@@ -20,7 +20,13 @@ import {
 } from '../limits.js'
 import { newMessageId } from '../message-id.js'
 import type { Contacts } from './contacts.js'
-import { encodeContent, MAX_RETRY_IDS, type MessageContent } from './content.js'
+import {
+  type ExtraContent,
+  encodeContent,
+  MAX_RETRY_IDS,
+  type MessageContent,
+  type TextContent,
+} from './content.js'
 import type { ClientContext } from './context.js'
 import type { Outbox } from './outbox.js'
 import type { MessageRecord } from './records.js'
@@ -166,9 +172,10 @@ export class Retries {
         continue
       }
       const frameId = toBase64Url(newMessageId(now))
-      const content: MessageContent =
+      // A text carries its frame's id inside (§7.6): the resend's own; the original is resendOf.
+      const content: MessageContent | ExtraContent =
         sent.content.type === 'text'
-          ? { ...sent.content, id: frameId, resendOf: id }
+          ? { ...(sent.content as TextContent), id: frameId, resendOf: id }
           : { ...sent.content, resendOf: id }
       // Each encryption advances the record, so each is committed (with its envelope) before the next.
       await this.ctx.store.commit([
