@@ -58,7 +58,22 @@ function readOptional(reader: ByteReader, length: number): Uint8Array | null {
   return readFlag(reader) ? reader.fixed(length) : null
 }
 
+/**
+ * Sessions are immutable values (every change makes a new object), so the bytes of one never
+ * change: a record's archived sessions, unchanged by most messages, are serialized (and their keys
+ * exported) once, not for every message.
+ */
+const serialized = new WeakMap<Session, Uint8Array>()
+
 export async function serializeSession(session: Session): Promise<Uint8Array> {
+  const known = serialized.get(session)
+  if (known) return known
+  const bytes = await encodeSession(session)
+  serialized.set(session, bytes)
+  return bytes
+}
+
+async function encodeSession(session: Session): Promise<Uint8Array> {
   const { ratchet } = session
   const ourRatchetKey = ratchet.ourRatchetKey
     ? concatBytes(
@@ -235,9 +250,13 @@ export async function deserializeSessionRecord(bytes: Uint8Array): Promise<Sessi
   }
   const sessions: Session[] = []
   for (let i = 0; i < archivedCount + (hasCurrent ? 1 : 0); i++) {
-    const inner = new ByteReader(reader.bytes(MAX_SESSION_BYTES), 'session')
-    sessions.push(await readSession(inner))
+    const bytes = reader.bytes(MAX_SESSION_BYTES)
+    const inner = new ByteReader(bytes, 'session')
+    const session = await readSession(inner)
     inner.end()
+    // Written again as read, unless it was format 1 (which is written as format 2).
+    if (bytes[0] === SESSION_SERIALIZATION_VERSION) serialized.set(session, bytes)
+    sessions.push(session)
   }
   reader.end()
   return hasCurrent

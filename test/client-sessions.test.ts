@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startServer, type TestServer } from '../server/test/harness.js'
-import type { ChatClient, MessageView } from '../shared/client/chat-client.js'
+import { type ChatClient, ChatClient as Client, type MessageView } from '../shared/client/chat-client.js'
 import { registerClient } from './client-helpers.js'
 
 let server: TestServer
@@ -129,9 +129,9 @@ describe('messages that cannot be decrypted', () => {
   it('a session lost on one side: a notice, a retry request, and the message arrives in its place', async () => {
     const bobAccount = await registerClient(server)
     const alice = (await registerClient(server)).client
-    const bob = bobAccount.client
+    let bob = bobAccount.client
     const a = observe(alice)
-    const b = observe(bob)
+    let b = observe(bob)
     await online(alice, bob)
     await alice.send(bob.username, 'before')
     await waitFor(() => b.texts.length === 1)
@@ -142,9 +142,14 @@ describe('messages that cannot be decrypted', () => {
       (await client.history(peer.username)).every((m) => m.direction === 'in' || m.state === 'delivered')
     await waitFor(async () => (await delivered(alice, bob)) && (await delivered(bob, alice)))
 
-    // Bob's session with alice is gone (as if his store lost it).
-    const store = bobAccount.options.store
-    await store.commit([{ op: 'delete', table: 'sessions', key: `${alice.username}:1` }])
+    // Bob's session with alice is gone from his store (as if it lost it), and his app restarts.
+    await bob.close()
+    await bobAccount.options.store.commit([{ op: 'delete', table: 'sessions', key: `${alice.username}:1` }])
+    bob = await Client.open(bobAccount.options, bobAccount.password)
+    const seenBefore = b.texts
+    b = observe(bob)
+    b.texts.push(...seenBefore)
+    await online(bob)
     const notice = messageEvent(bob, (m) => m.kind === 'undecryptable')
     const recovered = messageEvent(bob, (m) => m.kind === 'text' && m.text === 'after the loss')
     const sent = await alice.send(bob.username, 'after the loss')
@@ -177,13 +182,12 @@ describe('messages that cannot be decrypted', () => {
     const aliceAccount = await registerClient(server)
     const bobAccount = await registerClient(server)
     const alice = aliceAccount.client
-    const bob = bobAccount.client
-    await online(alice, bob)
-    await alice.send(bob.username, 'hello')
-    await waitFor(async () => (await alice.history(bob.username))[0]?.state === 'delivered')
-    await bob.disconnect()
+    await online(alice, bobAccount.client)
+    await alice.send(bobAccount.client.username, 'hello')
+    await waitFor(async () => (await alice.history(bobAccount.client.username))[0]?.state === 'delivered')
+    await bobAccount.client.close()
 
-    const sent = await alice.send(bob.username, 'gone before it is read')
+    const sent = await alice.send(bobAccount.client.username, 'gone before it is read')
     await alice.flush()
     // Alice's device no longer keeps what she sent (as after SENT_CONTENT_KEEP_MS), and bob's
     // session with her is gone: his retry request can only be answered "unavailable".
@@ -196,6 +200,7 @@ describe('messages that cannot be decrypted', () => {
       })),
     )
     await bobAccount.options.store.commit([{ op: 'delete', table: 'sessions', key: `${alice.username}:1` }])
+    const bob = await Client.open(bobAccount.options, bobAccount.password)
     const lost = messageEvent(bob, (m) => m.kind === 'lost')
     const failed = new Promise<void>((resolve) =>
       alice.events.on('delivery', ({ id, state }) => id === sent.id && state === 'failed' && resolve()),
@@ -203,7 +208,9 @@ describe('messages that cannot be decrypted', () => {
     await online(bob)
     expect((await lost).id).toBe(sent.id)
     await failed
-    expect((await alice.history(bob.username)).find((m) => m.id === sent.id)?.state).toBe('failed')
+    expect((await alice.history(bobAccount.client.username)).find((m) => m.id === sent.id)?.state).toBe(
+      'failed',
+    )
     expect((await bob.history(alice.username)).map((m) => m.kind)).toEqual(['text', 'lost'])
     await Promise.all([alice.close(), bob.close()])
   })

@@ -80,7 +80,8 @@ export class ChatClient {
   private lastOrder = 0
 
   private constructor(options: ChatClientOptions, account: LocalAccount) {
-    this.store = options.store
+    // Every part reads and commits through the sealed store's view, which keeps live records in step.
+    this.store = account.records.store
     this.records = account.records
     this.identity = account.identity
     this.username = account.records.account.username

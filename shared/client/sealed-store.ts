@@ -38,15 +38,82 @@ import {
   type OutboxRecord,
   type SentRecord,
 } from './records.js'
-import type { ClientStore, StoreOperation } from './store.js'
+import type { ClientStore, StoreOperation, StoreRecord, StoreTable } from './store.js'
+
+/**
+ * The store as the core commits to it: after a commit succeeds, `committed` learns what it held
+ * (so the session records kept in memory follow the store exactly, and never run ahead of it).
+ */
+class ObservedStore implements ClientStore {
+  constructor(
+    private readonly inner: ClientStore,
+    private readonly committed: (operations: readonly StoreOperation[]) => void,
+    private readonly wiped: () => void,
+  ) {}
+
+  get(table: StoreTable, key: string): Promise<StoreRecord | undefined> {
+    return this.inner.get(table, key)
+  }
+
+  list(table: StoreTable): Promise<StoreRecord[]> {
+    return this.inner.list(table)
+  }
+
+  listMessages(peer: string, options: { limit: number; beforeOrder?: number }): Promise<StoreRecord[]> {
+    return this.inner.listMessages(peer, options)
+  }
+
+  async commit(operations: readonly StoreOperation[]): Promise<void> {
+    await this.inner.commit(operations)
+    this.committed(operations)
+  }
+
+  async wipe(): Promise<void> {
+    this.wiped()
+    await this.inner.wipe()
+  }
+
+  close(): Promise<void> {
+    return this.inner.close()
+  }
+}
 
 export class SealedStore {
-  private readonly store: ClientStore
+  /**
+   * The store to read and commit through (every part of the core does): it keeps the live session
+   * records below in step with what is committed.
+   */
+  readonly store: ClientStore
   private unlocked: UnlockedAccount
+  /**
+   * Session records as last committed, by address: decrypting a backlog reuses the record (and its
+   * imported keys) instead of reading, opening and rebuilding it for every message.
+   */
+  private readonly liveSessions = new Map<string, SessionRecord>()
+  /** The record each pending session put will store, once its commit succeeds. */
+  private readonly pendingSessions = new WeakMap<StoreOperation, SessionRecord>()
 
   constructor(store: ClientStore, account: UnlockedAccount) {
-    this.store = store
+    this.store = new ObservedStore(
+      store,
+      (operations) => this.committed(operations),
+      () => this.liveSessions.clear(),
+    )
     this.unlocked = account
+  }
+
+  private committed(operations: readonly StoreOperation[]): void {
+    for (const operation of operations) {
+      if (operation.table !== 'sessions') continue
+      if (operation.op === 'delete') {
+        this.liveSessions.delete(operation.key)
+        continue
+      }
+      const record = this.pendingSessions.get(operation)
+      if (record) this.liveSessions.set(operation.record.key, record)
+      // A session put that did not come from sessionRecordPut: the store is the truth.
+      else this.liveSessions.delete(operation.record.key)
+    }
   }
 
   /** The account with its current secrets (as last put, whether or not that batch was committed yet). */
@@ -69,8 +136,14 @@ export class SealedStore {
   }
 
   async loadSessionRecord(address: AddressKey): Promise<SessionRecord | undefined> {
+    const live = this.liveSessions.get(address)
+    if (live) return live
     const record = await this.store.get('sessions', address)
-    return record && this.openSessionRecord(address, record.value)
+    if (!record) return undefined
+    const opened = await this.openSessionRecord(address, record.value)
+    // (Work on one address is serialised, so nothing newer can have been committed meanwhile.)
+    if (!this.liveSessions.has(address)) this.liveSessions.set(address, opened)
+    return this.liveSessions.get(address)!
   }
 
   async openSessionRecord(address: AddressKey, sealed: Uint8Array): Promise<SessionRecord> {
@@ -93,7 +166,9 @@ export class SealedStore {
       await serializeSessionRecord(record),
       `session:${address}`,
     )
-    return { op: 'put', table: 'sessions', record: { key: address, value } }
+    const operation: StoreOperation = { op: 'put', table: 'sessions', record: { key: address, value } }
+    this.pendingSessions.set(operation, record)
+    return operation
   }
 
   /** A session as records format 1 stored it: one per contact, keyed by username. */
