@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { signUp, startServer, type TestServer } from '../server/test/harness.js'
-import type { ChatClient, ConnectionState, MessageView } from '../shared/client/chat-client.js'
+import { ChatClient, type ConnectionState, type MessageView } from '../shared/client/chat-client.js'
 import { MemoryStore } from '../shared/client/store.js'
 import type { ClientEvents } from '../shared/client/views.js'
 import { ONE_TIME_PREKEY_BATCH, ONE_TIME_PREKEY_REFILL_THRESHOLD } from '../shared/limits.js'
@@ -215,6 +215,64 @@ describe('acknowledging only what is stored', () => {
       'stored on the second try',
       'a later message',
     ])
+    await Promise.all([alice.close(), bob.close()])
+  })
+
+  it('a backlog is stored in batches, acknowledged only once stored, and a failing batch loses nothing', async () => {
+    const alice = (await registerClient(server)).client
+    const { factory, tap } = tappedWebSocketFactory(server)
+    const bobStore = new FlakyStore()
+    const bobAccount = await registerClient(server, { webSocket: factory, store: bobStore })
+    await bobAccount.client.close()
+    await online(alice)
+    const texts = Array.from({ length: 120 }, (_, i) => `queued ${i}`)
+    for (const text of texts) await alice.send(bobAccount.client.username, text)
+    await alice.flush()
+
+    // Bob comes back; the second batch of deliveries his database is asked to store fails once.
+    let batches = 0
+    const commitsWithMessages: number[] = []
+    bobStore.failOnce((operations) => {
+      const messages = operations.filter(
+        (operation) => operation.op === 'put' && operation.table === 'messages',
+      )
+      return messages.length > 0 && ++batches === 2
+    })
+    const counting = bobStore.commit.bind(bobStore)
+    bobStore.commit = async (operations) => {
+      await counting(operations)
+      const stored = operations.filter(
+        (operation) => operation.op === 'put' && operation.table === 'messages',
+      )
+      if (stored.length > 0) commitsWithMessages.push(stored.length)
+    }
+    const bob = await ChatClient.open(bobAccount.options, bobAccount.password)
+    const atBob = incoming(bob)
+    bob.connect()
+    await new Promise<void>((resolve) => {
+      const check = () => atBob.length >= texts.length && resolve()
+      bob.events.on('message', check)
+    })
+    expect(atBob.map((m) => m.text)).toEqual(texts)
+    expect((await bob.history(alice.username, { limit: 200 })).map((m) => m.text)).toEqual(texts)
+    expect(bobStore.failed).toHaveLength(1)
+    // Many messages per commit (a commit per message would make 120).
+    expect(commitsWithMessages.reduce((a, b) => a + b, 0)).toBe(texts.length)
+    expect(commitsWithMessages.length).toBeLessThanOrEqual(texts.length / 2)
+    // Nothing was acknowledged before it was stored: on the first connection, whose second batch
+    // failed, no acknowledgement went beyond the deliveries of its first batch.
+    const reconnect = tap.frames.findIndex(
+      (seen, i) => i > tap.frames.findIndex((f) => f.frame.type === 'ready') && seen.frame.type === 'ready',
+    )
+    const firstConnection = tap.frames.slice(0, reconnect)
+    const delivered = firstConnection.filter(
+      (seen) => seen.direction === 'received' && seen.frame.type === 'deliver',
+    )
+    const acked = firstConnection
+      .filter((seen) => seen.direction === 'sent' && seen.frame.type === 'ack')
+      .map((seen) => seen.frame.upTo as number)
+    expect(reconnect).toBeGreaterThan(0)
+    expect(Math.max(0, ...acked)).toBeLessThanOrEqual(delivered[commitsWithMessages[0]! - 1]!.frame.seq)
     await Promise.all([alice.close(), bob.close()])
   })
 })

@@ -1,7 +1,6 @@
 import { RegisterResponse } from '../codec/api.js'
 import { FRAME_VERSION, type ServerFrame } from '../codec/frames.js'
 import { decode } from '../codec/schema.js'
-import { isProtocolError, ProtocolErrorCode } from '../errors.js'
 import type { Identity, PublicIdentity } from '../identity.js'
 import { defaultKeyGeneration } from '../key-generation.js'
 import type { SafetyNumber } from '../safety-number.js'
@@ -24,7 +23,7 @@ import {
 import { Outbox } from './outbox.js'
 import { PeerQueues } from './peer-queues.js'
 import { type PreKeyStatus, PreKeyUpkeep } from './prekey-upkeep.js'
-import { type Connection, RelayLink } from './relay-link.js'
+import { type Connection, type ReceivedFrame, RelayLink } from './relay-link.js'
 import { Retries } from './retries.js'
 import type { SealedStore } from './sealed-store.js'
 import { SessionManager } from './session-manager.js'
@@ -93,7 +92,7 @@ export class ChatClient {
       serverUrl: options.serverUrl,
       webSocket: options.webSocket,
       token: () => this.session.token(),
-      onFrame: (frame, connection) => this.handleFrame(frame, connection),
+      onFrames: (frames) => this.handleFrames(frames),
       onState: (state) => this.events.emit('connection', { state }),
       onClosed: () => {
         this.contactsPart.forgetPresence()
@@ -243,6 +242,31 @@ export class ChatClient {
     await this.link.disconnect()
   }
 
+  /** Frames in order; consecutive deliveries are stored together (inbox.ts), then acknowledged. */
+  private async handleFrames(frames: readonly ReceivedFrame[]): Promise<void> {
+    let start = 0
+    while (start < frames.length) {
+      const { frame, connection } = frames[start]!
+      if (frame.type !== 'deliver') {
+        await this.handleFrame(frame, connection)
+        start++
+        continue
+      }
+      let end = start + 1
+      while (
+        end < frames.length &&
+        frames[end]!.frame.type === 'deliver' &&
+        frames[end]!.connection === connection
+      )
+        end++
+      await this.receive(
+        frames.slice(start, end).map(({ frame }) => frame as DeliverFrame),
+        connection,
+      )
+      start = end
+    }
+  }
+
   private async handleFrame(frame: ServerFrame, connection: Connection): Promise<void> {
     switch (frame.type) {
       case 'ready':
@@ -254,14 +278,7 @@ export class ChatClient {
         if (frame.queued === 0) this.caughtUp(0, connection)
         return
       case 'deliver':
-        // A delivery from a connection that is gone is not acknowledged: the server sends it again.
-        if (this.link.isCurrent(connection) && (await this.receive(frame, connection))) {
-          // The queued backlog is delivered first, in order; count off what is stored or settled.
-          if (this.backlog > 0 && ++this.backlogStored === this.backlog) {
-            this.caughtUp(this.backlog, connection)
-            this.backlog = 0
-          }
-        }
+        await this.receive([frame], connection)
         return
       case 'accepted':
         await this.outbox.accepted(frame.id, frame.ts)
@@ -290,25 +307,30 @@ export class ChatClient {
     }
   }
 
-  /** Stores one delivery; true once it is stored (or settled as unreadable) and acknowledged. */
-  private async receive(frame: DeliverFrame, connection: Connection): Promise<boolean> {
+  /** Stores deliveries (or settles them as notices), then acknowledges them all at once. */
+  private async receive(frames: readonly DeliverFrame[], connection: Connection): Promise<void> {
+    // A delivery from a connection that is gone is not acknowledged: the server sends it again.
     // After a local failure, later frames of the same connection wait for their redelivery too.
-    if (this.receivingHalted) return false
+    if (!this.link.isCurrent(connection) || this.receivingHalted) return
     try {
-      await this.inbox.receive(frame)
+      await this.inbox.receive(frames)
     } catch (error) {
-      // A replay of a message a session already opened: acknowledged, and nothing else happens.
-      if (!isProtocolError(error, ProtocolErrorCode.DuplicateMessage)) {
-        // Not the message's fault (the local database failed): acknowledging would lose it, and
-        // acknowledgements are cumulative, so stop here. The server sends it again after reconnecting.
-        this.report(error)
-        this.receivingHalted = true
-        this.link.close(4000, 'local storage failed')
-        return false
+      // Not the messages' fault (the local database failed): acknowledging would lose them, and
+      // acknowledgements are cumulative, so stop here. The server sends them again after reconnecting.
+      this.report(error)
+      this.receivingHalted = true
+      this.link.close(4000, 'local storage failed')
+      return
+    }
+    this.link.acknowledge(Math.max(...frames.map((frame) => frame.seq)), connection)
+    // The queued backlog is delivered first, in order; count off what is stored or settled.
+    if (this.backlog > 0) {
+      this.backlogStored += frames.length
+      if (this.backlogStored >= this.backlog) {
+        this.caughtUp(this.backlog, connection)
+        this.backlog = 0
       }
     }
-    this.link.acknowledge(frame.seq, connection)
-    return true
   }
 
   /** Announced once the backlog is stored and every contact's identity has been checked. */

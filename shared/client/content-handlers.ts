@@ -14,7 +14,7 @@ import {
 } from './content.js'
 import type { ClientContext } from './context.js'
 import { addNotice, type ContentHandler, noticeRecord } from './inbox.js'
-import { type MessageRecord, messageKey, messageView } from './records.js'
+import { type MessageRecord, messageView } from './records.js'
 
 export interface BuiltInDependencies {
   /** A receipt for `id` is due to `peer` (after this delivery is stored). */
@@ -42,7 +42,7 @@ export function builtInHandlers(ctx: ClientContext, deps: BuiltInDependencies): 
         return
       }
       const original = resendOf(delivery.parsed)
-      const replaced = original === undefined ? undefined : await ctx.records.loadMessage(peer, original)
+      const replaced = original === undefined ? undefined : await delivery.loadMessage(original)
       if (replaced && (replaced.direction !== 'in' || (replaced.kind ?? 'text') === 'text')) return
       const inPlace =
         replaced !== undefined && replaced.order > (delivery.contact.readUpTo ?? Number.NEGATIVE_INFINITY)
@@ -56,7 +56,7 @@ export function builtInHandlers(ctx: ClientContext, deps: BuiltInDependencies): 
         state: 'received',
         order: inPlace ? replaced.order : ctx.nextOrder(),
       }
-      delivery.operations.push(await ctx.records.messagePut(received))
+      await delivery.putMessage(received)
       if (replaced && !inPlace)
         delivery.after.push(() => ctx.events.emit('removed', { peer, id: received.id }))
       delivery.after.push(() => {
@@ -73,17 +73,17 @@ export function builtInHandlers(ctx: ClientContext, deps: BuiltInDependencies): 
     async handle(delivery, content) {
       const { peer } = delivery
       for (const id of content.ids) {
-        const message = await ctx.records.loadMessage(peer, id)
+        const message = await delivery.loadMessage(id)
         if (message && message.direction === 'out' && message.state !== 'delivered') {
-          delivery.operations.push(await ctx.records.messagePut({ ...message, state: 'delivered' }))
+          await delivery.putMessage({ ...message, state: 'delivered' })
           delivery.after.push(() => ctx.events.emit('delivery', { peer, id, state: 'delivered' }))
         }
       }
       // A receipt sent again on our request: the notice for it has nothing to show and goes.
       const original = resendOf(delivery.parsed)
-      const notice = original === undefined ? undefined : await ctx.records.loadMessage(peer, original)
+      const notice = original === undefined ? undefined : await delivery.loadMessage(original)
       if (original !== undefined && notice?.direction === 'in' && (notice.kind ?? 'text') !== 'text') {
-        delivery.operations.push({ op: 'delete', table: 'messages', key: messageKey(peer, original) })
+        delivery.deleteMessage(original)
         delivery.after.push(() => ctx.events.emit('removed', { peer, id: original }))
       }
     },
@@ -108,10 +108,10 @@ export function builtInHandlers(ctx: ClientContext, deps: BuiltInDependencies): 
     schema: UnavailableContent,
     async handle(delivery, content) {
       for (const id of content.ids) {
-        const notice = await ctx.records.loadMessage(delivery.peer, id)
+        const notice = await delivery.loadMessage(id)
         if (notice?.direction === 'in' && notice.kind === 'undecryptable') {
           const lost: MessageRecord = { ...notice, kind: 'lost' }
-          delivery.operations.push(await ctx.records.messagePut(lost))
+          await delivery.putMessage(lost)
           delivery.after.push(() => ctx.events.emit('message', messageView(lost)))
         }
       }

@@ -1,8 +1,10 @@
 /**
- * Everything we receive: a delivery is decrypted with the session it belongs to, its content read,
- * and the result stored (the session, the message or notice, the contact) in one commit before the
- * delivery is acknowledged. What a content does is decided by a table of content handlers, one per
- * `type`, so a new kind of content plugs in without touching the rest:
+ * Everything we receive. Deliveries come in batches (what the relay link had buffered): each
+ * sender's deliveries are decrypted one after another on that sender's session record in memory,
+ * their content read, and the results stored (the record, the messages or notices, the contact) in
+ * one commit per sender and batch, one fsync for many messages, before anything is acknowledged.
+ * What a content does is decided by a table of content handlers, one per `type`, so a new kind of
+ * content plugs in without touching the rest:
  *
  *   - no session opens it: a notice `undecryptable` in its place, and its id kept for a retry request;
  *   - it decrypts but is malformed: a notice `unreadable`;
@@ -10,8 +12,8 @@
  *     version with a handler for it shows from the store (`view`);
  *   - otherwise its handler adds what it means to the commit.
  *
- * What it does not know: sockets and acknowledgements (the façade acks what `receive` settled),
- * how retry requests are sent (Retries), how receipts are sent (Outbox).
+ * What it does not know: sockets and acknowledgements (the façade acks what a batch settled), how
+ * retry requests are sent (Retries), how receipts are sent (Outbox).
  */
 import { address } from '../address.js'
 import { fromBase64Url, toBase64Url } from '../bytes.js'
@@ -20,25 +22,29 @@ import { FRAME_VERSION, type ServerFrame } from '../codec/frames.js'
 import { publicIdentityToJson } from '../codec/keys.js'
 import { decode, type TSchema } from '../codec/schema.js'
 import { isProtocolError, ProtocolErrorCode } from '../errors.js'
+import type { RecordDecryption } from '../session-record.js'
 import { contactSeen } from './contacts.js'
 import { CONTENT_VERSION, MAX_RETRY_IDS, type ParsedContent, parseContent } from './content.js'
 import type { ClientContext } from './context.js'
 import { ClientErrorCode, isClientError } from './errors.js'
 import { type ContactRecord, type MessageRecord, messageKey, messageView } from './records.js'
-import type { SessionDecryption } from './session-manager.js'
 import type { StoreOperation } from './store.js'
 import type { MessageKind, MessageView } from './views.js'
 
 export type DeliverFrame = Extract<ServerFrame, { type: 'deliver' }>
 
-/** One delivery being stored: a handler adds to `operations` and `after`, and may change `contact`. */
+/** One delivery being stored: a handler adds to the commit through it, and may change `contact`. */
 export interface Delivery {
   readonly peer: string
   readonly frame: DeliverFrame
   readonly parsed: ParsedContent
-  /** The contact as it will be stored with this delivery. */
+  /** The contact as it will be stored with this batch. */
   contact: ContactRecord
-  /** Committed together: the session update is already in. */
+  /** A message of this conversation, as this batch leaves it so far (stored, or put before). */
+  loadMessage(id: string): Promise<MessageRecord | undefined>
+  putMessage(message: MessageRecord): Promise<void>
+  deleteMessage(id: string): void
+  /** Other operations for the same commit. */
   readonly operations: StoreOperation[]
   /** Run once the commit succeeded (events, follow-up work). */
   readonly after: (() => void)[]
@@ -82,18 +88,52 @@ export async function addNotice(
   delivery: Delivery,
   notice: MessageRecord,
 ): Promise<void> {
-  delivery.operations.push(await ctx.records.messagePut(notice))
+  await delivery.putMessage(notice)
   delivery.after.push(() => ctx.events.emit('message', messageView(notice)))
   delivery.added = true
 }
 
 /**
  * Errors that mean the message itself can never be decrypted (malformed, not for a session we
- * hold, tampered, replayed). Anything else is a local failure, and the delivery is not acknowledged.
+ * hold, tampered, replayed). Anything else is a local failure, and the batch is not acknowledged.
  */
 function isUndecryptable(error: unknown): error is { code: string } {
   if (isProtocolError(error)) return true
   return isClientError(error) && error.code === ClientErrorCode.InvalidState
+}
+
+/** One sender's part of a batch: everything it changes, committed together. */
+class SenderBatch {
+  readonly operations: StoreOperation[] = []
+  readonly after: (() => void)[] = []
+  /** Messages put (or deleted, undefined) by this batch, by id: later deliveries see them. */
+  private readonly messages = new Map<string, MessageRecord | undefined>()
+
+  constructor(
+    private readonly ctx: ClientContext,
+    readonly peer: string,
+  ) {}
+
+  async loadMessage(id: string): Promise<MessageRecord | undefined> {
+    if (this.messages.has(id)) return this.messages.get(id)
+    return this.ctx.records.loadMessage(this.peer, id)
+  }
+
+  /** True when the batch already holds an entry under this id, or the store does. */
+  async holds(id: string): Promise<boolean> {
+    if (this.messages.has(id)) return this.messages.get(id) !== undefined
+    return (await this.ctx.store.get('messages', messageKey(this.peer, id))) !== undefined
+  }
+
+  async putMessage(message: MessageRecord): Promise<void> {
+    this.messages.set(message.id, message)
+    this.operations.push(await this.ctx.records.messagePut(message))
+  }
+
+  deleteMessage(id: string): void {
+    this.messages.set(id, undefined)
+    this.operations.push({ op: 'delete', table: 'messages', key: messageKey(this.peer, id) })
+  }
 }
 
 export class Inbox {
@@ -112,115 +152,123 @@ export class Inbox {
   }
 
   /**
-   * Decrypts, reads and stores one delivery, in its sender's queue. Only a failure of our own (the
-   * store) and a replay are thrown: the first must not be acknowledged, the second is ignored.
+   * Decrypts, reads and stores a batch of deliveries, each sender's in its queue and in one commit.
+   * A failure of our own (the store) is thrown, and then none of the batch may be acknowledged;
+   * replays are skipped.
    */
-  async receive(frame: DeliverFrame): Promise<void> {
-    const peer = frame.from
-    await this.ctx.peerQueues.run(peer, () => this.receiveFrom(peer, frame))
+  async receive(frames: readonly DeliverFrame[]): Promise<void> {
+    const bySender = new Map<string, DeliverFrame[]>()
+    for (const frame of frames) {
+      const list = bySender.get(frame.from)
+      if (list) list.push(frame)
+      else bySender.set(frame.from, [frame])
+    }
+    for (const [peer, deliveries] of bySender) {
+      await this.ctx.peerQueues.run(peer, () => this.receiveFrom(peer, deliveries))
+    }
   }
 
-  private async receiveFrom(peer: string, frame: DeliverFrame): Promise<void> {
-    // Stored already (our acknowledgement was lost): acknowledge again, change nothing.
-    if (await this.ctx.store.get('messages', messageKey(peer, frame.id))) return
-    let decrypted: SessionDecryption
-    try {
-      decrypted = await this.ctx.sessions.decrypt(address(peer), decodeEnvelope(fromBase64Url(frame.body)))
-    } catch (error) {
-      if (!isUndecryptable(error) || isProtocolError(error, ProtocolErrorCode.DuplicateMessage)) throw error
-      const contact = await this.storeUndecryptable(peer, frame)
-      this.ctx.events.emit('undecryptable', { peer, id: frame.id, reason: error.code })
-      this.onUndecryptable(peer, contact.retryRequestedAt)
-      return
-    }
-    const seen = contactSeen(
-      await this.ctx.records.loadContact(peer),
-      peer,
-      publicIdentityToJson(decrypted.remoteIdentity),
-    )
-    const delivery = await this.read(peer, frame, decrypted, seen.contact)
-    if (delivery.added) {
-      delivery.contact = {
-        ...delivery.contact,
-        unread: delivery.contact.unread + 1,
-        lastMessageAt: Math.max(delivery.contact.lastMessageAt ?? 0, frame.ts),
+  private async receiveFrom(peer: string, frames: readonly DeliverFrame[]): Promise<void> {
+    const batch = new SenderBatch(this.ctx, peer)
+    const stored = await this.ctx.records.loadContact(peer)
+    let contact: ContactRecord = stored ?? { username: peer, verified: false, unread: 0 }
+    let record = await this.ctx.sessions.record(address(peer))
+    const initialRecord = record
+    let identityChanged = false
+    let undecryptable = false
+    for (const frame of frames) {
+      // Stored already (our acknowledgement was lost), or twice in this batch: nothing changes.
+      if (await batch.holds(frame.id)) continue
+      let decrypted: RecordDecryption
+      try {
+        decrypted = await this.ctx.sessions.decryptWith(record, decodeEnvelope(fromBase64Url(frame.body)))
+      } catch (error) {
+        if (!isUndecryptable(error)) throw error
+        // A replay of a message a session already opened: nothing else happens.
+        if (isProtocolError(error, ProtocolErrorCode.DuplicateMessage)) continue
+        const notice = noticeRecord(this.ctx, peer, frame, 'undecryptable')
+        await batch.putMessage(notice)
+        contact = {
+          ...contact,
+          unread: contact.unread + 1,
+          lastMessageAt: Math.max(contact.lastMessageAt ?? 0, frame.ts),
+          retryPending: [...(contact.retryPending ?? []), frame.id].slice(-MAX_RETRY_IDS),
+        }
+        batch.after.push(() => {
+          this.ctx.events.emit('message', messageView(notice))
+          this.ctx.events.emit('undecryptable', { peer, id: frame.id, reason: error.code })
+        })
+        undecryptable = true
+        continue
       }
+      record = decrypted.record
+      if (decrypted.usedOneTimePreKeyId !== undefined) {
+        batch.operations.push({
+          op: 'delete',
+          table: 'prekeys',
+          key: `one-time:${decrypted.usedOneTimePreKeyId}`,
+        })
+      }
+      const seen = contactSeen(contact, peer, publicIdentityToJson(decrypted.session.remoteIdentity))
+      identityChanged ||= seen.identityChanged
+      contact = await this.read(batch, frame, decrypted.plaintext, seen.contact)
     }
-    delivery.operations.push(await this.ctx.records.contactPut(delivery.contact))
-    await this.ctx.store.commit(delivery.operations)
-    if (seen.newContact) this.ctx.sendFrame({ v: FRAME_VERSION, type: 'presence.subscribe', users: [peer] })
-    if (seen.identityChanged) this.ctx.events.emit('identity-changed', { peer })
-    for (const step of delivery.after) step()
+    const operations = [...batch.operations]
+    if (record !== initialRecord) operations.push(await this.ctx.sessions.recordPut(address(peer), record))
+    if (operations.length === 0) return
+    operations.push(await this.ctx.records.contactPut(contact))
+    await this.ctx.store.commit(operations)
+
+    if (!stored) this.ctx.sendFrame({ v: FRAME_VERSION, type: 'presence.subscribe', users: [peer] })
+    if (identityChanged) this.ctx.events.emit('identity-changed', { peer })
+    for (const step of batch.after) step()
+    if (undecryptable) this.onUndecryptable(peer, contact.retryRequestedAt)
   }
 
-  /** Reads a decrypted delivery's content and has its handler (or a notice) add to the commit. */
+  /** Reads one decrypted delivery's content and has its handler (or a notice) add to the batch. */
   private async read(
-    peer: string,
+    batch: SenderBatch,
     frame: DeliverFrame,
-    decrypted: SessionDecryption,
+    plaintext: Uint8Array,
     contact: ContactRecord,
-  ): Promise<Delivery> {
-    const operations = [...decrypted.operations]
-    const after: (() => void)[] = []
+  ): Promise<ContactRecord> {
     let parsed: ParsedContent
-    try {
-      parsed = parseContent(decrypted.plaintext)
-    } catch (error) {
-      if (!isProtocolError(error)) throw error
-      const notice = this.notice(peer, frame, 'unreadable')
-      return this.withNotice(
-        { peer, frame, parsed: { v: 0, type: '', value: {} }, contact, operations, after, added: false },
-        notice,
-      )
-    }
-    const delivery: Delivery = { peer, frame, parsed, contact, operations, after, added: false }
-    const handler = parsed.v === CONTENT_VERSION ? this.handlers.get(parsed.type) : undefined
-    if (!handler) {
-      return this.withNotice(delivery, {
-        ...this.notice(peer, frame, 'unsupported'),
-        raw: toBase64Url(decrypted.plaintext),
-      })
-    }
+    let notice: MessageRecord | undefined
+    let handler: ContentHandler | undefined
     let content: unknown
     try {
-      content = decode(handler.schema, parsed.value, `${parsed.type} content`)
+      parsed = parseContent(plaintext)
+      handler = parsed.v === CONTENT_VERSION ? this.handlers.get(parsed.type) : undefined
+      if (!handler) {
+        notice = { ...noticeRecord(this.ctx, batch.peer, frame, 'unsupported'), raw: toBase64Url(plaintext) }
+      } else {
+        content = decode(handler.schema, parsed.value, `${parsed.type} content`)
+      }
     } catch (error) {
       if (!isProtocolError(error)) throw error
-      return this.withNotice(delivery, this.notice(peer, frame, 'unreadable'))
+      parsed = { v: 0, type: '', value: {} }
+      notice = noticeRecord(this.ctx, batch.peer, frame, 'unreadable')
     }
-    await handler.handle(delivery, content)
-    return delivery
-  }
-
-  private async withNotice(delivery: Delivery, notice: MessageRecord): Promise<Delivery> {
-    await addNotice(this.ctx, delivery, notice)
-    return delivery
-  }
-
-  private notice(peer: string, frame: DeliverFrame, kind: Exclude<MessageKind, 'text'>): MessageRecord {
-    return noticeRecord(this.ctx, peer, frame, kind)
-  }
-
-  /**
-   * Stores a notice for a delivery that no session opened, and its id among those to ask the peer
-   * for again (with the contact, if it is a new one). Returns the contact as stored.
-   */
-  private async storeUndecryptable(peer: string, frame: DeliverFrame): Promise<ContactRecord> {
-    const notice = this.notice(peer, frame, 'undecryptable')
-    const contact = await this.ctx.records.loadContact(peer)
-    const updated: ContactRecord = {
-      ...(contact ?? { username: peer, verified: false, unread: 0 }),
-      unread: (contact?.unread ?? 0) + 1,
-      lastMessageAt: Math.max(contact?.lastMessageAt ?? 0, frame.ts),
-      retryPending: [...(contact?.retryPending ?? []), frame.id].slice(-MAX_RETRY_IDS),
+    const delivery: Delivery = {
+      peer: batch.peer,
+      frame,
+      parsed,
+      contact,
+      loadMessage: (id) => batch.loadMessage(id),
+      putMessage: (message) => batch.putMessage(message),
+      deleteMessage: (id) => batch.deleteMessage(id),
+      operations: batch.operations,
+      after: batch.after,
+      added: false,
     }
-    await this.ctx.store.commit([
-      await this.ctx.records.messagePut(notice),
-      await this.ctx.records.contactPut(updated),
-    ])
-    if (!contact) this.ctx.sendFrame({ v: FRAME_VERSION, type: 'presence.subscribe', users: [peer] })
-    this.ctx.events.emit('message', messageView(notice))
-    return updated
+    if (notice) await addNotice(this.ctx, delivery, notice)
+    else await handler!.handle(delivery, content)
+    if (!delivery.added) return delivery.contact
+    return {
+      ...delivery.contact,
+      unread: delivery.contact.unread + 1,
+      lastMessageAt: Math.max(delivery.contact.lastMessageAt ?? 0, frame.ts),
+    }
   }
 
   /**

@@ -1,8 +1,10 @@
 /**
  * The client's link to the relay: one WebSocket at a time, authenticated with the session token,
  * reopened with exponential backoff (and jitter) while the owner wants to be connected, incoming
- * frames parsed against the shared schema and handed over one at a time, in the order they
- * arrived, and acknowledgements gathered into one cumulative `ack` per burst.
+ * frames parsed against the shared schema and handed over in the order they arrived, as batches
+ * (whatever arrived while the previous batch was being handled, up to MAX_FRAMES_PER_BATCH, so a
+ * backlog is stored many messages per commit), and acknowledgements gathered into one cumulative
+ * `ack` per burst.
  *
  * Every socket is a "connection": a frame handed to the owner says which one it came on, and an
  * acknowledgement for a connection that has closed is dropped (the server sends those deliveries
@@ -19,6 +21,12 @@ import type { ConnectionState } from './views.js'
 /** Reconnect backoff: doubles from the first delay up to the cap, with ±20 % jitter. */
 export const RECONNECT_INITIAL_DELAY_MS = 500
 export const RECONNECT_MAX_DELAY_MS = 30_000
+/**
+ * Frames handed over at once, at most. The server sends a backlog up to its socket's high-water
+ * mark, so this bounds the memory one batch holds (frames of up to 64 KiB) and the work one commit
+ * has to redo if the store fails.
+ */
+export const MAX_FRAMES_PER_BATCH = 500
 
 export interface Timers {
   setTimeout(callback: () => void, ms: number): unknown
@@ -35,13 +43,18 @@ export interface Connection {
   readonly id: number
 }
 
+export interface ReceivedFrame {
+  readonly frame: ServerFrame
+  readonly connection: Connection
+}
+
 export interface RelayLinkOptions {
   readonly serverUrl: string
   readonly webSocket: WebSocketFactory
   /** The session token to authenticate with (throws when there is none). */
   readonly token: () => string
-  /** Handles one frame; the next waits for it. A rejection is reported and the queue goes on. */
-  readonly onFrame: (frame: ServerFrame, connection: Connection) => Promise<void>
+  /** Handles a batch of frames, in order; the next batch waits. A rejection is reported and the next goes on. */
+  readonly onFrames: (frames: readonly ReceivedFrame[]) => Promise<void>
   readonly onState: (state: ConnectionState) => void
   /** A socket closed (the owner forgets what was in flight on it). */
   readonly onClosed?: () => void
@@ -63,7 +76,9 @@ export class RelayLink {
   private wanted = false
   private attempts = 0
   private reconnectTimer: unknown
-  private frameQueue: Promise<void> = Promise.resolve()
+  /** Frames received and not yet handed over; `draining` while a batch is being handled. */
+  private readonly received: ReceivedFrame[] = []
+  private draining: Promise<void> | undefined
   private pendingAck = 0
 
   constructor(options: RelayLinkOptions) {
@@ -120,7 +135,7 @@ export class RelayLink {
     this.timers.clearTimeout(this.reconnectTimer)
     this.reconnectTimer = undefined
     this.drop(1000, 'client closing')
-    await this.frameQueue
+    await this.draining
     if (this.stateValue !== 'logged-out') this.setState('offline')
   }
 
@@ -215,9 +230,8 @@ export class RelayLink {
         this.options.onProblem(ProtocolErrorCode.MalformedMessage, 'the server sent a malformed frame')
         return
       }
-      this.frameQueue = this.frameQueue
-        .then(() => this.options.onFrame(frame, connection))
-        .catch((error: unknown) => this.options.onError(error))
+      this.received.push({ frame, connection })
+      this.draining ??= this.drain()
     }
     socket.onerror = () => {}
     socket.onclose = () => {
@@ -228,6 +242,20 @@ export class RelayLink {
       if (this.stateValue !== 'logged-out') this.setState('offline')
       if (this.wanted && this.stateValue !== 'logged-out') this.scheduleReconnect()
     }
+  }
+
+  private async drain(): Promise<void> {
+    // Started from a socket event: the first batch gathers what else that read brought.
+    await Promise.resolve()
+    while (this.received.length > 0) {
+      const batch = this.received.splice(0, MAX_FRAMES_PER_BATCH)
+      try {
+        await this.options.onFrames(batch)
+      } catch (error) {
+        this.options.onError(error)
+      }
+    }
+    this.draining = undefined
   }
 
   private scheduleReconnect(): void {

@@ -22,6 +22,7 @@ import {
   EMPTY_SESSION_RECORD,
   filterSessions,
   promoteSession,
+  type RecordDecryption,
   type SessionRecord,
 } from '../session-record.js'
 import { ClientError, ClientErrorCode } from './errors.js'
@@ -70,10 +71,23 @@ export class SessionManager {
     return (await this.record(target)).current
   }
 
+  /**
+   * Decrypts against `record` rather than the stored one (a batch of deliveries from one address
+   * runs each on the record the previous one left): the record after, and what the message used.
+   */
+  decryptWith(record: SessionRecord, envelope: Envelope): Promise<RecordDecryption> {
+    return decryptWithRecord(record, envelope, (prekeyMessage) => this.accept(prekeyMessage))
+  }
+
+  /** The operation that stores `record` as `target`'s. */
+  recordPut(target: Address, record: SessionRecord): Promise<StoreOperation> {
+    return this.records.sessionRecordPut(addressKey(target), record)
+  }
+
   /** Decrypts an envelope from `target` with the session it belongs to (see decryptWithRecord). */
   async decrypt(target: Address, envelope: Envelope): Promise<SessionDecryption> {
     const record = await this.record(target)
-    const result = await decryptWithRecord(record, envelope, (prekeyMessage) => this.accept(prekeyMessage))
+    const result = await this.decryptWith(record, envelope)
     const operations = [await this.records.sessionRecordPut(addressKey(target), result.record)]
     if (result.usedOneTimePreKeyId !== undefined) {
       operations.push({ op: 'delete', table: 'prekeys', key: `one-time:${result.usedOneTimePreKeyId}` })
