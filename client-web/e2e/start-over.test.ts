@@ -2,8 +2,9 @@
  * Starting over in a new browser as an account whose keys were lost: Alice registered in one
  * browser and chatted with Bob; that browser is gone. In a fresh profile she starts over from the
  * log-in screen (a confirmation dialog first), Bob is warned and blocked until he accepts her new
- * safety number, and then his message reaches her new browser. What was sent to her old keys is
- * reported as unreadable.
+ * safety number, and then his message reaches her new browser. What was sent to her old keys shows
+ * as a notice that it could not be decrypted, and once Bob accepts her new number his app sends it
+ * again: it takes the notice's place.
  */
 import { describe, expect, it } from 'vitest'
 import {
@@ -99,7 +100,10 @@ describe('starting over on a new device', () => {
     // The new browser gets it, and shows the same safety number Bob accepted.
     await contactButton(newDevice, bobName).waitFor()
     await openChat(newDevice, bobName)
-    expect(await waitForBubbles(newDevice, 1)).toEqual([{ direction: 'in', text: 'Welcome back, Alice' }])
+    expect(await waitForBubbles(newDevice, 2)).toEqual([
+      { direction: 'in', text: 'Sent to the old keys' },
+      { direction: 'in', text: 'Welcome back, Alice' },
+    ])
     await page.getByRole('button', { name: 'Contact details', exact: true }).click()
     expect(await safetyNumberGroups(page)).toEqual(shownToBob)
 
