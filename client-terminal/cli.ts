@@ -362,6 +362,32 @@ export interface ReadMessage {
   readonly identityChanged: boolean
 }
 
+/** A line of `read --json`: a message, or a notice in its place with its kind and sentence. */
+export function readRecord(
+  message: MessageView,
+  contact: { readonly verified: boolean; readonly identityChanged: boolean },
+): ReadMessage {
+  return {
+    from: message.peer,
+    id: message.id,
+    kind: message.kind,
+    text: noticeText(message) ?? message.text,
+    sentAt: message.sentAt,
+    receivedAt: message.serverAt,
+    verified: contact.verified,
+    identityChanged: contact.identityChanged,
+  }
+}
+
+/**
+ * A message as plain `read` prints it, "2026-11-25 14:05:09 bob: text" (a notice's sentence in
+ * place of the text), later lines indented; made safe to print, the sender's name too.
+ */
+export function readLine(message: MessageView, timeZone?: string): string {
+  const text = safeText(noticeText(message) ?? message.text, { keepNewlines: true }).replace(/\n/g, '\n    ')
+  return `${formatTimestamp(messageTime(message), timeZone)} ${safeText(message.peer)}: ${text}\n`
+}
+
 /** The newest `count` incoming messages from `peer`, oldest first. */
 async function newestIncoming(client: ChatClient, peer: string, count: number): Promise<MessageView[]> {
   const found: MessageView[] = []
@@ -425,23 +451,11 @@ async function readCommand(
     }
     messages.sort((a, b) => a.message.order - b.message.order)
     for (const { message, verified, identityChanged } of messages) {
-      if (invocation.json) {
-        const line: ReadMessage = {
-          from: message.peer,
-          id: message.id,
-          kind: message.kind,
-          text: noticeText(message) ?? message.text,
-          sentAt: message.sentAt,
-          receivedAt: message.serverAt,
-          verified,
-          identityChanged,
-        }
-        context.io.stdout.write(`${JSON.stringify(line)}\n`)
-      } else {
-        context.io.stdout.write(
-          `${formatTimestamp(messageTime(message))} ${message.peer}: ${safeText(noticeText(message) ?? message.text, { keepNewlines: true }).replace(/\n/g, '\n    ')}\n`,
-        )
-      }
+      context.io.stdout.write(
+        invocation.json
+          ? `${JSON.stringify(readRecord(message, { verified, identityChanged }))}\n`
+          : readLine(message),
+      )
     }
     // Read up to the newest message printed from each sender, and no further.
     const newest = new Map<string, number>()

@@ -117,9 +117,13 @@ export function messageTime(message: MessageView): number {
   return message.serverAt ?? message.sentAt
 }
 
+/** What marks a notice, in the conversation, where a message would be. */
+export const NOTICE_MARK = '⚠'
+
 export interface MessageLine {
   readonly key: string
   readonly time: string
+  /** 'you', or the peer's name made safe to print. */
   readonly author: string
   readonly outgoing: boolean
   readonly text: string
@@ -135,7 +139,7 @@ export function messageLine(message: MessageView, now: number, timeZone?: string
   return {
     key: message.id,
     time: formatTime(messageTime(message), now, timeZone),
-    author: outgoing ? 'you' : message.peer,
+    author: outgoing ? 'you' : safeText(message.peer),
     outgoing,
     text: safeText(noticeText(message) ?? message.text),
     mark: outgoing ? DELIVERY_MARKS[message.state] : '',
@@ -196,8 +200,12 @@ export function rowsFor(text: string, width: number): number {
   return Math.max(1, Math.ceil(Array.from(text).length / Math.max(1, width)))
 }
 
-/** The rendered width of a message line: "time author: text mark". */
+/**
+ * A message line as it is rendered, "time author: text mark", or for a notice "time ⚠ sentence"
+ * (the sentence names the sender; an author before it would read as if they had written it).
+ */
 export function messageLineText(line: MessageLine): string {
+  if (line.notice) return `${line.time} ${NOTICE_MARK} ${line.text}`
   return `${line.time} ${line.author}: ${line.text}${line.mark ? ` ${line.mark}` : ''}`
 }
 

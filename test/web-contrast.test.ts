@@ -50,6 +50,9 @@ const TEXT_PAIRS: [string, string][] = [
   ['on-danger', 'danger'],
   ['warning', 'surface'],
   ['warning', 'warning-soft'],
+  // A notice for a message that is lost or damaged: its sentence and time on the warning tint.
+  ['text-2', 'warning-soft'],
+  ['text-3', 'warning-soft'],
   ['success', 'surface'],
   ['success', 'success-soft'],
 ]

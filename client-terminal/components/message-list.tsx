@@ -1,6 +1,6 @@
 import { Box, Text } from 'ink'
 import type { MessageView } from '../../shared/client/chat-client.js'
-import { messageLine, messageLineText, newestThatFit } from '../view.js'
+import { messageLine, messageLineText, NOTICE_MARK, newestThatFit } from '../view.js'
 
 export interface MessageListProps {
   readonly peer: string
@@ -14,7 +14,22 @@ export interface MessageListProps {
   readonly timeZone?: string | undefined
 }
 
-/** The open conversation: time, author, text and, for our messages, the delivery mark. */
+/**
+ * A line's time. It keeps its width: a long text beside it wraps in its own column, where the
+ * row would otherwise take the room from the time and its space.
+ */
+function Time({ time }: { time: string }) {
+  return (
+    <Box flexShrink={0}>
+      <Text dimColor>{time} </Text>
+    </Box>
+  )
+}
+
+/**
+ * The open conversation: time, author, text and, for our messages, the delivery mark; a notice in
+ * place of a message is the time and its sentence after a ⚠, in yellow italics.
+ */
 export function MessageList({ peer, verified, messages, maxRows, width, now, timeZone }: MessageListProps) {
   const lines = messages.map((message) => messageLine(message, now, timeZone))
   // One row is kept for the "… earlier" line when not everything fits.
@@ -35,25 +50,28 @@ export function MessageList({ peer, verified, messages, maxRows, width, now, tim
       {messages.length > shown.length ? (
         <Text dimColor>… {messages.length - shown.length} earlier (scroll back with /history)</Text>
       ) : null}
-      {shown.map((line) => {
-        return (
+      {shown.map((line) =>
+        line.notice ? (
+          // A notice in a message's place: the sentence says who sent what, so no author before it.
           <Box key={line.key}>
-            <Text dimColor>{line.time} </Text>
-            <Text color={line.outgoing ? 'blue' : 'magenta'} bold>
-              {line.author}:
+            <Time time={line.time} />
+            <Text color="yellow" italic>
+              {NOTICE_MARK} {line.text}
             </Text>
-            {line.notice ? (
-              <Text color="yellow" italic>
-                {' '}
-                ⚠ {line.text}
+          </Box>
+        ) : (
+          <Box key={line.key}>
+            <Time time={line.time} />
+            <Box flexShrink={0}>
+              <Text color={line.outgoing ? 'blue' : 'magenta'} bold>
+                {line.author}:
               </Text>
-            ) : (
-              <Text> {line.text}</Text>
-            )}
+            </Box>
+            <Text> {line.text}</Text>
             {line.mark ? <Text color={line.failed ? 'red' : 'gray'}> {line.mark}</Text> : null}
           </Box>
-        )
-      })}
+        ),
+      )}
     </Box>
   )
 }

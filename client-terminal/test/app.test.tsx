@@ -151,6 +151,60 @@ describe('MessageList', () => {
     stop()
   })
 
+  it('shows a notice as its time and sentence after a ⚠, and wraps long lines beside the time and author', () => {
+    const long = 'a long message '.repeat(8).trim()
+    const messages: MessageView[] = [
+      message({
+        id: 'a',
+        text: long,
+        direction: 'in',
+        state: 'received',
+        serverAt: Date.UTC(2027, 0, 15, 11, 1),
+      }),
+      message({
+        id: 'b',
+        text: '',
+        kind: 'lost',
+        direction: 'in',
+        state: 'received',
+        serverAt: Date.UTC(2027, 0, 15, 11, 2),
+      }),
+      message({
+        id: 'c',
+        text: '',
+        kind: 'unsupported',
+        direction: 'in',
+        state: 'received',
+        serverAt: Date.UTC(2027, 0, 15, 11, 3),
+      }),
+    ]
+    const { lastFrame, unmount: stop } = render(
+      <MessageList
+        peer="bob"
+        verified
+        messages={messages}
+        maxRows={10}
+        width={100}
+        now={NOW}
+        timeZone="UTC"
+      />,
+    )
+    // ink-testing-library's terminal is 100 columns wide.
+    const lines = (lastFrame() ?? '').split('\n').map((line) => line.trimEnd())
+    const first = lines.findIndex((line) => line.startsWith('11:01 '))
+    expect(lines[first]).toMatch(/^11:01 bob: a long message/)
+    // The rest of the text continues under the text, not under the time.
+    expect(lines[first + 1]).toMatch(/^ {11}a long message/)
+    expect(`${lines[first]} ${lines[first + 1]?.trim()}`).toBe(`11:01 bob: ${long}`)
+    expect(lines[first + 2]).toBe(
+      "11:02 ⚠ A message from bob could not be decrypted, and bob's device no longer has it to send again.",
+    )
+    expect(lines[first + 3]).toBe(
+      '11:03 ⚠ bob sent a kind of message this version cannot display. Update secure-chat to see it.',
+    )
+    stop()
+  })
+
   it('neutralises terminal control sequences in message text', () => {
     const hostile = message({
       id: 'x',
@@ -337,6 +391,49 @@ describe('App', () => {
     await ui.shows('you: hello bob ✓✓')
     ui.chat.receive('bob', 'hi alice')
     await ui.shows('08:00 bob: hi alice')
+  })
+
+  it('shows a notice with its ⚠ in place of a message, and the message once it takes its place', async () => {
+    let gap: MessageView | undefined
+    const ui = await signedIn((_backend, chat) => {
+      chat.receive('bob', 'before the gap')
+      gap = chat.receiveNotice('bob', 'undecryptable')
+      chat.receive('bob', 'after the gap')
+    })
+    const undecryptable = 'A message from bob could not be decrypted. Asked bob to send it again.'
+    const lost = "A message from bob could not be decrypted, and bob's device no longer has it to send again."
+    // The conversation as one line of text, in order (the panel may wrap long lines).
+    const conversation = () => {
+      const flat = ui.frame().replace(/\s+/g, ' ')
+      return flat.slice(flat.indexOf('Conversation with bob'))
+    }
+    await ui.enter('/chat bob')
+    await ui.shows('bob: after the gap')
+    expect(conversation()).toContain(
+      `08:00 bob: before the gap 08:00 ⚠ ${undecryptable} 08:00 bob: after the gap`,
+    )
+    // The sentence names bob: no "bob:" before it, as if he had written it.
+    expect(conversation()).not.toContain(`bob: ⚠`)
+
+    // One arrives while the conversation is open.
+    const gone = ui.chat.receiveNotice('bob', 'lost')
+    await vi.waitFor(() => expect(conversation()).toContain(`08:00 bob: after the gap 08:00 ⚠ ${lost}`))
+
+    // The message arrives after all, in the notice's place; the other notice is taken out.
+    ui.chat.arriveInPlace(gap?.id as string, 'the message itself')
+    await vi.waitFor(() =>
+      expect(conversation()).toContain(
+        '08:00 bob: before the gap 08:00 bob: the message itself 08:00 bob: after the gap',
+      ),
+    )
+    expect(conversation()).not.toContain(undecryptable)
+    ui.chat.remove('bob', gone.id)
+    await vi.waitFor(() => expect(conversation()).not.toContain('⚠'))
+    expect(ui.controller.getState().messages.map((shown) => [shown.kind, shown.text])).toEqual([
+      ['text', 'before the gap'],
+      ['text', 'the message itself'],
+      ['text', 'after the gap'],
+    ])
   })
 
   it('sends with /msg to the named user, opening that conversation instead of the current one', async () => {

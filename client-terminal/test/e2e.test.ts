@@ -321,6 +321,14 @@ describe('starting over on a new device (reinstall)', { timeout: E2E_GUARD_MS },
     const hello = await bob.run(['send', alice.username, 'bob again, on a new device'])
     expect(hello.code, hello.stderr).toBe(0)
     expect(hello.stderr).toContain(`A message from ${alice.username} could not be decrypted`)
+    // Reading lists the notice in the message's place, with its kind and the sentence as its text.
+    expect(await bob.read()).toEqual([
+      expect.objectContaining({
+        from: alice.username,
+        kind: 'undecryptable',
+        text: `A message from ${alice.username} could not be decrypted. Asked ${alice.username} to send it again.`,
+      }),
+    ])
 
     // Alice sees the new key with a warning, and cannot send to it until she accepts it.
     const read = await alice.run(['read', '--json'])
@@ -337,8 +345,9 @@ describe('starting over on a new device (reinstall)', { timeout: E2E_GUARD_MS },
     const accepted = await alice.ok(['accept-key', bob.username])
     expect(accepted.stdout).toContain(`accepted ${bob.username}'s new identity key`)
     await alice.send(bob, 'welcome back')
-    // Accepting the key also answered bob's request to send again what reached his old keys: it
-    // arrives in the notice's place, before the new message.
+    // Accepting the key also answered bob's request to send again what reached his old keys. Bob
+    // had read the notice, so the message arrives unread (the notice gives way to it), before the
+    // new one: a script reading unread messages misses neither.
     expect((await bob.read()).map((line) => [line.kind, line.text])).toEqual([
       ['text', 'sent to the old keys'],
       ['text', 'welcome back'],

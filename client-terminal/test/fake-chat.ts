@@ -1,13 +1,15 @@
 /**
  * An in-memory stand-in for the client core (the ChatApi part the UI uses) and for the local
  * accounts, so the controller and the Ink components are tested without a server or crypto. The
- * test plays the other side: `receive`, `setDelivery`, `changeIdentity`, `setOnline`.
+ * test plays the other side: `receive`, `receiveNotice`, `arriveInPlace`, `remove`, `setDelivery`,
+ * `changeIdentity`, `setOnline`.
  */
 import type {
   ClientEvents,
   ConnectionState,
   ContactView,
   DeliveryState,
+  MessageKind,
   MessageView,
 } from '../../shared/client/chat-client.js'
 import { ClientError, ClientErrorCode } from '../../shared/client/errors.js'
@@ -157,6 +159,50 @@ export class FakeChat implements ChatApi {
 
   /** The other side writes to us. */
   receive(peer: string, text: string, at = this.clock()): MessageView {
+    const message = this.arrive(peer, text, 'text', at)
+    this.events.emit('message', message)
+    return message
+  }
+
+  /**
+   * Something from `peer` arrives that cannot be shown: a notice takes its place, as the core
+   * stores one (unread, with no text), after telling of an undecryptable one.
+   */
+  receiveNotice(peer: string, kind: Exclude<MessageKind, 'text'>, at = this.clock()): MessageView {
+    const notice = this.arrive(peer, '', kind, at)
+    if (kind === 'undecryptable')
+      this.events.emit('undecryptable', { peer, id: notice.id, reason: 'ERR_TEST' })
+    this.events.emit('message', notice)
+    return notice
+  }
+
+  /** The message a notice stood for arrives after all (sent again): it takes the notice's place. */
+  arriveInPlace(id: string, text: string): MessageView {
+    for (const list of this.messagesByPeer.values()) {
+      const index = list.findIndex((message) => message.id === id)
+      const notice = list[index]
+      if (notice) {
+        const message: MessageView = { ...notice, text, kind: 'text' }
+        list[index] = message
+        this.events.emit('message', message)
+        return message
+      }
+    }
+    throw new Error(`no entry ${id}`)
+  }
+
+  /** An entry leaves the conversation (a notice whose message turned out to be a resent receipt). */
+  remove(peer: string, id: string): void {
+    const list = this.messagesByPeer.get(peer) ?? []
+    this.messagesByPeer.set(
+      peer,
+      list.filter((message) => message.id !== id),
+    )
+    this.events.emit('removed', { peer, id })
+  }
+
+  /** Stores an incoming entry, unread, as the core would (the caller emits the events). */
+  private arrive(peer: string, text: string, kind: MessageKind, at: number): MessageView {
     const contact = this.contactsByName.get(peer) ?? {
       username: peer,
       verified: false,
@@ -177,9 +223,11 @@ export class FakeChat implements ChatApi {
       serverAt: at,
       state: 'received',
       order: ++this.order,
-      kind: 'text',
+      kind,
     }
-    this.add(message)
+    const list = this.messagesByPeer.get(peer) ?? []
+    list.push(message)
+    this.messagesByPeer.set(peer, list)
     return message
   }
 

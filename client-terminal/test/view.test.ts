@@ -1,10 +1,17 @@
 import { describe, expect, it } from 'vitest'
-import type { ContactView } from '../../shared/client/chat-client.js'
+import {
+  type ContactView,
+  type MessageKind,
+  type MessageView,
+  noticeText,
+} from '../../shared/client/chat-client.js'
 import {
   contactLine,
   DELIVERY_MARKS,
   formatTime,
   formatTimestamp,
+  messageLine,
+  messageLineText,
   newestThatFit,
   rowsFor,
   safeText,
@@ -81,5 +88,53 @@ describe('view models', () => {
     expect(newestThatFit(lines, 3, 10)).toBe(2)
     // The newest line is shown even when it alone is too tall.
     expect(newestThatFit(['x'.repeat(100)], 2, 10)).toBe(1)
+  })
+
+  describe('a notice in place of a message', () => {
+    const KINDS: readonly Exclude<MessageKind, 'text'>[] = [
+      'undecryptable',
+      'unreadable',
+      'unsupported',
+      'lost',
+    ]
+    const entry = (peer: string, kind: MessageKind): MessageView => ({
+      id: 'n1',
+      peer,
+      direction: 'in',
+      text: kind === 'text' ? 'hello' : '',
+      sentAt: Date.UTC(2027, 0, 15, 9, 5),
+      serverAt: Date.UTC(2027, 0, 15, 9, 5),
+      state: 'received',
+      order: 1,
+      kind,
+    })
+
+    it.each(KINDS)('%s: a line marked as a notice, whose text is the sentence', (kind) => {
+      const line = messageLine(entry('bob', kind), NOW, 'UTC')
+      expect(line).toMatchObject({ notice: true, outgoing: false, mark: '', failed: false, time: '09:05' })
+      expect(line.text).toBe(noticeText({ kind, peer: 'bob' }))
+      expect(line.text).toContain('bob')
+      // As rendered: the time and the sentence after the ⚠, with no author before it.
+      expect(messageLineText(line)).toBe(`09:05 ⚠ ${line.text}`)
+    })
+
+    it('a text message is not one', () => {
+      const line = messageLine(entry('bob', 'text'), NOW, 'UTC')
+      expect(line).toMatchObject({ notice: false, text: 'hello', author: 'bob' })
+      expect(messageLineText(line)).toBe('09:05 bob: hello')
+    })
+
+    it("strips control characters from a hostile sender's name, in the sentence and as the author", () => {
+      const peer = 'mal\u001b]0;owned\u0007lory\u001b[2J'
+      const safe = 'mal\uFFFD]0;owned\uFFFDlory\uFFFD[2J'
+      const line = messageLine(entry(peer, 'lost'), NOW, 'UTC')
+      expect(line.notice).toBe(true)
+      expect(line.text).toBe(
+        `A message from ${safe} could not be decrypted, and ${safe}'s device no longer has it to send again.`,
+      )
+      expect(line.author).toBe(safe)
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: looks for what must not be there
+      expect(messageLineText(line)).not.toMatch(/[\u0000-\u001f\u007f-\u009f]/)
+    })
   })
 })

@@ -51,10 +51,12 @@ export class ConversationView extends LitElement {
         text-overflow: ellipsis;
         white-space: nowrap;
       }
+      /* On a phone the verified chip goes below rather than break "End-to-end encrypted" in two. */
       .status {
         display: flex;
+        flex-wrap: wrap;
         align-items: center;
-        gap: 6px;
+        gap: 2px 6px;
         font-size: 13px;
         color: var(--text-3);
       }
@@ -64,6 +66,7 @@ export class ConversationView extends LitElement {
       }
       .status .e2e {
         display: inline-flex;
+        white-space: nowrap;
         align-items: center;
         gap: 4px;
       }

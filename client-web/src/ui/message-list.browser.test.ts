@@ -2,10 +2,11 @@
  * The windowed message list in Chromium: a conversation of 10,000 messages keeps a few dozen rows
  * in the DOM wherever it is scrolled, shows the right ones, asks for older messages near the top,
  * keeps the view still when they are prepended, follows new messages at the bottom, and renders
- * message text as text.
+ * message text as text; notices of every kind stand in their messages' places, and give way to the
+ * message when it arrives.
  */
 import { afterEach, describe, expect, it } from 'vitest'
-import type { MessageView } from '../../../shared/client/chat-client.js'
+import { type MessageKind, type MessageView, noticeText } from '../../../shared/client/chat-client.js'
 import type { MessageList } from './message-list.js'
 import './message-list.js'
 
@@ -193,5 +194,91 @@ describe('sc-message-list', () => {
     const marks = [...list.shadowRoot!.querySelectorAll('.message.out .state')]
     expect(marks.length).toBeGreaterThan(0)
     expect(marks.every((mark) => mark.textContent?.includes('Delivered'))).toBe(true)
+  })
+})
+
+describe('sc-message-list notices', () => {
+  const NOTICE_KINDS: readonly Exclude<MessageKind, 'text'>[] = [
+    'undecryptable',
+    'unreadable',
+    'unsupported',
+    'lost',
+  ]
+
+  /**
+   * Messages from ann a minute apart (one group, were it not for the notices), m1…m9, with a notice
+   * of each kind in place of m2, m4, m6 and m8.
+   */
+  function withNotices(): MessageView[] {
+    return messages(9, 1, MINUTE).map((message, i) => {
+      const kind = i % 2 === 1 ? NOTICE_KINDS[(i - 1) / 2] : undefined
+      return { ...message, direction: 'in', state: 'received', ...(kind ? { text: '', kind } : {}) }
+    })
+  }
+
+  /** The rows in the DOM, in order: each message's id and what it shows. */
+  function rows(list: MessageList): { id: string; note: string | null; text: string | null }[] {
+    return [...list.shadowRoot!.querySelectorAll<HTMLElement>('.row[data-id]')].map((row) => ({
+      id: row.dataset.id ?? '',
+      note:
+        row.getAttribute('role') === 'note' ? (row.querySelector('.notice-text')?.textContent ?? '') : null,
+      text: row.querySelector('.bubble .text')?.textContent ?? null,
+    }))
+  }
+
+  it('shows each kind of notice as a note with its sentence, in its place between the messages', async () => {
+    const items = withNotices()
+    const list = await mount(items)
+    expect(rows(list)).toEqual(
+      items.map((message) =>
+        message.kind === 'text'
+          ? { id: message.id, note: null, text: message.text }
+          : { id: message.id, note: noticeText(message), text: null },
+      ),
+    )
+    const notes = [...list.shadowRoot!.querySelectorAll<HTMLElement>('[role="note"]')]
+    expect(notes.map((note) => note.querySelector('.notice-text')?.textContent)).toEqual([
+      'A message from ann could not be decrypted. Asked ann to send it again.',
+      'A message from ann could not be read: it decrypted, but its content was damaged.',
+      'ann sent a kind of message this version cannot display. Update secure-chat to see it.',
+      "A message from ann could not be decrypted, and ann's device no longer has it to send again.",
+    ])
+    // Each notice is on screen, with its icon and time, and is not drawn as a bubble.
+    const box = viewport(list).getBoundingClientRect()
+    for (const note of notes) {
+      const rect = note.getBoundingClientRect()
+      expect(rect.top).toBeGreaterThanOrEqual(box.top)
+      expect(rect.bottom).toBeLessThanOrEqual(box.bottom)
+      expect(note.querySelector('.notice-card .icon')).not.toBeNull()
+      expect(note.querySelector('time')?.dateTime).toBe(
+        new Date(START + Number(note.dataset.id!.slice(1)) * MINUTE).toISOString(),
+      )
+      expect(note.querySelector('.bubble')).toBeNull()
+    }
+    // A notice stands apart: the message after it begins a group of its own.
+    for (const id of ['m3', 'm5', 'm7', 'm9']) {
+      expect(
+        list.shadowRoot!.querySelector(`.message[data-id="${id}"]`)?.classList.contains('group-start'),
+      ).toBe(true)
+    }
+  })
+
+  it('shows the message and no notice once the message replaces its notice (same id, a new array)', async () => {
+    const items = withNotices()
+    const list = await mount(items)
+    const replaced = items.map((message) =>
+      message.id === 'm2' ? { ...message, kind: 'text' as const, text: 'sent again: here it is' } : message,
+    )
+    list.messages = replaced
+    await settle(list)
+    const shown = rows(list)
+    expect(shown.map((row) => row.id)).toEqual(items.map((message) => message.id))
+    expect(shown.find((row) => row.id === 'm2')).toEqual({
+      id: 'm2',
+      note: null,
+      text: 'sent again: here it is',
+    })
+    expect(list.shadowRoot!.querySelector('[role="note"][data-id="m2"]')).toBeNull()
+    expect(list.shadowRoot!.querySelectorAll('[role="note"]')).toHaveLength(3)
   })
 })

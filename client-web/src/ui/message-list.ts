@@ -13,7 +13,12 @@
 import { css, html, LitElement, nothing, type PropertyValues, type TemplateResult } from 'lit'
 import { customElement, property, query, state } from 'lit/decorators.js'
 import { repeat } from 'lit/directives/repeat.js'
-import { type DeliveryState, type MessageView, noticeText } from '../../../shared/client/chat-client.js'
+import {
+  type DeliveryState,
+  type MessageKind,
+  type MessageView,
+  noticeText,
+} from '../../../shared/client/chat-client.js'
 import { dayStart, formatDay, formatFull, formatTime } from './format.js'
 import { icons } from './icons.js'
 import { styleProps } from './style-props.js'
@@ -50,6 +55,17 @@ const DELIVERY_LABELS: Record<DeliveryState, string> = {
   delivered: 'Delivered',
   received: 'Received',
   failed: 'Not sent',
+}
+
+/**
+ * A notice's icon says what happens next: the message is on its way again (a clock), this version
+ * cannot show it (information), or it is gone or damaged (a warning).
+ */
+const NOTICE_ICONS: Record<Exclude<MessageKind, 'text'>, () => TemplateResult> = {
+  undecryptable: icons.clock,
+  unsupported: icons.info,
+  lost: icons.alert,
+  unreadable: icons.alert,
 }
 
 function deliveryMark(state: DeliveryState): TemplateResult {
@@ -184,36 +200,58 @@ export class MessageList extends LitElement {
       .state.failed {
         color: #ffd7d3;
       }
+      /*
+       * A notice stands in a message's place, centred between the bubbles so it is not mistaken
+       * for one. Waiting for the message again (undecryptable) or not showing it (unsupported) is
+       * neutral, with a dashed edge where the message will be; a message gone for good (lost) or
+       * damaged (unreadable) is tinted as a warning.
+       */
       .notice {
         display: flex;
         justify-content: center;
-        padding: 8px 0 4px;
+        padding-top: 10px;
       }
       .notice-card {
-        display: inline-flex;
-        align-items: center;
-        gap: 8px;
-        max-width: min(86%, 520px);
-        padding: 7px 14px;
-        border-radius: var(--radius-lg);
-        border: 1px dashed var(--border);
+        display: flex;
+        align-items: flex-start;
+        gap: 10px;
+        max-width: min(92%, 640px);
+        padding: 8px 14px 7px 12px;
+        border-radius: var(--radius);
+        border: 1px dashed var(--notice-edge);
         background: var(--surface);
         color: var(--text-2);
-        font-size: 13px;
+        font-size: 13.5px;
+        line-height: 1.4;
+        --notice-edge: color-mix(in srgb, var(--text-3) 55%, transparent);
+      }
+      .notice.lost .notice-card,
+      .notice.unreadable .notice-card {
+        border: 1px solid var(--warning-border);
+        background: var(--warning-soft);
       }
       .notice-card .icon {
         flex: none;
-        width: 16px;
-        height: 16px;
+        width: 18px;
+        height: 18px;
         color: var(--warning);
       }
+      .notice.undecryptable .notice-card .icon,
       .notice.unsupported .notice-card .icon {
         color: var(--accent-text);
       }
+      .notice-body {
+        min-width: 0;
+        overflow-wrap: anywhere;
+        text-wrap: pretty;
+      }
+      /* After the sentence's last line when it fits there, else on a line of its own, on the right. */
       .notice-card time {
-        flex: none;
+        float: right;
+        margin: 2px 0 0 12px;
         font-size: 11.5px;
         color: var(--text-3);
+        user-select: none;
       }
       .bottom-pad {
         height: 12px;
@@ -339,8 +377,9 @@ export class MessageList extends LitElement {
         previousDay = day
         groupStart = true
       }
+      // The first message, and the first after a notice (which stands apart), begin a group.
       if (
-        !previous ||
+        previous?.kind !== 'text' ||
         previous.direction !== message.direction ||
         time - displayTime(previous) > GROUP_GAP_MS
       ) {
@@ -500,15 +539,16 @@ export class MessageList extends LitElement {
         </div>`
       case 'message': {
         const message = row.message
-        const notice = noticeText(message)
-        if (notice !== undefined) {
+        if (message.kind !== 'text') {
           return html`<div class="row notice ${message.kind}" data-key=${row.key} data-id=${message.id} role="note">
             <div class="notice-card">
-              ${message.kind === 'unsupported' ? icons.info() : icons.alert()}
-              <span class="notice-text">${notice}</span>
-              <time datetime=${new Date(row.time).toISOString()} title=${formatFull(row.time)}
-                >${formatTime(row.time)}</time
-              >
+              ${NOTICE_ICONS[message.kind]()}
+              <p class="notice-body">
+                <span class="notice-text">${noticeText(message)}</span>
+                <time datetime=${new Date(row.time).toISOString()} title=${formatFull(row.time)}
+                  >${formatTime(row.time)}</time
+                >
+              </p>
             </div>
           </div>`
         }
