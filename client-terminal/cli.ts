@@ -484,8 +484,7 @@ async function verifyCommand(
     if (invocation.confirm) {
       // Comparing the new key's safety number and confirming it is the strongest acknowledgement.
       // The number printed is the one accepted: a key that changed again since is refused.
-      if (contact.identityChanged) await client.acceptIdentityChange(peer, safetyNumber.digits)
-      await client.markVerified(peer, true, safetyNumber.digits)
+      await client.confirmSafetyNumber(peer, safetyNumber.digits)
     }
     const verified = invocation.confirm || contact.verified
     if (invocation.json) {

@@ -18,7 +18,14 @@ import { ClientErrorCode, isClientError } from '../shared/client/errors.js'
 import { isProtocolError } from '../shared/errors.js'
 import { normalizeUsername } from '../shared/username.js'
 import { COMMAND_HELP, type Command, parseCommand } from './commands.js'
-import { contactLine, keyChangeWarning, reinstallWarning, safeText, safetyNumberRows } from './view.js'
+import {
+  contactLine,
+  formatTime,
+  keyChangeWarning,
+  reinstallWarning,
+  safeText,
+  safetyNumberRows,
+} from './view.js'
 
 /** What the controller needs from a signed-in client core (a ChatClient, or a fake in tests). */
 export type ChatApi = Pick<
@@ -32,13 +39,14 @@ export type ChatApi = Pick<
   | 'logout'
   | 'close'
   | 'contacts'
+  | 'conversations'
   | 'contact'
   | 'addContact'
   | 'searchUsers'
   | 'history'
   | 'send'
   | 'safetyNumber'
-  | 'markVerified'
+  | 'confirmSafetyNumber'
   | 'acceptIdentityChange'
   | 'markRead'
 >
@@ -549,7 +557,8 @@ export class Controller {
 
   private async showContacts(): Promise<void> {
     const api = this.requireSignedIn()
-    const contacts = await api.contacts()
+    // The same conversation list as the PWA's, from the core: with each conversation's newest entry.
+    const contacts = await api.conversations()
     this.update({
       contacts,
       panel: {
@@ -567,7 +576,10 @@ export class Controller {
                       ? '✔ verified'
                       : 'not verified',
                 ].filter((fact) => fact !== undefined)
-                return `${line.presence} ${contact.username}: ${facts.join(', ')}`
+                const preview = contact.preview
+                  ? ` · ${formatTime(contact.preview.time, Date.now())} ${contact.preview.direction === 'out' ? 'you: ' : ''}${safeText(contact.preview.text)}`
+                  : ''
+                return `${line.presence} ${contact.username}: ${facts.join(', ')}${preview}`
               })
             : ['no contacts yet: /users <name> to find someone, /chat <name> to write'],
       },
@@ -642,10 +654,9 @@ export class Controller {
       )
       return
     }
-    const contact = await api.contact(username)
-    // Refused if the key changed again after the number was shown.
-    if (contact?.identityChanged) await api.acceptIdentityChange(username, shown)
-    await api.markVerified(username, true, shown)
+    // One rule with the PWA: a changed key whose number matched is accepted and verified; refused
+    // if the key changed again after the number was shown.
+    await api.confirmSafetyNumber(username, shown)
     this.update({ panel: undefined })
     this.notify('info', `${username} is verified ✔`)
     this.requestRefresh()

@@ -8,6 +8,7 @@ import {
   type ContactView,
   type DeliveryState,
   type MessageView,
+  messageTime,
   noticeText,
 } from '../shared/client/chat-client.js'
 
@@ -113,9 +114,8 @@ export function formatTimestamp(ms: number, timeZone?: string): string {
 }
 
 /** When to show a message at: when the server took it, else (still sending) when it was written. */
-export function messageTime(message: MessageView): number {
-  return message.serverAt ?? message.sentAt
-}
+/** The time shown for a message: the core's rule, the same as the PWA's. */
+export { messageTime }
 
 /** What marks a notice, in the conversation, where a message would be. */
 export const NOTICE_MARK = '⚠'

@@ -12,6 +12,7 @@ import {
   type ChatClientOptions,
   type ContentHandler,
   type MessageView,
+  messageTime,
   noticeText,
 } from '../shared/client/chat-client.js'
 import { isClientError } from '../shared/client/errors.js'
@@ -599,5 +600,37 @@ describe('content of a kind a version does not know', () => {
       .catch((e: unknown) => e)
     expect(isClientError(builtIn, 'E2E_ERR_CLIENT_INPUT')).toBe(true)
     await closeAll(aliceLater, bobLater)
+  })
+})
+
+describe('the conversation list', () => {
+  it('comes from the core with each conversation’s newest entry, without reading any history', async () => {
+    const { alice, bob } = await pair()
+    await online(alice, bob)
+    await alice.client.send('bob', 'first line\nsecond line')
+    await bob.events.until(() => bob.events.incoming.length === 1)
+    const reply = await bob.client.send('alice', 'a reply')
+    await alice.events.until(() => alice.events.incoming.length === 1)
+
+    let historyReads = 0
+    const listMessages = alice.store.listMessages.bind(alice.store)
+    alice.store.listMessages = (...args) => {
+      historyReads++
+      return listMessages(...args)
+    }
+    const [conversation] = await alice.client.conversations()
+    expect(historyReads).toBe(0)
+    expect(conversation).toMatchObject({
+      username: 'bob',
+      unread: 1,
+      preview: { id: reply.id, text: 'a reply', direction: 'in', kind: 'text' },
+    })
+    // The time it shows is the one the conversation shows for that message.
+    const [, last] = await alice.client.history('bob')
+    expect(conversation?.preview?.time).toBe(messageTime(last!))
+    const [atBob] = await bob.client.conversations()
+    expect(atBob?.preview).toMatchObject({ text: 'a reply', direction: 'out' })
+    alice.store.listMessages = listMessages
+    await closeAll(alice, bob)
   })
 })

@@ -101,9 +101,28 @@ describe('MessageList', () => {
         serverAt: undefined,
         sentAt: NOW - 5 * 60_000,
       }),
-      message({ id: 'b', text: 'on the server', state: 'accepted', serverAt: Date.UTC(2027, 0, 15, 11, 1) }),
-      message({ id: 'c', text: 'arrived', state: 'delivered', serverAt: Date.UTC(2027, 0, 15, 11, 2) }),
-      message({ id: 'd', text: 'refused', state: 'failed', serverAt: Date.UTC(2027, 0, 15, 11, 3) }),
+      message({
+        id: 'b',
+        text: 'on the server',
+        state: 'accepted',
+        sentAt: Date.UTC(2027, 0, 15, 11, 1),
+        serverAt: Date.UTC(2027, 0, 15, 12, 1),
+      }),
+      message({
+        id: 'c',
+        text: 'arrived',
+        state: 'delivered',
+        sentAt: Date.UTC(2027, 0, 15, 11, 2),
+        serverAt: Date.UTC(2027, 0, 15, 12, 2),
+      }),
+      // Our own messages show when we wrote them (the core's rule), not when the server took them.
+      message({
+        id: 'd',
+        text: 'refused',
+        state: 'failed',
+        sentAt: Date.UTC(2027, 0, 15, 11, 3),
+        serverAt: Date.UTC(2027, 0, 15, 12, 3),
+      }),
       message({
         id: 'e',
         text: 'hello alice',

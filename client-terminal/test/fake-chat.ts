@@ -4,13 +4,16 @@
  * test plays the other side: `receive`, `receiveNotice`, `arriveInPlace`, `remove`, `setDelivery`,
  * `changeIdentity`, `setOnline`.
  */
-import type {
-  ClientEvents,
-  ConnectionState,
-  ContactView,
-  DeliveryState,
-  MessageKind,
-  MessageView,
+import {
+  type ClientEvents,
+  type ConnectionState,
+  type ContactView,
+  type ConversationView,
+  type DeliveryState,
+  type MessageKind,
+  type MessageView,
+  messageTime,
+  noticeText,
 } from '../../shared/client/chat-client.js'
 import { ClientError, ClientErrorCode } from '../../shared/client/errors.js'
 import { Emitter } from '../../shared/client/events.js'
@@ -96,6 +99,23 @@ export class FakeChat implements ChatApi {
 
   async contacts(): Promise<ContactView[]> {
     return [...this.contactsByName.values()].map((contact) => this.view(contact))
+  }
+
+  /** The conversation list, with each conversation's newest entry (as the core keeps it). */
+  async conversations(): Promise<ConversationView[]> {
+    return (await this.contacts()).map((contact) => {
+      const newest = (this.messagesByPeer.get(contact.username) ?? []).at(-1)
+      return {
+        ...contact,
+        preview: newest && {
+          id: newest.id,
+          text: noticeText(newest) ?? newest.text,
+          direction: newest.direction,
+          kind: newest.kind,
+          time: messageTime(newest),
+        },
+      }
+    })
   }
 
   async contact(peer: string): Promise<ContactView | undefined> {
@@ -260,11 +280,15 @@ export class FakeChat implements ChatApi {
     return { digits: FAKE_SAFETY_GROUPS.join(''), groups: FAKE_SAFETY_GROUPS, qrPayload: new Uint8Array(65) }
   }
 
-  async markVerified(peer: string, verified = true): Promise<void> {
+  /** As the core: a pending change whose number matched is accepted, then the contact verified. */
+  async confirmSafetyNumber(peer: string, shown: string): Promise<void> {
     const contact = this.contactsByName.get(peer)
     if (!contact) throw new Error(`no contact ${peer}`)
-    if (contact.identityChanged) throw new ClientError(ClientErrorCode.IdentityChanged, 'accept first')
-    contact.verified = verified
+    if (shown.replace(/\s+/g, '') !== FAKE_SAFETY_GROUPS.join('')) {
+      throw new ClientError(ClientErrorCode.IdentityChanged, `expected the key that was shown for ${peer}`)
+    }
+    contact.identityChanged = false
+    contact.verified = true
   }
 
   async acceptIdentityChange(peer: string, shownSafetyNumber?: string): Promise<void> {

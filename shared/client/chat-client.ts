@@ -29,7 +29,17 @@ import type { SealedStore } from './sealed-store.js'
 import { SessionManager } from './session-manager.js'
 import type { ClientStore } from './store.js'
 import type { HttpClient, WebSocketFactory } from './transport.js'
-import type { ClientEvents, ConnectionState, ContactView, MessageView } from './views.js'
+import {
+  type ClientEvents,
+  type ConnectionState,
+  type ContactView,
+  type ConversationPreview,
+  type ConversationView,
+  type MessageKind,
+  type MessageView,
+  messageTime,
+  noticeText,
+} from './views.js'
 
 export type { ContentHandler, Delivery } from './inbox.js'
 export { SEND_RETRY_DELAY_MS } from './outbox.js'
@@ -39,11 +49,13 @@ export type {
   ClientEvents,
   ConnectionState,
   ContactView,
+  ConversationPreview,
+  ConversationView,
   DeliveryState,
   MessageKind,
   MessageView,
 } from './views.js'
-export { noticeText } from './views.js'
+export { messageTime, noticeText } from './views.js'
 
 /** The types the core itself sends (sendContent is for the others). */
 const BUILT_IN_TYPES: ReadonlySet<string> = new Set(Object.keys(CONTENT_SCHEMAS))
@@ -371,6 +383,36 @@ export class ChatClient {
 
   contacts(): Promise<ContactView[]> {
     return this.contactsPart.list()
+  }
+
+  /**
+   * The conversation list both UIs show: every contact, newest conversation first, with unread
+   * count, presence, verification, a pending key change, and the newest entry (from the contact's
+   * record; computed from the history only for conversations from before previews were kept).
+   */
+  async conversations(): Promise<ConversationView[]> {
+    const views = await Promise.all(
+      (await this.records.listContacts()).map(async (contact): Promise<ConversationView> => {
+        let stored = contact.preview
+        if (!stored && contact.lastMessageAt !== undefined) {
+          const [last] = await this.history(contact.username, { limit: 1 })
+          if (last) stored = { ...last, text: last.text, kind: last.kind, time: messageTime(last) }
+        }
+        const preview =
+          stored &&
+          ({
+            id: stored.id,
+            text: noticeText({ kind: stored.kind as MessageKind, peer: contact.username }) ?? stored.text,
+            direction: stored.direction,
+            kind: stored.kind as MessageKind,
+            time: stored.time,
+          } satisfies ConversationPreview)
+        return { ...this.contactsPart.view(contact), preview }
+      }),
+    )
+    return views.sort(
+      (a, b) => (b.lastMessageAt ?? 0) - (a.lastMessageAt ?? 0) || a.username.localeCompare(b.username),
+    )
   }
 
   contact(peer: string): Promise<ContactView | undefined> {

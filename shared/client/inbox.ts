@@ -27,7 +27,7 @@ import { contactSeen } from './contacts.js'
 import { CONTENT_VERSION, MAX_RETRY_IDS, type ParsedContent, parseContent } from './content.js'
 import type { ClientContext } from './context.js'
 import { ClientErrorCode, isClientError } from './errors.js'
-import { type ContactRecord, type MessageRecord, messageKey, messageView } from './records.js'
+import { type ContactRecord, type MessageRecord, messageKey, messageView, withPreview } from './records.js'
 import type { StoreOperation } from './store.js'
 import type { MessageKind, MessageView } from './views.js'
 
@@ -127,12 +127,42 @@ class SenderBatch {
 
   async putMessage(message: MessageRecord): Promise<void> {
     this.messages.set(message.id, message)
-    this.operations.push(await this.ctx.records.messagePut(message))
   }
 
   deleteMessage(id: string): void {
     this.messages.set(id, undefined)
-    this.operations.push({ op: 'delete', table: 'messages', key: messageKey(this.peer, id) })
+  }
+
+  /** True when the batch changes anything. */
+  get changed(): boolean {
+    return this.operations.length > 0 || this.messages.size > 0
+  }
+
+  /**
+   * The batch's operations: the others, then one per message it touched, in its final state. The
+   * messages are sealed side by side (each is independent), not one after another.
+   */
+  async allOperations(): Promise<StoreOperation[]> {
+    const messages = await Promise.all(
+      [...this.messages].map(
+        ([id, message]): Promise<StoreOperation> =>
+          message
+            ? this.ctx.records.messagePut(message)
+            : Promise.resolve({ op: 'delete', table: 'messages', key: messageKey(this.peer, id) }),
+      ),
+    )
+    return [...this.operations, ...messages]
+  }
+
+  /** The contact with this batch's entries in its conversation preview. */
+  previewed(contact: ContactRecord): ContactRecord {
+    const put: MessageRecord[] = []
+    const removed: string[] = []
+    for (const [id, message] of this.messages) {
+      if (message) put.push(message)
+      else removed.push(id)
+    }
+    return withPreview(contact, put, removed)
   }
 }
 
@@ -213,9 +243,10 @@ export class Inbox {
       identityChanged ||= seen.identityChanged
       contact = await this.read(batch, frame, decrypted.plaintext, seen.contact)
     }
-    const operations = [...batch.operations]
+    if (!batch.changed && record === initialRecord) return
+    const operations = await batch.allOperations()
     if (record !== initialRecord) operations.push(await this.ctx.sessions.recordPut(address(peer), record))
-    if (operations.length === 0) return
+    contact = batch.previewed(contact)
     operations.push(await this.ctx.records.contactPut(contact))
     await this.ctx.store.commit(operations)
 

@@ -24,7 +24,7 @@ import {
 } from './content.js'
 import type { ClientContext } from './context.js'
 import { ClientError, ClientErrorCode } from './errors.js'
-import { type MessageRecord, messageView, type OutboxRecord } from './records.js'
+import { type MessageRecord, messageView, type OutboxRecord, withPreview } from './records.js'
 import type { StoreOperation } from './store.js'
 import type { MessageView } from './views.js'
 
@@ -95,7 +95,10 @@ export class Outbox {
           record.order,
         ),
         await this.ctx.records.sentPut({ id, peer, content, sentAt, resends: 0 }),
-        await this.ctx.records.contactPut({ ...(fresh?.contact ?? contact!), lastMessageAt: sentAt }),
+        await this.ctx.records.contactPut({
+          ...withPreview(fresh?.contact ?? contact!, [record]),
+          lastMessageAt: sentAt,
+        }),
       ])
       if (fresh && !contact)
         this.ctx.sendFrame({ v: FRAME_VERSION, type: 'presence.subscribe', users: [peer] })

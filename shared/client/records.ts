@@ -6,7 +6,13 @@
 import type { PublicIdentityJson } from '../codec/api.js'
 import { Type } from '../codec/schema.js'
 import type { ExtraContent, ReceiptContent, TextContent } from './content.js'
-import type { ContactView, DeliveryState, MessageKind, MessageView } from './views.js'
+import {
+  type ContactView,
+  type DeliveryState,
+  type MessageKind,
+  type MessageView,
+  messageTime,
+} from './views.js'
 
 /** Checked on every read: a contact record decides whom we trust, so a damaged one must not pass. */
 export const ContactRecord = Type.Object({
@@ -20,6 +26,16 @@ export const ContactRecord = Type.Object({
   retryRequests: Type.Optional(Type.Array(Type.String(), { maxItems: 100 })),
   retryPending: Type.Optional(Type.Array(Type.String(), { maxItems: 100 })),
   retryRequestedAt: Type.Optional(Type.Integer()),
+  preview: Type.Optional(
+    Type.Object({
+      id: Type.String(),
+      text: Type.String(),
+      direction: Type.Union([Type.Literal('in'), Type.Literal('out')]),
+      kind: Type.String(),
+      time: Type.Number(),
+      order: Type.Number(),
+    }),
+  ),
 })
 export interface ContactRecord {
   username: string
@@ -39,6 +55,53 @@ export interface ContactRecord {
   retryPending?: string[]
   /** When we last asked this contact to send again (requests are RETRY_REQUEST_INTERVAL_MS apart). */
   retryRequestedAt?: number
+  /**
+   * The conversation's newest entry, kept here so the conversation list needs no history read per
+   * contact (absent in records written before it was kept: computed from the history then).
+   */
+  preview?: StoredPreview
+}
+
+/** The newest entry of a conversation: its first line, shortened (notices keep no text). */
+export interface StoredPreview {
+  id: string
+  text: string
+  direction: 'in' | 'out'
+  kind: string
+  time: number
+  order: number
+}
+
+/** Longest preview text kept, in UTF-16 code units (the lists show a line of it). */
+export const PREVIEW_TEXT_LENGTH = 120
+
+/**
+ * The contact with `messages` (entries this change puts in its conversation) taken into its
+ * preview: the newest of them, if it is at least as new as the preview's entry, or the preview's
+ * own entry changed in place. `removed` ids drop a preview that showed one of them.
+ */
+export function withPreview(
+  contact: ContactRecord,
+  messages: readonly MessageRecord[],
+  removed: readonly string[] = [],
+): ContactRecord {
+  let preview = contact.preview && removed.includes(contact.preview.id) ? undefined : contact.preview
+  for (const message of messages) {
+    if (preview && message.id !== preview.id && message.order < preview.order) continue
+    preview = {
+      id: message.id,
+      text:
+        (message.kind ?? 'text') === 'text'
+          ? message.text.split('\n', 1)[0]!.slice(0, PREVIEW_TEXT_LENGTH)
+          : '',
+      direction: message.direction,
+      kind: message.kind ?? 'text',
+      time: messageTime(message),
+      order: message.order,
+    }
+  }
+  const { preview: _old, ...rest } = contact
+  return preview ? { ...rest, preview } : rest
 }
 
 export interface MessageRecord {

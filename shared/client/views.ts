@@ -52,6 +52,35 @@ export interface MessageView {
   readonly kind: MessageKind
 }
 
+/**
+ * The time both UIs show for an entry: for what we received, when it reached the server (the
+ * sender's clock may be wrong, and this is the order the server kept); for what we wrote, our own
+ * clock when we wrote it (the server's acceptance may come much later, after being offline).
+ */
+export function messageTime(message: {
+  readonly direction: 'in' | 'out'
+  readonly serverAt?: number | undefined
+  readonly sentAt: number
+}): number {
+  return message.direction === 'in' ? (message.serverAt ?? message.sentAt) : message.sentAt
+}
+
+/** The newest entry of a conversation, for the conversation list. */
+export interface ConversationPreview {
+  readonly id: string
+  /** The text, or a notice's sentence. */
+  readonly text: string
+  readonly direction: 'in' | 'out'
+  readonly kind: MessageKind
+  /** messageTime of the entry. */
+  readonly time: number
+}
+
+/** A row of the conversation list: the contact, and the newest entry of the conversation. */
+export interface ConversationView extends ContactView {
+  readonly preview: ConversationPreview | undefined
+}
+
 export interface ContactView {
   readonly username: string
   readonly verified: boolean

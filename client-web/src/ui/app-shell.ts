@@ -8,7 +8,7 @@
  */
 import { css, html, LitElement, nothing, type TemplateResult } from 'lit'
 import { customElement, query, state } from 'lit/decorators.js'
-import { type ConnectionState, type ContactView, noticeText } from '../../../shared/client/chat-client.js'
+import type { ConnectionState, ContactView } from '../../../shared/client/chat-client.js'
 import { normalizeUsername } from '../../../shared/username.js'
 import { notifyNewMessage, titleFor } from '../attention.js'
 import { describeError, type OpenAccount } from '../session.js'
@@ -214,7 +214,6 @@ export class AppShell extends LitElement {
   private unsubscribe: (() => void)[] = []
   private refreshQueued = false
   /** What each preview was read for (last activity and unread count), so unchanged ones are kept. */
-  private previewVersions = new Map<string, string>()
   private toastTimer: ReturnType<typeof setTimeout> | undefined
   private readonly wideQuery = matchMedia(WIDE_QUERY)
   /** Aborted on disconnect, which removes every listener added with its signal. */
@@ -335,7 +334,6 @@ export class AppShell extends LitElement {
     this.account = undefined
     this.contacts = []
     this.previews = new Map()
-    this.previewVersions.clear()
     this.keyChangePeer = undefined
     document.title = titleFor(0)
     this.notice = notice
@@ -354,35 +352,20 @@ export class AppShell extends LitElement {
     const account = this.account
     if (!account) return
     try {
-      const contacts = await account.client.contacts()
-      const previews = await this.readPreviews(account, contacts)
+      // One call: the core keeps each conversation's newest entry with the contact.
+      const contacts = await account.client.conversations()
       if (account !== this.account) return
       this.contacts = contacts
-      this.previews = previews
+      this.previews = new Map(
+        contacts.flatMap((contact) =>
+          contact.preview ? [[contact.username, contact.preview] as const] : [],
+        ),
+      )
       document.title = titleFor(contacts.reduce((sum, contact) => sum + contact.unread, 0))
       this.checkKeyChange()
     } catch (error) {
       this.showToast(describeError(error))
     }
-  }
-
-  private async readPreviews(
-    account: OpenAccount,
-    contacts: readonly ContactView[],
-  ): Promise<ReadonlyMap<string, ContactPreview>> {
-    const previews = new Map(this.previews)
-    await Promise.all(
-      contacts.map(async (contact) => {
-        const version = `${contact.lastMessageAt ?? ''}:${contact.unread}`
-        if (this.previewVersions.get(contact.username) === version) return
-        const [last] = await account.client.history(contact.username, { limit: 1 })
-        this.previewVersions.set(contact.username, version)
-        if (last)
-          previews.set(contact.username, { text: noticeText(last) ?? last.text, direction: last.direction })
-        else previews.delete(contact.username)
-      }),
-    )
-    return previews
   }
 
   /** Opens the warning when the conversation on screen belongs to a contact whose key changed. */

@@ -115,7 +115,9 @@ export class ContactDetails extends LitElement {
     this.error = ''
     try {
       // The number on screen goes along: if the key changed since it was computed, nothing is marked.
-      await this.client.markVerified(this.peer, verified, verified ? this.safety?.digits : undefined)
+      // Confirming a changed key's number accepts the new key too (the core's one rule for both UIs).
+      if (verified && this.safety) await this.client.confirmSafetyNumber(this.peer, this.safety.digits)
+      else await this.client.markVerified(this.peer, false)
       this.dispatchEvent(new CustomEvent('contacts-changed', { bubbles: true, composed: true }))
     } catch (error) {
       this.error = describeError(error)
@@ -128,10 +130,15 @@ export class ContactDetails extends LitElement {
     const contact = this.contact
     if (contact?.identityChanged) {
       return html`<div class="banner warning" role="alert">
-        ${icons.alert()}
-        <span>Their safety number changed. Acknowledge the change in the conversation first, then compare
-          the new number.</span>
-      </div>`
+          ${icons.alert()}
+          <span>Their safety number changed. This is the new number: if it matches ${this.peer}'s screen,
+            mark it verified, which also accepts the new key.</span>
+        </div>
+        <div class="actions">
+          <button class="btn primary" ?disabled=${this.busy || !this.safety} @click=${() => this.setVerified(true)}>
+            ${icons.shield()} It matches: mark verified
+          </button>
+        </div>`
     }
     return html`<div class="actions">
       ${

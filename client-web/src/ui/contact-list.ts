@@ -15,6 +15,8 @@ import { base } from './theme.js'
 export interface ContactPreview {
   readonly text: string
   readonly direction: 'in' | 'out'
+  /** messageTime of the newest entry (shown beside the name). */
+  readonly time?: number
 }
 
 /** Wait this long after the last keystroke before asking the server (one request per pause). */
@@ -274,8 +276,8 @@ export class ContactList extends LitElement {
               }${contact.online ? html`<span class="visually-hidden"> (online)</span>` : nothing}</span
             >
             ${
-              contact.lastMessageAt
-                ? html`<span class="time">${formatListTime(contact.lastMessageAt)}</span>`
+              (this.previews.get(contact.username)?.time ?? contact.lastMessageAt)
+                ? html`<span class="time">${formatListTime(this.previews.get(contact.username)?.time ?? contact.lastMessageAt!)}</span>`
                 : nothing
             }
           </span>

@@ -17,6 +17,7 @@ import {
   type DeliveryState,
   type MessageKind,
   type MessageView,
+  messageTime,
   noticeText,
 } from '../../../shared/client/chat-client.js'
 import { dayStart, formatDay, formatFull, formatTime } from './format.js'
@@ -45,9 +46,8 @@ type Row =
     }
 
 /** When a message happened, as shown: the server's time for incoming ones, ours for our own. */
-export function displayTime(message: MessageView): number {
-  return message.direction === 'in' ? (message.serverAt ?? message.sentAt) : message.sentAt
-}
+/** The time shown for a message: the core's rule, the same in both UIs. */
+export const displayTime = messageTime
 
 const DELIVERY_LABELS: Record<DeliveryState, string> = {
   sending: 'Sending',
