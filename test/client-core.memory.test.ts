@@ -6,7 +6,7 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest'
 import { decryptToken, makeClient, strongPassword } from '../server/test/harness.js'
-import { toBase64Url } from '../shared/bytes.js'
+import { fromBase64Url, toBase64Url } from '../shared/bytes.js'
 import {
   ChatClient,
   type ChatClientOptions,
@@ -21,6 +21,7 @@ import { type HttpResponse, webSocketUrl } from '../shared/client/transport.js'
 import type { ClientEvents } from '../shared/client/views.js'
 import type { LoginResponse } from '../shared/codec/api.js'
 import { type Static, Type } from '../shared/codec/schema.js'
+import { RETRY_REQUEST_INTERVAL_MS } from '../shared/limits.js'
 import { TEST_KDF_ITERATIONS } from './client-helpers.js'
 import { copyStore, MemoryRelay, type NetworkLink } from './memory-relay.js'
 
@@ -631,6 +632,80 @@ describe('the conversation list', () => {
     const [atBob] = await bob.client.conversations()
     expect(atBob?.preview).toMatchObject({ text: 'a reply', direction: 'out' })
     alice.store.listMessages = listMessages
+    await closeAll(alice, bob)
+  })
+})
+
+describe('asking for messages again', () => {
+  /** The fresh sessions (type 2 envelopes) bob has started with alice: one per retry request. */
+  const freshSessions = (relay: MemoryRelay) =>
+    relay
+      .of('sent', 'send', 'bob')
+      .filter((frame) => frame.to === 'alice' && fromBase64Url(frame.body)[1] === 2).length
+
+  it('gathers what fails into one request, asks again only after the interval, and remembers across restarts', async () => {
+    const { relay, alice, bob: first } = await pair()
+    let clock = Date.now()
+    const bobOptions = { ...first.options, now: () => clock }
+    await first.client.close()
+    let bob = await reopen({ ...first, options: bobOptions })
+    await online(alice, bob)
+    await alice.client.send('bob', 'hello')
+    await bob.events.until(() => bob.events.incoming.length === 1)
+    const hi = await bob.client.send('alice', 'hi')
+    await bob.events.delivered(hi.id, 'delivered')
+    await relay.settle()
+
+    // Bob's session with alice is lost while he is away; alice writes twice meanwhile.
+    const lose = async () => {
+      await bob.client.close()
+      await bob.store.commit([{ op: 'delete', table: 'sessions', key: 'alice:1' }])
+    }
+    await lose()
+    const requestsBefore = freshSessions(relay)
+    await alice.client.send('bob', 'one')
+    await alice.client.send('bob', 'two')
+    await alice.client.flush()
+    bob = await reopen({ ...bob, options: bobOptions })
+    await online(bob)
+    await bob.events.until(() => bob.events.incoming.filter((m) => m.kind === 'text').length === 2)
+    expect(bob.events.incoming.filter((m) => m.kind === 'undecryptable')).toHaveLength(2)
+    // One request named both.
+    expect(freshSessions(relay) - requestsBefore).toBe(1)
+    expect((await bob.client.history('alice')).map((m) => [m.kind, m.text])).toEqual([
+      ['text', 'hello'],
+      ['text', 'hi'],
+      ['text', 'one'],
+      ['text', 'two'],
+    ])
+    await bob.client.flush()
+    await relay.settle()
+
+    // Lost again within the interval: the notice stays and no request goes out, even after a restart.
+    await lose()
+    await alice.client.send('bob', 'three')
+    await alice.client.flush()
+    bob = await reopen({ ...bob, options: bobOptions })
+    await online(bob)
+    await bob.events.until(() => bob.events.incoming.some((m) => m.kind === 'undecryptable'))
+    await relay.settle()
+    expect(freshSessions(relay) - requestsBefore).toBe(1)
+    expect((await bob.client.history('alice')).at(-1)?.kind).toBe('undecryptable')
+
+    // Once the interval is over, the next start asks (the pending id was stored), and it arrives.
+    clock += RETRY_REQUEST_INTERVAL_MS + 1
+    await bob.client.close()
+    bob = await reopen({ ...bob, options: bobOptions })
+    await online(bob)
+    await bob.events.until(() => bob.events.incoming.some((m) => m.kind === 'text' && m.text === 'three'))
+    expect(freshSessions(relay) - requestsBefore).toBe(2)
+    expect((await bob.client.history('alice')).map((m) => m.kind)).toEqual([
+      'text',
+      'text',
+      'text',
+      'text',
+      'text',
+    ])
     await closeAll(alice, bob)
   })
 })

@@ -190,7 +190,24 @@ export class ChatClient {
     password: string,
     expectedUsername?: string,
   ): Promise<ChatClient> {
-    return new ChatClient(options, await openLocalAccount(options, password, expectedUsername))
+    const client = new ChatClient(options, await openLocalAccount(options, password, expectedUsername))
+    await client.restoreOrder()
+    return client
+  }
+
+  /**
+   * Positions in the conversations only grow, even when the clock goes back (or a test freezes it):
+   * a reopened client starts after the newest entry it stored (each contact keeps its newest).
+   */
+  private async restoreOrder(): Promise<void> {
+    for (const contact of await this.records.listContacts()) {
+      let newest = contact.preview?.order
+      if (newest === undefined && contact.lastMessageAt !== undefined) {
+        // Kept before previews were: read that conversation's newest entry once.
+        newest = (await this.history(contact.username, { limit: 1 }))[0]?.order
+      }
+      this.lastOrder = Math.max(this.lastOrder, newest ?? 0, contact.readUpTo ?? 0)
+    }
   }
 
   /** Who a local database belongs to, without the password (or undefined when it is empty). */
