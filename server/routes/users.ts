@@ -70,6 +70,9 @@ export const userRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, 
   app.get(
     '/users/:username/bundle',
     {
+      // A GET claims a one-time prekey, so Fastify's automatic HEAD twin would claim one too (with a
+      // rate limit of its own) while answering nothing: there is none.
+      exposeHeadRoute: false,
       schema: { params: UsernameParams, response: { 200: PreKeyBundleResponse, ...errorResponses } },
       config: {
         rateLimit: {
