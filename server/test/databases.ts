@@ -1,7 +1,8 @@
 /**
  * Real databases for tests: a SQLite file in a fresh temporary directory, and PostgreSQL in a fresh
  * schema (dropped afterwards) at DATABASE_URL_TEST or the CI machine's default. When PostgreSQL is
- * unreachable, the PostgreSQL variants are skipped and the reason is printed.
+ * unreachable, the PostgreSQL variants are skipped and the reason is printed, except under CI=true,
+ * where they fail instead.
  */
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -27,6 +28,8 @@ export function postgresUnavailable(): Promise<string | undefined> {
       return undefined
     } catch (error) {
       const reason = `PostgreSQL at ${new URL(POSTGRES_TEST_URL).host} is unreachable (${(error as Error).message})`
+      // In CI the service is part of the run (.ci/run starts it): its absence is a failure, never a skip.
+      if (process.env.CI === 'true') throw new Error(`CI=true: ${reason}; the PostgreSQL tests must run`)
       console.warn(`[skipped] PostgreSQL variants of these tests were skipped: ${reason}`)
       return reason
     } finally {
