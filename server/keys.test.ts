@@ -109,7 +109,10 @@ for (const dialect of DIALECTS) {
       it('answers HEAD for a bundle with 404, claiming nothing (a GET claims a one-time prekey)', async () => {
         const bob = await signUp(server, { oneTimePreKeys: 3 })
         const alice = await signUp(server)
-        const head = await server.request(bundlePath(bob.client.username), { method: 'HEAD', token: alice.token })
+        const head = await server.request(bundlePath(bob.client.username), {
+          method: 'HEAD',
+          token: alice.token,
+        })
         expect(head.status).toBe(404)
         expect((await server.request(STATUS, { token: bob.token })).body.oneTimePreKeys).toBe(3)
       })
