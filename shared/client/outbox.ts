@@ -35,6 +35,8 @@ export class Outbox {
   private readonly contacts: Contacts
   /** Outbox entries sent on this connection and not yet answered. */
   private readonly inFlight = new Set<string>()
+  /** Counts connections that closed: a flush stops once the one it started on is gone. */
+  private connectionsClosed = 0
   private retryTimer: ReturnType<typeof setTimeout> | undefined
   private readonly pendingReceipts = new Map<string, string[]>()
   /** Receipts taken from pendingReceipts but not yet in the outbox (flush waits for them too). */
@@ -53,6 +55,7 @@ export class Outbox {
   /** The connection closed: what was in flight on it is sent again on the next one. */
   connectionClosed(): void {
     this.inFlight.clear()
+    this.connectionsClosed++
   }
 
   stop(): void {
@@ -134,12 +137,18 @@ export class Outbox {
   /** Sends every envelope the server has not yet accepted, oldest first, each once per connection. */
   async flush(): Promise<void> {
     if (this.ctx.connection() !== 'online') return
+    const connection = this.connectionsClosed
     const entries = (await this.ctx.store.list('outbox')).sort((a, b) => (a.order ?? 0) - (b.order ?? 0))
     for (const entry of entries) {
+      // The connection closed under this flush: the next one's flush sends the rest, in order. Going
+      // on would put later entries on the next connection ahead of those that failed on this one.
+      if (this.connectionsClosed !== connection) return
       if (this.inFlight.has(entry.key)) continue
       // Claimed before the await below, so a concurrent flush cannot send it a second time.
       this.inFlight.add(entry.key)
       const outbox = await this.ctx.records.openOutbox(entry.key, entry.value)
+      // (Its claim went with the connection: the next connection's flush may hold it now.)
+      if (this.connectionsClosed !== connection) return
       const sent = this.ctx.sendFrame({
         v: FRAME_VERSION,
         type: 'send',
