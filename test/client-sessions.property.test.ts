@@ -424,6 +424,18 @@ async function inHistory(side: Side, id: string): Promise<MessageView | undefine
   return (await side.client.history(other(side.name), { limit: 1_000 })).find((m) => m.id === id)
 }
 
+/**
+ * Event-loop turns a flush cut off from its connection gets to try another entry: each entry is
+ * one WebCrypto call (well under a turn's worth of the thread pool), so 30 entries take a few turns.
+ */
+const OLD_FLUSH_GRACE_TURNS = 50
+/** Rounds of 20 queued messages flushed 16 times at once. */
+const CONCURRENT_FLUSH_ROUNDS = 3
+
+async function eventLoopTurns(turns: number): Promise<void> {
+  for (let i = 0; i < turns; i++) await new Promise((resolve) => setImmediate(resolve))
+}
+
 /** Polls the store until `condition` holds (the test's own timeout is the failure guard). */
 async function until(condition: () => Promise<boolean>): Promise<void> {
   while (!(await condition())) await new Promise((resolve) => setTimeout(resolve, 5))
@@ -497,8 +509,9 @@ describe('what the property found, reduced to deterministic cases', () => {
     alice.client.connect()
     await relay.waitFor((f) => f.username === 'alice' && f.frame.type === 'send')
     // The network drops under the flush of what was queued, and the app reconnects at once (as the
-    // PWA does when the browser says it is online again); the new socket is still connecting when
-    // the first connection's flush, still going through the outbox, tries its next entry.
+    // PWA does when the browser says it is online again). The new socket opens only once the first
+    // connection's flush, still going through the outbox, has tried its next entry on it (or has had
+    // ample time to: a flush that stops with its connection never tries).
     const offline = eventOf(alice.client, 'connection', ({ state }) => state === 'offline')
     alice.link.goOffline()
     await offline
@@ -508,7 +521,7 @@ describe('what the property found, reduced to deterministic cases', () => {
       triedWhileConnecting = resolve
     })
     alice.client.connect()
-    await tried
+    await Promise.race([tried, eventLoopTurns(OLD_FLUSH_GRACE_TURNS)])
     triedWhileConnecting = undefined
     relay.resume()
     await alice.client.waitUntilOnline()
@@ -516,6 +529,34 @@ describe('what the property found, reduced to deterministic cases', () => {
     await relay.settle()
     const received = (await bob.client.history('alice', { limit: 100 })).filter((m) => m.direction === 'in')
     expect(received.map((m) => m.text)).toEqual(sent)
+    await Promise.all([alice.client.close(), bob.client.close()])
+  })
+
+  it('messages queued offline keep their order when several flushes run at once', async () => {
+    const relay = registered.relay.fork()
+    const alice = await openSide(relay, 'alice')
+    const bob = await openSide(relay, 'bob')
+    bob.client.connect()
+    await bob.client.waitUntilOnline()
+    const sent: string[] = []
+    // Long and short messages alternate: a long one takes longer to unseal, so a flush holding it
+    // is overtaken by one holding the short one after it, unless flushes take turns. Each round is
+    // another chance.
+    for (let round = 0; round < CONCURRENT_FLUSH_ROUNDS; round++) {
+      await alice.client.disconnect()
+      for (let i = 0; i < 20; i++) {
+        sent.push(`${round}.${i} ${i % 2 === 0 ? 'long '.repeat(3_000) : 'short'}`)
+        await alice.client.send('bob', sent.at(-1)!)
+      }
+      alice.client.connect()
+      await alice.client.waitUntilOnline()
+      // Connecting flushes the outbox; a script's flush(), a send, a receipt and a retry answer may
+      // each flush it meanwhile.
+      await Promise.all(Array.from({ length: 16 }, () => alice.client.flush()))
+      await relay.settle()
+    }
+    const received = (await bob.client.history('alice', { limit: 1_000 })).filter((m) => m.direction === 'in')
+    expect(received.map((m) => m.text.slice(0, 12))).toEqual(sent.map((text) => text.slice(0, 12)))
     await Promise.all([alice.client.close(), bob.client.close()])
   })
 })

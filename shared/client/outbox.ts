@@ -37,6 +37,11 @@ export class Outbox {
   private readonly inFlight = new Set<string>()
   /** Counts connections that closed: a flush stops once the one it started on is gone. */
   private connectionsClosed = 0
+  /**
+   * The last flush asked for: flushes take turns. Two at once would each unseal an entry and send
+   * it when that finishes, so a later entry could overtake an earlier one.
+   */
+  private flushing: Promise<void> = Promise.resolve()
   private retryTimer: ReturnType<typeof setTimeout> | undefined
   private readonly pendingReceipts = new Map<string, string[]>()
   /** Receipts taken from pendingReceipts but not yet in the outbox (flush waits for them too). */
@@ -135,7 +140,13 @@ export class Outbox {
   }
 
   /** Sends every envelope the server has not yet accepted, oldest first, each once per connection. */
-  async flush(): Promise<void> {
+  flush(): Promise<void> {
+    const turn = this.flushing.then(() => this.flushInOrder())
+    this.flushing = turn.catch(() => undefined)
+    return turn
+  }
+
+  private async flushInOrder(): Promise<void> {
     if (this.ctx.connection() !== 'online') return
     const connection = this.connectionsClosed
     const entries = (await this.ctx.store.list('outbox')).sort((a, b) => (a.order ?? 0) - (b.order ?? 0))
