@@ -1,26 +1,39 @@
 /**
  * Sessions that never lose a message (issue 9), as a property: two real client cores, Alice and
- * Bob, on MemoryStores over the in-memory relay (test/memory-relay.ts), driven by a random sequence
- * of what people and networks do: either side sends (both at once too, so first messages cross),
- * disconnects and connects, loses its network and gets it back, is closed and reopened from its
- * store, loses a frame on the wire (its socket dying with it, as TCP loses frames), or loses its
- * session record with the other (simulated corruption, recovered by a retry request, §8.6). Then
- * both come online and settle, and:
+ * Bob, over the in-memory relay (test/memory-relay.ts), driven by a random sequence of what people
+ * and networks do: either side sends (both at once too, so first messages cross); connects and
+ * disconnects; loses its network and gets it back; is closed and reopened from its records (each
+ * opening gets its own store, which refuses to work once closed, as IndexedDB and SQLite do); loses
+ * a frame on the wire (`deliver`, `accepted`, `ack` or `send`, its socket dying with it, as a TCP
+ * connection does); or loses its session record with the other (simulated corruption, recovered by
+ * a retry request, docs/protocol.md §8.6). The wire can be held (`hold` … `release`), so that
+ * frames are in flight while other things happen. Then both come online and settle, and:
  *
  *   - every text each side sent is in the other's history exactly once, by id and text, as a text
  *     (no notice left: nothing undecryptable, nothing lost), in the order it was sent: a message
- *     recovered by a retry takes its notice's place, which is where it arrived;
- *   - every text each side sent is "delivered" in its own history.
+ *     recovered by a retry takes its notice's place, which is where it arrived (nothing here marks
+ *     a conversation read, so the notice is always unread and always replaced in place);
+ *   - nothing is left in either outbox, and every text is "delivered" in its sender's history,
+ *     except those sent before the receiver lost its session record or was closed, which may stay
+ *     "accepted" (their receipts can be lost; see `mayStayAccepted`).
  *
  * Time: the clients' clock and every timer they set (the relay link's reconnect backoff, the
  * retries' RETRY_REQUEST_INTERVAL_MS, receipts' zero delay, flush's poll) are vitest's fake timers,
- * so a retry due in 60 s and a reconnect due in 30 s cost nothing: a `wait` op and the final phase
- * move the clock on. The fake clock also runs with real time (shouldAdvanceTime), so work that polls
- * goes on between the steps the test takes. The relay keeps the real clock (it was made before the
- * fake one, and nothing of it depends on time passing).
+ * so a retry due in 60 s and a reconnect due in 30 s cost nothing: the `wait` op and the final phase
+ * move the clock on. The fake clock also runs with real time (shouldAdvanceTime), so work that
+ * polls goes on between the steps the test takes. The relay keeps the real clock (it was made before
+ * the fake one, and nothing of it depends on time passing). Corruption is limited to
+ * MAX_CORRUPTIONS_PER_RUN per run; with the clock under the test's control a second retry request
+ * within RETRY_REQUEST_INTERVAL_MS is simply waited for.
  *
- * A failure prints the op sequence (shrunk) and, in the assertion's message, both histories and
- * the problems the clients reported. FC_SEED and FC_RUNS replay or widen a search.
+ * A failure prints the op sequence (shrunk), and the assertion's message both histories and what
+ * the clients reported. To replay or widen a search: FC_OPS="connect(alice),send(alice),…" (with
+ * FC_REPEAT=n to run it n times: interleavings of crypto on the thread pool vary), FC_SEED, FC_PATH,
+ * FC_RUNS; FC_FRAMES=1 adds the relay's frames to the message, FC_STATS=1 prints how many runs
+ * went through each case (a lost frame, a reopen, a retry, crossed first messages...).
+ *
+ * The second half holds what the property found, reduced to deterministic cases, and the known
+ * bugs that need a change in chat-client.ts (expected to fail until then).
  */
 import fc from 'fast-check'
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
@@ -32,12 +45,19 @@ import {
   RECONNECT_MAX_DELAY_MS,
 } from '../shared/client/chat-client.js'
 import { isClientError } from '../shared/client/errors.js'
-import { MemoryStore } from '../shared/client/store.js'
+import {
+  type ClientStore,
+  MemoryStore,
+  STORE_TABLES,
+  type StoreOperation,
+  type StoreRecord,
+  type StoreTable,
+} from '../shared/client/store.js'
 import type { WebSocketFactory } from '../shared/client/transport.js'
 import type { ClientEvents } from '../shared/client/views.js'
 import { RETRY_REQUEST_INTERVAL_MS } from '../shared/limits.js'
 import { TEST_KDF_ITERATIONS } from './client-helpers.js'
-import { copyStore, MemoryRelay, type NetworkLink } from './memory-relay.js'
+import { MemoryRelay, type NetworkLink } from './memory-relay.js'
 
 type Party = 'alice' | 'bob'
 const PARTIES: readonly Party[] = ['alice', 'bob']
@@ -56,12 +76,16 @@ type Op =
   | { readonly kind: 'lose'; readonly who: Party; readonly frame: LostFrame }
   | { readonly kind: 'wait'; readonly ms: number }
   | { readonly kind: 'settle' }
+  | { readonly kind: 'hold' }
+  | { readonly kind: 'release' }
 
 /** How an op prints in a counterexample: `send(alice)`, `lose(bob, deliver)`, `wait(61000)`. */
 function describeOp(op: Op): string {
   switch (op.kind) {
     case 'send-both':
     case 'settle':
+    case 'hold':
+    case 'release':
       return op.kind
     case 'wait':
       return `wait(${op.ms})`
@@ -78,7 +102,8 @@ function parseOps(text: string): Op[] {
     const [first, second] = args.split(',').map((arg) => arg.trim())
     if (kind === 'wait') return printable<Op>({ kind, ms: Number(first) })
     if (kind === 'lose') return printable<Op>({ kind, who: first as Party, frame: second as LostFrame })
-    if (kind === 'send-both' || kind === 'settle') return printable<Op>({ kind })
+    if (kind === 'send-both' || kind === 'settle' || kind === 'hold' || kind === 'release')
+      return printable<Op>({ kind })
     return printable({ kind, who: first } as Op)
   })
 }
@@ -91,18 +116,35 @@ function printable<T extends Op>(op: T): T {
  * At most this many session records deleted per run. Each loss is recovered by one retry request
  * and one resend; the sender resends a message at most MAX_RESENDS_PER_MESSAGE (2) times.
  */
-const MAX_CORRUPTIONS_PER_RUN = 2
+const MAX_CORRUPTIONS_PER_RUN = Number(process.env.FC_CORRUPTIONS ?? 2)
+/**
+ * How far the clock moves while a side is closed and reopened: more than the positions a run's
+ * entries can run ahead of the clock (each at least one past the last, at most a few hundred).
+ */
+const REOPEN_TAKES_MS = 1_000
+/** Ops per run: enough for a loss, a recovery and more traffic after it. */
+const MAX_OPS_PER_RUN = 24
+/**
+ * How long one round's flush waits for the outbox to empty. The fake clock runs with real time
+ * while it waits, so this is also real time: a stuck outbox costs seconds, not the default 30 s.
+ */
+const FLUSH_ROUND_MS = 2_000
+/**
+ * A failing case is shrunk for at most this long (each candidate replays its ops and settles, a few
+ * seconds when an outbox is stuck); passing runs take a few seconds in all.
+ */
+const SHRINK_TIME_LIMIT_MS = 240_000
 /** Rounds of "time passes, everyone settles" the final phase allows before it gives up. */
 const MAX_SETTLE_ROUNDS = 6
 
 const party = fc.constantFrom<Party>(...PARTIES)
-const simple = (kind: Exclude<Op['kind'], 'send-both' | 'lose' | 'wait' | 'settle'>) =>
+const simple = (kind: Exclude<Op['kind'], 'send-both' | 'lose' | 'wait' | 'settle' | 'hold' | 'release'>) =>
   party.map((who) => printable({ kind, who }) as Op)
 const opArbitrary: fc.Arbitrary<Op> = fc.oneof(
   { weight: 8, arbitrary: simple('send') },
   { weight: 2, arbitrary: fc.constant(null).map(() => printable<Op>({ kind: 'send-both' })) },
-  { weight: 3, arbitrary: simple('connect') },
-  { weight: 1, arbitrary: simple('disconnect') },
+  { weight: 4, arbitrary: simple('connect') },
+  { weight: 2, arbitrary: simple('disconnect') },
   { weight: 1, arbitrary: simple('network-down') },
   { weight: 1, arbitrary: simple('network-up') },
   { weight: 1, arbitrary: simple('reopen') },
@@ -120,21 +162,72 @@ const opArbitrary: fc.Arbitrary<Op> = fc.oneof(
       .map((ms) => printable<Op>({ kind: 'wait', ms })),
   },
   { weight: 2, arbitrary: fc.constant(null).map(() => printable<Op>({ kind: 'settle' })) },
+  { weight: 2, arbitrary: fc.constant(null).map(() => printable<Op>({ kind: 'hold' })) },
+  { weight: 1, arbitrary: fc.constant(null).map(() => printable<Op>({ kind: 'release' })) },
 )
 const opsArbitrary = fc
-  .array(opArbitrary, { minLength: 1, maxLength: 24 })
+  .array(opArbitrary, { minLength: 1, maxLength: MAX_OPS_PER_RUN, size: 'max' })
   .filter((ops) => ops.filter((op) => op.kind === 'corrupt').length <= MAX_CORRUPTIONS_PER_RUN)
+
+/**
+ * One opening of a device's database, over its records (`disk`): it refuses to work once closed,
+ * as the IndexedDB and SQLite stores do, and a client reopened later gets a new one over the same
+ * records. (A MemoryStore keeps working after close(), which no real store does.)
+ */
+class OpenedStore implements ClientStore {
+  private closed = false
+
+  constructor(private readonly disk: MemoryStore) {}
+
+  private open(): MemoryStore {
+    if (this.closed) throw new Error('test: expected an open store, got one that was closed')
+    return this.disk
+  }
+
+  async get(table: StoreTable, key: string): Promise<StoreRecord | undefined> {
+    return this.open().get(table, key)
+  }
+
+  async list(table: StoreTable): Promise<StoreRecord[]> {
+    return this.open().list(table)
+  }
+
+  async listMessages(peer: string, options: { limit: number; beforeOrder?: number }): Promise<StoreRecord[]> {
+    return this.open().listMessages(peer, options)
+  }
+
+  async commit(operations: readonly StoreOperation[]): Promise<void> {
+    return this.open().commit(operations)
+  }
+
+  async wipe(): Promise<void> {
+    return this.open().wipe()
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+  }
+}
 
 interface Side {
   readonly name: Party
-  readonly store: MemoryStore
+  /** The device's records; each client opens its own OpenedStore over them. */
+  readonly disk: MemoryStore
   readonly link: NetworkLink
-  readonly options: ChatClientOptions
+  /** The current client's options (a reopened client gets a new store over `disk`). */
+  options: ChatClientOptions
   client: ChatClient
   /** connect() called and disconnect() not since (kept across a reopen). */
   connected: boolean
   /** What this side sent, in the order its sends returned. */
   readonly sent: { id: string; text: string }[]
+  /**
+   * How many of `sent` may stay "accepted": those sent before the other side last lost its session
+   * record, or was last closed. A receipt goes only on a session (docs/protocol.md §7.7), so one
+   * due when the record is gone is dropped; and one due when close() resolves is lost (a known bug,
+   * below). The message itself still arrives.
+   */
+  mayStayAccepted: number
   /** Problems and undecryptable deliveries the clients reported, for the failure message. */
   readonly log: string[]
 }
@@ -142,7 +235,7 @@ interface Side {
 /** Alice and Bob registered once: the core makes an RSA-3072 key pair per account. */
 let registered: { relay: MemoryRelay; stores: Record<Party, MemoryStore>; password: string }
 
-function deviceOptions(relay: MemoryRelay, link: NetworkLink, store: MemoryStore): ChatClientOptions {
+function deviceOptions(relay: MemoryRelay, link: NetworkLink, store: ClientStore): ChatClientOptions {
   return {
     serverUrl: relay.serverUrl,
     http: link.http,
@@ -182,34 +275,67 @@ function watch(side: Side): void {
 async function openSide(
   relay: MemoryRelay,
   name: Party,
-  webSocket?: (link: NetworkLink) => WebSocketFactory,
+  device: {
+    webSocket?: (link: NetworkLink) => WebSocketFactory
+    /** The records (a copy of the registered account's). */
+    disk?: MemoryStore
+    /** What the client opens over them (default: an OpenedStore). */
+    store?: (disk: MemoryStore) => ClientStore
+  } = {},
 ): Promise<Side> {
   const link = relay.link()
-  const store = await copyStore(registered.stores[name])
+  const disk = device.disk ?? new MemoryStore()
+  await disk.commit(
+    (
+      await Promise.all(
+        STORE_TABLES.map(async (table) =>
+          (
+            await registered.stores[name].list(table)
+          ).map((record): StoreOperation => ({ op: 'put', table, record })),
+        ),
+      )
+    ).flat(),
+  )
   const options = {
-    ...deviceOptions(relay, link, store),
-    ...(webSocket ? { webSocket: webSocket(link) } : {}),
+    ...deviceOptions(relay, link, (device.store ?? ((records) => new OpenedStore(records)))(disk)),
+    ...(device.webSocket ? { webSocket: device.webSocket(link) } : {}),
   }
   const client = await ChatClient.open(options, registered.password)
-  const side: Side = { name, store, link, options, client, connected: false, sent: [], log: [] }
+  const side: Side = {
+    name,
+    disk,
+    link,
+    options,
+    client,
+    connected: false,
+    sent: [],
+    mayStayAccepted: 0,
+    log: [],
+  }
   watch(side)
   return side
 }
 
-/** Flushes; false when the connection was cut meanwhile. */
-async function flushUnlessCut(client: ChatClient): Promise<boolean> {
+/**
+ * Flushes; false when the connection was cut meanwhile, or the outbox did not empty within
+ * FLUSH_ROUND_MS of the clients' clock (the next round tries again; what is left is asserted on).
+ */
+async function flushed(client: ChatClient): Promise<boolean> {
   try {
-    await client.flush()
+    await client.flush(FLUSH_ROUND_MS)
     return true
   } catch (error) {
-    if (isClientError(error, 'E2E_ERR_NETWORK') && client.connection !== 'online') return false
+    if (isClientError(error, 'E2E_ERR_NETWORK')) return false
     throw error
   }
 }
 
 class World {
   private counter = 0
-  corruptions = 0
+  /** What this run went through, for the coverage that FC_STATS prints. */
+  readonly seen = new Set<string>()
+  /** The relay's wire is paused (`hold`): frames wait on it until `release`. */
+  private held = false
 
   constructor(
     readonly relay: MemoryRelay,
@@ -219,6 +345,12 @@ class World {
   async send(who: Party): Promise<void> {
     const side = this.sides[who]
     const text = `${who} ${++this.counter}`
+    // A first message written before this side has read the other's (which is on its way).
+    if (
+      this.sides[other(who)].sent.length > 0 &&
+      !(await this.history(who)).some((m) => m.direction === 'in')
+    )
+      this.seen.add('crossed first messages')
     try {
       const message = await side.client.send(other(who), text)
       side.sent.push({ id: message.id, text })
@@ -242,6 +374,16 @@ class World {
       await this.relay.settle()
       return
     }
+    if (op.kind === 'hold') {
+      this.held = true
+      this.relay.pause()
+      return
+    }
+    if (op.kind === 'release') {
+      this.held = false
+      this.relay.resume()
+      return
+    }
     const side = this.sides[op.who]
     switch (op.kind) {
       case 'send':
@@ -250,8 +392,13 @@ class World {
       case 'connect':
         side.connected = true
         side.client.connect()
+        // Online before the next op when nothing stands in the way, so that ops after it act on a
+        // connection (and a counterexample replays alike).
+        if (side.link.online && !this.held) await side.client.waitUntilOnline()
         return
       case 'disconnect':
+        if (this.held && side.client.connection === 'online' && (await side.disk.list('outbox')).length > 0)
+          this.seen.add('disconnect with sends held')
         side.connected = false
         await side.client.disconnect()
         return
@@ -262,14 +409,21 @@ class World {
         side.link.goOnline()
         return
       case 'reopen':
+        // A receipt still to be written when close() resolves is lost (see the known bugs below):
+        // what the other side sent so far may stay "accepted".
+        this.sides[other(op.who)].mayStayAccepted = this.sides[other(op.who)].sent.length
         await side.client.close()
+        // Restarting takes a while: the clock moves past the last entry's position (a client
+        // reopened with its clock behind that is a known bug, below).
+        await vi.advanceTimersByTimeAsync(REOPEN_TAKES_MS)
+        side.options = { ...side.options, store: new OpenedStore(side.disk) }
         side.client = await ChatClient.open(side.options, registered.password)
         watch(side)
         if (side.connected) side.client.connect()
         return
       case 'corrupt':
-        this.corruptions++
-        await side.store.commit([{ op: 'delete', table: 'sessions', key: `${other(op.who)}:1` }])
+        this.sides[other(op.who)].mayStayAccepted = this.sides[other(op.who)].sent.length
+        await side.disk.commit([{ op: 'delete', table: 'sessions', key: `${other(op.who)}:1` }])
         return
       case 'lose':
         this.relay.dropNext(op.frame, { username: op.who, close: true })
@@ -279,21 +433,27 @@ class World {
 
   /** Both online; then time passes and everyone settles until nothing is left to do. */
   async bringTogether(): Promise<void> {
+    this.held = false
+    this.relay.resume()
     for (const side of Object.values(this.sides)) {
       side.link.goOnline()
       side.connected = true
       side.client.connect()
     }
+    let framesBefore = -1
     for (let round = 0; round < MAX_SETTLE_ROUNDS; round++) {
+      // A round in which nothing moved at all (every timer that was due has fired) is the end of it.
+      if (this.relay.frames.length === framesBefore) return
+      framesBefore = this.relay.frames.length
       // Any reconnect backoff is over.
       await vi.advanceTimersByTimeAsync(RECONNECT_MAX_DELAY_MS * 1.2)
       await Promise.all(Object.values(this.sides).map(({ client }) => client.waitUntilOnline()))
       await this.relay.settle()
       // A frame lost on the way (a drop armed by a `lose` op fires now) closes the socket under
       // flush: the next round reconnects and flushes again.
-      const flushed = await Promise.all(Object.values(this.sides).map(({ client }) => flushUnlessCut(client)))
+      const done = await Promise.all(Object.values(this.sides).map(({ client }) => flushed(client)))
       await this.relay.settle()
-      if (flushed.every(Boolean) && (await this.finished())) return
+      if (done.every(Boolean) && (await this.finished())) return
       // A retry request waits for RETRY_REQUEST_INTERVAL_MS after the previous one to the same peer.
       await vi.advanceTimersByTimeAsync(RETRY_REQUEST_INTERVAL_MS)
     }
@@ -303,10 +463,11 @@ class World {
   private async finished(): Promise<boolean> {
     for (const side of Object.values(this.sides)) {
       if (this.relay.queued(side.name).length > 0) return false
-      if ((await side.store.list('outbox')).length > 0) return false
+      if ((await side.disk.list('outbox')).length > 0) return false
       const history = await this.history(side.name)
-      if (history.some((m) => m.kind !== 'text' || (m.direction === 'out' && m.state !== 'delivered')))
-        return false
+      if (history.some((m) => m.kind !== 'text')) return false
+      const own = history.filter((m) => m.direction === 'out')
+      if (own.some((m, i) => i >= side.mayStayAccepted && m.state !== 'delivered')) return false
     }
     return true
   }
@@ -328,56 +489,88 @@ class World {
     if (process.env.FC_FRAMES) {
       for (const f of this.relay.frames) {
         if (f.frame.type === 'presence' || f.frame.type === 'presence.subscribe') continue
-        lines.push(`  #${f.socket} ${f.username} ${f.direction} ${f.frame.type} ${f.frame.id ?? ''} ${f.frame.seq ?? f.frame.upTo ?? ''} ${f.frame.from ?? f.frame.to ?? ''}`)
+        lines.push(
+          `  #${f.socket} ${f.username} ${f.direction} ${f.frame.type} ${f.frame.id ?? ''} ${f.frame.seq ?? f.frame.upTo ?? ''} ${f.frame.from ?? f.frame.to ?? ''}`,
+        )
       }
     }
     return lines.join('\n')
   }
 }
 
+/** In how many runs each thing happened (FC_STATS=1 prints it). */
+const coverage = new Map<string, number>()
+
 describe('sessions under random interleavings of two parties', () => {
-  it('every text arrives once, in order, readable, and is delivered', async () => {
-    await fc.assert(
-      fc.asyncProperty(opsArbitrary, async (ops) => {
-        const relay = registered.relay.fork()
-        vi.useFakeTimers({
-          toFake: ['setTimeout', 'clearTimeout', 'Date'],
-          shouldAdvanceTime: true,
-          advanceTimeDelta: 5,
-        })
-        const sides = { alice: await openSide(relay, 'alice'), bob: await openSide(relay, 'bob') }
-        const world = new World(relay, sides)
-        try {
-          for (const op of ops) await world.apply(op)
-          await world.bringTogether()
-          const report = await world.report()
-          for (const sender of PARTIES) {
-            const receiver = other(sender)
-            const received = (await world.history(receiver)).filter((m) => m.direction === 'in')
-            expect(
-              received.map((m) => [m.id, m.kind, m.text]),
-              `${receiver} has what ${sender} sent, once each, in order\n${report}`,
-            ).toEqual(sides[sender].sent.map(({ id, text }) => [id, 'text', text]))
-            const own = (await world.history(sender)).filter((m) => m.direction === 'out')
-            expect(
-              own.map((m) => [m.id, m.state]),
-              `${sender}'s messages are delivered\n${report}`,
-            ).toEqual(sides[sender].sent.map(({ id }) => [id, 'delivered']))
+  it(
+    'every text arrives once, in order, readable, and is delivered',
+    async () => {
+      await fc.assert(
+        fc.asyncProperty(opsArbitrary, async (ops) => {
+          const relay = registered.relay.fork()
+          vi.useFakeTimers({
+            toFake: ['setTimeout', 'clearTimeout', 'Date'],
+            shouldAdvanceTime: true,
+            advanceTimeDelta: 5,
+          })
+          const sides = { alice: await openSide(relay, 'alice'), bob: await openSide(relay, 'bob') }
+          const world = new World(relay, sides)
+          try {
+            for (const op of ops) await world.apply(op)
+            await world.bringTogether()
+            for (const side of Object.values(sides)) {
+              if (side.log.some((line) => line.startsWith('undecryptable'))) world.seen.add('retry path')
+            }
+            for (const op of ops)
+              if (['reopen', 'corrupt', 'lose', 'hold'].includes(op.kind)) world.seen.add(op.kind)
+            for (const what of world.seen) coverage.set(what, (coverage.get(what) ?? 0) + 1)
+            const report = await world.report()
+            for (const sender of PARTIES) {
+              expect(
+                (await sides[sender].disk.list('outbox')).length,
+                `${sender}'s outbox is empty\n${report}`,
+              ).toBe(0)
+              const receiver = other(sender)
+              const received = (await world.history(receiver)).filter((m) => m.direction === 'in')
+              expect(
+                received.map((m) => [m.id, m.kind, m.text]),
+                `${receiver} has what ${sender} sent, once each, in order\n${report}`,
+              ).toEqual(sides[sender].sent.map(({ id, text }) => [id, 'text', text]))
+              const own = (await world.history(sender)).filter((m) => m.direction === 'out')
+              const { sent, mayStayAccepted } = sides[sender]
+              expect(
+                own.map((m, i) => [
+                  m.id,
+                  i < mayStayAccepted && m.state === 'accepted' ? 'delivered' : m.state,
+                ]),
+                `${sender}'s messages are delivered (the first ${mayStayAccepted} may stay accepted)\n${report}`,
+              ).toEqual(sent.map(({ id }) => [id, 'delivered']))
+            }
+          } finally {
+            await Promise.all(Object.values(sides).map(({ client }) => client.close()))
+            vi.useRealTimers()
           }
-        } finally {
-          await Promise.all(Object.values(sides).map(({ client }) => client.close()))
-          vi.useRealTimers()
-        }
-      }),
-      {
-        numRuns: Number(process.env.FC_RUNS ?? (process.env.FC_OPS ? (process.env.FC_REPEAT ?? 1) : 25)),
-        ...(process.env.FC_OPS ? { examples: Array.from({ length: Number(process.env.FC_REPEAT ?? 1) }, () => [parseOps(process.env.FC_OPS ?? "")]) } : {}),
-        ...(process.env.FC_SEED ? { seed: Number(process.env.FC_SEED) } : {}),
-        ...(process.env.FC_PATH ? { path: process.env.FC_PATH } : {}),
-        endOnFailure: false,
-      },
-    )
-  })
+        }),
+        {
+          numRuns: Number(process.env.FC_RUNS ?? (process.env.FC_OPS ? (process.env.FC_REPEAT ?? 1) : 25)),
+          ...(process.env.FC_OPS
+            ? {
+                examples: Array.from({ length: Number(process.env.FC_REPEAT ?? 1) }, () => [
+                  parseOps(process.env.FC_OPS ?? ''),
+                ]),
+              }
+            : {}),
+          ...(process.env.FC_SEED ? { seed: Number(process.env.FC_SEED) } : {}),
+          ...(process.env.FC_PATH ? { path: process.env.FC_PATH } : {}),
+          // A failure shrinks for at most this long, then reports the smallest case found so far.
+          interruptAfterTimeLimit: SHRINK_TIME_LIMIT_MS,
+          markInterruptAsFailure: false,
+        },
+      )
+      if (process.env.FC_STATS) console.log('runs that went through each case:', Object.fromEntries(coverage))
+    },
+    SHRINK_TIME_LIMIT_MS + 60_000,
+  )
 })
 
 /** Resolves once `client` emits `name` with a payload that `accept` accepts. */
@@ -396,9 +589,11 @@ function eventOf<K extends keyof ClientEvents>(
 }
 
 /** Alice and Bob online, with a session both ways and nothing in flight. */
-async function talking(): Promise<{ relay: MemoryRelay; alice: Side; bob: Side }> {
+async function talking(
+  aliceDevice: Parameters<typeof openSide>[2] = {},
+): Promise<{ relay: MemoryRelay; alice: Side; bob: Side }> {
   const relay = registered.relay.fork()
-  const alice = await openSide(relay, 'alice')
+  const alice = await openSide(relay, 'alice', aliceDevice)
   const bob = await openSide(relay, 'bob')
   for (const side of [alice, bob]) side.client.connect()
   await Promise.all([alice.client.waitUntilOnline(), bob.client.waitUntilOnline()])
@@ -445,14 +640,16 @@ describe('what the property found, reduced to deterministic cases', () => {
   it('flush() waits for the answer to a retry request that has arrived', async () => {
     const { relay, alice, bob } = await talking()
     // Bob loses his session with alice: her next message cannot be decrypted, and he asks again.
-    await bob.store.commit([{ op: 'delete', table: 'sessions', key: 'alice:1' }])
+    await bob.disk.commit([{ op: 'delete', table: 'sessions', key: 'alice:1' }])
     const mark = relay.frames.length
     const lost = await alice.client.send('bob', 'after the loss')
     const retry = await relay.waitFor(
       (f, i = relay.frames.indexOf(f)) =>
         i >= mark && f.direction === 'received' && f.username === 'alice' && f.frame.type === 'deliver',
     )
-    await relay.waitFor((f) => f.username === 'alice' && f.frame.type === 'ack' && f.frame.upTo >= retry.frame.seq)
+    await relay.waitFor(
+      (f) => f.username === 'alice' && f.frame.type === 'ack' && f.frame.upTo >= retry.frame.seq,
+    )
     const afterRetry = relay.frames.length
     // The retry request is stored and acknowledged; its answer (the message again) is alice's to send.
     await alice.client.flush()
@@ -480,8 +677,10 @@ describe('what the property found, reduced to deterministic cases', () => {
     await eventOf(alice.client, 'delivery', ({ id, state }) => id === later.id && state === 'accepted')
     // Sent again on the new connection (the server answers a duplicate with `accepted`), so nothing
     // is left in the outbox and flush() can finish.
-    expect(relay.of('sent', 'send', 'alice').filter((frame) => frame.id === inFlight.id)).toHaveLength(2)
-    expect(await alice.store.list('outbox')).toEqual([])
+    // (A third copy can go out when its `accepted` crosses the listing of a later flush.)
+    const copies = relay.of('sent', 'send', 'alice').filter((frame) => frame.id === inFlight.id)
+    expect(copies.length).toBeGreaterThanOrEqual(2)
+    expect(await alice.disk.list('outbox')).toEqual([])
     await Promise.all([alice.client.close(), bob.client.close()])
   })
 
@@ -489,16 +688,18 @@ describe('what the property found, reduced to deterministic cases', () => {
     const relay = registered.relay.fork()
     // Alice's sockets tell the test when the client tries to send on one that is still connecting.
     let triedWhileConnecting: (() => void) | undefined
-    const alice = await openSide(relay, 'alice', (link) => (url) => {
-      const socket = link.webSocket(url)
-      return new Proxy(socket, {
-        get(target, property) {
-          if (property === 'readyState' && target.readyState === 0) triedWhileConnecting?.()
-          const value = Reflect.get(target, property)
-          return typeof value === 'function' ? value.bind(target) : value
-        },
-        set: (target, property, value) => Reflect.set(target, property, value),
-      })
+    const alice = await openSide(relay, 'alice', {
+      webSocket: (link) => (url) => {
+        const socket = link.webSocket(url)
+        return new Proxy(socket, {
+          get(target, property) {
+            if (property === 'readyState' && target.readyState === 0) triedWhileConnecting?.()
+            const value = Reflect.get(target, property)
+            return typeof value === 'function' ? value.bind(target) : value
+          },
+          set: (target, property, value) => Reflect.set(target, property, value),
+        })
+      },
     })
     const bob = await openSide(relay, 'bob')
     bob.client.connect()
@@ -557,6 +758,139 @@ describe('what the property found, reduced to deterministic cases', () => {
     }
     const received = (await bob.client.history('alice', { limit: 1_000 })).filter((m) => m.direction === 'in')
     expect(received.map((m) => m.text.slice(0, 12))).toEqual(sent.map((text) => text.slice(0, 12)))
+    await Promise.all([alice.client.close(), bob.client.close()])
+  })
+})
+
+/**
+ * Known bugs the property found that need a change in chat-client.ts (the lead's file): written as
+ * what should happen, and expected to fail until it does. Flip `it.fails` to `it` with the fix.
+ *
+ * ChatClient.close() resolves while work it started goes on: the receipt for a message just stored
+ * (written after a zero-delay timer), an answer to a retry request (in the contact's queue). That
+ * work then writes to a store that was closed: the IndexedDB and SQLite stores refuse, and the
+ * receipt or the answer is lost for good (the message that asked for it was already acknowledged to
+ * the server, and the peer does not ask again). A store that still works after close() (MemoryStore)
+ * takes writes from the closed client and the reopened one, each with its own per-contact queue, so
+ * both can advance the same session from the same state.
+ */
+describe('known bugs: close() does not wait for the work it started', () => {
+  it.fails('a receipt due when close() resolves is still sent once the client is reopened', async () => {
+    const { relay, alice, bob } = await talking()
+    const ping = await bob.client.send('alice', 'ping')
+    await eventOf(alice.client, 'message', (m) => m.id === ping.id)
+    // Stored and acknowledged; its receipt waits for a zero-delay timer.
+    await alice.client.close()
+    alice.options = { ...alice.options, store: new OpenedStore(alice.disk) }
+    alice.client = await ChatClient.open(alice.options, registered.password)
+    alice.client.connect()
+    await alice.client.waitUntilOnline()
+    await alice.client.flush()
+    await relay.settle()
+    expect((await inHistory(bob, ping.id))?.state).toBe('delivered')
+    await Promise.all([alice.client.close(), bob.client.close()])
+  })
+
+  it.fails('an answer to a retry request still being written when close() resolves is sent once reopened', async () => {
+    const { relay, alice, bob } = await talking()
+    // Bob loses his session with alice: her next message cannot be decrypted, and he asks again.
+    await bob.disk.commit([{ op: 'delete', table: 'sessions', key: 'alice:1' }])
+    const mark = relay.frames.length
+    const lost = await alice.client.send('bob', 'after the loss')
+    const retry = await relay.waitFor(
+      (f) =>
+        relay.frames.indexOf(f) >= mark &&
+        f.direction === 'received' &&
+        f.username === 'alice' &&
+        f.frame.type === 'deliver',
+    )
+    await relay.waitFor(
+      (f) => f.username === 'alice' && f.frame.type === 'ack' && f.frame.upTo >= retry.frame.seq,
+    )
+    // The request is stored and acknowledged; alice's answer (the message again) is being written.
+    await alice.client.close()
+    alice.options = { ...alice.options, store: new OpenedStore(alice.disk) }
+    alice.client = await ChatClient.open(alice.options, registered.password)
+    alice.client.connect()
+    await alice.client.waitUntilOnline()
+    await alice.client.flush()
+    await relay.settle()
+    // Bob asked once; nobody asks again, so the notice would stay for good.
+    expect((await inHistory(bob, lost.id))?.kind).toBe('text')
+    await Promise.all([alice.client.close(), bob.client.close()])
+  })
+})
+
+/**
+ * A known bug the property found (as ties in a history after a reopen), in chat-client.ts: a
+ * client numbers conversation entries from `lastOrder`, kept in memory only, so a client reopened
+ * while its clock is behind the last number (the clock was set back, or a burst of entries, each
+ * at least one more than the last, ran ahead of it) gives new entries positions before old ones,
+ * although `order` is meant to be strictly increasing on the device.
+ */
+describe('known bugs: the order of entries after a reopen', () => {
+  it.fails('an entry made after a reopen comes after those made before it, whatever the clock says', async () => {
+    const { alice, bob } = await talking()
+    // A clock that stands still from here on (as one set back to this moment would be).
+    const now = Date.now() + 60_000
+    const reopen = async () => {
+      await alice.client.close()
+      alice.options = { ...alice.options, store: new OpenedStore(alice.disk), now: () => now }
+      alice.client = await ChatClient.open(alice.options, registered.password)
+    }
+    await reopen()
+    await alice.client.send('bob', 'one')
+    await alice.client.send('bob', 'two')
+    await reopen()
+    await alice.client.send('bob', 'three')
+    const texts = (await alice.client.history('bob')).filter((m) => m.direction === 'out').map((m) => m.text)
+    expect(texts).toEqual(['hello bob', 'one', 'two', 'three'])
+    await Promise.all([alice.client.close(), bob.client.close()])
+  })
+})
+
+/**
+ * A known limit of the retry path (docs/protocol.md §8.6), found while choosing how many session
+ * losses a run may have: a message sent again on request travels under a new frame id, and the
+ * sender keeps nothing under that id. If the receiver cannot decrypt the resend either (it lost its
+ * session again before the resend arrived), it asks for the new id, the sender answers
+ * "unavailable", and the receiver ends with the original's notice "undecryptable, asked again" for
+ * good, beside a "lost" entry for an id the sender never wrote, although the sender still has the
+ * message and may send it once more (MAX_RESENDS_PER_MESSAGE is 2). A fix needs a protocol change
+ * (the sender keeping the resend's id as another name of the original, and the receiver's notice
+ * for it being replaced by, or merged into, the original's), so the runs above lose at most
+ * MAX_CORRUPTIONS_PER_RUN records and this one is expected to fail.
+ */
+describe('known limits: a resend that cannot be decrypted either', () => {
+  it.fails('the message is still recovered, and nothing is shown as lost', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'], shouldAdvanceTime: true })
+    const { relay, alice, bob } = await talking()
+    await bob.disk.commit([{ op: 'delete', table: 'sessions', key: 'alice:1' }])
+    // Bob loses his session with alice again as the resend reaches him: after his retry request
+    // (his first send from here on), the next delivery to him.
+    let stage: 'before the request' | 'before the resend' | 'lost again' = 'before the request'
+    relay.filter = (f) => {
+      if (stage === 'before the request' && f.username === 'bob' && f.frame.type === 'send') {
+        stage = 'before the resend'
+      } else if (stage === 'before the resend' && f.username === 'bob' && f.frame.type === 'deliver') {
+        stage = 'lost again'
+        // MemoryStore applies a commit at once, before the client reads the record.
+        void bob.disk.commit([{ op: 'delete', table: 'sessions', key: 'alice:1' }])
+      }
+      return 'pass'
+    }
+    const lost = await alice.client.send('bob', 'after the loss')
+    for (let round = 0; round < 4; round++) {
+      await relay.settle()
+      await Promise.all([alice.client.flush(), bob.client.flush()])
+      await relay.settle()
+      // The second request waits out RETRY_REQUEST_INTERVAL_MS.
+      await vi.advanceTimersByTimeAsync(RETRY_REQUEST_INTERVAL_MS + 1)
+    }
+    expect(stage).toBe('lost again')
+    const history = await bob.client.history('alice')
+    expect(history.filter((m) => m.kind === 'lost')).toEqual([])
+    expect(history.find((m) => m.id === lost.id)?.kind).toBe('text')
     await Promise.all([alice.client.close(), bob.client.close()])
   })
 })

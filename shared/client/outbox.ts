@@ -155,10 +155,10 @@ export class Outbox {
       // on would put later entries on the next connection ahead of those that failed on this one.
       if (this.connectionsClosed !== connection) return
       if (this.inFlight.has(entry.key)) continue
-      // Claimed before the await below, so a concurrent flush cannot send it a second time.
+      // Claimed: a later flush on this connection leaves it to its `accepted`.
       this.inFlight.add(entry.key)
       const outbox = await this.ctx.records.openOutbox(entry.key, entry.value)
-      // (Its claim went with the connection: the next connection's flush may hold it now.)
+      // Closed meanwhile (the claim went with the connection).
       if (this.connectionsClosed !== connection) return
       const sent = this.ctx.sendFrame({
         v: FRAME_VERSION,
