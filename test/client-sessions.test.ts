@@ -2,11 +2,13 @@
  * Sessions that never lose a message, through the real server: two people who send each other a
  * first message before either has read the other's (both online, both offline, one offline) keep
  * both sessions and converge, and everything after arrives once, in order, nothing undecryptable.
+ * Then what the property test over the in-memory relay (client-sessions.property.test.ts) found
+ * that shows here too.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startServer, type TestServer } from '../server/test/harness.js'
 import { type ChatClient, ChatClient as Client, type MessageView } from '../shared/client/chat-client.js'
-import { registerClient } from './client-helpers.js'
+import { registerClient, tappedWebSocketFactory } from './client-helpers.js'
 
 let server: TestServer
 
@@ -212,6 +214,83 @@ describe('messages that cannot be decrypted', () => {
       'failed',
     )
     expect((await bob.history(alice.username)).map((m) => m.kind)).toEqual(['text', 'lost'])
+    await Promise.all([alice.close(), bob.close()])
+  })
+})
+
+/** Resolves once `client` reports `id` in `state`. */
+function deliveryOf(client: ChatClient, id: string, state: string): Promise<void> {
+  return new Promise((resolve) => {
+    const stop = client.events.on('delivery', (event) => {
+      if (event.id !== id || event.state !== state) return
+      stop()
+      resolve()
+    })
+  })
+}
+
+describe('the outbox across connections (found by test/client-sessions.property.test.ts)', () => {
+  it('a send whose `accepted` was lost to disconnect() goes out again after connect()', async () => {
+    const { factory, tap } = tappedWebSocketFactory(server)
+    const aliceAccount = await registerClient(server, { webSocket: factory })
+    const alice = aliceAccount.client
+    const bob = (await registerClient(server)).client
+    await online(alice, bob)
+    const first = await alice.send(bob.username, 'first')
+    await deliveryOf(alice, first.id, 'delivered')
+
+    // The send is on its way; the client closes before the server's answer can come back.
+    const inFlight = await alice.send(bob.username, 'in flight')
+    await alice.disconnect()
+    alice.connect()
+    await alice.waitUntilOnline()
+    const later = await alice.send(bob.username, 'later')
+    await deliveryOf(alice, later.id, 'accepted')
+    // Sent again on the new connection (the server answers a duplicate with `accepted`), so the
+    // outbox is empty and flush() can finish.
+    // (A third copy can go out when its `accepted` crosses the listing of a later flush.)
+    const copies = tap.of('sent', 'send').filter((frame) => frame.id === inFlight.id)
+    expect(copies.length).toBeGreaterThanOrEqual(2)
+    expect(await aliceAccount.options.store.list('outbox')).toEqual([])
+    await alice.flush()
+    await Promise.all([alice.close(), bob.close()])
+  })
+
+  it('flush() waits for the answer to a retry request that has arrived', async () => {
+    const { factory, tap } = tappedWebSocketFactory(server)
+    const alice = (await registerClient(server, { webSocket: factory })).client
+    const bobAccount = await registerClient(server)
+    let bob = bobAccount.client
+    await online(alice, bob)
+    const before = await alice.send(bob.username, 'before')
+    await deliveryOf(alice, before.id, 'delivered')
+
+    // Bob's session with alice is gone (his app restarts on a store without it): her next message
+    // cannot be decrypted, and he asks again.
+    await bob.close()
+    await bobAccount.options.store.commit([{ op: 'delete', table: 'sessions', key: `${alice.username}:1` }])
+    bob = await Client.open(bobAccount.options, bobAccount.password)
+    const b = observe(bob)
+    await online(bob)
+    const mark = tap.frames.length
+    const lost = await alice.send(bob.username, 'after the loss')
+    const retry = await tap.waitFor(
+      (f) => tap.frames.indexOf(f) >= mark && f.direction === 'received' && f.frame.type === 'deliver',
+    )
+    await tap.waitFor(
+      (f) => f.direction === 'sent' && f.frame.type === 'ack' && f.frame.upTo >= retry.frame.seq,
+    )
+    // The request is stored and acknowledged; its answer (the message again) is alice's to send.
+    const afterRetry = tap.frames.length
+    await alice.flush()
+    const acceptedSince = tap.frames
+      .slice(afterRetry)
+      .filter((f) => f.direction === 'received' && f.frame.type === 'accepted')
+    expect(acceptedSince.length, 'the resend was accepted before flush() resolved').toBeGreaterThan(0)
+    await waitFor(async () =>
+      (await bob.history(alice.username)).some((m) => m.id === lost.id && m.kind === 'text'),
+    )
+    expect(b.undecryptable).toHaveLength(1)
     await Promise.all([alice.close(), bob.close()])
   })
 })

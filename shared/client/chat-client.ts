@@ -81,6 +81,7 @@ export class ChatClient {
   private readonly inbox: Inbox
   private readonly retries: Retries
   private readonly upkeep: PreKeyUpkeep
+  private readonly peerQueues = new PeerQueues()
   /** The check of every contact's identity that runs after connecting; sends and caught-up wait for it. */
   private identityChecks: Promise<void> = Promise.resolve()
   /** Messages the server had queued when this connection became ready, and how many are stored. */
@@ -118,7 +119,7 @@ export class ChatClient {
       store: this.store,
       records: this.records,
       sessions: new SessionManager(this.store, this.records, () => this.identity, keys),
-      peerQueues: new PeerQueues(),
+      peerQueues: this.peerQueues,
       events: this.events,
       keys,
       identity: () => this.identity,
@@ -234,8 +235,15 @@ export class ChatClient {
     this.link.refuse()
   }
 
+  /**
+   * Disconnects, finishes the work already started (receipts still gathering are written to the
+   * outbox, retry answers and deliveries being stored finish), then closes the store: what was due
+   * is sent on the next connection, never lost to a store closed under it.
+   */
   async close(): Promise<void> {
     await this.disconnect()
+    await this.outbox.writePendingReceipts()
+    await this.peerQueues.idle()
     await this.store.close()
   }
 

@@ -36,6 +36,13 @@ export class Outbox {
   private readonly contacts: Contacts
   /** Outbox entries sent on this connection and not yet answered. */
   private readonly inFlight = new Set<string>()
+  /** Counts connections that closed: a flush stops once the one it started on is gone. */
+  private connectionsClosed = 0
+  /**
+   * The last flush asked for: flushes take turns. Two at once would each unseal an entry and send
+   * it when that finishes, so a later entry could overtake an earlier one.
+   */
+  private flushing: Promise<void> = Promise.resolve()
   private retryTimer: ReturnType<typeof setTimeout> | undefined
   private readonly pendingReceipts = new Map<string, string[]>()
   /** Receipts taken from pendingReceipts but not yet in the outbox (flush waits for them too). */
@@ -54,6 +61,7 @@ export class Outbox {
   /** The connection closed: what was in flight on it is sent again on the next one. */
   connectionClosed(): void {
     this.inFlight.clear()
+    this.connectionsClosed++
   }
 
   stop(): void {
@@ -167,14 +175,26 @@ export class Outbox {
   }
 
   /** Sends every envelope the server has not yet accepted, oldest first, each once per connection. */
-  async flush(): Promise<void> {
+  flush(): Promise<void> {
+    const turn = this.flushing.then(() => this.flushInOrder())
+    this.flushing = turn.catch(() => undefined)
+    return turn
+  }
+
+  private async flushInOrder(): Promise<void> {
     if (this.ctx.connection() !== 'online') return
+    const connection = this.connectionsClosed
     const entries = (await this.ctx.store.list('outbox')).sort((a, b) => (a.order ?? 0) - (b.order ?? 0))
     for (const entry of entries) {
+      // The connection closed under this flush: the next one's flush sends the rest, in order. Going
+      // on would put later entries on the next connection ahead of those that failed on this one.
+      if (this.connectionsClosed !== connection) return
       if (this.inFlight.has(entry.key)) continue
-      // Claimed before the await below, so a concurrent flush cannot send it a second time.
+      // Claimed: a later flush on this connection leaves it to its `accepted`.
       this.inFlight.add(entry.key)
       const outbox = await this.ctx.records.openOutbox(entry.key, entry.value)
+      // Closed meanwhile (the claim went with the connection).
+      if (this.connectionsClosed !== connection) return
       const sent = this.ctx.sendFrame({
         v: FRAME_VERSION,
         type: 'send',
@@ -245,8 +265,15 @@ export class Outbox {
     }
   }
 
+  /** Writes every receipt still gathering into the outbox now (before the store closes). */
+  async writePendingReceipts(): Promise<void> {
+    await Promise.all([...this.pendingReceipts.keys()].map((peer) => this.sendReceipts(peer)))
+  }
+
   private async sendReceipts(peer: string): Promise<void> {
     const ids = this.pendingReceipts.get(peer) ?? []
+    // Written already (by writePendingReceipts, when the client closed before this timer fired).
+    if (ids.length === 0) return
     this.pendingReceipts.delete(peer)
     this.receiptsBeingWritten++
     try {

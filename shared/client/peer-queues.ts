@@ -7,6 +7,11 @@ export class PeerQueues {
   /** The tail of each contact's queue; dropped once it settles with nothing queued behind it. */
   private readonly tails = new Map<string, Promise<unknown>>()
 
+  /** Resolves once no job is queued or running for any contact (e.g. before the store closes). */
+  async idle(): Promise<void> {
+    while (this.tails.size > 0) await Promise.all([...this.tails.values()])
+  }
+
   /** Runs `work` after every job queued before it for `peer`, whether those succeeded or failed. */
   run<T>(peer: string, work: () => Promise<T>): Promise<T> {
     const previous = this.tails.get(peer) ?? Promise.resolve()

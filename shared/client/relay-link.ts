@@ -199,6 +199,9 @@ export class RelayLink {
     socket.onclose = null
     socket.onerror = null
     socket.close(code, reason)
+    // Its onclose will not run: the owner forgets here what was in flight on it (an `accepted` on
+    // its way is lost with it, so the send goes again on the next connection).
+    this.options.onClosed?.()
   }
 
   private open(): void {

@@ -38,8 +38,11 @@ export class Retries {
   private readonly contacts: Contacts
   private readonly outbox: Outbox
   /** Requests waiting for their contact's interval to pass (one timer per contact). */
-  private readonly timers = new Map<string, ReturnType<typeof setTimeout>>()
-  /** Requests due now and not yet written to the outbox (`flush` waits for them). */
+  private readonly timers = new Map<string, { timer: ReturnType<typeof setTimeout>; dueNow: boolean }>()
+  /**
+   * Requests due now (or whose interval is over) and answers to requests, not yet written to the
+   * outbox: `flush` waits for them, so a script that flushes before it exits does not leave them.
+   */
   private due = 0
   /** When each contact's recent requests were answered. */
   private readonly answered = new Map<string, number[]>()
@@ -55,7 +58,11 @@ export class Retries {
   }
 
   stop(): void {
-    for (const timer of this.timers.values()) clearTimeout(timer)
+    for (const { timer, dueNow } of this.timers.values()) {
+      clearTimeout(timer)
+      // It will not run: `resume` schedules it again on the next connection.
+      if (dueNow) this.due--
+    }
     this.timers.clear()
   }
 
@@ -76,20 +83,22 @@ export class Retries {
       lastRequestedAt === undefined
         ? 0
         : Math.max(0, lastRequestedAt + RETRY_REQUEST_INTERVAL_MS - this.ctx.now())
-    // A request due now is work `flush` waits for; one due later is not (it is stored).
+    // A request due now is work `flush` waits for; one due later is not (it is stored) until its
+    // interval is over.
     const dueNow = delay === 0
     if (dueNow) this.due++
     const timer = setTimeout(() => {
       this.timers.delete(peer)
+      if (!dueNow) this.due++
       this.ctx.peerQueues
         .run(peer, () => this.request(peer))
         .catch((error: unknown) => this.ctx.report(error))
         .finally(() => {
-          if (dueNow) this.due--
+          this.due--
         })
     }, delay)
     ;(timer as { unref?: () => void }).unref?.()
-    this.timers.set(peer, timer)
+    this.timers.set(peer, { timer, dueNow })
   }
 
   private async request(peer: string): Promise<void> {
@@ -143,9 +152,13 @@ export class Retries {
 
   /** Answers `peer`'s request later, in their queue (behind the delivery that carried it). */
   answerLater(peer: string, ids: readonly string[]): void {
+    this.due++
     this.ctx.peerQueues
       .run(peer, () => this.answer(peer, ids))
       .catch((error: unknown) => this.ctx.report(error))
+      .finally(() => {
+        this.due--
+      })
   }
 
   /**
