@@ -31,11 +31,12 @@ import {
 } from '../shared/client/store.js'
 import * as initial from './migrations/2026-11-26-01-initial.js'
 import * as sentContent from './migrations/2026-12-01-01-sent-content.js'
+import * as messageOrderIndex from './migrations/2026-12-02-01-message-order-index.js'
 
 /** `PRAGMA application_id` of our files: "SCHT". */
 export const STORE_APPLICATION_ID = 0x53434854
 /** `PRAGMA user_version` this code writes; a file with a higher one came from a newer version. */
-export const STORE_FORMAT_VERSION = 2
+export const STORE_FORMAT_VERSION = 3
 /**
  * How long to wait for another process's lock. Each client holds its file's lock for as long as it
  * runs, so waiting longer would not help; this only rides out a process that is just exiting.
@@ -52,6 +53,7 @@ export const STORE_MIGRATIONS: Readonly<
 > = {
   '2026-11-26-01-initial': initial,
   '2026-12-01-01-sent-content': sentContent,
+  '2026-12-02-01-message-order-index': messageOrderIndex,
 }
 const MIGRATION_TABLE = 'store_migration'
 const MIGRATION_LOCK_TABLE = 'store_migration_lock'

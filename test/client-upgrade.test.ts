@@ -129,7 +129,7 @@ describe('stores written by 0.1.0', () => {
     // Alice's file (readable once her client let go of its lock): format 2, sessions by address.
     const file = new BetterSqlite3(aliceFile, { readonly: true, fileMustExist: true })
     try {
-      expect(file.pragma('user_version', { simple: true })).toBe(2)
+      expect(file.pragma('user_version', { simple: true })).toBe(3)
       expect(file.prepare('select key from sessions').all()).toEqual([{ key: `${fixture.bob}:1` }])
     } finally {
       file.close()

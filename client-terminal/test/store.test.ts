@@ -94,6 +94,42 @@ describe('SqliteStore on disk', () => {
     await again.close()
   })
 
+  it('reads each page of history through an index, also in a file of format 2 (upgraded on open)', async () => {
+    const file = freshFile()
+    const store = await openSqliteStore(file, { create: true })
+    await store.commit(Array.from({ length: 300 }, (_, i) => message('bob', i)))
+    await store.commit([put('messages', { key: 'bob/unordered', peer: 'bob', value: bytes(7) })])
+    const before = await store.listMessages('bob', { limit: 20, beforeOrder: 100 })
+    await store.close()
+    // Format 2 as the previous version wrote it: the same tables, the index of format 1.
+    const raw = new BetterSqlite3(file)
+    raw.exec(`drop index "messages_by_peer_order"; create index "messages_by_peer" on "messages" ("peer", "sort_order");
+      delete from "store_migration" where "name" = '2026-12-02-01-message-order-index'; pragma user_version = 2`)
+    raw.close()
+
+    const upgraded = await openSqliteStore(file)
+    expect(await upgraded.listMessages('bob', { limit: 20, beforeOrder: 100 })).toEqual(before)
+    expect(before.map((record) => record.order)).toEqual(Array.from({ length: 20 }, (_, i) => 80 + i))
+    const oldest = await upgraded.listMessages('bob', { limit: 2, beforeOrder: 1 })
+    expect(oldest.map((record) => record.key)).toEqual(['bob/0', 'bob/unordered'])
+    await upgraded.close()
+    const check = new BetterSqlite3(file, { readonly: true })
+    expect(check.pragma('user_version', { simple: true })).toBe(STORE_FORMAT_VERSION)
+    const order = 'order by coalesce(sort_order, 0) desc, "key" desc limit 20'
+    for (const query of [
+      `select * from "messages" where "peer" = 'bob' ${order}`,
+      `select * from "messages" where "peer" = 'bob' and coalesce(sort_order, 0) < 100 ${order}`,
+    ]) {
+      const plan = (check.prepare(`explain query plan ${query}`).all() as { detail: string }[])
+        .map((step) => step.detail)
+        .join('; ')
+      // A sort of the whole conversation for every page is what made reading a backlog quadratic.
+      expect(plan).toContain('messages_by_peer_order')
+      expect(plan).not.toContain('TEMP B-TREE')
+    }
+    check.close()
+  })
+
   it('refuses a file that is not SQLite and leaves it untouched', async () => {
     const file = freshFile()
     const store = await openSqliteStore(file, { create: true })
