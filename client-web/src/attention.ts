@@ -12,8 +12,9 @@ export function titleFor(unread: number): string {
 }
 
 export async function notifyNewMessage(peer: string): Promise<void> {
-  if (!('Notification' in window) || Notification.permission !== 'granted') return
+  // Visibility first: it is cheap, and the permission is a question to the browser.
   if (document.visibilityState === 'visible') return
+  if (!('Notification' in window) || Notification.permission !== 'granted') return
   const options: NotificationOptions = {
     body: 'New message',
     tag: `message:${peer}`,
