@@ -18,6 +18,7 @@ import { equalBytes } from './bytes.js'
 import type { Envelope } from './codec/envelope.js'
 import { isProtocolError, ProtocolError, ProtocolErrorCode } from './errors.js'
 import { MAX_ARCHIVED_SESSIONS } from './limits.js'
+import type { MessageOpener } from './ratchet/double-ratchet.js'
 import { type AcceptedSession, type DecryptedMessage, decryptMessage, type Session } from './session.js'
 
 export interface SessionRecord {
@@ -87,7 +88,7 @@ export interface RecordDecryption extends DecryptedMessage {
  * key agreement the record already has (the initiator repeats the X3DH header until it hears back)
  * goes to that session; any other prekey message starts a new session through `accept`, and the
  * current one is archived. A plain message is tried on the current session, then on each archived
- * one. Throws the current session's error when nothing decrypts (DecryptionFailed when there is
+ * one. `opener` opens each message's AES-GCM (see shared/open-ahead.ts). Throws the current session's error when nothing decrypts (DecryptionFailed when there is
  * no session at all); a DuplicateMessage from any session ends the search, since that session
  * recognised the message as one it already opened.
  */
@@ -95,6 +96,7 @@ export async function decryptWithRecord(
   record: SessionRecord,
   envelope: Envelope,
   accept: (envelope: Envelope) => Promise<AcceptedSession>,
+  opener?: MessageOpener,
 ): Promise<RecordDecryption> {
   if (envelope.preKey) {
     const known = allSessions(record).find((session) => matchesPreKey(session, envelope))
@@ -108,7 +110,7 @@ export async function decryptWithRecord(
         newSession: true,
       }
     }
-    const decrypted = await decryptMessage(known, envelope)
+    const decrypted = await decryptMessage(known, envelope, opener)
     return {
       ...decrypted,
       record: replaceAndPromote(record, known, decrypted.session),
@@ -119,7 +121,7 @@ export async function decryptWithRecord(
   let firstError: unknown
   for (const session of allSessions(record)) {
     try {
-      const decrypted = await decryptMessage(session, envelope)
+      const decrypted = await decryptMessage(session, envelope, opener)
       return {
         ...decrypted,
         record: replaceAndPromote(record, session, decrypted.session),

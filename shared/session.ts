@@ -24,6 +24,7 @@ import type { Identity, PreKeyBundle, PreKeyPair, PublicIdentity } from './ident
 import { defaultKeyGeneration, type KeyGeneration } from './key-generation.js'
 import {
   initiatorRatchetState,
+  type MessageOpener,
   type RatchetState,
   ratchetDecrypt,
   ratchetEncrypt,
@@ -108,6 +109,7 @@ export function envelopeMatchesSession(session: Session, envelope: Envelope): bo
 export async function decryptMessage(
   session: Session,
   input: Uint8Array | Envelope,
+  opener?: MessageOpener,
 ): Promise<DecryptedMessage> {
   const envelope = input instanceof Uint8Array ? decodeEnvelope(input) : input
   if (!envelopeMatchesSession(session, envelope)) {
@@ -122,6 +124,7 @@ export async function decryptMessage(
     envelope.headerBytes,
     envelope.ciphertext,
     session.associatedData,
+    opener,
   )
   // Any authentic message from the responder proves it has the session: stop repeating the X3DH header.
   const pendingPreKey = session.role === 'initiator' ? null : session.pendingPreKey

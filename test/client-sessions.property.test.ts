@@ -190,6 +190,10 @@ class OpenedStore implements ClientStore {
     return this.open().get(table, key)
   }
 
+  async getMany(table: StoreTable, keys: readonly string[]): Promise<(StoreRecord | undefined)[]> {
+    return this.open().getMany(table, keys)
+  }
+
   async list(table: StoreTable): Promise<StoreRecord[]> {
     return this.open().list(table)
   }

@@ -55,6 +55,10 @@ class ObservedStore implements ClientStore {
     return this.inner.get(table, key)
   }
 
+  getMany(table: StoreTable, keys: readonly string[]): Promise<(StoreRecord | undefined)[]> {
+    return this.inner.getMany(table, keys)
+  }
+
   list(table: StoreTable): Promise<StoreRecord[]> {
     return this.inner.list(table)
   }

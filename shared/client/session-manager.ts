@@ -15,6 +15,7 @@ import { type Address, type AddressKey, addressKey, parseAddressKey } from '../a
 import type { Envelope } from '../codec/envelope.js'
 import type { Identity, PreKeyBundle, PublicIdentity } from '../identity.js'
 import type { KeyGeneration } from '../key-generation.js'
+import type { MessageOpener } from '../ratchet/double-ratchet.js'
 import { acceptSession, encryptMessage, type Session, startSession } from '../session.js'
 import {
   archiveCurrentSession,
@@ -75,8 +76,8 @@ export class SessionManager {
    * Decrypts against `record` rather than the stored one (a batch of deliveries from one address
    * runs each on the record the previous one left): the record after, and what the message used.
    */
-  decryptWith(record: SessionRecord, envelope: Envelope): Promise<RecordDecryption> {
-    return decryptWithRecord(record, envelope, (prekeyMessage) => this.accept(prekeyMessage))
+  decryptWith(record: SessionRecord, envelope: Envelope, opener?: MessageOpener): Promise<RecordDecryption> {
+    return decryptWithRecord(record, envelope, (prekeyMessage) => this.accept(prekeyMessage), opener)
   }
 
   /** The operation that stores `record` as `target`'s. */

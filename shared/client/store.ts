@@ -40,6 +40,11 @@ export type StoreOperation =
 export interface ClientStore {
   get(table: StoreTable, key: string): Promise<StoreRecord | undefined>
   /**
+   * Several records of one table at once, in the order of `keys` (undefined where none is stored):
+   * one read for a batch (IndexedDB: one transaction instead of one per key).
+   */
+  getMany(table: StoreTable, keys: readonly string[]): Promise<(StoreRecord | undefined)[]>
+  /**
    * Every record of a table (for the small ones: prekeys, contacts, outbox), in key order
    * (JavaScript's string comparison).
    */
@@ -126,6 +131,14 @@ export class MemoryStore implements ClientStore {
   async get(table: StoreTable, key: string): Promise<StoreRecord | undefined> {
     const record = this.table(table).get(key)
     return record && copied(record)
+  }
+
+  async getMany(table: StoreTable, keys: readonly string[]): Promise<(StoreRecord | undefined)[]> {
+    const rows = this.table(table)
+    return keys.map((key) => {
+      const record = rows.get(key)
+      return record && copied(record)
+    })
   }
 
   async list(table: StoreTable): Promise<StoreRecord[]> {

@@ -209,15 +209,31 @@ function withSkipped(
   return next
 }
 
-async function open(
+async function openWith(
+  opener: MessageOpener,
   seed: Uint8Array,
   ciphertext: Uint8Array,
   associatedData: Uint8Array,
   headerBytes: Uint8Array,
 ): Promise<Uint8Array> {
+  return unpad(await opener(seed, ciphertext, concatBytes(associatedData, headerBytes)))
+}
+
+/**
+ * The AES-GCM half of opening one message: the key and nonce from `seed`, and `associatedData` is
+ * the session's associated data followed by the header bytes. A decryption may be given another
+ * opener (shared/open-ahead.ts answers from work it started earlier); any opener must give exactly
+ * what this one gives for the same arguments.
+ */
+export type MessageOpener = (
+  seed: Uint8Array,
+  ciphertext: Uint8Array,
+  associatedData: Uint8Array,
+) => Promise<Uint8Array>
+
+export const openMessage: MessageOpener = (seed, ciphertext, associatedData) => {
   const { key, nonce } = messageKey(seed)
-  const padded = await aesGcmDecrypt(key, nonce, ciphertext, concatBytes(associatedData, headerBytes))
-  return unpad(padded)
+  return aesGcmDecrypt(key, nonce, ciphertext, associatedData)
 }
 
 export async function ratchetDecrypt(
@@ -226,12 +242,14 @@ export async function ratchetDecrypt(
   headerBytes: Uint8Array,
   ciphertext: Uint8Array,
   associatedData: Uint8Array,
+  opener: MessageOpener = openMessage,
 ): Promise<DecryptResult> {
+  const open = (seed: Uint8Array) => openWith(opener, seed, ciphertext, associatedData, headerBytes)
   // 1. A message we skipped earlier: its key is waiting; using it removes it (no second use).
   const id = skippedKeyId(header.ratchetKey, header.index)
   const waiting = state.skippedKeys.get(id)
   if (waiting) {
-    const plaintext = await open(waiting.seed, ciphertext, associatedData, headerBytes)
+    const plaintext = await open(waiting.seed)
     return { state: { ...state, skippedKeys: withSkipped(state.skippedKeys, [], id) }, plaintext }
   }
 
@@ -256,7 +274,7 @@ export async function ratchetDecrypt(
       header.index,
       skipped,
     )
-    const plaintext = await open(seed, ciphertext, associatedData, headerBytes)
+    const plaintext = await open(seed)
     return {
       state: {
         ...state,
@@ -302,7 +320,7 @@ export async function ratchetDecrypt(
     await x25519(state.ourRatchetKey.privateKey, header.ratchetKey),
   )
   const { seed, nextChainKey } = advanceChain(chainKey, header.ratchetKey, 0, header.index, skipped)
-  const plaintext = await open(seed, ciphertext, associatedData, headerBytes)
+  const plaintext = await open(seed)
   const retired =
     state.theirRatchetKey === null
       ? state.retiredRatchetKeys

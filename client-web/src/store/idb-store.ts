@@ -190,6 +190,15 @@ export class IdbStore implements ClientStore {
     return row === undefined ? undefined : toRecord(row, table)
   }
 
+  async getMany(table: StoreTable, keys: readonly string[]): Promise<(StoreRecord | undefined)[]> {
+    if (keys.length === 0) return []
+    // One transaction for all of them: a transaction per key costs far more than the reads.
+    const tx = this.database().transaction(table, 'readonly')
+    const rows: unknown[] = await Promise.all(keys.map((key) => tx.store.get(key)))
+    await tx.done
+    return rows.map((row) => (row === undefined ? undefined : toRecord(row, table)))
+  }
+
   async list(table: StoreTable): Promise<StoreRecord[]> {
     // getAll walks the object store in key order, the order ClientStore promises.
     const rows: unknown[] = await this.database().getAll(table)

@@ -220,6 +220,23 @@ export function describeStoreContract(name: string, subject: StoreContractSubjec
         expect(await store.get('contacts', 'Bob')).toBeUndefined()
       })
 
+      it('gets several records of a table at once, in the order asked, with a gap for each missing one', async () => {
+        const store = await fresh()
+        await store.commit([
+          put('messages', { key: 'bob/1', peer: 'bob', order: 1, value: bytes(1) }),
+          put('messages', { key: 'bob/2', peer: 'bob', order: 2, value: bytes(2) }),
+          put('contacts', { key: 'bob/3', value: bytes(3) }),
+        ])
+        expect(await store.getMany('messages', ['bob/2', 'bob/3', 'bob/1', 'bob/2'])).toStrictEqual([
+          { key: 'bob/2', peer: 'bob', order: 2, value: bytes(2) },
+          undefined,
+          { key: 'bob/1', peer: 'bob', order: 1, value: bytes(1) },
+          { key: 'bob/2', peer: 'bob', order: 2, value: bytes(2) },
+        ])
+        expect(await store.getMany('contacts', [])).toEqual([])
+        expect(await store.getMany('outbox', ['bob/1'])).toEqual([undefined])
+      })
+
       it('overwrites a record with a put of the same key, index fields included', async () => {
         const store = await fresh()
         await store.commit([put('messages', { key: 'm', peer: 'bob', order: 10, value: bytes(1) })])
@@ -619,6 +636,12 @@ export function describeStoreContract(name: string, subject: StoreContractSubjec
                 await reference.commit(batch)
               }
               expect(await snapshot(store)).toEqual(await snapshot(reference))
+              const keys = ['a', 'b', 'c', 'a/b', 'zoë', '', 'missing']
+              for (const table of tables) {
+                expect((await store.getMany(table, keys)).map((found) => found && recordText(found))).toEqual(
+                  (await reference.getMany(table, keys)).map((found) => found && recordText(found)),
+                )
+              }
               for (const who of ['ann', 'bo']) {
                 const options = { limit, ...(beforeOrder !== undefined ? { beforeOrder } : {}) }
                 expect((await store.listMessages(who, options)).map(recordText)).toEqual(
