@@ -19,7 +19,7 @@
 
 import type { AddressKey } from '../address.js'
 import { open, seal } from '../at-rest.js'
-import { utf8Decode, utf8Encode } from '../bytes.js'
+import { equalBytes, utf8Decode, utf8Encode } from '../bytes.js'
 import { matches } from '../codec/schema.js'
 import { exportPreKey, importPreKey, type PreKeyPair } from '../identity.js'
 import type { Session } from '../session.js'
@@ -82,6 +82,19 @@ class ObservedStore implements ClientStore {
   }
 }
 
+/**
+ * Messages kept opened in memory after their commit, at most: the newest this many, and this many
+ * bytes of sealed value. Reading back what just arrived (the terminal's `read` prints the backlog it
+ * stored; the PWA shows the conversation) then opens nothing again.
+ */
+export const RECENT_MESSAGES_KEPT = 20_000
+export const RECENT_MESSAGE_BYTES_KEPT = 16 * 1024 * 1024
+interface RecentMessage {
+  readonly message: MessageRecord
+  /** What was stored: a read of any other bytes under the key is opened as usual. */
+  readonly sealed: Uint8Array
+}
+
 export class SealedStore {
   /**
    * The store to read and commit through (every part of the core does): it keeps the live session
@@ -96,18 +109,31 @@ export class SealedStore {
   private readonly liveSessions = new Map<string, SessionRecord>()
   /** The record each pending session put will store, once its commit succeeds. */
   private readonly pendingSessions = new WeakMap<StoreOperation, SessionRecord>()
+  /** Messages as last committed, oldest first (RECENT_MESSAGES_KEPT), by store key. */
+  private readonly recentMessages = new Map<string, RecentMessage>()
+  private recentMessageBytes = 0
+  /** The message each pending message put will store. */
+  private readonly pendingMessages = new WeakMap<StoreOperation, MessageRecord>()
 
   constructor(store: ClientStore, account: UnlockedAccount) {
     this.store = new ObservedStore(
       store,
       (operations) => this.committed(operations),
-      () => this.liveSessions.clear(),
+      () => {
+        this.liveSessions.clear()
+        this.recentMessages.clear()
+        this.recentMessageBytes = 0
+      },
     )
     this.unlocked = account
   }
 
   private committed(operations: readonly StoreOperation[]): void {
     for (const operation of operations) {
+      if (operation.table === 'messages') {
+        this.messageCommitted(operation)
+        continue
+      }
       if (operation.table !== 'sessions') continue
       if (operation.op === 'delete') {
         this.liveSessions.delete(operation.key)
@@ -117,6 +143,30 @@ export class SealedStore {
       if (record) this.liveSessions.set(operation.record.key, record)
       // A session put that did not come from sessionRecordPut: the store is the truth.
       else this.liveSessions.delete(operation.record.key)
+    }
+  }
+
+  private messageCommitted(operation: StoreOperation): void {
+    const key = operation.op === 'put' ? operation.record.key : operation.key
+    const previous = this.recentMessages.get(key)
+    if (previous) {
+      this.recentMessages.delete(key)
+      this.recentMessageBytes -= previous.sealed.length
+    }
+    const message = operation.op === 'put' ? this.pendingMessages.get(operation) : undefined
+    if (operation.op !== 'put' || !message) return
+    const sealed = operation.record.value.slice()
+    this.recentMessages.set(key, { message, sealed })
+    this.recentMessageBytes += sealed.length
+    for (const [oldest, entry] of this.recentMessages) {
+      if (
+        this.recentMessages.size <= RECENT_MESSAGES_KEPT &&
+        this.recentMessageBytes <= RECENT_MESSAGE_BYTES_KEPT
+      ) {
+        break
+      }
+      this.recentMessages.delete(oldest)
+      this.recentMessageBytes -= entry.sealed.length
     }
   }
 
@@ -233,12 +283,16 @@ export class SealedStore {
 
   /** `key` is the message's store key, "<peer>/<id>". */
   async openMessage(key: string, sealed: Uint8Array): Promise<MessageRecord> {
+    const recent = this.recentMessages.get(key)
+    if (recent && equalBytes(recent.sealed, sealed)) {
+      return recent.message
+    }
     return this.openJson<MessageRecord>(sealed, `message:${key}`)
   }
 
   async messagePut(message: MessageRecord): Promise<StoreOperation> {
     const key = messageKey(message.peer, message.id)
-    return {
+    const operation: StoreOperation = {
       op: 'put',
       table: 'messages',
       record: {
@@ -248,6 +302,8 @@ export class SealedStore {
         value: await this.sealJson(message, `message:${key}`),
       },
     }
+    this.pendingMessages.set(operation, message)
+    return operation
   }
 
   async loadOutbox(id: string): Promise<OutboxRecord | undefined> {

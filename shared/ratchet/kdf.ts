@@ -28,11 +28,22 @@ export interface ChainStep {
   readonly nextChainKey: Uint8Array
 }
 
+/**
+ * Steps already taken, by chain key (the array itself, weakly: an entry goes with its key). Opening
+ * a backlog ahead (shared/open-ahead.ts) walks the receiving chain once before the decryption walks
+ * it again; the second walk then costs no hashing. Chain keys are never modified in place.
+ */
+const takenSteps = new WeakMap<Uint8Array, ChainStep>()
+
 export function chainStep(chainKey: Uint8Array): ChainStep {
-  return {
+  const taken = takenSteps.get(chainKey)
+  if (taken) return taken
+  const step = {
     messageKeySeed: hmacSha256(chainKey, MESSAGE_KEY_SEED_CONSTANT),
     nextChainKey: hmacSha256(chainKey, CHAIN_KEY_CONSTANT),
   }
+  takenSteps.set(chainKey, step)
+  return step
 }
 
 export interface MessageKey {
