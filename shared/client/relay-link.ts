@@ -24,9 +24,12 @@ export const RECONNECT_MAX_DELAY_MS = 30_000
 /**
  * Frames handed over at once, at most. The server sends a backlog up to its socket's high-water
  * mark, so this bounds the memory one batch holds (frames of up to 64 KiB) and the work one commit
- * has to redo if the store fails.
+ * has to redo if the store fails. Half the server's delivery window (500 unacknowledged deliveries,
+ * docs/protocol.md §13.2): the batch's acknowledgement lets the server send more while the other
+ * half is being handled, where a batch of the whole window left the client waiting for the next
+ * one after every commit.
  */
-export const MAX_FRAMES_PER_BATCH = 500
+export const MAX_FRAMES_PER_BATCH = 250
 
 export interface Timers {
   setTimeout(callback: () => void, ms: number): unknown
