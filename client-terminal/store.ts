@@ -17,10 +17,12 @@
  * advancing the same ratchet sessions from the same state. WAL with synchronous = FULL: a message
  * is on disk before the core acknowledges it to the server.
  */
+
 import { chmodSync, closeSync, mkdirSync, openSync, readSync, statSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import BetterSqlite3 from 'better-sqlite3'
 import { Kysely, type Migration, Migrator, SqliteDialect } from 'kysely'
+import type { ConversationId } from '../shared/address.js'
 import { ClientError, ClientErrorCode } from '../shared/client/errors.js'
 import {
   type ClientStore,
@@ -469,13 +471,16 @@ export class SqliteStore implements ClientStore {
     return rows.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)).map(toRecord)
   }
 
-  async listMessages(peer: string, options: { limit: number; beforeOrder?: number }): Promise<StoreRecord[]> {
+  async listMessages(
+    conversation: ConversationId,
+    options: { limit: number; beforeOrder?: number },
+  ): Promise<StoreRecord[]> {
     if (!(options.limit > 0)) return []
     const limit = Math.ceil(options.limit)
     const rows =
       options.beforeOrder === undefined
-        ? this.latestMessages.all(peer, limit)
-        : this.messagesBefore.all(peer, options.beforeOrder, limit)
+        ? this.latestMessages.all(conversation, limit)
+        : this.messagesBefore.all(conversation, options.beforeOrder, limit)
     return rows.reverse().map(toRecord)
   }
 

@@ -36,9 +36,11 @@
  * The second half holds what the property found, reduced to deterministic cases, and the known
  * bugs that need a change in chat-client.ts (expected to fail until then).
  */
+
 import fc from 'fast-check'
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { strongPassword } from '../server/test/harness.js'
+import type { ConversationId } from '../shared/address.js'
 import {
   ChatClient,
   type ChatClientOptions,
@@ -198,8 +200,11 @@ class OpenedStore implements ClientStore {
     return this.open().list(table)
   }
 
-  async listMessages(peer: string, options: { limit: number; beforeOrder?: number }): Promise<StoreRecord[]> {
-    return this.open().listMessages(peer, options)
+  async listMessages(
+    conversation: ConversationId,
+    options: { limit: number; beforeOrder?: number },
+  ): Promise<StoreRecord[]> {
+    return this.open().listMessages(conversation, options)
   }
 
   async commit(operations: readonly StoreOperation[]): Promise<void> {

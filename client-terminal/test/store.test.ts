@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import BetterSqlite3 from 'better-sqlite3'
 import { afterAll, describe, expect, it } from 'vitest'
+import { directConversation } from '../../shared/address.js'
 import { isClientError } from '../../shared/client/errors.js'
 import type { StoreOperation, StoreRecord } from '../../shared/client/store.js'
 import { openSqliteStore, STORE_APPLICATION_ID, STORE_FORMAT_VERSION, StoreFileError } from '../store.js'
@@ -99,7 +100,7 @@ describe('SqliteStore on disk', () => {
     const store = await openSqliteStore(file, { create: true })
     await store.commit(Array.from({ length: 300 }, (_, i) => message('bob', i)))
     await store.commit([put('messages', { key: 'bob/unordered', peer: 'bob', value: bytes(7) })])
-    const before = await store.listMessages('bob', { limit: 20, beforeOrder: 100 })
+    const before = await store.listMessages(directConversation('bob'), { limit: 20, beforeOrder: 100 })
     await store.close()
     // Format 2 as the previous version wrote it: the same tables, the index of format 1.
     const raw = new BetterSqlite3(file)
@@ -108,9 +109,11 @@ describe('SqliteStore on disk', () => {
     raw.close()
 
     const upgraded = await openSqliteStore(file)
-    expect(await upgraded.listMessages('bob', { limit: 20, beforeOrder: 100 })).toEqual(before)
+    expect(await upgraded.listMessages(directConversation('bob'), { limit: 20, beforeOrder: 100 })).toEqual(
+      before,
+    )
     expect(before.map((record) => record.order)).toEqual(Array.from({ length: 20 }, (_, i) => 80 + i))
-    const oldest = await upgraded.listMessages('bob', { limit: 2, beforeOrder: 1 })
+    const oldest = await upgraded.listMessages(directConversation('bob'), { limit: 2, beforeOrder: 1 })
     expect(oldest.map((record) => record.key)).toEqual(['bob/0', 'bob/unordered'])
     await upgraded.close()
     const check = new BetterSqlite3(file, { readonly: true })

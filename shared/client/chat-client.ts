@@ -1,3 +1,4 @@
+import { directConversation } from '../address.js'
 import { RegisterResponse } from '../codec/api.js'
 import { FRAME_VERSION, type ServerFrame } from '../codec/frames.js'
 import { decode } from '../codec/schema.js'
@@ -536,7 +537,7 @@ export class ChatClient {
     peer: string,
     options: { limit?: number; beforeOrder?: number } = {},
   ): Promise<MessageView[]> {
-    const stored = await this.store.listMessages(canonicalUsername(peer), {
+    const stored = await this.store.listMessages(directConversation(canonicalUsername(peer)), {
       limit: options.limit ?? 50,
       ...(options.beforeOrder !== undefined ? { beforeOrder: options.beforeOrder } : {}),
     })

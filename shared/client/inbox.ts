@@ -17,7 +17,7 @@
  * What it does not know: sockets and acknowledgements (the façade acks what a batch settled), how
  * retry requests are sent (Retries), how receipts are sent (Outbox).
  */
-import { address } from '../address.js'
+import { address, type ConversationId, directConversation } from '../address.js'
 import { fromBase64Url, toBase64Url } from '../bytes.js'
 import { decodeEnvelope } from '../codec/envelope.js'
 import { FRAME_VERSION, type ServerFrame } from '../codec/frames.js'
@@ -114,14 +114,18 @@ class SenderBatch {
   /** Ids of the batch's deliveries that were stored before it began (read in one go, `prefetch`). */
   private readonly storedBefore = new Set<string>()
 
+  readonly conversation: ConversationId
+
   constructor(
     private readonly ctx: ClientContext,
     readonly peer: string,
-  ) {}
+  ) {
+    this.conversation = directConversation(peer)
+  }
 
   async loadMessage(id: string): Promise<MessageRecord | undefined> {
     if (this.messages.has(id)) return this.messages.get(id)
-    return this.ctx.records.loadMessage(this.peer, id)
+    return this.ctx.records.loadMessage(this.conversation, id)
   }
 
   /**
@@ -131,7 +135,7 @@ class SenderBatch {
   async prefetch(ids: readonly string[]): Promise<void> {
     const found = await this.ctx.store.getMany(
       'messages',
-      ids.map((id) => messageKey(this.peer, id)),
+      ids.map((id) => messageKey(this.conversation, id)),
     )
     ids.forEach((id, index) => {
       if (found[index] !== undefined) this.storedBefore.add(id)
@@ -171,7 +175,7 @@ class SenderBatch {
         ([id, message]): Promise<StoreOperation> =>
           message
             ? this.ctx.records.messagePut(message)
-            : Promise.resolve({ op: 'delete', table: 'messages', key: messageKey(this.peer, id) }),
+            : Promise.resolve({ op: 'delete', table: 'messages', key: messageKey(this.conversation, id) }),
       ),
     )
     return [...this.operations, ...messages]

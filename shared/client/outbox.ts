@@ -24,7 +24,7 @@ import {
 } from './content.js'
 import type { ClientContext } from './context.js'
 import { ClientError, ClientErrorCode } from './errors.js'
-import { type MessageRecord, messageView, type OutboxRecord, withPreview } from './records.js'
+import { conversationOf, type MessageRecord, messageView, type OutboxRecord, withPreview } from './records.js'
 import type { StoreOperation } from './store.js'
 import type { MessageView } from './views.js'
 
@@ -218,7 +218,7 @@ export class Outbox {
     const operations: StoreOperation[] = [{ op: 'delete', table: 'outbox', key: id }]
     let updated: MessageRecord | undefined
     if (outbox.kind === 'text') {
-      const message = await this.ctx.records.loadMessage(outbox.peer, id)
+      const message = await this.ctx.records.loadMessage(conversationOf(outbox), id)
       if (message && message.state === 'sending') {
         updated = { ...message, state: 'accepted', serverAt }
         operations.push(await this.ctx.records.messagePut(updated))
@@ -247,7 +247,7 @@ export class Outbox {
     const outbox = await this.ctx.records.loadOutbox(id)
     if (!outbox) return
     const operations: StoreOperation[] = [{ op: 'delete', table: 'outbox', key: id }]
-    const message = await this.ctx.records.loadMessage(outbox.peer, id)
+    const message = await this.ctx.records.loadMessage(conversationOf(outbox), id)
     if (message) operations.push(await this.ctx.records.messagePut({ ...message, state: 'failed' }))
     await this.ctx.store.commit(operations)
     if (message) this.ctx.events.emit('delivery', { peer: outbox.peer, id, state: 'failed' })

@@ -3,6 +3,7 @@
  * history, one per envelope waiting in the outbox. They never leave the device, and reach the store
  * only sealed (sealed-store.ts); the UIs see them through the views in views.ts.
  */
+import { type ConversationId, directConversation } from '../address.js'
 import type { PublicIdentityJson } from '../codec/api.js'
 import { Type } from '../codec/schema.js'
 import type { ExtraContent, ReceiptContent, TextContent } from './content.js'
@@ -106,6 +107,7 @@ export function withPreview(
 
 export interface MessageRecord {
   id: string
+  /** The other account of the direct conversation the entry is in (conversationOf). */
   peer: string
   direction: 'in' | 'out'
   /** The message text; empty for notices. */
@@ -154,9 +156,17 @@ export function identitiesEqual(
   )
 }
 
-/** Senders choose message ids, so an id is unique only within its conversation: the key adds the peer. */
-export function messageKey(peer: string, id: string): string {
-  return `${peer}/${id}`
+/**
+ * Senders choose message ids, so an id is unique only within its conversation: the key adds the
+ * conversation ("<conversation id>/<message id>"; for a direct conversation, "<peer>/<id>").
+ */
+export function messageKey(conversation: ConversationId, id: string): string {
+  return `${conversation}/${id}`
+}
+
+/** The conversation an entry (a message, an outbox or sent entry) belongs to. */
+export function conversationOf(entry: { readonly peer: string }): ConversationId {
+  return directConversation(entry.peer)
 }
 
 export function messageView(record: MessageRecord): MessageView {

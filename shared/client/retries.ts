@@ -10,7 +10,7 @@
  * What it does not know: how a failure is noticed or shown (the inbox stores the notice and the
  * id to ask for), how envelopes are sent (the outbox).
  */
-import { address } from '../address.js'
+import { address, directConversation } from '../address.js'
 import { toBase64Url } from '../bytes.js'
 import {
   MAX_RESENDS_PER_MESSAGE,
@@ -175,11 +175,11 @@ export class Retries {
     const unavailable: string[] = []
     const failed: MessageRecord[] = []
     for (const id of ids) {
-      const sent = await this.ctx.records.loadSent(peer, id)
+      const sent = await this.ctx.records.loadSent(directConversation(peer), id)
       if (sent && sent.resends >= MAX_RESENDS_PER_MESSAGE) continue
       if (!sent || sent.sentAt < now - SENT_CONTENT_KEEP_MS) {
         unavailable.push(id)
-        const message = await this.ctx.records.loadMessage(peer, id)
+        const message = await this.ctx.records.loadMessage(directConversation(peer), id)
         if (message?.direction === 'out' && message.state !== 'failed')
           failed.push({ ...message, state: 'failed' })
         continue

@@ -17,7 +17,7 @@
  * Crypto runs here, before the commit, never inside a store transaction.
  */
 
-import type { AddressKey } from '../address.js'
+import type { AddressKey, ConversationId } from '../address.js'
 import { open, seal } from '../at-rest.js'
 import { equalBytes, utf8Decode, utf8Encode } from '../bytes.js'
 import { matches } from '../codec/schema.js'
@@ -33,6 +33,7 @@ import { ACCOUNT_KEY, type AccountSecrets, sealAccount, type UnlockedAccount } f
 import { ClientError, ClientErrorCode } from './errors.js'
 import {
   ContactRecord,
+  conversationOf,
   type MessageRecord,
   messageKey,
   type OutboxRecord,
@@ -63,8 +64,11 @@ class ObservedStore implements ClientStore {
     return this.inner.list(table)
   }
 
-  listMessages(peer: string, options: { limit: number; beforeOrder?: number }): Promise<StoreRecord[]> {
-    return this.inner.listMessages(peer, options)
+  listMessages(
+    conversation: ConversationId,
+    options: { limit: number; beforeOrder?: number },
+  ): Promise<StoreRecord[]> {
+    return this.inner.listMessages(conversation, options)
   }
 
   async commit(operations: readonly StoreOperation[]): Promise<void> {
@@ -275,8 +279,8 @@ export class SealedStore {
     return { op: 'put', table: 'contacts', record: { key: contact.username, value } }
   }
 
-  async loadMessage(peer: string, id: string): Promise<MessageRecord | undefined> {
-    const key = messageKey(peer, id)
+  async loadMessage(conversation: ConversationId, id: string): Promise<MessageRecord | undefined> {
+    const key = messageKey(conversation, id)
     const record = await this.store.get('messages', key)
     return record && this.openMessage(key, record.value)
   }
@@ -291,7 +295,7 @@ export class SealedStore {
   }
 
   async messagePut(message: MessageRecord): Promise<StoreOperation> {
-    const key = messageKey(message.peer, message.id)
+    const key = messageKey(conversationOf(message), message.id)
     const operation: StoreOperation = {
       op: 'put',
       table: 'messages',
@@ -328,14 +332,14 @@ export class SealedStore {
     }
   }
 
-  async loadSent(peer: string, id: string): Promise<SentRecord | undefined> {
-    const key = messageKey(peer, id)
+  async loadSent(conversation: ConversationId, id: string): Promise<SentRecord | undefined> {
+    const key = messageKey(conversation, id)
     const record = await this.store.get('sent', key)
     return record && this.openJson<SentRecord>(record.value, `sent:${key}`)
   }
 
   async sentPut(entry: SentRecord): Promise<StoreOperation> {
-    const key = messageKey(entry.peer, entry.id)
+    const key = messageKey(conversationOf(entry), entry.id)
     return {
       op: 'put',
       table: 'sent',

@@ -1,3 +1,5 @@
+import type { ConversationId } from '../address.js'
+
 /**
  * What the client core needs from a local database, as one small interface each UI implements
  * (IndexedDB in the browser, SQLite in the terminal). The core seals every secret and every message
@@ -50,7 +52,10 @@ export interface ClientStore {
    */
   list(table: StoreTable): Promise<StoreRecord[]>
   /** The newest `limit` messages of one conversation before `beforeOrder`, oldest first (equal orders by key). */
-  listMessages(peer: string, options: { limit: number; beforeOrder?: number }): Promise<StoreRecord[]>
+  listMessages(
+    conversation: ConversationId,
+    options: { limit: number; beforeOrder?: number },
+  ): Promise<StoreRecord[]>
   /** Applies every operation or none. */
   commit(operations: readonly StoreOperation[]): Promise<void>
   /** Deletes everything (log out and wipe this device). */
@@ -145,11 +150,14 @@ export class MemoryStore implements ClientStore {
     return [...this.table(table).values()].sort((a, b) => compareKeys(a.key, b.key)).map(copied)
   }
 
-  async listMessages(peer: string, options: { limit: number; beforeOrder?: number }): Promise<StoreRecord[]> {
+  async listMessages(
+    conversation: ConversationId,
+    options: { limit: number; beforeOrder?: number },
+  ): Promise<StoreRecord[]> {
     const before = options.beforeOrder ?? Number.POSITIVE_INFINITY
     // Equal orders by key, as the SQLite and IndexedDB indexes sort them.
     const matching = [...this.table('messages').values()]
-      .filter((record) => record.peer === peer && (record.order ?? 0) < before)
+      .filter((record) => record.peer === conversation && (record.order ?? 0) < before)
       .sort((a, b) => (a.order ?? 0) - (b.order ?? 0) || compareKeys(a.key, b.key))
     return matching.slice(Math.max(0, matching.length - options.limit)).map(copied)
   }

@@ -12,7 +12,9 @@
  * operation lands or none does. The core never runs crypto inside a transaction: it seals first
  * and hands over finished bytes, as IndexedDB transactions end once they have nothing to wait on.
  */
+
 import { type DBSchema, deleteDB, type IDBPDatabase, openDB } from 'idb'
+import type { ConversationId } from '../../../shared/address.js'
 import { ClientError, ClientErrorCode } from '../../../shared/client/errors.js'
 import {
   type ClientStore,
@@ -205,7 +207,10 @@ export class IdbStore implements ClientStore {
     return rows.map((row) => toRecord(row, table))
   }
 
-  async listMessages(peer: string, options: { limit: number; beforeOrder?: number }): Promise<StoreRecord[]> {
+  async listMessages(
+    conversation: ConversationId,
+    options: { limit: number; beforeOrder?: number },
+  ): Promise<StoreRecord[]> {
     if (!Number.isInteger(options.limit) || options.limit < 0) {
       throw new ClientError(
         ClientErrorCode.InvalidInput,
@@ -214,8 +219,8 @@ export class IdbStore implements ClientStore {
     }
     if (options.limit === 0) return []
     const range = IDBKeyRange.bound(
-      [peer, Number.NEGATIVE_INFINITY],
-      [peer, options.beforeOrder ?? Number.POSITIVE_INFINITY],
+      [conversation, Number.NEGATIVE_INFINITY],
+      [conversation, options.beforeOrder ?? Number.POSITIVE_INFINITY],
       false,
       options.beforeOrder !== undefined,
     )

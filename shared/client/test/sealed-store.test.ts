@@ -5,12 +5,15 @@
  * Real WebCrypto; decryptions are counted by spying on crypto.subtle.decrypt.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { directConversation } from '../../address.js'
 import { newStorageKeyParameters } from '../../at-rest.js'
 import type { AccountSecrets, UnlockedAccount } from '../account.js'
 import { isClientError } from '../errors.js'
 import { type MessageRecord, messageKey } from '../records.js'
 import { RECENT_MESSAGES_KEPT, SealedStore } from '../sealed-store.js'
 import { type ClientStore, MemoryStore, type StoreOperation } from '../store.js'
+
+const bob = directConversation('bob')
 
 async function account(): Promise<UnlockedAccount> {
   const storageKey = await crypto.subtle.generateKey({ name: 'AES-GCM', length: 256 }, false, [
@@ -67,7 +70,7 @@ describe('SealedStore: messages kept opened after their commit', () => {
     const disk = new MemoryStore()
     const unlocked = await account()
     const sealed = new SealedStore(disk, unlocked)
-    const key = messageKey('bob', 'm1')
+    const key = messageKey(bob, 'm1')
     await sealed.store.commit([await sealed.messagePut(message('m1'))])
     decryptions.mockClear()
     expect(await sealed.openMessage(key, await stored(disk, key))).toEqual(message('m1'))
@@ -89,7 +92,7 @@ describe('SealedStore: messages kept opened after their commit', () => {
   it('keeps nothing from a commit that failed, a delete or a wipe', async () => {
     const disk = new FlakyStore()
     const sealed = new SealedStore(disk, await account())
-    const failedKey = messageKey('bob', 'failed')
+    const failedKey = messageKey(bob, 'failed')
     const failed = await sealed.messagePut(message('failed'))
     disk.failing = true
     await expect(sealed.store.commit([failed])).rejects.toThrow('the disk is full')
@@ -99,7 +102,7 @@ describe('SealedStore: messages kept opened after their commit', () => {
     expect(await sealed.openMessage(failedKey, failedBytes)).toEqual(message('failed'))
     expect(decryptions).toHaveBeenCalledTimes(1)
 
-    const key = messageKey('bob', 'm2')
+    const key = messageKey(bob, 'm2')
     await sealed.store.commit([await sealed.messagePut(message('m2'))])
     const bytes = await stored(disk, key)
     await sealed.store.commit([{ op: 'delete', table: 'messages', key }])
@@ -108,7 +111,7 @@ describe('SealedStore: messages kept opened after their commit', () => {
     expect(decryptions).toHaveBeenCalledTimes(1)
 
     await sealed.store.commit([await sealed.messagePut(message('m3'))])
-    const wipedKey = messageKey('bob', 'm3')
+    const wipedKey = messageKey(bob, 'm3')
     const wipedBytes = await stored(disk, wipedKey)
     await sealed.store.wipe()
     decryptions.mockClear()
@@ -124,8 +127,8 @@ describe('SealedStore: messages kept opened after their commit', () => {
       const batch = ids.slice(start, start + 1_000)
       await sealed.store.commit(await Promise.all(batch.map((id) => sealed.messagePut(message(id)))))
     }
-    const oldest = messageKey('bob', ids[0]!)
-    const newest = messageKey('bob', ids.at(-1)!)
+    const oldest = messageKey(bob, ids[0]!)
+    const newest = messageKey(bob, ids.at(-1)!)
     decryptions.mockClear()
     expect(await sealed.openMessage(newest, await stored(disk, newest))).toEqual(message(ids.at(-1)!))
     expect(decryptions).not.toHaveBeenCalled()

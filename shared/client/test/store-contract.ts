@@ -9,6 +9,7 @@
  */
 import fc from 'fast-check'
 import { afterEach, describe, expect, it } from 'vitest'
+import { directConversation } from '../../address.js'
 import {
   type ClientStore,
   MemoryStore,
@@ -16,6 +17,9 @@ import {
   type StoreRecord,
   type StoreTable,
 } from '../store.js'
+
+/** The store is keyed by conversation; the tests name direct ones by username. */
+const conversation = directConversation
 
 export interface StoreContractSubject {
   /** A new, empty store of its own. */
@@ -199,7 +203,7 @@ export function describeStoreContract(name: string, subject: StoreContractSubjec
           expect(await store.get(table, 'account')).toBeUndefined()
           expect(await store.list(table)).toEqual([])
         }
-        expect(await store.listMessages('bob', { limit: 10 })).toEqual([])
+        expect(await store.listMessages(conversation('bob'), { limit: 10 })).toEqual([])
       })
 
       it('gets what was put, with exactly the fields given', async () => {
@@ -247,8 +251,8 @@ export function describeStoreContract(name: string, subject: StoreContractSubjec
           order: 20,
           value: bytes(2, 2),
         })
-        expect(await store.listMessages('bob', { limit: 10 })).toEqual([])
-        expect(orders(await store.listMessages('carol', { limit: 10 }))).toEqual([20])
+        expect(await store.listMessages(conversation('bob'), { limit: 10 })).toEqual([])
+        expect(orders(await store.listMessages(conversation('carol'), { limit: 10 }))).toEqual([20])
         // A put without index fields leaves none behind.
         await store.commit([put('messages', { key: 'm', value: bytes(3) })])
         expect(await store.get('messages', 'm')).toStrictEqual({ key: 'm', value: bytes(3) })
@@ -327,11 +331,11 @@ export function describeStoreContract(name: string, subject: StoreContractSubjec
         const peers = ['a', 'a/b', 'a:b', 'zoë', '\u{1F600}', '']
         await store.commit(peers.map((peer, i) => message(peer, 100 + i, `${peer}/m`)))
         for (const [i, peer] of peers.entries()) {
-          expect(await store.listMessages(peer, { limit: 10 })).toStrictEqual([
+          expect(await store.listMessages(conversation(peer), { limit: 10 })).toStrictEqual([
             { key: `${peer}/m`, peer, order: 100 + i, value: bytes(100 + i) },
           ])
         }
-        expect(await store.listMessages('a/', { limit: 10 })).toEqual([])
+        expect(await store.listMessages(conversation('a/'), { limit: 10 })).toEqual([])
       })
     })
 
@@ -349,7 +353,7 @@ export function describeStoreContract(name: string, subject: StoreContractSubjec
         expectPlainBytes((await store.get('sessions', 'empty'))?.value, new Uint8Array(0))
         expectPlainBytes((await store.get('sessions', 'every'))?.value, everyByte)
         expectPlainBytes((await store.get('sessions', 'large'))?.value, large)
-        const [empty] = await store.listMessages('bob', { limit: 1 })
+        const [empty] = await store.listMessages(conversation('bob'), { limit: 1 })
         expectPlainBytes(empty?.value, new Uint8Array(0))
         for (const record of await store.list('sessions')) expect(record.value).toBeInstanceOf(Uint8Array)
       })
@@ -377,7 +381,7 @@ export function describeStoreContract(name: string, subject: StoreContractSubjec
         listed?.value.fill(8)
         expect((await store.get('contacts', 'bob'))?.value).toEqual(bytes(1, 2, 3))
         await store.commit([message('bob', 5)])
-        const [fromHistory] = await store.listMessages('bob', { limit: 1 })
+        const [fromHistory] = await store.listMessages(conversation('bob'), { limit: 1 })
         fromHistory?.value.fill(7)
         expect((await store.get('messages', 'bob/5'))?.value).toEqual(bytes(5))
       })
@@ -396,23 +400,31 @@ export function describeStoreContract(name: string, subject: StoreContractSubjec
           // Outbox entries carry peer and order too, but are not history.
           put('outbox', { key: 'o', peer: 'bob', order: 35, value: bytes(1) }),
         ])
-        expect(orders(await store.listMessages('bob', { limit: 10 }))).toEqual([10, 20, 30, 40])
-        expect(orders(await store.listMessages('bob', { limit: 4 }))).toEqual([10, 20, 30, 40])
-        expect(orders(await store.listMessages('bob', { limit: 2 }))).toEqual([30, 40])
-        expect(orders(await store.listMessages('bob', { limit: 1 }))).toEqual([40])
-        expect(orders(await store.listMessages('bob', { limit: 2, beforeOrder: 40 }))).toEqual([20, 30])
-        // beforeOrder is exclusive, and need not be an order that exists.
-        expect(orders(await store.listMessages('bob', { limit: 10, beforeOrder: 20 }))).toEqual([10])
-        expect(orders(await store.listMessages('bob', { limit: 10, beforeOrder: 21 }))).toEqual([10, 20])
-        expect(orders(await store.listMessages('bob', { limit: 10, beforeOrder: 10 }))).toEqual([])
-        expect(orders(await store.listMessages('bob', { limit: 10, beforeOrder: 1_000 }))).toEqual([
-          10, 20, 30, 40,
+        expect(orders(await store.listMessages(conversation('bob'), { limit: 10 }))).toEqual([10, 20, 30, 40])
+        expect(orders(await store.listMessages(conversation('bob'), { limit: 4 }))).toEqual([10, 20, 30, 40])
+        expect(orders(await store.listMessages(conversation('bob'), { limit: 2 }))).toEqual([30, 40])
+        expect(orders(await store.listMessages(conversation('bob'), { limit: 1 }))).toEqual([40])
+        expect(orders(await store.listMessages(conversation('bob'), { limit: 2, beforeOrder: 40 }))).toEqual([
+          20, 30,
         ])
-        expect(orders(await store.listMessages('carol', { limit: 10 }))).toEqual([15, 25])
-        expect(await store.listMessages('dave', { limit: 10 })).toEqual([])
-        expect(await store.listMessages('bob', { limit: 0 })).toEqual([])
-        expect(await store.listMessages('bo', { limit: 10 })).toEqual([])
-        const [first] = await store.listMessages('bob', { limit: 1, beforeOrder: 20 })
+        // beforeOrder is exclusive, and need not be an order that exists.
+        expect(orders(await store.listMessages(conversation('bob'), { limit: 10, beforeOrder: 20 }))).toEqual(
+          [10],
+        )
+        expect(orders(await store.listMessages(conversation('bob'), { limit: 10, beforeOrder: 21 }))).toEqual(
+          [10, 20],
+        )
+        expect(orders(await store.listMessages(conversation('bob'), { limit: 10, beforeOrder: 10 }))).toEqual(
+          [],
+        )
+        expect(
+          orders(await store.listMessages(conversation('bob'), { limit: 10, beforeOrder: 1_000 })),
+        ).toEqual([10, 20, 30, 40])
+        expect(orders(await store.listMessages(conversation('carol'), { limit: 10 }))).toEqual([15, 25])
+        expect(await store.listMessages(conversation('dave'), { limit: 10 })).toEqual([])
+        expect(await store.listMessages(conversation('bob'), { limit: 0 })).toEqual([])
+        expect(await store.listMessages(conversation('bo'), { limit: 10 })).toEqual([])
+        const [first] = await store.listMessages(conversation('bob'), { limit: 1, beforeOrder: 20 })
         expect(first).toStrictEqual({ key: 'bob/10', peer: 'bob', order: 10, value: bytes(10) })
       })
 
@@ -421,9 +433,13 @@ export function describeStoreContract(name: string, subject: StoreContractSubjec
         const values = [1_700_000_000_000, 2, 10, 0, -5, 1.5, 9_007_199_254_740_991, 100]
         await store.commit(values.map((order, i) => message('bob', order, `bob/${i}`)))
         const sorted = [...values].sort((a, b) => a - b)
-        expect(orders(await store.listMessages('bob', { limit: 100 }))).toEqual(sorted)
-        expect(orders(await store.listMessages('bob', { limit: 3, beforeOrder: 10 }))).toEqual([0, 1.5, 2])
-        expect(orders(await store.listMessages('bob', { limit: 100, beforeOrder: 0 }))).toEqual([-5])
+        expect(orders(await store.listMessages(conversation('bob'), { limit: 100 }))).toEqual(sorted)
+        expect(orders(await store.listMessages(conversation('bob'), { limit: 3, beforeOrder: 10 }))).toEqual([
+          0, 1.5, 2,
+        ])
+        expect(orders(await store.listMessages(conversation('bob'), { limit: 100, beforeOrder: 0 }))).toEqual(
+          [-5],
+        )
       })
 
       // By key as SQLite and IndexedDB compare it in their indexes: the same order as `list` for
@@ -440,15 +456,19 @@ export function describeStoreContract(name: string, subject: StoreContractSubjec
           message('bob', 3, 'bob/y'),
         ])
         const keys = (records: StoreRecord[]) => records.map((record) => record.key)
-        expect(keys(await store.listMessages('bob', { limit: 10 }))).toEqual([
+        expect(keys(await store.listMessages(conversation('bob'), { limit: 10 }))).toEqual([
           'bob/y',
           'bob/a',
           'bob/b',
           'bob/c',
           'bob/z',
         ])
-        expect(keys(await store.listMessages('bob', { limit: 3 }))).toEqual(['bob/b', 'bob/c', 'bob/z'])
-        expect(keys(await store.listMessages('bob', { limit: 2, beforeOrder: 7 }))).toEqual([
+        expect(keys(await store.listMessages(conversation('bob'), { limit: 3 }))).toEqual([
+          'bob/b',
+          'bob/c',
+          'bob/z',
+        ])
+        expect(keys(await store.listMessages(conversation('bob'), { limit: 2, beforeOrder: 7 }))).toEqual([
           'bob/b',
           'bob/c',
         ])
@@ -463,7 +483,7 @@ export function describeStoreContract(name: string, subject: StoreContractSubjec
         const seen: number[] = []
         let before: number | undefined
         for (;;) {
-          const page = await store.listMessages('bob', {
+          const page = await store.listMessages(conversation('bob'), {
             limit: 40,
             ...(before !== undefined ? { beforeOrder: before } : {}),
           })
@@ -490,14 +510,14 @@ export function describeStoreContract(name: string, subject: StoreContractSubjec
         ])
         expect((await store.get('sessions', 'bob'))?.value).toEqual(bytes(3))
         expect(await store.get('contacts', 'gone')).toBeUndefined()
-        expect(await store.listMessages('bob', { limit: 5 })).toHaveLength(1)
+        expect(await store.listMessages(conversation('bob'), { limit: 5 })).toHaveLength(1)
       })
 
       it('accepts an empty batch and a batch of a thousand operations', async () => {
         const store = await fresh()
         await store.commit([])
         await store.commit(Array.from({ length: 1_000 }, (_, i) => message('bob', i)))
-        expect(await store.listMessages('bob', { limit: 2_000 })).toHaveLength(1_000)
+        expect(await store.listMessages(conversation('bob'), { limit: 2_000 })).toHaveLength(1_000)
       })
 
       it.each(INVALID_OPERATIONS)(
@@ -531,7 +551,7 @@ export function describeStoreContract(name: string, subject: StoreContractSubjec
         await Promise.all(writes)
         expect((await read)?.value).toEqual(bytes(19))
         expect((await store.get('contacts', 'bob'))?.value).toEqual(bytes(19))
-        expect(await store.listMessages('bob', { limit: 100 })).toHaveLength(20)
+        expect(await store.listMessages(conversation('bob'), { limit: 100 })).toHaveLength(20)
       })
     })
 
@@ -545,7 +565,7 @@ export function describeStoreContract(name: string, subject: StoreContractSubjec
         ])
         await store.wipe()
         expect(await snapshot(store)).toEqual(await snapshot(new MemoryStore()))
-        expect(await store.listMessages('bob', { limit: 10 })).toEqual([])
+        expect(await store.listMessages(conversation('bob'), { limit: 10 })).toEqual([])
         await store.commit([put('contacts', { key: 'carol', value: bytes(4) })])
         expect(await store.list('contacts')).toHaveLength(1)
       })
@@ -577,12 +597,14 @@ export function describeStoreContract(name: string, subject: StoreContractSubjec
         store = await reopened(store)
         expect(await snapshot(store)).toEqual(before)
         expectPlainBytes((await store.get('sessions', 'bob'))?.value, large)
-        expect(orders(await store.listMessages('bob', { limit: 2 }))).toEqual([
+        expect(orders(await store.listMessages(conversation('bob'), { limit: 2 }))).toEqual([
           1_700_000_000_027, 1_700_000_000_028,
         ])
         // And it goes on working after the reopen.
         await store.commit([message('bob', 1_700_000_000_100)])
-        expect(orders(await store.listMessages('bob', { limit: 1 }))).toEqual([1_700_000_000_100])
+        expect(orders(await store.listMessages(conversation('bob'), { limit: 1 }))).toEqual([
+          1_700_000_000_100,
+        ])
       })
 
       it('keeps nothing of a refused batch', async () => {
@@ -644,8 +666,8 @@ export function describeStoreContract(name: string, subject: StoreContractSubjec
               }
               for (const who of ['ann', 'bo']) {
                 const options = { limit, ...(beforeOrder !== undefined ? { beforeOrder } : {}) }
-                expect((await store.listMessages(who, options)).map(recordText)).toEqual(
-                  (await reference.listMessages(who, options)).map(recordText),
+                expect((await store.listMessages(conversation(who), options)).map(recordText)).toEqual(
+                  (await reference.listMessages(conversation(who), options)).map(recordText),
                 )
               }
               opened.splice(opened.indexOf(store), 1)
