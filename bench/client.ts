@@ -10,9 +10,10 @@
  *   as a child process, timed from spawn to its last JSON line, which must be N lines with the ids
  *   that were sent. The account uses the production key derivation (PBKDF2, 600,000 iterations):
  *   no test override, which the CLI honours only under the test runner anyway. The fixed cost of a
- *   read (node + tsx start, unlock, connect, an empty catch-up, exit) is measured on its own as
- *   `read --json` of an account with nothing queued (median of three), and the unlock alone as one
- *   PBKDF2 derivation in this process; the "net" rate leaves the fixed cost out.
+ *   read (node start, loading the client from its bundle, unlock, connect, an empty catch-up,
+ *   exit) is measured on its own as `read --json` of an account with nothing queued (median of
+ *   three; the `register` commands before them build the bundle if a source changed), and the
+ *   unlock alone as one PBKDF2 derivation in this process; the "net" rate leaves the fixed cost out.
  * - web: the production PWA (`vite build`, served by the same server) in Debian Chromium, the
  *   account registered in that browser profile; timed from the click on "Log in" until the contact
  *   list shows N unread messages from the sender (every message stored and counted), then opening

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// The `secure-chat` command: runs the TypeScript entry point through tsx (a runtime dependency of
-// this package), without a build step.
-import { register } from 'tsx/esm/api'
+// The `secure-chat` command (and `npm run chat`): runs main.ts from a bundle that launcher.mjs
+// builds with esbuild on the first start after any source changed, or through tsx (a runtime
+// dependency of this package) when the bundle cannot be built.
+import { launch } from './launcher.mjs'
 
-register()
-await import('./main.ts')
+await launch()

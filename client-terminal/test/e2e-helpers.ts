@@ -1,5 +1,6 @@
 /**
- * End-to-end helpers: the real CLI as child processes (`node --import tsx client-terminal/main.ts`)
+ * End-to-end helpers: the real CLI as child processes (`node client-terminal/bin.mjs`, what the
+ * `secure-chat` command runs: main.ts from its bundle, rebuilt first when a source changed)
  * against the real server over TLS on loopback, each account in its own temporary data directory.
  * Child processes run asynchronously: the server lives in the test's own process and must keep
  * answering while they run.
@@ -13,7 +14,7 @@ import { strongPassword } from '../../server/test/harness.js'
 import { TEST_KDF_ITERATIONS_ENV, TEST_RUN_ENV } from '../accounts.js'
 
 export const repositoryRoot = join(import.meta.dirname, '..', '..')
-export const mainScript = join(repositoryRoot, 'client-terminal', 'main.ts')
+export const binScript = join(repositoryRoot, 'client-terminal', 'bin.mjs')
 
 /** PBKDF2 iterations for test accounts (production's 600,000 would cost ~0.5 s per unlock). */
 export const TEST_KDF_ITERATIONS = '1000'
@@ -139,7 +140,7 @@ export function runCli(
   return new Promise((resolve) => {
     const child = execFile(
       process.execPath,
-      ['--import', 'tsx', mainScript, ...args],
+      [binScript, ...args],
       {
         cwd: repositoryRoot,
         env: {

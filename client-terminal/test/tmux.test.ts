@@ -11,7 +11,7 @@ import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startServer, type TestServer } from '../../server/test/harness.js'
 import { TEST_KDF_ITERATIONS_ENV, TEST_RUN_ENV } from '../accounts.js'
-import { mainScript, repositoryRoot, TEST_KDF_ITERATIONS, TestWorkspace } from './e2e-helpers.js'
+import { binScript, repositoryRoot, TEST_KDF_ITERATIONS, TestWorkspace } from './e2e-helpers.js'
 
 const run = promisify(execFile)
 /** Failure guard for one expected screen; far above what any step takes. */
@@ -89,9 +89,7 @@ describe('the interactive client in tmux', () => {
 
     const command = [
       'node',
-      '--import',
-      'tsx',
-      mainScript,
+      binScript,
       '--server',
       server.origin,
       '--ca',
