@@ -528,7 +528,7 @@ async function startProfiler(page: Page): Promise<{ stop(file: string): Promise<
     const count = (target, name, label) => {
       const original = target[name]
       target[name] = function (...args) {
-        const key = label === 'transaction' ? label + ' ' + (args[1] ?? 'readonly') : label
+        const key = label === 'transaction' ? label + ' ' + (args[1] ?? 'readonly') + ' ' + [].concat(args[0]).join('+') : label
         counts[key] = (counts[key] ?? 0) + 1
         return original.apply(this, args)
       }

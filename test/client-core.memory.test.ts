@@ -15,6 +15,7 @@ import {
   messageTime,
   noticeText,
 } from '../shared/client/chat-client.js'
+import { MAX_RECEIPT_IDS } from '../shared/client/content.js'
 import { isClientError } from '../shared/client/errors.js'
 import { MemoryStore } from '../shared/client/store.js'
 import { type HttpResponse, webSocketUrl } from '../shared/client/transport.js'
@@ -188,6 +189,49 @@ describe('the client core over the in-memory relay', () => {
     expect(bob.events.incoming.at(-1)?.text).toBe('after the reconnect')
     expect(relay.of('received', 'ready', 'bob').map((frame) => frame.queued)).toEqual([10, 0])
     expect(await bob.client.history('alice', { limit: 100 })).toHaveLength(11)
+    await closeAll(alice, bob)
+  })
+
+  it('a backlog is stored in batches, each answered by its receipts in one commit', async () => {
+    const { relay, alice, bob: registeredBob } = await pair()
+    await online(alice)
+    const count = 250
+    const ids: string[] = []
+    for (let i = 0; i < count; i++) ids.push((await alice.client.send('bob', `message ${i}`)).id)
+    await alice.events.until(() => alice.events.of('delivery').length === count)
+
+    // What each of bob's commits writes: messages stored, receipts queued, outbox entries settled.
+    const commits: { messages: number; receipts: number; settled: number }[] = []
+    const commit = registeredBob.store.commit.bind(registeredBob.store)
+    registeredBob.store.commit = async (operations) => {
+      await commit(operations)
+      commits.push({
+        messages: operations.filter((op) => op.op === 'put' && op.table === 'messages').length,
+        receipts: operations.filter((op) => op.op === 'put' && op.table === 'outbox').length,
+        settled: operations.filter((op) => op.op === 'delete' && op.table === 'outbox').length,
+      })
+    }
+    const bob = await reopen(registeredBob)
+    await online(bob)
+    for (const id of ids) await alice.events.delivered(id, 'delivered')
+    await relay.settle()
+    expect(bob.events.incoming.map((m) => m.id)).toEqual(ids)
+
+    const stored = commits.filter((c) => c.messages > 0)
+    const receipts = commits.filter((c) => c.receipts > 0)
+    const settled = commits.filter((c) => c.settled > 0)
+    // A batch of more than MAX_RECEIPT_IDS deliveries needs several receipts: all in one commit.
+    expect(Math.max(...stored.map((c) => c.messages))).toBeGreaterThan(MAX_RECEIPT_IDS)
+    expect(receipts.length).toBe(stored.length)
+    for (const [i, c] of receipts.entries()) {
+      expect(c.receipts).toBe(Math.ceil(stored[i]!.messages / MAX_RECEIPT_IDS))
+    }
+    // Every receipt is accepted and leaves the outbox (answers that arrive together are settled in
+    // one commit; this relay moves one frame per event, so here they come one by one).
+    const sum = (list: { settled: number; receipts: number }[], key: 'settled' | 'receipts') =>
+      list.reduce((total, c) => total + c[key], 0)
+    expect(sum(settled, 'settled')).toBe(sum(receipts, 'receipts'))
+    expect(await registeredBob.store.list('outbox')).toEqual([])
     await closeAll(alice, bob)
   })
 

@@ -280,11 +280,23 @@ export class ChatClient {
     await this.link.disconnect()
   }
 
-  /** Frames in order; consecutive deliveries are stored together (inbox.ts), then acknowledged. */
+  /**
+   * Frames in order; consecutive deliveries are stored together (inbox.ts), then acknowledged, and
+   * consecutive `accepted` frames are settled in one commit.
+   */
   private async handleFrames(frames: readonly ReceivedFrame[]): Promise<void> {
     let start = 0
     while (start < frames.length) {
       const { frame, connection } = frames[start]!
+      if (frame.type === 'accepted') {
+        let end = start + 1
+        while (end < frames.length && frames[end]!.frame.type === 'accepted') end++
+        await this.outbox.acceptedMany(
+          frames.slice(start, end).map(({ frame }) => frame as Extract<ServerFrame, { type: 'accepted' }>),
+        )
+        start = end
+        continue
+      }
       if (frame.type !== 'deliver') {
         await this.handleFrame(frame, connection)
         start++

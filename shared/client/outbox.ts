@@ -174,6 +174,27 @@ export class Outbox {
     return operations
   }
 
+  /** Like `queue` for several receipts at once: encrypted in turn, kept, one session put. */
+  private async queueReceipts(peer: string, contents: readonly ReceiptContent[]): Promise<StoreOperation[]> {
+    const sentAt = this.ctx.now()
+    const encrypted = await this.ctx.sessions.encryptMany(
+      address(peer),
+      contents.map((content) => encodeContent(content)),
+    )
+    const operations: StoreOperation[] = [encrypted.operation]
+    for (const [index, content] of contents.entries()) {
+      const id = toBase64Url(newMessageId(sentAt))
+      operations.push(
+        await this.ctx.records.outboxPut(
+          { id, peer, envelope: toBase64Url(encrypted.envelopes[index]!), kind: 'receipt' },
+          this.ctx.nextOrder(),
+        ),
+        await this.ctx.records.sentPut({ id, peer, content, sentAt, resends: 0 }),
+      )
+    }
+    return operations
+  }
+
   /** Sends every envelope the server has not yet accepted, oldest first, each once per connection. */
   flush(): Promise<void> {
     const turn = this.flushing.then(() => this.flushInOrder())
@@ -212,20 +233,37 @@ export class Outbox {
   }
 
   async accepted(id: string, serverAt: number): Promise<void> {
-    this.inFlight.delete(id)
-    const outbox = await this.ctx.records.loadOutbox(id)
-    if (!outbox) return
-    const operations: StoreOperation[] = [{ op: 'delete', table: 'outbox', key: id }]
-    let updated: MessageRecord | undefined
-    if (outbox.kind === 'text') {
+    await this.acceptedMany([{ id, ts: serverAt }])
+  }
+
+  /**
+   * The server accepted these sends: their outbox entries go, and messages shown as sending become
+   * accepted, in one commit (a backlog's receipts come back as a run of `accepted` frames).
+   */
+  async acceptedMany(frames: readonly { readonly id: string; readonly ts: number }[]): Promise<void> {
+    const operations: StoreOperation[] = []
+    const updated: MessageRecord[] = []
+    const seen = new Set<string>()
+    for (const { id, ts } of frames) {
+      this.inFlight.delete(id)
+      if (seen.has(id)) continue
+      seen.add(id)
+      const outbox = await this.ctx.records.loadOutbox(id)
+      if (!outbox) continue
+      operations.push({ op: 'delete', table: 'outbox', key: id })
+      if (outbox.kind !== 'text') continue
       const message = await this.ctx.records.loadMessage(conversationOf(outbox), id)
       if (message && message.state === 'sending') {
-        updated = { ...message, state: 'accepted', serverAt }
-        operations.push(await this.ctx.records.messagePut(updated))
+        const accepted: MessageRecord = { ...message, state: 'accepted', serverAt: ts }
+        updated.push(accepted)
+        operations.push(await this.ctx.records.messagePut(accepted))
       }
     }
+    if (operations.length === 0) return
     await this.ctx.store.commit(operations)
-    if (updated) this.ctx.events.emit('delivery', { peer: updated.peer, id, state: 'accepted' })
+    for (const message of updated) {
+      this.ctx.events.emit('delivery', { peer: message.peer, id: message.id, state: 'accepted' })
+    }
   }
 
   /** The server refused the send `frame.id` names: for good (no such user) or for now (limits). */
@@ -277,20 +315,18 @@ export class Outbox {
     this.pendingReceipts.delete(peer)
     this.receiptsBeingWritten++
     try {
-      for (let start = 0; start < ids.length; start += MAX_RECEIPT_IDS) {
-        const content: ReceiptContent = {
-          v: 1,
-          type: 'receipt',
-          ids: ids.slice(start, start + MAX_RECEIPT_IDS),
+      await this.ctx.peerQueues.run(peer, async () => {
+        const contact = await this.ctx.records.loadContact(peer)
+        // No receipts to a contact whose key changed until the user has seen the warning.
+        if (!contact || contact.pendingIdentity || !(await this.ctx.sessions.currentSession(address(peer))))
+          return
+        // A burst's receipts (MAX_RECEIPT_IDS ids each), encrypted in turn, in one commit.
+        const contents: ReceiptContent[] = []
+        for (let start = 0; start < ids.length; start += MAX_RECEIPT_IDS) {
+          contents.push({ v: 1, type: 'receipt', ids: ids.slice(start, start + MAX_RECEIPT_IDS) })
         }
-        await this.ctx.peerQueues.run(peer, async () => {
-          const contact = await this.ctx.records.loadContact(peer)
-          // No receipts to a contact whose key changed until the user has seen the warning.
-          if (!contact || contact.pendingIdentity || !(await this.ctx.sessions.currentSession(address(peer))))
-            return
-          await this.ctx.store.commit(await this.queue(peer, content, 'receipt', { keep: content }))
-        })
-      }
+        await this.ctx.store.commit(await this.queueReceipts(peer, contents))
+      })
     } finally {
       this.receiptsBeingWritten--
     }

@@ -147,6 +147,34 @@ export class SessionManager {
     }
   }
 
+  /**
+   * Encrypts several plaintexts to `target` one after another on its current session (each on the
+   * state the previous one left), for one commit: one record put, the state after the last.
+   */
+  async encryptMany(
+    target: Address,
+    plaintexts: readonly Uint8Array[],
+  ): Promise<{ envelopes: Uint8Array[]; operation: StoreOperation }> {
+    const record = await this.record(target)
+    let session = record.current
+    if (!session) {
+      throw new ClientError(
+        ClientErrorCode.InvalidState,
+        `expected a session with ${target.user}, got none (a prekey bundle is needed)`,
+      )
+    }
+    const envelopes: Uint8Array[] = []
+    for (const plaintext of plaintexts) {
+      const encrypted = await encryptMessage(session, plaintext, this.keys)
+      envelopes.push(encrypted.envelope)
+      session = encrypted.session
+    }
+    return {
+      envelopes,
+      operation: await this.records.sessionRecordPut(addressKey(target), { ...record, current: session }),
+    }
+  }
+
   /** The operation that archives the current session: the next send starts a new one. */
   async archiveCurrent(target: Address): Promise<StoreOperation> {
     return this.records.sessionRecordPut(addressKey(target), archiveCurrentSession(await this.record(target)))
