@@ -33,14 +33,15 @@
  * message, FC_STATS=1 prints how many runs went through each case (a lost frame, a reopen, a
  * retry, crossed first messages...).
  *
- * The second half holds what the property found, reduced to deterministic cases, and the known
- * bugs that need a change in chat-client.ts (expected to fail until then).
+ * The second half holds what the property found, reduced to deterministic cases, each of them a
+ * defect that was then fixed.
  */
 
 import fc from 'fast-check'
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { strongPassword } from '../server/test/harness.js'
 import type { ConversationId } from '../shared/address.js'
+import { fromBase64Url } from '../shared/bytes.js'
 import {
   ChatClient,
   type ChatClientOptions,
@@ -116,9 +117,9 @@ function printable<T extends Op>(op: T): T {
 
 /**
  * At most this many session records deleted per run. Each loss is recovered by one retry request
- * and one resend; a second loss that catches the resend itself is a known limit (the last describe
- * below), and the sender resends a message at most MAX_RESENDS_PER_MESSAGE (2) times. (600 runs
- * with 5 per run found nothing more.)
+ * and one resend; a second loss that catches the resend itself is recovered by a request for the
+ * resend (the last describe below), and the sender resends a message at most
+ * MAX_RESENDS_PER_MESSAGE (2) times, so a third loss of the same message may end as "lost".
  */
 const MAX_CORRUPTIONS_PER_RUN = Number(process.env.FC_CORRUPTIONS ?? 2)
 /**
@@ -235,8 +236,8 @@ interface Side {
   /**
    * How many of `sent` may stay "accepted": those sent before the other side last lost its session
    * record, or was last closed. A receipt goes only on a session (docs/protocol.md §7.7), so one
-   * due when the record is gone is dropped; and one due when close() resolves is lost (a known bug,
-   * below). The message itself still arrives.
+   * due when the record is gone is dropped; and the runs do not count on one due across a close()
+   * (the cases below check that one is sent once reopened). The message itself still arrives.
    */
   mayStayAccepted: number
   /** Problems and undecryptable deliveries the clients reported, for the failure message. */
@@ -413,12 +414,12 @@ class World {
         side.link.goOnline()
         return
       case 'reopen':
-        // A receipt still to be written when close() resolves is lost (see the known bugs below):
+        // Receipts due across the restart are not counted on here (the cases below check them):
         // what the other side sent so far may stay "accepted".
         this.sides[other(op.who)].mayStayAccepted = this.sides[other(op.who)].sent.length
         await side.client.close()
         // Restarting takes a while: the clock moves past the last entry's position (a client
-        // reopened with its clock behind that is a known bug, below).
+        // reopened with its clock behind is a case below).
         await vi.advanceTimersByTimeAsync(REOPEN_TAKES_MS)
         side.options = { ...side.options, store: new OpenedStore(side.disk) }
         side.client = await ChatClient.open(side.options, registered.password)
@@ -625,6 +626,19 @@ async function talking(): Promise<{ relay: MemoryRelay; alice: Side; bob: Side }
   return { relay, alice, bob }
 }
 
+/**
+ * `side` loses its session with the other from its store, and its app restarts on that store (a
+ * running client keeps its records in memory as last committed, so the loss shows after a restart).
+ */
+async function restartWithoutSession(side: Side): Promise<void> {
+  await side.client.close()
+  await side.disk.commit([{ op: 'delete', table: 'sessions', key: `${other(side.name)}:1` }])
+  side.options = { ...side.options, store: new OpenedStore(side.disk) }
+  side.client = await ChatClient.open(side.options, registered.password)
+  side.client.connect()
+  await side.client.waitUntilOnline()
+}
+
 async function inHistory(side: Side, id: string): Promise<MessageView | undefined> {
   return (await side.client.history(other(side.name), { limit: 1_000 })).find((m) => m.id === id)
 }
@@ -777,10 +791,10 @@ describe('what the property found, reduced to deterministic cases', () => {
 })
 
 /**
- * Known bugs the property found that need a change in chat-client.ts (the lead's file): written as
- * what should happen, and expected to fail until it does. Flip `it.fails` to `it` with the fix.
+ * Bugs the property found, now fixed (close() writes the receipts still gathering and waits for the
+ * work in the contacts' queues). They were:
  *
- * ChatClient.close() resolves while work it started goes on: the receipt for a message just stored
+ * ChatClient.close() resolved while work it started went on: the receipt for a message just stored
  * (written after a zero-delay timer), an answer to a retry request (in the contact's queue). That
  * work then writes to a store that was closed: the IndexedDB and SQLite stores refuse, and the
  * receipt or the answer is lost for good (the message that asked for it was already acknowledged to
@@ -788,7 +802,7 @@ describe('what the property found, reduced to deterministic cases', () => {
  * takes writes from the closed client and the reopened one, each with its own per-contact queue, so
  * both can advance the same session from the same state.
  */
-describe('known bugs: close() does not wait for the work it started', () => {
+describe('close() waits for the work it started', () => {
   it('a receipt due when close() resolves is still sent once the client is reopened', async () => {
     const { relay, alice, bob } = await talking()
     const ping = await bob.client.send('alice', 'ping')
@@ -808,7 +822,7 @@ describe('known bugs: close() does not wait for the work it started', () => {
   it('an answer to a retry request still being written when close() resolves is sent once reopened', async () => {
     const { relay, alice, bob } = await talking()
     // Bob loses his session with alice: her next message cannot be decrypted, and he asks again.
-    await bob.disk.commit([{ op: 'delete', table: 'sessions', key: 'alice:1' }])
+    await restartWithoutSession(bob)
     const mark = relay.frames.length
     const lost = await alice.client.send('bob', 'after the loss')
     const retry = await relay.waitFor(
@@ -836,13 +850,13 @@ describe('known bugs: close() does not wait for the work it started', () => {
 })
 
 /**
- * A known bug the property found (as ties in a history after a reopen), in chat-client.ts: a
- * client numbers conversation entries from `lastOrder`, kept in memory only, so a client reopened
- * while its clock is behind the last number (the clock was set back, or a burst of entries, each
- * at least one more than the last, ran ahead of it) gives new entries positions before old ones,
+ * A bug the property found (as ties in a history after a reopen), now fixed (the last position is
+ * restored from the store on open): a client numbered conversation entries from `lastOrder`, kept
+ * in memory only, so a client reopened while its clock was behind the last number (the clock was
+ * set back, or a burst of entries ran ahead of it) gave new entries positions before old ones,
  * although `order` is meant to be strictly increasing on the device.
  */
-describe('known bugs: the order of entries after a reopen', () => {
+describe('the order of entries after a reopen', () => {
   it('an entry made after a reopen comes after those made before it, whatever the clock says', async () => {
     const { alice, bob } = await talking()
     // A clock that stands still from here on (as one set back to this moment would be).
@@ -864,36 +878,32 @@ describe('known bugs: the order of entries after a reopen', () => {
 })
 
 /**
- * A known limit of the retry path (docs/protocol.md §8.6), found while choosing how many session
- * losses a run may have: a message sent again on request travels under a new frame id, and the
- * sender keeps nothing under that id. If the receiver cannot decrypt the resend either (it lost its
- * session again before the resend arrived), it asks for the new id, the sender answers
- * "unavailable", and the receiver ends with the original's notice "undecryptable, asked again" for
- * good, beside a "lost" entry for an id the sender never wrote, although the sender still has the
- * message and may send it once more (MAX_RESENDS_PER_MESSAGE is 2). A fix needs a protocol change
- * (the sender keeping the resend's id as another name of the original, and the receiver's notice
- * for it being replaced by, or merged into, the original's), so the runs above lose at most
- * MAX_CORRUPTIONS_PER_RUN records and this one is expected to fail.
+ * A resend that cannot be decrypted either (docs/protocol.md §8.6): the receiver lost its session
+ * again before the resend arrived, so it asks for the resend's id in turn. The sender keeps that id
+ * as another name of the original and answers with the original once more (`answers` naming the
+ * resend), and the receiver ends with the message in its place and no notice left.
  */
-describe('known limits: a resend that cannot be decrypted either', () => {
-  it.fails('the message is still recovered, and nothing is shown as lost', async () => {
+describe('a resend that cannot be decrypted either', () => {
+  it('is asked for in turn and answered with the original again: the message shows once, no notice is left', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'], shouldAdvanceTime: true })
     const { relay, alice, bob } = await talking()
-    await bob.disk.commit([{ op: 'delete', table: 'sessions', key: 'alice:1' }])
-    // Bob loses his session with alice again as the resend reaches him: after his retry request
-    // (his first send from here on), the next delivery to him.
-    let stage: 'before the request' | 'before the resend' | 'lost again' = 'before the request'
+    await restartWithoutSession(bob)
+    // The resend (the first delivery to bob after his retry request, his first send from here on)
+    // is kept from him for now: it stays queued, unacknowledged, until he reconnects.
+    let stage: 'before the request' | 'before the resend' | 'resend held' = 'before the request'
     relay.filter = (f) => {
       if (stage === 'before the request' && f.username === 'bob' && f.frame.type === 'send') {
         stage = 'before the resend'
       } else if (stage === 'before the resend' && f.username === 'bob' && f.frame.type === 'deliver') {
-        stage = 'lost again'
-        // MemoryStore applies a commit at once, before the client reads the record.
-        void bob.disk.commit([{ op: 'delete', table: 'sessions', key: 'alice:1' }])
+        stage = 'resend held'
+        return 'drop'
       }
       return 'pass'
     }
     const lost = await alice.client.send('bob', 'after the loss')
+    await until(async () => stage === 'resend held')
+    // Bob loses his session with alice again; the resend comes back when he reconnects.
+    await restartWithoutSession(bob)
     for (let round = 0; round < 4; round++) {
       await relay.settle()
       await Promise.all([alice.client.flush(), bob.client.flush()])
@@ -901,10 +911,16 @@ describe('known limits: a resend that cannot be decrypted either', () => {
       // The second request waits out RETRY_REQUEST_INTERVAL_MS.
       await vi.advanceTimersByTimeAsync(RETRY_REQUEST_INTERVAL_MS + 1)
     }
-    expect(stage).toBe('lost again')
     const history = await bob.client.history('alice')
-    expect(history.filter((m) => m.kind === 'lost')).toEqual([])
-    expect(history.find((m) => m.id === lost.id)?.kind).toBe('text')
+    expect(history.filter((m) => m.direction === 'in' && m.kind !== 'text')).toEqual([])
+    expect(history.filter((m) => m.text === 'after the loss').map((m) => [m.id, m.kind])).toEqual([
+      [lost.id, 'text'],
+    ])
+    // Bob asked twice: for the message, then for its resend.
+    const requests = relay.of('sent', 'send', 'bob').filter((frame) => fromBase64Url(frame.body)[1] === 2)
+    expect(requests.length).toBeGreaterThanOrEqual(2)
+    // Unread: 'hello bob' and this message, not the resend's notice as well.
+    expect((await bob.client.conversations())[0]?.unread).toBe(2)
     await Promise.all([alice.client.close(), bob.client.close()])
   })
 })

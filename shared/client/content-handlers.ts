@@ -5,6 +5,7 @@
  * takes the place of the notice it answers.
  */
 import {
+  answeredResend,
   MAX_RETRY_IDS,
   ReceiptContent,
   RetryContent,
@@ -13,7 +14,7 @@ import {
   UnavailableContent,
 } from './content.js'
 import type { ClientContext } from './context.js'
-import { addNotice, type ContentHandler, noticeRecord } from './inbox.js'
+import { addNotice, type ContentHandler, type Delivery, noticeRecord } from './inbox.js'
 import { type MessageRecord, messageView } from './records.js'
 
 export interface BuiltInDependencies {
@@ -21,6 +22,22 @@ export interface BuiltInDependencies {
   queueReceipt(peer: string, id: string): void
   /** `peer` asked for these ids again; answered in their queue, after this delivery. */
   answerRetry(peer: string, ids: readonly string[]): void
+}
+
+/**
+ * A resend that answers a request for an earlier resend (which could not be decrypted either):
+ * that resend's notice goes, and no longer counts as unread.
+ */
+async function removeAnsweredNotice(ctx: ClientContext, delivery: Delivery): Promise<void> {
+  const id = answeredResend(delivery.parsed)
+  if (id === undefined) return
+  const notice = await delivery.loadMessage(id)
+  if (notice?.direction !== 'in' || (notice.kind ?? 'text') === 'text') return
+  delivery.deleteMessage(id)
+  if (notice.order > (delivery.contact.readUpTo ?? Number.NEGATIVE_INFINITY)) {
+    delivery.contact = { ...delivery.contact, unread: Math.max(0, delivery.contact.unread - 1) }
+  }
+  delivery.after.push(() => ctx.events.emit('removed', { peer: delivery.peer, id }))
 }
 
 export function builtInHandlers(ctx: ClientContext, deps: BuiltInDependencies): ContentHandler[] {
@@ -42,6 +59,7 @@ export function builtInHandlers(ctx: ClientContext, deps: BuiltInDependencies): 
         return
       }
       const original = resendOf(delivery.parsed)
+      await removeAnsweredNotice(ctx, delivery)
       const replaced = original === undefined ? undefined : await delivery.loadMessage(original)
       if (replaced && (replaced.direction !== 'in' || (replaced.kind ?? 'text') === 'text')) return
       const inPlace =
@@ -80,6 +98,7 @@ export function builtInHandlers(ctx: ClientContext, deps: BuiltInDependencies): 
         }
       }
       // A receipt sent again on our request: the notice for it has nothing to show and goes.
+      await removeAnsweredNotice(ctx, delivery)
       const original = resendOf(delivery.parsed)
       const notice = original === undefined ? undefined : await delivery.loadMessage(original)
       if (original !== undefined && notice?.direction === 'in' && (notice.kind ?? 'text') !== 'text') {

@@ -30,6 +30,11 @@ export const MAX_RETRY_IDS = 100
 const MAX_CONTENT_TYPE_LENGTH = 64
 
 const ResendOf = Type.Optional(MessageIdField)
+/**
+ * On a resend: the id the recipient asked for when that was not the original's, i.e. an earlier
+ * resend it could not decrypt either; its notice goes too.
+ */
+const Answers = Type.Optional(MessageIdField)
 
 export const TextContent = Type.Object({
   v: Type.Literal(CONTENT_VERSION),
@@ -38,6 +43,7 @@ export const TextContent = Type.Object({
   text: Type.String({ minLength: 1, maxLength: MAX_MESSAGE_TEXT_LENGTH }),
   sentAt: TimestampField,
   resendOf: ResendOf,
+  answers: Answers,
 })
 export type TextContent = Static<typeof TextContent>
 
@@ -46,6 +52,7 @@ export const ReceiptContent = Type.Object({
   type: Type.Literal('receipt'),
   ids: Type.Array(MessageIdField, { minItems: 1, maxItems: MAX_RECEIPT_IDS }),
   resendOf: ResendOf,
+  answers: Answers,
 })
 export type ReceiptContent = Static<typeof ReceiptContent>
 
@@ -148,4 +155,10 @@ export function decodeContent(plaintext: Uint8Array): MessageContent {
 export function resendOf(parsed: ParsedContent): string | undefined {
   const value = parsed.value.resendOf
   return matches(MessageIdField, value) ? value : undefined
+}
+
+/** On a resend, the earlier resend's id the recipient asked for (its notice goes too), if any. */
+export function answeredResend(parsed: ParsedContent): string | undefined {
+  const value = parsed.value.answers
+  return matches(MessageIdField, value) && value !== resendOf(parsed) ? value : undefined
 }

@@ -145,6 +145,11 @@ export interface SentRecord {
   sentAt: number
   /** How often it was sent again on request (at most MAX_RESENDS_PER_MESSAGE). */
   resends: number
+  /**
+   * Set on the entry kept under a resend's frame id: the original's id. A request for the resend
+   * (the recipient could not decrypt it either) is answered from the original's entry.
+   */
+  resendOf?: string
 }
 
 export function identitiesEqual(

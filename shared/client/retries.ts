@@ -174,26 +174,38 @@ export class Retries {
     if (!contact || contact.pendingIdentity) return
     const unavailable: string[] = []
     const failed: MessageRecord[] = []
+    const conversation = directConversation(peer)
     for (const id of ids) {
-      const sent = await this.ctx.records.loadSent(directConversation(peer), id)
+      let sent = await this.ctx.records.loadSent(conversation, id)
+      // A resend they could not decrypt either: answered from the original's entry (its count).
+      const original = sent?.resendOf ?? id
+      if (sent?.resendOf !== undefined) sent = await this.ctx.records.loadSent(conversation, sent.resendOf)
       if (sent && sent.resends >= MAX_RESENDS_PER_MESSAGE) continue
       if (!sent || sent.sentAt < now - SENT_CONTENT_KEEP_MS) {
         unavailable.push(id)
-        const message = await this.ctx.records.loadMessage(directConversation(peer), id)
+        const message = await this.ctx.records.loadMessage(conversation, original)
         if (message?.direction === 'out' && message.state !== 'failed')
           failed.push({ ...message, state: 'failed' })
         continue
       }
       const frameId = toBase64Url(newMessageId(now))
       // A text carries its frame's id inside (§7.6): the resend's own; the original is resendOf.
+      const answers = original !== id ? { answers: id } : {}
       const content: MessageContent | ExtraContent =
         sent.content.type === 'text'
-          ? { ...(sent.content as TextContent), id: frameId, resendOf: id }
-          : { ...sent.content, resendOf: id }
+          ? { ...(sent.content as TextContent), id: frameId, resendOf: original, ...answers }
+          : { ...sent.content, resendOf: original, ...answers }
       // Each encryption advances the record, so each is committed (with its envelope) before the next.
+      // The resend's id is kept as another name of the original, should they ask for it in turn.
       await this.ctx.store.commit([
         ...(await this.outbox.queue(peer, content, 'resend', { id: frameId })),
         await this.ctx.records.sentPut({ ...sent, resends: sent.resends + 1 }),
+        await this.ctx.records.sentPut({
+          ...sent,
+          id: frameId,
+          resends: sent.resends + 1,
+          resendOf: original,
+        }),
       ])
     }
     if (unavailable.length > 0) {
