@@ -59,6 +59,7 @@ import {
 import { type LogSettings, loggerOptions } from './log.js'
 import { addressKey } from './plugins/client-address.js'
 import { installErrorHandling } from './plugins/errors.js'
+import { warnOnUntrustedProxy } from './plugins/proxy-check.js'
 import { limitUnauthenticatedSockets, UnauthenticatedSockets } from './plugins/unauthenticated-sockets.js'
 import { webApp } from './plugins/web-app.js'
 import { accountRoutes } from './routes/accounts.js'
@@ -231,6 +232,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
       ),
   })
   installErrorHandling(app)
+  if (!options.trustProxy) warnOnUntrustedProxy(app)
 
   let bus = options.relayBus
   if (!bus) {
