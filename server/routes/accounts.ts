@@ -111,7 +111,9 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
 
   /**
    * Unknown names get a challenge encrypted to a key nobody holds, after the same import and
-   * encryption work, so the answer does not tell who is registered. Made once, when first needed.
+   * encryption work, so the answer does not tell who is registered. Made once, when first needed
+   * rather than at start (an RSA key pair takes a few hundred ms, and most servers never need it):
+   * only that first answer is slower.
    */
   let dummyLoginKey: Promise<Uint8Array> | undefined
   const unknownLoginKey = () => {
