@@ -185,3 +185,30 @@ describe('failed log-ins', () => {
     clock += 60 * 60 * 1000
   })
 })
+
+describe('device proofs in logs', () => {
+  it('never writes a challenge or a proof to the log', async () => {
+    const lines: string[] = []
+    const logged = await startServer({
+      log: { level: 'trace', stream: { write: (line: string) => void lines.push(line) } },
+    })
+    try {
+      const client = await makeClient()
+      await register(logged, client)
+      const challenge = await logged.request(CHALLENGE, { body: { username: client.username } })
+      const proof = toBase64Url(
+        await rsaOaepDecrypt(client.loginKey.privateKey, fromBase64Url(challenge.body.challenge)),
+      )
+      const response = await logged.request(LOGIN, {
+        body: { username: client.username, password: client.password, deviceProof: proof },
+      })
+      expect(response.status).toBe(200)
+      const log = lines.join('\n')
+      expect(log).toContain('session issued')
+      expect(log).not.toContain(proof)
+      expect(log).not.toContain(challenge.body.challenge)
+    } finally {
+      await logged.close()
+    }
+  })
+})
