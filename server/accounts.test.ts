@@ -32,7 +32,7 @@ describe('accounts over TLS (SQLite)', () => {
   let server: TestServer
   let clock = Date.now()
   beforeAll(async () => {
-    server = await startServer({ now: () => clock, limits: { loginFailuresPerAccount: 5 } })
+    server = await startServer({ now: () => clock, limits: { loginFailuresPerAccountAddress: 5 } })
   })
   afterAll(async () => {
     await server?.close()
@@ -248,7 +248,7 @@ describe('accounts over TLS (SQLite)', () => {
       }
     })
 
-    it('locks an account after repeated failures (429 with Retry-After), even for the right password', async () => {
+    it('refuses an address after repeated failures for an account (429 with Retry-After), the right password too', async () => {
       const client = await makeClient()
       await register(server, client)
       for (let i = 0; i < 5; i++) {
@@ -275,7 +275,7 @@ describe('accounts over TLS (SQLite)', () => {
       expect(await login(server, client)).toHaveLength(32)
     })
 
-    it('holds the account limit against a parallel burst of guesses', async () => {
+    it('holds the (account, address) limit against a parallel burst of guesses', async () => {
       const client = await makeClient()
       await register(server, client)
       const responses = await Promise.all(

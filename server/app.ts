@@ -15,6 +15,7 @@ import rateLimit from '@fastify/rate-limit'
 import { TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { API_PREFIX, HealthResponse } from '../shared/codec/api.js'
+import { DeviceProofs } from './auth/device-proof.js'
 import { LoginLimiter } from './auth/login-limiter.js'
 import type { ServerContext, ServerLimits } from './context.js'
 import { openQueueRepository } from './db/queue-repository.js'
@@ -30,10 +31,16 @@ import {
   HEARTBEAT_INTERVAL_MS,
   HTTP_BODY_LIMIT_BYTES,
   HTTP_REQUEST_TIMEOUT_MS,
+  LOGIN_ACCOUNT_DELAY_AFTER,
+  LOGIN_ACCOUNT_DELAY_BASE_MS,
+  LOGIN_ACCOUNT_DELAY_MAX_MS,
   LOGIN_FAILURE_WINDOW_MS,
   LOGIN_FAILURES_PER_ACCOUNT,
+  LOGIN_FAILURES_PER_ACCOUNT_ADDRESS,
   LOGIN_FAILURES_PER_ADDRESS,
+  LOGIN_FAILURES_PER_DEVICE,
   LOGIN_LIMITER_MAX_ENTRIES,
+  LOGIN_PROOF_PERIOD_MS,
   LOGIN_RATE_LIMIT,
   MAINTENANCE_INTERVAL_MS,
   MAX_BAD_FRAMES_PER_CONNECTION,
@@ -42,6 +49,7 @@ import {
   MAX_QUEUED_BYTES_PER_RECIPIENT,
   MAX_QUEUED_MESSAGES_PER_RECIPIENT,
   MAX_TOKENS_PER_USER,
+  MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS,
   MESSAGE_TTL_MS,
   REGISTER_RATE_LIMIT,
   SEND_RATE_PER_USER,
@@ -49,7 +57,10 @@ import {
   TOKEN_LIFETIME_MS,
 } from './limits.js'
 import { type LogSettings, loggerOptions } from './log.js'
+import { addressKey } from './plugins/client-address.js'
 import { installErrorHandling } from './plugins/errors.js'
+import { warnOnUntrustedProxy } from './plugins/proxy-check.js'
+import { limitUnauthenticatedSockets, UnauthenticatedSockets } from './plugins/unauthenticated-sockets.js'
 import { webApp } from './plugins/web-app.js'
 import { accountRoutes } from './routes/accounts.js'
 import { errorResponses } from './routes/common.js'
@@ -58,7 +69,7 @@ import { userRoutes } from './routes/users.js'
 import { HSTS_MAX_AGE_SECONDS, type httpsOptions } from './tls.js'
 import { RelayHub } from './ws/hub.js'
 import { InProcessRelayBus } from './ws/in-process-bus.js'
-import { installRelay } from './ws/relay.js'
+import { installRelay, RELAY_PATH } from './ws/relay.js'
 import type { RelayBus } from './ws/relay-bus.js'
 
 export const DEFAULT_LIMITS: ServerLimits = {
@@ -68,6 +79,12 @@ export const DEFAULT_LIMITS: ServerLimits = {
   loginFailuresPerAccount: LOGIN_FAILURES_PER_ACCOUNT,
   loginFailuresPerAddress: LOGIN_FAILURES_PER_ADDRESS,
   loginFailureWindowMs: LOGIN_FAILURE_WINDOW_MS,
+  loginFailuresPerAccountAddress: LOGIN_FAILURES_PER_ACCOUNT_ADDRESS,
+  loginAccountDelayAfter: LOGIN_ACCOUNT_DELAY_AFTER,
+  loginAccountDelayBaseMs: LOGIN_ACCOUNT_DELAY_BASE_MS,
+  loginAccountDelayMaxMs: LOGIN_ACCOUNT_DELAY_MAX_MS,
+  loginFailuresPerDevice: LOGIN_FAILURES_PER_DEVICE,
+  maxUnauthenticatedSocketsPerAddress: MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS,
   maxOneTimePreKeysPerUser: MAX_ONE_TIME_PREKEYS_PER_USER,
   signedPreKeysKept: SIGNED_PREKEYS_KEPT,
   maxTokensPerUser: MAX_TOKENS_PER_USER,
@@ -205,6 +222,8 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
 
   await app.register(rateLimit, {
     global: false,
+    // Per address, an IPv6 client by its /64 (plugins/client-address.ts).
+    keyGenerator: (request) => addressKey(request.ip),
     errorResponseBuilder: (_request, context) =>
       new ServerError(
         ServerErrorCode.RateLimited,
@@ -213,6 +232,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
       ),
   })
   installErrorHandling(app)
+  if (!options.trustProxy) warnOnUntrustedProxy(app)
 
   let bus = options.relayBus
   if (!bus) {
@@ -223,6 +243,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     })
     bus = ownBus
   }
+  const unauthenticatedSockets = new UnauthenticatedSockets(limits.maxUnauthenticatedSocketsPerAddress)
   const hub = new RelayHub({
     db: options.db,
     queue: openQueueRepository(options.db, {
@@ -233,6 +254,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     now,
     log: app.log,
     bus,
+    authenticated: (socket) => unauthenticatedSockets.release(socket),
   })
   const context: ServerContext = {
     db: options.db,
@@ -242,16 +264,26 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     relay: hub,
     loginLimiter: new LoginLimiter(
       {
-        failuresPerAccount: limits.loginFailuresPerAccount,
         failuresPerAddress: limits.loginFailuresPerAddress,
+        failuresPerAccountAddress: limits.loginFailuresPerAccountAddress,
+        failuresPerAccount: limits.loginFailuresPerAccount,
+        accountDelayAfter: limits.loginAccountDelayAfter,
+        accountDelayBaseMs: limits.loginAccountDelayBaseMs,
+        accountDelayMaxMs: limits.loginAccountDelayMaxMs,
+        failuresPerDevice: limits.loginFailuresPerDevice,
         windowMs: limits.loginFailureWindowMs,
         maxEntries: LOGIN_LIMITER_MAX_ENTRIES,
       },
       now,
     ),
+    deviceProofs: new DeviceProofs(now, LOGIN_PROOF_PERIOD_MS),
   }
 
   installMaintenance(app, context, hub, options.maintenanceIntervalMs ?? MAINTENANCE_INTERVAL_MS)
+  limitUnauthenticatedSockets(app, RELAY_PATH, unauthenticatedSockets, {
+    maxPerAddress: limits.maxUnauthenticatedSocketsPerAddress,
+    retryAfterSeconds: Math.ceil(limits.authTimeoutMs / 1000),
+  })
   await installRelay(app, hub)
 
   await app.register(

@@ -13,6 +13,8 @@
  * | --key         | TLS_KEY      | none (must be given together with --cert) |
  * | (none)        | DATABASE_URL | none: SQLite at <data-dir>/secure-chat.sqlite; postgres://… selects PostgreSQL |
  * | --trust-proxy | TRUST_PROXY  | false; true, a hop count or addresses/CIDRs of the reverse proxy |
+ * |               |              | (without it behind a proxy, every client shares the proxy's address
+ * |               |              | for every per-address limit; plugins/proxy-check.ts warns once) |
  * | --log-level   | LOG_LEVEL    | info                             |
  */
 import { accessSync, constants } from 'node:fs'

@@ -1,4 +1,5 @@
 /** What every route plugin receives: the database, the clock, the tunable limits and the relay. */
+import type { DeviceProofs } from './auth/device-proof.js'
 import type { LoginLimiter } from './auth/login-limiter.js'
 import type { Db } from './db/schema.js'
 import type { Rate } from './ws/token-bucket.js'
@@ -15,6 +16,13 @@ export interface ServerLimits {
   readonly loginFailuresPerAccount: number
   readonly loginFailuresPerAddress: number
   readonly loginFailureWindowMs: number
+  // Failed log-ins and per-address limits (limits.ts explains each default).
+  readonly loginFailuresPerAccountAddress: number
+  readonly loginAccountDelayAfter: number
+  readonly loginAccountDelayBaseMs: number
+  readonly loginAccountDelayMaxMs: number
+  readonly loginFailuresPerDevice: number
+  readonly maxUnauthenticatedSocketsPerAddress: number
   readonly maxOneTimePreKeysPerUser: number
   readonly signedPreKeysKept: number
   readonly maxTokensPerUser: number
@@ -51,5 +59,6 @@ export interface ServerContext {
   readonly bcryptCost: number
   readonly limits: ServerLimits
   readonly loginLimiter: LoginLimiter
+  readonly deviceProofs: DeviceProofs
   readonly relay: RelayEvents
 }

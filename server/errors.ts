@@ -29,7 +29,10 @@ export const ServerErrorCode = {
   TooManyPreKeys: 'E2E_ERR_TOO_MANY_PREKEYS',
   /** Wrong password or unknown user: deliberately one code for both. */
   InvalidCredentials: 'E2E_ERR_INVALID_CREDENTIALS',
-  /** Too many failed logins for this account or from this address. */
+  /**
+   * Too many failed logins from this address, for this account from this address, from this
+   * device, or for this account (a short wait for unknown devices; reinstall refused).
+   */
   TooManyAttempts: 'E2E_ERR_TOO_MANY_ATTEMPTS',
   /** Too many requests to a rate-limited route, or too many relay sends or frames (retry later). */
   RateLimited: 'E2E_ERR_RATE_LIMITED',

@@ -32,19 +32,22 @@ export const TOKEN_BYTES = 32
 export const MAX_TOKENS_PER_USER = 10
 
 /**
- * Failed logins allowed per account within LOGIN_FAILURE_WINDOW_MS before further attempts for it are
- * refused with 429 until the window ends. Ten wrong guesses in 15 minutes is far beyond typing
- * mistakes and caps online guessing at about 1,000 a day per account.
+ * Failed log-ins from unknown devices per account (from any address) beyond which /reinstall for
+ * that account is refused with 429 until no failure has come for LOGIN_FAILURE_WINDOW_MS. Reinstall
+ * replaces every key with the password alone, so it keeps this strict limit even though anyone can
+ * trigger it; log-ins are only slowed instead (LOGIN_ACCOUNT_DELAY_AFTER).
  */
 export const LOGIN_FAILURES_PER_ACCOUNT = 10
 
 /**
- * Failed logins allowed per client address within the window. Higher than the per-account limit
+ * Failed logins allowed per client address (an IPv6 /64) within the window, across accounts. Higher
+ * than the per-account limits
  * because many users may share one address (NAT, a campus), low enough to stop one address from
  * spraying a common password across many accounts.
  */
 export const LOGIN_FAILURES_PER_ADDRESS = 100
 
+/** The window of the failed-log-in counts (per account it restarts with each failure). */
 export const LOGIN_FAILURE_WINDOW_MS = 15 * MINUTE
 
 /**
@@ -214,3 +217,51 @@ export const DIRECTORY_CACHE_ENTRIES = 100_000
 
 /** How long shutdown waits for clients to answer the 1001 close before dropping their sockets. */
 export const WS_CLOSE_GRACE_MS = 2 * SECOND
+
+// --- Failed log-ins, device proofs and per-address limits (docs/protocol.md §13.3) --------------
+
+/**
+ * Failed log-ins allowed per (account, client address) within LOGIN_FAILURE_WINDOW_MS; beyond it
+ * that address is refused for that account (429) until the window ends. Ten wrong guesses is far
+ * beyond typing mistakes, and the refusal touches only the guesser's own address.
+ */
+export const LOGIN_FAILURES_PER_ACCOUNT_ADDRESS = 10
+
+/**
+ * Failed log-ins from unknown devices per account after which each further attempt from an unknown
+ * device waits: LOGIN_ACCOUNT_DELAY_BASE_MS after the last failure, doubling with every failure up
+ * to LOGIN_ACCOUNT_DELAY_MAX_MS. Twice the per-address allowance, so only an account attacked from
+ * several addresses is slowed. A device that proves it holds the account's login key never waits,
+ * and a wait is seconds to minutes, never a lockout: it caps distributed guessing at about 700 a
+ * day per account, against the 960 of the former hard per-account lock.
+ */
+export const LOGIN_ACCOUNT_DELAY_AFTER = 20
+export const LOGIN_ACCOUNT_DELAY_BASE_MS = SECOND
+export const LOGIN_ACCOUNT_DELAY_MAX_MS = 2 * MINUTE
+
+/**
+ * Failed log-ins per window from a device that proved it holds the login key (its own typos, or a
+ * stolen device guessing the password): counted apart from every address, so nobody else can use
+ * them up.
+ */
+export const LOGIN_FAILURES_PER_DEVICE = 10
+
+/**
+ * How long a device proof (the decrypted login challenge) stays valid: it is bound to the 5-minute
+ * period it was made in and accepted during the next one, so it cannot be kept for later.
+ */
+export const LOGIN_PROOF_PERIOD_MS = 5 * MINUTE
+
+/**
+ * IPv6 prefix length by which clients are counted for every per-address limit: one subscriber is
+ * usually given a whole /64, and could rotate through its addresses past any per-address count.
+ */
+export const IPV6_ADDRESS_PREFIX_BITS = 64
+
+/**
+ * WebSocket upgrades from one address (an IPv6 /64) that have not authenticated yet, at most; a
+ * further upgrade is refused with 429 before the WebSocket handshake. Each costs a TLS session and
+ * a file descriptor for up to AUTH_TIMEOUT_MS; a client authenticates within a round trip, so even
+ * a household or office behind one NAT rarely has more than a few unauthenticated at once.
+ */
+export const MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS = 32

@@ -1,18 +1,34 @@
 /**
- * Counts failed logins per account and per client address in fixed windows, in memory.
+ * Counts failed log-ins in memory so that guessing is slow for attackers while users get in.
+ *
+ * An attempt from an unknown device (no device proof, see device-proof.ts) is checked, in order:
+ *   - per address (an IPv6 /64, client-address.ts), across accounts: a hard refusal beyond
+ *     `failuresPerAddress`, against one address spraying a common password over many names;
+ *   - per (account, address): a hard refusal beyond `failuresPerAccountAddress`, which shuts out
+ *     only the guesser's own address, never the user's;
+ *   - per account, across addresses: beyond `accountDelayAfter` failures each attempt waits a
+ *     delay after the last failure that doubles with every failure (capped): slowed, not locked.
+ *     Reinstall, which replaces the keys with the password alone, keeps the strict limit instead:
+ *     refused beyond `failuresPerAccount` until the failures stop for a window.
+ * An attempt from a device that proved it holds the account's login key skips all of these: only
+ * its own failures count (`failuresPerDevice`), which nobody else can add to.
  *
  * In memory rather than in the database: failures then cost no disk writes (a password-spraying
  * attacker cannot turn them into write load), and the counters are only a brake, not a record.
  * The price: a restart forgets them, and with several server processes each keeps its own counts
  * (an attacker gets the allowance once per process). Entries are bounded (LOGIN_LIMITER_MAX_ENTRIES).
  *
- * Accounts are keyed by the normalised name whether or not the user exists, so a lockout says
- * nothing about existence. A locked account is refused before any password check, so the correct
- * password does not get through a lockout either.
+ * Accounts are keyed by the normalised name whether or not the user exists, so a refusal says
+ * nothing about existence.
  */
 export interface LoginLimits {
-  readonly failuresPerAccount: number
   readonly failuresPerAddress: number
+  readonly failuresPerAccountAddress: number
+  readonly failuresPerAccount: number
+  readonly accountDelayAfter: number
+  readonly accountDelayBaseMs: number
+  readonly accountDelayMaxMs: number
+  readonly failuresPerDevice: number
   readonly windowMs: number
   readonly maxEntries: number
 }
@@ -20,11 +36,23 @@ export interface LoginLimits {
 interface Counter {
   count: number
   windowEnds: number
+  /** Per-account counters: when an unknown device may try next (0: no wait). */
+  nextAttemptAt: number
 }
 
-export type LimitDecision =
-  | { allowed: true }
-  | { allowed: false; retryAfterMs: number; scope: 'account' | 'address' }
+export type LimitScope = 'address' | 'account-address' | 'account' | 'device'
+
+export type LimitDecision = { allowed: true } | { allowed: false; retryAfterMs: number; scope: LimitScope }
+
+export interface LoginAttempt {
+  /** The normalised username (or a key for an invalid one). */
+  readonly account: string
+  /** The client's address key (client-address.ts `addressKey`). */
+  readonly address: string
+  readonly kind: 'login' | 'reinstall'
+  /** The request carried a valid proof of the account's login key. */
+  readonly knownDevice: boolean
+}
 
 export class LoginLimiter {
   private readonly counters = new Map<string, Counter>()
@@ -35,38 +63,77 @@ export class LoginLimiter {
   ) {}
 
   /**
-   * Decides whether a login attempt may proceed and, if so, counts it as a failure right away:
-   * the password check takes a while (bcrypt), and counting only afterwards would let a burst of
+   * Decides whether an attempt may proceed and, if so, counts it as a failure right away: the
+   * password check takes a while (bcrypt), and counting only afterwards would let a burst of
    * parallel attempts all pass the check before any failure was recorded. `succeeded` takes the
    * count back.
    */
-  attempt(account: string, address: string): LimitDecision {
+  attempt(attempt: LoginAttempt): LimitDecision {
     const now = this.now()
-    const byAddress = this.live(`ip:${address}`, now)
+    if (attempt.knownDevice) {
+      const device = this.live(deviceKey(attempt), now)
+      if (device && device.count >= this.limits.failuresPerDevice) {
+        return { allowed: false, retryAfterMs: device.windowEnds - now, scope: 'device' }
+      }
+      this.bump(deviceKey(attempt), now)
+      return { allowed: true }
+    }
+    const byAddress = this.live(addressKeyOf(attempt), now)
     if (byAddress && byAddress.count >= this.limits.failuresPerAddress) {
       return { allowed: false, retryAfterMs: byAddress.windowEnds - now, scope: 'address' }
     }
-    const byAccount = this.live(`user:${account}`, now)
-    if (byAccount && byAccount.count >= this.limits.failuresPerAccount) {
-      return { allowed: false, retryAfterMs: byAccount.windowEnds - now, scope: 'account' }
+    const byPair = this.live(pairKey(attempt), now)
+    if (byPair && byPair.count >= this.limits.failuresPerAccountAddress) {
+      return { allowed: false, retryAfterMs: byPair.windowEnds - now, scope: 'account-address' }
     }
-    this.bump(`user:${account}`, now)
-    this.bump(`ip:${address}`, now)
+    const byAccount = this.live(accountKey(attempt), now)
+    if (byAccount) {
+      if (attempt.kind === 'reinstall' && byAccount.count >= this.limits.failuresPerAccount) {
+        return { allowed: false, retryAfterMs: byAccount.windowEnds - now, scope: 'account' }
+      }
+      if (byAccount.nextAttemptAt > now) {
+        return { allowed: false, retryAfterMs: byAccount.nextAttemptAt - now, scope: 'account' }
+      }
+    }
+    this.bump(addressKeyOf(attempt), now)
+    this.bump(pairKey(attempt), now)
+    // The account's count lasts while failures keep coming, so a steady attack stays slowed.
+    const account = this.bump(accountKey(attempt), now, true)
+    account.nextAttemptAt = now + this.delay(account.count)
     return { allowed: true }
   }
 
   /**
-   * The attempt was right: the account's failures are cleared (only the password's holder can do
-   * that) and the address gets back the one attempt counted in advance.
+   * The attempt was right: the attempt counted in advance is taken back, and the failures at this
+   * address for this account (the user's own typos) or of this device are cleared. The account's
+   * count stays: a user getting in does not end an attack on the account.
    */
-  succeeded(account: string, address: string): void {
-    this.counters.delete(`user:${account}`)
-    const byAddress = this.live(`ip:${address}`, this.now())
+  succeeded(attempt: LoginAttempt): void {
+    const now = this.now()
+    if (attempt.knownDevice) {
+      this.counters.delete(deviceKey(attempt))
+      return
+    }
+    this.counters.delete(pairKey(attempt))
+    const byAddress = this.live(addressKeyOf(attempt), now)
     if (byAddress) byAddress.count = Math.max(0, byAddress.count - 1)
+    const account = this.live(accountKey(attempt), now)
+    if (account) {
+      account.count = Math.max(0, account.count - 1)
+      // Below the threshold again: the wait this attempt set is lifted; during an attack it stays.
+      if (account.count < this.limits.accountDelayAfter) account.nextAttemptAt = 0
+    }
   }
 
   get size(): number {
     return this.counters.size
+  }
+
+  /** The wait after the `count`th failure: none up to accountDelayAfter, then doubling, capped. */
+  private delay(count: number): number {
+    if (count < this.limits.accountDelayAfter) return 0
+    const steps = Math.min(count - this.limits.accountDelayAfter, 30)
+    return Math.min(this.limits.accountDelayBaseMs * 2 ** steps, this.limits.accountDelayMaxMs)
   }
 
   private live(key: string, now: number): Counter | undefined {
@@ -78,14 +145,17 @@ export class LoginLimiter {
     return counter
   }
 
-  private bump(key: string, now: number): void {
+  private bump(key: string, now: number, sliding = false): Counter {
     const counter = this.live(key, now)
     if (counter) {
       counter.count += 1
-      return
+      if (sliding) counter.windowEnds = now + this.limits.windowMs
+      return counter
     }
     if (this.counters.size >= this.limits.maxEntries) this.evict(now)
-    this.counters.set(key, { count: 1, windowEnds: now + this.limits.windowMs })
+    const created = { count: 1, windowEnds: now + this.limits.windowMs, nextAttemptAt: 0 }
+    this.counters.set(key, created)
+    return created
   }
 
   /** Drops expired counters; if none were, the oldest (Map order is insertion order). */
@@ -98,3 +168,9 @@ export class LoginLimiter {
     if (!oldest.done) this.counters.delete(oldest.value)
   }
 }
+
+// A NUL never occurs in an address key, so (address, account) pairs cannot collide.
+const addressKeyOf = (attempt: LoginAttempt) => `ip:${attempt.address}`
+const pairKey = (attempt: LoginAttempt) => `pair:${attempt.address}\u0000${attempt.account}`
+const accountKey = (attempt: LoginAttempt) => `user:${attempt.account}`
+const deviceKey = (attempt: LoginAttempt) => `device:${attempt.account}`

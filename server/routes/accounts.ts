@@ -1,20 +1,33 @@
 /**
- * Accounts: POST /register, POST /reinstall, POST /login, POST /logout.
+ * Accounts: POST /register, POST /reinstall, POST /login, POST /login/challenge, POST /logout.
  *
  * Registration verifies everything the client sends before storing any of it: username rules, the
  * password policy, the RSA login key (3072-bit, e = 65537), the identity signature and every prekey
  * signature; then stores user and keys in one transaction.
  *
- * Login answers an unknown user exactly like a wrong password (same code, same bcrypt work), counts
- * failures per account and per address, and returns a fresh token encrypted to the user's login key.
+ * Login answers an unknown user exactly like a wrong password (same code, same bcrypt work), limits
+ * failures as auth/login-limiter.ts describes, and returns a fresh token encrypted to the user's
+ * login key. POST /login/challenge gives a device the proof that it holds that key.
  * Older tokens stay valid until they expire or are logged out (up to MAX_TOKENS_PER_USER per user).
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyRequest } from 'fastify'
 import { fromBase64Url, toBase64Url } from '../../shared/bytes.js'
-import { LoginRequest, LoginResponse, RegisterRequest, RegisterResponse } from '../../shared/codec/api.js'
+import {
+  LoginChallengeRequest,
+  LoginChallengeResponse,
+  LoginRequest,
+  LoginResponse,
+  RegisterRequest,
+  RegisterResponse,
+} from '../../shared/codec/api.js'
 import { preKeyFromJson, publicIdentityFromJson } from '../../shared/codec/keys.js'
 import { Type } from '../../shared/codec/schema.js'
-import { importRsaOaepPublicKey, rsaOaepEncrypt } from '../../shared/crypto/primitives.js'
+import {
+  generateRsaOaepKeyPair,
+  importRsaOaepPublicKey,
+  rsaOaepEncrypt,
+} from '../../shared/crypto/primitives.js'
 import { verifyOneTimePreKey, verifyPublicIdentity, verifySignedPreKey } from '../../shared/identity.js'
 import {
   checkPasswordPolicy,
@@ -36,17 +49,33 @@ import {
 } from '../db/users.js'
 import { ServerError, ServerErrorCode, serverErrors } from '../errors.js'
 import { requireSession, sessionOf } from '../plugins/auth.js'
+import { addressKey } from '../plugins/client-address.js'
 import { assertDistinctKeyIds, errorResponses, parseUsername } from './common.js'
+
+/** How a refusal names what was counted (never whether the account exists). */
+const LIMIT_SCOPES = {
+  address: 'from this address',
+  'account-address': 'for this account from this address',
+  account: 'for this account',
+  device: 'from this device',
+} as const
 
 export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, context) => {
   const { db, now, bcryptCost, limits, loginLimiter } = context
 
   /**
-   * Proves a password for /login and /reinstall alike: failed attempts are limited per account and
-   * per address, and an unknown or invalid name costs the same bcrypt work and gets the same answer
+   * Proves a password for /login and /reinstall alike: failed attempts are limited as
+   * auth/login-limiter.ts describes (a valid device proof, login only, skips the limits meant for
+   * strangers), and an unknown or invalid name costs the same bcrypt work and gets the same answer
    * as a wrong password, so neither timing nor codes reveal who is registered.
    */
-  async function authenticate(input: string, password: string, address: string): Promise<UserRow> {
+  async function authenticate(
+    input: string,
+    password: string,
+    request: FastifyRequest,
+    kind: 'login' | 'reinstall',
+    deviceProof?: string,
+  ): Promise<UserRow> {
     let username: string | undefined
     try {
       username = parseUsername(input)
@@ -54,14 +83,19 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
       username = undefined
     }
     // Invalid names cannot exist; they still count against the address and their own key.
-    const accountKey = username ?? `invalid:${input}`
-    const decision = loginLimiter.attempt(accountKey, address)
+    const account = username ?? `invalid:${input}`
+    const knownDevice =
+      username !== undefined &&
+      deviceProof !== undefined &&
+      context.deviceProofs.verify(username, fromBase64Url(deviceProof))
+    const attempt = { account, address: addressKey(request.ip), kind, knownDevice }
+    const decision = loginLimiter.attempt(attempt)
     if (!decision.allowed) {
       const retryAfterSeconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000))
       throw new ServerError(
         ServerErrorCode.TooManyAttempts,
         429,
-        `expected fewer failed logins ${decision.scope === 'account' ? 'for this account' : 'from this address'}, got too many; retry in ${retryAfterSeconds} s`,
+        `expected fewer failed logins ${LIMIT_SCOPES[decision.scope]}, got too many; retry in ${retryAfterSeconds} s`,
         { retryAfterSeconds },
       )
     }
@@ -71,8 +105,20 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
       user?.password_hash ?? (await dummyPasswordHash(bcryptCost)),
     )
     if (!user || !matches) throw serverErrors.invalidCredentials()
-    loginLimiter.succeeded(accountKey, address)
+    loginLimiter.succeeded(attempt)
     return user
+  }
+
+  /**
+   * Unknown names get a challenge encrypted to a key nobody holds, after the same import and
+   * encryption work, so the answer does not tell who is registered. Made once, when first needed
+   * rather than at start (an RSA key pair takes a few hundred ms, and most servers never need it):
+   * only that first answer is slower.
+   */
+  let dummyLoginKey: Promise<Uint8Array> | undefined
+  const unknownLoginKey = () => {
+    dummyLoginKey ??= generateRsaOaepKeyPair().then((pair) => pair.publicKeySpki)
+    return dummyLoginKey
   }
 
   // Made before the first login, so even the first unknown-user attempt costs the usual time.
@@ -127,7 +173,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
     },
     async (request) => {
       const body = request.body
-      const user = await authenticate(body.username, body.password, request.ip)
+      const user = await authenticate(body.username, body.password, request, 'reinstall')
       const keys = await verifiedKeys(body)
       await replaceAccountKeys(db, user.id, { ...keys, now: now() })
       context.relay.identityChanged(user.id, user.username)
@@ -145,8 +191,8 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
       },
     },
     async (request) => {
-      const { password } = request.body
-      const user = await authenticate(request.body.username, password, request.ip)
+      const { password, deviceProof } = request.body
+      const user = await authenticate(request.body.username, password, request, 'login', deviceProof)
 
       if (passwordHashCost(user.password_hash) < bcryptCost) {
         await updatePasswordHash(db, user.id, await hashPassword(password, bcryptCost))
@@ -166,6 +212,34 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
       for (const tokenHash of revoked) context.relay.sessionRevoked(user.id, tokenHash)
       request.log.info({ event: 'login', userId: user.id }, 'session issued')
       return { username: user.username, encryptedToken: toBase64Url(encryptedToken), expiresAt }
+    },
+  )
+
+  /**
+   * A device proof for this name, encrypted to its registered login key: only the device holding
+   * the private key can read it and send it with /login (auth/device-proof.ts).
+   */
+  app.post(
+    '/login/challenge',
+    {
+      schema: { body: LoginChallengeRequest, response: { 200: LoginChallengeResponse, ...errorResponses } },
+      config: {
+        rateLimit: { max: limits.loginRateLimit.max, timeWindow: limits.loginRateLimit.timeWindowMs },
+      },
+    },
+    async (request) => {
+      let username: string | undefined
+      try {
+        username = parseUsername(request.body.username)
+      } catch {
+        username = undefined
+      }
+      const user = username === undefined ? undefined : await findUserByUsername(db, username)
+      const loginKey = await importRsaOaepPublicKey(user?.login_key ?? (await unknownLoginKey()))
+      const proof = context.deviceProofs.issue(username ?? '')
+      const challenge = await rsaOaepEncrypt(loginKey, proof)
+      proof.fill(0)
+      return { challenge: toBase64Url(challenge) }
     },
   )
 

@@ -63,6 +63,8 @@ export interface RequestOptions {
   readonly contentType?: string
   readonly token?: Uint8Array
   readonly headers?: Record<string, string>
+  /** The client's source address (any of 127.0.0.0/8 reaches a server on 127.0.0.1 under Linux). */
+  readonly localAddress?: string
 }
 
 export interface TestServer {
@@ -80,22 +82,25 @@ export interface StartOptions extends Partial<Omit<BuildOptions, 'db' | 'https'>
   readonly dialect?: SqlDialect
   /** Reuse this database instead of creating one (restart tests). */
   readonly database?: TestDatabase
+  /** The loopback address to listen on: 127.0.0.1 (default) or ::1. */
+  readonly host?: '127.0.0.1' | '::1'
 }
 
 export async function startServer(options: StartOptions = {}): Promise<TestServer> {
   const material = await testCertificate()
   const database = options.database ?? (await createTestDatabase(options.dialect ?? 'sqlite'))
+  const { host = '127.0.0.1', ...buildOptions } = options
   const app = await build({
     bcryptCost: TEST_BCRYPT_COST,
     log: false,
-    ...options,
+    ...buildOptions,
     limits: { ...RELAXED_LIMITS, ...options.limits },
     db: database.db,
     https: httpsOptions(material),
   })
-  await app.listen({ host: '127.0.0.1', port: 0 })
+  await app.listen({ host, port: 0 })
   const { port } = app.server.address() as AddressInfo
-  const origin = `https://127.0.0.1:${port}`
+  const origin = `https://${host.includes(':') ? `[${host}]` : host}:${port}`
   const agent = new Agent({ ca: material.cert, keepAlive: true, maxSockets: 64 })
   let stopped = false
   const stop = async () => {
@@ -131,7 +136,12 @@ export function httpsFetch(
   return new Promise((resolve, reject) => {
     const req = httpsRequest(
       new URL(path, origin),
-      { method: options.method ?? (payload === undefined ? 'GET' : 'POST'), headers, agent },
+      {
+        method: options.method ?? (payload === undefined ? 'GET' : 'POST'),
+        headers,
+        agent,
+        ...(options.localAddress ? { localAddress: options.localAddress } : {}),
+      },
       (res) => {
         const chunks: Buffer[] = []
         res.on('data', (chunk: Buffer) => chunks.push(chunk))

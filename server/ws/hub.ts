@@ -72,6 +72,8 @@ export interface RelayHubOptions {
   readonly log: FastifyBaseLogger
   /** Carries events between the processes holding sockets (this one included); the caller closes it. */
   readonly bus: RelayBus
+  /** Told when a socket authenticates (plugins/unauthenticated-sockets.ts counts those that have not). */
+  readonly authenticated?: (socket: RelayConnection['socket']) => void
 }
 
 export class RelayHub implements RelayEvents, ConnectionHost {
@@ -92,6 +94,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   private readonly writer: GroupCommit<SendOrigin>
   private unflushed: RelayConnection[] = []
   private heartbeat: NodeJS.Timeout | undefined
+  private readonly authenticated: RelayHubOptions['authenticated']
   closing = false
 
   constructor(options: RelayHubOptions) {
@@ -103,6 +106,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     this.directory = new UserDirectory(options.db, DIRECTORY_CACHE_ENTRIES)
     this.local = new LocalConnections(options.limits.maxConnectionsPerUser)
     this.bus = options.bus
+    this.authenticated = options.authenticated
     this.writer = new GroupCommit<SendOrigin>(
       options.queue,
       {
@@ -156,6 +160,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
 
   /** An authenticated connection joins its user (who comes online if it is their first). */
   register(connection: RelayConnection, session: Session): LocalUser {
+    this.authenticated?.(connection.socket)
     let user = this.local.user(session.userId)
     if (!user) {
       const address = primaryAddress(session.userId)

@@ -53,11 +53,26 @@ export type RegisterRequest = Static<typeof RegisterRequest>
 export const RegisterResponse = Type.Object({ username: Type.String() }, { additionalProperties: false })
 export type RegisterResponse = Static<typeof RegisterResponse>
 
+/** The decrypted `LoginChallengeResponse.challenge`: proves the device holds the login key. */
+export const DeviceProofField = FixedBase64Url(32, 'device proof: the decrypted login challenge')
+
 export const LoginRequest = Type.Object(
-  { username: UsernameField, password: PasswordField },
+  { username: UsernameField, password: PasswordField, deviceProof: Type.Optional(DeviceProofField) },
   { additionalProperties: false },
 )
 export type LoginRequest = Static<typeof LoginRequest>
+
+export const LoginChallengeRequest = Type.Object({ username: UsernameField }, { additionalProperties: false })
+export type LoginChallengeRequest = Static<typeof LoginChallengeRequest>
+
+export const LoginChallengeResponse = Type.Object(
+  {
+    /** RSA-OAEP(SHA-256) encryption of a 32-byte device proof under the user's login key. */
+    challenge: Base64Url(384, 384),
+  },
+  { additionalProperties: false },
+)
+export type LoginChallengeResponse = Static<typeof LoginChallengeResponse>
 
 export const LoginResponse = Type.Object(
   {
