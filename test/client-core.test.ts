@@ -3,6 +3,7 @@
  * upkeep, contacts and safety numbers. Messaging over the WebSocket is in client-messaging.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { LOGIN_FAILURES_PER_ACCOUNT_ADDRESS } from '../server/limits.js'
 import { signUp, startServer, type TestServer } from '../server/test/harness.js'
 import { ChatClient } from '../shared/client/chat-client.js'
 import { isClientError } from '../shared/client/errors.js'
@@ -62,6 +63,25 @@ describe('accounts', () => {
     expect(isClientError(error, 'E2E_ERR_NOT_LOGGED_IN')).toBe(true)
     await client.login(password)
     expect(await client.searchUsers('zzzz-nobody')).toEqual([])
+  })
+
+  it("logs in with the device's proof while someone guesses the account's password from the same address", async () => {
+    const { client, password } = await registerClient(server)
+    await client.logout()
+    for (let i = 0; i <= LOGIN_FAILURES_PER_ACCOUNT_ADDRESS; i++) {
+      await server.request('/api/v1/login', {
+        localAddress: '127.0.0.1',
+        body: { username: client.username, password: `wrong guess ${i}` },
+      })
+    }
+    // That address is refused for this account, the right password included, without the proof.
+    const refused = await server.request('/api/v1/login', {
+      localAddress: '127.0.0.1',
+      body: { username: client.username, password },
+    })
+    expect(refused.status).toBe(429)
+    await client.login(password)
+    expect(client.loggedIn).toBe(true)
   })
 })
 

@@ -7,11 +7,11 @@
  * What it does not know: the relay, messages, contacts.
  */
 import { fromBase64Url, toBase64Url } from '../bytes.js'
-import { LoginResponse } from '../codec/api.js'
+import { LoginChallengeResponse, LoginResponse } from '../codec/api.js'
 import { decode } from '../codec/schema.js'
 import { rsaOaepDecrypt } from '../crypto/primitives.js'
 import type { AccountSecrets } from './account.js'
-import { ClientError, ClientErrorCode } from './errors.js'
+import { ClientError, ClientErrorCode, isClientError } from './errors.js'
 import type { SealedStore } from './sealed-store.js'
 import { errorFromResponse, type HttpClient } from './transport.js'
 
@@ -52,11 +52,18 @@ export class AccountSession {
     return token
   }
 
-  /** Gets a fresh session token: the server encrypts it to our RSA key, only we can read it. */
+  /**
+   * Gets a fresh session token: the server encrypts it to our RSA key, only we can read it. The log-in
+   * carries a device proof (the server's challenge, decrypted with that key), so that failed
+   * attempts by others against this account never hold this device back (docs/protocol.md §13.1).
+   */
   async login(password: string): Promise<void> {
+    const deviceProof = await this.deviceProof()
     const response = decode(
       LoginResponse,
-      await this.request('POST', '/login', { body: { username: this.username, password } }),
+      await this.request('POST', '/login', {
+        body: { username: this.username, password, ...(deviceProof ? { deviceProof } : {}) },
+      }),
       'login response',
     )
     let token: Uint8Array
@@ -76,6 +83,30 @@ export class AccountSession {
       token: toBase64Url(token),
       tokenExpiresAt: response.expiresAt,
     })
+  }
+
+  /**
+   * The server's login challenge decrypted with our login key, or nothing: a server of the previous
+   * version has no challenge route (404), and a challenge this device cannot decrypt (the account was
+   * started over elsewhere) proves nothing; the log-in then goes ahead as from an unknown device.
+   */
+  private async deviceProof(): Promise<string | undefined> {
+    let challenge: LoginChallengeResponse
+    try {
+      challenge = decode(
+        LoginChallengeResponse,
+        await this.request('POST', '/login/challenge', { body: { username: this.username } }),
+        'login challenge',
+      )
+    } catch (error) {
+      if (isClientError(error) && error.status === 404) return undefined
+      throw error
+    }
+    try {
+      return toBase64Url(await rsaOaepDecrypt(this.loginKey, fromBase64Url(challenge.challenge)))
+    } catch {
+      return undefined
+    }
   }
 
   /** Ends the session on the server (if it still can) and forgets the token here. */
