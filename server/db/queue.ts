@@ -11,7 +11,11 @@
  *
  * Two layers: the repository functions below (Kysely, any dialect, `db` or `trx` first) and the
  * QueueRepository the relay uses, which applies one batch of acknowledgements and sends per
- * transaction (group commit) and enforces the per-recipient depth limits. KyselyQueueRepository
+ * transaction (group commit) and enforces the depth limits: each recipient's whole queue, and each
+ * sender's share of it, so that no one sender can fill someone's queue for everyone else. The
+ * depths are read from the table inside the batch's transaction, never kept in memory between
+ * batches, so several processes may write one database (PostgreSQL: each batch first takes an
+ * advisory lock per recipient, so two batches cannot both take the last room). KyselyQueueRepository
  * implements it for every dialect; db/queue-sqlite.ts is a faster one for SQLite with cached
  * prepared statements. Both pass the same tests (queue.test.ts).
  */
@@ -157,26 +161,45 @@ export async function countQueued(db: Db, recipientId: number, now?: number): Pr
   return Number(row.count)
 }
 
-/** Queue depths (messages and bytes, expired ones included) of several recipients in one query. */
+/** A recipient's queue depth in total and per sender (what the depth limits count). */
+export interface RecipientDepth {
+  readonly total: QueueDepth
+  readonly bySender: Map<number, QueueDepth>
+}
+
+/**
+ * Queue depths (messages and bytes, expired ones included until purged) of several recipients, in
+ * total and per sender, in one query.
+ */
 export async function queueDepths(
   db: Db,
   dialect: SqlDialect,
   recipientIds: readonly number[],
-): Promise<Map<number, QueueDepth>> {
-  const depths = new Map<number, QueueDepth>(recipientIds.map((id) => [id, { count: 0, bytes: 0 }]))
+): Promise<Map<number, RecipientDepth>> {
+  const depths = new Map<number, RecipientDepth>(
+    recipientIds.map((id) => [id, { total: { count: 0, bytes: 0 }, bySender: new Map() }]),
+  )
   if (recipientIds.length === 0) return depths
   const rows = await db
     .selectFrom('messages')
     .select((eb) => [
       'recipient_id',
+      'sender_id',
       eb.fn.countAll<number>().as('count'),
       eb.fn.coalesce(eb.fn.sum<number>(byteLength(dialect, 'body')), sql<number>`0`).as('bytes'),
     ])
     .where('recipient_id', 'in', recipientIds)
     .where('delivered_at', 'is', null)
-    .groupBy('recipient_id')
+    .groupBy(['recipient_id', 'sender_id'])
     .execute()
-  for (const row of rows) depths.set(row.recipient_id, { count: Number(row.count), bytes: Number(row.bytes) })
+  for (const row of rows) {
+    const depth = depths.get(row.recipient_id)!
+    const count = Number(row.count)
+    const bytes = Number(row.bytes)
+    depth.bySender.set(row.sender_id, { count, bytes })
+    depth.total.count += count
+    depth.total.bytes += bytes
+  }
   return depths
 }
 
@@ -197,6 +220,24 @@ export interface QueueLimits {
   readonly maxMessages: number
   /** Queued envelope bytes per recipient at most. */
   readonly maxBytes: number
+  /** Queued messages from one sender to one recipient at most (the sender's share). */
+  readonly maxMessagesPerSender: number
+  /** Queued envelope bytes from one sender to one recipient at most. */
+  readonly maxBytesPerSender: number
+}
+
+/** Which limit refuses one more message of `bytes` from `sender`, if any (both implementations). */
+export function refusal(
+  limits: QueueLimits,
+  total: QueueDepth,
+  sender: QueueDepth,
+  bytes: number,
+): 'share-full' | 'full' | undefined {
+  // The sender's own share first: when it is full, the sender's undelivered messages are the cause.
+  if (sender.count >= limits.maxMessagesPerSender || sender.bytes + bytes > limits.maxBytesPerSender)
+    return 'share-full'
+  if (total.count >= limits.maxMessages || total.bytes + bytes > limits.maxBytes) return 'full'
+  return undefined
 }
 
 export type SendOutcome =
@@ -210,6 +251,8 @@ export type SendOutcome =
     }
   /** The recipient's queue is at a depth limit: nothing was stored. */
   | { readonly kind: 'full' }
+  /** This sender's share of the recipient's queue is at its limit: nothing was stored. */
+  | { readonly kind: 'share-full' }
 
 export interface QueueBatch {
   /** Cumulative acknowledgements, recipient id → highest seq acknowledged; applied before the sends. */
@@ -221,10 +264,9 @@ export interface QueueBatch {
 }
 
 /**
- * What the relay needs from storage. One instance per database and process: it keeps each
- * recipient's queue depth in memory (loaded on first use, dropped after a purge or a failed batch),
- * so it must be the only writer of the messages table while it runs. Calls to `commit` and
- * `purgeExpired` run one at a time, in call order.
+ * What the relay needs from storage. Calls to `commit` and `purgeExpired` run one at a time, in
+ * call order. Nothing about the queue is kept in memory between calls, so other processes may
+ * write the same database meanwhile.
  */
 export interface QueueRepository {
   readonly dialect: SqlDialect
@@ -237,43 +279,6 @@ export interface QueueRepository {
   purgeExpired(now: number, batchSize: number): Promise<number>
   /** Releases what the repository holds (the SQLite fast path's thread); the database stays open. */
   close(): Promise<void>
-}
-
-/** Per-recipient depths cached in memory, with the same refusal rule for both implementations. */
-export class QueueDepthCache {
-  private readonly depths = new Map<number, QueueDepth>()
-
-  constructor(
-    private readonly limits: QueueLimits,
-    /** Entries kept at most; beyond it the cache starts over (entries reload on demand). */
-    private readonly maxEntries = 100_000,
-  ) {}
-
-  get(recipientId: number): QueueDepth | undefined {
-    return this.depths.get(recipientId)
-  }
-
-  set(recipientId: number, depth: QueueDepth): QueueDepth {
-    if (this.depths.size >= this.maxEntries) this.depths.clear()
-    this.depths.set(recipientId, depth)
-    return depth
-  }
-
-  /** True when one more message of `bytes` would exceed a limit. */
-  isFull(depth: QueueDepth, bytes: number): boolean {
-    return depth.count >= this.limits.maxMessages || depth.bytes + bytes > this.limits.maxBytes
-  }
-
-  acknowledged(recipientId: number, freed: QueueDepth): void {
-    const depth = this.depths.get(recipientId)
-    if (!depth) return
-    depth.count = Math.max(0, depth.count - freed.count)
-    depth.bytes = Math.max(0, depth.bytes - freed.bytes)
-  }
-
-  clear(): void {
-    this.depths.clear()
-  }
 }
 
 /** Runs tasks one after another in call order; a failure does not stop the ones after it. */
@@ -290,37 +295,29 @@ export class SerialRunner {
 const keyOf = (senderId: number, clientId: Uint8Array) =>
   `${senderId}:${Buffer.from(clientId.buffer, clientId.byteOffset, clientId.byteLength).toString('hex')}`
 
+/** First key of the PostgreSQL advisory locks the queue takes per recipient (any fixed int4). */
+const QUEUE_LOCK_NAMESPACE = 0x5143 // "QC"
+
 /** Rows per multi-row INSERT (PostgreSQL allows 65,535 parameters; each row takes 6). */
 const INSERT_CHUNK = 1_000
 
 /** The queue through Kysely: any dialect, a few statements per batch (multi-row insert). */
 export class KyselyQueueRepository implements QueueRepository {
-  private readonly depths: QueueDepthCache
   private readonly serial = new SerialRunner()
 
   constructor(
     private readonly db: Db,
     readonly dialect: SqlDialect,
-    limits: QueueLimits,
-  ) {
-    this.depths = new QueueDepthCache(limits)
-  }
+    private readonly limits: QueueLimits,
+  ) {}
 
   commit(batch: QueueBatch): Promise<SendOutcome[]> {
-    return this.serial.run(async () => {
-      try {
-        return await this.db.transaction().execute((trx) => this.apply(trx, batch))
-      } catch (error) {
-        this.depths.clear()
-        throw error
-      }
-    })
+    return this.serial.run(() => this.db.transaction().execute((trx) => this.apply(trx, batch)))
   }
 
   private async apply(trx: Db, batch: QueueBatch): Promise<SendOutcome[]> {
     for (const [recipientId, upTo] of batch.acks) {
-      const freed = await acknowledgeUpTo(trx, this.dialect, recipientId, upTo, batch.now)
-      this.depths.acknowledged(recipientId, freed)
+      await acknowledgeUpTo(trx, this.dialect, recipientId, upTo, batch.now)
     }
     const { sends } = batch
     const outcomes: (SendOutcome | undefined)[] = new Array(sends.length)
@@ -350,8 +347,14 @@ export class KyselyQueueRepository implements QueueRepository {
       }
     }
 
-    const missing = [...new Set(sends.map((send) => send.recipientId))].filter((id) => !this.depths.get(id))
-    for (const [id, depth] of await queueDepths(trx, this.dialect, missing)) this.depths.set(id, depth)
+    const recipients = [...new Set(sends.map((send) => send.recipientId))].sort((a, b) => a - b)
+    if (this.dialect === 'postgres') {
+      // Another process's batch for the same recipient waits here until this one commits, so both
+      // cannot read the same depth and take the last room twice. In ascending order: no deadlock.
+      await sql`select pg_advisory_xact_lock(${QUEUE_LOCK_NAMESPACE}, (r % 2147483647)::int)
+        from unnest(${recipients}::bigint[]) with ordinality as locks(r, n) order by n`.execute(trx)
+    }
+    const depths = await queueDepths(trx, this.dialect, recipients)
 
     const firstInBatch = new Map<string, number>()
     const toInsert: number[] = []
@@ -363,14 +366,21 @@ export class KyselyQueueRepository implements QueueRepository {
         continue
       }
       if (firstInBatch.has(key)) continue // resolved after the insert
-      const depth =
-        this.depths.get(send.recipientId) ?? this.depths.set(send.recipientId, { count: 0, bytes: 0 })
-      if (this.depths.isFull(depth, send.body.length)) {
-        outcomes[index] = { kind: 'full' }
+      const depth = depths.get(send.recipientId)!
+      let share = depth.bySender.get(send.senderId)
+      if (!share) {
+        share = { count: 0, bytes: 0 }
+        depth.bySender.set(send.senderId, share)
+      }
+      const refused = refusal(this.limits, depth.total, share, send.body.length)
+      if (refused) {
+        outcomes[index] = { kind: refused }
         continue
       }
-      depth.count += 1
-      depth.bytes += send.body.length
+      for (const counted of [depth.total, share]) {
+        counted.count += 1
+        counted.bytes += send.body.length
+      }
       firstInBatch.set(key, index)
       toInsert.push(index)
     }
@@ -422,14 +432,10 @@ export class KyselyQueueRepository implements QueueRepository {
   purgeExpired(now: number, batchSize: number): Promise<number> {
     return this.serial.run(async () => {
       let total = 0
-      try {
-        for (;;) {
-          const deleted = await purgeExpiredMessages(this.db, now, batchSize)
-          total += deleted
-          if (deleted < batchSize) return total
-        }
-      } finally {
-        this.depths.clear()
+      for (;;) {
+        const deleted = await purgeExpiredMessages(this.db, now, batchSize)
+        total += deleted
+        if (deleted < batchSize) return total
       }
     })
   }
