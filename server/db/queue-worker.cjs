@@ -31,34 +31,44 @@ db.pragma('foreign_keys = ON')
 db.pragma(`busy_timeout = ${settings.busyTimeoutMs}`)
 db.pragma(`cache_size = -${settings.cacheKib}`)
 db.pragma(`wal_autocheckpoint = ${settings.autocheckpointPages}`)
+// As db/connect.ts: deleted rows are zeroed in their pages, not left in free space.
+db.pragma('secure_delete = FAST')
 
 const statements = {
   insert: db.prepare(
-    `insert into messages (recipient_id, sender_id, client_id, body, created_at, expires_at)
-     values (?, ?, ?, ?, ?, ?) on conflict (client_id, sender_id) do nothing`,
+    `insert into messages (recipient_id, seq, sender_id, client_id, body, created_at, expires_at)
+     values (?, ?, ?, ?, ?, ?, ?) on conflict (client_id, sender_id) do nothing`,
   ),
-  existing: db.prepare(
-    'select seq, created_at, delivered_at from messages where client_id = ? and sender_id = ?',
+  existing: db.prepare('select seq, created_at from messages where client_id = ? and sender_id = ?'),
+  tombstone: db.prepare('select expires_at from message_tombstones where client_id = ? and sender_id = ?'),
+  position: db.prepare('select last_seq from queue_positions where recipient_id = ?'),
+  savePosition: db.prepare(
+    `insert into queue_positions (recipient_id, last_seq) values (?, ?)
+     on conflict (recipient_id) do update set last_seq = excluded.last_seq`,
   ),
   depthBySender: db.prepare(
     `select sender_id, count(*) as count, coalesce(sum(length(body)), 0) as bytes from messages
-     where recipient_id = ? and delivered_at is null group by sender_id`,
+     where recipient_id = ? group by sender_id`,
   ),
-  acknowledge: db.prepare(
-    `update messages set body = x'', delivered_at = ?
-     where recipient_id = ? and delivered_at is null and seq <= ?`,
+  bury: db.prepare(
+    `insert into message_tombstones (client_id, sender_id, expires_at)
+     select client_id, sender_id, expires_at from messages where recipient_id = ? and seq <= ?
+     on conflict (client_id, sender_id) do nothing`,
   ),
+  acknowledge: db.prepare('delete from messages where recipient_id = ? and seq <= ?'),
   fetch: db.prepare(
     `select m.seq, m.client_id, u.username, m.body, m.created_at
      from messages m join users u on u.id = m.sender_id
-     where m.recipient_id = ? and m.delivered_at is null and m.seq > ? and m.expires_at > ?
+     where m.recipient_id = ? and m.seq > ? and m.expires_at > ?
      order by m.seq limit ?`,
   ),
-  count: db.prepare(
-    'select count(*) as count from messages where recipient_id = ? and delivered_at is null and expires_at > ?',
-  ),
+  count: db.prepare('select count(*) as count from messages where recipient_id = ? and expires_at > ?'),
   purge: db.prepare(
-    'delete from messages where seq in (select seq from messages where expires_at <= ? limit ?)',
+    'delete from messages where rowid in (select rowid from messages where expires_at <= ? limit ?)',
+  ),
+  purgeTombstones: db.prepare(
+    `delete from message_tombstones where rowid in
+     (select rowid from message_tombstones where expires_at <= ? limit ?)`,
   ),
 }
 
@@ -71,7 +81,8 @@ function loadDepth(recipientId) {
     total.count += row.count
     total.bytes += row.bytes
   }
-  return { total, bySender }
+  const position = statements.position.get(recipientId)
+  return { total, bySender, lastSeq: position ? position.last_seq : 0, moved: false }
 }
 
 /** 4 when the sender's share is full, 3 when the recipient's queue is, 0 when there is room. */
@@ -82,11 +93,12 @@ function refusal(total, share, bytes) {
 }
 
 const applyBatch = db.transaction((request) => {
-  const { acks, meta, bytes, now } = request
+  const { acks, meta, bytes } = request
   for (let i = 0; i < acks.length; i += 2) {
     const recipientId = acks[i]
     const upTo = acks[i + 1]
-    statements.acknowledge.run(now, recipientId, upTo)
+    statements.bury.run(recipientId, upTo)
+    statements.acknowledge.run(recipientId, upTo)
   }
   // Read after the acknowledgements, in this transaction (BEGIN IMMEDIATE: no other writer).
   const depths = new Map()
@@ -103,6 +115,15 @@ const applyBatch = db.transaction((request) => {
     const clientId = buffer.subarray(offset, offset + CLIENT_ID_BYTES)
     const body = buffer.subarray(offset + CLIENT_ID_BYTES, offset + CLIENT_ID_BYTES + bodyLength)
     offset += CLIENT_ID_BYTES + bodyLength
+    // Acknowledged already (a tombstone): a duplicate, whatever the queue's depth.
+    const buried = statements.tombstone.get(clientId, senderId)
+    if (buried) {
+      outcomes[i * 3] = 2
+      outcomes[i * 3 + 1] = 0
+      // The tombstone keeps no time of its own: the acceptance time is its expiry less the lifetime.
+      outcomes[i * 3 + 2] = buried.expires_at - (expiresAt - sentAt)
+      continue
+    }
     let depth = depths.get(recipientId)
     if (!depth) {
       depth = loadDepth(recipientId)
@@ -115,27 +136,33 @@ const applyBatch = db.transaction((request) => {
     }
     const refused = refusal(depth.total, share, bodyLength)
     if (refused === 0) {
-      const inserted = statements.insert.run(recipientId, senderId, clientId, body, sentAt, expiresAt)
+      const seq = depth.lastSeq + 1
+      const inserted = statements.insert.run(recipientId, seq, senderId, clientId, body, sentAt, expiresAt)
       if (inserted.changes === 1) {
         for (const counted of [depth.total, share]) {
           counted.count += 1
           counted.bytes += bodyLength
         }
+        depth.lastSeq = seq
+        depth.moved = true
         outcomes[i * 3] = 0
-        outcomes[i * 3 + 1] = Number(inserted.lastInsertRowid)
+        outcomes[i * 3 + 1] = seq
         outcomes[i * 3 + 2] = sentAt
         continue
       }
     }
-    // Full, or the insert met the UNIQUE (client_id, sender_id): a duplicate if the row exists.
+    // Refused, or the insert met the UNIQUE (client_id, sender_id): a duplicate if the row exists.
     const existing = statements.existing.get(clientId, senderId)
     if (existing) {
-      outcomes[i * 3] = existing.delivered_at === null ? 1 : 2
+      outcomes[i * 3] = 1
       outcomes[i * 3 + 1] = existing.seq
       outcomes[i * 3 + 2] = existing.created_at
     } else {
       outcomes[i * 3] = refused
     }
+  }
+  for (const [recipientId, depth] of depths) {
+    if (depth.moved) statements.savePosition.run(recipientId, depth.lastSeq)
   }
   return outcomes
 })
@@ -153,7 +180,11 @@ function handle(request) {
     case 'count':
       return [statements.count.get(request.recipientId, request.now).count, []]
     case 'purge':
-      return [statements.purge.run(request.now, request.limit).changes, []]
+      return [
+        statements.purge.run(request.now, request.limit).changes +
+          statements.purgeTombstones.run(request.now, request.limit).changes,
+        [],
+      ]
     default:
       throw new Error(`queue worker: expected a known operation, got ${String(request.op)}`)
   }
