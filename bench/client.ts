@@ -57,6 +57,7 @@ import { type BuildOptions, build } from '../server/app.js'
 import { openDatabase } from '../server/db/connect.js'
 import { migrateToLatest } from '../server/db/migrate.js'
 import type { Db } from '../server/db/schema.js'
+import { MAX_QUEUED_BYTES_PER_RECIPIENT, MAX_QUEUED_MESSAGES_PER_RECIPIENT } from '../server/limits.js'
 import {
   decryptToken,
   httpsFetch,
@@ -170,10 +171,13 @@ async function startServer(
 }
 
 /**
- * Limits for the queueing server only: senders far beyond a person's rate, and more registrations
+ * Limits for the queueing server only: senders far beyond a person's rate, one sender's share of
+ * the queue as large as the whole queue (the backlog comes from one sender), and more registrations
  * from 127.0.0.1 than a quarter of an hour allows. Everything else as shipped.
  */
 const QUEUEING_LIMITS: BuildOptions['limits'] = {
+  maxQueuedMessagesPerSender: MAX_QUEUED_MESSAGES_PER_RECIPIENT,
+  maxQueuedBytesPerSender: MAX_QUEUED_BYTES_PER_RECIPIENT,
   sendRatePerUser: { perSecond: 1e9, burst: 1e9 },
   frameRatePerConnection: { perSecond: 1e9, burst: 1e9 },
   registerRateLimit: { max: 1_000, timeWindowMs: 60_000 },

@@ -38,7 +38,11 @@ import { hashSessionToken } from '../server/auth/tokens.js'
 import { openDatabase } from '../server/db/connect.js'
 import { migrateToLatest } from '../server/db/migrate.js'
 import type { Db } from '../server/db/schema.js'
-import { BCRYPT_COST } from '../server/limits.js'
+import {
+  BCRYPT_COST,
+  MAX_QUEUED_BYTES_PER_RECIPIENT,
+  MAX_QUEUED_MESSAGES_PER_RECIPIENT,
+} from '../server/limits.js'
 import { createSelfSignedCertificate, httpsOptions } from '../server/tls.js'
 import { generateRsaOaepKeyPair } from '../shared/crypto/primitives.js'
 import type { LoadCommand, RelayResult } from './server-load.js'
@@ -286,6 +290,9 @@ async function main(): Promise<void> {
         sendRatePerUser: unlimited,
         frameRatePerConnection: unlimited,
         loginRateLimit: { max: 1_000, timeWindowMs: 60_000 },
+        // The drain queues 10,000 messages from one sender: its share is the whole queue here.
+        maxQueuedMessagesPerSender: MAX_QUEUED_MESSAGES_PER_RECIPIENT,
+        maxQueuedBytesPerSender: MAX_QUEUED_BYTES_PER_RECIPIENT,
       },
     })
     await app.listen({ host: '127.0.0.1', port: 0 })

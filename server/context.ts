@@ -30,6 +30,8 @@ export interface ServerLimits {
   // Relay (limits.ts explains each default).
   readonly maxQueuedMessagesPerRecipient: number
   readonly maxQueuedBytesPerRecipient: number
+  readonly maxQueuedMessagesPerSender: number
+  readonly maxQueuedBytesPerSender: number
   readonly messageTtlMs: number
   readonly maxConnectionsPerUser: number
   readonly sendRatePerUser: Rate

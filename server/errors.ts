@@ -52,6 +52,11 @@ export const ServerErrorCode = {
   BadFrame: 'E2E_ERR_BAD_FRAME',
   /** Relay: the recipient's queue is at its message or byte limit; retry later. Carries the id. */
   QueueFull: 'E2E_ERR_QUEUE_FULL',
+  /**
+   * Relay: the recipient's queue holds as many undelivered messages (or bytes) from this sender as
+   * one sender may have there (its share); retry once the recipient has drained some. Carries the id.
+   */
+  QueueShareFull: 'E2E_ERR_QUEUE_SHARE_FULL',
   /** Relay: this user already has the most connections allowed; the oldest one was closed. */
   TooManyConnections: 'E2E_ERR_TOO_MANY_CONNECTIONS',
   /** Relay: this connection watches the most users allowed; the names beyond it were ignored. */

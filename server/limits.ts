@@ -265,3 +265,21 @@ export const IPV6_ADDRESS_PREFIX_BITS = 64
  * a household or office behind one NAT rarely has more than a few unauthenticated at once.
  */
 export const MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS = 32
+
+// --- Fair queue: each sender's share of a recipient's queue (issue 10) ---------------------------
+
+/**
+ * Undelivered messages one sender may have queued for one recipient: a tenth of the recipient's
+ * whole queue (MAX_QUEUED_MESSAGES_PER_RECIPIENT). Without a share, one account could fill an
+ * offline user's queue within one burst of the send rate limit and everyone else would be refused
+ * for up to MESSAGE_TTL_MS. A thousand is still days of a busy chat from one person. Beyond it the
+ * sender gets E2E_ERR_QUEUE_SHARE_FULL (and retries once the recipient has drained some).
+ */
+export const MAX_QUEUED_MESSAGES_PER_SENDER = 1_000
+
+/**
+ * Bytes of undelivered envelopes one sender may have queued for one recipient: an eighth of the
+ * recipient's whole queue (MAX_QUEUED_BYTES_PER_RECIPIENT), so about 127 of the largest envelopes
+ * (64 KiB) or 25,000 typical ones. Eight accounts would have to collude to fill a queue by bytes.
+ */
+export const MAX_QUEUED_BYTES_PER_SENDER = 8 * 1024 * 1024

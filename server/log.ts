@@ -1,6 +1,6 @@
 /**
- * Logger settings (Fastify's pino). Requests are logged as method, path, status and timing only:
- * no headers and no bodies. Redaction is the second line of defence for anything that still
+ * Logger settings (Fastify's pino). Requests are logged as method, route, status and timing only:
+ * no headers, no bodies, and no path parameters (usernames). Redaction is the second line of defence for anything that still
  * reaches a log line: credentials, tokens, keys and message bodies become "[redacted]", by pino's
  * path redaction (which sees what serializers made, but only to the depth its paths name) and by a
  * walk over the logged object's plain data (which finds the same field names at any depth).
@@ -89,6 +89,8 @@ interface LoggedRequest {
   url: string
   ip?: string
   id?: string
+  /** Fastify's request: the route the URL matched (absent when none did). */
+  routeOptions?: { url?: string }
 }
 
 export function loggerOptions(settings: LogSettings = {}): LoggerOptions & { stream?: DestinationStream } {
@@ -100,8 +102,10 @@ export function loggerOptions(settings: LogSettings = {}): LoggerOptions & { str
       req: (request: LoggedRequest) => ({
         id: request.id,
         method: request.method,
-        // The path without its query string: queries are user input and are not needed in logs.
-        path: request.url.split('?', 1)[0],
+        // The route's pattern (`/api/v1/users/:username/bundle`), not the path: a path names whose
+        // bundle or identity a requester fetched, and the log would keep who looks up whom. An
+        // unrouted path is logged without its query string (queries are user input).
+        path: request.routeOptions?.url ?? request.url.split('?', 1)[0],
         ip: request.ip,
       }),
       res: (reply: { statusCode: number }) => ({ statusCode: reply.statusCode }),

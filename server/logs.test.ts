@@ -150,5 +150,12 @@ describe('logs', () => {
       expect(output.includes(secret), `log output contains a secret of length ${secret.length}`).toBe(false)
     }
     expect(output).not.toMatch(/bearer/i)
+    // Nor who fetched whose bundle: no target name in a path, no user ids beside the bundle event.
+    expect(output).toContain('"path":"/api/v1/users/:username/bundle"')
+    expect(output).not.toContain(`/users/${bob.username}`)
+    const bundleLines = lines.filter((line) => line.includes('"event":"bundle"'))
+    expect(bundleLines).toHaveLength(1)
+    expect(JSON.parse(bundleLines[0]!)).not.toHaveProperty('requester')
+    expect(JSON.parse(bundleLines[0]!)).not.toHaveProperty('target')
   })
 })

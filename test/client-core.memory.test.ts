@@ -24,7 +24,7 @@ import type { LoginResponse } from '../shared/codec/api.js'
 import { type Static, Type } from '../shared/codec/schema.js'
 import { RETRY_REQUEST_INTERVAL_MS } from '../shared/limits.js'
 import { TEST_KDF_ITERATIONS } from './client-helpers.js'
-import { copyStore, MemoryRelay, type NetworkLink } from './memory-relay.js'
+import { copyStore, MemoryRelay, type MemoryRelayLimits, type NetworkLink } from './memory-relay.js'
 
 interface Device {
   readonly client: ChatClient
@@ -104,8 +104,10 @@ beforeAll(async () => {
 })
 
 /** A relay of its own for one test, with Alice and Bob registered on it and logged in, not connected. */
-async function pair(): Promise<{ relay: MemoryRelay; alice: Device; bob: Device }> {
-  const relay = registered.relay.fork()
+async function pair(
+  limits: Partial<MemoryRelayLimits> = {},
+): Promise<{ relay: MemoryRelay; alice: Device; bob: Device }> {
+  const relay = registered.relay.fork({ limits })
   const device = async (name: 'alice' | 'bob'): Promise<Device> => {
     const link = relay.link()
     const store = await copyStore(registered.stores[name])
@@ -252,6 +254,36 @@ describe('the client core over the in-memory relay', () => {
     await bob.events.until(() => bob.events.incoming.length === 2)
     expect(bob.events.incoming.map((m) => m.text)).toEqual(['before', 'written offline'])
     await alice.events.delivered(queued.id, 'delivered')
+    await closeAll(alice, bob)
+  })
+
+  it('a send refused because our share of the queue is full stays sending, and goes out once there is room', async () => {
+    const { relay, alice, bob } = await pair({ maxQueuedMessagesPerSender: 2 })
+    await online(alice)
+    const sent = []
+    for (const text of ['one', 'two', 'three']) sent.push(await alice.client.send('bob', text))
+    await relay.settle()
+    expect(relay.of('received', 'error', 'alice')).toMatchObject([
+      { code: 'E2E_ERR_QUEUE_SHARE_FULL', id: sent[2]!.id },
+    ])
+    expect(relay.queued('bob').map((queued) => queued.id)).toEqual([sent[0]!.id, sent[1]!.id])
+    // Not given up on: still in the outbox, still "sending".
+    expect((await alice.client.history('bob')).map((m) => [m.text, m.state])).toEqual([
+      ['one', 'accepted'],
+      ['two', 'accepted'],
+      ['three', 'sending'],
+    ])
+    expect(alice.events.of('delivery').some((event) => event.state === 'failed')).toBe(false)
+
+    // Bob drains the queue; Alice's next flush (here her reconnect) sends the third, which arrives last.
+    await online(bob)
+    await bob.events.until(() => bob.events.incoming.length === 2)
+    await relay.settle()
+    await alice.client.disconnect()
+    await online(alice)
+    await bob.events.until(() => bob.events.incoming.length === 3)
+    expect(bob.events.incoming.map((m) => m.text)).toEqual(['one', 'two', 'three'])
+    await alice.events.delivered(sent[2]!.id, 'accepted')
     await closeAll(alice, bob)
   })
 

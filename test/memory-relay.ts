@@ -46,7 +46,9 @@ import {
   MAX_ONE_TIME_PREKEYS_PER_USER,
   MAX_PRESENCE_SUBSCRIPTIONS_PER_CONNECTION,
   MAX_QUEUED_BYTES_PER_RECIPIENT,
+  MAX_QUEUED_BYTES_PER_SENDER,
   MAX_QUEUED_MESSAGES_PER_RECIPIENT,
+  MAX_QUEUED_MESSAGES_PER_SENDER,
   MAX_TOKENS_PER_USER,
   MESSAGE_TTL_MS,
   SIGNED_PREKEYS_KEPT,
@@ -115,6 +117,8 @@ export type MemoryRelayLimits = Pick<
   | 'tokenLifetimeMs'
   | 'maxQueuedMessagesPerRecipient'
   | 'maxQueuedBytesPerRecipient'
+  | 'maxQueuedMessagesPerSender'
+  | 'maxQueuedBytesPerSender'
   | 'messageTtlMs'
   | 'maxConnectionsPerUser'
   | 'deliveryWindow'
@@ -129,6 +133,8 @@ export const MEMORY_RELAY_LIMITS: MemoryRelayLimits = {
   tokenLifetimeMs: TOKEN_LIFETIME_MS,
   maxQueuedMessagesPerRecipient: MAX_QUEUED_MESSAGES_PER_RECIPIENT,
   maxQueuedBytesPerRecipient: MAX_QUEUED_BYTES_PER_RECIPIENT,
+  maxQueuedMessagesPerSender: MAX_QUEUED_MESSAGES_PER_SENDER,
+  maxQueuedBytesPerSender: MAX_QUEUED_BYTES_PER_SENDER,
   messageTtlMs: MESSAGE_TTL_MS,
   maxConnectionsPerUser: MAX_CONNECTIONS_PER_USER,
   deliveryWindow: DELIVERY_WINDOW,
@@ -863,6 +869,19 @@ export class MemoryRelay {
       return
     }
     const bytes = fromBase64Url(frame.body).length
+    const fromSender = recipient.queue.filter((queued) => queued.from === sender.username)
+    if (
+      fromSender.length >= this.limits.maxQueuedMessagesPerSender ||
+      fromSender.reduce((sum, queued) => sum + queued.bytes, 0) + bytes > this.limits.maxQueuedBytesPerSender
+    ) {
+      this.fail(
+        connection,
+        ServerErrorCode.QueueShareFull,
+        "expected room in this sender's share of the recipient's queue, got it full; retry later",
+        { id },
+      )
+      return
+    }
     if (
       recipient.queue.length >= this.limits.maxQueuedMessagesPerRecipient ||
       recipient.queuedBytes + bytes > this.limits.maxQueuedBytesPerRecipient

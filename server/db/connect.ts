@@ -159,6 +159,9 @@ function openSqlite(file: string): OpenDatabase {
     connection.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`)
     connection.pragma(`cache_size = -${SQLITE_CACHE_KIB}`)
     connection.pragma(`wal_autocheckpoint = ${SQLITE_AUTOCHECKPOINT_PAGES}`)
+    // Deleted rows (acknowledged messages: who wrote to whom) are zeroed in their pages rather than
+    // left in free space for anyone who reads the file; FAST costs no extra I/O.
+    connection.pragma('secure_delete = FAST')
   } catch (error) {
     connection.close()
     throw error

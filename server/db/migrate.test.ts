@@ -1,4 +1,4 @@
-import { sql } from 'kysely'
+import { type Kysely, sql } from 'kysely'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createTestDatabase, DIALECTS, postgresUnavailable, type TestDatabase } from '../test/databases.js'
 import {
@@ -7,11 +7,27 @@ import {
   MIGRATIONS,
   MigrationError,
   migrateDown,
+  migrateTo,
   migrateToLatest,
 } from './migrate.js'
+import { openQueueRepository } from './queue-repository.js'
 
 const pgSkip = await postgresUnavailable()
-const TABLES = ['auth_tokens', 'messages', 'one_time_prekeys', 'signed_prekeys', 'users']
+const TABLES = [
+  'auth_tokens',
+  'message_tombstones',
+  'messages',
+  'one_time_prekeys',
+  'queue_positions',
+  'signed_prekeys',
+  'users',
+]
+/** The tables before 2026-12-02-01-message-metadata. */
+const TABLES_BEFORE_METADATA = ['auth_tokens', 'messages', 'one_time_prekeys', 'signed_prekeys', 'users']
+
+/** The database as a migration sees it: older layouts than schema.ts describes. */
+// biome-ignore lint/suspicious/noExplicitAny: older layouts than today's types
+const untyped = (database: TestDatabase) => database.db as unknown as Kysely<any>
 
 /** A users row as the migrations define it (every check satisfied). */
 function user(username: string) {
@@ -72,7 +88,8 @@ for (const dialect of DIALECTS) {
       for (let applied = names.length; applied > 0; applied--) {
         await migrateDown(database.db, dialect)
         expect(await appliedMigrations(database.db, dialect)).toEqual(names.slice(0, applied - 1))
-        expect(await userTables(database)).toEqual(applied > 1 ? TABLES : [])
+        // The newest migration is the one that added tables.
+        expect(await userTables(database)).toEqual(applied > 1 ? TABLES_BEFORE_METADATA : [])
       }
       await migrateToLatest(database.db, dialect)
       expect(await userTables(database)).toEqual(TABLES)
@@ -80,7 +97,8 @@ for (const dialect of DIALECTS) {
 
     it('message tombstones: the queue index is partial, and reverting drops only delivered rows', async () => {
       database = await createTestDatabase(dialect)
-      const db = database.db
+      await migrateTo(database.db, dialect, '2026-11-26-03-message-id-first')
+      const db = untyped(database)
       const { id } = await db
         .insertInto('users')
         .values(user('alice'))
@@ -122,8 +140,8 @@ for (const dialect of DIALECTS) {
 
     it('message id first: rows and the sequence counter survive both ways, duplicates stay refused', async () => {
       database = await createTestDatabase(dialect)
-      const db = database.db
-      await migrateDown(db, dialect)
+      const db = untyped(database)
+      await migrateTo(db, dialect, '2026-11-26-02-message-tombstones')
       expect((await appliedMigrations(db, dialect)).at(-1)).toBe('2026-11-26-02-message-tombstones')
       const [alice, bob] = await Promise.all(
         ['alice', 'bob'].map((name) =>
@@ -156,7 +174,7 @@ for (const dialect of DIALECTS) {
           .execute()
       const before = await rows()
 
-      await migrateToLatest(db, dialect)
+      await migrateTo(db, dialect, '2026-11-26-03-message-id-first')
       expect(await rows()).toEqual(before)
       await expect(db.insertInto('messages').values(message(alice!.id, 1)).execute()).rejects.toThrow()
       // The same id from another sender is another message.
@@ -176,6 +194,107 @@ for (const dialect of DIALECTS) {
         .returning('seq')
         .executeTakeFirstOrThrow()
       expect(next.seq).toBeGreaterThan(other.seq)
+    })
+
+    it('message metadata: a queue written before it still delivers, idempotency holds, tombstones lose the recipient', async () => {
+      database = await createTestDatabase(dialect)
+      const db = untyped(database)
+      await migrateTo(db, dialect, '2026-11-26-03-message-id-first')
+      // Data as the previous version wrote it: one shared sequence, tombstones as delivered rows.
+      const [alice, bob, carol, dave] = await Promise.all(
+        ['alice', 'bob', 'carol', 'dave'].map((name) =>
+          db.insertInto('users').values(user(name)).returning('id').executeTakeFirstOrThrow(),
+        ),
+      )
+      const ttl = 30 * 24 * 60 * 60 * 1000
+      const row = (from: number, to: number, first: number, deliveredAt: number | null) => ({
+        recipient_id: to,
+        sender_id: from,
+        client_id: new Uint8Array(16).fill(first),
+        body: deliveredAt === null ? new Uint8Array([first, first]) : new Uint8Array(0),
+        created_at: 1_000 + first,
+        expires_at: 1_000 + first + ttl,
+        delivered_at: deliveredAt,
+      })
+      const written = await db
+        .insertInto('messages')
+        .values([
+          row(alice!.id, bob!.id, 1, 1_500),
+          row(carol!.id, dave!.id, 2, null),
+          row(alice!.id, bob!.id, 3, null),
+          row(carol!.id, bob!.id, 4, null),
+        ])
+        .returning('seq')
+        .execute()
+      const oldSeqs = written.map((inserted) => Number(inserted.seq))
+
+      expect(await migrateToLatest(db, dialect)).toEqual(['2026-12-02-01-message-metadata'])
+      const queue = openQueueRepository(database.db, {
+        maxMessages: 100,
+        maxBytes: 10_000,
+        maxMessagesPerSender: 100,
+        maxBytesPerSender: 10_000,
+      })
+      try {
+        // Undelivered messages still deliver, with the numbers they had, in order.
+        const queued = await queue.fetch(bob!.id, 0, 10, 2_000)
+        expect(queued.map((message) => [message.seq, message.sender, [...message.body]])).toEqual([
+          [oldSeqs[2], 'alice', [3, 3]],
+          [oldSeqs[3], 'carol', [4, 4]],
+        ])
+        expect((await queue.fetch(dave!.id, 0, 10, 2_000)).map((message) => message.seq)).toEqual([
+          oldSeqs[1],
+        ])
+        const send = (from: number, first: number, now = 9_000) => ({
+          recipientId: bob!.id,
+          senderId: from,
+          clientId: new Uint8Array(16).fill(first),
+          body: new Uint8Array([9]),
+          now,
+          expiresAt: now + ttl,
+        })
+        const outcomes = await queue.commit({
+          sends: [send(alice!.id, 1), send(alice!.id, 3), send(alice!.id, 5)],
+          acks: new Map(),
+          now: 9_000,
+        })
+        // Idempotency holds for what was delivered and for what is queued; a new message comes after.
+        expect(outcomes).toEqual([
+          { kind: 'duplicate', seq: 0, createdAt: 1_001, delivered: true },
+          { kind: 'duplicate', seq: oldSeqs[2], createdAt: 1_003, delivered: false },
+          { kind: 'stored', seq: oldSeqs[3]! + 1, createdAt: 9_000 },
+        ])
+        // Acknowledging leaves a tombstone with no recipient; the retry is still a duplicate.
+        await queue.commit({ sends: [], acks: new Map([[bob!.id, oldSeqs[3]! + 1]]), now: 9_500 })
+        expect(await queue.countQueued(bob!.id, 9_500)).toBe(0)
+        const [again] = await queue.commit({
+          sends: [send(carol!.id, 4, 9_600)],
+          acks: new Map(),
+          now: 9_600,
+        })
+        expect(again).toEqual({ kind: 'duplicate', seq: 0, createdAt: 1_004, delivered: true })
+      } finally {
+        await queue.close()
+      }
+      const tombstones = await db.selectFrom('message_tombstones').selectAll().execute()
+      expect(Object.keys(tombstones[0]!).sort()).toEqual(['client_id', 'expires_at', 'sender_id'])
+      expect(tombstones).toHaveLength(4)
+      const columns = (await database.db.introspection.getTables())
+        .find(
+          (table) =>
+            table.name === 'messages' && (dialect === 'sqlite' || table.schema === database!.location),
+        )!
+        .columns.map((column) => column.name)
+        .sort()
+      expect(columns).toEqual([
+        'body',
+        'client_id',
+        'created_at',
+        'expires_at',
+        'recipient_id',
+        'sender_id',
+        'seq',
+      ])
     })
 
     it('enforces the schema: binary lengths are checked and usernames are unique', async () => {

@@ -15,6 +15,7 @@ import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } fr
 import * as initial from './migrations/2026-11-26-01-initial.js'
 import * as messageTombstones from './migrations/2026-11-26-02-message-tombstones.js'
 import * as messageIdFirst from './migrations/2026-11-26-03-message-id-first.js'
+import * as messageMetadata from './migrations/2026-12-02-01-message-metadata.js'
 import type { SqlDialect } from './schema.js'
 
 interface DialectMigration {
@@ -29,6 +30,7 @@ export const MIGRATIONS: Readonly<Record<string, DialectMigration>> = {
   '2026-11-26-01-initial': initial,
   '2026-11-26-02-message-tombstones': messageTombstones,
   '2026-11-26-03-message-id-first': messageIdFirst,
+  '2026-12-02-01-message-metadata': messageMetadata,
 }
 
 export const MIGRATION_TABLE = 'kysely_migration'
@@ -118,6 +120,13 @@ export async function migrateToLatest<DB>(db: Kysely<DB>, dialect: SqlDialect): 
     })
   }
   return (results ?? []).filter((result) => result.status === 'Success').map((result) => result.migrationName)
+}
+
+/** Migrates up or down to exactly the named migration (tests use it to write older layouts). */
+export async function migrateTo<DB>(db: Kysely<DB>, dialect: SqlDialect, name: string): Promise<void> {
+  const { error } = await (await migratorFor(db, dialect)).migrateTo(name)
+  if (error)
+    throw new MigrationError(`database schema: migrating to "${name}" failed: ${(error as Error).message}`)
 }
 
 /** Reverts the newest migration (tests use it to check each migration's down step). */

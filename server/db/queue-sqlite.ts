@@ -23,8 +23,6 @@ import type { QueueBatch, QueuedMessage, QueueLimits, QueueRepository, SendOutco
 
 const require = createRequire(import.meta.url)
 
-/** Recipients whose queue depth the worker keeps in memory at most (it reloads the others). */
-const MAX_CACHED_DEPTHS = 100_000
 const CLIENT_ID_BYTES = 16
 
 interface Reply {
@@ -61,7 +59,7 @@ export class SqliteQueueRepository implements QueueRepository {
           cacheKib: SQLITE_CACHE_KIB,
           autocheckpointPages: SQLITE_AUTOCHECKPOINT_PAGES,
         },
-        limits: { ...limits, maxCachedDepths: MAX_CACHED_DEPTHS },
+        limits: { ...limits },
       },
     })
     this.worker.on('message', (reply: Reply) => {
@@ -138,7 +136,9 @@ export class SqliteQueueRepository implements QueueRepository {
           ? { kind: 'stored', seq, createdAt }
           : kind === 3
             ? { kind: 'full' }
-            : { kind: 'duplicate', seq, createdAt, delivered: kind === 2 }
+            : kind === 4
+              ? { kind: 'share-full' }
+              : { kind: 'duplicate', seq, createdAt, delivered: kind === 2 }
     }
     return out
   }

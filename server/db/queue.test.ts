@@ -54,7 +54,20 @@ async function user(database: TestDatabase): Promise<number> {
   })
 }
 
-const LIMITS: QueueLimits = { maxMessages: 4, maxBytes: 400 }
+/** Whole-queue limits; the shares are out of the way (their own tests use SHARES). */
+const LIMITS: QueueLimits = {
+  maxMessages: 4,
+  maxBytes: 400,
+  maxMessagesPerSender: 100,
+  maxBytesPerSender: 10_000,
+}
+/** Each sender's share is below the recipient's whole queue. */
+const SHARES: QueueLimits = {
+  maxMessages: 5,
+  maxBytes: 1_000,
+  maxMessagesPerSender: 3,
+  maxBytesPerSender: 250,
+}
 
 for (const variant of VARIANTS) {
   describe.skipIf(variant.dialect === 'postgres' && pgSkip !== undefined)(
@@ -98,7 +111,8 @@ for (const variant of VARIANTS) {
         const outcomes = await commit(sends)
         expect(outcomes.map((outcome) => outcome.kind)).toEqual(['stored', 'stored', 'stored', 'stored'])
         const seqs = outcomes.map((outcome) => (outcome.kind === 'stored' ? outcome.seq : 0))
-        expect([...seqs].sort((a, b) => a - b)).toEqual(seqs)
+        // Positions in each recipient's own queue: nothing about the other's traffic shows.
+        expect(seqs).toEqual([1, 2, 1, 3])
         expect(outcomes[0]).toMatchObject({ createdAt: 1_111 })
 
         const queued = await queue.fetch(bob, 0, 10, 2_000)
@@ -129,8 +143,9 @@ for (const variant of VARIANTS) {
         ])
 
         await commit([], [[bob, seq]])
-        expect(await commit([send(alice, bob, { id, now: 6_000 })])).toEqual([
-          { kind: 'duplicate', seq, createdAt: 1_000, delivered: true },
+        // A tombstone keeps no position and no time: the acceptance time is its expiry less the lifetime.
+        expect(await commit([send(alice, bob, { id, now: 6_000, expiresAt: 105_000 })])).toEqual([
+          { kind: 'duplicate', seq: 0, createdAt: 1_000, delivered: true },
         ])
         expect((await queue.fetch(bob, 0, 10, 2_000)).map((message) => message.seq)).not.toContain(seq)
         expect(await queue.countQueued(bob, 2_000)).toBe(1)
@@ -175,6 +190,81 @@ for (const variant of VARIANTS) {
           send(alice, bob, { body: bytes(100) }),
         ])
         expect(outcomes.map((outcome) => outcome.kind)).toEqual(['stored', 'full', 'stored'])
+      })
+
+      it('gives each sender a share: one is refused at its share by count or bytes, another gets through', async () => {
+        const shared = variant.make(database, SHARES)
+        try {
+          const [mallory, carol, bob] = [await user(database), await user(database), await user(database)]
+          const kinds = async (sends: NewMessage[], acks: [number, number][] = []) =>
+            (await shared.commit({ sends, acks: new Map(acks), now: 2_000 })).map((outcome) => outcome.kind)
+          // By count: the fourth from one sender is refused, in the same batch as the others.
+          expect(await kinds([1, 2, 3, 4].map(() => send(mallory, bob)))).toEqual([
+            'stored',
+            'stored',
+            'stored',
+            'share-full',
+          ])
+          // Another sender still gets through, until the recipient's whole queue is full.
+          expect(await kinds([send(carol, bob), send(carol, bob), send(carol, bob)])).toEqual([
+            'stored',
+            'stored',
+            'full',
+          ])
+          // Acknowledging frees the sender's share (and the queue) for the next batch.
+          const queued = await shared.fetch(bob, 0, 10, 2_000)
+          expect(await kinds([send(mallory, bob)], [[bob, queued[0]!.seq]])).toEqual(['stored'])
+          // By bytes: 200 + 51 is over a 250-byte share; 50 more still fits.
+          const [dave, erin] = [await user(database), await user(database)]
+          expect(
+            await kinds([
+              send(dave, erin, { body: bytes(200) }),
+              send(dave, erin, { body: bytes(51) }),
+              send(dave, erin, { body: bytes(50) }),
+            ]),
+          ).toEqual(['stored', 'share-full', 'stored'])
+        } finally {
+          await shared.close()
+        }
+      })
+
+      it('reads depths from the database, so two repositories on it (two processes) share the limits', async () => {
+        const [first, second] = [variant.make(database, SHARES), variant.make(database, SHARES)]
+        try {
+          const [mallory, carol, bob] = [await user(database), await user(database), await user(database)]
+          const commitOn = async (queue: QueueRepository, sends: NewMessage[]) =>
+            (await queue.commit({ sends, acks: new Map(), now: 2_000 })).map((outcome) => outcome.kind)
+          expect(await commitOn(first, [send(mallory, bob), send(mallory, bob)])).toEqual([
+            'stored',
+            'stored',
+          ])
+          expect(await commitOn(second, [send(mallory, bob), send(mallory, bob)])).toEqual([
+            'stored',
+            'share-full',
+          ])
+          expect(await commitOn(first, [send(carol, bob), send(carol, bob), send(carol, bob)])).toEqual([
+            'stored',
+            'stored',
+            'full',
+          ])
+          // Concurrent batches for the same recipient still cannot take the last room twice.
+          const [a, b] = await Promise.all([
+            commitOn(first, [send(await user(database), bob)]),
+            commitOn(second, [send(await user(database), bob)]),
+          ])
+          expect([...a, ...b]).toEqual(['full', 'full'])
+          const queued = await first.fetch(bob, 0, 10, 2_000)
+          await first.commit({ sends: [], acks: new Map([[bob, queued[0]!.seq]]), now: 2_000 })
+          const [c, d] = await Promise.all([
+            commitOn(first, [send(await user(database), bob)]),
+            commitOn(second, [send(await user(database), bob)]),
+          ])
+          expect([...c, ...d].sort()).toEqual(['full', 'stored'])
+          expect(await first.countQueued(bob, 2_000)).toBe(5)
+        } finally {
+          await first.close()
+          await second.close()
+        }
       })
 
       it('rolls back a whole batch when one row fails, and its depth accounting with it', async () => {

@@ -1,19 +1,28 @@
 /**
- * The durable offline queue the relay builds on. A message is a row from the moment the sender is
- * told "accepted" until it expires. While the recipient has not acknowledged it, the row carries the
- * envelope and is "queued"; a cumulative acknowledgement (by sequence number) empties the body and
- * stamps `delivered_at`, and the row stays as a tombstone until its original `expires_at`.
- * `seq` is never reused, so "everything up to N" always means the same rows.
+ * The durable offline queue the relay builds on. A message is a row of `messages` from the moment
+ * the sender is told "accepted" until its recipient acknowledges it or it expires. `seq` is its
+ * position in that recipient's queue (1, 2, 3, … per recipient; queue_positions keeps the last one
+ * given out), never reused, so "everything up to N" always means the same rows, and the numbers a
+ * recipient sees count only their own messages, not the server's traffic.
  *
- * Idempotency: (client_id, sender_id) is UNIQUE and tombstones keep their entry, so a retried send
- * finds the stored row, queued or delivered, for as long as the message would have lived
- * (limits.ts MESSAGE_TTL_MS) and nothing is stored or delivered twice.
+ * A cumulative acknowledgement (by sequence number) deletes the acknowledged rows and leaves, per
+ * message, a tombstone in `message_tombstones` with only what idempotency needs: the sender, the
+ * client's message id and the original expiry. No recipient, no delivery time, no body.
+ *
+ * Idempotency: (client_id, sender_id) is UNIQUE among queued rows and among tombstones, and a send
+ * is checked against both, so a retried send finds the stored message, queued or delivered, for as
+ * long as the message would have lived (limits.ts MESSAGE_TTL_MS) and nothing is stored or
+ * delivered twice.
  *
  * Two layers: the repository functions below (Kysely, any dialect, `db` or `trx` first) and the
  * QueueRepository the relay uses, which applies one batch of acknowledgements and sends per
- * transaction (group commit) and enforces the per-recipient depth limits. KyselyQueueRepository
- * implements it for every dialect; db/queue-sqlite.ts is a faster one for SQLite with cached
- * prepared statements. Both pass the same tests (queue.test.ts).
+ * transaction (group commit) and enforces the depth limits: each recipient's whole queue, and each
+ * sender's share of it, so that no one sender can fill someone's queue for everyone else. The
+ * depths and positions are read from the tables inside the batch's transaction, never kept in
+ * memory between batches, so several processes may write one database (PostgreSQL: each batch first
+ * takes an advisory lock per recipient, so two batches cannot both take the last room or the same
+ * position). KyselyQueueRepository implements it for every dialect; db/queue-sqlite.ts is a faster
+ * one for SQLite with cached prepared statements. Both pass the same tests (queue.test.ts).
  */
 import { sql } from 'kysely'
 import type { Db, SqlDialect } from './schema.js'
@@ -26,39 +35,6 @@ export interface NewMessage {
   readonly body: Uint8Array
   readonly now: number
   readonly expiresAt: number
-}
-
-export interface EnqueueResult {
-  readonly seq: number
-  /** When the server first accepted the message (the original time for a duplicate). */
-  readonly createdAt: number
-  /** True when this (sender, client id) was already stored and nothing new was. */
-  readonly duplicate: boolean
-}
-
-/** Stores a message unless the same sender already sent the same client id (queued or delivered). */
-export async function enqueueMessage(db: Db, message: NewMessage): Promise<EnqueueResult> {
-  const inserted = await db
-    .insertInto('messages')
-    .values({
-      recipient_id: message.recipientId,
-      sender_id: message.senderId,
-      client_id: message.clientId,
-      body: message.body,
-      created_at: message.now,
-      expires_at: message.expiresAt,
-    })
-    .onConflict((conflict) => conflict.columns(['client_id', 'sender_id']).doNothing())
-    .returning(['seq', 'created_at'])
-    .executeTakeFirst()
-  if (inserted) return { seq: inserted.seq, createdAt: inserted.created_at, duplicate: false }
-  const existing = await db
-    .selectFrom('messages')
-    .select(['seq', 'created_at'])
-    .where('sender_id', '=', message.senderId)
-    .where('client_id', '=', message.clientId)
-    .executeTakeFirstOrThrow()
-  return { seq: existing.seq, createdAt: existing.created_at, duplicate: true }
 }
 
 export interface QueuedMessage {
@@ -82,7 +58,6 @@ export async function fetchQueued(
     .innerJoin('users', 'users.id', 'messages.sender_id')
     .select(['messages.seq', 'messages.client_id', 'users.username', 'messages.body', 'messages.created_at'])
     .where('messages.recipient_id', '=', recipientId)
-    .where('messages.delivered_at', 'is', null)
     .where('messages.seq', '>', afterSeq)
     .where('messages.expires_at', '>', now)
     .orderBy('messages.seq')
@@ -111,35 +86,27 @@ function byteLength(dialect: SqlDialect, column: string) {
 }
 
 /**
- * A cumulative acknowledgement: the recipient's queued messages with seq ≤ `upToSeq` become
- * tombstones (body emptied, delivered_at set). Returns what left the queue.
+ * A cumulative acknowledgement: the recipient's queued messages with seq ≤ `upToSeq` leave the
+ * queue, each leaving a tombstone (sender, client id, expiry) for idempotency.
  */
-export async function acknowledgeUpTo(
-  db: Db,
-  dialect: SqlDialect,
-  recipientId: number,
-  upToSeq: number,
-  now: number,
-): Promise<QueueDepth> {
-  const freed = await db
-    .selectFrom('messages')
-    .select((eb) => [
-      eb.fn.countAll<number>().as('count'),
-      eb.fn.coalesce(eb.fn.sum<number>(byteLength(dialect, 'body')), sql<number>`0`).as('bytes'),
-    ])
-    .where('recipient_id', '=', recipientId)
-    .where('delivered_at', 'is', null)
-    .where('seq', '<=', upToSeq)
-    .executeTakeFirstOrThrow()
-  if (Number(freed.count) === 0) return { count: 0, bytes: 0 }
+export async function acknowledgeUpTo(db: Db, recipientId: number, upToSeq: number): Promise<void> {
   await db
-    .updateTable('messages')
-    .set({ body: new Uint8Array(0), delivered_at: now })
+    .insertInto('message_tombstones')
+    .columns(['client_id', 'sender_id', 'expires_at'])
+    .expression((eb) =>
+      eb
+        .selectFrom('messages')
+        .select(['client_id', 'sender_id', 'expires_at'])
+        .where('recipient_id', '=', recipientId)
+        .where('seq', '<=', upToSeq),
+    )
+    .onConflict((conflict) => conflict.columns(['client_id', 'sender_id']).doNothing())
+    .execute()
+  await db
+    .deleteFrom('messages')
     .where('recipient_id', '=', recipientId)
-    .where('delivered_at', 'is', null)
     .where('seq', '<=', upToSeq)
     .execute()
-  return { count: Number(freed.count), bytes: Number(freed.bytes) }
 }
 
 /**
@@ -151,43 +118,64 @@ export async function countQueued(db: Db, recipientId: number, now?: number): Pr
     .selectFrom('messages')
     .select((eb) => eb.fn.countAll<number>().as('count'))
     .where('recipient_id', '=', recipientId)
-    .where('delivered_at', 'is', null)
   if (now !== undefined) query = query.where('expires_at', '>', now)
   const row = await query.executeTakeFirstOrThrow()
   return Number(row.count)
 }
 
-/** Queue depths (messages and bytes, expired ones included) of several recipients in one query. */
+/** A recipient's queue depth in total and per sender (what the depth limits count). */
+export interface RecipientDepth {
+  readonly total: QueueDepth
+  readonly bySender: Map<number, QueueDepth>
+}
+
+/**
+ * Queue depths (messages and bytes, expired ones included until purged) of several recipients, in
+ * total and per sender, in one query.
+ */
 export async function queueDepths(
   db: Db,
   dialect: SqlDialect,
   recipientIds: readonly number[],
-): Promise<Map<number, QueueDepth>> {
-  const depths = new Map<number, QueueDepth>(recipientIds.map((id) => [id, { count: 0, bytes: 0 }]))
+): Promise<Map<number, RecipientDepth>> {
+  const depths = new Map<number, RecipientDepth>(
+    recipientIds.map((id) => [id, { total: { count: 0, bytes: 0 }, bySender: new Map() }]),
+  )
   if (recipientIds.length === 0) return depths
   const rows = await db
     .selectFrom('messages')
     .select((eb) => [
       'recipient_id',
+      'sender_id',
       eb.fn.countAll<number>().as('count'),
       eb.fn.coalesce(eb.fn.sum<number>(byteLength(dialect, 'body')), sql<number>`0`).as('bytes'),
     ])
     .where('recipient_id', 'in', recipientIds)
-    .where('delivered_at', 'is', null)
-    .groupBy('recipient_id')
+    .groupBy(['recipient_id', 'sender_id'])
     .execute()
-  for (const row of rows) depths.set(row.recipient_id, { count: Number(row.count), bytes: Number(row.bytes) })
+  for (const row of rows) {
+    const depth = depths.get(row.recipient_id)!
+    const count = Number(row.count)
+    const bytes = Number(row.bytes)
+    depth.bySender.set(row.sender_id, { count, bytes })
+    depth.total.count += count
+    depth.total.bytes += bytes
+  }
   return depths
 }
 
 /**
- * Deletes up to `limit` rows expired at `now`: undelivered messages past their lifetime and
- * tombstones past their idempotency window alike (in batches, so no purge holds locks for long).
+ * Deletes up to `limit` queued messages and up to `limit` tombstones expired at `now` (in batches,
+ * so no purge holds locks for long); returns how many rows went.
  */
 export async function purgeExpiredMessages(db: Db, now: number, limit = 10_000): Promise<number> {
-  const expired = db.selectFrom('messages').select('seq').where('expires_at', '<=', now).limit(limit)
-  const result = await db.deleteFrom('messages').where('seq', 'in', expired).executeTakeFirst()
-  return Number(result.numDeletedRows)
+  const messages = await sql`delete from messages where (recipient_id, seq) in
+    (select recipient_id, seq from messages where expires_at <= ${now} limit ${limit})`.execute(db)
+  const tombstones = await sql`delete from message_tombstones where (client_id, sender_id) in
+    (select client_id, sender_id from message_tombstones where expires_at <= ${now} limit ${limit})`.execute(
+    db,
+  )
+  return Number(messages.numAffectedRows ?? 0) + Number(tombstones.numAffectedRows ?? 0)
 }
 
 // --- The relay's interface: group commit with depth limits ----------------------------------------
@@ -197,6 +185,24 @@ export interface QueueLimits {
   readonly maxMessages: number
   /** Queued envelope bytes per recipient at most. */
   readonly maxBytes: number
+  /** Queued messages from one sender to one recipient at most (the sender's share). */
+  readonly maxMessagesPerSender: number
+  /** Queued envelope bytes from one sender to one recipient at most. */
+  readonly maxBytesPerSender: number
+}
+
+/** Which limit refuses one more message of `bytes` from `sender`, if any (both implementations). */
+export function refusal(
+  limits: QueueLimits,
+  total: QueueDepth,
+  sender: QueueDepth,
+  bytes: number,
+): 'share-full' | 'full' | undefined {
+  // The sender's own share first: when it is full, the sender's undelivered messages are the cause.
+  if (sender.count >= limits.maxMessagesPerSender || sender.bytes + bytes > limits.maxBytesPerSender)
+    return 'share-full'
+  if (total.count >= limits.maxMessages || total.bytes + bytes > limits.maxBytes) return 'full'
+  return undefined
 }
 
 export type SendOutcome =
@@ -210,6 +216,8 @@ export type SendOutcome =
     }
   /** The recipient's queue is at a depth limit: nothing was stored. */
   | { readonly kind: 'full' }
+  /** This sender's share of the recipient's queue is at its limit: nothing was stored. */
+  | { readonly kind: 'share-full' }
 
 export interface QueueBatch {
   /** Cumulative acknowledgements, recipient id → highest seq acknowledged; applied before the sends. */
@@ -221,10 +229,9 @@ export interface QueueBatch {
 }
 
 /**
- * What the relay needs from storage. One instance per database and process: it keeps each
- * recipient's queue depth in memory (loaded on first use, dropped after a purge or a failed batch),
- * so it must be the only writer of the messages table while it runs. Calls to `commit` and
- * `purgeExpired` run one at a time, in call order.
+ * What the relay needs from storage. Calls to `commit` and `purgeExpired` run one at a time, in
+ * call order. Nothing about the queue is kept in memory between calls, so other processes may
+ * write the same database meanwhile.
  */
 export interface QueueRepository {
   readonly dialect: SqlDialect
@@ -237,43 +244,6 @@ export interface QueueRepository {
   purgeExpired(now: number, batchSize: number): Promise<number>
   /** Releases what the repository holds (the SQLite fast path's thread); the database stays open. */
   close(): Promise<void>
-}
-
-/** Per-recipient depths cached in memory, with the same refusal rule for both implementations. */
-export class QueueDepthCache {
-  private readonly depths = new Map<number, QueueDepth>()
-
-  constructor(
-    private readonly limits: QueueLimits,
-    /** Entries kept at most; beyond it the cache starts over (entries reload on demand). */
-    private readonly maxEntries = 100_000,
-  ) {}
-
-  get(recipientId: number): QueueDepth | undefined {
-    return this.depths.get(recipientId)
-  }
-
-  set(recipientId: number, depth: QueueDepth): QueueDepth {
-    if (this.depths.size >= this.maxEntries) this.depths.clear()
-    this.depths.set(recipientId, depth)
-    return depth
-  }
-
-  /** True when one more message of `bytes` would exceed a limit. */
-  isFull(depth: QueueDepth, bytes: number): boolean {
-    return depth.count >= this.limits.maxMessages || depth.bytes + bytes > this.limits.maxBytes
-  }
-
-  acknowledged(recipientId: number, freed: QueueDepth): void {
-    const depth = this.depths.get(recipientId)
-    if (!depth) return
-    depth.count = Math.max(0, depth.count - freed.count)
-    depth.bytes = Math.max(0, depth.bytes - freed.bytes)
-  }
-
-  clear(): void {
-    this.depths.clear()
-  }
 }
 
 /** Runs tasks one after another in call order; a failure does not stop the ones after it. */
@@ -290,49 +260,48 @@ export class SerialRunner {
 const keyOf = (senderId: number, clientId: Uint8Array) =>
   `${senderId}:${Buffer.from(clientId.buffer, clientId.byteOffset, clientId.byteLength).toString('hex')}`
 
+/** First key of the PostgreSQL advisory locks the queue takes per recipient (any fixed int4). */
+const QUEUE_LOCK_NAMESPACE = 0x5143 // "QC"
+
 /** Rows per multi-row INSERT (PostgreSQL allows 65,535 parameters; each row takes 6). */
 const INSERT_CHUNK = 1_000
 
 /** The queue through Kysely: any dialect, a few statements per batch (multi-row insert). */
 export class KyselyQueueRepository implements QueueRepository {
-  private readonly depths: QueueDepthCache
   private readonly serial = new SerialRunner()
 
   constructor(
     private readonly db: Db,
     readonly dialect: SqlDialect,
-    limits: QueueLimits,
-  ) {
-    this.depths = new QueueDepthCache(limits)
-  }
+    private readonly limits: QueueLimits,
+  ) {}
 
   commit(batch: QueueBatch): Promise<SendOutcome[]> {
-    return this.serial.run(async () => {
-      try {
-        return await this.db.transaction().execute((trx) => this.apply(trx, batch))
-      } catch (error) {
-        this.depths.clear()
-        throw error
-      }
-    })
+    return this.serial.run(() => this.db.transaction().execute((trx) => this.apply(trx, batch)))
   }
 
   private async apply(trx: Db, batch: QueueBatch): Promise<SendOutcome[]> {
-    for (const [recipientId, upTo] of batch.acks) {
-      const freed = await acknowledgeUpTo(trx, this.dialect, recipientId, upTo, batch.now)
-      this.depths.acknowledged(recipientId, freed)
-    }
+    for (const [recipientId, upTo] of batch.acks) await acknowledgeUpTo(trx, recipientId, upTo)
     const { sends } = batch
     const outcomes: (SendOutcome | undefined)[] = new Array(sends.length)
     if (sends.length === 0) return []
 
-    // Rows stored before this batch (queued or tombstones) make their sends duplicates.
+    const recipients = [...new Set(sends.map((send) => send.recipientId))].sort((a, b) => a - b)
+    if (this.dialect === 'postgres') {
+      // Another process's batch for the same recipient waits here until this one commits, so both
+      // cannot read the same depth or position. In ascending order: no deadlock.
+      await sql`select pg_advisory_xact_lock(${QUEUE_LOCK_NAMESPACE}, (r % 2147483647)::int)
+        from unnest(${recipients}::bigint[]) with ordinality as locks(r, n) order by n`.execute(trx)
+    }
+
+    // Messages stored before this batch, queued or acknowledged (tombstones), make their sends
+    // duplicates.
     const existing = new Map<string, { seq: number; createdAt: number; delivered: boolean }>()
     for (let start = 0; start < sends.length; start += INSERT_CHUNK) {
       const chunk = sends.slice(start, start + INSERT_CHUNK)
-      const rows = await trx
+      const queued = await trx
         .selectFrom('messages')
-        .select(['seq', 'sender_id', 'client_id', 'created_at', 'delivered_at'])
+        .select(['seq', 'sender_id', 'client_id', 'created_at'])
         .where((eb) =>
           eb.or(
             chunk.map((send) =>
@@ -341,61 +310,107 @@ export class KyselyQueueRepository implements QueueRepository {
           ),
         )
         .execute()
-      for (const row of rows) {
+      for (const row of queued) {
         existing.set(keyOf(row.sender_id, row.client_id), {
           seq: row.seq,
           createdAt: row.created_at,
-          delivered: row.delivered_at !== null,
+          delivered: false,
+        })
+      }
+      const delivered = await trx
+        .selectFrom('message_tombstones')
+        .select(['sender_id', 'client_id', 'expires_at'])
+        .where((eb) =>
+          eb.or(
+            chunk.map((send) =>
+              eb.and([eb('sender_id', '=', send.senderId), eb('client_id', '=', send.clientId)]),
+            ),
+          ),
+        )
+        .execute()
+      for (const row of delivered) {
+        const key = keyOf(row.sender_id, row.client_id)
+        const send = chunk.find((candidate) => keyOf(candidate.senderId, candidate.clientId) === key)!
+        // The tombstone keeps no time of its own: the acceptance time is its expiry less the lifetime.
+        existing.set(key, {
+          seq: 0,
+          createdAt: row.expires_at - (send.expiresAt - send.now),
+          delivered: true,
         })
       }
     }
 
-    const missing = [...new Set(sends.map((send) => send.recipientId))].filter((id) => !this.depths.get(id))
-    for (const [id, depth] of await queueDepths(trx, this.dialect, missing)) this.depths.set(id, depth)
+    const depths = await queueDepths(trx, this.dialect, recipients)
+    const positions = new Map<number, number>(recipients.map((id) => [id, 0]))
+    const stored = await trx
+      .selectFrom('queue_positions')
+      .select(['recipient_id', 'last_seq'])
+      .where('recipient_id', 'in', recipients)
+      .execute()
+    for (const row of stored) positions.set(row.recipient_id, Number(row.last_seq))
+    const moved = new Set<number>()
 
     const firstInBatch = new Map<string, number>()
-    const toInsert: number[] = []
+    const toInsert: { index: number; seq: number }[] = []
     for (const [index, send] of sends.entries()) {
       const key = keyOf(send.senderId, send.clientId)
-      const stored = existing.get(key)
-      if (stored) {
-        outcomes[index] = { kind: 'duplicate', ...stored }
+      const found = existing.get(key)
+      if (found) {
+        outcomes[index] = { kind: 'duplicate', ...found }
         continue
       }
-      if (firstInBatch.has(key)) continue // resolved after the insert
-      const depth =
-        this.depths.get(send.recipientId) ?? this.depths.set(send.recipientId, { count: 0, bytes: 0 })
-      if (this.depths.isFull(depth, send.body.length)) {
-        outcomes[index] = { kind: 'full' }
+      if (firstInBatch.has(key)) continue // resolved below
+      const depth = depths.get(send.recipientId)!
+      let share = depth.bySender.get(send.senderId)
+      if (!share) {
+        share = { count: 0, bytes: 0 }
+        depth.bySender.set(send.senderId, share)
+      }
+      const refused = refusal(this.limits, depth.total, share, send.body.length)
+      if (refused) {
+        outcomes[index] = { kind: refused }
         continue
       }
-      depth.count += 1
-      depth.bytes += send.body.length
+      for (const counted of [depth.total, share]) {
+        counted.count += 1
+        counted.bytes += send.body.length
+      }
+      const seq = positions.get(send.recipientId)! + 1
+      positions.set(send.recipientId, seq)
+      moved.add(send.recipientId)
       firstInBatch.set(key, index)
-      toInsert.push(index)
+      toInsert.push({ index, seq })
+      outcomes[index] = { kind: 'stored', seq, createdAt: send.now }
     }
 
     for (let start = 0; start < toInsert.length; start += INSERT_CHUNK) {
-      const chunk = toInsert.slice(start, start + INSERT_CHUNK).map((index) => sends[index]!)
-      // VALUES are inserted in list order, so sequence numbers follow arrival order.
-      const rows = await trx
+      const chunk = toInsert.slice(start, start + INSERT_CHUNK)
+      await trx
         .insertInto('messages')
         .values(
-          chunk.map((send) => ({
-            recipient_id: send.recipientId,
-            sender_id: send.senderId,
-            client_id: send.clientId,
-            body: send.body,
-            created_at: send.now,
-            expires_at: send.expiresAt,
-          })),
+          chunk.map(({ index, seq }) => {
+            const send = sends[index]!
+            return {
+              recipient_id: send.recipientId,
+              seq,
+              sender_id: send.senderId,
+              client_id: send.clientId,
+              body: send.body,
+              created_at: send.now,
+              expires_at: send.expiresAt,
+            }
+          }),
         )
-        .returning(['seq', 'sender_id', 'client_id', 'created_at'])
         .execute()
-      for (const row of rows) {
-        const index = firstInBatch.get(keyOf(row.sender_id, row.client_id))!
-        outcomes[index] = { kind: 'stored', seq: row.seq, createdAt: row.created_at }
-      }
+    }
+    if (moved.size > 0) {
+      await trx
+        .insertInto('queue_positions')
+        .values([...moved].map((id) => ({ recipient_id: id, last_seq: positions.get(id)! })))
+        .onConflict((conflict) =>
+          conflict.column('recipient_id').doUpdateSet((eb) => ({ last_seq: eb.ref('excluded.last_seq') })),
+        )
+        .execute()
     }
 
     // Later sends of an id first sent earlier in this batch are its duplicates.
@@ -422,14 +437,10 @@ export class KyselyQueueRepository implements QueueRepository {
   purgeExpired(now: number, batchSize: number): Promise<number> {
     return this.serial.run(async () => {
       let total = 0
-      try {
-        for (;;) {
-          const deleted = await purgeExpiredMessages(this.db, now, batchSize)
-          total += deleted
-          if (deleted < batchSize) return total
-        }
-      } finally {
-        this.depths.clear()
+      for (;;) {
+        const deleted = await purgeExpiredMessages(this.db, now, batchSize)
+        total += deleted
+        if (deleted < batchSize) return total
       }
     })
   }

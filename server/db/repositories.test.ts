@@ -11,7 +11,13 @@ import {
   rotateSignedPreKey,
   uploadOneTimePreKeys,
 } from './prekeys.js'
-import { acknowledgeUpTo, countQueued, enqueueMessage, fetchQueued, purgeExpiredMessages } from './queue.js'
+import {
+  acknowledgeUpTo,
+  countQueued,
+  fetchQueued,
+  KyselyQueueRepository,
+  purgeExpiredMessages,
+} from './queue.js'
 import { countTokens, deleteToken, findSession, insertToken, purgeExpiredTokens } from './tokens.js'
 import { createAccount, findUserByUsername, searchUsernames, usernameExists } from './users.js'
 
@@ -219,92 +225,87 @@ for (const dialect of DIALECTS) {
     describe('message queue', () => {
       let alice: number
       let bob: number
+      let queue: KyselyQueueRepository
       beforeAll(async () => {
         alice = await createAccount(database.db, account({ username: 'queue-alice' }))
         bob = await createAccount(database.db, account({ username: 'queue-bob' }))
+        queue = new KyselyQueueRepository(database.db, dialect, {
+          maxMessages: 1_000,
+          maxBytes: 1_000_000,
+          maxMessagesPerSender: 1_000,
+          maxBytesPerSender: 1_000_000,
+        })
       })
-      const message = (clientId: Uint8Array, body = bytes(20), expiresAt = 100_000) => ({
-        recipientId: bob,
-        senderId: alice,
-        clientId,
-        body,
-        now: 1_000,
-        expiresAt,
-      })
+      const enqueue = async (clientId: Uint8Array, body = bytes(20), expiresAt = 100_000) => {
+        const [outcome] = await queue.commit({
+          sends: [{ recipientId: bob, senderId: alice, clientId, body, now: 1_000, expiresAt }],
+          acks: new Map(),
+          now: 1_000,
+        })
+        return outcome!
+      }
+      const seqOf = (outcome: Awaited<ReturnType<typeof enqueue>>) =>
+        outcome.kind === 'stored' ? outcome.seq : 0
+      const ack = (recipient: number, upTo: number) => acknowledgeUpTo(database.db, recipient, upTo)
 
-      const ack = (recipient: number, upTo: number) =>
-        acknowledgeUpTo(database.db, dialect, recipient, upTo, 3_000)
-
-      it('enqueues idempotently by (sender, client id), fetches in order, acknowledges cumulatively', async () => {
+      it('fetches in order and acknowledges cumulatively, only the acknowledging recipient’s rows', async () => {
         const ids = Array.from({ length: 5 }, () => bytes(16))
-        const first = await enqueueMessage(database.db, message(ids[0]!))
-        expect(first.duplicate).toBe(false)
-        const retry = await enqueueMessage(database.db, message(ids[0]!, bytes(20)))
-        expect(retry).toEqual({ seq: first.seq, createdAt: first.createdAt, duplicate: true })
-        const rest = []
-        for (const id of ids.slice(1)) rest.push(await enqueueMessage(database.db, message(id)))
-        const seqs = [first.seq, ...rest.map((result) => result.seq)]
-        expect([...seqs].sort((a, b) => a - b)).toEqual(seqs)
+        const seqs: number[] = []
+        for (const id of ids) seqs.push(seqOf(await enqueue(id)))
+        expect(seqs).toEqual([1, 2, 3, 4, 5])
         expect(await countQueued(database.db, bob)).toBe(5)
-
         const batch = await fetchQueued(database.db, bob, 0, 3, 2_000)
         expect(batch.map((queued) => queued.seq)).toEqual(seqs.slice(0, 3))
         expect(batch[0]).toMatchObject({ sender: 'queue-alice', createdAt: 1_000 })
         expect(new Uint8Array(batch[0]!.clientId)).toEqual(ids[0])
-        const next = await fetchQueued(database.db, bob, batch.at(-1)!.seq, 10, 2_000)
-        expect(next.map((queued) => queued.seq)).toEqual(seqs.slice(3))
-
-        expect(await ack(bob, seqs[2]!)).toEqual({ count: 3, bytes: 60 })
-        expect(await countQueued(database.db, bob)).toBe(2)
+        await ack(bob, seqs[2]!)
         expect((await fetchQueued(database.db, bob, 0, 10, 2_000)).map((queued) => queued.seq)).toEqual(
           seqs.slice(3),
         )
-        // Another recipient's acknowledgement never touches bob's queue.
-        expect(await ack(alice, Number.MAX_SAFE_INTEGER)).toEqual({ count: 0, bytes: 0 })
-        expect(await ack(bob, seqs[4]!)).toEqual({ count: 2, bytes: 40 })
+        await ack(alice, Number.MAX_SAFE_INTEGER)
+        expect(await countQueued(database.db, bob)).toBe(2)
+        await ack(bob, seqs[4]!)
         expect(await countQueued(database.db, bob)).toBe(0)
       })
 
-      it('keeps a tombstone: a retry of an acknowledged message is a duplicate, and the body is gone', async () => {
+      it('leaves a tombstone of sender, id and expiry only; a retry of it is a duplicate', async () => {
         const id = bytes(16)
-        const first = await enqueueMessage(database.db, message(id))
-        await ack(bob, first.seq)
-        const retry = await enqueueMessage(database.db, message(id))
-        expect(retry).toEqual({ seq: first.seq, createdAt: 1_000, duplicate: true })
+        const first = await enqueue(id)
+        await ack(bob, seqOf(first))
+        expect(await enqueue(id)).toEqual({ kind: 'duplicate', seq: 0, createdAt: 1_000, delivered: true })
         expect(await countQueued(database.db, bob)).toBe(0)
-        const row = await database.db
-          .selectFrom('messages')
-          .select(['body', 'delivered_at'])
-          .where('seq', '=', first.seq)
-          .executeTakeFirstOrThrow()
-        expect(row.body.length).toBe(0)
-        expect(row.delivered_at).toBe(3_000)
+        const tombstones = await database.db
+          .selectFrom('message_tombstones')
+          .selectAll()
+          .where('client_id', '=', id)
+          .execute()
+        expect(tombstones).toEqual([{ client_id: expect.anything(), sender_id: alice, expires_at: 100_000 }])
       })
 
       it('never reuses a sequence number after the newest rows are deleted', async () => {
-        const a = await enqueueMessage(database.db, message(bytes(16), bytes(8), 1_200))
+        const a = await enqueue(bytes(16), bytes(8), 1_200)
         await purgeExpiredMessages(database.db, 1_300)
-        const b = await enqueueMessage(database.db, message(bytes(16)))
-        expect(b.seq).toBeGreaterThan(a.seq)
-        await ack(bob, b.seq)
+        const b = await enqueue(bytes(16))
+        expect(seqOf(b)).toBe(seqOf(a) + 1)
+        await ack(bob, seqOf(b))
       })
 
       it('hides expired messages from fetches and purges them, tombstones included', async () => {
-        await enqueueMessage(database.db, message(bytes(16), bytes(8), 1_500))
-        const delivered = await enqueueMessage(database.db, message(bytes(16), bytes(8), 1_500))
-        await ack(bob, delivered.seq)
-        const live = await enqueueMessage(database.db, message(bytes(16), bytes(8), 9_000))
+        await enqueue(bytes(16), bytes(8), 1_500)
+        const delivered = await enqueue(bytes(16), bytes(8), 1_500)
+        await ack(bob, seqOf(delivered))
+        const live = await enqueue(bytes(16), bytes(8), 9_000)
         expect((await fetchQueued(database.db, bob, 0, 10, 2_000)).map((queued) => queued.seq)).toEqual([
-          live.seq,
+          seqOf(live),
         ])
         expect(await countQueued(database.db, bob, 2_000)).toBe(1)
         expect(await purgeExpiredMessages(database.db, 2_000)).toBeGreaterThanOrEqual(2)
         expect(await countQueued(database.db, bob)).toBe(1)
-        await ack(bob, live.seq)
+        await ack(bob, seqOf(live))
       })
 
       it('rejects a client id that is not 16 bytes', async () => {
-        await expect(enqueueMessage(database.db, message(bytes(15)))).rejects.toThrow()
+        await expect(enqueue(bytes(15))).rejects.toThrow()
       })
     })
   })

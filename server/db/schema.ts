@@ -52,20 +52,39 @@ export interface AuthTokensTable {
   expires_at: number
 }
 
+/** A queued message: the row exists from "accepted" until the recipient acknowledges it or it expires. */
 export interface MessagesTable {
-  /** Queue position; never reused (AUTOINCREMENT / identity), so cumulative acks stay meaningful. */
-  seq: Generated<number>
   recipient_id: number
+  /**
+   * Position in this recipient's queue (1, 2, 3, … per recipient; queue_positions keeps the last
+   * one), never reused, so cumulative acks stay meaningful and say nothing of other users' traffic.
+   */
+  seq: number
   sender_id: number
   /** The sender's random 16-byte message id; UNIQUE with sender_id makes sends idempotent. */
   client_id: Uint8Array
-  /** The encrypted envelope, opaque to the server; emptied once the recipient acknowledges it. */
+  /** The encrypted envelope, opaque to the server. */
   body: Uint8Array
   created_at: number
-  /** The message (or, once delivered, its tombstone) is purged at this time. */
+  /** The message is purged at this time if still undelivered. */
   expires_at: number
-  /** When the recipient acknowledged it; null while it is queued. The row is then a tombstone. */
-  delivered_at: number | null
+}
+
+/**
+ * What an acknowledged message leaves behind, only for idempotency: a retry of (sender, client id)
+ * until the message's original expiry is answered "accepted" and not queued again. No recipient,
+ * no delivery time, no body.
+ */
+export interface MessageTombstonesTable {
+  client_id: Uint8Array
+  sender_id: number
+  expires_at: number
+}
+
+/** The last sequence number given out in each recipient's queue (kept when the queue is empty). */
+export interface QueuePositionsTable {
+  recipient_id: number
+  last_seq: number
 }
 
 export interface Database {
@@ -74,6 +93,8 @@ export interface Database {
   one_time_prekeys: OneTimePreKeysTable
   auth_tokens: AuthTokensTable
   messages: MessagesTable
+  message_tombstones: MessageTombstonesTable
+  queue_positions: QueuePositionsTable
 }
 
 /** The database handle every repository function takes first: the root handle or a transaction. */

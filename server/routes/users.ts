@@ -90,15 +90,8 @@ export const userRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, 
       if (!bundle) throw serverErrors.userNotFound()
       // The owner, if online, hears when their supply runs low (prekeys.low), so it refills in time.
       context.relay.preKeyBundleServed(user.id)
-      request.log.info(
-        {
-          event: 'bundle',
-          requester: sessionOf(request).userId,
-          target: user.id,
-          oneTimePreKey: !!bundle.oneTimePreKey,
-        },
-        'prekey bundle served',
-      )
+      // Neither the requester nor the target: the log must not record who fetched whose bundle.
+      request.log.info({ event: 'bundle', oneTimePreKey: !!bundle.oneTimePreKey }, 'prekey bundle served')
       return {
         username: user.username,
         identity: identityJson(user),

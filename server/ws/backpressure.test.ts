@@ -13,7 +13,12 @@ import type { TLSSocket } from 'node:tls'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { toBase64Url } from '../../shared/bytes.js'
 import { MAX_ENVELOPE_BYTES } from '../../shared/limits.js'
-import { MAX_FRAME_BYTES, SOCKET_HIGH_WATER_BYTES, SOCKET_MAX_BUFFERED_BYTES } from '../limits.js'
+import {
+  MAX_FRAME_BYTES,
+  MAX_QUEUED_BYTES_PER_RECIPIENT,
+  SOCKET_HIGH_WATER_BYTES,
+  SOCKET_MAX_BUFFERED_BYTES,
+} from '../limits.js'
 import { signUp, startServer, type TestServer } from '../test/harness.js'
 import { connect, openSocket, type RelaySocket, WAIT_TIMEOUT_MS } from '../test/ws-client.js'
 
@@ -48,7 +53,9 @@ describe('drain towards a client that does not read', () => {
   }
 
   beforeAll(async () => {
-    server = await startServer()
+    // One sender queues all of it: its share may be the whole queue here (this is about flow
+    // control; fair-queue.test.ts is about the share).
+    server = await startServer({ limits: { maxQueuedBytesPerSender: MAX_QUEUED_BYTES_PER_RECIPIENT } })
     server.app.server.on('secureConnection', (socket: TLSSocket) => {
       const write = socket.write
       socket.write = function (this: TLSSocket, ...args: Parameters<TLSSocket['write']>) {

@@ -265,6 +265,15 @@ export class RelayHub implements RelayEvents, ConnectionHost {
             ),
           )
           break
+        case 'share-full':
+          origin.connection.write(
+            errorFrame(
+              ServerErrorCode.QueueShareFull,
+              `expected room in this sender's share of the recipient's queue (${this.limits.maxQueuedMessagesPerSender} messages, ${this.limits.maxQueuedBytesPerSender} bytes), got it full of messages they have not yet received; retry later`,
+              origin.id,
+            ),
+          )
+          break
       }
     }
   }

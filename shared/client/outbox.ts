@@ -31,6 +31,14 @@ import type { MessageView } from './views.js'
 /** After the server refuses a send for now (queue full, rate limit), the outbox is tried again after this. */
 export const SEND_RETRY_DELAY_MS = 5_000
 
+/**
+ * After the server refuses a send because the recipient's queue already holds our share of
+ * undelivered messages (E2E_ERR_QUEUE_SHARE_FULL), the outbox is tried again after this: room comes
+ * back only when the recipient, who is offline, drains the queue, so retrying every few seconds
+ * would only spend frames. A reconnect flushes the outbox sooner anyway.
+ */
+export const QUEUE_SHARE_RETRY_DELAY_MS = 60_000
+
 export class Outbox {
   private readonly ctx: ClientContext
   private readonly contacts: Contacts
@@ -44,6 +52,8 @@ export class Outbox {
    */
   private flushing: Promise<void> = Promise.resolve()
   private retryTimer: ReturnType<typeof setTimeout> | undefined
+  /** When the retry timer fires (ctx.now() time), while it is set. */
+  private retryAt = 0
   private readonly pendingReceipts = new Map<string, string[]>()
   /** Receipts taken from pendingReceipts but not yet in the outbox (flush waits for them too). */
   private receiptsBeingWritten = 0
@@ -272,13 +282,27 @@ export class Outbox {
     if (frame.code === 'E2E_ERR_USER_NOT_FOUND') {
       // A recipient that does not exist will not appear on a retry: give up on that message.
       await this.fail(frame.id)
-    } else if (!this.retryTimer) {
-      // Refused for now (queue full, rate limit): the envelope stays in the outbox; try again later.
-      this.retryTimer = setTimeout(() => {
-        this.retryTimer = undefined
-        this.flush().catch((error: unknown) => this.ctx.report(error))
-      }, SEND_RETRY_DELAY_MS)
+    } else {
+      // Refused for now (queue full, our share of it full, rate limit): the envelope stays in the
+      // outbox and the message stays "sending"; the whole outbox is tried again after the shortest
+      // delay any refusal asked for.
+      const delay =
+        frame.code === 'E2E_ERR_QUEUE_SHARE_FULL' ? QUEUE_SHARE_RETRY_DELAY_MS : SEND_RETRY_DELAY_MS
+      this.retryLater(delay)
     }
+  }
+
+  private retryLater(delay: number): void {
+    const at = this.ctx.now() + delay
+    if (this.retryTimer) {
+      if (this.retryAt <= at) return
+      clearTimeout(this.retryTimer)
+    }
+    this.retryAt = at
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined
+      this.flush().catch((error: unknown) => this.ctx.report(error))
+    }, delay)
   }
 
   private async fail(id: string): Promise<void> {
