@@ -36,7 +36,7 @@ import { readPassword } from './password.js'
 import { certificatesFile, dataDirectory } from './paths.js'
 import { describeNetworkError, isCertificateError, parseServerUrl } from './transport.js'
 import { trustContext, trustedCertificates } from './trust.js'
-import { formatTimestamp, messageTime, safeText, safetyNumberRows } from './view.js'
+import { formatTimestamp, messageTime, safeText, safetyNumberRows, terminalJson } from './view.js'
 
 /** Waiting for the relay to accept our login (the core gives up after this long). */
 export const ONLINE_TIMEOUT_MS = 30_000
@@ -96,7 +96,22 @@ export function clientSettings(
   }
 }
 
-export async function runCli(invocation: Invocation, io: CliIo): Promise<ExitCode> {
+/**
+ * Standard output and error with everything written made safe to print (safe-text.ts, line breaks
+ * kept). The commands print names, server messages and message text; whichever line quotes them,
+ * nothing reaches the terminal raw. JSON lines come from terminalJson, which this leaves unchanged.
+ */
+export function printableIo(io: CliIo): CliIo {
+  return {
+    stdin: io.stdin,
+    env: io.env,
+    stdout: { write: (text: string) => io.stdout.write(safeText(text, { keepNewlines: true })) },
+    stderr: { write: (text: string) => io.stderr.write(safeText(text, { keepNewlines: true })) },
+  }
+}
+
+export async function runCli(invocation: Invocation, rawIo: CliIo): Promise<ExitCode> {
+  const io = printableIo(rawIo)
   try {
     if (invocation.command === 'help') {
       io.stdout.write(`${USAGE}\n`)
@@ -334,7 +349,7 @@ async function sendCommand(
     }
     if (invocation.json) {
       context.io.stdout.write(
-        `${JSON.stringify({ to: peer, id: message.id, sentAt: message.sentAt, state: 'accepted' })}\n`,
+        `${terminalJson({ to: peer, id: message.id, sentAt: message.sentAt, state: 'accepted' })}\n`,
       )
     }
     await flushReceipts(client)
@@ -453,7 +468,7 @@ async function readCommand(
     for (const { message, verified, identityChanged } of messages) {
       context.io.stdout.write(
         invocation.json
-          ? `${JSON.stringify(readRecord(message, { verified, identityChanged }))}\n`
+          ? `${terminalJson(readRecord(message, { verified, identityChanged }))}\n`
           : readLine(message),
       )
     }
@@ -489,7 +504,7 @@ async function verifyCommand(
     const verified = invocation.confirm || contact.verified
     if (invocation.json) {
       context.io.stdout.write(
-        `${JSON.stringify({
+        `${terminalJson({
           user: peer,
           safetyNumber: safetyNumber.digits,
           groups: safetyNumber.groups,

@@ -14,6 +14,7 @@
  */
 import { isClientError } from '../shared/client/errors.js'
 import { isProtocolError } from '../shared/errors.js'
+import { safeText } from './safe-text.js'
 
 export const ExitCode = {
   Ok: 0,
@@ -73,8 +74,8 @@ export function exitCodeFor(error: unknown): ExitCode {
   return ExitCode.Failure
 }
 
-/** The message to print: one line, never a stack. */
+/** The message to print: one line, never a stack, safe to print (it may quote the server). */
 export function describeFailure(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error)
-  return message.replace(/\s*\n\s*/g, ' ')
+  return safeText(message.replace(/\s*\n\s*/g, ' '))
 }

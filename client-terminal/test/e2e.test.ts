@@ -275,6 +275,27 @@ describe('the non-interactive CLI against the real server', { timeout: E2E_GUARD
     expect(untrusted.stderr).toContain('untrusted')
   })
 
+  it('prints a hostile message neutralised: no escape sequence, C1 control or bidi override reaches the terminal', async () => {
+    // A link (OSC 8), a window title, a line erased and overwritten after a carriage return, a CSI
+    // as a single C1 character, and a right-to-left override.
+    const hostile =
+      'see \u001b]8;;https://evil.example\u0007this\u001b]8;;\u0007\u001b]0;owned\u0007\rpay mallory\u001b[2K \u009b2J \u202Efdp.exe'
+    await alice.send(bob, hostile)
+    const plain = await bob.ok(['read'])
+    expect(plain.stdout).toMatch(
+      new RegExp(
+        `^\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d ${alice.username}: see \uFFFD\\]8;;https://evil.example\uFFFDthis\uFFFD\\]8;;\uFFFD\uFFFD\\]0;owned\uFFFD\\n    pay mallory\uFFFD\\[2K \uFFFD2J \uFFFDfdp.exe\\n$`,
+      ),
+    )
+    await alice.send(bob, hostile)
+    const json = await bob.ok(['read', '--json'])
+    // Scripts get the exact text back; the line itself is safe to show in a terminal.
+    expect(JSON.parse(json.stdout).text).toBe(hostile)
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the controls are what must be absent
+    expect(json.stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/)
+    expect(json.stdout).toContain('\\u009b2J \\u202efdp.exe')
+  })
+
   it('prints the same safety number on both sides and marks it verified with --confirm', async () => {
     const atAlice = JSON.parse((await alice.ok(['verify', bob.username, '--json'])).stdout)
     const atBob = JSON.parse((await bob.ok(['verify', alice.username, '--json'])).stdout)
