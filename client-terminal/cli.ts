@@ -496,10 +496,16 @@ async function verifyCommand(
       contact = await client.addContact(peer)
     }
     const safetyNumber = await client.safetyNumber(peer)
-    if (invocation.confirm) {
-      // Comparing the new key's safety number and confirming it is the strongest acknowledgement.
-      // The number printed is the one accepted: a key that changed again since is refused.
-      await client.confirmSafetyNumber(peer, safetyNumber.digits)
+    if (invocation.number !== undefined) {
+      if (invocation.number !== safetyNumber.digits) {
+        throw new CommandError(
+          ExitCode.SafetyNumberMismatch,
+          `verify: expected the safety number with ${peer}, got a different one (the first difference is in group ${firstDifferentGroup(invocation.number, safetyNumber.digits)}): ${peer} was not marked as verified; if you copied it correctly, someone may be intercepting`,
+        )
+      }
+      // The number the user compared is the one accepted: a key that changed again since (after
+      // the comparison, before this line) is refused by the core.
+      await client.confirmSafetyNumber(peer, invocation.number)
     }
     const verified = invocation.confirm || contact.verified
     if (invocation.json) {
@@ -520,12 +526,19 @@ async function verifyCommand(
     if (contact.identityChanged && !invocation.confirm) {
       warn(
         context.io,
-        `${peer}'s identity key changed: this is the safety number of the new key; if it matches, run secure-chat verify ${peer} --confirm`,
+        `${peer}'s identity key changed: this is the safety number of the new key; if it matches, run secure-chat verify ${peer} --confirm --number "<the 60 digits>"`,
       )
     }
   } finally {
     await client.close()
   }
+}
+
+/** Which five-digit group (1–12) of two 60-digit numbers first differs. */
+function firstDifferentGroup(given: string, expected: string): number {
+  let index = 0
+  while (index < expected.length && given[index] === expected[index]) index++
+  return Math.floor(index / 5) + 1
 }
 
 async function acceptKeyCommand(

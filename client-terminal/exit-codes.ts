@@ -11,6 +11,8 @@
  *   6  the contact's identity key changed: compare safety numbers, then `accept-key` before sending
  *   7  local database: none for this account, more than one to choose from, damaged, foreign, from a
  *      newer version, or in use by another secure-chat process (the file is left untouched)
+ *   8  `verify --confirm --number`: the number given is not the safety number with the contact
+ *      (mistyped, or someone is intercepting); nothing was marked
  */
 import { isClientError } from '../shared/client/errors.js'
 import { isProtocolError } from '../shared/errors.js'
@@ -25,6 +27,7 @@ export const ExitCode = {
   Network: 5,
   IdentityChanged: 6,
   LocalDatabase: 7,
+  SafetyNumberMismatch: 8,
 } as const
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode]
 

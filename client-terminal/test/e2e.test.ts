@@ -296,14 +296,37 @@ describe('the non-interactive CLI against the real server', { timeout: E2E_GUARD
     expect(json.stdout).toContain('\\u009b2J \\u202efdp.exe')
   })
 
-  it('prints the same safety number on both sides and marks it verified with --confirm', async () => {
+  it('marks verified only the safety number the user compared, given with --number', async () => {
     const atAlice = JSON.parse((await alice.ok(['verify', bob.username, '--json'])).stdout)
     const atBob = JSON.parse((await bob.ok(['verify', alice.username, '--json'])).stdout)
     expect(atAlice.safetyNumber).toMatch(/^\d{60}$/)
     expect(atAlice.groups).toHaveLength(12)
     expect(atBob.safetyNumber).toBe(atAlice.safetyNumber)
     expect(atAlice.verified).toBe(false)
-    const confirmed = await alice.ok(['verify', bob.username, '--confirm'])
+    // --confirm alone would mark whatever number this run computed: refused, nothing marked.
+    const blind = await alice.run(['verify', bob.username, '--confirm'])
+    expect(blind.code).toBe(ExitCode.Usage)
+    expect(blind.stderr).toContain('--confirm: expected the safety number you compared, with --number')
+    // A number that differs (one digit off) is refused, and says what it means.
+    const last = atAlice.safetyNumber.at(-1) === '0' ? '1' : '0'
+    const wrong = `${atAlice.safetyNumber.slice(0, 59)}${last}`
+    const mismatch = await alice.run(['verify', bob.username, '--confirm', '--number', wrong])
+    expect(mismatch.code).toBe(ExitCode.SafetyNumberMismatch)
+    expect(mismatch.stderr.split('\n').at(-2)).toBe(
+      `secure-chat: verify: expected the safety number with ${bob.username}, got a different one (the first difference is in group 12): ${bob.username} was not marked as verified; if you copied it correctly, someone may be intercepting`,
+    )
+    const malformed = await alice.run(['verify', bob.username, '--confirm', '--number', '12345'])
+    expect(malformed.code).toBe(ExitCode.Usage)
+    expect(malformed.stderr).toContain('--number: expected 60 digits (spaces allowed), got 5 digits')
+    expect(JSON.parse((await alice.ok(['verify', bob.username, '--json'])).stdout).verified).toBe(false)
+    // The number as Bob reads it out, in its groups, is accepted.
+    const confirmed = await alice.ok([
+      'verify',
+      bob.username,
+      '--confirm',
+      '--number',
+      atBob.groups.join(' '),
+    ])
     expect(confirmed.stdout).toContain(atAlice.groups.slice(0, 4).join(' '))
     expect(confirmed.stdout).toContain('marked as verified')
     expect(JSON.parse((await alice.ok(['verify', bob.username, '--json'])).stdout).verified).toBe(true)
