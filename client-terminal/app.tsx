@@ -4,7 +4,7 @@
  * command's output), the key-change warning when it applies, the latest notices, and the input
  * line (or a password / yes-no prompt in its place).
  */
-import { Box, Text, useApp, useInput, useStdout } from 'ink'
+import { Box, useApp, useInput, useStdout } from 'ink'
 import { useEffect, useSyncExternalStore } from 'react'
 import { CommandInput } from './components/command-input.js'
 import { ContactList } from './components/contact-list.js'
@@ -14,6 +14,7 @@ import { MessageList } from './components/message-list.js'
 import { Notices } from './components/notices.js'
 import { PanelView } from './components/panel.js'
 import { PromptInput } from './components/prompt-input.js'
+import { Text } from './components/text.js'
 import { type Controller, promptLabel } from './controller.js'
 import { keyChangeWarning, rowsFor } from './view.js'
 

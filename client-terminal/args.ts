@@ -20,7 +20,10 @@ export const USAGE = `Usage:
   secure-chat send <user> <text> [options]           send a message; returns once the server accepted it
   secure-chat read [--from <user>] [--json] [--wait <seconds>] [options]
                                                      print unread messages and mark them read
-  secure-chat verify <user> [--confirm] [--json]     print the safety number; --confirm marks it verified
+  secure-chat verify <user> [--json]                 print the safety number to compare
+  secure-chat verify <user> --confirm --number <digits> [--json]
+                                                     mark it verified: <digits> are the 60 you compared
+                                                     (spaces allowed); a different number is refused
   secure-chat accept-key <user>                      accept a contact's changed identity key
   secure-chat help
 
@@ -34,7 +37,8 @@ Options:
 
 The password comes from SECURE_CHAT_PASSWORD or standard input (typed without echo at a terminal).
 Exit codes: 0 ok, 1 unexpected failure, 2 usage, 3 wrong password, 4 refused by the server,
-5 network, 6 a contact's identity key changed, 7 local database problem.`
+5 network, 6 a contact's identity key changed, 7 local database problem,
+8 the safety number given with --number is not the contact's.`
 
 export interface GlobalOptions {
   readonly server: string
@@ -67,6 +71,8 @@ export type Invocation =
       readonly options: GlobalOptions
       readonly peer: string
       readonly confirm: boolean
+      /** With --confirm: the 60 digits the user compared (spaces removed). */
+      readonly number: string | undefined
       readonly json: boolean
     }
   | { readonly command: 'accept-key'; readonly options: GlobalOptions; readonly peer: string }
@@ -82,7 +88,7 @@ const COMMAND_OPTIONS: Record<CommandName | 'interactive', readonly string[]> = 
   reinstall: [],
   send: ['json'],
   read: ['from', 'json', 'wait'],
-  verify: ['confirm', 'json'],
+  verify: ['confirm', 'number', 'json'],
   'accept-key': [],
 }
 
@@ -111,7 +117,7 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
   }
   if (command === 'help') return { command: 'help' }
 
-  for (const name of ['from', 'json', 'wait', 'confirm'] as const) {
+  for (const name of ['from', 'json', 'wait', 'confirm', 'number'] as const) {
     if (values[name] !== undefined && !COMMAND_OPTIONS[command].includes(name)) {
       throw new UsageError(`--${name}: expected only with ${commandsTaking(name)}, got it with ${command}`)
     }
@@ -145,7 +151,15 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
     }
     case 'verify': {
       const [peer] = exactly(command, rest, ['<user>'])
-      return { command, options, peer: peer as string, confirm: values.confirm === true, json }
+      const confirm = values.confirm === true
+      return {
+        command,
+        options,
+        peer: peer as string,
+        confirm,
+        number: comparedNumber(confirm, values.number),
+        json,
+      }
     }
     case 'accept-key': {
       const [peer] = exactly(command, rest, ['<user>'])
@@ -168,6 +182,7 @@ function parse(argv: readonly string[]) {
       json: { type: 'boolean' },
       wait: { type: 'string' },
       confirm: { type: 'boolean' },
+      number: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -195,4 +210,26 @@ function waitSeconds(raw: string | undefined): number | undefined {
     throw new UsageError(`--wait: expected seconds from 0 to ${MAX_WAIT_SECONDS}, got "${raw}"`)
   }
   return seconds
+}
+
+/**
+ * The safety number the user compared, which --confirm requires: marking verified whatever number
+ * this run computed would record a comparison nobody made.
+ */
+function comparedNumber(confirm: boolean, raw: string | undefined): string | undefined {
+  if (raw === undefined) {
+    if (confirm) {
+      throw new UsageError(
+        '--confirm: expected the safety number you compared, with --number "<60 digits>" (secure-chat verify <user> prints it)',
+      )
+    }
+    return undefined
+  }
+  if (!confirm) throw new UsageError('--number: expected only with --confirm, got it alone')
+  const digits = raw.replace(/\s+/g, '')
+  if (!/^\d{60}$/.test(digits)) {
+    const count = /^\d*$/.test(digits) ? `${digits.length} digits` : 'other characters'
+    throw new UsageError(`--number: expected 60 digits (spaces allowed), got ${count}`)
+  }
+  return digits
 }

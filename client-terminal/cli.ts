@@ -36,7 +36,7 @@ import { readPassword } from './password.js'
 import { certificatesFile, dataDirectory } from './paths.js'
 import { describeNetworkError, isCertificateError, parseServerUrl } from './transport.js'
 import { trustContext, trustedCertificates } from './trust.js'
-import { formatTimestamp, messageTime, safeText, safetyNumberRows } from './view.js'
+import { formatTimestamp, messageTime, safeText, safetyNumberRows, terminalJson } from './view.js'
 
 /** Waiting for the relay to accept our login (the core gives up after this long). */
 export const ONLINE_TIMEOUT_MS = 30_000
@@ -96,7 +96,22 @@ export function clientSettings(
   }
 }
 
-export async function runCli(invocation: Invocation, io: CliIo): Promise<ExitCode> {
+/**
+ * Standard output and error with everything written made safe to print (safe-text.ts, line breaks
+ * kept). The commands print names, server messages and message text; whichever line quotes them,
+ * nothing reaches the terminal raw. JSON lines come from terminalJson, which this leaves unchanged.
+ */
+export function printableIo(io: CliIo): CliIo {
+  return {
+    stdin: io.stdin,
+    env: io.env,
+    stdout: { write: (text: string) => io.stdout.write(safeText(text, { keepNewlines: true })) },
+    stderr: { write: (text: string) => io.stderr.write(safeText(text, { keepNewlines: true })) },
+  }
+}
+
+export async function runCli(invocation: Invocation, rawIo: CliIo): Promise<ExitCode> {
+  const io = printableIo(rawIo)
   try {
     if (invocation.command === 'help') {
       io.stdout.write(`${USAGE}\n`)
@@ -334,7 +349,7 @@ async function sendCommand(
     }
     if (invocation.json) {
       context.io.stdout.write(
-        `${JSON.stringify({ to: peer, id: message.id, sentAt: message.sentAt, state: 'accepted' })}\n`,
+        `${terminalJson({ to: peer, id: message.id, sentAt: message.sentAt, state: 'accepted' })}\n`,
       )
     }
     await flushReceipts(client)
@@ -453,7 +468,7 @@ async function readCommand(
     for (const { message, verified, identityChanged } of messages) {
       context.io.stdout.write(
         invocation.json
-          ? `${JSON.stringify(readRecord(message, { verified, identityChanged }))}\n`
+          ? `${terminalJson(readRecord(message, { verified, identityChanged }))}\n`
           : readLine(message),
       )
     }
@@ -481,15 +496,21 @@ async function verifyCommand(
       contact = await client.addContact(peer)
     }
     const safetyNumber = await client.safetyNumber(peer)
-    if (invocation.confirm) {
-      // Comparing the new key's safety number and confirming it is the strongest acknowledgement.
-      // The number printed is the one accepted: a key that changed again since is refused.
-      await client.confirmSafetyNumber(peer, safetyNumber.digits)
+    if (invocation.number !== undefined) {
+      if (invocation.number !== safetyNumber.digits) {
+        throw new CommandError(
+          ExitCode.SafetyNumberMismatch,
+          `verify: expected the safety number with ${peer}, got a different one (the first difference is in group ${firstDifferentGroup(invocation.number, safetyNumber.digits)}): ${peer} was not marked as verified; if you copied it correctly, someone may be intercepting`,
+        )
+      }
+      // The number the user compared is the one accepted: a key that changed again since (after
+      // the comparison, before this line) is refused by the core.
+      await client.confirmSafetyNumber(peer, invocation.number)
     }
     const verified = invocation.confirm || contact.verified
     if (invocation.json) {
       context.io.stdout.write(
-        `${JSON.stringify({
+        `${terminalJson({
           user: peer,
           safetyNumber: safetyNumber.digits,
           groups: safetyNumber.groups,
@@ -505,12 +526,19 @@ async function verifyCommand(
     if (contact.identityChanged && !invocation.confirm) {
       warn(
         context.io,
-        `${peer}'s identity key changed: this is the safety number of the new key; if it matches, run secure-chat verify ${peer} --confirm`,
+        `${peer}'s identity key changed: this is the safety number of the new key; if it matches, run secure-chat verify ${peer} --confirm --number "<the 60 digits>"`,
       )
     }
   } finally {
     await client.close()
   }
+}
+
+/** Which five-digit group (1–12) of two 60-digit numbers first differs. */
+function firstDifferentGroup(given: string, expected: string): number {
+  let index = 0
+  while (index < expected.length && given[index] === expected[index]) index++
+  return Math.floor(index / 5) + 1
 }
 
 async function acceptKeyCommand(

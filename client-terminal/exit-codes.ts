@@ -11,9 +11,12 @@
  *   6  the contact's identity key changed: compare safety numbers, then `accept-key` before sending
  *   7  local database: none for this account, more than one to choose from, damaged, foreign, from a
  *      newer version, or in use by another secure-chat process (the file is left untouched)
+ *   8  `verify --confirm --number`: the number given is not the safety number with the contact
+ *      (mistyped, or someone is intercepting); nothing was marked
  */
 import { isClientError } from '../shared/client/errors.js'
 import { isProtocolError } from '../shared/errors.js'
+import { safeText } from './safe-text.js'
 
 export const ExitCode = {
   Ok: 0,
@@ -24,6 +27,7 @@ export const ExitCode = {
   Network: 5,
   IdentityChanged: 6,
   LocalDatabase: 7,
+  SafetyNumberMismatch: 8,
 } as const
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode]
 
@@ -73,8 +77,8 @@ export function exitCodeFor(error: unknown): ExitCode {
   return ExitCode.Failure
 }
 
-/** The message to print: one line, never a stack. */
+/** The message to print: one line, never a stack, safe to print (it may quote the server). */
 export function describeFailure(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error)
-  return message.replace(/\s*\n\s*/g, ' ')
+  return safeText(message.replace(/\s*\n\s*/g, ' '))
 }

@@ -11,6 +11,9 @@ import {
   messageTime,
   noticeText,
 } from '../shared/client/chat-client.js'
+import { safeText } from './safe-text.js'
+
+export { safeText, terminalJson } from './safe-text.js'
 
 export const DELIVERY_MARKS: Readonly<Record<DeliveryState, string>> = {
   sending: '…',
@@ -33,23 +36,6 @@ export const CONNECTION_WORDS: Readonly<Record<ConnectionState, string>> = {
   connecting: 'connecting…',
   offline: 'offline (reconnecting)',
   'logged-out': 'signed out by the server: /login again',
-}
-
-/**
- * Text from other people, made safe to print: terminal control sequences (ESC, other C0 and C1
- * controls, DEL) would let a sender move the cursor, rewrite the screen or retitle the window, so
- * each becomes U+FFFD. Line breaks and tabs become spaces unless `keepNewlines`.
- */
-export function safeText(text: string, options: { keepNewlines?: boolean } = {}): string {
-  let out = ''
-  for (const char of text.replace(/\r\n?/g, '\n')) {
-    const code = char.codePointAt(0) as number
-    if (char === '\n') out += options.keepNewlines ? '\n' : ' '
-    else if (char === '\t') out += '    '
-    else if (code < 0x20 || (code >= 0x7f && code <= 0x9f)) out += '\uFFFD'
-    else out += char
-  }
-  return out
 }
 
 function twoDigits(value: number): string {
@@ -162,7 +148,7 @@ export interface ContactLine {
 
 export function contactLine(contact: ContactView): ContactLine {
   return {
-    username: contact.username,
+    username: safeText(contact.username),
     presence: contact.online ? '●' : '○',
     online: contact.online,
     unread: contact.unread > 0 ? `(${contact.unread})` : '',

@@ -1,6 +1,7 @@
-import { Box, Text } from 'ink'
+import { Box } from 'ink'
 import type { ContactView } from '../../shared/client/chat-client.js'
 import { contactLine } from '../view.js'
+import { Text } from './text.js'
 
 export interface ContactListProps {
   readonly contacts: readonly ContactView[]

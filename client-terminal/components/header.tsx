@@ -1,6 +1,7 @@
-import { Box, Text } from 'ink'
+import { Box } from 'ink'
 import type { ConnectionState } from '../../shared/client/chat-client.js'
 import { CONNECTION_WORDS } from '../view.js'
+import { Text } from './text.js'
 
 const CONNECTION_COLORS: Record<ConnectionState, string> = {
   online: 'green',

@@ -1,5 +1,6 @@
-import { Box, Text } from 'ink'
+import { Box } from 'ink'
 import { keyChangeWarning } from '../view.js'
+import { Text } from './text.js'
 
 /** A blocking warning: shown while the open contact's new identity key is not yet acknowledged. */
 export function KeyChangeWarning({ peer }: { readonly peer: string }) {

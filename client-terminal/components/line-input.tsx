@@ -1,5 +1,6 @@
-import { Box, type Key, Text, useInput } from 'ink'
+import { Box, type Key, useInput } from 'ink'
 import { useRef, useState } from 'react'
+import { Text } from './text.js'
 import { useReady } from './use-ready.js'
 
 /** Earlier lines kept for ↑/↓ recall. */

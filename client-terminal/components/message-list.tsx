@@ -1,6 +1,7 @@
-import { Box, Text } from 'ink'
+import { Box } from 'ink'
 import type { MessageView } from '../../shared/client/chat-client.js'
 import { messageLine, messageLineText, NOTICE_MARK, newestThatFit } from '../view.js'
+import { Text } from './text.js'
 
 export interface MessageListProps {
   readonly peer: string

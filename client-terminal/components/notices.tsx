@@ -1,5 +1,6 @@
-import { Box, Text } from 'ink'
+import { Box } from 'ink'
 import type { Notice, NoticeLevel } from '../controller.js'
+import { Text } from './text.js'
 
 const COLORS: Record<NoticeLevel, string | undefined> = { info: undefined, warning: 'yellow', error: 'red' }
 const PREFIX: Record<NoticeLevel, string> = { info: '·', warning: '⚠', error: '✗' }

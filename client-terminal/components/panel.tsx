@@ -1,5 +1,6 @@
-import { Box, Text } from 'ink'
+import { Box } from 'ink'
 import type { Panel } from '../controller.js'
+import { Text } from './text.js'
 
 /** Output of the last command (help, contacts, users, a safety number), or a warning to read first. */
 export function PanelView({ panel }: { readonly panel: Panel }) {

@@ -2,9 +2,12 @@
  * The Ink application through ink-testing-library: keystrokes in, frames out, with the client core
  * replaced by FakeChat. Waits poll for what the frame should show (vi.waitFor), never for time.
  */
+import { readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { render } from 'ink-testing-library'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import type { MessageView } from '../../shared/client/chat-client.js'
+import { ClientError, ClientErrorCode } from '../../shared/client/errors.js'
 import { App } from '../app.js'
 import { KeyChangeWarning } from '../components/key-change-warning.js'
 import { LineInput } from '../components/line-input.js'
@@ -534,6 +537,44 @@ describe('App', () => {
     await ui.shows('Conversation with carol')
     await vi.waitFor(() => expect(ui.frame()).not.toContain('(2)'))
     await ui.shows('carol: hello?')
+  })
+
+  it('prints what a hostile server sends (names, errors) with no control or bidi character taking effect', async () => {
+    // A name the server made up: a hyperlink (OSC 8), a window title, a cursor move, an override.
+    const hostile = 'mal\u001b]8;;https://evil.example\u0007lory\u001b]0;owned\u0007\u001b[2J\u202E'
+    const ui = await signedIn((_backend, chat) => {
+      chat.directory.push(hostile)
+    })
+    ui.chat.receive(hostile, 'hi \u001b[1A\rthere \u2066x\u2069')
+    await ui.enter('/users mal')
+    await ui.shows('Users starting with "mal"')
+    await ui.shows('mal\uFFFD]8;;https://evil.example\uFFFDlory\uFFFD]0;owned\uFFFD\uFFFD[2J\uFFFD')
+    await ui.enter('/contacts')
+    await ui.shows('● mal\uFFFD]8;;https://evil.example\uFFFDlory')
+    ui.chat.searchUsers = async () => {
+      throw new ClientError(
+        ClientErrorCode.Server,
+        'GET /users: \u001b[31mrefused\u001b]0;title\u0007 \u202Eevil',
+      )
+    }
+    await ui.enter('/users x')
+    await ui.shows('GET /users: \uFFFD[31mrefused\uFFFD]0;title\uFFFD \uFFFDevil')
+    // Only Ink's own colours remain (frame() strips them): nothing from the server acts on the terminal.
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the controls are what must be absent
+    expect(ui.frame()).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/)
+  })
+
+  it('renders every text through the safe Text: no component takes Text from ink directly', () => {
+    const root = join(import.meta.dirname, '..')
+    const sources = [
+      ...readdirSync(root).map((name) => join(root, name)),
+      ...readdirSync(join(root, 'components')).map((name) => join(root, 'components', name)),
+    ].filter((file) => file.endsWith('.tsx') && !file.endsWith(join('components', 'text.tsx')))
+    expect(sources.length).toBeGreaterThan(5)
+    for (const file of sources) {
+      const imports = readFileSync(file, 'utf8').match(/import \{[^}]*\} from 'ink'/g) ?? []
+      for (const line of imports) expect(line, file).not.toMatch(/\bText\b/)
+    }
   })
 
   it('blocks sending after a key change until the user accepts the new key', async () => {

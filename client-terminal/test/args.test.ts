@@ -54,10 +54,13 @@ describe('parseInvocation', () => {
       json: false,
       waitSeconds: undefined,
     })
-    expect(parseInvocation(['verify', 'bob', '--confirm'], env)).toMatchObject({
+    const number = '12345 67890 '.repeat(6).trim()
+    expect(parseInvocation(['verify', 'bob', '--confirm', '--number', number], env)).toMatchObject({
       command: 'verify',
       confirm: true,
+      number: '1234567890'.repeat(6),
     })
+    expect(parseInvocation(['verify', 'bob'], env)).toMatchObject({ confirm: false, number: undefined })
     expect(parseInvocation(['accept-key', 'bob'], env)).toMatchObject({ command: 'accept-key', peer: 'bob' })
     expect(parseInvocation(['help'], env)).toEqual({ command: 'help' })
     expect(parseInvocation(['read', '--help'], env)).toEqual({ command: 'help' })
@@ -77,6 +80,11 @@ describe('parseInvocation', () => {
     [['send', 'bob', 'hi', '--from', 'x'], '--from: expected only with read'],
     [['register', 'alice', '--json'], '--json: expected only with'],
     [['read', '--bogus'], 'bogus'],
+    [['verify', 'bob', '--confirm'], '--confirm: expected the safety number you compared, with --number'],
+    [['verify', 'bob', '--number', '1'.repeat(60)], '--number: expected only with --confirm'],
+    [['verify', 'bob', '--confirm', '--number', '1'.repeat(59)], '--number: expected 60 digits'],
+    [['verify', 'bob', '--confirm', '--number', `${'1'.repeat(59)}x`], '--number: expected 60 digits'],
+    [['read', '--number', '1'], '--number: expected only with verify'],
   ]
   it.each(mistakes)('refuses %j', (argv, message) => {
     expect(() => parseInvocation(argv, env)).toThrow(UsageError)

@@ -275,14 +275,58 @@ describe('the non-interactive CLI against the real server', { timeout: E2E_GUARD
     expect(untrusted.stderr).toContain('untrusted')
   })
 
-  it('prints the same safety number on both sides and marks it verified with --confirm', async () => {
+  it('prints a hostile message neutralised: no escape sequence, C1 control or bidi override reaches the terminal', async () => {
+    // A link (OSC 8), a window title, a line erased and overwritten after a carriage return, a CSI
+    // as a single C1 character, and a right-to-left override.
+    const hostile =
+      'see \u001b]8;;https://evil.example\u0007this\u001b]8;;\u0007\u001b]0;owned\u0007\rpay mallory\u001b[2K \u009b2J \u202Efdp.exe'
+    await alice.send(bob, hostile)
+    const plain = await bob.ok(['read'])
+    expect(plain.stdout).toMatch(
+      new RegExp(
+        `^\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d ${alice.username}: see \uFFFD\\]8;;https://evil.example\uFFFDthis\uFFFD\\]8;;\uFFFD\uFFFD\\]0;owned\uFFFD\\n    pay mallory\uFFFD\\[2K \uFFFD2J \uFFFDfdp.exe\\n$`,
+      ),
+    )
+    await alice.send(bob, hostile)
+    const json = await bob.ok(['read', '--json'])
+    // Scripts get the exact text back; the line itself is safe to show in a terminal.
+    expect(JSON.parse(json.stdout).text).toBe(hostile)
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the controls are what must be absent
+    expect(json.stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/)
+    expect(json.stdout).toContain('\\u009b2J \\u202efdp.exe')
+  })
+
+  it('marks verified only the safety number the user compared, given with --number', async () => {
     const atAlice = JSON.parse((await alice.ok(['verify', bob.username, '--json'])).stdout)
     const atBob = JSON.parse((await bob.ok(['verify', alice.username, '--json'])).stdout)
     expect(atAlice.safetyNumber).toMatch(/^\d{60}$/)
     expect(atAlice.groups).toHaveLength(12)
     expect(atBob.safetyNumber).toBe(atAlice.safetyNumber)
     expect(atAlice.verified).toBe(false)
-    const confirmed = await alice.ok(['verify', bob.username, '--confirm'])
+    // --confirm alone would mark whatever number this run computed: refused, nothing marked.
+    const blind = await alice.run(['verify', bob.username, '--confirm'])
+    expect(blind.code).toBe(ExitCode.Usage)
+    expect(blind.stderr).toContain('--confirm: expected the safety number you compared, with --number')
+    // A number that differs (one digit off) is refused, and says what it means.
+    const last = atAlice.safetyNumber.at(-1) === '0' ? '1' : '0'
+    const wrong = `${atAlice.safetyNumber.slice(0, 59)}${last}`
+    const mismatch = await alice.run(['verify', bob.username, '--confirm', '--number', wrong])
+    expect(mismatch.code).toBe(ExitCode.SafetyNumberMismatch)
+    expect(mismatch.stderr.split('\n').at(-2)).toBe(
+      `secure-chat: verify: expected the safety number with ${bob.username}, got a different one (the first difference is in group 12): ${bob.username} was not marked as verified; if you copied it correctly, someone may be intercepting`,
+    )
+    const malformed = await alice.run(['verify', bob.username, '--confirm', '--number', '12345'])
+    expect(malformed.code).toBe(ExitCode.Usage)
+    expect(malformed.stderr).toContain('--number: expected 60 digits (spaces allowed), got 5 digits')
+    expect(JSON.parse((await alice.ok(['verify', bob.username, '--json'])).stdout).verified).toBe(false)
+    // The number as Bob reads it out, in its groups, is accepted.
+    const confirmed = await alice.ok([
+      'verify',
+      bob.username,
+      '--confirm',
+      '--number',
+      atBob.groups.join(' '),
+    ])
     expect(confirmed.stdout).toContain(atAlice.groups.slice(0, 4).join(' '))
     expect(confirmed.stdout).toContain('marked as verified')
     expect(JSON.parse((await alice.ok(['verify', bob.username, '--json'])).stdout).verified).toBe(true)

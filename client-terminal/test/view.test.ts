@@ -1,3 +1,4 @@
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import {
   type ContactView,
@@ -16,9 +17,31 @@ import {
   rowsFor,
   safeText,
   safetyNumberRows,
+  terminalJson,
 } from '../view.js'
 
 const NOW = Date.UTC(2027, 0, 15, 12, 0, 0)
+
+/** C0 and C1 controls, DEL, the explicit bidirectional controls, line separators and lone surrogates. */
+function actsOnTerminal(char: string): boolean {
+  const code = char.codePointAt(0) as number
+  return (
+    code < 0x20 ||
+    (code >= 0x7f && code <= 0x9f) ||
+    (code >= 0x202a && code <= 0x202e) ||
+    (code >= 0x2066 && code <= 0x2069) ||
+    code === 0x2028 ||
+    code === 0x2029 ||
+    (code >= 0xd800 && code <= 0xdfff)
+  )
+}
+
+/** Any code point, and often the ones a hostile sender would use. */
+const hostileCharacter = fc.oneof(
+  fc.integer({ min: 0, max: 0x9f }).map((code) => String.fromCharCode(code)),
+  fc.constantFrom('\u202A', '\u202E', '\u2066', '\u2069', '\u200F', '\u2028', '\uD800', '\uDC00', '😀', 'ש'),
+  fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }),
+)
 
 describe('view models', () => {
   it('marks each delivery state', () => {
@@ -46,6 +69,44 @@ describe('view models', () => {
     expect(safeText('two\nlines\r\nhere')).toBe('two lines here')
     expect(safeText('two\nlines\r\nhere', { keepNewlines: true })).toBe('two\nlines\nhere')
     expect(safeText('tab\there')).toBe('tab    here')
+  })
+
+  it('shows explicit bidirectional controls and lone surrogates as U+FFFD, keeping the implicit marks', () => {
+    expect(safeText('invoice\u202Efdp.exe')).toBe('invoice\uFFFDfdp.exe')
+    expect(safeText('\u2066isolated\u2069')).toBe('\uFFFDisolated\uFFFD')
+    expect(safeText('שלום\u200F, 123')).toBe('שלום\u200F, 123')
+    expect(safeText('half \uD800 pair')).toBe('half \uFFFD pair')
+  })
+
+  it('never lets a line be overwritten: a carriage return alone ends up a space (or a line break)', () => {
+    expect(safeText('pay alice\rpay mallory')).toBe('pay alice pay mallory')
+    expect(safeText('pay alice\rpay mallory', { keepNewlines: true })).toBe('pay alice\npay mallory')
+  })
+
+  it('leaves nothing a terminal acts on in any string: no C0 or C1 control, no DEL, no bidi control', () => {
+    fc.assert(
+      fc.property(
+        fc.string({ unit: hostileCharacter, maxLength: 120 }),
+        fc.boolean(),
+        (text, keepNewlines) => {
+          const shown = safeText(text, { keepNewlines })
+          return Array.from(shown).every((char) => !actsOnTerminal(char) || (keepNewlines && char === '\n'))
+        },
+      ),
+    )
+  })
+
+  it('prints JSON that carries the exact text, with every such character escaped', () => {
+    const text = 'a\u001b[2J b\u009b31m c\u202Ed \u2028 e\u007f \uD800'
+    const line = terminalJson({ text })
+    expect(JSON.parse(line)).toEqual({ text })
+    expect(Array.from(line).some(actsOnTerminal)).toBe(false)
+    fc.assert(
+      fc.property(fc.string({ unit: hostileCharacter, maxLength: 120 }), (value) => {
+        const printed = terminalJson({ value })
+        return JSON.parse(printed).value === value && !Array.from(printed).some(actsOnTerminal)
+      }),
+    )
   })
 
   it('describes a contact in one line', () => {

@@ -6,6 +6,7 @@
 import { css, html, LitElement, nothing, type PropertyValues, type TemplateResult } from 'lit'
 import { customElement, property, state } from 'lit/decorators.js'
 import type { ChatClient, ContactView } from '../../../shared/client/chat-client.js'
+import { displayText } from '../../../shared/display-text.js'
 import { describeError } from '../session.js'
 import { avatar } from './avatar.js'
 import { formatListTime } from './format.js'
@@ -251,9 +252,9 @@ export class ContactList extends LitElement {
       ? html`<span class="sub warning">Safety number changed</span>`
       : preview
         ? html`<span class="sub"
-            >${preview.direction === 'out' ? html`<span class="you">You: </span>` : nothing}${
-              preview.text.split('\n', 1)[0]
-            }</span
+            >${preview.direction === 'out' ? html`<span class="you">You: </span>` : nothing}<bdi
+              >${displayText(preview.text.split('\n', 1)[0] ?? '')}</bdi
+            ></span
           >`
         : html`<span class="sub">${contact.verified ? 'Verified' : 'No messages yet'}</span>`
     return html`<li>

@@ -185,6 +185,18 @@ describe('sc-message-list', () => {
     expect((window as { __listPwned?: number }).__listPwned).toBeUndefined()
   })
 
+  it('shows bidirectional overrides and isolates visibly (U+FFFD), keeping right-to-left marks', async () => {
+    // "invoice<RLO>fdp.exe" would read as "invoiceexe.pdf"; an isolate hides what it encloses.
+    const hostile = 'invoice\u202Efdp.exe \u2067isolated\u2069 שלום\u200F!'
+    const list = await mount([{ ...messages(1)[0]!, text: hostile }])
+    const text = list.shadowRoot!.querySelector('.message .text') as HTMLElement
+    expect(text.textContent).toBe('invoice\uFFFDfdp.exe \uFFFDisolated\uFFFD שלום\u200F!')
+    expect(text.textContent).not.toMatch(/[\u202A-\u202E\u2066-\u2069]/)
+    // Each message takes its direction from its own text, and none of it leaks past the bubble.
+    expect(text.dir).toBe('auto')
+    expect(getComputedStyle(text).unicodeBidi).toBe('isolate')
+  })
+
   it('separates days and marks delivery for outgoing messages', async () => {
     const list = await mount(messages(400, 1, 180 * MINUTE))
     const element = viewport(list)

@@ -8,7 +8,9 @@
  * prepending older messages or correcting an estimate never makes the view jump. A view at the
  * bottom stays at the bottom as messages arrive.
  *
- * Message text is only ever a Lit text binding: it is never parsed as HTML.
+ * Message text is only ever a Lit text binding: it is never parsed as HTML. Its bidirectional
+ * controls are shown by the rule both UIs share (shared/display-text.ts), and each text takes its
+ * direction from its own first strong letter (dir="auto"), isolated from the bubble around it.
  */
 import { css, html, LitElement, nothing, type PropertyValues, type TemplateResult } from 'lit'
 import { customElement, property, query, state } from 'lit/decorators.js'
@@ -20,6 +22,7 @@ import {
   messageTime,
   noticeText,
 } from '../../../shared/client/chat-client.js'
+import { displayText } from '../../../shared/display-text.js'
 import { dayStart, formatDay, formatFull, formatTime } from './format.js'
 import { icons } from './icons.js'
 import { styleProps } from './style-props.js'
@@ -172,7 +175,9 @@ export class MessageList extends LitElement {
       .out.group-start .bubble {
         border-top-right-radius: 6px;
       }
+      /* Its own direction, from its own first letter; nothing in it reorders what is around it. */
       .text {
+        unicode-bidi: isolate;
         white-space: pre-wrap;
         overflow-wrap: anywhere;
         word-break: break-word;
@@ -559,7 +564,7 @@ export class MessageList extends LitElement {
         >
           <div class="bubble">
             <span class="visually-hidden">${message.direction === 'out' ? 'You:' : `${this.peer}:`}</span>
-            <div class="text">${message.text}</div>
+            <div class="text" dir="auto">${displayText(message.text)}</div>
             <div class="meta">
               <time datetime=${new Date(row.time).toISOString()} title=${formatFull(row.time)}
                 >${formatTime(row.time)}</time
