@@ -40,8 +40,12 @@ describe('sealing state at rest', () => {
         'session:bob',
       ),
     ]
-    for (const failure of failures) {
-      expect(isProtocolError(await failure.catch((e: unknown) => e), 'E2E_ERR_DECRYPTION_FAILED')).toBe(true)
+    // Settled together: awaiting them one by one left a later rejection unhandled for a moment,
+    // which vitest reports as an error of the whole run.
+    for (const outcome of await Promise.allSettled(failures)) {
+      expect(outcome.status).toBe('rejected')
+      const reason = outcome.status === 'rejected' ? outcome.reason : undefined
+      expect(isProtocolError(reason, 'E2E_ERR_DECRYPTION_FAILED')).toBe(true)
     }
   })
 
