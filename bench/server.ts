@@ -18,7 +18,9 @@
  * Users, keys and session tokens are written straight into the database beforehand (registering
  * 16,000 users through bcrypt would take an hour and measure nothing of interest here). The
  * per-user send and per-connection frame rate limits are raised for the run: they exist to stop
- * one abusive account, and each bench client sends far faster than any person. Everything else is
+ * one abusive account, and each bench client sends far faster than any person; so are the
+ * per-sender queue share (the drain's backlog comes from one sender) and the limit on sockets not
+ * yet authenticated per address (every load client connects from 127.0.0.1). Everything else is
  * as shipped. Progress goes to stderr; stdout gets a table, then one JSON line.
  */
 import { execFileSync, fork, spawnSync } from 'node:child_process'
@@ -293,6 +295,8 @@ async function main(): Promise<void> {
         // The drain queues 10,000 messages from one sender: its share is the whole queue here.
         maxQueuedMessagesPerSender: MAX_QUEUED_MESSAGES_PER_RECIPIENT,
         maxQueuedBytesPerSender: MAX_QUEUED_BYTES_PER_RECIPIENT,
+        // Every load client connects from 127.0.0.1, hundreds of them at once before they authenticate.
+        maxUnauthenticatedSocketsPerAddress: Number.MAX_SAFE_INTEGER,
       },
     })
     await app.listen({ host: '127.0.0.1', port: 0 })
