@@ -3,9 +3,17 @@
  * responses with them; clients decode responses with `decode`. Binary fields are unpadded base64url.
  */
 import { ONE_TIME_PREKEY_BATCH, PASSWORD_MAX_LENGTH, USERNAME_MAX_LENGTH } from '../limits.js'
+import { USERNAME_PATTERN } from '../username.js'
 import { Base64Url, FixedBase64Url, type Static, Type } from './schema.js'
 
 export const API_PREFIX = '/api/v1'
+
+/**
+ * Usernames the server sends (in answers and frames): normalised, so they must match the username
+ * rule exactly (shared/username.ts). A name with anything else (control characters, escape
+ * sequences, bidirectional overrides) is refused before any UI can show it.
+ */
+export const ServerUsernameField = Type.String({ pattern: USERNAME_PATTERN.source })
 
 /** Usernames on the wire before normalisation (NFKC can shorten them); the server normalises. */
 export const UsernameField = Type.String({ minLength: 1, maxLength: USERNAME_MAX_LENGTH * 2 })
@@ -50,7 +58,10 @@ export const RegisterRequest = Type.Object(
 )
 export type RegisterRequest = Static<typeof RegisterRequest>
 
-export const RegisterResponse = Type.Object({ username: Type.String() }, { additionalProperties: false })
+export const RegisterResponse = Type.Object(
+  { username: ServerUsernameField },
+  { additionalProperties: false },
+)
 export type RegisterResponse = Static<typeof RegisterResponse>
 
 /** The decrypted `LoginChallengeResponse.challenge`: proves the device holds the login key. */
@@ -76,7 +87,7 @@ export type LoginChallengeResponse = Static<typeof LoginChallengeResponse>
 
 export const LoginResponse = Type.Object(
   {
-    username: Type.String(),
+    username: ServerUsernameField,
     /** RSA-OAEP(SHA-256) encryption of the 32-byte session token under the user's login key. */
     encryptedToken: Base64Url(384, 384),
     expiresAt: TimestampField,
@@ -87,7 +98,7 @@ export type LoginResponse = Static<typeof LoginResponse>
 
 export const PreKeyBundleResponse = Type.Object(
   {
-    username: Type.String(),
+    username: ServerUsernameField,
     identity: PublicIdentityJson,
     signedPreKey: PreKeyJson,
     oneTimePreKey: Type.Optional(PreKeyJson),
@@ -97,7 +108,7 @@ export const PreKeyBundleResponse = Type.Object(
 export type PreKeyBundleResponse = Static<typeof PreKeyBundleResponse>
 
 export const IdentityResponse = Type.Object(
-  { username: Type.String(), identity: PublicIdentityJson },
+  { username: ServerUsernameField, identity: PublicIdentityJson },
   { additionalProperties: false },
 )
 export type IdentityResponse = Static<typeof IdentityResponse>
@@ -126,7 +137,7 @@ export type PreKeyStatusResponse = Static<typeof PreKeyStatusResponse>
 
 export const UserSearchResponse = Type.Object(
   {
-    users: Type.Array(Type.Object({ username: Type.String() }, { additionalProperties: false }), {
+    users: Type.Array(Type.Object({ username: ServerUsernameField }, { additionalProperties: false }), {
       maxItems: 50,
     }),
   },

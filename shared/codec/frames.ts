@@ -4,13 +4,13 @@
  * Message bodies are envelopes (codec/envelope.ts) in unpadded base64url: the server relays them
  * without looking inside.
  */
-import { MAX_ENVELOPE_BYTES, MESSAGE_ID_BYTES, USERNAME_MAX_LENGTH, USERNAME_MIN_LENGTH } from '../limits.js'
-import { TimestampField, UsernameField } from './api.js'
+import { MAX_ENVELOPE_BYTES, MESSAGE_ID_BYTES } from '../limits.js'
+import { ServerUsernameField, TimestampField, UsernameField } from './api.js'
 import { Base64Url, decode, FixedBase64Url, type Static, type TSchema, Type } from './schema.js'
 
 export const FRAME_VERSION = 1
-/** Usernames the server sends are already normalised. */
-const ServerUsername = Type.String({ minLength: USERNAME_MIN_LENGTH, maxLength: USERNAME_MAX_LENGTH })
+/** Usernames the server sends are already normalised: the username rule, exactly. */
+const ServerUsername = ServerUsernameField
 const V = Type.Literal(FRAME_VERSION)
 
 export const MessageIdField = FixedBase64Url(MESSAGE_ID_BYTES, 'client-chosen random message id')

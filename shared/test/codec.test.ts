@@ -5,7 +5,7 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { ByteReader, ByteWriter, equalBytes, fromBase64Url, toBase64Url } from '../bytes.js'
-import { RegisterRequest } from '../codec/api.js'
+import { RegisterRequest, UserSearchResponse } from '../codec/api.js'
 import { decodeEnvelope, encodeEnvelope, encodeEnvelopeHeader } from '../codec/envelope.js'
 import { decodeClientFrame, decodeServerFrame } from '../codec/frames.js'
 import { decode } from '../codec/schema.js'
@@ -206,6 +206,29 @@ describe('WebSocket frames', () => {
     ['an oversized body', { v: 1, type: 'send', id, to: 'bob', body: 'A'.repeat(MAX_ENVELOPE_BYTES * 2) }],
   ])('rejects %s with MalformedMessage', (_name, frame) => {
     expect(codeOf(() => decodeClientFrame(frame))).toBe('E2E_ERR_MALFORMED_MESSAGE')
+  })
+
+  it.each([
+    ['an escape sequence', '\u001b[2Jbob'],
+    ['a bidirectional override', 'bob\u202ekcilc'],
+    ['a line break', 'bob\nalice: hi'],
+    ['upper case (never sent normalised)', 'Bob'],
+    ['a name shorter than any account', 'bo'],
+  ])('rejects a server-sent username with %s, in every frame and answer that names one', (_name, name) => {
+    const frames = [
+      { v: 1, type: 'deliver', seq: 1, id, from: name, body, ts: 1 },
+      { v: 1, type: 'presence', username: name, online: true },
+      { v: 1, type: 'ready', username: name, queued: 0 },
+      { v: 1, type: 'identity.changed', username: name },
+    ]
+    for (const frame of frames)
+      expect(codeOf(() => decodeServerFrame(frame))).toBe('E2E_ERR_MALFORMED_MESSAGE')
+    expect(codeOf(() => decode(UserSearchResponse, { users: [{ username: name }] }, 'search'))).toBe(
+      'E2E_ERR_MALFORMED_MESSAGE',
+    )
+    expect(decode(UserSearchResponse, { users: [{ username: 'bob.smith-2' }] }, 'search').users).toHaveLength(
+      1,
+    )
   })
 
   it('names the failing field without echoing its value', () => {
