@@ -16,6 +16,7 @@ import {
 } from '../shared/client/chat-client.js'
 import { ClientErrorCode, isClientError } from '../shared/client/errors.js'
 import { isProtocolError } from '../shared/errors.js'
+import { USER_SEARCH_MIN_LENGTH } from '../shared/limits.js'
 import { normalizeUsername } from '../shared/username.js'
 import { COMMAND_HELP, type Command, parseCommand } from './commands.js'
 import {
@@ -535,6 +536,15 @@ export class Controller {
         panel: {
           title: 'Contacts online',
           lines: online.length > 0 ? online.map((name) => `● ${name}`) : ['nobody you know is online'],
+        },
+      })
+      return
+    }
+    if (query.normalize('NFKC').trim().length < USER_SEARCH_MIN_LENGTH) {
+      this.update({
+        panel: {
+          title: `Users starting with "${safeText(query)}"`,
+          lines: [`type at least ${USER_SEARCH_MIN_LENGTH} characters of a username to search the server`],
         },
       })
       return

@@ -166,8 +166,15 @@ for (const dialect of DIALECTS) {
         )
         expect(search.status).toBe(200)
         expect(search.body.users).toContainEqual({ username: alice.client.username })
-        const none = await server.request('/api/v1/users?query=%25', { token: alice.token })
+        const none = await server.request('/api/v1/users?query=%25%25%25', { token: alice.token })
         expect(none.body).toEqual({ users: [] })
+        // Fewer than USER_SEARCH_MIN_LENGTH characters (after normalisation) would page through the
+        // directory a letter at a time: refused.
+        for (const query of ['a', 'AL', '%20al%20']) {
+          const short = await server.request(`/api/v1/users?query=${query}`, { token: alice.token })
+          expect(short.status).toBe(400)
+          expect(short.body.error.code).toBe('E2E_ERR_BAD_REQUEST')
+        }
       })
 
       it('uploads one-time prekeys with verified signatures, refusing conflicts and overflow', async () => {

@@ -55,6 +55,11 @@ export const SAFETY_NUMBER_ITERATIONS = 5_200
 
 /** Usernames: 3–32 characters after NFKC normalisation and lower-casing. */
 export const USERNAME_MIN_LENGTH = 3
+/**
+ * Characters of a username a directory search needs at least (after normalisation): a shorter
+ * prefix would page through the whole directory a letter at a time.
+ */
+export const USER_SEARCH_MIN_LENGTH = 3
 export const USERNAME_MAX_LENGTH = 32
 
 /** Passwords: OWASP ASVS 5 minimum; the maximum keeps bcrypt pre-hashing and requests bounded. */

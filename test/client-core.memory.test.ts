@@ -503,9 +503,13 @@ describe('the in-memory relay answers as the server does', () => {
       400,
       'E2E_ERR_INVALID_USERNAME',
     ])
-    expect((await link.http.request('GET', '/users?query=AL', { token })).body).toEqual({
+    expect((await link.http.request('GET', '/users?query=ALI', { token })).body).toEqual({
       users: [{ username: 'alice' }],
     })
+    expect(refusal(await link.http.request('GET', '/users?query=AL', { token }))).toEqual([
+      400,
+      'E2E_ERR_BAD_REQUEST',
+    ])
     link.goOffline()
     await expect(link.http.request('GET', '/keys/status', { token })).rejects.toSatisfy((error) =>
       isClientError(error, 'E2E_ERR_NETWORK'),

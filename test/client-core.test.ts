@@ -59,10 +59,13 @@ describe('accounts', () => {
     const { client, password } = await registerClient(server)
     await client.logout()
     expect(client.loggedIn).toBe(false)
-    const error = await client.searchUsers('c').catch((e: unknown) => e)
+    const error = await client.searchUsers('c00').catch((e: unknown) => e)
     expect(isClientError(error, 'E2E_ERR_NOT_LOGGED_IN')).toBe(true)
     await client.login(password)
     expect(await client.searchUsers('zzzz-nobody')).toEqual([])
+    // A search needs USER_SEARCH_MIN_LENGTH characters; the core says so before asking.
+    const short = await client.searchUsers(' ZZ ').catch((e: unknown) => e)
+    expect(isClientError(short, 'E2E_ERR_CLIENT_INPUT')).toBe(true)
   })
 
   it("logs in with the device's proof while someone guesses the account's password from the same address", async () => {

@@ -105,7 +105,7 @@ import { decode, matches, type Static, type TSchema } from '../shared/codec/sche
 import { importRsaOaepPublicKey, randomBytes, rsaOaepEncrypt } from '../shared/crypto/primitives.js'
 import { isProtocolError } from '../shared/errors.js'
 import { verifyOneTimePreKey, verifyPublicIdentity, verifySignedPreKey } from '../shared/identity.js'
-import { ONE_TIME_PREKEY_REFILL_THRESHOLD } from '../shared/limits.js'
+import { ONE_TIME_PREKEY_REFILL_THRESHOLD, USER_SEARCH_MIN_LENGTH } from '../shared/limits.js'
 import { normalizeUsername } from '../shared/username.js'
 
 /** The server limits the relay enforces (the others are time- or load-based; see above). */
@@ -1232,6 +1232,11 @@ export class MemoryRelay {
 
   private search(query: UserSearchQuery): UserSearchResponse {
     const prefix = query.query.normalize('NFKC').toLowerCase().trim()
+    if (prefix.length < USER_SEARCH_MIN_LENGTH) {
+      throw serverErrors.badRequest(
+        `query: expected at least ${USER_SEARCH_MIN_LENGTH} characters of a username, got ${prefix.length}`,
+      )
+    }
     if (!USERNAME_PREFIX.test(prefix)) return { users: [] }
     const names = [...this.accounts.keys()].filter((name) => name.startsWith(prefix)).sort()
     return { users: names.slice(0, USER_SEARCH_LIMIT).map((username) => ({ username })) }

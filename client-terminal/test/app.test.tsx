@@ -557,7 +557,7 @@ describe('App', () => {
         'GET /users: \u001b[31mrefused\u001b]0;title\u0007 \u202Eevil',
       )
     }
-    await ui.enter('/users x')
+    await ui.enter('/users xyz')
     await ui.shows('GET /users: \uFFFD[31mrefused\uFFFD]0;title\uFFFD \uFFFDevil')
     // Only Ink's own colours remain (frame() strips them): nothing from the server acts on the terminal.
     // biome-ignore lint/suspicious/noControlCharactersInRegex: the controls are what must be absent
@@ -634,7 +634,9 @@ describe('App', () => {
     await ui.shows('/verify <user>')
     await ui.shows('/reinstall <user>    start over here after losing your keys (warns first)')
     await ui.enter('/users bo')
-    await ui.shows('Users starting with "bo"')
+    await ui.shows('type at least 3 characters of a username to search the server')
+    await ui.enter('/users bob')
+    await ui.shows('Users starting with "bob"')
     await ui.shows('bobby')
     await ui.enter('/chat bob')
     await ui.enter('/contacts')

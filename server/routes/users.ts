@@ -13,6 +13,7 @@ import {
   UserSearchQuery,
   UserSearchResponse,
 } from '../../shared/codec/api.js'
+import { USER_SEARCH_MIN_LENGTH } from '../../shared/limits.js'
 import type { ServerContext } from '../context.js'
 import { claimPreKeyBundle } from '../db/prekeys.js'
 import type { PreKeyRow, UserRow } from '../db/schema.js'
@@ -52,6 +53,11 @@ export const userRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, 
     { schema: { querystring: UserSearchQuery, response: { 200: UserSearchResponse, ...errorResponses } } },
     async (request) => {
       const prefix = request.query.query.normalize('NFKC').toLowerCase().trim()
+      if (prefix.length < USER_SEARCH_MIN_LENGTH) {
+        throw serverErrors.badRequest(
+          `query: expected at least ${USER_SEARCH_MIN_LENGTH} characters of a username, got ${prefix.length}`,
+        )
+      }
       if (!USERNAME_PREFIX.test(prefix)) return { users: [] }
       const names = await searchUsernames(db, prefix, USER_SEARCH_LIMIT)
       return { users: names.map((username) => ({ username })) }

@@ -17,6 +17,7 @@ import { FRAME_VERSION } from '../codec/frames.js'
 import { preKeyBundleFromJson, publicIdentityFromJson, publicIdentityToJson } from '../codec/keys.js'
 import { decode } from '../codec/schema.js'
 import type { PreKeyBundle } from '../identity.js'
+import { USER_SEARCH_MIN_LENGTH } from '../limits.js'
 import { type SafetyNumber, safetyNumber } from '../safety-number.js'
 import type { ClientContext } from './context.js'
 import { ClientError, ClientErrorCode } from './errors.js'
@@ -101,6 +102,13 @@ export class Contacts {
 
   /** Users whose names start with `query` (the server's directory). */
   async search(query: string): Promise<string[]> {
+    const prefix = query.normalize('NFKC').toLowerCase().trim()
+    if (prefix.length < USER_SEARCH_MIN_LENGTH) {
+      throw new ClientError(
+        ClientErrorCode.InvalidInput,
+        `search: expected at least ${USER_SEARCH_MIN_LENGTH} characters of a username, got ${prefix.length}`,
+      )
+    }
     const response = decode(
       UserSearchResponse,
       await this.ctx.api('GET', `/users?query=${encodeURIComponent(query)}`),

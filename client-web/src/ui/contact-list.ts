@@ -7,6 +7,7 @@ import { css, html, LitElement, nothing, type PropertyValues, type TemplateResul
 import { customElement, property, state } from 'lit/decorators.js'
 import type { ChatClient, ContactView } from '../../../shared/client/chat-client.js'
 import { displayText } from '../../../shared/display-text.js'
+import { USER_SEARCH_MIN_LENGTH } from '../../../shared/limits.js'
 import { describeError } from '../session.js'
 import { avatar } from './avatar.js'
 import { formatListTime } from './format.js'
@@ -218,7 +219,8 @@ export class ContactList extends LitElement {
     clearTimeout(this.searchTimer)
     const query = this.query.trim().toLowerCase()
     this.searchError = ''
-    if (query.length === 0) {
+    // The directory answers prefixes of USER_SEARCH_MIN_LENGTH characters or more (renderResults says so).
+    if (query.length < USER_SEARCH_MIN_LENGTH) {
       this.results = []
       this.searching = false
       return
@@ -306,13 +308,15 @@ export class ContactList extends LitElement {
     return html`<section aria-label="People on this server">
       <h3>People on this server</h3>
       ${
-        this.searchError
-          ? html`<p class="status error" role="alert">${this.searchError}</p>`
-          : this.searching && people.length === 0
-            ? html`<p class="status">Searching…</p>`
-            : people.length === 0
-              ? html`<p class="status">No one else matches “${query}”.</p>`
-              : html`<ul>
+        query.length < USER_SEARCH_MIN_LENGTH
+          ? html`<p class="status">Type at least ${USER_SEARCH_MIN_LENGTH} characters of a username to find people on this server.</p>`
+          : this.searchError
+            ? html`<p class="status error" role="alert">${this.searchError}</p>`
+            : this.searching && people.length === 0
+              ? html`<p class="status">Searching…</p>`
+              : people.length === 0
+                ? html`<p class="status">No one else matches “${query}”.</p>`
+                : html`<ul>
                   ${people.map(
                     (username) => html`<li>
                       <button
