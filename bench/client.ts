@@ -305,8 +305,8 @@ async function queueBacklog(
 
 // --- The ratchet alone -----------------------------------------------------------------------------
 
-/** One-way decrypt of a backlog shaped like the queued ones: acceptSession, then N−1 decryptMessage. */
-async function ratchetDrain(count: number): Promise<{ ms: number }> {
+/** Alice, and Bob with a signed and a one-time prekey, as the bundle Alice starts a session from. */
+async function twoParties() {
   const [alice, bob] = await Promise.all([generateIdentity(), generateIdentity()])
   const signedPreKey = await generateSignedPreKey(bob, 1)
   const [oneTimePreKey] = await generateOneTimePreKeys(bob, 2, 1)
@@ -315,6 +315,12 @@ async function ratchetDrain(count: number): Promise<{ ms: number }> {
     signedPreKey: publicPreKey(signedPreKey),
     oneTimePreKey: publicPreKey(oneTimePreKey!),
   }
+  return { alice, bob, signedPreKey, oneTimePreKey: oneTimePreKey!, bundle }
+}
+
+/** One-way decrypt of a backlog shaped like the queued ones: acceptSession, then N−1 decryptMessage. */
+async function ratchetDrain(count: number): Promise<{ ms: number }> {
+  const { alice, bob, signedPreKey, oneTimePreKey, bundle } = await twoParties()
   const messages = await encryptBacklog(alice, bundle, count)
   const started = performance.now()
   const first = await acceptSession(bob, messages[0]!.envelope, { signedPreKey, oneTimePreKey })
@@ -331,14 +337,7 @@ async function ratchetDrain(count: number): Promise<{ ms: number }> {
  * floor above is the stricter comparison (a reader does only the decrypting half).
  */
 async function cryptoOneWay(count: number): Promise<{ ms: number }> {
-  const [alice, bob] = await Promise.all([generateIdentity(), generateIdentity()])
-  const signedPreKey = await generateSignedPreKey(bob, 1)
-  const [oneTimePreKey] = await generateOneTimePreKeys(bob, 2, 1)
-  const bundle: PreKeyBundle = {
-    identity: bob.public,
-    signedPreKey: publicPreKey(signedPreKey),
-    oneTimePreKey: publicPreKey(oneTimePreKey!),
-  }
+  const { alice, bob, signedPreKey, oneTimePreKey, bundle } = await twoParties()
   const message = new Uint8Array(100)
   const started = performance.now()
   let sender = await startSession(alice, bundle)

@@ -168,39 +168,39 @@ export class Outbox {
     kind: OutboxRecord['kind'],
     options: { id?: string; keep?: TextContent | ReceiptContent } = {},
   ): Promise<StoreOperation[]> {
-    const sentAt = this.ctx.now()
-    const id = options.id ?? toBase64Url(newMessageId(sentAt))
-    const encrypted = await this.ctx.sessions.encrypt(address(peer), encodeContent(content))
-    const operations = [
-      encrypted.operation,
-      await this.ctx.records.outboxPut(
-        { id, peer, envelope: toBase64Url(encrypted.envelope), kind },
-        this.ctx.nextOrder(),
-      ),
-    ]
-    if (options.keep) {
-      operations.push(await this.ctx.records.sentPut({ id, peer, content: options.keep, sentAt, resends: 0 }))
-    }
-    return operations
+    return this.queueAll(peer, [{ content, kind, ...options }])
   }
 
-  /** Like `queue` for several receipts at once: encrypted in turn, kept, one session put. */
-  private async queueReceipts(peer: string, contents: readonly ReceiptContent[]): Promise<StoreOperation[]> {
+  /**
+   * Like `queue` for several contents to one peer: encrypted in turn on the session, each with its
+   * outbox entry (and kept content), and one session put for all of them.
+   */
+  private async queueAll(
+    peer: string,
+    items: readonly {
+      content: MessageContent | ExtraContent
+      kind: OutboxRecord['kind']
+      id?: string
+      keep?: TextContent | ReceiptContent
+    }[],
+  ): Promise<StoreOperation[]> {
     const sentAt = this.ctx.now()
     const encrypted = await this.ctx.sessions.encryptMany(
       address(peer),
-      contents.map((content) => encodeContent(content)),
+      items.map((item) => encodeContent(item.content)),
     )
     const operations: StoreOperation[] = [encrypted.operation]
-    for (const [index, content] of contents.entries()) {
-      const id = toBase64Url(newMessageId(sentAt))
+    for (const [index, item] of items.entries()) {
+      const id = item.id ?? toBase64Url(newMessageId(sentAt))
       operations.push(
         await this.ctx.records.outboxPut(
-          { id, peer, envelope: toBase64Url(encrypted.envelopes[index]!), kind: 'receipt' },
+          { id, peer, envelope: toBase64Url(encrypted.envelopes[index]!), kind: item.kind },
           this.ctx.nextOrder(),
         ),
-        await this.ctx.records.sentPut({ id, peer, content, sentAt, resends: 0 }),
       )
+      if (item.keep) {
+        operations.push(await this.ctx.records.sentPut({ id, peer, content: item.keep, sentAt, resends: 0 }))
+      }
     }
     return operations
   }
@@ -349,7 +349,12 @@ export class Outbox {
         for (let start = 0; start < ids.length; start += MAX_RECEIPT_IDS) {
           contents.push({ v: 1, type: 'receipt', ids: ids.slice(start, start + MAX_RECEIPT_IDS) })
         }
-        await this.ctx.store.commit(await this.queueReceipts(peer, contents))
+        await this.ctx.store.commit(
+          await this.queueAll(
+            peer,
+            contents.map((content) => ({ content, kind: 'receipt' as const, keep: content })),
+          ),
+        )
       })
     } finally {
       this.receiptsBeingWritten--

@@ -127,35 +127,23 @@ export class SessionManager {
     plaintext: Uint8Array,
     options: { bundle?: PreKeyBundle; fresh?: boolean } = {},
   ): Promise<SessionEncryption> {
-    let record = await this.record(target)
-    if (options.bundle && (options.fresh || !record.current)) {
-      record = promoteSession(record, await startSession(this.identity(), options.bundle, this.keys))
-    }
-    if (!record.current) {
-      throw new ClientError(
-        ClientErrorCode.InvalidState,
-        `expected a session with ${target.user}, got none (a prekey bundle is needed)`,
-      )
-    }
-    const encrypted = await encryptMessage(record.current, plaintext, this.keys)
-    return {
-      envelope: encrypted.envelope,
-      operation: await this.records.sessionRecordPut(addressKey(target), {
-        ...record,
-        current: encrypted.session,
-      }),
-    }
+    const { envelopes, operation } = await this.encryptMany(target, [plaintext], options)
+    return { envelope: envelopes[0]!, operation }
   }
 
   /**
-   * Encrypts several plaintexts to `target` one after another on its current session (each on the
-   * state the previous one left), for one commit: one record put, the state after the last.
+   * Encrypts several plaintexts to `target` one after another (each on the state the previous one
+   * left), for one commit: one record put, the state after the last. `bundle` as for `encrypt`.
    */
   async encryptMany(
     target: Address,
     plaintexts: readonly Uint8Array[],
+    options: { bundle?: PreKeyBundle; fresh?: boolean } = {},
   ): Promise<{ envelopes: Uint8Array[]; operation: StoreOperation }> {
-    const record = await this.record(target)
+    let record = await this.record(target)
+    if (options.bundle && (options.fresh || !record.current)) {
+      record = promoteSession(record, await startSession(this.identity(), options.bundle, this.keys))
+    }
     let session = record.current
     if (!session) {
       throw new ClientError(
