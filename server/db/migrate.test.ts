@@ -11,10 +11,12 @@ import {
   migrateToLatest,
 } from './migrate.js'
 import { openQueueRepository } from './queue-repository.js'
+import { createAccount, deleteAccount, isUsernameHeld } from './users.js'
 
 const pgSkip = await postgresUnavailable()
 const TABLES = [
   'auth_tokens',
+  'deleted_usernames',
   'message_tombstones',
   'messages',
   'one_time_prekeys',
@@ -24,6 +26,15 @@ const TABLES = [
 ]
 /** The tables before 2026-12-02-01-message-metadata. */
 const TABLES_BEFORE_METADATA = ['auth_tokens', 'messages', 'one_time_prekeys', 'signed_prekeys', 'users']
+/** The tables before 2026-12-03-04-deleted-usernames. */
+const TABLES_BEFORE_DELETED_USERNAMES = TABLES.filter((table) => table !== 'deleted_usernames')
+/** The tables once only the first `applied` migrations have run (the ones that added tables). */
+function tablesAfter(applied: number, names: readonly string[]): string[] {
+  const ran = names.slice(0, applied)
+  if (ran.includes('2026-12-03-04-deleted-usernames')) return TABLES
+  if (ran.includes('2026-12-02-01-message-metadata')) return TABLES_BEFORE_DELETED_USERNAMES
+  return ran.length > 0 ? TABLES_BEFORE_METADATA : []
+}
 
 /** The database as a migration sees it: older layouts than schema.ts describes. */
 // biome-ignore lint/suspicious/noExplicitAny: older layouts than today's types
@@ -88,8 +99,7 @@ for (const dialect of DIALECTS) {
       for (let applied = names.length; applied > 0; applied--) {
         await migrateDown(database.db, dialect)
         expect(await appliedMigrations(database.db, dialect)).toEqual(names.slice(0, applied - 1))
-        // The newest migration is the one that added tables.
-        expect(await userTables(database)).toEqual(applied > 1 ? TABLES_BEFORE_METADATA : [])
+        expect(await userTables(database)).toEqual(tablesAfter(applied - 1, names))
       }
       await migrateToLatest(database.db, dialect)
       expect(await userTables(database)).toEqual(TABLES)
@@ -228,7 +238,8 @@ for (const dialect of DIALECTS) {
         .execute()
       const oldSeqs = written.map((inserted) => Number(inserted.seq))
 
-      expect(await migrateToLatest(db, dialect)).toEqual(['2026-12-02-01-message-metadata'])
+      // This migration first; later ones may follow.
+      expect((await migrateToLatest(db, dialect))[0]).toBe('2026-12-02-01-message-metadata')
       const queue = openQueueRepository(database.db, {
         maxMessages: 100,
         maxBytes: 10_000,
@@ -295,6 +306,85 @@ for (const dialect of DIALECTS) {
         'sender_id',
         'seq',
       ])
+    })
+
+    it('deleted usernames: a database written by the previous version keeps its accounts and queue, and deleting one then holds its name', async () => {
+      database = await createTestDatabase(dialect)
+      const db = untyped(database)
+      await migrateTo(db, dialect, '2026-12-02-01-message-metadata')
+      // Data as the previous version wrote it: two accounts, a queued message, a tombstone, a token.
+      const [alice, bob] = await Promise.all(
+        ['alice', 'bob'].map((name) =>
+          db.insertInto('users').values(user(name)).returning('id').executeTakeFirstOrThrow(),
+        ),
+      )
+      await db
+        .insertInto('messages')
+        .values({
+          recipient_id: bob!.id,
+          seq: 1,
+          sender_id: alice!.id,
+          client_id: new Uint8Array(16).fill(1),
+          body: new Uint8Array([1]),
+          created_at: 1,
+          expires_at: 10_000,
+        })
+        .execute()
+      await db.insertInto('queue_positions').values({ recipient_id: bob!.id, last_seq: 1 }).execute()
+      await db
+        .insertInto('message_tombstones')
+        .values({ client_id: new Uint8Array(16).fill(2), sender_id: bob!.id, expires_at: 10_000 })
+        .execute()
+      await db
+        .insertInto('auth_tokens')
+        .values({
+          token_hash: new Uint8Array(32).fill(3),
+          user_id: alice!.id,
+          created_at: 1,
+          expires_at: 10_000,
+        })
+        .execute()
+      const before = await Promise.all(
+        ['users', 'messages', 'message_tombstones', 'auth_tokens', 'queue_positions'].map((table) =>
+          db.selectFrom(table).selectAll().execute(),
+        ),
+      )
+
+      expect((await migrateToLatest(db, dialect))[0]).toBe('2026-12-03-04-deleted-usernames')
+      const after = await Promise.all(
+        ['users', 'messages', 'message_tombstones', 'auth_tokens', 'queue_positions'].map((table) =>
+          db.selectFrom(table).selectAll().execute(),
+        ),
+      )
+      expect(after).toEqual(before)
+      expect(await db.selectFrom('deleted_usernames').selectAll().execute()).toEqual([])
+
+      // Deleting Alice takes her rows, including the message she sent Bob, and holds her name.
+      expect(await deleteAccount(database.db, Number(alice!.id), { heldUntil: 5_000 })).toBe(true)
+      expect(await db.selectFrom('users').select('username').execute()).toEqual([{ username: 'bob' }])
+      expect(await db.selectFrom('messages').selectAll().execute()).toEqual([])
+      expect(await db.selectFrom('auth_tokens').selectAll().execute()).toEqual([])
+      expect(await db.selectFrom('message_tombstones').selectAll().execute()).toHaveLength(1)
+      expect(await isUsernameHeld(database.db, 'alice', 4_999)).toBe(true)
+      expect(await isUsernameHeld(database.db, 'alice', 5_000)).toBe(false)
+      expect(await deleteAccount(database.db, Number(alice!.id), { heldUntil: 6_000 })).toBe(false)
+      const account = {
+        username: 'alice',
+        passwordHash: 'x',
+        loginKey: new Uint8Array(10),
+        identity: {
+          identityKey: new Uint8Array(32),
+          signingKey: new Uint8Array(32),
+          identitySignature: new Uint8Array(64),
+        },
+        signedPreKey: { keyId: 1, publicKey: new Uint8Array(32), signature: new Uint8Array(64) },
+        oneTimePreKeys: [],
+      }
+      await expect(createAccount(database.db, { ...account, now: 4_999 })).rejects.toMatchObject({
+        code: 'E2E_ERR_USERNAME_TAKEN',
+      })
+      await createAccount(database.db, { ...account, now: 5_000 })
+      expect(await db.selectFrom('deleted_usernames').selectAll().execute()).toEqual([])
     })
 
     it('enforces the schema: binary lengths are checked and usernames are unique', async () => {

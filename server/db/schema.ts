@@ -87,6 +87,17 @@ export interface QueuePositionsTable {
   last_seq: number
 }
 
+/**
+ * The name of a deleted account, held so that nobody else registers it while its old contacts may
+ * still take a new owner for the old one. Only a hash of the normalised name (users.ts
+ * `usernameHash`); nothing links it to the account that had it.
+ */
+export interface DeletedUsernamesTable {
+  username_hash: Uint8Array
+  /** Registering the name is refused before this time; afterwards the row is purged. */
+  held_until: number
+}
+
 export interface Database {
   users: UsersTable
   signed_prekeys: SignedPreKeysTable
@@ -95,6 +106,7 @@ export interface Database {
   messages: MessagesTable
   message_tombstones: MessageTombstonesTable
   queue_positions: QueuePositionsTable
+  deleted_usernames: DeletedUsernamesTable
 }
 
 /** The database handle every repository function takes first: the root handle or a transaction. */

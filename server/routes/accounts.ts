@@ -1,5 +1,6 @@
 /**
- * Accounts: POST /register, POST /reinstall, POST /login, POST /login/challenge, POST /logout.
+ * Accounts: POST /register, POST /reinstall, POST /login, POST /login/challenge, POST /logout,
+ * POST /account/delete.
  *
  * Registration verifies everything the client sends before storing any of it: username rules, the
  * password policy, the RSA login key (3072-bit, e = 65537), the identity signature and every prekey
@@ -9,11 +10,16 @@
  * failures as auth/login-limiter.ts describes, and returns a fresh token encrypted to the user's
  * login key. POST /login/challenge gives a device the proof that it holds that key.
  * Older tokens stay valid until they expire or are logged out (up to MAX_TOKENS_PER_USER per user).
+ *
+ * Deleting an account takes the session token and the password proof /login takes, checked by the
+ * same `authenticate` (with the strict limit of reinstall); then everything keyed by the user goes
+ * in one transaction (db/users.ts deleteAccount) and the name is held for DELETED_USERNAME_HOLD_MS.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { fromBase64Url, toBase64Url } from '../../shared/bytes.js'
 import {
+  DeleteAccountRequest,
   LoginChallengeRequest,
   LoginChallengeResponse,
   LoginRequest,
@@ -42,12 +48,15 @@ import type { UserRow } from '../db/schema.js'
 import { deleteToken, insertToken } from '../db/tokens.js'
 import {
   createAccount,
+  deleteAccount,
   findUserByUsername,
+  isUsernameHeld,
   replaceAccountKeys,
   updatePasswordHash,
   usernameExists,
 } from '../db/users.js'
 import { ServerError, ServerErrorCode, serverErrors } from '../errors.js'
+import { DELETED_USERNAME_HOLD_MS } from '../limits.js'
 import { requireSession, sessionOf } from '../plugins/auth.js'
 import { addressKey } from '../plugins/client-address.js'
 import { assertDistinctKeyIds, errorResponses, parseUsername } from './common.js'
@@ -73,7 +82,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
     input: string,
     password: string,
     request: FastifyRequest,
-    kind: 'login' | 'reinstall',
+    kind: 'login' | 'reinstall' | 'delete',
     deviceProof?: string,
   ): Promise<UserRow> {
     let username: string | undefined
@@ -139,6 +148,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
       const username = parseUsername(body.username)
       // Cheap refusals first; the unique index still decides a race (createAccount maps it to 409).
       if (await usernameExists(db, username)) throw serverErrors.usernameTaken()
+      if (await isUsernameHeld(db, username, now())) throw serverErrors.usernameHeld()
       await checkPasswordPolicy(body.password, [username, body.username])
       const { identity, signedPreKey, oneTimePreKeys, loginKey } = await verifiedKeys(body)
 
@@ -254,6 +264,40 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
       await deleteToken(db, tokenHash)
       // Relay sockets opened with this token end with it.
       context.relay.sessionRevoked(userId, tokenHash)
+      return reply.code(204).send(null)
+    },
+  )
+
+  /**
+   * Deletes the session's own account. The body names it (the confirmation the user typed) and
+   * proves its password as /login does, through the same `authenticate`: a stolen token alone
+   * cannot delete an account, and guesses meet the strict per-account limit of reinstall. Then
+   * everything keyed by the user goes at once, the name is held, every socket of the user closes
+   * and everyone watching the user hears of it.
+   */
+  app.post(
+    '/account/delete',
+    {
+      schema: { body: DeleteAccountRequest, response: { 204: Type.Null(), ...errorResponses } },
+      onRequest: requireSession(context),
+      config: {
+        rateLimit: { max: limits.loginRateLimit.max, timeWindow: limits.loginRateLimit.timeWindowMs },
+      },
+    },
+    async (request, reply) => {
+      const session = sessionOf(request)
+      const { username, password } = request.body
+      if (parseUsername(username) !== session.username) {
+        throw serverErrors.badRequest(
+          "username: expected this session's own username (the account to delete), got another",
+        )
+      }
+      const user = await authenticate(username, password, request, 'delete')
+      // The name proved the password; it must also be the token's account (it is: names are unique).
+      if (user.id !== session.userId) throw serverErrors.invalidCredentials()
+      await deleteAccount(db, user.id, { heldUntil: now() + DELETED_USERNAME_HOLD_MS })
+      context.relay.accountDeleted(user.id, user.username)
+      request.log.info({ event: 'account-deleted' }, 'account deleted')
       return reply.code(204).send(null)
     },
   )

@@ -62,7 +62,7 @@ export class AccountSession {
     const response = decode(
       LoginResponse,
       await this.request('POST', '/login', {
-        body: { username: this.username, password, ...(deviceProof ? { deviceProof } : {}) },
+        body: { ...this.credentials(password), ...(deviceProof ? { deviceProof } : {}) },
       }),
       'login response',
     )
@@ -107,6 +107,23 @@ export class AccountSession {
     } catch {
       return undefined
     }
+  }
+
+  /**
+   * What proves the password to the server: the one place that builds it, for /login and
+   * /account/delete alike (codec/api.ts CredentialFields).
+   */
+  private credentials(password: string): { username: string; password: string } {
+    return { username: this.username, password }
+  }
+
+  /**
+   * Deletes the account on the server: the token and the password, both required (a stolen token
+   * alone deletes nothing). Throws the server's refusal; then nothing was deleted.
+   */
+  async deleteAccount(password: string): Promise<void> {
+    await this.request('POST', '/account/delete', { token: this.token(), body: this.credentials(password) })
+    await this.forgetToken()
   }
 
   /** Ends the session on the server (if it still can) and forgets the token here. */

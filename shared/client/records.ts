@@ -27,6 +27,7 @@ export const ContactRecord = Type.Object({
   retryRequests: Type.Optional(Type.Array(Type.String(), { maxItems: 100 })),
   retryPending: Type.Optional(Type.Array(Type.String(), { maxItems: 100 })),
   retryRequestedAt: Type.Optional(Type.Integer()),
+  deletedAt: Type.Optional(Type.Number()),
   preview: Type.Optional(
     Type.Object({
       id: Type.String(),
@@ -56,6 +57,12 @@ export interface ContactRecord {
   retryPending?: string[]
   /** When we last asked this contact to send again (requests are RETRY_REQUEST_INTERVAL_MS apart). */
   retryRequestedAt?: number
+  /**
+   * When we learned that the contact deleted their account (the server said
+   * E2E_ERR_ACCOUNT_DELETED). The conversation stays, marked; sending to it is refused. Absent in
+   * every record written before deletion existed, which is what it means there: not deleted.
+   */
+  deletedAt?: number
   /**
    * The conversation's newest entry, kept here so the conversation list needs no history read per
    * contact (absent in records written before it was kept: computed from the history then).
@@ -197,5 +204,6 @@ export function contactView(contact: ContactRecord, online: boolean): ContactVie
     unread: contact.unread,
     lastMessageAt: contact.lastMessageAt,
     online,
+    accountDeleted: contact.deletedAt !== undefined,
   }
 }

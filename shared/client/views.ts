@@ -89,6 +89,13 @@ export interface ContactView {
   readonly unread: number
   readonly lastMessageAt: number | undefined
   readonly online: boolean
+  /** The contact deleted their account: the conversation stays, marked, and sending is refused. */
+  readonly accountDeleted: boolean
+}
+
+/** What both UIs say in a conversation whose contact deleted their account. */
+export function accountDeletedText(peer: string): string {
+  return `${peer} deleted their account. This conversation stays here, but nothing more can be sent to it.`
 }
 
 export interface ClientEvents extends Record<string, unknown> {
@@ -96,6 +103,8 @@ export interface ClientEvents extends Record<string, unknown> {
   delivery: { peer: string; id: string; state: DeliveryState }
   presence: { username: string; online: boolean }
   'identity-changed': { peer: string }
+  /** The server said that this contact deleted their account; the conversation is now marked. */
+  'account-deleted': { peer: string }
   connection: { state: ConnectionState }
   /**
    * A message arrived that could not be decrypted: a notice took its place in the conversation and

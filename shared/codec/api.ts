@@ -67,11 +67,24 @@ export type RegisterResponse = Static<typeof RegisterResponse>
 /** The decrypted `LoginChallengeResponse.challenge`: proves the device holds the login key. */
 export const DeviceProofField = FixedBase64Url(32, 'device proof: the decrypted login challenge')
 
+/**
+ * What proves the password: the fields /login takes, and /account/delete with them (the one place
+ * both requests get their credential from).
+ */
+export const CredentialFields = { username: UsernameField, password: PasswordField }
+
 export const LoginRequest = Type.Object(
-  { username: UsernameField, password: PasswordField, deviceProof: Type.Optional(DeviceProofField) },
+  { ...CredentialFields, deviceProof: Type.Optional(DeviceProofField) },
   { additionalProperties: false },
 )
 export type LoginRequest = Static<typeof LoginRequest>
+
+/**
+ * POST /account/delete, besides the session token: the account's own name (what the user typed to
+ * confirm) and the proof of its password that /login takes.
+ */
+export const DeleteAccountRequest = Type.Object({ ...CredentialFields }, { additionalProperties: false })
+export type DeleteAccountRequest = Static<typeof DeleteAccountRequest>
 
 export const LoginChallengeRequest = Type.Object({ username: UsernameField }, { additionalProperties: false })
 export type LoginChallengeRequest = Static<typeof LoginChallengeRequest>

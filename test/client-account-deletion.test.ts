@@ -1,0 +1,135 @@
+/**
+ * Deleting an account from the client core, against the real server over TLS: the typed name and
+ * the password are both required, a refusal changes nothing, a deletion wipes the local store; the
+ * contact's client marks the conversation (at once when online, through `identity.changed`; on
+ * its next send when it was away), keeps its history, and refuses to send to it.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startServer, type TestServer } from '../server/test/harness.js'
+import { type ChatClient, ChatClient as Client, type MessageView } from '../shared/client/chat-client.js'
+import { ClientErrorCode } from '../shared/client/errors.js'
+import { STORE_TABLES } from '../shared/client/store.js'
+import { registerClient } from './client-helpers.js'
+
+let server: TestServer
+
+beforeAll(async () => {
+  server = await startServer()
+})
+
+afterAll(async () => {
+  await server.close()
+})
+
+async function online(...clients: ChatClient[]): Promise<void> {
+  for (const client of clients) client.connect()
+  await Promise.all(clients.map((client) => client.waitUntilOnline()))
+}
+
+function nextMessage(client: ChatClient): Promise<MessageView> {
+  return new Promise((resolve) => {
+    const stop = client.events.on('message', (message) => {
+      if (message.direction !== 'in') return
+      stop()
+      resolve(message)
+    })
+  })
+}
+
+function accountDeleted(client: ChatClient, peer: string): Promise<void> {
+  return new Promise((resolve) => {
+    const stop = client.events.on('account-deleted', (event) => {
+      if (event.peer !== peer) return
+      stop()
+      resolve()
+    })
+  })
+}
+
+/** Two accounts that have talked both ways. */
+async function acquainted() {
+  const alice = await registerClient(server)
+  const bob = await registerClient(server)
+  await online(alice.client, bob.client)
+  const toBob = nextMessage(bob.client)
+  await alice.client.send(bob.client.username, 'hello bob')
+  await toBob
+  const toAlice = nextMessage(alice.client)
+  await bob.client.send(alice.client.username, 'hello alice')
+  await toAlice
+  return { alice, bob }
+}
+
+describe('deleting an account', () => {
+  it('needs the typed name and the password; a refusal changes nothing here or on the server', async () => {
+    const { alice, bob } = await acquainted()
+    await expect(bob.client.deleteAccount(bob.password, alice.client.username)).rejects.toMatchObject({
+      code: ClientErrorCode.InvalidInput,
+    })
+    await expect(bob.client.deleteAccount(`${bob.password}x`, bob.client.username)).rejects.toMatchObject({
+      serverCode: 'E2E_ERR_INVALID_CREDENTIALS',
+    })
+    // Still registered, still online, history intact.
+    await bob.client.waitUntilOnline()
+    expect((await bob.client.history(alice.client.username)).map((m) => m.text)).toEqual([
+      'hello bob',
+      'hello alice',
+    ])
+    const toBob = nextMessage(bob.client)
+    await alice.client.send(bob.client.username, 'still there?')
+    expect((await toBob).text).toBe('still there?')
+    await Promise.all([alice.client.close(), bob.client.close()])
+  })
+
+  it('wipes the local store; an online contact marks the conversation at once, keeps it, and cannot send', async () => {
+    const { alice, bob } = await acquainted()
+    const marked = accountDeleted(alice.client, bob.client.username)
+    await bob.client.deleteAccount(bob.password, bob.client.username.toUpperCase())
+    for (const table of STORE_TABLES) expect(await bob.options.store.list(table)).toEqual([])
+    expect(await Client.accountIn(bob.options.store)).toBeUndefined()
+    await bob.client.close()
+
+    await marked
+    const contact = await alice.client.contact(bob.client.username)
+    expect(contact?.accountDeleted).toBe(true)
+    expect(
+      (await alice.client.conversations()).find((c) => c.username === bob.client.username),
+    ).toMatchObject({ accountDeleted: true })
+    expect((await alice.client.history(bob.client.username)).map((m) => m.text)).toEqual([
+      'hello bob',
+      'hello alice',
+    ])
+    await expect(alice.client.send(bob.client.username, 'are you there?')).rejects.toMatchObject({
+      code: ClientErrorCode.AccountDeleted,
+    })
+    // The mark is stored: a reopened client still shows it.
+    await alice.client.close()
+    const reopened = await Client.open(alice.options, alice.password)
+    expect((await reopened.contact(bob.client.username))?.accountDeleted).toBe(true)
+    await reopened.close()
+  })
+
+  it('a contact who was away: a message written meanwhile fails with the clear error, and the conversation is marked', async () => {
+    const { alice, bob } = await acquainted()
+    await alice.client.disconnect()
+    await bob.client.deleteAccount(bob.password, bob.client.username)
+    await bob.client.close()
+
+    // Written offline, on the session Alice still has with Bob.
+    const written = await alice.client.send(bob.client.username, 'back now')
+    const marked = accountDeleted(alice.client, bob.client.username)
+    const failed = new Promise<void>((resolve) => {
+      alice.client.events.on('delivery', (event) => {
+        if (event.id === written.id && event.state === 'failed') resolve()
+      })
+    })
+    await online(alice.client)
+    await Promise.all([marked, failed])
+    expect((await alice.client.history(bob.client.username)).at(-1)).toMatchObject({
+      text: 'back now',
+      state: 'failed',
+    })
+    expect((await alice.client.contact(bob.client.username))?.accountDeleted).toBe(true)
+    await alice.client.close()
+  })
+})
