@@ -25,6 +25,9 @@ export const USAGE = `Usage:
                                                      mark it verified: <digits> are the 60 you compared
                                                      (spaces allowed); a different number is refused
   secure-chat accept-key <user>                      accept a contact's changed identity key
+  secure-chat delete-account <user>                  delete the account <user> (typed again to confirm;
+                                                     the local one with --user) on the server, and its
+                                                     data here: it cannot be undone
   secure-chat help
 
 Options:
@@ -76,8 +79,23 @@ export type Invocation =
       readonly json: boolean
     }
   | { readonly command: 'accept-key'; readonly options: GlobalOptions; readonly peer: string }
+  | {
+      readonly command: 'delete-account'
+      readonly options: GlobalOptions
+      /** The account's name as typed: the confirmation (and, without --user, the choice). */
+      readonly confirmation: string
+    }
 
-const COMMANDS = ['register', 'reinstall', 'send', 'read', 'verify', 'accept-key', 'help'] as const
+const COMMANDS = [
+  'register',
+  'reinstall',
+  'send',
+  'read',
+  'verify',
+  'accept-key',
+  'delete-account',
+  'help',
+] as const
 type CommandName = (typeof COMMANDS)[number]
 
 /** Options each command takes beyond the global ones. */
@@ -90,6 +108,7 @@ const COMMAND_OPTIONS: Record<CommandName | 'interactive', readonly string[]> = 
   read: ['from', 'json', 'wait'],
   verify: ['confirm', 'number', 'json'],
   'accept-key': [],
+  'delete-account': [],
 }
 
 function nonEmpty(value: string | undefined): string | undefined {
@@ -164,6 +183,10 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
     case 'accept-key': {
       const [peer] = exactly(command, rest, ['<user>'])
       return { command, options, peer: peer as string }
+    }
+    case 'delete-account': {
+      const [confirmation] = exactly(command, rest, ['<user>'])
+      return { command, options, confirmation: confirmation as string }
     }
   }
 }
