@@ -5,7 +5,8 @@
  * its next send when it was away), keeps its history, and refuses to send to it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { startServer, type TestServer } from '../server/test/harness.js'
+import { DELETED_USERNAME_HOLD_MS } from '../server/limits.js'
+import { makeClient, register, startServer, type TestServer } from '../server/test/harness.js'
 import { type ChatClient, ChatClient as Client, type MessageView } from '../shared/client/chat-client.js'
 import { ClientErrorCode } from '../shared/client/errors.js'
 import { STORE_TABLES } from '../shared/client/store.js'
@@ -131,5 +132,42 @@ describe('deleting an account', () => {
     })
     expect((await alice.client.contact(bob.client.username))?.accountDeleted).toBe(true)
     await alice.client.close()
+  })
+
+  it('a name registered again after the hold is a key change to review, never the old contact', async () => {
+    let clock = Date.now()
+    const held = await startServer({ now: () => clock })
+    try {
+      const alice = await registerClient(held)
+      const bob = await registerClient(held)
+      await online(alice.client, bob.client)
+      const toBob = nextMessage(bob.client)
+      await alice.client.send(bob.client.username, 'hello bob')
+      await toBob
+      const marked = accountDeleted(alice.client, bob.client.username)
+      await bob.client.deleteAccount(bob.password, bob.client.username)
+      await bob.client.close()
+      await marked
+      await alice.client.disconnect()
+
+      // The hold ends and someone else takes the name.
+      clock += DELETED_USERNAME_HOLD_MS
+      await register(held, await makeClient({ username: bob.client.username }))
+      // Alice's token expired on the server's clock meanwhile: she logs in again and reconnects.
+      await alice.client.login(alice.password)
+      const changed = new Promise<void>((resolve) => {
+        alice.client.events.on('identity-changed', ({ peer }) => peer === bob.client.username && resolve())
+      })
+      await online(alice.client)
+      await changed
+      const contact = await alice.client.contact(bob.client.username)
+      expect(contact).toMatchObject({ accountDeleted: false, identityChanged: true })
+      await expect(alice.client.send(bob.client.username, 'is that you?')).rejects.toMatchObject({
+        code: ClientErrorCode.IdentityChanged,
+      })
+      await alice.client.close()
+    } finally {
+      await held.close()
+    }
   })
 })
