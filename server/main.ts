@@ -5,7 +5,6 @@
  */
 import type { AddressInfo } from 'node:net'
 import { build } from './app.js'
-import { stopPasswordStrengthWorker } from './auth/password-strength.js'
 import { ConfigError, parseConfig, type ServerConfig, USAGE } from './config.js'
 import { DatabaseOpenError, openDatabase } from './db/connect.js'
 import { MigrationError, migrateToLatest } from './db/migrate.js'
@@ -49,7 +48,6 @@ async function start(config: ServerConfig): Promise<void> {
       // Stops accepting, lets in-flight requests finish, runs every onClose hook (the relay's too).
       await app.close()
       await database.close()
-      await stopPasswordStrengthWorker()
       process.stdout.write('secure-chat stopped\n')
       process.exit(0)
     } catch (error) {

@@ -5,7 +5,7 @@
  * its own relay (forked from one where Alice and Bob registered), so usernames are plain names.
  */
 import { beforeAll, describe, expect, it } from 'vitest'
-import { decryptToken, makeClient, strongPassword } from '../server/test/harness.js'
+import { decryptToken, loginSecretFor, makeClient, strongPassword } from '../server/test/harness.js'
 import { fromBase64Url, toBase64Url } from '../shared/bytes.js'
 import {
   ChatClient,
@@ -86,6 +86,7 @@ function deviceOptions(relay: MemoryRelay, link: NetworkLink, store: MemoryStore
     store,
     storageKeyIterations: TEST_KDF_ITERATIONS,
     minimumStorageKeyIterations: TEST_KDF_ITERATIONS,
+    loginSecretIterations: TEST_KDF_ITERATIONS,
   }
 }
 
@@ -448,7 +449,7 @@ async function rawUser(relay: MemoryRelay, username: string, oneTimePreKeys = 5)
   const link = relay.link()
   expect((await link.http.request('POST', '/register', { body: client.registerBody() })).status).toBe(201)
   const login = await link.http.request('POST', '/login', {
-    body: { username, password: client.password },
+    body: { username, loginSecret: client.loginSecret },
   })
   const token = toBase64Url(await decryptToken(client, login.body as LoginResponse))
   return { client, link, token }
@@ -468,9 +469,10 @@ describe('the in-memory relay answers as the server does', () => {
     const post = (path: string, requestBody: unknown) =>
       link.http.request('POST', path, { body: requestBody })
     const alice = await makeClient({ username: 'alice' })
-    expect(refusal(await post('/register', { ...alice.registerBody(), password: 'password1234' }))).toEqual([
+    const { loginSecret: _secret, ...withoutSecret } = alice.registerBody()
+    expect(refusal(await post('/register', { ...withoutSecret, password: alice.password }))).toEqual([
       400,
-      'E2E_ERR_WEAK_PASSWORD',
+      'E2E_ERR_CLIENT_OUTDATED',
     ])
     expect(refusal(await post('/register', { ...alice.registerBody(), extra: 1 }))).toEqual([
       400,
@@ -481,11 +483,10 @@ describe('the in-memory relay answers as the server does', () => {
       409,
       'E2E_ERR_USERNAME_TAKEN',
     ])
-    expect(refusal(await post('/login', { username: 'alice', password: `${alice.password}x` }))).toEqual([
-      401,
-      'E2E_ERR_INVALID_CREDENTIALS',
-    ])
-    expect(refusal(await post('/login', { username: 'nobody', password: alice.password }))).toEqual([
+    expect(
+      refusal(await post('/login', { username: 'alice', loginSecret: loginSecretFor(`${alice.password}x`) })),
+    ).toEqual([401, 'E2E_ERR_INVALID_CREDENTIALS'])
+    expect(refusal(await post('/login', { username: 'nobody', loginSecret: alice.loginSecret }))).toEqual([
       401,
       'E2E_ERR_INVALID_CREDENTIALS',
     ])

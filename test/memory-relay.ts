@@ -23,8 +23,9 @@
  *    its socket is open stays open; HTTP requests and new sockets do check expiry), no purge.
  *  - No rate limits, login limiter, backpressure or group commit: a test of the core has no use for
  *    them, and each is tested against the real server. Each send is stored and answered on its own.
- *  - Passwords are kept NFKC-normalised in memory and compared directly instead of through bcrypt
- *    (the policy check is the server's own); tokens are kept as their text instead of hashed.
+ *  - Login secrets are kept in memory and compared directly instead of through bcrypt; every account
+ *    is on its login secret (no accounts from before them); tokens are kept as their text instead
+ *    of hashed.
  *  - A lost network (`link.goOffline()`, a frame dropped with the socket closed) is noticed by the
  *    relay at once; the real server notices a silent peer only through its heartbeat.
  *  - `restart()` closes every socket as a shutdown does and keeps all state, as the database would.
@@ -35,7 +36,6 @@
  * it: wait for those by frame (`waitFor`) or client event.
  */
 
-import { checkPasswordPolicy, normalizePassword } from '../server/auth/password.js'
 import type { ServerLimits } from '../server/context.js'
 import { ServerError, ServerErrorCode, serverErrors } from '../server/errors.js'
 import {
@@ -84,6 +84,8 @@ import type {
   WebSocketLike,
 } from '../shared/client/transport.js'
 import {
+  ChangePasswordRequest,
+  ChangePasswordResponse,
   IdentityResponse,
   LoginRequest,
   LoginResponse,
@@ -201,8 +203,8 @@ interface QueuedMessage {
 interface Account {
   readonly id: number
   readonly username: string
-  /** NFKC-normalised (see the module comment). */
-  password: string
+  /** The login secret (see the module comment). */
+  loginSecret: string
   loginKey: CryptoKey
   identity: PublicIdentityJson
   signingKey: Uint8Array
@@ -1065,6 +1067,22 @@ export class MemoryRelay {
       this.sessionRevoked(token!)
       return { status: 204, response: undefined }
     }
+    if (route === 'POST /account/password') {
+      const session = this.requireSession(token)
+      const request = validRequest(ChangePasswordRequest, body, 'body')
+      const account = this.proveLoginSecret(session.account.username, request.loginSecret)
+      account.loginSecret = request.newLoginSecret
+      let endedSessions = 0
+      if (request.endOtherSessions) {
+        for (const [other, s] of this.sessions) {
+          if (s.account !== account || other === session.token) continue
+          this.sessions.delete(other)
+          this.sessionRevoked(other)
+          endedSessions++
+        }
+      }
+      return ok(ChangePasswordResponse, { endedSessions })
+    }
     if (route === 'GET /users') {
       this.requireSession(token)
       return ok(
@@ -1145,15 +1163,15 @@ export class MemoryRelay {
   private async register(input: unknown): Promise<RegisterResponse> {
     const body = validRequest(RegisterRequest, input, 'body')
     const username = parseUsername(body.username)
+    if (body.loginSecret === undefined) throw serverErrors.clientOutdated()
     if (this.accounts.has(username)) throw serverErrors.usernameTaken()
-    await checkPasswordPolicy(body.password, [username, body.username])
     const keys = await this.verifiedKeys(body)
     // Checked again: another registration may have taken the name while this one was verified.
     if (this.accounts.has(username)) throw serverErrors.usernameTaken()
     const account: Account = {
       id: this.nextAccountId++,
       username,
-      password: normalizePassword(body.password),
+      loginSecret: body.loginSecret,
       loginKey: keys.loginKey,
       identity: body.identity,
       signingKey: keys.signingKey,
@@ -1170,21 +1188,22 @@ export class MemoryRelay {
     return decode(RegisterResponse, { username }, 'register response')
   }
 
-  /** Proves a password (unknown users and wrong passwords get the same answer). */
-  private authenticatePassword(input: string, password: string): Account {
+  /** Proves a login secret (unknown users and wrong secrets get the same answer). */
+  private proveLoginSecret(input: string, loginSecret: string | undefined): Account {
+    if (loginSecret === undefined) throw serverErrors.clientOutdated()
     let account: Account | undefined
     try {
       account = this.accounts.get(parseUsername(input))
     } catch {
       account = undefined
     }
-    if (!account || account.password !== normalizePassword(password)) throw serverErrors.invalidCredentials()
+    if (!account || account.loginSecret !== loginSecret) throw serverErrors.invalidCredentials()
     return account
   }
 
   private async reinstall(input: unknown): Promise<RegisterResponse> {
     const body = validRequest(RegisterRequest, input, 'body')
-    const account = this.authenticatePassword(body.username, body.password)
+    const account = this.proveLoginSecret(body.username, body.loginSecret)
     const keys = await this.verifiedKeys(body)
     this.installKeys(account, body, keys)
     // Every token ends: they were encrypted to the old login key's holder.
@@ -1195,7 +1214,7 @@ export class MemoryRelay {
 
   private async login(input: unknown): Promise<LoginResponse> {
     const body = validRequest(LoginRequest, input, 'body')
-    const account = this.authenticatePassword(body.username, body.password)
+    const account = this.proveLoginSecret(body.username, body.loginSecret)
     const token = randomBytes(TOKEN_BYTES)
     const encryptedToken = await rsaOaepEncrypt(account.loginKey, token)
     const now = this.now()

@@ -54,6 +54,7 @@ function clientOptions(store: ClientStore): ChatClientOptions {
     store,
     storageKeyIterations: Number(TEST_KDF_ITERATIONS),
     minimumStorageKeyIterations: Number(TEST_KDF_ITERATIONS),
+    loginSecretIterations: Number(TEST_KDF_ITERATIONS),
   }
 }
 

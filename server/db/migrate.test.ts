@@ -85,11 +85,15 @@ for (const dialect of DIALECTS) {
     it('each migration reverts cleanly, newest first (initial: down drops every table)', async () => {
       database = await createTestDatabase(dialect)
       const names = Object.keys(MIGRATIONS).sort()
+      const metadata = names.indexOf('2026-12-02-01-message-metadata')
       for (let applied = names.length; applied > 0; applied--) {
         await migrateDown(database.db, dialect)
         expect(await appliedMigrations(database.db, dialect)).toEqual(names.slice(0, applied - 1))
-        // The newest migration is the one that added tables.
-        expect(await userTables(database)).toEqual(applied > 1 ? TABLES_BEFORE_METADATA : [])
+        // Message metadata is the migration that added tables.
+        const left = applied - 1
+        expect(await userTables(database)).toEqual(
+          left === 0 ? [] : left > metadata ? TABLES : TABLES_BEFORE_METADATA,
+        )
       }
       await migrateToLatest(database.db, dialect)
       expect(await userTables(database)).toEqual(TABLES)
@@ -228,7 +232,7 @@ for (const dialect of DIALECTS) {
         .execute()
       const oldSeqs = written.map((inserted) => Number(inserted.seq))
 
-      expect(await migrateToLatest(db, dialect)).toEqual(['2026-12-02-01-message-metadata'])
+      await migrateTo(db, dialect, '2026-12-02-01-message-metadata')
       const queue = openQueueRepository(database.db, {
         maxMessages: 100,
         maxBytes: 10_000,
@@ -295,6 +299,35 @@ for (const dialect of DIALECTS) {
         'sender_id',
         'seq',
       ])
+    })
+
+    it('login secret: accounts written before it stay on their password, and the column takes only known kinds', async () => {
+      database = await createTestDatabase(dialect)
+      const db = untyped(database)
+      await migrateTo(db, dialect, '2026-12-02-01-message-metadata')
+      // An account as the previous version wrote it: a bcrypt hash of the password.
+      await db.insertInto('users').values(user('olduser')).execute()
+      await migrateTo(db, dialect, '2026-12-03-01-login-secret')
+      const old = await db
+        .selectFrom('users')
+        .select(['credential', 'password_hash'])
+        .where('username', '=', 'olduser')
+        .executeTakeFirstOrThrow()
+      expect(old).toEqual({ credential: 'password', password_hash: 'x' })
+      await db
+        .insertInto('users')
+        .values({ ...user('newuser'), credential: 'login-secret-v1' })
+        .execute()
+      await expect(
+        db
+          .insertInto('users')
+          .values({ ...user('baduser'), credential: 'plaintext' })
+          .execute(),
+      ).rejects.toThrow()
+      // Reverting drops the column and keeps every account.
+      await migrateDown(db, dialect)
+      const names = await db.selectFrom('users').select('username').orderBy('username').execute()
+      expect(names.map((row: { username: string }) => row.username)).toEqual(['newuser', 'olduser'])
     })
 
     it('enforces the schema: binary lengths are checked and usernames are unique', async () => {

@@ -8,12 +8,20 @@
  */
 import type { Generated, Insertable, Kysely, Selectable } from 'kysely'
 
+/** Values of users.credential (migration 2026-12-03-01-login-secret). */
+export type Credential = 'password' | 'login-secret-v1'
+
 export interface UsersTable {
   id: Generated<number>
   /** Normalised (NFKC, lower-case) username; unique, so uniqueness is case-insensitive. */
   username: string
-  /** bcrypt hash of the pre-hashed password (see auth/password.ts). */
+  /** bcrypt hash of the pre-hashed credential (see auth/password.ts): what `credential` names. */
   password_hash: string
+  /**
+   * What the client proves itself with: its login secret (shared/login-secret.ts), or, for an
+   * account made before login secrets and not yet upgraded by its owner's client, the password.
+   */
+  credential: Generated<Credential>
   /** RSA-OAEP-3072 public key, SubjectPublicKeyInfo DER: login tokens are encrypted to it. */
   login_key: Uint8Array
   /** X25519 identity key (32 bytes). */

@@ -9,6 +9,7 @@ import { inTransaction, isUniqueViolation } from './transaction.js'
 export interface NewAccount {
   /** Already normalised (shared/username.ts). */
   readonly username: string
+  /** bcrypt of the account's login secret (auth/password.ts). */
   readonly passwordHash: string
   /** RSA-OAEP public key, SPKI DER, already checked. */
   readonly loginKey: Uint8Array
@@ -31,6 +32,7 @@ export async function createAccount(db: Db, account: NewAccount): Promise<number
         .values({
           username: account.username,
           password_hash: account.passwordHash,
+          credential: 'login-secret-v1',
           login_key: account.loginKey,
           identity_key: account.identity.identityKey,
           signing_key: account.identity.signingKey,
@@ -101,6 +103,18 @@ export async function usernameExists(db: Db, username: string): Promise<boolean>
 
 export async function updatePasswordHash(db: Db, userId: number, passwordHash: string): Promise<void> {
   await db.updateTable('users').set({ password_hash: passwordHash }).where('id', '=', userId).execute()
+}
+
+/**
+ * The account proves itself from now on with the login secret `passwordHash` is a hash of, not with
+ * its password (an upgrade, or a password change).
+ */
+export async function setLoginSecretHash(db: Db, userId: number, passwordHash: string): Promise<void> {
+  await db
+    .updateTable('users')
+    .set({ password_hash: passwordHash, credential: 'login-secret-v1' })
+    .where('id', '=', userId)
+    .execute()
 }
 
 /** Escapes LIKE wildcards; usernames may contain '_', which LIKE would read as "any character". */

@@ -17,6 +17,25 @@ import { errorFromResponse, type HttpClient } from './transport.js'
 
 export type Method = 'GET' | 'POST' | 'PUT'
 
+/**
+ * A server of the previous version refuses a request with a login secret in it as invalid (its
+ * schema wants a password): VersionMismatch, saying which side must be updated.
+ */
+export function olderServer(error: unknown): ClientError | undefined {
+  if (
+    isClientError(error) &&
+    error.serverCode === 'E2E_ERR_BAD_REQUEST' &&
+    /'password'|loginSecret|additional properties/.test(error.serverMessage ?? '')
+  ) {
+    return new ClientError(
+      ClientErrorCode.VersionMismatch,
+      'expected a server that takes login secrets, got one of an older version that wants the password itself: the server must be updated (this client never sends the password)',
+      { cause: error, serverCode: error.serverCode, status: error.status ?? 400 },
+    )
+  }
+  return undefined
+}
+
 export class AccountSession {
   private readonly http: HttpClient
   private readonly records: SealedStore
@@ -25,11 +44,21 @@ export class AccountSession {
   /** The server refused the token (it was forgotten already). */
   onRefused: () => void = () => {}
 
-  constructor(http: HttpClient, records: SealedStore, loginKey: CryptoKey, now: () => number) {
+  /** The login secret of a password for this account (shared/login-secret.ts). */
+  readonly loginSecretOf: (password: string) => Promise<string>
+
+  constructor(
+    http: HttpClient,
+    records: SealedStore,
+    loginKey: CryptoKey,
+    now: () => number,
+    loginSecretOf: (password: string) => Promise<string>,
+  ) {
     this.http = http
     this.records = records
     this.loginKey = loginKey
     this.now = now
+    this.loginSecretOf = loginSecretOf
   }
 
   private get secrets(): AccountSecrets {
@@ -56,14 +85,26 @@ export class AccountSession {
    * Gets a fresh session token: the server encrypts it to our RSA key, only we can read it. The log-in
    * carries a device proof (the server's challenge, decrypted with that key), so that failed
    * attempts by others against this account never hold this device back (docs/protocol.md §13.1).
+   * What proves the account is the login secret, never the password, except once for an account
+   * made before login secrets (see `withCredential`). `loginSecret`, when the caller has derived it
+   * already, saves deriving it again; `password` may then be omitted only if the account is known
+   * to be upgraded.
    */
-  async login(password: string): Promise<void> {
-    const deviceProof = await this.deviceProof()
+  async login(password: string | undefined, loginSecret?: string): Promise<void> {
+    if (password === undefined && loginSecret === undefined) {
+      throw new ClientError(
+        ClientErrorCode.InvalidInput,
+        'login: expected a password or a login secret, got neither',
+      )
+    }
+    const [deviceProof, secret] = await Promise.all([
+      this.deviceProof(),
+      loginSecret ?? this.loginSecretOf(password!),
+    ])
+    const body = { username: this.username, loginSecret: secret, ...(deviceProof ? { deviceProof } : {}) }
     const response = decode(
       LoginResponse,
-      await this.request('POST', '/login', {
-        body: { username: this.username, password, ...(deviceProof ? { deviceProof } : {}) },
-      }),
+      await this.withCredential(body, password, (sent) => this.request('POST', '/login', { body: sent })),
       'login response',
     )
     let token: Uint8Array
@@ -106,6 +147,32 @@ export class AccountSession {
       return toBase64Url(await rsaOaepDecrypt(this.loginKey, fromBase64Url(challenge.challenge)))
     } catch {
       return undefined
+    }
+  }
+
+  /**
+   * Sends a request that proves the account with its login secret. An account made before login
+   * secrets answers E2E_ERR_CREDENTIAL_UPGRADE: the same request goes once more with the password
+   * beside the secret, and the server switches the account to the secret for good (docs/protocol.md
+   * §4.1): the one time the password leaves this device. A server of the previous version refuses
+   * the secret outright; that is said plainly (VersionMismatch).
+   */
+  async withCredential<T>(
+    body: Record<string, unknown>,
+    password: string | undefined,
+    send: (body: Record<string, unknown>) => Promise<T>,
+  ): Promise<T> {
+    try {
+      return await send(body)
+    } catch (error) {
+      if (
+        isClientError(error) &&
+        error.serverCode === 'E2E_ERR_CREDENTIAL_UPGRADE' &&
+        password !== undefined
+      ) {
+        return send({ ...body, password })
+      }
+      throw olderServer(error) ?? error
     }
   }
 

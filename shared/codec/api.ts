@@ -3,6 +3,7 @@
  * responses with them; clients decode responses with `decode`. Binary fields are unpadded base64url.
  */
 import { ONE_TIME_PREKEY_BATCH, PASSWORD_MAX_LENGTH, USERNAME_MAX_LENGTH } from '../limits.js'
+import { LOGIN_SECRET_BYTES } from '../login-secret.js'
 import { USERNAME_PATTERN } from '../username.js'
 import { Base64Url, FixedBase64Url, type Static, Type } from './schema.js'
 
@@ -17,7 +18,10 @@ export const ServerUsernameField = Type.String({ pattern: USERNAME_PATTERN.sourc
 
 /** Usernames on the wire before normalisation (NFKC can shorten them); the server normalises. */
 export const UsernameField = Type.String({ minLength: 1, maxLength: USERNAME_MAX_LENGTH * 2 })
+/** Sent only by clients of the previous version, and once more by today's to upgrade an account. */
 export const PasswordField = Type.String({ minLength: 1, maxLength: PASSWORD_MAX_LENGTH })
+/** What a client proves itself with instead of the password (shared/login-secret.ts). */
+export const LoginSecretField = FixedBase64Url(LOGIN_SECRET_BYTES, 'login secret: PBKDF2-HMAC-SHA256 output')
 /** RSA-OAEP-3072 SubjectPublicKeyInfo DER is 422 bytes; allow some slack for encodings. */
 export const LoginKeyField = Base64Url(64, 600, 'RSA-OAEP-3072 SHA-256 public key, SPKI DER')
 export const TimestampField = Type.Integer({ minimum: 0, description: 'milliseconds since the Unix epoch' })
@@ -48,7 +52,12 @@ export const OneTimePreKeysJson = Type.Array(PreKeyJson, { minItems: 1, maxItems
 export const RegisterRequest = Type.Object(
   {
     username: UsernameField,
-    password: PasswordField,
+    loginSecret: Type.Optional(LoginSecretField),
+    /**
+     * Registration: refused (a client of the previous version, told to update). Reinstall: only with
+     * `loginSecret`, to upgrade an account still on its password (docs/protocol.md §4.1).
+     */
+    password: Type.Optional(PasswordField),
     loginKey: LoginKeyField,
     identity: PublicIdentityJson,
     signedPreKey: PreKeyJson,
@@ -67,11 +76,39 @@ export type RegisterResponse = Static<typeof RegisterResponse>
 /** The decrypted `LoginChallengeResponse.challenge`: proves the device holds the login key. */
 export const DeviceProofField = FixedBase64Url(32, 'device proof: the decrypted login challenge')
 
+/**
+ * `loginSecret` alone from today's clients; `password` alone from clients of the previous version
+ * (accepted while the account is still on its password); both once, to upgrade an account.
+ */
 export const LoginRequest = Type.Object(
-  { username: UsernameField, password: PasswordField, deviceProof: Type.Optional(DeviceProofField) },
+  {
+    username: UsernameField,
+    loginSecret: Type.Optional(LoginSecretField),
+    password: Type.Optional(PasswordField),
+    deviceProof: Type.Optional(DeviceProofField),
+  },
   { additionalProperties: false },
 )
 export type LoginRequest = Static<typeof LoginRequest>
+
+/** POST /account/password: the current credential (as for /login) and the new login secret. */
+export const ChangePasswordRequest = Type.Object(
+  {
+    loginSecret: LoginSecretField,
+    password: Type.Optional(PasswordField),
+    newLoginSecret: LoginSecretField,
+    /** End every other session of the account (their sockets close). */
+    endOtherSessions: Type.Optional(Type.Boolean()),
+  },
+  { additionalProperties: false },
+)
+export type ChangePasswordRequest = Static<typeof ChangePasswordRequest>
+
+export const ChangePasswordResponse = Type.Object(
+  { endedSessions: Type.Integer({ minimum: 0 }) },
+  { additionalProperties: false },
+)
+export type ChangePasswordResponse = Static<typeof ChangePasswordResponse>
 
 export const LoginChallengeRequest = Type.Object({ username: UsernameField }, { additionalProperties: false })
 export type LoginChallengeRequest = Static<typeof LoginChallengeRequest>
