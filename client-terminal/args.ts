@@ -25,6 +25,10 @@ export const USAGE = `Usage:
                                                      mark it verified: <digits> are the 60 you compared
                                                      (spaces allowed); a different number is refused
   secure-chat accept-key <user>                      accept a contact's changed identity key
+  secure-chat password [--end-other-sessions]        change the password, here and on the server: the
+                                                     current one as usual, the new one from
+                                                     SECURE_CHAT_NEW_PASSWORD, typed twice at a terminal,
+                                                     or as the second line of standard input
   secure-chat help
 
 Options:
@@ -76,8 +80,18 @@ export type Invocation =
       readonly json: boolean
     }
   | { readonly command: 'accept-key'; readonly options: GlobalOptions; readonly peer: string }
+  | { readonly command: 'password'; readonly options: GlobalOptions; readonly endOtherSessions: boolean }
 
-const COMMANDS = ['register', 'reinstall', 'send', 'read', 'verify', 'accept-key', 'help'] as const
+const COMMANDS = [
+  'register',
+  'reinstall',
+  'send',
+  'read',
+  'verify',
+  'accept-key',
+  'password',
+  'help',
+] as const
 type CommandName = (typeof COMMANDS)[number]
 
 /** Options each command takes beyond the global ones. */
@@ -90,6 +104,7 @@ const COMMAND_OPTIONS: Record<CommandName | 'interactive', readonly string[]> = 
   read: ['from', 'json', 'wait'],
   verify: ['confirm', 'number', 'json'],
   'accept-key': [],
+  password: ['end-other-sessions'],
 }
 
 function nonEmpty(value: string | undefined): string | undefined {
@@ -117,7 +132,7 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
   }
   if (command === 'help') return { command: 'help' }
 
-  for (const name of ['from', 'json', 'wait', 'confirm', 'number'] as const) {
+  for (const name of ['from', 'json', 'wait', 'confirm', 'number', 'end-other-sessions'] as const) {
     if (values[name] !== undefined && !COMMAND_OPTIONS[command].includes(name)) {
       throw new UsageError(`--${name}: expected only with ${commandsTaking(name)}, got it with ${command}`)
     }
@@ -165,6 +180,10 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
       const [peer] = exactly(command, rest, ['<user>'])
       return { command, options, peer: peer as string }
     }
+    case 'password': {
+      exactly(command, rest, [])
+      return { command, options, endOtherSessions: values['end-other-sessions'] === true }
+    }
   }
 }
 
@@ -183,6 +202,7 @@ function parse(argv: readonly string[]) {
       wait: { type: 'string' },
       confirm: { type: 'boolean' },
       number: { type: 'string' },
+      'end-other-sessions': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   })

@@ -32,7 +32,7 @@ import {
 import { type Invocation, USAGE } from './args.js'
 import { describeCertificateNotice, KnownCertificates } from './certificates.js'
 import { CommandError, describeFailure, ExitCode, exitCodeFor, UsageError } from './exit-codes.js'
-import { readPassword } from './password.js'
+import { readPassword, readPasswordChange } from './password.js'
 import { certificatesFile, dataDirectory } from './paths.js'
 import { describeNetworkError, isCertificateError, parseServerUrl } from './transport.js'
 import { trustContext, trustedCertificates } from './trust.js'
@@ -154,6 +154,7 @@ const COMMANDS: {
   read: readCommand,
   verify: verifyCommand,
   'accept-key': acceptKeyCommand,
+  password: passwordCommand,
 }
 
 async function registerCommand(
@@ -557,6 +558,38 @@ async function acceptKeyCommand(
     await client.acceptIdentityChange(peer)
     context.io.stdout.write(
       `accepted ${peer}'s new identity key (not verified: compare safety numbers with secure-chat verify ${peer})\n`,
+    )
+  } finally {
+    await client.close()
+  }
+}
+
+/**
+ * Changes the password: this device's data is sealed again under the new one (progress on
+ * standard error), then the server takes the new login secret; with --end-other-sessions, every
+ * other session of the account ends.
+ */
+async function passwordCommand(
+  context: CommandContext,
+  invocation: Extract<Invocation, { command: 'password' }>,
+): Promise<void> {
+  const username = chooseAccount(context.settings, context.user)
+  const { current, next } = await readPasswordChange(context.io)
+  const client = await openAccount(context.settings, username, current)
+  try {
+    let shown = -1
+    const { endedSessions } = await client.changePassword(current, next, {
+      endOtherSessions: invocation.endOtherSessions,
+      onProgress: (done, total) => {
+        // A line per tenth, not per record: a long history would flood a log otherwise.
+        const tenth = total === 0 ? 10 : Math.floor((done * 10) / total)
+        if (tenth === shown) return
+        shown = tenth
+        context.io.stderr.write(`re-sealing this device's data: ${done}/${total}\n`)
+      },
+    })
+    context.io.stdout.write(
+      `password changed for ${username}, here and on the server${invocation.endOtherSessions ? `; ${endedSessions} other session(s) signed out` : ''}\n`,
     )
   } finally {
     await client.close()

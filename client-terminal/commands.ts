@@ -9,6 +9,7 @@ export type Command =
   | { readonly kind: 'reinstall'; readonly username: string }
   | { readonly kind: 'login'; readonly username: string | undefined }
   | { readonly kind: 'logout' }
+  | { readonly kind: 'password' }
   | { readonly kind: 'users'; readonly query: string | undefined }
   | { readonly kind: 'chat'; readonly username: string }
   | { readonly kind: 'msg'; readonly username: string; readonly text: string }
@@ -34,6 +35,7 @@ export const COMMAND_HELP: readonly CommandHelp[] = [
   { usage: '/reinstall <user>', description: 'start over here after losing your keys (warns first)' },
   { usage: '/login [user]', description: 'open your account (asks for the password)' },
   { usage: '/logout', description: 'end the session on the server (history stays here)' },
+  { usage: '/password', description: 'change your password (here and on the server)' },
   { usage: '/users [query]', description: 'find users whose names start with query; alone: who is online' },
   { usage: '/chat <user>', description: 'open the conversation with user' },
   { usage: '/msg <user> <text>', description: 'send text to user (and open that conversation)' },
@@ -79,6 +81,8 @@ export function parseCommand(line: string): Command {
       return { kind: 'login', username: args[0] }
     case 'logout':
       return args.length === 0 ? { kind: 'logout' } : invalid('/logout: expected no arguments')
+    case 'password':
+      return args.length === 0 ? { kind: 'password' } : invalid('/password: expected no arguments')
     case 'users':
     case 'who':
       if (args.length > 1) return invalid('/users: expected /users [query]')

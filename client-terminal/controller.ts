@@ -38,6 +38,7 @@ export type ChatApi = Pick<
   | 'login'
   | 'connect'
   | 'logout'
+  | 'changePassword'
   | 'close'
   | 'contacts'
   | 'conversations'
@@ -92,6 +93,27 @@ export type Prompt =
     }
   | { readonly kind: 'confirm'; readonly purpose: 'reinstall'; readonly username: string }
   | { readonly kind: 'password'; readonly purpose: 'reinstall-password'; readonly username: string }
+  | { readonly kind: 'password'; readonly purpose: 'change-current'; readonly username: string }
+  | {
+      readonly kind: 'password'
+      readonly purpose: 'change-new'
+      readonly username: string
+      readonly current: string
+    }
+  | {
+      readonly kind: 'password'
+      readonly purpose: 'change-repeat'
+      readonly username: string
+      readonly current: string
+      readonly next: string
+    }
+  | {
+      readonly kind: 'confirm'
+      readonly purpose: 'change-sessions'
+      readonly username: string
+      readonly current: string
+      readonly next: string
+    }
   | {
       readonly kind: 'confirm'
       readonly purpose: 'verify'
@@ -142,6 +164,14 @@ export function promptLabel(prompt: Prompt): string {
       return `Start over as ${prompt.username} on this device, with new keys? (yes/no) `
     case 'reinstall-password':
       return `Password of ${prompt.username} (the account's current one): `
+    case 'change-current':
+      return `Current password of ${prompt.username}: `
+    case 'change-new':
+      return 'New password: '
+    case 'change-repeat':
+      return 'Repeat the new password: '
+    case 'change-sessions':
+      return 'Also sign out your other sessions? (yes/no) '
   }
 }
 
@@ -293,6 +323,11 @@ export class Controller {
         return this.startLogin(command.username)
       case 'logout':
         return this.logout()
+      case 'password':
+        this.update({
+          prompt: { kind: 'password', purpose: 'change-current', username: this.requireSignedIn().username },
+        })
+        return
       case 'users':
         return this.users(command.query)
       case 'contacts':
@@ -357,6 +392,48 @@ export class Controller {
           return
         }
         return this.reinstall(prompt.username, value)
+      case 'change-current':
+        if (value.length === 0) {
+          this.notify('info', 'password not changed')
+          return
+        }
+        this.update({ prompt: { ...prompt, purpose: 'change-new', current: value } })
+        return
+      case 'change-new':
+        if (value.length === 0) {
+          this.notify('info', 'password not changed')
+          return
+        }
+        this.update({ prompt: { ...prompt, purpose: 'change-repeat', next: value } })
+        return
+      case 'change-repeat':
+        if (value !== prompt.next) {
+          this.notify('error', 'the two new passwords differ: nothing was changed. /password to try again')
+          return
+        }
+        this.update({ prompt: { ...prompt, kind: 'confirm', purpose: 'change-sessions' } })
+        return
+      case 'change-sessions':
+        return this.changePassword(prompt.current, prompt.next, /^(y|yes)$/i.test(value.trim()))
+    }
+  }
+
+  /** Re-seals this device's store and moves the server to the new password, with progress. */
+  private async changePassword(current: string, next: string, endOtherSessions: boolean): Promise<void> {
+    const api = this.requireSignedIn()
+    this.update({ busy: 'changing the password (deriving keys)…' })
+    try {
+      const { endedSessions } = await api.changePassword(current, next, {
+        endOtherSessions,
+        onProgress: (done, total) =>
+          this.update({ busy: `changing the password: re-sealing this device's data ${done}/${total}…` }),
+      })
+      this.notify(
+        'info',
+        `password changed, here and on the server${endOtherSessions ? `; ${endedSessions} other session${endedSessions === 1 ? '' : 's'} signed out` : ''}. Use the new one from now on.`,
+      )
+    } finally {
+      this.update({ busy: undefined })
     }
   }
 

@@ -107,6 +107,16 @@ describe('stores written by 0.1.0', () => {
     const undecryptable: string[] = []
     for (const client of [alice, bob]) client.events.on('undecryptable', ({ id }) => undecryptable.push(id))
     await Promise.all([alice.login(fixture.password), bob.login(fixture.password)])
+    // 0.1.0's server stored bcrypt of the passwords: this first log-in moved both accounts to their
+    // login secrets (docs/protocol.md §12.2), and from now on the password never leaves the device.
+    const credentials = await server.database.db
+      .selectFrom('users')
+      .select(['username', 'credential'])
+      .orderBy('username')
+      .execute()
+    expect(credentials).toEqual(
+      [fixture.alice, fixture.bob].sort().map((username) => ({ username, credential: 'login-secret-v1' })),
+    )
     alice.connect()
     bob.connect()
     await Promise.all([alice.waitUntilOnline(), bob.waitUntilOnline()])

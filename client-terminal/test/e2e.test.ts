@@ -240,6 +240,36 @@ describe('the non-interactive CLI against the real server', { timeout: E2E_GUARD
     expect(none.code).toBe(ExitCode.Usage)
   })
 
+  it('changes the password with `password`: the old one then opens nothing, the new one everything', async () => {
+    const dave = workspace.account('dave')
+    await dave.register()
+    await alice.send(dave, 'kept across the change')
+    const next = `${dave.password}-renewed`
+    // A weak new password is refused before anything changes.
+    const weak = await dave.run(['password'], { env: { SECURE_CHAT_NEW_PASSWORD: 'password1234' } })
+    expect(weak.code).toBe(ExitCode.ServerRefused)
+    expect(weak.stderr).toMatch(/hard to guess/)
+    // Current and new as two piped lines, as a script would.
+    const changed = await dave.run(['password', '--end-other-sessions'], {
+      password: null,
+      stdin: `${dave.password}\n${next}\n`,
+    })
+    expect(changed.code).toBe(0)
+    expect(changed.stdout).toBe(
+      `password changed for ${dave.username}, here and on the server; ${changed.stdout.match(/; (\d+) other/)?.[1]} other session(s) signed out\n`,
+    )
+    expect(changed.stdout).toMatch(/; \d+ other session/)
+    expect(changed.stderr).toMatch(/re-sealing this device's data: (\d+)\/\1/)
+    const old = await dave.run(['read'])
+    expect(old.code).toBe(ExitCode.WrongPassword)
+    const read = await dave.run(['read', '--json'], { password: next })
+    expect(read.code).toBe(0)
+    expect(JSON.parse(read.stdout).text).toBe('kept across the change')
+    // The server took the new secret too: a fresh log-in (the stored session is dropped) works.
+    const file = readFileSync(dave.databaseFile)
+    expect(revealedIn(file, next)).toBe(false)
+  })
+
   it('reports usage, unknown users and missing accounts with their exit codes', async () => {
     expect((await alice.run(['send', bob.username])).code).toBe(ExitCode.Usage)
     const unknown = await alice.run(['send', 'nobody-here-at-all', 'hi'])

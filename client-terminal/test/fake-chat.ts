@@ -89,6 +89,19 @@ export class FakeChat implements ChatApi {
     this.setConnection('logged-out')
   }
 
+  /** The password changes asked for, in order (a fake keeps no keys). */
+  readonly passwordChanges: { current: string; next: string; endOtherSessions: boolean }[] = []
+
+  async changePassword(
+    current: string,
+    next: string,
+    options: { endOtherSessions?: boolean; onProgress?: (done: number, total: number) => void } = {},
+  ): Promise<{ endedSessions: number }> {
+    options.onProgress?.(1, 1)
+    this.passwordChanges.push({ current, next, endOtherSessions: options.endOtherSessions === true })
+    return { endedSessions: options.endOtherSessions ? 1 : 0 }
+  }
+
   async close(): Promise<void> {
     this.closed = true
   }
