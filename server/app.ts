@@ -18,6 +18,7 @@ import { API_PREFIX, HealthResponse } from '../shared/codec/api.js'
 import { DeviceProofs } from './auth/device-proof.js'
 import { LoginLimiter } from './auth/login-limiter.js'
 import type { ServerContext, ServerLimits } from './context.js'
+import { claimsKeptMs, purgeOneTimePreKeyClaims } from './db/prekeys.js'
 import { openQueueRepository } from './db/queue-repository.js'
 import type { Db } from './db/schema.js'
 import { purgeExpiredTokens } from './db/tokens.js'
@@ -26,6 +27,7 @@ import {
   AUTH_TIMEOUT_MS,
   BCRYPT_COST,
   BUNDLE_RATE_LIMIT,
+  BUNDLE_REFETCH_WINDOW_MS,
   DELIVERY_WINDOW,
   FRAME_RATE_PER_CONNECTION,
   HEARTBEAT_INTERVAL_MS,
@@ -53,6 +55,7 @@ import {
   MAX_TOKENS_PER_USER,
   MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS,
   MESSAGE_TTL_MS,
+  ONE_TIME_PREKEY_CLAIMS_PER_TARGET,
   REGISTER_RATE_LIMIT,
   SEND_RATE_PER_USER,
   SIGNED_PREKEYS_KEPT,
@@ -78,6 +81,8 @@ export const DEFAULT_LIMITS: ServerLimits = {
   registerRateLimit: REGISTER_RATE_LIMIT,
   loginRateLimit: LOGIN_RATE_LIMIT,
   bundleRateLimit: BUNDLE_RATE_LIMIT,
+  oneTimePreKeyClaimsPerTarget: ONE_TIME_PREKEY_CLAIMS_PER_TARGET,
+  bundleRefetchWindowMs: BUNDLE_REFETCH_WINDOW_MS,
   loginFailuresPerAccount: LOGIN_FAILURES_PER_ACCOUNT,
   loginFailuresPerAddress: LOGIN_FAILURES_PER_ADDRESS,
   loginFailureWindowMs: LOGIN_FAILURE_WINDOW_MS,
@@ -168,6 +173,12 @@ function installMaintenance(
       if (tokens > 0) app.log.info({ event: 'purge', tokens }, 'expired tokens deleted')
     } catch (error) {
       app.log.error({ err: error }, 'purging expired tokens failed')
+    }
+    try {
+      // Claims of targets nobody fetches any more (a fetch purges its own target's old claims).
+      await purgeOneTimePreKeyClaims(context.db, context.now(), claimsKeptMs(context.limits))
+    } catch (error) {
+      app.log.error({ err: error }, 'purging prekey claims failed')
     }
     try {
       const messages = await hub.purgeExpired(context.now())

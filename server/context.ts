@@ -13,6 +13,8 @@ export interface ServerLimits {
   readonly registerRateLimit: RateLimit
   readonly loginRateLimit: RateLimit
   readonly bundleRateLimit: RateLimit
+  readonly oneTimePreKeyClaimsPerTarget: RateLimit
+  readonly bundleRefetchWindowMs: number
   readonly loginFailuresPerAccount: number
   readonly loginFailuresPerAddress: number
   readonly loginFailureWindowMs: number

@@ -5,7 +5,8 @@
 
 const SECOND = 1000
 const MINUTE = 60 * SECOND
-const DAY = 24 * 60 * MINUTE
+const HOUR = 60 * MINUTE
+const DAY = 24 * HOUR
 
 /**
  * bcrypt work factor. Cost 12 is about 220 ms per hash on the target machines: slow enough to make
@@ -67,6 +68,28 @@ export const LOGIN_RATE_LIMIT = { max: 60, timeWindowMs: MINUTE }
  * an unbounded rate would let one account drain everybody's supply (Signal limits this too).
  */
 export const BUNDLE_RATE_LIMIT = { max: 100, timeWindowMs: MINUTE }
+
+/**
+ * One-time prekeys handed out per target user per window, across all requesters. Without it, many
+ * accounts (each within BUNDLE_RATE_LIMIT) could take a user's keys as fast as the user's client
+ * makes them (every `prekeys.low` asks for another ONE_TIME_PREKEY_BATCH). Beyond it the bundle is
+ * still served, without a one-time prekey: X3DH proceeds on the signed prekey alone (a first message
+ * without the one-time key's extra forward secrecy), so a drain cannot stop anyone from starting a
+ * conversation. Thirty an hour is far more new sessions than a person starts being asked for; a
+ * sliding window over the claims recorded in one_time_prekey_claims, so several server processes
+ * on one database share it.
+ */
+export const ONE_TIME_PREKEY_CLAIMS_PER_TARGET = { max: 30, timeWindowMs: HOUR }
+
+/**
+ * A requester that fetches the same user's bundle again within this long after being handed one of
+ * their one-time prekeys gets the bundle without a one-time prekey, so re-fetching claims nothing.
+ * The earlier key is not handed out again: the requester may already have used it (a session that
+ * a retry request, docs/protocol.md §8.6, replaces within the window), and a second prekey message
+ * naming a key the target has deleted could not be opened, whereas the signed prekey alone always
+ * can. One requester therefore takes at most six of a target's keys an hour.
+ */
+export const BUNDLE_REFETCH_WINDOW_MS = 10 * MINUTE
 
 /** One-time prekeys stored per user at most: five uploads of shared/limits.ts ONE_TIME_PREKEY_BATCH. */
 export const MAX_ONE_TIME_PREKEYS_PER_USER = 500

@@ -145,4 +145,25 @@ describe('stores written by 0.1.0', () => {
       file.close()
     }
   })
+
+  it('prekey upkeep on a store without a one-time prekey ledger keeps every key the server holds', async () => {
+    const records = await bobStore()
+    const oneTimeKeys = async () =>
+      (await records.list('prekeys')).filter((record) => record.key.startsWith('one-time:')).map((r) => r.key)
+    const before = await oneTimeKeys()
+    expect(before.length).toBeGreaterThan(0)
+    expect(await records.get('prekeys', 'one-time-ledger')).toBeUndefined()
+    const bob = await ChatClient.open(
+      clientOptions(server, { store: records }),
+      fixture.password,
+      fixture.bob,
+    )
+    await bob.login(fixture.password)
+    await bob.maintainPreKeys()
+    // Nothing deleted (keys handed out before the upgrade are kept their full lifetime from now),
+    // and a ledger written.
+    expect(await oneTimeKeys()).toEqual(expect.arrayContaining(before))
+    expect(await records.get('prekeys', 'one-time-ledger')).toBeDefined()
+    await bob.close()
+  })
 })

@@ -21,7 +21,8 @@
  *    `pause()` and `step()` hand the pump to the test.
  *  - Nothing depends on time passing: no auth timeout, no heartbeat (a session that expires while
  *    its socket is open stays open; HTTP requests and new sockets do check expiry), no purge.
- *  - No rate limits, login limiter, backpressure or group commit: a test of the core has no use for
+ *  - No rate limits (nor the per-target one-time prekey limit and re-fetch window), login limiter,
+ *    backpressure or group commit: a test of the core has no use for
  *    them, and each is tested against the real server. Each send is stored and answered on its own.
  *  - Login secrets are kept in memory and compared directly instead of through bcrypt; every account
  *    is on its login secret (no accounts from before them); tokens are kept as their text instead
@@ -89,6 +90,7 @@ import {
   IdentityResponse,
   LoginRequest,
   LoginResponse,
+  OneTimePreKeyIdsResponse,
   PreKeyBundleResponse,
   type PreKeyJson,
   PreKeyStatusResponse,
@@ -1102,6 +1104,12 @@ export class MemoryRelay {
     }
     if (route === 'GET /keys/status')
       return ok(PreKeyStatusResponse, this.preKeyStatus(this.requireSession(token).account))
+    if (route === 'GET /keys/one-time') {
+      const { account } = this.requireSession(token)
+      return ok(OneTimePreKeyIdsResponse, {
+        keyIds: [...account.oneTimePreKeys.keys()].sort((a, b) => a - b),
+      })
+    }
     if (route === 'POST /keys/one-time') {
       const account = this.requireSession(token).account
       return ok(PreKeyStatusResponse, await this.uploadOneTimePreKeys(account, body))

@@ -10,6 +10,7 @@ import {
   migrateTo,
   migrateToLatest,
 } from './migrate.js'
+import { claimPreKeyBundle, listOneTimePreKeyIds } from './prekeys.js'
 import { openQueueRepository } from './queue-repository.js'
 
 const pgSkip = await postgresUnavailable()
@@ -17,6 +18,7 @@ const TABLES = [
   'auth_tokens',
   'message_tombstones',
   'messages',
+  'one_time_prekey_claims',
   'one_time_prekeys',
   'queue_positions',
   'signed_prekeys',
@@ -24,6 +26,18 @@ const TABLES = [
 ]
 /** The tables before 2026-12-02-01-message-metadata. */
 const TABLES_BEFORE_METADATA = ['auth_tokens', 'messages', 'one_time_prekeys', 'signed_prekeys', 'users']
+/** The tables before 2026-12-03-02-one-time-prekey-claims. */
+const TABLES_BEFORE_CLAIMS = TABLES.filter((name) => name !== 'one_time_prekey_claims')
+/** The tables each migration leaves, by how many have run (those that add none leave the previous). */
+const TABLES_AFTER: Readonly<Record<number, readonly string[]>> = {
+  0: [],
+  1: TABLES_BEFORE_METADATA,
+  2: TABLES_BEFORE_METADATA,
+  3: TABLES_BEFORE_METADATA,
+  4: TABLES_BEFORE_CLAIMS,
+  5: TABLES_BEFORE_CLAIMS,
+  6: TABLES,
+}
 
 /** The database as a migration sees it: older layouts than schema.ts describes. */
 // biome-ignore lint/suspicious/noExplicitAny: older layouts than today's types
@@ -85,15 +99,10 @@ for (const dialect of DIALECTS) {
     it('each migration reverts cleanly, newest first (initial: down drops every table)', async () => {
       database = await createTestDatabase(dialect)
       const names = Object.keys(MIGRATIONS).sort()
-      const metadata = names.indexOf('2026-12-02-01-message-metadata')
       for (let applied = names.length; applied > 0; applied--) {
         await migrateDown(database.db, dialect)
         expect(await appliedMigrations(database.db, dialect)).toEqual(names.slice(0, applied - 1))
-        // Message metadata is the migration that added tables.
-        const left = applied - 1
-        expect(await userTables(database)).toEqual(
-          left === 0 ? [] : left > metadata ? TABLES : TABLES_BEFORE_METADATA,
-        )
+        expect(await userTables(database)).toEqual(TABLES_AFTER[applied - 1])
       }
       await migrateToLatest(database.db, dialect)
       expect(await userTables(database)).toEqual(TABLES)
@@ -233,6 +242,7 @@ for (const dialect of DIALECTS) {
       const oldSeqs = written.map((inserted) => Number(inserted.seq))
 
       await migrateTo(db, dialect, '2026-12-02-01-message-metadata')
+      expect(await appliedMigrations(db, dialect)).toContain('2026-12-02-01-message-metadata')
       const queue = openQueueRepository(database.db, {
         maxMessages: 100,
         maxBytes: 10_000,
@@ -328,6 +338,55 @@ for (const dialect of DIALECTS) {
       await migrateDown(db, dialect)
       const names = await db.selectFrom('users').select('username').orderBy('username').execute()
       expect(names.map((row: { username: string }) => row.username)).toEqual(['newuser', 'olduser'])
+    })
+
+    it('one-time prekey claims: keys stored before it are handed out under the per-target limit', async () => {
+      database = await createTestDatabase(dialect, { migrate: false })
+      const db = untyped(database)
+      await migrateTo(db, dialect, '2026-12-02-01-message-metadata')
+      // Data as the previous version wrote it: two users, the target with a signed prekey and three
+      // one-time prekeys.
+      const [target, requester] = await Promise.all(
+        ['target', 'requester'].map((name) =>
+          db.insertInto('users').values(user(name)).returning('id').executeTakeFirstOrThrow(),
+        ),
+      )
+      const key = (keyId: number) => ({
+        user_id: target!.id,
+        key_id: keyId,
+        public_key: new Uint8Array(32).fill(keyId),
+        signature: new Uint8Array(64),
+      })
+      await db
+        .insertInto('signed_prekeys')
+        .values({ ...key(1), created_at: 1 })
+        .execute()
+      await db
+        .insertInto('one_time_prekeys')
+        .values([key(2), key(3), key(4)])
+        .execute()
+
+      await migrateTo(db, dialect, '2026-12-03-02-one-time-prekey-claims')
+      expect(await appliedMigrations(db, dialect)).toContain('2026-12-03-02-one-time-prekey-claims')
+      const policy = (now: number) => ({
+        requesterId: Number(requester!.id),
+        now,
+        claimsPerTarget: { max: 2, timeWindowMs: 60_000 },
+        refetchWindowMs: 1_000,
+      })
+      const fetched = []
+      for (const now of [10_000, 10_500, 20_000, 30_000, 80_000]) {
+        const bundle = await claimPreKeyBundle(database.db, Number(target!.id), policy(now))
+        fetched.push([bundle?.outcome, bundle?.oneTimePreKey?.key_id, bundle?.signedPreKey.key_id])
+      }
+      expect(fetched).toEqual([
+        ['claimed', 2, 1],
+        ['withheld', undefined, 1], // the same requester within the re-fetch window
+        ['claimed', 3, 1],
+        ['withheld', undefined, 1], // two claims in the last minute: the per-target limit
+        ['claimed', 4, 1], // the first claim has left the window
+      ])
+      expect(await listOneTimePreKeyIds(database.db, Number(target!.id))).toEqual([])
     })
 
     it('enforces the schema: binary lengths are checked and usernames are unique', async () => {

@@ -95,6 +95,16 @@ export interface QueuePositionsTable {
   last_seq: number
 }
 
+/**
+ * One row per one-time prekey handed out, kept only for the per-target claim limit and the
+ * re-fetch window (server/limits.ts): purged once older than both. Never logged.
+ */
+export interface OneTimePreKeyClaimsTable {
+  target_id: number
+  requester_id: number
+  claimed_at: number
+}
+
 export interface Database {
   users: UsersTable
   signed_prekeys: SignedPreKeysTable
@@ -103,6 +113,7 @@ export interface Database {
   messages: MessagesTable
   message_tombstones: MessageTombstonesTable
   queue_positions: QueuePositionsTable
+  one_time_prekey_claims: OneTimePreKeyClaimsTable
 }
 
 /** The database handle every repository function takes first: the root handle or a transaction. */

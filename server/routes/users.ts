@@ -2,7 +2,8 @@
  * The directory of other users (authentication required for all of it, so the directory is not
  * open to anonymous scraping): GET /users?query= (prefix search), GET /users/:username/identity and
  * GET /users/:username/bundle, which claims one one-time prekey per call (rate-limited per caller,
- * since each call uses up a key of the target's).
+ * since each call uses up a key of the target's), except beyond the target's per-window claim limit
+ * or on a re-fetch within the re-fetch window (server/limits.ts), which get the signed prekey alone.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { toBase64Url } from '../../shared/bytes.js'
@@ -92,12 +93,18 @@ export const userRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, 
     },
     async (request) => {
       const user = await userNamed(request.params.username)
-      const bundle = await claimPreKeyBundle(db, user.id)
+      const bundle = await claimPreKeyBundle(db, user.id, {
+        requesterId: sessionOf(request).userId,
+        now: context.now(),
+        claimsPerTarget: limits.oneTimePreKeyClaimsPerTarget,
+        refetchWindowMs: limits.bundleRefetchWindowMs,
+      })
       if (!bundle) throw serverErrors.userNotFound()
       // The owner, if online, hears when their supply runs low (prekeys.low), so it refills in time.
-      context.relay.preKeyBundleServed(user.id)
+      // A withheld key changed nothing, so a drain past the limit costs the owner no frames either.
+      if (bundle.outcome !== 'withheld') context.relay.preKeyBundleServed(user.id)
       // Neither the requester nor the target: the log must not record who fetched whose bundle.
-      request.log.info({ event: 'bundle', oneTimePreKey: !!bundle.oneTimePreKey }, 'prekey bundle served')
+      request.log.info({ event: 'bundle', oneTimePreKey: bundle.outcome }, 'prekey bundle served')
       return {
         username: user.username,
         identity: identityJson(user),

@@ -37,6 +37,10 @@ export const RELAXED_LIMITS: BuildOptions['limits'] = {
   registerRateLimit: { max: 10_000, timeWindowMs: 60_000 },
   loginRateLimit: { max: 10_000, timeWindowMs: 60_000 },
   bundleRateLimit: { max: 10_000, timeWindowMs: 60_000 },
+  // Tests in which one user fetches a target's bundle many times, each claiming a key as before;
+  // the tests of these two limits set them (server/keys.test.ts, test/prekey-drain.test.ts).
+  oneTimePreKeyClaimsPerTarget: { max: 10_000, timeWindowMs: 60_000 },
+  bundleRefetchWindowMs: 0,
   loginFailuresPerAddress: 10_000,
 }
 

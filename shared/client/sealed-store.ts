@@ -6,6 +6,7 @@
  *   sessions  key <address>  ("alice:1")       context "session:<address>"   a session record
  *             key <peer>     (format 1 only)    context "session:<peer>"      one session; migrated
  *   prekeys   key signed:<id> | one-time:<id>  context "prekey:<key>"
+ *             key one-time-ledger              context "prekey:one-time-ledger"   (one-time-prekeys.ts)
  *   contacts  key <peer>                       context "contact:<peer>"
  *   messages  key <peer>/<id>                  context "message:<key>"
  *   outbox    key <id>                         context "outbox:<id>"
@@ -31,6 +32,7 @@ import {
 } from '../session-serialization.js'
 import { ACCOUNT_KEY, type AccountSecrets, sealAccount, type UnlockedAccount } from './account.js'
 import { ClientError, ClientErrorCode } from './errors.js'
+import { ONE_TIME_PREKEY_LEDGER_KEY, OneTimePreKeyLedger } from './one-time-prekeys.js'
 import {
   ContactRecord,
   conversationOf,
@@ -382,6 +384,29 @@ export class SealedStore {
     const key = `${signed ? 'signed' : 'one-time'}:${preKey.keyId}`
     const value = await this.sealBytes(await exportPreKey(preKey), `prekey:${key}`)
     return { op: 'put', table: 'prekeys', record: { key, value } }
+  }
+
+  /** The one-time prekey ledger; undefined when none is stored yet (stores written before it). */
+  async loadOneTimePreKeyLedger(): Promise<OneTimePreKeyLedger | undefined> {
+    const record = await this.store.get('prekeys', ONE_TIME_PREKEY_LEDGER_KEY)
+    if (!record) return undefined
+    const ledger = await this.openJson<unknown>(record.value, `prekey:${ONE_TIME_PREKEY_LEDGER_KEY}`)
+    if (!matches(OneTimePreKeyLedger, ledger)) {
+      throw new ClientError(
+        ClientErrorCode.CorruptStore,
+        'expected a one-time prekey ledger, got a damaged one',
+      )
+    }
+    return ledger
+  }
+
+  async oneTimePreKeyLedgerPut(ledger: OneTimePreKeyLedger): Promise<StoreOperation> {
+    const key = ONE_TIME_PREKEY_LEDGER_KEY
+    return {
+      op: 'put',
+      table: 'prekeys',
+      record: { key, value: await this.sealJson(ledger, `prekey:${key}`) },
+    }
   }
 
   async loadContact(peer: string): Promise<ContactRecord | undefined> {

@@ -2,7 +2,12 @@
  * Schemas of every REST body (requests and responses). Fastify validates requests and serialises
  * responses with them; clients decode responses with `decode`. Binary fields are unpadded base64url.
  */
-import { ONE_TIME_PREKEY_BATCH, PASSWORD_MAX_LENGTH, USERNAME_MAX_LENGTH } from '../limits.js'
+import {
+  MAX_LISTED_ONE_TIME_PREKEY_IDS,
+  ONE_TIME_PREKEY_BATCH,
+  PASSWORD_MAX_LENGTH,
+  USERNAME_MAX_LENGTH,
+} from '../limits.js'
 import { LOGIN_SECRET_BYTES } from '../login-secret.js'
 import { USERNAME_PATTERN } from '../username.js'
 import { Base64Url, FixedBase64Url, type Static, Type } from './schema.js'
@@ -171,6 +176,17 @@ export const PreKeyStatusResponse = Type.Object(
   { additionalProperties: false },
 )
 export type PreKeyStatusResponse = Static<typeof PreKeyStatusResponse>
+
+/**
+ * GET /keys/one-time: the ids of the caller's one-time prekeys the server still holds (not yet
+ * handed out), lowest first. A separate route rather than a field of PreKeyStatusResponse, whose
+ * schema refuses unknown fields: clients that predate it never ask, so they keep working.
+ */
+export const OneTimePreKeyIdsResponse = Type.Object(
+  { keyIds: Type.Array(KeyIdField, { maxItems: MAX_LISTED_ONE_TIME_PREKEY_IDS }) },
+  { additionalProperties: false },
+)
+export type OneTimePreKeyIdsResponse = Static<typeof OneTimePreKeyIdsResponse>
 
 export const UserSearchResponse = Type.Object(
   {
