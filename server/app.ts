@@ -19,6 +19,7 @@ import { DeviceProofs } from './auth/device-proof.js'
 import { LoginLimiter } from './auth/login-limiter.js'
 import type { ServerContext, ServerLimits } from './context.js'
 import { openQueueRepository } from './db/queue-repository.js'
+import { RelationsKey } from './db/relations.js'
 import type { Db } from './db/schema.js'
 import { purgeExpiredTokens } from './db/tokens.js'
 import { ServerError, ServerErrorCode } from './errors.js'
@@ -65,6 +66,7 @@ import { warnOnUntrustedProxy } from './plugins/proxy-check.js'
 import { limitUnauthenticatedSockets, UnauthenticatedSockets } from './plugins/unauthenticated-sockets.js'
 import { webApp } from './plugins/web-app.js'
 import { accountRoutes } from './routes/accounts.js'
+import { blockRoutes } from './routes/blocks.js'
 import { errorResponses } from './routes/common.js'
 import { keyRoutes } from './routes/keys.js'
 import { userRoutes } from './routes/users.js'
@@ -125,6 +127,13 @@ export interface BuildOptions {
    * process, which the app closes. A bus given here is the caller's to close.
    */
   readonly relayBus?: RelayBus
+  /**
+   * The secret presence grants and blocks are hashed under (db/relations.ts). main.ts keeps one in
+   * the data directory; without it a random key is made, and relations stored under an earlier key
+   * are no longer found (clients share presence again on their next connection, and blocks are
+   * lost): tests that restart a server pass the same key.
+   */
+  readonly relationsKey?: RelationsKey
 }
 
 /**
@@ -247,6 +256,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     })
     bus = ownBus
   }
+  const relationsKey = options.relationsKey ?? RelationsKey.random()
   const unauthenticatedSockets = new UnauthenticatedSockets(limits.maxUnauthenticatedSocketsPerAddress)
   const hub = new RelayHub({
     db: options.db,
@@ -261,6 +271,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     log: app.log,
     bus,
     authenticated: (socket) => unauthenticatedSockets.release(socket),
+    relationsKey,
   })
   const context: ServerContext = {
     db: options.db,
@@ -268,6 +279,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     bcryptCost,
     limits,
     relay: hub,
+    relationsKey,
     loginLimiter: new LoginLimiter(
       {
         failuresPerAddress: limits.loginFailuresPerAddress,
@@ -300,6 +312,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
       await api.register(accountRoutes, context)
       await api.register(keyRoutes, context)
       await api.register(userRoutes, context)
+      await api.register(blockRoutes, context)
     },
     { prefix: API_PREFIX },
   )

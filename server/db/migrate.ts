@@ -16,6 +16,7 @@ import * as initial from './migrations/2026-11-26-01-initial.js'
 import * as messageTombstones from './migrations/2026-11-26-02-message-tombstones.js'
 import * as messageIdFirst from './migrations/2026-11-26-03-message-id-first.js'
 import * as messageMetadata from './migrations/2026-12-02-01-message-metadata.js'
+import * as relations from './migrations/2026-12-03-03-relations.js'
 import type { SqlDialect } from './schema.js'
 
 interface DialectMigration {
@@ -31,6 +32,7 @@ export const MIGRATIONS: Readonly<Record<string, DialectMigration>> = {
   '2026-11-26-02-message-tombstones': messageTombstones,
   '2026-11-26-03-message-id-first': messageIdFirst,
   '2026-12-02-01-message-metadata': messageMetadata,
+  '2026-12-03-03-relations': relations,
 }
 
 export const MIGRATION_TABLE = 'kysely_migration'

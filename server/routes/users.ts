@@ -15,8 +15,9 @@ import {
 } from '../../shared/codec/api.js'
 import { USER_SEARCH_MIN_LENGTH } from '../../shared/limits.js'
 import type { ServerContext } from '../context.js'
-import { claimPreKeyBundle } from '../db/prekeys.js'
-import type { PreKeyRow, UserRow } from '../db/schema.js'
+import { claimPreKeyBundle, currentSignedPreKey } from '../db/prekeys.js'
+import { isBlocked } from '../db/relations.js'
+import type { Db, PreKeyRow, UserRow } from '../db/schema.js'
 import { findUserByUsername, searchUsernames } from '../db/users.js'
 import { serverErrors } from '../errors.js'
 import { USER_SEARCH_LIMIT } from '../limits.js'
@@ -33,6 +34,12 @@ function identityJson(user: UserRow) {
 
 function preKeyJson(row: PreKeyRow) {
   return { keyId: row.key_id, publicKey: toBase64Url(row.public_key), signature: toBase64Url(row.signature) }
+}
+
+/** A bundle with the current signed prekey only: nothing claimed. */
+async function unclaimedBundle(db: Db, userId: number) {
+  const signedPreKey = await currentSignedPreKey(db, userId)
+  return signedPreKey && { signedPreKey, oneTimePreKey: undefined }
 }
 
 /** Characters a normalised username may contain; a prefix with others cannot match anybody. */
@@ -92,10 +99,13 @@ export const userRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, 
     },
     async (request) => {
       const user = await userNamed(request.params.username)
-      const bundle = await claimPreKeyBundle(db, user.id)
+      // Someone the owner blocked claims none of their one-time prekeys, and is answered as if none
+      // were left: an error would tell them they were blocked.
+      const blocked = await isBlocked(db, context.relationsKey, user.id, sessionOf(request).userId)
+      const bundle = blocked ? await unclaimedBundle(db, user.id) : await claimPreKeyBundle(db, user.id)
       if (!bundle) throw serverErrors.userNotFound()
       // The owner, if online, hears when their supply runs low (prekeys.low), so it refills in time.
-      context.relay.preKeyBundleServed(user.id)
+      if (!blocked) context.relay.preKeyBundleServed(user.id)
       // Neither the requester nor the target: the log must not record who fetched whose bundle.
       request.log.info({ event: 'bundle', oneTimePreKey: !!bundle.oneTimePreKey }, 'prekey bundle served')
       return {

@@ -2,7 +2,12 @@
  * Schemas of every REST body (requests and responses). Fastify validates requests and serialises
  * responses with them; clients decode responses with `decode`. Binary fields are unpadded base64url.
  */
-import { ONE_TIME_PREKEY_BATCH, PASSWORD_MAX_LENGTH, USERNAME_MAX_LENGTH } from '../limits.js'
+import {
+  ONE_TIME_PREKEY_BATCH,
+  PASSWORD_MAX_LENGTH,
+  USER_SEARCH_MAX_RESULTS,
+  USERNAME_MAX_LENGTH,
+} from '../limits.js'
 import { USERNAME_PATTERN } from '../username.js'
 import { Base64Url, FixedBase64Url, type Static, Type } from './schema.js'
 
@@ -138,7 +143,7 @@ export type PreKeyStatusResponse = Static<typeof PreKeyStatusResponse>
 export const UserSearchResponse = Type.Object(
   {
     users: Type.Array(Type.Object({ username: ServerUsernameField }, { additionalProperties: false }), {
-      maxItems: 50,
+      maxItems: USER_SEARCH_MAX_RESULTS,
     }),
   },
   { additionalProperties: false },
