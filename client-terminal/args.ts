@@ -25,6 +25,9 @@ export const USAGE = `Usage:
                                                      mark it verified: <digits> are the 60 you compared
                                                      (spaces allowed); a different number is refused
   secure-chat accept-key <user>                      accept a contact's changed identity key
+  secure-chat block <user>                           block a user: the server drops their messages (they
+                                                     are not told) and hides your presence from them
+  secure-chat unblock <user>                         unblock a user
   secure-chat help
 
 Options:
@@ -76,8 +79,19 @@ export type Invocation =
       readonly json: boolean
     }
   | { readonly command: 'accept-key'; readonly options: GlobalOptions; readonly peer: string }
+  | { readonly command: 'block' | 'unblock'; readonly options: GlobalOptions; readonly peer: string }
 
-const COMMANDS = ['register', 'reinstall', 'send', 'read', 'verify', 'accept-key', 'help'] as const
+const COMMANDS = [
+  'register',
+  'reinstall',
+  'send',
+  'read',
+  'verify',
+  'accept-key',
+  'block',
+  'unblock',
+  'help',
+] as const
 type CommandName = (typeof COMMANDS)[number]
 
 /** Options each command takes beyond the global ones. */
@@ -90,6 +104,8 @@ const COMMAND_OPTIONS: Record<CommandName | 'interactive', readonly string[]> = 
   read: ['from', 'json', 'wait'],
   verify: ['confirm', 'number', 'json'],
   'accept-key': [],
+  block: [],
+  unblock: [],
 }
 
 function nonEmpty(value: string | undefined): string | undefined {
@@ -161,7 +177,9 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
         json,
       }
     }
-    case 'accept-key': {
+    case 'accept-key':
+    case 'block':
+    case 'unblock': {
       const [peer] = exactly(command, rest, ['<user>'])
       return { command, options, peer: peer as string }
     }
