@@ -1,6 +1,6 @@
 import { directConversation } from '../address.js'
 import { RegisterResponse } from '../codec/api.js'
-import { FRAME_VERSION, type ServerFrame } from '../codec/frames.js'
+import type { ServerFrame } from '../codec/frames.js'
 import { decode } from '../codec/schema.js'
 import type { Identity, PublicIdentity } from '../identity.js'
 import { defaultKeyGeneration } from '../key-generation.js'
