@@ -29,6 +29,9 @@ export const USAGE = `Usage:
                                                      current one as usual, the new one from
                                                      SECURE_CHAT_NEW_PASSWORD, typed twice at a terminal,
                                                      or as the second line of standard input
+  secure-chat block <user>                           block a user: the server drops their messages (they
+                                                     are not told) and hides your presence from them
+  secure-chat unblock <user>                         unblock a user
   secure-chat help
 
 Options:
@@ -81,6 +84,7 @@ export type Invocation =
     }
   | { readonly command: 'accept-key'; readonly options: GlobalOptions; readonly peer: string }
   | { readonly command: 'password'; readonly options: GlobalOptions; readonly endOtherSessions: boolean }
+  | { readonly command: 'block' | 'unblock'; readonly options: GlobalOptions; readonly peer: string }
 
 const COMMANDS = [
   'register',
@@ -90,6 +94,8 @@ const COMMANDS = [
   'verify',
   'accept-key',
   'password',
+  'block',
+  'unblock',
   'help',
 ] as const
 type CommandName = (typeof COMMANDS)[number]
@@ -105,6 +111,8 @@ const COMMAND_OPTIONS: Record<CommandName | 'interactive', readonly string[]> = 
   verify: ['confirm', 'number', 'json'],
   'accept-key': [],
   password: ['end-other-sessions'],
+  block: [],
+  unblock: [],
 }
 
 function nonEmpty(value: string | undefined): string | undefined {
@@ -176,7 +184,9 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
         json,
       }
     }
-    case 'accept-key': {
+    case 'accept-key':
+    case 'block':
+    case 'unblock': {
       const [peer] = exactly(command, rest, ['<user>'])
       return { command, options, peer: peer as string }
     }

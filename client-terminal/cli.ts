@@ -1,5 +1,6 @@
 /**
- * The non-interactive commands for scripts: register, reinstall, send, read, verify, accept-key.
+ * The non-interactive commands for scripts: register, reinstall, send, read, verify, accept-key,
+ * block, unblock.
  * Each opens the local account, does one thing, and exits with a code from exit-codes.ts; results
  * go to stdout (text, or JSON with --json), diagnostics to stderr as single lines.
  *
@@ -155,6 +156,8 @@ const COMMANDS: {
   verify: verifyCommand,
   'accept-key': acceptKeyCommand,
   password: passwordCommand,
+  block: blockCommand,
+  unblock: blockCommand,
 }
 
 async function registerCommand(
@@ -591,6 +594,35 @@ async function passwordCommand(
     context.io.stdout.write(
       `password changed for ${username}, here and on the server${invocation.endOtherSessions ? `; ${endedSessions} other session(s) signed out` : ''}\n`,
     )
+  } finally {
+    await client.close()
+  }
+}
+
+/**
+ * Blocks or unblocks a user, on the server and in the contact record (the conversation stays). A
+ * user the server does not know is refused there (exit code 4), and nothing changes here.
+ */
+async function blockCommand(
+  context: CommandContext,
+  invocation: Extract<Invocation, { command: 'block' | 'unblock' }>,
+): Promise<void> {
+  const peer = normalizedUsername(invocation.peer)
+  const { client } = await openChosenAccount(context)
+  try {
+    if (peer === client.username) {
+      throw new CommandError(ExitCode.Usage, `${invocation.command}: expected another user, got yourself`)
+    }
+    if (invocation.command === 'block') {
+      await client.blockContact(peer)
+      context.io.stdout.write(
+        `blocked ${peer}: the server drops their messages (they are not told) and hides your presence from them; the conversation stays\n`,
+      )
+    } else if (await client.unblockContact(peer)) {
+      context.io.stdout.write(`unblocked ${peer}\n`)
+    } else {
+      context.io.stdout.write(`unblocked ${peer} (not a contact here)\n`)
+    }
   } finally {
     await client.close()
   }

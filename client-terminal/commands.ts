@@ -17,6 +17,8 @@ export type Command =
   | { readonly kind: 'contacts' }
   | { readonly kind: 'verify'; readonly username: string }
   | { readonly kind: 'accept-key'; readonly username: string }
+  | { readonly kind: 'block'; readonly username: string }
+  | { readonly kind: 'unblock'; readonly username: string }
   | { readonly kind: 'help' }
   | { readonly kind: 'quit' }
   | { readonly kind: 'empty' }
@@ -43,6 +45,8 @@ export const COMMAND_HELP: readonly CommandHelp[] = [
   { usage: '/contacts', description: 'list contacts: unread, online, verified, key changes' },
   { usage: '/verify <user>', description: 'compare safety numbers with user and mark them verified' },
   { usage: '/accept-key <user>', description: "accept user's changed identity key" },
+  { usage: '/block <user>', description: 'block user: their messages are dropped, your presence hidden' },
+  { usage: '/unblock <user>', description: 'unblock user (the conversation stayed)' },
   { usage: '/help', description: 'this list' },
   { usage: '/quit', description: 'leave (Ctrl+C too)' },
 ]
@@ -114,6 +118,11 @@ export function parseCommand(line: string): Command {
     case 'accept-key': {
       const username = oneName('/accept-key', args, '/accept-key <user>')
       return typeof username === 'string' ? { kind: 'accept-key', username } : username
+    }
+    case 'block':
+    case 'unblock': {
+      const username = oneName(`/${name}`, args, `/${name} <user>`)
+      return typeof username === 'string' ? { kind: name, username } : username
     }
     case 'help':
     case '?':

@@ -20,6 +20,7 @@ import { USER_SEARCH_MIN_LENGTH } from '../shared/limits.js'
 import { normalizeUsername } from '../shared/username.js'
 import { COMMAND_HELP, type Command, parseCommand } from './commands.js'
 import {
+  blockedWarning,
   contactLine,
   formatTime,
   keyChangeWarning,
@@ -51,6 +52,8 @@ export type ChatApi = Pick<
   | 'confirmSafetyNumber'
   | 'acceptIdentityChange'
   | 'markRead'
+  | 'blockContact'
+  | 'unblockContact'
 >
 
 /** Local accounts and how to open them (backend.ts for real, a fake in tests). */
@@ -345,6 +348,10 @@ export class Controller {
         return this.startVerify(command.username)
       case 'accept-key':
         return this.acceptKey(command.username)
+      case 'block':
+        return this.setBlocked(command.username, true)
+      case 'unblock':
+        return this.setBlocked(command.username, false)
     }
   }
 
@@ -655,6 +662,7 @@ export class Controller {
             ? contacts.map((contact) => {
                 const line = contactLine(contact)
                 const facts = [
+                  contact.blocked ? 'blocked' : undefined,
                   contact.online ? 'online' : 'offline',
                   contact.unread > 0 ? `${contact.unread} unread` : undefined,
                   contact.identityChanged
@@ -689,6 +697,10 @@ export class Controller {
     const peer = this.state.openChat
     if (!peer) throw new Error('no open conversation: /chat <user> first, or /msg <user> <text>')
     const contact = this.state.contacts.find((candidate) => candidate.username === peer)
+    if (contact?.blocked) {
+      this.notify('warning', blockedWarning(peer))
+      return
+    }
     if (contact?.identityChanged) {
       this.notify('warning', keyChangeWarning(peer))
       return
@@ -699,6 +711,10 @@ export class Controller {
       if (isClientError(error, ClientErrorCode.IdentityChanged)) {
         this.notify('warning', keyChangeWarning(peer))
         this.requestRefresh()
+        return
+      }
+      if (isClientError(error, ClientErrorCode.Blocked)) {
+        this.notify('warning', blockedWarning(peer))
         return
       }
       throw error
@@ -762,6 +778,27 @@ export class Controller {
       'info',
       `accepted ${name}'s new identity key (not verified: /verify ${name} to compare safety numbers)`,
     )
+    this.requestRefresh()
+  }
+
+  // --- Blocking ------------------------------------------------------------------------------------
+
+  private async setBlocked(username: string, blocked: boolean): Promise<void> {
+    const api = this.requireSignedIn()
+    const name = this.normalize(username)
+    if (name === api.username)
+      throw new Error(`that is you: /${blocked ? 'block' : 'unblock'} <someone else>`)
+    if (blocked) {
+      await api.blockContact(name)
+      this.notify(
+        'info',
+        `blocked ${name}: their messages are dropped (they are not told), your presence is hidden from them, and the conversation stays. /unblock ${name} to undo.`,
+      )
+    } else if (await api.unblockContact(name)) {
+      this.notify('info', `unblocked ${name}`)
+    } else {
+      this.notify('info', `${name} is not a contact`)
+    }
     this.requestRefresh()
   }
 

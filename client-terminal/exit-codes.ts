@@ -73,6 +73,8 @@ export function exitCodeFor(error: unknown): ExitCode {
       case 'E2E_ERR_CLIENT_STATE':
         return ExitCode.LocalDatabase
       case 'E2E_ERR_CLIENT_INPUT':
+      // Sending to someone you blocked: unblock first.
+      case 'E2E_ERR_CONTACT_BLOCKED':
         return ExitCode.Usage
     }
   }

@@ -20,6 +20,7 @@ import { LoginLimiter } from './auth/login-limiter.js'
 import type { ServerContext, ServerLimits } from './context.js'
 import { claimsKeptMs, purgeOneTimePreKeyClaims } from './db/prekeys.js'
 import { openQueueRepository } from './db/queue-repository.js'
+import { RelationsKey } from './db/relations.js'
 import type { Db } from './db/schema.js'
 import { purgeExpiredTokens } from './db/tokens.js'
 import { ServerError, ServerErrorCode } from './errors.js'
@@ -68,6 +69,7 @@ import { warnOnUntrustedProxy } from './plugins/proxy-check.js'
 import { limitUnauthenticatedSockets, UnauthenticatedSockets } from './plugins/unauthenticated-sockets.js'
 import { webApp } from './plugins/web-app.js'
 import { accountRoutes } from './routes/accounts.js'
+import { blockRoutes } from './routes/blocks.js'
 import { errorResponses } from './routes/common.js'
 import { keyRoutes } from './routes/keys.js'
 import { userRoutes } from './routes/users.js'
@@ -130,6 +132,13 @@ export interface BuildOptions {
    * process, which the app closes. A bus given here is the caller's to close.
    */
   readonly relayBus?: RelayBus
+  /**
+   * The secret presence grants and blocks are hashed under (db/relations.ts). main.ts keeps one in
+   * the data directory; without it a random key is made, and relations stored under an earlier key
+   * are no longer found (clients share presence again on their next connection, and blocks are
+   * lost): tests that restart a server pass the same key.
+   */
+  readonly relationsKey?: RelationsKey
 }
 
 /**
@@ -258,6 +267,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     })
     bus = ownBus
   }
+  const relationsKey = options.relationsKey ?? RelationsKey.random()
   const unauthenticatedSockets = new UnauthenticatedSockets(limits.maxUnauthenticatedSocketsPerAddress)
   const hub = new RelayHub({
     db: options.db,
@@ -272,6 +282,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     log: app.log,
     bus,
     authenticated: (socket) => unauthenticatedSockets.release(socket),
+    relationsKey,
   })
   const context: ServerContext = {
     db: options.db,
@@ -279,6 +290,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     bcryptCost,
     limits,
     relay: hub,
+    relationsKey,
     loginLimiter: new LoginLimiter(
       {
         failuresPerAddress: limits.loginFailuresPerAddress,
@@ -311,6 +323,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
       await api.register(accountRoutes, context)
       await api.register(keyRoutes, context)
       await api.register(userRoutes, context)
+      await api.register(blockRoutes, context)
     },
     { prefix: API_PREFIX },
   )

@@ -1,6 +1,7 @@
 /** What every route plugin receives: the database, the clock, the tunable limits and the relay. */
 import type { DeviceProofs } from './auth/device-proof.js'
 import type { LoginLimiter } from './auth/login-limiter.js'
+import type { RelationsKey } from './db/relations.js'
 import type { Db } from './db/schema.js'
 import type { Rate } from './ws/token-bucket.js'
 
@@ -55,6 +56,8 @@ export interface RelayEvents {
    * everyone watching their presence gets `identity.changed`.
    */
   identityChanged(userId: number, username: string): void
+  /** The owner no longer lets the viewer see their presence (a block): the viewer's watches end. */
+  presenceRevoked(ownerId: number, ownerName: string, viewerId: number): void
 }
 
 export interface ServerContext {
@@ -65,4 +68,6 @@ export interface ServerContext {
   readonly loginLimiter: LoginLimiter
   readonly deviceProofs: DeviceProofs
   readonly relay: RelayEvents
+  /** The secret relation rows are hashed under (db/relations.ts); account deletion needs it too. */
+  readonly relationsKey: RelationsKey
 }

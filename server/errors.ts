@@ -74,6 +74,8 @@ export const ServerErrorCode = {
   TooManyConnections: 'E2E_ERR_TOO_MANY_CONNECTIONS',
   /** Relay: this connection watches the most users allowed; the names beyond it were ignored. */
   TooManySubscriptions: 'E2E_ERR_TOO_MANY_SUBSCRIPTIONS',
+  /** The user keeps the most relations allowed (presence grants and blocks): the new one was not stored. */
+  TooManyRelations: 'E2E_ERR_TOO_MANY_RELATIONS',
   /** Anything unexpected; details go to the server log only. */
   Internal: 'E2E_ERR_INTERNAL',
 } as const

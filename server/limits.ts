@@ -3,6 +3,8 @@
  * Protocol-wide limits (username length, prekey batch size, message size) live in shared/limits.ts.
  */
 
+import { USER_SEARCH_MAX_RESULTS } from '../shared/limits.js'
+
 const SECOND = 1000
 const MINUTE = 60 * SECOND
 const HOUR = 60 * MINUTE
@@ -100,8 +102,8 @@ export const MAX_ONE_TIME_PREKEYS_PER_USER = 500
  */
 export const SIGNED_PREKEYS_KEPT = 3
 
-/** Results of a username search at most (the response schema's maxItems). */
-export const USER_SEARCH_LIMIT = 50
+/** Results of a username search at most (the response schema's maxItems, shared/limits.ts). */
+export const USER_SEARCH_LIMIT = USER_SEARCH_MAX_RESULTS
 
 /**
  * Largest REST body. A registration with 100 one-time prekeys is about 20 KiB of JSON; 64 KiB
@@ -234,6 +236,12 @@ export const HEARTBEAT_INTERVAL_MS = 30 * SECOND
 
 /** Users one connection may watch for presence (a contact list; the frame itself allows 500 names). */
 export const MAX_PRESENCE_SUBSCRIPTIONS_PER_CONNECTION = 1_000
+
+/**
+ * Relations one user may keep (presence grants and blocks together, db/relations.ts): a contact
+ * list with room to spare. Bounds the rows one account can make the server store.
+ */
+export const MAX_RELATIONS_PER_USER = 10_000
 
 /** Usernames the relay keeps resolved in memory (users are never renamed or deleted). */
 export const DIRECTORY_CACHE_ENTRIES = 100_000

@@ -52,6 +52,8 @@ describe('reinstall', () => {
     const alice = await signUp(server)
     const bobSocket = await connect(server, bob.token, 'bob')
     const aliceSocket = await connect(server, alice.token, 'alice')
+    bobSocket.share([alice.client.username])
+    await bobSocket.fence()
     aliceSocket.send({ v: FRAME_VERSION, type: 'presence.subscribe', users: [bob.client.username] })
     await aliceSocket.next('presence')
 

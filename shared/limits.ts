@@ -89,6 +89,13 @@ export const USERNAME_MIN_LENGTH = 3
  * prefix would page through the whole directory a letter at a time.
  */
 export const USER_SEARCH_MIN_LENGTH = 3
+/**
+ * Usernames one directory search answers at most (one page, in byte order): enough to find
+ * someone by a few letters of their name, never a dump of the directory.
+ */
+export const USER_SEARCH_MAX_RESULTS = 50
+/** Usernames one `presence.subscribe` or `presence.share` frame may carry. */
+export const MAX_PRESENCE_NAMES_PER_FRAME = 500
 export const USERNAME_MAX_LENGTH = 32
 
 /** Passwords: OWASP ASVS 5 minimum; the maximum keeps bcrypt pre-hashing and requests bounded. */

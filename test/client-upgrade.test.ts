@@ -106,6 +106,10 @@ describe('stores written by 0.1.0', () => {
     })
     const undecryptable: string[] = []
     for (const client of [alice, bob]) client.events.on('undecryptable', ({ id }) => undecryptable.push(id))
+    // Contacts from before presence needed consent share it as before: each sees the other online.
+    const aliceSeesBob = new Promise<void>((resolve) =>
+      alice.events.on('presence', ({ username, online }) => username === fixture.bob && online && resolve()),
+    )
     await Promise.all([alice.login(fixture.password), bob.login(fixture.password)])
     // 0.1.0's server stored bcrypt of the passwords: this first log-in moved both accounts to their
     // login secrets (docs/protocol.md §12.2), and from now on the password never leaves the device.
@@ -128,6 +132,9 @@ describe('stores written by 0.1.0', () => {
     await bob.send(fixture.alice, 'and back')
     expect(await toAlice).toBe('and back')
     expect(undecryptable).toEqual([])
+    await aliceSeesBob
+    expect(aliceTap.tap.of('sent', 'presence.share').flatMap((frame) => frame.users)).toContain(fixture.bob)
+    expect(await alice.contact(fixture.bob)).toMatchObject({ online: true, blocked: false })
 
     // No new key agreement: every envelope either sent is a plain ratchet message (type 1).
     for (const tap of [aliceTap.tap, bobTap.tap]) {

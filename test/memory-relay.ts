@@ -183,7 +183,7 @@ const ABNORMAL_CLOSURE = 1006
 /** What a client's onclose sees after it closed without a code. */
 const NO_STATUS = 1005
 
-const CLIENT_FRAME_TYPES = new Set(['auth', 'send', 'ack', 'presence.subscribe'])
+const CLIENT_FRAME_TYPES = new Set(['auth', 'send', 'ack', 'presence.subscribe', 'presence.share'])
 const TOKEN_TEXT = /^[A-Za-z0-9_-]{43}$/
 /** Characters a normalised username may contain (server/routes/users.ts). */
 const USERNAME_PREFIX = /^[a-z0-9._-]+$/
@@ -246,6 +246,8 @@ class ServerConnection {
   /** Sent and not yet acknowledged. */
   inflight: number[] = []
   readonly subscriptions = new Set<Account>()
+  /** Asked for, but their presence is not shared with this connection's user (server: `withheld`). */
+  readonly withheld = new Set<Account>()
 
   constructor(readonly socket: MemorySocket) {}
 }
@@ -350,6 +352,12 @@ export class MemoryRelay {
   private readonly now: () => number
   private readonly limits: MemoryRelayLimits
   private readonly accounts = new Map<string, Account>()
+  /**
+   * Relations as "<owner id>><other id>" (server/db/relations.ts keeps keyed hashes of them): who
+   * shares presence with whom, and who blocked whom.
+   */
+  private readonly presenceShared = new Set<string>()
+  private readonly blocked = new Set<string>()
   private readonly sessions = new Map<string, Session>()
   /** (sender id, message id) → the stored message, for as long as the relay runs (no purge). */
   private readonly sent = new Map<string, { seq: number; createdAt: number }>()
@@ -787,6 +795,9 @@ export class MemoryRelay {
       case 'presence.subscribe':
         this.subscribe(connection, frame.users)
         return
+      case 'presence.share':
+        this.share(connection, frame.users)
+        return
       case 'auth':
         this.fail(
           connection,
@@ -867,6 +878,11 @@ export class MemoryRelay {
       return
     }
     const key = `${sender.id}/${id}`
+    if (this.blocked.has(`${recipient.id}>${sender.id}`)) {
+      // Dropped, and answered as if stored (server/ws/hub.ts).
+      this.write(connection, acceptedFrame(id, this.now()))
+      return
+    }
     const stored = this.sent.get(key)
     if (stored) {
       this.write(connection, acceptedFrame(id, stored.createdAt))
@@ -964,10 +980,19 @@ export class MemoryRelay {
       }
       if (!account) continue
       if (!connection.subscriptions.has(account)) {
-        if (connection.subscriptions.size >= MAX_PRESENCE_SUBSCRIPTIONS_PER_CONNECTION) {
+        if (
+          !connection.withheld.has(account) &&
+          connection.subscriptions.size + connection.withheld.size >=
+            MAX_PRESENCE_SUBSCRIPTIONS_PER_CONNECTION
+        ) {
           ignored++
           continue
         }
+        if (!this.presenceVisible(account, connection.account!)) {
+          connection.withheld.add(account)
+          continue
+        }
+        connection.withheld.delete(account)
         connection.subscriptions.add(account)
         account.watchers.add(connection)
       }
@@ -979,6 +1004,56 @@ export class MemoryRelay {
         ServerErrorCode.TooManySubscriptions,
         `expected at most ${MAX_PRESENCE_SUBSCRIPTIONS_PER_CONNECTION} watched users, got ${ignored} more (ignored)`,
       )
+    }
+  }
+
+  private presenceVisible(owner: Account, viewer: Account): boolean {
+    if (owner === viewer) return true
+    const pair = `${owner.id}>${viewer.id}`
+    return this.presenceShared.has(pair) && !this.blocked.has(pair)
+  }
+
+  private share(connection: ServerConnection, requested: readonly string[]): void {
+    const owner = connection.account!
+    for (const name of requested) {
+      let viewer: Account | undefined
+      try {
+        viewer = this.accounts.get(normalizeUsername(name))
+      } catch {
+        // Nobody can have that name.
+      }
+      const pair = viewer && `${owner.id}>${viewer.id}`
+      if (!viewer || viewer === owner || this.presenceShared.has(pair!)) continue
+      this.presenceShared.add(pair!)
+      if (!this.presenceVisible(owner, viewer)) continue
+      for (const waiting of viewer.connections) {
+        if (!waiting.withheld.delete(owner)) continue
+        waiting.subscriptions.add(owner)
+        owner.watchers.add(waiting)
+        this.write(waiting, presenceFrame(owner.username, this.isOnline(owner)))
+      }
+    }
+  }
+
+  /** PUT or DELETE /blocks/{username} (server/routes/blocks.ts). */
+  private setBlocked(owner: Account, name: string, blocked: boolean): void {
+    const params = validRequest(UsernameParams, { username: decodeURIComponent(name) }, 'params')
+    const other = this.accounts.get(parseUsername(params.username))
+    if (!other) throw serverErrors.userNotFound()
+    if (other === owner) throw serverErrors.badRequest('username: expected another user, got yourself')
+    const pair = `${owner.id}>${other.id}`
+    if (!blocked) {
+      this.blocked.delete(pair)
+      return
+    }
+    this.blocked.add(pair)
+    this.presenceShared.delete(pair)
+    for (const watcher of [...owner.watchers]) {
+      if (watcher.account !== other) continue
+      owner.watchers.delete(watcher)
+      watcher.subscriptions.delete(owner)
+      watcher.withheld.add(owner)
+      this.write(watcher, presenceFrame(owner.username, false))
     }
   }
 
@@ -1100,7 +1175,16 @@ export class MemoryRelay {
       if (userPath[2] === 'identity') {
         return ok(IdentityResponse, { username: account.username, identity: account.identity })
       }
-      return ok(PreKeyBundleResponse, this.claimBundle(account))
+      const requester = this.requireSession(token).account
+      return ok(
+        PreKeyBundleResponse,
+        this.claimBundle(account, this.blocked.has(`${account.id}>${requester.id}`)),
+      )
+    }
+    const blockPath = /^\/blocks\/([^/]+)$/.exec(pathname)
+    if (blockPath && (method === 'PUT' || method === 'DELETE')) {
+      this.setBlocked(this.requireSession(token).account, blockPath[1]!, method === 'PUT')
+      return { status: 204, response: undefined }
     }
     if (route === 'GET /keys/status')
       return ok(PreKeyStatusResponse, this.preKeyStatus(this.requireSession(token).account))
@@ -1269,9 +1353,14 @@ export class MemoryRelay {
     return { users: names.slice(0, USER_SEARCH_LIMIT).map((username) => ({ username })) }
   }
 
-  private claimBundle(account: Account): PreKeyBundleResponse {
+  private claimBundle(account: Account, blocked: boolean): PreKeyBundleResponse {
     const signedPreKey = account.signedPreKeys.at(-1)
     if (!signedPreKey) throw serverErrors.userNotFound()
+    if (blocked) {
+      // Someone the owner blocked claims nothing (server/routes/users.ts).
+      const { createdAt: _createdAt, ...signed } = signedPreKey
+      return { username: account.username, identity: account.identity, signedPreKey: signed }
+    }
     let lowest: number | undefined
     for (const keyId of account.oneTimePreKeys.keys())
       if (lowest === undefined || keyId < lowest) lowest = keyId

@@ -682,6 +682,24 @@ describe('App', () => {
     await ui.shows('unknown command /frobnicate')
   })
 
+  it('blocks and unblocks with /block and /unblock; the conversation stays, marked, and sending is refused', async () => {
+    const ui = await signedIn()
+    await ui.enter('/chat bob')
+    await ui.enter('/block bob')
+    await ui.shows('blocked bob: their messages are dropped (they are not told)')
+    await ui.enter('/contacts')
+    await ui.shows('○ bob: blocked, offline, not verified')
+    await ui.enter('are you there?')
+    await ui.shows('you blocked bob: nothing is sent to them. /unblock bob to write again.')
+    expect(ui.chat.messagesByPeer.get('bob') ?? []).toEqual([])
+    await ui.enter('/unblock bob')
+    await ui.shows('unblocked bob')
+    await ui.enter('/contacts')
+    await ui.shows('○ bob: offline, not verified')
+    await ui.enter('/block')
+    await ui.shows('/block: expected /block <user>')
+  })
+
   it('asks for the password again when the server ends the session', async () => {
     const ui = await signedIn()
     ui.chat.setConnection('logged-out')

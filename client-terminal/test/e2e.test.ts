@@ -206,6 +206,8 @@ describe('the non-interactive CLI against the real server', { timeout: E2E_GUARD
     )
     try {
       await watcher.addContact(bob.username)
+      // bob writes to the watcher, which shares bob's presence with it (docs/protocol.md §13.4).
+      await bob.ok(['send', watcher.username, 'hello watcher'])
       const readerOnline = new Promise<void>((resolve) => {
         watcher.events.on('presence', ({ username, online }) => {
           if (username === bob.username && online) resolve()
@@ -218,6 +220,46 @@ describe('the non-interactive CLI against the real server', { timeout: E2E_GUARD
       expect((await waiting).map((line) => line.text)).toEqual(['worth the wait'])
     } finally {
       await watcher.close()
+    }
+  })
+
+  it('blocks and unblocks: nothing sent meanwhile arrives, the conversation stays, marked', async () => {
+    const blocker = workspace.account('blocker')
+    await blocker.register()
+    await alice.send(blocker, 'before the block')
+    expect((await blocker.read()).map((line) => line.text)).toEqual(['before the block'])
+
+    const blocked = await blocker.ok(['block', alice.username])
+    expect(blocked.stdout).toBe(
+      `blocked ${alice.username}: the server drops their messages (they are not told) and hides your presence from them; the conversation stays\n`,
+    )
+    // alice is not told: the server accepts her message, and drops it.
+    await alice.send(blocker, 'while blocked')
+    expect(await blocker.read()).toEqual([])
+    // Writing to someone you blocked is refused here, before anything is sent.
+    const refused = await blocker.run(['send', alice.username, 'hello?'])
+    expect(refused.code).toBe(ExitCode.Usage)
+    expect(refused.stderr).toMatch(/blocked: unblock first/)
+    const nobody = await blocker.run(['block', 'nobody-here-at-all'])
+    expect(nobody.code).toBe(ExitCode.ServerRefused)
+    const self = await blocker.run(['block', blocker.username])
+    expect(self.code).toBe(ExitCode.Usage)
+
+    expect((await blocker.ok(['unblock', alice.username])).stdout).toBe(`unblocked ${alice.username}\n`)
+    await alice.send(blocker, 'after the unblock')
+    expect((await blocker.read()).map((line) => line.text)).toEqual(['after the unblock'])
+
+    // Blocked again: the contact record says so, and the conversation is all there.
+    await blocker.ok(['block', alice.username])
+    const client = await openInProcess(blocker)
+    try {
+      expect((await client.contact(alice.username))?.blocked).toBe(true)
+      expect((await client.history(alice.username)).map((message) => message.text)).toEqual([
+        'before the block',
+        'after the unblock',
+      ])
+    } finally {
+      await client.close()
     }
   })
 

@@ -42,6 +42,7 @@ interface FakeContact {
   unread: number
   lastMessageAt: number | undefined
   online: boolean
+  blocked: boolean
 }
 
 export class FakeChat implements ChatApi {
@@ -149,9 +150,33 @@ export class FakeChat implements ChatApi {
         unread: 0,
         lastMessageAt: undefined,
         online: false,
+        blocked: false,
       }
       this.contactsByName.set(peer, contact)
     }
+    return this.view(contact)
+  }
+
+  async blockContact(peer: string): Promise<ContactView> {
+    const contact = this.contactsByName.get(peer) ?? {
+      username: peer,
+      verified: false,
+      identityChanged: false,
+      unread: 0,
+      lastMessageAt: undefined,
+      online: false,
+      blocked: false,
+    }
+    contact.blocked = true
+    contact.online = false
+    this.contactsByName.set(peer, contact)
+    return this.view(contact)
+  }
+
+  async unblockContact(peer: string): Promise<ContactView | undefined> {
+    const contact = this.contactsByName.get(peer)
+    if (!contact) return undefined
+    contact.blocked = false
     return this.view(contact)
   }
 
@@ -243,6 +268,7 @@ export class FakeChat implements ChatApi {
       unread: 0,
       lastMessageAt: undefined,
       online: true,
+      blocked: false,
     }
     contact.unread++
     contact.lastMessageAt = at

@@ -11,7 +11,9 @@ import {
   migrateToLatest,
 } from './migrate.js'
 import { claimPreKeyBundle, listOneTimePreKeyIds } from './prekeys.js'
+import { countQueued } from './queue.js'
 import { openQueueRepository } from './queue-repository.js'
+import { grantPresence, presenceVisibleTo, RelationsKey } from './relations.js'
 
 const pgSkip = await postgresUnavailable()
 const TABLES = [
@@ -21,22 +23,28 @@ const TABLES = [
   'one_time_prekey_claims',
   'one_time_prekeys',
   'queue_positions',
+  'relations',
   'signed_prekeys',
   'users',
 ]
 /** The tables before 2026-12-02-01-message-metadata. */
 const TABLES_BEFORE_METADATA = ['auth_tokens', 'messages', 'one_time_prekeys', 'signed_prekeys', 'users']
-/** The tables before 2026-12-03-02-one-time-prekey-claims. */
-const TABLES_BEFORE_CLAIMS = TABLES.filter((name) => name !== 'one_time_prekey_claims')
-/** The tables each migration leaves, by how many have run (those that add none leave the previous). */
-const TABLES_AFTER: Readonly<Record<number, readonly string[]>> = {
-  0: [],
-  1: TABLES_BEFORE_METADATA,
-  2: TABLES_BEFORE_METADATA,
-  3: TABLES_BEFORE_METADATA,
-  4: TABLES_BEFORE_CLAIMS,
-  5: TABLES_BEFORE_CLAIMS,
-  6: TABLES,
+/** The tables each migration leaves, by name (those not named leave the tables as they found them). */
+const TABLES_AFTER: Record<string, readonly string[]> = {
+  '2026-11-26-01-initial': TABLES_BEFORE_METADATA,
+  '2026-12-02-01-message-metadata': TABLES.filter(
+    (table) => table !== 'relations' && table !== 'one_time_prekey_claims',
+  ),
+  '2026-12-03-02-one-time-prekey-claims': TABLES.filter((table) => table !== 'relations'),
+  '2026-12-03-03-relations': TABLES,
+}
+
+/** The tables a database that has run the first `applied` migrations holds. */
+function tablesAfter(applied: number): readonly string[] {
+  const names = Object.keys(MIGRATIONS).sort().slice(0, applied)
+  let tables: readonly string[] = []
+  for (const migration of names) tables = TABLES_AFTER[migration] ?? tables
+  return tables
 }
 
 /** The database as a migration sees it: older layouts than schema.ts describes. */
@@ -102,7 +110,7 @@ for (const dialect of DIALECTS) {
       for (let applied = names.length; applied > 0; applied--) {
         await migrateDown(database.db, dialect)
         expect(await appliedMigrations(database.db, dialect)).toEqual(names.slice(0, applied - 1))
-        expect(await userTables(database)).toEqual(TABLES_AFTER[applied - 1])
+        expect(await userTables(database)).toEqual(tablesAfter(applied - 1))
       }
       await migrateToLatest(database.db, dialect)
       expect(await userTables(database)).toEqual(TABLES)
@@ -387,6 +395,69 @@ for (const dialect of DIALECTS) {
         ['claimed', 4, 1], // the first claim has left the window
       ])
       expect(await listOneTimePreKeyIds(database.db, Number(target!.id))).toEqual([])
+    })
+
+    it('relations: a database written before them keeps its queue and gains the table, and reverts', async () => {
+      database = await createTestDatabase(dialect)
+      const db = untyped(database)
+      await migrateTo(db, dialect, '2026-12-02-01-message-metadata')
+      // Data as the previous version wrote it: two users, one queued message.
+      const [alice, bob] = await Promise.all(
+        ['alice', 'bob'].map((name) =>
+          db.insertInto('users').values(user(name)).returning('id').executeTakeFirstOrThrow(),
+        ),
+      )
+      await db
+        .insertInto('messages')
+        .values({
+          recipient_id: bob!.id,
+          seq: 1,
+          sender_id: alice!.id,
+          client_id: new Uint8Array(16).fill(7),
+          body: new Uint8Array([1, 2]),
+          created_at: 10,
+          expires_at: 10_000,
+        })
+        .execute()
+      await db.insertInto('queue_positions').values({ recipient_id: bob!.id, last_seq: 1 }).execute()
+
+      expect(await migrateToLatest(db, dialect)).toContain('2026-12-03-03-relations')
+      const queue = openQueueRepository(database.db, {
+        maxMessages: 100,
+        maxBytes: 10_000,
+        maxMessagesPerSender: 100,
+        maxBytesPerSender: 10_000,
+      })
+      try {
+        expect((await queue.fetch(bob!.id, 0, 10, 20)).map((message) => message.sender)).toEqual(['alice'])
+      } finally {
+        await queue.close()
+      }
+      // No user shares presence with anyone yet (their clients do on their next connection).
+      const key = RelationsKey.random()
+      expect(await presenceVisibleTo(database.db, key, [alice!.id], bob!.id)).toEqual(new Set())
+      expect(await grantPresence(database.db, key, alice!.id, [bob!.id], 10)).toEqual({
+        granted: [bob!.id],
+        ignored: 0,
+      })
+      expect(await presenceVisibleTo(database.db, key, [alice!.id], bob!.id)).toEqual(new Set([alice!.id]))
+      // The schema refuses a hash of the wrong length and an unknown kind.
+      await expect(
+        db
+          .insertInto('relations')
+          .values({ pair_hash: new Uint8Array(31), owner_id: alice!.id, kind: 'block' })
+          .execute(),
+      ).rejects.toThrow()
+      await expect(
+        db
+          .insertInto('relations')
+          .values({ pair_hash: new Uint8Array(32), owner_id: alice!.id, kind: 'friend' })
+          .execute(),
+      ).rejects.toThrow()
+
+      await migrateTo(db, dialect, '2026-12-02-01-message-metadata')
+      expect(await userTables(database)).not.toContain('relations')
+      expect(await countQueued(database.db, bob!.id)).toBe(1)
     })
 
     it('enforces the schema: binary lengths are checked and usernames are unique', async () => {

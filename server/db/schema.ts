@@ -105,6 +105,17 @@ export interface OneTimePreKeyClaimsTable {
   claimed_at: number
 }
 
+/**
+ * A relation one user (the owner) keeps with another, stored without naming the other: see
+ * db/relations.ts for `pair_hash`. Kinds: 'presence' (the owner's presence may go to the other
+ * user) and 'block' (the other user's sends, presence subscriptions and bundle claims are refused).
+ */
+export interface RelationsTable {
+  pair_hash: Uint8Array
+  owner_id: number
+  kind: 'presence' | 'block'
+}
+
 export interface Database {
   users: UsersTable
   signed_prekeys: SignedPreKeysTable
@@ -114,6 +125,7 @@ export interface Database {
   message_tombstones: MessageTombstonesTable
   queue_positions: QueuePositionsTable
   one_time_prekey_claims: OneTimePreKeyClaimsTable
+  relations: RelationsTable
 }
 
 /** The database handle every repository function takes first: the root handle or a transaction. */

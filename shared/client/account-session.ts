@@ -15,7 +15,7 @@ import { ClientError, ClientErrorCode, isClientError } from './errors.js'
 import type { SealedStore } from './sealed-store.js'
 import { errorFromResponse, type HttpClient } from './transport.js'
 
-export type Method = 'GET' | 'POST' | 'PUT'
+export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE'
 
 /**
  * A server of the previous version refuses a request with a login secret in it as invalid (its

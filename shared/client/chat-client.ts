@@ -1,7 +1,7 @@
 import { directConversation } from '../address.js'
 import { deriveStorageKey, newStorageKeyParameters, STORAGE_KEY_MIN_ITERATIONS } from '../at-rest.js'
 import { ChangePasswordResponse, RegisterResponse } from '../codec/api.js'
-import { FRAME_VERSION, type ServerFrame } from '../codec/frames.js'
+import type { ServerFrame } from '../codec/frames.js'
 import { decode } from '../codec/schema.js'
 import type { Identity, PublicIdentity } from '../identity.js'
 import { defaultKeyGeneration } from '../key-generation.js'
@@ -507,14 +507,7 @@ export class ChatClient {
   }
 
   private async afterReady(): Promise<void> {
-    const contacts = await this.contactsPart.list()
-    if (contacts.length > 0) {
-      this.link.send({
-        v: FRAME_VERSION,
-        type: 'presence.subscribe',
-        users: contacts.map((contact) => contact.username),
-      })
-    }
+    await this.contactsPart.connected()
     await this.outbox.flush()
     await this.outbox.pruneSentContent()
     // Retry requests that could not go out before (offline, or a client that stopped first).
@@ -581,6 +574,20 @@ export class ChatClient {
   /** Adds a contact by fetching their identity (trust on first use); an existing one is left as it is. */
   addContact(peer: string): Promise<ContactView> {
     return this.contactsPart.add(canonicalUsername(peer))
+  }
+
+  /**
+   * Blocks `peer` on the server and here: their messages are dropped (they are not told), our
+   * presence is hidden from them, and we cannot send to them until `unblock`. The conversation
+   * stays in the history, marked blocked.
+   */
+  blockContact(peer: string): Promise<ContactView> {
+    return this.contactsPart.block(canonicalUsername(peer))
+  }
+
+  /** Unblocks `peer`: messages flow both ways again. Undefined when `peer` is not a contact. */
+  unblockContact(peer: string): Promise<ContactView | undefined> {
+    return this.contactsPart.unblock(canonicalUsername(peer))
   }
 
   /** The safety number to compare with `peer` (the identity we trust, or the new one if it changed). */

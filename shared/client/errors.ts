@@ -24,6 +24,8 @@ export const ClientErrorCode = {
   AccountReplaced: 'E2E_ERR_ACCOUNT_REPLACED',
   /** The contact's identity key changed; the user must acknowledge it before sending more. */
   IdentityChanged: 'E2E_ERR_IDENTITY_CHANGED',
+  /** The contact is blocked: unblock them before sending. */
+  Blocked: 'E2E_ERR_CONTACT_BLOCKED',
   /** The named user does not exist on the server. */
   UnknownUser: 'E2E_ERR_UNKNOWN_USER',
   /** The client was asked to do something its state does not allow (e.g. send while locked). */

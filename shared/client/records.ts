@@ -27,6 +27,8 @@ export const ContactRecord = Type.Object({
   retryRequests: Type.Optional(Type.Array(Type.String(), { maxItems: 100 })),
   retryPending: Type.Optional(Type.Array(Type.String(), { maxItems: 100 })),
   retryRequestedAt: Type.Optional(Type.Integer()),
+  presenceShared: Type.Optional(Type.Boolean()),
+  blocked: Type.Optional(Type.Boolean()),
   preview: Type.Optional(
     Type.Object({
       id: Type.String(),
@@ -56,6 +58,17 @@ export interface ContactRecord {
   retryPending?: string[]
   /** When we last asked this contact to send again (requests are RETRY_REQUEST_INTERVAL_MS apart). */
   retryRequestedAt?: number
+  /**
+   * Whether our presence is shared with this contact (`presence.share`). False for someone who
+   * only wrote to us, until we answer or add them; absent means shared (every contact of a
+   * version before this field was added or written to, and shared as before).
+   */
+  presenceShared?: boolean
+  /**
+   * We blocked this contact: the server drops their messages and hides our presence from them,
+   * and we neither send to them nor store what still arrives. The conversation stays, marked.
+   */
+  blocked?: boolean
   /**
    * The conversation's newest entry, kept here so the conversation list needs no history read per
    * contact (absent in records written before it was kept: computed from the history then).
@@ -196,6 +209,7 @@ export function contactView(contact: ContactRecord, online: boolean): ContactVie
     identityChanged: contact.pendingIdentity !== undefined,
     unread: contact.unread,
     lastMessageAt: contact.lastMessageAt,
-    online,
+    online: online && !contact.blocked,
+    blocked: contact.blocked === true,
   }
 }

@@ -89,6 +89,8 @@ export interface ContactView {
   readonly unread: number
   readonly lastMessageAt: number | undefined
   readonly online: boolean
+  /** We blocked this contact: nothing is sent to or stored from them; the history stays. */
+  readonly blocked: boolean
 }
 
 export interface ClientEvents extends Record<string, unknown> {
@@ -96,6 +98,8 @@ export interface ClientEvents extends Record<string, unknown> {
   delivery: { peer: string; id: string; state: DeliveryState }
   presence: { username: string; online: boolean }
   'identity-changed': { peer: string }
+  /** We blocked or unblocked this contact. */
+  blocked: { peer: string; blocked: boolean }
   connection: { state: ConnectionState }
   /**
    * A message arrived that could not be decrypted: a notice took its place in the conversation and

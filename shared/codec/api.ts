@@ -6,6 +6,7 @@ import {
   MAX_LISTED_ONE_TIME_PREKEY_IDS,
   ONE_TIME_PREKEY_BATCH,
   PASSWORD_MAX_LENGTH,
+  USER_SEARCH_MAX_RESULTS,
   USERNAME_MAX_LENGTH,
 } from '../limits.js'
 import { LOGIN_SECRET_BYTES } from '../login-secret.js'
@@ -191,7 +192,7 @@ export type OneTimePreKeyIdsResponse = Static<typeof OneTimePreKeyIdsResponse>
 export const UserSearchResponse = Type.Object(
   {
     users: Type.Array(Type.Object({ username: ServerUsernameField }, { additionalProperties: false }), {
-      maxItems: 50,
+      maxItems: USER_SEARCH_MAX_RESULTS,
     }),
   },
   { additionalProperties: false },

@@ -263,8 +263,9 @@ export class ConversationView extends LitElement {
       .catch(() => undefined)
   }
 
+  /** Sending is paused: a key change to review first, or a contact we blocked. */
   private get blocked(): boolean {
-    return this.contact?.identityChanged === true
+    return this.contact?.identityChanged === true || this.contact?.blocked === true
   }
 
   private async send(): Promise<void> {
@@ -364,8 +365,21 @@ export class ConversationView extends LitElement {
     return html`
       ${this.renderHeader()}
       ${
-        this.blocked
+        this.contact?.blocked
           ? html`<div class="notice">
+              <div class="banner warning" role="status" data-testid="blocked-banner">
+                ${icons.alert()}
+                <span
+                  >You blocked ${this.peer}. Their messages are not delivered to you and they cannot see
+                  when you are online; this conversation stays here.</span
+                >
+                <button class="btn secondary" @click=${() => this.go(`#/chat/${encodeURIComponent(this.peer)}/details`)}>
+                  Unblock…
+                </button>
+              </div>
+            </div>`
+          : this.blocked
+            ? html`<div class="notice">
               <div class="banner warning" role="alert">
                 ${icons.alert()}
                 <span
@@ -387,7 +401,7 @@ export class ConversationView extends LitElement {
                 </button>
               </div>
             </div>`
-          : nothing
+            : nothing
       }
       <sc-message-list
         .messages=${this.messages}
@@ -411,7 +425,13 @@ export class ConversationView extends LitElement {
               rows="1"
               maxlength=${MAX_MESSAGE_TEXT_LENGTH}
               autocomplete="off"
-              placeholder=${this.blocked ? 'Review the key change to send messages' : `Write to ${this.peer}`}
+              placeholder=${
+                this.contact?.blocked
+                  ? `Unblock ${this.peer} to send messages`
+                  : this.blocked
+                    ? 'Review the key change to send messages'
+                    : `Write to ${this.peer}`
+              }
               ?disabled=${this.blocked}
               @keydown=${this.onKeydown}
               @input=${this.resizeComposer}
