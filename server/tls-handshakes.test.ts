@@ -136,7 +136,7 @@ describe('TLS handshakes per address', () => {
     })
     expect(registered.status).toBe(201)
     const login = await s.request('/api/v1/login', {
-      body: { username: client.username, password: client.password },
+      body: { username: client.username, loginSecret: client.loginSecret },
       localAddress: '127.0.0.2',
     })
     expect(login.status).toBe(200)

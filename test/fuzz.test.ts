@@ -56,7 +56,14 @@ describe('fuzz campaign against the running server', () => {
     const [raised, shipped] = report.phases
     // The campaign reached every route and both sides of the relay, and the limits answered.
     const kinds = Object.keys(raised!.outcomes)
-    for (const route of ['register', 'login', 'users-bundle', 'keys-one-time', 'keys-signed', 'logout']) {
+    for (const route of [
+      'register',
+      'login',
+      'account-password',
+      'users-bundle',
+      'keys-one-time',
+      'logout',
+    ]) {
       expect(kinds, `seed ${seed}`).toContain(`rest ${route}`)
     }
     expect(kinds.some((kind) => kind.startsWith('ws-authenticated'))).toBe(true)

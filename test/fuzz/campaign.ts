@@ -23,6 +23,7 @@ import { MAX_FRAME_BYTES, WS_MAX_PAYLOAD_BYTES } from '../../server/limits.js'
 import {
   decryptToken,
   httpsFetch,
+  loginSecretFor,
   makeClient,
   RELAXED_LIMITS,
   startServer,
@@ -310,6 +311,8 @@ interface Material {
   readonly reinstallTarget: TestClient
   /** Its one token, logged out by the first valid /logout. */
   readonly logoutToken: string
+  /** Changes its password to the same one now and then (POST /account/password). */
+  readonly passwordTarget: Fuzzer
   /** Clients whose keys registration bodies reuse under fresh names. */
   readonly keyDonors: TestClient[]
   /** Signed one-time prekey batches and signed prekeys per fuzzer (signed by its identity). */
@@ -324,7 +327,7 @@ async function registerAndLogin(server: TestServer, agent: Agent, client: TestCl
   if (registered.status !== 201)
     throw new Error(`register ${client.username}: ${registered.status} ${registered.text}`)
   const login = await httpsFetch(agent, server.origin, '/api/v1/login', {
-    body: { username: client.username, password: client.password },
+    body: { username: client.username, loginSecret: client.loginSecret },
   })
   if (login.status !== 200) throw new Error(`login ${client.username}: ${login.status} ${login.text}`)
   return toBase64Url(await decryptToken(client, login.body as LoginResponse))
@@ -348,6 +351,11 @@ async function prepare(
   await registerAndLogin(server, agent, reinstallTarget)
   const logoutClient = await makeClient({ username: `fz-${tag}-logout` })
   const logoutToken = await registerAndLogin(server, agent, logoutClient)
+  const passwordClient = await makeClient({ username: `fz-${tag}-password` })
+  const passwordTarget = {
+    client: passwordClient,
+    token: await registerAndLogin(server, agent, passwordClient),
+  }
   const keyDonors = [await makeClient({ oneTimePreKeys: 1 }), await makeClient({ oneTimePreKeys: 100 })]
   const uploads = await Promise.all(
     fuzzers.map(async ({ client }) => {
@@ -372,6 +380,7 @@ async function prepare(
     loginTarget,
     reinstallTarget,
     logoutToken,
+    passwordTarget,
     keyDonors,
     uploads,
     honestNames,
@@ -404,6 +413,7 @@ const ROUTES = [
   ['login', 10],
   ['login-challenge', 5],
   ['logout', 4],
+  ['account-password', 4],
   ['users-search', 8],
   ['users-identity', 7],
   ['users-bundle', 7],
@@ -414,12 +424,18 @@ const ROUTES = [
   ['unknown', 3],
 ] as const
 
+/**
+ * A registration (or reinstall) body with the donor's keys under `username`, proving `password` by
+ * its login secret; now and then also with the password itself, as clients of the previous version
+ * sent it (the server still reads it while an account upgrades).
+ */
 function registerBody(rng: Prng, donor: TestClient, username: string, password: string): Json {
   const body = donor.registerBody()
   return {
     ...body,
     username,
-    password,
+    loginSecret: loginSecretFor(password),
+    ...(rng.chance(0.2) ? { password } : {}),
     oneTimePreKeys: body.oneTimePreKeys.slice(0, rng.between(1, body.oneTimePreKeys.length)),
   } as unknown as Json
 }
@@ -456,10 +472,16 @@ function restTemplate(rng: Prng, material: Material, worker: number, index: numb
     }
     case 'login': {
       const target = material.loginTarget
-      const body: Record<string, Json> = {
-        username: rng.chance(0.7) ? target.username : someone(),
-        password: rng.chance(0.5) ? target.password : 'not-the-password',
-      }
+      const password = rng.chance(0.5) ? target.password : 'not-the-password'
+      const body: Record<string, Json> = { username: rng.chance(0.7) ? target.username : someone() }
+      // The login secret, the legacy password, or both (an upgrade), as clients send them.
+      const form = rng.weighted([
+        ['secret', 7],
+        ['password', 2],
+        ['both', 1],
+      ] as const)
+      if (form !== 'password') body.loginSecret = loginSecretFor(password)
+      if (form !== 'secret') body.password = password
       if (rng.chance(0.3)) body.deviceProof = toBase64Url(rng.bytes(32))
       return { route, method: 'POST', path: `${base}/login`, body }
     }
@@ -467,6 +489,22 @@ function restTemplate(rng: Prng, material: Material, worker: number, index: numb
       return { route, method: 'POST', path: `${base}/login/challenge`, body: { username: someone() } }
     case 'logout':
       return { route, method: 'POST', path: `${base}/logout`, token: material.logoutToken }
+    case 'account-password': {
+      // The new secret is the current one again, so a change that succeeds leaves the next valid.
+      const target = material.passwordTarget
+      const current = rng.chance(0.7) ? target.client.loginSecret : loginSecretFor('not-the-password')
+      return {
+        route,
+        method: 'POST',
+        path: `${base}/account/password`,
+        token: target.token,
+        body: {
+          loginSecret: current,
+          newLoginSecret: target.client.loginSecret,
+          endOtherSessions: rng.chance(0.3),
+        },
+      }
+    }
     case 'users-search':
       return {
         route,
