@@ -10,6 +10,8 @@
  * TypeBox's compiler (the same one shared/codec/schema.ts `decode` uses), responses serialised
  * through their schema so no field outside it can leak.
  */
+
+import type { Server as TlsServer } from 'node:tls'
 import helmet from '@fastify/helmet'
 import rateLimit from '@fastify/rate-limit'
 import { TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox'
@@ -53,6 +55,7 @@ import {
   MAX_QUEUED_BYTES_PER_SENDER,
   MAX_QUEUED_MESSAGES_PER_RECIPIENT,
   MAX_QUEUED_MESSAGES_PER_SENDER,
+  MAX_TLS_HANDSHAKES_IN_PROGRESS_PER_ADDRESS,
   MAX_TOKENS_PER_USER,
   MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS,
   MESSAGE_TTL_MS,
@@ -60,12 +63,16 @@ import {
   REGISTER_RATE_LIMIT,
   SEND_RATE_PER_USER,
   SIGNED_PREKEYS_KEPT,
+  TLS_HANDSHAKE_LIMITER_MAX_ADDRESSES,
+  TLS_HANDSHAKE_RATE_PER_ADDRESS,
+  TLS_HANDSHAKE_TIMEOUT_MS,
   TOKEN_LIFETIME_MS,
 } from './limits.js'
 import { type LogSettings, loggerOptions } from './log.js'
 import { addressKey } from './plugins/client-address.js'
 import { installErrorHandling } from './plugins/errors.js'
 import { warnOnUntrustedProxy } from './plugins/proxy-check.js'
+import { limitTlsHandshakes, proxyPeers, TlsHandshakeLimiter } from './plugins/tls-handshakes.js'
 import { limitUnauthenticatedSockets, UnauthenticatedSockets } from './plugins/unauthenticated-sockets.js'
 import { webApp } from './plugins/web-app.js'
 import { accountRoutes } from './routes/accounts.js'
@@ -94,6 +101,9 @@ export const DEFAULT_LIMITS: ServerLimits = {
   loginAccountDelayMaxMs: LOGIN_ACCOUNT_DELAY_MAX_MS,
   loginFailuresPerDevice: LOGIN_FAILURES_PER_DEVICE,
   maxUnauthenticatedSocketsPerAddress: MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS,
+  tlsHandshakeTimeoutMs: TLS_HANDSHAKE_TIMEOUT_MS,
+  maxTlsHandshakesInProgressPerAddress: MAX_TLS_HANDSHAKES_IN_PROGRESS_PER_ADDRESS,
+  tlsHandshakeRatePerAddress: TLS_HANDSHAKE_RATE_PER_ADDRESS,
   maxOneTimePreKeysPerUser: MAX_ONE_TIME_PREKEYS_PER_USER,
   signedPreKeysKept: SIGNED_PREKEYS_KEPT,
   maxTokensPerUser: MAX_TOKENS_PER_USER,
@@ -225,8 +235,31 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     bodyLimit: HTTP_BODY_LIMIT_BYTES,
     trustProxy: trustProxySetting(options.trustProxy),
     requestTimeout: HTTP_REQUEST_TIMEOUT_MS,
-    https: options.https ?? null,
+    // Node's default handshake timeout is 120 s: far longer than a connection that never finishes
+    // its handshake should hold a descriptor (limits.ts TLS_HANDSHAKE_TIMEOUT_MS).
+    https: options.https ? { ...options.https, handshakeTimeout: limits.tlsHandshakeTimeoutMs } : null,
   })
+  if (options.https) {
+    const isProxy = proxyPeers(options.trustProxy)
+    limitTlsHandshakes(
+      app.server as unknown as TlsServer,
+      new TlsHandshakeLimiter(
+        {
+          maxInProgressPerAddress: limits.maxTlsHandshakesInProgressPerAddress,
+          ratePerAddress: limits.tlsHandshakeRatePerAddress,
+          maxAddresses: TLS_HANDSHAKE_LIMITER_MAX_ADDRESSES,
+        },
+        now,
+      ),
+      {
+        isProxy,
+        // The address is the client's, as in every per-address log line; debug only, since an
+        // attacker decides how many of these there are.
+        refused: (address, limit) =>
+          app.log.debug({ event: 'tls-handshake-refused', address, limit }, 'TLS handshake refused'),
+      },
+    )
+  }
   app.setValidatorCompiler(TypeBoxValidatorCompiler)
   // JSON is the only body the API takes; anything else is refused with 415 before parsing.
   app.removeContentTypeParser('text/plain')

@@ -26,6 +26,9 @@ export interface ServerLimits {
   readonly loginAccountDelayMaxMs: number
   readonly loginFailuresPerDevice: number
   readonly maxUnauthenticatedSocketsPerAddress: number
+  readonly tlsHandshakeTimeoutMs: number
+  readonly maxTlsHandshakesInProgressPerAddress: number
+  readonly tlsHandshakeRatePerAddress: Rate
   readonly maxOneTimePreKeysPerUser: number
   readonly signedPreKeysKept: number
   readonly maxTokensPerUser: number

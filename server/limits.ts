@@ -314,3 +314,38 @@ export const MAX_QUEUED_MESSAGES_PER_SENDER = 1_000
  * (64 KiB) or 25,000 typical ones. Eight accounts would have to collude to fill a queue by bytes.
  */
 export const MAX_QUEUED_BYTES_PER_SENDER = 8 * 1024 * 1024
+
+// --- TLS handshakes per address (issue 10, item 8) -----------------------------------------------
+
+/**
+ * Time a new TCP connection has to finish its TLS handshake before the server drops it (Node's
+ * default is 120 s). A connection that never sends its ClientHello, or stops half-way, holds a file
+ * descriptor and a TLS state while costing its sender nothing; ten seconds covers the two round
+ * trips of a handshake over a slow mobile link, as AUTH_TIMEOUT_MS does for the `auth` frame.
+ */
+export const TLS_HANDSHAKE_TIMEOUT_MS = 10 * SECOND
+
+/**
+ * TLS handshakes in progress (TCP connected, handshake not yet finished) from one address (an IPv6
+ * /64) at once; a further connection is closed at once, before any TLS work. With the timeout above
+ * this bounds what one address can hold open without ever completing a handshake. A browser opens
+ * at most six connections to a host and the terminal client two, so even an office behind one NAT
+ * address rarely has this many handshakes under way at the same moment.
+ */
+export const MAX_TLS_HANDSHAKES_IN_PROGRESS_PER_ADDRESS = 64
+
+/**
+ * New TCP connections (each a TLS handshake: an ECDHE and a signature on the server's CPU) per
+ * address as a token bucket; beyond it a connection is closed before any TLS work. The burst lets a
+ * NAT full of clients reconnect after a server restart; the sustained rate is far beyond what
+ * keep-alive clients need (they reuse their connections) but stops one address from making the
+ * server sign thousands of handshakes a second.
+ */
+export const TLS_HANDSHAKE_RATE_PER_ADDRESS = { perSecond: 50, burst: 500 }
+
+/**
+ * Addresses whose handshake rate the server remembers at most. Bounds memory against an attacker
+ * rotating through many addresses (a /48 holds 65,536 /64s); when full, addresses whose bucket has
+ * refilled go first, then the oldest.
+ */
+export const TLS_HANDSHAKE_LIMITER_MAX_ADDRESSES = 100_000
