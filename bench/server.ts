@@ -20,7 +20,8 @@
  * per-user send and per-connection frame rate limits are raised for the run: they exist to stop
  * one abusive account, and each bench client sends far faster than any person; so are the
  * per-sender queue share (the drain's backlog comes from one sender) and the limit on sockets not
- * yet authenticated per address (every load client connects from 127.0.0.1). Everything else is
+ * yet authenticated per address and the TLS handshake limits per address (every load client
+ * connects from 127.0.0.1). Everything else is
  * as shipped. Progress goes to stderr; stdout gets a table, then one JSON line.
  */
 import { execFileSync, fork, spawnSync } from 'node:child_process'
@@ -297,6 +298,9 @@ async function main(): Promise<void> {
         maxQueuedBytesPerSender: MAX_QUEUED_BYTES_PER_RECIPIENT,
         // Every load client connects from 127.0.0.1, hundreds of them at once before they authenticate.
         maxUnauthenticatedSocketsPerAddress: Number.MAX_SAFE_INTEGER,
+        // ...and so thousands of TLS handshakes from one address, far beyond the per-address limits.
+        maxTlsHandshakesInProgressPerAddress: Number.MAX_SAFE_INTEGER,
+        tlsHandshakeRatePerAddress: unlimited,
       },
     })
     await app.listen({ host: '127.0.0.1', port: 0 })

@@ -26,7 +26,7 @@ export const TEST_RUN_ENV = 'VITEST'
 
 export type KeyDerivationOverride = Pick<
   ChatClientOptions,
-  'storageKeyIterations' | 'minimumStorageKeyIterations'
+  'storageKeyIterations' | 'minimumStorageKeyIterations' | 'loginSecretIterations'
 >
 
 export interface ClientSettings {
@@ -55,7 +55,11 @@ export function kdfOverride(env: NodeJS.ProcessEnv): KeyDerivationOverride {
   if (!Number.isSafeInteger(iterations) || iterations < 1) {
     throw new UsageError(`${TEST_KDF_ITERATIONS_ENV}: expected a positive integer, got "${raw}"`)
   }
-  return { storageKeyIterations: iterations, minimumStorageKeyIterations: iterations }
+  return {
+    storageKeyIterations: iterations,
+    minimumStorageKeyIterations: iterations,
+    loginSecretIterations: iterations,
+  }
 }
 
 function clientOptions(settings: ClientSettings, store: ChatClientOptions['store']): ChatClientOptions {

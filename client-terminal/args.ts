@@ -28,6 +28,13 @@ export const USAGE = `Usage:
   secure-chat delete-account <user>                  delete the account <user> (typed again to confirm;
                                                      the local one with --user) on the server, and its
                                                      data here: it cannot be undone
+  secure-chat password [--end-other-sessions]        change the password, here and on the server: the
+                                                     current one as usual, the new one from
+                                                     SECURE_CHAT_NEW_PASSWORD, typed twice at a terminal,
+                                                     or as the second line of standard input
+  secure-chat block <user>                           block a user: the server drops their messages (they
+                                                     are not told) and hides your presence from them
+  secure-chat unblock <user>                         unblock a user
   secure-chat help
 
 Options:
@@ -85,6 +92,8 @@ export type Invocation =
       /** The account's name as typed: the confirmation (and, without --user, the choice). */
       readonly confirmation: string
     }
+  | { readonly command: 'password'; readonly options: GlobalOptions; readonly endOtherSessions: boolean }
+  | { readonly command: 'block' | 'unblock'; readonly options: GlobalOptions; readonly peer: string }
 
 const COMMANDS = [
   'register',
@@ -94,6 +103,9 @@ const COMMANDS = [
   'verify',
   'accept-key',
   'delete-account',
+  'password',
+  'block',
+  'unblock',
   'help',
 ] as const
 type CommandName = (typeof COMMANDS)[number]
@@ -109,6 +121,9 @@ const COMMAND_OPTIONS: Record<CommandName | 'interactive', readonly string[]> = 
   verify: ['confirm', 'number', 'json'],
   'accept-key': [],
   'delete-account': [],
+  password: ['end-other-sessions'],
+  block: [],
+  unblock: [],
 }
 
 function nonEmpty(value: string | undefined): string | undefined {
@@ -136,7 +151,7 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
   }
   if (command === 'help') return { command: 'help' }
 
-  for (const name of ['from', 'json', 'wait', 'confirm', 'number'] as const) {
+  for (const name of ['from', 'json', 'wait', 'confirm', 'number', 'end-other-sessions'] as const) {
     if (values[name] !== undefined && !COMMAND_OPTIONS[command].includes(name)) {
       throw new UsageError(`--${name}: expected only with ${commandsTaking(name)}, got it with ${command}`)
     }
@@ -180,13 +195,19 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
         json,
       }
     }
-    case 'accept-key': {
+    case 'accept-key':
+    case 'block':
+    case 'unblock': {
       const [peer] = exactly(command, rest, ['<user>'])
       return { command, options, peer: peer as string }
     }
     case 'delete-account': {
       const [confirmation] = exactly(command, rest, ['<user>'])
       return { command, options, confirmation: confirmation as string }
+    }
+    case 'password': {
+      exactly(command, rest, [])
+      return { command, options, endOtherSessions: values['end-other-sessions'] === true }
     }
   }
 }
@@ -206,6 +227,7 @@ function parse(argv: readonly string[]) {
       wait: { type: 'string' },
       confirm: { type: 'boolean' },
       number: { type: 'string' },
+      'end-other-sessions': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   })

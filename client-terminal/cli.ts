@@ -1,6 +1,6 @@
 /**
  * The non-interactive commands for scripts: register, reinstall, send, read, verify, accept-key,
- * delete-account.
+ * delete-account, password, block, unblock.
  * Each opens the local account, does one thing, and exits with a code from exit-codes.ts; results
  * go to stdout (text, or JSON with --json), diagnostics to stderr as single lines.
  *
@@ -35,7 +35,7 @@ import {
 import { type Invocation, USAGE } from './args.js'
 import { describeCertificateNotice, KnownCertificates } from './certificates.js'
 import { CommandError, describeFailure, ExitCode, exitCodeFor, UsageError } from './exit-codes.js'
-import { readPassword } from './password.js'
+import { readPassword, readPasswordChange } from './password.js'
 import { certificatesFile, dataDirectory } from './paths.js'
 import { describeNetworkError, isCertificateError, parseServerUrl } from './transport.js'
 import { trustContext, trustedCertificates } from './trust.js'
@@ -158,6 +158,9 @@ const COMMANDS: {
   verify: verifyCommand,
   'accept-key': acceptKeyCommand,
   'delete-account': deleteAccountCommand,
+  password: passwordCommand,
+  block: blockCommand,
+  unblock: blockCommand,
 }
 
 async function registerCommand(
@@ -603,4 +606,65 @@ async function deleteAccountCommand(
   context.io.stdout.write(
     `deleted ${username} on ${context.settings.serverUrl} and its data on this device; contacts see that the account was deleted, and the server holds the name so that nobody else can take it for a while\n`,
   )
+}
+
+/**
+ * Changes the password: this device's data is sealed again under the new one (progress on
+ * standard error), then the server takes the new login secret; with --end-other-sessions, every
+ * other session of the account ends.
+ */
+async function passwordCommand(
+  context: CommandContext,
+  invocation: Extract<Invocation, { command: 'password' }>,
+): Promise<void> {
+  const username = chooseAccount(context.settings, context.user)
+  const { current, next } = await readPasswordChange(context.io)
+  const client = await openAccount(context.settings, username, current)
+  try {
+    let shown = -1
+    const { endedSessions } = await client.changePassword(current, next, {
+      endOtherSessions: invocation.endOtherSessions,
+      onProgress: (done, total) => {
+        // A line per tenth, not per record: a long history would flood a log otherwise.
+        const tenth = total === 0 ? 10 : Math.floor((done * 10) / total)
+        if (tenth === shown) return
+        shown = tenth
+        context.io.stderr.write(`re-sealing this device's data: ${done}/${total}\n`)
+      },
+    })
+    context.io.stdout.write(
+      `password changed for ${username}, here and on the server${invocation.endOtherSessions ? `; ${endedSessions} other session(s) signed out` : ''}\n`,
+    )
+  } finally {
+    await client.close()
+  }
+}
+
+/**
+ * Blocks or unblocks a user, on the server and in the contact record (the conversation stays). A
+ * user the server does not know is refused there (exit code 4), and nothing changes here.
+ */
+async function blockCommand(
+  context: CommandContext,
+  invocation: Extract<Invocation, { command: 'block' | 'unblock' }>,
+): Promise<void> {
+  const peer = normalizedUsername(invocation.peer)
+  const { client } = await openChosenAccount(context)
+  try {
+    if (peer === client.username) {
+      throw new CommandError(ExitCode.Usage, `${invocation.command}: expected another user, got yourself`)
+    }
+    if (invocation.command === 'block') {
+      await client.blockContact(peer)
+      context.io.stdout.write(
+        `blocked ${peer}: the server drops their messages (they are not told) and hides your presence from them; the conversation stays\n`,
+      )
+    } else if (await client.unblockContact(peer)) {
+      context.io.stdout.write(`unblocked ${peer}\n`)
+    } else {
+      context.io.stdout.write(`unblocked ${peer} (not a contact here)\n`)
+    }
+  } finally {
+    await client.close()
+  }
 }

@@ -10,6 +10,7 @@ export type Command =
   | { readonly kind: 'login'; readonly username: string | undefined }
   | { readonly kind: 'logout' }
   | { readonly kind: 'delete-account' }
+  | { readonly kind: 'password' }
   | { readonly kind: 'users'; readonly query: string | undefined }
   | { readonly kind: 'chat'; readonly username: string }
   | { readonly kind: 'msg'; readonly username: string; readonly text: string }
@@ -17,6 +18,8 @@ export type Command =
   | { readonly kind: 'contacts' }
   | { readonly kind: 'verify'; readonly username: string }
   | { readonly kind: 'accept-key'; readonly username: string }
+  | { readonly kind: 'block'; readonly username: string }
+  | { readonly kind: 'unblock'; readonly username: string }
   | { readonly kind: 'help' }
   | { readonly kind: 'quit' }
   | { readonly kind: 'empty' }
@@ -39,6 +42,7 @@ export const COMMAND_HELP: readonly CommandHelp[] = [
     usage: '/delete-account',
     description: 'delete this account on the server and its data here (asks its name and password)',
   },
+  { usage: '/password', description: 'change your password (here and on the server)' },
   { usage: '/users [query]', description: 'find users whose names start with query; alone: who is online' },
   { usage: '/chat <user>', description: 'open the conversation with user' },
   { usage: '/msg <user> <text>', description: 'send text to user (and open that conversation)' },
@@ -46,6 +50,8 @@ export const COMMAND_HELP: readonly CommandHelp[] = [
   { usage: '/contacts', description: 'list contacts: unread, online, verified, key changes' },
   { usage: '/verify <user>', description: 'compare safety numbers with user and mark them verified' },
   { usage: '/accept-key <user>', description: "accept user's changed identity key" },
+  { usage: '/block <user>', description: 'block user: their messages are dropped, your presence hidden' },
+  { usage: '/unblock <user>', description: 'unblock user (the conversation stayed)' },
   { usage: '/help', description: 'this list' },
   { usage: '/quit', description: 'leave (Ctrl+C too)' },
 ]
@@ -88,6 +94,8 @@ export function parseCommand(line: string): Command {
       return args.length === 0
         ? { kind: 'delete-account' }
         : invalid('/delete-account: expected no arguments (it asks for the name and the password)')
+    case 'password':
+      return args.length === 0 ? { kind: 'password' } : invalid('/password: expected no arguments')
     case 'users':
     case 'who':
       if (args.length > 1) return invalid('/users: expected /users [query]')
@@ -119,6 +127,11 @@ export function parseCommand(line: string): Command {
     case 'accept-key': {
       const username = oneName('/accept-key', args, '/accept-key <user>')
       return typeof username === 'string' ? { kind: 'accept-key', username } : username
+    }
+    case 'block':
+    case 'unblock': {
+      const username = oneName(`/${name}`, args, `/${name} <user>`)
+      return typeof username === 'string' ? { kind: name, username } : username
     }
     case 'help':
     case '?':

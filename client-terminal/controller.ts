@@ -21,6 +21,7 @@ import { normalizeUsername } from '../shared/username.js'
 import { COMMAND_HELP, type Command, parseCommand } from './commands.js'
 import {
   accountDeletedWarning,
+  blockedWarning,
   contactLine,
   deleteAccountWarning,
   formatTime,
@@ -40,6 +41,7 @@ export type ChatApi = Pick<
   | 'login'
   | 'connect'
   | 'logout'
+  | 'changePassword'
   | 'close'
   | 'contacts'
   | 'conversations'
@@ -53,6 +55,8 @@ export type ChatApi = Pick<
   | 'acceptIdentityChange'
   | 'markRead'
   | 'deleteAccount'
+  | 'blockContact'
+  | 'unblockContact'
 >
 
 /** Local accounts and how to open them (backend.ts for real, a fake in tests). */
@@ -104,6 +108,27 @@ export type Prompt =
       readonly username: string
       /** What the user typed to confirm (the core checks it again). */
       readonly typed: string
+    }
+  | { readonly kind: 'password'; readonly purpose: 'change-current'; readonly username: string }
+  | {
+      readonly kind: 'password'
+      readonly purpose: 'change-new'
+      readonly username: string
+      readonly current: string
+    }
+  | {
+      readonly kind: 'password'
+      readonly purpose: 'change-repeat'
+      readonly username: string
+      readonly current: string
+      readonly next: string
+    }
+  | {
+      readonly kind: 'confirm'
+      readonly purpose: 'change-sessions'
+      readonly username: string
+      readonly current: string
+      readonly next: string
     }
   | {
       readonly kind: 'confirm'
@@ -159,6 +184,14 @@ export function promptLabel(prompt: Prompt): string {
       return `Type ${prompt.username} to delete this account for good (anything else cancels): `
     case 'delete-account-password':
       return `Password of ${prompt.username}, to delete it: `
+    case 'change-current':
+      return `Current password of ${prompt.username}: `
+    case 'change-new':
+      return 'New password: '
+    case 'change-repeat':
+      return 'Repeat the new password: '
+    case 'change-sessions':
+      return 'Also sign out your other sessions? (yes/no) '
   }
 }
 
@@ -312,6 +345,11 @@ export class Controller {
         return this.logout()
       case 'delete-account':
         return this.startDeleteAccount()
+      case 'password':
+        this.update({
+          prompt: { kind: 'password', purpose: 'change-current', username: this.requireSignedIn().username },
+        })
+        return
       case 'users':
         return this.users(command.query)
       case 'contacts':
@@ -329,6 +367,10 @@ export class Controller {
         return this.startVerify(command.username)
       case 'accept-key':
         return this.acceptKey(command.username)
+      case 'block':
+        return this.setBlocked(command.username, true)
+      case 'unblock':
+        return this.setBlocked(command.username, false)
     }
   }
 
@@ -397,6 +439,29 @@ export class Controller {
           return
         }
         return this.deleteAccount(prompt.typed, value)
+      case 'change-current':
+        if (value.length === 0) {
+          this.notify('info', 'password not changed')
+          return
+        }
+        this.update({ prompt: { ...prompt, purpose: 'change-new', current: value } })
+        return
+      case 'change-new':
+        if (value.length === 0) {
+          this.notify('info', 'password not changed')
+          return
+        }
+        this.update({ prompt: { ...prompt, purpose: 'change-repeat', next: value } })
+        return
+      case 'change-repeat':
+        if (value !== prompt.next) {
+          this.notify('error', 'the two new passwords differ: nothing was changed. /password to try again')
+          return
+        }
+        this.update({ prompt: { ...prompt, kind: 'confirm', purpose: 'change-sessions' } })
+        return
+      case 'change-sessions':
+        return this.changePassword(prompt.current, prompt.next, /^(y|yes)$/i.test(value.trim()))
     }
   }
 
@@ -405,6 +470,25 @@ export class Controller {
       return normalizeUsername(name)
     } catch {
       return undefined
+    }
+  }
+
+  /** Re-seals this device's store and moves the server to the new password, with progress. */
+  private async changePassword(current: string, next: string, endOtherSessions: boolean): Promise<void> {
+    const api = this.requireSignedIn()
+    this.update({ busy: 'changing the password (deriving keys)…' })
+    try {
+      const { endedSessions } = await api.changePassword(current, next, {
+        endOtherSessions,
+        onProgress: (done, total) =>
+          this.update({ busy: `changing the password: re-sealing this device's data ${done}/${total}…` }),
+      })
+      this.notify(
+        'info',
+        `password changed, here and on the server${endOtherSessions ? `; ${endedSessions} other session${endedSessions === 1 ? '' : 's'} signed out` : ''}. Use the new one from now on.`,
+      )
+    } finally {
+      this.update({ busy: undefined })
     }
   }
 
@@ -674,10 +758,11 @@ export class Controller {
             ? contacts.map((contact) => {
                 const line = contactLine(contact)
                 const facts = [
+                  contact.blocked ? 'blocked' : undefined,
                   contact.online ? 'online' : 'offline',
                   contact.unread > 0 ? `${contact.unread} unread` : undefined,
                   contact.accountDeleted
-                    ? '⊘ account deleted'
+                    ? '✕ account deleted'
                     : contact.identityChanged
                       ? '⚠ identity key changed'
                       : contact.verified
@@ -714,6 +799,10 @@ export class Controller {
       this.notify('warning', accountDeletedWarning(peer))
       return
     }
+    if (contact?.blocked) {
+      this.notify('warning', blockedWarning(peer))
+      return
+    }
     if (contact?.identityChanged) {
       this.notify('warning', keyChangeWarning(peer))
       return
@@ -729,6 +818,10 @@ export class Controller {
       if (isClientError(error, ClientErrorCode.AccountDeleted)) {
         this.notify('warning', accountDeletedWarning(peer))
         this.requestRefresh()
+        return
+      }
+      if (isClientError(error, ClientErrorCode.Blocked)) {
+        this.notify('warning', blockedWarning(peer))
         return
       }
       throw error
@@ -792,6 +885,27 @@ export class Controller {
       'info',
       `accepted ${name}'s new identity key (not verified: /verify ${name} to compare safety numbers)`,
     )
+    this.requestRefresh()
+  }
+
+  // --- Blocking ------------------------------------------------------------------------------------
+
+  private async setBlocked(username: string, blocked: boolean): Promise<void> {
+    const api = this.requireSignedIn()
+    const name = this.normalize(username)
+    if (name === api.username)
+      throw new Error(`that is you: /${blocked ? 'block' : 'unblock'} <someone else>`)
+    if (blocked) {
+      await api.blockContact(name)
+      this.notify(
+        'info',
+        `blocked ${name}: their messages are dropped (they are not told), your presence is hidden from them, and the conversation stays. /unblock ${name} to undo.`,
+      )
+    } else if (await api.unblockContact(name)) {
+      this.notify('info', `unblocked ${name}`)
+    } else {
+      this.notify('info', `${name} is not a contact`)
+    }
     this.requestRefresh()
   }
 

@@ -56,6 +56,10 @@ export function exitCodeFor(error: unknown): ExitCode {
       case 'E2E_ERR_WRONG_PASSWORD':
         return ExitCode.WrongPassword
       case 'E2E_ERR_SERVER':
+      // Refused by the password policy (the core checks it now; the server did before) or by a
+      // server of another version: still "refused", as scripts written before expect.
+      case 'E2E_ERR_WEAK_PASSWORD':
+      case 'E2E_ERR_VERSION_MISMATCH':
       case 'E2E_ERR_UNKNOWN_USER':
       case 'E2E_ERR_NOT_LOGGED_IN':
       case 'E2E_ERR_ACCOUNT_REPLACED':
@@ -71,6 +75,8 @@ export function exitCodeFor(error: unknown): ExitCode {
       case 'E2E_ERR_CLIENT_STATE':
         return ExitCode.LocalDatabase
       case 'E2E_ERR_CLIENT_INPUT':
+      // Sending to someone you blocked: unblock first.
+      case 'E2E_ERR_CONTACT_BLOCKED':
         return ExitCode.Usage
     }
   }

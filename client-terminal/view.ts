@@ -142,7 +142,7 @@ export interface ContactLine {
   readonly online: boolean
   /** "(3)" for three unread messages, '' for none. */
   readonly unread: string
-  /** ⊘ account deleted, ✔ verified, ⚠ identity key changed, '' otherwise. */
+  /** ✕ account deleted, ⊘ blocked, ✔ verified, ⚠ identity key changed, '' otherwise. */
   readonly badge: string
   readonly warning: boolean
 }
@@ -153,7 +153,15 @@ export function contactLine(contact: ContactView): ContactLine {
     presence: contact.online ? '●' : '○',
     online: contact.online,
     unread: contact.unread > 0 ? `(${contact.unread})` : '',
-    badge: contact.accountDeleted ? '⊘' : contact.identityChanged ? '⚠' : contact.verified ? '✔' : '',
+    badge: contact.accountDeleted
+      ? '✕'
+      : contact.blocked
+        ? '⊘'
+        : contact.identityChanged
+          ? '⚠'
+          : contact.verified
+            ? '✔'
+            : '',
     warning: contact.accountDeleted || contact.identityChanged,
   }
 }
@@ -163,6 +171,11 @@ export function safetyNumberRows(groups: readonly string[]): string[] {
   const rows: string[] = []
   for (let i = 0; i < groups.length; i += 4) rows.push(groups.slice(i, i + 4).join(' '))
   return rows
+}
+
+/** What the terminal says when the user writes to someone they blocked. */
+export function blockedWarning(peer: string): string {
+  return `you blocked ${peer}: nothing is sent to them. /unblock ${peer} to write again.`
 }
 
 export function keyChangeWarning(peer: string): string {

@@ -1,6 +1,7 @@
 /**
  * POST /api/v1/account/delete over real TLS and WebSockets, on SQLite and PostgreSQL: the session
- * token and the password are both needed; deletion closes the user's sockets at once, leaves no row
+ * token and the login secret are both needed (the password beside it only for an account still on
+ * its password, as for /login); deletion closes the user's sockets at once, leaves no row
  * that names the user (every table is read back), tells contacts (a send gets
  * E2E_ERR_ACCOUNT_DELETED, a watcher gets `identity.changed`, a key lookup 410), and holds the name
  * against registration by anyone until DELETED_USERNAME_HOLD_MS has passed on the injected clock.
@@ -9,11 +10,21 @@ import { type Kysely, sql } from 'kysely'
 import { afterEach, describe, expect, it } from 'vitest'
 import { toHex, utf8Encode } from '../shared/bytes.js'
 import { CredentialFields, DeleteAccountRequest, LoginRequest } from '../shared/codec/api.js'
+import { hashPassword } from './auth/password.js'
 import { usernameHash } from './db/users.js'
 import { DELETED_USERNAME_HOLD_MS, LOGIN_FAILURES_PER_ACCOUNT } from './limits.js'
 import { DIALECTS, postgresUnavailable } from './test/databases.js'
-import { login, makeClient, register, signUp, startServer, type TestServer } from './test/harness.js'
-import { connect } from './test/ws-client.js'
+import {
+  login,
+  loginSecretFor,
+  makeClient,
+  register,
+  signUp,
+  startServer,
+  TEST_BCRYPT_COST,
+  type TestServer,
+} from './test/harness.js'
+import { connect, sharePresence } from './test/ws-client.js'
 
 const pgSkip = await postgresUnavailable()
 const START = Date.UTC(2026, 11, 3)
@@ -38,7 +49,14 @@ async function everyRow(server: TestServer): Promise<Map<string, Record<string, 
 }
 
 /** Columns that hold a user's id, in any table (besides users.id). */
-const USER_ID_COLUMNS = new Set(['user_id', 'sender_id', 'recipient_id'])
+const USER_ID_COLUMNS = new Set([
+  'user_id',
+  'sender_id',
+  'recipient_id',
+  'owner_id',
+  'target_id',
+  'requester_id',
+])
 
 /** The columns of `rows` that hold this user id, and the values that contain these bytes. */
 function mentions(
@@ -81,8 +99,12 @@ for (const dialect of DIALECTS) {
       return server
     }
 
+    /** Deletes with the login secret of `password`, as today's client sends it. */
     const remove = (target: TestServer, token: Uint8Array, username: string, password: string) =>
-      target.request('/api/v1/account/delete', { token, body: { username, password } })
+      target.request('/api/v1/account/delete', {
+        token,
+        body: { username, loginSecret: loginSecretFor(password) },
+      })
 
     it('takes the credential fields /login takes, from one place', () => {
       for (const field of Object.keys(CredentialFields)) {
@@ -97,7 +119,9 @@ for (const dialect of DIALECTS) {
       const bob = await signUp(target)
       const { username, password } = alice.client
 
-      const anonymous = await target.request('/api/v1/account/delete', { body: { username, password } })
+      const anonymous = await target.request('/api/v1/account/delete', {
+        body: { username, loginSecret: loginSecretFor(password) },
+      })
       expect(anonymous.status).toBe(401)
       expect(anonymous.body.error.code).toBe('E2E_ERR_UNAUTHENTICATED')
 
@@ -113,6 +137,34 @@ for (const dialect of DIALECTS) {
       const still = await target.request(`/api/v1/users/${username}/identity`, { token: bob.token })
       expect(still.status).toBe(200)
       expect((await target.request('/api/v1/keys/status', { token: alice.token })).status).toBe(200)
+    })
+
+    it('an account still on its password is asked for it beside the secret, as /login asks', async () => {
+      const target = await start()
+      const alice = await signUp(target)
+      const { username, password, loginSecret } = alice.client
+      // The account as the previous version stored it: a bcrypt hash of the password itself.
+      await target.database.db
+        .updateTable('users')
+        .set({ credential: 'password', password_hash: await hashPassword(password, TEST_BCRYPT_COST) })
+        .where('username', '=', username)
+        .execute()
+      const secretOnly = await remove(target, alice.token, username, password)
+      expect(secretOnly.status).toBe(409)
+      expect(secretOnly.body.error.code).toBe('E2E_ERR_CREDENTIAL_UPGRADE')
+      expect((await target.request('/api/v1/keys/status', { token: alice.token })).status).toBe(200)
+      // A password alone is what an old client would send: this route takes the secret always.
+      const passwordOnly = await target.request('/api/v1/account/delete', {
+        token: alice.token,
+        body: { username, password },
+      })
+      expect(passwordOnly.status).toBe(400)
+      const both = await target.request('/api/v1/account/delete', {
+        token: alice.token,
+        body: { username, loginSecret, password },
+      })
+      expect(both.status).toBe(204)
+      expect(await target.database.db.selectFrom('users').selectAll().execute()).toEqual([])
     })
 
     it('guesses meet the strict per-account limit of reinstall', async () => {
@@ -134,6 +186,7 @@ for (const dialect of DIALECTS) {
       const alice = await signUp(target, { oneTimePreKeys: 3 })
       const bob = await signUp(target)
       const carol = await signUp(target)
+      const dave = await signUp(target)
       const aliceId = Number(
         (
           await target.database.db
@@ -143,6 +196,21 @@ for (const dialect of DIALECTS) {
             .executeTakeFirstOrThrow()
         ).id,
       )
+      // Relations: Alice lets Carol see her presence, Bob lets Alice see his, and Dave blocks her.
+      await sharePresence(target, alice.token, [carol.client.username])
+      await sharePresence(target, bob.token, [alice.client.username])
+      const blocked = await target.request(`/api/v1/blocks/${alice.client.username}`, {
+        method: 'PUT',
+        token: dave.token,
+      })
+      expect(blocked.status).toBe(204)
+      // One-time prekey claims: Bob claims one of Alice's, Alice one of Carol's.
+      for (const [token, of] of [
+        [bob.token, alice.client.username],
+        [alice.token, carol.client.username],
+      ] as const) {
+        expect((await target.request(`/api/v1/users/${of}/bundle`, { token })).status).toBe(200)
+      }
       // A second session, online elsewhere: it ends too.
       const aliceSocket = await connect(target, alice.token, 'alice')
       const bobSocket = await connect(target, bob.token, 'bob')
@@ -168,6 +236,8 @@ for (const dialect of DIALECTS) {
       const needles = [utf8Encode(alice.client.username), alice.client.identity.public.identityKey]
       expect(mentions(before, aliceId, needles).length).toBeGreaterThan(0)
       expect(before.get('message_tombstones')!.length).toBeGreaterThan(0)
+      expect(before.get('relations')).toHaveLength(3)
+      expect(before.get('one_time_prekey_claims')).toHaveLength(2)
 
       const response = await remove(target, alice.token, alice.client.username, alice.client.password)
       expect(response.status).toBe(204)
@@ -181,6 +251,9 @@ for (const dialect of DIALECTS) {
       // No row names Alice: not her id, her name or her identity key; the hold keeps a hash only.
       const after = await everyRow(target)
       expect(mentions(after, aliceId, needles)).toEqual([])
+      // Relations name no user but their owner; every one here concerned Alice, so none is left.
+      expect(after.get('relations')).toEqual([])
+      expect(after.get('one_time_prekey_claims')).toEqual([])
       expect(after.get('deleted_usernames')).toEqual([
         expect.objectContaining({ held_until: START + DELETED_USERNAME_HOLD_MS }),
       ])
@@ -196,7 +269,7 @@ for (const dialect of DIALECTS) {
       // The old token is dead, REST and relay alike.
       expect((await target.request('/api/v1/keys/status', { token: alice.token })).status).toBe(401)
       const login = await target.request('/api/v1/login', {
-        body: { username: alice.client.username, password: alice.client.password },
+        body: { username: alice.client.username, loginSecret: alice.client.loginSecret },
       })
       expect(login.body.error.code).toBe('E2E_ERR_INVALID_CREDENTIALS')
 

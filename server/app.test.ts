@@ -176,7 +176,7 @@ describe('maintenance', () => {
       const login = await first.inject({
         method: 'POST',
         url: '/api/v1/login',
-        payload: { username: client.username, password: client.password },
+        payload: { username: client.username, loginSecret: client.loginSecret },
       })
       expect(login.statusCode).toBe(200)
       await first.close()

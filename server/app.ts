@@ -10,6 +10,8 @@
  * TypeBox's compiler (the same one shared/codec/schema.ts `decode` uses), responses serialised
  * through their schema so no field outside it can leak.
  */
+
+import type { Server as TlsServer } from 'node:tls'
 import helmet from '@fastify/helmet'
 import rateLimit from '@fastify/rate-limit'
 import { TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox'
@@ -18,7 +20,9 @@ import { API_PREFIX, HealthResponse } from '../shared/codec/api.js'
 import { DeviceProofs } from './auth/device-proof.js'
 import { LoginLimiter } from './auth/login-limiter.js'
 import type { ServerContext, ServerLimits } from './context.js'
+import { claimsKeptMs, purgeOneTimePreKeyClaims } from './db/prekeys.js'
 import { openQueueRepository } from './db/queue-repository.js'
+import { RelationsKey } from './db/relations.js'
 import type { Db } from './db/schema.js'
 import { purgeExpiredTokens } from './db/tokens.js'
 import { purgeEndedUsernameHolds } from './db/users.js'
@@ -27,6 +31,7 @@ import {
   AUTH_TIMEOUT_MS,
   BCRYPT_COST,
   BUNDLE_RATE_LIMIT,
+  BUNDLE_REFETCH_WINDOW_MS,
   DELIVERY_WINDOW,
   FRAME_RATE_PER_CONNECTION,
   HEARTBEAT_INTERVAL_MS,
@@ -51,21 +56,28 @@ import {
   MAX_QUEUED_BYTES_PER_SENDER,
   MAX_QUEUED_MESSAGES_PER_RECIPIENT,
   MAX_QUEUED_MESSAGES_PER_SENDER,
+  MAX_TLS_HANDSHAKES_IN_PROGRESS_PER_ADDRESS,
   MAX_TOKENS_PER_USER,
   MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS,
   MESSAGE_TTL_MS,
+  ONE_TIME_PREKEY_CLAIMS_PER_TARGET,
   REGISTER_RATE_LIMIT,
   SEND_RATE_PER_USER,
   SIGNED_PREKEYS_KEPT,
+  TLS_HANDSHAKE_LIMITER_MAX_ADDRESSES,
+  TLS_HANDSHAKE_RATE_PER_ADDRESS,
+  TLS_HANDSHAKE_TIMEOUT_MS,
   TOKEN_LIFETIME_MS,
 } from './limits.js'
 import { type LogSettings, loggerOptions } from './log.js'
 import { addressKey } from './plugins/client-address.js'
 import { installErrorHandling } from './plugins/errors.js'
 import { warnOnUntrustedProxy } from './plugins/proxy-check.js'
+import { limitTlsHandshakes, proxyPeers, TlsHandshakeLimiter } from './plugins/tls-handshakes.js'
 import { limitUnauthenticatedSockets, UnauthenticatedSockets } from './plugins/unauthenticated-sockets.js'
 import { webApp } from './plugins/web-app.js'
 import { accountRoutes } from './routes/accounts.js'
+import { blockRoutes } from './routes/blocks.js'
 import { errorResponses } from './routes/common.js'
 import { keyRoutes } from './routes/keys.js'
 import { userRoutes } from './routes/users.js'
@@ -79,6 +91,8 @@ export const DEFAULT_LIMITS: ServerLimits = {
   registerRateLimit: REGISTER_RATE_LIMIT,
   loginRateLimit: LOGIN_RATE_LIMIT,
   bundleRateLimit: BUNDLE_RATE_LIMIT,
+  oneTimePreKeyClaimsPerTarget: ONE_TIME_PREKEY_CLAIMS_PER_TARGET,
+  bundleRefetchWindowMs: BUNDLE_REFETCH_WINDOW_MS,
   loginFailuresPerAccount: LOGIN_FAILURES_PER_ACCOUNT,
   loginFailuresPerAddress: LOGIN_FAILURES_PER_ADDRESS,
   loginFailureWindowMs: LOGIN_FAILURE_WINDOW_MS,
@@ -88,6 +102,9 @@ export const DEFAULT_LIMITS: ServerLimits = {
   loginAccountDelayMaxMs: LOGIN_ACCOUNT_DELAY_MAX_MS,
   loginFailuresPerDevice: LOGIN_FAILURES_PER_DEVICE,
   maxUnauthenticatedSocketsPerAddress: MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS,
+  tlsHandshakeTimeoutMs: TLS_HANDSHAKE_TIMEOUT_MS,
+  maxTlsHandshakesInProgressPerAddress: MAX_TLS_HANDSHAKES_IN_PROGRESS_PER_ADDRESS,
+  tlsHandshakeRatePerAddress: TLS_HANDSHAKE_RATE_PER_ADDRESS,
   maxOneTimePreKeysPerUser: MAX_ONE_TIME_PREKEYS_PER_USER,
   signedPreKeysKept: SIGNED_PREKEYS_KEPT,
   maxTokensPerUser: MAX_TOKENS_PER_USER,
@@ -126,6 +143,13 @@ export interface BuildOptions {
    * process, which the app closes. A bus given here is the caller's to close.
    */
   readonly relayBus?: RelayBus
+  /**
+   * The secret presence grants and blocks are hashed under (db/relations.ts). main.ts keeps one in
+   * the data directory; without it a random key is made, and relations stored under an earlier key
+   * are no longer found (clients share presence again on their next connection, and blocks are
+   * lost): tests that restart a server pass the same key.
+   */
+  readonly relationsKey?: RelationsKey
 }
 
 /**
@@ -178,6 +202,12 @@ function installMaintenance(
       app.log.error({ err: error }, 'purging ended username holds failed')
     }
     try {
+      // Claims of targets nobody fetches any more (a fetch purges its own target's old claims).
+      await purgeOneTimePreKeyClaims(context.db, context.now(), claimsKeptMs(context.limits))
+    } catch (error) {
+      app.log.error({ err: error }, 'purging prekey claims failed')
+    }
+    try {
       const messages = await hub.purgeExpired(context.now())
       if (messages > 0) app.log.info({ event: 'purge', messages }, 'expired messages deleted')
     } catch (error) {
@@ -213,8 +243,31 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     bodyLimit: HTTP_BODY_LIMIT_BYTES,
     trustProxy: trustProxySetting(options.trustProxy),
     requestTimeout: HTTP_REQUEST_TIMEOUT_MS,
-    https: options.https ?? null,
+    // Node's default handshake timeout is 120 s: far longer than a connection that never finishes
+    // its handshake should hold a descriptor (limits.ts TLS_HANDSHAKE_TIMEOUT_MS).
+    https: options.https ? { ...options.https, handshakeTimeout: limits.tlsHandshakeTimeoutMs } : null,
   })
+  if (options.https) {
+    const isProxy = proxyPeers(options.trustProxy)
+    limitTlsHandshakes(
+      app.server as unknown as TlsServer,
+      new TlsHandshakeLimiter(
+        {
+          maxInProgressPerAddress: limits.maxTlsHandshakesInProgressPerAddress,
+          ratePerAddress: limits.tlsHandshakeRatePerAddress,
+          maxAddresses: TLS_HANDSHAKE_LIMITER_MAX_ADDRESSES,
+        },
+        now,
+      ),
+      {
+        isProxy,
+        // The address is the client's, as in every per-address log line; debug only, since an
+        // attacker decides how many of these there are.
+        refused: (address, limit) =>
+          app.log.debug({ event: 'tls-handshake-refused', address, limit }, 'TLS handshake refused'),
+      },
+    )
+  }
   app.setValidatorCompiler(TypeBoxValidatorCompiler)
   // JSON is the only body the API takes; anything else is refused with 415 before parsing.
   app.removeContentTypeParser('text/plain')
@@ -255,6 +308,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     })
     bus = ownBus
   }
+  const relationsKey = options.relationsKey ?? RelationsKey.random()
   const unauthenticatedSockets = new UnauthenticatedSockets(limits.maxUnauthenticatedSocketsPerAddress)
   const hub = new RelayHub({
     db: options.db,
@@ -269,6 +323,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     log: app.log,
     bus,
     authenticated: (socket) => unauthenticatedSockets.release(socket),
+    relationsKey,
   })
   const context: ServerContext = {
     db: options.db,
@@ -276,6 +331,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     bcryptCost,
     limits,
     relay: hub,
+    relationsKey,
     loginLimiter: new LoginLimiter(
       {
         failuresPerAddress: limits.loginFailuresPerAddress,
@@ -308,6 +364,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
       await api.register(accountRoutes, context)
       await api.register(keyRoutes, context)
       await api.register(userRoutes, context)
+      await api.register(blockRoutes, context)
     },
     { prefix: API_PREFIX },
   )

@@ -14,7 +14,9 @@
  * | (none)        | DATABASE_URL | none: SQLite at <data-dir>/secure-chat.sqlite; postgres://… selects PostgreSQL |
  * | --trust-proxy | TRUST_PROXY  | false; true, a hop count or addresses/CIDRs of the reverse proxy |
  * |               |              | (without it behind a proxy, every client shares the proxy's address
- * |               |              | for every per-address limit; plugins/proxy-check.ts warns once) |
+ * |               |              | for every per-address limit; plugins/proxy-check.ts warns once; |
+ * |               |              | the TLS handshake limits spare the peers it names, and every peer |
+ * |               |              | with true or a hop count: plugins/tls-handshakes.ts) |
  * | --log-level   | LOG_LEVEL    | info                             |
  */
 import { accessSync, constants } from 'node:fs'

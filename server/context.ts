@@ -1,6 +1,7 @@
 /** What every route plugin receives: the database, the clock, the tunable limits and the relay. */
 import type { DeviceProofs } from './auth/device-proof.js'
 import type { LoginLimiter } from './auth/login-limiter.js'
+import type { RelationsKey } from './db/relations.js'
 import type { Db } from './db/schema.js'
 import type { Rate } from './ws/token-bucket.js'
 
@@ -13,6 +14,8 @@ export interface ServerLimits {
   readonly registerRateLimit: RateLimit
   readonly loginRateLimit: RateLimit
   readonly bundleRateLimit: RateLimit
+  readonly oneTimePreKeyClaimsPerTarget: RateLimit
+  readonly bundleRefetchWindowMs: number
   readonly loginFailuresPerAccount: number
   readonly loginFailuresPerAddress: number
   readonly loginFailureWindowMs: number
@@ -23,6 +26,9 @@ export interface ServerLimits {
   readonly loginAccountDelayMaxMs: number
   readonly loginFailuresPerDevice: number
   readonly maxUnauthenticatedSocketsPerAddress: number
+  readonly tlsHandshakeTimeoutMs: number
+  readonly maxTlsHandshakesInProgressPerAddress: number
+  readonly tlsHandshakeRatePerAddress: Rate
   readonly maxOneTimePreKeysPerUser: number
   readonly signedPreKeysKept: number
   readonly maxTokensPerUser: number
@@ -59,6 +65,8 @@ export interface RelayEvents {
    * the check it prompts answers E2E_ERR_ACCOUNT_DELETED).
    */
   accountDeleted(userId: number, username: string): void
+  /** The owner no longer lets the viewer see their presence (a block): the viewer's watches end. */
+  presenceRevoked(ownerId: number, ownerName: string, viewerId: number): void
 }
 
 export interface ServerContext {
@@ -69,4 +77,6 @@ export interface ServerContext {
   readonly loginLimiter: LoginLimiter
   readonly deviceProofs: DeviceProofs
   readonly relay: RelayEvents
+  /** The secret relation rows are hashed under (db/relations.ts); account deletion needs it too. */
+  readonly relationsKey: RelationsKey
 }

@@ -15,8 +15,21 @@ export const ServerErrorCode = {
   TooLarge: ProtocolErrorCode.TooLarge,
   /** The username breaks the rules of shared/username.ts. */
   InvalidUsername: 'E2E_ERR_INVALID_USERNAME',
-  /** The password is too short, too long or too easy to guess. */
+  /**
+   * The password is too short, too long or too easy to guess. Sent by this server only to clients of
+   * the previous version; today the client core checks the policy (the server never sees passwords).
+   */
   WeakPassword: 'E2E_ERR_WEAK_PASSWORD',
+  /**
+   * The client sent a password where this server takes a login secret (a client of the previous
+   * version registering, or logging in to an account already upgraded): it must be updated.
+   */
+  ClientOutdated: 'E2E_ERR_CLIENT_OUTDATED',
+  /**
+   * The account still proves itself with its password (made before login secrets): send the
+   * password once more together with the login secret, and the server switches it over.
+   */
+  CredentialUpgrade: 'E2E_ERR_CREDENTIAL_UPGRADE',
   /** The normalised username is already registered (uniqueness is case-insensitive). */
   UsernameTaken: 'E2E_ERR_USERNAME_TAKEN',
   /** A signature over the identity key or a prekey did not verify. */
@@ -67,6 +80,8 @@ export const ServerErrorCode = {
   TooManyConnections: 'E2E_ERR_TOO_MANY_CONNECTIONS',
   /** Relay: this connection watches the most users allowed; the names beyond it were ignored. */
   TooManySubscriptions: 'E2E_ERR_TOO_MANY_SUBSCRIPTIONS',
+  /** The user keeps the most relations allowed (presence grants and blocks): the new one was not stored. */
+  TooManyRelations: 'E2E_ERR_TOO_MANY_RELATIONS',
   /** Anything unexpected; details go to the server log only. */
   Internal: 'E2E_ERR_INTERNAL',
 } as const
@@ -110,6 +125,18 @@ export const serverErrors = {
       ServerErrorCode.InvalidCredentials,
       401,
       'expected a registered username and its password, got a combination that does not match',
+    ),
+  clientOutdated: () =>
+    new ServerError(
+      ServerErrorCode.ClientOutdated,
+      400,
+      'expected a login secret derived from the password, got the password itself: this client is older than the server, update secure-chat',
+    ),
+  credentialUpgrade: () =>
+    new ServerError(
+      ServerErrorCode.CredentialUpgrade,
+      409,
+      'expected the password once more with the login secret: this account was made before login secrets and switches over now',
     ),
   userNotFound: () =>
     new ServerError(ServerErrorCode.UserNotFound, 404, 'expected a registered username, got an unknown one'),

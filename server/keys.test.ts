@@ -9,6 +9,7 @@ import {
   publicPreKey,
   verifyPreKeyBundle,
 } from '../shared/identity.js'
+import { BUNDLE_REFETCH_WINDOW_MS, ONE_TIME_PREKEY_CLAIMS_PER_TARGET } from './limits.js'
 import { createTestDatabase, DIALECTS, postgresUnavailable } from './test/databases.js'
 import { signUp, startServer, type TestServer } from './test/harness.js'
 import { connect, newMessageId } from './test/ws-client.js'
@@ -284,3 +285,79 @@ for (const dialect of DIALECTS) {
     },
   )
 }
+
+describe('bundle fetches limited per target, over TLS (default limits, injected clock)', () => {
+  let server: TestServer
+  let clock = 1_800_000_000_000
+  beforeAll(async () => {
+    // The harness relaxes these two for other tests; here they are the defaults of server/limits.ts.
+    server = await startServer({
+      now: () => clock,
+      limits: {
+        oneTimePreKeyClaimsPerTarget: ONE_TIME_PREKEY_CLAIMS_PER_TARGET,
+        bundleRefetchWindowMs: BUNDLE_REFETCH_WINDOW_MS,
+      },
+    })
+  })
+  afterAll(async () => {
+    await server?.close()
+  })
+
+  const fetchBundle = async (username: string, token: Uint8Array) => {
+    const response = await server.request(bundlePath(username), { token })
+    expect(response.status).toBe(200)
+    await verifyPreKeyBundle(preKeyBundleFromJson(response.body))
+    return response.body as PreKeyBundleResponse
+  }
+
+  it('a re-fetch by the same requester within the window claims no key; after the window, one more', async () => {
+    const bob = await signUp(server, { oneTimePreKeys: 5 })
+    const alice = await signUp(server)
+    const carol = await signUp(server)
+    const first = await fetchBundle(bob.client.username, alice.token)
+    expect(first.oneTimePreKey?.keyId).toBe(1)
+    for (let i = 0; i < 20; i++) {
+      clock += 25_000
+      const again = await fetchBundle(bob.client.username, alice.token)
+      expect(again.oneTimePreKey).toBeUndefined()
+      expect(again.signedPreKey.keyId).toBe(first.signedPreKey.keyId)
+    }
+    // Another requester still gets a key of its own.
+    expect((await fetchBundle(bob.client.username, carol.token)).oneTimePreKey?.keyId).toBe(2)
+    clock += BUNDLE_REFETCH_WINDOW_MS - 20 * 25_000
+    expect((await fetchBundle(bob.client.username, alice.token)).oneTimePreKey?.keyId).toBe(3)
+    const held = await server.request(ONE_TIME, { token: bob.token })
+    expect(held.status).toBe(200)
+    expect(held.body).toEqual({ keyIds: [4, 5] })
+    expect((await server.request(STATUS, { token: bob.token })).body.oneTimePreKeys).toBe(2)
+  })
+
+  it('beyond the per-target limit, bundles come without a one-time prekey until the window moves on', async () => {
+    const bob = await signUp(server, { oneTimePreKeys: 100 })
+    const requesters = await Promise.all(
+      Array.from({ length: ONE_TIME_PREKEY_CLAIMS_PER_TARGET.max + 5 }, () => signUp(server)),
+    )
+    const start = clock
+    const got = []
+    for (const requester of requesters) {
+      clock += 1_000
+      got.push((await fetchBundle(bob.client.username, requester.token)).oneTimePreKey !== undefined)
+    }
+    expect(got.filter(Boolean)).toHaveLength(ONE_TIME_PREKEY_CLAIMS_PER_TARGET.max)
+    expect(got.slice(ONE_TIME_PREKEY_CLAIMS_PER_TARGET.max)).toEqual([false, false, false, false, false])
+    expect((await server.request(STATUS, { token: bob.token })).body.oneTimePreKeys).toBe(
+      100 - ONE_TIME_PREKEY_CLAIMS_PER_TARGET.max,
+    )
+    // Once the first claim is a window old, the next requester gets a key again.
+    clock = start + 1_000 + ONE_TIME_PREKEY_CLAIMS_PER_TARGET.timeWindowMs
+    expect((await fetchBundle(bob.client.username, requesters.at(-1)!.token)).oneTimePreKey).toBeDefined()
+  })
+
+  it('lists only the caller’s own one-time prekey ids', async () => {
+    const bob = await signUp(server, { oneTimePreKeys: 3 })
+    const alice = await signUp(server, { oneTimePreKeys: 2 })
+    expect((await server.request(ONE_TIME, { token: bob.token })).body).toEqual({ keyIds: [1, 2, 3] })
+    expect((await server.request(ONE_TIME, { token: alice.token })).body).toEqual({ keyIds: [1, 2] })
+    expect((await server.request(ONE_TIME)).status).toBe(401)
+  })
+})

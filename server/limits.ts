@@ -3,9 +3,12 @@
  * Protocol-wide limits (username length, prekey batch size, message size) live in shared/limits.ts.
  */
 
+import { USER_SEARCH_MAX_RESULTS } from '../shared/limits.js'
+
 const SECOND = 1000
 const MINUTE = 60 * SECOND
-const DAY = 24 * 60 * MINUTE
+const HOUR = 60 * MINUTE
+const DAY = 24 * HOUR
 
 /**
  * bcrypt work factor. Cost 12 is about 220 ms per hash on the target machines: slow enough to make
@@ -68,6 +71,28 @@ export const LOGIN_RATE_LIMIT = { max: 60, timeWindowMs: MINUTE }
  */
 export const BUNDLE_RATE_LIMIT = { max: 100, timeWindowMs: MINUTE }
 
+/**
+ * One-time prekeys handed out per target user per window, across all requesters. Without it, many
+ * accounts (each within BUNDLE_RATE_LIMIT) could take a user's keys as fast as the user's client
+ * makes them (every `prekeys.low` asks for another ONE_TIME_PREKEY_BATCH). Beyond it the bundle is
+ * still served, without a one-time prekey: X3DH proceeds on the signed prekey alone (a first message
+ * without the one-time key's extra forward secrecy), so a drain cannot stop anyone from starting a
+ * conversation. Thirty an hour is far more new sessions than a person starts being asked for; a
+ * sliding window over the claims recorded in one_time_prekey_claims, so several server processes
+ * on one database share it.
+ */
+export const ONE_TIME_PREKEY_CLAIMS_PER_TARGET = { max: 30, timeWindowMs: HOUR }
+
+/**
+ * A requester that fetches the same user's bundle again within this long after being handed one of
+ * their one-time prekeys gets the bundle without a one-time prekey, so re-fetching claims nothing.
+ * The earlier key is not handed out again: the requester may already have used it (a session that
+ * a retry request, docs/protocol.md §8.6, replaces within the window), and a second prekey message
+ * naming a key the target has deleted could not be opened, whereas the signed prekey alone always
+ * can. One requester therefore takes at most six of a target's keys an hour.
+ */
+export const BUNDLE_REFETCH_WINDOW_MS = 10 * MINUTE
+
 /** One-time prekeys stored per user at most: five uploads of shared/limits.ts ONE_TIME_PREKEY_BATCH. */
 export const MAX_ONE_TIME_PREKEYS_PER_USER = 500
 
@@ -77,8 +102,8 @@ export const MAX_ONE_TIME_PREKEYS_PER_USER = 500
  */
 export const SIGNED_PREKEYS_KEPT = 3
 
-/** Results of a username search at most (the response schema's maxItems). */
-export const USER_SEARCH_LIMIT = 50
+/** Results of a username search at most (the response schema's maxItems, shared/limits.ts). */
+export const USER_SEARCH_LIMIT = USER_SEARCH_MAX_RESULTS
 
 /**
  * Largest REST body. A registration with 100 one-time prekeys is about 20 KiB of JSON; 64 KiB
@@ -222,6 +247,12 @@ export const HEARTBEAT_INTERVAL_MS = 30 * SECOND
 /** Users one connection may watch for presence (a contact list; the frame itself allows 500 names). */
 export const MAX_PRESENCE_SUBSCRIPTIONS_PER_CONNECTION = 1_000
 
+/**
+ * Relations one user may keep (presence grants and blocks together, db/relations.ts): a contact
+ * list with room to spare. Bounds the rows one account can make the server store.
+ */
+export const MAX_RELATIONS_PER_USER = 10_000
+
 /** Usernames the relay keeps resolved in memory (users are never renamed or deleted). */
 export const DIRECTORY_CACHE_ENTRIES = 100_000
 
@@ -293,3 +324,38 @@ export const MAX_QUEUED_MESSAGES_PER_SENDER = 1_000
  * (64 KiB) or 25,000 typical ones. Eight accounts would have to collude to fill a queue by bytes.
  */
 export const MAX_QUEUED_BYTES_PER_SENDER = 8 * 1024 * 1024
+
+// --- TLS handshakes per address (issue 10, item 8) -----------------------------------------------
+
+/**
+ * Time a new TCP connection has to finish its TLS handshake before the server drops it (Node's
+ * default is 120 s). A connection that never sends its ClientHello, or stops half-way, holds a file
+ * descriptor and a TLS state while costing its sender nothing; ten seconds covers the two round
+ * trips of a handshake over a slow mobile link, as AUTH_TIMEOUT_MS does for the `auth` frame.
+ */
+export const TLS_HANDSHAKE_TIMEOUT_MS = 10 * SECOND
+
+/**
+ * TLS handshakes in progress (TCP connected, handshake not yet finished) from one address (an IPv6
+ * /64) at once; a further connection is closed at once, before any TLS work. With the timeout above
+ * this bounds what one address can hold open without ever completing a handshake. A browser opens
+ * at most six connections to a host and the terminal client two, so even an office behind one NAT
+ * address rarely has this many handshakes under way at the same moment.
+ */
+export const MAX_TLS_HANDSHAKES_IN_PROGRESS_PER_ADDRESS = 64
+
+/**
+ * New TCP connections (each a TLS handshake: an ECDHE and a signature on the server's CPU) per
+ * address as a token bucket; beyond it a connection is closed before any TLS work. The burst lets a
+ * NAT full of clients reconnect after a server restart; the sustained rate is far beyond what
+ * keep-alive clients need (they reuse their connections) but stops one address from making the
+ * server sign thousands of handshakes a second.
+ */
+export const TLS_HANDSHAKE_RATE_PER_ADDRESS = { perSecond: 50, burst: 500 }
+
+/**
+ * Addresses whose handshake rate the server remembers at most. Bounds memory against an attacker
+ * rotating through many addresses (a /48 holds 65,536 /64s); when full, addresses whose bucket has
+ * refilled go first, then the oldest.
+ */
+export const TLS_HANDSHAKE_LIMITER_MAX_ADDRESSES = 100_000

@@ -16,6 +16,7 @@ import {
 } from './limits.js'
 import {
   decryptToken,
+  loginSecretFor,
   makeClient,
   register,
   startServer,
@@ -41,7 +42,11 @@ afterAll(async () => {
 function attempt(client: TestClient, from: string, password: string, deviceProof?: string) {
   return server.request(LOGIN, {
     localAddress: from,
-    body: { username: client.username, password, ...(deviceProof ? { deviceProof } : {}) },
+    body: {
+      username: client.username,
+      loginSecret: loginSecretFor(password),
+      ...(deviceProof ? { deviceProof } : {}),
+    },
   })
 }
 
@@ -152,7 +157,10 @@ describe('failed log-ins', () => {
     const limited = await startServer({ now: () => clock, limits: { loginFailuresPerAddress: 5 } })
     try {
       const guess = (username: string, from: string) =>
-        limited.request(LOGIN, { localAddress: from, body: { username, password: 'Summer2024!!' } })
+        limited.request(LOGIN, {
+          localAddress: from,
+          body: { username, loginSecret: loginSecretFor('Summer2024!!') },
+        })
       for (let i = 0; i < 5; i++) expect((await guess(`spray${i}`, '127.0.5.1')).status).toBe(401)
       const refused = await guess('spray9', '127.0.5.1')
       expect(refused.status).toBe(429)
@@ -200,7 +208,7 @@ describe('device proofs in logs', () => {
         await rsaOaepDecrypt(client.loginKey.privateKey, fromBase64Url(challenge.body.challenge)),
       )
       const response = await logged.request(LOGIN, {
-        body: { username: client.username, password: client.password, deviceProof: proof },
+        body: { username: client.username, loginSecret: client.loginSecret, deviceProof: proof },
       })
       expect(response.status).toBe(200)
       const log = lines.join('\n')

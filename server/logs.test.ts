@@ -5,7 +5,14 @@ import type { LoginResponse } from '../shared/codec/api.js'
 import { preKeyToJson } from '../shared/codec/keys.js'
 import { generateOneTimePreKeys, publicPreKey } from '../shared/identity.js'
 import { loggerOptions } from './log.js'
-import { decryptToken, login, makeClient, startServer, type TestServer } from './test/harness.js'
+import {
+  decryptToken,
+  login,
+  loginSecretFor,
+  makeClient,
+  startServer,
+  type TestServer,
+} from './test/harness.js'
 import { connect } from './test/ws-client.js'
 
 describe('logger options', () => {
@@ -23,6 +30,9 @@ describe('logger options', () => {
       password: secret('password'),
       nestedPassword: secret('nested-password'),
       deepPassword: secret('deep-password'),
+      loginSecret: secret('login-secret'),
+      newLoginSecret: secret('new-login-secret'),
+      deepLoginSecret: secret('deep-login-secret'),
       authorization: secret('authorization'),
       headerAuthorization: secret('header-authorization'),
       requestAuthorization: secret('request-authorization'),
@@ -34,6 +44,12 @@ describe('logger options', () => {
       bodyField: secret('body-field'),
     }
     app.log.info({ event: 'top', token: secrets.token, password: secrets.password, body: secrets.body })
+    app.log.info({
+      event: 'secrets',
+      loginSecret: secrets.loginSecret,
+      newLoginSecret: secrets.newLoginSecret,
+    })
+    app.log.info({ event: 'deep-secret', a: { b: { loginSecret: secrets.deepLoginSecret } } })
     app.log.info({
       event: 'one-down',
       session: { token: secrets.nestedToken },
@@ -62,7 +78,16 @@ describe('logger options', () => {
     await app.close()
 
     const output = lines.join('')
-    for (const event of ['top', 'one-down', 'deeper', 'http', 'headers', 'request']) {
+    for (const event of [
+      'top',
+      'secrets',
+      'deep-secret',
+      'one-down',
+      'deeper',
+      'http',
+      'headers',
+      'request',
+    ]) {
       expect(output).toContain(`"event":"${event}"`)
     }
     expect(output).toContain('[redacted]')
@@ -93,22 +118,28 @@ describe('logs', () => {
     for (const client of [alice, bob]) {
       const body = client.registerBody()
       expect((await server.request('/api/v1/register', { body })).status).toBe(201)
-      secrets.push(client.password, body.loginKey, body.identity.identityKey, body.identity.signingKey)
+      secrets.push(
+        client.password,
+        client.loginSecret,
+        body.loginKey,
+        body.identity.identityKey,
+        body.identity.signingKey,
+      )
       secrets.push(body.identity.identitySignature, body.signedPreKey.publicKey, body.signedPreKey.signature)
       for (const preKey of body.oneTimePreKeys) secrets.push(preKey.publicKey, preKey.signature)
     }
     const loginResponse = await server.request('/api/v1/login', {
-      body: { username: alice.username, password: alice.password },
+      body: { username: alice.username, loginSecret: alice.loginSecret },
     })
     const encryptedToken = (loginResponse.body as LoginResponse).encryptedToken
     const token = await decryptToken(alice, loginResponse.body as LoginResponse)
     secrets.push(encryptedToken, toBase64Url(token), toHex(token), Buffer.from(token).toString('base64'))
 
     const failed = await server.request('/api/v1/login', {
-      body: { username: alice.username, password: 'a-wrong-password-attempt' },
+      body: { username: alice.username, loginSecret: loginSecretFor('a-wrong-password-attempt') },
     })
     expect(failed.status).toBe(401)
-    secrets.push('a-wrong-password-attempt')
+    secrets.push('a-wrong-password-attempt', loginSecretFor('a-wrong-password-attempt'))
 
     const bundle = await server.request(`/api/v1/users/${bob.username}/bundle`, { token })
     expect(bundle.status).toBe(200)

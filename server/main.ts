@@ -4,12 +4,13 @@
  * accepting, finish in-flight requests and close the database before exiting.
  */
 import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
 import { build } from './app.js'
-import { stopPasswordStrengthWorker } from './auth/password-strength.js'
 import { ConfigError, parseConfig, type ServerConfig, USAGE } from './config.js'
 import { DatabaseOpenError, openDatabase } from './db/connect.js'
 import { MigrationError, migrateToLatest } from './db/migrate.js'
 import { SHUTDOWN_GRACE_MS } from './limits.js'
+import { loadRelationsKey, RELATIONS_KEY_FILE, RelationsKeyError } from './relations-key.js'
 import { httpsOptions, loadTls } from './tls.js'
 
 /** The address to show: wildcard binds are reachable locally as localhost. */
@@ -22,12 +23,14 @@ async function start(config: ServerConfig): Promise<void> {
   const tls = await loadTls(config.tls, config.certDir)
   const database = await openDatabase(config.database)
   const applied = await migrateToLatest(database.db, database.dialect)
+  const relations = await loadRelationsKey(config.dataDir)
 
   const app = await build({
     db: database.db,
     https: httpsOptions(tls),
     log: { level: config.logLevel },
     trustProxy: config.trustProxy,
+    relationsKey: relations.key,
   })
   await app.listen({ host: config.host, port: config.port })
   const { port } = app.server.address() as AddressInfo
@@ -49,7 +52,6 @@ async function start(config: ServerConfig): Promise<void> {
       // Stops accepting, lets in-flight requests finish, runs every onClose hook (the relay's too).
       await app.close()
       await database.close()
-      await stopPasswordStrengthWorker()
       process.stdout.write('secure-chat stopped\n')
       process.exit(0)
     } catch (error) {
@@ -67,6 +69,7 @@ async function start(config: ServerConfig): Promise<void> {
   const lines = [
     `secure-chat listening on ${publicUrl(config.host, port)}`,
     `database: ${where}${applied.length > 0 ? `, applied migrations: ${applied.join(', ')}` : ''}`,
+    `relations key: ${join(config.dataDir, RELATIONS_KEY_FILE)}${relations.created ? ' (created now)' : ''}`,
     `TLS certificate: ${tls.certFile}${tls.selfSigned ? (tls.created ? ' (self-signed, created now)' : ' (self-signed)') : ''}`,
     `TLS certificate SHA-256 fingerprint: ${tls.fingerprint256}`,
     `TLS public key SHA-256 (SPKI, base64): ${tls.spkiSha256}`,
@@ -96,7 +99,9 @@ async function main(): Promise<void> {
     const prefix =
       error instanceof MigrationError || error instanceof DatabaseOpenError
         ? 'cannot open the database'
-        : 'cannot start'
+        : error instanceof RelationsKeyError
+          ? 'cannot read the relations key'
+          : 'cannot start'
     process.stderr.write(`${prefix}: ${(error as Error).message}\n`)
     process.exit(1)
   }

@@ -7,7 +7,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { fromBase64Url } from '../shared/bytes.js'
 import { FRAME_VERSION } from '../shared/codec/frames.js'
 import { generateRsaOaepKeyPair } from '../shared/crypto/primitives.js'
-import { decryptToken, makeClient, signUp, startServer, type TestServer } from './test/harness.js'
+import {
+  decryptToken,
+  loginSecretFor,
+  makeClient,
+  signUp,
+  startServer,
+  type TestServer,
+} from './test/harness.js'
 import { connect } from './test/ws-client.js'
 
 let server: TestServer
@@ -25,7 +32,7 @@ describe('reinstall', () => {
     const { client } = await signUp(server)
     const replacement = await makeClient({ username: client.username, password: client.password })
     const wrong = await server.request('/api/v1/reinstall', {
-      body: { ...replacement.registerBody(), password: `${client.password}!` },
+      body: { ...replacement.registerBody(), loginSecret: loginSecretFor(`${client.password}!`) },
     })
     const unknown = await server.request('/api/v1/reinstall', {
       body: { ...replacement.registerBody(), username: 'nobody-here-at-all' },
@@ -45,6 +52,8 @@ describe('reinstall', () => {
     const alice = await signUp(server)
     const bobSocket = await connect(server, bob.token, 'bob')
     const aliceSocket = await connect(server, alice.token, 'alice')
+    bobSocket.share([alice.client.username])
+    await bobSocket.fence()
     aliceSocket.send({ v: FRAME_VERSION, type: 'presence.subscribe', users: [bob.client.username] })
     await aliceSocket.next('presence')
 
@@ -73,7 +82,7 @@ describe('reinstall', () => {
 
     // Tokens are now encrypted to the new device's RSA key, and only it can read them.
     const login = await server.request('/api/v1/login', {
-      body: { username: bob.client.username, password: bob.client.password },
+      body: { username: bob.client.username, loginSecret: bob.client.loginSecret },
     })
     expect(login.status).toBe(200)
     expect(await decryptToken(replacement, login.body)).toHaveLength(32)

@@ -47,6 +47,35 @@ export const ONE_TIME_PREKEY_BATCH = 100
 /** When the server reports fewer one-time prekeys than this, the client uploads another batch. */
 export const ONE_TIME_PREKEY_REFILL_THRESHOLD = 10
 
+/**
+ * Most one-time prekey ids GET /keys/one-time lists (its schema's maxItems). Servers keep fewer
+ * (the reference server 500, server/limits.ts MAX_ONE_TIME_PREKEYS_PER_USER); a client never has
+ * more than MAX_LOCAL_ONE_TIME_PREKEYS to upload.
+ */
+export const MAX_LISTED_ONE_TIME_PREKEY_IDS = 1_000
+
+/**
+ * One-time private keys a client keeps at most: those the server still holds plus those it handed
+ * out that no message has used yet. A refill makes only as many as fit under it, so a drain that
+ * gets past the server's per-target limit fills this and then stops costing the victim anything:
+ * no more keys are made until handed-out ones expire (ONE_TIME_PREKEY_UNUSED_LIFETIME_MS) or are
+ * used, and meanwhile new sessions start on the signed prekey alone. Ten batches: room for a full
+ * server stock and many handed out.
+ */
+export const MAX_LOCAL_ONE_TIME_PREKEYS = 1_000
+
+/**
+ * How long a client keeps the private half of a one-time prekey that the server has handed out
+ * (it no longer lists the id) but no prekey message has used, counted from when the client first
+ * saw it gone. A peer's first message can arrive that late (the peer fetched the bundle and went
+ * offline before sending; the message then waits in the server's queue, which keeps it 30 days),
+ * and still decrypts. Longer keeps more keys of a drained account (bounded by
+ * MAX_LOCAL_ONE_TIME_PREKEYS either way, but the cap then stops refills for longer); shorter makes
+ * a late first message undecryptable, recovered only by a retry request (docs/protocol.md §8.6).
+ * Thirty days, the server's message lifetime.
+ */
+export const ONE_TIME_PREKEY_UNUSED_LIFETIME_MS = 30 * 24 * 60 * 60 * 1000
+
 /** Signed prekeys are replaced after this long (Signal-Desktop: about 1.5 days; we round to 2). */
 export const SIGNED_PREKEY_ROTATION_MS = 2 * 24 * 60 * 60 * 1000
 
@@ -60,6 +89,13 @@ export const USERNAME_MIN_LENGTH = 3
  * prefix would page through the whole directory a letter at a time.
  */
 export const USER_SEARCH_MIN_LENGTH = 3
+/**
+ * Usernames one directory search answers at most (one page, in byte order): enough to find
+ * someone by a few letters of their name, never a dump of the directory.
+ */
+export const USER_SEARCH_MAX_RESULTS = 50
+/** Usernames one `presence.subscribe` or `presence.share` frame may carry. */
+export const MAX_PRESENCE_NAMES_PER_FRAME = 500
 export const USERNAME_MAX_LENGTH = 32
 
 /** Passwords: OWASP ASVS 5 minimum; the maximum keeps bcrypt pre-hashing and requests bounded. */

@@ -5,12 +5,20 @@
  * its next send when it was away), keeps its history, and refuses to send to it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { hashPassword } from '../server/auth/password.js'
 import { DELETED_USERNAME_HOLD_MS } from '../server/limits.js'
-import { makeClient, register, startServer, type TestServer } from '../server/test/harness.js'
+import {
+  makeClient,
+  register,
+  startServer,
+  TEST_BCRYPT_COST,
+  type TestServer,
+} from '../server/test/harness.js'
 import { type ChatClient, ChatClient as Client, type MessageView } from '../shared/client/chat-client.js'
 import { ClientErrorCode } from '../shared/client/errors.js'
 import { STORE_TABLES } from '../shared/client/store.js'
-import { registerClient } from './client-helpers.js'
+import type { HttpClient } from '../shared/client/transport.js'
+import { nodeHttpClient, registerClient } from './client-helpers.js'
 
 let server: TestServer
 
@@ -47,10 +55,13 @@ function accountDeleted(client: ChatClient, peer: string): Promise<void> {
   })
 }
 
-/** Two accounts that have talked both ways. */
-async function acquainted() {
-  const alice = await registerClient(server)
-  const bob = await registerClient(server)
+/**
+ * Two accounts that have talked both ways: each shares presence with the other (only people who
+ * talk do), so each watches the other and hears `identity.changed`.
+ */
+async function acquainted(target: TestServer = server) {
+  const alice = await registerClient(target)
+  const bob = await registerClient(target)
   await online(alice.client, bob.client)
   const toBob = nextMessage(bob.client)
   await alice.client.send(bob.client.username, 'hello bob')
@@ -61,7 +72,54 @@ async function acquainted() {
   return { alice, bob }
 }
 
+/** Every request body the client sends, as a proxy that ends TLS would read it. */
+function proxiedHttp(seen: { path: string; body: string }[]): HttpClient {
+  const inner = nodeHttpClient(server)
+  return {
+    request(method, path, options = {}) {
+      seen.push({ path, body: JSON.stringify(options.body ?? null) })
+      return inner.request(method, path, options)
+    },
+  }
+}
+
 describe('deleting an account', () => {
+  it('proves the account with the login secret; the password goes only to upgrade an old account', async () => {
+    const seen: { path: string; body: string }[] = []
+    const fresh = await registerClient(server, { http: proxiedHttp(seen) })
+    await fresh.client.deleteAccount(fresh.password, fresh.client.username)
+    const deletes = seen.filter((request) => request.path === '/account/delete')
+    expect(deletes).toHaveLength(1)
+    expect(Object.keys(JSON.parse(deletes[0]!.body)).sort()).toEqual(['loginSecret', 'username'])
+    expect(seen.filter((request) => request.body.includes(fresh.password))).toEqual([])
+    await fresh.client.close()
+
+    // An account as 0.1.0 stored it (bcrypt of the password itself), already logged in here.
+    seen.length = 0
+    const old = await registerClient(server, { http: proxiedHttp(seen) })
+    await server.database.db
+      .updateTable('users')
+      .set({ credential: 'password', password_hash: await hashPassword(old.password, TEST_BCRYPT_COST) })
+      .where('username', '=', old.client.username)
+      .execute()
+    seen.length = 0
+    await old.client.deleteAccount(old.password, old.client.username)
+    // Asked for the upgrade, it sends the password once beside the secret, and the account is gone.
+    expect(
+      seen.filter((request) => request.path === '/account/delete').map((r) => JSON.parse(r.body)),
+    ).toEqual([
+      { username: old.client.username, loginSecret: expect.any(String) },
+      { username: old.client.username, loginSecret: expect.any(String), password: old.password },
+    ])
+    const rows = await server.database.db
+      .selectFrom('users')
+      .select('username')
+      .where('username', 'in', [fresh.client.username, old.client.username])
+      .execute()
+    expect(rows).toEqual([])
+    await old.client.close()
+  })
+
   it('needs the typed name and the password; a refusal changes nothing here or on the server', async () => {
     const { alice, bob } = await acquainted()
     await expect(bob.client.deleteAccount(bob.password, alice.client.username)).rejects.toMatchObject({
@@ -138,12 +196,7 @@ describe('deleting an account', () => {
     let clock = Date.now()
     const held = await startServer({ now: () => clock })
     try {
-      const alice = await registerClient(held)
-      const bob = await registerClient(held)
-      await online(alice.client, bob.client)
-      const toBob = nextMessage(bob.client)
-      await alice.client.send(bob.client.username, 'hello bob')
-      await toBob
+      const { alice, bob } = await acquainted(held)
       const marked = accountDeleted(alice.client, bob.client.username)
       await bob.client.deleteAccount(bob.password, bob.client.username)
       await bob.client.close()

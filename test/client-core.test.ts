@@ -4,12 +4,13 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { LOGIN_FAILURES_PER_ACCOUNT_ADDRESS } from '../server/limits.js'
-import { signUp, startServer, type TestServer } from '../server/test/harness.js'
+import { loginSecretFor, signUp, startServer, type TestServer } from '../server/test/harness.js'
 import { ChatClient } from '../shared/client/chat-client.js'
 import { isClientError } from '../shared/client/errors.js'
 import { MemoryStore } from '../shared/client/store.js'
 import { ONE_TIME_PREKEY_BATCH, SIGNED_PREKEY_ROTATION_MS } from '../shared/limits.js'
-import { clientOptions, registerClient } from './client-helpers.js'
+import { deriveLoginSecret } from '../shared/login-secret.js'
+import { clientOptions, registerClient, TEST_KDF_ITERATIONS } from './client-helpers.js'
 
 let server: TestServer
 
@@ -74,13 +75,16 @@ describe('accounts', () => {
     for (let i = 0; i <= LOGIN_FAILURES_PER_ACCOUNT_ADDRESS; i++) {
       await server.request('/api/v1/login', {
         localAddress: '127.0.0.1',
-        body: { username: client.username, password: `wrong guess ${i}` },
+        body: { username: client.username, loginSecret: loginSecretFor(`wrong guess ${i}`) },
       })
     }
     // That address is refused for this account, the right password included, without the proof.
     const refused = await server.request('/api/v1/login', {
       localAddress: '127.0.0.1',
-      body: { username: client.username, password },
+      body: {
+        username: client.username,
+        loginSecret: await deriveLoginSecret(password, client.username, TEST_KDF_ITERATIONS),
+      },
     })
     expect(refused.status).toBe(429)
     await client.login(password)

@@ -48,6 +48,7 @@ export function clientOptions(
     store: new MemoryStore(),
     storageKeyIterations: TEST_KDF_ITERATIONS,
     minimumStorageKeyIterations: TEST_KDF_ITERATIONS,
+    loginSecretIterations: TEST_KDF_ITERATIONS,
     ...overrides,
   }
 }

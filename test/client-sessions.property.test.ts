@@ -265,6 +265,7 @@ function deviceOptions(relay: MemoryRelay, link: NetworkLink, store: ClientStore
     store,
     storageKeyIterations: TEST_KDF_ITERATIONS,
     minimumStorageKeyIterations: TEST_KDF_ITERATIONS,
+    loginSecretIterations: TEST_KDF_ITERATIONS,
     // The faked Date while a run is going on (see the module comment).
     now: () => Date.now(),
   }

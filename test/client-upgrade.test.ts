@@ -106,7 +106,21 @@ describe('stores written by 0.1.0', () => {
     })
     const undecryptable: string[] = []
     for (const client of [alice, bob]) client.events.on('undecryptable', ({ id }) => undecryptable.push(id))
+    // Contacts from before presence needed consent share it as before: each sees the other online.
+    const aliceSeesBob = new Promise<void>((resolve) =>
+      alice.events.on('presence', ({ username, online }) => username === fixture.bob && online && resolve()),
+    )
     await Promise.all([alice.login(fixture.password), bob.login(fixture.password)])
+    // 0.1.0's server stored bcrypt of the passwords: this first log-in moved both accounts to their
+    // login secrets (docs/protocol.md §12.2), and from now on the password never leaves the device.
+    const credentials = await server.database.db
+      .selectFrom('users')
+      .select(['username', 'credential'])
+      .orderBy('username')
+      .execute()
+    expect(credentials).toEqual(
+      [fixture.alice, fixture.bob].sort().map((username) => ({ username, credential: 'login-secret-v1' })),
+    )
     alice.connect()
     bob.connect()
     await Promise.all([alice.waitUntilOnline(), bob.waitUntilOnline()])
@@ -118,6 +132,9 @@ describe('stores written by 0.1.0', () => {
     await bob.send(fixture.alice, 'and back')
     expect(await toAlice).toBe('and back')
     expect(undecryptable).toEqual([])
+    await aliceSeesBob
+    expect(aliceTap.tap.of('sent', 'presence.share').flatMap((frame) => frame.users)).toContain(fixture.bob)
+    expect(await alice.contact(fixture.bob)).toMatchObject({ online: true, blocked: false })
 
     // No new key agreement: every envelope either sent is a plain ratchet message (type 1).
     for (const tap of [aliceTap.tap, bobTap.tap]) {
@@ -134,5 +151,26 @@ describe('stores written by 0.1.0', () => {
     } finally {
       file.close()
     }
+  })
+
+  it('prekey upkeep on a store without a one-time prekey ledger keeps every key the server holds', async () => {
+    const records = await bobStore()
+    const oneTimeKeys = async () =>
+      (await records.list('prekeys')).filter((record) => record.key.startsWith('one-time:')).map((r) => r.key)
+    const before = await oneTimeKeys()
+    expect(before.length).toBeGreaterThan(0)
+    expect(await records.get('prekeys', 'one-time-ledger')).toBeUndefined()
+    const bob = await ChatClient.open(
+      clientOptions(server, { store: records }),
+      fixture.password,
+      fixture.bob,
+    )
+    await bob.login(fixture.password)
+    await bob.maintainPreKeys()
+    // Nothing deleted (keys handed out before the upgrade are kept their full lifetime from now),
+    // and a ledger written.
+    expect(await oneTimeKeys()).toEqual(expect.arrayContaining(before))
+    expect(await records.get('prekeys', 'one-time-ledger')).toBeDefined()
+    await bob.close()
   })
 })

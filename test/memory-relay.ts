@@ -21,10 +21,12 @@
  *    `pause()` and `step()` hand the pump to the test.
  *  - Nothing depends on time passing: no auth timeout, no heartbeat (a session that expires while
  *    its socket is open stays open; HTTP requests and new sockets do check expiry), no purge.
- *  - No rate limits, login limiter, backpressure or group commit: a test of the core has no use for
+ *  - No rate limits (nor the per-target one-time prekey limit and re-fetch window), login limiter,
+ *    backpressure or group commit: a test of the core has no use for
  *    them, and each is tested against the real server. Each send is stored and answered on its own.
- *  - Passwords are kept NFKC-normalised in memory and compared directly instead of through bcrypt
- *    (the policy check is the server's own); tokens are kept as their text instead of hashed.
+ *  - Login secrets are kept in memory and compared directly instead of through bcrypt; every account
+ *    is on its login secret (no accounts from before them); tokens are kept as their text instead
+ *    of hashed.
  *  - A lost network (`link.goOffline()`, a frame dropped with the socket closed) is noticed by the
  *    relay at once; the real server notices a silent peer only through its heartbeat.
  *  - `restart()` closes every socket as a shutdown does and keeps all state, as the database would.
@@ -35,7 +37,6 @@
  * it: wait for those by frame (`waitFor`) or client event.
  */
 
-import { checkPasswordPolicy, normalizePassword } from '../server/auth/password.js'
 import type { ServerLimits } from '../server/context.js'
 import { ServerError, ServerErrorCode, serverErrors } from '../server/errors.js'
 import {
@@ -84,9 +85,12 @@ import type {
   WebSocketLike,
 } from '../shared/client/transport.js'
 import {
+  ChangePasswordRequest,
+  ChangePasswordResponse,
   IdentityResponse,
   LoginRequest,
   LoginResponse,
+  OneTimePreKeyIdsResponse,
   PreKeyBundleResponse,
   type PreKeyJson,
   PreKeyStatusResponse,
@@ -179,7 +183,7 @@ const ABNORMAL_CLOSURE = 1006
 /** What a client's onclose sees after it closed without a code. */
 const NO_STATUS = 1005
 
-const CLIENT_FRAME_TYPES = new Set(['auth', 'send', 'ack', 'presence.subscribe'])
+const CLIENT_FRAME_TYPES = new Set(['auth', 'send', 'ack', 'presence.subscribe', 'presence.share'])
 const TOKEN_TEXT = /^[A-Za-z0-9_-]{43}$/
 /** Characters a normalised username may contain (server/routes/users.ts). */
 const USERNAME_PREFIX = /^[a-z0-9._-]+$/
@@ -201,8 +205,8 @@ interface QueuedMessage {
 interface Account {
   readonly id: number
   readonly username: string
-  /** NFKC-normalised (see the module comment). */
-  password: string
+  /** The login secret (see the module comment). */
+  loginSecret: string
   loginKey: CryptoKey
   identity: PublicIdentityJson
   signingKey: Uint8Array
@@ -242,6 +246,8 @@ class ServerConnection {
   /** Sent and not yet acknowledged. */
   inflight: number[] = []
   readonly subscriptions = new Set<Account>()
+  /** Asked for, but their presence is not shared with this connection's user (server: `withheld`). */
+  readonly withheld = new Set<Account>()
 
   constructor(readonly socket: MemorySocket) {}
 }
@@ -346,6 +352,12 @@ export class MemoryRelay {
   private readonly now: () => number
   private readonly limits: MemoryRelayLimits
   private readonly accounts = new Map<string, Account>()
+  /**
+   * Relations as "<owner id>><other id>" (server/db/relations.ts keeps keyed hashes of them): who
+   * shares presence with whom, and who blocked whom.
+   */
+  private readonly presenceShared = new Set<string>()
+  private readonly blocked = new Set<string>()
   private readonly sessions = new Map<string, Session>()
   /** (sender id, message id) → the stored message, for as long as the relay runs (no purge). */
   private readonly sent = new Map<string, { seq: number; createdAt: number }>()
@@ -783,6 +795,9 @@ export class MemoryRelay {
       case 'presence.subscribe':
         this.subscribe(connection, frame.users)
         return
+      case 'presence.share':
+        this.share(connection, frame.users)
+        return
       case 'auth':
         this.fail(
           connection,
@@ -863,6 +878,11 @@ export class MemoryRelay {
       return
     }
     const key = `${sender.id}/${id}`
+    if (this.blocked.has(`${recipient.id}>${sender.id}`)) {
+      // Dropped, and answered as if stored (server/ws/hub.ts).
+      this.write(connection, acceptedFrame(id, this.now()))
+      return
+    }
     const stored = this.sent.get(key)
     if (stored) {
       this.write(connection, acceptedFrame(id, stored.createdAt))
@@ -960,10 +980,19 @@ export class MemoryRelay {
       }
       if (!account) continue
       if (!connection.subscriptions.has(account)) {
-        if (connection.subscriptions.size >= MAX_PRESENCE_SUBSCRIPTIONS_PER_CONNECTION) {
+        if (
+          !connection.withheld.has(account) &&
+          connection.subscriptions.size + connection.withheld.size >=
+            MAX_PRESENCE_SUBSCRIPTIONS_PER_CONNECTION
+        ) {
           ignored++
           continue
         }
+        if (!this.presenceVisible(account, connection.account!)) {
+          connection.withheld.add(account)
+          continue
+        }
+        connection.withheld.delete(account)
         connection.subscriptions.add(account)
         account.watchers.add(connection)
       }
@@ -975,6 +1004,56 @@ export class MemoryRelay {
         ServerErrorCode.TooManySubscriptions,
         `expected at most ${MAX_PRESENCE_SUBSCRIPTIONS_PER_CONNECTION} watched users, got ${ignored} more (ignored)`,
       )
+    }
+  }
+
+  private presenceVisible(owner: Account, viewer: Account): boolean {
+    if (owner === viewer) return true
+    const pair = `${owner.id}>${viewer.id}`
+    return this.presenceShared.has(pair) && !this.blocked.has(pair)
+  }
+
+  private share(connection: ServerConnection, requested: readonly string[]): void {
+    const owner = connection.account!
+    for (const name of requested) {
+      let viewer: Account | undefined
+      try {
+        viewer = this.accounts.get(normalizeUsername(name))
+      } catch {
+        // Nobody can have that name.
+      }
+      const pair = viewer && `${owner.id}>${viewer.id}`
+      if (!viewer || viewer === owner || this.presenceShared.has(pair!)) continue
+      this.presenceShared.add(pair!)
+      if (!this.presenceVisible(owner, viewer)) continue
+      for (const waiting of viewer.connections) {
+        if (!waiting.withheld.delete(owner)) continue
+        waiting.subscriptions.add(owner)
+        owner.watchers.add(waiting)
+        this.write(waiting, presenceFrame(owner.username, this.isOnline(owner)))
+      }
+    }
+  }
+
+  /** PUT or DELETE /blocks/{username} (server/routes/blocks.ts). */
+  private setBlocked(owner: Account, name: string, blocked: boolean): void {
+    const params = validRequest(UsernameParams, { username: decodeURIComponent(name) }, 'params')
+    const other = this.accounts.get(parseUsername(params.username))
+    if (!other) throw serverErrors.userNotFound()
+    if (other === owner) throw serverErrors.badRequest('username: expected another user, got yourself')
+    const pair = `${owner.id}>${other.id}`
+    if (!blocked) {
+      this.blocked.delete(pair)
+      return
+    }
+    this.blocked.add(pair)
+    this.presenceShared.delete(pair)
+    for (const watcher of [...owner.watchers]) {
+      if (watcher.account !== other) continue
+      owner.watchers.delete(watcher)
+      watcher.subscriptions.delete(owner)
+      watcher.withheld.add(owner)
+      this.write(watcher, presenceFrame(owner.username, false))
     }
   }
 
@@ -1065,6 +1144,22 @@ export class MemoryRelay {
       this.sessionRevoked(token!)
       return { status: 204, response: undefined }
     }
+    if (route === 'POST /account/password') {
+      const session = this.requireSession(token)
+      const request = validRequest(ChangePasswordRequest, body, 'body')
+      const account = this.proveLoginSecret(session.account.username, request.loginSecret)
+      account.loginSecret = request.newLoginSecret
+      let endedSessions = 0
+      if (request.endOtherSessions) {
+        for (const [other, s] of this.sessions) {
+          if (s.account !== account || other === session.token) continue
+          this.sessions.delete(other)
+          this.sessionRevoked(other)
+          endedSessions++
+        }
+      }
+      return ok(ChangePasswordResponse, { endedSessions })
+    }
     if (route === 'GET /users') {
       this.requireSession(token)
       return ok(
@@ -1080,10 +1175,25 @@ export class MemoryRelay {
       if (userPath[2] === 'identity') {
         return ok(IdentityResponse, { username: account.username, identity: account.identity })
       }
-      return ok(PreKeyBundleResponse, this.claimBundle(account))
+      const requester = this.requireSession(token).account
+      return ok(
+        PreKeyBundleResponse,
+        this.claimBundle(account, this.blocked.has(`${account.id}>${requester.id}`)),
+      )
+    }
+    const blockPath = /^\/blocks\/([^/]+)$/.exec(pathname)
+    if (blockPath && (method === 'PUT' || method === 'DELETE')) {
+      this.setBlocked(this.requireSession(token).account, blockPath[1]!, method === 'PUT')
+      return { status: 204, response: undefined }
     }
     if (route === 'GET /keys/status')
       return ok(PreKeyStatusResponse, this.preKeyStatus(this.requireSession(token).account))
+    if (route === 'GET /keys/one-time') {
+      const { account } = this.requireSession(token)
+      return ok(OneTimePreKeyIdsResponse, {
+        keyIds: [...account.oneTimePreKeys.keys()].sort((a, b) => a - b),
+      })
+    }
     if (route === 'POST /keys/one-time') {
       const account = this.requireSession(token).account
       return ok(PreKeyStatusResponse, await this.uploadOneTimePreKeys(account, body))
@@ -1145,15 +1255,15 @@ export class MemoryRelay {
   private async register(input: unknown): Promise<RegisterResponse> {
     const body = validRequest(RegisterRequest, input, 'body')
     const username = parseUsername(body.username)
+    if (body.loginSecret === undefined) throw serverErrors.clientOutdated()
     if (this.accounts.has(username)) throw serverErrors.usernameTaken()
-    await checkPasswordPolicy(body.password, [username, body.username])
     const keys = await this.verifiedKeys(body)
     // Checked again: another registration may have taken the name while this one was verified.
     if (this.accounts.has(username)) throw serverErrors.usernameTaken()
     const account: Account = {
       id: this.nextAccountId++,
       username,
-      password: normalizePassword(body.password),
+      loginSecret: body.loginSecret,
       loginKey: keys.loginKey,
       identity: body.identity,
       signingKey: keys.signingKey,
@@ -1170,21 +1280,22 @@ export class MemoryRelay {
     return decode(RegisterResponse, { username }, 'register response')
   }
 
-  /** Proves a password (unknown users and wrong passwords get the same answer). */
-  private authenticatePassword(input: string, password: string): Account {
+  /** Proves a login secret (unknown users and wrong secrets get the same answer). */
+  private proveLoginSecret(input: string, loginSecret: string | undefined): Account {
+    if (loginSecret === undefined) throw serverErrors.clientOutdated()
     let account: Account | undefined
     try {
       account = this.accounts.get(parseUsername(input))
     } catch {
       account = undefined
     }
-    if (!account || account.password !== normalizePassword(password)) throw serverErrors.invalidCredentials()
+    if (!account || account.loginSecret !== loginSecret) throw serverErrors.invalidCredentials()
     return account
   }
 
   private async reinstall(input: unknown): Promise<RegisterResponse> {
     const body = validRequest(RegisterRequest, input, 'body')
-    const account = this.authenticatePassword(body.username, body.password)
+    const account = this.proveLoginSecret(body.username, body.loginSecret)
     const keys = await this.verifiedKeys(body)
     this.installKeys(account, body, keys)
     // Every token ends: they were encrypted to the old login key's holder.
@@ -1195,7 +1306,7 @@ export class MemoryRelay {
 
   private async login(input: unknown): Promise<LoginResponse> {
     const body = validRequest(LoginRequest, input, 'body')
-    const account = this.authenticatePassword(body.username, body.password)
+    const account = this.proveLoginSecret(body.username, body.loginSecret)
     const token = randomBytes(TOKEN_BYTES)
     const encryptedToken = await rsaOaepEncrypt(account.loginKey, token)
     const now = this.now()
@@ -1242,9 +1353,14 @@ export class MemoryRelay {
     return { users: names.slice(0, USER_SEARCH_LIMIT).map((username) => ({ username })) }
   }
 
-  private claimBundle(account: Account): PreKeyBundleResponse {
+  private claimBundle(account: Account, blocked: boolean): PreKeyBundleResponse {
     const signedPreKey = account.signedPreKeys.at(-1)
     if (!signedPreKey) throw serverErrors.userNotFound()
+    if (blocked) {
+      // Someone the owner blocked claims nothing (server/routes/users.ts).
+      const { createdAt: _createdAt, ...signed } = signedPreKey
+      return { username: account.username, identity: account.identity, signedPreKey: signed }
+    }
     let lowest: number | undefined
     for (const keyId of account.oneTimePreKeys.keys())
       if (lowest === undefined || keyId < lowest) lowest = keyId

@@ -11,6 +11,12 @@ import type { FastifyInstance } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { build } from '../server/app.js'
 import { ServerErrorCode } from '../server/errors.js'
+import {
+  MAX_TLS_HANDSHAKES_IN_PROGRESS_PER_ADDRESS,
+  MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS,
+  TLS_HANDSHAKE_RATE_PER_ADDRESS,
+  TLS_HANDSHAKE_TIMEOUT_MS,
+} from '../server/limits.js'
 import { createTestDatabase, type TestDatabase } from '../server/test/databases.js'
 import { TEST_BCRYPT_COST } from '../server/test/harness.js'
 import { RELAY_PATH } from '../server/ws/relay.js'
@@ -364,6 +370,33 @@ describe(`${DOC}: REST routes table (| method | path | auth | request | success 
     const others = served.filter((route) => !isProtocolPath(route.path))
     const writes = others.filter((route) => route.method !== 'GET' && route.method !== 'HEAD').map(routeName)
     expect(writes, 'routes outside the API and the relay that are not file reads (document them)').toEqual([])
+  })
+})
+
+/**
+ * Server limits the document states in prose (§13.3) rather than in a table: each must appear with
+ * its value shortly before its name, so a changed constant fails here.
+ */
+const SERVER_PROSE_LIMITS: Record<string, number> = {
+  MAX_TLS_HANDSHAKES_IN_PROGRESS_PER_ADDRESS,
+  TLS_HANDSHAKE_TIMEOUT_MS: TLS_HANDSHAKE_TIMEOUT_MS / 1000,
+  TLS_HANDSHAKE_RATE_PER_ADDRESS: TLS_HANDSHAKE_RATE_PER_ADDRESS.perSecond,
+  MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS,
+}
+
+describe(`${DOC}: server limits stated in prose`, () => {
+  it.each(Object.entries(SERVER_PROSE_LIMITS))('`%s` is stated as %s', (name, value) => {
+    const at = doc.indexOf(`\`${name}\``)
+    expect(at, `${DOC}: \`${name}\` is not mentioned`).toBeGreaterThan(0)
+    const before = doc.slice(Math.max(0, at - 120), at)
+    expect(
+      new RegExp(`\\b${value}\\b`).test(before),
+      `${DOC}: \`${name}\` must be stated with its value ${value} just before it`,
+    ).toBe(true)
+  })
+  it('states the burst of TLS_HANDSHAKE_RATE_PER_ADDRESS', () => {
+    const at = doc.indexOf('`TLS_HANDSHAKE_RATE_PER_ADDRESS`')
+    expect(doc.slice(at - 120, at)).toContain(`${TLS_HANDSHAKE_RATE_PER_ADDRESS.burst}`)
   })
 })
 

@@ -74,6 +74,8 @@ describe('shared/ is runtime-neutral', () => {
           specifier.startsWith('.') ||
           specifier.startsWith('@noble/') ||
           specifier.startsWith('typebox') ||
+          // The password policy's estimator: plain JavaScript with its dictionaries, no I/O.
+          specifier.startsWith('@zxcvbn-ts/') ||
           ['vitest', 'fast-check'].includes(specifier)
         expect(allowed, `unexpected dependency ${specifier}`).toBe(true)
       }

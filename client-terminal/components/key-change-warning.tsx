@@ -19,7 +19,7 @@ export function AccountDeletedNotice({ peer }: { readonly peer: string }) {
   return (
     <Box borderStyle="round" borderColor="yellow" paddingX={1} flexDirection="column">
       <Text color="yellow" bold>
-        ⊘ ACCOUNT DELETED
+        ✕ ACCOUNT DELETED
       </Text>
       <Text color="yellow">{accountDeletedWarning(peer)}</Text>
     </Box>

@@ -332,6 +332,43 @@ describe('App', () => {
     expect(ui.backend.listAccounts()).toEqual(['dave'])
   })
 
+  it('changes the password with /password: current, new twice, masked, then whether to end other sessions', async () => {
+    const ui = await signedIn()
+    await ui.enter('/password')
+    await ui.shows('Current password of alice:')
+    await ui.type('correct horse battery')
+    await ui.type(ENTER)
+    await ui.shows('New password:')
+    await ui.type('a brand new passphrase')
+    await ui.type(ENTER)
+    await ui.shows('Repeat the new password:')
+    await ui.type('a brand new passphrase')
+    await ui.type(ENTER)
+    await ui.shows('Also sign out your other sessions? (yes/no)')
+    await ui.type('yes')
+    await ui.type(ENTER)
+    await ui.controller.idle()
+    await ui.shows('password changed, here and on the server; 1 other session signed out')
+    expect(ui.chat.passwordChanges).toEqual([
+      { current: 'correct horse battery', next: 'a brand new passphrase', endOtherSessions: true },
+    ])
+    expect(ui.app.frames.join('\n')).not.toContain('a brand new passphrase')
+  })
+
+  it('changes nothing when the two new passwords differ', async () => {
+    const ui = await signedIn()
+    await ui.enter('/password')
+    await ui.type('correct horse battery')
+    await ui.type(ENTER)
+    await ui.type('one new passphrase')
+    await ui.type(ENTER)
+    await ui.type('another new passphrase')
+    await ui.type(ENTER)
+    await ui.controller.idle()
+    await ui.shows('the two new passwords differ: nothing was changed')
+    expect(ui.chat.passwordChanges).toEqual([])
+  })
+
   it('starts over with /reinstall only after a warning, a "yes" and the masked password', async () => {
     const ui = await start((backend) => {
       backend.elsewhere.set('bob', 'bobs real passphrase')
@@ -440,8 +477,8 @@ describe('App', () => {
     ui.chat.contactsByName.get('bob')!.accountDeleted = true
     ui.chat.events.emit('account-deleted', { peer: 'bob' })
     await ui.controller.idle()
-    await ui.shows('⊘ ACCOUNT DELETED')
-    await ui.shows('bob ⊘')
+    await ui.shows('✕ ACCOUNT DELETED')
+    await ui.shows('bob ✕')
     expect(ui.frame().replace(/\s+/g, ' ')).toContain(
       'bob deleted their account. This conversation stays here',
     )
@@ -705,6 +742,24 @@ describe('App', () => {
     await ui.shows('○ bob: offline, not verified')
     await ui.enter('/frobnicate')
     await ui.shows('unknown command /frobnicate')
+  })
+
+  it('blocks and unblocks with /block and /unblock; the conversation stays, marked, and sending is refused', async () => {
+    const ui = await signedIn()
+    await ui.enter('/chat bob')
+    await ui.enter('/block bob')
+    await ui.shows('blocked bob: their messages are dropped (they are not told)')
+    await ui.enter('/contacts')
+    await ui.shows('○ bob: blocked, offline, not verified')
+    await ui.enter('are you there?')
+    await ui.shows('you blocked bob: nothing is sent to them. /unblock bob to write again.')
+    expect(ui.chat.messagesByPeer.get('bob') ?? []).toEqual([])
+    await ui.enter('/unblock bob')
+    await ui.shows('unblocked bob')
+    await ui.enter('/contacts')
+    await ui.shows('○ bob: offline, not verified')
+    await ui.enter('/block')
+    await ui.shows('/block: expected /block <user>')
   })
 
   it('asks for the password again when the server ends the session', async () => {

@@ -23,6 +23,8 @@ describe('parseCommand', () => {
     ['/contacts', { kind: 'contacts' }],
     ['/verify bob', { kind: 'verify', username: 'bob' }],
     ['/accept-key bob', { kind: 'accept-key', username: 'bob' }],
+    ['/block bob', { kind: 'block', username: 'bob' }],
+    ['/unblock Bob', { kind: 'unblock', username: 'Bob' }],
     ['/help', { kind: 'help' }],
     ['/quit', { kind: 'quit' }],
     ['/exit', { kind: 'quit' }],
@@ -46,6 +48,8 @@ describe('parseCommand', () => {
     [`/history ${MAX_HISTORY_COUNT + 1}`, 'number of messages'],
     ['/verify', '/verify <user>'],
     ['/accept-key', '/accept-key <user>'],
+    ['/block', '/block <user>'],
+    ['/unblock a b', '/unblock <user>'],
     ['/nope', 'unknown command /nope'],
   ]
   it.each(invalid)('refuses %j', (line, message) => {

@@ -48,6 +48,7 @@ function clientOptions(store: ClientStore): ChatClientOptions {
     store,
     storageKeyIterations: Number(TEST_KDF_ITERATIONS),
     minimumStorageKeyIterations: Number(TEST_KDF_ITERATIONS),
+    loginSecretIterations: Number(TEST_KDF_ITERATIONS),
   }
 }
 
@@ -199,6 +200,8 @@ describe('the non-interactive CLI against the real server', { timeout: E2E_GUARD
     )
     try {
       await watcher.addContact(bob.username)
+      // bob writes to the watcher, which shares bob's presence with it (docs/protocol.md §13.4).
+      await bob.ok(['send', watcher.username, 'hello watcher'])
       const readerOnline = new Promise<void>((resolve) => {
         watcher.events.on('presence', ({ username, online }) => {
           if (username === bob.username && online) resolve()
@@ -211,6 +214,46 @@ describe('the non-interactive CLI against the real server', { timeout: E2E_GUARD
       expect((await waiting).map((line) => line.text)).toEqual(['worth the wait'])
     } finally {
       await watcher.close()
+    }
+  })
+
+  it('blocks and unblocks: nothing sent meanwhile arrives, the conversation stays, marked', async () => {
+    const blocker = workspace.account('blocker')
+    await blocker.register()
+    await alice.send(blocker, 'before the block')
+    expect((await blocker.read()).map((line) => line.text)).toEqual(['before the block'])
+
+    const blocked = await blocker.ok(['block', alice.username])
+    expect(blocked.stdout).toBe(
+      `blocked ${alice.username}: the server drops their messages (they are not told) and hides your presence from them; the conversation stays\n`,
+    )
+    // alice is not told: the server accepts her message, and drops it.
+    await alice.send(blocker, 'while blocked')
+    expect(await blocker.read()).toEqual([])
+    // Writing to someone you blocked is refused here, before anything is sent.
+    const refused = await blocker.run(['send', alice.username, 'hello?'])
+    expect(refused.code).toBe(ExitCode.Usage)
+    expect(refused.stderr).toMatch(/blocked: unblock first/)
+    const nobody = await blocker.run(['block', 'nobody-here-at-all'])
+    expect(nobody.code).toBe(ExitCode.ServerRefused)
+    const self = await blocker.run(['block', blocker.username])
+    expect(self.code).toBe(ExitCode.Usage)
+
+    expect((await blocker.ok(['unblock', alice.username])).stdout).toBe(`unblocked ${alice.username}\n`)
+    await alice.send(blocker, 'after the unblock')
+    expect((await blocker.read()).map((line) => line.text)).toEqual(['after the unblock'])
+
+    // Blocked again: the contact record says so, and the conversation is all there.
+    await blocker.ok(['block', alice.username])
+    const client = await openInProcess(blocker)
+    try {
+      expect((await client.contact(alice.username))?.blocked).toBe(true)
+      expect((await client.history(alice.username)).map((message) => message.text)).toEqual([
+        'before the block',
+        'after the unblock',
+      ])
+    } finally {
+      await client.close()
     }
   })
 
@@ -231,6 +274,36 @@ describe('the non-interactive CLI against the real server', { timeout: E2E_GUARD
     expect(JSON.parse(result.stdout).text).toBe('password on stdin')
     const none = await bob.run(['read'], { password: null })
     expect(none.code).toBe(ExitCode.Usage)
+  })
+
+  it('changes the password with `password`: the old one then opens nothing, the new one everything', async () => {
+    const dave = workspace.account('dave')
+    await dave.register()
+    await alice.send(dave, 'kept across the change')
+    const next = `${dave.password}-renewed`
+    // A weak new password is refused before anything changes.
+    const weak = await dave.run(['password'], { env: { SECURE_CHAT_NEW_PASSWORD: 'password1234' } })
+    expect(weak.code).toBe(ExitCode.ServerRefused)
+    expect(weak.stderr).toMatch(/hard to guess/)
+    // Current and new as two piped lines, as a script would.
+    const changed = await dave.run(['password', '--end-other-sessions'], {
+      password: null,
+      stdin: `${dave.password}\n${next}\n`,
+    })
+    expect(changed.code).toBe(0)
+    expect(changed.stdout).toBe(
+      `password changed for ${dave.username}, here and on the server; ${changed.stdout.match(/; (\d+) other/)?.[1]} other session(s) signed out\n`,
+    )
+    expect(changed.stdout).toMatch(/; \d+ other session/)
+    expect(changed.stderr).toMatch(/re-sealing this device's data: (\d+)\/\1/)
+    const old = await dave.run(['read'])
+    expect(old.code).toBe(ExitCode.WrongPassword)
+    const read = await dave.run(['read', '--json'], { password: next })
+    expect(read.code).toBe(0)
+    expect(JSON.parse(read.stdout).text).toBe('kept across the change')
+    // The server took the new secret too: a fresh log-in (the stored session is dropped) works.
+    const file = readFileSync(dave.databaseFile)
+    expect(revealedIn(file, next)).toBe(false)
   })
 
   it('reports usage, unknown users and missing accounts with their exit codes', async () => {

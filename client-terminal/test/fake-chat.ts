@@ -43,6 +43,7 @@ interface FakeContact {
   unread: number
   lastMessageAt: number | undefined
   online: boolean
+  blocked: boolean
 }
 
 export class FakeChat implements ChatApi {
@@ -92,6 +93,19 @@ export class FakeChat implements ChatApi {
   async logout(): Promise<void> {
     this.loggedOut = true
     this.setConnection('logged-out')
+  }
+
+  /** The password changes asked for, in order (a fake keeps no keys). */
+  readonly passwordChanges: { current: string; next: string; endOtherSessions: boolean }[] = []
+
+  async changePassword(
+    current: string,
+    next: string,
+    options: { endOtherSessions?: boolean; onProgress?: (done: number, total: number) => void } = {},
+  ): Promise<{ endedSessions: number }> {
+    options.onProgress?.(1, 1)
+    this.passwordChanges.push({ current, next, endOtherSessions: options.endOtherSessions === true })
+    return { endedSessions: options.endOtherSessions ? 1 : 0 }
   }
 
   async close(): Promise<void> {
@@ -159,9 +173,34 @@ export class FakeChat implements ChatApi {
         unread: 0,
         lastMessageAt: undefined,
         online: false,
+        blocked: false,
       }
       this.contactsByName.set(peer, contact)
     }
+    return this.view(contact)
+  }
+
+  async blockContact(peer: string): Promise<ContactView> {
+    const contact = this.contactsByName.get(peer) ?? {
+      username: peer,
+      verified: false,
+      identityChanged: false,
+      unread: 0,
+      lastMessageAt: undefined,
+      online: false,
+      blocked: false,
+      accountDeleted: false,
+    }
+    contact.blocked = true
+    contact.online = false
+    this.contactsByName.set(peer, contact)
+    return this.view(contact)
+  }
+
+  async unblockContact(peer: string): Promise<ContactView | undefined> {
+    const contact = this.contactsByName.get(peer)
+    if (!contact) return undefined
+    contact.blocked = false
     return this.view(contact)
   }
 
@@ -254,6 +293,7 @@ export class FakeChat implements ChatApi {
       unread: 0,
       lastMessageAt: undefined,
       online: true,
+      blocked: false,
     }
     contact.unread++
     contact.lastMessageAt = at

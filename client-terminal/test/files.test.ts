@@ -94,6 +94,7 @@ describe('test-only KDF iterations', () => {
     expect(kdfOverride({ ...testRun, [TEST_KDF_ITERATIONS_ENV]: '1000' })).toEqual({
       storageKeyIterations: 1000,
       minimumStorageKeyIterations: 1000,
+      loginSecretIterations: 1000,
     })
     expect(() => kdfOverride({ ...testRun, [TEST_KDF_ITERATIONS_ENV]: 'many' })).toThrow(UsageError)
     expect(() => kdfOverride({ ...testRun, [TEST_KDF_ITERATIONS_ENV]: '0' })).toThrow(UsageError)
@@ -121,6 +122,7 @@ describe('test-only KDF iterations', () => {
     expect(clientSettings(options, { ...testRun, [TEST_KDF_ITERATIONS_ENV]: '1000' }).keyDerivation).toEqual({
       storageKeyIterations: 1000,
       minimumStorageKeyIterations: 1000,
+      loginSecretIterations: 1000,
     })
   })
 })

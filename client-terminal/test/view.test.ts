@@ -118,6 +118,7 @@ describe('view models', () => {
       unread: 0,
       lastMessageAt: undefined,
       online: false,
+      blocked: false,
     }
     expect(contactLine(base)).toMatchObject({ presence: '○', unread: '', badge: '' })
     expect(contactLine({ ...base, online: true, unread: 3, verified: true })).toMatchObject({

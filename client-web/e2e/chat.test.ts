@@ -298,6 +298,49 @@ describe('two browsers', () => {
     await mallory.close()
   })
 
+  it('blocks a contact from their details: the conversation stays, marked, and nothing arrives until unblocked', async () => {
+    const erin = (await registerClient(world.server)).client
+    erin.connect()
+    await erin.waitUntilOnline()
+    await erin.send(bobName, 'hello from erin')
+    await contactButton(bob, erin.username).waitFor()
+    await openChat(bob, erin.username)
+    await waitForBubbles(bob, 1)
+
+    await bob.page.getByRole('button', { name: 'Contact details', exact: true }).click()
+    await bob.page.getByRole('button', { name: `Block ${erin.username}` }).click()
+    await bob.page.getByRole('button', { name: `Unblock ${erin.username}` }).waitFor()
+    await bob.page.getByRole('button', { name: 'Back to conversation' }).click()
+    await bob.page.getByTestId('blocked-banner').waitFor()
+    const composer = bob.page.getByLabel('Message', { exact: true })
+    expect(await composer.isDisabled()).toBe(true)
+    await waitFor(
+      async () => (await contactButton(bob, erin.username).textContent())?.includes('Blocked') ?? false,
+    )
+
+    // erin is not told: the server accepts her message and drops it.
+    const accepted = new Promise<void>((resolve) =>
+      erin.events.on('delivery', ({ state }) => {
+        if (state === 'accepted') resolve()
+      }),
+    )
+    await erin.send(bobName, 'while blocked')
+    await accepted
+
+    await bob.page.getByRole('button', { name: 'Contact details', exact: true }).click()
+    await bob.page.getByRole('button', { name: `Unblock ${erin.username}` }).click()
+    await bob.page.getByRole('button', { name: `Block ${erin.username}` }).waitFor()
+    await bob.page.getByRole('button', { name: 'Back to conversation' }).click()
+    await waitFor(async () => !(await composer.isDisabled()))
+    await erin.send(bobName, 'after the unblock')
+    expect(await waitForBubbles(bob, 2)).toEqual([
+      { direction: 'in', text: 'hello from erin' },
+      { direction: 'in', text: 'after the unblock' },
+    ])
+    expect(bob.errors).toEqual([])
+    await erin.close()
+  })
+
   it('logs out, and can erase the account from this browser', async () => {
     await bob.page.getByRole('button', { name: 'Settings' }).click()
     await bob.page.getByRole('checkbox', { name: /Also erase this account/ }).check()

@@ -221,6 +221,9 @@ export function describeError(error: unknown): string {
         return serverMessage(error)
     }
     switch (error.code) {
+      case ClientErrorCode.WeakPassword:
+      case ClientErrorCode.VersionMismatch:
+        return serverMessage(error)
       case ClientErrorCode.Network:
         return 'The server cannot be reached. Check your connection and try again.'
       case ClientErrorCode.WrongPassword:

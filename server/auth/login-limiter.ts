@@ -127,6 +127,21 @@ export class LoginLimiter {
     }
   }
 
+  /**
+   * The attempt was neither right nor wrong (the server asked for another form of the credential
+   * before checking it): only the count taken in advance is given back, nothing is cleared.
+   */
+  released(attempt: LoginAttempt): void {
+    const now = this.now()
+    const keys = attempt.knownDevice
+      ? [deviceKey(attempt)]
+      : [addressKeyOf(attempt), pairKey(attempt), accountKey(attempt)]
+    for (const key of keys) {
+      const counter = this.live(key, now)
+      if (counter) counter.count = Math.max(0, counter.count - 1)
+    }
+  }
+
   get size(): number {
     return this.counters.size
   }

@@ -1,10 +1,7 @@
 /**
- * Password policy and storage.
- *
- * Policy (OWASP ASVS 5, V6.2): at least 12 characters and at most 256, counted in Unicode code
- * points after NFKC normalisation (so the same passphrase typed on different keyboards matches, as
- * NIST SP 800-63B asks); no composition rules; common and easily guessed passwords refused by
- * zxcvbn-ts (score below 3, with the username as a known input).
+ * Credential storage: the login secret of today's clients (shared/login-secret.ts), or the password
+ * of an account made before them. The password policy runs on the client now
+ * (shared/client/password-policy.ts): the server never sees a password from today's clients.
  *
  * Storage: bcrypt, cost 12 by default, via its async API (libuv thread pool). bcrypt reads at most
  * 72 bytes and stops at a NUL byte, so a long passphrase would be silently truncated. Instead the
@@ -15,36 +12,11 @@
  */
 import { createHmac, randomBytes } from 'node:crypto'
 import bcrypt from 'bcrypt'
-import { PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH } from '../../shared/limits.js'
-import { ServerError, ServerErrorCode } from '../errors.js'
-import { MIN_PASSWORD_SCORE, passwordScore } from './password-strength.js'
 
 export const PREHASH_LABEL = 'secure-chat/v1/bcrypt-prehash'
 
 export function normalizePassword(password: string): string {
   return password.normalize('NFKC')
-}
-
-function weak(message: string): ServerError {
-  return new ServerError(ServerErrorCode.WeakPassword, 400, message)
-}
-
-/** Throws ServerError(WeakPassword) unless the password meets the policy above. */
-export async function checkPasswordPolicy(password: string, userInputs: readonly string[]): Promise<void> {
-  const normalized = normalizePassword(password)
-  const length = [...normalized].length
-  if (length < PASSWORD_MIN_LENGTH) {
-    throw weak(`password: expected at least ${PASSWORD_MIN_LENGTH} characters, got ${length}`)
-  }
-  if (length > PASSWORD_MAX_LENGTH) {
-    throw weak(`password: expected at most ${PASSWORD_MAX_LENGTH} characters, got ${length}`)
-  }
-  const score = await passwordScore(normalized, userInputs)
-  if (score < MIN_PASSWORD_SCORE) {
-    throw weak(
-      `password: expected one that is hard to guess (strength ${MIN_PASSWORD_SCORE} of 4 or more), got strength ${score}; avoid common passwords, names, dates, repeats and keyboard patterns, or use a few random words`,
-    )
-  }
 }
 
 /** The text bcrypt actually hashes (see the module comment). */

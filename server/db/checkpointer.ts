@@ -8,7 +8,7 @@
  * autocheckpoint threshold only as a safety net in case this thread falls behind or stops.
  *
  * The worker's source is a string evaluated as CommonJS that loads better-sqlite3 by absolute
- * path, so it runs the same under tsx, vitest and plain Node (as auth/password-strength.ts does).
+ * path, so it runs the same under tsx, vitest and plain Node.
  */
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'

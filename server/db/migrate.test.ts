@@ -10,7 +10,10 @@ import {
   migrateTo,
   migrateToLatest,
 } from './migrate.js'
+import { claimPreKeyBundle, listOneTimePreKeyIds } from './prekeys.js'
+import { countQueued } from './queue.js'
 import { openQueueRepository } from './queue-repository.js'
+import { block, grantPresence, presenceVisibleTo, RelationsKey } from './relations.js'
 import { createAccount, deleteAccount, isUsernameHeld } from './users.js'
 
 const pgSkip = await postgresUnavailable()
@@ -19,21 +22,34 @@ const TABLES = [
   'deleted_usernames',
   'message_tombstones',
   'messages',
+  'one_time_prekey_claims',
   'one_time_prekeys',
   'queue_positions',
+  'relations',
   'signed_prekeys',
   'users',
 ]
 /** The tables before 2026-12-02-01-message-metadata. */
 const TABLES_BEFORE_METADATA = ['auth_tokens', 'messages', 'one_time_prekeys', 'signed_prekeys', 'users']
-/** The tables before 2026-12-03-04-deleted-usernames. */
-const TABLES_BEFORE_DELETED_USERNAMES = TABLES.filter((table) => table !== 'deleted_usernames')
-/** The tables once only the first `applied` migrations have run (the ones that added tables). */
-function tablesAfter(applied: number, names: readonly string[]): string[] {
-  const ran = names.slice(0, applied)
-  if (ran.includes('2026-12-03-04-deleted-usernames')) return TABLES
-  if (ran.includes('2026-12-02-01-message-metadata')) return TABLES_BEFORE_DELETED_USERNAMES
-  return ran.length > 0 ? TABLES_BEFORE_METADATA : []
+/** The tables each migration leaves, by name (those not named leave the tables as they found them). */
+const TABLES_AFTER: Record<string, readonly string[]> = {
+  '2026-11-26-01-initial': TABLES_BEFORE_METADATA,
+  '2026-12-02-01-message-metadata': TABLES.filter(
+    (table) => !['relations', 'one_time_prekey_claims', 'deleted_usernames'].includes(table),
+  ),
+  '2026-12-03-02-one-time-prekey-claims': TABLES.filter(
+    (table) => table !== 'relations' && table !== 'deleted_usernames',
+  ),
+  '2026-12-03-03-relations': TABLES.filter((table) => table !== 'deleted_usernames'),
+  '2026-12-03-04-deleted-usernames': TABLES,
+}
+
+/** The tables a database that has run the first `applied` migrations holds. */
+function tablesAfter(applied: number): readonly string[] {
+  const names = Object.keys(MIGRATIONS).sort().slice(0, applied)
+  let tables: readonly string[] = []
+  for (const migration of names) tables = TABLES_AFTER[migration] ?? tables
+  return tables
 }
 
 /** The database as a migration sees it: older layouts than schema.ts describes. */
@@ -99,7 +115,7 @@ for (const dialect of DIALECTS) {
       for (let applied = names.length; applied > 0; applied--) {
         await migrateDown(database.db, dialect)
         expect(await appliedMigrations(database.db, dialect)).toEqual(names.slice(0, applied - 1))
-        expect(await userTables(database)).toEqual(tablesAfter(applied - 1, names))
+        expect(await userTables(database)).toEqual(tablesAfter(applied - 1))
       }
       await migrateToLatest(database.db, dialect)
       expect(await userTables(database)).toEqual(TABLES)
@@ -238,8 +254,8 @@ for (const dialect of DIALECTS) {
         .execute()
       const oldSeqs = written.map((inserted) => Number(inserted.seq))
 
-      // This migration first; later ones may follow.
-      expect((await migrateToLatest(db, dialect))[0]).toBe('2026-12-02-01-message-metadata')
+      await migrateTo(db, dialect, '2026-12-02-01-message-metadata')
+      expect(await appliedMigrations(db, dialect)).toContain('2026-12-02-01-message-metadata')
       const queue = openQueueRepository(database.db, {
         maxMessages: 100,
         maxBytes: 10_000,
@@ -308,11 +324,153 @@ for (const dialect of DIALECTS) {
       ])
     })
 
-    it('deleted usernames: a database written by the previous version keeps its accounts and queue, and deleting one then holds its name', async () => {
+    it('login secret: accounts written before it stay on their password, and the column takes only known kinds', async () => {
       database = await createTestDatabase(dialect)
       const db = untyped(database)
       await migrateTo(db, dialect, '2026-12-02-01-message-metadata')
-      // Data as the previous version wrote it: two accounts, a queued message, a tombstone, a token.
+      // An account as the previous version wrote it: a bcrypt hash of the password.
+      await db.insertInto('users').values(user('olduser')).execute()
+      await migrateTo(db, dialect, '2026-12-03-01-login-secret')
+      const old = await db
+        .selectFrom('users')
+        .select(['credential', 'password_hash'])
+        .where('username', '=', 'olduser')
+        .executeTakeFirstOrThrow()
+      expect(old).toEqual({ credential: 'password', password_hash: 'x' })
+      await db
+        .insertInto('users')
+        .values({ ...user('newuser'), credential: 'login-secret-v1' })
+        .execute()
+      await expect(
+        db
+          .insertInto('users')
+          .values({ ...user('baduser'), credential: 'plaintext' })
+          .execute(),
+      ).rejects.toThrow()
+      // Reverting drops the column and keeps every account.
+      await migrateDown(db, dialect)
+      const names = await db.selectFrom('users').select('username').orderBy('username').execute()
+      expect(names.map((row: { username: string }) => row.username)).toEqual(['newuser', 'olduser'])
+    })
+
+    it('one-time prekey claims: keys stored before it are handed out under the per-target limit', async () => {
+      database = await createTestDatabase(dialect, { migrate: false })
+      const db = untyped(database)
+      await migrateTo(db, dialect, '2026-12-02-01-message-metadata')
+      // Data as the previous version wrote it: two users, the target with a signed prekey and three
+      // one-time prekeys.
+      const [target, requester] = await Promise.all(
+        ['target', 'requester'].map((name) =>
+          db.insertInto('users').values(user(name)).returning('id').executeTakeFirstOrThrow(),
+        ),
+      )
+      const key = (keyId: number) => ({
+        user_id: target!.id,
+        key_id: keyId,
+        public_key: new Uint8Array(32).fill(keyId),
+        signature: new Uint8Array(64),
+      })
+      await db
+        .insertInto('signed_prekeys')
+        .values({ ...key(1), created_at: 1 })
+        .execute()
+      await db
+        .insertInto('one_time_prekeys')
+        .values([key(2), key(3), key(4)])
+        .execute()
+
+      await migrateTo(db, dialect, '2026-12-03-02-one-time-prekey-claims')
+      expect(await appliedMigrations(db, dialect)).toContain('2026-12-03-02-one-time-prekey-claims')
+      const policy = (now: number) => ({
+        requesterId: Number(requester!.id),
+        now,
+        claimsPerTarget: { max: 2, timeWindowMs: 60_000 },
+        refetchWindowMs: 1_000,
+      })
+      const fetched = []
+      for (const now of [10_000, 10_500, 20_000, 30_000, 80_000]) {
+        const bundle = await claimPreKeyBundle(database.db, Number(target!.id), policy(now))
+        fetched.push([bundle?.outcome, bundle?.oneTimePreKey?.key_id, bundle?.signedPreKey.key_id])
+      }
+      expect(fetched).toEqual([
+        ['claimed', 2, 1],
+        ['withheld', undefined, 1], // the same requester within the re-fetch window
+        ['claimed', 3, 1],
+        ['withheld', undefined, 1], // two claims in the last minute: the per-target limit
+        ['claimed', 4, 1], // the first claim has left the window
+      ])
+      expect(await listOneTimePreKeyIds(database.db, Number(target!.id))).toEqual([])
+    })
+
+    it('relations: a database written before them keeps its queue and gains the table, and reverts', async () => {
+      database = await createTestDatabase(dialect)
+      const db = untyped(database)
+      await migrateTo(db, dialect, '2026-12-02-01-message-metadata')
+      // Data as the previous version wrote it: two users, one queued message.
+      const [alice, bob] = await Promise.all(
+        ['alice', 'bob'].map((name) =>
+          db.insertInto('users').values(user(name)).returning('id').executeTakeFirstOrThrow(),
+        ),
+      )
+      await db
+        .insertInto('messages')
+        .values({
+          recipient_id: bob!.id,
+          seq: 1,
+          sender_id: alice!.id,
+          client_id: new Uint8Array(16).fill(7),
+          body: new Uint8Array([1, 2]),
+          created_at: 10,
+          expires_at: 10_000,
+        })
+        .execute()
+      await db.insertInto('queue_positions').values({ recipient_id: bob!.id, last_seq: 1 }).execute()
+
+      expect(await migrateToLatest(db, dialect)).toContain('2026-12-03-03-relations')
+      const queue = openQueueRepository(database.db, {
+        maxMessages: 100,
+        maxBytes: 10_000,
+        maxMessagesPerSender: 100,
+        maxBytesPerSender: 10_000,
+      })
+      try {
+        expect((await queue.fetch(bob!.id, 0, 10, 20)).map((message) => message.sender)).toEqual(['alice'])
+      } finally {
+        await queue.close()
+      }
+      // No user shares presence with anyone yet (their clients do on their next connection).
+      const key = RelationsKey.random()
+      expect(await presenceVisibleTo(database.db, key, [alice!.id], bob!.id)).toEqual(new Set())
+      expect(await grantPresence(database.db, key, alice!.id, [bob!.id], 10)).toEqual({
+        granted: [bob!.id],
+        ignored: 0,
+      })
+      expect(await presenceVisibleTo(database.db, key, [alice!.id], bob!.id)).toEqual(new Set([alice!.id]))
+      // The schema refuses a hash of the wrong length and an unknown kind.
+      await expect(
+        db
+          .insertInto('relations')
+          .values({ pair_hash: new Uint8Array(31), owner_id: alice!.id, kind: 'block' })
+          .execute(),
+      ).rejects.toThrow()
+      await expect(
+        db
+          .insertInto('relations')
+          .values({ pair_hash: new Uint8Array(32), owner_id: alice!.id, kind: 'friend' })
+          .execute(),
+      ).rejects.toThrow()
+
+      await migrateTo(db, dialect, '2026-12-02-01-message-metadata')
+      expect(await userTables(database)).not.toContain('relations')
+      expect(await countQueued(database.db, bob!.id)).toBe(1)
+    })
+
+    it('deleted usernames: a database written by the previous version keeps its accounts and queue, and deleting one then holds its name', async () => {
+      database = await createTestDatabase(dialect)
+      const db = untyped(database)
+      await migrateTo(db, dialect, '2026-12-03-03-relations')
+      // Data as the previous version wrote it: two accounts, a queued message, a tombstone, a token,
+      // Alice's presence granted to Bob, Bob's block of Alice, and prekey claims each way.
       const [alice, bob] = await Promise.all(
         ['alice', 'bob'].map((name) =>
           db.insertInto('users').values(user(name)).returning('id').executeTakeFirstOrThrow(),
@@ -344,30 +502,49 @@ for (const dialect of DIALECTS) {
           expires_at: 10_000,
         })
         .execute()
-      const before = await Promise.all(
-        ['users', 'messages', 'message_tombstones', 'auth_tokens', 'queue_positions'].map((table) =>
-          db.selectFrom(table).selectAll().execute(),
-        ),
-      )
+      const key = RelationsKey.random()
+      await grantPresence(database.db, key, alice!.id, [bob!.id], 10)
+      await block(database.db, key, bob!.id, alice!.id, 10)
+      await db
+        .insertInto('one_time_prekey_claims')
+        .values([
+          { target_id: alice!.id, requester_id: bob!.id, claimed_at: 1 },
+          { target_id: bob!.id, requester_id: alice!.id, claimed_at: 1 },
+        ])
+        .execute()
+      const KEPT = [
+        'users',
+        'messages',
+        'message_tombstones',
+        'auth_tokens',
+        'queue_positions',
+        'relations',
+        'one_time_prekey_claims',
+      ]
+      const before = await Promise.all(KEPT.map((table) => db.selectFrom(table).selectAll().execute()))
 
       expect((await migrateToLatest(db, dialect))[0]).toBe('2026-12-03-04-deleted-usernames')
-      const after = await Promise.all(
-        ['users', 'messages', 'message_tombstones', 'auth_tokens', 'queue_positions'].map((table) =>
-          db.selectFrom(table).selectAll().execute(),
-        ),
-      )
+      const after = await Promise.all(KEPT.map((table) => db.selectFrom(table).selectAll().execute()))
       expect(after).toEqual(before)
+      expect(await db.selectFrom('relations').selectAll().execute()).toHaveLength(2)
       expect(await db.selectFrom('deleted_usernames').selectAll().execute()).toEqual([])
 
-      // Deleting Alice takes her rows, including the message she sent Bob, and holds her name.
-      expect(await deleteAccount(database.db, Number(alice!.id), { heldUntil: 5_000 })).toBe(true)
+      // Deleting Alice takes her rows, including the message she sent Bob, the relations either of
+      // them kept with the other, the claims either made of the other, and holds her name.
+      expect(
+        await deleteAccount(database.db, Number(alice!.id), { heldUntil: 5_000, relationsKey: key }),
+      ).toBe(true)
       expect(await db.selectFrom('users').select('username').execute()).toEqual([{ username: 'bob' }])
       expect(await db.selectFrom('messages').selectAll().execute()).toEqual([])
       expect(await db.selectFrom('auth_tokens').selectAll().execute()).toEqual([])
       expect(await db.selectFrom('message_tombstones').selectAll().execute()).toHaveLength(1)
+      expect(await db.selectFrom('relations').selectAll().execute()).toEqual([])
+      expect(await db.selectFrom('one_time_prekey_claims').selectAll().execute()).toEqual([])
       expect(await isUsernameHeld(database.db, 'alice', 4_999)).toBe(true)
       expect(await isUsernameHeld(database.db, 'alice', 5_000)).toBe(false)
-      expect(await deleteAccount(database.db, Number(alice!.id), { heldUntil: 6_000 })).toBe(false)
+      expect(
+        await deleteAccount(database.db, Number(alice!.id), { heldUntil: 6_000, relationsKey: key }),
+      ).toBe(false)
       const account = {
         username: 'alice',
         passwordHash: 'x',

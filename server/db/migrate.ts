@@ -16,6 +16,9 @@ import * as initial from './migrations/2026-11-26-01-initial.js'
 import * as messageTombstones from './migrations/2026-11-26-02-message-tombstones.js'
 import * as messageIdFirst from './migrations/2026-11-26-03-message-id-first.js'
 import * as messageMetadata from './migrations/2026-12-02-01-message-metadata.js'
+import * as loginSecret from './migrations/2026-12-03-01-login-secret.js'
+import * as oneTimePreKeyClaims from './migrations/2026-12-03-02-one-time-prekey-claims.js'
+import * as relations from './migrations/2026-12-03-03-relations.js'
 import * as deletedUsernames from './migrations/2026-12-03-04-deleted-usernames.js'
 import type { SqlDialect } from './schema.js'
 
@@ -32,6 +35,9 @@ export const MIGRATIONS: Readonly<Record<string, DialectMigration>> = {
   '2026-11-26-02-message-tombstones': messageTombstones,
   '2026-11-26-03-message-id-first': messageIdFirst,
   '2026-12-02-01-message-metadata': messageMetadata,
+  '2026-12-03-01-login-secret': loginSecret,
+  '2026-12-03-02-one-time-prekey-claims': oneTimePreKeyClaims,
+  '2026-12-03-03-relations': relations,
   '2026-12-03-04-deleted-usernames': deletedUsernames,
 }
 

@@ -170,17 +170,104 @@ export async function claimOneTimePreKey(db: Db, userId: number): Promise<PreKey
   return undefined
 }
 
+/** What decides whether a bundle fetch may claim one of the target's one-time prekeys. */
+export interface ClaimPolicy {
+  /** Who asks: a re-fetch by the same requester within `refetchWindowMs` claims nothing. */
+  readonly requesterId: number
+  readonly now: number
+  /** One-time prekeys handed out per target per window, across all requesters. */
+  readonly claimsPerTarget: { readonly max: number; readonly timeWindowMs: number }
+  readonly refetchWindowMs: number
+}
+
+/**
+ * Why a bundle has no one-time prekey: none were left, or one was withheld (the target's claims in
+ * the window reached the limit, or this requester was handed one within the re-fetch window).
+ */
+export type OneTimePreKeyOutcome = 'claimed' | 'none-left' | 'withheld'
+
 export interface ClaimedBundle {
   readonly signedPreKey: SignedPreKeyRow
   readonly oneTimePreKey: PreKeyRow | undefined
+  readonly outcome: OneTimePreKeyOutcome
 }
 
-/** The current signed prekey and, when any is left, one claimed one-time prekey, in one transaction. */
-export function claimPreKeyBundle(db: Db, userId: number): Promise<ClaimedBundle | undefined> {
+/** How long claim rows are needed: the longer of the two windows that read them. */
+export function claimsKeptMs(policy: {
+  readonly oneTimePreKeyClaimsPerTarget: { readonly timeWindowMs: number }
+  readonly bundleRefetchWindowMs: number
+}): number {
+  return Math.max(policy.oneTimePreKeyClaimsPerTarget.timeWindowMs, policy.bundleRefetchWindowMs)
+}
+
+/**
+ * The current signed prekey and, unless none are left or the policy withholds one, one claimed
+ * one-time prekey, in one transaction. The target's row lock makes the count of recent claims, the
+ * claim and its record atomic against concurrent fetches (PostgreSQL; SQLite serialises writes),
+ * so the limit holds across several server processes on one database.
+ */
+export function claimPreKeyBundle(
+  db: Db,
+  userId: number,
+  policy: ClaimPolicy,
+): Promise<ClaimedBundle | undefined> {
   return inTransaction(db, async (trx) => {
     const signedPreKey = await currentSignedPreKey(trx, userId)
     if (!signedPreKey) return undefined
+    if (!(await lockUser(trx, userId))) return undefined
+    const keptSince = policy.now - Math.max(policy.claimsPerTarget.timeWindowMs, policy.refetchWindowMs)
+    await trx
+      .deleteFrom('one_time_prekey_claims')
+      .where('target_id', '=', userId)
+      .where('claimed_at', '<=', keptSince)
+      .execute()
+    const recent = await trx
+      .selectFrom('one_time_prekey_claims')
+      .select((eb) => eb.fn.countAll<number>().as('count'))
+      .where('target_id', '=', userId)
+      .where('claimed_at', '>', policy.now - policy.claimsPerTarget.timeWindowMs)
+      .executeTakeFirstOrThrow()
+    // A zero window means none (a claim committed by a fetch that read the clock later than this
+    // one would otherwise count as within it).
+    const refetch =
+      policy.refetchWindowMs > 0 &&
+      (await trx
+        .selectFrom('one_time_prekey_claims')
+        .select('claimed_at')
+        .where('target_id', '=', userId)
+        .where('requester_id', '=', policy.requesterId)
+        .where('claimed_at', '>', policy.now - policy.refetchWindowMs)
+        .limit(1)
+        .executeTakeFirst())
+    if (refetch || Number(recent.count) >= policy.claimsPerTarget.max) {
+      return { signedPreKey, oneTimePreKey: undefined, outcome: 'withheld' as const }
+    }
     const oneTimePreKey = await claimOneTimePreKey(trx, userId)
-    return { signedPreKey, oneTimePreKey }
+    if (!oneTimePreKey) return { signedPreKey, oneTimePreKey, outcome: 'none-left' as const }
+    await trx
+      .insertInto('one_time_prekey_claims')
+      .values({ target_id: userId, requester_id: policy.requesterId, claimed_at: policy.now })
+      .execute()
+    return { signedPreKey, oneTimePreKey, outcome: 'claimed' as const }
   })
+}
+
+/** Deletes the claim records no window reads any more (older than `keptMs`); returns how many. */
+export async function purgeOneTimePreKeyClaims(db: Db, now: number, keptMs: number): Promise<number> {
+  const result = await db
+    .deleteFrom('one_time_prekey_claims')
+    .where('claimed_at', '<=', now - keptMs)
+    .executeTakeFirst()
+  return Number(result.numDeletedRows)
+}
+
+/** The ids of the user's one-time prekeys the server still holds (not yet claimed), lowest first. */
+export async function listOneTimePreKeyIds(db: Db, userId: number): Promise<number[]> {
+  const rows = await db
+    .selectFrom('one_time_prekeys')
+    .select('key_id')
+    .where('user_id', '=', userId)
+    .orderBy('key_id')
+    .execute()
+  return rows.map((row) => row.key_id)
 }

@@ -6,8 +6,11 @@ import { createTestDatabase, DIALECTS, postgresUnavailable, type TestDatabase } 
 import {
   claimOneTimePreKey,
   claimPreKeyBundle,
+  claimsKeptMs,
   countOneTimePreKeys,
   currentSignedPreKey,
+  listOneTimePreKeyIds,
+  purgeOneTimePreKeyClaims,
   rotateSignedPreKey,
   uploadOneTimePreKeys,
 } from './prekeys.js'
@@ -40,6 +43,14 @@ function account(overrides: { username?: string; oneTimePreKeys?: PublicPreKey[]
     now: 1_000,
   }
 }
+
+/** A claim policy that withholds nothing: every fetch may claim (the old behaviour). */
+const unlimited = (requesterId: number, now = 1_000) => ({
+  requesterId,
+  now,
+  claimsPerTarget: { max: 1_000_000, timeWindowMs: 60 * 60_000 },
+  refetchWindowMs: 0,
+})
 
 async function expectServerError(promise: Promise<unknown>, code: string): Promise<void> {
   const error = await promise.then(
@@ -119,15 +130,16 @@ for (const dialect of DIALECTS) {
         ]
         expect(claimed.map((key) => key?.key_id)).toEqual([10, 11, 12])
         expect(await claimOneTimePreKey(database.db, id)).toBeUndefined()
-        const bundle = await claimPreKeyBundle(database.db, id)
+        const bundle = await claimPreKeyBundle(database.db, id, unlimited(id))
         expect(bundle?.signedPreKey.key_id).toBe(1)
         expect(bundle?.oneTimePreKey).toBeUndefined()
+        expect(bundle?.outcome).toBe('none-left')
       })
 
       it('never hands out a one-time prekey twice under concurrent claims', async () => {
         const id = await createAccount(database.db, account({ oneTimePreKeys: preKeys(1, 30) }))
         const results = await Promise.all(
-          Array.from({ length: 40 }, () => claimPreKeyBundle(database.db, id)),
+          Array.from({ length: 40 }, () => claimPreKeyBundle(database.db, id, unlimited(id))),
         )
         const ids = results
           .map((bundle) => bundle?.oneTimePreKey?.key_id)
@@ -135,6 +147,113 @@ for (const dialect of DIALECTS) {
         expect(ids).toHaveLength(30)
         expect(new Set(ids).size).toBe(30)
         expect(await countOneTimePreKeys(database.db, id)).toBe(0)
+      })
+
+      it('hands out at most the per-target limit in a sliding window, whoever asks, then the signed prekey alone', async () => {
+        const target = await createAccount(database.db, account({ oneTimePreKeys: preKeys(1, 20) }))
+        const requesters = await Promise.all(
+          Array.from({ length: 6 }, () => createAccount(database.db, account())),
+        )
+        const policy = (requesterId: number, now: number) => ({
+          requesterId,
+          now,
+          claimsPerTarget: { max: 4, timeWindowMs: 60_000 },
+          refetchWindowMs: 10_000,
+        })
+        const outcomes = []
+        for (const [i, requester] of requesters.entries()) {
+          const bundle = await claimPreKeyBundle(database.db, target, policy(requester, 1_000 + i))
+          outcomes.push([bundle?.outcome, bundle?.oneTimePreKey?.key_id, bundle?.signedPreKey.key_id])
+        }
+        expect(outcomes).toEqual([
+          ['claimed', 1, 1],
+          ['claimed', 2, 1],
+          ['claimed', 3, 1],
+          ['claimed', 4, 1],
+          ['withheld', undefined, 1],
+          ['withheld', undefined, 1],
+        ])
+        expect(await countOneTimePreKeys(database.db, target)).toBe(16)
+        // The window slides: once the first claim is a window old, one more may be handed out.
+        expect((await claimPreKeyBundle(database.db, target, policy(requesters[4]!, 61_000)))?.outcome).toBe(
+          'claimed',
+        )
+        expect((await claimPreKeyBundle(database.db, target, policy(requesters[5]!, 61_000)))?.outcome).toBe(
+          'withheld',
+        )
+      })
+
+      it('a re-fetch by the same requester within the window claims nothing; after it, one more', async () => {
+        const target = await createAccount(database.db, account({ oneTimePreKeys: preKeys(1, 5) }))
+        const [alice, bob] = await Promise.all([
+          createAccount(database.db, account()),
+          createAccount(database.db, account()),
+        ])
+        const policy = (requesterId: number, now: number) => ({
+          requesterId,
+          now,
+          claimsPerTarget: { max: 100, timeWindowMs: 60_000 },
+          refetchWindowMs: 10_000,
+        })
+        const first = await claimPreKeyBundle(database.db, target, policy(alice, 1_000))
+        const again = await claimPreKeyBundle(database.db, target, policy(alice, 10_999))
+        const other = await claimPreKeyBundle(database.db, target, policy(bob, 10_999))
+        const later = await claimPreKeyBundle(database.db, target, policy(alice, 11_000))
+        expect(
+          [first, again, other, later].map((bundle) => [bundle?.outcome, bundle?.oneTimePreKey?.key_id]),
+        ).toEqual([
+          ['claimed', 1],
+          ['withheld', undefined],
+          ['claimed', 2],
+          ['claimed', 3],
+        ])
+        expect(await listOneTimePreKeyIds(database.db, target)).toEqual([4, 5])
+      })
+
+      it('keeps the per-target limit under concurrent fetches from many requesters', async () => {
+        const target = await createAccount(database.db, account({ oneTimePreKeys: preKeys(1, 30) }))
+        const requesters = await Promise.all(
+          Array.from({ length: 20 }, () => createAccount(database.db, account())),
+        )
+        const results = await Promise.all(
+          requesters.map((requesterId) =>
+            claimPreKeyBundle(database.db, target, {
+              requesterId,
+              now: 5_000,
+              claimsPerTarget: { max: 7, timeWindowMs: 60_000 },
+              refetchWindowMs: 10_000,
+            }),
+          ),
+        )
+        expect(results.filter((bundle) => bundle?.outcome === 'claimed')).toHaveLength(7)
+        expect(await countOneTimePreKeys(database.db, target)).toBe(23)
+      })
+
+      it('purges claim records once no window reads them', async () => {
+        const target = await createAccount(database.db, account({ oneTimePreKeys: preKeys(1, 5) }))
+        const requester = await createAccount(database.db, account())
+        const limits = {
+          oneTimePreKeyClaimsPerTarget: { max: 10, timeWindowMs: 60_000 },
+          bundleRefetchWindowMs: 10_000,
+        }
+        expect(claimsKeptMs(limits)).toBe(60_000)
+        await claimPreKeyBundle(database.db, target, {
+          requesterId: requester,
+          now: 2_000_000,
+          claimsPerTarget: limits.oneTimePreKeyClaimsPerTarget,
+          refetchWindowMs: limits.bundleRefetchWindowMs,
+        })
+        const claimsOf = () =>
+          database.db
+            .selectFrom('one_time_prekey_claims')
+            .selectAll()
+            .where('target_id', '=', target)
+            .execute()
+        expect(await claimsOf()).toHaveLength(1)
+        await purgeOneTimePreKeyClaims(database.db, 2_059_999, claimsKeptMs(limits))
+        expect(await claimsOf()).toHaveLength(1)
+        await purgeOneTimePreKeyClaims(database.db, 2_060_000, claimsKeptMs(limits))
+        expect(await claimsOf()).toEqual([])
       })
 
       it('uploads one-time prekeys up to the cap, refusing stored ids and overflow atomically', async () => {

@@ -8,12 +8,20 @@
  */
 import type { Generated, Insertable, Kysely, Selectable } from 'kysely'
 
+/** Values of users.credential (migration 2026-12-03-01-login-secret). */
+export type Credential = 'password' | 'login-secret-v1'
+
 export interface UsersTable {
   id: Generated<number>
   /** Normalised (NFKC, lower-case) username; unique, so uniqueness is case-insensitive. */
   username: string
-  /** bcrypt hash of the pre-hashed password (see auth/password.ts). */
+  /** bcrypt hash of the pre-hashed credential (see auth/password.ts): what `credential` names. */
   password_hash: string
+  /**
+   * What the client proves itself with: its login secret (shared/login-secret.ts), or, for an
+   * account made before login secrets and not yet upgraded by its owner's client, the password.
+   */
+  credential: Generated<Credential>
   /** RSA-OAEP-3072 public key, SubjectPublicKeyInfo DER: login tokens are encrypted to it. */
   login_key: Uint8Array
   /** X25519 identity key (32 bytes). */
@@ -88,6 +96,27 @@ export interface QueuePositionsTable {
 }
 
 /**
+ * One row per one-time prekey handed out, kept only for the per-target claim limit and the
+ * re-fetch window (server/limits.ts): purged once older than both. Never logged.
+ */
+export interface OneTimePreKeyClaimsTable {
+  target_id: number
+  requester_id: number
+  claimed_at: number
+}
+
+/**
+ * A relation one user (the owner) keeps with another, stored without naming the other: see
+ * db/relations.ts for `pair_hash`. Kinds: 'presence' (the owner's presence may go to the other
+ * user) and 'block' (the other user's sends, presence subscriptions and bundle claims are refused).
+ */
+export interface RelationsTable {
+  pair_hash: Uint8Array
+  owner_id: number
+  kind: 'presence' | 'block'
+}
+
+/**
  * The name of a deleted account, held so that nobody else registers it while its old contacts may
  * still take a new owner for the old one. Only a hash of the normalised name (users.ts
  * `usernameHash`); nothing links it to the account that had it.
@@ -106,6 +135,8 @@ export interface Database {
   messages: MessagesTable
   message_tombstones: MessageTombstonesTable
   queue_positions: QueuePositionsTable
+  one_time_prekey_claims: OneTimePreKeyClaimsTable
+  relations: RelationsTable
   deleted_usernames: DeletedUsernamesTable
 }
 

@@ -89,3 +89,14 @@ export async function purgeExpiredTokens(db: Db, now: number): Promise<number> {
   const result = await db.deleteFrom('auth_tokens').where('expires_at', '<=', now).executeTakeFirst()
   return Number(result.numDeletedRows)
 }
+
+/** Ends every session of a user but the one `keepHash` names; returns the hashes it ended. */
+export async function deleteOtherTokens(db: Db, userId: number, keepHash: Uint8Array): Promise<Uint8Array[]> {
+  const rows = await db
+    .deleteFrom('auth_tokens')
+    .where('user_id', '=', userId)
+    .where('token_hash', '!=', keepHash)
+    .returning('token_hash')
+    .execute()
+  return rows.map((row) => new Uint8Array(row.token_hash))
+}

@@ -7,12 +7,14 @@ import { sql } from 'kysely'
 import type { PublicIdentity, PublicPreKey } from '../../shared/identity.js'
 import { serverErrors } from '../errors.js'
 import { insertOneTimePreKeys, insertSignedPreKey } from './prekeys.js'
+import { deleteRelationsOf, type RelationsKey } from './relations.js'
 import type { Db, UserRow } from './schema.js'
 import { inTransaction, isUniqueViolation } from './transaction.js'
 
 export interface NewAccount {
   /** Already normalised (shared/username.ts). */
   readonly username: string
+  /** bcrypt of the account's login secret (auth/password.ts). */
   readonly passwordHash: string
   /** RSA-OAEP public key, SPKI DER, already checked. */
   readonly loginKey: Uint8Array
@@ -37,6 +39,7 @@ export async function createAccount(db: Db, account: NewAccount): Promise<number
         .values({
           username: account.username,
           password_hash: account.passwordHash,
+          credential: 'login-secret-v1',
           login_key: account.loginKey,
           identity_key: account.identity.identityKey,
           signing_key: account.identity.signingKey,
@@ -102,14 +105,16 @@ export async function replaceAccountKeys(db: Db, userId: number, keys: ReplacedK
  * Deletes the account and everything keyed by it, in one transaction: its keys and prekeys, its
  * session tokens, its queue (messages waiting for it) and the messages it sent that are still
  * waiting for others (their sender would be a name nobody holds any more), its tombstones, its
- * queue position, and the user row; and holds its name until `heldUntil` (only a hash of it is
- * kept). Every table that gains rows keyed by a user adds its delete here, before the user row.
- * Returns false when there was no such user (nothing changed).
+ * queue position, the one-time prekey claims it made or that were made of it, every relation it
+ * keeps or others keep with it (presence grants and blocks: `relationsKey` finds the latter), and
+ * the user row; and holds its name until `heldUntil` (only a hash of it is kept). Every table that
+ * gains rows keyed by a user adds its delete here, before the user row. Returns false when there
+ * was no such user (nothing changed).
  */
 export async function deleteAccount(
   db: Db,
   userId: number,
-  options: { readonly heldUntil: number },
+  options: { readonly heldUntil: number; readonly relationsKey: RelationsKey },
 ): Promise<boolean> {
   return inTransaction(db, async (trx) => {
     const user = await trx.selectFrom('users').select('username').where('id', '=', userId).executeTakeFirst()
@@ -123,6 +128,12 @@ export async function deleteAccount(
     await trx.deleteFrom('auth_tokens').where('user_id', '=', userId).execute()
     await trx.deleteFrom('one_time_prekeys').where('user_id', '=', userId).execute()
     await trx.deleteFrom('signed_prekeys').where('user_id', '=', userId).execute()
+    await trx
+      .deleteFrom('one_time_prekey_claims')
+      .where((eb) => eb.or([eb('target_id', '=', userId), eb('requester_id', '=', userId)]))
+      .execute()
+    // Before the user row: the hashes of others' relations with this user are found by owner.
+    await deleteRelationsOf(trx, options.relationsKey, userId)
     await trx.deleteFrom('users').where('id', '=', userId).execute()
     await trx
       .insertInto('deleted_usernames')
@@ -178,6 +189,18 @@ export async function usernameExists(db: Db, username: string): Promise<boolean>
 
 export async function updatePasswordHash(db: Db, userId: number, passwordHash: string): Promise<void> {
   await db.updateTable('users').set({ password_hash: passwordHash }).where('id', '=', userId).execute()
+}
+
+/**
+ * The account proves itself from now on with the login secret `passwordHash` is a hash of, not with
+ * its password (an upgrade, or a password change).
+ */
+export async function setLoginSecretHash(db: Db, userId: number, passwordHash: string): Promise<void> {
+  await db
+    .updateTable('users')
+    .set({ password_hash: passwordHash, credential: 'login-secret-v1' })
+    .where('id', '=', userId)
+    .execute()
 }
 
 /** Escapes LIKE wildcards; usernames may contain '_', which LIKE would read as "any character". */

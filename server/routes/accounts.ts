@@ -1,9 +1,11 @@
 /**
- * Accounts: POST /register, POST /reinstall, POST /login, POST /login/challenge, POST /logout,
- * POST /account/delete.
+ * Accounts: POST /register, POST /reinstall, POST /login, POST /login/challenge,
+ * POST /account/password, POST /account/delete, POST /logout.
  *
- * Registration verifies everything the client sends before storing any of it: username rules, the
- * password policy, the RSA login key (3072-bit, e = 65537), the identity signature and every prekey
+ * The server never sees a password from today's clients: they send a login secret derived from it
+ * (shared/login-secret.ts), which the server stores as a bcrypt hash; the password policy runs on
+ * the client. Registration verifies everything the client sends before storing any of it: username
+ * rules, the login secret's form, the RSA login key (3072-bit, e = 65537), the identity signature and every prekey
  * signature; then stores user and keys in one transaction.
  *
  * Login answers an unknown user exactly like a wrong password (same code, same bcrypt work), limits
@@ -19,6 +21,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { fromBase64Url, toBase64Url } from '../../shared/bytes.js'
 import {
+  ChangePasswordRequest,
+  ChangePasswordResponse,
   DeleteAccountRequest,
   LoginChallengeRequest,
   LoginChallengeResponse,
@@ -35,23 +39,18 @@ import {
   rsaOaepEncrypt,
 } from '../../shared/crypto/primitives.js'
 import { verifyOneTimePreKey, verifyPublicIdentity, verifySignedPreKey } from '../../shared/identity.js'
-import {
-  checkPasswordPolicy,
-  dummyPasswordHash,
-  hashPassword,
-  passwordHashCost,
-  verifyPassword,
-} from '../auth/password.js'
+import { dummyPasswordHash, hashPassword, passwordHashCost, verifyPassword } from '../auth/password.js'
 import { hashSessionToken, newSessionToken } from '../auth/tokens.js'
 import type { ServerContext } from '../context.js'
 import type { UserRow } from '../db/schema.js'
-import { deleteToken, insertToken } from '../db/tokens.js'
+import { deleteOtherTokens, deleteToken, insertToken } from '../db/tokens.js'
 import {
   createAccount,
   deleteAccount,
   findUserByUsername,
   isUsernameHeld,
   replaceAccountKeys,
+  setLoginSecretHash,
   updatePasswordHash,
   usernameExists,
 } from '../db/users.js'
@@ -73,18 +72,26 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
   const { db, now, bcryptCost, limits, loginLimiter } = context
 
   /**
-   * Proves a password for /login and /reinstall alike: failed attempts are limited as
-   * auth/login-limiter.ts describes (a valid device proof, login only, skips the limits meant for
-   * strangers), and an unknown or invalid name costs the same bcrypt work and gets the same answer
-   * as a wrong password, so neither timing nor codes reveal who is registered.
+   * Proves a credential for /login, /reinstall and a password change alike: failed attempts are
+   * limited as auth/login-limiter.ts describes (a valid device proof, login only, skips the limits
+   * meant for strangers), and an unknown or invalid name costs the same bcrypt work and gets the
+   * same answer as a wrong secret, so neither timing nor codes reveal who is registered.
+   *
+   * The credential is the login secret, except for an account made before login secrets
+   * (`credential` 'password'): a client of the previous version proves it with the password, as
+   * before; today's client is asked once for the password beside the secret, and after that check
+   * the account switches to the secret for good (docs/protocol.md §4.1).
    */
   async function authenticate(
     input: string,
-    password: string,
+    credential: { loginSecret?: string | undefined; password?: string | undefined },
     request: FastifyRequest,
     kind: 'login' | 'reinstall' | 'delete',
-    deviceProof?: string,
+    options: { deviceProof?: string | undefined; knownDevice?: boolean } = {},
   ): Promise<UserRow> {
+    if (credential.loginSecret === undefined && credential.password === undefined) {
+      throw serverErrors.badRequest('expected a loginSecret, got neither it nor a password')
+    }
     let username: string | undefined
     try {
       username = parseUsername(input)
@@ -94,9 +101,10 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
     // Invalid names cannot exist; they still count against the address and their own key.
     const account = username ?? `invalid:${input}`
     const knownDevice =
-      username !== undefined &&
-      deviceProof !== undefined &&
-      context.deviceProofs.verify(username, fromBase64Url(deviceProof))
+      options.knownDevice === true ||
+      (username !== undefined &&
+        options.deviceProof !== undefined &&
+        context.deviceProofs.verify(username, fromBase64Url(options.deviceProof)))
     const attempt = { account, address: addressKey(request.ip), kind, knownDevice }
     const decision = loginLimiter.attempt(attempt)
     if (!decision.allowed) {
@@ -109,12 +117,31 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
       )
     }
     const user = username === undefined ? undefined : await findUserByUsername(db, username)
+    if (user?.credential === 'login-secret-v1' && credential.loginSecret === undefined) {
+      loginLimiter.released(attempt)
+      throw serverErrors.clientOutdated()
+    }
+    if (user?.credential === 'password' && credential.password === undefined) {
+      loginLimiter.released(attempt)
+      throw serverErrors.credentialUpgrade()
+    }
+    const presented =
+      user?.credential === 'password' ? credential.password : (credential.loginSecret ?? credential.password)
     const matches = await verifyPassword(
-      password,
+      presented ?? '',
       user?.password_hash ?? (await dummyPasswordHash(bcryptCost)),
     )
     if (!user || !matches) throw serverErrors.invalidCredentials()
     loginLimiter.succeeded(attempt)
+    if (user.credential === 'password' && credential.loginSecret !== undefined) {
+      const passwordHash = await hashPassword(credential.loginSecret, bcryptCost)
+      await setLoginSecretHash(db, user.id, passwordHash)
+      request.log.info(
+        { event: 'credential-upgrade', userId: user.id },
+        'account switched to its login secret',
+      )
+      return { ...user, credential: 'login-secret-v1', password_hash: passwordHash }
+    }
     return user
   }
 
@@ -147,12 +174,14 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
       const body = request.body
       const username = parseUsername(body.username)
       // Cheap refusals first; the unique index still decides a race (createAccount maps it to 409).
+      // The password policy ran on the client (shared/client/password-policy.ts): the server only
+      // ever sees the login secret, whose form the schema checked.
+      if (body.loginSecret === undefined) throw serverErrors.clientOutdated()
       if (await usernameExists(db, username)) throw serverErrors.usernameTaken()
       if (await isUsernameHeld(db, username, now())) throw serverErrors.usernameHeld()
-      await checkPasswordPolicy(body.password, [username, body.username])
       const { identity, signedPreKey, oneTimePreKeys, loginKey } = await verifiedKeys(body)
 
-      const passwordHash = await hashPassword(body.password, bcryptCost)
+      const passwordHash = await hashPassword(body.loginSecret, bcryptCost)
       await createAccount(db, {
         username,
         passwordHash,
@@ -168,7 +197,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
   )
 
   /**
-   * Starting over on a new device (the old one lost or wiped): the password proves the account,
+   * Starting over on a new device (the old one lost or wiped): the login secret proves the account,
    * and new keys replace the old ones. Counted like a login (same limits, same answer for unknown
    * users). Every peer watching the user learns at once that the identity changed; the others learn
    * it when they next fetch the user's keys, and their client core warns before sending.
@@ -183,7 +212,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
     },
     async (request) => {
       const body = request.body
-      const user = await authenticate(body.username, body.password, request, 'reinstall')
+      const user = await authenticate(body.username, body, request, 'reinstall')
       const keys = await verifiedKeys(body)
       await replaceAccountKeys(db, user.id, { ...keys, now: now() })
       context.relay.identityChanged(user.id, user.username)
@@ -201,11 +230,16 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
       },
     },
     async (request) => {
-      const { password, deviceProof } = request.body
-      const user = await authenticate(request.body.username, password, request, 'login', deviceProof)
+      const { loginSecret, password, deviceProof } = request.body
+      const user = await authenticate(request.body.username, { loginSecret, password }, request, 'login', {
+        deviceProof,
+      })
 
       if (passwordHashCost(user.password_hash) < bcryptCost) {
-        await updatePasswordHash(db, user.id, await hashPassword(password, bcryptCost))
+        const presented = user.credential === 'password' ? password : loginSecret
+        if (presented !== undefined) {
+          await updatePasswordHash(db, user.id, await hashPassword(presented, bcryptCost))
+        }
       }
 
       const token = newSessionToken()
@@ -253,6 +287,37 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
     },
   )
 
+  /**
+   * A password change: the client proves the current credential (as for /login; a session token
+   * alone is not enough, so a stolen token cannot lock the owner out) and sends the login secret of
+   * the new password. With `endOtherSessions`, every other session of the account ends (their
+   * sockets close); this one stays.
+   */
+  app.post(
+    '/account/password',
+    {
+      schema: { body: ChangePasswordRequest, response: { 200: ChangePasswordResponse, ...errorResponses } },
+      onRequest: requireSession(context),
+      config: {
+        rateLimit: { max: limits.loginRateLimit.max, timeWindow: limits.loginRateLimit.timeWindowMs },
+      },
+    },
+    async (request) => {
+      const { userId, username, tokenHash } = sessionOf(request)
+      const { loginSecret, password, newLoginSecret, endOtherSessions } = request.body
+      // The token shows this is one of the account's devices: its failures are its own.
+      const user = await authenticate(username, { loginSecret, password }, request, 'login', {
+        knownDevice: true,
+      })
+      if (user.id !== userId) throw serverErrors.invalidCredentials()
+      await setLoginSecretHash(db, user.id, await hashPassword(newLoginSecret, bcryptCost))
+      const ended = endOtherSessions ? await deleteOtherTokens(db, user.id, tokenHash) : []
+      for (const hash of ended) context.relay.sessionRevoked(user.id, hash)
+      request.log.info({ event: 'password-change', userId: user.id }, 'login secret replaced')
+      return { endedSessions: ended.length }
+    },
+  )
+
   app.post(
     '/logout',
     {
@@ -270,7 +335,8 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
 
   /**
    * Deletes the session's own account. The body names it (the confirmation the user typed) and
-   * proves its password as /login does, through the same `authenticate`: a stolen token alone
+   * proves it with the login secret as /login does (the password beside it only for the credential
+   * upgrade), through the same `authenticate`: a stolen token alone
    * cannot delete an account, and guesses meet the strict per-account limit of reinstall. Then
    * everything keyed by the user goes at once, the name is held, every socket of the user closes
    * and everyone watching the user hears of it.
@@ -286,16 +352,19 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
     },
     async (request, reply) => {
       const session = sessionOf(request)
-      const { username, password } = request.body
+      const { username, loginSecret, password } = request.body
       if (parseUsername(username) !== session.username) {
         throw serverErrors.badRequest(
           "username: expected this session's own username (the account to delete), got another",
         )
       }
-      const user = await authenticate(username, password, request, 'delete')
-      // The name proved the password; it must also be the token's account (it is: names are unique).
+      const user = await authenticate(username, { loginSecret, password }, request, 'delete')
+      // The name proved the credential; it must also be the token's account (it is: names are unique).
       if (user.id !== session.userId) throw serverErrors.invalidCredentials()
-      await deleteAccount(db, user.id, { heldUntil: now() + DELETED_USERNAME_HOLD_MS })
+      await deleteAccount(db, user.id, {
+        heldUntil: now() + DELETED_USERNAME_HOLD_MS,
+        relationsKey: context.relationsKey,
+      })
       context.relay.accountDeleted(user.id, user.username)
       request.log.info({ event: 'account-deleted' }, 'account deleted')
       return reply.code(204).send(null)

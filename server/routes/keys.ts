@@ -1,10 +1,11 @@
 /**
- * The caller's own keys: GET /keys/status, POST /keys/one-time, PUT /keys/signed. Every route acts
+ * The caller's own keys: GET /keys/status, GET and POST /keys/one-time, PUT /keys/signed. Every route acts
  * on the authenticated user; no request names a user, so nobody can upload keys for someone else.
  * Each uploaded signature is verified against the signing key stored at registration.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import {
+  OneTimePreKeyIdsResponse,
   PreKeyStatusResponse,
   RotateSignedPreKeyRequest,
   UploadOneTimePreKeysRequest,
@@ -15,6 +16,7 @@ import type { ServerContext } from '../context.js'
 import {
   countOneTimePreKeys,
   currentSignedPreKey,
+  listOneTimePreKeyIds,
   rotateSignedPreKey,
   uploadOneTimePreKeys,
 } from '../db/prekeys.js'
@@ -47,6 +49,14 @@ export const keyRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, c
     '/keys/status',
     { schema: { response: { 200: PreKeyStatusResponse, ...errorResponses } } },
     async (request) => preKeyStatus(db, sessionOf(request).userId),
+  )
+
+  // Which one-time prekeys are still here, so the owner can tell which were handed out and delete
+  // those no message uses within ONE_TIME_PREKEY_UNUSED_LIFETIME_MS (shared/limits.ts).
+  app.get(
+    '/keys/one-time',
+    { schema: { response: { 200: OneTimePreKeyIdsResponse, ...errorResponses } } },
+    async (request) => ({ keyIds: await listOneTimePreKeyIds(db, sessionOf(request).userId) }),
   )
 
   app.post(

@@ -2,7 +2,8 @@
  * The directory of other users (authentication required for all of it, so the directory is not
  * open to anonymous scraping): GET /users?query= (prefix search), GET /users/:username/identity and
  * GET /users/:username/bundle, which claims one one-time prekey per call (rate-limited per caller,
- * since each call uses up a key of the target's).
+ * since each call uses up a key of the target's), except beyond the target's per-window claim limit
+ * or on a re-fetch within the re-fetch window (server/limits.ts), which get the signed prekey alone.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { toBase64Url } from '../../shared/bytes.js'
@@ -15,8 +16,9 @@ import {
 } from '../../shared/codec/api.js'
 import { USER_SEARCH_MIN_LENGTH } from '../../shared/limits.js'
 import type { ServerContext } from '../context.js'
-import { claimPreKeyBundle } from '../db/prekeys.js'
-import type { PreKeyRow, UserRow } from '../db/schema.js'
+import { claimPreKeyBundle, currentSignedPreKey } from '../db/prekeys.js'
+import { isBlocked } from '../db/relations.js'
+import type { Db, PreKeyRow, UserRow } from '../db/schema.js'
 import { findUserByUsername, isUsernameHeld, searchUsernames } from '../db/users.js'
 import { serverErrors } from '../errors.js'
 import { USER_SEARCH_LIMIT } from '../limits.js'
@@ -33,6 +35,12 @@ function identityJson(user: UserRow) {
 
 function preKeyJson(row: PreKeyRow) {
   return { keyId: row.key_id, publicKey: toBase64Url(row.public_key), signature: toBase64Url(row.signature) }
+}
+
+/** A bundle with the current signed prekey only: nothing claimed. */
+async function unclaimedBundle(db: Db, userId: number) {
+  const signedPreKey = await currentSignedPreKey(db, userId)
+  return signedPreKey && { signedPreKey, oneTimePreKey: undefined, outcome: 'withheld' as const }
 }
 
 /** Characters a normalised username may contain; a prefix with others cannot match anybody. */
@@ -95,12 +103,26 @@ export const userRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, 
     },
     async (request) => {
       const user = await userNamed(request.params.username)
-      const bundle = await claimPreKeyBundle(db, user.id)
+      // Someone the owner blocked claims none of their one-time prekeys, and is answered as if none
+      // were left: an error would tell them they were blocked.
+      const requesterId = sessionOf(request).userId
+      const blocked = await isBlocked(db, context.relationsKey, user.id, requesterId)
+      const bundle = blocked
+        ? await unclaimedBundle(db, user.id)
+        : await claimPreKeyBundle(db, user.id, {
+            requesterId,
+            now: context.now(),
+            claimsPerTarget: limits.oneTimePreKeyClaimsPerTarget,
+            refetchWindowMs: limits.bundleRefetchWindowMs,
+          })
       if (!bundle) throw serverErrors.userNotFound()
       // The owner, if online, hears when their supply runs low (prekeys.low), so it refills in time.
-      context.relay.preKeyBundleServed(user.id)
+      // A withheld key changed nothing, so a drain past the limit (or a blocked requester) costs the
+      // owner no frames either.
+      if (!blocked && 'outcome' in bundle && bundle.outcome !== 'withheld')
+        context.relay.preKeyBundleServed(user.id)
       // Neither the requester nor the target: the log must not record who fetched whose bundle.
-      request.log.info({ event: 'bundle', oneTimePreKey: !!bundle.oneTimePreKey }, 'prekey bundle served')
+      request.log.info({ event: 'bundle', oneTimePreKey: bundle.outcome }, 'prekey bundle served')
       return {
         username: user.username,
         identity: identityJson(user),

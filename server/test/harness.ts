@@ -2,6 +2,7 @@
  * Test harness: the real server over TLS on 127.0.0.1 (port 0) with a real database, HTTPS requests
  * through node:https trusting the test certificate, and clients whose keys come from shared/.
  */
+import { createHash } from 'node:crypto'
 import { rm } from 'node:fs/promises'
 import { Agent, request as httpsRequest } from 'node:https'
 import type { AddressInfo } from 'node:net'
@@ -31,12 +32,20 @@ import { createTestDatabase, type TestDatabase } from './databases.js'
 /** Tests hash with bcrypt's minimum cost; one test checks that the default is 12. */
 export const TEST_BCRYPT_COST = 4
 
-/** Rate limits high enough that tests registering many users from 127.0.0.1 never meet them. */
+/** Limits high enough that tests registering and connecting many users from 127.0.0.1 never meet them. */
 export const RELAXED_LIMITS: BuildOptions['limits'] = {
   registerRateLimit: { max: 10_000, timeWindowMs: 60_000 },
   loginRateLimit: { max: 10_000, timeWindowMs: 60_000 },
   bundleRateLimit: { max: 10_000, timeWindowMs: 60_000 },
+  // Tests in which one user fetches a target's bundle many times, each claiming a key as before;
+  // the tests of these two limits set them (server/keys.test.ts, test/prekey-drain.test.ts).
+  oneTimePreKeyClaimsPerTarget: { max: 10_000, timeWindowMs: 60_000 },
+  bundleRefetchWindowMs: 0,
   loginFailuresPerAddress: 10_000,
+  // Every test client connects from 127.0.0.1, often dozens at once and hundreds within seconds;
+  // tls-handshakes.test.ts tests the shipped limits.
+  maxTlsHandshakesInProgressPerAddress: 10_000,
+  tlsHandshakeRatePerAddress: { perSecond: 1e9, burst: 1e9 },
 }
 
 let certificate: Promise<{ cert: string; key: string }> | undefined
@@ -176,9 +185,20 @@ export function sharedRsaKeyPair(): Promise<RsaOaepKeyPair> {
   return sharedLoginKey
 }
 
+/**
+ * A stand-in for the login secret a client derives from a password (shared/login-secret.ts): the
+ * server cannot tell one 32-byte secret from another, and SHA-256 spares these tests 600,000
+ * PBKDF2 iterations per account. Tests of the real derivation use the client core.
+ */
+export function loginSecretFor(password: string): string {
+  return toBase64Url(new Uint8Array(createHash('sha256').update(password).digest()))
+}
+
 export interface TestClient {
   readonly username: string
   readonly password: string
+  /** loginSecretFor(password): what registration and log-in send. */
+  readonly loginSecret: string
   readonly identity: Identity
   readonly loginKey: RsaOaepKeyPair
   readonly signedPreKey: PreKeyPair
@@ -205,16 +225,18 @@ export async function makeClient(
     generateSignedPreKey(identity, 1),
     generateOneTimePreKeys(identity, 1, options.oneTimePreKeys ?? 5),
   ])
+  const loginSecret = loginSecretFor(password)
   return {
     username,
     password,
+    loginSecret,
     identity,
     loginKey,
     signedPreKey,
     oneTimePreKeys,
     registerBody: () => ({
       username,
-      password,
+      loginSecret,
       loginKey: toBase64Url(loginKey.publicKeySpki),
       identity: publicIdentityToJson(identity.public),
       signedPreKey: preKeyToJson(publicPreKey(signedPreKey)),
@@ -239,7 +261,9 @@ export async function login(
   client: TestClient,
   password = client.password,
 ): Promise<Uint8Array> {
-  const response = await server.request('/api/v1/login', { body: { username: client.username, password } })
+  const response = await server.request('/api/v1/login', {
+    body: { username: client.username, loginSecret: loginSecretFor(password) },
+  })
   if (response.status !== 200)
     throw new Error(`login ${client.username}: ${response.status} ${response.text}`)
   return decryptToken(client, response.body as LoginResponse)

@@ -171,6 +171,11 @@ export class RelaySocket {
     this.send({ v: FRAME_VERSION, type: 'presence.subscribe', users })
   }
 
+  /** Lets these users see this socket's user's presence (stored; `fence` waits until it is). */
+  share(users: string[]): void {
+    this.send({ v: FRAME_VERSION, type: 'presence.share', users })
+  }
+
   /** The authenticated user (set by `connect`). */
   username: string | undefined
 
@@ -234,4 +239,19 @@ export async function connect(
   const ready = await socket.next('ready')
   socket.username = ready.username
   return Object.assign(socket, { ready })
+}
+
+/**
+ * The owner lets these users see their presence, as a client does for its contacts: connects,
+ * shares, waits until the server has stored it (frames are handled in order) and disconnects.
+ */
+export async function sharePresence(
+  server: Pick<TestServer, 'origin' | 'ca'>,
+  ownerToken: Uint8Array,
+  viewers: string[],
+): Promise<void> {
+  const socket = await connect(server, ownerToken, 'sharing')
+  socket.share(viewers)
+  await socket.fence()
+  await socket.close()
 }

@@ -34,6 +34,7 @@ import {
   MAX_FRAME_BYTES,
   MAX_PENDING_FRAMES_PER_CONNECTION,
   MAX_PRESENCE_SUBSCRIPTIONS_PER_CONNECTION,
+  MAX_RELATIONS_PER_USER,
   SOCKET_HIGH_WATER_BYTES,
   SOCKET_MAX_BUFFERED_BYTES,
 } from '../limits.js'
@@ -92,6 +93,13 @@ export interface ConnectionHost {
   acknowledge(connection: RelayConnection, upTo: number): void
   /** The connection watches this user's presence (and hears of their identity changes). */
   watch(userId: number, connection: RelayConnection): void
+  /** The owners among `ownerIds` who let `viewerId` see their presence (granted, not blocked). */
+  presenceVisible(ownerIds: readonly number[], viewerId: number): Promise<Set<number>>
+  /**
+   * The connection's user lets these users see their presence; resolves to how many were left out
+   * at the per-user cap. Viewers with a subscription waiting for the grant are answered by the host.
+   */
+  sharePresence(connection: RelayConnection, viewerIds: readonly number[]): Promise<number>
   isOnline(userId: number): boolean
   /** Writes `prekeys.low` to the connection if the user's one-time prekeys run low. */
   checkPreKeys(userId: number, connection: RelayConnection): void
@@ -165,7 +173,13 @@ export class RelayConnection {
   private busy = false
   private pausedReading = false
 
+  /** Users whose presence this connection watches (they let its user see it). */
   readonly subscriptions = new Set<number>()
+  /**
+   * Users this connection asked to watch who have not let its user see their presence: nothing is
+   * sent about them, unless they grant it while the connection lasts (see `presenceGranted`).
+   */
+  readonly withheld = new Set<number>()
   /** Frames written in this turn, sent together at its end (see `write`). */
   private pending: OutgoingFrame[] = []
   private pendingBytes = 0
@@ -375,7 +389,8 @@ export class RelayConnection {
       return
     }
 
-    const cost = frame.type === 'presence.subscribe' ? 1 + frame.users.length : 1
+    const cost =
+      frame.type === 'presence.subscribe' || frame.type === 'presence.share' ? 1 + frame.users.length : 1
     if (!this.frames.take(this.host.now(), cost)) {
       this.fail(
         ServerErrorCode.RateLimited,
@@ -392,6 +407,8 @@ export class RelayConnection {
         return
       case 'presence.subscribe':
         return this.subscribe(frame.users)
+      case 'presence.share':
+        return this.share(frame.users)
       case 'auth':
         this.fail(ServerErrorCode.BadFrame, 'expected one auth frame per connection, got a second', {
           bad: true,
@@ -646,7 +663,8 @@ export class RelayConnection {
 
   // --- Presence -------------------------------------------------------------------------------
 
-  private async subscribe(requested: readonly string[]): Promise<void> {
+  /** The existing users among these names (unnormalised names are normalised; impossible ones dropped). */
+  private async resolve(requested: readonly string[]): Promise<{ id: number; username: string }[]> {
     const names: string[] = []
     for (const name of requested) {
       try {
@@ -656,16 +674,42 @@ export class RelayConnection {
       }
     }
     const found = await this.host.directory.lookup([...new Set(names)])
+    return names.flatMap((name) => {
+      const entry = found.get(name)
+      return entry ? [entry] : []
+    })
+  }
+
+  /**
+   * Each named user's presence is sent now and on every change only if they let this connection's
+   * user see it; the others get nothing at all (not even "offline"), and are remembered in
+   * `withheld` in case they grant it while this connection lasts.
+   */
+  private async subscribe(requested: readonly string[]): Promise<void> {
+    const entries = await this.resolve(requested)
+    if (this.state !== 'open' || this.closing) return
+    const unwatched = [...new Set(entries.map((entry) => entry.id))].filter(
+      (id) => !this.subscriptions.has(id),
+    )
+    const visible =
+      unwatched.length > 0 ? await this.host.presenceVisible(unwatched, this.user!.id) : new Set<number>()
     if (this.state !== 'open' || this.closing) return
     let ignored = 0
-    for (const name of names) {
-      const entry = found.get(name)
-      if (!entry) continue
+    for (const entry of entries) {
       if (!this.subscriptions.has(entry.id)) {
-        if (this.subscriptions.size >= MAX_PRESENCE_SUBSCRIPTIONS_PER_CONNECTION) {
+        const counted = this.withheld.has(entry.id)
+        if (
+          !counted &&
+          this.subscriptions.size + this.withheld.size >= MAX_PRESENCE_SUBSCRIPTIONS_PER_CONNECTION
+        ) {
           ignored += 1
           continue
         }
+        if (!visible.has(entry.id)) {
+          this.withheld.add(entry.id)
+          continue
+        }
+        this.withheld.delete(entry.id)
         this.subscriptions.add(entry.id)
         this.host.watch(entry.id, this)
       }
@@ -677,6 +721,41 @@ export class RelayConnection {
         `expected at most ${MAX_PRESENCE_SUBSCRIPTIONS_PER_CONNECTION} watched users, got ${ignored} more (ignored)`,
       )
     }
+  }
+
+  /** This connection's user lets the named users see their presence (stored: it outlives the connection). */
+  private async share(requested: readonly string[]): Promise<void> {
+    const entries = await this.resolve(requested)
+    if (this.state !== 'open' || this.closing) return
+    const ignored = await this.host.sharePresence(
+      this,
+      entries.map((entry) => entry.id),
+    )
+    if (ignored > 0 && this.state === 'open') {
+      this.fail(
+        ServerErrorCode.TooManyRelations,
+        `expected at most ${MAX_RELATIONS_PER_USER} users to share presence with or block, got ${ignored} more (ignored)`,
+      )
+    }
+  }
+
+  /** `ownerId` now lets this connection's user see their presence: answered if it was asked for. */
+  presenceGranted(ownerId: number, username: string): void {
+    if (this.state !== 'open' || this.closing || !this.withheld.delete(ownerId)) return
+    this.subscriptions.add(ownerId)
+    this.host.watch(ownerId, this)
+    this.write(presenceFrame(username, this.host.isOnline(ownerId)))
+  }
+
+  /**
+   * `ownerId` no longer lets this connection's user see their presence (a block): the watch ends
+   * (the host has removed it) and the last word is "offline", as when they leave, so the client
+   * shows nothing stale and learns nothing more.
+   */
+  presenceRevoked(ownerId: number, username: string): void {
+    if (!this.subscriptions.delete(ownerId)) return
+    this.withheld.add(ownerId)
+    this.write(presenceFrame(username, false))
   }
 
   // --- Closing --------------------------------------------------------------------------------

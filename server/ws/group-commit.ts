@@ -4,6 +4,9 @@
  * socket reads of that turn. While a transaction runs, new work gathers for the next one, so there
  * is never more than one in flight and the batches grow with the load. Nobody is told "accepted"
  * before the transaction holding their message has committed.
+ *
+ * A batch may first be screened (`screen`): sends it marks are left out of the transaction and come
+ * back as `dropped` (the relay drops sends from a user the recipient blocked).
  */
 import type { NewMessage, QueueRepository, SendOutcome } from '../db/queue.js'
 
@@ -13,11 +16,16 @@ export interface PendingSend<Origin> {
   readonly origin: Origin
 }
 
+/** A send's outcome: the queue's, or `dropped` when the screen left it out of the batch. */
+export type RelayOutcome = SendOutcome | { readonly kind: 'dropped' }
+
 export interface GroupCommitHandlers<Origin> {
   /** Called with every send of a committed batch and its outcome, in order. */
-  committed(sends: readonly PendingSend<Origin>[], outcomes: readonly SendOutcome[]): void
+  committed(sends: readonly PendingSend<Origin>[], outcomes: readonly RelayOutcome[]): void
   /** Called when a batch failed and nothing of it was stored. */
   failed(sends: readonly PendingSend<Origin>[], error: unknown): void
+  /** For each send of a batch, true to leave it out (it is neither stored nor counted). */
+  screen?(messages: readonly NewMessage[]): Promise<readonly boolean[]>
 }
 
 export class GroupCommit<Origin> {
@@ -61,14 +69,25 @@ export class GroupCommit<Origin> {
     })
   }
 
+  private async commitBatch(
+    sends: readonly PendingSend<Origin>[],
+    acks: ReadonlyMap<number, number>,
+  ): Promise<RelayOutcome[]> {
+    const messages = sends.map((pending) => pending.message)
+    const dropped = this.handlers.screen && messages.length > 0 ? await this.handlers.screen(messages) : []
+    const kept = messages.filter((_, index) => !dropped[index])
+    const outcomes = await this.queue.commit({ sends: kept, acks, now: this.now() })
+    let next = 0
+    return messages.map((_, index) => (dropped[index] ? { kind: 'dropped' as const } : outcomes[next++]!))
+  }
+
   private flush(): void {
     if (this.sends.length === 0 && this.acks.size === 0) return
     const sends = this.sends
     const acks = this.acks
     this.sends = []
     this.acks = new Map()
-    this.running = this.queue
-      .commit({ sends: sends.map((pending) => pending.message), acks, now: this.now() })
+    this.running = this.commitBatch(sends, acks)
       .then(
         (outcomes) => this.handlers.committed(sends, outcomes),
         (error: unknown) => this.handlers.failed(sends, error),

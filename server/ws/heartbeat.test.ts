@@ -9,7 +9,7 @@ import WebSocket from 'ws'
 import { ServerErrorCode } from '../errors.js'
 import { TOKEN_LIFETIME_MS } from '../limits.js'
 import { signUp, startServer, type TestServer } from '../test/harness.js'
-import { connect, RelaySocket, relayUrl, WAIT_TIMEOUT_MS } from '../test/ws-client.js'
+import { connect, RelaySocket, relayUrl, sharePresence, WAIT_TIMEOUT_MS } from '../test/ws-client.js'
 
 /**
  * Short enough that a test sees several beats quickly, long enough that a client in this same
@@ -73,6 +73,7 @@ describe('relay heartbeat over WSS', () => {
 
   it('terminates a client that misses a ping, and its watchers see it go offline', async () => {
     const [watcher, silent] = await Promise.all([signUp(server), signUp(server)])
+    await sharePresence(server, silent.token, [watcher.client.username])
     const w = track(await connect(server, watcher.token, 'watcher'))
     w.subscribe([silent.client.username])
     expect(await w.next('presence')).toMatchObject({ username: silent.client.username, online: false })
@@ -125,6 +126,8 @@ describe('a session that expires while its socket is open', () => {
     const w = await connect(server, watcher.token, 'watcher')
     const a = await connect(server, alice.token, 'alice')
     sockets.push(w, a)
+    a.share([watcher.client.username])
+    await a.fence()
     w.subscribe([alice.client.username])
     expect(await w.next('presence')).toMatchObject({ username: alice.client.username, online: true })
     // A heartbeat passes with the session still live.

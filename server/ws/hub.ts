@@ -22,17 +22,28 @@
  * is delivered to at least one connection before it leaves the queue.
  *
  * Presence: a user is online from the moment their first connection authenticates until their last
- * one closes; watchers get a `presence` frame on each change.
+ * one closes; watchers get a `presence` frame on each change. Only users the owner lets see it
+ * become watchers (db/relations.ts): a subscription to anyone else is answered with nothing, and
+ * kept aside on its connection in case the owner grants it later (`presence.granted`); a block
+ * ends a watch (`presence.revoked`). Sends from a user the recipient blocked are screened out of
+ * each batch before it is committed, and answered `accepted` like any other: the sender is not
+ * told (docs/protocol.md §13.4).
  */
 import type { FastifyBaseLogger } from 'fastify'
 import { ONE_TIME_PREKEY_REFILL_THRESHOLD } from '../../shared/limits.js'
 import type { RelayEvents, ServerLimits } from '../context.js'
 import { countOneTimePreKeys } from '../db/prekeys.js'
-import type { QueueRepository, SendOutcome } from '../db/queue.js'
+import type { QueueRepository } from '../db/queue.js'
+import { blockedPairs, grantPresence, presenceVisibleTo, type RelationsKey } from '../db/relations.js'
 import type { Db } from '../db/schema.js'
 import { findSession, type Session } from '../db/tokens.js'
 import { ServerErrorCode } from '../errors.js'
-import { DIRECTORY_CACHE_ENTRIES, MESSAGE_PURGE_BATCH, WS_CLOSE_GRACE_MS } from '../limits.js'
+import {
+  DIRECTORY_CACHE_ENTRIES,
+  MAX_RELATIONS_PER_USER,
+  MESSAGE_PURGE_BATCH,
+  WS_CLOSE_GRACE_MS,
+} from '../limits.js'
 import { CloseCode, type ConnectionHost, RelayConnection } from './connection.js'
 import { UserDirectory } from './directory.js'
 import {
@@ -43,7 +54,7 @@ import {
   preKeysLowFrame,
   presenceFrame,
 } from './frames.js'
-import { GroupCommit, type PendingSend } from './group-commit.js'
+import { GroupCommit, type PendingSend, type RelayOutcome } from './group-commit.js'
 import { LocalConnections, type LocalUser } from './local-connections.js'
 import type { SendRequest } from './parse.js'
 import {
@@ -74,6 +85,8 @@ export interface RelayHubOptions {
   readonly bus: RelayBus
   /** Told when a socket authenticates (plugins/unauthenticated-sockets.ts counts those that have not). */
   readonly authenticated?: (socket: RelayConnection['socket']) => void
+  /** The secret relation rows are hashed under (db/relations.ts). */
+  readonly relationsKey: RelationsKey
 }
 
 export class RelayHub implements RelayEvents, ConnectionHost {
@@ -95,6 +108,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   private unflushed: RelayConnection[] = []
   private heartbeat: NodeJS.Timeout | undefined
   private readonly authenticated: RelayHubOptions['authenticated']
+  private readonly relationsKey: RelationsKey
   closing = false
 
   constructor(options: RelayHubOptions) {
@@ -107,11 +121,19 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     this.local = new LocalConnections(options.limits.maxConnectionsPerUser)
     this.bus = options.bus
     this.authenticated = options.authenticated
+    this.relationsKey = options.relationsKey
     this.writer = new GroupCommit<SendOrigin>(
       options.queue,
       {
         committed: (sends, outcomes) => this.committed(sends, outcomes),
         failed: (sends, error) => this.failed(sends, error),
+        // One lookup per batch: which of its senders the recipient blocked.
+        screen: (messages) =>
+          blockedPairs(
+            this.db,
+            this.relationsKey,
+            messages.map((message) => ({ ownerId: message.recipientId, otherId: message.senderId })),
+          ),
       },
       options.now,
     )
@@ -209,6 +231,30 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     }
   }
 
+  presenceVisible(ownerIds: readonly number[], viewerId: number): Promise<Set<number>> {
+    return presenceVisibleTo(this.db, this.relationsKey, ownerIds, viewerId)
+  }
+
+  async sharePresence(connection: RelayConnection, viewerIds: readonly number[]): Promise<number> {
+    const owner = connection.user!
+    const { granted, ignored } = await grantPresence(
+      this.db,
+      this.relationsKey,
+      owner.id,
+      viewerIds,
+      MAX_RELATIONS_PER_USER,
+    )
+    for (const viewerId of granted) {
+      this.publish({
+        kind: 'presence.granted',
+        address: primaryAddress(viewerId),
+        ownerId: owner.id,
+        username: owner.username,
+      })
+    }
+    return ignored
+  }
+
   // --- Sends, acknowledgements, deliveries ----------------------------------------------------
 
   enqueue(connection: RelayConnection, recipientId: number, frame: SendRequest): void {
@@ -234,7 +280,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     for (const connection of user.connections) connection.acknowledged(upTo)
   }
 
-  private committed(sends: readonly PendingSend<SendOrigin>[], outcomes: readonly SendOutcome[]): void {
+  private committed(sends: readonly PendingSend<SendOrigin>[], outcomes: readonly RelayOutcome[]): void {
     for (let index = 0; index < sends.length; index++) {
       const { message, origin } = sends[index]!
       const outcome = outcomes[index]!
@@ -255,6 +301,10 @@ export class RelayHub implements RelayEvents, ConnectionHost {
           break
         case 'duplicate':
           origin.connection.write(acceptedFrame(origin.id, outcome.createdAt))
+          break
+        case 'dropped':
+          // The recipient blocked the sender: answered as if stored, so the sender cannot tell.
+          origin.connection.write(acceptedFrame(origin.id, message.now))
           break
         case 'full':
           origin.connection.write(
@@ -306,6 +356,15 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     // the deleted id. Other processes forget it when the event reaches them.
     this.directory.forget(username)
     this.publish({ kind: 'account.deleted', address: primaryAddress(userId), username })
+  }
+
+  presenceRevoked(ownerId: number, ownerName: string, viewerId: number): void {
+    this.publish({
+      kind: 'presence.revoked',
+      address: primaryAddress(ownerId),
+      viewerId,
+      username: ownerName,
+    })
   }
 
   preKeyBundleServed(userId: number): void {
@@ -377,6 +436,22 @@ export class RelayHub implements RelayEvents, ConnectionHost {
         }
         const frame = identityChangedFrame(event.username)
         for (const watcher of this.local.watchersOf(userId) ?? []) watcher.write(frame)
+        return
+      }
+      case 'presence.granted': {
+        for (const connection of this.local.user(userId)?.connections ?? []) {
+          connection.presenceGranted(event.ownerId, event.username)
+        }
+        return
+      }
+      case 'presence.revoked': {
+        for (const watcher of [...(this.local.watchersOf(userId) ?? [])]) {
+          if (watcher.user?.id !== event.viewerId) continue
+          watcher.presenceRevoked(userId, event.username)
+          if (this.local.unwatch(userId, watcher)) {
+            this.bus.unsubscribe(primaryAddress(userId), this.listener).catch(this.subscriptionFailed)
+          }
+        }
         return
       }
       case 'prekeys.served': {

@@ -79,6 +79,15 @@ export class LocalConnections {
     return !held
   }
 
+  /** The connection stops watching this user; true when that leaves the user held here no more. */
+  unwatch(userId: number, connection: RelayConnection): boolean {
+    const set = this.watchers.get(userId)
+    if (!set?.delete(connection)) return false
+    if (set.size > 0) return false
+    this.watchers.delete(userId)
+    return !this.users.has(userId)
+  }
+
   watchersOf(userId: number): ReadonlySet<RelayConnection> | undefined {
     return this.watchers.get(userId)
   }

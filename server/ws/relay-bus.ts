@@ -98,6 +98,30 @@ export interface PreKeysServed {
   readonly address: Address
 }
 
+/**
+ * The user at this address (a viewer) was just let see `ownerId`'s presence: their connections
+ * that asked for it and got nothing are answered now.
+ */
+export interface PresenceGranted {
+  readonly kind: 'presence.granted'
+  readonly address: Address
+  readonly ownerId: number
+  /** The owner's normalised username, for the `presence` frame. */
+  readonly username: string
+}
+
+/**
+ * The user at this address (an owner) no longer lets `viewerId` see their presence (a block):
+ * that viewer's watches of them end.
+ */
+export interface PresenceRevoked {
+  readonly kind: 'presence.revoked'
+  readonly address: Address
+  readonly viewerId: number
+  /** The owner's normalised username, for the last `presence` frame. */
+  readonly username: string
+}
+
 export type RelayEvent =
   | MessageCommitted
   | PresenceChanged
@@ -105,6 +129,8 @@ export type RelayEvent =
   | IdentityChanged
   | AccountDeleted
   | PreKeysServed
+  | PresenceGranted
+  | PresenceRevoked
 
 /** Called with each event for an address it is subscribed to; it must not throw (the bus logs if it does). */
 export type RelayListener = (event: RelayEvent) => void

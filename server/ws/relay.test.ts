@@ -12,7 +12,7 @@ import { countQueued } from '../db/queue.js'
 import { ServerErrorCode } from '../errors.js'
 import { createTestDatabase, DIALECTS, postgresUnavailable } from '../test/databases.js'
 import { login, type StartOptions, signUp, startServer, type TestServer } from '../test/harness.js'
-import { connect, newMessageId, openSocket, type RelaySocket } from '../test/ws-client.js'
+import { connect, newMessageId, openSocket, type RelaySocket, sharePresence } from '../test/ws-client.js'
 
 const pgSkip = await postgresUnavailable()
 
@@ -277,6 +277,9 @@ for (const dialect of DIALECTS) {
 
       it('presence: current state on subscribe, then online with the first connection, offline after the last', async () => {
         const [alice, bob] = [await signUp(server), await signUp(server)]
+        // Both let carol see their presence (their clients do that for their contacts).
+        await sharePresence(server, alice.token, [name(carol)])
+        await sharePresence(server, bob.token, [name(carol)])
         const c = await online(server, carol)
         c.subscribe([name(alice), 'nobody-here-at-all', '!!', name(bob)])
         const [first, second] = await c.take('presence', 2)

@@ -29,4 +29,10 @@ export class TokenBucket {
     this.tokens -= cost
     return true
   }
+
+  /** True when the bucket has refilled completely by `now`: forgetting it then changes nothing. */
+  isFull(now: number): boolean {
+    const elapsed = Math.max(0, now - this.updatedAt)
+    return this.tokens + (elapsed * this.rate.perSecond) / 1000 >= this.rate.burst
+  }
 }

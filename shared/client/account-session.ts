@@ -15,7 +15,26 @@ import { ClientError, ClientErrorCode, isClientError } from './errors.js'
 import type { SealedStore } from './sealed-store.js'
 import { errorFromResponse, type HttpClient } from './transport.js'
 
-export type Method = 'GET' | 'POST' | 'PUT'
+export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE'
+
+/**
+ * A server of the previous version refuses a request with a login secret in it as invalid (its
+ * schema wants a password): VersionMismatch, saying which side must be updated.
+ */
+export function olderServer(error: unknown): ClientError | undefined {
+  if (
+    isClientError(error) &&
+    error.serverCode === 'E2E_ERR_BAD_REQUEST' &&
+    /'password'|loginSecret|additional properties/.test(error.serverMessage ?? '')
+  ) {
+    return new ClientError(
+      ClientErrorCode.VersionMismatch,
+      'expected a server that takes login secrets, got one of an older version that wants the password itself: the server must be updated (this client never sends the password)',
+      { cause: error, serverCode: error.serverCode, status: error.status ?? 400 },
+    )
+  }
+  return undefined
+}
 
 export class AccountSession {
   private readonly http: HttpClient
@@ -25,11 +44,21 @@ export class AccountSession {
   /** The server refused the token (it was forgotten already). */
   onRefused: () => void = () => {}
 
-  constructor(http: HttpClient, records: SealedStore, loginKey: CryptoKey, now: () => number) {
+  /** The login secret of a password for this account (shared/login-secret.ts). */
+  readonly loginSecretOf: (password: string) => Promise<string>
+
+  constructor(
+    http: HttpClient,
+    records: SealedStore,
+    loginKey: CryptoKey,
+    now: () => number,
+    loginSecretOf: (password: string) => Promise<string>,
+  ) {
     this.http = http
     this.records = records
     this.loginKey = loginKey
     this.now = now
+    this.loginSecretOf = loginSecretOf
   }
 
   private get secrets(): AccountSecrets {
@@ -56,14 +85,26 @@ export class AccountSession {
    * Gets a fresh session token: the server encrypts it to our RSA key, only we can read it. The log-in
    * carries a device proof (the server's challenge, decrypted with that key), so that failed
    * attempts by others against this account never hold this device back (docs/protocol.md §13.1).
+   * What proves the account is the login secret, never the password, except once for an account
+   * made before login secrets (see `withCredential`). `loginSecret`, when the caller has derived it
+   * already, saves deriving it again; `password` may then be omitted only if the account is known
+   * to be upgraded.
    */
-  async login(password: string): Promise<void> {
-    const deviceProof = await this.deviceProof()
+  async login(password: string | undefined, loginSecret?: string): Promise<void> {
+    if (password === undefined && loginSecret === undefined) {
+      throw new ClientError(
+        ClientErrorCode.InvalidInput,
+        'login: expected a password or a login secret, got neither',
+      )
+    }
+    const [deviceProof, secret] = await Promise.all([
+      this.deviceProof(),
+      loginSecret ?? this.loginSecretOf(password!),
+    ])
+    const body = { username: this.username, loginSecret: secret, ...(deviceProof ? { deviceProof } : {}) }
     const response = decode(
       LoginResponse,
-      await this.request('POST', '/login', {
-        body: { ...this.credentials(password), ...(deviceProof ? { deviceProof } : {}) },
-      }),
+      await this.withCredential(body, password, (sent) => this.request('POST', '/login', { body: sent })),
       'login response',
     )
     let token: Uint8Array
@@ -110,20 +151,43 @@ export class AccountSession {
   }
 
   /**
-   * What proves the password to the server: the one place that builds it, for /login and
-   * /account/delete alike (codec/api.ts CredentialFields).
+   * Deletes the account on the server: the token and the login secret (as /login takes it), both
+   * required, so a stolen token alone deletes nothing. `password` goes too only if the server asks
+   * for the credential upgrade (see `withCredential`). Throws the server's refusal; then nothing was
+   * deleted.
    */
-  private credentials(password: string): { username: string; password: string } {
-    return { username: this.username, password }
+  async deleteAccount(password: string): Promise<void> {
+    const body = { username: this.username, loginSecret: await this.loginSecretOf(password) }
+    await this.withCredential(body, password, (sent) =>
+      this.request('POST', '/account/delete', { token: this.token(), body: sent }),
+    )
+    await this.forgetToken()
   }
 
   /**
-   * Deletes the account on the server: the token and the password, both required (a stolen token
-   * alone deletes nothing). Throws the server's refusal; then nothing was deleted.
+   * Sends a request that proves the account with its login secret. An account made before login
+   * secrets answers E2E_ERR_CREDENTIAL_UPGRADE: the same request goes once more with the password
+   * beside the secret, and the server switches the account to the secret for good (docs/protocol.md
+   * §4.1): the one time the password leaves this device. A server of the previous version refuses
+   * the secret outright; that is said plainly (VersionMismatch).
    */
-  async deleteAccount(password: string): Promise<void> {
-    await this.request('POST', '/account/delete', { token: this.token(), body: this.credentials(password) })
-    await this.forgetToken()
+  async withCredential<T>(
+    body: Record<string, unknown>,
+    password: string | undefined,
+    send: (body: Record<string, unknown>) => Promise<T>,
+  ): Promise<T> {
+    try {
+      return await send(body)
+    } catch (error) {
+      if (
+        isClientError(error) &&
+        error.serverCode === 'E2E_ERR_CREDENTIAL_UPGRADE' &&
+        password !== undefined
+      ) {
+        return send({ ...body, password })
+      }
+      throw olderServer(error) ?? error
+    }
   }
 
   /** Ends the session on the server (if it still can) and forgets the token here. */

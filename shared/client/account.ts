@@ -50,6 +50,12 @@ export const AccountSecrets = Type.Object({
    * written before it was recorded, which are layout 1.
    */
   recordsVersion: Type.Optional(Type.Integer({ minimum: 1 })),
+  /**
+   * A password change that this device made (the store is sealed under the new password) but the
+   * server has not confirmed yet: the login secrets from and to, so it can be finished without the
+   * passwords (ChatClient.changePassword).
+   */
+  passwordChange: Type.Optional(Type.Object({ from: Type.String(), to: Type.String() })),
 })
 export type AccountSecrets = Static<typeof AccountSecrets>
 

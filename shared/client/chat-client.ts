@@ -1,17 +1,18 @@
 import { directConversation } from '../address.js'
-import { RegisterResponse } from '../codec/api.js'
-import { FRAME_VERSION, type ServerFrame } from '../codec/frames.js'
+import { deriveStorageKey, newStorageKeyParameters, STORAGE_KEY_MIN_ITERATIONS } from '../at-rest.js'
+import { ChangePasswordResponse, RegisterResponse } from '../codec/api.js'
+import type { ServerFrame } from '../codec/frames.js'
 import { decode } from '../codec/schema.js'
 import type { Identity, PublicIdentity } from '../identity.js'
 import { defaultKeyGeneration } from '../key-generation.js'
 import type { SafetyNumber } from '../safety-number.js'
-import { ACCOUNT_KEY, readAccountHeader } from './account.js'
+import { ACCOUNT_KEY, readAccountHeader, unlockAccount } from './account.js'
 import { AccountSession } from './account-session.js'
 import { Contacts } from './contacts.js'
 import { CONTENT_SCHEMAS, CONTENT_VERSION, type ExtraContent, MAX_MESSAGE_TEXT_LENGTH } from './content.js'
 import { builtInHandlers } from './content-handlers.js'
 import { type ClientContext, problemOf } from './context.js'
-import { ClientError, ClientErrorCode } from './errors.js'
+import { ClientError, ClientErrorCode, isClientError } from './errors.js'
 import { Emitter } from './events.js'
 import { type ContentHandler, type DeliverFrame, Inbox } from './inbox.js'
 import {
@@ -19,9 +20,11 @@ import {
   createLocalAccount,
   type LocalAccount,
   type LocalAccountOptions,
+  loginSecretOf,
   openLocalAccount,
 } from './lifecycle.js'
 import { Outbox } from './outbox.js'
+import { checkPasswordPolicy } from './password-policy.js'
 import { PeerQueues } from './peer-queues.js'
 import { type PreKeyStatus, PreKeyUpkeep } from './prekey-upkeep.js'
 import { type Connection, type ReceivedFrame, RelayLink } from './relay-link.js'
@@ -73,6 +76,11 @@ export class ChatClient {
   readonly username: string
   private readonly store: ClientStore
   private readonly records: SealedStore
+  /** The key derivation costs (tests lower them): a password change derives with the same ones. */
+  private readonly keyDerivation: Pick<
+    LocalAccountOptions,
+    'storageKeyIterations' | 'minimumStorageKeyIterations' | 'loginSecretIterations'
+  >
   private readonly identity: Identity
   private readonly session: AccountSession
   private readonly now: () => number
@@ -99,7 +107,20 @@ export class ChatClient {
     this.identity = account.identity
     this.username = account.records.account.username
     this.now = options.now ?? Date.now
-    this.session = new AccountSession(options.http, account.records, account.loginKey, this.now)
+    this.keyDerivation = {
+      ...(options.storageKeyIterations !== undefined
+        ? { storageKeyIterations: options.storageKeyIterations }
+        : {}),
+      ...(options.minimumStorageKeyIterations !== undefined
+        ? { minimumStorageKeyIterations: options.minimumStorageKeyIterations }
+        : {}),
+      ...(options.loginSecretIterations !== undefined
+        ? { loginSecretIterations: options.loginSecretIterations }
+        : {}),
+    }
+    this.session = new AccountSession(options.http, account.records, account.loginKey, this.now, (password) =>
+      loginSecretOf(this.keyDerivation, password, this.username),
+    )
     this.session.onRefused = () => this.link.refuse()
     const keys = options.keyGeneration ?? defaultKeyGeneration
     this.link = new RelayLink({
@@ -171,10 +192,15 @@ export class ChatClient {
     password: string,
     path: '/register' | '/reinstall',
   ): Promise<ChatClient> {
-    const { account, registration } = await createLocalAccount(options, canonicalUsername(username), password)
+    const name = canonicalUsername(username)
+    // A new password must meet the policy here: the server never sees it to check.
+    if (path === '/register') await checkPasswordPolicy(password, [name, username])
+    const { account, registration, loginSecret } = await createLocalAccount(options, name, password)
     const client = new ChatClient(options, account)
     const response = await client.session
-      .request('POST', path, { body: registration })
+      .withCredential(registration, path === '/reinstall' ? password : undefined, (body) =>
+        client.session.request('POST', path, { body }),
+      )
       .catch(async (error: unknown) => {
         // Nothing of a refused registration stays on this device.
         await options.store.wipe()
@@ -182,7 +208,8 @@ export class ChatClient {
       })
     decode(RegisterResponse, response, 'register response')
     await client.records.saveSecrets({ ...client.records.account.secrets, registered: true })
-    await client.login(password)
+    await client.session.login(password, loginSecret)
+    client.link.loggedIn()
     return client
   }
 
@@ -218,10 +245,95 @@ export class ChatClient {
     return record ? readAccountHeader(record.value) : undefined
   }
 
-  /** Gets a fresh session token: the server encrypts it to our RSA key, only we can read it. */
+  /**
+   * Gets a fresh session token: the server encrypts it to our RSA key, only we can read it. A
+   * password change this device made and the server has not confirmed yet is finished first.
+   */
   async login(password: string): Promise<void> {
+    const pending = this.records.account.secrets.passwordChange
+    if (pending) {
+      try {
+        // The server still has the secret from before the change (the usual case) ...
+        await this.session.login(undefined, pending.from)
+      } catch (error) {
+        if (!isClientError(error) || error.serverCode !== 'E2E_ERR_INVALID_CREDENTIALS') throw error
+        // ... or took the change and only its confirmation was lost.
+        await this.session.login(undefined, pending.to)
+      }
+      this.link.loggedIn()
+      await this.finishPasswordChange()
+      return
+    }
     await this.session.login(password)
     this.link.loggedIn()
+  }
+
+  /**
+   * Changes the password: the new one must meet the policy; the current one must open this store
+   * and convince the server. The store is sealed again under the new password (progress through
+   * `onProgress`, one step per record), then the server takes the new login secret; with
+   * `endOtherSessions`, every other session of the account ends. Interrupted after the store
+   * changed, it finishes on the next log-in or connection (the store opens with the new password
+   * from then on). Returns how many other sessions ended.
+   */
+  async changePassword(
+    current: string,
+    next: string,
+    options: { endOtherSessions?: boolean; onProgress?: (done: number, total: number) => void } = {},
+  ): Promise<{ endedSessions: number }> {
+    if (next === current) {
+      throw new ClientError(
+        ClientErrorCode.InvalidInput,
+        'new password: expected a different one, got the current one',
+      )
+    }
+    await checkPasswordPolicy(next, [this.username])
+    await this.finishPasswordChange()
+    const account = await this.store.get('account', ACCOUNT_KEY)
+    if (!account)
+      throw new ClientError(ClientErrorCode.NoAccount, 'expected an account in the local database, got none')
+    const parameters = newStorageKeyParameters(
+      this.keyDerivation.storageKeyIterations ?? STORAGE_KEY_MIN_ITERATIONS,
+    )
+    // The current password opens this store (WrongPassword otherwise); every key derives side by side.
+    const [, from, to, storageKey] = await Promise.all([
+      unlockAccount(account.value, current, this.keyDerivation.minimumStorageKeyIterations),
+      loginSecretOf(this.keyDerivation, current, this.username),
+      loginSecretOf(this.keyDerivation, next, this.username),
+      deriveStorageKey(next, parameters, this.keyDerivation.minimumStorageKeyIterations),
+    ])
+    // A fresh log-in proves the current password to the server before anything changes, and moves an
+    // account made before login secrets onto its secret (so `from` is what the server holds).
+    await this.session.login(current, from)
+    this.link.loggedIn()
+    const secrets = { ...this.records.account.secrets, passwordChange: { from, to } }
+    await this.records.reseal({ storageKey, parameters }, secrets, options.onProgress)
+    return this.finishPasswordChange(options.endOtherSessions === true)
+  }
+
+  /** Sends the server a password change this store already made, and forgets it once confirmed. */
+  private async finishPasswordChange(endOtherSessions = false): Promise<{ endedSessions: number }> {
+    const pending = this.records.account.secrets.passwordChange
+    if (!pending) return { endedSessions: 0 }
+    let endedSessions = 0
+    try {
+      const response = decode(
+        ChangePasswordResponse,
+        await this.session.api('POST', '/account/password', {
+          loginSecret: pending.from,
+          newLoginSecret: pending.to,
+          ...(endOtherSessions ? { endOtherSessions } : {}),
+        }),
+        'password change response',
+      )
+      endedSessions = response.endedSessions
+    } catch (error) {
+      // Refused as a wrong secret: the server took the change before (its answer was lost).
+      if (!isClientError(error) || error.serverCode !== 'E2E_ERR_INVALID_CREDENTIALS') throw error
+    }
+    const { passwordChange: _done, ...secrets } = this.records.account.secrets
+    await this.records.saveSecrets(secrets)
+    return { endedSessions }
   }
 
   get loggedIn(): boolean {
@@ -299,6 +411,10 @@ export class ChatClient {
     if (!this.loggedIn)
       throw new ClientError(ClientErrorCode.NotLoggedIn, 'expected a login before connecting, got none')
     this.link.connect()
+    // A password change interrupted after this store changed: the server learns of it now.
+    if (this.records.account.secrets.passwordChange) {
+      this.finishPasswordChange().catch((error: unknown) => this.report(error))
+    }
   }
 
   /** Resolves once the connection is ready (or rejects after `timeoutMs`). */
@@ -434,14 +550,7 @@ export class ChatClient {
   }
 
   private async afterReady(): Promise<void> {
-    const contacts = await this.contactsPart.list()
-    if (contacts.length > 0) {
-      this.link.send({
-        v: FRAME_VERSION,
-        type: 'presence.subscribe',
-        users: contacts.map((contact) => contact.username),
-      })
-    }
+    await this.contactsPart.connected()
     await this.outbox.flush()
     await this.outbox.pruneSentContent()
     // Retry requests that could not go out before (offline, or a client that stopped first).
@@ -508,6 +617,20 @@ export class ChatClient {
   /** Adds a contact by fetching their identity (trust on first use); an existing one is left as it is. */
   addContact(peer: string): Promise<ContactView> {
     return this.contactsPart.add(canonicalUsername(peer))
+  }
+
+  /**
+   * Blocks `peer` on the server and here: their messages are dropped (they are not told), our
+   * presence is hidden from them, and we cannot send to them until `unblock`. The conversation
+   * stays in the history, marked blocked.
+   */
+  blockContact(peer: string): Promise<ContactView> {
+    return this.contactsPart.block(canonicalUsername(peer))
+  }
+
+  /** Unblocks `peer`: messages flow both ways again. Undefined when `peer` is not a contact. */
+  unblockContact(peer: string): Promise<ContactView | undefined> {
+    return this.contactsPart.unblock(canonicalUsername(peer))
   }
 
   /** The safety number to compare with `peer` (the identity we trust, or the new one if it changed). */

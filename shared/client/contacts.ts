@@ -17,7 +17,7 @@ import { FRAME_VERSION } from '../codec/frames.js'
 import { preKeyBundleFromJson, publicIdentityFromJson, publicIdentityToJson } from '../codec/keys.js'
 import { decode } from '../codec/schema.js'
 import type { PreKeyBundle } from '../identity.js'
-import { USER_SEARCH_MIN_LENGTH } from '../limits.js'
+import { MAX_PRESENCE_NAMES_PER_FRAME, USER_SEARCH_MIN_LENGTH } from '../limits.js'
 import { type SafetyNumber, safetyNumber } from '../safety-number.js'
 import type { ClientContext } from './context.js'
 import { ClientError, ClientErrorCode, isClientError } from './errors.js'
@@ -117,17 +117,117 @@ export class Contacts {
     return response.users.map((user) => user.username).filter((name) => name !== this.ctx.username)
   }
 
-  /** Adds a contact by fetching their identity (trust on first use); an existing one is left as it is. */
+  /**
+   * Adds a contact by fetching their identity (trust on first use), and shares our presence with
+   * them; an existing one is left as it is, except that adding someone who only wrote to us shares
+   * our presence with them.
+   */
   async add(peer: string): Promise<ContactView> {
     return this.ctx.peerQueues.run(peer, async () => {
       const existing = await this.ctx.records.loadContact(peer)
-      if (existing) return this.view(existing)
+      if (existing) {
+        if (existing.presenceShared !== false || existing.blocked) return this.view(existing)
+        const shared = { ...existing, presenceShared: true }
+        await this.ctx.store.commit([await this.ctx.records.contactPut(shared)])
+        this.share([peer])
+        return this.view(shared)
+      }
       const identity = await this.fetchIdentity(peer)
-      const contact: ContactRecord = { username: peer, identity, verified: false, unread: 0 }
+      const contact: ContactRecord = {
+        username: peer,
+        identity,
+        verified: false,
+        unread: 0,
+        presenceShared: true,
+      }
       await this.ctx.store.commit([await this.ctx.records.contactPut(contact)])
-      this.ctx.sendFrame({ v: FRAME_VERSION, type: 'presence.subscribe', users: [peer] })
+      this.share([peer])
+      this.subscribe([peer])
       return this.view(contact)
     })
+  }
+
+  /** Lets these users see our presence (the server stores it), in frames the schema allows. */
+  share(peers: readonly string[]): void {
+    for (let start = 0; start < peers.length; start += MAX_PRESENCE_NAMES_PER_FRAME) {
+      const users = peers.slice(start, start + MAX_PRESENCE_NAMES_PER_FRAME)
+      this.ctx.sendFrame({ v: FRAME_VERSION, type: 'presence.share', users })
+    }
+  }
+
+  /** Asks for these users' presence (answered only by those who share it with us). */
+  subscribe(peers: readonly string[]): void {
+    for (let start = 0; start < peers.length; start += MAX_PRESENCE_NAMES_PER_FRAME) {
+      const users = peers.slice(start, start + MAX_PRESENCE_NAMES_PER_FRAME)
+      this.ctx.sendFrame({ v: FRAME_VERSION, type: 'presence.subscribe', users })
+    }
+  }
+
+  /**
+   * After connecting: share our presence with every contact it is shared with, ask for every
+   * unblocked contact's, and repeat our blocks (the server may have lost them with its relations
+   * key; each is idempotent). Blocks are repeated in the background, failures reported.
+   */
+  async connected(): Promise<void> {
+    const contacts = await this.ctx.records.listContacts()
+    const unblocked = contacts.filter((contact) => !contact.blocked)
+    this.share(
+      unblocked.filter((contact) => contact.presenceShared !== false).map((contact) => contact.username),
+    )
+    this.subscribe(unblocked.map((contact) => contact.username))
+    const blocked = contacts.filter((contact) => contact.blocked).map((contact) => contact.username)
+    if (blocked.length === 0) return
+    void (async () => {
+      for (const peer of blocked) {
+        if (this.ctx.connection() !== 'online') return
+        await this.ctx
+          .api('PUT', `/blocks/${encodeURIComponent(peer)}`)
+          .catch((error: unknown) => this.ctx.report(error))
+      }
+    })()
+  }
+
+  /**
+   * Blocks `peer` (the server first, so a refusal changes nothing here): their messages are no
+   * longer delivered to us, our presence is hidden from them, and we neither send to them nor store
+   * what still arrives from them. The conversation stays, marked; someone not yet a contact becomes
+   * one, blocked.
+   */
+  async block(peer: string): Promise<ContactView> {
+    if (peer === this.ctx.username)
+      throw new ClientError(ClientErrorCode.InvalidInput, 'expected another user, got yourself')
+    await this.ctx.api('PUT', `/blocks/${encodeURIComponent(peer)}`)
+    const blocked = await this.ctx.peerQueues.run(peer, async () => {
+      const contact: ContactRecord = (await this.ctx.records.loadContact(peer)) ?? {
+        username: peer,
+        verified: false,
+        unread: 0,
+        presenceShared: false,
+      }
+      const blocked = { ...contact, blocked: true }
+      await this.ctx.store.commit([await this.ctx.records.contactPut(blocked)])
+      return blocked
+    })
+    if (this.online.delete(peer)) this.ctx.events.emit('presence', { username: peer, online: false })
+    this.ctx.events.emit('blocked', { peer, blocked: true })
+    return this.view(blocked)
+  }
+
+  /** Unblocks `peer`: messages flow again, and our presence is shared again if it was before. */
+  async unblock(peer: string): Promise<ContactView | undefined> {
+    await this.ctx.api('DELETE', `/blocks/${encodeURIComponent(peer)}`)
+    const unblocked = await this.ctx.peerQueues.run(peer, async () => {
+      const contact = await this.ctx.records.loadContact(peer)
+      if (!contact?.blocked) return contact
+      const { blocked: _blocked, ...rest } = contact
+      await this.ctx.store.commit([await this.ctx.records.contactPut(rest)])
+      return rest
+    })
+    if (!unblocked) return undefined
+    if (unblocked.presenceShared !== false) this.share([peer])
+    this.subscribe([peer])
+    this.ctx.events.emit('blocked', { peer, blocked: false })
+    return this.view(unblocked)
   }
 
   /** The safety number to compare with `peer` (the identity we trust, or the new one if it changed). */
@@ -334,13 +434,22 @@ export class Contacts {
     }
   }
 
-  /** The contact to send to; refuses one whose identity key changed and is not yet accepted. */
+  /**
+   * The contact to send to; refuses one whose account was deleted, one we blocked, and one whose
+   * identity key changed and is not yet accepted.
+   */
   async forSending(peer: string): Promise<ContactRecord | undefined> {
     const contact = await this.ctx.records.loadContact(peer)
     if (contact?.deletedAt !== undefined) {
       throw new ClientError(
         ClientErrorCode.AccountDeleted,
         `expected an account to send to, got ${peer}'s, which was deleted`,
+      )
+    }
+    if (contact?.blocked) {
+      throw new ClientError(
+        ClientErrorCode.Blocked,
+        `expected an unblocked contact, got ${peer}, blocked: unblock first`,
       )
     }
     if (contact?.pendingIdentity) {

@@ -34,7 +34,7 @@ export interface ClientContext {
   /** Sends a frame on the relay link if it is open; false when it is not. */
   sendFrame(frame: ClientFrame): boolean
   /** A REST request with the session token; the decoded JSON body, or a ClientError. */
-  api(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<unknown>
+  api(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown): Promise<unknown>
   /** Reports a failure of background work as a `problem` event (never a secret). */
   report(error: unknown): void
 }

@@ -24,6 +24,8 @@ export const ClientErrorCode = {
   AccountReplaced: 'E2E_ERR_ACCOUNT_REPLACED',
   /** The contact's identity key changed; the user must acknowledge it before sending more. */
   IdentityChanged: 'E2E_ERR_IDENTITY_CHANGED',
+  /** The contact is blocked: unblock them before sending. */
+  Blocked: 'E2E_ERR_CONTACT_BLOCKED',
   /** The named user does not exist on the server. */
   UnknownUser: 'E2E_ERR_UNKNOWN_USER',
   /**
@@ -33,6 +35,16 @@ export const ClientErrorCode = {
   AccountDeleted: 'E2E_ERR_ACCOUNT_DELETED',
   /** The client was asked to do something its state does not allow (e.g. send while locked). */
   InvalidState: 'E2E_ERR_CLIENT_STATE',
+  /**
+   * A new password breaks the policy (shared/client/password-policy.ts); the message says which
+   * rule. The same code as the server's refusal of clients of the previous version.
+   */
+  WeakPassword: 'E2E_ERR_WEAK_PASSWORD',
+  /**
+   * The server takes a login secret and this client sent a password, or the other way round: one
+   * of the two is older than the other and must be updated (the message says which).
+   */
+  VersionMismatch: 'E2E_ERR_VERSION_MISMATCH',
   /** Input from the UI was refused (empty message, message too long, bad username). */
   InvalidInput: 'E2E_ERR_CLIENT_INPUT',
 } as const

@@ -228,7 +228,17 @@ export class Inbox {
   private async receiveFrom(peer: string, frames: readonly DeliverFrame[]): Promise<void> {
     const batch = new SenderBatch(this.ctx, peer)
     const stored = await this.ctx.records.loadContact(peer)
-    let contact: ContactRecord = stored ?? { username: peer, verified: false, unread: 0 }
+    // Blocked: what was queued before the block (the server drops what comes after) is acknowledged
+    // and forgotten, unread; the conversation keeps what it had.
+    if (stored?.blocked) return
+    // Someone who wrote first: their presence is shown if they share it, ours is not shared with
+    // them until we answer or add them (docs/protocol.md §13.4).
+    let contact: ContactRecord = stored ?? {
+      username: peer,
+      verified: false,
+      unread: 0,
+      presenceShared: false,
+    }
     let record = await this.ctx.sessions.record(address(peer))
     const initialRecord = record
     let identityChanged = false

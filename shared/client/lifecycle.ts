@@ -24,6 +24,7 @@ import {
 } from '../identity.js'
 import { defaultKeyGeneration, type KeyGeneration } from '../key-generation.js'
 import { ONE_TIME_PREKEY_BATCH } from '../limits.js'
+import { deriveLoginSecret, LOGIN_SECRET_ITERATIONS } from '../login-secret.js'
 import { normalizeUsername } from '../username.js'
 import { ACCOUNT_KEY, readAccountHeader, type UnlockedAccount, unlockAccount } from './account.js'
 import { ClientError, ClientErrorCode } from './errors.js'
@@ -40,6 +41,20 @@ export interface LocalAccountOptions {
   readonly storageKeyIterations?: number
   /** The fewest iterations accepted when unlocking (tests lower it). */
   readonly minimumStorageKeyIterations?: number
+  /**
+   * PBKDF2 iterations of the login secret (shared/login-secret.ts). Tests lower it; production keeps
+   * the default, which is part of the format: a client with another count cannot log in.
+   */
+  readonly loginSecretIterations?: number
+}
+
+/** The login secret of `password` for `username` (canonical), at the options' cost. */
+export function loginSecretOf(
+  options: Pick<LocalAccountOptions, 'loginSecretIterations'>,
+  password: string,
+  username: string,
+): Promise<string> {
+  return deriveLoginSecret(password, username, options.loginSecretIterations ?? LOGIN_SECRET_ITERATIONS)
 }
 
 /** An unlocked account: its sealed records and its keys, ready for a client. */
@@ -66,7 +81,7 @@ export async function createLocalAccount(
   options: LocalAccountOptions,
   name: string,
   password: string,
-): Promise<{ account: LocalAccount; registration: Record<string, unknown> }> {
+): Promise<{ account: LocalAccount; registration: Record<string, unknown>; loginSecret: string }> {
   if (await options.store.get('account', ACCOUNT_KEY)) {
     throw new ClientError(
       ClientErrorCode.AccountMismatch,
@@ -88,7 +103,11 @@ export async function createLocalAccount(
     keys,
   )
   const parameters = newStorageKeyParameters(options.storageKeyIterations ?? STORAGE_KEY_MIN_ITERATIONS)
-  const storageKey = await deriveStorageKey(password, parameters, options.minimumStorageKeyIterations)
+  // Two PBKDF2 runs under different salts: independent keys, derived side by side.
+  const [storageKey, loginSecret] = await Promise.all([
+    deriveStorageKey(password, parameters, options.minimumStorageKeyIterations),
+    loginSecretOf(options, password, name),
+  ])
   const unlocked: UnlockedAccount = {
     username: name,
     server: options.serverUrl,
@@ -118,9 +137,10 @@ export async function createLocalAccount(
       identity: await importIdentity(fromBase64Url(unlocked.secrets.identity)),
       loginKey: await importRsaPrivateKeyPkcs8(fromBase64Url(unlocked.secrets.loginKey)),
     },
+    loginSecret,
     registration: {
       username: name,
-      password,
+      loginSecret,
       loginKey: toBase64Url(loginKeyPair.publicKeySpki),
       identity: publicIdentityToJson(identity.public),
       signedPreKey: preKeyToJson(publicPreKey(signedPreKey)),

@@ -24,7 +24,14 @@ import {
 } from './content.js'
 import type { ClientContext } from './context.js'
 import { ClientError, ClientErrorCode } from './errors.js'
-import { conversationOf, type MessageRecord, messageView, type OutboxRecord, withPreview } from './records.js'
+import {
+  type ContactRecord,
+  conversationOf,
+  type MessageRecord,
+  messageView,
+  type OutboxRecord,
+  withPreview,
+} from './records.js'
 import type { StoreOperation } from './store.js'
 import type { MessageView } from './views.js'
 
@@ -38,6 +45,11 @@ export const SEND_RETRY_DELAY_MS = 5_000
  * would only spend frames. A reconnect flushes the outbox sooner anyway.
  */
 export const QUEUE_SHARE_RETRY_DELAY_MS = 60_000
+
+/** The contact once we have written to them: our presence is shared with them. */
+function sharingPresence(contact: ContactRecord): ContactRecord {
+  return contact.presenceShared === false ? { ...contact, presenceShared: true } : contact
+}
 
 export class Outbox {
   private readonly ctx: ClientContext
@@ -114,12 +126,13 @@ export class Outbox {
         ),
         await this.ctx.records.sentPut({ id, peer, content, sentAt, resends: 0 }),
         await this.ctx.records.contactPut({
-          ...withPreview(fresh?.contact ?? contact!, [record]),
+          ...withPreview(sharingPresence(fresh?.contact ?? contact!), [record]),
           lastMessageAt: sentAt,
         }),
       ])
-      if (fresh && !contact)
-        this.ctx.sendFrame({ v: FRAME_VERSION, type: 'presence.subscribe', users: [peer] })
+      // Writing to someone shares our presence with them (docs/protocol.md §13.4).
+      if (!contact || contact.presenceShared === false) this.contacts.share([peer])
+      if (fresh && !contact) this.contacts.subscribe([peer])
       return record
     })
     this.ctx.events.emit('message', messageView(message))

@@ -1,22 +1,22 @@
 /**
  * Prekey upkeep: one-time prekeys refilled when the server runs low (on connect, on `prekeys.low`
- * and every PREKEY_UPKEEP_INTERVAL_MS while connected), the signed prekey rotated once it is older
- * than SIGNED_PREKEY_ROTATION_MS, keeping the last SIGNED_PREKEYS_KEPT so that prekey messages
- * sent to an older bundle still open. Private halves are stored before the public ones are
+ * and every PREKEY_UPKEEP_INTERVAL_MS while connected), never past MAX_LOCAL_ONE_TIME_PREKEYS kept,
+ * and those handed out but unused deleted after ONE_TIME_PREKEY_UNUSED_LIFETIME_MS (the plan is
+ * one-time-prekeys.ts's); the signed prekey rotated once it is older than
+ * SIGNED_PREKEY_ROTATION_MS, keeping the last SIGNED_PREKEYS_KEPT so that prekey messages sent to
+ * an older bundle still open. Private halves are stored before the public ones are
  * published, so a message to any published key can always be opened.
  *
  * What it does not know: sessions, messages, sockets.
  */
-import { PreKeyStatusResponse } from '../codec/api.js'
+import { OneTimePreKeyIdsResponse, PreKeyStatusResponse } from '../codec/api.js'
 import { preKeyToJson } from '../codec/keys.js'
 import { decode } from '../codec/schema.js'
 import { generateOneTimePreKeys, generateSignedPreKey, publicPreKey } from '../identity.js'
-import {
-  ONE_TIME_PREKEY_BATCH,
-  ONE_TIME_PREKEY_REFILL_THRESHOLD,
-  SIGNED_PREKEY_ROTATION_MS,
-} from '../limits.js'
+import { SIGNED_PREKEY_ROTATION_MS } from '../limits.js'
 import type { ClientContext } from './context.js'
+import { isClientError } from './errors.js'
+import { type OneTimePreKeyEntry, planOneTimePreKeys } from './one-time-prekeys.js'
 import type { StoreOperation } from './store.js'
 
 /** Signed prekeys kept after rotation, so prekey messages sent to an older bundle still open. */
@@ -28,6 +28,21 @@ export const SIGNED_PREKEYS_KEPT = 5
 export const PREKEY_UPKEEP_INTERVAL_MS = 6 * 60 * 60 * 1000
 
 export type PreKeyStatus = ReturnType<typeof decodeStatus>
+
+const ONE_TIME_KEY_PREFIX = 'one-time:'
+
+function sameLedger(
+  stored: readonly OneTimePreKeyEntry[] | undefined,
+  next: readonly OneTimePreKeyEntry[],
+): boolean {
+  if (!stored || stored.length !== next.length) return false
+  return stored.every(
+    (entry, i) =>
+      entry.id === next[i]!.id &&
+      entry.generatedAt === next[i]!.generatedAt &&
+      entry.handedOutAt === next[i]!.handedOutAt,
+  )
+}
 
 function decodeStatus(value: unknown) {
   return decode(PreKeyStatusResponse, value, 'prekey status')
@@ -83,23 +98,75 @@ export class PreKeyUpkeep {
     return decodeStatus(await this.ctx.api('GET', '/keys/status'))
   }
 
-  /** Refills one-time prekeys when the server runs low, and rotates the signed prekey when it is old. */
-  async maintain(): Promise<void> {
-    const status = await this.status()
-    if (status.oneTimePreKeys < ONE_TIME_PREKEY_REFILL_THRESHOLD) {
-      const secrets = this.ctx.records.account.secrets
-      const first = secrets.nextPreKeyId
-      const preKeys = await generateOneTimePreKeys(
-        this.ctx.identity(),
-        first,
-        ONE_TIME_PREKEY_BATCH,
-        { extractable: true },
-        this.ctx.keys,
+  /**
+   * The ids of our one-time prekeys the server still holds, or undefined from a server that predates
+   * GET /keys/one-time (it answers 404 E2E_ERR_NOT_FOUND; one-time-prekeys.ts then infers them).
+   */
+  async oneTimePreKeyIdsOnServer(): Promise<number[] | undefined> {
+    try {
+      const answer = decode(
+        OneTimePreKeyIdsResponse,
+        await this.ctx.api('GET', '/keys/one-time'),
+        'one-time prekey ids',
       )
+      return answer.keyIds
+    } catch (error) {
+      if (isClientError(error) && error.status === 404 && error.serverCode === 'E2E_ERR_NOT_FOUND')
+        return undefined
+      throw error
+    }
+  }
+
+  /**
+   * Deletes one-time private keys handed out and unused past their lifetime, refills when the server
+   * runs low (never past MAX_LOCAL_ONE_TIME_PREKEYS: one-time-prekeys.ts), and rotates the signed
+   * prekey when it is old.
+   */
+  async maintain(): Promise<void> {
+    const [status, serverIds, ledger, stored] = await Promise.all([
+      this.status(),
+      this.oneTimePreKeyIdsOnServer(),
+      this.ctx.records.loadOneTimePreKeyLedger(),
+      this.ctx.store.list('prekeys'),
+    ])
+    const now = this.ctx.now()
+    const plan = planOneTimePreKeys({
+      ledger: ledger?.keys ?? [],
+      localIds: stored
+        .filter((record) => record.key.startsWith(ONE_TIME_KEY_PREFIX))
+        .map((record) => Number(record.key.slice(ONE_TIME_KEY_PREFIX.length))),
+      serverIds,
+      serverCount: status.oneTimePreKeys,
+      now,
+    })
+    const secrets = this.ctx.records.account.secrets
+    const first = secrets.nextPreKeyId
+    const preKeys =
+      plan.generate > 0
+        ? await generateOneTimePreKeys(
+            this.ctx.identity(),
+            first,
+            plan.generate,
+            { extractable: true },
+            this.ctx.keys,
+          )
+        : []
+    const entries = [...plan.ledger, ...preKeys.map((preKey) => ({ id: preKey.keyId, generatedAt: now }))]
+    const unchanged = preKeys.length === 0 && plan.deleteIds.length === 0 && sameLedger(ledger?.keys, entries)
+    if (!unchanged) {
+      // Private halves (and their ledger entries) are stored before the public ones are published.
       await this.ctx.store.commit([
+        ...plan.deleteIds.map(
+          (id): StoreOperation => ({ op: 'delete', table: 'prekeys', key: `${ONE_TIME_KEY_PREFIX}${id}` }),
+        ),
         ...(await Promise.all(preKeys.map((preKey) => this.ctx.records.preKeyPut(preKey, false)))),
-        await this.ctx.records.accountPut({ ...secrets, nextPreKeyId: first + ONE_TIME_PREKEY_BATCH }),
+        await this.ctx.records.oneTimePreKeyLedgerPut({ v: 1, keys: entries }),
+        ...(preKeys.length > 0
+          ? [await this.ctx.records.accountPut({ ...secrets, nextPreKeyId: first + preKeys.length })]
+          : []),
       ])
+    }
+    if (preKeys.length > 0) {
       await this.ctx.api('POST', '/keys/one-time', {
         oneTimePreKeys: preKeys.map((preKey) => preKeyToJson(publicPreKey(preKey))),
       })

@@ -28,6 +28,8 @@ export const ContactRecord = Type.Object({
   retryPending: Type.Optional(Type.Array(Type.String(), { maxItems: 100 })),
   retryRequestedAt: Type.Optional(Type.Integer()),
   deletedAt: Type.Optional(Type.Number()),
+  presenceShared: Type.Optional(Type.Boolean()),
+  blocked: Type.Optional(Type.Boolean()),
   preview: Type.Optional(
     Type.Object({
       id: Type.String(),
@@ -63,6 +65,17 @@ export interface ContactRecord {
    * every record written before deletion existed, which is what it means there: not deleted.
    */
   deletedAt?: number
+  /**
+   * Whether our presence is shared with this contact (`presence.share`). False for someone who
+   * only wrote to us, until we answer or add them; absent means shared (every contact of a
+   * version before this field was added or written to, and shared as before).
+   */
+  presenceShared?: boolean
+  /**
+   * We blocked this contact: the server drops their messages and hides our presence from them,
+   * and we neither send to them nor store what still arrives. The conversation stays, marked.
+   */
+  blocked?: boolean
   /**
    * The conversation's newest entry, kept here so the conversation list needs no history read per
    * contact (absent in records written before it was kept: computed from the history then).
@@ -203,7 +216,8 @@ export function contactView(contact: ContactRecord, online: boolean): ContactVie
     identityChanged: contact.pendingIdentity !== undefined,
     unread: contact.unread,
     lastMessageAt: contact.lastMessageAt,
-    online,
+    online: online && !contact.blocked,
+    blocked: contact.blocked === true,
     accountDeleted: contact.deletedAt !== undefined,
   }
 }

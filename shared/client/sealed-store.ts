@@ -6,6 +6,7 @@
  *   sessions  key <address>  ("alice:1")       context "session:<address>"   a session record
  *             key <peer>     (format 1 only)    context "session:<peer>"      one session; migrated
  *   prekeys   key signed:<id> | one-time:<id>  context "prekey:<key>"
+ *             key one-time-ledger              context "prekey:one-time-ledger"   (one-time-prekeys.ts)
  *   contacts  key <peer>                       context "contact:<peer>"
  *   messages  key <peer>/<id>                  context "message:<key>"
  *   outbox    key <id>                         context "outbox:<id>"
@@ -31,6 +32,7 @@ import {
 } from '../session-serialization.js'
 import { ACCOUNT_KEY, type AccountSecrets, sealAccount, type UnlockedAccount } from './account.js'
 import { ClientError, ClientErrorCode } from './errors.js'
+import { ONE_TIME_PREKEY_LEDGER_KEY, OneTimePreKeyLedger } from './one-time-prekeys.js'
 import {
   ContactRecord,
   conversationOf,
@@ -50,6 +52,11 @@ class ObservedStore implements ClientStore {
     private readonly inner: ClientStore,
     private readonly committed: (operations: readonly StoreOperation[]) => void,
     private readonly wiped: () => void,
+    /**
+     * Waits out a re-seal in progress, then gives the batch with every value sealed under the
+     * current storage key (a batch sealed before a password change is sealed again).
+     */
+    private readonly current: (operations: readonly StoreOperation[]) => Promise<readonly StoreOperation[]>,
   ) {}
 
   get(table: StoreTable, key: string): Promise<StoreRecord | undefined> {
@@ -72,8 +79,9 @@ class ObservedStore implements ClientStore {
   }
 
   async commit(operations: readonly StoreOperation[]): Promise<void> {
-    await this.inner.commit(operations)
-    this.committed(operations)
+    const current = await this.current(operations)
+    await this.inner.commit(current)
+    this.committed(current)
   }
 
   async wipe(): Promise<void> {
@@ -99,13 +107,42 @@ interface RecentMessage {
   readonly sealed: Uint8Array
 }
 
+/** The context prefix of each table's sealed values (the table above). */
+const CONTEXT_PREFIX = {
+  prekeys: 'prekey',
+  sessions: 'session',
+  contacts: 'contact',
+  messages: 'message',
+  outbox: 'outbox',
+  sent: 'sent',
+} as const satisfies Readonly<Record<Exclude<StoreTable, 'account'>, string>>
+const SEALED_TABLES = Object.keys(CONTEXT_PREFIX) as (keyof typeof CONTEXT_PREFIX)[]
+
+/** Records opened and sealed again at once while re-sealing (bounds the crypto in flight). */
+const RESEAL_BATCH = 256
+
+/** How a value put by this store was sealed: enough to seal it again under a new key. */
+type SealedWith =
+  | { readonly key: CryptoKey; readonly context: string }
+  | { readonly key: CryptoKey; readonly secrets: AccountSecrets }
+
 export class SealedStore {
   /**
    * The store to read and commit through (every part of the core does): it keeps the live session
    * records below in step with what is committed.
    */
   readonly store: ClientStore
+  private readonly raw: ClientStore
   private unlocked: UnlockedAccount
+  /**
+   * After a password change, the storage key before it: a record read just before the switch is
+   * still opened (in memory only, until the store closes).
+   */
+  private previousKey: CryptoKey | undefined
+  /** A re-seal under way (commits wait for it). */
+  private resealing: Promise<void> | undefined
+  /** The key and context each value put by this store was sealed with. */
+  private readonly sealedWith = new WeakMap<Uint8Array, SealedWith>()
   /**
    * Session records as last committed, by address: decrypting a backlog reuses the record (and its
    * imported keys) instead of reading, opening and rebuilding it for every message.
@@ -120,6 +157,7 @@ export class SealedStore {
   private readonly pendingMessages = new WeakMap<StoreOperation, MessageRecord>()
 
   constructor(store: ClientStore, account: UnlockedAccount) {
+    this.raw = store
     this.store = new ObservedStore(
       store,
       (operations) => this.committed(operations),
@@ -128,8 +166,109 @@ export class SealedStore {
         this.recentMessages.clear()
         this.recentMessageBytes = 0
       },
+      (operations) => this.current(operations),
     )
     this.unlocked = account
+  }
+
+  /**
+   * Seals every record of the store again under a new storage key (a password change), with the
+   * account's secrets as given, in one commit: the store opens with the old password until it
+   * lands and with the new one after, never with neither. Commits from the rest of the core wait
+   * meanwhile, and a batch they sealed under the old key is sealed again before it is written.
+   */
+  async reseal(
+    next: Pick<UnlockedAccount, 'storageKey' | 'parameters'>,
+    secrets: AccountSecrets,
+    onProgress: (done: number, total: number) => void = () => {},
+  ): Promise<void> {
+    while (this.resealing) await this.resealing
+    let finished = () => {}
+    this.resealing = new Promise<void>((resolve) => {
+      finished = resolve
+    })
+    try {
+      const listed = await Promise.all(SEALED_TABLES.map((table) => this.raw.list(table)))
+      const work = SEALED_TABLES.flatMap((table, i) => listed[i]!.map((record) => ({ table, record })))
+      const operations: StoreOperation[] = []
+      onProgress(0, work.length)
+      for (let start = 0; start < work.length; start += RESEAL_BATCH) {
+        const batch = work.slice(start, start + RESEAL_BATCH)
+        operations.push(
+          ...(await Promise.all(
+            batch.map(async ({ table, record }): Promise<StoreOperation> => {
+              const context = `${CONTEXT_PREFIX[table]}:${record.key}`
+              const value = await seal(next.storageKey, await this.openBytes(record.value, context), context)
+              return { op: 'put', table, record: { ...record, value } }
+            }),
+          )),
+        )
+        onProgress(Math.min(work.length, start + batch.length), work.length)
+      }
+      const unlocked: UnlockedAccount = { ...this.unlocked, ...next, secrets }
+      operations.push({
+        op: 'put',
+        table: 'account',
+        record: { key: ACCOUNT_KEY, value: await sealAccount(unlocked, secrets) },
+      })
+      await this.raw.commit(operations)
+      this.previousKey = this.unlocked.storageKey
+      this.unlocked = unlocked
+      // Their sealed bytes are no longer what the store holds.
+      this.recentMessages.clear()
+      this.recentMessageBytes = 0
+    } finally {
+      this.resealing = undefined
+      finished()
+    }
+  }
+
+  /** The batch to commit now: after any re-seal, with every value sealed under today's key. */
+  private async current(operations: readonly StoreOperation[]): Promise<readonly StoreOperation[]> {
+    while (this.resealing) await this.resealing
+    const key = this.unlocked.storageKey
+    const stale = (operation: StoreOperation) =>
+      operation.op === 'put' && (this.sealedWith.get(operation.record.value)?.key ?? key) !== key
+    if (!operations.some(stale)) return operations
+    return Promise.all(
+      operations.map(async (operation) => {
+        if (operation.op !== 'put') return operation
+        const how = this.sealedWith.get(operation.record.value)
+        if (!how || how.key === key) return operation
+        const value =
+          'secrets' in how
+            ? await sealAccount(this.unlocked, how.secrets)
+            : await seal(key, await open(how.key, operation.record.value, how.context), how.context)
+        this.sealedWith.set(
+          value,
+          'secrets' in how ? { key, secrets: how.secrets } : { key, context: how.context },
+        )
+        const fresh: StoreOperation = { ...operation, record: { ...operation.record, value } }
+        const session = this.pendingSessions.get(operation)
+        if (session) this.pendingSessions.set(fresh, session)
+        const message = this.pendingMessages.get(operation)
+        if (message) this.pendingMessages.set(fresh, message)
+        return fresh
+      }),
+    )
+  }
+
+  /** Seals under the current storage key, remembering how (see `current`). */
+  private async sealBytes(plaintext: Uint8Array, context: string): Promise<Uint8Array> {
+    const key = this.unlocked.storageKey
+    const value = await seal(key, plaintext, context)
+    this.sealedWith.set(value, { key, context })
+    return value
+  }
+
+  /** Opens under the current storage key, or the one before a password change made in this run. */
+  private async openBytes(sealed: Uint8Array, context: string): Promise<Uint8Array> {
+    try {
+      return await open(this.unlocked.storageKey, sealed, context)
+    } catch (error) {
+      if (!this.previousKey) throw error
+      return open(this.previousKey, sealed, context)
+    }
   }
 
   private committed(operations: readonly StoreOperation[]): void {
@@ -186,11 +325,9 @@ export class SealedStore {
   /** The operation that stores the account with new secrets; the in-memory copy follows at once. */
   async accountPut(secrets: AccountSecrets): Promise<StoreOperation> {
     this.unlocked = { ...this.unlocked, secrets }
-    return {
-      op: 'put',
-      table: 'account',
-      record: { key: ACCOUNT_KEY, value: await sealAccount(this.unlocked, secrets) },
-    }
+    const value = await sealAccount(this.unlocked, secrets)
+    this.sealedWith.set(value, { key: this.unlocked.storageKey, secrets })
+    return { op: 'put', table: 'account', record: { key: ACCOUNT_KEY, value } }
   }
 
   async loadSessionRecord(address: AddressKey): Promise<SessionRecord | undefined> {
@@ -206,9 +343,7 @@ export class SealedStore {
 
   async openSessionRecord(address: AddressKey, sealed: Uint8Array): Promise<SessionRecord> {
     try {
-      return await deserializeSessionRecord(
-        await open(this.unlocked.storageKey, sealed, `session:${address}`),
-      )
+      return await deserializeSessionRecord(await this.openBytes(sealed, `session:${address}`))
     } catch (cause) {
       throw new ClientError(
         ClientErrorCode.CorruptStore,
@@ -219,11 +354,7 @@ export class SealedStore {
   }
 
   async sessionRecordPut(address: AddressKey, record: SessionRecord): Promise<StoreOperation> {
-    const value = await seal(
-      this.unlocked.storageKey,
-      await serializeSessionRecord(record),
-      `session:${address}`,
-    )
+    const value = await this.sealBytes(await serializeSessionRecord(record), `session:${address}`)
     const operation: StoreOperation = { op: 'put', table: 'sessions', record: { key: address, value } }
     this.pendingSessions.set(operation, record)
     return operation
@@ -232,7 +363,7 @@ export class SealedStore {
   /** A session as records format 1 stored it: one per contact, keyed by username. */
   async openLegacySession(peer: string, sealed: Uint8Array): Promise<Session> {
     try {
-      return await deserializeSession(await open(this.unlocked.storageKey, sealed, `session:${peer}`))
+      return await deserializeSession(await this.openBytes(sealed, `session:${peer}`))
     } catch (cause) {
       throw new ClientError(
         ClientErrorCode.CorruptStore,
@@ -246,13 +377,36 @@ export class SealedStore {
   async loadPreKey(key: string): Promise<PreKeyPair | undefined> {
     const record = await this.store.get('prekeys', key)
     if (!record) return undefined
-    return importPreKey(await open(this.unlocked.storageKey, record.value, `prekey:${key}`))
+    return importPreKey(await this.openBytes(record.value, `prekey:${key}`))
   }
 
   async preKeyPut(preKey: PreKeyPair, signed: boolean): Promise<StoreOperation> {
     const key = `${signed ? 'signed' : 'one-time'}:${preKey.keyId}`
-    const value = await seal(this.unlocked.storageKey, await exportPreKey(preKey), `prekey:${key}`)
+    const value = await this.sealBytes(await exportPreKey(preKey), `prekey:${key}`)
     return { op: 'put', table: 'prekeys', record: { key, value } }
+  }
+
+  /** The one-time prekey ledger; undefined when none is stored yet (stores written before it). */
+  async loadOneTimePreKeyLedger(): Promise<OneTimePreKeyLedger | undefined> {
+    const record = await this.store.get('prekeys', ONE_TIME_PREKEY_LEDGER_KEY)
+    if (!record) return undefined
+    const ledger = await this.openJson<unknown>(record.value, `prekey:${ONE_TIME_PREKEY_LEDGER_KEY}`)
+    if (!matches(OneTimePreKeyLedger, ledger)) {
+      throw new ClientError(
+        ClientErrorCode.CorruptStore,
+        'expected a one-time prekey ledger, got a damaged one',
+      )
+    }
+    return ledger
+  }
+
+  async oneTimePreKeyLedgerPut(ledger: OneTimePreKeyLedger): Promise<StoreOperation> {
+    const key = ONE_TIME_PREKEY_LEDGER_KEY
+    return {
+      op: 'put',
+      table: 'prekeys',
+      record: { key, value: await this.sealJson(ledger, `prekey:${key}`) },
+    }
   }
 
   async loadContact(peer: string): Promise<ContactRecord | undefined> {
@@ -353,12 +507,12 @@ export class SealedStore {
   }
 
   private async sealJson(value: unknown, context: string): Promise<Uint8Array> {
-    return seal(this.unlocked.storageKey, utf8Encode(JSON.stringify(value)), context)
+    return this.sealBytes(utf8Encode(JSON.stringify(value)), context)
   }
 
   private async openJson<T>(sealed: Uint8Array, context: string): Promise<T> {
     try {
-      return JSON.parse(utf8Decode(await open(this.unlocked.storageKey, sealed, context))) as T
+      return JSON.parse(utf8Decode(await this.openBytes(sealed, context))) as T
     } catch (cause) {
       throw new ClientError(
         ClientErrorCode.CorruptStore,

@@ -89,6 +89,8 @@ export interface ContactView {
   readonly unread: number
   readonly lastMessageAt: number | undefined
   readonly online: boolean
+  /** We blocked this contact: nothing is sent to or stored from them; the history stays. */
+  readonly blocked: boolean
   /** The contact deleted their account: the conversation stays, marked, and sending is refused. */
   readonly accountDeleted: boolean
 }
@@ -105,6 +107,8 @@ export interface ClientEvents extends Record<string, unknown> {
   'identity-changed': { peer: string }
   /** The server said that this contact deleted their account; the conversation is now marked. */
   'account-deleted': { peer: string }
+  /** We blocked or unblocked this contact. */
+  blocked: { peer: string; blocked: boolean }
   connection: { state: ConnectionState }
   /**
    * A message arrived that could not be decrypted: a notice took its place in the conversation and

@@ -2,7 +2,14 @@
  * Schemas of every REST body (requests and responses). Fastify validates requests and serialises
  * responses with them; clients decode responses with `decode`. Binary fields are unpadded base64url.
  */
-import { ONE_TIME_PREKEY_BATCH, PASSWORD_MAX_LENGTH, USERNAME_MAX_LENGTH } from '../limits.js'
+import {
+  MAX_LISTED_ONE_TIME_PREKEY_IDS,
+  ONE_TIME_PREKEY_BATCH,
+  PASSWORD_MAX_LENGTH,
+  USER_SEARCH_MAX_RESULTS,
+  USERNAME_MAX_LENGTH,
+} from '../limits.js'
+import { LOGIN_SECRET_BYTES } from '../login-secret.js'
 import { USERNAME_PATTERN } from '../username.js'
 import { Base64Url, FixedBase64Url, type Static, Type } from './schema.js'
 
@@ -17,7 +24,10 @@ export const ServerUsernameField = Type.String({ pattern: USERNAME_PATTERN.sourc
 
 /** Usernames on the wire before normalisation (NFKC can shorten them); the server normalises. */
 export const UsernameField = Type.String({ minLength: 1, maxLength: USERNAME_MAX_LENGTH * 2 })
+/** Sent only by clients of the previous version, and once more by today's to upgrade an account. */
 export const PasswordField = Type.String({ minLength: 1, maxLength: PASSWORD_MAX_LENGTH })
+/** What a client proves itself with instead of the password (shared/login-secret.ts). */
+export const LoginSecretField = FixedBase64Url(LOGIN_SECRET_BYTES, 'login secret: PBKDF2-HMAC-SHA256 output')
 /** RSA-OAEP-3072 SubjectPublicKeyInfo DER is 422 bytes; allow some slack for encodings. */
 export const LoginKeyField = Base64Url(64, 600, 'RSA-OAEP-3072 SHA-256 public key, SPKI DER')
 export const TimestampField = Type.Integer({ minimum: 0, description: 'milliseconds since the Unix epoch' })
@@ -48,7 +58,12 @@ export const OneTimePreKeysJson = Type.Array(PreKeyJson, { minItems: 1, maxItems
 export const RegisterRequest = Type.Object(
   {
     username: UsernameField,
-    password: PasswordField,
+    loginSecret: Type.Optional(LoginSecretField),
+    /**
+     * Registration: refused (a client of the previous version, told to update). Reinstall: only with
+     * `loginSecret`, to upgrade an account still on its password (docs/protocol.md §4.1).
+     */
+    password: Type.Optional(PasswordField),
     loginKey: LoginKeyField,
     identity: PublicIdentityJson,
     signedPreKey: PreKeyJson,
@@ -68,10 +83,16 @@ export type RegisterResponse = Static<typeof RegisterResponse>
 export const DeviceProofField = FixedBase64Url(32, 'device proof: the decrypted login challenge')
 
 /**
- * What proves the password: the fields /login takes, and /account/delete with them (the one place
- * both requests get their credential from).
+ * What proves the account: the fields /login takes, and /account/delete with them (the one place
+ * both requests get their credential from). `loginSecret` alone from today's clients; `password`
+ * alone from clients of the previous version (accepted while the account is still on its
+ * password); both once, to upgrade an account.
  */
-export const CredentialFields = { username: UsernameField, password: PasswordField }
+export const CredentialFields = {
+  username: UsernameField,
+  loginSecret: Type.Optional(LoginSecretField),
+  password: Type.Optional(PasswordField),
+}
 
 export const LoginRequest = Type.Object(
   { ...CredentialFields, deviceProof: Type.Optional(DeviceProofField) },
@@ -79,11 +100,34 @@ export const LoginRequest = Type.Object(
 )
 export type LoginRequest = Static<typeof LoginRequest>
 
+/** POST /account/password: the current credential (as for /login) and the new login secret. */
+export const ChangePasswordRequest = Type.Object(
+  {
+    loginSecret: LoginSecretField,
+    password: Type.Optional(PasswordField),
+    newLoginSecret: LoginSecretField,
+    /** End every other session of the account (their sockets close). */
+    endOtherSessions: Type.Optional(Type.Boolean()),
+  },
+  { additionalProperties: false },
+)
+export type ChangePasswordRequest = Static<typeof ChangePasswordRequest>
+
+export const ChangePasswordResponse = Type.Object(
+  { endedSessions: Type.Integer({ minimum: 0 }) },
+  { additionalProperties: false },
+)
+export type ChangePasswordResponse = Static<typeof ChangePasswordResponse>
+
 /**
  * POST /account/delete, besides the session token: the account's own name (what the user typed to
- * confirm) and the proof of its password that /login takes.
+ * confirm) and the proof that /login takes. The login secret is required (no client of the
+ * previous version deletes); `password` beside it only for an account still on its password.
  */
-export const DeleteAccountRequest = Type.Object({ ...CredentialFields }, { additionalProperties: false })
+export const DeleteAccountRequest = Type.Object(
+  { ...CredentialFields, loginSecret: LoginSecretField },
+  { additionalProperties: false },
+)
 export type DeleteAccountRequest = Static<typeof DeleteAccountRequest>
 
 export const LoginChallengeRequest = Type.Object({ username: UsernameField }, { additionalProperties: false })
@@ -148,10 +192,21 @@ export const PreKeyStatusResponse = Type.Object(
 )
 export type PreKeyStatusResponse = Static<typeof PreKeyStatusResponse>
 
+/**
+ * GET /keys/one-time: the ids of the caller's one-time prekeys the server still holds (not yet
+ * handed out), lowest first. A separate route rather than a field of PreKeyStatusResponse, whose
+ * schema refuses unknown fields: clients that predate it never ask, so they keep working.
+ */
+export const OneTimePreKeyIdsResponse = Type.Object(
+  { keyIds: Type.Array(KeyIdField, { maxItems: MAX_LISTED_ONE_TIME_PREKEY_IDS }) },
+  { additionalProperties: false },
+)
+export type OneTimePreKeyIdsResponse = Static<typeof OneTimePreKeyIdsResponse>
+
 export const UserSearchResponse = Type.Object(
   {
     users: Type.Array(Type.Object({ username: ServerUsernameField }, { additionalProperties: false }), {
-      maxItems: 50,
+      maxItems: USER_SEARCH_MAX_RESULTS,
     }),
   },
   { additionalProperties: false },

@@ -4,7 +4,7 @@
  * Message bodies are envelopes (codec/envelope.ts) in unpadded base64url: the server relays them
  * without looking inside.
  */
-import { MAX_ENVELOPE_BYTES, MESSAGE_ID_BYTES } from '../limits.js'
+import { MAX_ENVELOPE_BYTES, MAX_PRESENCE_NAMES_PER_FRAME, MESSAGE_ID_BYTES } from '../limits.js'
 import { ServerUsernameField, TimestampField, UsernameField } from './api.js'
 import { Base64Url, decode, FixedBase64Url, type Static, type TSchema, Type } from './schema.js'
 
@@ -33,11 +33,34 @@ export const AckFrame = Type.Object(
   { additionalProperties: false },
 )
 export const SubscribePresenceFrame = Type.Object(
-  { v: V, type: Type.Literal('presence.subscribe'), users: Type.Array(UsernameField, { maxItems: 500 }) },
+  {
+    v: V,
+    type: Type.Literal('presence.subscribe'),
+    users: Type.Array(UsernameField, { maxItems: MAX_PRESENCE_NAMES_PER_FRAME }),
+  },
   { additionalProperties: false },
 )
 
-export const ClientFrame = Type.Union([AuthFrame, SendFrame, AckFrame, SubscribePresenceFrame])
+/**
+ * Consent: the sender's presence (and identity changes) may go to these users. Clients send it for
+ * their contacts; without it nobody else hears the sender's presence (docs/protocol.md §13.4).
+ */
+export const SharePresenceFrame = Type.Object(
+  {
+    v: V,
+    type: Type.Literal('presence.share'),
+    users: Type.Array(UsernameField, { maxItems: MAX_PRESENCE_NAMES_PER_FRAME }),
+  },
+  { additionalProperties: false },
+)
+
+export const ClientFrame = Type.Union([
+  AuthFrame,
+  SendFrame,
+  AckFrame,
+  SubscribePresenceFrame,
+  SharePresenceFrame,
+])
 export type ClientFrame = Static<typeof ClientFrame>
 
 // --- Server → client ----------------------------------------------------------------------------
@@ -102,6 +125,7 @@ const CLIENT_FRAMES: Record<string, TSchema> = {
   send: SendFrame,
   ack: AckFrame,
   'presence.subscribe': SubscribePresenceFrame,
+  'presence.share': SharePresenceFrame,
 }
 const SERVER_FRAMES: Record<string, TSchema> = {
   ready: ReadyFrame,

@@ -518,6 +518,7 @@ export class AppShell extends LitElement {
           .username=${account.client.username}
           .connection=${this.connection}
           .installPrompt=${this.installPrompt}
+          .changePassword=${account.client.changePassword.bind(account.client)}
           ?narrow=${!this.wide}
           .deleteAccount=${(password: string, typed: string) => this.deleteAccount(password, typed)}
           @logout=${(event: CustomEvent<{ wipe: boolean }>) => this.signOut({ wipe: event.detail.wipe })}

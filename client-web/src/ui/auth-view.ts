@@ -284,7 +284,10 @@ export class AuthView extends LitElement {
         detail: `${detail} If it is yours and the device with its keys is lost, choose “Use an existing account”, then “Start over on this device”.`,
       }
     }
-    if (isClientError(error) && error.serverCode === 'E2E_ERR_WEAK_PASSWORD') {
+    if (
+      isClientError(error, 'E2E_ERR_WEAK_PASSWORD') ||
+      (isClientError(error) && error.serverCode === 'E2E_ERR_WEAK_PASSWORD')
+    ) {
       return { title: 'Choose a stronger password', detail }
     }
     if (isClientError(error) && error.serverCode === 'E2E_ERR_INVALID_USERNAME') {

@@ -1,6 +1,6 @@
 /**
  * A contact's details: the safety number as twelve groups of five digits and as a QR code, whether
- * it has been verified, and the action that records a successful comparison.
+ * it has been verified, the action that records a successful comparison, and blocking.
  */
 import { css, html, LitElement, nothing, type PropertyValues, type TemplateResult } from 'lit'
 import { customElement, property, state } from 'lit/decorators.js'
@@ -126,6 +126,48 @@ export class ContactDetails extends LitElement {
     }
   }
 
+  private async setBlocked(blocked: boolean): Promise<void> {
+    this.busy = true
+    this.error = ''
+    try {
+      if (blocked) await this.client.blockContact(this.peer)
+      else await this.client.unblockContact(this.peer)
+      this.dispatchEvent(new CustomEvent('contacts-changed', { bubbles: true, composed: true }))
+    } catch (error) {
+      this.error = describeError(error)
+    } finally {
+      this.busy = false
+    }
+  }
+
+  private renderBlocking(): TemplateResult {
+    const blocked = this.contact?.blocked === true
+    return html`<section class="card" aria-labelledby="block-heading">
+      <h3 id="block-heading">${blocked ? `${this.peer} is blocked` : 'Block'}</h3>
+      <p>
+        ${
+          blocked
+            ? html`Their messages are not delivered to you, they cannot see when you are online, and you
+                cannot write to them. They are not told. The conversation stays.`
+            : html`Blocking ${this.peer} stops their messages (they are not told: theirs look sent, never
+                delivered) and hides when you are online from them. The conversation stays.`
+        }
+      </p>
+      <div class="actions">
+        ${
+          blocked
+            ? html`<span class="chip unverified" data-testid="blocked-chip">Blocked</span>
+                <button class="btn secondary" ?disabled=${this.busy} @click=${() => this.setBlocked(false)}>
+                  Unblock ${this.peer}
+                </button>`
+            : html`<button class="btn secondary" ?disabled=${this.busy} @click=${() => this.setBlocked(true)}>
+                Block ${this.peer}
+              </button>`
+        }
+      </div>
+    </section>`
+  }
+
   private renderVerification(): TemplateResult {
     const contact = this.contact
     if (contact?.identityChanged) {
@@ -201,6 +243,7 @@ export class ContactDetails extends LitElement {
             </div>
             ${this.renderVerification()}
           </section>
+          ${this.renderBlocking()}
         </div>
       </div>
     `

@@ -264,8 +264,9 @@ export class ConversationView extends LitElement {
       .catch(() => undefined)
   }
 
+  /** Sending is paused: a key change to review first, a contact we blocked, or a deleted account. */
   private get blocked(): boolean {
-    return this.contact?.identityChanged === true || this.deleted
+    return this.contact?.identityChanged === true || this.contact?.blocked === true || this.deleted
   }
 
   /** The contact deleted their account: the history stays, marked, and nothing can be sent. */
@@ -380,8 +381,21 @@ export class ConversationView extends LitElement {
                 <span>${accountDeletedText(this.peer)}</span>
               </div>
             </div>`
-          : this.blocked
+          : this.contact?.blocked
             ? html`<div class="notice">
+              <div class="banner warning" role="status" data-testid="blocked-banner">
+                ${icons.alert()}
+                <span
+                  >You blocked ${this.peer}. Their messages are not delivered to you and they cannot see
+                  when you are online; this conversation stays here.</span
+                >
+                <button class="btn secondary" @click=${() => this.go(`#/chat/${encodeURIComponent(this.peer)}/details`)}>
+                  Unblock…
+                </button>
+              </div>
+            </div>`
+            : this.blocked
+              ? html`<div class="notice">
               <div class="banner warning" role="alert">
                 ${icons.alert()}
                 <span
@@ -403,7 +417,7 @@ export class ConversationView extends LitElement {
                 </button>
               </div>
             </div>`
-            : nothing
+              : nothing
       }
       <sc-message-list
         .messages=${this.messages}
@@ -430,9 +444,11 @@ export class ConversationView extends LitElement {
               placeholder=${
                 this.deleted
                   ? 'This account was deleted'
-                  : this.blocked
-                    ? 'Review the key change to send messages'
-                    : `Write to ${this.peer}`
+                  : this.contact?.blocked
+                    ? `Unblock ${this.peer} to send messages`
+                    : this.blocked
+                      ? 'Review the key change to send messages'
+                      : `Write to ${this.peer}`
               }
               ?disabled=${this.blocked}
               @keydown=${this.onKeydown}

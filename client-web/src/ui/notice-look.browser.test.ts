@@ -78,6 +78,7 @@ async function mountConversation(peer: string, narrow: boolean): Promise<Convers
     unread: 0,
     lastMessageAt: undefined,
     online: false,
+    blocked: false,
   }
   document.body.append(view)
   mounted.push(view)

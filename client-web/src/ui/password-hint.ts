@@ -1,7 +1,8 @@
 /**
- * An early warning, while the user types, that a password is easy to guess. The server decides
- * (zxcvbn with its common-password lists, too large to ship to the page); this catches only the
- * obvious cases so the user hears about them before submitting, and says nothing otherwise.
+ * An early warning, while the user types, that a password is easy to guess. The client core decides
+ * on submit (zxcvbn with its common-password lists, shared/client/password-policy.ts, loaded only
+ * then: too large for every page load); this catches only the obvious cases so the user hears
+ * about them while typing, and says nothing otherwise.
  */
 import { PASSWORD_MIN_LENGTH } from '../../../shared/limits.js'
 

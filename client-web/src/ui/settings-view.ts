@@ -1,11 +1,12 @@
 /**
- * Settings: who is logged in and where the keys are, notifications, installing the app, logging
- * out (optionally erasing this account from the browser), and deleting the account for good
- * (after its name is typed and its password given; the app shell does the deleting).
+ * Settings: who is logged in and where the keys are, changing the password, notifications,
+ * installing the app, logging out (optionally erasing this account from the browser), and deleting
+ * the account for good (after its name is typed and its password given; the app shell does the
+ * deleting).
  */
 import { css, html, LitElement, nothing, type TemplateResult } from 'lit'
 import { customElement, property, state } from 'lit/decorators.js'
-import type { ConnectionState } from '../../../shared/client/chat-client.js'
+import type { ChatClient, ConnectionState } from '../../../shared/client/chat-client.js'
 import { describeError } from '../session.js'
 import { avatar } from './avatar.js'
 import { icons } from './icons.js'
@@ -89,6 +90,16 @@ export class SettingsView extends LitElement {
       .danger-zone {
         border: 1px solid var(--danger-soft);
       }
+      form {
+        display: grid;
+        gap: 12px;
+      }
+      progress {
+        width: 100%;
+      }
+      .check.plain input {
+        accent-color: var(--accent);
+      }
       .delete-form {
         display: flex;
         flex-direction: column;
@@ -102,6 +113,18 @@ export class SettingsView extends LitElement {
   @property({ attribute: false }) installPrompt: InstallPrompt | undefined
   @property({ type: Boolean }) narrow = false
 
+  /** The account's password change (ChatClient.changePassword); the card is hidden without it. */
+  @property({ attribute: false }) changePassword: ChatClient['changePassword'] | undefined
+
+  @state() private wipe = false
+  @state() private currentPassword = ''
+  @state() private newPassword = ''
+  @state() private repeatPassword = ''
+  @state() private endOtherSessions = false
+  /** While a change runs: how far re-sealing this browser's data has come. */
+  @state() private changing: { done: number; total: number } | undefined
+  @state() private passwordOutcome: { ok: boolean; text: string } | undefined
+
   /**
    * Deletes the account on the server and here, given its password and the name the user typed
    * (the app shell's; it locks the app once done). Rejects with the reason when refused.
@@ -110,7 +133,6 @@ export class SettingsView extends LitElement {
     | ((password: string, typedUsername: string) => Promise<void>)
     | undefined
 
-  @state() private wipe = false
   @state() private deleteOpen = false
   @state() private deleteTyped = ''
   @state() private deletePassword = ''
@@ -222,6 +244,140 @@ export class SettingsView extends LitElement {
     </form>`
   }
 
+  private async submitPassword(event: Event): Promise<void> {
+    event.preventDefault()
+    if (!this.changePassword || this.changing) return
+    if (this.newPassword !== this.repeatPassword) {
+      this.passwordOutcome = { ok: false, text: 'The two new passwords differ. Nothing was changed.' }
+      return
+    }
+    this.passwordOutcome = undefined
+    this.changing = { done: 0, total: 0 }
+    try {
+      const { endedSessions } = await this.changePassword(this.currentPassword, this.newPassword, {
+        endOtherSessions: this.endOtherSessions,
+        onProgress: (done, total) => {
+          this.changing = { done, total }
+        },
+      })
+      this.passwordOutcome = {
+        ok: true,
+        text: `Password changed, in this browser and on the server. Use the new one from now on.${
+          this.endOtherSessions
+            ? ` ${endedSessions} other session${endedSessions === 1 ? '' : 's'} signed out.`
+            : ''
+        }`,
+      }
+      this.currentPassword = ''
+      this.newPassword = ''
+      this.repeatPassword = ''
+    } catch (error) {
+      this.passwordOutcome = { ok: false, text: describeError(error) }
+    } finally {
+      this.changing = undefined
+    }
+  }
+
+  private renderPassword(): TemplateResult | typeof nothing {
+    if (!this.changePassword) return nothing
+    const changing = this.changing
+    const input = (
+      id: string,
+      label: string,
+      value: string,
+      set: (value: string) => void,
+      autocomplete: string,
+    ) =>
+      html`<div class="field">
+        <label for=${id}>${label}</label>
+        <input
+          id=${id}
+          type="password"
+          autocomplete=${autocomplete}
+          required
+          ?disabled=${changing !== undefined}
+          .value=${value}
+          @input=${(event: Event) => set((event.target as HTMLInputElement).value)}
+        />
+      </div>`
+    return html`<section class="card" aria-labelledby="password-heading">
+      <h3 id="password-heading">${icons.lock()} Password</h3>
+      <p>
+        Your password never leaves this browser: the server gets only a key derived from it, which cannot
+        unlock what is stored here. Changing it encrypts this browser's copy of your account again under
+        the new password.
+      </p>
+      <form @submit=${this.submitPassword} novalidate aria-label="Change password">
+        ${input(
+          'current-password',
+          'Current password',
+          this.currentPassword,
+          (v) => {
+            this.currentPassword = v
+          },
+          'current-password',
+        )}
+        ${input(
+          'new-password',
+          'New password',
+          this.newPassword,
+          (v) => {
+            this.newPassword = v
+          },
+          'new-password',
+        )}
+        ${input(
+          'repeat-password',
+          'Repeat the new password',
+          this.repeatPassword,
+          (v) => {
+            this.repeatPassword = v
+          },
+          'new-password',
+        )}
+        <label class="check plain">
+          <input
+            type="checkbox"
+            .checked=${this.endOtherSessions}
+            ?disabled=${changing !== undefined}
+            @change=${(event: Event) => {
+              this.endOtherSessions = (event.target as HTMLInputElement).checked
+            }}
+          />
+          <span>Also sign out my other sessions</span>
+        </label>
+        ${
+          changing
+            ? html`<div role="status" class="changing">
+                <progress
+                  aria-label="Re-encrypting this browser's data"
+                  max=${Math.max(1, changing.total)}
+                  .value=${changing.done}
+                ></progress>
+                <p>${changing.total === 0 ? 'Deriving keys…' : `Re-encrypting this browser's data: ${changing.done} of ${changing.total}`}</p>
+              </div>`
+            : nothing
+        }
+        ${
+          this.passwordOutcome
+            ? html`<p class="banner ${this.passwordOutcome.ok ? 'info' : 'error'}" role=${this.passwordOutcome.ok ? 'status' : 'alert'}>
+                ${this.passwordOutcome.text}
+              </p>`
+            : nothing
+        }
+        <div class="actions">
+          <button
+            class="btn secondary"
+            type="submit"
+            ?disabled=${changing !== undefined || !this.currentPassword || !this.newPassword || !this.repeatPassword}
+          >
+            ${icons.lock()} Change password
+          </button>
+        </div>
+      </form>
+    </section>`
+  }
+
   private renderNotifications(): TemplateResult {
     switch (this.permission) {
       case 'granted':
@@ -276,12 +432,14 @@ export class SettingsView extends LitElement {
             <h3 id="device-heading">${icons.device()} Keys on this device</h3>
             <p>
               Your private keys were made in this browser and never leave it. Everything stored here is
-              encrypted with a key derived from your password; while the app is unlocked the keys are held
+              encrypted with a key derived from your password, which the server never sees; while the app is unlocked the keys are held
               so that they cannot be read out, only used. There is no copy of your keys on the server: if
               this device is lost, you can start over as this account on another one with your password,
               and your contacts are told your safety number changed.
             </p>
           </section>
+
+          ${this.renderPassword()}
 
           <section class="card" aria-labelledby="notifications-heading">
             <h3 id="notifications-heading">${icons.bell()} Notifications</h3>

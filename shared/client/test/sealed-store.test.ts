@@ -136,3 +136,55 @@ describe('SealedStore: messages kept opened after their commit', () => {
     expect(decryptions).toHaveBeenCalledTimes(1)
   })
 })
+
+describe('SealedStore: re-sealing under a new key (a password change)', () => {
+  it('seals every record again in one commit, and a batch sealed under the old key is sealed again before it lands', async () => {
+    const inner = new MemoryStore()
+    const before = await account()
+    const records = new SealedStore(inner, before)
+    await records.store.commit([
+      await records.messagePut(message('m1')),
+      await records.contactPut({ username: 'bob', verified: false, unread: 0 } as never),
+    ])
+    // Sealed now, committed only after the re-seal: it must not land under the old key.
+    const late = await records.messagePut(message('m2'))
+    const after = await account()
+    const progress: number[] = []
+    await records.reseal(
+      { storageKey: after.storageKey, parameters: after.parameters },
+      {} as AccountSecrets,
+      (done) => progress.push(done),
+    )
+    await records.store.commit([late])
+    expect(progress.at(-1)).toBe(2)
+
+    // A new SealedStore with only the new key reads everything; one with the old key reads nothing.
+    const withNewKey = new SealedStore(inner, { ...before, storageKey: after.storageKey })
+    expect((await withNewKey.loadMessage(bob, 'm1'))?.text).toBe('text of m1')
+    expect((await withNewKey.loadMessage(bob, 'm2'))?.text).toBe('text of m2')
+    expect((await withNewKey.loadContact('bob'))?.username).toBe('bob')
+    const withOldKey = new SealedStore(inner, before)
+    for (const id of ['m1', 'm2']) {
+      const error = await withOldKey.loadMessage(bob, id).catch((e: unknown) => e)
+      expect(isClientError(error, 'E2E_ERR_CORRUPT_STORE')).toBe(true)
+    }
+  })
+
+  it('makes commits that start during a re-seal wait for it', async () => {
+    const inner = new MemoryStore()
+    const before = await account()
+    const records = new SealedStore(inner, before)
+    for (let i = 0; i < 50; i++) await records.store.commit([await records.messagePut(message(`m${i}`))])
+    const after = await account()
+    const resealing = records.reseal(
+      { storageKey: after.storageKey, parameters: after.parameters },
+      {} as AccountSecrets,
+    )
+    const during = (async () =>
+      records.store.commit([await records.messagePut(message('late', 'written meanwhile'))]))()
+    await Promise.all([resealing, during])
+    const withNewKey = new SealedStore(inner, { ...before, storageKey: after.storageKey })
+    expect((await withNewKey.loadMessage(bob, 'late'))?.text).toBe('written meanwhile')
+    expect((await withNewKey.loadMessage(bob, 'm49'))?.text).toBe('text of m49')
+  })
+})
