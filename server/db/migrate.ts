@@ -17,6 +17,7 @@ import * as messageTombstones from './migrations/2026-11-26-02-message-tombstone
 import * as messageIdFirst from './migrations/2026-11-26-03-message-id-first.js'
 import * as messageMetadata from './migrations/2026-12-02-01-message-metadata.js'
 import * as loginSecret from './migrations/2026-12-03-01-login-secret.js'
+import * as uniqueIdentityKeys from './migrations/2026-12-03-05-unique-identity-keys.js'
 import type { SqlDialect } from './schema.js'
 
 interface DialectMigration {
@@ -33,6 +34,7 @@ export const MIGRATIONS: Readonly<Record<string, DialectMigration>> = {
   '2026-11-26-03-message-id-first': messageIdFirst,
   '2026-12-02-01-message-metadata': messageMetadata,
   '2026-12-03-01-login-secret': loginSecret,
+  '2026-12-03-05-unique-identity-keys': uniqueIdentityKeys,
 }
 
 export const MIGRATION_TABLE = 'kysely_migration'
