@@ -47,11 +47,14 @@ async function settle(list: MessageList): Promise<void> {
   }
 }
 
-async function mount(items: MessageView[], options: { hasOlder?: boolean } = {}): Promise<MessageList> {
+async function mount(
+  items: MessageView[],
+  options: { hasOlder?: boolean; width?: number } = {},
+): Promise<MessageList> {
   const list = document.createElement('sc-message-list')
   list.style.display = 'block'
   list.style.height = '600px'
-  list.style.width = '420px'
+  list.style.width = `${options.width ?? 420}px`
   list.peer = 'ann'
   list.messages = items
   list.hasOlder = options.hasOlder ?? false
@@ -241,7 +244,8 @@ describe('sc-message-list notices', () => {
 
   it('shows each kind of notice as a note with its sentence, in its place between the messages', async () => {
     const items = withNotices()
-    const list = await mount(items)
+    // Wide enough that all five notices and the messages between them fit on one screen.
+    const list = await mount(items, { width: 640 })
     expect(rows(list)).toEqual(
       items.map((message) =>
         message.kind === 'text'
