@@ -19,6 +19,7 @@ import {
   publicPreKey,
 } from '../identity.js'
 import { acceptSession, decryptMessage, encryptMessage, startSession } from '../session.js'
+import { deserializeSession, serializeSession } from '../session-serialization.js'
 import { associatedData } from '../x3dh.js'
 import { asVersion1Session } from './helpers.js'
 
@@ -185,5 +186,36 @@ describe('adjacent versions', () => {
     const error = await errorOf(decryptMessage(first.session, relabelled))
     expect(isProtocolError(error, 'E2E_ERR_INVALID_STATE')).toBe(true)
     expect(utf8Decode((await decryptMessage(first.session, reply.envelope)).plaintext)).toBe('two')
+  })
+})
+
+describe('session format 3', () => {
+  it('keeps the version and the AD as derived, and refuses a version or AD length that do not fit', async () => {
+    const alice = await party()
+    const bob = await party()
+    const made = await startSession(bob.identity, alice.bundle, { initiator: 'bob', responder: 'alice' })
+    const bytes = await serializeSession(made)
+    expect([bytes[0], bytes[2], bytes[3]]).toEqual([3, 2, made.associatedData.length])
+    const loaded = await deserializeSession(bytes)
+    expect({ version: loaded.version, ad: loaded.associatedData }).toEqual({
+      version: 2,
+      ad: made.associatedData,
+    })
+    const old = await deserializeSession(
+      await serializeSession(asVersion1Session(made, bob.identity.public, alice.identity.public)),
+    )
+    expect({ version: old.version, length: old.associatedData.length }).toEqual({ version: 1, length: 128 })
+    for (const [offset, value] of [
+      [2, 1], // version 1 with a 138-byte AD
+      [2, 0],
+      [2, 3],
+      [3, 128], // version 2 with the AD of version 1
+      [3, 255],
+    ] as const) {
+      const tampered = bytes.slice()
+      tampered[offset] = value
+      const error = await errorOf(deserializeSession(tampered))
+      expect(isProtocolError(error, 'E2E_ERR_MALFORMED_MESSAGE'), `byte ${offset} = ${value}`).toBe(true)
+    }
   })
 })
