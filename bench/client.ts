@@ -221,7 +221,7 @@ async function encryptBacklog(
   bundle: PreKeyBundle,
   count: number,
 ): Promise<{ id: string; envelope: Uint8Array }[]> {
-  let session: Session = await startSession(identity, bundle)
+  let session: Session = await startSession(identity, bundle, { initiator: 'alice', responder: 'bob' })
   const messages: { id: string; envelope: Uint8Array }[] = []
   for (let index = 0; index < count; index++) {
     const sentAt = Date.now()
@@ -323,7 +323,12 @@ async function ratchetDrain(count: number): Promise<{ ms: number }> {
   const { alice, bob, signedPreKey, oneTimePreKey, bundle } = await twoParties()
   const messages = await encryptBacklog(alice, bundle, count)
   const started = performance.now()
-  const first = await acceptSession(bob, messages[0]!.envelope, { signedPreKey, oneTimePreKey })
+  const first = await acceptSession(
+    bob,
+    messages[0]!.envelope,
+    { signedPreKey, oneTimePreKey },
+    { initiator: 'alice', responder: 'bob' },
+  )
   let session = first.session
   for (let index = 1; index < messages.length; index++) {
     session = (await decryptMessage(session, messages[index]!.envelope)).session
@@ -340,10 +345,17 @@ async function cryptoOneWay(count: number): Promise<{ ms: number }> {
   const { alice, bob, signedPreKey, oneTimePreKey, bundle } = await twoParties()
   const message = new Uint8Array(100)
   const started = performance.now()
-  let sender = await startSession(alice, bundle)
+  let sender = await startSession(alice, bundle, { initiator: 'alice', responder: 'bob' })
   const first = await encryptMessage(sender, message)
   sender = first.session
-  let receiver = (await acceptSession(bob, first.envelope, { signedPreKey, oneTimePreKey })).session
+  let receiver = (
+    await acceptSession(
+      bob,
+      first.envelope,
+      { signedPreKey, oneTimePreKey },
+      { initiator: 'alice', responder: 'bob' },
+    )
+  ).session
   for (let index = 1; index < count; index++) {
     const sent = await encryptMessage(sender, message)
     sender = sent.session

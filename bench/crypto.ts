@@ -65,13 +65,22 @@ async function newConversation(): Promise<{ alice: Session; bob: Session }> {
   const [aliceIdentity, bobIdentity] = await Promise.all([generateIdentity(), generateIdentity()])
   const signedPreKey = await generateSignedPreKey(bobIdentity, 1)
   const [oneTimePreKey] = await generateOneTimePreKeys(bobIdentity, 1, 1)
-  const started = await startSession(aliceIdentity, {
-    identity: bobIdentity.public,
-    signedPreKey: publicPreKey(signedPreKey),
-    oneTimePreKey: publicPreKey(oneTimePreKey!),
-  })
+  const started = await startSession(
+    aliceIdentity,
+    {
+      identity: bobIdentity.public,
+      signedPreKey: publicPreKey(signedPreKey),
+      oneTimePreKey: publicPreKey(oneTimePreKey!),
+    },
+    { initiator: 'alice', responder: 'bob' },
+  )
   const first = await encryptMessage(started, MESSAGE)
-  const accepted = await acceptSession(bobIdentity, first.envelope, { signedPreKey, oneTimePreKey })
+  const accepted = await acceptSession(
+    bobIdentity,
+    first.envelope,
+    { signedPreKey, oneTimePreKey },
+    { initiator: 'alice', responder: 'bob' },
+  )
   const reply = await encryptMessage(accepted.session, MESSAGE)
   const alice = (await decryptMessage(first.session, reply.envelope)).session
   return { alice, bob: reply.session }
@@ -105,8 +114,11 @@ async function benchX3dh(): Promise<number> {
   return measure(
     'x3dh',
     async () => {
-      const initiation = await x3dhInitiate(alice, bundle)
-      await x3dhRespond(bob, signedPreKey, undefined, alice.public, initiation.ephemeralPublicKey)
+      const initiation = await x3dhInitiate(alice, bundle, { initiator: 'alice', responder: 'bob' })
+      await x3dhRespond(bob, signedPreKey, undefined, alice.public, initiation.ephemeralPublicKey, {
+        initiator: 'alice',
+        responder: 'bob',
+      })
     },
     10,
   )

@@ -288,8 +288,8 @@ async function goOnline(context: CommandContext, client: ChatClient, password: s
 
 /** Reports messages that arrive and cannot be read; returns the function that stops. */
 function reportUndecryptable(context: CommandContext, client: ChatClient): () => void {
-  return client.events.on('undecryptable', ({ peer, reason }) =>
-    warn(context.io, `${noticeText({ kind: 'undecryptable', peer })} (${reason})`),
+  return client.events.on('undecryptable', ({ peer, reason, kind }) =>
+    warn(context.io, `${noticeText({ kind, peer })} (${reason})`),
   )
 }
 
@@ -370,7 +370,7 @@ export interface ReadMessage {
   readonly from: string
   readonly id: string
   /**
-   * "text" for a message; otherwise a notice in its place ("undecryptable", "lost", "unreadable",
+   * "text" for a message; otherwise a notice in its place ("undecryptable", "outdated", "lost", "unreadable",
    * "unsupported"), whose `text` is the sentence that says what happened.
    */
   readonly kind: MessageKind

@@ -619,8 +619,8 @@ export class Controller {
         if (state === 'online') refresh()
       }),
       api.events.on('problem', ({ message }) => this.notify('error', safeText(message))),
-      api.events.on('undecryptable', ({ peer }) =>
-        this.notify('warning', safeText(noticeText({ kind: 'undecryptable', peer }) ?? '')),
+      api.events.on('undecryptable', ({ peer, kind }) =>
+        this.notify('warning', safeText(noticeText({ kind, peer }) ?? '')),
       ),
       api.events.on('removed', refresh),
     ]

@@ -32,6 +32,11 @@ export const ServerErrorCode = {
   CredentialUpgrade: 'E2E_ERR_CREDENTIAL_UPGRADE',
   /** The normalised username is already registered (uniqueness is case-insensitive). */
   UsernameTaken: 'E2E_ERR_USERNAME_TAKEN',
+  /**
+   * Registration or reinstall: another account already holds this identity key or this signing key
+   * (one code for both). Refused so that nobody can pass someone else's keys off under their name.
+   */
+  IdentityKeyTaken: 'E2E_ERR_IDENTITY_KEY_TAKEN',
   /** A signature over the identity key or a prekey did not verify. */
   BadSignature: ProtocolErrorCode.BadSignature,
   /** A public key was rejected (e.g. an RSA key that is not 3072-bit with e = 65537). */
@@ -157,6 +162,12 @@ export const serverErrors = {
       ServerErrorCode.UsernameTaken,
       409,
       'expected an unused username, got one already registered',
+    ),
+  identityKeyTaken: () =>
+    new ServerError(
+      ServerErrorCode.IdentityKeyTaken,
+      409,
+      'expected an identity key and a signing key no other account holds, got a key another account registered',
     ),
   preKeyIdConflict: (message: string) => new ServerError(ServerErrorCode.PreKeyIdConflict, 409, message),
   internal: () =>

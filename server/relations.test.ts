@@ -221,9 +221,10 @@ for (const dialect of DIALECTS) {
           username: `${prefix}${String(index).padStart(3, '0')}`,
           passwordHash: 'x',
           loginKey: new Uint8Array(10),
+          // Each account holds keys of its own (the server refuses a key another account holds).
           identity: {
-            identityKey: new Uint8Array(32),
-            signingKey: new Uint8Array(32),
+            identityKey: crypto.getRandomValues(new Uint8Array(32)),
+            signingKey: crypto.getRandomValues(new Uint8Array(32)),
             identitySignature: new Uint8Array(64),
           },
           signedPreKey: { keyId: 1, publicKey: new Uint8Array(32), signature: new Uint8Array(64) },

@@ -26,6 +26,11 @@ export const ProtocolErrorCode = {
   Unsupported: 'E2E_ERR_UNSUPPORTED',
   /** A session was used in a way its state does not allow (e.g. receiving before it exists). */
   InvalidState: 'E2E_ERR_INVALID_STATE',
+  /**
+   * A prekey message of envelope version 1 would start a session: its sender's app predates the
+   * usernames bound into the key agreement (docs/protocol.md §4.5) and must be updated.
+   */
+  OutdatedSender: 'E2E_ERR_OUTDATED_SENDER',
 } as const
 
 export type ProtocolErrorCode = (typeof ProtocolErrorCode)[keyof typeof ProtocolErrorCode]

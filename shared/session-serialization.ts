@@ -6,6 +6,11 @@
  *   record v1  = version(1) = 1 ‖ hasCurrent(u8) ‖ archivedCount(u8)
  *                ‖ (length(u32) ‖ session)*   current first when present, then archived, newest first
  *
+ *   session v3 = as v2, except that after the role come the session's version and a sized AD:
+ *                version(1) = 3 ‖ role(1) ‖ sessionVersion(1: 1 or 2) ‖ adLength(u8) ‖ associatedData
+ *                ‖ … (v2 from the remote identity on). sessionVersion 2 binds both usernames into
+ *                the AD (130 + their lengths bytes); 1 is a session made before (128 bytes), which
+ *                is what formats 1 and 2 always hold
  *   session v2 = as v1, except that our ratchet key is opt(private key(32) ‖ public key(32)), so
  *                loading a session rebuilds no public key (v1 kept only the private half)
  *   session v1 = version(1) ‖ role(1: 1 initiator, 2 responder) ‖ associatedData(128)
@@ -23,13 +28,22 @@ import type { PreKeyHeader } from './codec/envelope.js'
 import { exportPrivateKeyBytes, x25519KeyPairFromPrivateBytes } from './crypto/primitives.js'
 import { ProtocolError, ProtocolErrorCode } from './errors.js'
 import type { PublicIdentity } from './identity.js'
-import { MAX_ARCHIVED_SESSIONS, MAX_SKIPPED_MESSAGE_KEYS } from './limits.js'
+import {
+  MAX_ARCHIVED_SESSIONS,
+  MAX_SKIPPED_MESSAGE_KEYS,
+  USERNAME_MAX_LENGTH,
+  USERNAME_MIN_LENGTH,
+} from './limits.js'
 import { MAX_RETIRED_RATCHET_KEYS, type SkippedMessageKey, skippedKeyId } from './ratchet/double-ratchet.js'
 import type { Session } from './session.js'
 import type { SessionRecord } from './session-record.js'
+import { IDENTITY_AD_BYTES } from './x3dh.js'
 
-/** The session format this code writes; it reads this one and version 1. */
-export const SESSION_SERIALIZATION_VERSION = 2
+/** The session format this code writes; it reads this one and versions 1 and 2. */
+export const SESSION_SERIALIZATION_VERSION = 3
+/** The shortest and longest AD of a session of version 2: the keys, two length bytes, two names. */
+const BOUND_AD_MIN_BYTES = IDENTITY_AD_BYTES + 2 + 2 * USERNAME_MIN_LENGTH
+const BOUND_AD_MAX_BYTES = IDENTITY_AD_BYTES + 2 + 2 * USERNAME_MAX_LENGTH
 export const SESSION_RECORD_SERIALIZATION_VERSION = 1
 /** The longest serialized session: the fixed fields (under 700 bytes) and every skipped key. */
 const MAX_SESSION_BYTES = 1024 + (MAX_RETIRED_RATCHET_KEYS + 1) * 32 + MAX_SKIPPED_MESSAGE_KEYS * 68
@@ -83,7 +97,7 @@ async function encodeSession(session: Session): Promise<Uint8Array> {
     : null
   const writer = new ByteWriter(1024 + ratchet.skippedKeys.size * 68)
   writer.u8(SESSION_SERIALIZATION_VERSION).u8(session.role === 'initiator' ? 1 : 2)
-  writer.fixed(session.associatedData)
+  writer.u8(session.version).u8(session.associatedData.length).fixed(session.associatedData)
   writeIdentity(writer, session.remoteIdentity)
   writer.fixed(session.baseKey)
   const pending = session.pendingPreKey
@@ -123,10 +137,10 @@ export async function deserializeSession(bytes: Uint8Array): Promise<Session> {
 
 async function readSession(reader: ByteReader): Promise<Session> {
   const version = reader.u8()
-  if (version !== 1 && version !== SESSION_SERIALIZATION_VERSION) {
+  if (version !== 1 && version !== 2 && version !== SESSION_SERIALIZATION_VERSION) {
     throw new ProtocolError(
       ProtocolErrorCode.UnsupportedVersion,
-      `session: expected version 1 or ${SESSION_SERIALIZATION_VERSION}, got ${version}`,
+      `session: expected version 1, 2 or ${SESSION_SERIALIZATION_VERSION}, got ${version}`,
     )
   }
   const roleByte = reader.u8()
@@ -136,7 +150,26 @@ async function readSession(reader: ByteReader): Promise<Session> {
       `session: expected role 1 or 2, got ${roleByte}`,
     )
   }
-  const associatedData = reader.fixed(128)
+  // Formats 1 and 2 predate bound usernames: every session they hold is of version 1.
+  const sessionVersion = version < 3 ? 1 : reader.u8()
+  if (sessionVersion !== 1 && sessionVersion !== 2) {
+    throw new ProtocolError(
+      ProtocolErrorCode.MalformedMessage,
+      `session: expected session version 1 or 2, got ${sessionVersion}`,
+    )
+  }
+  const adLength = version < 3 ? IDENTITY_AD_BYTES : reader.u8()
+  const adFits =
+    sessionVersion === 1
+      ? adLength === IDENTITY_AD_BYTES
+      : adLength >= BOUND_AD_MIN_BYTES && adLength <= BOUND_AD_MAX_BYTES
+  if (!adFits) {
+    throw new ProtocolError(
+      ProtocolErrorCode.MalformedMessage,
+      `session: expected an associated data length that fits session version ${sessionVersion}, got ${adLength}`,
+    )
+  }
+  const associatedData = reader.fixed(adLength)
   const remoteIdentity = readIdentity(reader)
   const baseKey = reader.fixed(32)
   let pendingPreKey: PreKeyHeader | null = null
@@ -193,6 +226,7 @@ async function readSession(reader: ByteReader): Promise<Session> {
   }
   return {
     role: roleByte === 1 ? 'initiator' : 'responder',
+    version: sessionVersion,
     associatedData,
     remoteIdentity,
     baseKey,
@@ -254,7 +288,7 @@ export async function deserializeSessionRecord(bytes: Uint8Array): Promise<Sessi
     const inner = new ByteReader(bytes, 'session')
     const session = await readSession(inner)
     inner.end()
-    // Written again as read, unless it was format 1 (which is written as format 2).
+    // Written again as read, unless it was an older format (which is written as the current one).
     if (bytes[0] === SESSION_SERIALIZATION_VERSION) serialized.set(session, bytes)
     sessions.push(session)
   }

@@ -1,6 +1,7 @@
 /**
  * Upgrades lose nothing: the stores version 0.1.0 wrote (test/fixtures/stores-0.1.0, made by
- * make-0.1.0-stores.ts at that version) open with today's code. Alice's terminal-client SQLite
+ * make-0.1.0-stores.ts at that version), and those commit c4be598 wrote (the last before usernames
+ * were bound into the key agreement; test/fixtures/stores-c4be598), open with today's code. Alice's terminal-client SQLite
  * file and bob's records (in a memory store here; in IndexedDB in
  * client-web/src/store/idb-upgrade.browser.test.ts) are migrated on first open: sessions become
  * session records keyed by address, and the conversation goes on with the sessions they had, no new
@@ -18,6 +19,7 @@ import { startServer, type TestServer } from '../server/test/harness.js'
 import { fromBase64Url } from '../shared/bytes.js'
 import { ChatClient } from '../shared/client/chat-client.js'
 import { MemoryStore, type StoreOperation, type StoreTable } from '../shared/client/store.js'
+import type { MessageView } from '../shared/client/views.js'
 import { clientOptions, tappedWebSocketFactory } from './client-helpers.js'
 
 const fixtures = join(import.meta.dirname, 'fixtures', 'stores-0.1.0')
@@ -172,5 +174,167 @@ describe('stores written by 0.1.0', () => {
     expect(await oneTimeKeys()).toEqual(expect.arrayContaining(before))
     expect(await records.get('prekeys', 'one-time-ledger')).toBeDefined()
     await bob.close()
+  })
+})
+
+const fixturesC4be598 = join(import.meta.dirname, 'fixtures', 'stores-c4be598')
+const fixtureC4be598 = JSON.parse(readFileSync(join(fixturesC4be598, 'fixture.json'), 'utf8')) as {
+  password: string
+  alice: string
+  bob: string
+  carol: string
+  dave: string
+  aliceHistory: string[]
+  bobHistory: string[]
+  queuedForBob: string[]
+  queuedForBobFromCarol: string[]
+  queuedForDave: string[]
+}
+
+/** A memory store holding the records of one of the fixture's JSON dumps. */
+async function storeFrom(file: string): Promise<MemoryStore> {
+  const dump = JSON.parse(readFileSync(file, 'utf8')) as Record<
+    StoreTable,
+    { key: string; peer?: string; order?: number; value: string }[]
+  >
+  const store = new MemoryStore()
+  await store.commit(
+    Object.entries(dump).flatMap(([table, records]) =>
+      records.map((record) => ({
+        op: 'put' as const,
+        table: table as StoreTable,
+        record: { ...record, value: fromBase64Url(record.value) },
+      })),
+    ),
+  )
+  return store
+}
+
+describe('stores written by c4be598 (before usernames were bound)', () => {
+  let upgradeDir: string
+  let upgraded: TestServer
+  beforeAll(async () => {
+    upgradeDir = mkdtempSync(join(tmpdir(), 'secure-chat-upgrade-c4be598-'))
+    for (const file of ['server.sqlite', 'alice.sqlite'])
+      copyFileSync(join(fixturesC4be598, file), join(upgradeDir, file))
+    const serverFile = join(upgradeDir, 'server.sqlite')
+    const raw = new BetterSqlite3(serverFile)
+    raw.prepare('update messages set expires_at = ?').run(Date.now() + 86_400_000)
+    raw.close()
+    const open = () => openDatabase({ kind: 'sqlite', file: serverFile })
+    const first = await open()
+    await migrateToLatest(first.db, 'sqlite')
+    upgraded = await startServer({
+      database: { ...first, location: serverFile, reopen: open, dispose: async () => {} },
+    })
+  })
+  afterAll(async () => {
+    await upgraded?.close()
+    await upgraded?.database.close()
+    rmSync(upgradeDir, { recursive: true, force: true })
+  })
+
+  it('established sessions go on; first messages from the old app are refused with a notice; new sessions bind names', async () => {
+    const f = fixtureC4be598
+    const aliceTap = tappedWebSocketFactory(upgraded)
+    const bobTap = tappedWebSocketFactory(upgraded)
+    const daveTap = tappedWebSocketFactory(upgraded)
+    const alice = await ChatClient.open(
+      clientOptions(upgraded, {
+        store: await openSqliteStore(join(upgradeDir, 'alice.sqlite')),
+        webSocket: aliceTap.factory,
+      }),
+      f.password,
+      f.alice,
+    )
+    const bob = await ChatClient.open(
+      clientOptions(upgraded, {
+        store: await storeFrom(join(fixturesC4be598, 'bob.json')),
+        webSocket: bobTap.factory,
+      }),
+      f.password,
+      f.bob,
+    )
+    const dave = await ChatClient.open(
+      clientOptions(upgraded, {
+        store: await storeFrom(join(fixturesC4be598, 'dave.json')),
+        webSocket: daveTap.factory,
+      }),
+      f.password,
+      f.dave,
+    )
+    expect((await alice.history(f.bob)).map((m) => m.text)).toEqual(f.aliceHistory)
+    expect((await bob.history(f.alice)).map((m) => m.text)).toEqual(f.bobHistory)
+
+    const undecryptable: { peer: string; kind: string; reason: string }[] = []
+    for (const client of [alice, bob, dave])
+      client.events.on('undecryptable', ({ peer, kind, reason }) =>
+        undecryptable.push({ peer, kind, reason }),
+      )
+    const incoming = (client: ChatClient, count: number) =>
+      new Promise<MessageView[]>((resolve) => {
+        const seen: MessageView[] = []
+        client.events.on('message', (m) => {
+          if (m.direction === 'in') seen.push(m)
+          if (seen.length === count) resolve(seen)
+        })
+      })
+    // Bob: alice's message on their session, and carol's first message from the old app.
+    const atBob = incoming(bob, 2)
+    // Dave: alice's first message from the old app.
+    const atDave = incoming(dave, 1)
+    await Promise.all([alice, bob, dave].map((client) => client.login(f.password)))
+    for (const client of [alice, bob, dave]) client.connect()
+    await Promise.all([alice, bob, dave].map((client) => client.waitUntilOnline()))
+
+    const bobGot = await atBob
+    expect(bobGot.filter((m) => m.peer === f.alice).map((m) => [m.kind, m.text])).toEqual(
+      f.queuedForBob.map((text) => ['text', text]),
+    )
+    expect(bobGot.filter((m) => m.peer === f.carol).map((m) => m.kind)).toEqual(['outdated'])
+    const daveGot = await atDave
+    expect(daveGot.map((m) => [m.peer, m.kind])).toEqual([[f.alice, 'outdated']])
+    // Bob's and dave's notices, in whichever order their deliveries came.
+    expect([...undecryptable].sort((a, b) => a.peer.localeCompare(b.peer))).toEqual([
+      { peer: f.alice, kind: 'outdated', reason: 'E2E_ERR_OUTDATED_SENDER' },
+      { peer: f.carol, kind: 'outdated', reason: 'E2E_ERR_OUTDATED_SENDER' },
+    ])
+
+    // Alice and bob go on with the session they had: plain messages of version 1, both ways.
+    const toBob = incoming(bob, 1)
+    await alice.send(f.bob, 'after the upgrade')
+    const toAlice = incoming(alice, 1)
+    await bob.send(f.alice, 'and back')
+    expect((await toAlice).map((m) => m.text)).toEqual(['and back'])
+    expect((await toBob).at(-1)?.text).toBe('after the upgrade')
+
+    // Alice's unanswered session with dave is not sent on again (dave would refuse it): her next
+    // message starts a session of version 2, which dave opens, and his answer opens at hers.
+    const toDave = incoming(dave, 1)
+    await alice.send(f.dave, 'hello again, dave')
+    expect((await toDave).at(-1)).toMatchObject({ kind: 'text', text: 'hello again, dave' })
+    const fromDave = incoming(alice, 1)
+    await dave.send(f.alice, 'hi alice')
+    expect((await fromDave).at(-1)?.text).toBe('hi alice')
+
+    const sentBodies = (tap: typeof aliceTap.tap, to: string) =>
+      tap
+        .of('sent', 'send')
+        .filter((frame) => frame.to === to)
+        .map((frame) => fromBase64Url(frame.body))
+    // Version and type of every envelope sent (texts and receipts): version 1, type 1 on the old
+    // session; on the new one, version 2, a prekey message (type 2) until dave answered.
+    const headers = (tap: typeof aliceTap.tap, to: string) => [
+      ...new Set(sentBodies(tap, to).map((body) => `${body[0]}.${body[1]}`)),
+    ]
+    expect(headers(aliceTap.tap, f.bob)).toEqual(['1.1'])
+    expect(headers(bobTap.tap, f.alice)).toEqual(['1.1'])
+    expect(headers(aliceTap.tap, f.dave)[0]).toBe('2.2')
+    expect(headers(aliceTap.tap, f.dave).every((header) => header.startsWith('2.'))).toBe(true)
+    expect(headers(daveTap.tap, f.alice)).toEqual(['2.1'])
+    // Neither refusal asked the old app to send again (it could not read the request).
+    expect(bobTap.tap.of('sent', 'send').filter((frame) => frame.to === f.carol)).toEqual([])
+    expect(undecryptable).toHaveLength(2)
+    await Promise.all([alice.close(), bob.close(), dave.close()])
   })
 })

@@ -36,7 +36,7 @@ import {
 } from '../shared/client/content.js'
 import { RECORDS_VERSION } from '../shared/client/migrations.js'
 import { API_PREFIX } from '../shared/codec/api.js'
-import { ENVELOPE_VERSION } from '../shared/codec/envelope.js'
+import { ENVELOPE_VERSION, UNBOUND_ENVELOPE_VERSION } from '../shared/codec/envelope.js'
 import { FRAME_VERSION } from '../shared/codec/frames.js'
 import {
   AES_256_KEY_BYTES,
@@ -60,7 +60,7 @@ import {
   SESSION_RECORD_SERIALIZATION_VERSION,
   SESSION_SERIALIZATION_VERSION,
 } from '../shared/session-serialization.js'
-import { SHARED_SECRET_BYTES } from '../shared/x3dh.js'
+import { IDENTITY_AD_BYTES, SHARED_SECRET_BYTES } from '../shared/x3dh.js'
 import { type RegisteredRoute, registeredRoutes } from './registered-routes.js'
 
 const root = join(import.meta.dirname, '..')
@@ -84,6 +84,7 @@ const OTHER_CONSTANTS: Record<string, number> = {
   SAFETY_NUMBER_VERSION,
   SAFETY_NUMBER_QR_VERSION,
   ENVELOPE_VERSION,
+  UNBOUND_ENVELOPE_VERSION,
   FRAME_VERSION,
   SESSION_SERIALIZATION_VERSION,
   SESSION_RECORD_SERIALIZATION_VERSION,
@@ -91,6 +92,7 @@ const OTHER_CONSTANTS: Record<string, number> = {
   IDENTITY_EXPORT_VERSION,
   PREKEY_EXPORT_VERSION,
   SHARED_SECRET_BYTES,
+  IDENTITY_AD_BYTES,
   X25519_KEY_BYTES,
   ED25519_PUBLIC_KEY_BYTES,
   ED25519_SEED_BYTES,
@@ -402,14 +404,15 @@ describe(`${DOC}: server limits stated in prose`, () => {
 
 describe(`${DOC}: known answers`, () => {
   const kat = readFileSync(join(root, 'shared', 'test', 'kat.test.ts'), 'utf8')
-  const block = kat.slice(
-    kat.indexOf('const KNOWN_ANSWERS'),
-    kat.indexOf('\n}\n', kat.indexOf('const KNOWN_ANSWERS')),
-  )
-  const pinned = [...block.matchAll(/'([0-9a-f]{32,}|\d{60})'/g)].map((match) => match[1] as string)
+  // Every KNOWN_ANSWERS… block (one per session version, §17.3 and §17.5).
+  const blocks = [...kat.matchAll(/const KNOWN_ANSWERS\w* = \{[\s\S]*?\n\}\n/g)].map((match) => match[0])
+  const pinned = [
+    ...new Set(blocks.flatMap((block) => [...block.matchAll(/'([0-9a-f]{32,}|\d{60})'/g)].map((m) => m[1]!))),
+  ]
 
   it('finds the pinned values in shared/test/kat.test.ts', () => {
-    expect(pinned.length).toBeGreaterThanOrEqual(10)
+    expect(blocks.length).toBeGreaterThanOrEqual(2)
+    expect(pinned.length).toBeGreaterThanOrEqual(14)
   })
 
   it.each(pinned)('reproduces %s', (value) => {

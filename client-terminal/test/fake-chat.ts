@@ -252,8 +252,8 @@ export class FakeChat implements ChatApi {
    */
   receiveNotice(peer: string, kind: Exclude<MessageKind, 'text'>, at = this.clock()): MessageView {
     const notice = this.arrive(peer, '', kind, at)
-    if (kind === 'undecryptable')
-      this.events.emit('undecryptable', { peer, id: notice.id, reason: 'ERR_TEST' })
+    if (kind === 'undecryptable' || kind === 'outdated')
+      this.events.emit('undecryptable', { peer, id: notice.id, reason: 'ERR_TEST', kind })
     this.events.emit('message', notice)
     return notice
   }

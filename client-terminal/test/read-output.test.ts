@@ -29,6 +29,7 @@ const NOTICE_KINDS: readonly Exclude<MessageKind, 'text'>[] = [
   'unreadable',
   'unsupported',
   'lost',
+  'outdated',
 ]
 
 describe('read --json', () => {

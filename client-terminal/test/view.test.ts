@@ -159,6 +159,7 @@ describe('view models', () => {
       'unreadable',
       'unsupported',
       'lost',
+      'outdated',
     ]
     const entry = (peer: string, kind: MessageKind): MessageView => ({
       id: 'n1',

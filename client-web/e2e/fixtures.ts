@@ -68,7 +68,9 @@ export function strongPassword(): string {
 
 /**
  * Makes the server hand out `impostor`'s identity and prekeys as `victim`'s, as a reinstall (or a
- * hostile server) would: the next client to fetch the victim's keys sees a changed identity.
+ * hostile server) would: the next client to fetch the victim's keys sees a changed identity. The
+ * impostor's account gives its keys up first (random bytes in their place): the database lets only
+ * one account hold a key (migration 2026-12-03-05-unique-identity-keys).
  */
 export async function swapIdentity(server: TestServer, victim: string, impostor: string): Promise<void> {
   const db = server.database.db
@@ -82,6 +84,11 @@ export async function swapIdentity(server: TestServer, victim: string, impostor:
     .select('id')
     .where('username', '=', victim)
     .executeTakeFirstOrThrow()
+  await db
+    .updateTable('users')
+    .set({ identity_key: new Uint8Array(randomBytes(32)), signing_key: new Uint8Array(randomBytes(32)) })
+    .where('id', '=', impostorRow.id)
+    .execute()
   await db
     .updateTable('users')
     .set({

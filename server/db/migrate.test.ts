@@ -56,14 +56,21 @@ function tablesAfter(applied: number): readonly string[] {
 // biome-ignore lint/suspicious/noExplicitAny: older layouts than today's types
 const untyped = (database: TestDatabase) => database.db as unknown as Kysely<any>
 
+/** 32 bytes that differ from name to name (keys are unique per account since 2026-12-03-05). */
+function keyFor(username: string, kind: number): Uint8Array {
+  const key = new Uint8Array(32).fill(kind)
+  key.set(new TextEncoder().encode(username).subarray(0, 31), 1)
+  return key
+}
+
 /** A users row as the migrations define it (every check satisfied). */
 function user(username: string) {
   return {
     username,
     password_hash: 'x',
     login_key: new Uint8Array(10),
-    identity_key: new Uint8Array(32),
-    signing_key: new Uint8Array(32),
+    identity_key: keyFor(username, 1),
+    signing_key: keyFor(username, 2),
     identity_signature: new Uint8Array(64),
     created_at: 1,
     identity_changed_at: 1,
@@ -562,6 +569,127 @@ for (const dialect of DIALECTS) {
       })
       await createAccount(database.db, { ...account, now: 5_000 })
       expect(await db.selectFrom('deleted_usernames').selectAll().execute()).toEqual([])
+    })
+
+    it('unique identity keys: a database with copied keys keeps them for their first holder and withdraws the copies', async () => {
+      database = await createTestDatabase(dialect)
+      const db = untyped(database)
+      await migrateTo(db, dialect, '2026-12-03-03-relations')
+      // Data as the previous version let it be written: keys copied from one account to another.
+      const alice = user('alice')
+      const rows = [
+        alice,
+        // eve copied alice's whole identity, later.
+        {
+          ...user('eve'),
+          identity_key: alice.identity_key,
+          signing_key: alice.signing_key,
+          identity_changed_at: 5,
+        },
+        // mallory copied alice's identity key only (signed by a key of her own), at the same time:
+        // the lower id (alice's) has held it longest.
+        { ...user('mallory'), identity_key: alice.identity_key },
+        // carol registered first, but dave has held these keys longer (carol reinstalled with them).
+        { ...user('carol'), identity_changed_at: 20 },
+        {
+          ...user('dave'),
+          identity_key: keyFor('carol', 1),
+          signing_key: keyFor('carol', 2),
+          identity_changed_at: 10,
+        },
+        user('bob'),
+      ]
+      const ids = new Map<string, number>()
+      for (const row of rows) {
+        const { id } = await db.insertInto('users').values(row).returning('id').executeTakeFirstOrThrow()
+        ids.set(row.username, Number(id))
+        await db
+          .insertInto('signed_prekeys')
+          .values({
+            user_id: id,
+            key_id: 1,
+            public_key: new Uint8Array(32),
+            signature: new Uint8Array(64),
+            created_at: 1,
+          })
+          .execute()
+        await db
+          .insertInto('one_time_prekeys')
+          .values({ user_id: id, key_id: 7, public_key: new Uint8Array(32), signature: new Uint8Array(64) })
+          .execute()
+      }
+
+      await migrateTo(db, dialect, '2026-12-03-05-unique-identity-keys')
+      expect(await appliedMigrations(db, dialect)).toContain('2026-12-03-05-unique-identity-keys')
+      const stored = await db.selectFrom('users').selectAll().orderBy('id').execute()
+      const byName = new Map(stored.map((row) => [row.username as string, row]))
+      const keys = (name: string) => {
+        const row = byName.get(name)!
+        return {
+          identity: [...row.identity_key],
+          signing: [...row.signing_key],
+          changedAt: Number(row.identity_changed_at),
+        }
+      }
+      const original = new Map(rows.map((row) => [row.username, row]))
+      const prekeyCount = async (name: string) => {
+        const signed = await db
+          .selectFrom('signed_prekeys')
+          .select('id')
+          .where('user_id', '=', ids.get(name))
+          .execute()
+        const oneTime = await db
+          .selectFrom('one_time_prekeys')
+          .select('key_id')
+          .where('user_id', '=', ids.get(name))
+          .execute()
+        return signed.length + oneTime.length
+      }
+      for (const kept of ['alice', 'dave', 'bob']) {
+        const row = original.get(kept)!
+        expect(keys(kept)).toEqual({
+          identity: [...row.identity_key],
+          signing: [...row.signing_key],
+          changedAt: row.identity_changed_at,
+        })
+        expect(await prekeyCount(kept)).toBe(2)
+      }
+      for (const withdrawn of ['eve', 'mallory', 'carol']) {
+        const row = original.get(withdrawn)!
+        const now = keys(withdrawn)
+        expect(now.identity).toHaveLength(32)
+        expect(now.identity).not.toEqual([...row.identity_key])
+        expect(now.signing).not.toEqual([...row.signing_key])
+        expect(now.changedAt).toBeGreaterThan(row.identity_changed_at)
+        // No bundle can be made from keys the copy's signing key signed.
+        expect(await prekeyCount(withdrawn)).toBe(0)
+        // The account itself stays: its owner can start over with /reinstall.
+        expect(byName.get(withdrawn)!.password_hash).toBe('x')
+      }
+      const identities = stored.map((row) => Buffer.from(row.identity_key).toString('hex'))
+      expect(new Set(identities).size).toBe(stored.length)
+
+      // From now on the database itself refuses a copy of either key.
+      await expect(
+        db
+          .insertInto('users')
+          .values({ ...user('zoe'), identity_key: alice.identity_key })
+          .execute(),
+      ).rejects.toThrow()
+      await expect(
+        db
+          .insertInto('users')
+          .values({ ...user('zoe'), signing_key: original.get('bob')!.signing_key })
+          .execute(),
+      ).rejects.toThrow()
+      await db.insertInto('users').values(user('zoe')).execute()
+
+      // Reverting drops the indexes (the withdrawn copies are not restored).
+      await migrateDown(db, dialect)
+      await db
+        .insertInto('users')
+        .values({ ...user('yves'), identity_key: alice.identity_key })
+        .execute()
     })
 
     it('enforces the schema: binary lengths are checked and usernames are unique', async () => {

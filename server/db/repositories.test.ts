@@ -22,7 +22,13 @@ import {
   purgeExpiredMessages,
 } from './queue.js'
 import { countTokens, deleteToken, findSession, insertToken, purgeExpiredTokens } from './tokens.js'
-import { createAccount, findUserByUsername, searchUsernames, usernameExists } from './users.js'
+import {
+  createAccount,
+  findUserByUsername,
+  replaceAccountKeys,
+  searchUsernames,
+  usernameExists,
+} from './users.js'
 
 const pgSkip = await postgresUnavailable()
 
@@ -101,6 +107,24 @@ for (const dialect of DIALECTS) {
         expect(results.filter((result) => result.status === 'fulfilled')).toHaveLength(1)
         const failure = results.find((result) => result.status === 'rejected') as PromiseRejectedResult
         expect(isServerError(failure.reason, ServerErrorCode.UsernameTaken)).toBe(true)
+      })
+
+      it('refuses an identity key or a signing key another account holds with IdentityKeyTaken', async () => {
+        const first = account()
+        await createAccount(database.db, first)
+        for (const identity of [
+          { ...account().identity, identityKey: first.identity.identityKey },
+          { ...account().identity, signingKey: first.identity.signingKey },
+        ]) {
+          const copy = { ...account(), identity }
+          await expectServerError(createAccount(database.db, copy), ServerErrorCode.IdentityKeyTaken)
+          expect(await usernameExists(database.db, copy.username)).toBe(false)
+        }
+        const other = await createAccount(database.db, account())
+        await expectServerError(
+          replaceAccountKeys(database.db, other, { ...account(), identity: first.identity }),
+          ServerErrorCode.IdentityKeyTaken,
+        )
       })
 
       it('rolls the whole registration back when a prekey cannot be stored', async () => {

@@ -25,9 +25,25 @@ export interface NewAccount {
   readonly now: number
 }
 
+/** The unique indexes that keep one identity key and one signing key to one account. */
+const IDENTITY_KEY_INDEXES = ['users_identity_key_unique', 'users_signing_key_unique']
+const IDENTITY_KEY_COLUMNS = ['users.identity_key', 'users.signing_key']
+
+/**
+ * True when a unique violation is on an account's identity or signing key rather than its name:
+ * PostgreSQL names the index, SQLite the columns ("UNIQUE constraint failed: users.signing_key").
+ */
+function isIdentityKeyViolation(error: unknown): boolean {
+  if (!isUniqueViolation(error)) return false
+  const { constraint, message } = error as { constraint?: unknown; message?: unknown }
+  if (typeof constraint === 'string') return IDENTITY_KEY_INDEXES.includes(constraint)
+  return typeof message === 'string' && IDENTITY_KEY_COLUMNS.some((column) => message.includes(column))
+}
+
 /**
  * Stores a user with the identity, the signed prekey and the one-time prekeys, all or nothing.
- * Throws ServerError(UsernameTaken) when the normalised name exists (also under a race).
+ * Throws ServerError(UsernameTaken) when the normalised name exists (also under a race), and
+ * ServerError(IdentityKeyTaken) when another account holds the identity key or the signing key.
  */
 export async function createAccount(db: Db, account: NewAccount): Promise<number> {
   try {
@@ -60,7 +76,8 @@ export async function createAccount(db: Db, account: NewAccount): Promise<number
       return id
     })
   } catch (error) {
-    // Prekey ids were checked for duplicates before; the only unique key left is the username.
+    // Prekey ids were checked for duplicates before; the unique keys left are the name and the keys.
+    if (isIdentityKeyViolation(error)) throw serverErrors.identityKeyTaken()
     if (isUniqueViolation(error)) throw serverErrors.usernameTaken()
     throw error
   }
@@ -78,9 +95,20 @@ export interface ReplacedKeys {
  * A user starting over on a new device: new login key, identity and prekeys replace the old ones,
  * and every session token ends (they were encrypted to the old login key's holder), in one
  * transaction. Queued messages stay: they were sent to the old keys, and the new device reports
- * them as unreadable rather than the server dropping them unseen.
+ * them as unreadable rather than the server dropping them unseen. Throws
+ * ServerError(IdentityKeyTaken) when another account holds the new identity or signing key (the
+ * account's own current keys may be given again).
  */
 export async function replaceAccountKeys(db: Db, userId: number, keys: ReplacedKeys): Promise<void> {
+  try {
+    await replaceKeys(db, userId, keys)
+  } catch (error) {
+    if (isIdentityKeyViolation(error)) throw serverErrors.identityKeyTaken()
+    throw error
+  }
+}
+
+async function replaceKeys(db: Db, userId: number, keys: ReplacedKeys): Promise<void> {
   await inTransaction(db, async (trx) => {
     await trx
       .updateTable('users')

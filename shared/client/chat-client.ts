@@ -140,7 +140,7 @@ export class ChatClient {
       username: this.username,
       store: this.store,
       records: this.records,
-      sessions: new SessionManager(this.store, this.records, () => this.identity, keys),
+      sessions: new SessionManager(this.store, this.records, () => this.identity, this.username, keys),
       peerQueues: this.peerQueues,
       events: this.events,
       keys,

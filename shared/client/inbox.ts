@@ -9,6 +9,7 @@
  * content plugs in without touching the rest:
  *
  *   - no session opens it: a notice `undecryptable` in its place, and its id kept for a retry request;
+ *   - it would start a session from an app that binds no usernames: a notice `outdated`, no retry;
  *   - it decrypts but is malformed: a notice `unreadable`;
  *   - its type (or version) has no handler: a notice `unsupported` keeping the plaintext, which a
  *     version with a handler for it shows from the store (`view`);
@@ -260,24 +261,31 @@ export class Inbox {
         // One that did not decode is decoded again, for its error.
         const envelope = envelopes[position] ?? decodeEnvelope(fromBase64Url(frame.body))
         ahead.prepare(position, record.current)
-        decrypted = await this.ctx.sessions.decryptWith(record, envelope, ahead.opener)
+        decrypted = await this.ctx.sessions.decryptWith(address(peer), record, envelope, ahead.opener)
       } catch (error) {
         if (!isUndecryptable(error)) throw error
         // A replay of a message a session already opened: nothing else happens.
         if (isProtocolError(error, ProtocolErrorCode.DuplicateMessage)) continue
-        const notice = noticeRecord(this.ctx, peer, frame, 'undecryptable')
+        // The first message of a session from an app that binds no usernames (docs/protocol.md
+        // §4.5): no retry request, since the fresh session it would go on is one that app cannot
+        // read, and its answer would be refused the same way. The notice says what to do instead.
+        const outdated = isProtocolError(error, ProtocolErrorCode.OutdatedSender)
+        const kind = outdated ? 'outdated' : 'undecryptable'
+        const notice = noticeRecord(this.ctx, peer, frame, kind)
         await batch.putMessage(notice)
         contact = {
           ...contact,
           unread: contact.unread + 1,
           lastMessageAt: Math.max(contact.lastMessageAt ?? 0, frame.ts),
-          retryPending: [...(contact.retryPending ?? []), frame.id].slice(-MAX_RETRY_IDS),
+          ...(outdated
+            ? {}
+            : { retryPending: [...(contact.retryPending ?? []), frame.id].slice(-MAX_RETRY_IDS) }),
         }
         batch.after.push(() => {
           this.ctx.events.emit('message', messageView(notice))
-          this.ctx.events.emit('undecryptable', { peer, id: frame.id, reason: error.code })
+          this.ctx.events.emit('undecryptable', { peer, id: frame.id, reason: error.code, kind })
         })
-        undecryptable = true
+        undecryptable ||= !outdated
         continue
       }
       record = decrypted.record

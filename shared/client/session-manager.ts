@@ -16,7 +16,13 @@ import type { Envelope } from '../codec/envelope.js'
 import type { Identity, PreKeyBundle, PublicIdentity } from '../identity.js'
 import type { KeyGeneration } from '../key-generation.js'
 import type { MessageOpener } from '../ratchet/double-ratchet.js'
-import { acceptSession, encryptMessage, type Session, startSession } from '../session.js'
+import {
+  acceptSession,
+  encryptMessage,
+  refuseUnboundPreKeyMessage,
+  type Session,
+  startSession,
+} from '../session.js'
 import {
   archiveCurrentSession,
   decryptWithRecord,
@@ -45,16 +51,34 @@ export interface SessionEncryption {
   readonly operation: StoreOperation
 }
 
+/**
+ * False for a session made before usernames were bound that has not been answered yet: it would
+ * keep sending version-1 prekey messages, which an up-to-date peer refuses (session.ts), so the
+ * next send starts a new session instead. Answered sessions of version 1 keep working both ways.
+ */
+function canSendOn(session: Session | null): session is Session {
+  return session !== null && !(session.version === 1 && session.pendingPreKey !== null)
+}
+
 export class SessionManager {
   private readonly store: ClientStore
   private readonly records: SealedStore
   private readonly identity: () => Identity
+  /** Our own canonical username: bound into every session's key agreement with the peer's. */
+  private readonly username: string
   private readonly keys: KeyGeneration
 
-  constructor(store: ClientStore, records: SealedStore, identity: () => Identity, keys: KeyGeneration) {
+  constructor(
+    store: ClientStore,
+    records: SealedStore,
+    identity: () => Identity,
+    username: string,
+    keys: KeyGeneration,
+  ) {
     this.store = store
     this.records = records
     this.identity = identity
+    this.username = username
     this.keys = keys
   }
 
@@ -67,17 +91,24 @@ export class SessionManager {
     return (await this.store.list('sessions')).map((entry) => parseAddressKey(entry.key))
   }
 
-  /** The session we would send to `target` on now, if any. */
+  /** The session we would send to `target` on now, if any (none: a bundle is needed). */
   async currentSession(target: Address): Promise<Session | null> {
-    return (await this.record(target)).current
+    const current = (await this.record(target)).current
+    return canSendOn(current) ? current : null
   }
 
   /**
-   * Decrypts against `record` rather than the stored one (a batch of deliveries from one address
-   * runs each on the record the previous one left): the record after, and what the message used.
+   * Decrypts an envelope from `target` against `record` rather than the stored one (a batch of
+   * deliveries from one address runs each on the record the previous one left): the record after,
+   * and what the message used.
    */
-  decryptWith(record: SessionRecord, envelope: Envelope, opener?: MessageOpener): Promise<RecordDecryption> {
-    return decryptWithRecord(record, envelope, (prekeyMessage) => this.accept(prekeyMessage), opener)
+  decryptWith(
+    target: Address,
+    record: SessionRecord,
+    envelope: Envelope,
+    opener?: MessageOpener,
+  ): Promise<RecordDecryption> {
+    return decryptWithRecord(record, envelope, (prekeyMessage) => this.accept(target, prekeyMessage), opener)
   }
 
   /** The operation that stores `record` as `target`'s. */
@@ -88,7 +119,7 @@ export class SessionManager {
   /** Decrypts an envelope from `target` with the session it belongs to (see decryptWithRecord). */
   async decrypt(target: Address, envelope: Envelope): Promise<SessionDecryption> {
     const record = await this.record(target)
-    const result = await this.decryptWith(record, envelope)
+    const result = await this.decryptWith(target, record, envelope)
     const operations = [await this.records.sessionRecordPut(addressKey(target), result.record)]
     if (result.usedOneTimePreKeyId !== undefined) {
       operations.push({ op: 'delete', table: 'prekeys', key: `one-time:${result.usedOneTimePreKeyId}` })
@@ -101,8 +132,13 @@ export class SessionManager {
     }
   }
 
-  /** A prekey message that starts a new session: find our prekeys and run X3DH. */
-  private async accept(envelope: Envelope) {
+  /**
+   * A prekey message from `target` that starts a new session: find our prekeys and run X3DH, with
+   * the sender's name as the server stamped the delivery and ours bound into it.
+   */
+  private async accept(target: Address, envelope: Envelope) {
+    // Before the prekey lookup: an outdated sender is the reason, whatever prekeys it names.
+    refuseUnboundPreKeyMessage(envelope)
     const header = envelope.preKey!
     const signedPreKey = await this.records.loadPreKey(`signed:${header.signedPreKeyId}`)
     const oneTimePreKey =
@@ -115,7 +151,12 @@ export class SessionManager {
         'expected prekeys this device still holds, got ids it does not know',
       )
     }
-    return acceptSession(this.identity(), envelope, { signedPreKey, oneTimePreKey })
+    return acceptSession(
+      this.identity(),
+      envelope,
+      { signedPreKey, oneTimePreKey },
+      { initiator: target.user, responder: this.username },
+    )
   }
 
   /**
@@ -141,11 +182,12 @@ export class SessionManager {
     options: { bundle?: PreKeyBundle; fresh?: boolean } = {},
   ): Promise<{ envelopes: Uint8Array[]; operation: StoreOperation }> {
     let record = await this.record(target)
-    if (options.bundle && (options.fresh || !record.current)) {
-      record = promoteSession(record, await startSession(this.identity(), options.bundle, this.keys))
+    if (options.bundle && (options.fresh || !canSendOn(record.current))) {
+      const names = { initiator: this.username, responder: target.user }
+      record = promoteSession(record, await startSession(this.identity(), options.bundle, names, this.keys))
     }
     let session = record.current
-    if (!session) {
+    if (!canSendOn(session)) {
       throw new ClientError(
         ClientErrorCode.InvalidState,
         `expected a session with ${target.user}, got none (a prekey bundle is needed)`,

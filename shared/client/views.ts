@@ -10,8 +10,10 @@
  *   unreadable     it decrypted, but its content was malformed (a retry would not help)
  *   unsupported    a kind of message this version cannot display; a later version can
  *   lost           it could not be decrypted, and the sender no longer has it to send again
+ *   outdated       it would have started a session from an app too old to bind usernames into the
+ *                  key agreement (docs/protocol.md §4.5): refused; the sender must update
  */
-export type MessageKind = 'text' | 'undecryptable' | 'unreadable' | 'unsupported' | 'lost'
+export type MessageKind = 'text' | 'undecryptable' | 'unreadable' | 'unsupported' | 'lost' | 'outdated'
 
 /**
  * What both UIs say in place of a message that is a notice (undefined for text), so the PWA, the
@@ -31,6 +33,8 @@ export function noticeText(message: Pick<MessageView, 'kind' | 'peer'>): string 
       return `A message from ${peer} could not be read: it decrypted, but its content was damaged.`
     case 'unsupported':
       return `${peer} sent a kind of message this version cannot display. Update secure-chat to see it.`
+    case 'outdated':
+      return `A message from ${peer} could not be decrypted: ${peer}'s app is out of date. ${peer}'s app must be updated, then the message sent again.`
   }
 }
 
@@ -112,9 +116,10 @@ export interface ClientEvents extends Record<string, unknown> {
   connection: { state: ConnectionState }
   /**
    * A message arrived that could not be decrypted: a notice took its place in the conversation and
-   * the sender was asked to send it again.
+   * the sender was asked to send it again (kind `undecryptable`), or, when the sender's app is too
+   * old to bind usernames into a new session, not asked (kind `outdated`: it must update first).
    */
-  undecryptable: { peer: string; id: string; reason: string }
+  undecryptable: { peer: string; id: string; reason: string; kind: 'undecryptable' | 'outdated' }
   /** An entry left the conversation (a notice whose message turned out to be a resent receipt). */
   removed: { peer: string; id: string }
   /** Everything the server had queued for us when we connected is now stored (and acknowledged). */

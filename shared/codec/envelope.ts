@@ -4,6 +4,8 @@
  * byte before the ciphertext is authenticated as AEAD associated data.
  *
  *   envelope      = version(1) ‖ type(1) ‖ [prekey header, if type = 2] ‖ ratchet header ‖ ciphertext
+ *   version       = the session's (session.ts): 2 when both usernames are bound into its AD, 1 for
+ *                   sessions made before that; the layout is the same for both
  *   prekey header = identityKey(32) ‖ signingKey(32) ‖ identitySignature(64) ‖ ephemeralKey(32)
  *                   ‖ signedPreKeyId(u32) ‖ hasOneTimePreKey(u8: 0|1) ‖ oneTimePreKeyId(u32, 0 if absent)
  *   ratchet header = ratchetKey(32) ‖ previousChainLength(u32) ‖ index(u32)
@@ -16,7 +18,14 @@ import { describeValue, ProtocolError, ProtocolErrorCode } from '../errors.js'
 import type { PublicIdentity } from '../identity.js'
 import { MAX_ENVELOPE_BYTES, PADDING_BLOCK_BYTES } from '../limits.js'
 
-export const ENVELOPE_VERSION = 1
+/** The version of envelopes of sessions made now (usernames bound into AD, docs/protocol.md §4.4). */
+export const ENVELOPE_VERSION = 2
+/**
+ * The version of envelopes of sessions made before usernames were bound: still read and written on
+ * sessions established then, so those keep working; never the start of a new session (session.ts).
+ */
+export const UNBOUND_ENVELOPE_VERSION = 1
+export type EnvelopeVersion = typeof UNBOUND_ENVELOPE_VERSION | typeof ENVELOPE_VERSION
 export const EnvelopeType = { Message: 1, PreKeyMessage: 2 } as const
 export type EnvelopeType = (typeof EnvelopeType)[keyof typeof EnvelopeType]
 
@@ -36,6 +45,7 @@ export interface PreKeyHeader {
 }
 
 export interface Envelope {
+  readonly version: EnvelopeVersion
   readonly type: EnvelopeType
   readonly preKey: PreKeyHeader | undefined
   readonly header: RatchetHeader
@@ -44,9 +54,13 @@ export interface Envelope {
   readonly ciphertext: Uint8Array
 }
 
-export function encodeEnvelopeHeader(preKey: PreKeyHeader | undefined, header: RatchetHeader): Uint8Array {
+export function encodeEnvelopeHeader(
+  version: EnvelopeVersion,
+  preKey: PreKeyHeader | undefined,
+  header: RatchetHeader,
+): Uint8Array {
   const writer = new ByteWriter(preKey ? 211 : 42)
-  writer.u8(ENVELOPE_VERSION).u8(preKey ? EnvelopeType.PreKeyMessage : EnvelopeType.Message)
+  writer.u8(version).u8(preKey ? EnvelopeType.PreKeyMessage : EnvelopeType.Message)
   if (preKey) {
     writer
       .fixed(preKey.initiator.identityKey)
@@ -76,10 +90,10 @@ export function decodeEnvelope(input: unknown): Envelope {
   }
   const reader = new ByteReader(input, 'envelope')
   const version = reader.u8()
-  if (version !== ENVELOPE_VERSION) {
+  if (version !== ENVELOPE_VERSION && version !== UNBOUND_ENVELOPE_VERSION) {
     throw new ProtocolError(
       ProtocolErrorCode.UnsupportedVersion,
-      `envelope: expected version ${ENVELOPE_VERSION}, got ${version}`,
+      `envelope: expected version ${UNBOUND_ENVELOPE_VERSION} or ${ENVELOPE_VERSION}, got ${version}`,
     )
   }
   const type = reader.u8()
@@ -127,7 +141,7 @@ export function decodeEnvelope(input: unknown): Envelope {
       `envelope: expected ciphertext of 160·k + 16 bytes, got ${ciphertext.length}`,
     )
   }
-  return { type, preKey, header, headerBytes: input.slice(0, headerLength), ciphertext }
+  return { version, type, preKey, header, headerBytes: input.slice(0, headerLength), ciphertext }
 }
 
 export function encodeEnvelope(headerBytes: Uint8Array, ciphertext: Uint8Array): Uint8Array {

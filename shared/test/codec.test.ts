@@ -6,7 +6,7 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { ByteReader, ByteWriter, equalBytes, fromBase64Url, toBase64Url } from '../bytes.js'
 import { RegisterRequest, UserSearchResponse } from '../codec/api.js'
-import { decodeEnvelope, encodeEnvelope, encodeEnvelopeHeader } from '../codec/envelope.js'
+import { decodeEnvelope, ENVELOPE_VERSION, encodeEnvelope, encodeEnvelopeHeader } from '../codec/envelope.js'
 import { decodeClientFrame, decodeServerFrame } from '../codec/frames.js'
 import { decode } from '../codec/schema.js'
 import { isProtocolError } from '../errors.js'
@@ -82,7 +82,7 @@ describe('envelope', () => {
         signedPreKeyId: 9,
         oneTimePreKeyId,
       }
-      const headerBytes = encodeEnvelopeHeader(preKey, header)
+      const headerBytes = encodeEnvelopeHeader(ENVELOPE_VERSION, preKey, header)
       const decoded = decodeEnvelope(encodeEnvelope(headerBytes, ciphertext))
       expect(decoded.type).toBe(2)
       expect(decoded.preKey?.oneTimePreKeyId).toBe(oneTimePreKeyId)
@@ -90,7 +90,9 @@ describe('envelope', () => {
       expect(equalBytes(decoded.headerBytes, headerBytes)).toBe(true)
       expect(decoded.header.index).toBe(6)
     }
-    const plain = decodeEnvelope(encodeEnvelope(encodeEnvelopeHeader(undefined, header), ciphertext))
+    const plain = decodeEnvelope(
+      encodeEnvelope(encodeEnvelopeHeader(ENVELOPE_VERSION, undefined, header), ciphertext),
+    )
     expect(plain.type).toBe(1)
     expect(plain.preKey).toBeUndefined()
     expect(plain.headerBytes).toHaveLength(42)
@@ -99,7 +101,7 @@ describe('envelope', () => {
   it.each([
     ['not bytes', 'hello', 'E2E_ERR_MALFORMED_MESSAGE'],
     ['empty', new Uint8Array(0), 'E2E_ERR_MALFORMED_MESSAGE'],
-    ['unknown version', Uint8Array.from([2, 1]), 'E2E_ERR_UNSUPPORTED_VERSION'],
+    ['unknown version', Uint8Array.from([3, 1]), 'E2E_ERR_UNSUPPORTED_VERSION'],
     ['unknown type', Uint8Array.from([1, 3, ...new Uint8Array(240)]), 'E2E_ERR_MALFORMED_MESSAGE'],
     ['truncated header', Uint8Array.from([1, 1, ...new Uint8Array(30)]), 'E2E_ERR_MALFORMED_MESSAGE'],
     [
@@ -120,7 +122,7 @@ describe('envelope', () => {
       signedPreKeyId: 1,
       oneTimePreKeyId: 5,
     }
-    const bytes = encodeEnvelope(encodeEnvelopeHeader(preKey, header), ciphertext)
+    const bytes = encodeEnvelope(encodeEnvelopeHeader(ENVELOPE_VERSION, preKey, header), ciphertext)
     const flagOffset = 2 + 128 + 32 + 4
     const badFlag = bytes.slice()
     badFlag[flagOffset] = 2
@@ -155,6 +157,7 @@ describe('padding', () => {
 
   it('the largest conforming prekey envelope is exactly MAX_ENVELOPE_BYTES', () => {
     const headerBytes = encodeEnvelopeHeader(
+      ENVELOPE_VERSION,
       {
         initiator: {
           identityKey: new Uint8Array(32),

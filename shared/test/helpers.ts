@@ -1,5 +1,6 @@
 /** Test helpers: deterministic keys for known-answer tests, and two-party session setup. */
 import { ByteWriter, utf8Encode } from '../bytes.js'
+import { decodeEnvelope, UNBOUND_ENVELOPE_VERSION } from '../codec/envelope.js'
 import {
   forceCurveFallbackForTests,
   hkdfSha256,
@@ -13,10 +14,17 @@ import {
   type Identity,
   identityFromPrivateKeys,
   type PreKeyPair,
+  type PublicIdentity,
   publicPreKey,
 } from '../identity.js'
 import type { KeyGeneration } from '../key-generation.js'
-import { acceptSession, encryptMessage, type Session, startSession } from '../session.js'
+import { responderRatchetState } from '../ratchet/double-ratchet.js'
+import { acceptSession, decryptMessage, encryptMessage, type Session, startSession } from '../session.js'
+import { identityAssociatedData, type SessionNames, x3dhRespond } from '../x3dh.js'
+
+/** The names the two-party tests bind into their sessions: alice starts, bob answers. */
+export const ALICE_TO_BOB: SessionNames = { initiator: 'alice', responder: 'bob' }
+export const BOB_TO_ALICE: SessionNames = { initiator: 'bob', responder: 'alice' }
 
 /** The two ways curve operations run: WebCrypto, and the @noble/curves fallback forced on. */
 export const curveBackends = [
@@ -83,10 +91,11 @@ export async function establishedParties(keys?: {
       signedPreKey: publicPreKey(signedPreKey),
       oneTimePreKey: publicPreKey(oneTimePreKey!),
     },
+    ALICE_TO_BOB,
     keys?.alice,
   )
   const first = await encryptMessage(started, utf8Encode('hello'), keys?.alice)
-  const accepted = await acceptSession(bob, first.envelope, { signedPreKey, oneTimePreKey })
+  const accepted = await acceptSession(bob, first.envelope, { signedPreKey, oneTimePreKey }, ALICE_TO_BOB)
   return {
     alice,
     bob,
@@ -95,4 +104,54 @@ export async function establishedParties(keys?: {
     aliceSession: first.session,
     bobSession: accepted.session,
   }
+}
+
+/**
+ * What a client of the version before usernames were bound made of `session` (one of ours from
+ * `startSession`): the same X3DH secret and ratchet, the 128-byte AD of the two identities alone,
+ * and version-1 envelopes. Such sessions still come out of storage; the tests use this to make the
+ * bytes an old client sends (and its known answers, docs/protocol.md §17).
+ */
+export function asVersion1Session(
+  session: Session,
+  initiator: PublicIdentity,
+  responder: PublicIdentity,
+): Session {
+  return {
+    ...session,
+    version: UNBOUND_ENVELOPE_VERSION,
+    associatedData: identityAssociatedData(initiator, responder),
+  }
+}
+
+/**
+ * A responder of the version before usernames were bound accepting a prekey message (today's
+ * acceptSession refuses version 1): X3DH, the 128-byte AD, then the first decryption.
+ */
+export async function acceptAsVersion1(
+  identity: Identity,
+  input: Uint8Array,
+  preKeys: { signedPreKey: PreKeyPair; oneTimePreKey: PreKeyPair | undefined },
+): Promise<{ session: Session; plaintext: Uint8Array }> {
+  const envelope = decodeEnvelope(input)
+  const header = envelope.preKey!
+  const agreement = await x3dhRespond(
+    identity,
+    preKeys.signedPreKey,
+    preKeys.oneTimePreKey,
+    header.initiator,
+    header.ephemeralKey,
+    // Names change only AD, which is replaced below: the secret is the same without them.
+    ALICE_TO_BOB,
+  )
+  const session: Session = {
+    role: 'responder',
+    version: UNBOUND_ENVELOPE_VERSION,
+    associatedData: identityAssociatedData(header.initiator, identity.public),
+    remoteIdentity: header.initiator,
+    baseKey: header.ephemeralKey,
+    pendingPreKey: null,
+    ratchet: responderRatchetState(agreement.sharedSecret, preKeys.signedPreKey.keyPair),
+  }
+  return decryptMessage(session, envelope)
 }

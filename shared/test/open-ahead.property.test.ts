@@ -22,6 +22,7 @@ import { OPEN_AHEAD_WINDOW, OpenAhead } from '../open-ahead.js'
 import { acceptSession, decryptMessage, encryptMessage, type Session, startSession } from '../session.js'
 import { decryptWithRecord, EMPTY_SESSION_RECORD, type SessionRecord } from '../session-record.js'
 import { serializeSessionRecord } from '../session-serialization.js'
+import { ALICE_TO_BOB } from './helpers.js'
 
 interface Parties {
   readonly bobIdentity: Identity
@@ -49,7 +50,7 @@ async function conversation(p: Parties, runs: readonly number[]): Promise<{ enve
     signedPreKey: publicPreKey(p.signedPreKey),
     oneTimePreKey: publicPreKey(p.oneTimePreKey),
   }
-  let alice: Session = await startSession(p.alice, bundle)
+  let alice: Session = await startSession(p.alice, bundle, ALICE_TO_BOB)
   let bob: Session | undefined
   const envelopes: Uint8Array[] = []
   let sent = 0
@@ -65,10 +66,15 @@ async function conversation(p: Parties, runs: readonly number[]): Promise<{ enve
       envelopes.push(message.envelope)
       if (!bob) {
         bob = (
-          await acceptSession(p.bobIdentity, message.envelope, {
-            signedPreKey: p.signedPreKey,
-            oneTimePreKey: p.oneTimePreKey,
-          })
+          await acceptSession(
+            p.bobIdentity,
+            message.envelope,
+            {
+              signedPreKey: p.signedPreKey,
+              oneTimePreKey: p.oneTimePreKey,
+            },
+            ALICE_TO_BOB,
+          )
         ).session
       }
     }
@@ -102,10 +108,15 @@ async function decryptBatch(
         record,
         envelope,
         (prekeyMessage) =>
-          acceptSession(p.bobIdentity, prekeyMessage, {
-            signedPreKey: p.signedPreKey,
-            oneTimePreKey: p.oneTimePreKey,
-          }),
+          acceptSession(
+            p.bobIdentity,
+            prekeyMessage,
+            {
+              signedPreKey: p.signedPreKey,
+              oneTimePreKey: p.oneTimePreKey,
+            },
+            ALICE_TO_BOB,
+          ),
         ahead?.opener,
       )
       record = decrypted.record

@@ -12,7 +12,7 @@ import { generateIdentity, generateOneTimePreKeys, generateSignedPreKey, publicP
 import { MAX_FORWARD_JUMP, MAX_SKIPPED_MESSAGE_KEYS } from '../limits.js'
 import { acceptSession, decryptMessage, encryptMessage, type Session, startSession } from '../session.js'
 import { deserializeSession, serializeSession } from '../session-serialization.js'
-import { establishedParties } from './helpers.js'
+import { ALICE_TO_BOB, establishedParties } from './helpers.js'
 
 type Party = 'alice' | 'bob'
 const other = (p: Party): Party => (p === 'alice' ? 'bob' : 'alice')
@@ -83,11 +83,15 @@ describe('two parties in any interleaving', () => {
           const signedPreKey = await generateSignedPreKey(bob, 7, { extractable: true })
           const [oneTimePreKey] = await generateOneTimePreKeys(bob, 42, 1, { extractable: true })
           const sessions: Record<Party, Session | null> = {
-            alice: await startSession(alice, {
-              identity: bob.public,
-              signedPreKey: publicPreKey(signedPreKey),
-              oneTimePreKey: publicPreKey(oneTimePreKey!),
-            }),
+            alice: await startSession(
+              alice,
+              {
+                identity: bob.public,
+                signedPreKey: publicPreKey(signedPreKey),
+                oneTimePreKey: publicPreKey(oneTimePreKey!),
+              },
+              ALICE_TO_BOB,
+            ),
             bob: null,
           }
           const inFlight: InFlight[] = []
@@ -96,7 +100,12 @@ describe('two parties in any interleaving', () => {
           const deliver = async (message: InFlight) => {
             const session = sessions[message.to]
             if (session === null) {
-              const accepted = await acceptSession(bob, message.envelope, { signedPreKey, oneTimePreKey })
+              const accepted = await acceptSession(
+                bob,
+                message.envelope,
+                { signedPreKey, oneTimePreKey },
+                ALICE_TO_BOB,
+              )
               sessions.bob = accepted.session
               expect(utf8Decode(accepted.plaintext)).toBe(message.text)
             } else {
@@ -184,17 +193,21 @@ describe('tampering', () => {
     const bob = await generateIdentity({ extractable: true })
     const signedPreKey = await generateSignedPreKey(bob, 1, { extractable: true })
     const [oneTimePreKey] = await generateOneTimePreKeys(bob, 5, 1, { extractable: true })
-    const session = await startSession(alice, {
-      identity: bob.public,
-      signedPreKey: publicPreKey(signedPreKey),
-      oneTimePreKey: publicPreKey(oneTimePreKey!),
-    })
+    const session = await startSession(
+      alice,
+      {
+        identity: bob.public,
+        signedPreKey: publicPreKey(signedPreKey),
+        oneTimePreKey: publicPreKey(oneTimePreKey!),
+      },
+      ALICE_TO_BOB,
+    )
     const { envelope } = await encryptMessage(session, utf8Encode('first'))
     await fc.assert(
       fc.asyncProperty(fc.nat(), fc.integer({ min: 0, max: 7 }), async (position, bit) => {
         const tampered = envelope.slice()
         tampered[position % tampered.length]! ^= 1 << bit
-        const error = await acceptSession(bob, tampered, { signedPreKey, oneTimePreKey }).then(
+        const error = await acceptSession(bob, tampered, { signedPreKey, oneTimePreKey }, ALICE_TO_BOB).then(
           () => undefined,
           (e: unknown) => e,
         )
@@ -202,7 +215,7 @@ describe('tampering', () => {
       }),
       { numRuns: 120 },
     )
-    const accepted = await acceptSession(bob, envelope, { signedPreKey, oneTimePreKey })
+    const accepted = await acceptSession(bob, envelope, { signedPreKey, oneTimePreKey }, ALICE_TO_BOB)
     expect(utf8Decode(accepted.plaintext)).toBe('first')
   })
 

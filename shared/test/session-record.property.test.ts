@@ -28,6 +28,7 @@ import {
   type SessionRecord,
 } from '../session-record.js'
 import { deserializeSessionRecord, serializeSessionRecord } from '../session-serialization.js'
+import { ALICE_TO_BOB } from './helpers.js'
 
 type Party = 'alice' | 'bob'
 const other = (p: Party): Party => (p === 'alice' ? 'bob' : 'alice')
@@ -51,6 +52,7 @@ const opArbitrary: fc.Arbitrary<Op> = fc.oneof(
 )
 
 interface Peer {
+  name: Party
   identity: Identity
   signedPreKey: PreKeyPair
   /** One-time prekeys not yet handed out, and those handed out but not yet used. */
@@ -65,9 +67,10 @@ interface InFlight {
   text: string
 }
 
-async function makePeer(firstPreKeyId: number): Promise<Peer> {
+async function makePeer(name: Party, firstPreKeyId: number): Promise<Peer> {
   const identity = await generateIdentity({ extractable: true })
   return {
+    name,
     identity,
     signedPreKey: await generateSignedPreKey(identity, firstPreKeyId, { extractable: true }),
     unclaimed: await generateOneTimePreKeys(identity, firstPreKeyId + 1, 12, { extractable: true }),
@@ -80,12 +83,19 @@ async function recordBytes(record: SessionRecord): Promise<string> {
   return toHex(await serializeSessionRecord(record))
 }
 
+/** `peer` receives an envelope from the other party (the only one who writes to it). */
 async function receive(peer: Peer, envelope: Uint8Array) {
+  const names = { initiator: other(peer.name), responder: peer.name }
   return decryptWithRecord(peer.record, decodeEnvelope(envelope), async (prekeyMessage) => {
     const header = prekeyMessage.preKey!
     const oneTimePreKey =
       header.oneTimePreKeyId === undefined ? undefined : peer.claimed.get(header.oneTimePreKeyId)
-    return acceptSession(peer.identity, prekeyMessage, { signedPreKey: peer.signedPreKey, oneTimePreKey })
+    return acceptSession(
+      peer.identity,
+      prekeyMessage,
+      { signedPreKey: peer.signedPreKey, oneTimePreKey },
+      names,
+    )
   })
 }
 
@@ -96,7 +106,10 @@ describe('session records in any interleaving', () => {
         fc.array(opArbitrary, { minLength: 20, maxLength: 70, size: 'max' }),
         fc.array(fc.nat(), { maxLength: 70, size: 'max' }),
         async (ops, finalOrder) => {
-          const peers: Record<Party, Peer> = { alice: await makePeer(1), bob: await makePeer(100) }
+          const peers: Record<Party, Peer> = {
+            alice: await makePeer('alice', 1),
+            bob: await makePeer('bob', 100),
+          }
           const inFlight: InFlight[] = []
           const delivered: InFlight[] = []
           let counter = 0
@@ -119,11 +132,15 @@ describe('session records in any interleaving', () => {
                 const recipient = peers[other(op.from)]
                 const oneTimePreKey = recipient.unclaimed.shift()
                 if (oneTimePreKey) recipient.claimed.set(oneTimePreKey.keyId, oneTimePreKey)
-                const session = await startSession(sender.identity, {
-                  identity: recipient.identity.public,
-                  signedPreKey: publicPreKey(recipient.signedPreKey),
-                  ...(oneTimePreKey ? { oneTimePreKey: publicPreKey(oneTimePreKey) } : {}),
-                })
+                const session = await startSession(
+                  sender.identity,
+                  {
+                    identity: recipient.identity.public,
+                    signedPreKey: publicPreKey(recipient.signedPreKey),
+                    ...(oneTimePreKey ? { oneTimePreKey: publicPreKey(oneTimePreKey) } : {}),
+                  },
+                  { initiator: op.from, responder: other(op.from) },
+                )
                 sender.record = promoteSession(sender.record, session)
               }
               const text = `${op.from} ${counter++}`
@@ -166,16 +183,20 @@ describe('session records in any interleaving', () => {
   })
 
   it('crossed first messages: both keep both sessions and converge on one', async () => {
-    const alice = await makePeer(1)
-    const bob = await makePeer(100)
+    const alice = await makePeer('alice', 1)
+    const bob = await makePeer('bob', 100)
     const start = async (from: Peer, to: Peer) => {
       const oneTimePreKey = to.unclaimed.shift()!
       to.claimed.set(oneTimePreKey.keyId, oneTimePreKey)
-      return startSession(from.identity, {
-        identity: to.identity.public,
-        signedPreKey: publicPreKey(to.signedPreKey),
-        oneTimePreKey: publicPreKey(oneTimePreKey),
-      })
+      return startSession(
+        from.identity,
+        {
+          identity: to.identity.public,
+          signedPreKey: publicPreKey(to.signedPreKey),
+          oneTimePreKey: publicPreKey(oneTimePreKey),
+        },
+        { initiator: from.name, responder: to.name },
+      )
     }
     const send = async (from: Peer, text: string) => {
       const sent = await encryptMessage(from.record.current!, utf8Encode(text))
@@ -220,15 +241,23 @@ describe('session records in any interleaving', () => {
     const bob = await generateIdentity({ extractable: true })
     const signedPreKey = await generateSignedPreKey(bob, 1, { extractable: true })
     let record = EMPTY_SESSION_RECORD
-    const first = await startSession(alice, {
-      identity: bob.public,
-      signedPreKey: publicPreKey(signedPreKey),
-    })
+    const first = await startSession(
+      alice,
+      {
+        identity: bob.public,
+        signedPreKey: publicPreKey(signedPreKey),
+      },
+      ALICE_TO_BOB,
+    )
     record = promoteSession(record, first)
     for (let i = 0; i < MAX_ARCHIVED_SESSIONS + 1; i++) {
       record = promoteSession(
         record,
-        await startSession(alice, { identity: bob.public, signedPreKey: publicPreKey(signedPreKey) }),
+        await startSession(
+          alice,
+          { identity: bob.public, signedPreKey: publicPreKey(signedPreKey) },
+          ALICE_TO_BOB,
+        ),
       )
     }
     expect(record.archived).toHaveLength(MAX_ARCHIVED_SESSIONS)

@@ -15,6 +15,7 @@ import {
 } from '../identity.js'
 import { acceptSession, decryptMessage, encryptMessage, startSession } from '../session.js'
 import { x3dhInitiate, x3dhRespond } from '../x3dh.js'
+import { ALICE_TO_BOB } from './helpers.js'
 
 async function bobWithKeys() {
   const bob = await generateIdentity({ extractable: true })
@@ -28,17 +29,22 @@ describe('X3DH', () => {
     const alice = await generateIdentity()
     const { bob, signedPreKey, oneTimePreKeys } = await bobWithKeys()
     for (const oneTimePreKey of [oneTimePreKeys[0], undefined]) {
-      const initiation = await x3dhInitiate(alice, {
-        identity: bob.public,
-        signedPreKey: publicPreKey(signedPreKey),
-        oneTimePreKey: oneTimePreKey && publicPreKey(oneTimePreKey),
-      })
+      const initiation = await x3dhInitiate(
+        alice,
+        {
+          identity: bob.public,
+          signedPreKey: publicPreKey(signedPreKey),
+          oneTimePreKey: oneTimePreKey && publicPreKey(oneTimePreKey),
+        },
+        ALICE_TO_BOB,
+      )
       const response = await x3dhRespond(
         bob,
         signedPreKey,
         oneTimePreKey,
         alice.public,
         initiation.ephemeralPublicKey,
+        ALICE_TO_BOB,
       )
       expect(toHex(response.sharedSecret)).toBe(toHex(initiation.sharedSecret))
       expect(toHex(response.associatedData)).toBe(toHex(initiation.associatedData))
@@ -49,17 +55,22 @@ describe('X3DH', () => {
   it('the one-time prekey changes the secret (DH4 is mixed in)', async () => {
     const alice = await generateIdentity()
     const { bob, signedPreKey, oneTimePreKeys } = await bobWithKeys()
-    const initiation = await x3dhInitiate(alice, {
-      identity: bob.public,
-      signedPreKey: publicPreKey(signedPreKey),
-      oneTimePreKey: publicPreKey(oneTimePreKeys[0]!),
-    })
+    const initiation = await x3dhInitiate(
+      alice,
+      {
+        identity: bob.public,
+        signedPreKey: publicPreKey(signedPreKey),
+        oneTimePreKey: publicPreKey(oneTimePreKeys[0]!),
+      },
+      ALICE_TO_BOB,
+    )
     const withoutOneTime = await x3dhRespond(
       bob,
       signedPreKey,
       undefined,
       alice.public,
       initiation.ephemeralPublicKey,
+      ALICE_TO_BOB,
     )
     expect(equalBytes(withoutOneTime.sharedSecret, initiation.sharedSecret)).toBe(false)
   })
@@ -70,16 +81,12 @@ describe('X3DH', () => {
     const mallory = await generateX25519KeyPair()
     const forged = { ...publicPreKey(signedPreKey), publicKey: mallory.publicKey }
     let generated = 0
-    const error = await x3dhInitiate(
-      alice,
-      { identity: bob.public, signedPreKey: forged },
-      {
-        generateKeyPair: async (options) => {
-          generated++
-          return generateX25519KeyPair(options)
-        },
+    const error = await x3dhInitiate(alice, { identity: bob.public, signedPreKey: forged }, ALICE_TO_BOB, {
+      generateKeyPair: async (options) => {
+        generated++
+        return generateX25519KeyPair(options)
       },
-    ).catch((e: unknown) => e)
+    }).catch((e: unknown) => e)
     expect(isProtocolError(error, 'E2E_ERR_BAD_SIGNATURE')).toBe(true)
     expect(generated).toBe(0)
   })
@@ -129,25 +136,40 @@ describe('X3DH', () => {
       signedPreKey: publicPreKey(signedPreKey),
       oneTimePreKey: publicPreKey(oneTimePreKey),
     }
-    const first = await encryptMessage(await startSession(alice, bundle), utf8Encode('one'))
-    const accepted = await acceptSession(bob, first.envelope, {
-      signedPreKey,
-      oneTimePreKey: store.get(oneTimePreKey.keyId),
-    })
+    const first = await encryptMessage(await startSession(alice, bundle, ALICE_TO_BOB), utf8Encode('one'))
+    const accepted = await acceptSession(
+      bob,
+      first.envelope,
+      {
+        signedPreKey,
+        oneTimePreKey: store.get(oneTimePreKey.keyId),
+      },
+      ALICE_TO_BOB,
+    )
     expect(accepted.usedOneTimePreKeyId).toBe(oneTimePreKey.keyId)
     store.delete(accepted.usedOneTimePreKeyId!)
     // A replay of the first message, or a second session built on the same bundle, needs the deleted key.
-    const second = await encryptMessage(await startSession(alice, bundle), utf8Encode('two'))
-    const error = await acceptSession(bob, second.envelope, {
-      signedPreKey,
-      oneTimePreKey: store.get(oneTimePreKey.keyId),
-    }).catch((e: unknown) => e)
+    const second = await encryptMessage(await startSession(alice, bundle, ALICE_TO_BOB), utf8Encode('two'))
+    const error = await acceptSession(
+      bob,
+      second.envelope,
+      {
+        signedPreKey,
+        oneTimePreKey: store.get(oneTimePreKey.keyId),
+      },
+      ALICE_TO_BOB,
+    ).catch((e: unknown) => e)
     expect(isProtocolError(error, 'E2E_ERR_INVALID_INPUT')).toBe(true)
     // And pretending the message named no one-time prekey gives a different secret: it cannot decrypt.
-    const withoutOneTime = await acceptSession(bob, second.envelope, {
-      signedPreKey,
-      oneTimePreKey: undefined,
-    }).catch((e: unknown) => e)
+    const withoutOneTime = await acceptSession(
+      bob,
+      second.envelope,
+      {
+        signedPreKey,
+        oneTimePreKey: undefined,
+      },
+      ALICE_TO_BOB,
+    ).catch((e: unknown) => e)
     expect(isProtocolError(withoutOneTime)).toBe(true)
   })
 })
@@ -162,13 +184,22 @@ describe('identity and prekey export format', () => {
     expect(toHex(restoredBob.public.signingKey)).toBe(toHex(bob.public.signingKey))
     expect(restoredBob.agreement.privateKey.extractable).toBe(false)
     const sent = await encryptMessage(
-      await startSession(alice, { identity: bob.public, signedPreKey: publicPreKey(signedPreKey) }),
+      await startSession(
+        alice,
+        { identity: bob.public, signedPreKey: publicPreKey(signedPreKey) },
+        ALICE_TO_BOB,
+      ),
       utf8Encode('after restore'),
     )
-    const accepted = await acceptSession(restoredBob, sent.envelope, {
-      signedPreKey: restoredPreKey,
-      oneTimePreKey: undefined,
-    })
+    const accepted = await acceptSession(
+      restoredBob,
+      sent.envelope,
+      {
+        signedPreKey: restoredPreKey,
+        oneTimePreKey: undefined,
+      },
+      ALICE_TO_BOB,
+    )
     expect(utf8Decode(accepted.plaintext)).toBe('after restore')
   })
 
@@ -202,9 +233,14 @@ describe('decrypting with the wrong session', () => {
     const alice = await generateIdentity()
     const { bob, signedPreKey } = await bobWithKeys()
     const bundle = { identity: bob.public, signedPreKey: publicPreKey(signedPreKey) }
-    const one = await encryptMessage(await startSession(alice, bundle), utf8Encode('one'))
-    const two = await encryptMessage(await startSession(alice, bundle), utf8Encode('two'))
-    const accepted = await acceptSession(bob, one.envelope, { signedPreKey, oneTimePreKey: undefined })
+    const one = await encryptMessage(await startSession(alice, bundle, ALICE_TO_BOB), utf8Encode('one'))
+    const two = await encryptMessage(await startSession(alice, bundle, ALICE_TO_BOB), utf8Encode('two'))
+    const accepted = await acceptSession(
+      bob,
+      one.envelope,
+      { signedPreKey, oneTimePreKey: undefined },
+      ALICE_TO_BOB,
+    )
     await expect(decryptMessage(accepted.session, two.envelope)).rejects.toMatchObject({
       code: 'E2E_ERR_INVALID_STATE',
     })

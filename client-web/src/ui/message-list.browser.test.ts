@@ -47,11 +47,14 @@ async function settle(list: MessageList): Promise<void> {
   }
 }
 
-async function mount(items: MessageView[], options: { hasOlder?: boolean } = {}): Promise<MessageList> {
+async function mount(
+  items: MessageView[],
+  options: { hasOlder?: boolean; width?: number } = {},
+): Promise<MessageList> {
   const list = document.createElement('sc-message-list')
   list.style.display = 'block'
   list.style.height = '600px'
-  list.style.width = '420px'
+  list.style.width = `${options.width ?? 420}px`
   list.peer = 'ann'
   list.messages = items
   list.hasOlder = options.hasOlder ?? false
@@ -215,14 +218,15 @@ describe('sc-message-list notices', () => {
     'unreadable',
     'unsupported',
     'lost',
+    'outdated',
   ]
 
   /**
-   * Messages from ann a minute apart (one group, were it not for the notices), m1…m9, with a notice
-   * of each kind in place of m2, m4, m6 and m8.
+   * Messages from ann a minute apart (one group, were it not for the notices), m1…m11, with a
+   * notice of each kind in place of m2, m4, m6, m8 and m10.
    */
   function withNotices(): MessageView[] {
-    return messages(9, 1, MINUTE).map((message, i) => {
+    return messages(11, 1, MINUTE).map((message, i) => {
       const kind = i % 2 === 1 ? NOTICE_KINDS[(i - 1) / 2] : undefined
       return { ...message, direction: 'in', state: 'received', ...(kind ? { text: '', kind } : {}) }
     })
@@ -240,7 +244,8 @@ describe('sc-message-list notices', () => {
 
   it('shows each kind of notice as a note with its sentence, in its place between the messages', async () => {
     const items = withNotices()
-    const list = await mount(items)
+    // Wide enough that all five notices and the messages between them fit on one screen.
+    const list = await mount(items, { width: 640 })
     expect(rows(list)).toEqual(
       items.map((message) =>
         message.kind === 'text'
@@ -254,6 +259,7 @@ describe('sc-message-list notices', () => {
       'A message from ann could not be read: it decrypted, but its content was damaged.',
       'ann sent a kind of message this version cannot display. Update secure-chat to see it.',
       "A message from ann could not be decrypted, and ann's device no longer has it to send again.",
+      "A message from ann could not be decrypted: ann's app is out of date. ann's app must be updated, then the message sent again.",
     ])
     // Each notice is on screen, with its icon and time, and is not drawn as a bubble.
     const box = viewport(list).getBoundingClientRect()
@@ -268,7 +274,7 @@ describe('sc-message-list notices', () => {
       expect(note.querySelector('.bubble')).toBeNull()
     }
     // A notice stands apart: the message after it begins a group of its own.
-    for (const id of ['m3', 'm5', 'm7', 'm9']) {
+    for (const id of ['m3', 'm5', 'm7', 'm9', 'm11']) {
       expect(
         list.shadowRoot!.querySelector(`.message[data-id="${id}"]`)?.classList.contains('group-start'),
       ).toBe(true)
@@ -291,6 +297,6 @@ describe('sc-message-list notices', () => {
       text: 'sent again: here it is',
     })
     expect(list.shadowRoot!.querySelector('[role="note"][data-id="m2"]')).toBeNull()
-    expect(list.shadowRoot!.querySelectorAll('[role="note"]')).toHaveLength(3)
+    expect(list.shadowRoot!.querySelectorAll('[role="note"]')).toHaveLength(4)
   })
 })

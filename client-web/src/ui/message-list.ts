@@ -62,13 +62,15 @@ const DELIVERY_LABELS: Record<DeliveryState, string> = {
 
 /**
  * A notice's icon says what happens next: the message is on its way again (a clock), this version
- * cannot show it (information), or it is gone or damaged (a warning).
+ * cannot show it (information), or it is gone or damaged, or refused until its sender updates (a
+ * warning).
  */
 const NOTICE_ICONS: Record<Exclude<MessageKind, 'text'>, () => TemplateResult> = {
   undecryptable: icons.clock,
   unsupported: icons.info,
   lost: icons.alert,
   unreadable: icons.alert,
+  outdated: icons.alert,
 }
 
 function deliveryMark(state: DeliveryState): TemplateResult {
@@ -208,8 +210,8 @@ export class MessageList extends LitElement {
       /*
        * A notice stands in a message's place, centred between the bubbles so it is not mistaken
        * for one. Waiting for the message again (undecryptable) or not showing it (unsupported) is
-       * neutral, with a dashed edge where the message will be; a message gone for good (lost) or
-       * damaged (unreadable) is tinted as a warning.
+       * neutral, with a dashed edge where the message will be; a message gone for good (lost),
+       * damaged (unreadable) or refused until its sender updates (outdated) is tinted as a warning.
        */
       .notice {
         display: flex;
@@ -231,7 +233,8 @@ export class MessageList extends LitElement {
         --notice-edge: color-mix(in srgb, var(--text-3) 55%, transparent);
       }
       .notice.lost .notice-card,
-      .notice.unreadable .notice-card {
+      .notice.unreadable .notice-card,
+      .notice.outdated .notice-card {
         border: 1px solid var(--warning-border);
         background: var(--warning-soft);
       }
