@@ -156,8 +156,7 @@ async function createAccount(
   } catch (error) {
     await store.close()
     // A database made for this attempt goes again, so a refused name leaves nothing behind.
-    if (!existing)
-      for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(`${file}${suffix}`, { force: true })
+    if (!existing) removeDatabaseFiles(file)
     if (isClientError(error, ClientErrorCode.AccountMismatch)) {
       throw new ClientError(
         ClientErrorCode.AccountMismatch,
@@ -166,6 +165,19 @@ async function createAccount(
     }
     throw error
   }
+}
+
+/** The SQLite database at `file` and its companions (WAL, shared memory, rollback journal). */
+function removeDatabaseFiles(file: string): void {
+  for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(`${file}${suffix}`, { force: true })
+}
+
+/**
+ * Removes the files of an account whose store was wiped (ChatClient.deleteAccount) and closed:
+ * an empty database left behind would still list the name as a local account.
+ */
+export function removeLocalAccount(settings: ClientSettings, username: string): void {
+  removeDatabaseFiles(accountFile(settings.dataDir, settings.serverUrl, normalizedUsername(username)))
 }
 
 /** Opens an account's local database with its password; no network yet. */

@@ -9,14 +9,14 @@ import { useEffect, useSyncExternalStore } from 'react'
 import { CommandInput } from './components/command-input.js'
 import { ContactList } from './components/contact-list.js'
 import { Header } from './components/header.js'
-import { KeyChangeWarning } from './components/key-change-warning.js'
+import { AccountDeletedNotice, KeyChangeWarning } from './components/key-change-warning.js'
 import { MessageList } from './components/message-list.js'
 import { Notices } from './components/notices.js'
 import { PanelView } from './components/panel.js'
 import { PromptInput } from './components/prompt-input.js'
 import { Text } from './components/text.js'
 import { type Controller, promptLabel } from './controller.js'
-import { keyChangeWarning, rowsFor } from './view.js'
+import { accountDeletedWarning, keyChangeWarning, rowsFor } from './view.js'
 
 /** Notices shown under the conversation. */
 export const VISIBLE_NOTICES = 4
@@ -49,10 +49,13 @@ export function App({ controller, now = Date.now, timeZone }: AppProps) {
 
   const openContact = state.contacts.find((contact) => contact.username === state.openChat)
   const warning = openContact?.identityChanged ? openContact.username : undefined
+  const deleted = openContact?.accountDeleted ? openContact.username : undefined
   const notices = state.notices.slice(-VISIBLE_NOTICES)
   const noticeRows = notices.reduce((sum, notice) => sum + rowsFor(`· ${notice.text}`, columns), 0)
   // The warning box: two border rows, its title, and the wrapped explanation.
-  const warningRows = warning ? 3 + rowsFor(keyChangeWarning(warning), columns - 4) : 0
+  const warningRows =
+    (warning ? 3 + rowsFor(keyChangeWarning(warning), columns - 4) : 0) +
+    (deleted ? 3 + rowsFor(accountDeletedWarning(deleted), columns - 4) : 0)
   const messageRows = Math.max(3, rows - CHROME_ROWS - noticeRows - warningRows)
 
   return (
@@ -85,6 +88,7 @@ export function App({ controller, now = Date.now, timeZone }: AppProps) {
           ) : null}
         </Box>
       </Box>
+      {deleted ? <AccountDeletedNotice peer={deleted} /> : null}
       {warning ? <KeyChangeWarning peer={warning} /> : null}
       <Box marginTop={1}>
         <Notices notices={notices} />

@@ -25,6 +25,9 @@ export const USAGE = `Usage:
                                                      mark it verified: <digits> are the 60 you compared
                                                      (spaces allowed); a different number is refused
   secure-chat accept-key <user>                      accept a contact's changed identity key
+  secure-chat delete-account <user>                  delete the account <user> (typed again to confirm;
+                                                     the local one with --user) on the server, and its
+                                                     data here: it cannot be undone
   secure-chat password [--end-other-sessions]        change the password, here and on the server: the
                                                      current one as usual, the new one from
                                                      SECURE_CHAT_NEW_PASSWORD, typed twice at a terminal,
@@ -83,6 +86,12 @@ export type Invocation =
       readonly json: boolean
     }
   | { readonly command: 'accept-key'; readonly options: GlobalOptions; readonly peer: string }
+  | {
+      readonly command: 'delete-account'
+      readonly options: GlobalOptions
+      /** The account's name as typed: the confirmation (and, without --user, the choice). */
+      readonly confirmation: string
+    }
   | { readonly command: 'password'; readonly options: GlobalOptions; readonly endOtherSessions: boolean }
   | { readonly command: 'block' | 'unblock'; readonly options: GlobalOptions; readonly peer: string }
 
@@ -93,6 +102,7 @@ const COMMANDS = [
   'read',
   'verify',
   'accept-key',
+  'delete-account',
   'password',
   'block',
   'unblock',
@@ -110,6 +120,7 @@ const COMMAND_OPTIONS: Record<CommandName | 'interactive', readonly string[]> = 
   read: ['from', 'json', 'wait'],
   verify: ['confirm', 'number', 'json'],
   'accept-key': [],
+  'delete-account': [],
   password: ['end-other-sessions'],
   block: [],
   unblock: [],
@@ -189,6 +200,10 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
     case 'unblock': {
       const [peer] = exactly(command, rest, ['<user>'])
       return { command, options, peer: peer as string }
+    }
+    case 'delete-account': {
+      const [confirmation] = exactly(command, rest, ['<user>'])
+      return { command, options, confirmation: confirmation as string }
     }
     case 'password': {
       exactly(command, rest, [])

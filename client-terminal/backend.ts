@@ -8,6 +8,7 @@ import {
   openAccount,
   registerAccount,
   reinstallAccount,
+  removeLocalAccount,
 } from './accounts.js'
 import type { AccountBackend, ChatApi } from './controller.js'
 import { localAccounts } from './paths.js'
@@ -19,6 +20,7 @@ export function localBackend(settings: ClientSettings, defaultUser: string | und
     listAccounts: () => localAccounts(settings.dataDir, settings.serverUrl),
     register: (username, password): Promise<ChatApi> => registerAccount(settings, username, password),
     reinstall: (username, password): Promise<ChatApi> => reinstallAccount(settings, username, password),
+    removeLocal: (username) => removeLocalAccount(settings, username),
     async open(username, password): Promise<ChatApi> {
       const client = await openAccount(settings, username, password)
       try {

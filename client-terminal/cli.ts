@@ -1,6 +1,6 @@
 /**
  * The non-interactive commands for scripts: register, reinstall, send, read, verify, accept-key,
- * block, unblock.
+ * delete-account, password, block, unblock.
  * Each opens the local account, does one thing, and exits with a code from exit-codes.ts; results
  * go to stdout (text, or JSON with --json), diagnostics to stderr as single lines.
  *
@@ -10,6 +10,7 @@
  * the next connection).
  */
 import {
+  accountDeletedText,
   type ChatClient,
   type ClientEvents,
   type ConnectionState,
@@ -29,6 +30,7 @@ import {
   openAccount,
   registerAccount,
   reinstallAccount,
+  removeLocalAccount,
 } from './accounts.js'
 import { type Invocation, USAGE } from './args.js'
 import { describeCertificateNotice, KnownCertificates } from './certificates.js'
@@ -155,6 +157,7 @@ const COMMANDS: {
   read: readCommand,
   verify: verifyCommand,
   'accept-key': acceptKeyCommand,
+  'delete-account': deleteAccountCommand,
   password: passwordCommand,
   block: blockCommand,
   unblock: blockCommand,
@@ -333,7 +336,7 @@ async function sendCommand(
       throw new CommandError(
         ExitCode.ServerRefused,
         `expected the server to accept the message, got ${refusal.code}: ${refusal.message}${
-          refusal.code === 'E2E_ERR_USER_NOT_FOUND'
+          refusal.code === 'E2E_ERR_USER_NOT_FOUND' || refusal.code === 'E2E_ERR_ACCOUNT_DELETED'
             ? ''
             : ' (it stays queued here and is sent again on the next connection)'
         }`,
@@ -457,6 +460,7 @@ async function readCommand(
 
     const messages: { message: MessageView; verified: boolean; identityChanged: boolean }[] = []
     for (const contact of await client.contacts()) {
+      if (contact.accountDeleted) warn(context.io, accountDeletedText(contact.username))
       if (contact.identityChanged) {
         warn(
           context.io,
@@ -565,6 +569,43 @@ async function acceptKeyCommand(
   } finally {
     await client.close()
   }
+}
+
+/**
+ * Deletes the account on the server, then its data here. The name typed on the command line is the
+ * confirmation: it must be the local account's (the one --user names, else the typed one), checked
+ * before the password is even asked for; the core checks it again, and the server the password.
+ */
+async function deleteAccountCommand(
+  context: CommandContext,
+  invocation: Extract<Invocation, { command: 'delete-account' }>,
+): Promise<void> {
+  const typed = normalizedUsername(invocation.confirmation)
+  const username = chooseAccount(context.settings, context.user ?? typed)
+  if (typed !== username) {
+    throw new UsageError(
+      `delete-account: expected the name of the account to delete (${username}) typed to confirm, got ${typed}; nothing was deleted`,
+    )
+  }
+  const password = await readPassword(context.io)
+  const client = await openAccount(context.settings, username, password)
+  try {
+    await client.deleteAccount(password, invocation.confirmation)
+  } catch (error) {
+    if (isClientError(error) && error.serverCode === 'E2E_ERR_INVALID_CREDENTIALS') {
+      throw new CommandError(
+        ExitCode.ServerRefused,
+        `delete-account: expected ${username}'s password, got one the server refused (${error.serverCode}); nothing was deleted, here or on the server`,
+      )
+    }
+    throw error
+  } finally {
+    await client.close()
+  }
+  removeLocalAccount(context.settings, username)
+  context.io.stdout.write(
+    `deleted ${username} on ${context.settings.serverUrl} and its data on this device; contacts see that the account was deleted, and the server holds the name so that nobody else can take it for a while\n`,
+  )
 }
 
 /**

@@ -9,6 +9,7 @@ export type Command =
   | { readonly kind: 'reinstall'; readonly username: string }
   | { readonly kind: 'login'; readonly username: string | undefined }
   | { readonly kind: 'logout' }
+  | { readonly kind: 'delete-account' }
   | { readonly kind: 'password' }
   | { readonly kind: 'users'; readonly query: string | undefined }
   | { readonly kind: 'chat'; readonly username: string }
@@ -37,6 +38,10 @@ export const COMMAND_HELP: readonly CommandHelp[] = [
   { usage: '/reinstall <user>', description: 'start over here after losing your keys (warns first)' },
   { usage: '/login [user]', description: 'open your account (asks for the password)' },
   { usage: '/logout', description: 'end the session on the server (history stays here)' },
+  {
+    usage: '/delete-account',
+    description: 'delete this account on the server and its data here (asks its name and password)',
+  },
   { usage: '/password', description: 'change your password (here and on the server)' },
   { usage: '/users [query]', description: 'find users whose names start with query; alone: who is online' },
   { usage: '/chat <user>', description: 'open the conversation with user' },
@@ -85,6 +90,10 @@ export function parseCommand(line: string): Command {
       return { kind: 'login', username: args[0] }
     case 'logout':
       return args.length === 0 ? { kind: 'logout' } : invalid('/logout: expected no arguments')
+    case 'delete-account':
+      return args.length === 0
+        ? { kind: 'delete-account' }
+        : invalid('/delete-account: expected no arguments (it asks for the name and the password)')
     case 'password':
       return args.length === 0 ? { kind: 'password' } : invalid('/password: expected no arguments')
     case 'users':

@@ -20,8 +20,10 @@ import { USER_SEARCH_MIN_LENGTH } from '../shared/limits.js'
 import { normalizeUsername } from '../shared/username.js'
 import { COMMAND_HELP, type Command, parseCommand } from './commands.js'
 import {
+  accountDeletedWarning,
   blockedWarning,
   contactLine,
+  deleteAccountWarning,
   formatTime,
   keyChangeWarning,
   reinstallWarning,
@@ -52,6 +54,7 @@ export type ChatApi = Pick<
   | 'confirmSafetyNumber'
   | 'acceptIdentityChange'
   | 'markRead'
+  | 'deleteAccount'
   | 'blockContact'
   | 'unblockContact'
 >
@@ -71,6 +74,8 @@ export interface AccountBackend {
   reinstall(username: string, password: string): Promise<ChatApi>
   /** Opens the local database with the password and makes sure there is a valid login. */
   open(username: string, password: string): Promise<ChatApi>
+  /** Removes the files of an account whose store was wiped and closed (after deleteAccount). */
+  removeLocal(username: string): void
 }
 
 export const DEFAULT_HISTORY = 50
@@ -96,6 +101,14 @@ export type Prompt =
     }
   | { readonly kind: 'confirm'; readonly purpose: 'reinstall'; readonly username: string }
   | { readonly kind: 'password'; readonly purpose: 'reinstall-password'; readonly username: string }
+  | { readonly kind: 'confirm'; readonly purpose: 'delete-account'; readonly username: string }
+  | {
+      readonly kind: 'password'
+      readonly purpose: 'delete-account-password'
+      readonly username: string
+      /** What the user typed to confirm (the core checks it again). */
+      readonly typed: string
+    }
   | { readonly kind: 'password'; readonly purpose: 'change-current'; readonly username: string }
   | {
       readonly kind: 'password'
@@ -167,6 +180,10 @@ export function promptLabel(prompt: Prompt): string {
       return `Start over as ${prompt.username} on this device, with new keys? (yes/no) `
     case 'reinstall-password':
       return `Password of ${prompt.username} (the account's current one): `
+    case 'delete-account':
+      return `Type ${prompt.username} to delete this account for good (anything else cancels): `
+    case 'delete-account-password':
+      return `Password of ${prompt.username}, to delete it: `
     case 'change-current':
       return `Current password of ${prompt.username}: `
     case 'change-new':
@@ -326,6 +343,8 @@ export class Controller {
         return this.startLogin(command.username)
       case 'logout':
         return this.logout()
+      case 'delete-account':
+        return this.startDeleteAccount()
       case 'password':
         this.update({
           prompt: { kind: 'password', purpose: 'change-current', username: this.requireSignedIn().username },
@@ -399,6 +418,27 @@ export class Controller {
           return
         }
         return this.reinstall(prompt.username, value)
+      case 'delete-account':
+        this.update({ panel: undefined })
+        if (value.trim() === '' || this.normalizeOrUndefined(value) !== prompt.username) {
+          this.notify('info', `${prompt.username} was not deleted: nothing was changed`)
+          return
+        }
+        this.update({
+          prompt: {
+            kind: 'password',
+            purpose: 'delete-account-password',
+            username: prompt.username,
+            typed: value,
+          },
+        })
+        return
+      case 'delete-account-password':
+        if (value.length === 0) {
+          this.notify('error', 'the password may not be empty: /delete-account again')
+          return
+        }
+        return this.deleteAccount(prompt.typed, value)
       case 'change-current':
         if (value.length === 0) {
           this.notify('info', 'password not changed')
@@ -422,6 +462,14 @@ export class Controller {
         return
       case 'change-sessions':
         return this.changePassword(prompt.current, prompt.next, /^(y|yes)$/i.test(value.trim()))
+    }
+  }
+
+  private normalizeOrUndefined(name: string): string | undefined {
+    try {
+      return normalizeUsername(name)
+    } catch {
+      return undefined
     }
   }
 
@@ -560,6 +608,10 @@ export class Controller {
         this.notify('warning', keyChangeWarning(peer))
         refresh()
       }),
+      api.events.on('account-deleted', ({ peer }) => {
+        this.notify('warning', accountDeletedWarning(peer))
+        refresh()
+      }),
       api.events.on('connection', ({ state }) => {
         this.update({ connection: state })
         if (state === 'logged-out')
@@ -597,6 +649,50 @@ export class Controller {
       messages: [],
     })
     this.notify('info', `signed out of ${api.username} (the history stays on this device)`)
+  }
+
+  /** Says what deleting does and asks for the account's name; the password is asked after it. */
+  private async startDeleteAccount(): Promise<void> {
+    const api = this.requireSignedIn()
+    this.update({
+      panel: {
+        title: `⚠ Delete the account ${api.username}?`,
+        lines: deleteAccountWarning(api.username),
+        warning: true,
+      },
+      prompt: { kind: 'confirm', purpose: 'delete-account', username: api.username },
+    })
+  }
+
+  private async deleteAccount(typed: string, password: string): Promise<void> {
+    const api = this.requireSignedIn()
+    const username = api.username
+    this.update({ busy: `deleting ${username}…` })
+    try {
+      await api.deleteAccount(password, typed)
+    } catch (error) {
+      if (isClientError(error) && error.serverCode === 'E2E_ERR_INVALID_CREDENTIALS') {
+        throw new Error(
+          `the server refused this password for ${username}: nothing was deleted. /delete-account to try again`,
+        )
+      }
+      throw error
+    } finally {
+      this.update({ busy: undefined })
+    }
+    await this.release()
+    this.backend.removeLocal(username)
+    this.update({
+      username: undefined,
+      connection: 'offline',
+      contacts: [],
+      openChat: undefined,
+      messages: [],
+    })
+    this.notify(
+      'info',
+      `deleted ${username}: the server no longer has the account, and this device no longer has its data`,
+    )
   }
 
   async quit(): Promise<void> {
@@ -665,11 +761,13 @@ export class Controller {
                   contact.blocked ? 'blocked' : undefined,
                   contact.online ? 'online' : 'offline',
                   contact.unread > 0 ? `${contact.unread} unread` : undefined,
-                  contact.identityChanged
-                    ? '⚠ identity key changed'
-                    : contact.verified
-                      ? '✔ verified'
-                      : 'not verified',
+                  contact.accountDeleted
+                    ? '✕ account deleted'
+                    : contact.identityChanged
+                      ? '⚠ identity key changed'
+                      : contact.verified
+                        ? '✔ verified'
+                        : 'not verified',
                 ].filter((fact) => fact !== undefined)
                 const preview = contact.preview
                   ? ` · ${formatTime(contact.preview.time, Date.now())} ${contact.preview.direction === 'out' ? 'you: ' : ''}${safeText(contact.preview.text)}`
@@ -697,6 +795,10 @@ export class Controller {
     const peer = this.state.openChat
     if (!peer) throw new Error('no open conversation: /chat <user> first, or /msg <user> <text>')
     const contact = this.state.contacts.find((candidate) => candidate.username === peer)
+    if (contact?.accountDeleted) {
+      this.notify('warning', accountDeletedWarning(peer))
+      return
+    }
     if (contact?.blocked) {
       this.notify('warning', blockedWarning(peer))
       return
@@ -710,6 +812,11 @@ export class Controller {
     } catch (error) {
       if (isClientError(error, ClientErrorCode.IdentityChanged)) {
         this.notify('warning', keyChangeWarning(peer))
+        this.requestRefresh()
+        return
+      }
+      if (isClientError(error, ClientErrorCode.AccountDeleted)) {
+        this.notify('warning', accountDeletedWarning(peer))
         this.requestRefresh()
         return
       }

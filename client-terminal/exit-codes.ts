@@ -6,7 +6,8 @@
  *   1  unexpected failure (a bug: please report it)
  *   2  usage: bad arguments or options, an invalid username, an empty message, no password given
  *   3  wrong password: the local database did not open with it (nothing was changed)
- *   4  the server refused: username taken, weak password, unknown user, rate limit, session refused
+ *   4  the server refused: username taken, weak password, unknown user, rate limit, session refused,
+ *      a contact who deleted their account
  *   5  network: the server could not be reached, or its certificate is not trusted
  *   6  the contact's identity key changed: compare safety numbers, then `accept-key` before sending
  *   7  local database: none for this account, more than one to choose from, damaged, foreign, from a
@@ -62,6 +63,7 @@ export function exitCodeFor(error: unknown): ExitCode {
       case 'E2E_ERR_UNKNOWN_USER':
       case 'E2E_ERR_NOT_LOGGED_IN':
       case 'E2E_ERR_ACCOUNT_REPLACED':
+      case 'E2E_ERR_ACCOUNT_DELETED':
         return ExitCode.ServerRefused
       case 'E2E_ERR_NETWORK':
         return ExitCode.Network

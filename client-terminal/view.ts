@@ -4,6 +4,7 @@
  * come in), so they are tested without a terminal.
  */
 import {
+  accountDeletedText,
   type ConnectionState,
   type ContactView,
   type DeliveryState,
@@ -141,7 +142,7 @@ export interface ContactLine {
   readonly online: boolean
   /** "(3)" for three unread messages, '' for none. */
   readonly unread: string
-  /** ⊘ blocked, ✔ verified, ⚠ identity key changed, '' otherwise. */
+  /** ✕ account deleted, ⊘ blocked, ✔ verified, ⚠ identity key changed, '' otherwise. */
   readonly badge: string
   readonly warning: boolean
 }
@@ -152,8 +153,16 @@ export function contactLine(contact: ContactView): ContactLine {
     presence: contact.online ? '●' : '○',
     online: contact.online,
     unread: contact.unread > 0 ? `(${contact.unread})` : '',
-    badge: contact.blocked ? '⊘' : contact.identityChanged ? '⚠' : contact.verified ? '✔' : '',
-    warning: contact.identityChanged,
+    badge: contact.accountDeleted
+      ? '✕'
+      : contact.blocked
+        ? '⊘'
+        : contact.identityChanged
+          ? '⚠'
+          : contact.verified
+            ? '✔'
+            : '',
+    warning: contact.accountDeleted || contact.identityChanged,
   }
 }
 
@@ -183,6 +192,23 @@ export function reinstallWarning(username: string): string[] {
     `Your contacts will be told your safety number changed: each must accept the new one before writing to you again.`,
     'Messages sent to the old keys cannot be read here: this device asks their senders to send them again, which their app does once they accept the new key (for messages up to a week old).',
     `The old device, if it still exists, can no longer sign in as ${username}; its history stays there.`,
+  ]
+}
+
+/** What the terminal says where a contact deleted their account (the core's sentence, made safe). */
+export function accountDeletedWarning(peer: string): string {
+  return safeText(accountDeletedText(peer))
+}
+
+/**
+ * What deleting one's own account does, said before it is done: the interactive client shows these
+ * lines and asks for the name and the password.
+ */
+export function deleteAccountWarning(username: string): string[] {
+  return [
+    `This deletes ${username} on the server for good: its keys, its session, and the messages waiting for it or sent by it and not yet delivered.`,
+    `Everything of ${username} on this device goes too: conversations, contacts and keys. It cannot be undone.`,
+    `Your contacts will see that the account was deleted. The server holds the name ${username} so that nobody else can register it for a while (90 days by default).`,
   ]
 }
 

@@ -25,6 +25,7 @@ import { openQueueRepository } from './db/queue-repository.js'
 import { RelationsKey } from './db/relations.js'
 import type { Db } from './db/schema.js'
 import { purgeExpiredTokens } from './db/tokens.js'
+import { purgeEndedUsernameHolds } from './db/users.js'
 import { ServerError, ServerErrorCode } from './errors.js'
 import {
   AUTH_TIMEOUT_MS,
@@ -175,8 +176,9 @@ export const CONTENT_SECURITY_POLICY = {
 }
 
 /**
- * Deletes expired session tokens and expired messages (undelivered ones past their lifetime and
- * tombstones past their idempotency window) at startup and then periodically. Failures are logged
+ * Deletes expired session tokens, the holds on deleted accounts' names that ended, and expired
+ * messages (undelivered ones past their lifetime and tombstones past their idempotency window) at
+ * startup and then periodically. Failures are logged
  * and retried next time; they never stop the server.
  */
 function installMaintenance(
@@ -192,6 +194,12 @@ function installMaintenance(
       if (tokens > 0) app.log.info({ event: 'purge', tokens }, 'expired tokens deleted')
     } catch (error) {
       app.log.error({ err: error }, 'purging expired tokens failed')
+    }
+    try {
+      const holds = await purgeEndedUsernameHolds(context.db, context.now())
+      if (holds > 0) app.log.info({ event: 'purge', usernameHolds: holds }, 'ended username holds deleted')
+    } catch (error) {
+      app.log.error({ err: error }, 'purging ended username holds failed')
     }
     try {
       // Claims of targets nobody fetches any more (a fetch purges its own target's old claims).

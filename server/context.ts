@@ -59,6 +59,12 @@ export interface RelayEvents {
    * everyone watching their presence gets `identity.changed`.
    */
   identityChanged(userId: number, username: string): void
+  /**
+   * The user deleted their account: their sockets are closed (E2E_ERR_ACCOUNT_DELETED), the relay
+   * forgets the name, and everyone watching them gets `identity.changed` (the identity is gone;
+   * the check it prompts answers E2E_ERR_ACCOUNT_DELETED).
+   */
+  accountDeleted(userId: number, username: string): void
   /** The owner no longer lets the viewer see their presence (a block): the viewer's watches end. */
   presenceRevoked(ownerId: number, ownerName: string, viewerId: number): void
 }

@@ -59,6 +59,12 @@ export const ServerErrorCode = {
    * first frame that is not `auth`, no `auth` within AUTH_TIMEOUT_MS, or the session ending (logout).
    */
   Unauthenticated: 'E2E_ERR_UNAUTHENTICATED',
+  /**
+   * The named account was deleted by its owner and its name is held (DELETED_USERNAME_HOLD_MS): on
+   * the relay a send's recipient (the frame carries the id), on REST a key or identity lookup.
+   * Clients mark the conversation and stop sending.
+   */
+  AccountDeleted: 'E2E_ERR_ACCOUNT_DELETED',
   /** The named user does not exist (on the relay: a send's recipient; the frame carries the id). */
   UserNotFound: 'E2E_ERR_USER_NOT_FOUND',
   /** No route for this method and path. */
@@ -139,6 +145,18 @@ export const serverErrors = {
     ),
   userNotFound: () =>
     new ServerError(ServerErrorCode.UserNotFound, 404, 'expected a registered username, got an unknown one'),
+  accountDeleted: () =>
+    new ServerError(
+      ServerErrorCode.AccountDeleted,
+      410,
+      'expected a registered username, got the name of an account its owner deleted',
+    ),
+  usernameHeld: () =>
+    new ServerError(
+      ServerErrorCode.UsernameTaken,
+      409,
+      'expected an unused username, got the name of a deleted account, held so that nobody can take it over',
+    ),
   usernameTaken: () =>
     new ServerError(
       ServerErrorCode.UsernameTaken,

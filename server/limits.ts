@@ -176,6 +176,16 @@ export const MAX_QUEUED_BYTES_PER_RECIPIENT = 64 * 1024 * 1024
  */
 export const MESSAGE_TTL_MS = 30 * DAY
 
+/**
+ * How long the name of a deleted account stays reserved: nobody can register it before this has
+ * passed, so nobody can take it over and pass for its old owner with the contacts who still hold
+ * the conversation. Three times MESSAGE_TTL_MS: every message sent to the account before it went
+ * has long expired, and a contact who is away for weeks still meets "this account was deleted"
+ * (E2E_ERR_ACCOUNT_DELETED) rather than a stranger under the old name. Signal likewise keeps a
+ * deleted account's username from being claimed at once.
+ */
+export const DELETED_USERNAME_HOLD_MS = 90 * DAY
+
 /** Expired messages deleted per statement by the maintenance purge (it repeats until done). */
 export const MESSAGE_PURGE_BATCH = 10_000
 

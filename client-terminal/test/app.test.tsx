@@ -424,6 +424,68 @@ describe('App', () => {
     expect(ui.app.frames.join('\n')).not.toContain('not it at all')
   })
 
+  it('/delete-account warns, needs the typed name, then the masked password; a refusal deletes nothing', async () => {
+    const ui = await signedIn()
+    // The warning first; a name that is not the account's cancels.
+    await ui.enter('/delete-account')
+    await ui.shows('⚠ Delete the account alice?')
+    const warning = ui.frame().replace(/\s+/g, ' ')
+    expect(warning).toContain('This deletes alice on the server for good')
+    expect(warning).toContain('Everything of alice on this device goes too')
+    await ui.shows('Type alice to delete this account for good (anything else cancels):')
+    await ui.type('bob')
+    await ui.type(ENTER)
+    await ui.controller.idle()
+    await ui.shows('alice was not deleted: nothing was changed')
+    expect(ui.chat.deleted).toBe(false)
+
+    // The name, then a wrong password: the server's refusal, and still signed in.
+    await ui.enter('/delete-account')
+    await ui.type('Alice')
+    await ui.type(ENTER)
+    await ui.shows('Password of alice, to delete it:')
+    await ui.type('not it at all')
+    await ui.shows('Password of alice, to delete it: *************')
+    await ui.type(ENTER)
+    await ui.controller.idle()
+    await ui.shows('✗ the server refused this password for alice: nothing was deleted')
+    expect(ui.chat.deleted).toBe(false)
+    expect(ui.backend.listAccounts()).toEqual(['alice'])
+    expect(ui.frame()).toContain('alice @ https://chat.example:8443')
+
+    // The right one: deleted there, its files removed here, signed out.
+    await ui.enter('/delete-account')
+    await ui.type('alice')
+    await ui.type(ENTER)
+    await ui.shows('Password of alice, to delete it:')
+    await ui.type('correct horse battery')
+    await ui.type(ENTER)
+    await ui.controller.idle()
+    await ui.shows('deleted alice: the server no longer has the account')
+    expect(ui.chat.deleted).toBe(true)
+    expect(ui.chat.closed).toBe(true)
+    expect(ui.backend.removed).toEqual(['alice'])
+    expect(ui.backend.listAccounts()).toEqual([])
+    expect(ui.frame()).toContain('signed out')
+    expect(ui.app.frames.join('\n')).not.toContain('correct horse battery')
+  })
+
+  it('marks a contact who deleted their account: a badge, a notice in the conversation, and no sending', async () => {
+    const ui = await signedIn()
+    await ui.enter('/chat bob')
+    await ui.shows('Conversation with bob')
+    ui.chat.contactsByName.get('bob')!.accountDeleted = true
+    ui.chat.events.emit('account-deleted', { peer: 'bob' })
+    await ui.controller.idle()
+    await ui.shows('✕ ACCOUNT DELETED')
+    await ui.shows('bob ✕')
+    expect(ui.frame().replace(/\s+/g, ' ')).toContain(
+      'bob deleted their account. This conversation stays here',
+    )
+    await ui.enter('still there?')
+    expect(await ui.chat.history('bob')).toEqual([])
+  })
+
   it('refuses /reinstall for an account this device holds, and while signed in', async () => {
     const ui = await start((backend) => backend.addAccount('alice', 'correct horse battery'))
     await ui.enter('/reinstall alice')

@@ -16,13 +16,7 @@ import { ExitCode } from '../exit-codes.js'
 import { openSqliteStore } from '../store.js'
 import { httpsClient, webSocketFactory } from '../transport.js'
 import { SYSTEM_CA_FILE_ENV, trustContext } from '../trust.js'
-import {
-  revealedIn,
-  sha256File,
-  TEST_KDF_ITERATIONS,
-  type TestAccount,
-  TestWorkspace,
-} from './e2e-helpers.js'
+import { revealedIn, sha256File, TEST_KDF_ITERATIONS, TestAccount, TestWorkspace } from './e2e-helpers.js'
 
 /**
  * Failure guard per test: each CLI run starts a Node process (about a second, more on a busy
@@ -469,6 +463,50 @@ describe('starting over on a new device (reinstall)', { timeout: E2E_GUARD_MS },
       ['text', 'sent to the old keys'],
       ['text', 'welcome back'],
     ])
+  })
+})
+
+describe('deleting an account (delete-account)', { timeout: E2E_GUARD_MS }, () => {
+  it('needs the typed name and the password, deletes it there and here, and its contact is told', async () => {
+    const alice = workspace.account('alice')
+    const bob = workspace.account('bob')
+    await Promise.all([alice.register(), bob.register()])
+    await alice.send(bob, 'hi bob')
+    expect((await bob.read()).map((line) => line.text)).toEqual(['hi bob'])
+
+    // Another name is refused before the password is asked for; a wrong password changes nothing.
+    const mistyped = await bob.run(['delete-account', alice.username, '--user', bob.username], {
+      password: null,
+    })
+    expect(mistyped.code).toBe(ExitCode.Usage)
+    expect(mistyped.stderr).toContain(`expected the name of the account to delete (${bob.username})`)
+    // (The local database opens only with the password, so a wrong one stops there.)
+    const before = sha256File(bob.databaseFile)
+    const wrong = await bob.run(['delete-account', bob.username], { password: 'not bobs password at all' })
+    expect(wrong.code).toBe(ExitCode.WrongPassword)
+    expect(sha256File(bob.databaseFile)).toBe(before)
+    expect((await bob.read()).map((line) => line.text)).toEqual([])
+
+    const deleted = await bob.ok(['delete-account', bob.username.toUpperCase()])
+    expect(deleted.stdout).toContain(`deleted ${bob.username} on ${server.origin}`)
+    for (const suffix of ['', '-wal', '-shm'])
+      expect(() => statSync(`${bob.databaseFile}${suffix}`)).toThrow()
+    const gone = await bob.run(['read'])
+    expect(gone.code).toBe(ExitCode.LocalDatabase)
+
+    // Alice's next send is refused with the clear reason, and her history stays, marked.
+    const refused = await alice.run(['send', bob.username, 'still there?'])
+    expect(refused.code).toBe(ExitCode.ServerRefused)
+    expect(refused.stderr).toMatch(/deleted/)
+    const read = await alice.run(['read'])
+    expect(read.code).toBe(0)
+    expect(read.stderr).toContain(`${bob.username} deleted their account. This conversation stays here`)
+
+    // Nobody can register the name now.
+    const impostor = new TestAccount(workspace, bob.username, bob.password, join(workspace.root, 'impostor'))
+    const taken = await impostor.run(['register', bob.username])
+    expect(taken.code).toBe(ExitCode.ServerRefused)
+    expect(taken.stderr).toContain('deleted account')
   })
 })
 

@@ -39,6 +39,7 @@ interface FakeContact {
   username: string
   verified: boolean
   identityChanged: boolean
+  accountDeleted: boolean
   unread: number
   lastMessageAt: number | undefined
   online: boolean
@@ -56,6 +57,10 @@ export class FakeChat implements ChatApi {
   private idCounter = 0
   closed = false
   loggedOut = false
+  /** The account's password, which deleteAccount checks as the server would. */
+  password: string | undefined
+  /** Set by a successful deleteAccount. */
+  deleted = false
 
   constructor(
     readonly username: string,
@@ -107,6 +112,23 @@ export class FakeChat implements ChatApi {
     this.closed = true
   }
 
+  async deleteAccount(password: string, typedUsername: string): Promise<void> {
+    if (typedUsername.trim().toLowerCase() !== this.username) {
+      throw new ClientError(ClientErrorCode.InvalidInput, `expected ${this.username} typed to confirm`)
+    }
+    if (password !== this.password) {
+      const serverMessage =
+        'expected a registered username and its password, got a combination that does not match'
+      throw new ClientError(ClientErrorCode.Server, `POST /account/delete: ${serverMessage}`, {
+        serverCode: 'E2E_ERR_INVALID_CREDENTIALS',
+        serverMessage,
+        status: 401,
+      })
+    }
+    this.deleted = true
+    this.setConnection('logged-out')
+  }
+
   private view(contact: FakeContact): ContactView {
     return { ...contact }
   }
@@ -147,6 +169,7 @@ export class FakeChat implements ChatApi {
         username: peer,
         verified: false,
         identityChanged: false,
+        accountDeleted: false,
         unread: 0,
         lastMessageAt: undefined,
         online: false,
@@ -166,6 +189,7 @@ export class FakeChat implements ChatApi {
       lastMessageAt: undefined,
       online: false,
       blocked: false,
+      accountDeleted: false,
     }
     contact.blocked = true
     contact.online = false
@@ -265,6 +289,7 @@ export class FakeChat implements ChatApi {
       username: peer,
       verified: false,
       identityChanged: false,
+      accountDeleted: false,
       unread: 0,
       lastMessageAt: undefined,
       online: true,
@@ -359,8 +384,17 @@ export class FakeBackend implements AccountBackend {
 
   addAccount(username: string, password: string): FakeChat {
     const chat = new FakeChat(username)
+    chat.password = password
     this.accounts.set(username, { password, chat })
     return chat
+  }
+
+  /** Accounts whose files were removed (after deleteAccount). */
+  readonly removed: string[] = []
+
+  removeLocal(username: string): void {
+    this.accounts.delete(username)
+    this.removed.push(username)
   }
 
   listAccounts(): string[] {

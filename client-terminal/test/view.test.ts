@@ -114,6 +114,7 @@ describe('view models', () => {
       username: 'bob',
       verified: false,
       identityChanged: false,
+      accountDeleted: false,
       unread: 0,
       lastMessageAt: undefined,
       online: false,

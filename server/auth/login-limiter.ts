@@ -8,7 +8,8 @@
  *     only the guesser's own address, never the user's;
  *   - per account, across addresses: beyond `accountDelayAfter` failures each attempt waits a
  *     delay after the last failure that doubles with every failure (capped): slowed, not locked.
- *     Reinstall, which replaces the keys with the password alone, keeps the strict limit instead:
+ *     Reinstall, which replaces the keys with the password alone, and account deletion, which
+ *     destroys the account, keep the strict limit instead:
  *     refused beyond `failuresPerAccount` until the failures stop for a window.
  * An attempt from a device that proved it holds the account's login key skips all of these: only
  * its own failures count (`failuresPerDevice`), which nobody else can add to.
@@ -49,7 +50,8 @@ export interface LoginAttempt {
   readonly account: string
   /** The client's address key (client-address.ts `addressKey`). */
   readonly address: string
-  readonly kind: 'login' | 'reinstall'
+  /** Reinstall and account deletion act on the password alone and keep the strict per-account limit. */
+  readonly kind: 'login' | 'reinstall' | 'delete'
   /** The request carried a valid proof of the account's login key. */
   readonly knownDevice: boolean
 }
@@ -88,7 +90,7 @@ export class LoginLimiter {
     }
     const byAccount = this.live(accountKey(attempt), now)
     if (byAccount) {
-      if (attempt.kind === 'reinstall' && byAccount.count >= this.limits.failuresPerAccount) {
+      if (attempt.kind !== 'login' && byAccount.count >= this.limits.failuresPerAccount) {
         return { allowed: false, retryAfterMs: byAccount.windowEnds - now, scope: 'account' }
       }
       if (byAccount.nextAttemptAt > now) {

@@ -13,11 +13,13 @@ import {
 import { claimPreKeyBundle, listOneTimePreKeyIds } from './prekeys.js'
 import { countQueued } from './queue.js'
 import { openQueueRepository } from './queue-repository.js'
-import { grantPresence, presenceVisibleTo, RelationsKey } from './relations.js'
+import { block, grantPresence, presenceVisibleTo, RelationsKey } from './relations.js'
+import { createAccount, deleteAccount, isUsernameHeld } from './users.js'
 
 const pgSkip = await postgresUnavailable()
 const TABLES = [
   'auth_tokens',
+  'deleted_usernames',
   'message_tombstones',
   'messages',
   'one_time_prekey_claims',
@@ -33,10 +35,13 @@ const TABLES_BEFORE_METADATA = ['auth_tokens', 'messages', 'one_time_prekeys', '
 const TABLES_AFTER: Record<string, readonly string[]> = {
   '2026-11-26-01-initial': TABLES_BEFORE_METADATA,
   '2026-12-02-01-message-metadata': TABLES.filter(
-    (table) => table !== 'relations' && table !== 'one_time_prekey_claims',
+    (table) => !['relations', 'one_time_prekey_claims', 'deleted_usernames'].includes(table),
   ),
-  '2026-12-03-02-one-time-prekey-claims': TABLES.filter((table) => table !== 'relations'),
-  '2026-12-03-03-relations': TABLES,
+  '2026-12-03-02-one-time-prekey-claims': TABLES.filter(
+    (table) => table !== 'relations' && table !== 'deleted_usernames',
+  ),
+  '2026-12-03-03-relations': TABLES.filter((table) => table !== 'deleted_usernames'),
+  '2026-12-03-04-deleted-usernames': TABLES,
 }
 
 /** The tables a database that has run the first `applied` migrations holds. */
@@ -465,6 +470,105 @@ for (const dialect of DIALECTS) {
       await migrateTo(db, dialect, '2026-12-02-01-message-metadata')
       expect(await userTables(database)).not.toContain('relations')
       expect(await countQueued(database.db, bob!.id)).toBe(1)
+    })
+
+    it('deleted usernames: a database written by the previous version keeps its accounts and queue, and deleting one then holds its name', async () => {
+      database = await createTestDatabase(dialect)
+      const db = untyped(database)
+      await migrateTo(db, dialect, '2026-12-03-03-relations')
+      // Data as the previous version wrote it: two accounts, a queued message, a tombstone, a token,
+      // Alice's presence granted to Bob, Bob's block of Alice, and prekey claims each way.
+      const [alice, bob] = await Promise.all(
+        ['alice', 'bob'].map((name) =>
+          db.insertInto('users').values(user(name)).returning('id').executeTakeFirstOrThrow(),
+        ),
+      )
+      await db
+        .insertInto('messages')
+        .values({
+          recipient_id: bob!.id,
+          seq: 1,
+          sender_id: alice!.id,
+          client_id: new Uint8Array(16).fill(1),
+          body: new Uint8Array([1]),
+          created_at: 1,
+          expires_at: 10_000,
+        })
+        .execute()
+      await db.insertInto('queue_positions').values({ recipient_id: bob!.id, last_seq: 1 }).execute()
+      await db
+        .insertInto('message_tombstones')
+        .values({ client_id: new Uint8Array(16).fill(2), sender_id: bob!.id, expires_at: 10_000 })
+        .execute()
+      await db
+        .insertInto('auth_tokens')
+        .values({
+          token_hash: new Uint8Array(32).fill(3),
+          user_id: alice!.id,
+          created_at: 1,
+          expires_at: 10_000,
+        })
+        .execute()
+      const key = RelationsKey.random()
+      await grantPresence(database.db, key, alice!.id, [bob!.id], 10)
+      await block(database.db, key, bob!.id, alice!.id, 10)
+      await db
+        .insertInto('one_time_prekey_claims')
+        .values([
+          { target_id: alice!.id, requester_id: bob!.id, claimed_at: 1 },
+          { target_id: bob!.id, requester_id: alice!.id, claimed_at: 1 },
+        ])
+        .execute()
+      const KEPT = [
+        'users',
+        'messages',
+        'message_tombstones',
+        'auth_tokens',
+        'queue_positions',
+        'relations',
+        'one_time_prekey_claims',
+      ]
+      const before = await Promise.all(KEPT.map((table) => db.selectFrom(table).selectAll().execute()))
+
+      expect((await migrateToLatest(db, dialect))[0]).toBe('2026-12-03-04-deleted-usernames')
+      const after = await Promise.all(KEPT.map((table) => db.selectFrom(table).selectAll().execute()))
+      expect(after).toEqual(before)
+      expect(await db.selectFrom('relations').selectAll().execute()).toHaveLength(2)
+      expect(await db.selectFrom('deleted_usernames').selectAll().execute()).toEqual([])
+
+      // Deleting Alice takes her rows, including the message she sent Bob, the relations either of
+      // them kept with the other, the claims either made of the other, and holds her name.
+      expect(
+        await deleteAccount(database.db, Number(alice!.id), { heldUntil: 5_000, relationsKey: key }),
+      ).toBe(true)
+      expect(await db.selectFrom('users').select('username').execute()).toEqual([{ username: 'bob' }])
+      expect(await db.selectFrom('messages').selectAll().execute()).toEqual([])
+      expect(await db.selectFrom('auth_tokens').selectAll().execute()).toEqual([])
+      expect(await db.selectFrom('message_tombstones').selectAll().execute()).toHaveLength(1)
+      expect(await db.selectFrom('relations').selectAll().execute()).toEqual([])
+      expect(await db.selectFrom('one_time_prekey_claims').selectAll().execute()).toEqual([])
+      expect(await isUsernameHeld(database.db, 'alice', 4_999)).toBe(true)
+      expect(await isUsernameHeld(database.db, 'alice', 5_000)).toBe(false)
+      expect(
+        await deleteAccount(database.db, Number(alice!.id), { heldUntil: 6_000, relationsKey: key }),
+      ).toBe(false)
+      const account = {
+        username: 'alice',
+        passwordHash: 'x',
+        loginKey: new Uint8Array(10),
+        identity: {
+          identityKey: new Uint8Array(32),
+          signingKey: new Uint8Array(32),
+          identitySignature: new Uint8Array(64),
+        },
+        signedPreKey: { keyId: 1, publicKey: new Uint8Array(32), signature: new Uint8Array(64) },
+        oneTimePreKeys: [],
+      }
+      await expect(createAccount(database.db, { ...account, now: 4_999 })).rejects.toMatchObject({
+        code: 'E2E_ERR_USERNAME_TAKEN',
+      })
+      await createAccount(database.db, { ...account, now: 5_000 })
+      expect(await db.selectFrom('deleted_usernames').selectAll().execute()).toEqual([])
     })
 
     it('unique identity keys: a database with copied keys keeps them for their first holder and withdraws the copies', async () => {

@@ -19,6 +19,7 @@ import * as messageMetadata from './migrations/2026-12-02-01-message-metadata.js
 import * as loginSecret from './migrations/2026-12-03-01-login-secret.js'
 import * as oneTimePreKeyClaims from './migrations/2026-12-03-02-one-time-prekey-claims.js'
 import * as relations from './migrations/2026-12-03-03-relations.js'
+import * as deletedUsernames from './migrations/2026-12-03-04-deleted-usernames.js'
 import * as uniqueIdentityKeys from './migrations/2026-12-03-05-unique-identity-keys.js'
 import type { SqlDialect } from './schema.js'
 
@@ -38,6 +39,7 @@ export const MIGRATIONS: Readonly<Record<string, DialectMigration>> = {
   '2026-12-03-01-login-secret': loginSecret,
   '2026-12-03-02-one-time-prekey-claims': oneTimePreKeyClaims,
   '2026-12-03-03-relations': relations,
+  '2026-12-03-04-deleted-usernames': deletedUsernames,
   '2026-12-03-05-unique-identity-keys': uniqueIdentityKeys,
 }
 

@@ -116,6 +116,17 @@ export interface RelationsTable {
   kind: 'presence' | 'block'
 }
 
+/**
+ * The name of a deleted account, held so that nobody else registers it while its old contacts may
+ * still take a new owner for the old one. Only a hash of the normalised name (users.ts
+ * `usernameHash`); nothing links it to the account that had it.
+ */
+export interface DeletedUsernamesTable {
+  username_hash: Uint8Array
+  /** Registering the name is refused before this time; afterwards the row is purged. */
+  held_until: number
+}
+
 export interface Database {
   users: UsersTable
   signed_prekeys: SignedPreKeysTable
@@ -126,6 +137,7 @@ export interface Database {
   queue_positions: QueuePositionsTable
   one_time_prekey_claims: OneTimePreKeyClaimsTable
   relations: RelationsTable
+  deleted_usernames: DeletedUsernamesTable
 }
 
 /** The database handle every repository function takes first: the root handle or a transaction. */

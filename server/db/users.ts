@@ -1,8 +1,13 @@
-/** Accounts: creating one with its keys in one transaction, lookups, and username search. */
+/**
+ * Accounts: creating one with its keys in one transaction, deleting one with everything keyed by
+ * it, the names of deleted accounts held for a while, lookups, and username search.
+ */
+import { createHash } from 'node:crypto'
 import { sql } from 'kysely'
 import type { PublicIdentity, PublicPreKey } from '../../shared/identity.js'
 import { serverErrors } from '../errors.js'
 import { insertOneTimePreKeys, insertSignedPreKey } from './prekeys.js'
+import { deleteRelationsOf, type RelationsKey } from './relations.js'
 import type { Db, UserRow } from './schema.js'
 import { inTransaction, isUniqueViolation } from './transaction.js'
 
@@ -43,6 +48,8 @@ function isIdentityKeyViolation(error: unknown): boolean {
 export async function createAccount(db: Db, account: NewAccount): Promise<number> {
   try {
     return await inTransaction(db, async (trx) => {
+      // After the insert: in PostgreSQL it waits for a deletion of the same name still in progress,
+      // so the hold that deletion leaves is seen here (users.ts deleteAccount swaps the two at once).
       const { id } = await trx
         .insertInto('users')
         .values({
@@ -58,6 +65,12 @@ export async function createAccount(db: Db, account: NewAccount): Promise<number
         })
         .returning('id')
         .executeTakeFirstOrThrow()
+      if (await isUsernameHeld(trx, account.username, account.now)) throw serverErrors.usernameHeld()
+      // A hold that ended and was not purged yet goes now, or it would name the new account.
+      await trx
+        .deleteFrom('deleted_usernames')
+        .where('username_hash', '=', usernameHash(account.username))
+        .execute()
       await insertSignedPreKey(trx, id, account.signedPreKey, account.now)
       await insertOneTimePreKeys(trx, id, account.oneTimePreKeys)
       return id
@@ -114,6 +127,79 @@ async function replaceKeys(db: Db, userId: number, keys: ReplacedKeys): Promise<
     await insertSignedPreKey(trx, userId, keys.signedPreKey, keys.now)
     await insertOneTimePreKeys(trx, userId, keys.oneTimePreKeys)
   })
+}
+
+/**
+ * Deletes the account and everything keyed by it, in one transaction: its keys and prekeys, its
+ * session tokens, its queue (messages waiting for it) and the messages it sent that are still
+ * waiting for others (their sender would be a name nobody holds any more), its tombstones, its
+ * queue position, the one-time prekey claims it made or that were made of it, every relation it
+ * keeps or others keep with it (presence grants and blocks: `relationsKey` finds the latter), and
+ * the user row; and holds its name until `heldUntil` (only a hash of it is kept). Every table that
+ * gains rows keyed by a user adds its delete here, before the user row. Returns false when there
+ * was no such user (nothing changed).
+ */
+export async function deleteAccount(
+  db: Db,
+  userId: number,
+  options: { readonly heldUntil: number; readonly relationsKey: RelationsKey },
+): Promise<boolean> {
+  return inTransaction(db, async (trx) => {
+    const user = await trx.selectFrom('users').select('username').where('id', '=', userId).executeTakeFirst()
+    if (!user) return false
+    await trx
+      .deleteFrom('messages')
+      .where((eb) => eb.or([eb('recipient_id', '=', userId), eb('sender_id', '=', userId)]))
+      .execute()
+    await trx.deleteFrom('message_tombstones').where('sender_id', '=', userId).execute()
+    await trx.deleteFrom('queue_positions').where('recipient_id', '=', userId).execute()
+    await trx.deleteFrom('auth_tokens').where('user_id', '=', userId).execute()
+    await trx.deleteFrom('one_time_prekeys').where('user_id', '=', userId).execute()
+    await trx.deleteFrom('signed_prekeys').where('user_id', '=', userId).execute()
+    await trx
+      .deleteFrom('one_time_prekey_claims')
+      .where((eb) => eb.or([eb('target_id', '=', userId), eb('requester_id', '=', userId)]))
+      .execute()
+    // Before the user row: the hashes of others' relations with this user are found by owner.
+    await deleteRelationsOf(trx, options.relationsKey, userId)
+    await trx.deleteFrom('users').where('id', '=', userId).execute()
+    await trx
+      .insertInto('deleted_usernames')
+      .values({ username_hash: usernameHash(user.username), held_until: options.heldUntil })
+      .onConflict((conflict) =>
+        conflict.column('username_hash').doUpdateSet({ held_until: options.heldUntil }),
+      )
+      .execute()
+    return true
+  })
+}
+
+/**
+ * What the hold of a deleted name keeps: SHA-256 over a label and the normalised name. A guessed
+ * name can still be checked against it (names are short), but the table does not list the names
+ * of deleted accounts to whoever reads the database.
+ */
+export function usernameHash(username: string): Uint8Array {
+  return new Uint8Array(
+    createHash('sha256').update('secure-chat deleted username v1\0').update(username).digest(),
+  )
+}
+
+/** True while the normalised name belongs to a deleted account whose hold has not ended at `now`. */
+export async function isUsernameHeld(db: Db, username: string, now: number): Promise<boolean> {
+  const row = await db
+    .selectFrom('deleted_usernames')
+    .select('held_until')
+    .where('username_hash', '=', usernameHash(username))
+    .where('held_until', '>', now)
+    .executeTakeFirst()
+  return row !== undefined
+}
+
+/** Deletes the holds that ended at `now`; returns how many. */
+export async function purgeEndedUsernameHolds(db: Db, now: number): Promise<number> {
+  const result = await db.deleteFrom('deleted_usernames').where('held_until', '<=', now).executeTakeFirst()
+  return Number(result.numDeletedRows)
 }
 
 export function findUserByUsername(db: Db, username: string): Promise<UserRow | undefined> {

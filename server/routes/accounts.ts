@@ -1,6 +1,6 @@
 /**
  * Accounts: POST /register, POST /reinstall, POST /login, POST /login/challenge,
- * POST /account/password, POST /logout.
+ * POST /account/password, POST /account/delete, POST /logout.
  *
  * The server never sees a password from today's clients: they send a login secret derived from it
  * (shared/login-secret.ts), which the server stores as a bcrypt hash; the password policy runs on
@@ -12,6 +12,10 @@
  * failures as auth/login-limiter.ts describes, and returns a fresh token encrypted to the user's
  * login key. POST /login/challenge gives a device the proof that it holds that key.
  * Older tokens stay valid until they expire or are logged out (up to MAX_TOKENS_PER_USER per user).
+ *
+ * Deleting an account takes the session token and the password proof /login takes, checked by the
+ * same `authenticate` (with the strict limit of reinstall); then everything keyed by the user goes
+ * in one transaction (db/users.ts deleteAccount) and the name is held for DELETED_USERNAME_HOLD_MS.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
@@ -19,6 +23,7 @@ import { fromBase64Url, toBase64Url } from '../../shared/bytes.js'
 import {
   ChangePasswordRequest,
   ChangePasswordResponse,
+  DeleteAccountRequest,
   LoginChallengeRequest,
   LoginChallengeResponse,
   LoginRequest,
@@ -41,13 +46,16 @@ import type { UserRow } from '../db/schema.js'
 import { deleteOtherTokens, deleteToken, insertToken } from '../db/tokens.js'
 import {
   createAccount,
+  deleteAccount,
   findUserByUsername,
+  isUsernameHeld,
   replaceAccountKeys,
   setLoginSecretHash,
   updatePasswordHash,
   usernameExists,
 } from '../db/users.js'
 import { ServerError, ServerErrorCode, serverErrors } from '../errors.js'
+import { DELETED_USERNAME_HOLD_MS } from '../limits.js'
 import { requireSession, sessionOf } from '../plugins/auth.js'
 import { addressKey } from '../plugins/client-address.js'
 import { assertDistinctKeyIds, errorResponses, parseUsername } from './common.js'
@@ -78,7 +86,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
     input: string,
     credential: { loginSecret?: string | undefined; password?: string | undefined },
     request: FastifyRequest,
-    kind: 'login' | 'reinstall',
+    kind: 'login' | 'reinstall' | 'delete',
     options: { deviceProof?: string | undefined; knownDevice?: boolean } = {},
   ): Promise<UserRow> {
     if (credential.loginSecret === undefined && credential.password === undefined) {
@@ -170,6 +178,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
       // ever sees the login secret, whose form the schema checked.
       if (body.loginSecret === undefined) throw serverErrors.clientOutdated()
       if (await usernameExists(db, username)) throw serverErrors.usernameTaken()
+      if (await isUsernameHeld(db, username, now())) throw serverErrors.usernameHeld()
       const { identity, signedPreKey, oneTimePreKeys, loginKey } = await verifiedKeys(body)
 
       const passwordHash = await hashPassword(body.loginSecret, bcryptCost)
@@ -320,6 +329,44 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
       await deleteToken(db, tokenHash)
       // Relay sockets opened with this token end with it.
       context.relay.sessionRevoked(userId, tokenHash)
+      return reply.code(204).send(null)
+    },
+  )
+
+  /**
+   * Deletes the session's own account. The body names it (the confirmation the user typed) and
+   * proves it with the login secret as /login does (the password beside it only for the credential
+   * upgrade), through the same `authenticate`: a stolen token alone
+   * cannot delete an account, and guesses meet the strict per-account limit of reinstall. Then
+   * everything keyed by the user goes at once, the name is held, every socket of the user closes
+   * and everyone watching the user hears of it.
+   */
+  app.post(
+    '/account/delete',
+    {
+      schema: { body: DeleteAccountRequest, response: { 204: Type.Null(), ...errorResponses } },
+      onRequest: requireSession(context),
+      config: {
+        rateLimit: { max: limits.loginRateLimit.max, timeWindow: limits.loginRateLimit.timeWindowMs },
+      },
+    },
+    async (request, reply) => {
+      const session = sessionOf(request)
+      const { username, loginSecret, password } = request.body
+      if (parseUsername(username) !== session.username) {
+        throw serverErrors.badRequest(
+          "username: expected this session's own username (the account to delete), got another",
+        )
+      }
+      const user = await authenticate(username, { loginSecret, password }, request, 'delete')
+      // The name proved the credential; it must also be the token's account (it is: names are unique).
+      if (user.id !== session.userId) throw serverErrors.invalidCredentials()
+      await deleteAccount(db, user.id, {
+        heldUntil: now() + DELETED_USERNAME_HOLD_MS,
+        relationsKey: context.relationsKey,
+      })
+      context.relay.accountDeleted(user.id, user.username)
+      request.log.info({ event: 'account-deleted' }, 'account deleted')
       return reply.code(204).send(null)
     },
   )

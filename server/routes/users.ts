@@ -19,7 +19,7 @@ import type { ServerContext } from '../context.js'
 import { claimPreKeyBundle, currentSignedPreKey } from '../db/prekeys.js'
 import { isBlocked } from '../db/relations.js'
 import type { Db, PreKeyRow, UserRow } from '../db/schema.js'
-import { findUserByUsername, searchUsernames } from '../db/users.js'
+import { findUserByUsername, isUsernameHeld, searchUsernames } from '../db/users.js'
 import { serverErrors } from '../errors.js'
 import { USER_SEARCH_LIMIT } from '../limits.js'
 import { requireSession, sessionOf } from '../plugins/auth.js'
@@ -51,9 +51,12 @@ export const userRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, 
   app.addHook('onRequest', requireSession(context))
 
   async function userNamed(name: string): Promise<UserRow> {
-    const user = await findUserByUsername(db, parseUsername(name))
-    if (!user) throw serverErrors.userNotFound()
-    return user
+    const username = parseUsername(name)
+    const user = await findUserByUsername(db, username)
+    if (user) return user
+    // A contact checking on a deleted account learns that it was deleted, not that it never was.
+    if (await isUsernameHeld(db, username, context.now())) throw serverErrors.accountDeleted()
+    throw serverErrors.userNotFound()
   }
 
   app.get(

@@ -76,7 +76,7 @@ export interface ConnectionHost {
   /** The durable queue: the count in `ready`, and the reads that drain it. */
   readonly queue: Pick<QueueRepository, 'countQueued' | 'fetch'>
   /** Resolves send recipients and presence subscriptions. */
-  readonly directory: Pick<UserDirectory, 'cached' | 'lookup'>
+  readonly directory: Pick<UserDirectory, 'cached' | 'lookup' | 'isDeleted'>
   /** The server is shutting down: a connection that finishes authenticating now is closed. */
   readonly closing: boolean
   /** The live session with this token hash, if there is one. */
@@ -491,10 +491,21 @@ export class RelayConnection {
       this.userNotFound(id)
       return
     }
-    return this.host.directory.lookup([username]).then((found) => {
+    return this.host.directory.lookup([username]).then(async (found) => {
       const recipient = found.get(username)
-      if (!recipient) this.userNotFound(id)
-      else if (!this.closing && this.state === 'open') this.host.enqueue(this, recipient.id, frame)
+      if (recipient) {
+        if (!this.closing && this.state === 'open') this.host.enqueue(this, recipient.id, frame)
+        return
+      }
+      const deleted = await this.host.directory.isDeleted(username)
+      if (this.gone) return
+      if (deleted) {
+        this.fail(
+          ServerErrorCode.AccountDeleted,
+          'expected a registered recipient, got the name of an account its owner deleted',
+          { id },
+        )
+      } else this.userNotFound(id)
     })
   }
 

@@ -1,9 +1,12 @@
 /**
  * Usernames the relay resolves (send recipients, presence subscriptions), cached in memory: users
- * are never renamed or deleted, so a name once found stays right. Names not found are not cached,
- * since they may be registered later; each miss costs one indexed query (sends are rate-limited).
+ * are never renamed, so a name once found stays right until its account is deleted, when the relay
+ * forgets it (`forget`, from the `account.deleted` event). Names not found are not cached, since
+ * they may be registered later; each miss costs one indexed query (sends are rate-limited), and a
+ * send's miss one more to tell a deleted account from a name nobody has (`isDeleted`).
  */
 import type { Db } from '../db/schema.js'
+import { isUsernameHeld } from '../db/users.js'
 
 export interface DirectoryEntry {
   readonly id: number
@@ -16,7 +19,18 @@ export class UserDirectory {
   constructor(
     private readonly db: Db,
     private readonly maxEntries: number,
+    private readonly now: () => number,
   ) {}
+
+  /** The account with this normalised name was deleted: it must no longer resolve. */
+  forget(username: string): void {
+    this.byName.delete(username)
+  }
+
+  /** True when nobody has the normalised name because its account was deleted (and it is held). */
+  isDeleted(username: string): Promise<boolean> {
+    return isUsernameHeld(this.db, username, this.now())
+  }
 
   /** The user with this normalised name, if it is cached. */
   cached(username: string): DirectoryEntry | undefined {

@@ -117,7 +117,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     this.limits = options.limits
     this.now = options.now
     this.log = options.log
-    this.directory = new UserDirectory(options.db, DIRECTORY_CACHE_ENTRIES)
+    this.directory = new UserDirectory(options.db, DIRECTORY_CACHE_ENTRIES, options.now)
     this.local = new LocalConnections(options.limits.maxConnectionsPerUser)
     this.bus = options.bus
     this.authenticated = options.authenticated
@@ -351,6 +351,13 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     this.publish({ kind: 'identity.changed', address: primaryAddress(userId), username })
   }
 
+  accountDeleted(userId: number, username: string): void {
+    // This process first, whether or not it holds the address: its cache must not route a send to
+    // the deleted id. Other processes forget it when the event reaches them.
+    this.directory.forget(username)
+    this.publish({ kind: 'account.deleted', address: primaryAddress(userId), username })
+  }
+
   presenceRevoked(ownerId: number, ownerName: string, viewerId: number): void {
     this.publish({
       kind: 'presence.revoked',
@@ -413,6 +420,18 @@ export class RelayHub implements RelayEvents, ConnectionHost {
           connection.refuse(
             ServerErrorCode.Unauthenticated,
             'expected the current identity, got one that was replaced',
+          )
+        }
+        const frame = identityChangedFrame(event.username)
+        for (const watcher of this.local.watchersOf(userId) ?? []) watcher.write(frame)
+        return
+      }
+      case 'account.deleted': {
+        this.directory.forget(event.username)
+        for (const connection of [...(this.local.user(userId)?.connections ?? [])]) {
+          connection.refuse(
+            ServerErrorCode.AccountDeleted,
+            'expected a live account, got one that was deleted: this session has ended',
           )
         }
         const frame = identityChangedFrame(event.username)

@@ -8,8 +8,8 @@
  * it may carry a copy of the row so the recipient's process can push it without a read, but a
  * process that gets the signal without the copy reads the queue, and one that misses the signal
  * (not subscribed yet, a dropped event) still finds the row on its next read or the client's next
- * connection. So a lost event delays a delivery and never loses a message. Revocations and identity
- * changes are also in the database; the event only makes their sockets close now rather than at
+ * connection. So a lost event delays a delivery and never loses a message. Revocations, identity
+ * changes and deleted accounts are also in the database; the event only makes their sockets close now rather than at
  * their next authentication.
  *
  * Events are data a transport can encode: numbers, strings, booleans, byte arrays, and nothing that
@@ -82,6 +82,16 @@ export interface IdentityChanged {
   readonly username: string
 }
 
+/**
+ * This address's user deleted their account: their sockets close, processes forget the name, and
+ * their watchers are told (as `identity.changed`: the identity is gone).
+ */
+export interface AccountDeleted {
+  readonly kind: 'account.deleted'
+  readonly address: Address
+  readonly username: string
+}
+
 /** This address's prekey bundle was handed out: its sockets hear if one-time prekeys run low. */
 export interface PreKeysServed {
   readonly kind: 'prekeys.served'
@@ -117,6 +127,7 @@ export type RelayEvent =
   | PresenceChanged
   | SessionRevoked
   | IdentityChanged
+  | AccountDeleted
   | PreKeysServed
   | PresenceGranted
   | PresenceRevoked

@@ -151,6 +151,20 @@ export class AccountSession {
   }
 
   /**
+   * Deletes the account on the server: the token and the login secret (as /login takes it), both
+   * required, so a stolen token alone deletes nothing. `password` goes too only if the server asks
+   * for the credential upgrade (see `withCredential`). Throws the server's refusal; then nothing was
+   * deleted.
+   */
+  async deleteAccount(password: string): Promise<void> {
+    const body = { username: this.username, loginSecret: await this.loginSecretOf(password) }
+    await this.withCredential(body, password, (sent) =>
+      this.request('POST', '/account/delete', { token: this.token(), body: sent }),
+    )
+    await this.forgetToken()
+  }
+
+  /**
    * Sends a request that proves the account with its login secret. An account made before login
    * secrets answers E2E_ERR_CREDENTIAL_UPGRADE: the same request goes once more with the password
    * beside the secret, and the server switches the account to the secret for good (docs/protocol.md

@@ -59,7 +59,7 @@ export type {
   MessageKind,
   MessageView,
 } from './views.js'
-export { messageTime, noticeText } from './views.js'
+export { accountDeletedText, messageTime, noticeText } from './views.js'
 
 /** The types the core itself sends (sendContent is for the others). */
 const BUILT_IN_TYPES: ReadonlySet<string> = new Set(Object.keys(CONTENT_SCHEMAS))
@@ -349,6 +349,42 @@ export class ChatClient {
   }
 
   /**
+   * Deletes this account, on the server and on this device. `typedUsername` is what the user typed
+   * to confirm (both UIs ask for the account's name and its password): anything but this account's
+   * name is refused before anything is sent. The server then checks the password (as at log-in)
+   * and deletes everything it holds of the account; only after it said so is the local store
+   * wiped. A refusal (wrong password, too many attempts, no network) leaves everything as it was.
+   * The caller closes the client afterwards.
+   */
+  async deleteAccount(password: string, typedUsername: string): Promise<void> {
+    let typed: string | undefined
+    try {
+      typed = canonicalUsername(typedUsername)
+    } catch {
+      typed = undefined
+    }
+    if (typed !== this.username) {
+      throw new ClientError(
+        ClientErrorCode.InvalidInput,
+        `expected this account's name (${this.username}) typed to confirm the deletion, got another`,
+      )
+    }
+    if (!this.loggedIn) await this.login(password)
+    // Offline first, so nothing arrives (or is acknowledged) for a store about to be wiped.
+    const wasConnected = this.connection === 'online' || this.connection === 'connecting'
+    await this.disconnect()
+    try {
+      await this.session.deleteAccount(password)
+    } catch (error) {
+      if (wasConnected && this.loggedIn) this.connect()
+      throw error
+    }
+    await this.peerQueues.idle()
+    await this.store.wipe()
+    this.link.refuse()
+  }
+
+  /**
    * Disconnects, finishes the work already started (receipts still gathering are written to the
    * outbox, retry answers and deliveries being stored finish), then closes the store: what was due
    * is sent on the next connection, never lost to a store closed under it.
@@ -459,7 +495,14 @@ export class ChatClient {
         await this.contactsPart.checkIdentity(frame.username)
         return
       case 'error':
-        if (frame.code === 'E2E_ERR_UNAUTHENTICATED') {
+        // Without an id, a deleted account is this one (deleted from another device): the session
+        // has ended like a refused one.
+        if (
+          frame.code === 'E2E_ERR_UNAUTHENTICATED' ||
+          (frame.code === 'E2E_ERR_ACCOUNT_DELETED' && frame.id === undefined)
+        ) {
+          if (frame.code === 'E2E_ERR_ACCOUNT_DELETED')
+            this.events.emit('problem', { code: frame.code, message: frame.message })
           await this.sessionRefused()
           return
         }

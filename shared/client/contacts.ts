@@ -20,7 +20,7 @@ import type { PreKeyBundle } from '../identity.js'
 import { MAX_PRESENCE_NAMES_PER_FRAME, USER_SEARCH_MIN_LENGTH } from '../limits.js'
 import { type SafetyNumber, safetyNumber } from '../safety-number.js'
 import type { ClientContext } from './context.js'
-import { ClientError, ClientErrorCode } from './errors.js'
+import { ClientError, ClientErrorCode, isClientError } from './errors.js'
 import { type ContactRecord, contactView, identitiesEqual } from './records.js'
 import type { ContactView } from './views.js'
 
@@ -365,21 +365,57 @@ export class Contacts {
     })
   }
 
-  /** Asks the server for `peer`'s current identity and raises a warning if it is not the one we trust. */
+  /**
+   * Asks the server for `peer`'s current identity and raises a warning if it is not the one we
+   * trust. A deleted account is marked as such; a name that answers again after it was deleted
+   * (someone registered it once the server's hold ended) loses the mark, and its key is a change
+   * to warn about like any other: never trusted silently.
+   */
   async checkIdentity(peer: string): Promise<void> {
     const contact = await this.ctx.records.loadContact(peer)
     if (!contact) return
-    const current = await this.fetchIdentity(peer)
-    await this.ctx.peerQueues.run(peer, async () => {
-      const latest = await this.ctx.records.loadContact(peer)
-      if (!latest?.identity) return
-      if (identitiesEqual(latest.identity, current) || identitiesEqual(latest.pendingIdentity, current))
+    let current: PublicIdentityJson
+    try {
+      current = await this.fetchIdentity(peer)
+    } catch (error) {
+      if (isClientError(error, ClientErrorCode.AccountDeleted)) {
+        await this.markDeleted(peer)
         return
+      }
+      throw error
+    }
+    await this.ctx.peerQueues.run(peer, async () => {
+      const loaded = await this.ctx.records.loadContact(peer)
+      if (!loaded?.identity) return
+      const { deletedAt, ...latest } = loaded
+      const same =
+        identitiesEqual(latest.identity, current) || identitiesEqual(latest.pendingIdentity, current)
+      if (same && deletedAt === undefined) return
       await this.ctx.store.commit([
-        await this.ctx.records.contactPut({ ...latest, pendingIdentity: current, verified: false }),
+        await this.ctx.records.contactPut(
+          same ? latest : { ...latest, pendingIdentity: current, verified: false },
+        ),
       ])
-      this.ctx.events.emit('identity-changed', { peer })
+      if (!same) this.ctx.events.emit('identity-changed', { peer })
     })
+  }
+
+  /**
+   * The server said that `peer` deleted their account: the contact is marked (once) and the UIs
+   * are told. The conversation and its history stay.
+   */
+  async markDeleted(peer: string): Promise<void> {
+    await this.ctx.peerQueues.run(peer, () => this.recordDeleted(peer))
+  }
+
+  /** markDeleted for a caller already in `peer`'s queue. */
+  private async recordDeleted(peer: string): Promise<void> {
+    const contact = await this.ctx.records.loadContact(peer)
+    if (!contact || contact.deletedAt !== undefined) return
+    await this.ctx.store.commit([
+      await this.ctx.records.contactPut({ ...contact, deletedAt: this.ctx.now() }),
+    ])
+    this.ctx.events.emit('account-deleted', { peer })
   }
 
   /**
@@ -399,11 +435,17 @@ export class Contacts {
   }
 
   /**
-   * The contact to send to; refuses one we blocked, and one whose identity key changed and is not
-   * yet accepted.
+   * The contact to send to; refuses one whose account was deleted, one we blocked, and one whose
+   * identity key changed and is not yet accepted.
    */
   async forSending(peer: string): Promise<ContactRecord | undefined> {
     const contact = await this.ctx.records.loadContact(peer)
+    if (contact?.deletedAt !== undefined) {
+      throw new ClientError(
+        ClientErrorCode.AccountDeleted,
+        `expected an account to send to, got ${peer}'s, which was deleted`,
+      )
+    }
     if (contact?.blocked) {
       throw new ClientError(
         ClientErrorCode.Blocked,
@@ -421,17 +463,22 @@ export class Contacts {
 
   /**
    * A fresh prekey bundle of `peer`, with the contact that trusts its identity (on first use). A
-   * bundle whose identity is not the one we trust is recorded as a change and refused.
+   * bundle whose identity is not the one we trust is recorded as a change and refused; a deleted
+   * account is marked (AccountDeleted is thrown). Called in `peer`'s queue.
    */
   async fetchBundle(
     peer: string,
     contact: ContactRecord | undefined,
   ): Promise<{ bundle: PreKeyBundle; contact: ContactRecord }> {
-    const bundleJson = decode(
-      PreKeyBundleResponse,
-      await this.ctx.api('GET', `/users/${encodeURIComponent(peer)}/bundle`),
-      'prekey bundle',
-    )
+    let answer: unknown
+    try {
+      answer = await this.ctx.api('GET', `/users/${encodeURIComponent(peer)}/bundle`)
+    } catch (error) {
+      // The caller runs in the peer's queue already.
+      if (isClientError(error, ClientErrorCode.AccountDeleted)) await this.recordDeleted(peer)
+      throw error
+    }
+    const bundleJson = decode(PreKeyBundleResponse, answer, 'prekey bundle')
     if (contact?.identity && !identitiesEqual(contact.identity, bundleJson.identity)) {
       if (!identitiesEqual(contact.pendingIdentity, bundleJson.identity)) {
         await this.ctx.store.commit([

@@ -28,6 +28,11 @@ export const ClientErrorCode = {
   Blocked: 'E2E_ERR_CONTACT_BLOCKED',
   /** The named user does not exist on the server. */
   UnknownUser: 'E2E_ERR_UNKNOWN_USER',
+  /**
+   * The contact deleted their account (the server says so while it holds the name): the
+   * conversation stays, marked, and nothing more can be sent to it.
+   */
+  AccountDeleted: 'E2E_ERR_ACCOUNT_DELETED',
   /** The client was asked to do something its state does not allow (e.g. send while locked). */
   InvalidState: 'E2E_ERR_CLIENT_STATE',
   /**

@@ -295,6 +295,10 @@ export class Outbox {
     if (frame.code === 'E2E_ERR_USER_NOT_FOUND') {
       // A recipient that does not exist will not appear on a retry: give up on that message.
       await this.fail(frame.id)
+    } else if (frame.code === 'E2E_ERR_ACCOUNT_DELETED') {
+      // Nor will one who deleted their account; the conversation is marked so the UIs say so.
+      const peer = await this.fail(frame.id)
+      if (peer !== undefined) await this.contacts.markDeleted(peer)
     } else {
       // Refused for now (queue full, our share of it full, rate limit): the envelope stays in the
       // outbox and the message stays "sending"; the whole outbox is tried again after the shortest
@@ -318,14 +322,16 @@ export class Outbox {
     }, delay)
   }
 
-  private async fail(id: string): Promise<void> {
+  /** Gives up on the outbox entry `id` (its message, if any, is marked failed); returns its peer. */
+  private async fail(id: string): Promise<string | undefined> {
     const outbox = await this.ctx.records.loadOutbox(id)
-    if (!outbox) return
+    if (!outbox) return undefined
     const operations: StoreOperation[] = [{ op: 'delete', table: 'outbox', key: id }]
     const message = await this.ctx.records.loadMessage(conversationOf(outbox), id)
     if (message) operations.push(await this.ctx.records.messagePut({ ...message, state: 'failed' }))
     await this.ctx.store.commit(operations)
     if (message) this.ctx.events.emit('delivery', { peer: outbox.peer, id, state: 'failed' })
+    return outbox.peer
   }
 
   /** A receipt for `id` from `peer` is due: gathered with the others of a burst into one. */

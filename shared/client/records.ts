@@ -27,6 +27,7 @@ export const ContactRecord = Type.Object({
   retryRequests: Type.Optional(Type.Array(Type.String(), { maxItems: 100 })),
   retryPending: Type.Optional(Type.Array(Type.String(), { maxItems: 100 })),
   retryRequestedAt: Type.Optional(Type.Integer()),
+  deletedAt: Type.Optional(Type.Number()),
   presenceShared: Type.Optional(Type.Boolean()),
   blocked: Type.Optional(Type.Boolean()),
   preview: Type.Optional(
@@ -58,6 +59,12 @@ export interface ContactRecord {
   retryPending?: string[]
   /** When we last asked this contact to send again (requests are RETRY_REQUEST_INTERVAL_MS apart). */
   retryRequestedAt?: number
+  /**
+   * When we learned that the contact deleted their account (the server said
+   * E2E_ERR_ACCOUNT_DELETED). The conversation stays, marked; sending to it is refused. Absent in
+   * every record written before deletion existed, which is what it means there: not deleted.
+   */
+  deletedAt?: number
   /**
    * Whether our presence is shared with this contact (`presence.share`). False for someone who
    * only wrote to us, until we answer or add them; absent means shared (every contact of a
@@ -211,5 +218,6 @@ export function contactView(contact: ContactRecord, online: boolean): ContactVie
     lastMessageAt: contact.lastMessageAt,
     online: online && !contact.blocked,
     blocked: contact.blocked === true,
+    accountDeleted: contact.deletedAt !== undefined,
   }
 }

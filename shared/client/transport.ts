@@ -94,7 +94,9 @@ export function errorFromResponse(response: HttpResponse, what: string): ClientE
         ? ClientErrorCode.NotLoggedIn
         : code === 'E2E_ERR_USER_NOT_FOUND'
           ? ClientErrorCode.UnknownUser
-          : ClientErrorCode.Server
+          : code === 'E2E_ERR_ACCOUNT_DELETED'
+            ? ClientErrorCode.AccountDeleted
+            : ClientErrorCode.Server
     return new ClientError(clientCode, `${what}: ${message}`, {
       serverCode: code,
       serverMessage: message,

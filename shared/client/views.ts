@@ -95,6 +95,13 @@ export interface ContactView {
   readonly online: boolean
   /** We blocked this contact: nothing is sent to or stored from them; the history stays. */
   readonly blocked: boolean
+  /** The contact deleted their account: the conversation stays, marked, and sending is refused. */
+  readonly accountDeleted: boolean
+}
+
+/** What both UIs say in a conversation whose contact deleted their account. */
+export function accountDeletedText(peer: string): string {
+  return `${peer} deleted their account. This conversation stays here, but nothing more can be sent to it.`
 }
 
 export interface ClientEvents extends Record<string, unknown> {
@@ -102,6 +109,8 @@ export interface ClientEvents extends Record<string, unknown> {
   delivery: { peer: string; id: string; state: DeliveryState }
   presence: { username: string; online: boolean }
   'identity-changed': { peer: string }
+  /** The server said that this contact deleted their account; the conversation is now marked. */
+  'account-deleted': { peer: string }
   /** We blocked or unblocked this contact. */
   blocked: { peer: string; blocked: boolean }
   connection: { state: ConnectionState }

@@ -83,16 +83,19 @@ export type RegisterResponse = Static<typeof RegisterResponse>
 export const DeviceProofField = FixedBase64Url(32, 'device proof: the decrypted login challenge')
 
 /**
- * `loginSecret` alone from today's clients; `password` alone from clients of the previous version
- * (accepted while the account is still on its password); both once, to upgrade an account.
+ * What proves the account: the fields /login takes, and /account/delete with them (the one place
+ * both requests get their credential from). `loginSecret` alone from today's clients; `password`
+ * alone from clients of the previous version (accepted while the account is still on its
+ * password); both once, to upgrade an account.
  */
+export const CredentialFields = {
+  username: UsernameField,
+  loginSecret: Type.Optional(LoginSecretField),
+  password: Type.Optional(PasswordField),
+}
+
 export const LoginRequest = Type.Object(
-  {
-    username: UsernameField,
-    loginSecret: Type.Optional(LoginSecretField),
-    password: Type.Optional(PasswordField),
-    deviceProof: Type.Optional(DeviceProofField),
-  },
+  { ...CredentialFields, deviceProof: Type.Optional(DeviceProofField) },
   { additionalProperties: false },
 )
 export type LoginRequest = Static<typeof LoginRequest>
@@ -115,6 +118,17 @@ export const ChangePasswordResponse = Type.Object(
   { additionalProperties: false },
 )
 export type ChangePasswordResponse = Static<typeof ChangePasswordResponse>
+
+/**
+ * POST /account/delete, besides the session token: the account's own name (what the user typed to
+ * confirm) and the proof that /login takes. The login secret is required (no client of the
+ * previous version deletes); `password` beside it only for an account still on its password.
+ */
+export const DeleteAccountRequest = Type.Object(
+  { ...CredentialFields, loginSecret: LoginSecretField },
+  { additionalProperties: false },
+)
+export type DeleteAccountRequest = Static<typeof DeleteAccountRequest>
 
 export const LoginChallengeRequest = Type.Object({ username: UsernameField }, { additionalProperties: false })
 export type LoginChallengeRequest = Static<typeof LoginChallengeRequest>

@@ -292,6 +292,7 @@ export class AppShell extends LitElement {
       }),
       client.events.on('presence', () => this.scheduleRefresh()),
       client.events.on('identity-changed', () => this.scheduleRefresh()),
+      client.events.on('account-deleted', () => this.scheduleRefresh()),
       client.events.on('delivery', ({ state }) => {
         if (state === 'failed') this.showToast('A message could not be delivered.')
       }),
@@ -308,6 +309,19 @@ export class AppShell extends LitElement {
         (options.wipe ? 'Logged out. This account was erased from this browser.' : 'Logged out.'),
       { wipe: options.wipe === true },
     )
+    location.hash = '#/'
+  }
+
+  /**
+   * Deletes the account on the server and in this browser (the core wipes the store; closing it
+   * deletes the database), then locks the app. A refusal rejects and leaves everything as it was.
+   */
+  private async deleteAccount(password: string, typedUsername: string): Promise<void> {
+    const account = this.account
+    if (!account) return
+    const username = account.client.username
+    await account.client.deleteAccount(password, typedUsername)
+    await this.lock(`${username} was deleted, on the server and in this browser.`)
     location.hash = '#/'
   }
 
@@ -506,6 +520,7 @@ export class AppShell extends LitElement {
           .installPrompt=${this.installPrompt}
           .changePassword=${account.client.changePassword.bind(account.client)}
           ?narrow=${!this.wide}
+          .deleteAccount=${(password: string, typed: string) => this.deleteAccount(password, typed)}
           @logout=${(event: CustomEvent<{ wipe: boolean }>) => this.signOut({ wipe: event.detail.wipe })}
           @install-prompt-used=${() => {
             this.installPrompt = undefined

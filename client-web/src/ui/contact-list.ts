@@ -250,17 +250,19 @@ export class ContactList extends LitElement {
 
   private renderContact(contact: ContactView): TemplateResult {
     const preview = this.previews.get(contact.username)
-    const sub = contact.blocked
-      ? html`<span class="sub blocked" data-testid="blocked">Blocked</span>`
-      : contact.identityChanged
-        ? html`<span class="sub warning">Safety number changed</span>`
-        : preview
-          ? html`<span class="sub"
+    const sub = contact.accountDeleted
+      ? html`<span class="sub warning">Account deleted</span>`
+      : contact.blocked
+        ? html`<span class="sub blocked" data-testid="blocked">Blocked</span>`
+        : contact.identityChanged
+          ? html`<span class="sub warning">Safety number changed</span>`
+          : preview
+            ? html`<span class="sub"
             >${preview.direction === 'out' ? html`<span class="you">You: </span>` : nothing}<bdi
               >${displayText(preview.text.split('\n', 1)[0] ?? '')}</bdi
             ></span
           >`
-          : html`<span class="sub">${contact.verified ? 'Verified' : 'No messages yet'}</span>`
+            : html`<span class="sub">${contact.verified ? 'Verified' : 'No messages yet'}</span>`
     return html`<li>
       <button
         class="contact ${contact.unread > 0 ? 'unread' : ''}"

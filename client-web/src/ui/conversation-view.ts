@@ -8,6 +8,7 @@ import { customElement, property, query, state } from 'lit/decorators.js'
 import type { ChatClient, ContactView, MessageView } from '../../../shared/client/chat-client.js'
 import { MAX_MESSAGE_TEXT_LENGTH } from '../../../shared/client/content.js'
 import { ClientErrorCode, isClientError } from '../../../shared/client/errors.js'
+import { accountDeletedText } from '../../../shared/client/views.js'
 import { describeError } from '../session.js'
 import { avatar } from './avatar.js'
 import { icons } from './icons.js'
@@ -263,9 +264,14 @@ export class ConversationView extends LitElement {
       .catch(() => undefined)
   }
 
-  /** Sending is paused: a key change to review first, or a contact we blocked. */
+  /** Sending is paused: a key change to review first, a contact we blocked, or a deleted account. */
   private get blocked(): boolean {
-    return this.contact?.identityChanged === true || this.contact?.blocked === true
+    return this.contact?.identityChanged === true || this.contact?.blocked === true || this.deleted
+  }
+
+  /** The contact deleted their account: the history stays, marked, and nothing can be sent. */
+  private get deleted(): boolean {
+    return this.contact?.accountDeleted === true
   }
 
   private async send(): Promise<void> {
@@ -280,7 +286,10 @@ export class ConversationView extends LitElement {
       this.resizeComposer()
       this.dispatchEvent(new CustomEvent('contacts-changed', { bubbles: true, composed: true }))
     } catch (error) {
-      if (isClientError(error, ClientErrorCode.IdentityChanged)) {
+      if (isClientError(error, ClientErrorCode.AccountDeleted)) {
+        // The banner says it once the contact list is re-read.
+        this.dispatchEvent(new CustomEvent('contacts-changed', { bubbles: true, composed: true }))
+      } else if (isClientError(error, ClientErrorCode.IdentityChanged)) {
         // The banner and the dialog say it; the text stays in the composer for after the review.
         this.dispatchEvent(
           new CustomEvent('identity-warning', { detail: this.peer, bubbles: true, composed: true }),
@@ -365,8 +374,15 @@ export class ConversationView extends LitElement {
     return html`
       ${this.renderHeader()}
       ${
-        this.contact?.blocked
+        this.deleted
           ? html`<div class="notice">
+              <div class="banner warning" role="status" data-testid="account-deleted">
+                ${icons.alert()}
+                <span>${accountDeletedText(this.peer)}</span>
+              </div>
+            </div>`
+          : this.contact?.blocked
+            ? html`<div class="notice">
               <div class="banner warning" role="status" data-testid="blocked-banner">
                 ${icons.alert()}
                 <span
@@ -378,8 +394,8 @@ export class ConversationView extends LitElement {
                 </button>
               </div>
             </div>`
-          : this.blocked
-            ? html`<div class="notice">
+            : this.blocked
+              ? html`<div class="notice">
               <div class="banner warning" role="alert">
                 ${icons.alert()}
                 <span
@@ -401,7 +417,7 @@ export class ConversationView extends LitElement {
                 </button>
               </div>
             </div>`
-            : nothing
+              : nothing
       }
       <sc-message-list
         .messages=${this.messages}
@@ -426,11 +442,13 @@ export class ConversationView extends LitElement {
               maxlength=${MAX_MESSAGE_TEXT_LENGTH}
               autocomplete="off"
               placeholder=${
-                this.contact?.blocked
-                  ? `Unblock ${this.peer} to send messages`
-                  : this.blocked
-                    ? 'Review the key change to send messages'
-                    : `Write to ${this.peer}`
+                this.deleted
+                  ? 'This account was deleted'
+                  : this.contact?.blocked
+                    ? `Unblock ${this.peer} to send messages`
+                    : this.blocked
+                      ? 'Review the key change to send messages'
+                      : `Write to ${this.peer}`
               }
               ?disabled=${this.blocked}
               @keydown=${this.onKeydown}

@@ -74,6 +74,7 @@ async function mountConversation(peer: string, narrow: boolean): Promise<Convers
     username: peer,
     verified: true,
     identityChanged: false,
+    accountDeleted: false,
     unread: 0,
     lastMessageAt: undefined,
     online: false,

@@ -1,6 +1,8 @@
 /**
  * Settings: who is logged in and where the keys are, changing the password, notifications,
- * installing the app, and logging out (optionally erasing this account from the browser).
+ * installing the app, logging out (optionally erasing this account from the browser), and deleting
+ * the account for good (after its name is typed and its password given; the app shell does the
+ * deleting).
  */
 import { css, html, LitElement, nothing, type TemplateResult } from 'lit'
 import { customElement, property, state } from 'lit/decorators.js'
@@ -98,6 +100,11 @@ export class SettingsView extends LitElement {
       .check.plain input {
         accent-color: var(--accent);
       }
+      .delete-form {
+        display: flex;
+        flex-direction: column;
+        gap: 12px;
+      }
     `,
   ]
 
@@ -117,6 +124,20 @@ export class SettingsView extends LitElement {
   /** While a change runs: how far re-sealing this browser's data has come. */
   @state() private changing: { done: number; total: number } | undefined
   @state() private passwordOutcome: { ok: boolean; text: string } | undefined
+
+  /**
+   * Deletes the account on the server and here, given its password and the name the user typed
+   * (the app shell's; it locks the app once done). Rejects with the reason when refused.
+   */
+  @property({ attribute: false }) deleteAccount:
+    | ((password: string, typedUsername: string) => Promise<void>)
+    | undefined
+
+  @state() private deleteOpen = false
+  @state() private deleteTyped = ''
+  @state() private deletePassword = ''
+  @state() private deleting = false
+  @state() private deleteError = ''
   @state() private permission: NotificationPermission | 'unsupported' =
     'Notification' in window ? Notification.permission : 'unsupported'
 
@@ -137,6 +158,90 @@ export class SettingsView extends LitElement {
     this.dispatchEvent(
       new CustomEvent('logout', { detail: { wipe: this.wipe }, bubbles: true, composed: true }),
     )
+  }
+
+  /** The typed name matches this account (as the core will check again, case aside). */
+  private get deleteConfirmed(): boolean {
+    return this.deleteTyped.trim().toLowerCase() === this.username.toLowerCase()
+  }
+
+  private async submitDelete(event: Event): Promise<void> {
+    event.preventDefault()
+    if (!this.deleteAccount || !this.deleteConfirmed || this.deletePassword === '' || this.deleting) return
+    this.deleting = true
+    this.deleteError = ''
+    try {
+      await this.deleteAccount(this.deletePassword, this.deleteTyped)
+    } catch (error) {
+      this.deleteError = describeError(error)
+    } finally {
+      this.deleting = false
+      this.deletePassword = ''
+    }
+  }
+
+  private renderDelete(): TemplateResult {
+    if (!this.deleteOpen) {
+      return html`<div class="actions">
+        <button class="btn secondary" @click=${() => {
+          this.deleteOpen = true
+        }}>Delete account…</button>
+      </div>`
+    }
+    return html`<form class="delete-form" @submit=${this.submitDelete} novalidate>
+      <div class="field">
+        <label for="delete-username">Type ${this.username} to confirm</label>
+        <input
+          id="delete-username"
+          type="text"
+          autocomplete="off"
+          autocapitalize="off"
+          spellcheck="false"
+          .value=${this.deleteTyped}
+          @input=${(event: Event) => {
+            this.deleteTyped = (event.target as HTMLInputElement).value
+          }}
+        />
+      </div>
+      <div class="field">
+        <label for="delete-password">Password</label>
+        <input
+          id="delete-password"
+          type="password"
+          autocomplete="current-password"
+          .value=${this.deletePassword}
+          @input=${(event: Event) => {
+            this.deletePassword = (event.target as HTMLInputElement).value
+          }}
+        />
+      </div>
+      ${
+        this.deleteError
+          ? html`<div class="banner error" role="alert">${icons.alert()}<span>${this.deleteError}</span></div>`
+          : nothing
+      }
+      <div class="actions">
+        <button
+          class="btn secondary"
+          type="button"
+          @click=${() => {
+            this.deleteOpen = false
+            this.deleteTyped = ''
+            this.deletePassword = ''
+            this.deleteError = ''
+          }}
+        >
+          Cancel
+        </button>
+        <button
+          class="btn danger"
+          type="submit"
+          ?disabled=${!this.deleteConfirmed || this.deletePassword === '' || this.deleting}
+        >
+          ${this.deleting ? 'Deleting…' : 'Delete account for good'}
+        </button>
+      </div>
+    </form>`
   }
 
   private async submitPassword(event: Event): Promise<void> {
@@ -383,6 +488,16 @@ export class SettingsView extends LitElement {
                 ${icons.logout()} Log out
               </button>
             </div>
+          </section>
+
+          <section class="card danger-zone" aria-labelledby="delete-heading">
+            <h3 id="delete-heading">${icons.alert()} Delete account</h3>
+            <p>
+              Deletes ${this.username} on the server for good: its keys, its sessions and the messages not
+              yet delivered; and everything of it in this browser. Your contacts see that the account was
+              deleted, and the server keeps the name from anyone else for a while. This cannot be undone.
+            </p>
+            ${this.renderDelete()}
           </section>
         </div>
       </div>
