@@ -113,6 +113,7 @@ describe('two browsers', () => {
             controlled: navigator.serviceWorker.controller !== null,
             notifications: registration ? (await registration.getNotifications()).length : 0,
             permission: Notification.permission,
+            calls: (window as { __e2eNotificationCalls?: unknown }).__e2eNotificationCalls ?? 'not recorded',
             // Whether the worker can show one now, or what it says instead.
             showing: registration
               ? await registration
@@ -151,6 +152,27 @@ describe('two browsers', () => {
         }
       }
       for (const probe of await registration.getNotifications({ tag: 'e2e-probe' })) probe.close()
+    })
+    // Records each notification the app asks for and what became of it, for the diagnostics above.
+    await bob.page.evaluate(() => {
+      const calls: { title: string; outcome: string }[] = []
+      ;(window as { __e2eNotificationCalls?: typeof calls }).__e2eNotificationCalls = calls
+      const show = ServiceWorkerRegistration.prototype.showNotification
+      ServiceWorkerRegistration.prototype.showNotification = function (title, options) {
+        const call = { title, outcome: 'pending' }
+        calls.push(call)
+        const started = performance.now()
+        return show.call(this, title, options).then(
+          (value) => {
+            call.outcome = `shown after ${Math.round(performance.now() - started)} ms`
+            return value
+          },
+          (error: unknown) => {
+            call.outcome = `refused: ${String(error)}`
+            throw error
+          },
+        )
+      }
     })
     await bob.setHidden(true)
     await send(alice, 'Are you there?')

@@ -29,7 +29,20 @@ export async function notifyNewMessage(peer: string): Promise<void> {
   // active, for a while, rather than lose the notification.
   const registration = await activeRegistration()
   if (registration) {
-    await registration.showNotification(title, options)
+    // The browser fetches the icons before it shows anything, and its promise can stay pending for
+    // long: say so, rather than let a notification that never appears go unexplained.
+    const slow = setTimeout(
+      () =>
+        console.warn(
+          `secure-chat: the browser has not shown a notification after ${NOTIFICATION_SLOW_MS} ms`,
+        ),
+      NOTIFICATION_SLOW_MS,
+    )
+    try {
+      await registration.showNotification(title, options)
+    } finally {
+      clearTimeout(slow)
+    }
     return
   }
   const notification = new Notification(title, options)
@@ -39,6 +52,9 @@ export async function notifyNewMessage(peer: string): Promise<void> {
     notification.close()
   }
 }
+
+/** After how long a notification the browser has not shown yet is reported as a warning. */
+const NOTIFICATION_SLOW_MS = 10_000
 
 /** How long a new message's notification waits for an installing service worker to activate. */
 const WORKER_ACTIVATION_WAIT_MS = 15_000
