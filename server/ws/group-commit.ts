@@ -81,17 +81,52 @@ export class GroupCommit<Origin> {
     return messages.map((_, index) => (dropped[index] ? { kind: 'dropped' as const } : outcomes[next++]!))
   }
 
+  /**
+   * Commits a batch and reports it. A batch that fails is committed again in parts, acknowledgements
+   * on their own and the sends in halves, down to the single sends at fault: one bad send (to an
+   * account deleted after the relay looked its name up, say) must not fail everyone else's. Each
+   * failed transaction stored nothing, and the parts keep the arrival order. When the database itself
+   * is down this costs at most twice as many (failing) transactions as the batch has sends.
+   */
+  private async settle(
+    sends: readonly PendingSend<Origin>[],
+    acks: ReadonlyMap<number, number>,
+  ): Promise<void> {
+    let outcomes: RelayOutcome[]
+    try {
+      outcomes = await this.commitBatch(sends, acks)
+    } catch (error) {
+      if (acks.size > 0 && sends.length > 0) {
+        await this.settle([], acks)
+        await this.settle(sends, new Map())
+      } else if (sends.length > 1) {
+        const half = Math.ceil(sends.length / 2)
+        await this.settle(sends.slice(0, half), new Map())
+        await this.settle(sends.slice(half), new Map())
+      } else {
+        this.report(() => this.handlers.failed(sends, error))
+      }
+      return
+    }
+    this.report(() => this.handlers.committed(sends, outcomes))
+  }
+
+  /** Runs a handler; one that throws is reported and does not stop the parts of a batch after it. */
+  private report(handler: () => void): void {
+    try {
+      handler()
+    } catch (error) {
+      this.handlers.failed([], error)
+    }
+  }
+
   private flush(): void {
     if (this.sends.length === 0 && this.acks.size === 0) return
     const sends = this.sends
     const acks = this.acks
     this.sends = []
     this.acks = new Map()
-    this.running = this.commitBatch(sends, acks)
-      .then(
-        (outcomes) => this.handlers.committed(sends, outcomes),
-        (error: unknown) => this.handlers.failed(sends, error),
-      )
+    this.running = this.settle(sends, acks)
       // A handler that throws must not leave a rejected promise behind: report it, sends already
       // answered or not, and carry on with the next batch.
       .catch((error: unknown) => this.handlers.failed([], error))

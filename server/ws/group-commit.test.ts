@@ -1,0 +1,130 @@
+import { randomBytes } from 'node:crypto'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { QueueRepository } from '../db/queue.js'
+import { openQueueRepository } from '../db/queue-repository.js'
+import { RelationsKey } from '../db/relations.js'
+import { createAccount, deleteAccount } from '../db/users.js'
+import { createTestDatabase, type TestDatabase } from '../test/databases.js'
+import { GroupCommit, type PendingSend, type RelayOutcome } from './group-commit.js'
+
+const bytes = (length: number) => new Uint8Array(randomBytes(length))
+const preKey = (keyId: number) => ({ keyId, publicKey: bytes(32), signature: bytes(64) })
+
+let names = 0
+function newAccount(database: TestDatabase): Promise<number> {
+  names += 1
+  return createAccount(database.db, {
+    username: `commit${names}`,
+    passwordHash: '$2b$04$placeholderplaceholderplaceholderplaceholderplacehold',
+    loginKey: bytes(422),
+    identity: { identityKey: bytes(32), signingKey: bytes(32), identitySignature: bytes(64) },
+    signedPreKey: preKey(1),
+    oneTimePreKeys: [],
+    now: 1_000,
+  })
+}
+
+describe('group commit on SQLite', () => {
+  let database: TestDatabase
+  let queue: QueueRepository
+  beforeAll(async () => {
+    database = await createTestDatabase('sqlite')
+    queue = openQueueRepository(database.db, {
+      maxMessages: 1_000,
+      maxBytes: 1 << 24,
+      maxMessagesPerSender: 1_000,
+      maxBytesPerSender: 1 << 24,
+    })
+  })
+  afterAll(async () => {
+    await queue?.close()
+    await database?.dispose()
+  })
+
+  it('a send to an account deleted meanwhile fails alone: the rest of its batch is stored', async () => {
+    const sender = await newAccount(database)
+    const kept = await newAccount(database)
+    const gone = await newAccount(database)
+    // The relay resolved the name to an id before the account was deleted; the batch commits after.
+    await deleteAccount(database.db, gone, { heldUntil: 2_000, relationsKey: RelationsKey.random() })
+
+    const committed: { origin: string; outcome: RelayOutcome }[] = []
+    const failed: string[] = []
+    const commit = new GroupCommit<string>(
+      queue,
+      {
+        committed: (sends, outcomes) => {
+          for (const [index, send] of sends.entries())
+            committed.push({ origin: send.origin, outcome: outcomes[index]! })
+        },
+        failed: (sends) => failed.push(...sends.map((send) => send.origin)),
+      },
+      () => 1_500,
+    )
+    const send = (origin: string, recipientId: number): PendingSend<string> => ({
+      origin,
+      message: {
+        recipientId,
+        senderId: sender,
+        clientId: bytes(16),
+        body: bytes(64),
+        now: 1_500,
+        expiresAt: 9_999,
+      },
+    })
+    for (const pending of [send('before', kept), send('to-gone', gone), send('after', kept)])
+      commit.send(pending)
+    await commit.idle()
+
+    expect(failed).toEqual(['to-gone'])
+    expect(committed.map(({ origin, outcome }) => [origin, outcome.kind])).toEqual([
+      ['before', 'stored'],
+      ['after', 'stored'],
+    ])
+    // In the order they were sent.
+    const [before, after] = committed.map(({ outcome }) => (outcome as { seq: number }).seq)
+    expect(before).toBeLessThan(after!)
+    expect(await queue.countQueued(kept, 1_500)).toBe(2)
+  })
+})
+
+describe('group commit when every transaction fails', () => {
+  it('reports each send failed exactly once, in order, and tries at most 2n - 1 transactions', async () => {
+    let transactions = 0
+    const down = {
+      dialect: 'sqlite',
+      commit: async () => {
+        transactions += 1
+        throw new Error('database unreachable')
+      },
+    } as unknown as QueueRepository
+    const failed: number[] = []
+    const commit = new GroupCommit<number>(
+      down,
+      {
+        committed: () => {
+          throw new Error('nothing can commit')
+        },
+        failed: (sends) => failed.push(...sends.map((send) => send.origin)),
+      },
+      () => 1_500,
+    )
+    const origins = Array.from({ length: 7 }, (_, index) => index)
+    for (const origin of origins) {
+      commit.send({
+        origin,
+        message: {
+          recipientId: 1,
+          senderId: 2,
+          clientId: bytes(16),
+          body: bytes(8),
+          now: 1_500,
+          expiresAt: 9_999,
+        },
+      })
+    }
+    await commit.idle()
+    expect(failed).toEqual(origins)
+    expect(transactions).toBeLessThanOrEqual(2 * origins.length - 1)
+  })
+})
