@@ -88,6 +88,7 @@ import {
   type Session,
   startSession,
 } from '../shared/session.js'
+import type { SessionNames } from '../shared/x3dh.js'
 
 const DEFAULT_SIZES = [2_000, 10_000]
 const SIZES = parseSizes(process.argv.slice(2).join(',') || process.env.BENCH_CLIENT_SIZES)
@@ -195,7 +196,7 @@ async function registerSender(agent: Agent, origin: string): Promise<Sender> {
   const registered = await httpsFetch(agent, origin, '/api/v1/register', { body: client.registerBody() })
   if (registered.status !== 201) throw new Error(`register sender: ${registered.status} ${registered.text}`)
   const login = await httpsFetch(agent, origin, '/api/v1/login', {
-    body: { username: client.username, password: client.password },
+    body: { username: client.username, loginSecret: client.loginSecret },
   })
   if (login.status !== 200) throw new Error(`login sender: ${login.status} ${login.text}`)
   const token = await decryptToken(client, decode(LoginResponse, login.body, 'login response'))
@@ -215,13 +216,18 @@ async function fetchBundle(
   return preKeyBundleFromJson(decode(PreKeyBundleResponse, response.body, 'prekey bundle'))
 }
 
-/** `count` envelopes on one new session, as a client that was never answered sends them. */
+/**
+ * `count` envelopes on one new session, as a client that was never answered sends them. `names`
+ * are the sender's and the reader's usernames: both are bound into the session (docs/protocol.md
+ * §4.4), so a backlog made under other names is one the reader cannot decrypt at all.
+ */
 async function encryptBacklog(
   identity: Identity,
   bundle: PreKeyBundle,
+  names: SessionNames,
   count: number,
 ): Promise<{ id: string; envelope: Uint8Array }[]> {
-  let session: Session = await startSession(identity, bundle, { initiator: 'alice', responder: 'bob' })
+  let session: Session = await startSession(identity, bundle, names)
   const messages: { id: string; envelope: Uint8Array }[] = []
   for (let index = 0; index < count; index++) {
     const sentAt = Date.now()
@@ -297,7 +303,8 @@ async function queueBacklog(
 ): Promise<{ sender: string; ids: string[] }> {
   const sender = await registerSender(agent, server.origin)
   const bundle = await fetchBundle(agent, server.origin, sender, peer)
-  const messages = await encryptBacklog(sender.client.identity, bundle, count)
+  const names = { initiator: sender.client.username, responder: peer }
+  const messages = await encryptBacklog(sender.client.identity, bundle, names, count)
   await sendAll(server.url, ca, sender, peer, messages)
   progress(`  queued ${count} messages from ${sender.client.username} for ${peer}`)
   return { sender: sender.client.username, ids: messages.map((message) => message.id) }
@@ -321,7 +328,7 @@ async function twoParties() {
 /** One-way decrypt of a backlog shaped like the queued ones: acceptSession, then N−1 decryptMessage. */
 async function ratchetDrain(count: number): Promise<{ ms: number }> {
   const { alice, bob, signedPreKey, oneTimePreKey, bundle } = await twoParties()
-  const messages = await encryptBacklog(alice, bundle, count)
+  const messages = await encryptBacklog(alice, bundle, { initiator: 'alice', responder: 'bob' }, count)
   const started = performance.now()
   const first = await acceptSession(
     bob,
@@ -477,14 +484,26 @@ async function terminalDrain(
     const failure = `exit ${run.code}: ${run.stderr.trim()}`
     return { messages: sentIds.length, lastLineMs: run.lastLineMs, exitMs: run.exitMs, failure }
   }
-  const printed = run.lines
+  const records = run.lines
     .filter((line) => line !== '')
-    .map((line) => (JSON.parse(line) as { id: string }).id)
+    .map((line) => JSON.parse(line) as { id: string; kind: string; text: string })
+  const printed = records.map((record) => record.id)
   const expected = new Set(sentIds)
   const unexpected = printed.filter((id) => !expected.delete(id))
   if (printed.length !== sentIds.length || unexpected.length > 0 || expected.size > 0) {
     throw new Error(
       `terminal drain: expected the ${sentIds.length} messages sent, got ${printed.length} lines (${expected.size} missing, ${unexpected.length} unexpected); stderr: ${run.stderr.trim()}`,
+    )
+  }
+  // A notice carries the id of the message it stands for: only the texts themselves, in the order
+  // sent, count as drained (a backlog that does not decrypt would otherwise be timed as one).
+  const wrong = records.findIndex(
+    (record, index) => record.kind !== 'text' || record.text !== messageText(index, sentIds.length),
+  )
+  if (wrong !== -1) {
+    const record = records[wrong]!
+    throw new Error(
+      `terminal drain: expected line ${wrong + 1} to be the text "${messageText(wrong, sentIds.length)}", got a ${record.kind}: ${record.text}`,
     )
   }
   return { messages: printed.length, lastLineMs: run.lastLineMs, exitMs: run.exitMs }
@@ -603,6 +622,10 @@ async function webDrain(account: WebAccount, sender: string, count: number): Pro
   await page.getByRole('heading', { name: sender, level: 2 }).waitFor()
   await page.locator('sc-message-list .message .text', { hasText: messageText(count - 1, count) }).waitFor()
   const openMs = performance.now() - opening
+  // Notices count as unread too: a backlog that did not decrypt must not pass for a drain.
+  const notices = await page.locator('sc-message-list .notice').count()
+  if (notices > 0)
+    throw new Error(`web drain: expected only texts, got ${notices} notices in the conversation`)
   return { messages: count, unlockedMs, firstMs: firstMs ?? allMs, allMs, openMs }
 }
 
