@@ -45,6 +45,7 @@ export interface ServerLimits {
   readonly authTimeoutMs: number
   readonly heartbeatIntervalMs: number
   readonly deliveryWindow: number
+  readonly relayRecheckIntervalMs: number
   readonly maxBadFramesPerConnection: number
 }
 

@@ -216,6 +216,13 @@ export const FRAME_RATE_PER_CONNECTION = { perSecond: 400, burst: 4_000 }
  */
 export const DELIVERY_WINDOW = 500
 
+/**
+ * How often, with a bus that can lose events (several nodes over Redis), each node asks the
+ * database whether the queues of its caught-up connections grew without a signal reaching it: a
+ * lost publish delays a delivery by at most about this much. One query per tick for all of them.
+ */
+export const RELAY_RECHECK_INTERVAL_MS = 5 * SECOND
+
 /** Queued messages read from the database per query while draining. */
 export const DRAIN_BATCH = 250
 

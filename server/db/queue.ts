@@ -45,6 +45,26 @@ export interface QueuedMessage {
   readonly createdAt: number
 }
 
+/** Recipients per query in `lastPositions` (well under any driver's bound-parameter limit). */
+const POSITIONS_CHUNK = 1_000
+
+/**
+ * The last sequence number given out in each of these recipients' queues (absent: none yet). A
+ * message and its position are committed together, so every row up to it is visible once it is.
+ */
+export async function lastPositions(db: Db, recipientIds: readonly number[]): Promise<Map<number, number>> {
+  const positions = new Map<number, number>()
+  for (let start = 0; start < recipientIds.length; start += POSITIONS_CHUNK) {
+    const rows = await db
+      .selectFrom('queue_positions')
+      .select(['recipient_id', 'last_seq'])
+      .where('recipient_id', 'in', recipientIds.slice(start, start + POSITIONS_CHUNK))
+      .execute()
+    for (const row of rows) positions.set(Number(row.recipient_id), Number(row.last_seq))
+  }
+  return positions
+}
+
 /** Up to `limit` queued, unexpired messages for a recipient with seq > `afterSeq`, in queue order. */
 export async function fetchQueued(
   db: Db,

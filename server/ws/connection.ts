@@ -17,7 +17,9 @@
  * that found the queue's end with no commit for this user in the meantime, so a message committed
  * during a read is never skipped; and the first read waits until commits for this user are
  * signalled to this process (`ConnectionUser.subscribed`), so none is committed unseen before it.
- * A commit signal that comes without the message makes a caught-up connection read the queue.
+ * A commit signal that comes without the message, or whose message is not the next position after
+ * `position`, makes a caught-up connection read the queue; so does a `recheck` that finds the
+ * queue longer than the connection has seen (signals lost on a network bus).
  */
 import type { Socket } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
@@ -165,6 +167,8 @@ export class RelayConnection {
   private inflight: number[] = []
   private inflightHead = 0
   private caughtUp = false
+  /** The highest queue position a `recheck` already read up to. */
+  private recheckedUpTo = 0
   private reading = false
   private waitingForDrain = false
 
@@ -534,7 +538,11 @@ export class RelayConnection {
    */
   offer(seq: number, frame: OutgoingFrame | undefined): void {
     if (this.state !== 'open' || this.closing || !this.caughtUp || seq <= this.position) return
-    if (frame === undefined) {
+    // The copy is pushed only when it is the very next row. Positions are consecutive per
+    // recipient and committed in order (db/queue.ts), but with several processes their signals may
+    // arrive out of order or not at all: pushing seq 11 before 10 arrives would move `position`
+    // past 10, and 10 would never be sent here. Anything else (a gap, no copy) reads the queue.
+    if (frame === undefined || seq !== this.position + 1) {
       this.caughtUp = false
       this.pump()
       return
@@ -599,6 +607,23 @@ export class RelayConnection {
         this.internalError(error)
       },
     )
+  }
+
+  /** Caught up: waiting for commit signals rather than reading the queue. */
+  get waitingForCommits(): boolean {
+    return this.caughtUp && this.state === 'open' && !this.closing
+  }
+
+  /**
+   * The recipient's queue has given out positions up to `lastSeq` (read from the database): a
+   * caught-up connection behind it missed a commit signal (a lost or late publish) and reads the
+   * queue, once per `lastSeq` (rows acknowledged elsewhere or expired stay "behind" for good).
+   */
+  recheck(lastSeq: number): void {
+    if (!this.waitingForCommits || lastSeq <= this.position || lastSeq <= this.recheckedUpTo) return
+    this.recheckedUpTo = lastSeq
+    this.caughtUp = false
+    this.pump()
   }
 
   /** A cumulative acknowledgement from this connection's client. */

@@ -33,7 +33,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { ONE_TIME_PREKEY_REFILL_THRESHOLD } from '../../shared/limits.js'
 import type { RelayEvents, ServerLimits } from '../context.js'
 import { countOneTimePreKeys } from '../db/prekeys.js'
-import type { QueueRepository } from '../db/queue.js'
+import { lastPositions, type QueueRepository } from '../db/queue.js'
 import { blockedPairs, grantPresence, presenceVisibleTo, type RelationsKey } from '../db/relations.js'
 import type { Db } from '../db/schema.js'
 import { findSession, type Session } from '../db/tokens.js'
@@ -100,13 +100,19 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   private readonly bus: RelayBus
   /** This process's listener on the bus, subscribed to every address held here. */
   private readonly listener: RelayListener = (event) => this.received(event)
-  private readonly publishFailed = (error: unknown) =>
-    this.log.error({ err: error }, 'relay bus publish failed; sockets on other processes may not hear of it')
+  private readonly publishFailed = (error: unknown) => {
+    // While the bus is down it has said so once; every event it cannot carry is not news.
+    const level = this.bus.status === 'down' ? 'debug' : 'error'
+    this.log[level]({ err: error }, 'relay bus publish failed; sockets on other processes may not hear of it')
+  }
   private readonly subscriptionFailed = (error: unknown) =>
     this.log.error({ err: error }, 'relay bus subscription change failed')
   private readonly writer: GroupCommit<SendOrigin>
   private unflushed: RelayConnection[] = []
   private heartbeat: NodeJS.Timeout | undefined
+  private rechecks: NodeJS.Timeout | undefined
+  private rechecking = false
+  private recheckAgain = false
   private readonly authenticated: RelayHubOptions['authenticated']
   private readonly relationsKey: RelationsKey
   closing = false
@@ -142,6 +148,11 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   start(): void {
     this.heartbeat = setInterval(() => this.beat(), this.limits.heartbeatIntervalMs)
     this.heartbeat.unref()
+    this.bus.onResumed(() => this.recheck(true))
+    if (this.bus.lossy) {
+      this.rechecks = setInterval(() => this.recheck(false), this.limits.relayRecheckIntervalMs)
+      this.rechecks.unref()
+    }
   }
 
   /** Every connection this process holds (tests and the benchmark look at them). */
@@ -472,6 +483,55 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     for (const connection of recipient.connections) connection.offer(event.seq, frame)
   }
 
+  /**
+   * Asks the database, in one query, how far the queues of this process's caught-up connections
+   * reach, and has each connection that is behind read its queue (RelayConnection.recheck): a
+   * commit signal the bus lost only delays a delivery. `resumed` (the bus came back after a loss)
+   * also makes every read under way read again, since signals during it may have been lost.
+   */
+  private recheck(resumed: boolean): void {
+    if (this.closing) return
+    if (resumed) {
+      // A read under way ends "caught up" only if no commit was signalled during it: this counts.
+      for (const connection of this.local.all) {
+        const user = this.local.userOf(connection)
+        if (user) user.commitEpoch += 1
+      }
+    }
+    if (this.rechecking) {
+      // The query under way may predate commits made while the bus was lost: ask again after it.
+      this.recheckAgain ||= resumed
+      return
+    }
+    const waiting = new Map<number, RelayConnection[]>()
+    for (const connection of this.local.all) {
+      const user = this.local.userOf(connection)
+      if (!user || !connection.waitingForCommits) continue
+      const connections = waiting.get(user.id)
+      if (connections) connections.push(connection)
+      else waiting.set(user.id, [connection])
+    }
+    if (waiting.size === 0) return
+    this.rechecking = true
+    lastPositions(this.db, [...waiting.keys()])
+      .then(
+        (positions) => {
+          for (const [userId, connections] of waiting) {
+            const last = positions.get(userId)
+            if (last !== undefined) for (const connection of connections) connection.recheck(last)
+          }
+        },
+        (error: unknown) => this.log.error({ err: error }, 'relay recheck of queue positions failed'),
+      )
+      .finally(() => {
+        this.rechecking = false
+        if (this.recheckAgain) {
+          this.recheckAgain = false
+          this.recheck(false)
+        }
+      })
+  }
+
   // --- Heartbeat, maintenance, shutdown -------------------------------------------------------
 
   /** Pings everyone; terminates who did not answer the previous ping; ends expired sessions. */
@@ -507,6 +567,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   async shutdown(): Promise<void> {
     this.closing = true
     clearInterval(this.heartbeat)
+    clearInterval(this.rechecks)
     for (const connection of this.local.all) connection.quiesce()
     await this.settled()
     const closed = [...this.local.all].map(

@@ -8,18 +8,46 @@
  * keeps no event: one published to an address nobody subscribed to is dropped.
  */
 import type { FastifyBaseLogger } from 'fastify'
-import { type Address, addressKey, type RelayBus, type RelayEvent, type RelayListener } from './relay-bus.js'
+import {
+  type Address,
+  addressKey,
+  type RelayBus,
+  type RelayBusCounters,
+  type RelayBusStatus,
+  type RelayEvent,
+  type RelayListener,
+} from './relay-bus.js'
 
 const DONE: Promise<void> = Promise.resolve()
 
 export class InProcessRelayBus implements RelayBus {
   private readonly listeners = new Map<string, Set<RelayListener>>()
   private closed = false
+  readonly lossy = false
+  readonly counters: RelayBusCounters = {
+    published: 0,
+    publishFailed: 0,
+    received: 0,
+    dropped: 0,
+    resumed: 0,
+  }
 
   /** `log` hears of listeners that throw: as over a network, that is never the publisher's problem. */
   constructor(private readonly log: Pick<FastifyBaseLogger, 'error'>) {}
 
+  get status(): RelayBusStatus {
+    return this.closed ? 'closed' : 'up'
+  }
+
+  ready(): Promise<boolean> {
+    return Promise.resolve(!this.closed)
+  }
+
+  /** Nothing is ever lost within one process, so there is nothing to resume from. */
+  onResumed(_callback: () => void): void {}
+
   publish(event: RelayEvent): Promise<void> {
+    this.counters.published += 1
     const listeners = this.listeners.get(addressKey(event.address))
     if (!listeners) return DONE
     for (const listener of listeners) {
@@ -49,6 +77,11 @@ export class InProcessRelayBus implements RelayBus {
     const listeners = this.listeners.get(key)
     if (listeners?.delete(listener) && listeners.size === 0) this.listeners.delete(key)
     return DONE
+  }
+
+  /** True while some listener here is subscribed to the address. */
+  listening(address: Address): boolean {
+    return this.listeners.has(addressKey(address))
   }
 
   close(): Promise<void> {

@@ -17,6 +17,20 @@ class UnluckyBus implements RelayBus {
   stripped = 0
   /** While set, subscriptions take effect at once but are reported live only when it resolves. */
   gate: Promise<void> | undefined
+  readonly lossy = false
+  readonly counters = this.inner.counters
+
+  get status() {
+    return this.inner.status
+  }
+
+  ready(): Promise<boolean> {
+    return this.inner.ready()
+  }
+
+  onResumed(callback: () => void): void {
+    this.inner.onResumed(callback)
+  }
 
   publish(event: RelayEvent): Promise<void> {
     if (event.kind === 'message.committed' && event.copy) {

@@ -135,7 +135,44 @@ export type RelayEvent =
 /** Called with each event for an address it is subscribed to; it must not throw (the bus logs if it does). */
 export type RelayListener = (event: RelayEvent) => void
 
+/**
+ * Where the transport stands. `up`: events flow. `down`: the transport is lost (this process
+ * still delivers to its own listeners and is reconnecting); events for other processes are not
+ * carried until it is `up` again. `closed`: `close` was called.
+ */
+export type RelayBusStatus = 'up' | 'down' | 'closed'
+
+/** Plain counts since the bus was made, for metrics to read (nothing resets them). */
+export interface RelayBusCounters {
+  /** Events handed to the transport (and to this process's own listeners). */
+  published: number
+  /** Publishes the transport refused or failed (the event still reached this process's listeners). */
+  publishFailed: number
+  /** Events from other processes handed to listeners here. */
+  received: number
+  /** Messages off the transport that were malformed or not for the channel they came on: dropped. */
+  dropped: number
+  /** Times the transport came back after a loss (each one a `resumed` callback). */
+  resumed: number
+}
+
 export interface RelayBus {
+  /**
+   * True when events may be lost without the transport noticing (a network bus): the hub then
+   * re-reads the queues of caught-up connections now and then, so that a lost `message.committed`
+   * only delays. The in-process bus never loses one.
+   */
+  readonly lossy: boolean
+  readonly status: RelayBusStatus
+  readonly counters: Readonly<RelayBusCounters>
+  /** True when the transport answers now (a health check may call it; it never rejects). */
+  ready(): Promise<boolean>
+  /**
+   * `callback` runs each time the transport comes back after a loss (reconnected and every
+   * subscription renewed): events published meanwhile were not heard, so listeners should look at
+   * the durable state again (the hub re-reads the queues of caught-up connections).
+   */
+  onResumed(callback: () => void): void
   /**
    * Hands the event to every listener subscribed to its address, in whichever process. Resolves
    * once the transport has taken it; rejects if it could not (the caller logs: see above for why
