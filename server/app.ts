@@ -21,7 +21,7 @@ import { DeviceProofs } from './auth/device-proof.js'
 import { LoginLimiter } from './auth/login-limiter.js'
 import type { ServerContext, ServerLimits } from './context.js'
 import { claimsKeptMs, purgeOneTimePreKeyClaims } from './db/prekeys.js'
-import { openQueueRepository } from './db/queue-repository.js'
+import { dialectOf, openQueueRepository } from './db/queue-repository.js'
 import { RelationsKey } from './db/relations.js'
 import type { Db } from './db/schema.js'
 import { purgeExpiredTokens } from './db/tokens.js'
@@ -85,6 +85,7 @@ import { userRoutes } from './routes/users.js'
 import { HSTS_MAX_AGE_SECONDS, type httpsOptions } from './tls.js'
 import { RelayHub } from './ws/hub.js'
 import { InProcessRelayBus } from './ws/in-process-bus.js'
+import { RedisRelayBus } from './ws/redis-bus.js'
 import { installRelay, RELAY_PATH } from './ws/relay.js'
 import type { RelayBus } from './ws/relay-bus.js'
 
@@ -125,6 +126,13 @@ export const DEFAULT_LIMITS: ServerLimits = {
   maxBadFramesPerConnection: MAX_BAD_FRAMES_PER_CONNECTION,
 }
 
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The relay bus this app runs on: its `status`, `ready()` and `counters` are for health and metrics. */
+    readonly relayBus: RelayBus
+  }
+}
+
 export interface BuildOptions {
   readonly db: Db
   /** TLS settings (tls.ts `httpsOptions`); without them the app speaks plain HTTP (inject tests). */
@@ -145,6 +153,12 @@ export interface BuildOptions {
    * process, which the app closes. A bus given here is the caller's to close.
    */
   readonly relayBus?: RelayBus
+  /**
+   * Without `relayBus`: relay events travel over this Redis (ws/redis-bus.ts), which makes the
+   * node a member of a cluster sharing one PostgreSQL database. build() connects before it
+   * returns (throwing RedisUnreachableError if it cannot) and closes the bus with the app.
+   */
+  readonly redis?: { readonly url: string; readonly channelPrefix?: string }
   /**
    * The secret presence grants and blocks are hashed under (db/relations.ts). main.ts keeps one in
    * the data directory; without it a random key is made, and relations stored under an earlier key
@@ -303,13 +317,25 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
 
   let bus = options.relayBus
   if (!bus) {
-    const ownBus = new InProcessRelayBus(app.log)
+    if (options.redis && dialectOf(options.db) !== 'postgres') {
+      throw new Error(
+        'redis: expected the database to be PostgreSQL, got SQLite, which several nodes cannot share',
+      )
+    }
+    const ownBus: RelayBus = options.redis
+      ? await RedisRelayBus.connect({
+          url: options.redis.url,
+          channelPrefix: options.redis.channelPrefix,
+          log: app.log,
+        })
+      : new InProcessRelayBus(app.log)
     // After the relay's preClose has closed every socket.
     app.addHook('onClose', async () => {
       await ownBus.close()
     })
     bus = ownBus
   }
+  app.decorate('relayBus', bus)
   const relationsKey = options.relationsKey ?? RelationsKey.random()
   const unauthenticatedSockets = new UnauthenticatedSockets(limits.maxUnauthenticatedSocketsPerAddress)
   const hub = new RelayHub({

@@ -34,9 +34,27 @@ describe('configuration', () => {
       certDir: '/srv/chat/certs',
       tls: undefined,
       database: { kind: 'sqlite', file: '/srv/chat/data/secure-chat.sqlite' },
+      redis: undefined,
       trustProxy: false,
       logLevel: 'info',
     })
+  })
+
+  it('makes a cluster member of REDIS_URL or --redis-url with PostgreSQL, the flag winning', () => {
+    const postgres = { DATABASE_URL: 'postgres://chat@db:5432/chat' }
+    expect(configOf([], { ...postgres, REDIS_URL: 'redis://cache:6379' }).redis).toEqual({
+      url: 'redis://cache:6379',
+    })
+    expect(
+      configOf(['--redis-url', 'rediss://u:p@cache:6380/2'], { ...postgres, REDIS_URL: 'redis://other' })
+        .redis,
+    ).toEqual({ url: 'rediss://u:p@cache:6380/2' })
+  })
+
+  it('refuses Redis with the embedded SQLite database, which several nodes cannot share', () => {
+    const attempt = () => parseConfig([], { REDIS_URL: 'redis://127.0.0.1:6379' }, '/srv/chat')
+    expect(attempt).toThrow(ConfigError)
+    expect(attempt).toThrow(/expected DATABASE_URL to name PostgreSQL, got the embedded SQLite database/)
   })
 
   it('reads environment variables, and flags win over them', () => {
@@ -83,6 +101,12 @@ describe('configuration', () => {
     [['--cert', '/etc/hostname'], {}, /expected both or neither, got only the certificate/],
     [[], { DATABASE_URL: 'mysql://secret:hunter2@db/chat' }, /got scheme "mysql:"/],
     [[], { DATABASE_URL: 'not a url' }, /unparsable/],
+    [[], { DATABASE_URL: 'postgres://db/chat', REDIS_URL: 'http://u:hunter2@cache' }, /got scheme "http:"/],
+    [
+      ['--redis-url', 'not a url'],
+      { DATABASE_URL: 'postgres://db/chat' },
+      /--redis-url\/REDIS_URL: .*unparsable/,
+    ],
     [['--log-level', 'loud'], {}, /--log-level\/LOG_LEVEL: expected one of/],
     [['--trust-proxy', 'everyone'], {}, /TRUST_PROXY: expected/],
     [['--host', 'bad host'], {}, /--host\/HOST: expected a hostname/],
@@ -95,6 +119,9 @@ describe('configuration', () => {
 
   it('never echoes a database password in an error', () => {
     expect(() => parseConfig([], { DATABASE_URL: 'mysql://user:hunter2@db/chat' })).not.toThrow(/hunter2/)
+    expect(() =>
+      parseConfig([], { DATABASE_URL: 'postgres://db/chat', REDIS_URL: 'http://user:hunter2@cache' }),
+    ).not.toThrow(/hunter2/)
   })
 
   it('recognises --help', () => {

@@ -12,6 +12,8 @@
  * | --cert        | TLS_CERT     | none: a self-signed localhost certificate is made |
  * | --key         | TLS_KEY      | none (must be given together with --cert) |
  * | (none)        | DATABASE_URL | none: SQLite at <data-dir>/secure-chat.sqlite; postgres://… selects PostgreSQL |
+ * | --redis-url   | REDIS_URL    | none: one node, relay events within the process; redis:// or rediss:// |
+ * |               |              | makes this node a cluster member (needs DATABASE_URL on PostgreSQL) |
  * | --trust-proxy | TRUST_PROXY  | false; true, a hop count or addresses/CIDRs of the reverse proxy |
  * |               |              | (without it behind a proxy, every client shares the proxy's address
  * |               |              | for every per-address limit; plugins/proxy-check.ts warns once; |
@@ -37,6 +39,8 @@ export interface ServerConfig {
   /** Operator-supplied certificate and key (e.g. Let's Encrypt); undefined means self-signed. */
   tls: { certFile: string; keyFile: string } | undefined
   database: DatabaseConfig
+  /** Redis for the relay bus between nodes (ws/redis-bus.ts); undefined: a single node. */
+  redis: { url: string } | undefined
   trustProxy: boolean | number | string
   logLevel: LogLevel
 }
@@ -56,6 +60,8 @@ export const USAGE = `Usage: npm start -- [options]
   --cert-dir <path>     where the first-run self-signed certificate is kept (CERT_DIR; default ./certs)
   --cert <file>         PEM certificate chain, e.g. Let's Encrypt fullchain.pem (TLS_CERT)
   --key <file>          PEM private key of that certificate (TLS_KEY)
+  --redis-url <url>     Redis 7 (or Valkey) shared by several nodes, redis://[user:password@]host:port
+                        (REDIS_URL; needs DATABASE_URL on PostgreSQL; default: a single node)
   --trust-proxy <v>     trust X-Forwarded-For from: true, a hop count, or proxy addresses (TRUST_PROXY)
   --log-level <level>   ${LOG_LEVELS.join(', ')} (LOG_LEVEL; default info)
   --help                print this text
@@ -81,6 +87,7 @@ export function parseConfig(argv: readonly string[], env: Env, cwd: string = pro
         'cert-dir': { type: 'string' },
         cert: { type: 'string' },
         key: { type: 'string' },
+        'redis-url': { type: 'string' },
         'trust-proxy': { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean' },
@@ -108,6 +115,7 @@ export function parseConfig(argv: readonly string[], env: Env, cwd: string = pro
   const certDir = resolve(cwd, pick('cert-dir', 'CERT_DIR') ?? 'certs')
   const tls = parseTlsFiles(pick('cert', 'TLS_CERT'), pick('key', 'TLS_KEY'), cwd)
   const database = parseDatabaseUrl(env.DATABASE_URL, dataDir)
+  const redis = parseRedisUrl(pick('redis-url', 'REDIS_URL'), database)
   const trustProxy = parseTrustProxy(pick('trust-proxy', 'TRUST_PROXY'))
 
   const logLevel = pick('log-level', 'LOG_LEVEL') ?? 'info'
@@ -119,7 +127,17 @@ export function parseConfig(argv: readonly string[], env: Env, cwd: string = pro
 
   return {
     help: false,
-    config: { host, port, dataDir, certDir, tls, database, trustProxy, logLevel: logLevel as LogLevel },
+    config: {
+      host,
+      port,
+      dataDir,
+      certDir,
+      tls,
+      database,
+      redis,
+      trustProxy,
+      logLevel: logLevel as LogLevel,
+    },
   }
 }
 
@@ -168,6 +186,30 @@ function parseDatabaseUrl(url: string | undefined, dataDir: string): DatabaseCon
   throw new ConfigError(
     `DATABASE_URL: expected a postgres:// or postgresql:// URL, got scheme "${parsed.protocol}"`,
   )
+}
+
+function parseRedisUrl(url: string | undefined, database: DatabaseConfig): ServerConfig['redis'] {
+  if (url === undefined) return undefined
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    throw new ConfigError(
+      '--redis-url/REDIS_URL: expected a URL such as redis://127.0.0.1:6379, got an unparsable value',
+    )
+  }
+  if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
+    // The scheme only, never the whole URL: it may carry a password.
+    throw new ConfigError(
+      `--redis-url/REDIS_URL: expected a redis:// or rediss:// URL, got scheme "${parsed.protocol}"`,
+    )
+  }
+  if (database.kind !== 'postgres') {
+    throw new ConfigError(
+      '--redis-url/REDIS_URL: expected DATABASE_URL to name PostgreSQL, got the embedded SQLite database, which several nodes cannot share (a single node needs no Redis)',
+    )
+  }
+  return { url }
 }
 
 function parseTrustProxy(text: string | undefined): boolean | number | string {

@@ -1,6 +1,6 @@
 /**
  * The server process: read the configuration, make sure a certificate exists, open and migrate the
- * database, listen over HTTPS, print where and with which certificate, and on SIGTERM/SIGINT stop
+ * database, connect to Redis if it is a cluster member, listen over HTTPS, print where and with which certificate, and on SIGTERM/SIGINT stop
  * accepting, finish in-flight requests and close the database before exiting.
  */
 import type { AddressInfo } from 'node:net'
@@ -12,6 +12,7 @@ import { MigrationError, migrateToLatest } from './db/migrate.js'
 import { SHUTDOWN_GRACE_MS } from './limits.js'
 import { loadRelationsKey, RELATIONS_KEY_FILE, RelationsKeyError } from './relations-key.js'
 import { httpsOptions, loadTls } from './tls.js'
+import { RedisUnreachableError, redisAddressForLog } from './ws/redis-bus.js'
 
 /** The address to show: wildcard binds are reachable locally as localhost. */
 function publicUrl(host: string, port: number): string {
@@ -31,6 +32,7 @@ async function start(config: ServerConfig): Promise<void> {
     log: { level: config.logLevel },
     trustProxy: config.trustProxy,
     relationsKey: relations.key,
+    redis: config.redis,
   })
   await app.listen({ host: config.host, port: config.port })
   const { port } = app.server.address() as AddressInfo
@@ -69,6 +71,7 @@ async function start(config: ServerConfig): Promise<void> {
   const lines = [
     `secure-chat listening on ${publicUrl(config.host, port)}`,
     `database: ${where}${applied.length > 0 ? `, applied migrations: ${applied.join(', ')}` : ''}`,
+    `relay bus: ${config.redis ? `Redis at ${redisAddressForLog(config.redis.url)} (a cluster member)` : 'in this process (a single node)'}`,
     `relations key: ${join(config.dataDir, RELATIONS_KEY_FILE)}${relations.created ? ' (created now)' : ''}`,
     `TLS certificate: ${tls.certFile}${tls.selfSigned ? (tls.created ? ' (self-signed, created now)' : ' (self-signed)') : ''}`,
     `TLS certificate SHA-256 fingerprint: ${tls.fingerprint256}`,
@@ -96,6 +99,11 @@ async function main(): Promise<void> {
   try {
     await start(config)
   } catch (error) {
+    if (error instanceof RedisUnreachableError) {
+      // Its message says it all: "cannot reach Redis at redis://host:port: why".
+      process.stderr.write(`${error.message}\n`)
+      process.exit(1)
+    }
     const prefix =
       error instanceof MigrationError || error instanceof DatabaseOpenError
         ? 'cannot open the database'
