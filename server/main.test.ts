@@ -3,11 +3,19 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { X509Certificate } from 'node:crypto'
 import { mkdtemp, readFile } from 'node:fs/promises'
 import { Agent } from 'node:https'
+import { type AddressInfo, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import BetterSqlite3 from 'better-sqlite3'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  createTestDatabase,
+  POSTGRES_TEST_URL,
+  postgresUnavailable,
+  type TestDatabase,
+} from './test/databases.js'
 import { httpsFetch, removeDir } from './test/harness.js'
+import { REDIS_TEST_URL, redisUnavailable } from './test/redis.js'
 
 const ROOT = resolve(import.meta.dirname, '..')
 
@@ -128,5 +136,53 @@ describe('server process', () => {
     expect(server.stderr()).toContain(
       'configuration error: --port/PORT: expected an integer 0–65535, got "eighty"',
     )
+  })
+})
+
+const clusterSkip = (await postgresUnavailable()) ?? (await redisUnavailable())
+
+describe.skipIf(clusterSkip !== undefined)('server process as a cluster member (REDIS_URL)', () => {
+  let dir: string
+  let database: TestDatabase
+  let env: Record<string, string>
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'secure-chat-main-cluster-'))
+    database = await createTestDatabase('postgres')
+    // The test schema, through libpq's options parameter: the process migrates nothing else.
+    const url = new URL(POSTGRES_TEST_URL)
+    url.searchParams.set('options', `-c search_path=${database.location}`)
+    env = { DATA_DIR: join(dir, 'data'), CERT_DIR: join(dir, 'certs'), DATABASE_URL: url.toString() }
+  })
+  afterAll(async () => {
+    await database?.dispose()
+    await removeDir(dir)
+  })
+
+  it('starts on PostgreSQL and Redis, says so, and stops on SIGTERM', async () => {
+    const server = run({ ...env, REDIS_URL: REDIS_TEST_URL })
+    try {
+      await waitFor(server, /SPKI, base64\): \S+/)
+      expect(server.stdout()).toContain('database: PostgreSQL (DATABASE_URL)')
+      expect(server.stdout()).toContain(`relay bus: Redis at ${REDIS_TEST_URL} (a cluster member)`)
+    } finally {
+      server.child.kill('SIGTERM')
+    }
+    expect(await server.exited).toBe(0)
+  })
+
+  it('says Redis is unreachable, naming the address but never the password, and exits 1', async () => {
+    const port = await new Promise<number>((done) => {
+      const probe = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = probe.address() as AddressInfo
+        probe.close(() => done(port))
+      })
+    })
+    const server = run({ ...env, REDIS_URL: `redis://relay:redis-secret-7@127.0.0.1:${port}` })
+    expect(await server.exited).toBe(1)
+    expect(server.stderr()).toMatch(
+      new RegExp(`^cannot reach Redis at redis://\\*\\*\\*@127\\.0\\.0\\.1:${port}: `, 'm'),
+    )
+    expect(server.stderr() + server.stdout()).not.toContain('redis-secret-7')
+    expect(server.stdout()).not.toContain('listening')
   })
 })
