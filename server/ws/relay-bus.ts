@@ -1,8 +1,10 @@
 /**
  * The relay bus: what one server process tells the processes holding a user's sockets (itself
  * included), as plain data addressed to a user and device. in-process-bus.ts is the implementation
- * for a single process, the one that runs today; one over Redis (sharded pub/sub, a channel per
- * address) or NATS must keep the same contract.
+ * for a single process (the default); redis-bus.ts carries the same events between several
+ * processes over Redis sharded pub/sub, one channel per address, as bus-codec.ts encodes them
+ * (docs/protocol.md §13.5). Any other transport (NATS) must keep the same contract; the suite in
+ * relay-bus-contract.test.ts runs against each.
  *
  * The durable queue stays the truth. `message.committed` says "this address's queue has a new row":
  * it may carry a copy of the row so the recipient's process can push it without a read, but a
@@ -182,7 +184,8 @@ export interface RelayBus {
   /**
    * From the moment this resolves, events published for the address reach the listener.
    * Subscribing the same listener twice is the same as once; calls for one address take effect in
-   * the order they were made.
+   * the order they were made. While a network bus is `down` it resolves at once (this process's
+   * own events reach the listener; other processes' do once the bus resumes: `onResumed`).
    */
   subscribe(address: Address, listener: RelayListener): Promise<void>
   /** The listener hears nothing more for the address (at once in this process). */
