@@ -50,6 +50,14 @@ export const REDIS_CONNECT_TIMEOUT_MS = 5_000
 export const REDIS_RETRY_STEP_MS = 50
 export const REDIS_RETRY_MAX_DELAY_MS = 2_000
 
+/**
+ * How long any command may wait for Redis's answer. A subscription that hangs would otherwise hold
+ * a connecting client's first read of its queue (it waits for the subscription) for good; past it
+ * the read goes ahead, the command still takes effect if Redis answers late (or is renewed on the
+ * next reconnect), and the recheck covers the gap.
+ */
+export const REDIS_COMMAND_TIMEOUT_MS = 5_000
+
 /** How long `ready()` waits for a PING: a health check must answer even when Redis hangs. */
 export const REDIS_READY_TIMEOUT_MS = 1_000
 
@@ -147,6 +155,7 @@ export class RedisRelayBus implements RelayBus {
       enableOfflineQueue: false,
       autoResendUnfulfilledCommands: false,
       maxRetriesPerRequest: 0,
+      commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
     }
     this.publisher = new Redis(options.url, {
       ...common,
@@ -226,7 +235,8 @@ export class RedisRelayBus implements RelayBus {
 
   async subscribe(address: Address, listener: RelayListener): Promise<void> {
     if (this.closed) return
-    await this.local.subscribe(address, listener)
+    // Synchronously, as every change to `channels` below: calls for one address keep their order.
+    void this.local.subscribe(address, listener)
     const channel = this.channelOf(address)
     if (this.channels.has(channel)) return
     this.channels.set(channel, address)
@@ -242,7 +252,7 @@ export class RedisRelayBus implements RelayBus {
   }
 
   async unsubscribe(address: Address, listener: RelayListener): Promise<void> {
-    await this.local.unsubscribe(address, listener)
+    void this.local.unsubscribe(address, listener)
     if (this.local.listening(address)) return
     const channel = this.channelOf(address)
     if (!this.channels.delete(channel) || this.subscriber.status !== 'ready') return
