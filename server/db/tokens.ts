@@ -69,6 +69,28 @@ export async function findSession(db: Db, tokenHash: Uint8Array, now: number): P
   return row && { userId: row.user_id, username: row.username, expiresAt: row.expires_at }
 }
 
+/** Token hashes per query in `liveTokenHashes` (well under any driver's bound-parameter limit). */
+const TOKEN_CHUNK = 1_000
+
+/** Which of these token hashes (as hex) belong to a live, unexpired session now. */
+export async function liveTokenHashes(
+  db: Db,
+  tokenHashes: readonly Uint8Array[],
+  now: number,
+): Promise<Set<string>> {
+  const live = new Set<string>()
+  for (let start = 0; start < tokenHashes.length; start += TOKEN_CHUNK) {
+    const rows = await db
+      .selectFrom('auth_tokens')
+      .select('token_hash')
+      .where('token_hash', 'in', tokenHashes.slice(start, start + TOKEN_CHUNK))
+      .where('expires_at', '>', now)
+      .execute()
+    for (const row of rows) live.add(Buffer.from(row.token_hash).toString('hex'))
+  }
+  return live
+}
+
 /** Revokes one token; true when it existed. */
 export async function deleteToken(db: Db, tokenHash: Uint8Array): Promise<boolean> {
   const result = await db.deleteFrom('auth_tokens').where('token_hash', '=', tokenHash).executeTakeFirst()

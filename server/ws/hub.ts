@@ -36,7 +36,7 @@ import { countOneTimePreKeys } from '../db/prekeys.js'
 import { lastPositions, type QueueRepository } from '../db/queue.js'
 import { blockedPairs, grantPresence, presenceVisibleTo, type RelationsKey } from '../db/relations.js'
 import type { Db } from '../db/schema.js'
-import { findSession, type Session } from '../db/tokens.js'
+import { findSession, liveTokenHashes, type Session } from '../db/tokens.js'
 import { ServerErrorCode } from '../errors.js'
 import {
   DIRECTORY_CACHE_ENTRIES,
@@ -497,6 +497,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
         const user = this.local.userOf(connection)
         if (user) user.commitEpoch += 1
       }
+      this.revalidateSessions()
     }
     if (this.rechecking) {
       // The query under way may predate commits made while the bus was lost: ask again after it.
@@ -530,6 +531,35 @@ export class RelayHub implements RelayEvents, ConnectionHost {
           this.recheck(false)
         }
       })
+  }
+
+  /**
+   * After the bus was lost: a logout, a reinstall or a deleted account on another process while it
+   * was away sent a `session.revoked`, `identity.changed` or `account.deleted` this process never
+   * heard. Each of them deletes the session's token, so the sockets here whose token is gone end
+   * now, as the event would have ended them (one query for all of them).
+   */
+  private revalidateSessions(): void {
+    const open = [...this.local.all].filter(
+      (connection) => connection.state === 'open' && connection.tokenHash,
+    )
+    if (open.length === 0) return
+    liveTokenHashes(
+      this.db,
+      open.map((connection) => connection.tokenHash!),
+      this.now(),
+    ).then(
+      (live) => {
+        for (const connection of open) {
+          if (live.has(Buffer.from(connection.tokenHash!).toString('hex'))) continue
+          connection.refuse(
+            ServerErrorCode.Unauthenticated,
+            'expected a live session, got one that was logged out, replaced or deleted',
+          )
+        }
+      },
+      (error: unknown) => this.log.error({ err: error }, 'relay recheck of sessions failed'),
+    )
   }
 
   // --- Heartbeat, maintenance, shutdown -------------------------------------------------------

@@ -129,10 +129,18 @@ describe.skipIf(pgSkip !== undefined || !hasRedisServer)('a node that loses Redi
     const remote = a.sendMessage(carol.client.username)
     await a.next('accepted', (frame) => frame.id === remote)
 
+    // Bob logs out through node 2: its session.revoked cannot reach his socket on node 1 now.
+    const logout = await nodes[1]!.request('/api/v1/logout', { method: 'POST', token: bob.token })
+    expect(logout.status).toBe(204)
+    const bobClosed = b.closed
+
     redis = await startRedis(port)
     await until(() => buses[0]!.status === 'up' && buses[1]!.status === 'up', 'both buses up again')
     expect((await c.next('deliver')).id).toBe(remote)
     expect(buses[1]!.counters.resumed).toBe(1)
+    // Node 1, back on Redis, finds bob's session gone and ends his socket as the event would have.
+    expect((await b.next('error')).code).toBe('E2E_ERR_UNAUTHENTICATED')
+    expect((await bobClosed).code).toBe(1008)
 
     // Live across nodes again, and nothing twice.
     const after = a.sendMessage(carol.client.username)
