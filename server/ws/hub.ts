@@ -54,7 +54,7 @@ import {
   preKeysLowFrame,
   presenceFrame,
 } from './frames.js'
-import { GroupCommit, type PendingSend, type RelayOutcome } from './group-commit.js'
+import { GroupCommit, type PendingSend, type RelayOutcome, sendFailure } from './group-commit.js'
 import { LocalConnections, type LocalUser } from './local-connections.js'
 import type { SendRequest } from './parse.js'
 import {
@@ -329,15 +329,17 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   }
 
   private failed(sends: readonly PendingSend<SendOrigin>[], error: unknown): void {
-    this.log.error({ err: error, sends: sends.length }, 'relay batch failed; nothing of it was stored')
-    for (const { origin } of sends) {
-      origin.connection.write(
-        errorFrame(
-          ServerErrorCode.Internal,
-          'expected to store the message, got an internal error; retry',
-          origin.id,
-        ),
+    const failure = sendFailure(error)
+    if (failure.internal) {
+      this.log.error({ err: error, sends: sends.length }, 'relay batch failed; nothing of it was stored')
+    } else {
+      this.log.info(
+        { event: 'send-to-deleted-account', sends: sends.length },
+        'a send named an account deleted meanwhile',
       )
+    }
+    for (const { origin } of sends) {
+      origin.connection.write(errorFrame(failure.code, failure.message, origin.id))
     }
   }
 
