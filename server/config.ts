@@ -36,6 +36,8 @@ export const DEFAULT_HOST = 'localhost'
 export const DEFAULT_PORT = 8443
 export const SQLITE_FILE_NAME = 'secure-chat.sqlite'
 export const DEFAULT_METRICS_HOST = '127.0.0.1'
+/** Read from the environment only: a command-line flag would show the token in every `ps` listing. */
+const METRICS_TOKEN_VARIABLE = 'METRICS_TOKEN'
 /** A shorter token could be guessed; 32 random characters is ~190 bits from base64url. */
 export const METRICS_TOKEN_MIN_LENGTH = 32
 
@@ -184,7 +186,7 @@ function parseMetrics(portText: string | undefined, hostText: string | undefined
   if (!/^[A-Za-z0-9.:_%-]+$/.test(host)) {
     throw new ConfigError(`--metrics-host/METRICS_HOST: expected a hostname or IP address, got "${host}"`)
   }
-  const token = env.METRICS_TOKEN === '' ? undefined : env.METRICS_TOKEN
+  const token = env[METRICS_TOKEN_VARIABLE] === '' ? undefined : env[METRICS_TOKEN_VARIABLE]
   // The token's length and form only, never the token itself.
   if (token !== undefined && (token.length < METRICS_TOKEN_MIN_LENGTH || !/^[\x21-\x7e]+$/.test(token))) {
     throw new ConfigError(
