@@ -68,7 +68,12 @@ describe('readiness', () => {
         pool: new pg.Pool({ connectionString: 'postgres://chat:pw-secret-77@127.0.0.1:1/chat', max: 1 }),
       }),
     })
-    const app = await build({ db, log: false, bcryptCost: TEST_BCRYPT_COST })
+    const lines: string[] = []
+    const app = await build({
+      db,
+      log: { level: 'info', stream: { write: (line: string) => lines.push(line) } },
+      bcryptCost: TEST_BCRYPT_COST,
+    })
     apps.push(app)
     app.addHook('onClose', async () => {
       await db.destroy()
@@ -78,6 +83,11 @@ describe('readiness', () => {
     expect(ready.json()).toEqual({ status: 'unavailable', checks: { database: 'failed', bus: 'ok' } })
     expect(ready.body).not.toMatch(/127\.0\.0\.1|ECONNREFUSED|pw-secret-77|chat/)
     expect((await app.inject({ method: 'GET', url: '/health' })).statusCode).toBe(200)
+    // The reason is in the log, for the operator; the password is not.
+    expect(
+      lines.some((line) => line.includes('readiness check failed') && line.includes('ECONNREFUSED')),
+    ).toBe(true)
+    expect(lines.join('')).not.toContain('pw-secret-77')
   })
 
   it('asks the relay bus and any further check, and names the one that fails', async () => {

@@ -104,6 +104,19 @@ describe('/metrics exposure', () => {
     expect(served.text).not.toContain(TOKEN)
   })
 
+  it('never writes the token to the log, whether it was right or wrong', async () => {
+    const lines: string[] = []
+    const server = await startServer({
+      metricsToken: TOKEN,
+      log: { level: 'trace', stream: { write: (line: string) => lines.push(line) } },
+    })
+    cleanups.push(() => server.close())
+    expect((await server.request('/metrics', bearer(TOKEN))).status).toBe(200)
+    expect((await server.request('/metrics', bearer(`${TOKEN}-wrong`))).status).toBe(401)
+    expect(lines.some((line) => line.includes('/metrics'))).toBe(true)
+    expect(lines.join('')).not.toContain(TOKEN)
+  })
+
   it('is served on a metrics port of its own, with the token required there when one is set', async () => {
     const metrics = new ServerMetrics({ processMetrics: true })
     const server = await startServer({ metrics })
