@@ -96,6 +96,9 @@ describe('/metrics exposure', () => {
       expect(refused.text).not.toContain('secure_chat_')
       expect(refused.text).not.toContain(TOKEN)
     }
+    expect((await server.request('/metrics', { headers: { authorization: `bearer ${TOKEN}` } })).status).toBe(
+      200,
+    )
     const served = await server.request('/metrics', bearer(TOKEN))
     expect(served.status).toBe(200)
     expect(served.headers['content-type']).toMatch(/^text\/plain; version=0\.0\.4/)

@@ -23,10 +23,10 @@ export const METRICS_PATH = '/metrics'
 
 const sha256 = (text: string) => createHash('sha256').update(text, 'utf8').digest()
 
-/** True when the request carries exactly this bearer token. */
+/** True when the request carries exactly this bearer token (the scheme's case is free: RFC 9110 §11.1). */
 export function hasBearerToken(request: FastifyRequest, expectedDigest: Buffer): boolean {
   const header = request.headers.authorization
-  const match = typeof header === 'string' ? /^Bearer ([^\s]+)$/.exec(header) : null
+  const match = typeof header === 'string' ? /^Bearer ([^\s]+)$/i.exec(header) : null
   // Hashed even when absent, so a request without the header takes the same path.
   return timingSafeEqual(sha256(match?.[1] ?? ''), expectedDigest) && match !== null
 }
