@@ -2,7 +2,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ConfigError, describeConfig, maskDatabaseUrl, parseConfig, type ServerConfig } from './config.js'
+import { ConfigError, describeConfig, maskUrl, parseConfig, type ServerConfig } from './config.js'
 import { removeDir } from './test/harness.js'
 
 function configOf(argv: string[], env: Record<string, string> = {}, cwd = '/srv/chat'): ServerConfig {
@@ -156,7 +156,8 @@ describe('configuration', () => {
       'log level: info',
       'metrics: not served (set METRICS_PORT or METRICS_TOKEN)',
     ])
-    expect(maskDatabaseUrl('postgres://chat@db/chat')).toBe('postgres://chat@db/chat')
+    expect(maskUrl('postgres://chat@db/chat')).toBe('postgres://chat@db/chat')
+    expect(maskUrl('redis://relay:redis-secret@cache:6379/0')).toBe('redis://relay:***@cache:6379/0')
   })
 
   it('recognises --help', () => {

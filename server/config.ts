@@ -202,11 +202,14 @@ const METRICS_PATH_SHOWN = '/metrics'
 /** What a secret is replaced with wherever the configuration is shown. */
 export const MASKED = '***'
 
-/** Query parameters of a database URL that may hold a secret (libpq's password, sslpassword, keys). */
+/** Query parameters of a URL that may hold a secret (libpq's password, sslpassword, keys). */
 const SECRET_PARAMETER = /pass|secret|token|key/i
 
-/** The URL with its password and any secret-looking query parameter replaced by MASKED. */
-export function maskDatabaseUrl(url: string): string {
+/**
+ * The URL with its password and any secret-looking query parameter replaced by MASKED: a database
+ * URL, and any other that may carry credentials (a Redis URL's `redis://user:password@host`).
+ */
+export function maskUrl(url: string): string {
   const parsed = new URL(url)
   if (parsed.password !== '') parsed.password = MASKED
   for (const name of [...parsed.searchParams.keys()]) {
@@ -236,7 +239,7 @@ export function describeConfig(config: ServerConfig): string[] {
     `data directory: ${config.dataDir}`,
     `certificate directory: ${config.certDir}`,
     `TLS: ${config.tls ? `certificate ${config.tls.certFile}, key ${config.tls.keyFile}` : 'self-signed localhost certificate'}`,
-    `database: ${config.database.kind === 'sqlite' ? `SQLite ${config.database.file}` : `PostgreSQL ${maskDatabaseUrl(config.database.url)}`}`,
+    `database: ${config.database.kind === 'sqlite' ? `SQLite ${config.database.file}` : `PostgreSQL ${maskUrl(config.database.url)}`}`,
     `trust proxy: ${String(config.trustProxy)}`,
     `log level: ${config.logLevel}`,
     `metrics: ${metricsWhere.length > 0 ? metricsWhere.join('; ') : 'not served (set METRICS_PORT or METRICS_TOKEN)'}`,
