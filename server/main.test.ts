@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { httpsFetch, removeDir } from './test/harness.js'
 
 const ROOT = resolve(import.meta.dirname, '..')
+const METRICS_TOKEN_FOR_TEST = 'main-test-metrics-token-0123456789abcdef'
 
 interface Running {
   readonly child: ChildProcess
@@ -113,13 +114,60 @@ describe('server process', () => {
   })
 
   it('says PostgreSQL is unreachable, naming host and port but never the password, and exits 1', async () => {
-    const server = run({ ...env, DATABASE_URL: 'postgres://chat:pw-secret-42@127.0.0.1:1/chat' })
+    const server = run({
+      ...env,
+      DATABASE_URL: 'postgres://chat:pw-secret-42@127.0.0.1:1/chat',
+      METRICS_TOKEN: METRICS_TOKEN_FOR_TEST,
+    })
     expect(await server.exited).toBe(1)
+    // The configuration came first, with the password masked and the token not shown.
+    expect(server.stdout()).toContain('configuration:\n  host: 127.0.0.1\n  port: 0\n')
+    expect(server.stdout()).toContain('  database: PostgreSQL postgres://chat:***@127.0.0.1:1/chat\n')
+    expect(server.stdout()).toContain(
+      '  metrics: on the main port with a bearer token (METRICS_TOKEN, not shown)',
+    )
+    expect(server.stderr() + server.stdout()).not.toContain(METRICS_TOKEN_FOR_TEST)
     expect(server.stderr()).toMatch(
       /^cannot open the database: PostgreSQL is unreachable at 127\.0\.0\.1:1 \(ECONNREFUSED\)/m,
     )
     expect(server.stderr() + server.stdout()).not.toContain('pw-secret-42')
     expect(server.stdout()).not.toContain('listening')
+  })
+
+  it('serves /ready, and /metrics on its metrics port, never printing the token', async () => {
+    // A data directory of its own: the test before this one left a database from the future.
+    const server = run({
+      ...env,
+      DATA_DIR: join(dir, 'data-metrics'),
+      METRICS_PORT: '0',
+      METRICS_TOKEN: METRICS_TOKEN_FOR_TEST,
+    })
+    try {
+      const [, url] = await waitFor(server, /listening on (https:\/\/127\.0\.0\.1:\d+)/)
+      const [, metricsUrl] = await waitFor(server, /metrics on (http:\/\/127\.0\.0\.1:\d+\/metrics)/)
+      expect(server.stdout()).toContain(
+        '  metrics: http://127.0.0.1:0/metrics (bearer token); on the main port',
+      )
+      const agent = new Agent({ ca: await readFile(join(dir, 'certs', 'localhost.pem'), 'utf8') })
+      const ready = await httpsFetch(agent, url!, '/ready')
+      agent.destroy()
+      expect(ready.status).toBe(200)
+      expect(ready.body).toEqual({ status: 'ready', checks: { database: 'ok', bus: 'ok' } })
+
+      const refused = await fetch(metricsUrl!)
+      expect(refused.status).toBe(401)
+      const served = await fetch(metricsUrl!, {
+        headers: { authorization: `Bearer ${METRICS_TOKEN_FOR_TEST}` },
+      })
+      expect(served.status).toBe(200)
+      const text = await served.text()
+      expect(text).toContain('secure_chat_connections_open 0')
+      expect(text).toContain('nodejs_eventloop_lag_p99_seconds')
+    } finally {
+      server.child.kill('SIGTERM')
+    }
+    expect(await server.exited).toBe(0)
+    expect(server.stdout() + server.stderr()).not.toContain(METRICS_TOKEN_FOR_TEST)
   })
 
   it('exits with status 2 and a clear message on bad configuration', async () => {

@@ -152,4 +152,11 @@ export interface RelayBus {
   unsubscribe(address: Address, listener: RelayListener): Promise<void>
   /** Ends every subscription and the transport's connections; later calls resolve and do nothing. */
   close(): Promise<void>
+  /**
+   * Whether the transport is reachable now, for the server's /ready (plugins/health.ts): resolves
+   * true when it is, false or a rejection when not. Cheap (a ping), and it must not hang for long:
+   * /ready gives up on it after READY_CHECK_TIMEOUT_MS anyway. Optional: a bus without it is
+   * taken as always reachable.
+   */
+  ready?(): Promise<boolean>
 }
