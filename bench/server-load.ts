@@ -58,7 +58,7 @@ export type LoadCommand =
     }
   | { cmd: 'hold'; url: string; ca: string; tokens: string[]; concurrency: number }
   | { cmd: 'release' }
-  | { cmd: 'logins'; origin: string; ca: string; users: { username: string; password: string }[] }
+  | { cmd: 'logins'; origin: string; ca: string; users: { username: string; loginSecret: string }[] }
   | { cmd: 'exit' }
 
 export interface RelayResult {

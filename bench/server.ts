@@ -46,6 +46,7 @@ import {
   MAX_QUEUED_BYTES_PER_RECIPIENT,
   MAX_QUEUED_MESSAGES_PER_RECIPIENT,
 } from '../server/limits.js'
+import { loginSecretFor } from '../server/test/harness.js'
 import { createSelfSignedCertificate, httpsOptions } from '../server/tls.js'
 import { generateRsaOaepKeyPair } from '../shared/crypto/primitives.js'
 import type { LoadCommand, RelayResult } from './server-load.js'
@@ -110,6 +111,7 @@ async function createUsers(
           names.map((username) => ({
             username,
             password_hash: options.passwordHash,
+            credential: 'login-secret-v1',
             login_key: options.loginKey,
             identity_key: random(32),
             signing_key: random(32),
@@ -268,11 +270,13 @@ async function main(): Promise<void> {
   const load = new LoadGenerator()
   try {
     progress('making a certificate, an RSA login key and a bcrypt hash (cost 12)')
-    const password = 'violet-anchor-bench-mosaic-42'
+    // What a client sends is the login secret derived from the password (shared/login-secret.ts),
+    // and the server keeps a bcrypt hash of that; any 32 bytes stand for one here.
+    const loginSecret = loginSecretFor('violet-anchor-bench-mosaic-42')
     const [certificate, loginKey, passwordHash] = await Promise.all([
       createSelfSignedCertificate(),
       generateRsaOaepKeyPair(),
-      hashPassword(password, BCRYPT_COST),
+      hashPassword(loginSecret, BCRYPT_COST),
     ])
     const tls = httpsOptions(certificate)
     const database = await openDatabase({ kind: 'sqlite', file: join(dir, 'bench.sqlite') })
@@ -387,7 +391,7 @@ async function main(): Promise<void> {
       cmd: 'logins',
       origin,
       ca: certificate.cert,
-      users: loginUsers.map((user) => ({ username: user.username, password })),
+      users: loginUsers.map((user) => ({ username: user.username, loginSecret })),
     })
     delay.disable()
     const loginOk = logins.statuses.filter((status) => status === 200).length

@@ -17,7 +17,12 @@ export interface Manifest {
   readonly outputs: Readonly<Record<string, RecordedFile>>
   /** Every file that went into the build (relative to the root), as it was before it was read. */
   readonly inputs: Readonly<Record<string, RecordedFile>>
+  /** Each bundled npm package's directory (relative to the root) and the version it had. */
+  readonly packages: Readonly<Record<string, string>>
 }
+
+/** npm packages loaded as installed rather than bundled. */
+export declare const EXTERNAL_PACKAGES: readonly string[]
 
 export interface BundleOptions {
   /** Where inputs are recorded relative to, and where tsconfig.json is (the package's root). */

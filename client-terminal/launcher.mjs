@@ -1,21 +1,23 @@
 /**
- * How `secure-chat` starts (bin.mjs): from a prebuilt bundle of main.ts and everything it imports
- * from this repository (client-terminal/, shared/), npm packages left external, kept in
- * `client-terminal/.build/` (git-ignored). Loading the TypeScript sources through tsx's loader took
- * about a second of every command; the bundle is plain JavaScript that Node loads directly.
+ * How `secure-chat` starts (bin.mjs): from a prebuilt bundle of main.ts and everything it imports,
+ * from this repository (client-terminal/, shared/) and from npm, kept in `client-terminal/.build/`
+ * (git-ignored). Loading the TypeScript sources through tsx's loader took about a second of every
+ * command, and loading kysely and typebox from their hundreds of files another 0.4 s; the bundle
+ * is a few files of plain JavaScript that Node loads directly. Left out (EXTERNAL_PACKAGES): the
+ * native SQLite addon, and Ink and React, which only the interactive client loads.
  *
  * The bundle is never stale: its manifest records the size and mtime of every file that went into
  * it (stat before the file was read, so an edit during a build makes the next start rebuild), plus
- * tsconfig.json and this file. Each start stats them (a few dozen stats, under a millisecond or
- * two) and rebuilds with esbuild when anything differs or the bundle is missing. When the build
- * directory cannot be written (a read-only install) or the build fails (a syntax error), it runs
- * main.ts through tsx as before, which then reports any error the usual way. Nothing is printed
+ * tsconfig.json and this file, and the version of every npm package in it. Each start stats them
+ * (about a thousand stats and a dozen package.json reads, ~10 ms) and rebuilds with esbuild when
+ * anything differs or the bundle is missing. When the build directory cannot be written (a
+ * read-only install) or the build fails (a syntax error), it runs main.ts through tsx as before, which then reports any error the usual way. Nothing is printed
  * about any of this unless SECURE_CHAT_DEBUG_LAUNCHER is set (stdout and stderr belong to the
  * commands: scripts parse them).
  *
  * The bundle is split (esbuild's ESM code splitting): main.ts imports the interactive client and
  * the script commands dynamically, so that a script command does not load Ink and React (~0.7 s);
- * one file would import every external package up front. Each build goes to its own new directory
+ * one file would load every package up front. Each build goes to its own new directory
  * and the manifest is replaced by a rename once the build is complete, so starts running at the
  * same time never see a half-written bundle, and concurrent builds (the first starts of a clean
  * clone in parallel) each use their own complete one; the last rename wins.
@@ -34,7 +36,7 @@ import { basename, extname, isAbsolute, join, relative, resolve } from 'node:pat
 import { pathToFileURL } from 'node:url'
 
 /** Bumped when the manifest's shape or the build's meaning changes. */
-export const MANIFEST_FORMAT = 1
+export const MANIFEST_FORMAT = 2
 export const MANIFEST_FILE = 'manifest.json'
 /** Prefix of each build's own directory inside the build directory. */
 const BUILD_PREFIX = 'bundle-'
@@ -61,6 +63,23 @@ const LOADERS = {
   '.json': 'json',
 }
 
+/**
+ * npm packages left out of the bundle and loaded by Node as installed: better-sqlite3 (a native
+ * addon, found through its own directory), ws's optional native helpers, and what only the
+ * interactive client loads (Ink and React, in their own chunk's imports). Every other package
+ * is bundled.
+ */
+export const EXTERNAL_PACKAGES = [
+  'better-sqlite3',
+  'bufferutil',
+  'utf-8-validate',
+  'ink',
+  'ink-*',
+  'react',
+  'react/*',
+  'react-dom',
+]
+
 const keyOf = (root, file) => relative(root, file).split('\\').join('/')
 
 /** The manifest in `buildDir`, or undefined when there is none (or it cannot be read). */
@@ -70,7 +89,9 @@ export function readManifest(buildDir) {
     const wellFormed =
       manifest?.format === MANIFEST_FORMAT &&
       ['entry', 'dir', 'main'].every((key) => typeof manifest[key] === 'string') &&
-      ['outputs', 'inputs'].every((key) => typeof manifest[key] === 'object' && manifest[key] !== null)
+      ['outputs', 'inputs', 'packages'].every(
+        (key) => typeof manifest[key] === 'object' && manifest[key] !== null,
+      )
     return wellFormed ? manifest : undefined
   } catch {
     return undefined
@@ -101,11 +122,39 @@ export function staleReason(
     const problem = differs(join(outDir, name), recorded)
     if (problem !== undefined) return `the bundle's ${name} ${problem}`
   }
+  // npm installs every file with the same mtime: a package upgraded in place can keep a file's
+  // size and mtime while its content changed, so each bundled package's version is compared too.
+  for (const [dir, version] of Object.entries(manifest.packages)) {
+    const installed = packageVersion(root, dir)
+    if (installed !== version) return `${dir} is ${installed === undefined ? 'gone' : `now ${installed}`}`
+  }
   for (const [key, recorded] of Object.entries(manifest.inputs)) {
     const problem = differs(resolve(root, key), recorded)
     if (problem !== undefined) return `${key} ${problem}`
   }
   return undefined
+}
+
+/**
+ * The package directory (relative to the root, as inputs are keyed) that an input under
+ * node_modules belongs to, or undefined for the project's own files.
+ */
+function packageDirOf(key) {
+  const marker = 'node_modules/'
+  const at = key.lastIndexOf(marker)
+  if (at === -1) return undefined
+  const rest = key.slice(at + marker.length).split('/')
+  const depth = rest[0]?.startsWith('@') ? 2 : 1
+  return key.slice(0, at + marker.length) + rest.slice(0, depth).join('/')
+}
+
+/** The version in a package directory's package.json, or undefined when it has none. */
+function packageVersion(root, dir) {
+  try {
+    return JSON.parse(readFileSync(join(resolve(root, dir), 'package.json'), 'utf8')).version
+  } catch {
+    return undefined
+  }
 }
 
 /** The bundle's entry file for `manifest`. */
@@ -168,7 +217,15 @@ export async function buildBundle({
         splitting: true,
         outdir: outDir,
         outExtension: { '.js': '.mjs' },
-        packages: 'external',
+        external: EXTERNAL_PACKAGES,
+        // The ES module build of a package that ships both: its named exports are then the
+        // module's own, as when Node imports it (a CommonJS build's land under `default`).
+        mainFields: ['module', 'main'],
+        // CommonJS packages in the bundle (ws) require Node's built-in modules, which an ES module
+        // can only do through a require of its own.
+        banner: {
+          js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",
+        },
         platform: 'node',
         format: 'esm',
         target: 'node20',
@@ -187,6 +244,12 @@ export async function buildBundle({
       const file = resolve(root, key)
       if (inputs[keyOf(root, file)] === undefined) record(file, statSync(file))
     }
+    /** @type {Record<string, string | undefined>} */
+    const packages = {}
+    for (const key of Object.keys(inputs)) {
+      const dir = packageDirOf(key)
+      if (dir !== undefined && !(dir in packages)) packages[dir] = packageVersion(root, dir)
+    }
     const outputs = {}
     for (const file of Object.keys(result.metafile.outputs)) {
       const absolute = resolve(root, file)
@@ -199,6 +262,7 @@ export async function buildBundle({
       main: 'main.mjs',
       outputs,
       inputs,
+      packages,
     }
     const previous = readManifest(buildDir)
     writeAtomically(join(buildDir, MANIFEST_FILE), `${JSON.stringify(manifest, null, 1)}\n`)

@@ -3,6 +3,7 @@
  * `inject` or `listen` on port 0, and main.ts listens for real. Features are Fastify plugins:
  *
  *   security headers (helmet: strict CSP, HSTS) → rate limits → error handling →
+ *   /health, /ready (plugins/health.ts) → /metrics, only with a token (plugins/metrics.ts) →
  *   /ws: the relay (ws/relay.ts; authenticated by its first frame) →
  *   /api/v1: health, accounts, keys (authenticated), users (authenticated)
  *
@@ -21,6 +22,7 @@ import { DeviceProofs } from './auth/device-proof.js'
 import { LoginLimiter } from './auth/login-limiter.js'
 import type { ServerContext, ServerLimits } from './context.js'
 import { claimsKeptMs, purgeOneTimePreKeyClaims } from './db/prekeys.js'
+import { countAllQueued } from './db/queue.js'
 import { dialectOf, openQueueRepository } from './db/queue-repository.js'
 import { RelationsKey } from './db/relations.js'
 import type { Db } from './db/schema.js'
@@ -61,6 +63,7 @@ import {
   MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS,
   MESSAGE_TTL_MS,
   ONE_TIME_PREKEY_CLAIMS_PER_TARGET,
+  QUEUE_DEPTH_SCRAPE_BOUND,
   REGISTER_RATE_LIMIT,
   RELAY_RECHECK_INTERVAL_MS,
   SEND_RATE_PER_USER,
@@ -71,8 +74,11 @@ import {
   TOKEN_LIFETIME_MS,
 } from './limits.js'
 import { type LogSettings, loggerOptions } from './log.js'
+import { ServerMetrics } from './metrics.js'
 import { addressKey } from './plugins/client-address.js'
 import { installErrorHandling } from './plugins/errors.js'
+import { busCheck, databaseCheck, healthRoutes, Readiness, type ReadinessCheck } from './plugins/health.js'
+import { metricsRoute } from './plugins/metrics.js'
 import { warnOnUntrustedProxy } from './plugins/proxy-check.js'
 import { limitTlsHandshakes, proxyPeers, TlsHandshakeLimiter } from './plugins/tls-handshakes.js'
 import { limitUnauthenticatedSockets, UnauthenticatedSockets } from './plugins/unauthenticated-sockets.js'
@@ -166,6 +172,15 @@ export interface BuildOptions {
    * lost): tests that restart a server pass the same key.
    */
   readonly relationsKey?: RelationsKey
+  /**
+   * Where the app counts (server/metrics.ts); default a registry of its own. main.ts makes it first,
+   * to serve it on a metrics port too and to hand `metrics.bus` to a bus it builds.
+   */
+  readonly metrics?: ServerMetrics
+  /** Serves GET /metrics on this app to requests bearing this token; without it, no /metrics here. */
+  readonly metricsToken?: string
+  /** More dependencies for /ready, beside the database and the relay bus (plugins/health.ts). */
+  readonly readinessChecks?: readonly ReadinessCheck[]
 }
 
 /**
@@ -315,6 +330,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
   installErrorHandling(app)
   if (!options.trustProxy) warnOnUntrustedProxy(app)
 
+  const metrics = options.metrics ?? new ServerMetrics()
   let bus = options.relayBus
   if (!bus) {
     if (options.redis && dialectOf(options.db) !== 'postgres') {
@@ -327,8 +343,9 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
           url: options.redis.url,
           channelPrefix: options.redis.channelPrefix,
           log: app.log,
+          metrics: metrics.bus,
         })
-      : new InProcessRelayBus(app.log)
+      : new InProcessRelayBus(app.log, metrics.bus)
     // After the relay's preClose has closed every socket.
     app.addHook('onClose', async () => {
       await ownBus.close()
@@ -352,6 +369,22 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     bus,
     authenticated: (socket) => unauthenticatedSockets.release(socket),
     relationsKey,
+    metrics,
+  })
+  metrics.attach({
+    connectionsOpen: () => hub.connections.size,
+    usersConnected: () => {
+      const users = new Set<number>()
+      for (const connection of hub.connections) {
+        if (connection.state === 'open' && connection.user) users.add(connection.user.id)
+      }
+      return users.size
+    },
+    queueDepth: () =>
+      countAllQueued(options.db, QUEUE_DEPTH_SCRAPE_BOUND).catch((error: unknown) => {
+        app.log.warn({ err: error }, 'counting the queue for /metrics failed')
+        return Number.NaN
+      }),
   })
   const context: ServerContext = {
     db: options.db,
@@ -360,6 +393,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     limits,
     relay: hub,
     relationsKey,
+    metrics,
     loginLimiter: new LoginLimiter(
       {
         failuresPerAddress: limits.loginFailuresPerAddress,
@@ -382,6 +416,18 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     maxPerAddress: limits.maxUnauthenticatedSocketsPerAddress,
     retryAfterSeconds: Math.ceil(limits.authTimeoutMs / 1000),
   })
+  const readiness = new Readiness({
+    checks: [
+      databaseCheck(options.db),
+      ...[busCheck(bus)].filter((check) => check !== undefined),
+      ...(options.readinessChecks ?? []),
+    ],
+    failed: (name, error) => app.log.warn({ err: error, check: name }, 'readiness check failed'),
+  })
+  await app.register(healthRoutes, { readiness })
+  if (options.metricsToken !== undefined) {
+    await app.register(metricsRoute, { metrics, token: options.metricsToken })
+  }
   await installRelay(app, hub)
 
   await app.register(

@@ -2,7 +2,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ConfigError, parseConfig, type ServerConfig } from './config.js'
+import { ConfigError, describeConfig, maskUrl, parseConfig, type ServerConfig } from './config.js'
 import { removeDir } from './test/harness.js'
 
 function configOf(argv: string[], env: Record<string, string> = {}, cwd = '/srv/chat'): ServerConfig {
@@ -37,6 +37,7 @@ describe('configuration', () => {
       redis: undefined,
       trustProxy: false,
       logLevel: 'info',
+      metrics: { port: undefined, host: '127.0.0.1', token: undefined },
     })
   })
 
@@ -111,6 +112,15 @@ describe('configuration', () => {
     [['--trust-proxy', 'everyone'], {}, /TRUST_PROXY: expected/],
     [['--host', 'bad host'], {}, /--host\/HOST: expected a hostname/],
     [['--unknown'], {}, /Unknown option '--unknown'/],
+    [
+      ['--metrics-port', '99999'],
+      {},
+      /--metrics-port\/METRICS_PORT: expected an integer 0–65535, got "99999"/,
+    ],
+    [['--port', '9000', '--metrics-port', '9000'], {}, /expected a port other than the server's/],
+    [['--metrics-host', 'a b'], {}, /--metrics-host\/METRICS_HOST: expected a hostname/],
+    [[], { METRICS_TOKEN: 'short' }, /METRICS_TOKEN: expected at least 32 visible ASCII characters/],
+    [[], { METRICS_TOKEN: `${'x'.repeat(32)} y` }, /with others among them/],
   ])('refuses %j %j with a clear ConfigError', (argv, env, message) => {
     const attempt = () => parseConfig(argv, env as Record<string, string>, '/srv/chat')
     expect(attempt).toThrow(ConfigError)
@@ -122,6 +132,68 @@ describe('configuration', () => {
     expect(() =>
       parseConfig([], { DATABASE_URL: 'postgres://db/chat', REDIS_URL: 'http://user:hunter2@cache' }),
     ).not.toThrow(/hunter2/)
+  })
+
+  it('takes a metrics port, host and token; the token only from the environment', () => {
+    const token = 'm'.repeat(40)
+    expect(configOf(['--metrics-port', '9464'], { METRICS_TOKEN: token }).metrics).toEqual({
+      port: 9464,
+      host: '127.0.0.1',
+      token,
+    })
+    expect(configOf([], { METRICS_PORT: '0', METRICS_HOST: '::1' }).metrics).toEqual({
+      port: 0,
+      host: '::1',
+      token: undefined,
+    })
+    expect(() => parseConfig(['--metrics-token', token], {})).toThrow(/Unknown option '--metrics-token'/)
+  })
+
+  it('never echoes a metrics token in an error', () => {
+    expect(() => parseConfig([], { METRICS_TOKEN: 'hunter2-token' })).toThrow(/got 13 characters/)
+    expect(() => parseConfig([], { METRICS_TOKEN: 'hunter2-token' })).not.toThrow(/hunter2/)
+  })
+
+  it('describes the effective configuration without the database password or the metrics token', () => {
+    const token = 'tok-'.repeat(10)
+    const config = configOf(['--metrics-port', '9464', '--trust-proxy', '127.0.0.1'], {
+      DATABASE_URL:
+        'postgres://chat:pw-secret-42@db.internal:5432/chat?sslpassword=also-secret&application_name=x',
+      METRICS_TOKEN: token,
+    })
+    const text = describeConfig(config).join('\n')
+    expect(text).not.toContain('pw-secret-42')
+    expect(text).not.toContain('also-secret')
+    expect(text).not.toContain(token)
+    expect(text).toContain(
+      'database: PostgreSQL postgres://chat:***@db.internal:5432/chat?sslpassword=***&application_name=x',
+    )
+    expect(text).toContain(
+      'metrics: http://127.0.0.1:9464/metrics (bearer token); on the main port with a bearer token (METRICS_TOKEN, not shown)',
+    )
+    expect(text).toContain('trust proxy: 127.0.0.1')
+    expect(describeConfig(configOf([]))).toEqual([
+      'host: localhost',
+      'port: 8443',
+      'data directory: /srv/chat/data',
+      'certificate directory: /srv/chat/certs',
+      'TLS: self-signed localhost certificate',
+      'database: SQLite /srv/chat/data/secure-chat.sqlite',
+      'relay bus: in this process (a single node)',
+      'trust proxy: false',
+      'log level: info',
+      'metrics: not served (set METRICS_PORT or METRICS_TOKEN)',
+    ])
+    const cluster = configOf([], {
+      DATABASE_URL: 'postgres://chat@db/chat',
+      REDIS_URL: 'redis://relay:redis-secret@cache:6379/0',
+    })
+    expect(describeConfig(cluster)).toContain(
+      'relay bus: Redis redis://relay:***@cache:6379/0 (a cluster member)',
+    )
+    expect(describeConfig(cluster).join('\n')).not.toContain('redis-secret')
+    expect(maskUrl('postgres://chat@db/chat')).toBe('postgres://chat@db/chat')
+    expect(maskUrl('redis://relay:redis-secret@cache:6379/0')).toBe('redis://relay:***@cache:6379/0')
   })
 
   it('recognises --help', () => {

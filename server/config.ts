@@ -20,6 +20,15 @@
  * |               |              | the TLS handshake limits spare the peers it names, and every peer |
  * |               |              | with true or a hop count: plugins/tls-handshakes.ts) |
  * | --log-level   | LOG_LEVEL    | info                             |
+ * | --metrics-port | METRICS_PORT | none: no metrics listener; a port serves GET /metrics over plain |
+ * |               |              | HTTP on the metrics host (plugins/metrics.ts) |
+ * | --metrics-host | METRICS_HOST | 127.0.0.1 (loopback: the metrics port has no TLS) |
+ * | (none)        | METRICS_TOKEN | none; at least 32 characters: GET /metrics on the main port to |
+ * |               |              | requests bearing it (and required on the metrics port too). Only |
+ * |               |              | a variable: a flag would show in every `ps` listing |
+ *
+ * `describeConfig` is what main.ts prints at start: every option, with the database URL's password
+ * masked and the metrics token never shown.
  */
 import { accessSync, constants } from 'node:fs'
 import { resolve } from 'node:path'
@@ -28,6 +37,11 @@ import { parseArgs } from 'node:util'
 export const DEFAULT_HOST = 'localhost'
 export const DEFAULT_PORT = 8443
 export const SQLITE_FILE_NAME = 'secure-chat.sqlite'
+export const DEFAULT_METRICS_HOST = '127.0.0.1'
+/** Read from the environment only: a command-line flag would show the token in every `ps` listing. */
+const METRICS_TOKEN_VARIABLE = 'METRICS_TOKEN'
+/** A shorter token could be guessed; 32 random characters is ~190 bits from base64url. */
+export const METRICS_TOKEN_MIN_LENGTH = 32
 
 export type DatabaseConfig = { kind: 'sqlite'; file: string } | { kind: 'postgres'; url: string }
 
@@ -43,6 +57,16 @@ export interface ServerConfig {
   redis: { url: string } | undefined
   trustProxy: boolean | number | string
   logLevel: LogLevel
+  metrics: MetricsConfig
+}
+
+/** Where GET /metrics is served (plugins/metrics.ts); neither a port nor a token means nowhere. */
+export interface MetricsConfig {
+  /** A plain-HTTP listener of its own on `host`; undefined for none. */
+  port: number | undefined
+  host: string
+  /** Bearer token for /metrics on the main port (and the metrics port); undefined for none. */
+  token: string | undefined
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
@@ -64,9 +88,13 @@ export const USAGE = `Usage: npm start -- [options]
                         (REDIS_URL; needs DATABASE_URL on PostgreSQL; default: a single node)
   --trust-proxy <v>     trust X-Forwarded-For from: true, a hop count, or proxy addresses (TRUST_PROXY)
   --log-level <level>   ${LOG_LEVELS.join(', ')} (LOG_LEVEL; default info)
+  --metrics-port <n>    serve GET /metrics over plain HTTP on this port (METRICS_PORT; default none)
+  --metrics-host <addr> address of the metrics port (METRICS_HOST; default ${DEFAULT_METRICS_HOST})
   --help                print this text
 
-  DATABASE_URL=postgres://user@host/db selects PostgreSQL instead of SQLite.`
+  DATABASE_URL=postgres://user@host/db selects PostgreSQL instead of SQLite.
+  METRICS_TOKEN=<at least ${METRICS_TOKEN_MIN_LENGTH} characters> serves GET /metrics on the main port to
+  requests with "Authorization: Bearer <token>" (and requires it on the metrics port).`
 
 export type ParsedArgs = { help: true } | { help: false; config: ServerConfig }
 
@@ -90,6 +118,8 @@ export function parseConfig(argv: readonly string[], env: Env, cwd: string = pro
         'redis-url': { type: 'string' },
         'trust-proxy': { type: 'string' },
         'log-level': { type: 'string' },
+        'metrics-port': { type: 'string' },
+        'metrics-host': { type: 'string' },
         help: { type: 'boolean' },
       },
     }).values
@@ -125,6 +155,17 @@ export function parseConfig(argv: readonly string[], env: Env, cwd: string = pro
     )
   }
 
+  const metrics = parseMetrics(
+    pick('metrics-port', 'METRICS_PORT'),
+    pick('metrics-host', 'METRICS_HOST'),
+    env,
+  )
+  if (metrics.port !== undefined && metrics.port !== 0 && metrics.port === port) {
+    throw new ConfigError(
+      `--metrics-port/METRICS_PORT: expected a port other than the server's, got ${port} for both`,
+    )
+  }
+
   return {
     help: false,
     config: {
@@ -137,8 +178,82 @@ export function parseConfig(argv: readonly string[], env: Env, cwd: string = pro
       redis,
       trustProxy,
       logLevel: logLevel as LogLevel,
+      metrics,
     },
   }
+}
+
+function parseMetrics(portText: string | undefined, hostText: string | undefined, env: Env): MetricsConfig {
+  let port: number | undefined
+  if (portText !== undefined) {
+    if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65_535) {
+      throw new ConfigError(`--metrics-port/METRICS_PORT: expected an integer 0–65535, got "${portText}"`)
+    }
+    port = Number(portText)
+  }
+  const host = hostText ?? DEFAULT_METRICS_HOST
+  if (!/^[A-Za-z0-9.:_%-]+$/.test(host)) {
+    throw new ConfigError(`--metrics-host/METRICS_HOST: expected a hostname or IP address, got "${host}"`)
+  }
+  const token = env[METRICS_TOKEN_VARIABLE] === '' ? undefined : env[METRICS_TOKEN_VARIABLE]
+  // The token's length and form only, never the token itself.
+  if (token !== undefined && (token.length < METRICS_TOKEN_MIN_LENGTH || !/^[\x21-\x7e]+$/.test(token))) {
+    throw new ConfigError(
+      `METRICS_TOKEN: expected at least ${METRICS_TOKEN_MIN_LENGTH} visible ASCII characters without spaces, got ${token.length} characters${/^[\x21-\x7e]*$/.test(token) ? '' : ' with others among them'}`,
+    )
+  }
+  return { port, host, token }
+}
+
+/** plugins/metrics.ts METRICS_PATH (not imported: configuration comes before any server module). */
+const METRICS_PATH_SHOWN = '/metrics'
+
+/** What a secret is replaced with wherever the configuration is shown. */
+export const MASKED = '***'
+
+/** Query parameters of a URL that may hold a secret (libpq's password, sslpassword, keys). */
+const SECRET_PARAMETER = /pass|secret|token|key/i
+
+/**
+ * The URL with its password and any secret-looking query parameter replaced by MASKED: a database
+ * URL, and any other that may carry credentials (a Redis URL's `redis://user:password@host`).
+ */
+export function maskUrl(url: string): string {
+  const parsed = new URL(url)
+  if (parsed.password !== '') parsed.password = MASKED
+  for (const name of [...parsed.searchParams.keys()]) {
+    if (SECRET_PARAMETER.test(name)) parsed.searchParams.set(name, MASKED)
+  }
+  return parsed.toString()
+}
+
+function urlHost(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host
+}
+
+/** The effective configuration, one option a line, without secrets (main.ts prints it at start). */
+export function describeConfig(config: ServerConfig): string[] {
+  const { metrics } = config
+  const metricsWhere = [
+    metrics.port === undefined
+      ? undefined
+      : `http://${urlHost(metrics.host)}:${metrics.port}${METRICS_PATH_SHOWN}${metrics.token === undefined ? '' : ' (bearer token)'}`,
+    metrics.token === undefined
+      ? undefined
+      : 'on the main port with a bearer token (METRICS_TOKEN, not shown)',
+  ].filter((where) => where !== undefined)
+  return [
+    `host: ${config.host}`,
+    `port: ${config.port}`,
+    `data directory: ${config.dataDir}`,
+    `certificate directory: ${config.certDir}`,
+    `TLS: ${config.tls ? `certificate ${config.tls.certFile}, key ${config.tls.keyFile}` : 'self-signed localhost certificate'}`,
+    `database: ${config.database.kind === 'sqlite' ? `SQLite ${config.database.file}` : `PostgreSQL ${maskUrl(config.database.url)}`}`,
+    `relay bus: ${config.redis ? `Redis ${maskUrl(config.redis.url)} (a cluster member)` : 'in this process (a single node)'}`,
+    `trust proxy: ${String(config.trustProxy)}`,
+    `log level: ${config.logLevel}`,
+    `metrics: ${metricsWhere.length > 0 ? metricsWhere.join('; ') : 'not served (set METRICS_PORT or METRICS_TOKEN)'}`,
+  ]
 }
 
 function parsePort(text: string | undefined): number {

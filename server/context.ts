@@ -3,6 +3,7 @@ import type { DeviceProofs } from './auth/device-proof.js'
 import type { LoginLimiter } from './auth/login-limiter.js'
 import type { RelationsKey } from './db/relations.js'
 import type { Db } from './db/schema.js'
+import type { ServerMetrics } from './metrics.js'
 import type { Rate } from './ws/token-bucket.js'
 
 export interface RateLimit {
@@ -80,4 +81,6 @@ export interface ServerContext {
   readonly relay: RelayEvents
   /** The secret relation rows are hashed under (db/relations.ts); account deletion needs it too. */
   readonly relationsKey: RelationsKey
+  /** Counts refused log-ins (server/metrics.ts). */
+  readonly metrics: Pick<ServerMetrics, 'loginFailed'>
 }

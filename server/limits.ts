@@ -123,6 +123,22 @@ export const SHUTDOWN_GRACE_MS = 10 * SECOND
 /** How often expired session tokens are deleted (also once at startup). */
 export const MAINTENANCE_INTERVAL_MS = 60 * MINUTE
 
+/**
+ * How long /ready waits for one dependency (a `select 1`, a bus ping) before calling it failed. A
+ * PostgreSQL behind a firewall that drops packets never answers, and the pool has no connect timeout
+ * (db/connect.ts), so without one the probe would hang instead of saying "not ready". Shorter than
+ * the probe timeouts of common orchestrators (Kubernetes: 1 s by default, usually raised; load
+ * balancers 2–5 s), so the answer is a 503 rather than a timeout where it can be.
+ */
+export const READY_CHECK_TIMEOUT_MS = 2 * SECOND
+
+/**
+ * /metrics counts queue rows up to this many (`secure_chat_queue_depth` saturates there): counting
+ * stops at the bound, so a scrape costs at most this many index entries, a few milliseconds, even
+ * when a backlog runs into the millions. Beyond it the exact figure matters less than "a lot".
+ */
+export const QUEUE_DEPTH_SCRAPE_BOUND = 100_000
+
 // --- Relay (WSS /ws) and the offline queue ------------------------------------------------------
 
 /**

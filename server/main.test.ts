@@ -18,6 +18,7 @@ import { httpsFetch, removeDir } from './test/harness.js'
 import { REDIS_TEST_URL, redisUnavailable } from './test/redis.js'
 
 const ROOT = resolve(import.meta.dirname, '..')
+const METRICS_TOKEN_FOR_TEST = 'main-test-metrics-token-0123456789abcdef'
 
 interface Running {
   readonly child: ChildProcess
@@ -121,13 +122,60 @@ describe('server process', () => {
   })
 
   it('says PostgreSQL is unreachable, naming host and port but never the password, and exits 1', async () => {
-    const server = run({ ...env, DATABASE_URL: 'postgres://chat:pw-secret-42@127.0.0.1:1/chat' })
+    const server = run({
+      ...env,
+      DATABASE_URL: 'postgres://chat:pw-secret-42@127.0.0.1:1/chat',
+      METRICS_TOKEN: METRICS_TOKEN_FOR_TEST,
+    })
     expect(await server.exited).toBe(1)
+    // The configuration came first, with the password masked and the token not shown.
+    expect(server.stdout()).toContain('configuration:\n  host: 127.0.0.1\n  port: 0\n')
+    expect(server.stdout()).toContain('  database: PostgreSQL postgres://chat:***@127.0.0.1:1/chat\n')
+    expect(server.stdout()).toContain(
+      '  metrics: on the main port with a bearer token (METRICS_TOKEN, not shown)',
+    )
+    expect(server.stderr() + server.stdout()).not.toContain(METRICS_TOKEN_FOR_TEST)
     expect(server.stderr()).toMatch(
       /^cannot open the database: PostgreSQL is unreachable at 127\.0\.0\.1:1 \(ECONNREFUSED\)/m,
     )
     expect(server.stderr() + server.stdout()).not.toContain('pw-secret-42')
     expect(server.stdout()).not.toContain('listening')
+  })
+
+  it('serves /ready, and /metrics on its metrics port, never printing the token', async () => {
+    // A data directory of its own: the test before this one left a database from the future.
+    const server = run({
+      ...env,
+      DATA_DIR: join(dir, 'data-metrics'),
+      METRICS_PORT: '0',
+      METRICS_TOKEN: METRICS_TOKEN_FOR_TEST,
+    })
+    try {
+      const [, url] = await waitFor(server, /listening on (https:\/\/127\.0\.0\.1:\d+)/)
+      const [, metricsUrl] = await waitFor(server, /metrics on (http:\/\/127\.0\.0\.1:\d+\/metrics)/)
+      expect(server.stdout()).toContain(
+        '  metrics: http://127.0.0.1:0/metrics (bearer token); on the main port',
+      )
+      const agent = new Agent({ ca: await readFile(join(dir, 'certs', 'localhost.pem'), 'utf8') })
+      const ready = await httpsFetch(agent, url!, '/ready')
+      agent.destroy()
+      expect(ready.status).toBe(200)
+      expect(ready.body).toEqual({ status: 'ready', checks: { database: 'ok', bus: 'ok' } })
+
+      const refused = await fetch(metricsUrl!)
+      expect(refused.status).toBe(401)
+      const served = await fetch(metricsUrl!, {
+        headers: { authorization: `Bearer ${METRICS_TOKEN_FOR_TEST}` },
+      })
+      expect(served.status).toBe(200)
+      const text = await served.text()
+      expect(text).toContain('secure_chat_connections_open 0')
+      expect(text).toContain('nodejs_eventloop_lag_p99_seconds')
+    } finally {
+      server.child.kill('SIGTERM')
+    }
+    expect(await server.exited).toBe(0)
+    expect(server.stdout() + server.stderr()).not.toContain(METRICS_TOKEN_FOR_TEST)
   })
 
   it('exits with status 2 and a clear message on bad configuration', async () => {
@@ -163,7 +211,7 @@ describe.skipIf(clusterSkip !== undefined)('server process as a cluster member (
     try {
       await waitFor(server, /SPKI, base64\): \S+/)
       expect(server.stdout()).toContain('database: PostgreSQL (DATABASE_URL)')
-      expect(server.stdout()).toContain(`relay bus: Redis at ${REDIS_TEST_URL} (a cluster member)`)
+      expect(server.stdout()).toContain(`relay bus: Redis ${REDIS_TEST_URL} (a cluster member)`)
     } finally {
       server.child.kill('SIGTERM')
     }
@@ -180,7 +228,7 @@ describe.skipIf(clusterSkip !== undefined)('server process as a cluster member (
     const server = run({ ...env, REDIS_URL: `redis://relay:redis-secret-7@127.0.0.1:${port}` })
     expect(await server.exited).toBe(1)
     expect(server.stderr()).toMatch(
-      new RegExp(`^cannot reach Redis at redis://\\*\\*\\*@127\\.0\\.0\\.1:${port}: `, 'm'),
+      new RegExp(`^cannot reach Redis at redis://relay:\\*\\*\\*@127\\.0\\.0\\.1:${port}: `, 'm'),
     )
     expect(server.stderr() + server.stdout()).not.toContain('redis-secret-7')
     expect(server.stdout()).not.toContain('listening')

@@ -1,18 +1,22 @@
 /**
- * The server process: read the configuration, make sure a certificate exists, open and migrate the
- * database, connect to Redis if it is a cluster member, listen over HTTPS, print where and with which certificate, and on SIGTERM/SIGINT stop
- * accepting, finish in-flight requests and close the database before exiting.
+ * The server process: read the configuration and print it (without secrets), make sure a
+ * certificate exists, open and migrate the database, connect to Redis if it is a cluster member,
+ * listen over HTTPS (and on the metrics port if one is set), print where and with which
+ * certificate, and on SIGTERM/SIGINT stop accepting, finish in-flight requests and close the
+ * database before exiting.
  */
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { build } from './app.js'
-import { ConfigError, parseConfig, type ServerConfig, USAGE } from './config.js'
+import { ConfigError, describeConfig, parseConfig, type ServerConfig, USAGE } from './config.js'
 import { DatabaseOpenError, openDatabase } from './db/connect.js'
 import { MigrationError, migrateToLatest } from './db/migrate.js'
 import { SHUTDOWN_GRACE_MS } from './limits.js'
+import { ServerMetrics } from './metrics.js'
+import { buildMetricsServer } from './plugins/metrics.js'
 import { loadRelationsKey, RELATIONS_KEY_FILE, RelationsKeyError } from './relations-key.js'
 import { httpsOptions, loadTls } from './tls.js'
-import { RedisUnreachableError, redisAddressForLog } from './ws/redis-bus.js'
+import { RedisUnreachableError } from './ws/redis-bus.js'
 
 /** The address to show: wildcard binds are reachable locally as localhost. */
 function publicUrl(host: string, port: number): string {
@@ -20,12 +24,25 @@ function publicUrl(host: string, port: number): string {
   return `https://${shown.includes(':') ? `[${shown}]` : shown}:${port}`
 }
 
+function metricsHost(host: string): string {
+  return host.includes(':') ? `[${host}]` : host
+}
+
 async function start(config: ServerConfig): Promise<void> {
+  // First, so that whatever fails next is read against the options it ran with.
+  process.stdout.write(
+    `configuration:\n${describeConfig(config)
+      .map((line) => `  ${line}\n`)
+      .join('')}`,
+  )
   const tls = await loadTls(config.tls, config.certDir)
   const database = await openDatabase(config.database)
   const applied = await migrateToLatest(database.db, database.dialect)
   const relations = await loadRelationsKey(config.dataDir)
 
+  const served = config.metrics.port !== undefined || config.metrics.token !== undefined
+  // Process metrics (event-loop delay, memory, GC) start monitors: only when someone can read them.
+  const metrics = new ServerMetrics({ processMetrics: served })
   const app = await build({
     db: database.db,
     https: httpsOptions(tls),
@@ -33,9 +50,16 @@ async function start(config: ServerConfig): Promise<void> {
     trustProxy: config.trustProxy,
     relationsKey: relations.key,
     redis: config.redis,
+    metrics,
+    ...(config.metrics.token === undefined ? {} : { metricsToken: config.metrics.token }),
   })
   await app.listen({ host: config.host, port: config.port })
   const { port } = app.server.address() as AddressInfo
+  const metricsServer =
+    config.metrics.port === undefined
+      ? undefined
+      : await buildMetricsServer({ metrics, token: config.metrics.token, log: { level: config.logLevel } })
+  if (metricsServer) await metricsServer.listen({ host: config.metrics.host, port: config.metrics.port })
 
   let stopping = false
   const stop = async (signal: NodeJS.Signals) => {
@@ -52,6 +76,7 @@ async function start(config: ServerConfig): Promise<void> {
     deadline.unref()
     try {
       // Stops accepting, lets in-flight requests finish, runs every onClose hook (the relay's too).
+      await metricsServer?.close()
       await app.close()
       await database.close()
       process.stdout.write('secure-chat stopped\n')
@@ -71,12 +96,15 @@ async function start(config: ServerConfig): Promise<void> {
   const lines = [
     `secure-chat listening on ${publicUrl(config.host, port)}`,
     `database: ${where}${applied.length > 0 ? `, applied migrations: ${applied.join(', ')}` : ''}`,
-    `relay bus: ${config.redis ? `Redis at ${redisAddressForLog(config.redis.url)} (a cluster member)` : 'in this process (a single node)'}`,
     `relations key: ${join(config.dataDir, RELATIONS_KEY_FILE)}${relations.created ? ' (created now)' : ''}`,
     `TLS certificate: ${tls.certFile}${tls.selfSigned ? (tls.created ? ' (self-signed, created now)' : ' (self-signed)') : ''}`,
     `TLS certificate SHA-256 fingerprint: ${tls.fingerprint256}`,
     `TLS public key SHA-256 (SPKI, base64): ${tls.spkiSha256}`,
   ]
+  if (metricsServer) {
+    const { port: shown } = metricsServer.server.address() as AddressInfo
+    lines.push(`metrics on http://${metricsHost(config.metrics.host)}:${shown}/metrics`)
+  }
   process.stdout.write(`${lines.join('\n')}\n`)
 }
 

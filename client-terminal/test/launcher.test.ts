@@ -154,6 +154,38 @@ describe('the bundle', () => {
     expect(await runBundle((await ensureBundle({ root, entry, buildDir }))!)).toBe('one LAZY\n')
   })
 
+  it('bundles npm packages, and is rebuilt when one is upgraded in place with sizes and mtimes kept', async () => {
+    // npm writes every installed file with one fixed mtime: an upgrade that keeps a file's size is
+    // seen only through the package's version.
+    const pkg = join(root, 'node_modules', '@scope', 'greeting')
+    mkdirSync(pkg, { recursive: true })
+    const writePackage = (version: string, word: string) => {
+      writeFileSync(
+        join(pkg, 'package.json'),
+        JSON.stringify({ name: '@scope/greeting', version, main: 'index.js' }),
+      )
+      writeFileSync(join(pkg, 'index.js'), `exports.word = '${word}'\n`)
+      const fixed = new Date('1985-10-26T08:15:00Z')
+      for (const file of ['package.json', 'index.js']) utimesSync(join(pkg, file), fixed, fixed)
+    }
+    writePackage('1.0.0', 'hello')
+    writeFileSync(
+      join(root, 'main.ts'),
+      "import { word } from '@scope/greeting'\nprocess.stdout.write(word + '\\n')\n",
+    )
+    const first = (await ensureBundle({ root, entry, buildDir }))!
+    expect(await runBundle(first)).toBe('hello\n')
+    const manifest = readManifest(buildDir)!
+    expect(manifest.packages).toEqual({ 'node_modules/@scope/greeting': '1.0.0' })
+    expect(Object.keys(manifest.inputs)).toContain('node_modules/@scope/greeting/index.js')
+
+    writePackage('1.0.1', 'howdy')
+    expect(staleReason(readManifest(buildDir), { root, entry, buildDir })).toBe(
+      'node_modules/@scope/greeting is now 1.0.1',
+    )
+    expect(await runBundle((await ensureBundle({ root, entry, buildDir }))!)).toBe('howdy\n')
+  })
+
   it('is stale when tsconfig.json changed, an input is gone, or an output is missing or cut short', async () => {
     const manifest = await buildBundle({ root, entry, buildDir })
     const options = { root, entry, buildDir }
@@ -262,7 +294,19 @@ describe('the real secure-chat', () => {
         'client-terminal/launcher.mjs',
       ]),
     )
-    expect(Object.keys(manifest!.inputs).filter((key) => key.includes('node_modules'))).toEqual([])
+    // npm packages are bundled (kysely, typebox, ws), with their versions recorded; the native
+    // SQLite addon and the interactive client's Ink and React are loaded as installed.
+    const bundledPackages = Object.keys(manifest!.packages)
+    expect(bundledPackages).toEqual(
+      expect.arrayContaining(['node_modules/kysely', 'node_modules/typebox', 'node_modules/ws']),
+    )
+    for (const external of ['better-sqlite3', 'ink', 'react']) {
+      expect(
+        Object.keys(manifest!.inputs).filter((key) => key.startsWith(`node_modules/${external}/`)),
+      ).toEqual([])
+    }
+    const kysely = JSON.parse(readFileSync(join(repositoryRoot, 'node_modules/kysely/package.json'), 'utf8'))
+    expect(manifest!.packages['node_modules/kysely']).toBe(kysely.version)
   })
 
   it('runs through tsx when its bundle cannot be built', async () => {

@@ -143,6 +143,18 @@ export async function countQueued(db: Db, recipientId: number, now?: number): Pr
   return Number(row.count)
 }
 
+/**
+ * Rows in every recipient's queue (expired ones included until purged), counting no further than
+ * `bound`: the scan stops there, so the cost is bounded whatever the backlog (server/metrics.ts).
+ */
+export async function countAllQueued(db: Db, bound: number): Promise<number> {
+  const row = await db
+    .selectFrom((eb) => eb.selectFrom('messages').select('seq').limit(bound).as('bounded'))
+    .select((eb) => eb.fn.countAll<number>().as('count'))
+    .executeTakeFirstOrThrow()
+  return Number(row.count)
+}
+
 /** A recipient's queue depth in total and per sender (what the depth limits count). */
 export interface RecipientDepth {
   readonly total: QueueDepth

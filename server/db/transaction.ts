@@ -17,6 +17,16 @@ export function isUniqueViolation(error: unknown): boolean {
 }
 
 /**
+ * True for a FOREIGN KEY violation from either driver: a row named an account (or another row)
+ * that was deleted after it was looked up.
+ */
+export function isForeignKeyViolation(error: unknown): boolean {
+  if (typeof error !== 'object' || error === null || !('code' in error)) return false
+  const { code } = error as { code: unknown }
+  return code === 'SQLITE_CONSTRAINT_FOREIGNKEY' || code === '23503'
+}
+
+/**
  * Takes the per-user write lock: an UPDATE of a non-key column locks the user's row in PostgreSQL
  * (FOR NO KEY UPDATE, which does not block foreign-key checks from other tables) until the
  * transaction ends, so two concurrent uploads for one user cannot both pass a count check. In SQLite

@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url'
 import fastifyStatic from '@fastify/static'
 import type { FastifyInstance } from 'fastify'
 import { API_PREFIX } from '../../shared/codec/api.js'
+import { METRICS_PATH } from './metrics.js'
 
 export const WEB_APP_DEFAULT_DIR = fileURLToPath(new URL('../../dist/client-web/', import.meta.url))
 
@@ -59,6 +60,8 @@ export async function webApp(app: FastifyInstance, options: WebAppOptions = {}):
       path.startsWith(`${API_PREFIX}/`) ||
       path === API_PREFIX ||
       path === '/ws' ||
+      // Served only when configured (plugins/metrics.ts); otherwise a 404, never the app's page.
+      path === METRICS_PATH ||
       path.startsWith(HASHED_ASSETS_PREFIX) ||
       lastSegment.includes('.')
     ) {

@@ -54,7 +54,7 @@ import {
   updatePasswordHash,
   usernameExists,
 } from '../db/users.js'
-import { ServerError, ServerErrorCode, serverErrors } from '../errors.js'
+import { isServerError, ServerError, ServerErrorCode, serverErrors } from '../errors.js'
 import { DELETED_USERNAME_HOLD_MS } from '../limits.js'
 import { requireSession, sessionOf } from '../plugins/auth.js'
 import { addressKey } from '../plugins/client-address.js'
@@ -83,6 +83,23 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
    * the account switches to the secret for good (docs/protocol.md §4.1).
    */
   async function authenticate(
+    input: string,
+    credential: { loginSecret?: string | undefined; password?: string | undefined },
+    request: FastifyRequest,
+    kind: 'login' | 'reinstall' | 'delete',
+    options: { deviceProof?: string | undefined; knownDevice?: boolean } = {},
+  ): Promise<UserRow> {
+    try {
+      return await verifyCredential(input, credential, request, kind, options)
+    } catch (error) {
+      // By stable code only (a fixed set): never the name tried, which may be a password typed
+      // into the wrong field, nor whether the account exists (both are INVALID_CREDENTIALS).
+      context.metrics.loginFailed(kind, isServerError(error) ? error.code : ServerErrorCode.Internal)
+      throw error
+    }
+  }
+
+  async function verifyCredential(
     input: string,
     credential: { loginSecret?: string | undefined; password?: string | undefined },
     request: FastifyRequest,

@@ -43,6 +43,7 @@ import {
 import type { UserDirectory } from './directory.js'
 import { deliverFrame, errorFrame, type OutgoingFrame, presenceFrame, readyFrame } from './frames.js'
 import { parseClientFrame, type RelayClientFrame, type SendRequest } from './parse.js'
+import type { RelayMetrics } from './relay-metrics.js'
 import { TokenBucket } from './token-bucket.js'
 import { encodeTextFrames } from './wire.js'
 
@@ -81,6 +82,8 @@ export interface ConnectionHost {
   readonly directory: Pick<UserDirectory, 'cached' | 'lookup' | 'isDeleted'>
   /** The server is shutting down: a connection that finishes authenticating now is closed. */
   readonly closing: boolean
+  /** Counts deliveries and drain times. */
+  readonly metrics: Pick<RelayMetrics, 'messagesDelivered' | 'drainStarted'>
   /** The live session with this token hash, if there is one. */
   findSession(tokenHash: Uint8Array): Promise<Session | undefined>
   /** Calls `flush` on this connection once the turn's synchronous work is done. */
@@ -169,6 +172,8 @@ export class RelayConnection {
   private caughtUp = false
   /** The highest queue position a `recheck` already read up to. */
   private recheckedUpTo = 0
+  /** Ends the drain timer (RelayMetrics.drainStarted) when first caught up after authenticating. */
+  private drained: (() => void) | undefined
   private reading = false
   private waitingForDrain = false
 
@@ -452,6 +457,7 @@ export class RelayConnection {
     this.position = this.user.ackedUpTo
     const user = this.user
     this.write(readyFrame(user.username, queued))
+    this.drained = this.host.metrics.drainStarted()
     // Reading the queue before commits are signalled here could end "caught up" and miss one.
     await user.subscribed
     this.pump()
@@ -558,6 +564,7 @@ export class RelayConnection {
     }
     this.write(frame)
     this.sent(seq)
+    this.host.metrics.messagesDelivered(1)
   }
 
   /**
@@ -580,11 +587,13 @@ export class RelayConnection {
       (messages) => {
         this.reading = false
         if (this.state !== 'open' || this.closing) return
+        let delivered = 0
         for (const message of messages) {
           if (message.seq <= this.position) continue
           if (this.bufferedAmount > SOCKET_HIGH_WATER_BYTES) {
             // A batch of large envelopes can be many megabytes: write up to the mark and leave the
             // rest queued (after `position`) for the next read once the socket drains.
+            this.host.metrics.messagesDelivered(delivered)
             this.waitForDrain()
             return
           }
@@ -598,9 +607,14 @@ export class RelayConnection {
             ),
           )
           this.sent(message.seq)
+          delivered += 1
         }
-        if (messages.length < limit && user.commitEpoch === epoch) this.caughtUp = true
-        else this.pump()
+        this.host.metrics.messagesDelivered(delivered)
+        if (messages.length < limit && user.commitEpoch === epoch) {
+          this.caughtUp = true
+          this.drained?.()
+          this.drained = undefined
+        } else this.pump()
       },
       (error: unknown) => {
         this.reading = false

@@ -4,8 +4,9 @@ import type { QueueRepository } from '../db/queue.js'
 import { openQueueRepository } from '../db/queue-repository.js'
 import { RelationsKey } from '../db/relations.js'
 import { createAccount, deleteAccount } from '../db/users.js'
+import { ServerErrorCode } from '../errors.js'
 import { createTestDatabase, type TestDatabase } from '../test/databases.js'
-import { GroupCommit, type PendingSend, type RelayOutcome } from './group-commit.js'
+import { GroupCommit, type PendingSend, type RelayOutcome, sendFailure } from './group-commit.js'
 
 const bytes = (length: number) => new Uint8Array(randomBytes(length))
 const preKey = (keyId: number) => ({ keyId, publicKey: bytes(32), signature: bytes(64) })
@@ -24,11 +25,11 @@ function newAccount(database: TestDatabase): Promise<number> {
   })
 }
 
-describe('group commit on SQLite', () => {
+describe.each(['sqlite', 'postgres'] as const)('group commit on %s', (dialect) => {
   let database: TestDatabase
   let queue: QueueRepository
   beforeAll(async () => {
-    database = await createTestDatabase('sqlite')
+    database = await createTestDatabase(dialect)
     queue = openQueueRepository(database.db, {
       maxMessages: 1_000,
       maxBytes: 1 << 24,
@@ -50,6 +51,7 @@ describe('group commit on SQLite', () => {
 
     const committed: { origin: string; outcome: RelayOutcome }[] = []
     const failed: string[] = []
+    const errors: unknown[] = []
     const commit = new GroupCommit<string>(
       queue,
       {
@@ -57,7 +59,10 @@ describe('group commit on SQLite', () => {
           for (const [index, send] of sends.entries())
             committed.push({ origin: send.origin, outcome: outcomes[index]! })
         },
-        failed: (sends) => failed.push(...sends.map((send) => send.origin)),
+        failed: (sends, error) => {
+          failed.push(...sends.map((send) => send.origin))
+          errors.push(error)
+        },
       },
       () => 1_500,
     )
@@ -77,6 +82,8 @@ describe('group commit on SQLite', () => {
     await commit.idle()
 
     expect(failed).toEqual(['to-gone'])
+    // Its sender is told the recipient's account is gone, not that the server failed.
+    expect(sendFailure(errors[0]).code).toBe(ServerErrorCode.AccountDeleted)
     expect(committed.map(({ origin, outcome }) => [origin, outcome.kind])).toEqual([
       ['before', 'stored'],
       ['after', 'stored'],
@@ -125,6 +132,7 @@ describe('group commit when every transaction fails', () => {
     }
     await commit.idle()
     expect(failed).toEqual(origins)
+    expect(sendFailure(new Error('database unreachable')).code).toBe(ServerErrorCode.Internal)
     expect(transactions).toBeLessThanOrEqual(2 * origins.length - 1)
   })
 })

@@ -9,6 +9,8 @@
  * back as `dropped` (the relay drops sends from a user the recipient blocked).
  */
 import type { NewMessage, QueueRepository, SendOutcome } from '../db/queue.js'
+import { isForeignKeyViolation } from '../db/transaction.js'
+import { ServerErrorCode } from '../errors.js'
 
 export interface PendingSend<Origin> {
   readonly message: NewMessage
@@ -18,6 +20,35 @@ export interface PendingSend<Origin> {
 
 /** A send's outcome: the queue's, or `dropped` when the screen left it out of the batch. */
 export type RelayOutcome = SendOutcome | { readonly kind: 'dropped' }
+
+/** What the sender of a failed send is told, and whether the failure is the server's own. */
+export interface SendFailure {
+  readonly code: ServerErrorCode
+  readonly message: string
+  /** False for a failure the server expects now and then (nothing to log as an error). */
+  readonly internal: boolean
+}
+
+/**
+ * The answer to a send whose transaction failed. A send narrowed down to alone that still breaks a
+ * foreign key names an account deleted between the relay's name lookup and the commit (a sender's
+ * own deletion closes its sockets): the recipient is gone, as a send after the deletion is told.
+ * Anything else is the server's failure, and the message may be sent again.
+ */
+export function sendFailure(error: unknown): SendFailure {
+  if (isForeignKeyViolation(error)) {
+    return {
+      code: ServerErrorCode.AccountDeleted,
+      message: 'expected a registered recipient, got an account deleted while the message was on its way',
+      internal: false,
+    }
+  }
+  return {
+    code: ServerErrorCode.Internal,
+    message: 'expected to store the message, got an internal error; retry',
+    internal: true,
+  }
+}
 
 export interface GroupCommitHandlers<Origin> {
   /** Called with every send of a committed batch and its outcome, in order. */

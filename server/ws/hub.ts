@@ -54,7 +54,7 @@ import {
   preKeysLowFrame,
   presenceFrame,
 } from './frames.js'
-import { GroupCommit, type PendingSend, type RelayOutcome } from './group-commit.js'
+import { GroupCommit, type PendingSend, type RelayOutcome, sendFailure } from './group-commit.js'
 import { LocalConnections, type LocalUser } from './local-connections.js'
 import type { SendRequest } from './parse.js'
 import {
@@ -64,6 +64,7 @@ import {
   type RelayEvent,
   type RelayListener,
 } from './relay-bus.js'
+import { NO_RELAY_METRICS, type RelayMetrics } from './relay-metrics.js'
 import { TokenBucket } from './token-bucket.js'
 
 /** What the group commit needs to answer a send once its batch is committed. */
@@ -87,6 +88,8 @@ export interface RelayHubOptions {
   readonly authenticated?: (socket: RelayConnection['socket']) => void
   /** The secret relation rows are hashed under (db/relations.ts). */
   readonly relationsKey: RelationsKey
+  /** Counts accepted sends, deliveries and drains (server/metrics.ts); default none. */
+  readonly metrics?: RelayMetrics
 }
 
 export class RelayHub implements RelayEvents, ConnectionHost {
@@ -96,6 +99,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   readonly now: () => number
   readonly log: FastifyBaseLogger
   readonly directory: UserDirectory
+  readonly metrics: RelayMetrics
   private readonly local: LocalConnections
   private readonly bus: RelayBus
   /** This process's listener on the bus, subscribed to every address held here. */
@@ -128,6 +132,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     this.bus = options.bus
     this.authenticated = options.authenticated
     this.relationsKey = options.relationsKey
+    this.metrics = options.metrics ?? NO_RELAY_METRICS
     this.writer = new GroupCommit<SendOrigin>(
       options.queue,
       {
@@ -298,6 +303,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
       switch (outcome.kind) {
         case 'stored':
           origin.connection.write(acceptedFrame(origin.id, outcome.createdAt))
+          this.metrics.messageAccepted()
           this.publish({
             kind: 'message.committed',
             address: primaryAddress(message.recipientId),
@@ -340,15 +346,17 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   }
 
   private failed(sends: readonly PendingSend<SendOrigin>[], error: unknown): void {
-    this.log.error({ err: error, sends: sends.length }, 'relay batch failed; nothing of it was stored')
-    for (const { origin } of sends) {
-      origin.connection.write(
-        errorFrame(
-          ServerErrorCode.Internal,
-          'expected to store the message, got an internal error; retry',
-          origin.id,
-        ),
+    const failure = sendFailure(error)
+    if (failure.internal) {
+      this.log.error({ err: error, sends: sends.length }, 'relay batch failed; nothing of it was stored')
+    } else {
+      this.log.info(
+        { event: 'send-to-deleted-account', sends: sends.length },
+        'a send named an account deleted meanwhile',
       )
+    }
+    for (const { origin } of sends) {
+      origin.connection.write(errorFrame(failure.code, failure.message, origin.id))
     }
   }
 

@@ -36,6 +36,7 @@ import {
   type RelayEvent,
   type RelayListener,
 } from './relay-bus.js'
+import { NO_BUS_METRICS, type RelayBusMetrics } from './relay-metrics.js'
 
 /** Channels of one deployment start with it; several deployments (or test runs) may share a Redis. */
 export const DEFAULT_REDIS_CHANNEL_PREFIX = 'secure-chat:'
@@ -61,11 +62,15 @@ export const REDIS_COMMAND_TIMEOUT_MS = 5_000
 /** How long `ready()` waits for a PING: a health check must answer even when Redis hangs. */
 export const REDIS_READY_TIMEOUT_MS = 1_000
 
-/** The Redis URL for messages: scheme, host, port and database; a password never, a user name masked too. */
+/**
+ * The Redis URL for messages: scheme, user, host, port and database, the password as `***` (as
+ * config.ts `maskUrl` shows it) and no query.
+ */
 export function redisAddressForLog(url: string): string {
   try {
     const parsed = new URL(url)
-    const credentials = parsed.username || parsed.password ? '***@' : ''
+    const user = parsed.username
+    const credentials = parsed.password ? `${user}:***@` : user ? `${user}@` : ''
     return `${parsed.protocol}//${credentials}${parsed.host}${parsed.pathname === '/' ? '' : parsed.pathname}`
   } catch {
     return '(an unparsable Redis URL)'
@@ -85,6 +90,8 @@ export interface RedisRelayBusOptions {
   readonly log: Pick<FastifyBaseLogger, 'error' | 'warn' | 'info'>
   /** Per connection attempt at start; default REDIS_CONNECT_TIMEOUT_MS. */
   readonly connectTimeoutMs?: number
+  /** Counted besides `counters` (server/metrics.ts); default none. */
+  readonly metrics?: RelayBusMetrics
 }
 
 type Log = RedisRelayBusOptions['log']
@@ -117,6 +124,7 @@ export class RedisRelayBus implements RelayBus {
   private readonly prefix: string
   private readonly address: string
   private readonly log: Log
+  private readonly metrics: RelayBusMetrics
   private readonly resumedCallbacks: (() => void)[] = []
   /** `start` waiting for the first time both connections are up. */
   private readonly firstUp: (() => void)[] = []
@@ -145,7 +153,13 @@ export class RedisRelayBus implements RelayBus {
     this.log = options.log
     this.prefix = options.channelPrefix ?? DEFAULT_REDIS_CHANNEL_PREFIX
     this.address = redisAddressForLog(options.url)
-    this.local = new InProcessRelayBus(options.log)
+    this.metrics = options.metrics ?? NO_BUS_METRICS
+    // Hand-overs to listeners here are counted by it; publishes are counted here, once Redis took them.
+    this.local = new InProcessRelayBus(options.log, {
+      published: () => {},
+      publishFailed: () => {},
+      received: (kind, lagSeconds) => this.metrics.received(kind, lagSeconds),
+    })
     const common: RedisOptions = {
       lazyConnect: true,
       connectTimeout: options.connectTimeoutMs ?? REDIS_CONNECT_TIMEOUT_MS,
@@ -223,9 +237,12 @@ export class RedisRelayBus implements RelayBus {
     // Listeners here first, at once: a delivery within this process never waits for Redis.
     this.local.publish(event)
     return this.publisher.spublish(this.channelOf(event.address), encodeBusMessage(this.nodeId, event)).then(
-      () => undefined,
+      () => {
+        this.metrics.published(event.kind)
+      },
       (error: unknown) => {
         this.counters.publishFailed += 1
+        this.metrics.publishFailed(event.kind)
         throw new Error(`relay bus: expected Redis to take the event, got: ${(error as Error).message}`, {
           cause: error,
         })

@@ -118,6 +118,9 @@ describe.skipIf(pgSkip !== undefined || !hasRedisServer)('a node that loses Redi
     await until(() => buses[0]!.status === 'down' && buses[1]!.status === 'down', 'both buses down')
     await expect(buses[0]!.ready()).resolves.toBe(false)
     expect(nodes[0]!.app.relayBus.status).toBe('down')
+    const unready = await nodes[0]!.request('/ready')
+    expect(unready.status).toBe(503)
+    expect(unready.body.checks).toEqual({ database: 'ok', bus: 'failed' })
 
     // Within node 1: delivered live as ever, though the publish to Redis fails.
     const failed = buses[0]!.counters.publishFailed
@@ -138,6 +141,7 @@ describe.skipIf(pgSkip !== undefined || !hasRedisServer)('a node that loses Redi
     await until(() => buses[0]!.status === 'up' && buses[1]!.status === 'up', 'both buses up again')
     expect((await c.next('deliver')).id).toBe(remote)
     expect(buses[1]!.counters.resumed).toBe(1)
+    expect((await nodes[1]!.request('/ready')).status).toBe(200)
     // Node 1, back on Redis, finds bob's session gone and ends his socket as the event would have.
     expect((await b.next('error')).code).toBe('E2E_ERR_UNAUTHENTICATED')
     expect((await bobClosed).code).toBe(1008)

@@ -167,7 +167,11 @@ export interface RelayBus {
   readonly lossy: boolean
   readonly status: RelayBusStatus
   readonly counters: Readonly<RelayBusCounters>
-  /** True when the transport answers now (a health check may call it; it never rejects). */
+  /**
+   * Whether the transport is reachable now, for the server's /ready (plugins/health.ts): resolves
+   * true when it is, false when not (it never rejects). Cheap (a ping), and it must not hang for
+   * long: /ready gives up on it after READY_CHECK_TIMEOUT_MS anyway.
+   */
   ready(): Promise<boolean>
   /**
    * `callback` runs each time the transport comes back after a loss (reconnected and every

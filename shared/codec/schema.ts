@@ -34,11 +34,54 @@ type Validator = {
   Errors(value: unknown): Iterable<{ instancePath: string; message: string }>
 }
 const validators = new WeakMap<TSchema, Validator>()
+const precompiledChecks = new WeakMap<object, (value: unknown) => boolean>()
+
+/**
+ * Checks compiled ahead of time for these schema objects (the PWA's build makes them:
+ * client-web/build/precompiled-validators.ts), used instead of compiling at run time, which a
+ * page whose policy forbids `eval` cannot do; they may come after the first decodes, which then
+ * were checked the slower way. A schema's errors are still found at run time,
+ * only when its check has failed.
+ */
+export function usePrecompiledChecks(
+  entries: readonly (readonly [schema: object, check: (value: unknown) => boolean])[],
+): void {
+  for (const [schema, check] of entries) {
+    precompiledChecks.set(schema, check)
+    // Checks may arrive after the first decodes (the PWA loads them beside its first screen).
+    validators.delete(schema as TSchema)
+  }
+}
+
+/** True when `schema` is checked by a check compiled ahead of time (see usePrecompiledChecks). */
+export function isPrecompiled(schema: TSchema): boolean {
+  return precompiledChecks.has(schema)
+}
+
+/** A check compiled ahead of time; its errors, wanted only after a failure, found at run time. */
+class PrecompiledValidator implements Validator {
+  private full: Validator | undefined
+
+  constructor(
+    private readonly schema: TSchema,
+    readonly Check: (value: unknown) => boolean,
+  ) {}
+
+  Errors(value: unknown): Iterable<{ instancePath: string; message: string }> {
+    this.full ??= Compile(this.schema) as unknown as Validator
+    return this.full.Errors(value)
+  }
+}
 
 function validatorFor(schema: TSchema): Validator {
   let validator = validators.get(schema)
   if (!validator) {
-    validator = Compile(schema) as unknown as Validator
+    const check = precompiledChecks.get(schema)
+    if (check) {
+      validator = new PrecompiledValidator(schema, check)
+    } else {
+      validator = Compile(schema) as unknown as Validator
+    }
     validators.set(schema, validator)
   }
   return validator
