@@ -47,6 +47,7 @@ export interface ServerLimits {
   readonly heartbeatIntervalMs: number
   readonly deliveryWindow: number
   readonly relayRecheckIntervalMs: number
+  readonly relaySessionRecheckIntervalMs: number
   readonly maxBadFramesPerConnection: number
 }
 

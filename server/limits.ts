@@ -239,6 +239,14 @@ export const DELIVERY_WINDOW = 500
  */
 export const RELAY_RECHECK_INTERVAL_MS = 5 * SECOND
 
+/**
+ * How often, with a bus that can lose events, each node checks that the sessions of its open
+ * sockets still exist: a logout, reinstall or account deletion whose event was lost (on the
+ * publisher's side or this one's) ends the socket after at most about this long instead of never.
+ * One query per thousand sockets per tick.
+ */
+export const RELAY_SESSION_RECHECK_INTERVAL_MS = 30 * SECOND
+
 /** Queued messages read from the database per query while draining. */
 export const DRAIN_BATCH = 250
 

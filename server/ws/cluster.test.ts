@@ -35,6 +35,8 @@ const silent = { error: () => {}, warn: () => {}, info: () => {} }
 class LosingBus implements RelayBus {
   losing = false
   lost = 0
+  /** Loses `session.revoked` publishes (a logout's) instead. */
+  losingRevocations = false
   holding = false
   private held: RelayEvent[] = []
   /** Publishes what was held back, in order. */
@@ -61,6 +63,10 @@ class LosingBus implements RelayBus {
       this.lost += 1
       return Promise.resolve()
     }
+    if (this.losingRevocations && event.kind === 'session.revoked') {
+      this.lost += 1
+      return Promise.resolve()
+    }
     if (this.holding && event.kind === 'message.committed') {
       this.held.push(event)
       return Promise.resolve()
@@ -84,12 +90,16 @@ interface Cluster {
   close(): Promise<void>
 }
 
-async function startCluster(database: TestDatabase, recheckIntervalMs: [number, number]): Promise<Cluster> {
+async function startCluster(
+  database: TestDatabase,
+  recheckIntervalMs: [number, number],
+  sessionRecheckIntervalMs: [number, number] = [NO_RECHECK_MS, NO_RECHECK_MS],
+): Promise<Cluster> {
   const channelPrefix = testChannelPrefix()
   const relationsKey = RelationsKey.random()
   const buses: LosingBus[] = []
   const nodes: TestServer[] = []
-  for (const interval of recheckIntervalMs) {
+  for (const [index, interval] of recheckIntervalMs.entries()) {
     const bus = new LosingBus(
       await RedisRelayBus.connect({ url: REDIS_TEST_URL, channelPrefix, log: silent }),
     )
@@ -99,7 +109,10 @@ async function startCluster(database: TestDatabase, recheckIntervalMs: [number, 
         database,
         relayBus: bus,
         relationsKey,
-        limits: { relayRecheckIntervalMs: interval },
+        limits: {
+          relayRecheckIntervalMs: interval,
+          relaySessionRecheckIntervalMs: sessionRecheckIntervalMs[index]!,
+        },
       }),
     )
   }
@@ -131,8 +144,8 @@ describe.skipIf(skip !== undefined)('two nodes sharing PostgreSQL and Redis', ()
     await database?.dispose()
   })
 
-  async function cluster(recheck: [number, number]): Promise<Cluster> {
-    const made = await startCluster(database, recheck)
+  async function cluster(recheck: [number, number], sessionRecheck?: [number, number]): Promise<Cluster> {
+    const made = await startCluster(database, recheck, sessionRecheck)
     clusters.push(made)
     return made
   }
@@ -235,6 +248,20 @@ describe.skipIf(skip !== undefined)('two nodes sharing PostgreSQL and Redis', ()
     const after = a.sendMessage(bob.client.username)
     expect((await b.next('deliver')).id).toBe(after)
     expect(b.all('deliver').map((frame) => frame.id)).toEqual([lost, after])
+  })
+
+  it('a logout on node 1 whose event is lost still ends the socket on node 2 (the session recheck)', async () => {
+    const { nodes, buses } = await cluster([NO_RECHECK_MS, NO_RECHECK_MS], [NO_RECHECK_MS, QUICK_RECHECK_MS])
+    const bob = await signUp(nodes[0])
+    const b = await online(nodes[1], bob.token, 'bob@2')
+    await b.fence()
+
+    buses[0].losingRevocations = true
+    const logout = await nodes[0].request('/api/v1/logout', { method: 'POST', token: bob.token })
+    expect(logout.status).toBe(204)
+    expect(buses[0].lost).toBe(1)
+    expect((await b.next('error')).code).toBe('E2E_ERR_UNAUTHENTICATED')
+    expect((await b.closed).code).toBe(1008)
   })
 
   it('a late signal from another node neither skips a message nor delivers it twice', async () => {

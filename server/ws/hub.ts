@@ -115,6 +115,8 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   private unflushed: RelayConnection[] = []
   private heartbeat: NodeJS.Timeout | undefined
   private rechecks: NodeJS.Timeout | undefined
+  private sessionRechecks: NodeJS.Timeout | undefined
+  private revalidating = false
   private rechecking = false
   private recheckAgain = false
   private readonly authenticated: RelayHubOptions['authenticated']
@@ -157,6 +159,11 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     if (this.bus.lossy) {
       this.rechecks = setInterval(() => this.recheck(false), this.limits.relayRecheckIntervalMs)
       this.rechecks.unref()
+      this.sessionRechecks = setInterval(
+        () => this.revalidateSessions(),
+        this.limits.relaySessionRecheckIntervalMs,
+      )
+      this.sessionRechecks.unref()
     }
   }
 
@@ -542,32 +549,39 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   }
 
   /**
-   * After the bus was lost: a logout, a reinstall or a deleted account on another process while it
-   * was away sent a `session.revoked`, `identity.changed` or `account.deleted` this process never
-   * heard. Each of them deletes the session's token, so the sockets here whose token is gone end
-   * now, as the event would have ended them (one query for all of them).
+   * After the bus was lost, and now and then with a lossy bus: a logout, a reinstall or a deleted
+   * account on another process may have sent a `session.revoked`, `identity.changed` or
+   * `account.deleted` this process never heard. Each of them deletes the session's token, so the
+   * sockets here whose token is gone end now, as the event would have ended them (one query per
+   * thousand sockets).
    */
   private revalidateSessions(): void {
+    if (this.closing || this.revalidating) return
     const open = [...this.local.all].filter(
       (connection) => connection.state === 'open' && connection.tokenHash,
     )
     if (open.length === 0) return
+    this.revalidating = true
     liveTokenHashes(
       this.db,
       open.map((connection) => connection.tokenHash!),
       this.now(),
-    ).then(
-      (live) => {
-        for (const connection of open) {
-          if (live.has(Buffer.from(connection.tokenHash!).toString('hex'))) continue
-          connection.refuse(
-            ServerErrorCode.Unauthenticated,
-            'expected a live session, got one that was logged out, replaced or deleted',
-          )
-        }
-      },
-      (error: unknown) => this.log.error({ err: error }, 'relay recheck of sessions failed'),
     )
+      .then(
+        (live) => {
+          for (const connection of open) {
+            if (live.has(Buffer.from(connection.tokenHash!).toString('hex'))) continue
+            connection.refuse(
+              ServerErrorCode.Unauthenticated,
+              'expected a live session, got one that was logged out, replaced or deleted',
+            )
+          }
+        },
+        (error: unknown) => this.log.error({ err: error }, 'relay recheck of sessions failed'),
+      )
+      .finally(() => {
+        this.revalidating = false
+      })
   }
 
   // --- Heartbeat, maintenance, shutdown -------------------------------------------------------
@@ -606,6 +620,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     this.closing = true
     clearInterval(this.heartbeat)
     clearInterval(this.rechecks)
+    clearInterval(this.sessionRechecks)
     for (const connection of this.local.all) connection.quiesce()
     await this.settled()
     const closed = [...this.local.all].map(
