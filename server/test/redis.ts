@@ -19,13 +19,16 @@ export function redisUnavailable(): Promise<string | undefined> {
       maxRetriesPerRequest: 0,
       retryStrategy: () => null,
     })
-    client.on('error', () => {})
+    let lastError: string | undefined
+    client.on('error', (error: Error) => {
+      lastError = error.message
+    })
     try {
       await client.connect()
       await client.ping()
       return undefined
     } catch (error) {
-      const reason = `Redis at ${new URL(REDIS_TEST_URL).host} is unreachable (${(error as Error).message})`
+      const reason = `Redis at ${new URL(REDIS_TEST_URL).host} is unreachable (${lastError ?? (error as Error).message})`
       // In CI the service is part of the run (.ci/run starts it): its absence is a failure, never a skip.
       if (process.env.CI === 'true') throw new Error(`CI=true: ${reason}; the Redis tests must run`)
       console.warn(`[skipped] Redis tests were skipped: ${reason}`)

@@ -141,10 +141,10 @@ export class RedisRelayBus implements RelayBus {
     try {
       await bus.start(options.connectTimeoutMs ?? REDIS_CONNECT_TIMEOUT_MS)
     } catch (error) {
+      // ioredis rejects with "Connection is closed."; the error it reported before says why.
+      const reason = bus.lastError ?? (error as Error).message
       await bus.close()
-      throw new RedisUnreachableError(`cannot reach Redis at ${bus.address}: ${(error as Error).message}`, {
-        cause: error,
-      })
+      throw new RedisUnreachableError(`cannot reach Redis at ${bus.address}: ${reason}`, { cause: error })
     }
     return bus
   }

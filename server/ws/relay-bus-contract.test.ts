@@ -343,7 +343,9 @@ describe.skipIf(redisSkip !== undefined)('RedisRelayBus on the network', () => {
       connectTimeoutMs: 2_000,
     })
     await expect(attempt).rejects.toThrow(
-      new RegExp(`^cannot reach Redis at redis://relay:\\*\\*\\*@127\\.0\\.0\\.1:${port}/0: `),
+      new RegExp(
+        `^cannot reach Redis at redis://relay:\\*\\*\\*@127\\.0\\.0\\.1:${port}/0: connect ECONNREFUSED`,
+      ),
     )
     await expect(attempt).rejects.not.toThrow(/hunter2/)
   })
