@@ -18,7 +18,7 @@ import rateLimit from '@fastify/rate-limit'
 import { TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { API_PREFIX, HealthResponse } from '../shared/codec/api.js'
-import { DeviceProofs } from './auth/device-proof.js'
+import { DEVICE_PROOF_KEY_PURPOSE, DeviceProofs } from './auth/device-proof.js'
 import { LoginLimiter } from './auth/login-limiter.js'
 import type { ServerContext, ServerLimits } from './context.js'
 import { claimsKeptMs, purgeOneTimePreKeyClaims } from './db/prekeys.js'
@@ -410,7 +410,11 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
       },
       now,
     ),
-    deviceProofs: new DeviceProofs(now, LOGIN_PROOF_PERIOD_MS),
+    deviceProofs: new DeviceProofs(
+      now,
+      LOGIN_PROOF_PERIOD_MS,
+      relationsKey.deriveKey(DEVICE_PROOF_KEY_PURPOSE),
+    ),
   }
 
   installMaintenance(app, context, hub, options.maintenanceIntervalMs ?? MAINTENANCE_INTERVAL_MS)

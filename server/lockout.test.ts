@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { fromBase64Url, toBase64Url } from '../shared/bytes.js'
 import type { LoginResponse } from '../shared/codec/api.js'
 import { rsaOaepDecrypt } from '../shared/crypto/primitives.js'
+import { RelationsKey } from './db/relations.js'
 import {
   LOGIN_ACCOUNT_DELAY_AFTER,
   LOGIN_ACCOUNT_DELAY_MAX_MS,
@@ -217,6 +218,50 @@ describe('device proofs in logs', () => {
       expect(log).not.toContain(challenge.body.challenge)
     } finally {
       await logged.close()
+    }
+  })
+})
+
+describe('device proofs on several nodes', () => {
+  it('a proof one node issued is taken by another with the same relations key, not by one with another', async () => {
+    const relationsKey = RelationsKey.random()
+    const first = await startServer({ now: () => clock, relationsKey })
+    const second = await startServer({ now: () => clock, relationsKey, database: first.database })
+    const other = await startServer({ now: () => clock, database: first.database })
+    try {
+      const client = await makeClient()
+      await register(first, client)
+      const loginOn = (node: TestServer, password: string, proof?: string) =>
+        node.request(LOGIN, {
+          localAddress: '127.0.9.1',
+          body: {
+            username: client.username,
+            loginSecret: loginSecretFor(password),
+            ...(proof ? { deviceProof: proof } : {}),
+          },
+        })
+      for (let i = 0; i < LOGIN_FAILURES_PER_ACCOUNT_ADDRESS; i++) {
+        expect((await loginOn(first, `wrong-${i}`)).status).toBe(401)
+      }
+      expect((await loginOn(first, client.password)).status).toBe(429)
+      // The challenge goes to one node and the log-in to another, as behind a load balancer.
+      const challenge = await second.request(CHALLENGE, {
+        localAddress: '127.0.9.1',
+        body: { username: client.username },
+      })
+      const proof = toBase64Url(
+        await rsaOaepDecrypt(client.loginKey.privateKey, fromBase64Url(challenge.body.challenge)),
+      )
+      expect((await loginOn(first, client.password, proof)).status).toBe(200)
+      // A node with another relations key knows nothing of it (docs/operations.md: copy the file).
+      for (let i = 0; i < LOGIN_FAILURES_PER_ACCOUNT_ADDRESS; i++) {
+        expect((await loginOn(other, `wrong-${i}`)).status).toBe(401)
+      }
+      expect((await loginOn(other, client.password, proof)).status).toBe(429)
+    } finally {
+      await other.close()
+      await second.close()
+      await first.close()
     }
   })
 })

@@ -4,14 +4,17 @@
  * key; the server encrypts a proof to the registered login public key (`POST /login/challenge`),
  * and only that device can send it back with `/login`.
  *
- * Stateless: the proof is HMAC-SHA-256(key, label ‖ period ‖ account), with a random key made when
- * the process starts and a period of LOGIN_PROOF_PERIOD_MS; the current and the previous period's
- * proofs are accepted. Nothing is stored per challenge, so challenges cost no memory. A restart (or
- * another server process) makes older proofs invalid: the device then logs in as an unknown one.
+ * Stateless: the proof is HMAC-SHA-256(key, label ‖ period ‖ account), with a period of
+ * LOGIN_PROOF_PERIOD_MS; the current and the previous period's proofs are accepted. Nothing is
+ * stored per challenge, so challenges cost no memory. The key is derived from the relations key
+ * (DEVICE_PROOF_KEY_PURPOSE), which every node of a cluster shares: behind a load balancer the
+ * challenge and the log-in may reach different nodes, and a restart keeps proofs valid.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 
 export const DEVICE_PROOF_BYTES = 32
+/** What the device-proof key is derived for from the relations key (RelationsKey.deriveKey). */
+export const DEVICE_PROOF_KEY_PURPOSE = 'login device proof'
 const LABEL = 'secure-chat login device proof v1'
 
 export class DeviceProofs {

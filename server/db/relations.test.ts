@@ -8,6 +8,7 @@ import { createTestDatabase, type TestDatabase } from '../test/databases.js'
 import {
   block,
   blockedPairs,
+  DERIVED_KEY_LABEL,
   RELATION_HASH_LABEL,
   RELATION_HASH_MEMO_ENTRIES,
   RelationsKey,
@@ -78,5 +79,16 @@ describe('blockedPairs', () => {
     expect(await block(database.db, key, owner, blocked, 100)).toBe(true)
     const batch = [blocked, friend, blocked, blocked, friend].map((otherId) => ({ ownerId: owner, otherId }))
     expect(await blockedPairs(database.db, key, batch)).toEqual([true, false, true, true, false])
+  })
+})
+
+describe('RelationsKey.deriveKey', () => {
+  it('is HMAC-SHA-256 of the derived-key label and the purpose: one key per purpose, the same on every node', () => {
+    const key = new RelationsKey(keyBytes)
+    const purpose = 'login device proof'
+    const expectedKey = createHmac('sha256', keyBytes).update(`${DERIVED_KEY_LABEL}\0${purpose}`).digest()
+    expect(Buffer.from(key.deriveKey(purpose))).toEqual(expectedKey)
+    expect(new RelationsKey(keyBytes).deriveKey(purpose)).toEqual(key.deriveKey(purpose))
+    expect(key.deriveKey('another purpose')).not.toEqual(key.deriveKey(purpose))
   })
 })

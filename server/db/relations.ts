@@ -26,6 +26,9 @@ export const RELATIONS_KEY_BYTES = 32
 /** The HMAC's domain separation label (before a 0x00 byte), so the key is used for nothing else. */
 export const RELATION_HASH_LABEL = 'secure-chat relation v1'
 
+/** The label of keys derived from the relations key for other purposes (`deriveKey`). */
+export const DERIVED_KEY_LABEL = 'secure-chat derived key v1'
+
 export type RelationKind = 'presence' | 'block'
 
 const KIND_BYTE: Record<RelationKind, number> = { presence: 1, block: 2 }
@@ -80,6 +83,16 @@ export class RelationsKey {
     input.writeBigUInt64BE(BigInt(ownerId), offset)
     input.writeBigUInt64BE(BigInt(otherId), offset + 8)
     return createHmac('sha256', this.#bytes).update(input).digest()
+  }
+
+  /**
+   * A key for another purpose, derived from this one (HMAC-SHA-256 under it of a label no relation
+   * hash input can equal: those start with RELATION_HASH_LABEL). Every node of a cluster holds the
+   * same relations key, so they derive the same keys: device proofs (auth/device-proof.ts) issued
+   * by one node are taken by the others, and by the same node after a restart.
+   */
+  deriveKey(purpose: string): Uint8Array {
+    return createHmac('sha256', this.#bytes).update(`${DERIVED_KEY_LABEL}\0${purpose}`, 'utf8').digest()
   }
 
   /** The bytes, for relations-key.ts to write to its file (and nothing else). */
