@@ -17,9 +17,11 @@ import helmet from '@fastify/helmet'
 import rateLimit from '@fastify/rate-limit'
 import { TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyInstance } from 'fastify'
+import { Redis } from 'ioredis'
 import { API_PREFIX, HealthResponse } from '../shared/codec/api.js'
 import { DEVICE_PROOF_KEY_PURPOSE, DeviceProofs } from './auth/device-proof.js'
-import { LoginLimiter } from './auth/login-limiter.js'
+import { LoginLimiter, type LoginLimiting, type LoginLimits } from './auth/login-limiter.js'
+import { RedisLoginLimiter } from './auth/redis-login-limiter.js'
 import type { ServerContext, ServerLimits } from './context.js'
 import { claimsKeptMs, purgeOneTimePreKeyClaims } from './db/prekeys.js'
 import { countAllQueued } from './db/queue.js'
@@ -92,7 +94,7 @@ import { userRoutes } from './routes/users.js'
 import { HSTS_MAX_AGE_SECONDS, type httpsOptions } from './tls.js'
 import { RelayHub } from './ws/hub.js'
 import { InProcessRelayBus } from './ws/in-process-bus.js'
-import { RedisRelayBus } from './ws/redis-bus.js'
+import { DEFAULT_REDIS_CHANNEL_PREFIX, REDIS_CONNECT_TIMEOUT_MS, RedisRelayBus } from './ws/redis-bus.js'
 import { installRelay, RELAY_PATH } from './ws/relay.js'
 import type { RelayBus } from './ws/relay-bus.js'
 
@@ -388,6 +390,41 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
         return Number.NaN
       }),
   })
+  const loginLimits: LoginLimits = {
+    failuresPerAddress: limits.loginFailuresPerAddress,
+    failuresPerAccountAddress: limits.loginFailuresPerAccountAddress,
+    failuresPerAccount: limits.loginFailuresPerAccount,
+    accountDelayAfter: limits.loginAccountDelayAfter,
+    accountDelayBaseMs: limits.loginAccountDelayBaseMs,
+    accountDelayMaxMs: limits.loginAccountDelayMaxMs,
+    failuresPerDevice: limits.loginFailuresPerDevice,
+    windowMs: limits.loginFailureWindowMs,
+    maxEntries: LOGIN_LIMITER_MAX_ENTRIES,
+  }
+  // A cluster member counts failed log-ins with the other nodes, in the Redis of its relay bus.
+  let loginLimiter: LoginLimiting = new LoginLimiter(loginLimits, now)
+  if (options.redis && !options.relayBus) {
+    const redis = new Redis(options.redis.url, {
+      lazyConnect: true,
+      connectTimeout: REDIS_CONNECT_TIMEOUT_MS,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      connectionName: 'secure-chat-login-limits',
+    })
+    // Without a listener ioredis prints every connection error; the bus reports the losses.
+    redis.on('error', () => {})
+    await redis.connect()
+    app.addHook('onClose', async () => {
+      redis.disconnect()
+    })
+    loginLimiter = new RedisLoginLimiter(
+      redis,
+      loginLimits,
+      now,
+      app.log,
+      options.redis.channelPrefix ?? DEFAULT_REDIS_CHANNEL_PREFIX,
+    )
+  }
   const context: ServerContext = {
     db: options.db,
     now,
@@ -396,20 +433,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     relay: hub,
     relationsKey,
     metrics,
-    loginLimiter: new LoginLimiter(
-      {
-        failuresPerAddress: limits.loginFailuresPerAddress,
-        failuresPerAccountAddress: limits.loginFailuresPerAccountAddress,
-        failuresPerAccount: limits.loginFailuresPerAccount,
-        accountDelayAfter: limits.loginAccountDelayAfter,
-        accountDelayBaseMs: limits.loginAccountDelayBaseMs,
-        accountDelayMaxMs: limits.loginAccountDelayMaxMs,
-        failuresPerDevice: limits.loginFailuresPerDevice,
-        windowMs: limits.loginFailureWindowMs,
-        maxEntries: LOGIN_LIMITER_MAX_ENTRIES,
-      },
-      now,
-    ),
+    loginLimiter,
     deviceProofs: new DeviceProofs(
       now,
       LOGIN_PROOF_PERIOD_MS,

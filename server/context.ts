@@ -1,6 +1,6 @@
 /** What every route plugin receives: the database, the clock, the tunable limits and the relay. */
 import type { DeviceProofs } from './auth/device-proof.js'
-import type { LoginLimiter } from './auth/login-limiter.js'
+import type { LoginLimiting } from './auth/login-limiter.js'
 import type { RelationsKey } from './db/relations.js'
 import type { Db } from './db/schema.js'
 import type { ServerMetrics } from './metrics.js'
@@ -77,7 +77,7 @@ export interface ServerContext {
   readonly now: () => number
   readonly bcryptCost: number
   readonly limits: ServerLimits
-  readonly loginLimiter: LoginLimiter
+  readonly loginLimiter: LoginLimiting
   readonly deviceProofs: DeviceProofs
   readonly relay: RelayEvents
   /** The secret relation rows are hashed under (db/relations.ts); account deletion needs it too. */

@@ -16,8 +16,8 @@
  *
  * In memory rather than in the database: failures then cost no disk writes (a password-spraying
  * attacker cannot turn them into write load), and the counters are only a brake, not a record.
- * The price: a restart forgets them, and with several server processes each keeps its own counts
- * (an attacker gets the allowance once per process). Entries are bounded (LOGIN_LIMITER_MAX_ENTRIES).
+ * The price: a restart forgets them. Nodes of a cluster count together in Redis instead
+ * (redis-login-limiter.ts), with the same rules. Entries are bounded (LOGIN_LIMITER_MAX_ENTRIES).
  *
  * Accounts are keyed by the normalised name whether or not the user exists, so a refusal says
  * nothing about existence.
@@ -56,7 +56,17 @@ export interface LoginAttempt {
   readonly knownDevice: boolean
 }
 
-export class LoginLimiter {
+/**
+ * What the routes ask of a limiter: LoginLimiter answers at once from memory, RedisLoginLimiter
+ * (redis-login-limiter.ts) for a whole cluster, later.
+ */
+export interface LoginLimiting {
+  attempt(attempt: LoginAttempt): LimitDecision | Promise<LimitDecision>
+  succeeded(attempt: LoginAttempt): void | Promise<void>
+  released(attempt: LoginAttempt): void | Promise<void>
+}
+
+export class LoginLimiter implements LoginLimiting {
   private readonly counters = new Map<string, Counter>()
 
   constructor(

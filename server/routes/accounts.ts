@@ -123,7 +123,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
         options.deviceProof !== undefined &&
         context.deviceProofs.verify(username, fromBase64Url(options.deviceProof)))
     const attempt = { account, address: addressKey(request.ip), kind, knownDevice }
-    const decision = loginLimiter.attempt(attempt)
+    const decision = await loginLimiter.attempt(attempt)
     if (!decision.allowed) {
       const retryAfterSeconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000))
       throw new ServerError(
@@ -135,11 +135,11 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
     }
     const user = username === undefined ? undefined : await findUserByUsername(db, username)
     if (user?.credential === 'login-secret-v1' && credential.loginSecret === undefined) {
-      loginLimiter.released(attempt)
+      await loginLimiter.released(attempt)
       throw serverErrors.clientOutdated()
     }
     if (user?.credential === 'password' && credential.password === undefined) {
-      loginLimiter.released(attempt)
+      await loginLimiter.released(attempt)
       throw serverErrors.credentialUpgrade()
     }
     const presented =
@@ -149,7 +149,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
       user?.password_hash ?? (await dummyPasswordHash(bcryptCost)),
     )
     if (!user || !matches) throw serverErrors.invalidCredentials()
-    loginLimiter.succeeded(attempt)
+    await loginLimiter.succeeded(attempt)
     if (user.credential === 'password' && credential.loginSecret !== undefined) {
       const passwordHash = await hashPassword(credential.loginSecret, bcryptCost)
       await setLoginSecretHash(db, user.id, passwordHash)
