@@ -94,7 +94,13 @@ import { userRoutes } from './routes/users.js'
 import { HSTS_MAX_AGE_SECONDS, type httpsOptions } from './tls.js'
 import { RelayHub } from './ws/hub.js'
 import { InProcessRelayBus } from './ws/in-process-bus.js'
-import { DEFAULT_REDIS_CHANNEL_PREFIX, REDIS_CONNECT_TIMEOUT_MS, RedisRelayBus } from './ws/redis-bus.js'
+import {
+  DEFAULT_REDIS_CHANNEL_PREFIX,
+  REDIS_CONNECT_TIMEOUT_MS,
+  RedisRelayBus,
+  RedisUnreachableError,
+  redisAddressForLog,
+} from './ws/redis-bus.js'
 import { installRelay, RELAY_PATH } from './ws/relay.js'
 import type { RelayBus } from './ws/relay-bus.js'
 
@@ -320,8 +326,43 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     if (request.url.startsWith(API_PREFIX)) reply.header('cache-control', 'no-store')
   })
 
+  // A cluster member keeps its limits (failed log-ins, requests per route) with the other nodes, in
+  // Redis: on a connection of their own, next to the relay bus's two.
+  const redisPrefix = options.redis?.channelPrefix ?? DEFAULT_REDIS_CHANNEL_PREFIX
+  let limitsRedis: Redis | undefined
+  if (options.redis && !options.relayBus) {
+    const redis = new Redis(options.redis.url, {
+      lazyConnect: true,
+      connectTimeout: REDIS_CONNECT_TIMEOUT_MS,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      connectionName: 'secure-chat-limits',
+    })
+    // Without a listener ioredis prints every connection error; the bus reports the losses.
+    let lastError: string | undefined
+    redis.on('error', (error: Error) => {
+      lastError = error.message
+    })
+    try {
+      await redis.connect()
+    } catch (error) {
+      redis.disconnect()
+      // ioredis rejects with "Connection is closed."; the error it reported before says why.
+      throw new RedisUnreachableError(
+        `cannot reach Redis at ${redisAddressForLog(options.redis.url)}: ${lastError ?? (error as Error).message}`,
+        { cause: error },
+      )
+    }
+    app.addHook('onClose', async () => {
+      redis.disconnect()
+    })
+    limitsRedis = redis
+  }
   await app.register(rateLimit, {
     global: false,
+    // Counted for the cluster when there is one; a Redis that does not answer limits nothing
+    // rather than refusing everyone.
+    ...(limitsRedis ? { redis: limitsRedis, nameSpace: `${redisPrefix}rate-limit:`, skipOnError: true } : {}),
     // Per address, an IPv6 client by its /64 (plugins/client-address.ts).
     keyGenerator: (request) => addressKey(request.ip),
     errorResponseBuilder: (_request, context) =>
@@ -401,30 +442,10 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     windowMs: limits.loginFailureWindowMs,
     maxEntries: LOGIN_LIMITER_MAX_ENTRIES,
   }
-  // A cluster member counts failed log-ins with the other nodes, in the Redis of its relay bus.
-  let loginLimiter: LoginLimiting = new LoginLimiter(loginLimits, now)
-  if (options.redis && !options.relayBus) {
-    const redis = new Redis(options.redis.url, {
-      lazyConnect: true,
-      connectTimeout: REDIS_CONNECT_TIMEOUT_MS,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      connectionName: 'secure-chat-login-limits',
-    })
-    // Without a listener ioredis prints every connection error; the bus reports the losses.
-    redis.on('error', () => {})
-    await redis.connect()
-    app.addHook('onClose', async () => {
-      redis.disconnect()
-    })
-    loginLimiter = new RedisLoginLimiter(
-      redis,
-      loginLimits,
-      now,
-      app.log,
-      options.redis.channelPrefix ?? DEFAULT_REDIS_CHANNEL_PREFIX,
-    )
-  }
+  // A cluster member counts failed log-ins with the other nodes, in Redis.
+  const loginLimiter: LoginLimiting = limitsRedis
+    ? new RedisLoginLimiter(limitsRedis, loginLimits, now, app.log, redisPrefix)
+    : new LoginLimiter(loginLimits, now)
   const context: ServerContext = {
     db: options.db,
     now,

@@ -104,6 +104,33 @@ describe.skipIf(skip !== undefined)('failed log-ins across nodes', () => {
   })
 })
 
+describe.skipIf(skip !== undefined)('requests per route across nodes', () => {
+  it('are limited for the cluster: requests spread over two nodes count together', async () => {
+    const database = await createTestDatabase('postgres')
+    const cluster = {
+      database,
+      redis: { url: REDIS_TEST_URL, channelPrefix: testChannelPrefix() },
+      limits: { registerRateLimit: { max: 4, timeWindowMs: 60_000 } },
+    }
+    const nodes = [await startServer(cluster), await startServer(cluster)]
+    try {
+      const statuses: number[] = []
+      // Malformed registrations: each is counted before its body is even read.
+      for (let i = 0; i < 6; i++) {
+        const response = await nodes[i % 2]!.request('/api/v1/register', {
+          localAddress: '127.0.8.3',
+          body: {},
+        })
+        statuses.push(response.status)
+      }
+      expect(statuses).toEqual([400, 400, 400, 400, 429, 429])
+    } finally {
+      for (const node of nodes) await node.close()
+      await database.dispose()
+    }
+  })
+})
+
 describe('a node whose Redis does not answer', () => {
   it('decides alone, from its own counters, and says so once', async () => {
     // Nothing listens on port 1: every command fails at once.
