@@ -222,7 +222,8 @@ for (const dialect of DIALECTS) {
         // The first commit found nobody subscribed to bob's address; the second reached his listener.
         expect(after.get('secure_chat_bus_received_total{kind="message.committed"}')).toBe(1)
         expect(after.get('secure_chat_bus_published_total{kind="presence.changed"}')).toBe(2)
-        expect(after.get('secure_chat_bus_lag_seconds_count')).toBeGreaterThanOrEqual(1)
+        // Within one process a hand-over is a function call: no lag is measured (the Redis bus's is).
+        expect(after.get('secure_chat_bus_lag_seconds_count')).toBe(0)
 
         // A wrong login secret, by reason code; the name tried appears nowhere.
         const wrong = await server.request('/api/v1/login', {

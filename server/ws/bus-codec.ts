@@ -90,7 +90,13 @@ const BusEvent = Type.Union([
 ])
 
 export const BusMessage = Type.Object(
-  { v: Type.Literal(BUS_MESSAGE_VERSION), from: NodeIdField, event: BusEvent },
+  {
+    v: Type.Literal(BUS_MESSAGE_VERSION),
+    from: NodeIdField,
+    /** When the publishing node sent it (its clock): the receiver's lag metric. */
+    at: Type.Optional(TimestampField),
+    event: BusEvent,
+  },
   strict,
 )
 type BusEventJson = Static<typeof BusEvent>
@@ -105,7 +111,7 @@ function bytesToText(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64url')
 }
 
-export function encodeBusMessage(from: string, event: RelayEvent): string {
+export function encodeBusMessage(from: string, event: RelayEvent, at: number = Date.now()): string {
   let wire: BusEventJson
   switch (event.kind) {
     case 'message.committed': {
@@ -139,11 +145,11 @@ export function encodeBusMessage(from: string, event: RelayEvent): string {
       // nothing beyond its two fields rides along.
       wire = { ...event, address: { userId: event.address.userId, deviceId: event.address.deviceId } }
   }
-  return JSON.stringify({ v: BUS_MESSAGE_VERSION, from, event: wire })
+  return JSON.stringify({ v: BUS_MESSAGE_VERSION, from, at, event: wire })
 }
 
 /** The publishing node and the event, or a ProtocolError (MalformedMessage) for anything else. */
-export function decodeBusMessage(text: string): { from: string; event: RelayEvent } {
+export function decodeBusMessage(text: string): { from: string; at: number | undefined; event: RelayEvent } {
   if (text.length > MAX_BUS_MESSAGE_CHARS) {
     throw new ProtocolError(
       ProtocolErrorCode.MalformedMessage,
@@ -179,5 +185,5 @@ export function decodeBusMessage(text: string): { from: string; event: RelayEven
     default:
       event = wire
   }
-  return { from: message.from, event }
+  return { from: message.from, at: message.at, event }
 }

@@ -106,6 +106,8 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
 
 export class RedisRelayBus implements RelayBus {
   readonly lossy = true
+  /** While a message from Redis is handed to local listeners: its lag in seconds, if it says when it was sent. */
+  private handingOverLag: number | undefined
   readonly counters: RelayBusCounters = {
     published: 0,
     publishFailed: 0,
@@ -158,7 +160,8 @@ export class RedisRelayBus implements RelayBus {
     this.local = new InProcessRelayBus(options.log, {
       published: () => {},
       publishFailed: () => {},
-      received: (kind, lagSeconds) => this.metrics.received(kind, lagSeconds),
+      // The lag of the message being handed over (`received` below), from its publisher's clock.
+      received: (kind, lagSeconds) => this.metrics.received(kind, lagSeconds ?? this.handingOverLag),
     })
     const common: RedisOptions = {
       lazyConnect: true,
@@ -375,6 +378,9 @@ export class RedisRelayBus implements RelayBus {
       return
     }
     this.counters.received += 1
+    // Clocks of two nodes differ a little: a negative lag counts as none.
+    this.handingOverLag = decoded.at === undefined ? undefined : Math.max(0, Date.now() - decoded.at) / 1000
     this.local.publish(decoded.event)
+    this.handingOverLag = undefined
   }
 }

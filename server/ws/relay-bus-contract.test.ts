@@ -274,6 +274,36 @@ describe.skipIf(redisSkip !== undefined)('RedisRelayBus on the network', () => {
     raw?.disconnect()
   })
 
+  it("reports each event's lag from its publisher's clock, and none for its own", async () => {
+    const lags: (number | undefined)[] = []
+    const metrics = {
+      published: () => {},
+      publishFailed: () => {},
+      received: (_kind: RelayEvent['kind'], lagSeconds?: number) => void lags.push(lagSeconds),
+    }
+    const subscriber = await RedisRelayBus.connect({
+      url: REDIS_TEST_URL,
+      channelPrefix,
+      log: collectingLog().log,
+      metrics,
+    })
+    opened.push(subscriber)
+    const address = freshAddress()
+    const received = recorder()
+    await subscriber.subscribe(address, received.listener)
+    // Sent 250 ms ago by another node's clock; then one this bus publishes itself.
+    await raw!.spublish(
+      subscriber.channelOf(address),
+      encodeBusMessage('another-node', presence(address), Date.now() - 250),
+    )
+    await until(() => received.events.length === 1, 'the event from the other node')
+    await subscriber.publish(presence(address, false))
+    await until(() => received.events.length === 2, 'its own event')
+    expect(lags).toHaveLength(2)
+    expect(lags[0]).toBeGreaterThanOrEqual(0.25)
+    expect(lags[1]).toBeUndefined()
+  })
+
   it('drops malformed messages on a channel, logs them, and keeps serving', async () => {
     const { log, warnings } = collectingLog()
     const bus = await open(log)
