@@ -7,6 +7,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { RelationsKey } from '../db/relations.js'
+import { deleteAccount } from '../db/users.js'
 import { ServerErrorCode } from '../errors.js'
 import { createTestDatabase, postgresUnavailable, type TestDatabase } from '../test/databases.js'
 import { signUp, startServer, type TestServer } from '../test/harness.js'
@@ -191,6 +192,44 @@ describe.skipIf(skip !== undefined)('presence and connection limits across nodes
     expect((await oldest.closed).code).toBe(1008)
     await second.fence()
     expect(second.all('error')).toEqual([])
+  })
+
+  it('a node shutting down takes its sockets out of Redis first: watchers elsewhere hear "offline"', async () => {
+    const [one, two] = await cluster(2)
+    const [alice, bob] = await Promise.all([signUp(one!), signUp(two!)])
+    await sharePresence(one!, bob.token, [alice.client.username])
+    const b = await online(two!, bob.token, 'bob@2')
+    const a = await online(one!, alice.token, 'alice@1')
+    a.subscribe([bob.client.username])
+    expect(await a.next('presence')).toMatchObject({ username: bob.client.username, online: true })
+
+    const node = nodes.splice(1, 1)[0]!
+    await node.server.close()
+    await node.bus.close()
+    await node.presence.close()
+    expect((await b.closed).code).toBe(1001)
+    expect(await a.next('presence')).toMatchObject({ username: bob.client.username, online: false })
+  })
+
+  it('a send to an account deleted without this node hearing of it fails, and the name is forgotten', async () => {
+    const [one] = await cluster(2)
+    const [alice, bob] = await Promise.all([signUp(one!), signUp(one!)])
+    const a = await online(one!, alice.token, 'alice@1')
+    const first = a.sendMessage(bob.client.username)
+    await a.next('accepted', (frame) => frame.id === first)
+    expect(one!.app.relay.directory.cached(bob.client.username)).toBeDefined()
+
+    // Deleted in the database only: the account.deleted signal never reaches node 1.
+    const bobId = await idOf(bob.client.username)
+    await deleteAccount(database.db, bobId, {
+      heldUntil: Date.now() + 3_600_000,
+      relationsKey: RelationsKey.random(),
+    })
+    const refused = a.sendMessage(bob.client.username)
+    expect((await a.next('error', (frame) => frame.id === refused)).code).toBe(ServerErrorCode.AccountDeleted)
+    expect(one!.app.relay.directory.cached(bob.client.username)).toBeUndefined()
+    const again = a.sendMessage(bob.client.username)
+    expect((await a.next('error', (frame) => frame.id === again)).code).toBe(ServerErrorCode.AccountDeleted)
   })
 
   it('without a cluster presence store a node counts only its own sockets (the single-node default)', async () => {

@@ -241,7 +241,11 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     if (!this.presence) return this.local.user(userId) !== undefined
     // Sockets here count even if Redis has not answered for them yet (or cannot).
     if (this.local.user(userId)) return true
-    return this.presence.isOnline(userId)
+    return this.presence.isOnline(userId).catch((error: unknown) => {
+      this.presenceFailed(error)
+      // Redis cannot say: as far as this node knows. A change heard later corrects it.
+      return false
+    })
   }
 
   /** An authenticated connection joins its user (who comes online if it is their first). */
@@ -337,8 +341,10 @@ export class RelayHub implements RelayEvents, ConnectionHost {
           }
         },
         (error: unknown) => {
+          // Said once per outage: every refresh until Redis is back fails the same way.
+          const level = this.presenceStale ? 'debug' : 'error'
           this.presenceStale = true
-          this.log.error({ err: error }, 'cluster presence refresh failed; this node may count as gone')
+          this.log[level]({ err: error }, 'cluster presence refresh failed; this node may count as gone')
         },
       )
       .finally(() => {
