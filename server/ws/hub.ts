@@ -138,6 +138,8 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   /** In a cluster: this process's authenticated connections by their cluster id, and back. */
   private readonly clusterSockets = new Map<string, RelayConnection>()
   private readonly clusterIds = new Map<RelayConnection, ClusterSocket>()
+  /** In a cluster: subscriptions to watched users still being made, which a presence read waits for. */
+  private readonly subscribing = new Map<number, Promise<void>>()
   /** Presence updates sent to Redis and not yet answered (shutdown waits for them). */
   private readonly presenceUpdates = new Set<Promise<void>>()
   private presenceTimer: NodeJS.Timeout | undefined
@@ -241,11 +243,16 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     if (!this.presence) return this.local.user(userId) !== undefined
     // Sockets here count even if Redis has not answered for them yet (or cannot).
     if (this.local.user(userId)) return true
-    return this.presence.isOnline(userId).catch((error: unknown) => {
-      this.presenceFailed(error)
-      // Redis cannot say: as far as this node knows. A change heard later corrects it.
-      return false
-    })
+    const presence = this.presence
+    // Read once the watch's subscription is live, so that a change published meanwhile is heard.
+    const live = this.subscribing.get(userId) ?? Promise.resolve()
+    return live
+      .then(() => presence.isOnline(userId))
+      .catch((error: unknown) => {
+        this.presenceFailed(error)
+        // Redis cannot say: as far as this node knows. A change heard later corrects it.
+        return false
+      })
   }
 
   /** An authenticated connection joins its user (who comes online if it is their first). */
@@ -386,13 +393,21 @@ export class RelayHub implements RelayEvents, ConnectionHost {
 
   /**
    * The connection's first `presence` frame for this user comes from `isOnline`: at once from this
-   * process's sockets on a single node; in a cluster read from Redis after the subscription was
-   * asked for, so that a change in between is heard (on rare races the frames of two nodes may
-   * cross; the next change puts it right).
+   * process's sockets on a single node; in a cluster read from Redis once the subscription is
+   * live, so that a change in between is heard (on rare races the frames of two nodes may cross;
+   * the next change puts it right).
    */
   watch(userId: number, connection: RelayConnection): void {
     if (this.local.watch(userId, connection)) {
-      this.bus.subscribe(primaryAddress(userId), this.listener).catch(this.subscriptionFailed)
+      const subscribed = this.bus
+        .subscribe(primaryAddress(userId), this.listener)
+        .catch(this.subscriptionFailed)
+      if (!this.presence) return
+      // In a cluster the first frame is read from Redis once this is live (`isOnline`).
+      this.subscribing.set(userId, subscribed)
+      void subscribed.finally(() => {
+        if (this.subscribing.get(userId) === subscribed) this.subscribing.delete(userId)
+      })
     }
   }
 
