@@ -92,6 +92,7 @@ import { errorResponses } from './routes/common.js'
 import { keyRoutes } from './routes/keys.js'
 import { userRoutes } from './routes/users.js'
 import { HSTS_MAX_AGE_SECONDS, type httpsOptions } from './tls.js'
+import { type ClusterPresence, RedisClusterPresence } from './ws/cluster-presence.js'
 import { RelayHub } from './ws/hub.js'
 import { InProcessRelayBus } from './ws/in-process-bus.js'
 import {
@@ -175,6 +176,13 @@ export interface BuildOptions {
    * returns (throwing RedisUnreachableError if it cannot) and closes the bus with the app.
    */
   readonly redis?: { readonly url: string; readonly channelPrefix?: string }
+  /**
+   * Who is connected on every node (ws/cluster-presence.ts), for presence and the per-user
+   * connection limit across a cluster; a store given here is the caller's to close. Without it,
+   * `redis` makes one on the same Redis and prefix (closed with the app); with neither, presence
+   * and the limit are this node's alone (a single node).
+   */
+  readonly clusterPresence?: ClusterPresence
   /**
    * The secret presence grants and blocks are hashed under (db/relations.ts). main.ts keeps one in
    * the data directory; without it a random key is made, and relations stored under an earlier key
@@ -398,6 +406,22 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     bus = ownBus
   }
   app.decorate('relayBus', bus)
+  let presence = options.clusterPresence
+  if (!presence && options.redis) {
+    const ownPresence = await RedisClusterPresence.connect({
+      url: options.redis.url,
+      prefix: options.redis.channelPrefix,
+      log: app.log,
+    }).catch(async (error: unknown) => {
+      if (!options.relayBus) await bus?.close()
+      throw error
+    })
+    // After the relay's preClose has closed every socket and removed them from Redis.
+    app.addHook('onClose', async () => {
+      await ownPresence.close()
+    })
+    presence = ownPresence
+  }
   const relationsKey = options.relationsKey ?? RelationsKey.random()
   const unauthenticatedSockets = new UnauthenticatedSockets(limits.maxUnauthenticatedSocketsPerAddress)
   const hub = new RelayHub({
@@ -415,6 +439,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     authenticated: (socket) => unauthenticatedSockets.release(socket),
     relationsKey,
     metrics,
+    presence,
   })
   metrics.attach({
     connectionsOpen: () => hub.connections.size,

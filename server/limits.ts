@@ -284,8 +284,29 @@ export const MAX_PRESENCE_SUBSCRIPTIONS_PER_CONNECTION = 1_000
  */
 export const MAX_RELATIONS_PER_USER = 10_000
 
-/** Usernames the relay keeps resolved in memory (users are never renamed or deleted). */
+/** Usernames the relay keeps resolved in memory (users are never renamed; deletions are told). */
 export const DIRECTORY_CACHE_ENTRIES = 100_000
+
+/**
+ * In a cluster, how long a resolved username is trusted: the `account.deleted` that makes a node
+ * forget it travels on a bus that may lose it, and a send to the stale id is refused by the
+ * database anyway (a foreign-key violation, E2E_ERR_ACCOUNT_DELETED), so this only bounds how long
+ * a presence subscription could still resolve a deleted name. A single node never loses the event.
+ */
+export const DIRECTORY_CLUSTER_ENTRY_TTL_MS = 60 * SECOND
+
+/**
+ * In a cluster, how often a node renews its entry in Redis (ws/cluster-presence.ts) and sweeps the
+ * nodes that stopped renewing theirs.
+ */
+export const CLUSTER_PRESENCE_REFRESH_INTERVAL_MS = 5 * SECOND
+
+/**
+ * How long after its last renewal a node that stopped (killed, cut off from Redis) still counts:
+ * its users' sockets there then no longer make them online, nor count against their connection
+ * limit, and their watchers hear "offline". Three refreshes, so one slow one is not a death.
+ */
+export const CLUSTER_PRESENCE_NODE_TTL_MS = 3 * CLUSTER_PRESENCE_REFRESH_INTERVAL_MS
 
 /** How long shutdown waits for clients to answer the 1001 close before dropping their sockets. */
 export const WS_CLOSE_GRACE_MS = 2 * SECOND

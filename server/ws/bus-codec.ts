@@ -32,6 +32,9 @@ const CopyBodyField = Base64Url(1, MAX_FRAME_BYTES, 'the base64url text of the e
 
 const strict = { additionalProperties: false } as const
 
+/** A socket's cluster id (cluster-presence.ts): a node id, a dot, a counter. */
+const SocketIdField = Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}\\.[0-9]{1,16}$' })
+
 const BusEvent = Type.Union([
   Type.Object(
     {
@@ -69,6 +72,10 @@ const BusEvent = Type.Union([
     strict,
   ),
   Type.Object({ kind: Type.Literal('prekeys.served'), address: AddressField }, strict),
+  Type.Object(
+    { kind: Type.Literal('connection.displaced'), address: AddressField, socketId: SocketIdField },
+    strict,
+  ),
   Type.Object(
     {
       kind: Type.Literal('presence.granted'),

@@ -105,7 +105,8 @@ export interface ConnectionHost {
    * at the per-user cap. Viewers with a subscription waiting for the grant are answered by the host.
    */
   sharePresence(connection: RelayConnection, viewerIds: readonly number[]): Promise<number>
-  isOnline(userId: number): boolean
+  /** At once on a single node; in a cluster asked of Redis (a promise, which may reject). */
+  isOnline(userId: number): boolean | Promise<boolean>
   /** Writes `prekeys.low` to the connection if the user's one-time prekeys run low. */
   checkPreKeys(userId: number, connection: RelayConnection): void
 }
@@ -752,7 +753,7 @@ export class RelayConnection {
         this.subscriptions.add(entry.id)
         this.host.watch(entry.id, this)
       }
-      this.write(presenceFrame(entry.username, this.host.isOnline(entry.id)))
+      this.writePresence(entry.id, entry.username)
     }
     if (ignored > 0) {
       this.fail(
@@ -783,7 +784,24 @@ export class RelayConnection {
     if (this.state !== 'open' || this.closing || !this.withheld.delete(ownerId)) return
     this.subscriptions.add(ownerId)
     this.host.watch(ownerId, this)
-    this.write(presenceFrame(username, this.host.isOnline(ownerId)))
+    this.writePresence(ownerId, username)
+  }
+
+  /** The watched user's presence as it is now (at once unless it has to be asked of the cluster). */
+  private writePresence(userId: number, username: string): void {
+    const online = this.host.isOnline(userId)
+    if (typeof online === 'boolean') {
+      this.write(presenceFrame(username, online))
+      return
+    }
+    online.then(
+      (answer) => {
+        // Unless the watch ended meanwhile (a block, or the socket closed).
+        if (this.state === 'open' && this.subscriptions.has(userId))
+          this.write(presenceFrame(username, answer))
+      },
+      (error: unknown) => this.host.log.error({ err: error }, 'reading presence from the cluster failed'),
+    )
   }
 
   /**

@@ -22,7 +22,13 @@
  * is delivered to at least one connection before it leaves the queue.
  *
  * Presence: a user is online from the moment their first connection authenticates until their last
- * one closes; watchers get a `presence` frame on each change. Only users the owner lets see it
+ * one closes; watchers get a `presence` frame on each change. On a single node that is this
+ * process's sockets. In a cluster (`presence`, cluster-presence.ts) it is every node's, as Redis
+ * records them: a connection is added there when it authenticates and removed when it closes, and
+ * only those that make the user's first or last live socket anywhere (or a dead node's sweep)
+ * publish a change; the first `presence` frame a watcher gets is read from there too. The
+ * connection limit likewise counts every node's sockets: the oldest beyond it is closed where it
+ * is (`connection.displaced` on the bus when another node holds it). Only users the owner lets see it
  * become watchers (db/relations.ts): a subscription to anyone else is answered with nothing, and
  * kept aside on its connection in case the owner grants it later (`presence.granted`); a block
  * ends a watch (`presence.revoked`). Sends from a user the recipient blocked are screened out of
@@ -40,10 +46,12 @@ import { findSession, liveTokenHashes, type Session } from '../db/tokens.js'
 import { ServerErrorCode } from '../errors.js'
 import {
   DIRECTORY_CACHE_ENTRIES,
+  DIRECTORY_CLUSTER_ENTRY_TTL_MS,
   MAX_RELATIONS_PER_USER,
   MESSAGE_PURGE_BATCH,
   WS_CLOSE_GRACE_MS,
 } from '../limits.js'
+import type { ClusterPresence, ClusterSocket } from './cluster-presence.js'
 import { CloseCode, type ConnectionHost, RelayConnection } from './connection.js'
 import { UserDirectory } from './directory.js'
 import {
@@ -90,6 +98,11 @@ export interface RelayHubOptions {
   readonly relationsKey: RelationsKey
   /** Counts accepted sends, deliveries and drains (server/metrics.ts); default none. */
   readonly metrics?: RelayMetrics
+  /**
+   * Who is connected on every node of a cluster (cluster-presence.ts); the caller closes it after
+   * `shutdown`. Without it presence and the connection limit are this process's alone.
+   */
+  readonly presence?: ClusterPresence
 }
 
 export class RelayHub implements RelayEvents, ConnectionHost {
@@ -121,6 +134,22 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   private recheckAgain = false
   private readonly authenticated: RelayHubOptions['authenticated']
   private readonly relationsKey: RelationsKey
+  private readonly presence: ClusterPresence | undefined
+  /** In a cluster: this process's authenticated connections by their cluster id, and back. */
+  private readonly clusterSockets = new Map<string, RelayConnection>()
+  private readonly clusterIds = new Map<RelayConnection, ClusterSocket>()
+  /** In a cluster: subscriptions to watched users still being made, which a presence read waits for. */
+  private readonly subscribing = new Map<number, Promise<void>>()
+  /** Presence updates sent to Redis and not yet answered (shutdown waits for them). */
+  private readonly presenceUpdates = new Set<Promise<void>>()
+  private presenceTimer: NodeJS.Timeout | undefined
+  private refreshing = false
+  /** An update to Redis failed: at the next refresh every connection here is announced again. */
+  private presenceStale = false
+  private readonly presenceFailed = (error: unknown) => {
+    this.presenceStale = true
+    this.log.error({ err: error }, 'cluster presence update failed; other nodes may see stale presence')
+  }
   closing = false
 
   constructor(options: RelayHubOptions) {
@@ -129,7 +158,13 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     this.limits = options.limits
     this.now = options.now
     this.log = options.log
-    this.directory = new UserDirectory(options.db, DIRECTORY_CACHE_ENTRIES, options.now)
+    this.presence = options.presence
+    this.directory = new UserDirectory(
+      options.db,
+      DIRECTORY_CACHE_ENTRIES,
+      options.now,
+      options.presence ? DIRECTORY_CLUSTER_ENTRY_TTL_MS : undefined,
+    )
     this.local = new LocalConnections(options.limits.maxConnectionsPerUser)
     this.bus = options.bus
     this.authenticated = options.authenticated
@@ -165,6 +200,10 @@ export class RelayHub implements RelayEvents, ConnectionHost {
       )
       this.sessionRechecks.unref()
     }
+    if (this.presence) {
+      this.presenceTimer = setInterval(() => this.refreshPresence(), this.presence.refreshIntervalMs)
+      this.presenceTimer.unref()
+    }
   }
 
   /** Every connection this process holds (tests and the benchmark look at them). */
@@ -199,8 +238,21 @@ export class RelayHub implements RelayEvents, ConnectionHost {
 
   // --- Users and presence ---------------------------------------------------------------------
 
-  isOnline(userId: number): boolean {
-    return this.local.user(userId) !== undefined
+  /** Here, or in a cluster anywhere (asked of Redis: a promise then). */
+  isOnline(userId: number): boolean | Promise<boolean> {
+    if (!this.presence) return this.local.user(userId) !== undefined
+    // Sockets here count even if Redis has not answered for them yet (or cannot).
+    if (this.local.user(userId)) return true
+    const presence = this.presence
+    // Read once the watch's subscription is live, so that a change published meanwhile is heard.
+    const live = this.subscribing.get(userId) ?? Promise.resolve()
+    return live
+      .then(() => presence.isOnline(userId))
+      .catch((error: unknown) => {
+        this.presenceFailed(error)
+        // Redis cannot say: as far as this node knows. A change heard later corrects it.
+        return false
+      })
   }
 
   /** An authenticated connection joins its user (who comes online if it is their first). */
@@ -221,16 +273,112 @@ export class RelayHub implements RelayEvents, ConnectionHost {
       }
       this.local.addUser(user)
       this.directory.remember({ id: user.id, username: user.username })
-      this.publish({ kind: 'presence.changed', address, username: user.username, online: true })
+      if (!this.presence) {
+        this.publish({ kind: 'presence.changed', address, username: user.username, online: true })
+      }
     }
     this.local.attach(user, connection)
+    if (this.presence) {
+      const socket = {
+        userId: user.id,
+        username: user.username,
+        socketId: this.presence.nextSocketId(),
+      }
+      this.clusterSockets.set(socket.socketId, connection)
+      this.clusterIds.set(connection, socket)
+      this.announce(socket)
+    }
     return user
+  }
+
+  /** Adds a connection to the cluster's record; says so if its user came online. */
+  private announce(socket: ClusterSocket): void {
+    this.trackPresence(
+      this.presence!.connected(socket, this.limits.maxConnectionsPerUser).then(({ first, displaced }) => {
+        const address = primaryAddress(socket.userId)
+        if (first)
+          this.publish({ kind: 'presence.changed', address, username: socket.username, online: true })
+        for (const socketId of displaced) {
+          if (this.clusterSockets.has(socketId)) this.displace(socketId)
+          else this.publish({ kind: 'connection.displaced', address, socketId })
+        }
+      }),
+    )
+  }
+
+  private trackPresence(update: Promise<void>): void {
+    const tracked = update.catch(this.presenceFailed).finally(() => this.presenceUpdates.delete(tracked))
+    this.presenceUpdates.add(tracked)
+  }
+
+  /** This process's connection is one too many across the cluster: it closes as the local limit does. */
+  private displace(socketId: string): void {
+    this.clusterSockets
+      .get(socketId)
+      ?.refuse(
+        ServerErrorCode.TooManyConnections,
+        `expected at most ${this.limits.maxConnectionsPerUser} connections per user, got another: closing the oldest`,
+      )
+  }
+
+  /**
+   * Renews this node in Redis and sweeps dead nodes: their users left with no socket go offline.
+   * If this node had counted as dead (or an update failed), its connections are announced again.
+   */
+  private refreshPresence(): void {
+    if (!this.presence || this.closing || this.refreshing) return
+    this.refreshing = true
+    this.presence
+      .refresh()
+      .then(
+        ({ revived, expired }) => {
+          for (const { userId, username } of expired) {
+            // Swept, but connected here meanwhile (its update not answered yet): still online.
+            if (this.local.user(userId)) continue
+            this.publish({
+              kind: 'presence.changed',
+              address: primaryAddress(userId),
+              username,
+              online: false,
+            })
+          }
+          if (revived || this.presenceStale) {
+            this.presenceStale = false
+            for (const socket of this.clusterIds.values()) this.announce(socket)
+          }
+        },
+        (error: unknown) => {
+          // Said once per outage: every refresh until Redis is back fails the same way.
+          const level = this.presenceStale ? 'debug' : 'error'
+          this.presenceStale = true
+          this.log[level]({ err: error }, 'cluster presence refresh failed; this node may count as gone')
+        },
+      )
+      .finally(() => {
+        this.refreshing = false
+      })
   }
 
   /** A connection closed: it leaves its user (who goes offline with their last one) and its watches. */
   unregister(connection: RelayConnection): void {
     const { offline, released } = this.local.remove(connection)
-    if (offline) {
+    const socket = this.clusterIds.get(connection)
+    if (socket && this.presence) {
+      this.clusterIds.delete(connection)
+      this.clusterSockets.delete(socket.socketId)
+      this.trackPresence(
+        this.presence.disconnected(socket, offline !== undefined).then((last) => {
+          // A new connection here since (its update queued after this one) keeps them online.
+          if (!last || this.local.user(socket.userId)) return
+          this.publish({
+            kind: 'presence.changed',
+            address: primaryAddress(socket.userId),
+            username: socket.username,
+            online: false,
+          })
+        }),
+      )
+    } else if (offline && !this.presence) {
       this.publish({
         kind: 'presence.changed',
         address: primaryAddress(offline.id),
@@ -244,13 +392,22 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   }
 
   /**
-   * The connection's first `presence` frame for this user comes from this process's sockets
-   * (`isOnline`), at once. Across processes that answer needs a shared presence record, read once
-   * this subscription is live so that a change in between is not missed; neither exists yet.
+   * The connection's first `presence` frame for this user comes from `isOnline`: at once from this
+   * process's sockets on a single node; in a cluster read from Redis once the subscription is
+   * live, so that a change in between is heard (on rare races the frames of two nodes may cross;
+   * the next change puts it right).
    */
   watch(userId: number, connection: RelayConnection): void {
     if (this.local.watch(userId, connection)) {
-      this.bus.subscribe(primaryAddress(userId), this.listener).catch(this.subscriptionFailed)
+      const subscribed = this.bus
+        .subscribe(primaryAddress(userId), this.listener)
+        .catch(this.subscriptionFailed)
+      if (!this.presence) return
+      // In a cluster the first frame is read from Redis once this is live (`isOnline`).
+      this.subscribing.set(userId, subscribed)
+      void subscribed.finally(() => {
+        if (this.subscribing.get(userId) === subscribed) this.subscribing.delete(userId)
+      })
     }
   }
 
@@ -361,6 +518,10 @@ export class RelayHub implements RelayEvents, ConnectionHost {
         { event: 'send-to-deleted-account', sends: sends.length },
         'a send named an account deleted meanwhile',
       )
+    }
+    if (failure.code === ServerErrorCode.AccountDeleted) {
+      // The account.deleted that should have made this node forget them may have been lost.
+      for (const { message } of sends) this.directory.forgetId(message.recipientId)
     }
     for (const { origin } of sends) {
       origin.connection.write(errorFrame(failure.code, failure.message, origin.id))
@@ -480,6 +641,9 @@ export class RelayHub implements RelayEvents, ConnectionHost {
         }
         return
       }
+      case 'connection.displaced':
+        this.displace(event.socketId)
+        return
       case 'prekeys.served': {
         const user = this.local.user(userId)
         if (user) this.checkPreKeys(userId, ...user.connections)
@@ -603,6 +767,11 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     }
   }
 
+  /** Resolves once every presence update sent to Redis so far is answered and acted on (tests, shutdown). */
+  async presenceSettled(): Promise<void> {
+    while (this.presenceUpdates.size > 0) await Promise.allSettled([...this.presenceUpdates])
+  }
+
   /** Resolves once every send and acknowledgement taken so far is committed (tests, shutdown). */
   settled(): Promise<void> {
     return this.writer.idle()
@@ -621,6 +790,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     clearInterval(this.heartbeat)
     clearInterval(this.rechecks)
     clearInterval(this.sessionRechecks)
+    clearInterval(this.presenceTimer)
     for (const connection of this.local.all) connection.quiesce()
     await this.settled()
     const closed = [...this.local.all].map(
@@ -638,5 +808,14 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     await Promise.race([Promise.all(closed), grace])
     clearTimeout(timer)
     for (const connection of this.local.all) connection.ws.terminate()
+    if (this.presence) {
+      // A terminated socket's 'close' comes in a later turn: its removal from Redis starts then.
+      await Promise.race([
+        Promise.all(closed),
+        new Promise((resolve) => setTimeout(resolve, WS_CLOSE_GRACE_MS)),
+      ])
+    }
+    // Their removal from the cluster's record, and the "offline" it may bring, before the bus closes.
+    await this.presenceSettled()
   }
 }

@@ -7,7 +7,8 @@
  * maps to one cluster slot), as the JSON text of bus-codec.ts, which names the publishing process.
  * A process subscribes (SSUBSCRIBE) to the address of every user it holds (connected or watched
  * here) and unsubscribes when it holds them no more; two ioredis connections, since one in
- * subscriber mode cannot publish. Nothing is stored in Redis: no key, no stream, no retained event.
+ * subscriber mode cannot publish. The bus stores nothing in Redis: no key, no stream, no retained
+ * event (who is connected where is kept beside it by cluster-presence.ts, under the same prefix).
  *
  * This process's own listeners hear its events straight away, before `publish` returns, as on the
  * in-process bus: deliveries between two sockets of one process never depend on Redis. The copy
@@ -19,8 +20,8 @@
  * `onResumed` callbacks run, and the hub re-reads the queue of every caught-up connection; the hub
  * also does so periodically (`lossy`), so a publish lost without anyone noticing only delays.
  *
- * What it does not do: Redis Cluster (one URL, one server or a proxy), or keep presence, limits or
- * who is connected where (still per process: see hub.ts).
+ * What it does not do: Redis Cluster (one URL, one server or a proxy), or keep presence or the
+ * connection limit (cluster-presence.ts does, beside it; the login and rate limiters stay per node).
  */
 import { randomBytes } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'

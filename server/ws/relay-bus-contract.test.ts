@@ -218,6 +218,7 @@ for (const implementation of implementations) {
         { kind: 'prekeys.served', address },
         { kind: 'presence.granted', address, ownerId: 42, username: 'carol' },
         { kind: 'presence.revoked', address, viewerId: 43, username: 'dave_d' },
+        { kind: 'connection.displaced', address, socketId: 'a1B2-c_3.17' },
         presence(address, false),
       ]
       for (const event of events) await publisher.publish(event)

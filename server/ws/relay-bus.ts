@@ -20,7 +20,9 @@
  *
  * What the bus does not know: who is connected where (local-connections.ts), what is in the queue,
  * or whether anyone is listening on an address (publishing to one nobody holds is a no-op). Who is
- * online across processes is not on it either: today a process answers from its own sockets.
+ * online across processes is not on it either: in a cluster that is kept in Redis beside it
+ * (cluster-presence.ts, which says what is stored there); a single process answers from its own
+ * sockets.
  */
 
 /** Where an event is for: a user's device. One queue per address. */
@@ -124,8 +126,20 @@ export interface PresenceRevoked {
   readonly username: string
 }
 
+/**
+ * A socket of this address's user, on whichever node holds it, is one too many across the cluster
+ * (ws/cluster-presence.ts): that node closes it as it closes the oldest beyond the limit.
+ */
+export interface ConnectionDisplaced {
+  readonly kind: 'connection.displaced'
+  readonly address: Address
+  /** The socket's cluster id, `<nodeId>.<n>`. */
+  readonly socketId: string
+}
+
 export type RelayEvent =
   | MessageCommitted
+  | ConnectionDisplaced
   | PresenceChanged
   | SessionRevoked
   | IdentityChanged
