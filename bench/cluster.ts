@@ -226,6 +226,32 @@ async function main(): Promise<void> {
       DATABASE_URL: databaseUrl.toString(),
       REDIS_URL: `redis://127.0.0.1:${redisPort}`,
     }
+    {
+      // PostgreSQL without Redis (one node, its bus in the process): which of the two costs what.
+      const users = await createUsers(database.db, 'pg0-', CLIENTS, userOptions)
+      const dataDir = join(dir, 'pg-alone')
+      await shareRelationsKey([dataDir])
+      const { REDIS_URL: _none, ...aloneEnv } = clusterEnv
+      const node = await startNode({
+        label: 'pg-alone',
+        env: aloneEnv,
+        dataDir,
+        ca: certificate.cert,
+        entry: ENTRY,
+        nodeFlags: NODE_FLAGS,
+      })
+      running.push(node)
+      await run(
+        '1 node, PostgreSQL, no Redis',
+        users,
+        [`${node.origin.replace(/^https/, 'wss')}/ws`],
+        { nodes: [node.child.pid!] },
+        1,
+        placeClients(CLIENTS, 1),
+      )
+      await node.stop()
+      running.splice(0)
+    }
     for (const count of NODE_COUNTS) {
       // Users of their own per configuration: nothing left in a queue from one run reaches the next.
       const users = await createUsers(database.db, `pg${count}-`, CLIENTS, userOptions)
