@@ -1,7 +1,7 @@
 /**
  * `npm run bench:cluster`: relay throughput and latency of 1, 2 and 3 server processes on one
- * PostgreSQL database and one Redis, beside the single SQLite node and the bare `ws` relay, in the
- * same run and with the same load (bench/server-load.ts: 200 clients in pairs, 50 messages in
+ * PostgreSQL database and one Redis, beside the single SQLite node, one node on PostgreSQL without
+ * Redis (to tell the database's cost from the bus's) and the bare `ws` relay, in the same run and with the same load (bench/server-load.ts: 200 clients in pairs, 50 messages in
  * flight each, over loopback TLS). On several nodes the clients are spread evenly and half the
  * pairs have their two ends on different nodes, so half the messages cross Redis.
  *
