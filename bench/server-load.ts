@@ -24,6 +24,8 @@ interface Client {
   readonly ws: WebSocket
   /** Send times of messages in flight to the partner, oldest first. */
   readonly sendTimes: number[]
+  /** Their ids, in the same order (a delivery must bring the oldest one). */
+  readonly sendIds: string[]
   sendHead: number
   inFlight: number
   /** Highest `deliver` seq received and not yet acknowledged. */
@@ -40,6 +42,8 @@ export type LoadCommand =
       cmd: 'relay'
       mode: 'server' | 'bare'
       url: string
+      /** A URL per client (clients spread over several nodes); `url` for every client without. */
+      urls?: string[]
       ca: string
       tokens: string[]
       names: string[]
@@ -72,7 +76,19 @@ export interface RelayResult {
   errors: number
   /** The load generator's own CPU per message, µs (to see which side limits a run). */
   clientCpuMicros: number
+  /** Messages sent in the whole run. */
+  sent: number
+  /** Sent but never delivered (the wind-down gave up waiting for them). */
+  undelivered: number
+  /** Deliveries that were not the oldest message in flight on that pair: lost, repeated or out of order. */
+  mismatched: number
 }
+
+/** The wind-down waits for what is in flight as long as deliveries keep coming at least this often. */
+const WIND_DOWN_STALL_MS = 10_000
+/** A message id as clients make them: 16 bytes in base64url. */
+const ID_LENGTH = 22
+const ID_MARKER = Buffer.from('"id":"')
 
 const progress = (text: string) => process.stderr.write(`  [load] ${text}\n`)
 const zeroMask = (mask: Buffer) => mask.fill(0)
@@ -138,6 +154,8 @@ async function relay(command: Extract<LoadCommand, { cmd: 'relay' }>): Promise<R
   let delivered = 0
   let total = 0
   let errors = 0
+  let sent = 0
+  let mismatched = 0
   const runPrefix = randomBytes(4)
 
   const partnerOf = (client: Client) => clients[client.index ^ 1]!
@@ -157,11 +175,14 @@ async function relay(command: Extract<LoadCommand, { cmd: 'relay' }>): Promise<R
       const id = client.idBytes.toString('base64url')
       client.ws.send(`{"v":1,"type":"send","id":"${id}","to":"${partnerName}","body":"${BODY}"}`)
       client.sendTimes.push(performance.now())
+      client.sendIds.push(id)
       client.inFlight += 1
+      sent += 1
     }
     socket.uncork()
     if (client.sendHead > 4096) {
       client.sendTimes.splice(0, client.sendHead)
+      client.sendIds.splice(0, client.sendHead)
       client.sendHead = 0
     }
   }
@@ -186,6 +207,13 @@ async function relay(command: Extract<LoadCommand, { cmd: 'relay' }>): Promise<R
     if (kind === 0x73 || kind === 0x64) {
       const sender = partnerOf(client)
       const sentAt = sender.sendTimes[sender.sendHead]!
+      const at = data.indexOf(ID_MARKER)
+      const id =
+        at < 0 ? '' : data.toString('latin1', at + ID_MARKER.length, at + ID_MARKER.length + ID_LENGTH)
+      if (sender.inFlight <= 0 || id !== sender.sendIds[sender.sendHead]) {
+        mismatched += 1
+        if (mismatched <= 3) progress(`unexpected delivery: ${data.toString().slice(0, 120)}`)
+      }
       sender.sendHead += 1
       sender.inFlight -= 1
       total += 1
@@ -225,6 +253,7 @@ async function relay(command: Extract<LoadCommand, { cmd: 'relay' }>): Promise<R
           index,
           ws: undefined as unknown as WebSocket,
           sendTimes: [],
+          sendIds: [],
           sendHead: 0,
           inFlight: 0,
           ackUpTo: 0,
@@ -237,8 +266,11 @@ async function relay(command: Extract<LoadCommand, { cmd: 'relay' }>): Promise<R
         clients[index] = client
         const hello =
           command.mode === 'server' ? JSON.stringify({ v: 1, type: 'auth', token }) : `pair:${index}`
-        ;(client as { ws: WebSocket }).ws = await connectClient(command.url, command.ca, hello, (data) =>
-          received(client, data),
+        ;(client as { ws: WebSocket }).ws = await connectClient(
+          command.urls?.[index] ?? command.url,
+          command.ca,
+          hello,
+          (data) => received(client, data),
         )
       }),
     )
@@ -254,14 +286,24 @@ async function relay(command: Extract<LoadCommand, { cmd: 'relay' }>): Promise<R
   measuring = false
   const seconds = (performance.now() - started) / 1000
   running = false
-  // Let everything in flight arrive (and be acknowledged) before closing.
+  // Let everything in flight arrive (and be acknowledged) before closing; a message still missing
+  // when deliveries have stopped for WIND_DOWN_STALL_MS counts as undelivered.
   await new Promise<void>((resolve) => {
+    let lastTotal = total
+    let lastProgress = performance.now()
     const check = () => {
-      if (clients.every((client) => client.inFlight === 0)) resolve()
+      if (total !== lastTotal) {
+        lastTotal = total
+        lastProgress = performance.now()
+      }
+      if (clients.every((client) => client.inFlight <= 0)) resolve()
+      else if (performance.now() - lastProgress > WIND_DOWN_STALL_MS) resolve()
       else setTimeout(check, 20)
     }
     check()
   })
+  const undelivered = clients.reduce((sum, client) => sum + Math.max(0, client.inFlight), 0)
+  if (undelivered > 0) progress(`${command.mode}: ${undelivered} messages never delivered`)
   await new Promise((resolve) => setTimeout(resolve, 50))
   await Promise.all(
     clients.map(
@@ -283,6 +325,9 @@ async function relay(command: Extract<LoadCommand, { cmd: 'relay' }>): Promise<R
     p50Ms: round(percentile(sorted, 50)),
     p99Ms: round(percentile(sorted, 99)),
     errors,
+    sent,
+    undelivered,
+    mismatched,
   }
 }
 

@@ -24,23 +24,18 @@
  * connects from 127.0.0.1). Everything else is
  * as shipped. Progress goes to stderr; stdout gets a table, then one JSON line.
  */
-import { execFileSync, fork, spawnSync } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
+import { execFileSync, spawnSync } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
-import { type WebSocket, WebSocketServer } from 'ws'
 import { build } from '../server/app.js'
 import { hashPassword } from '../server/auth/password.js'
-import { hashSessionToken } from '../server/auth/tokens.js'
 import { openDatabase } from '../server/db/connect.js'
 import { migrateToLatest } from '../server/db/migrate.js'
-import type { Db } from '../server/db/schema.js'
 import {
   BCRYPT_COST,
   MAX_QUEUED_BYTES_PER_RECIPIENT,
@@ -49,7 +44,15 @@ import {
 import { loginSecretFor } from '../server/test/harness.js'
 import { createSelfSignedCertificate, httpsOptions } from '../server/tls.js'
 import { generateRsaOaepKeyPair } from '../shared/crypto/primitives.js'
-import type { LoadCommand, RelayResult } from './server-load.js'
+import {
+  BENCH_LIMITS,
+  cpuPerMessage,
+  createUsers,
+  LoadGenerator,
+  round,
+  startBareRelay,
+} from './relay-kit.js'
+import type { RelayResult } from './server-load.js'
 
 const RELAY_CLIENTS = Number(process.env.BENCH_CLIENTS ?? 200)
 const WINDOW = Number(process.env.BENCH_WINDOW ?? 50)
@@ -86,89 +89,6 @@ if (!process.execArgv.includes(SEMI_SPACE_FLAG)) {
 setFlagsFromString('--expose-gc')
 const gc = runInNewContext('gc') as () => void
 
-interface BenchUser {
-  readonly id: number
-  readonly username: string
-  readonly token: string
-}
-
-/** Users with keys and a live session token, written in bulk (one transaction). */
-async function createUsers(
-  db: Db,
-  prefix: string,
-  count: number,
-  options: { loginKey: Uint8Array; passwordHash: string },
-): Promise<BenchUser[]> {
-  const now = Date.now()
-  const users: BenchUser[] = []
-  const random = (length: number) => new Uint8Array(randomBytes(length))
-  await db.transaction().execute(async (trx) => {
-    for (let start = 0; start < count; start += 500) {
-      const names = Array.from({ length: Math.min(500, count - start) }, (_, i) => `${prefix}${start + i}`)
-      const rows = await trx
-        .insertInto('users')
-        .values(
-          names.map((username) => ({
-            username,
-            password_hash: options.passwordHash,
-            credential: 'login-secret-v1',
-            login_key: options.loginKey,
-            identity_key: random(32),
-            signing_key: random(32),
-            identity_signature: random(64),
-            created_at: now,
-            identity_changed_at: now,
-          })),
-        )
-        .returning(['id', 'username'])
-        .execute()
-      await trx
-        .insertInto('signed_prekeys')
-        .values(
-          rows.map((row) => ({
-            user_id: row.id,
-            key_id: 1,
-            public_key: random(32),
-            signature: random(64),
-            created_at: now,
-          })),
-        )
-        .execute()
-      // Ten one-time prekeys each: at the refill threshold, so no prekeys.low frames.
-      const preKeys = rows.flatMap((row) =>
-        Array.from({ length: 10 }, (_, keyId) => ({
-          user_id: row.id,
-          key_id: keyId + 1,
-          public_key: random(32),
-          signature: random(64),
-        })),
-      )
-      for (let offset = 0; offset < preKeys.length; offset += 2_000) {
-        await trx
-          .insertInto('one_time_prekeys')
-          .values(preKeys.slice(offset, offset + 2_000))
-          .execute()
-      }
-      const tokens = rows.map((row) => ({ row, token: randomBytes(32) }))
-      await trx
-        .insertInto('auth_tokens')
-        .values(
-          tokens.map(({ row, token }) => ({
-            token_hash: hashSessionToken(token),
-            user_id: row.id,
-            created_at: now,
-            expires_at: now + 24 * 60 * 60 * 1000,
-          })),
-        )
-        .execute()
-      for (const { row, token } of tokens) {
-        users.push({ id: row.id, username: row.username, token: token.toString('base64url') })
-      }
-    }
-  })
-  return users
-}
-
 /** The fd limit this process inherited (what `ulimit -n` says in its shell). */
 function fdLimit(): number {
   try {
@@ -179,84 +99,9 @@ function fdLimit(): number {
   }
 }
 
-class LoadGenerator {
-  private readonly child = fork(new URL('./server-load.ts', import.meta.url), {
-    execArgv: ['--import', 'tsx'],
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  })
-  private waiting: ((message: { ok: boolean; result?: unknown; error?: string }) => void) | undefined
-  readonly started: Promise<unknown>
-
-  constructor() {
-    this.child.on('message', (message: { ok: boolean; result?: unknown; error?: string }) => {
-      const waiting = this.waiting
-      this.waiting = undefined
-      waiting?.(message)
-    })
-    this.started = this.next()
-  }
-
-  private next(): Promise<unknown> {
-    return new Promise((resolve, reject) => {
-      this.waiting = (message) => (message.ok ? resolve(message.result) : reject(new Error(message.error)))
-    })
-  }
-
-  run<T>(command: LoadCommand): Promise<T> {
-    const result = this.next() as Promise<T>
-    this.child.send(command)
-    return result
-  }
-
-  exit(): void {
-    if (this.child.connected) this.child.send({ cmd: 'exit' })
-  }
-}
-
-/** The floor: a ws relay over TLS that forwards each frame to the paired socket, nothing else. */
-async function startBareRelay(tls: ReturnType<typeof httpsOptions>) {
-  const server = createServer(tls)
-  const wss = new WebSocketServer({ server, perMessageDeflate: false })
-  const peers: WebSocket[] = []
-  wss.on('connection', (ws) => {
-    let index = -1
-    let partner: WebSocket | undefined
-    ws.on('message', (data, isBinary) => {
-      if (index < 0) {
-        index = Number(String(data).slice('pair:'.length))
-        peers[index] = ws
-        const other = peers[index ^ 1]
-        if (other) {
-          ws.send('ok')
-          other.send('ok')
-        }
-        return
-      }
-      partner ??= peers[index ^ 1]
-      partner?.send(data, { binary: isBinary })
-    })
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  return {
-    url: `wss://127.0.0.1:${port}`,
-    close: async () => {
-      for (const client of wss.clients) client.terminate()
-      await new Promise((resolve) => wss.close(resolve))
-      await new Promise((resolve) => server.close(resolve))
-    },
-  }
-}
-
-const round = (value: number, digits = 2) => Math.round(value * 10 ** digits) / 10 ** digits
-
 /** Time the event loop was busy (not waiting for I/O) per message delivered, in µs. */
 const loopPerMessage = (utilization: { active: number }, messages: number) =>
   round((utilization.active * 1000) / Math.max(1, messages), 1)
-
-/** Server process CPU (user + system, all threads) per message delivered, in µs. */
-const cpuPerMessage = (usage: NodeJS.CpuUsage, messages: number) =>
-  round((usage.user + usage.system) / Math.max(1, messages), 1)
 
 async function main(): Promise<void> {
   const benchStarted = performance.now()
@@ -288,23 +133,16 @@ async function main(): Promise<void> {
     const [drainSender, drainRecipient] = await createUsers(database.db, 'drain-', 2, userOptions)
     const loginUsers = await createUsers(database.db, 'login-', LOGINS, userOptions)
     const idleUsers = await createUsers(database.db, 'idle-', connectionTarget, userOptions)
-    const unlimited = { perSecond: 1e9, burst: 1e9 }
     const app = await build({
       db: database.db,
       https: tls,
       log: false,
       limits: {
-        sendRatePerUser: unlimited,
-        frameRatePerConnection: unlimited,
+        ...BENCH_LIMITS,
         loginRateLimit: { max: 1_000, timeWindowMs: 60_000 },
         // The drain queues 10,000 messages from one sender: its share is the whole queue here.
         maxQueuedMessagesPerSender: MAX_QUEUED_MESSAGES_PER_RECIPIENT,
         maxQueuedBytesPerSender: MAX_QUEUED_BYTES_PER_RECIPIENT,
-        // Every load client connects from 127.0.0.1, hundreds of them at once before they authenticate.
-        maxUnauthenticatedSocketsPerAddress: Number.MAX_SAFE_INTEGER,
-        // ...and so thousands of TLS handshakes from one address, far beyond the per-address limits.
-        maxTlsHandshakesInProgressPerAddress: Number.MAX_SAFE_INTEGER,
-        tlsHandshakeRatePerAddress: unlimited,
       },
     })
     await app.listen({ host: '127.0.0.1', port: 0 })

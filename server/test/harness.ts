@@ -250,14 +250,14 @@ export async function decryptToken(client: TestClient, response: LoginResponse):
   return rsaOaepDecrypt(client.loginKey.privateKey, fromBase64Url(response.encryptedToken))
 }
 
-export async function register(server: TestServer, client: TestClient): Promise<void> {
+export async function register(server: Pick<TestServer, 'request'>, client: TestClient): Promise<void> {
   const response = await server.request('/api/v1/register', { body: client.registerBody() })
   if (response.status !== 201)
     throw new Error(`register ${client.username}: ${response.status} ${response.text}`)
 }
 
 export async function login(
-  server: TestServer,
+  server: Pick<TestServer, 'request'>,
   client: TestClient,
   password = client.password,
 ): Promise<Uint8Array> {
@@ -271,7 +271,7 @@ export async function login(
 
 /** A registered, logged-in client and its session token. */
 export async function signUp(
-  server: TestServer,
+  server: Pick<TestServer, 'request'>,
   options: Parameters<typeof makeClient>[0] = {},
 ): Promise<{ client: TestClient; token: Uint8Array }> {
   const client = await makeClient(options)

@@ -3,6 +3,7 @@
  * channel prefix, so test files running at once never hear each other. When Redis is unreachable
  * the Redis tests are skipped and the reason is printed, except under CI=true, where they fail.
  */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
 
@@ -59,4 +60,46 @@ export async function killSubscriber(client: Redis, nodeId: string): Promise<voi
   const id = line?.match(/^id=(\d+) /)?.[1]
   if (!id) throw new Error(`expected a subscriber connection of node ${nodeId} in CLIENT LIST, got none`)
   await client.client('KILL', 'ID', id)
+}
+
+/** Whether a redis-server binary is installed (for tests that run a Redis of their own). */
+export function hasRedisServer(): boolean {
+  const found = spawnSync('redis-server', ['--version']).status === 0
+  if (!found && process.env.CI === 'true') {
+    throw new Error('CI=true: expected the redis-server binary (.ci/run installs it), got none')
+  }
+  return found
+}
+
+/** A throwaway redis-server on a loopback `port`: no persistence, answering PING when this returns. */
+export async function startRedisServer(port: number): Promise<ChildProcess> {
+  const child = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' },
+  )
+  const client = rawRedis(`redis://127.0.0.1:${port}`)
+  try {
+    // Only a guard against a hang: it answers within milliseconds.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await client.ping()
+        break
+      } catch (error) {
+        if (attempt >= 200 || child.exitCode !== null) throw error
+        await new Promise((done) => setTimeout(done, 25))
+      }
+    }
+  } finally {
+    client.disconnect()
+  }
+  return child
+}
+
+/** SIGKILL, as a crash would: no save, no goodbye to clients. */
+export async function stopRedisServer(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise<void>((done) => child.once('exit', () => done()))
+  child.kill('SIGKILL')
+  await exited
 }
