@@ -331,17 +331,7 @@ export class KyselyQueueRepository implements QueueRepository {
     const existing = new Map<string, { seq: number; createdAt: number; delivered: boolean }>()
     for (let start = 0; start < sends.length; start += INSERT_CHUNK) {
       const chunk = sends.slice(start, start + INSERT_CHUNK)
-      const queued = await trx
-        .selectFrom('messages')
-        .select(['seq', 'sender_id', 'client_id', 'created_at'])
-        .where((eb) =>
-          eb.or(
-            chunk.map((send) =>
-              eb.and([eb('sender_id', '=', send.senderId), eb('client_id', '=', send.clientId)]),
-            ),
-          ),
-        )
-        .execute()
+      const { queued, delivered } = await this.storedBefore(trx, chunk)
       for (const row of queued) {
         existing.set(keyOf(row.sender_id, row.client_id), {
           seq: row.seq,
@@ -349,17 +339,6 @@ export class KyselyQueueRepository implements QueueRepository {
           delivered: false,
         })
       }
-      const delivered = await trx
-        .selectFrom('message_tombstones')
-        .select(['sender_id', 'client_id', 'expires_at'])
-        .where((eb) =>
-          eb.or(
-            chunk.map((send) =>
-              eb.and([eb('sender_id', '=', send.senderId), eb('client_id', '=', send.clientId)]),
-            ),
-          ),
-        )
-        .execute()
       for (const row of delivered) {
         const key = keyOf(row.sender_id, row.client_id)
         const send = chunk.find((candidate) => keyOf(candidate.senderId, candidate.clientId) === key)!
@@ -454,6 +433,51 @@ export class KyselyQueueRepository implements QueueRepository {
       outcomes[index] = { kind: 'duplicate', seq: first.seq, createdAt: first.createdAt, delivered: false }
     }
     return outcomes as SendOutcome[]
+  }
+
+  /**
+   * The queued messages and the tombstones of acknowledged ones among these sends' (sender, id)
+   * pairs. PostgreSQL joins the pairs as two arrays (one plan, the unique index probed per pair);
+   * an OR of a thousand pairs took it about 50 ms to plan and run per 500, twice per batch, which
+   * held a PostgreSQL node near 2,500 messages a second. SQLite takes the OR as it is.
+   */
+  private async storedBefore(trx: Db, chunk: readonly NewMessage[]) {
+    if (this.dialect === 'postgres') {
+      const senders = chunk.map((send) => send.senderId)
+      const ids = chunk.map((send) => Buffer.from(send.clientId))
+      const queued = await sql<{ seq: number; sender_id: number; client_id: Uint8Array; created_at: number }>`
+        select m.seq, m.sender_id, m.client_id, m.created_at from messages m
+        join unnest(${senders}::bigint[], ${ids}::bytea[]) as k(sender_id, client_id)
+          on m.client_id = k.client_id and m.sender_id = k.sender_id`.execute(trx)
+      const delivered = await sql<{ sender_id: number; client_id: Uint8Array; expires_at: number }>`
+        select t.sender_id, t.client_id, t.expires_at from message_tombstones t
+        join unnest(${senders}::bigint[], ${ids}::bytea[]) as k(sender_id, client_id)
+          on t.client_id = k.client_id and t.sender_id = k.sender_id`.execute(trx)
+      return { queued: queued.rows, delivered: delivered.rows }
+    }
+    const queued = await trx
+      .selectFrom('messages')
+      .select(['seq', 'sender_id', 'client_id', 'created_at'])
+      .where((eb) =>
+        eb.or(
+          chunk.map((send) =>
+            eb.and([eb('sender_id', '=', send.senderId), eb('client_id', '=', send.clientId)]),
+          ),
+        ),
+      )
+      .execute()
+    const delivered = await trx
+      .selectFrom('message_tombstones')
+      .select(['sender_id', 'client_id', 'expires_at'])
+      .where((eb) =>
+        eb.or(
+          chunk.map((send) =>
+            eb.and([eb('sender_id', '=', send.senderId), eb('client_id', '=', send.clientId)]),
+          ),
+        ),
+      )
+      .execute()
+    return { queued, delivered }
   }
 
   fetch(recipientId: number, afterSeq: number, limit: number, now: number): Promise<QueuedMessage[]> {
