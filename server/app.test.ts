@@ -199,3 +199,17 @@ describe('maintenance', () => {
     }
   })
 })
+
+describe('a cluster member', () => {
+  it('is refused on SQLite before any connection to Redis is made', async () => {
+    const database = await createTestDatabase('sqlite')
+    try {
+      // Nothing listens on port 1: had build() tried Redis first, it would fail with that instead.
+      await expect(
+        build({ db: database.db, log: false, redis: { url: 'redis://127.0.0.1:1' } }),
+      ).rejects.toThrow(/expected the database to be PostgreSQL, got SQLite/)
+    } finally {
+      await database.dispose()
+    }
+  })
+})

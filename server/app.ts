@@ -337,6 +337,11 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
   // A cluster member keeps its limits (failed log-ins, requests per route) with the other nodes, in
   // Redis: on a connection of their own, next to the relay bus's two.
   const redisPrefix = options.redis?.channelPrefix ?? DEFAULT_REDIS_CHANNEL_PREFIX
+  if (options.redis && !options.relayBus && dialectOf(options.db) !== 'postgres') {
+    throw new Error(
+      'redis: expected the database to be PostgreSQL, got SQLite, which several nodes cannot share',
+    )
+  }
   let limitsRedis: Redis | undefined
   if (options.redis && !options.relayBus) {
     const redis = new Redis(options.redis.url, {
@@ -386,11 +391,6 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
   const metrics = options.metrics ?? new ServerMetrics()
   let bus = options.relayBus
   if (!bus) {
-    if (options.redis && dialectOf(options.db) !== 'postgres') {
-      throw new Error(
-        'redis: expected the database to be PostgreSQL, got SQLite, which several nodes cannot share',
-      )
-    }
     const ownBus: RelayBus = options.redis
       ? await RedisRelayBus.connect({
           url: options.redis.url,
