@@ -7,10 +7,9 @@
  * It knows nothing beyond the contract in relay-bus.ts: which listeners want which address. It
  * keeps no event: one published to an address nobody subscribed to is dropped.
  *
- * Counted (relay-metrics.ts): every event published, and every hand-over to a listener with the
- * time since `publish` began (microseconds here; the figure means something on a networked bus).
+ * Counted (relay-metrics.ts): every event published, and every hand-over to a listener, with no
+ * lag (a function call; the Redis bus reports the lag from the publishing node's clock).
  */
-import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
 import {
   type Address,
