@@ -97,7 +97,7 @@ import { RelayHub } from './ws/hub.js'
 import { InProcessRelayBus } from './ws/in-process-bus.js'
 import {
   DEFAULT_REDIS_CHANNEL_PREFIX,
-  REDIS_CONNECT_TIMEOUT_MS,
+  nodeRedisOptions,
   RedisRelayBus,
   RedisUnreachableError,
   redisAddressForLog,
@@ -345,10 +345,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
   let limitsRedis: Redis | undefined
   if (options.redis && !options.relayBus) {
     const redis = new Redis(options.redis.url, {
-      lazyConnect: true,
-      connectTimeout: REDIS_CONNECT_TIMEOUT_MS,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
+      ...nodeRedisOptions(),
       connectionName: 'secure-chat-limits',
     })
     // Without a listener ioredis prints every connection error; the bus reports the losses.

@@ -30,10 +30,7 @@ import { Redis, type Result } from 'ioredis'
 import { CLUSTER_PRESENCE_NODE_TTL_MS, CLUSTER_PRESENCE_REFRESH_INTERVAL_MS } from '../limits.js'
 import {
   DEFAULT_REDIS_CHANNEL_PREFIX,
-  REDIS_COMMAND_TIMEOUT_MS,
-  REDIS_CONNECT_TIMEOUT_MS,
-  REDIS_RETRY_MAX_DELAY_MS,
-  REDIS_RETRY_STEP_MS,
+  nodeRedisOptions,
   RedisUnreachableError,
   redisAddressForLog,
 } from './redis-bus.js'
@@ -269,15 +266,9 @@ export class RedisClusterPresence implements ClusterPresence {
         `cluster presence: expected a refresh interval at most half the node TTL (${this.nodeTtlMs} ms), got ${this.refreshIntervalMs} ms`,
       )
     }
+    // As the bus: nothing waits for a lost connection; the next refresh puts things right.
     this.redis = new Redis(options.url, {
-      lazyConnect: true,
-      connectTimeout: options.connectTimeoutMs ?? REDIS_CONNECT_TIMEOUT_MS,
-      retryStrategy: (attempt) => Math.min(attempt * REDIS_RETRY_STEP_MS, REDIS_RETRY_MAX_DELAY_MS),
-      // As the bus: nothing waits for a lost connection; the next refresh puts things right.
-      enableOfflineQueue: false,
-      autoResendUnfulfilledCommands: false,
-      maxRetriesPerRequest: 0,
-      commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
+      ...nodeRedisOptions(options.connectTimeoutMs),
       connectionName: `secure-chat-presence-${this.nodeId}`,
     })
     this.redis.on('error', () => {

@@ -79,6 +79,25 @@ export function redisAddressForLog(url: string): string {
 }
 
 /** Redis did not answer at start; the message names the address without credentials. */
+/**
+ * How every Redis connection of a node is made (the bus's two, presence's, the limits'): connected
+ * by the caller, retried with a growing delay, and never holding a command for a lost connection.
+ * Nothing waits in ioredis for a connection to come back: an event held there would arrive late
+ * and out of order with the queue, and while Redis is lost the queue covers for it; presence and
+ * limits are put right by their next refresh, or decided by the node alone meanwhile.
+ */
+export function nodeRedisOptions(connectTimeoutMs: number = REDIS_CONNECT_TIMEOUT_MS): RedisOptions {
+  return {
+    lazyConnect: true,
+    connectTimeout: connectTimeoutMs,
+    retryStrategy: (attempt) => Math.min(attempt * REDIS_RETRY_STEP_MS, REDIS_RETRY_MAX_DELAY_MS),
+    enableOfflineQueue: false,
+    autoResendUnfulfilledCommands: false,
+    maxRetriesPerRequest: 0,
+    commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
+  }
+}
+
 export class RedisUnreachableError extends Error {
   override readonly name = 'RedisUnreachableError'
 }
@@ -164,17 +183,7 @@ export class RedisRelayBus implements RelayBus {
       // The lag of the message being handed over (`received` below), from its publisher's clock.
       received: (kind, lagSeconds) => this.metrics.received(kind, lagSeconds ?? this.handingOverLag),
     })
-    const common: RedisOptions = {
-      lazyConnect: true,
-      connectTimeout: options.connectTimeoutMs ?? REDIS_CONNECT_TIMEOUT_MS,
-      retryStrategy: (attempt) => Math.min(attempt * REDIS_RETRY_STEP_MS, REDIS_RETRY_MAX_DELAY_MS),
-      // Nothing waits in ioredis for a connection to come back: an event held there would arrive
-      // late and out of order with the queue, and while Redis is lost the queue covers for it.
-      enableOfflineQueue: false,
-      autoResendUnfulfilledCommands: false,
-      maxRetriesPerRequest: 0,
-      commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
-    }
+    const common = nodeRedisOptions(options.connectTimeoutMs)
     this.publisher = new Redis(options.url, {
       ...common,
       connectionName: `secure-chat-relay-pub-${this.nodeId}`,
