@@ -49,6 +49,8 @@ export class Device {
   readonly errors: string[] = []
   /** Console warnings, for diagnostics when a test fails (never asserted on). */
   readonly warnings: string[] = []
+  /** The last console messages of every kind and the page's socket events, for a failed test's report. */
+  private readonly recent: string[] = []
   /** Set by `start`: the server's origin, its certificate's key hash, and the profile directory. */
   private origin = ''
   private spki = ''
@@ -112,7 +114,17 @@ export class Device {
 
   private watch(page: Page): void {
     page.on('pageerror', (error) => this.errors.push(`pageerror: ${error.message}`))
+    const remember = (line: string): void => {
+      this.recent.push(`${new Date().toISOString().slice(11, 23)} ${line}`)
+      if (this.recent.length > 100) this.recent.shift()
+    }
+    page.on('websocket', (socket) => {
+      remember(`websocket open ${socket.url()}`)
+      socket.on('close', () => remember(`websocket closed ${socket.url()}`))
+      socket.on('socketerror', (error) => remember(`websocket error ${error}`))
+    })
     page.on('console', (message) => {
+      remember(`console.${message.type()}: ${message.text()}`)
       if (message.type() === 'warning') this.warnings.push(message.text())
       if (message.type() !== 'error') return
       const text = message.text()
@@ -134,6 +146,24 @@ export class Device {
   /** Starts the browser again on the same profile (IndexedDB, service worker and caches kept). */
   async reopen(): Promise<void> {
     await this.launch()
+  }
+
+  /**
+   * What this browser shows and has logged, for a failed test's report: the page's address, its
+   * accessibility tree (through shadow roots), warnings and errors. Never throws.
+   */
+  async describe(): Promise<string> {
+    const lines = [`--- device ${this.name} ---`]
+    try {
+      if (this.context.pages().length === 0) return [...lines, '(browser closed)'].join('\n')
+      lines.push(`url: ${this.page.url()}`)
+      lines.push(`hidden: ${await this.page.evaluate(() => document.visibilityState)}`)
+      lines.push(await this.page.locator('body').ariaSnapshot({ timeout: 5_000 }))
+    } catch (error) {
+      lines.push(`(could not read the page: ${error instanceof Error ? error.message : String(error)})`)
+    }
+    lines.push(`errors: ${JSON.stringify(this.errors)}`, 'recent events:', ...this.recent)
+    return lines.join('\n')
   }
 
   async dispose(): Promise<void> {

@@ -3,7 +3,7 @@
  * passwords, and a hostile key swap.
  */
 import { randomBytes } from 'node:crypto'
-import { afterAll, beforeAll } from 'vitest'
+import { afterAll, afterEach, beforeAll } from 'vitest'
 import { startServer, type TestServer } from '../../server/test/harness.js'
 import { Device, type DeviceOptions } from './browser.js'
 
@@ -39,6 +39,12 @@ export function serverWithBrowsers<const Name extends string>(
         started.push(devices[name])
       }),
     )
+  })
+  // A failed (or timed-out) test says where each browser stood: vitest's timeout names no step,
+  // so this is how a hang seen once in CI can be read afterwards.
+  afterEach(async (context) => {
+    if (context.task.result?.state !== 'fail') return
+    for (const device of started) console.error(await device.describe())
   })
   afterAll(async () => {
     await Promise.all(started.map((device) => device.dispose()))
