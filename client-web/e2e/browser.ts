@@ -51,6 +51,7 @@ export class Device {
   readonly warnings: string[] = []
   /** The last console messages of every kind and the page's socket events, for a failed test's report. */
   private readonly recent: string[] = []
+  private readonly pending = new Set<string>()
   /** Set by `start`: the server's origin, its certificate's key hash, and the profile directory. */
   private origin = ''
   private spki = ''
@@ -122,6 +123,20 @@ export class Device {
       remember(`websocket open ${socket.url()}`)
       socket.on('close', () => remember(`websocket closed ${socket.url()}`))
       socket.on('socketerror', (error) => remember(`websocket error ${error}`))
+      // Frame types only (the payloads are ciphertext and ids): whether a delivery reached the page.
+      const frameType = (payload: string | Buffer): string =>
+        /"type":"([^"]+)"/.exec(payload.toString().slice(0, 200))?.[1] ?? '?'
+      socket.on('framereceived', ({ payload }) => remember(`frame in ${frameType(payload)}`))
+      socket.on('framesent', ({ payload }) => remember(`frame out ${frameType(payload)}`))
+    })
+    // Requests still unanswered when a test fails: a fetch that never settles stalls whatever awaits it.
+    page.on('request', (request) => this.pending.add(`${request.method()} ${request.url()}`))
+    const settled = (request: { method(): string; url(): string }) =>
+      this.pending.delete(`${request.method()} ${request.url()}`)
+    page.on('requestfinished', settled)
+    page.on('requestfailed', (request) => {
+      settled(request)
+      remember(`request failed ${request.method()} ${request.url()}: ${request.failure()?.errorText}`)
     })
     page.on('console', (message) => {
       remember(`console.${message.type()}: ${message.text()}`)
@@ -162,7 +177,12 @@ export class Device {
     } catch (error) {
       lines.push(`(could not read the page: ${error instanceof Error ? error.message : String(error)})`)
     }
-    lines.push(`errors: ${JSON.stringify(this.errors)}`, 'recent events:', ...this.recent)
+    lines.push(
+      `errors: ${JSON.stringify(this.errors)}`,
+      `requests unanswered: ${JSON.stringify([...this.pending])}`,
+      'recent events:',
+      ...this.recent,
+    )
     return lines.join('\n')
   }
 
