@@ -37,9 +37,17 @@ export interface WebSocketLike {
 
 export type WebSocketFactory = (url: string) => WebSocketLike
 
+/**
+ * How long a request may take, reply body included, before it fails with a network error. The core
+ * awaits some requests while it handles frames (the identity check after `identity.changed`): one
+ * the server never answers must not hold up every delivery behind it. The terminal's HTTPS client
+ * has the same bound (client-terminal/transport.ts); the server gives up on a request at 30 s too.
+ */
+export const REQUEST_TIMEOUT_MS = 30_000
+
 type FetchFunction = (
   input: string,
-  init: { method: string; headers: Record<string, string>; body?: string },
+  init: { method: string; headers: Record<string, string>; body?: string; signal?: AbortSignal },
 ) => Promise<{
   status: number
   text(): Promise<string>
@@ -49,29 +57,34 @@ type FetchFunction = (
 export function fetchHttpClient(
   serverUrl: string,
   fetchFunction: FetchFunction = globalThis.fetch,
+  options: { readonly timeoutMs?: number } = {},
 ): HttpClient {
+  const timeoutMs = options.timeoutMs ?? REQUEST_TIMEOUT_MS
   const base = `${serverUrl.replace(/\/+$/, '')}${API_PREFIX}`
   return {
     async request(method, path, options = {}) {
       const headers: Record<string, string> = { accept: 'application/json' }
       if (options.token) headers.authorization = `Bearer ${options.token}`
       if (options.body !== undefined) headers['content-type'] = 'application/json'
-      let response: Awaited<ReturnType<FetchFunction>>
+      const signal = AbortSignal.timeout(timeoutMs)
       try {
-        response = await fetchFunction(`${base}${path}`, {
+        const response = await fetchFunction(`${base}${path}`, {
           method,
           headers,
+          signal,
           ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
         })
+        const text = await response.text()
+        return { status: response.status, body: parseJson(text) }
       } catch (cause) {
         throw new ClientError(
           ClientErrorCode.Network,
-          `expected a reply from ${serverUrl}, got a network error`,
+          signal.aborted
+            ? `expected a reply from ${serverUrl} within ${timeoutMs / 1000} s, got none`
+            : `expected a reply from ${serverUrl}, got a network error`,
           { cause },
         )
       }
-      const text = await response.text()
-      return { status: response.status, body: parseJson(text) }
     },
   }
 }
