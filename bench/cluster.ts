@@ -186,33 +186,54 @@ async function main(): Promise<void> {
     )
     await bare.close()
 
+    /** Nodes of one configuration, each with a data directory of its own and one relations key. */
+    const startNodes = async (label: string, count: number, env: Record<string, string>) => {
+      const dataDirs = Array.from({ length: count }, (_, index) => join(dir, `${label}-node${index + 1}`))
+      await shareRelationsKey(dataDirs)
+      const nodes = await Promise.all(
+        dataDirs.map((dataDir, index) =>
+          startNode({
+            label: `${label}-node${index + 1}`,
+            env,
+            dataDir,
+            ca: certificate.cert,
+            entry: ENTRY,
+            nodeFlags: NODE_FLAGS,
+          }),
+        ),
+      )
+      running.push(...nodes)
+      return nodes
+    }
+    const runNodes = async (
+      name: string,
+      users: BenchUser[],
+      nodes: readonly NodeProcess[],
+      redisPid: number | undefined,
+    ) => {
+      await run(
+        name,
+        users,
+        nodes.map((node) => `${node.origin.replace(/^https/, 'wss')}/ws`),
+        { nodes: nodes.map((node) => node.child.pid!), redis: redisPid },
+        nodes.length,
+        placeClients(CLIENTS, nodes.length),
+      )
+      for (const node of nodes) await node.stop()
+      running.splice(0)
+    }
+
     // --- one node on SQLite --------------------------------------------------------------------
     {
-      const dataDir = join(dir, 'sqlite-node')
-      await shareRelationsKey([dataDir])
-      const sqlite = await openDatabase({ kind: 'sqlite', file: join(dataDir, 'secure-chat.sqlite') })
+      // The node's database file is in its data directory, where server/main.ts puts it.
+      const sqlite = await openDatabase({
+        kind: 'sqlite',
+        file: join(dir, 'sqlite-node1', 'secure-chat.sqlite'),
+      })
       await migrateToLatest(sqlite.db, 'sqlite')
       const users = await createUsers(sqlite.db, 'sqlite-', CLIENTS, userOptions)
       await sqlite.close()
-      const node = await startNode({
-        label: 'sqlite',
-        env: tlsEnv,
-        dataDir,
-        ca: certificate.cert,
-        entry: ENTRY,
-        nodeFlags: NODE_FLAGS,
-      })
-      running.push(node)
-      await run(
-        '1 node, SQLite',
-        users,
-        [`${node.origin.replace(/^https/, 'wss')}/ws`],
-        { nodes: [node.child.pid!] },
-        1,
-        placeClients(CLIENTS, 1),
-      )
-      await node.stop()
-      running.splice(0)
+      await runNodes('1 node, SQLite', users, await startNodes('sqlite', 1, tlsEnv), undefined)
     }
 
     // --- 1, 2 and 3 nodes on PostgreSQL and Redis ------------------------------------------------
@@ -229,57 +250,23 @@ async function main(): Promise<void> {
     {
       // PostgreSQL without Redis (one node, its bus in the process): which of the two costs what.
       const users = await createUsers(database.db, 'pg0-', CLIENTS, userOptions)
-      const dataDir = join(dir, 'pg-alone')
-      await shareRelationsKey([dataDir])
       const { REDIS_URL: _none, ...aloneEnv } = clusterEnv
-      const node = await startNode({
-        label: 'pg-alone',
-        env: aloneEnv,
-        dataDir,
-        ca: certificate.cert,
-        entry: ENTRY,
-        nodeFlags: NODE_FLAGS,
-      })
-      running.push(node)
-      await run(
+      await runNodes(
         '1 node, PostgreSQL, no Redis',
         users,
-        [`${node.origin.replace(/^https/, 'wss')}/ws`],
-        { nodes: [node.child.pid!] },
-        1,
-        placeClients(CLIENTS, 1),
+        await startNodes('pg-alone', 1, aloneEnv),
+        undefined,
       )
-      await node.stop()
-      running.splice(0)
     }
     for (const count of NODE_COUNTS) {
       // Users of their own per configuration: nothing left in a queue from one run reaches the next.
       const users = await createUsers(database.db, `pg${count}-`, CLIENTS, userOptions)
-      const dataDirs = Array.from({ length: count }, (_, index) => join(dir, `pg${count}-node${index + 1}`))
-      await shareRelationsKey(dataDirs)
-      const nodes = await Promise.all(
-        dataDirs.map((dataDir, index) =>
-          startNode({
-            label: `pg${count}-node${index + 1}`,
-            env: clusterEnv,
-            dataDir,
-            ca: certificate.cert,
-            entry: ENTRY,
-            nodeFlags: NODE_FLAGS,
-          }),
-        ),
-      )
-      running.push(...nodes)
-      await run(
+      await runNodes(
         `${count} node${count > 1 ? 's' : ''}, PostgreSQL + Redis`,
         users,
-        nodes.map((node) => `${node.origin.replace(/^https/, 'wss')}/ws`),
-        { nodes: nodes.map((node) => node.child.pid!), redis: redis.pid! },
-        count,
-        placeClients(CLIENTS, count),
+        await startNodes(`pg${count}`, count, clusterEnv),
+        redis.pid!,
       )
-      for (const node of nodes) await node.stop()
-      running.splice(0)
     }
   } finally {
     load.exit()
@@ -336,6 +323,7 @@ async function main(): Promise<void> {
         redisCpuMicrosPerMessage: entry.redisCpu ?? null,
         sent: entry.result.sent,
         delivered: entry.result.total,
+        crossingPairs: entry.crossingPairs,
         correct: correct(entry),
       })),
     })}\n`,
