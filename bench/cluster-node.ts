@@ -9,7 +9,7 @@ import { build } from '../server/app.js'
 import { parseConfig } from '../server/config.js'
 import { openDatabase } from '../server/db/connect.js'
 import { migrateToLatest } from '../server/db/migrate.js'
-import { loadRelationsKey } from '../server/relations-key.js'
+import { bindRelationsKey, loadRelationsKey } from '../server/relations-key.js'
 import { httpsOptions, loadTls } from '../server/tls.js'
 import { BENCH_LIMITS } from './relay-kit.js'
 
@@ -20,6 +20,11 @@ const tls = await loadTls(config.tls, config.certDir)
 const database = await openDatabase(config.database)
 await migrateToLatest(database.db, database.dialect)
 const relations = await loadRelationsKey(config.dataDir)
+await bindRelationsKey(database.db, relations.key, {
+  file: `${config.dataDir}/relations.key`,
+  replace: config.replaceRelationsKey,
+  now: Date.now(),
+})
 const app = await build({
   db: database.db,
   https: httpsOptions(tls),

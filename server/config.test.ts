@@ -38,7 +38,13 @@ describe('configuration', () => {
       trustProxy: false,
       logLevel: 'info',
       metrics: { port: undefined, host: '127.0.0.1', token: undefined },
+      replaceRelationsKey: false,
     })
+  })
+
+  it('takes --replace-relations-key only as a flag: an environment file left with it would wipe relations on every start', () => {
+    expect(configOf(['--replace-relations-key']).replaceRelationsKey).toBe(true)
+    expect(configOf([], { REPLACE_RELATIONS_KEY: '1' }).replaceRelationsKey).toBe(false)
   })
 
   it('makes a cluster member of REDIS_URL or --redis-url with PostgreSQL, the flag winning', () => {

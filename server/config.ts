@@ -26,6 +26,10 @@
  * | (none)        | METRICS_TOKEN | none; at least 32 characters: GET /metrics on the main port to |
  * |               |              | requests bearing it (and required on the metrics port too). Only |
  * |               |              | a variable: a flag would show in every `ps` listing |
+ * | --replace-relations-key | (none) | off; on: a relations key other than the database's replaces |
+ * |               |              | it, and the relations stored under the old one are deleted |
+ * |               |              | (relations-key.ts). Only a flag, given once by hand: left in an |
+ * |               |              | environment file it would let any node with a stray key wipe them |
  *
  * `describeConfig` is what main.ts prints at start: every option, with the database URL's password
  * masked and the metrics token never shown.
@@ -58,6 +62,8 @@ export interface ServerConfig {
   trustProxy: boolean | number | string
   logLevel: LogLevel
   metrics: MetricsConfig
+  /** Take this node's relations key even if the database was set up with another (relations-key.ts). */
+  replaceRelationsKey: boolean
 }
 
 /** Where GET /metrics is served (plugins/metrics.ts); neither a port nor a token means nowhere. */
@@ -90,6 +96,10 @@ export const USAGE = `Usage: npm start -- [options]
   --log-level <level>   ${LOG_LEVELS.join(', ')} (LOG_LEVEL; default info)
   --metrics-port <n>    serve GET /metrics over plain HTTP on this port (METRICS_PORT; default none)
   --metrics-host <addr> address of the metrics port (METRICS_HOST; default ${DEFAULT_METRICS_HOST})
+  --replace-relations-key
+                        start with this data directory's relations.key although the database was set
+                        up with another: the blocks and presence grants stored under that one are
+                        deleted (once, by hand; every other node then needs this node's file)
   --help                print this text
 
   DATABASE_URL=postgres://user@host/db selects PostgreSQL instead of SQLite.
@@ -120,6 +130,7 @@ export function parseConfig(argv: readonly string[], env: Env, cwd: string = pro
         'log-level': { type: 'string' },
         'metrics-port': { type: 'string' },
         'metrics-host': { type: 'string' },
+        'replace-relations-key': { type: 'boolean' },
         help: { type: 'boolean' },
       },
     }).values
@@ -179,6 +190,7 @@ export function parseConfig(argv: readonly string[], env: Env, cwd: string = pro
       trustProxy,
       logLevel: logLevel as LogLevel,
       metrics,
+      replaceRelationsKey: values['replace-relations-key'] === true,
     },
   }
 }
@@ -253,6 +265,9 @@ export function describeConfig(config: ServerConfig): string[] {
     `trust proxy: ${String(config.trustProxy)}`,
     `log level: ${config.logLevel}`,
     `metrics: ${metricsWhere.length > 0 ? metricsWhere.join('; ') : 'not served (set METRICS_PORT or METRICS_TOKEN)'}`,
+    ...(config.replaceRelationsKey
+      ? ["relations key: replacing the database's with this data directory's (--replace-relations-key)"]
+      : []),
   ]
 }
 

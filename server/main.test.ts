@@ -1,7 +1,7 @@
 /** The real process: `node --import tsx server/main.ts`, as `npm start` runs it (which adds a V8 heap flag). */
 import { type ChildProcess, spawn } from 'node:child_process'
-import { X509Certificate } from 'node:crypto'
-import { mkdtemp, readFile } from 'node:fs/promises'
+import { randomBytes, X509Certificate } from 'node:crypto'
+import { copyFile, mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { Agent } from 'node:https'
 import { type AddressInfo, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -78,6 +78,9 @@ describe('server process', () => {
       const [, url] = await waitFor(server, /listening on (https:\/\/127\.0\.0\.1:\d+)/)
       const [, fingerprint] = await waitFor(server, /SHA-256 fingerprint: ([0-9A-F:]{95})/)
       expect(server.stdout()).toContain('self-signed, created now')
+      expect(server.stdout()).toMatch(
+        /relations key: \S+ \(created now\), its check recorded in the database/,
+      )
       const cert = await readFile(join(dir, 'certs', 'localhost.pem'), 'utf8')
       expect(new X509Certificate(cert).fingerprint256).toBe(fingerprint)
 
@@ -100,11 +103,41 @@ describe('server process', () => {
       await waitFor(server, /SPKI, base64\): \S+/)
       expect(server.stdout()).not.toContain('created now')
       expect(server.stdout()).not.toContain('applied migrations')
+      expect(server.stdout()).toContain('relations.key, the one the database was set up with')
       expect(server.stdout()).toContain(new X509Certificate(first).fingerprint256)
     } finally {
       server.child.kill('SIGINT')
     }
     expect(await server.exited).toBe(0)
+  })
+
+  it('refuses a relations.key other than the database’s, and takes it with --replace-relations-key', async () => {
+    const keyFile = join(dir, 'data', 'relations.key')
+    const original = await readFile(keyFile)
+    await writeFile(keyFile, randomBytes(32))
+    const refused = run(env)
+    expect(await refused.exited).toBe(1)
+    expect(refused.stderr()).toMatch(/^cannot use the relations key: .*--replace-relations-key$/m)
+    expect(refused.stdout()).not.toContain('listening')
+
+    const replacing = run(env, ['--replace-relations-key'])
+    try {
+      await waitFor(replacing, /SPKI, base64\): \S+/)
+      expect(replacing.stdout()).toContain(
+        "relations key: replacing the database's with this data directory's (--replace-relations-key)",
+      )
+      expect(replacing.stdout()).toMatch(
+        /relations key: \S+, replaced the database's; 0 relations stored under the old key deleted/,
+      )
+    } finally {
+      replacing.child.kill('SIGTERM')
+    }
+    expect(await replacing.exited).toBe(0)
+    // The old file is now the stranger.
+    await writeFile(keyFile, original)
+    const old = run(env)
+    expect(await old.exited).toBe(1)
+    expect(old.stderr()).toContain('expected the relations key this database was set up with')
   })
 
   it('refuses a database written by a newer server, saying so', async () => {
@@ -216,6 +249,29 @@ describe.skipIf(clusterSkip !== undefined)('server process as a cluster member (
       server.child.kill('SIGTERM')
     }
     expect(await server.exited).toBe(0)
+  })
+
+  it('a second node whose relations.key is not the first one’s refuses to start and says what to do; the same file starts', async () => {
+    // The first test's node recorded its key's check in the database.
+    const other = { ...env, DATA_DIR: join(dir, 'data-node2'), REDIS_URL: REDIS_TEST_URL }
+    const refused = run(other)
+    expect(await refused.exited).toBe(1)
+    expect(refused.stderr()).toMatch(
+      /^cannot use the relations key: .*data-node2\/relations\.key: expected the relations key this database was set up with \(check [0-9a-f]{12}…\), got another \(check [0-9a-f]{12}…\)\. Copy relations\.key from a node that serves this database/m,
+    )
+    expect(refused.stdout()).not.toContain('listening')
+    // Copied from the first node, as docs/operations.md says: it starts.
+    await copyFile(join(dir, 'data', 'relations.key'), join(dir, 'data-node2', 'relations.key'))
+    const started = run(other)
+    try {
+      await waitFor(started, /SPKI, base64\): \S+/)
+      expect(started.stdout()).toMatch(
+        /relations key: \S+data-node2\/relations\.key, the one the database was set up with/,
+      )
+    } finally {
+      started.child.kill('SIGTERM')
+    }
+    expect(await started.exited).toBe(0)
   })
 
   it('says Redis is unreachable, naming the address but never the password, and exits 1', async () => {

@@ -14,7 +14,13 @@ import { MigrationError, migrateToLatest } from './db/migrate.js'
 import { SHUTDOWN_GRACE_MS } from './limits.js'
 import { ServerMetrics } from './metrics.js'
 import { buildMetricsServer } from './plugins/metrics.js'
-import { loadRelationsKey, RELATIONS_KEY_FILE, RelationsKeyError } from './relations-key.js'
+import {
+  bindRelationsKey,
+  loadRelationsKey,
+  RELATIONS_KEY_FILE,
+  type RelationsKeyBinding,
+  RelationsKeyError,
+} from './relations-key.js'
 import { httpsOptions, loadTls } from './tls.js'
 import { RedisUnreachableError } from './ws/redis-bus.js'
 
@@ -28,6 +34,17 @@ function metricsHost(host: string): string {
   return host.includes(':') ? `[${host}]` : host
 }
 
+function describeBinding(binding: RelationsKeyBinding): string {
+  switch (binding.kind) {
+    case 'recorded':
+      return 'its check recorded in the database'
+    case 'matched':
+      return 'the one the database was set up with'
+    case 'replaced':
+      return `replaced the database's; ${binding.relationsDeleted} relations stored under the old key deleted: copy this file to every other node`
+  }
+}
+
 async function start(config: ServerConfig): Promise<void> {
   // First, so that whatever fails next is read against the options it ran with.
   process.stdout.write(
@@ -39,6 +56,15 @@ async function start(config: ServerConfig): Promise<void> {
   const database = await openDatabase(config.database)
   const applied = await migrateToLatest(database.db, database.dialect)
   const relations = await loadRelationsKey(config.dataDir)
+  const relationsFile = join(config.dataDir, RELATIONS_KEY_FILE)
+  const binding = await bindRelationsKey(database.db, relations.key, {
+    file: relationsFile,
+    replace: config.replaceRelationsKey,
+    now: Date.now(),
+  }).catch(async (error: unknown) => {
+    await database.close()
+    throw error
+  })
 
   const served = config.metrics.port !== undefined || config.metrics.token !== undefined
   // Process metrics (event-loop delay, memory, GC) start monitors: only when someone can read them.
@@ -96,7 +122,7 @@ async function start(config: ServerConfig): Promise<void> {
   const lines = [
     `secure-chat listening on ${publicUrl(config.host, port)}`,
     `database: ${where}${applied.length > 0 ? `, applied migrations: ${applied.join(', ')}` : ''}`,
-    `relations key: ${join(config.dataDir, RELATIONS_KEY_FILE)}${relations.created ? ' (created now)' : ''}`,
+    `relations key: ${relationsFile}${relations.created ? ' (created now)' : ''}, ${describeBinding(binding)}`,
     `TLS certificate: ${tls.certFile}${tls.selfSigned ? (tls.created ? ' (self-signed, created now)' : ' (self-signed)') : ''}`,
     `TLS certificate SHA-256 fingerprint: ${tls.fingerprint256}`,
     `TLS public key SHA-256 (SPKI, base64): ${tls.spkiSha256}`,
@@ -136,7 +162,7 @@ async function main(): Promise<void> {
       error instanceof MigrationError || error instanceof DatabaseOpenError
         ? 'cannot open the database'
         : error instanceof RelationsKeyError
-          ? 'cannot read the relations key'
+          ? 'cannot use the relations key'
           : 'cannot start'
     process.stderr.write(`${prefix}: ${(error as Error).message}\n`)
     process.exit(1)

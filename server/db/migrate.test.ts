@@ -1,5 +1,6 @@
 import { type Kysely, sql } from 'kysely'
 import { afterEach, describe, expect, it } from 'vitest'
+import { bindRelationsKey } from '../relations-key.js'
 import { createTestDatabase, DIALECTS, postgresUnavailable, type TestDatabase } from '../test/databases.js'
 import {
   appliedMigrations,
@@ -13,13 +14,14 @@ import {
 import { claimPreKeyBundle, listOneTimePreKeyIds } from './prekeys.js'
 import { countQueued } from './queue.js'
 import { openQueueRepository } from './queue-repository.js'
-import { block, grantPresence, presenceVisibleTo, RelationsKey } from './relations.js'
+import { block, grantPresence, isBlocked, presenceVisibleTo, RelationsKey } from './relations.js'
 import { createAccount, deleteAccount, isUsernameHeld } from './users.js'
 
 const pgSkip = await postgresUnavailable()
 const TABLES = [
   'auth_tokens',
   'deleted_usernames',
+  'key_checks',
   'message_tombstones',
   'messages',
   'one_time_prekey_claims',
@@ -35,13 +37,16 @@ const TABLES_BEFORE_METADATA = ['auth_tokens', 'messages', 'one_time_prekeys', '
 const TABLES_AFTER: Record<string, readonly string[]> = {
   '2026-11-26-01-initial': TABLES_BEFORE_METADATA,
   '2026-12-02-01-message-metadata': TABLES.filter(
-    (table) => !['relations', 'one_time_prekey_claims', 'deleted_usernames'].includes(table),
+    (table) => !['relations', 'one_time_prekey_claims', 'deleted_usernames', 'key_checks'].includes(table),
   ),
   '2026-12-03-02-one-time-prekey-claims': TABLES.filter(
-    (table) => table !== 'relations' && table !== 'deleted_usernames',
+    (table) => !['relations', 'deleted_usernames', 'key_checks'].includes(table),
   ),
-  '2026-12-03-03-relations': TABLES.filter((table) => table !== 'deleted_usernames'),
-  '2026-12-03-04-deleted-usernames': TABLES,
+  '2026-12-03-03-relations': TABLES.filter(
+    (table) => table !== 'deleted_usernames' && table !== 'key_checks',
+  ),
+  '2026-12-03-04-deleted-usernames': TABLES.filter((table) => table !== 'key_checks'),
+  '2026-12-03-06-key-checks': TABLES,
 }
 
 /** The tables a database that has run the first `applied` migrations holds. */
@@ -690,6 +695,40 @@ for (const dialect of DIALECTS) {
         .insertInto('users')
         .values({ ...user('yves'), identity_key: alice.identity_key })
         .execute()
+    })
+
+    it('key checks: a database written by the previous version keeps its relations, gains the table, and the first start records its key', async () => {
+      database = await createTestDatabase(dialect)
+      const db = untyped(database)
+      await migrateTo(db, dialect, '2026-12-03-05-unique-identity-keys')
+      // Data as the previous version wrote it: two users, a block under the node's key.
+      const [alice, bob] = await Promise.all(
+        ['alice', 'bob'].map((name) =>
+          db.insertInto('users').values(user(name)).returning('id').executeTakeFirstOrThrow(),
+        ),
+      )
+      const key = RelationsKey.random()
+      expect(await block(database.db, key, alice!.id, bob!.id, 10)).toBe(true)
+
+      expect(await migrateToLatest(db, dialect)).toEqual(['2026-12-03-06-key-checks'])
+      const options = { file: 'relations.key', replace: false, now: 5 }
+      // A database from before checks takes the key it is started with, and keeps its relations.
+      expect(await bindRelationsKey(database.db, key, options)).toEqual({ kind: 'recorded' })
+      expect(await isBlocked(database.db, key, alice!.id, bob!.id)).toBe(true)
+      await expect(bindRelationsKey(database.db, RelationsKey.random(), options)).rejects.toThrow(
+        'expected the relations key this database was set up with',
+      )
+      // The schema refuses a check value of the wrong length.
+      await expect(
+        db
+          .insertInto('key_checks')
+          .values({ name: 'other', check_value: new Uint8Array(31), recorded_at: 1 })
+          .execute(),
+      ).rejects.toThrow()
+
+      await migrateTo(db, dialect, '2026-12-03-05-unique-identity-keys')
+      expect(await userTables(database)).not.toContain('key_checks')
+      expect(await isBlocked(database.db, key, alice!.id, bob!.id)).toBe(true)
     })
 
     it('enforces the schema: binary lengths are checked and usernames are unique', async () => {

@@ -21,6 +21,7 @@ import * as oneTimePreKeyClaims from './migrations/2026-12-03-02-one-time-prekey
 import * as relations from './migrations/2026-12-03-03-relations.js'
 import * as deletedUsernames from './migrations/2026-12-03-04-deleted-usernames.js'
 import * as uniqueIdentityKeys from './migrations/2026-12-03-05-unique-identity-keys.js'
+import * as keyChecks from './migrations/2026-12-03-06-key-checks.js'
 import type { SqlDialect } from './schema.js'
 
 interface DialectMigration {
@@ -41,6 +42,7 @@ export const MIGRATIONS: Readonly<Record<string, DialectMigration>> = {
   '2026-12-03-03-relations': relations,
   '2026-12-03-04-deleted-usernames': deletedUsernames,
   '2026-12-03-05-unique-identity-keys': uniqueIdentityKeys,
+  '2026-12-03-06-key-checks': keyChecks,
 }
 
 export const MIGRATION_TABLE = 'kysely_migration'

@@ -127,6 +127,15 @@ export interface DeletedUsernamesTable {
   held_until: number
 }
 
+/** A check value of a secret kept outside the database (migration 2026-12-03-06-key-checks). */
+export interface KeyChecksTable {
+  /** Which secret: 'relations' (relations-key.ts). */
+  name: string
+  /** HMAC-SHA256 under the secret of a fixed label: 32 bytes, says nothing of the secret. */
+  check_value: Uint8Array
+  recorded_at: number
+}
+
 export interface Database {
   users: UsersTable
   signed_prekeys: SignedPreKeysTable
@@ -138,6 +147,7 @@ export interface Database {
   one_time_prekey_claims: OneTimePreKeyClaimsTable
   relations: RelationsTable
   deleted_usernames: DeletedUsernamesTable
+  key_checks: KeyChecksTable
 }
 
 /** The database handle every repository function takes first: the root handle or a transaction. */
