@@ -194,6 +194,49 @@ describe.skipIf(skip !== undefined)('presence and connection limits across nodes
     expect(second.all('error')).toEqual([])
   })
 
+  it('a socket displaced on another node closes even when the event telling that node is lost: Redis keeps the list', async () => {
+    const [one, two] = await cluster(2, 2)
+    const bob = await signUp(one!)
+    const oldest = await online(one!, bob.token, 'bob@1')
+    // Node 2's `connection.displaced` events never reach anyone (a lost publish, a subscription not live yet).
+    const bus = nodes[1]!.bus
+    const publish = bus.publish.bind(bus)
+    bus.publish = (event) => (event.kind === 'connection.displaced' ? Promise.resolve() : publish(event))
+    await online(two!, bob.token, 'bob@2')
+    await online(two!, bob.token, 'bob@2 again')
+
+    const refused = await oldest.next('error')
+    expect(refused.code).toBe(ServerErrorCode.TooManyConnections)
+    expect((await oldest.closed).code).toBe(1008)
+  })
+
+  it('a presence event that arrives out of order (from another node, late) is checked against Redis: the watcher ends on the truth', async () => {
+    const [one, two] = await cluster(2)
+    const [alice, bob] = await Promise.all([signUp(one!), signUp(two!)])
+    await sharePresence(two!, bob.token, [alice.client.username])
+    await online(two!, bob.token, 'bob@2')
+    const a = await online(one!, alice.token, 'alice@1')
+    a.subscribe([bob.client.username])
+    expect(await a.next('presence')).toMatchObject({ username: bob.client.username, online: true })
+
+    // An "offline" that an earlier socket's close on some node published, overtaken by the
+    // "online" of bob's socket now open: it reaches node 1 last.
+    const bobId = await idOf(bob.client.username)
+    await nodes[1]!.bus.publish({
+      kind: 'presence.changed',
+      address: { userId: bobId, deviceId: 1 },
+      username: bob.client.username,
+      online: false,
+    })
+    await eventually(
+      () => presenceOf(a, bob.client.username).length >= 2,
+      'a presence frame after the late event',
+    )
+    await one!.app.relay.presenceSettled()
+    await a.fence()
+    expect(presenceOf(a, bob.client.username).at(-1)).toBe(true)
+  })
+
   it('a node shutting down takes its sockets out of Redis first: watchers elsewhere hear "offline"', async () => {
     const [one, two] = await cluster(2)
     const [alice, bob] = await Promise.all([signUp(one!), signUp(two!)])

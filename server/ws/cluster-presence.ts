@@ -14,6 +14,10 @@
  *     connection limit closes.
  *   - `<prefix>presence:node:<nodeId>`, a hash per node: user id → username for the users it holds
  *     sockets of, so that whoever sweeps a dead node knows whose presence to announce "offline".
+ *   - `<prefix>presence:displaced:<nodeId>`, a list per node: its sockets that a connection on
+ *     another node pushed over the limit. The `connection.displaced` event tells the node at once;
+ *     the list is what it reads at its next refresh, so a lost event delays the close and never
+ *     leaves a socket beyond the limit open.
  * User ids, usernames and node ids: nothing about messages or keys. Every change is one Lua script
  * (atomic), which reads Redis's own clock, so nodes' clocks need not agree. The scripts touch keys
  * of several hash slots: one Redis (or a proxy), not Redis Cluster, as the bus.
@@ -21,8 +25,10 @@
  * Transitions: a user comes online when a socket is added and no live one was there before, and
  * goes offline when the last live one is removed, or when the sweep (every node runs it at each
  * refresh) removes a dead node's members and the user is left with none. Only the caller (the hub)
- * publishes them, on the bus as `presence.changed`. Two transitions on two nodes may in rare races
- * reach a watcher out of order; the next change (or the watcher's next subscription) corrects it.
+ * publishes them, on the bus as `presence.changed`. Two transitions on two nodes may reach a
+ * watcher's node out of order (they travel on two nodes' connections), so that node takes an event
+ * as "look again" and reads the state here (the hub's `confirmPresence`): the last read comes after
+ * the last transition, so watchers end on the truth.
  */
 import { randomBytes } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
@@ -58,6 +64,8 @@ export interface PresenceRefresh {
   readonly revived: boolean
   /** Users who went offline because the nodes that held their sockets died. */
   readonly expired: readonly { readonly userId: number; readonly username: string }[]
+  /** This node's sockets that connections elsewhere displaced since the last refresh: to close. */
+  readonly displaced: readonly string[]
 }
 
 /** Presence and connection counts across nodes; redis: RedisClusterPresence. */
@@ -115,7 +123,7 @@ local function liveMembers(socketsKey, nodesKey, nowMs)
 end
 `
 
-/** KEYS: sockets, nodes, node users. ARGV: member, max, userId, username. */
+/** KEYS: sockets, nodes, node users. ARGV: member, max, userId, username, key prefix. */
 const CONNECT_SCRIPT = `${LUA_COMMON}
 local now = nowMicros()
 local before = liveMembers(KEYS[1], KEYS[2], math.floor(now / 1000))
@@ -129,6 +137,9 @@ for _, member in ipairs(before) do
   if member ~= ARGV[1] then
     redis.call('ZREM', KEYS[1], member)
     table.insert(displaced, member)
+    -- For its node's next refresh, in case the event that tells it now is lost.
+    local node = string.match(member, '^(.*)%.[0-9]+$') or ''
+    redis.call('RPUSH', ARGV[5] .. 'presence:displaced:' .. node, member)
     excess = excess - 1
   end
 end
@@ -153,9 +164,10 @@ return 0
 `
 
 /**
- * KEYS: nodes. ARGV: nodeId, ttlMs, key prefix. Renews this node, then sweeps every node whose
- * time ran out: its members go, and each of its users left with no member at all is returned
- * (flat: userId, username, …) as gone offline. ZREM claims a dead node, so one sweeper handles it.
+ * KEYS: nodes. ARGV: nodeId, ttlMs, key prefix. Renews this node and takes its list of displaced
+ * sockets, then sweeps every node whose time ran out: its members go, and each of its users left
+ * with no member at all is returned (flat: userId, username, …) as gone offline. ZREM claims a
+ * dead node, so one sweeper handles it.
  */
 const REFRESH_SCRIPT = `${LUA_COMMON}
 local nowMs = math.floor(nowMicros() / 1000)
@@ -163,6 +175,9 @@ local previous = redis.call('ZSCORE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[1], string.format('%.0f', nowMs + tonumber(ARGV[2])), ARGV[1])
 local revived = 0
 if previous == false or tonumber(previous) <= nowMs then revived = 1 end
+local displacedKey = ARGV[3] .. 'presence:displaced:' .. ARGV[1]
+local displaced = redis.call('LRANGE', displacedKey, 0, -1)
+redis.call('DEL', displacedKey)
 local expired = {}
 for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', nowMs))) do
   if redis.call('ZREM', KEYS[1], node) == 1 then
@@ -183,9 +198,10 @@ for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format
       end
     end
     redis.call('DEL', usersKey)
+    redis.call('DEL', ARGV[3] .. 'presence:displaced:' .. node)
   end
 end
-return {revived, expired}
+return {revived, expired, displaced}
 `
 
 declare module 'ioredis' {
@@ -198,6 +214,7 @@ declare module 'ioredis' {
       max: number,
       userId: number,
       username: string,
+      prefix: string,
     ): Result<[number, string[]], Context>
     presenceDisconnect(
       sockets: string,
@@ -213,7 +230,7 @@ declare module 'ioredis' {
       nodeId: string,
       ttlMs: number,
       prefix: string,
-    ): Result<[number, string[]], Context>
+    ): Result<[number, string[], string[]], Context>
   }
 }
 
@@ -306,6 +323,7 @@ export class RedisClusterPresence implements ClusterPresence {
       maxSockets,
       socket.userId,
       socket.username,
+      this.prefix,
     )
     return { first: first === 1, displaced }
   }
@@ -327,7 +345,7 @@ export class RedisClusterPresence implements ClusterPresence {
   }
 
   async refresh(): Promise<PresenceRefresh> {
-    const [revived, flat] = await this.redis.presenceRefresh(
+    const [revived, flat, displaced] = await this.redis.presenceRefresh(
       this.nodesKey,
       this.nodeId,
       this.nodeTtlMs,
@@ -339,7 +357,9 @@ export class RedisClusterPresence implements ClusterPresence {
       // Written by this code only; anything else is skipped rather than trusted.
       if (Number.isSafeInteger(userId) && userId > 0) expired.push({ userId, username: flat[index + 1]! })
     }
-    return { revived: revived === 1, expired }
+    // Only this node's own members were listed for it; anything else is skipped rather than trusted.
+    const own = displaced.filter((member) => member.startsWith(`${this.nodeId}.`))
+    return { revived: revived === 1, expired, displaced: own }
   }
 
   /** Test hook: the node stops as if killed (no cleanup), its entries left to expire. */

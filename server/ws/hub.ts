@@ -142,6 +142,8 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   private readonly subscribing = new Map<number, Promise<void>>()
   /** Presence updates sent to Redis and not yet answered (shutdown waits for them). */
   private readonly presenceUpdates = new Set<Promise<void>>()
+  /** In a cluster: presence reads in flight per watched user (`confirmPresence`). */
+  private readonly presenceReads = new Map<number, { again: boolean; claimed: boolean }>()
   private presenceTimer: NodeJS.Timeout | undefined
   private refreshing = false
   /** An update to Redis failed: at the next refresh every connection here is announced again. */
@@ -331,7 +333,9 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     this.presence
       .refresh()
       .then(
-        ({ revived, expired }) => {
+        ({ revived, expired, displaced }) => {
+          // Displaced by a connection elsewhere while the event that said so was lost (or is late).
+          for (const socketId of displaced) if (this.clusterSockets.has(socketId)) this.displace(socketId)
           for (const { userId, username } of expired) {
             // Swept, but connected here meanwhile (its update not answered yet): still online.
             if (this.local.user(userId)) continue
@@ -394,8 +398,8 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   /**
    * The connection's first `presence` frame for this user comes from `isOnline`: at once from this
    * process's sockets on a single node; in a cluster read from Redis once the subscription is
-   * live, so that a change in between is heard (on rare races the frames of two nodes may cross;
-   * the next change puts it right).
+   * live, so that a change in between is heard (and read from Redis too: `confirmPresence`; both
+   * reads go on the one presence connection, whose answers come in order).
    */
   watch(userId: number, connection: RelayConnection): void {
     if (this.local.watch(userId, connection)) {
@@ -570,6 +574,51 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     )
   }
 
+  /** Writes the user's presence to every connection here that watches them. */
+  private showPresence(userId: number, username: string, online: boolean): void {
+    const watchers = this.local.watchersOf(userId)
+    if (!watchers) return
+    const frame = presenceFrame(username, online)
+    for (const watcher of watchers) watcher.write(frame)
+  }
+
+  /**
+   * In a cluster a `presence.changed` says "look again": transitions on two nodes travel on two
+   * connections and may arrive crossed (an old "offline" after the new "online"), so the state is
+   * read from Redis, one read per user at a time; an event that comes during a read asks for
+   * another after it, and only the last read is shown. The last read thus follows the last
+   * transition, and watchers end on the truth. Should Redis not answer, the event's word stands.
+   */
+  private confirmPresence(userId: number, username: string, claimed: boolean): void {
+    const pending = this.presenceReads.get(userId)
+    if (pending) {
+      pending.again = true
+      pending.claimed = claimed
+      return
+    }
+    const read = { again: false, claimed }
+    this.presenceReads.set(userId, read)
+    const presence = this.presence!
+    const readUntilSettled = async (): Promise<void> => {
+      for (;;) {
+        read.again = false
+        let online: boolean
+        try {
+          online = await presence.isOnline(userId)
+        } catch (error) {
+          this.presenceFailed(error)
+          online = read.claimed
+        }
+        if (read.again) continue
+        this.presenceReads.delete(userId)
+        // Sockets here count before Redis has answered for them (as in `isOnline`).
+        this.showPresence(userId, username, online || this.local.user(userId) !== undefined)
+        return
+      }
+    }
+    this.trackPresence(readUntilSettled())
+  }
+
   // --- The bus --------------------------------------------------------------------------------
 
   private publish(event: RelayEvent): void {
@@ -584,10 +633,13 @@ export class RelayHub implements RelayEvents, ConnectionHost {
         this.deliver(event)
         return
       case 'presence.changed': {
-        const watchers = this.local.watchersOf(userId)
-        if (!watchers) return
-        const frame = presenceFrame(event.username, event.online)
-        for (const watcher of watchers) watcher.write(frame)
+        if (!this.local.watchersOf(userId)) return
+        if (this.presence) {
+          this.confirmPresence(userId, event.username, event.online)
+          return
+        }
+        // One process: events come in the order its own sockets opened and closed.
+        this.showPresence(userId, event.username, event.online)
         return
       }
       case 'session.revoked': {
