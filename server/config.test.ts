@@ -2,8 +2,16 @@ import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ConfigError, describeConfig, maskUrl, parseConfig, type ServerConfig } from './config.js'
+import {
+  ConfigError,
+  DEFAULT_REDIS_PREFIX,
+  describeConfig,
+  maskUrl,
+  parseConfig,
+  type ServerConfig,
+} from './config.js'
 import { removeDir } from './test/harness.js'
+import { DEFAULT_REDIS_CHANNEL_PREFIX } from './ws/redis-bus.js'
 
 function configOf(argv: string[], env: Record<string, string> = {}, cwd = '/srv/chat'): ServerConfig {
   const parsed = parseConfig(argv, env, cwd)
@@ -51,11 +59,27 @@ describe('configuration', () => {
     const postgres = { DATABASE_URL: 'postgres://chat@db:5432/chat' }
     expect(configOf([], { ...postgres, REDIS_URL: 'redis://cache:6379' }).redis).toEqual({
       url: 'redis://cache:6379',
+      channelPrefix: 'secure-chat:',
     })
     expect(
       configOf(['--redis-url', 'rediss://u:p@cache:6380/2'], { ...postgres, REDIS_URL: 'redis://other' })
         .redis,
-    ).toEqual({ url: 'rediss://u:p@cache:6380/2' })
+    ).toEqual({ url: 'rediss://u:p@cache:6380/2', channelPrefix: 'secure-chat:' })
+  })
+
+  it('takes a Redis key prefix (REDIS_PREFIX or --redis-prefix), the default being the bus’s own, and refuses hash tags', () => {
+    const postgres = { DATABASE_URL: 'postgres://chat@db:5432/chat', REDIS_URL: 'redis://cache:6379' }
+    expect(DEFAULT_REDIS_PREFIX).toBe(DEFAULT_REDIS_CHANNEL_PREFIX)
+    expect(configOf([], { ...postgres, REDIS_PREFIX: 'chat-b:' }).redis?.channelPrefix).toBe('chat-b:')
+    expect(
+      configOf(['--redis-prefix', 'chat-c:'], { ...postgres, REDIS_PREFIX: 'chat-b:' }).redis?.channelPrefix,
+    ).toBe('chat-c:')
+    expect(() => configOf([], { ...postgres, REDIS_PREFIX: '{all}' })).toThrow(
+      '--redis-prefix/REDIS_PREFIX: expected 1–64 letters, digits or . _ : -, got "{all}"',
+    )
+    expect(() => configOf([], { REDIS_PREFIX: 'chat-b:' })).toThrow(
+      '--redis-prefix/REDIS_PREFIX: expected it with --redis-url/REDIS_URL, got it alone',
+    )
   })
 
   it('refuses Redis with the embedded SQLite database, which several nodes cannot share', () => {
@@ -195,7 +219,7 @@ describe('configuration', () => {
       REDIS_URL: 'redis://relay:redis-secret@cache:6379/0',
     })
     expect(describeConfig(cluster)).toContain(
-      'relay bus: Redis redis://relay:***@cache:6379/0 (a cluster member)',
+      'relay bus: Redis redis://relay:***@cache:6379/0 (a cluster member), key prefix secure-chat:',
     )
     expect(describeConfig(cluster).join('\n')).not.toContain('redis-secret')
     expect(maskUrl('postgres://chat@db/chat')).toBe('postgres://chat@db/chat')

@@ -14,6 +14,8 @@
  * | (none)        | DATABASE_URL | none: SQLite at <data-dir>/secure-chat.sqlite; postgres://… selects PostgreSQL |
  * | --redis-url   | REDIS_URL    | none: one node, relay events within the process; redis:// or rediss:// |
  * |               |              | makes this node a cluster member (needs DATABASE_URL on PostgreSQL) |
+ * | --redis-prefix | REDIS_PREFIX | secure-chat: (the start of every Redis key and channel of this |
+ * |               |              | deployment; another prefix lets two deployments share one Redis) |
  * | --trust-proxy | TRUST_PROXY  | false; true, a hop count or addresses/CIDRs of the reverse proxy |
  * |               |              | (without it behind a proxy, every client shares the proxy's address
  * |               |              | for every per-address limit; plugins/proxy-check.ts warns once; |
@@ -42,6 +44,8 @@ export const DEFAULT_HOST = 'localhost'
 export const DEFAULT_PORT = 8443
 export const SQLITE_FILE_NAME = 'secure-chat.sqlite'
 export const DEFAULT_METRICS_HOST = '127.0.0.1'
+/** ws/redis-bus.ts DEFAULT_REDIS_CHANNEL_PREFIX (not imported: configuration comes before any server module). */
+export const DEFAULT_REDIS_PREFIX = 'secure-chat:'
 /** Read from the environment only: a command-line flag would show the token in every `ps` listing. */
 const METRICS_TOKEN_VARIABLE = 'METRICS_TOKEN'
 /** A shorter token could be guessed; 32 random characters is ~190 bits from base64url. */
@@ -57,8 +61,11 @@ export interface ServerConfig {
   /** Operator-supplied certificate and key (e.g. Let's Encrypt); undefined means self-signed. */
   tls: { certFile: string; keyFile: string } | undefined
   database: DatabaseConfig
-  /** Redis for the relay bus between nodes (ws/redis-bus.ts); undefined: a single node. */
-  redis: { url: string } | undefined
+  /**
+   * Redis for the relay bus between nodes (ws/redis-bus.ts); undefined: a single node.
+   * `channelPrefix` starts every key and channel (the same on every node of one deployment).
+   */
+  redis: { url: string; channelPrefix: string } | undefined
   trustProxy: boolean | number | string
   logLevel: LogLevel
   metrics: MetricsConfig
@@ -92,6 +99,8 @@ export const USAGE = `Usage: npm start -- [options]
   --key <file>          PEM private key of that certificate (TLS_KEY)
   --redis-url <url>     Redis 7 (or Valkey) shared by several nodes, redis://[user:password@]host:port
                         (REDIS_URL; needs DATABASE_URL on PostgreSQL; default: a single node)
+  --redis-prefix <p>    start of every Redis key and channel, the same on every node; another one lets
+                        two deployments share a Redis (REDIS_PREFIX; default ${DEFAULT_REDIS_PREFIX})
   --trust-proxy <v>     trust X-Forwarded-For from: true, a hop count, or proxy addresses (TRUST_PROXY)
   --log-level <level>   ${LOG_LEVELS.join(', ')} (LOG_LEVEL; default info)
   --metrics-port <n>    serve GET /metrics over plain HTTP on this port (METRICS_PORT; default none)
@@ -126,6 +135,7 @@ export function parseConfig(argv: readonly string[], env: Env, cwd: string = pro
         cert: { type: 'string' },
         key: { type: 'string' },
         'redis-url': { type: 'string' },
+        'redis-prefix': { type: 'string' },
         'trust-proxy': { type: 'string' },
         'log-level': { type: 'string' },
         'metrics-port': { type: 'string' },
@@ -156,7 +166,7 @@ export function parseConfig(argv: readonly string[], env: Env, cwd: string = pro
   const certDir = resolve(cwd, pick('cert-dir', 'CERT_DIR') ?? 'certs')
   const tls = parseTlsFiles(pick('cert', 'TLS_CERT'), pick('key', 'TLS_KEY'), cwd)
   const database = parseDatabaseUrl(env.DATABASE_URL, dataDir)
-  const redis = parseRedisUrl(pick('redis-url', 'REDIS_URL'), database)
+  const redis = parseRedis(pick('redis-url', 'REDIS_URL'), pick('redis-prefix', 'REDIS_PREFIX'), database)
   const trustProxy = parseTrustProxy(pick('trust-proxy', 'TRUST_PROXY'))
 
   const logLevel = pick('log-level', 'LOG_LEVEL') ?? 'info'
@@ -261,7 +271,7 @@ export function describeConfig(config: ServerConfig): string[] {
     `certificate directory: ${config.certDir}`,
     `TLS: ${config.tls ? `certificate ${config.tls.certFile}, key ${config.tls.keyFile}` : 'self-signed localhost certificate'}`,
     `database: ${config.database.kind === 'sqlite' ? `SQLite ${config.database.file}` : `PostgreSQL ${maskUrl(config.database.url)}`}`,
-    `relay bus: ${config.redis ? `Redis ${maskUrl(config.redis.url)} (a cluster member)` : 'in this process (a single node)'}`,
+    `relay bus: ${config.redis ? `Redis ${maskUrl(config.redis.url)} (a cluster member), key prefix ${config.redis.channelPrefix}` : 'in this process (a single node)'}`,
     `trust proxy: ${String(config.trustProxy)}`,
     `log level: ${config.logLevel}`,
     `metrics: ${metricsWhere.length > 0 ? metricsWhere.join('; ') : 'not served (set METRICS_PORT or METRICS_TOKEN)'}`,
@@ -318,8 +328,25 @@ function parseDatabaseUrl(url: string | undefined, dataDir: string): DatabaseCon
   )
 }
 
-function parseRedisUrl(url: string | undefined, database: DatabaseConfig): ServerConfig['redis'] {
-  if (url === undefined) return undefined
+function parseRedis(
+  url: string | undefined,
+  prefix: string | undefined,
+  database: DatabaseConfig,
+): ServerConfig['redis'] {
+  if (url === undefined) {
+    if (prefix !== undefined) {
+      throw new ConfigError(
+        '--redis-prefix/REDIS_PREFIX: expected it with --redis-url/REDIS_URL, got it alone',
+      )
+    }
+    return undefined
+  }
+  // Braces would make a Redis hash tag of the prefix and put every user's keys in one slot.
+  if (prefix !== undefined && !/^[A-Za-z0-9._:-]{1,64}$/.test(prefix)) {
+    throw new ConfigError(
+      `--redis-prefix/REDIS_PREFIX: expected 1–64 letters, digits or . _ : -, got "${prefix}"`,
+    )
+  }
   let parsed: URL
   try {
     parsed = new URL(url)
@@ -339,7 +366,7 @@ function parseRedisUrl(url: string | undefined, database: DatabaseConfig): Serve
       '--redis-url/REDIS_URL: expected DATABASE_URL to name PostgreSQL, got the embedded SQLite database, which several nodes cannot share (a single node needs no Redis)',
     )
   }
-  return { url }
+  return { url, channelPrefix: prefix ?? DEFAULT_REDIS_PREFIX }
 }
 
 function parseTrustProxy(text: string | undefined): boolean | number | string {

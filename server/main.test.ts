@@ -15,7 +15,14 @@ import {
   type TestDatabase,
 } from './test/databases.js'
 import { httpsFetch, removeDir } from './test/harness.js'
-import { REDIS_TEST_URL, redisUnavailable } from './test/redis.js'
+import { freePort } from './test/processes.js'
+import {
+  hasRedisServer,
+  REDIS_TEST_URL,
+  redisUnavailable,
+  startRedisServer,
+  stopRedisServer,
+} from './test/redis.js'
 
 const ROOT = resolve(import.meta.dirname, '..')
 const METRICS_TOKEN_FOR_TEST = 'main-test-metrics-token-0123456789abcdef'
@@ -272,6 +279,31 @@ describe.skipIf(clusterSkip !== undefined)('server process as a cluster member (
       started.child.kill('SIGTERM')
     }
     expect(await started.exited).toBe(0)
+  })
+
+  it('refuses a Redis Cluster, which it does not support, saying so, and exits 1', async () => {
+    if (!hasRedisServer()) return
+    const port = await freePort()
+    // A node in cluster mode: INFO says cluster_enabled:1 (no slots are needed to see it).
+    const redis = await startRedisServer(port, [
+      '--cluster-enabled',
+      'yes',
+      '--cluster-config-file',
+      join(dir, `nodes-${port}.conf`),
+    ])
+    try {
+      const server = run({ ...env, REDIS_URL: `redis://127.0.0.1:${port}` })
+      expect(await server.exited).toBe(1)
+      expect(server.stderr()).toMatch(
+        new RegExp(
+          `^Redis at redis://127\\.0\\.0\\.1:${port}: expected a single Redis .*got Redis Cluster`,
+          'm',
+        ),
+      )
+      expect(server.stdout()).not.toContain('listening')
+    } finally {
+      await stopRedisServer(redis)
+    }
   })
 
   it('says Redis is unreachable, naming the address but never the password, and exits 1', async () => {

@@ -22,7 +22,7 @@ import {
   RelationsKeyError,
 } from './relations-key.js'
 import { httpsOptions, loadTls } from './tls.js'
-import { RedisUnreachableError } from './ws/redis-bus.js'
+import { RedisUnreachableError, RedisUnsupportedError } from './ws/redis-bus.js'
 
 /** The address to show: wildcard binds are reachable locally as localhost. */
 function publicUrl(host: string, port: number): string {
@@ -153,8 +153,8 @@ async function main(): Promise<void> {
   try {
     await start(config)
   } catch (error) {
-    if (error instanceof RedisUnreachableError) {
-      // Its message says it all: "cannot reach Redis at redis://host:port: why".
+    if (error instanceof RedisUnreachableError || error instanceof RedisUnsupportedError) {
+      // Its message says it all: "cannot reach Redis at redis://host:port: why", or what is wrong with it.
       process.stderr.write(`${error.message}\n`)
       process.exit(1)
     }

@@ -71,11 +71,17 @@ export function hasRedisServer(): boolean {
   return found
 }
 
-/** A throwaway redis-server on a loopback `port`: no persistence, answering PING when this returns. */
-export async function startRedisServer(port: number): Promise<ChildProcess> {
+/**
+ * A throwaway redis-server on a loopback `port`: no persistence, answering PING when this returns.
+ * `extraArgs` go after the defaults (e.g. to run it in cluster mode).
+ */
+export async function startRedisServer(
+  port: number,
+  extraArgs: readonly string[] = [],
+): Promise<ChildProcess> {
   const child = spawn(
     'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extraArgs],
     { stdio: 'ignore' },
   )
   const client = rawRedis(`redis://127.0.0.1:${port}`)

@@ -102,6 +102,29 @@ export class RedisUnreachableError extends Error {
   override readonly name = 'RedisUnreachableError'
 }
 
+/** Redis answered, but it is one this server cannot work with (too old, or Redis Cluster). */
+export class RedisUnsupportedError extends Error {
+  override readonly name = 'RedisUnsupportedError'
+}
+
+/**
+ * What in a Redis server's INFO text makes it unusable here, or undefined when nothing does: a
+ * version before 7 (no sharded pub/sub) or Redis Cluster (the presence scripts,
+ * cluster-presence.ts, touch keys of several hash slots in one call, which a cluster refuses with
+ * CROSSSLOT at the first connection, long after start). Valkey reports a compatible redis_version.
+ */
+export function redisServerProblem(info: string): string | undefined {
+  const field = (name: string) => info.match(new RegExp(`^${name}:(.*)$`, 'm'))?.[1]?.trim()
+  const version = field('redis_version')
+  if (version !== undefined && Number(version.split('.')[0]) < 7) {
+    return `expected Redis 7 or later (sharded pub/sub: SPUBLISH, SSUBSCRIBE), got ${version}`
+  }
+  if (field('cluster_enabled') === '1') {
+    return 'expected a single Redis (replicas behind Sentinel or a proxy are fine), got Redis Cluster, which this version does not support'
+  }
+  return undefined
+}
+
 export interface RedisRelayBusOptions {
   /** redis://[user:password@]host:port[/db] or rediss:// for TLS. */
   readonly url: string
@@ -163,9 +186,10 @@ export class RedisRelayBus implements RelayBus {
     try {
       await bus.start(options.connectTimeoutMs ?? REDIS_CONNECT_TIMEOUT_MS)
     } catch (error) {
+      await bus.close()
+      if (error instanceof RedisUnsupportedError) throw error
       // ioredis rejects with "Connection is closed."; the error it reported before says why.
       const reason = bus.lastError ?? (error as Error).message
-      await bus.close()
       throw new RedisUnreachableError(`cannot reach Redis at ${bus.address}: ${reason}`, { cause: error })
     }
     return bus
@@ -216,6 +240,10 @@ export class RedisRelayBus implements RelayBus {
       'Redis to accept both connections',
     )
     await withTimeout(this.publisher.ping(), timeoutMs, 'an answer to PING')
+    // A Redis whose ACL forbids INFO is taken as it is: the commands themselves will tell.
+    const info = await withTimeout(this.publisher.info(), timeoutMs, 'an answer to INFO').catch(() => '')
+    const problem = redisServerProblem(info)
+    if (problem !== undefined) throw new RedisUnsupportedError(`Redis at ${this.address}: ${problem}`)
     // The subscriber's 'ready' handler sets the status; wait for it (at most the same bound).
     if (this.current !== 'up') {
       await withTimeout(
