@@ -26,5 +26,8 @@ export const X3DH_PREFIX = new Uint8Array(32).fill(0xff)
 /** The HKDF salt used where the spec asks for "zero-filled, hash length". */
 export const ZERO_SALT = new Uint8Array(32)
 
+/** HKDF info prefix and AD label of the device-link channel (provisioning.ts). */
+export const LINK_INFO_LABEL = utf8Encode('secure-chat/v1/link')
+
 /** SHA-256 input prefix of an account's login-secret salt (login-secret.ts). */
 export const LOGIN_SECRET_SALT_LABEL = utf8Encode('secure-chat/v1/login-salt')

@@ -124,3 +124,11 @@ export const MAX_RESENDS_PER_MESSAGE = 2
 export const RETRY_REQUEST_INTERVAL_MS = 60_000
 /** Retry requests from one peer answered per hour; more are ignored (a loop or an abuse). */
 export const MAX_RETRY_REQUESTS_ANSWERED_PER_HOUR = 20
+
+/**
+ * Largest provisioning message a device sends to one it links (provisioning.ts): the identity
+ * keys, the account name, the contacts with their verification states (about 150 bytes each, so
+ * some 1,500 of them) and a link token. The server's channel carries nothing larger; contacts
+ * beyond it and the history travel afterwards, in chunks, over the new device's own sessions.
+ */
+export const MAX_PROVISIONING_PLAINTEXT_BYTES = 256 * 1024

@@ -54,6 +54,13 @@ import { IDENTITY_EXPORT_VERSION, PREKEY_EXPORT_VERSION } from '../shared/identi
 import * as labels from '../shared/labels.js'
 import * as limits from '../shared/limits.js'
 import { MESSAGE_ID_TIME_BYTES } from '../shared/message-id.js'
+import {
+  LINK_CHECK_DIGITS,
+  LINK_CODE_VERSION,
+  MAX_PROVISIONING_SEALED_BYTES,
+  PROVISIONING_CHANNEL_ID_BYTES,
+  PROVISIONING_SEALED_VERSION,
+} from '../shared/provisioning.js'
 import { MAX_RETIRED_RATCHET_KEYS } from '../shared/ratchet/double-ratchet.js'
 import { SAFETY_NUMBER_QR_VERSION, SAFETY_NUMBER_VERSION } from '../shared/safety-number.js'
 import {
@@ -107,6 +114,11 @@ const OTHER_CONSTANTS: Record<string, number> = {
   MAX_MESSAGE_TEXT_LENGTH,
   MAX_RECEIPT_IDS,
   MAX_RETRY_IDS,
+  LINK_CODE_VERSION,
+  PROVISIONING_CHANNEL_ID_BYTES,
+  PROVISIONING_SEALED_VERSION,
+  LINK_CHECK_DIGITS,
+  MAX_PROVISIONING_SEALED_BYTES,
 }
 
 /** Splits a Markdown table row into trimmed cells; a `|` inside a code span or escaped stays put. */
