@@ -4,17 +4,20 @@
  */
 import { createHmac } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createTestDatabase, type TestDatabase } from '../test/databases.js'
+import { createTestDatabase, DIALECTS, postgresUnavailable, type TestDatabase } from '../test/databases.js'
 import {
   block,
   blockedPairs,
+  countRelations,
   DERIVED_KEY_LABEL,
+  grantPresence,
   RELATION_HASH_LABEL,
   RELATION_HASH_MEMO_ENTRIES,
   RelationsKey,
 } from './relations.js'
 import { createAccount } from './users.js'
 
+const pgSkip = await postgresUnavailable()
 const keyBytes = Uint8Array.from({ length: 32 }, (_, index) => index)
 
 /** The hash as docs/protocol.md §13.4 defines it, computed here without the class. */
@@ -92,3 +95,53 @@ describe('RelationsKey.deriveKey', () => {
     expect(key.deriveKey('another purpose')).not.toEqual(key.deriveKey(purpose))
   })
 })
+
+for (const dialect of DIALECTS) {
+  describe.skipIf(dialect === 'postgres' && pgSkip !== undefined)(`the relations cap on ${dialect}`, () => {
+    let database: TestDatabase
+    beforeAll(async () => {
+      database = await createTestDatabase(dialect)
+    })
+    afterAll(async () => {
+      await database?.dispose()
+    })
+
+    it('holds under concurrent grants and blocks of one owner: never more than the cap', async () => {
+      const bytes = (length: number, fill: number) => new Uint8Array(length).fill(fill)
+      const ids: number[] = []
+      for (let index = 0; index < 21; index++) {
+        ids.push(
+          await createAccount(database.db, {
+            username: `cap${index}`,
+            passwordHash: '$2b$04$placeholderplaceholderplaceholderplaceholderplacehold',
+            loginKey: bytes(422, index),
+            identity: {
+              identityKey: bytes(32, 100 + index),
+              signingKey: bytes(32, 150 + index),
+              identitySignature: bytes(64, index),
+            },
+            signedPreKey: { keyId: 1, publicKey: bytes(32, 200 + index), signature: bytes(64, index) },
+            oneTimePreKeys: [],
+            now: 1_000,
+          }),
+        )
+      }
+      const [owner, ...others] = ids as [number, ...number[]]
+      const key = RelationsKey.random()
+      const cap = 5
+      // Twenty requests at once, each for a relation of its own, half grants and half blocks: each
+      // counts the owner's relations and inserts, so without a lock they all see room.
+      const outcomes = await Promise.all(
+        others.map((other, index) =>
+          index % 2 === 0
+            ? grantPresence(database.db, key, owner, [other], cap).then(
+                (outcome) => outcome.granted.length === 1,
+              )
+            : block(database.db, key, owner, other, cap),
+        ),
+      )
+      expect(await countRelations(database.db, owner)).toBe(cap)
+      expect(outcomes.filter(Boolean)).toHaveLength(cap)
+    })
+  })
+}

@@ -18,7 +18,7 @@
 import { createHmac, randomBytes } from 'node:crypto'
 import { inspect } from 'node:util'
 import type { Db } from './schema.js'
-import { inTransaction } from './transaction.js'
+import { inTransaction, lockUser } from './transaction.js'
 
 /** Bytes of the relations key (HMAC-SHA-256's block size would allow more; 32 is its output). */
 export const RELATIONS_KEY_BYTES = 32
@@ -162,21 +162,26 @@ export async function grantPresence(
     stored.has(hex(hashes[index]!)) ? [] : [{ viewer, hash: hashes[index]! }],
   )
   if (fresh.length === 0) return { granted: [], ignored: 0 }
-  const room = Math.max(0, maxRelations - (await countRelations(db, ownerId)))
-  const taken = fresh.slice(0, room)
-  const granted: number[] = []
-  for (let start = 0; start < taken.length; start += CHUNK) {
-    const chunk = taken.slice(start, start + CHUNK)
-    const inserted = await db
-      .insertInto('relations')
-      .values(chunk.map(({ hash }) => ({ pair_hash: hash, owner_id: ownerId, kind: 'presence' as const })))
-      .onConflict((conflict) => conflict.column('pair_hash').doNothing())
-      .returning('pair_hash')
-      .execute()
-    const insertedHex = new Set(inserted.map((row) => hex(row.pair_hash)))
-    for (const { viewer, hash } of chunk) if (insertedHex.has(hex(hash))) granted.push(viewer)
-  }
-  return { granted, ignored: fresh.length - taken.length }
+  return inTransaction(db, async (trx) => {
+    // The owner's row lock: two grants (or a grant and a block) of one owner counting at once in
+    // PostgreSQL would each see room and together pass the cap.
+    await lockUser(trx, ownerId)
+    const room = Math.max(0, maxRelations - (await countRelations(trx, ownerId)))
+    const taken = fresh.slice(0, room)
+    const granted: number[] = []
+    for (let start = 0; start < taken.length; start += CHUNK) {
+      const chunk = taken.slice(start, start + CHUNK)
+      const inserted = await trx
+        .insertInto('relations')
+        .values(chunk.map(({ hash }) => ({ pair_hash: hash, owner_id: ownerId, kind: 'presence' as const })))
+        .onConflict((conflict) => conflict.column('pair_hash').doNothing())
+        .returning('pair_hash')
+        .execute()
+      const insertedHex = new Set(inserted.map((row) => hex(row.pair_hash)))
+      for (const { viewer, hash } of chunk) if (insertedHex.has(hex(hash))) granted.push(viewer)
+    }
+    return { granted, ignored: fresh.length - taken.length }
+  })
 }
 
 /** The owners among `ownerIds` whose presence `viewerId` may see: granted, and not blocked. */
@@ -239,6 +244,9 @@ export async function block(
   const blockHash = key.hash('block', ownerId, otherId)
   const presenceHash = key.hash('presence', ownerId, otherId)
   return inTransaction(db, async (trx) => {
+    // As in grantPresence: counted under the owner's row lock, taken first (before any relations
+    // row), so that a grant and a block of one owner always lock in the same order.
+    await lockUser(trx, ownerId)
     await trx.deleteFrom('relations').where('pair_hash', '=', presenceHash).execute()
     if ((await storedHashes(trx, [blockHash])).size > 0) return true
     if ((await countRelations(trx, ownerId)) >= maxRelations) return false
