@@ -63,10 +63,13 @@ describe('fuzz campaign against the running server', () => {
       'users-bundle',
       'keys-one-time',
       'logout',
+      'blocks',
+      'account-delete',
     ]) {
       expect(kinds, `seed ${seed}`).toContain(`rest ${route}`)
     }
     expect(kinds.some((kind) => kind.startsWith('ws-authenticated'))).toBe(true)
+    expect(kinds, `seed ${seed}`).toContain('ws-authenticated presence.share')
     expect(kinds.some((kind) => kind.startsWith('ws-unauthenticated'))).toBe(true)
     expect(raised!.httpStatuses['400']).toBeGreaterThan(0)
     expect(raised!.httpStatuses['200']).toBeGreaterThan(0)

@@ -139,6 +139,8 @@ class Tally {
   /** Milliseconds spent per input kind, summed over the workers. */
   readonly milliseconds: Record<string, number> = {}
   registered = 0
+  /** Accounts the campaign deleted (the delete target, once). */
+  deleted = 0
 
   outcome(kind: string, outcome: string): void {
     const row = this.outcomes[kind] ?? {}
@@ -313,6 +315,8 @@ interface Material {
   readonly logoutToken: string
   /** Changes its password to the same one now and then (POST /account/password). */
   readonly passwordTarget: Fuzzer
+  /** Asked to delete itself (POST /account/delete), mostly with a wrong secret; once, rightly. */
+  readonly deleteTarget: Fuzzer
   /** Clients whose keys registration bodies reuse under fresh names. */
   readonly keyDonors: TestClient[]
   /** Signed one-time prekey batches and signed prekeys per fuzzer (signed by its identity). */
@@ -356,6 +360,8 @@ async function prepare(
     client: passwordClient,
     token: await registerAndLogin(server, agent, passwordClient),
   }
+  const deleteClient = await makeClient({ username: `fz-${tag}-delete` })
+  const deleteTarget = { client: deleteClient, token: await registerAndLogin(server, agent, deleteClient) }
   const keyDonors = [await makeClient({ oneTimePreKeys: 1 }), await makeClient({ oneTimePreKeys: 100 })]
   const uploads = await Promise.all(
     fuzzers.map(async ({ client }) => {
@@ -381,6 +387,7 @@ async function prepare(
     reinstallTarget,
     logoutToken,
     passwordTarget,
+    deleteTarget,
     keyDonors,
     uploads,
     honestNames,
@@ -414,6 +421,8 @@ const ROUTES = [
   ['login-challenge', 5],
   ['logout', 4],
   ['account-password', 4],
+  ['account-delete', 3],
+  ['blocks', 6],
   ['users-search', 8],
   ['users-identity', 7],
   ['users-bundle', 7],
@@ -503,6 +512,33 @@ function restTemplate(rng: Prng, material: Material, worker: number, index: numb
           newLoginSecret: target.client.loginSecret,
           endOtherSessions: rng.chance(0.3),
         },
+      }
+    }
+    case 'account-delete': {
+      // Mostly refused (a wrong secret, or a name that is not the token's); the first right one
+      // deletes the account, and every later one meets a token that no longer exists.
+      const target = material.deleteTarget
+      const right = rng.chance(0.1)
+      return {
+        route,
+        method: 'POST',
+        path: `${base}/account/delete`,
+        token: target.token,
+        body: {
+          username: rng.chance(0.9) ? target.client.username : someone(),
+          loginSecret: right ? target.client.loginSecret : loginSecretFor('not-the-password'),
+        },
+      }
+    }
+    case 'blocks': {
+      // Blocks among the fuzzers and the targets only: the honest pair's messages stay unscreened.
+      const name = someone()
+      return {
+        route,
+        method: rng.pick(['PUT', 'DELETE']),
+        path: `${base}/blocks/${name}`,
+        pathUser: name,
+        token: fuzzer.token,
       }
     }
     case 'users-search':
@@ -775,7 +811,8 @@ function frameTemplate(rng: Prng, material: Material, worker: number, authentica
     ? rng.weighted([
         ['send', 50],
         ['ack', 20],
-        ['presence.subscribe', 20],
+        ['presence.subscribe', 15],
+        ['presence.share', 10],
         ['auth', 10],
       ] as const)
     : rng.weighted([
@@ -795,6 +832,7 @@ function frameTemplate(rng: Prng, material: Material, worker: number, authentica
     case 'ack':
       return { type, frame: { v, type, upTo: rng.between(1, 1_000) } }
     case 'presence.subscribe':
+    case 'presence.share':
       return { type, frame: { v, type, users: peers.slice(0, rng.between(0, peers.length)) } }
     default: {
       const token = rng.chance(0.5) ? fuzzer.token : toBase64Url(rng.bytes(32))
@@ -842,7 +880,13 @@ function frameInput(rng: Prng, template: FrameTemplate): FrameInput {
       const users = Array.from({ length: rng.pick([500, 501, 2_000]) }, (_, i) => `fz-many-${i}`)
       return {
         layer,
-        data: Buffer.from(JSON.stringify({ v: FRAME_VERSION, type: 'presence.subscribe', users })),
+        data: Buffer.from(
+          JSON.stringify({
+            v: FRAME_VERSION,
+            type: template.type === 'presence.share' ? 'presence.share' : 'presence.subscribe',
+            users,
+          }),
+        ),
         binary: false,
       }
     }
@@ -1154,6 +1198,7 @@ async function runPhase(
         if (!/^\d+$/.test(status)) tally.outcome(`rest without an answer: ${status}`, layer)
         tally.status(status)
         if (status === '201') tally.registered += 1
+        if (status === '204' && template.route === 'account-delete') tally.deleted += 1
         if (/^5\d\d$/.test(status)) fail(`HTTP ${status}: ${text.slice(0, 300)}`)
       } else {
         const authenticated = kind === 'ws-authenticated'
@@ -1233,7 +1278,12 @@ async function runPhase(
         historyAfterLogin,
         problems: honest.problems,
       },
-      integrity: await integrity(server, honestNames, honestBefore, usersBefore + tally.registered),
+      integrity: await integrity(
+        server,
+        honestNames,
+        honestBefore,
+        usersBefore + tally.registered - tally.deleted,
+      ),
     }
     return report
   } finally {
