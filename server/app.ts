@@ -334,8 +334,8 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     if (request.url.startsWith(API_PREFIX)) reply.header('cache-control', 'no-store')
   })
 
-  // A cluster member keeps its limits (failed log-ins, requests per route) with the other nodes, in
-  // Redis: on a connection of their own, next to the relay bus's two.
+  // A cluster member keeps its limits (failed log-ins, requests per route, sends per user) with the
+  // other nodes, in Redis: on a connection of their own, next to the relay bus's two.
   const redisPrefix = options.redis?.channelPrefix ?? DEFAULT_REDIS_CHANNEL_PREFIX
   if (options.redis && !options.relayBus && dialectOf(options.db) !== 'postgres') {
     throw new Error(
@@ -437,6 +437,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     relationsKey,
     metrics,
     presence,
+    ...(limitsRedis ? { limitsRedis: { redis: limitsRedis, prefix: redisPrefix } } : {}),
   })
   metrics.attach({
     connectionsOpen: () => hub.connections.size,

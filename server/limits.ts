@@ -220,6 +220,16 @@ export const MAX_CONNECTIONS_PER_USER = 10
 export const SEND_RATE_PER_USER = { perSecond: 100, burst: 1_000 }
 
 /**
+ * In a cluster the send rate's bucket is in Redis (ws/cluster-send-rate.ts), and a node takes
+ * tokens from it a lease at a time: this fraction of the burst (50 sends as shipped), at least one.
+ * Between leases the node decides alone, with no round trip on a message's path. Each node may hold
+ * one lease unspent, so the cluster allows at most burst + rate·t + nodes × lease: a twentieth
+ * keeps that within 15% of the burst on three nodes, while a user sending at the full rate costs
+ * Redis two requests a second per node.
+ */
+export const SEND_RATE_LEASE_FRACTION = 1 / 20
+
+/**
  * Frames per connection (every kind; a presence subscription costs one plus one per name) as a token
  * bucket. Bounds the CPU one socket can take with cheap frames such as acks and subscriptions.
  */

@@ -44,6 +44,7 @@ import type { UserDirectory } from './directory.js'
 import { deliverFrame, errorFrame, type OutgoingFrame, presenceFrame, readyFrame } from './frames.js'
 import { parseClientFrame, type RelayClientFrame, type SendRequest } from './parse.js'
 import type { RelayMetrics } from './relay-metrics.js'
+import type { SendAllowance } from './send-allowance.js'
 import { TokenBucket } from './token-bucket.js'
 import { encodeTextFrames } from './wire.js'
 
@@ -58,8 +59,8 @@ export interface ConnectionUser {
   readonly ackedUpTo: number
   /** Bumped whenever a commit adds messages for this user (see RelayConnection.pump). */
   readonly commitEpoch: number
-  /** Sends allowed, shared by all of the user's connections. */
-  readonly sends: TokenBucket
+  /** Sends allowed, shared by all of the user's connections here (in a cluster, with the other nodes). */
+  readonly sends: SendAllowance
   /**
    * Resolves once news of this user's commits reaches this process (see relay-bus.ts): a read of
    * the queue that starts after it cannot miss a message committed meanwhile.
@@ -481,14 +482,34 @@ export class RelayConnection {
       )
       return
     }
-    if (!user.sends.take(this.host.now())) {
-      this.fail(
-        ServerErrorCode.RateLimited,
-        `expected at most ${this.host.limits.sendRatePerUser.perSecond} sends a second, got more; retry later`,
-        { id },
-      )
+    const allowed = user.sends.take(this.host.now())
+    if (allowed === true) return this.route(frame)
+    if (allowed === false) {
+      this.rateLimited(id)
       return
     }
+    // In a cluster, when this node's lease of the user's sends has run out: Redis is asked for more.
+    return allowed.then((granted) => {
+      if (this.gone) return
+      if (!granted) {
+        this.rateLimited(id)
+        return
+      }
+      return this.route(frame)
+    })
+  }
+
+  private rateLimited(id: string): void {
+    this.fail(
+      ServerErrorCode.RateLimited,
+      `expected at most ${this.host.limits.sendRatePerUser.perSecond} sends a second, got more; retry later`,
+      { id },
+    )
+  }
+
+  /** Hands an allowed send to the host for its recipient, once the name is resolved. */
+  private route(frame: SendRequest): Promise<void> | undefined {
+    const { id } = frame
     // Clients send the normalised name they were given, so the cache usually answers directly.
     const cached = this.host.directory.cached(frame.to)
     if (cached) {

@@ -36,6 +36,7 @@
  * told (docs/protocol.md §13.4).
  */
 import type { FastifyBaseLogger } from 'fastify'
+import type { Redis } from 'ioredis'
 import { ONE_TIME_PREKEY_REFILL_THRESHOLD } from '../../shared/limits.js'
 import type { RelayEvents, ServerLimits } from '../context.js'
 import { countOneTimePreKeys } from '../db/prekeys.js'
@@ -52,6 +53,7 @@ import {
   WS_CLOSE_GRACE_MS,
 } from '../limits.js'
 import type { ClusterPresence, ClusterSocket } from './cluster-presence.js'
+import { ClusterSendRate, RedisSendLeases, sendRateLeaseSize } from './cluster-send-rate.js'
 import { CloseCode, type ConnectionHost, RelayConnection } from './connection.js'
 import { UserDirectory } from './directory.js'
 import {
@@ -73,6 +75,7 @@ import {
   type RelayListener,
 } from './relay-bus.js'
 import { NO_RELAY_METRICS, type RelayMetrics } from './relay-metrics.js'
+import type { SendAllowance } from './send-allowance.js'
 import { TokenBucket } from './token-bucket.js'
 
 /** What the group commit needs to answer a send once its batch is committed. */
@@ -103,6 +106,12 @@ export interface RelayHubOptions {
    * `shutdown`. Without it presence and the connection limit are this process's alone.
    */
   readonly presence?: ClusterPresence
+  /**
+   * In a cluster, the Redis connection the node keeps its limits on and the deployment's key
+   * prefix: the per-user send rate is then counted there for every node (cluster-send-rate.ts).
+   * Without it the send rate is this process's alone.
+   */
+  readonly limitsRedis?: { readonly redis: Redis; readonly prefix: string }
 }
 
 export class RelayHub implements RelayEvents, ConnectionHost {
@@ -135,6 +144,8 @@ export class RelayHub implements RelayEvents, ConnectionHost {
   private readonly authenticated: RelayHubOptions['authenticated']
   private readonly relationsKey: RelationsKey
   private readonly presence: ClusterPresence | undefined
+  /** A user's send allowance, made with their first connection here. */
+  private readonly sendAllowanceFor: (userId: number, now: number) => SendAllowance
   /** In a cluster: this process's authenticated connections by their cluster id, and back. */
   private readonly clusterSockets = new Map<string, RelayConnection>()
   private readonly clusterIds = new Map<RelayConnection, ClusterSocket>()
@@ -161,6 +172,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     this.now = options.now
     this.log = options.log
     this.presence = options.presence
+    this.sendAllowanceFor = sendAllowances(options)
     this.directory = new UserDirectory(
       options.db,
       DIRECTORY_CACHE_ENTRIES,
@@ -269,7 +281,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
         connections: [],
         ackedUpTo: 0,
         commitEpoch: 0,
-        sends: new TokenBucket(this.limits.sendRatePerUser, this.now()),
+        sends: this.sendAllowanceFor(session.userId, this.now()),
         // Already live if someone here watches them: subscribing again is a no-op.
         subscribed: this.bus.subscribe(address, this.listener),
       }
@@ -870,4 +882,20 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     // Their removal from the cluster's record, and the "offline" it may bring, before the bus closes.
     await this.presenceSettled()
   }
+}
+
+/**
+ * How users' send allowances are made: alone, a token bucket per user in memory; in a cluster,
+ * leases from one bucket per user in Redis, shared by every node.
+ */
+function sendAllowances(options: RelayHubOptions): (userId: number, now: number) => SendAllowance {
+  const rate = options.limits.sendRatePerUser
+  if (!options.limitsRedis) return (_userId, now) => new TokenBucket(rate, now)
+  const cluster = new ClusterSendRate({
+    leases: new RedisSendLeases(options.limitsRedis.redis, options.limitsRedis.prefix, rate),
+    rate,
+    leaseSize: sendRateLeaseSize(rate),
+    log: options.log,
+  })
+  return (userId, now) => cluster.allowanceFor(userId, now)
 }

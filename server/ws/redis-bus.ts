@@ -139,7 +139,8 @@ export interface RedisRelayBusOptions {
 
 type Log = RedisRelayBusOptions['log']
 
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+/** Rejects with "expected <what> within <ms> ms" if `promise` has not settled by then. */
+export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<never>((_resolve, reject) => {
     timer = setTimeout(() => reject(new Error(`expected ${what} within ${ms} ms, got no answer`)), ms)
