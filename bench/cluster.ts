@@ -18,6 +18,7 @@
  * line. BENCH_CLIENTS, BENCH_WINDOW, BENCH_WARMUP_MS and BENCH_MS change the load.
  */
 import { execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -25,6 +26,7 @@ import { performance } from 'node:perf_hooks'
 import { hashPassword } from '../server/auth/password.js'
 import { openDatabase } from '../server/db/connect.js'
 import { migrateToLatest } from '../server/db/migrate.js'
+import { RELATIONS_KEY_BYTES } from '../server/db/relations.js'
 import {
   createTestDatabase,
   POSTGRES_TEST_URL,
@@ -187,9 +189,14 @@ async function main(): Promise<void> {
     await bare.close()
 
     /** Nodes of one configuration, each with a data directory of its own and one relations key. */
-    const startNodes = async (label: string, count: number, env: Record<string, string>) => {
+    const startNodes = async (
+      label: string,
+      count: number,
+      env: Record<string, string>,
+      relationsKey: Uint8Array,
+    ) => {
       const dataDirs = Array.from({ length: count }, (_, index) => join(dir, `${label}-node${index + 1}`))
-      await shareRelationsKey(dataDirs)
+      await shareRelationsKey(dataDirs, relationsKey)
       const nodes = await Promise.all(
         dataDirs.map((dataDir, index) =>
           startNode({
@@ -233,7 +240,12 @@ async function main(): Promise<void> {
       await migrateToLatest(sqlite.db, 'sqlite')
       const users = await createUsers(sqlite.db, 'sqlite-', CLIENTS, userOptions)
       await sqlite.close()
-      await runNodes('1 node, SQLite', users, await startNodes('sqlite', 1, tlsEnv), undefined)
+      await runNodes(
+        '1 node, SQLite',
+        users,
+        await startNodes('sqlite', 1, tlsEnv, randomBytes(RELATIONS_KEY_BYTES)),
+        undefined,
+      )
     }
 
     // --- 1, 2 and 3 nodes on PostgreSQL and Redis ------------------------------------------------
@@ -242,6 +254,8 @@ async function main(): Promise<void> {
     databaseUrl.searchParams.set('options', `-c search_path=${database.location}`)
     const redisPort = await freePort()
     redis = await startRedisServer(redisPort)
+    // Every configuration on the PostgreSQL database is one deployment to its key check.
+    const postgresRelationsKey = randomBytes(RELATIONS_KEY_BYTES)
     const clusterEnv = {
       ...tlsEnv,
       DATABASE_URL: databaseUrl.toString(),
@@ -254,7 +268,7 @@ async function main(): Promise<void> {
       await runNodes(
         '1 node, PostgreSQL, no Redis',
         users,
-        await startNodes('pg-alone', 1, aloneEnv),
+        await startNodes('pg-alone', 1, aloneEnv, postgresRelationsKey),
         undefined,
       )
     }
@@ -264,7 +278,7 @@ async function main(): Promise<void> {
       await runNodes(
         `${count} node${count > 1 ? 's' : ''}, PostgreSQL + Redis`,
         users,
-        await startNodes(`pg${count}`, count, clusterEnv),
+        await startNodes(`pg${count}`, count, clusterEnv, postgresRelationsKey),
         redis.pid!,
       )
     }

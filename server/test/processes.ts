@@ -53,11 +53,14 @@ export function freePort(): Promise<number> {
 }
 
 /**
- * Gives every data directory the same relations key, as an operator copies one file to each node
- * (relations-key.ts): nodes with different keys could not read each other's blocks and grants.
+ * Gives every data directory the same relations key (`key`, or a new one), as an operator copies
+ * one file to each node (relations-key.ts): a node with another key than the database was set up
+ * with refuses to start. Several node sets on one database pass the same `key`.
  */
-export async function shareRelationsKey(dataDirs: readonly string[]): Promise<void> {
-  const key = randomBytes(RELATIONS_KEY_BYTES)
+export async function shareRelationsKey(
+  dataDirs: readonly string[],
+  key: Uint8Array = randomBytes(RELATIONS_KEY_BYTES),
+): Promise<void> {
   for (const dir of dataDirs) {
     await mkdir(dir, { recursive: true })
     await writeFile(join(dir, RELATIONS_KEY_FILE), key, { mode: 0o600 })
