@@ -429,6 +429,58 @@ describe('the client core over the in-memory relay', () => {
     await alice.events.delivered(welcome.id, 'delivered')
     await Promise.all([alice.client.close(), newBob.close(), oldBob.close()])
   })
+
+  it('a slow identity check after identity.changed holds up no delivery behind it; its warning comes when it ends', async () => {
+    const { relay, alice, bob } = await pair()
+    await online(alice, bob)
+    await bob.client.send('alice', 'hello alice')
+    await alice.events.until(() => alice.events.incoming.length === 1)
+    const carol = await ChatClient.register(
+      deviceOptions(relay, relay.link(), new MemoryStore()),
+      'carol',
+      registered.password,
+    )
+    carol.connect()
+    await carol.waitUntilOnline()
+
+    // Alice's fetch of bob's keys gets no answer until the test says so (a server or a network that
+    // never answers one request; the real client gives up after 30 s).
+    const request = alice.link.http.request
+    let answer!: () => void
+    const held = new Promise<void>((resolve) => {
+      answer = resolve
+    })
+    let asked!: () => void
+    const fetching = new Promise<void>((resolve) => {
+      asked = resolve
+    })
+    alice.link.http.request = async (method, path, options) => {
+      if (method === 'GET' && path.endsWith('/users/bob/identity')) {
+        asked()
+        await held
+      }
+      return request(method, path, options)
+    }
+    await bob.client.close()
+    const newBob = await ChatClient.reinstall(
+      deviceOptions(relay, relay.link(), new MemoryStore()),
+      'bob',
+      bob.password,
+    )
+    await fetching
+    // The identity.changed frame reached alice and its check is waiting: carol's message still arrives.
+    await carol.send('alice', 'carol here')
+    await alice.events.until(() => alice.events.incoming.some((message) => message.text === 'carol here'))
+    expect(alice.events.of('identity-changed')).toEqual([])
+
+    answer()
+    await alice.events.until(() => alice.events.of('identity-changed').length === 1)
+    expect(alice.events.of('identity-changed')).toEqual([{ peer: 'bob' }])
+    // A send to bob waited for the check, so it is refused as a key change, not sent to the old keys.
+    const refused = await alice.client.send('bob', 'still you?').catch((e: unknown) => e)
+    expect(isClientError(refused, 'E2E_ERR_IDENTITY_CHANGED')).toBe(true)
+    await Promise.all([alice.client.close(), newBob.close(), carol.close()])
+  })
 })
 
 /** A socket of the relay's driven by hand, recording what it receives. */

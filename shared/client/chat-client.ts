@@ -492,7 +492,14 @@ export class ChatClient {
         this.upkeep.schedule()
         return
       case 'identity.changed':
-        await this.contactsPart.checkIdentity(frame.username)
+        // Beside the frame drain, as the checks after `ready` are: it fetches the peer's keys over
+        // HTTP, and a request that is slow (or never answered, until its timeout) must not hold up
+        // the deliveries behind it. Sends wait for it (`identityChecks`), so nothing goes to a
+        // replaced key meanwhile.
+        this.identityChecks = Promise.all([
+          this.identityChecks,
+          this.contactsPart.checkIdentity(frame.username).catch((error: unknown) => this.report(error)),
+        ]).then(() => undefined)
         return
       case 'error':
         // Without an id, a deleted account is this one (deleted from another device): the session
