@@ -24,7 +24,7 @@ import {
   TEST_BCRYPT_COST,
   type TestServer,
 } from './test/harness.js'
-import { connect, sharePresence } from './test/ws-client.js'
+import { connect, openSocket, sharePresence } from './test/ws-client.js'
 
 const pgSkip = await postgresUnavailable()
 const START = Date.UTC(2026, 11, 3)
@@ -213,6 +213,8 @@ for (const dialect of DIALECTS) {
       }
       // A second session, online elsewhere: it ends too.
       const aliceSocket = await connect(target, alice.token, 'alice')
+      // And a token of another device of Alice's, not connected now.
+      const otherDevice = await login(target, alice.client)
       const bobSocket = await connect(target, bob.token, 'bob')
       const carolSocket = await connect(target, carol.token, 'carol')
 
@@ -266,12 +268,32 @@ for (const dialect of DIALECTS) {
         expect.arrayContaining([bob.client.username, carol.client.username]),
       )
 
-      // The old token is dead, REST and relay alike.
-      expect((await target.request('/api/v1/keys/status', { token: alice.token })).status).toBe(401)
-      const login = await target.request('/api/v1/login', {
+      // The old tokens are dead, REST and relay alike, and say why: the account was deleted (the
+      // device whose answer to the delete was lost, or another device of the account, hears it).
+      for (const token of [alice.token, otherDevice]) {
+        const status = await target.request('/api/v1/keys/status', { token })
+        expect(status.status).toBe(401)
+        expect(status.body.error.code).toBe('E2E_ERR_ACCOUNT_DELETED')
+        const socket = await openSocket(target, 'alice after')
+        socket.auth(token)
+        const refused = await socket.next('error')
+        expect(refused.code).toBe('E2E_ERR_ACCOUNT_DELETED')
+        expect(refused.id).toBeUndefined()
+        expect((await socket.closed).code).toBe(1008)
+      }
+      // Only the token hashes, as auth_tokens kept them, and why: nothing that names Alice.
+      expect(after.get('ended_tokens')!.map((row) => Object.keys(row).sort())).toEqual([
+        ['expires_at', 'reason', 'token_hash'],
+        ['expires_at', 'reason', 'token_hash'],
+      ])
+      // A token nobody ever had is still just unknown.
+      expect(
+        (await target.request('/api/v1/keys/status', { token: new Uint8Array(32).fill(9) })).status,
+      ).toBe(401)
+      const loginAgain = await target.request('/api/v1/login', {
         body: { username: alice.client.username, loginSecret: alice.client.loginSecret },
       })
-      expect(login.body.error.code).toBe('E2E_ERR_INVALID_CREDENTIALS')
+      expect(loginAgain.body.error.code).toBe('E2E_ERR_INVALID_CREDENTIALS')
 
       // Contacts get a clear answer: the account was deleted (not "nobody has this name").
       const id = bobSocket.sendMessage(alice.client.username)

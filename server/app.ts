@@ -28,7 +28,7 @@ import { countAllQueued } from './db/queue.js'
 import { dialectOf, openQueueRepository } from './db/queue-repository.js'
 import { RelationsKey } from './db/relations.js'
 import type { Db } from './db/schema.js'
-import { purgeExpiredTokens } from './db/tokens.js'
+import { purgeEndedTokens, purgeExpiredTokens } from './db/tokens.js'
 import { purgeEndedUsernameHolds } from './db/users.js'
 import { ServerError, ServerErrorCode } from './errors.js'
 import {
@@ -243,6 +243,13 @@ function installMaintenance(
       if (tokens > 0) app.log.info({ event: 'purge', tokens }, 'expired tokens deleted')
     } catch (error) {
       app.log.error({ err: error }, 'purging expired tokens failed')
+    }
+    try {
+      const ended = await purgeEndedTokens(context.db, context.now())
+      if (ended > 0)
+        app.log.info({ event: 'purge', endedTokens: ended }, 'ended tokens past their expiry deleted')
+    } catch (error) {
+      app.log.error({ err: error }, 'purging ended tokens failed')
     }
     try {
       const holds = await purgeEndedUsernameHolds(context.db, context.now())

@@ -151,6 +151,17 @@ export const serverErrors = {
       410,
       'expected a registered username, got the name of an account its owner deleted',
     ),
+  /**
+   * A session token of an account that was deleted (db/tokens.ts tokenEnding): 401, as for any
+   * session that is no more, with the code that says why; a contact's lookup of a deleted account
+   * answers 410 with the same code, and clients tell the two apart by the status.
+   */
+  sessionOfDeletedAccount: () =>
+    new ServerError(
+      ServerErrorCode.AccountDeleted,
+      401,
+      'expected a live session, got one of an account that was deleted (on this device or another)',
+    ),
   usernameHeld: () =>
     new ServerError(
       ServerErrorCode.UsernameTaken,

@@ -15,10 +15,11 @@ import {
   type TestServer,
 } from '../server/test/harness.js'
 import { type ChatClient, ChatClient as Client, type MessageView } from '../shared/client/chat-client.js'
-import { ClientErrorCode } from '../shared/client/errors.js'
-import { STORE_TABLES } from '../shared/client/store.js'
+import { ClientError, ClientErrorCode } from '../shared/client/errors.js'
+import { type MemoryStore, STORE_TABLES } from '../shared/client/store.js'
 import type { HttpClient } from '../shared/client/transport.js'
 import { nodeHttpClient, registerClient } from './client-helpers.js'
+import { copyStore } from './memory-relay.js'
 
 let server: TestServer
 
@@ -138,6 +139,58 @@ describe('deleting an account', () => {
     await alice.client.send(bob.client.username, 'still there?')
     expect((await toBob).text).toBe('still there?')
     await Promise.all([alice.client.close(), bob.client.close()])
+  })
+
+  it('the answer to the delete is lost: the next attempt hears the account is gone and wipes this device', async () => {
+    // The request reaches the server and is carried out; its answer never comes back.
+    let loseAnswer = true
+    const inner = nodeHttpClient(server)
+    const http: HttpClient = {
+      async request(method, path, options = {}) {
+        const response = await inner.request(method, path, options)
+        if (loseAnswer && path.endsWith('/account/delete')) {
+          loseAnswer = false
+          throw new ClientError(ClientErrorCode.Network, 'expected a reply, got none (connection reset)')
+        }
+        return response
+      },
+    }
+    const bob = await registerClient(server, { http })
+    await online(bob.client)
+    await expect(bob.client.deleteAccount(bob.password, bob.client.username)).rejects.toMatchObject({
+      code: ClientErrorCode.Network,
+    })
+    // Nothing was wiped here: this device could not know the deletion had happened.
+    expect(await Client.accountIn(bob.options.store)).toBeDefined()
+    // The user tries again: the server says the account is gone, and this device's copy goes too.
+    await bob.client.deleteAccount(bob.password, bob.client.username)
+    for (const table of STORE_TABLES) expect(await bob.options.store.list(table)).toEqual([])
+    expect(await Client.accountIn(bob.options.store)).toBeUndefined()
+    await bob.client.close()
+  })
+
+  it('another device of the account deleted it: this one hears so on connecting, and erases its copy when asked', async () => {
+    const bob = await registerClient(server)
+    // Bob's second device: the same account's identity, on a store of its own.
+    const secondStore = await copyStore(bob.options.store as MemoryStore)
+    const second = await Client.open({ ...bob.options, store: secondStore }, bob.password)
+    await second.login(bob.password)
+    await bob.client.deleteAccount(bob.password, bob.client.username)
+    await bob.client.close()
+
+    const told = new Promise<string>((resolve) => {
+      const stop = second.events.on('problem', (problem) => {
+        if (problem.code !== 'E2E_ERR_ACCOUNT_DELETED') return
+        stop()
+        resolve(problem.message)
+      })
+    })
+    second.connect()
+    expect(await told).toMatch(/account that was deleted/)
+    // Not "wrong password": the deletion is what it says, and erasing needs no server.
+    await second.deleteAccount(bob.password, bob.client.username)
+    expect(await Client.accountIn(secondStore)).toBeUndefined()
+    await second.close()
   })
 
   it('wipes the local store; an online contact marks the conversation at once, keeps it, and cannot send', async () => {

@@ -15,12 +15,14 @@ import { claimPreKeyBundle, listOneTimePreKeyIds } from './prekeys.js'
 import { countQueued } from './queue.js'
 import { openQueueRepository } from './queue-repository.js'
 import { block, grantPresence, isBlocked, presenceVisibleTo, RelationsKey } from './relations.js'
+import { purgeEndedTokens, tokenEnding } from './tokens.js'
 import { createAccount, deleteAccount, isUsernameHeld } from './users.js'
 
 const pgSkip = await postgresUnavailable()
 const TABLES = [
   'auth_tokens',
   'deleted_usernames',
+  'ended_tokens',
   'key_checks',
   'message_tombstones',
   'messages',
@@ -33,20 +35,28 @@ const TABLES = [
 ]
 /** The tables before 2026-12-02-01-message-metadata. */
 const TABLES_BEFORE_METADATA = ['auth_tokens', 'messages', 'one_time_prekeys', 'signed_prekeys', 'users']
+/** Today's tables less these. */
+const without = (...names: string[]) => TABLES.filter((table) => !names.includes(table))
 /** The tables each migration leaves, by name (those not named leave the tables as they found them). */
 const TABLES_AFTER: Record<string, readonly string[]> = {
   '2026-11-26-01-initial': TABLES_BEFORE_METADATA,
-  '2026-12-02-01-message-metadata': TABLES.filter(
-    (table) => !['relations', 'one_time_prekey_claims', 'deleted_usernames', 'key_checks'].includes(table),
+  '2026-12-02-01-message-metadata': without(
+    'relations',
+    'one_time_prekey_claims',
+    'deleted_usernames',
+    'key_checks',
+    'ended_tokens',
   ),
-  '2026-12-03-02-one-time-prekey-claims': TABLES.filter(
-    (table) => !['relations', 'deleted_usernames', 'key_checks'].includes(table),
+  '2026-12-03-02-one-time-prekey-claims': without(
+    'relations',
+    'deleted_usernames',
+    'key_checks',
+    'ended_tokens',
   ),
-  '2026-12-03-03-relations': TABLES.filter(
-    (table) => table !== 'deleted_usernames' && table !== 'key_checks',
-  ),
-  '2026-12-03-04-deleted-usernames': TABLES.filter((table) => table !== 'key_checks'),
-  '2026-12-03-06-key-checks': TABLES,
+  '2026-12-03-03-relations': without('deleted_usernames', 'key_checks', 'ended_tokens'),
+  '2026-12-03-04-deleted-usernames': without('key_checks', 'ended_tokens'),
+  '2026-12-03-06-key-checks': without('ended_tokens'),
+  '2026-12-03-07-ended-tokens': TABLES,
 }
 
 /** The tables a database that has run the first `applied` migrations holds. */
@@ -710,7 +720,7 @@ for (const dialect of DIALECTS) {
       const key = RelationsKey.random()
       expect(await block(database.db, key, alice!.id, bob!.id, 10)).toBe(true)
 
-      expect(await migrateToLatest(db, dialect)).toEqual(['2026-12-03-06-key-checks'])
+      expect(await migrateToLatest(db, dialect)).toContain('2026-12-03-06-key-checks')
       const options = { file: 'relations.key', replace: false, now: 5 }
       // A database from before checks takes the key it is started with, and keeps its relations.
       expect(await bindRelationsKey(database.db, key, options)).toEqual({ kind: 'recorded' })
@@ -729,6 +739,61 @@ for (const dialect of DIALECTS) {
       await migrateTo(db, dialect, '2026-12-03-05-unique-identity-keys')
       expect(await userTables(database)).not.toContain('key_checks')
       expect(await isBlocked(database.db, key, alice!.id, bob!.id)).toBe(true)
+    })
+
+    it('ended tokens: an account of the previous version, deleted after the upgrade, leaves its tokens’ hashes until they expire', async () => {
+      database = await createTestDatabase(dialect)
+      const db = untyped(database)
+      await migrateTo(db, dialect, '2026-12-03-06-key-checks')
+      // Data as the previous version wrote it: a user with two sessions.
+      const alice = await db
+        .insertInto('users')
+        .values(user('alice'))
+        .returning('id')
+        .executeTakeFirstOrThrow()
+      const hashes = [new Uint8Array(32).fill(1), new Uint8Array(32).fill(2)]
+      await db
+        .insertInto('auth_tokens')
+        .values(
+          hashes.map((token_hash, i) => ({
+            token_hash,
+            user_id: alice.id,
+            created_at: 1,
+            expires_at: 1_000 * (i + 1),
+          })),
+        )
+        .execute()
+
+      expect(await migrateToLatest(db, dialect)).toEqual(['2026-12-03-07-ended-tokens'])
+      expect(
+        await deleteAccount(database.db, alice.id, {
+          heldUntil: 10_000,
+          relationsKey: RelationsKey.random(),
+        }),
+      ).toBe(true)
+      expect(await tokenEnding(database.db, hashes[0]!, 500)).toBe('account-deleted')
+      expect(await tokenEnding(database.db, hashes[1]!, 1_500)).toBe('account-deleted')
+      // Once a token would have expired it is nobody's business why it ended: purged, then unknown.
+      expect(await tokenEnding(database.db, hashes[0]!, 1_000)).toBeUndefined()
+      expect(await purgeEndedTokens(database.db, 1_500)).toBe(1)
+      expect(await tokenEnding(database.db, hashes[1]!, 1_500)).toBe('account-deleted')
+      expect(await tokenEnding(database.db, new Uint8Array(32).fill(3), 0)).toBeUndefined()
+      // The schema takes only known reasons and whole hashes.
+      await expect(
+        db
+          .insertInto('ended_tokens')
+          .values({ token_hash: new Uint8Array(32).fill(4), reason: 'other', expires_at: 1 })
+          .execute(),
+      ).rejects.toThrow()
+      await expect(
+        db
+          .insertInto('ended_tokens')
+          .values({ token_hash: new Uint8Array(31), reason: 'account-deleted', expires_at: 1 })
+          .execute(),
+      ).rejects.toThrow()
+
+      await migrateTo(db, dialect, '2026-12-03-06-key-checks')
+      expect(await userTables(database)).not.toContain('ended_tokens')
     })
 
     it('enforces the schema: binary lengths are checked and usernames are unique', async () => {

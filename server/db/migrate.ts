@@ -22,6 +22,7 @@ import * as relations from './migrations/2026-12-03-03-relations.js'
 import * as deletedUsernames from './migrations/2026-12-03-04-deleted-usernames.js'
 import * as uniqueIdentityKeys from './migrations/2026-12-03-05-unique-identity-keys.js'
 import * as keyChecks from './migrations/2026-12-03-06-key-checks.js'
+import * as endedTokens from './migrations/2026-12-03-07-ended-tokens.js'
 import type { SqlDialect } from './schema.js'
 
 interface DialectMigration {
@@ -43,6 +44,7 @@ export const MIGRATIONS: Readonly<Record<string, DialectMigration>> = {
   '2026-12-03-04-deleted-usernames': deletedUsernames,
   '2026-12-03-05-unique-identity-keys': uniqueIdentityKeys,
   '2026-12-03-06-key-checks': keyChecks,
+  '2026-12-03-07-ended-tokens': endedTokens,
 }
 
 export const MIGRATION_TABLE = 'kysely_migration'

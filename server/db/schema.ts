@@ -136,6 +136,17 @@ export interface KeyChecksTable {
   recorded_at: number
 }
 
+/** Why a token in ended_tokens ended (migration 2026-12-03-07-ended-tokens). */
+export type TokenEnding = 'account-deleted'
+
+/** A session token that ended for a reason its holder is told, until it would have expired. */
+export interface EndedTokensTable {
+  /** SHA-256 of the token, as auth_tokens kept it. */
+  token_hash: Uint8Array
+  reason: TokenEnding
+  expires_at: number
+}
+
 export interface Database {
   users: UsersTable
   signed_prekeys: SignedPreKeysTable
@@ -148,6 +159,7 @@ export interface Database {
   relations: RelationsTable
   deleted_usernames: DeletedUsernamesTable
   key_checks: KeyChecksTable
+  ended_tokens: EndedTokensTable
 }
 
 /** The database handle every repository function takes first: the root handle or a transaction. */

@@ -2,7 +2,7 @@
  * Session tokens, stored only as SHA-256(token). Looking a token up hashes it and finds the row by
  * that hash through the primary-key index, so no code compares secret bytes with early exit.
  */
-import type { Db } from './schema.js'
+import type { Db, TokenEnding } from './schema.js'
 import { inTransaction } from './transaction.js'
 
 export interface NewToken {
@@ -67,6 +67,30 @@ export async function findSession(db: Db, tokenHash: Uint8Array, now: number): P
     .where('auth_tokens.expires_at', '>', now)
     .executeTakeFirst()
   return row && { userId: row.user_id, username: row.username, expiresAt: row.expires_at }
+}
+
+/**
+ * Why a token that is no session ended, when its holder should be told (ended_tokens): undefined
+ * for a token that never existed, was revoked (logout, a new password) or expired.
+ */
+export async function tokenEnding(
+  db: Db,
+  tokenHash: Uint8Array,
+  now: number,
+): Promise<TokenEnding | undefined> {
+  const row = await db
+    .selectFrom('ended_tokens')
+    .select('reason')
+    .where('token_hash', '=', tokenHash)
+    .where('expires_at', '>', now)
+    .executeTakeFirst()
+  return row?.reason
+}
+
+/** Deletes the ended tokens that would have expired by `now`; returns how many. */
+export async function purgeEndedTokens(db: Db, now: number): Promise<number> {
+  const result = await db.deleteFrom('ended_tokens').where('expires_at', '<=', now).executeTakeFirst()
+  return Number(result.numDeletedRows)
 }
 
 /** Token hashes per query in `liveTokenHashes` (well under any driver's bound-parameter limit). */

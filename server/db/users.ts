@@ -153,6 +153,18 @@ export async function deleteAccount(
       .execute()
     await trx.deleteFrom('message_tombstones').where('sender_id', '=', userId).execute()
     await trx.deleteFrom('queue_positions').where('recipient_id', '=', userId).execute()
+    // Each device still holding a token hears that the account was deleted, not "unknown token".
+    await trx
+      .insertInto('ended_tokens')
+      .columns(['token_hash', 'reason', 'expires_at'])
+      .expression((eb) =>
+        eb
+          .selectFrom('auth_tokens')
+          .select(['token_hash', sql.lit('account-deleted').as('reason'), 'expires_at'])
+          .where('user_id', '=', userId),
+      )
+      .onConflict((conflict) => conflict.column('token_hash').doNothing())
+      .execute()
     await trx.deleteFrom('auth_tokens').where('user_id', '=', userId).execute()
     await trx.deleteFrom('one_time_prekeys').where('user_id', '=', userId).execute()
     await trx.deleteFrom('signed_prekeys').where('user_id', '=', userId).execute()

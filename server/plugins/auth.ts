@@ -7,7 +7,7 @@
 import type { FastifyRequest } from 'fastify'
 import { hashSessionToken, parseBearerToken } from '../auth/tokens.js'
 import type { ServerContext } from '../context.js'
-import { findSession } from '../db/tokens.js'
+import { findSession, tokenEnding } from '../db/tokens.js'
 import { serverErrors } from '../errors.js'
 
 export interface RequestSession {
@@ -34,6 +34,10 @@ export function requireSession(context: Pick<ServerContext, 'db' | 'now'>) {
     token.fill(0)
     const session = await findSession(context.db, tokenHash, context.now())
     if (!session) {
+      // Looked up only when the token is no session: what the deleted account's devices are told.
+      if ((await tokenEnding(context.db, tokenHash, context.now())) === 'account-deleted') {
+        throw serverErrors.sessionOfDeletedAccount()
+      }
       throw serverErrors.unauthenticated(
         'expected a valid session token, got an unknown, revoked or expired one',
       )

@@ -29,8 +29,9 @@ import { normalizeUsername } from '../../shared/username.js'
 import { hashSessionToken } from '../auth/tokens.js'
 import type { ServerLimits } from '../context.js'
 import type { QueueRepository } from '../db/queue.js'
+import type { TokenEnding } from '../db/schema.js'
 import type { Session } from '../db/tokens.js'
-import { ServerErrorCode } from '../errors.js'
+import { ServerErrorCode, serverErrors } from '../errors.js'
 import {
   DRAIN_BATCH,
   MAX_FRAME_BYTES,
@@ -87,6 +88,8 @@ export interface ConnectionHost {
   readonly metrics: Pick<RelayMetrics, 'messagesDelivered' | 'drainStarted'>
   /** The live session with this token hash, if there is one. */
   findSession(tokenHash: Uint8Array): Promise<Session | undefined>
+  /** Why a token that is no session ended, if its holder should be told (db/tokens.ts). */
+  tokenEnding(tokenHash: Uint8Array): Promise<TokenEnding | undefined>
   /** Calls `flush` on this connection once the turn's synchronous work is done. */
   flushLater(connection: RelayConnection): void
   /** The connection authenticated: it joins its user, who comes online if it is their first. */
@@ -438,6 +441,13 @@ export class RelayConnection {
     const session = await this.host.findSession(tokenHash)
     if (this.gone) return
     if (!session) {
+      // The account was deleted (on this device, whose answer was lost, or another): say so.
+      const ending = await this.host.tokenEnding(tokenHash)
+      if (this.gone) return
+      if (ending === 'account-deleted') {
+        this.refuse(ServerErrorCode.AccountDeleted, serverErrors.sessionOfDeletedAccount().message)
+        return
+      }
       this.refuse(
         ServerErrorCode.Unauthenticated,
         'expected a valid session token, got an unknown, revoked or expired one',

@@ -42,8 +42,8 @@ import type { RelayEvents, ServerLimits } from '../context.js'
 import { countOneTimePreKeys } from '../db/prekeys.js'
 import { lastPositions, type QueueRepository } from '../db/queue.js'
 import { blockedPairs, grantPresence, presenceVisibleTo, type RelationsKey } from '../db/relations.js'
-import type { Db } from '../db/schema.js'
-import { findSession, liveTokenHashes, type Session } from '../db/tokens.js'
+import type { Db, TokenEnding } from '../db/schema.js'
+import { findSession, liveTokenHashes, type Session, tokenEnding } from '../db/tokens.js'
 import { ServerErrorCode } from '../errors.js'
 import {
   DIRECTORY_CACHE_ENTRIES,
@@ -234,6 +234,10 @@ export class RelayHub implements RelayEvents, ConnectionHost {
 
   findSession(tokenHash: Uint8Array): Promise<Session | undefined> {
     return findSession(this.db, tokenHash, this.now())
+  }
+
+  tokenEnding(tokenHash: Uint8Array): Promise<TokenEnding | undefined> {
+    return tokenEnding(this.db, tokenHash, this.now())
   }
 
   // --- Output batching ------------------------------------------------------------------------

@@ -336,6 +336,12 @@ export class ChatClient {
     return { endedSessions }
   }
 
+  /**
+   * The server told this client that its account was deleted (its session token is one of a
+   * deleted account's): `deleteAccount` then erases this device's copy without asking the server.
+   */
+  private deletedOnServer = false
+
   get loggedIn(): boolean {
     return this.session.loggedIn
   }
@@ -369,15 +375,26 @@ export class ChatClient {
         `expected this account's name (${this.username}) typed to confirm the deletion, got another`,
       )
     }
-    if (!this.loggedIn) await this.login(password)
     // Offline first, so nothing arrives (or is acknowledged) for a store about to be wiped.
     const wasConnected = this.connection === 'online' || this.connection === 'connecting'
     await this.disconnect()
-    try {
-      await this.session.deleteAccount(password)
-    } catch (error) {
-      if (wasConnected && this.loggedIn) this.connect()
-      throw error
+    // The server already said the account is gone (the answer to an earlier attempt was lost, or
+    // another device deleted it): only this device's copy is left to erase.
+    if (!this.deletedOnServer) {
+      try {
+        if (!this.loggedIn) await this.login(password)
+        await this.session.deleteAccount(password)
+      } catch (error) {
+        // 401 with this code: our token was one of the deleted account's (an earlier attempt got through).
+        if (
+          !isClientError(error, ClientErrorCode.NotLoggedIn) ||
+          error.serverCode !== 'E2E_ERR_ACCOUNT_DELETED'
+        ) {
+          if (wasConnected && this.loggedIn) this.connect()
+          throw error
+        }
+        await this.session.forgetToken()
+      }
     }
     await this.peerQueues.idle()
     await this.store.wipe()
@@ -508,8 +525,10 @@ export class ChatClient {
           frame.code === 'E2E_ERR_UNAUTHENTICATED' ||
           (frame.code === 'E2E_ERR_ACCOUNT_DELETED' && frame.id === undefined)
         ) {
-          if (frame.code === 'E2E_ERR_ACCOUNT_DELETED')
+          if (frame.code === 'E2E_ERR_ACCOUNT_DELETED') {
+            this.deletedOnServer = true
             this.events.emit('problem', { code: frame.code, message: frame.message })
+          }
           await this.sessionRefused()
           return
         }

@@ -200,7 +200,9 @@ export class RelayLink {
     if (!socket) return
     socket.onmessage = null
     socket.onclose = null
-    socket.onerror = null
+    // Not null: closing a socket still connecting makes some implementations (Node's `ws`) report
+    // an error, and one nobody listens to is thrown. A dropped socket's errors are of no interest.
+    socket.onerror = () => {}
     socket.close(code, reason)
     // Its onclose will not run: the owner forgets here what was in flight on it (an `accepted` on
     // its way is lost with it, so the send goes again on the next connection).

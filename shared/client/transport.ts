@@ -102,8 +102,10 @@ export function parseJson(text: string): unknown {
 export function errorFromResponse(response: HttpResponse, what: string): ClientError {
   if (matches(ErrorResponse, response.body)) {
     const { code, message } = response.body.error
+    // E2E_ERR_ACCOUNT_DELETED with 401 is about our own session (our account was deleted); with
+    // 410 it is a contact's account.
     const clientCode =
-      code === 'E2E_ERR_UNAUTHENTICATED'
+      code === 'E2E_ERR_UNAUTHENTICATED' || (code === 'E2E_ERR_ACCOUNT_DELETED' && response.status === 401)
         ? ClientErrorCode.NotLoggedIn
         : code === 'E2E_ERR_USER_NOT_FOUND'
           ? ClientErrorCode.UnknownUser
