@@ -360,6 +360,9 @@ export class ChatClient {
    * name is refused before anything is sent. The server then checks the password (as at log-in)
    * and deletes everything it holds of the account; only after it said so is the local store
    * wiped. A refusal (wrong password, too many attempts, no network) leaves everything as it was.
+   * When the server has already said the account is gone (a session token of a deleted account:
+   * an earlier attempt whose answer was lost, or another device's deletion), the local store is
+   * wiped without asking it again.
    * The caller closes the client afterwards.
    */
   async deleteAccount(password: string, typedUsername: string): Promise<void> {
