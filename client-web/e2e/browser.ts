@@ -5,7 +5,10 @@
  *
  * No helper bounds anything by wall-clock time: Playwright's timeouts are switched off and the
  * test's own timeout is the one failure guard. To find where a hanging test waits, run it with
- * E2E_ACTION_TIMEOUT_MS=20000: Playwright then fails the stuck step with its locator.
+ * E2E_ACTION_TIMEOUT_MS=20000: Playwright then fails the stuck step with its locator. Under
+ * CI=true that is on by default at CI_ACTION_TIMEOUT_MS, below the test's own timeout: a step
+ * that hangs there (it happened, and never here) is then named in the failure instead of the
+ * test only timing out.
  */
 import { createHash, X509Certificate } from 'node:crypto'
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
@@ -14,6 +17,12 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { type BrowserContext, chromium, type Locator, type Page } from 'playwright-core'
 import { chromiumArgs } from '../../vitest.config.js'
+
+/**
+ * Playwright's bound on one step in CI (see above): well below the web-e2e project's 180 s test
+ * timeout (vitest.config.ts), far above any step's time on a loaded machine (seconds).
+ */
+export const CI_ACTION_TIMEOUT_MS = 120_000
 
 export function chromiumPath(): string {
   return process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
@@ -88,7 +97,9 @@ export class Device {
       timezoneId: 'Europe/London',
       serviceWorkers: 'allow',
     })
-    const diagnosticTimeout = Number(process.env.E2E_ACTION_TIMEOUT_MS ?? 0)
+    const diagnosticTimeout = Number(
+      process.env.E2E_ACTION_TIMEOUT_MS ?? (process.env.CI === 'true' ? CI_ACTION_TIMEOUT_MS : 0),
+    )
     this.context.setDefaultTimeout(diagnosticTimeout)
     this.context.setDefaultNavigationTimeout(diagnosticTimeout)
     // Lets a test pretend the tab is in the background (headless pages are always "visible").
