@@ -600,6 +600,8 @@ export class Controller {
   private attach(api: ChatApi): void {
     this.api = api
     const refresh = () => this.requestRefresh()
+    /** The server said this account was deleted (this device's answer lost, or another device's deletion). */
+    let accountGone = false
     this.detach = [
       api.events.on('message', refresh),
       api.events.on('delivery', refresh),
@@ -614,11 +616,23 @@ export class Controller {
       }),
       api.events.on('connection', ({ state }) => {
         this.update({ connection: state })
-        if (state === 'logged-out')
+        // After "account deleted" (below) a log-in could only fail: that notice says what to do.
+        if (state === 'logged-out' && !accountGone)
           this.notify('warning', `the server ended this session: /login to sign in again`)
         if (state === 'online') refresh()
       }),
-      api.events.on('problem', ({ message }) => this.notify('error', safeText(message))),
+      api.events.on('problem', ({ code, id, message }) => {
+        // Without an id the server speaks of this account's own session (docs/protocol.md §13.4).
+        if (code === 'E2E_ERR_ACCOUNT_DELETED' && id === undefined) {
+          accountGone = true
+          this.notify(
+            'warning',
+            'this account was deleted, here or on another device; its conversations are still on this device: /delete-account erases them',
+          )
+          return
+        }
+        this.notify('error', safeText(message))
+      }),
       api.events.on('undecryptable', ({ peer, kind }) =>
         this.notify('warning', safeText(noticeText({ kind, peer }) ?? '')),
       ),

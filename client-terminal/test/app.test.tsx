@@ -486,6 +486,20 @@ describe('App', () => {
     expect(await ui.chat.history('bob')).toEqual([])
   })
 
+  it('says when the server reports this account deleted (here or on another device), and how to erase its copy', async () => {
+    const ui = await signedIn()
+    ui.chat.events.emit('problem', {
+      code: 'E2E_ERR_ACCOUNT_DELETED',
+      message: 'expected a live session, got one of an account that was deleted (on this device or another)',
+    })
+    ui.chat.setConnection('logged-out')
+    await ui.controller.idle()
+    await ui.shows('this account was deleted, here or on another device')
+    expect(ui.frame().replace(/\s+/g, ' ')).toContain('/delete-account erases them')
+    // Not the usual "sign in again": a log-in could only fail.
+    expect(ui.frame()).not.toContain('/login to sign in again')
+  })
+
   it('refuses /reinstall for an account this device holds, and while signed in', async () => {
     const ui = await start((backend) => backend.addAccount('alice', 'correct horse battery'))
     await ui.enter('/reinstall alice')

@@ -6,6 +6,7 @@
  * cannot write to it.
  */
 import { describe, expect, it } from 'vitest'
+import { fromBase64Url } from '../../shared/bytes.js'
 import { contactButton, logIn, openChat, register, send, startChat, waitForBubbles } from './browser.js'
 import { serverWithBrowsers, strongPassword, uniqueName } from './fixtures.js'
 
@@ -75,5 +76,61 @@ describe('deleting an account', () => {
     // Chromium logs the 410 of the identity check that told her; no other error.
     expect(alice.errors.filter((error) => !error.includes('status of 410 (Gone)'))).toEqual([])
     expect(bob.errors).toEqual([])
+  })
+
+  it('the answer to a deletion is lost: the page says the account is gone, and erasing again takes this browser’s copy', async () => {
+    const carolName = uniqueName('carol')
+    const carolPassword = strongPassword()
+    const page = bob.page
+    await page.getByRole('button', { name: 'Create an account' }).click()
+    await register(bob, carolName, carolPassword)
+
+    // The request reaches the server and is carried out; its answer is lost on the way back.
+    let lost = 0
+    await page.route('**/api/v1/account/delete', async (route) => {
+      // Sent on from here (Playwright's own fetch would not trust the test certificate).
+      const request = route.request()
+      const token = fromBase64Url((request.headers().authorization ?? '').replace(/^Bearer /, ''))
+      const response = await world.server.request('/api/v1/account/delete', {
+        token,
+        body: request.postDataJSON(),
+      })
+      expect(response.status).toBe(204)
+      lost += 1
+      await route.abort('connectionreset')
+    })
+    await page.getByRole('button', { name: 'Settings' }).click()
+    await page.getByRole('button', { name: 'Delete account…' }).click()
+    await page.getByLabel(`Type ${carolName} to confirm`).fill(carolName)
+    await page.locator('#delete-password').fill(carolPassword)
+    await page.getByRole('button', { name: 'Delete account for good' }).click()
+    await page.locator('sc-settings').getByRole('alert').waitFor()
+    expect(lost).toBe(1)
+    await page.unroute('**/api/v1/account/delete')
+    // Nothing erased yet: the page could not know. Reconnecting, it is told.
+    expect(await page.evaluate(async () => (await indexedDB.databases()).map((db) => db.name))).toContain(
+      `secure-chat:${carolName}`,
+    )
+    await page.evaluate(() => {
+      location.hash = '#/'
+    })
+    const banner = page.getByTestId('own-account-deleted')
+    await banner.waitFor()
+    expect(await banner.textContent()).toContain(
+      'This account was deleted, in this browser or on another device.',
+    )
+    await bob.screenshot('desktop-own-account-deleted')
+
+    await page.getByRole('button', { name: 'Erase them from this browser' }).click()
+    await page.getByRole('button', { name: 'Delete account…' }).click()
+    await page.getByLabel(`Type ${carolName} to confirm`).fill(carolName)
+    await page.locator('#delete-password').fill(carolPassword)
+    await page.getByRole('button', { name: 'Delete account for good' }).click()
+    await page.getByText(`${carolName} was deleted, on the server and in this browser.`).waitFor()
+    expect(await page.evaluate(async () => (await indexedDB.databases()).map((db) => db.name))).not.toContain(
+      `secure-chat:${carolName}`,
+    )
+    // Chromium logs the aborted request and the refused session; nothing else.
+    expect(bob.errors.filter((error) => !/ERR_CONNECTION_RESET|net::ERR_FAILED|401/.test(error))).toEqual([])
   })
 })

@@ -202,6 +202,8 @@ export class AppShell extends LitElement {
   /** The newest message of each conversation, for the contact list. */
   @state() private previews: ReadonlyMap<string, ContactPreview> = new Map()
   @state() private connection: ConnectionState = 'offline'
+  /** The server said this account was deleted (here, with the answer lost, or on another device). */
+  @state() private accountGone = false
   @state() private route: Route = parseRoute(location.hash)
   @state() private wide = matchMedia(WIDE_QUERY).matches
   @state() private keyChangePeer: string | undefined
@@ -281,7 +283,12 @@ export class AppShell extends LitElement {
     this.notice = ''
     const client = account.client
     this.connection = client.connection
+    this.accountGone = false
     this.unsubscribe = [
+      client.events.on('problem', ({ code, id }) => {
+        // Without an id the server speaks of this account's own session (docs/protocol.md §13.4).
+        if (code === 'E2E_ERR_ACCOUNT_DELETED' && id === undefined) this.accountGone = true
+      }),
       client.events.on('connection', ({ state }) => {
         this.connection = state
         if (state === 'online') this.scheduleRefresh()
@@ -470,8 +477,25 @@ export class AppShell extends LitElement {
         </button>
       </div>
       ${
-        this.connection === 'logged-out'
-          ? html`<div class="banner warning side-banner" role="alert">
+        this.connection === 'logged-out' && this.accountGone
+          ? html`<div class="banner warning side-banner" role="alert" data-testid="own-account-deleted">
+              <div>
+                This account was deleted, in this browser or on another device. Its conversations are
+                still here until you erase them.
+                <div>
+                  <button
+                    class="btn secondary"
+                    @click=${() => {
+                      location.hash = '#/settings'
+                    }}
+                  >
+                    Erase them from this browser
+                  </button>
+                </div>
+              </div>
+            </div>`
+          : this.connection === 'logged-out'
+            ? html`<div class="banner warning side-banner" role="alert">
               <div>
                 Your session has ended on the server. Log in again to send and receive messages.
                 <div>
@@ -484,7 +508,7 @@ export class AppShell extends LitElement {
                 </div>
               </div>
             </div>`
-          : nothing
+            : nothing
       }
       <sc-contact-list
         .client=${account.client}
