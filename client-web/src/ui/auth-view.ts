@@ -217,7 +217,12 @@ export class AuthView extends LitElement {
 
   @query('#username') private usernameInput!: HTMLInputElement
   @query('#password') private passwordInput!: HTMLInputElement
-  private ready = false
+  /**
+   * Whether the accounts this browser holds are known. Until then no form is shown: the first
+   * guess (log in) would flip to "Create your account" a moment later for a new browser, under
+   * the user's pointer, and a click on "Create an account" could land on nothing.
+   */
+  @state() private ready = false
 
   override connectedCallback(): void {
     super.connectedCallback()
@@ -230,12 +235,10 @@ export class AuthView extends LitElement {
       this.ready = true
       this.mode = this.accounts.length > 0 ? 'login' : 'register'
       if (this.accounts.length === 1) this.username = this.accounts[0] as string
-      // The first render focused Username before the accounts were known; with the only account
-      // filled in, the password is what is left to type.
-      if (this.username) {
-        await this.updateComplete
-        this.passwordInput?.focus()
-      }
+      // The form appears now: the field left to type gets the focus (the password when the only
+      // account is filled in).
+      await this.updateComplete
+      ;(this.username ? this.passwordInput : this.usernameInput)?.focus()
     }
   }
 
@@ -419,6 +422,12 @@ export class AuthView extends LitElement {
   }
 
   override render(): TemplateResult {
+    // Only the brand while the accounts are read (a few milliseconds): no form to guess wrong.
+    if (!this.ready) {
+      return html`<main class="panel" aria-busy="true">
+        <div class="brand">${icons.logo()}<span>secure-chat</span></div>
+      </main>`
+    }
     const register = this.mode === 'register'
     return html`<main class="panel">
       <div class="brand">${icons.logo()}<span>secure-chat</span></div>
