@@ -14,6 +14,7 @@
  */
 import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
+import { withTimeout } from '../ws/redis-bus.js'
 import {
   type LimitDecision,
   type LimitScope,
@@ -191,6 +192,7 @@ export class RedisLoginLimiter implements LoginLimiting {
       const answer = (await withTimeout(
         command.call(this.redis, ...keys, ...args),
         REDIS_LOGIN_LIMITER_TIMEOUT_MS,
+        'an answer from the login limiter in Redis',
       )) as [number, number, number] | undefined
       this.warned = false
       return answer
@@ -205,12 +207,4 @@ export class RedisLoginLimiter implements LoginLimiting {
       return undefined
     }
   }
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
