@@ -56,7 +56,6 @@ export async function createUsers(
             username,
             password_hash: options.passwordHash,
             credential: 'login-secret-v1',
-            login_key: options.loginKey,
             identity_key: random(32),
             signing_key: random(32),
             identity_signature: random(64),
@@ -67,10 +66,24 @@ export async function createUsers(
         .returning(['id', 'username'])
         .execute()
       await trx
+        .insertInto('devices')
+        .values(
+          rows.map((row) => ({
+            user_id: row.id,
+            device_id: 1,
+            login_key: options.loginKey,
+            name: null,
+            created_at: now,
+            last_seen_at: now,
+          })),
+        )
+        .execute()
+      await trx
         .insertInto('signed_prekeys')
         .values(
           rows.map((row) => ({
             user_id: row.id,
+            device_id: 1,
             key_id: 1,
             public_key: random(32),
             signature: random(64),
@@ -82,6 +95,7 @@ export async function createUsers(
       const preKeys = rows.flatMap((row) =>
         Array.from({ length: 10 }, (_, keyId) => ({
           user_id: row.id,
+          device_id: 1,
           key_id: keyId + 1,
           public_key: random(32),
           signature: random(64),
@@ -100,6 +114,7 @@ export async function createUsers(
           tokens.map(({ row, token }) => ({
             token_hash: hashSessionToken(token),
             user_id: row.id,
+            device_id: 1,
             created_at: now,
             expires_at: now + 24 * 60 * 60 * 1000,
           })),

@@ -32,7 +32,7 @@ export interface ServerLimits {
   readonly tlsHandshakeRatePerAddress: Rate
   readonly maxOneTimePreKeysPerUser: number
   readonly signedPreKeysKept: number
-  readonly maxTokensPerUser: number
+  readonly maxTokensPerDevice: number
   readonly tokenLifetimeMs: number
   // Relay (limits.ts explains each default).
   readonly maxQueuedMessagesPerRecipient: number

@@ -28,11 +28,13 @@ export const TOKEN_LIFETIME_MS = 30 * DAY
 export const TOKEN_BYTES = 32
 
 /**
- * Live tokens per user. Each login issues a new token and leaves the others valid (a user may run
- * the web and the terminal client at once), so the oldest beyond this count are revoked at login to
- * keep the table bounded.
+ * Live tokens per device of an account. Each login issues a new token and leaves the others valid
+ * (one device may hold several: the terminal's scripts and its interactive client on one store,
+ * a log-in again before an older session expired), so the
+ * oldest of that device beyond this count are revoked at login to keep the table bounded; a log-in
+ * on one device never ends another device's sessions.
  */
-export const MAX_TOKENS_PER_USER = 10
+export const MAX_TOKENS_PER_DEVICE = 10
 
 /**
  * Failed log-ins from unknown devices per account (from any address) beyond which /reinstall for

@@ -85,7 +85,6 @@ async function account(database: TestDatabase, username: string): Promise<number
       username,
       password_hash: 'x',
       credential: 'login-secret-v1',
-      login_key: new Uint8Array(10),
       identity_key: key(1),
       signing_key: key(2),
       identity_signature: new Uint8Array(64),

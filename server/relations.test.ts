@@ -11,6 +11,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { USER_SEARCH_MAX_RESULTS } from '../shared/limits.js'
+import { primaryDevice } from './db/devices.js'
 import { countQueued } from './db/queue.js'
 import { deleteRelationsOf, RelationsKey } from './db/relations.js'
 import { createAccount } from './db/users.js'
@@ -138,7 +139,7 @@ for (const dialect of DIALECTS) {
       await server.app.relay.settled()
       const again = await online(owner)
       expect(again.ready.queued).toBe(0)
-      expect(await countQueued(database.db, await idOf(owner))).toBe(0)
+      expect(await countQueued(database.db, primaryDevice(await idOf(owner)))).toBe(0)
 
       // A second subscription gets nothing now, whether the owner is online or not.
       b.subscribe([name(owner)])

@@ -50,7 +50,7 @@ import {
   MAX_QUEUED_BYTES_PER_SENDER,
   MAX_QUEUED_MESSAGES_PER_RECIPIENT,
   MAX_QUEUED_MESSAGES_PER_SENDER,
-  MAX_TOKENS_PER_USER,
+  MAX_TOKENS_PER_DEVICE,
   MESSAGE_TTL_MS,
   SIGNED_PREKEYS_KEPT,
   TOKEN_BYTES,
@@ -117,7 +117,7 @@ export type MemoryRelayLimits = Pick<
   ServerLimits,
   | 'maxOneTimePreKeysPerUser'
   | 'signedPreKeysKept'
-  | 'maxTokensPerUser'
+  | 'maxTokensPerDevice'
   | 'tokenLifetimeMs'
   | 'maxQueuedMessagesPerRecipient'
   | 'maxQueuedBytesPerRecipient'
@@ -133,7 +133,7 @@ export type MemoryRelayLimits = Pick<
 export const MEMORY_RELAY_LIMITS: MemoryRelayLimits = {
   maxOneTimePreKeysPerUser: MAX_ONE_TIME_PREKEYS_PER_USER,
   signedPreKeysKept: SIGNED_PREKEYS_KEPT,
-  maxTokensPerUser: MAX_TOKENS_PER_USER,
+  maxTokensPerDevice: MAX_TOKENS_PER_DEVICE,
   tokenLifetimeMs: TOKEN_LIFETIME_MS,
   maxQueuedMessagesPerRecipient: MAX_QUEUED_MESSAGES_PER_RECIPIENT,
   maxQueuedBytesPerRecipient: MAX_QUEUED_BYTES_PER_RECIPIENT,
@@ -1327,7 +1327,7 @@ export class MemoryRelay {
     live.push(session)
     // Beyond the cap, the oldest go (insertion order is creation order).
     revoked.push(
-      ...live.slice(0, Math.max(0, live.length - this.limits.maxTokensPerUser)).map((s) => s.token),
+      ...live.slice(0, Math.max(0, live.length - this.limits.maxTokensPerDevice)).map((s) => s.token),
     )
     this.sessions.set(session.token, session)
     for (const token of revoked) {

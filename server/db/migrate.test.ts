@@ -2,6 +2,7 @@ import { type Kysely, sql } from 'kysely'
 import { afterEach, describe, expect, it } from 'vitest'
 import { bindRelationsKey } from '../relations-key.js'
 import { createTestDatabase, DIALECTS, postgresUnavailable, type TestDatabase } from '../test/databases.js'
+import { primaryDevice } from './devices.js'
 import {
   appliedMigrations,
   MIGRATION_TABLE,
@@ -12,18 +13,20 @@ import {
   migrateToLatest,
 } from './migrate.js'
 import { claimPreKeyBundle, listOneTimePreKeyIds } from './prekeys.js'
-import { countQueued } from './queue.js'
+import { tombstoneKey } from './queue.js'
 import { openQueueRepository } from './queue-repository.js'
 import { block, grantPresence, isBlocked, presenceVisibleTo, RelationsKey } from './relations.js'
-import { purgeEndedTokens, tokenEnding } from './tokens.js'
+import { findSession, purgeEndedTokens, tokenEnding } from './tokens.js'
 import { createAccount, deleteAccount, isUsernameHeld } from './users.js'
 
 const pgSkip = await postgresUnavailable()
 const TABLES = [
   'auth_tokens',
   'deleted_usernames',
+  'devices',
   'ended_tokens',
   'key_checks',
+  'link_tokens',
   'message_tombstones',
   'messages',
   'one_time_prekey_claims',
@@ -41,6 +44,8 @@ const without = (...names: string[]) => TABLES.filter((table) => !names.includes
 const TABLES_AFTER: Record<string, readonly string[]> = {
   '2026-11-26-01-initial': TABLES_BEFORE_METADATA,
   '2026-12-02-01-message-metadata': without(
+    'devices',
+    'link_tokens',
     'relations',
     'one_time_prekey_claims',
     'deleted_usernames',
@@ -48,15 +53,24 @@ const TABLES_AFTER: Record<string, readonly string[]> = {
     'ended_tokens',
   ),
   '2026-12-03-02-one-time-prekey-claims': without(
+    'devices',
+    'link_tokens',
     'relations',
     'deleted_usernames',
     'key_checks',
     'ended_tokens',
   ),
-  '2026-12-03-03-relations': without('deleted_usernames', 'key_checks', 'ended_tokens'),
-  '2026-12-03-04-deleted-usernames': without('key_checks', 'ended_tokens'),
-  '2026-12-03-06-key-checks': without('ended_tokens'),
-  '2026-12-03-07-ended-tokens': TABLES,
+  '2026-12-03-03-relations': without(
+    'devices',
+    'link_tokens',
+    'deleted_usernames',
+    'key_checks',
+    'ended_tokens',
+  ),
+  '2026-12-03-04-deleted-usernames': without('devices', 'link_tokens', 'key_checks', 'ended_tokens'),
+  '2026-12-03-06-key-checks': without('devices', 'link_tokens', 'ended_tokens'),
+  '2026-12-03-07-ended-tokens': without('devices', 'link_tokens'),
+  '2026-12-03-08-devices': TABLES,
 }
 
 /** The tables a database that has run the first `applied` migrations holds. */
@@ -278,6 +292,28 @@ for (const dialect of DIALECTS) {
 
       await migrateTo(db, dialect, '2026-12-02-01-message-metadata')
       expect(await appliedMigrations(db, dialect)).toContain('2026-12-02-01-message-metadata')
+      const tombstonesThen = await db.selectFrom('message_tombstones').selectAll().execute()
+      expect(Object.keys(tombstonesThen[0]!).sort()).toEqual(['client_id', 'expires_at', 'sender_id'])
+      expect(tombstonesThen).toHaveLength(1)
+      const columnsOf = async (name: string) =>
+        (await database!.db.introspection.getTables())
+          .find(
+            (table) => table.name === name && (dialect === 'sqlite' || table.schema === database!.location),
+          )!
+          .columns.map((column) => column.name)
+          .sort()
+      expect(await columnsOf('messages')).toEqual([
+        'body',
+        'client_id',
+        'created_at',
+        'expires_at',
+        'recipient_id',
+        'sender_id',
+        'seq',
+      ])
+
+      // Today's queue on that data, once the later migrations ran too.
+      await migrateToLatest(db, dialect)
       const queue = openQueueRepository(database.db, {
         maxMessages: 100,
         maxBytes: 10_000,
@@ -286,17 +322,19 @@ for (const dialect of DIALECTS) {
       })
       try {
         // Undelivered messages still deliver, with the numbers they had, in order.
-        const queued = await queue.fetch(bob!.id, 0, 10, 2_000)
+        const queued = await queue.fetch(primaryDevice(bob!.id), 0, 10, 2_000)
         expect(queued.map((message) => [message.seq, message.sender, [...message.body]])).toEqual([
           [oldSeqs[2], 'alice', [3, 3]],
           [oldSeqs[3], 'carol', [4, 4]],
         ])
-        expect((await queue.fetch(dave!.id, 0, 10, 2_000)).map((message) => message.seq)).toEqual([
-          oldSeqs[1],
-        ])
+        expect(
+          (await queue.fetch(primaryDevice(dave!.id), 0, 10, 2_000)).map((message) => message.seq),
+        ).toEqual([oldSeqs[1]])
         const send = (from: number, first: number, now = 9_000) => ({
           recipientId: bob!.id,
+          recipientDevice: 1,
           senderId: from,
+          senderDevice: 1,
           clientId: new Uint8Array(16).fill(first),
           body: new Uint8Array([9]),
           now,
@@ -304,7 +342,7 @@ for (const dialect of DIALECTS) {
         })
         const outcomes = await queue.commit({
           sends: [send(alice!.id, 1), send(alice!.id, 3), send(alice!.id, 5)],
-          acks: new Map(),
+          acks: [],
           now: 9_000,
         })
         // Idempotency holds for what was delivered and for what is queued; a new message comes after.
@@ -314,11 +352,15 @@ for (const dialect of DIALECTS) {
           { kind: 'stored', seq: oldSeqs[3]! + 1, createdAt: 9_000 },
         ])
         // Acknowledging leaves a tombstone with no recipient; the retry is still a duplicate.
-        await queue.commit({ sends: [], acks: new Map([[bob!.id, oldSeqs[3]! + 1]]), now: 9_500 })
-        expect(await queue.countQueued(bob!.id, 9_500)).toBe(0)
+        await queue.commit({
+          sends: [],
+          acks: [{ recipientId: bob!.id, recipientDevice: 1, upTo: oldSeqs[3]! + 1 }],
+          now: 9_500,
+        })
+        expect(await queue.countQueued(primaryDevice(bob!.id), 9_500)).toBe(0)
         const [again] = await queue.commit({
           sends: [send(carol!.id, 4, 9_600)],
-          acks: new Map(),
+          acks: [],
           now: 9_600,
         })
         expect(again).toEqual({ kind: 'duplicate', seq: 0, createdAt: 1_004, delivered: true })
@@ -326,24 +368,13 @@ for (const dialect of DIALECTS) {
         await queue.close()
       }
       const tombstones = await db.selectFrom('message_tombstones').selectAll().execute()
-      expect(Object.keys(tombstones[0]!).sort()).toEqual(['client_id', 'expires_at', 'sender_id'])
-      expect(tombstones).toHaveLength(4)
-      const columns = (await database.db.introspection.getTables())
-        .find(
-          (table) =>
-            table.name === 'messages' && (dialect === 'sqlite' || table.schema === database!.location),
-        )!
-        .columns.map((column) => column.name)
-        .sort()
-      expect(columns).toEqual([
-        'body',
-        'client_id',
-        'created_at',
+      expect(Object.keys(tombstones[0]!).sort()).toEqual([
         'expires_at',
-        'recipient_id',
+        'message_key',
+        'sender_device',
         'sender_id',
-        'seq',
       ])
+      expect(tombstones).toHaveLength(4)
     })
 
     it('login secret: accounts written before it stay on their password, and the column takes only known kinds', async () => {
@@ -403,6 +434,8 @@ for (const dialect of DIALECTS) {
 
       await migrateTo(db, dialect, '2026-12-03-02-one-time-prekey-claims')
       expect(await appliedMigrations(db, dialect)).toContain('2026-12-03-02-one-time-prekey-claims')
+      // Today's key directory on that data, once the later migrations ran too.
+      await migrateToLatest(db, dialect)
       const policy = (now: number) => ({
         requesterId: Number(requester!.id),
         now,
@@ -411,7 +444,7 @@ for (const dialect of DIALECTS) {
       })
       const fetched = []
       for (const now of [10_000, 10_500, 20_000, 30_000, 80_000]) {
-        const bundle = await claimPreKeyBundle(database.db, Number(target!.id), policy(now))
+        const bundle = await claimPreKeyBundle(database.db, primaryDevice(Number(target!.id)), policy(now))
         fetched.push([bundle?.outcome, bundle?.oneTimePreKey?.key_id, bundle?.signedPreKey.key_id])
       }
       expect(fetched).toEqual([
@@ -421,7 +454,7 @@ for (const dialect of DIALECTS) {
         ['withheld', undefined, 1], // two claims in the last minute: the per-target limit
         ['claimed', 4, 1], // the first claim has left the window
       ])
-      expect(await listOneTimePreKeyIds(database.db, Number(target!.id))).toEqual([])
+      expect(await listOneTimePreKeyIds(database.db, primaryDevice(Number(target!.id)))).toEqual([])
     })
 
     it('relations: a database written before them keeps its queue and gains the table, and reverts', async () => {
@@ -456,7 +489,9 @@ for (const dialect of DIALECTS) {
         maxBytesPerSender: 10_000,
       })
       try {
-        expect((await queue.fetch(bob!.id, 0, 10, 20)).map((message) => message.sender)).toEqual(['alice'])
+        expect(
+          (await queue.fetch(primaryDevice(bob!.id), 0, 10, 20)).map((message) => message.sender),
+        ).toEqual(['alice'])
       } finally {
         await queue.close()
       }
@@ -484,7 +519,9 @@ for (const dialect of DIALECTS) {
 
       await migrateTo(db, dialect, '2026-12-02-01-message-metadata')
       expect(await userTables(database)).not.toContain('relations')
-      expect(await countQueued(database.db, bob!.id)).toBe(1)
+      expect(await db.selectFrom('messages').select('recipient_id').execute()).toEqual([
+        { recipient_id: bob!.id },
+      ])
     })
 
     it('deleted usernames: a database written by the previous version keeps its accounts and queue, and deleting one then holds its name', async () => {
@@ -545,11 +582,12 @@ for (const dialect of DIALECTS) {
       ]
       const before = await Promise.all(KEPT.map((table) => db.selectFrom(table).selectAll().execute()))
 
-      expect((await migrateToLatest(db, dialect))[0]).toBe('2026-12-03-04-deleted-usernames')
+      await migrateTo(db, dialect, '2026-12-03-04-deleted-usernames')
       const after = await Promise.all(KEPT.map((table) => db.selectFrom(table).selectAll().execute()))
       expect(after).toEqual(before)
       expect(await db.selectFrom('relations').selectAll().execute()).toHaveLength(2)
       expect(await db.selectFrom('deleted_usernames').selectAll().execute()).toEqual([])
+      await migrateToLatest(db, dialect)
 
       // Deleting Alice takes her rows, including the message she sent Bob, the relations either of
       // them kept with the other, the claims either made of the other, and holds her name.
@@ -764,7 +802,10 @@ for (const dialect of DIALECTS) {
         )
         .execute()
 
-      expect(await migrateToLatest(db, dialect)).toEqual(['2026-12-03-07-ended-tokens'])
+      expect(await migrateToLatest(db, dialect)).toEqual([
+        '2026-12-03-07-ended-tokens',
+        '2026-12-03-08-devices',
+      ])
       expect(
         await deleteAccount(database.db, alice.id, {
           heldUntil: 10_000,
@@ -796,15 +837,207 @@ for (const dialect of DIALECTS) {
       expect(await userTables(database)).not.toContain('ended_tokens')
     })
 
+    it('devices: every account of the previous version becomes its device 1, and its queue, tokens, prekeys and tombstones carry over', async () => {
+      database = await createTestDatabase(dialect)
+      const db = untyped(database)
+      await migrateTo(db, dialect, '2026-12-03-07-ended-tokens')
+      // Data as the previous version wrote it: two accounts, Alice with two sessions, Bob with
+      // prekeys, a message from Alice queued for Bob and a tombstone of one he acknowledged.
+      const [alice, bob] = await Promise.all(
+        ['alice', 'bob'].map((name) =>
+          db
+            .insertInto('users')
+            .values({
+              ...user(name),
+              login_key: new TextEncoder().encode(`login key of ${name}`),
+              created_at: 5,
+            })
+            .returning('id')
+            .executeTakeFirstOrThrow(),
+        ),
+      )
+      const aliceId = Number(alice!.id)
+      const bobId = Number(bob!.id)
+      const tokens = [new Uint8Array(32).fill(1), new Uint8Array(32).fill(2)]
+      await db
+        .insertInto('auth_tokens')
+        .values(
+          tokens.map((token_hash, i) => ({
+            token_hash,
+            user_id: aliceId,
+            created_at: 100 + i,
+            expires_at: 50_000,
+          })),
+        )
+        .execute()
+      const key = (keyId: number) => ({
+        user_id: bobId,
+        key_id: keyId,
+        public_key: new Uint8Array(32).fill(keyId),
+        signature: new Uint8Array(64),
+      })
+      await db
+        .insertInto('signed_prekeys')
+        .values({ ...key(1), created_at: 7 })
+        .execute()
+      await db
+        .insertInto('one_time_prekeys')
+        .values([key(2), key(3)])
+        .execute()
+      const queuedId = new Uint8Array(16).fill(8)
+      const acknowledgedId = new Uint8Array(16).fill(9)
+      await db
+        .insertInto('messages')
+        .values({
+          recipient_id: bobId,
+          seq: 41,
+          sender_id: aliceId,
+          client_id: queuedId,
+          body: new Uint8Array([4, 2]),
+          created_at: 1_000,
+          expires_at: 90_000,
+        })
+        .execute()
+      await db.insertInto('queue_positions').values({ recipient_id: bobId, last_seq: 41 }).execute()
+      await db
+        .insertInto('message_tombstones')
+        .values({ client_id: acknowledgedId, sender_id: aliceId, expires_at: 80_000 })
+        .execute()
+
+      expect(await migrateToLatest(db, dialect)).toEqual(['2026-12-03-08-devices'])
+      // Each account is device 1 with its login key; last seen is its newest session.
+      const devices = await db.selectFrom('devices').selectAll().orderBy('user_id').execute()
+      expect(devices.map((row) => ({ ...row, login_key: new TextDecoder().decode(row.login_key) }))).toEqual([
+        {
+          user_id: aliceId,
+          device_id: 1,
+          login_key: 'login key of alice',
+          name: null,
+          created_at: 5,
+          last_seen_at: 101,
+          removed_at: null,
+        },
+        {
+          user_id: bobId,
+          device_id: 1,
+          login_key: 'login key of bob',
+          name: null,
+          created_at: 5,
+          last_seen_at: 5,
+          removed_at: null,
+        },
+      ])
+      expect(Object.keys(await db.selectFrom('users').selectAll().executeTakeFirstOrThrow())).not.toContain(
+        'login_key',
+      )
+      expect(await findSession(database.db, tokens[1]!, 1_000)).toMatchObject({
+        userId: aliceId,
+        deviceId: 1,
+      })
+      const bundle = await claimPreKeyBundle(database.db, primaryDevice(bobId), {
+        requesterId: aliceId,
+        now: 2_000,
+        claimsPerTarget: { max: 10, timeWindowMs: 60_000 },
+        refetchWindowMs: 0,
+      })
+      expect([bundle?.signedPreKey.key_id, bundle?.oneTimePreKey?.key_id]).toEqual([1, 2])
+      // Key ids are per device now: another device of Bob's may use the same ones.
+      await db
+        .insertInto('signed_prekeys')
+        .values({ ...key(1), device_id: 2, created_at: 8 })
+        .execute()
+      await expect(
+        db
+          .insertInto('signed_prekeys')
+          .values({ ...key(1), device_id: 1, created_at: 9 })
+          .execute(),
+      ).rejects.toThrow()
+
+      const queue = openQueueRepository(database.db, {
+        maxMessages: 100,
+        maxBytes: 10_000,
+        maxMessagesPerSender: 100,
+        maxBytesPerSender: 10_000,
+      })
+      try {
+        const queued = await queue.fetch(primaryDevice(bobId), 0, 10, 2_000)
+        expect(
+          queued.map((message) => [message.seq, message.sender, message.senderDevice, [...message.body]]),
+        ).toEqual([[41, 'alice', 1, [4, 2]]])
+        const send = (clientId: Uint8Array, recipientDevice = 1) => ({
+          recipientId: bobId,
+          recipientDevice,
+          senderId: aliceId,
+          senderDevice: 1,
+          clientId,
+          body: new Uint8Array([1]),
+          now: 3_000,
+          expiresAt: 3_000 + 30 * 24 * 60 * 60 * 1000,
+        })
+        // Retries of what was queued or acknowledged before stay duplicates; the same id to
+        // another device is that device's own copy.
+        const outcomes = await queue.commit({
+          sends: [send(queuedId), send(acknowledgedId), send(acknowledgedId, 2)],
+          acks: [],
+          now: 3_000,
+        })
+        expect(outcomes.map((outcome) => outcome.kind)).toEqual(['duplicate', 'duplicate', 'stored'])
+        expect(outcomes[0]).toMatchObject({ seq: 41, delivered: false })
+        expect(outcomes[1]).toMatchObject({ delivered: true })
+        await queue.commit({
+          sends: [],
+          acks: [{ recipientId: bobId, recipientDevice: 1, upTo: 41 }],
+          now: 3_100,
+        })
+        const [again] = await queue.commit({ sends: [send(queuedId)], acks: [], now: 3_200 })
+        expect(again).toMatchObject({ kind: 'duplicate', delivered: true })
+        // The new tombstone keeps a key of the id and device, not the id.
+        const keys = (await db.selectFrom('message_tombstones').select('message_key').execute()).map((row) =>
+          Buffer.from(row.message_key).toString('hex'),
+        )
+        expect(keys.sort()).toEqual(
+          [acknowledgedId, tombstoneKey(queuedId, bobId, 1)]
+            .map((bytes) => Buffer.from(bytes).toString('hex'))
+            .sort(),
+        )
+      } finally {
+        await queue.close()
+      }
+
+      // A token may now end because its device was removed.
+      await db
+        .insertInto('ended_tokens')
+        .values({ token_hash: new Uint8Array(32).fill(5), reason: 'device-removed', expires_at: 9 })
+        .execute()
+
+      // Reverting keeps device 1 (its login key back on the account) and drops the others' rows.
+      await migrateTo(db, dialect, '2026-12-03-07-ended-tokens')
+      expect(await userTables(database)).not.toContain('devices')
+      const users = await db.selectFrom('users').select(['id', 'login_key']).orderBy('id').execute()
+      expect(users.map((row) => new TextDecoder().decode(row.login_key))).toEqual([
+        'login key of alice',
+        'login key of bob',
+      ])
+      expect(await db.selectFrom('auth_tokens').select('token_hash').execute()).toHaveLength(2)
+      expect(await db.selectFrom('signed_prekeys').select('key_id').execute()).toEqual([{ key_id: 1 }])
+      expect(await db.selectFrom('messages').select('seq').execute()).toEqual([])
+      // Tombstones of the previous version stay; today's cannot become one (their id is gone).
+      expect(await db.selectFrom('message_tombstones').select('client_id').execute()).toEqual([
+        { client_id: expect.anything() },
+      ])
+      expect(await db.selectFrom('ended_tokens').select('reason').execute()).toEqual([])
+      await migrateToLatest(db, dialect)
+    })
+
     it('enforces the schema: binary lengths are checked and usernames are unique', async () => {
       database = await createTestDatabase(dialect)
-      const alice = user('alice')
+      const { login_key: _, ...alice } = user('alice')
       await database.db.insertInto('users').values(alice).execute()
       await expect(database.db.insertInto('users').values(alice).execute()).rejects.toThrow()
       await expect(
         database.db
           .insertInto('users')
-          .values({ ...user('bob'), identity_key: new Uint8Array(31) })
+          .values({ ...alice, username: 'bob', identity_key: new Uint8Array(31) })
           .execute(),
       ).rejects.toThrow()
     })

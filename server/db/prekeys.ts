@@ -1,22 +1,25 @@
 /**
  * The key directory: signed prekeys (rotated, a few kept) and one-time prekeys (each handed out
- * exactly once). Signatures are verified by the caller before anything reaches these functions.
+ * exactly once), per device of an account; key ids are unique per device. Signatures are verified
+ * by the caller before anything reaches these functions. Limits on claims count per account.
  */
 import type { PublicPreKey } from '../../shared/identity.js'
 import { ServerError, ServerErrorCode, serverErrors } from '../errors.js'
+import type { DeviceAddress } from './devices.js'
 import type { Db, PreKeyRow, SignedPreKeyRow } from './schema.js'
 import { inTransaction, isUniqueViolation, lockUser } from './transaction.js'
 
 export async function insertSignedPreKey(
   db: Db,
-  userId: number,
+  owner: DeviceAddress,
   preKey: PublicPreKey,
   now: number,
 ): Promise<void> {
   await db
     .insertInto('signed_prekeys')
     .values({
-      user_id: userId,
+      user_id: owner.userId,
+      device_id: owner.deviceId,
       key_id: preKey.keyId,
       public_key: preKey.publicKey,
       signature: preKey.signature,
@@ -27,7 +30,7 @@ export async function insertSignedPreKey(
 
 export async function insertOneTimePreKeys(
   db: Db,
-  userId: number,
+  owner: DeviceAddress,
   preKeys: readonly PublicPreKey[],
 ): Promise<void> {
   if (preKeys.length === 0) return
@@ -35,7 +38,8 @@ export async function insertOneTimePreKeys(
     .insertInto('one_time_prekeys')
     .values(
       preKeys.map((preKey) => ({
-        user_id: userId,
+        user_id: owner.userId,
+        device_id: owner.deviceId,
         key_id: preKey.keyId,
         public_key: preKey.publicKey,
         signature: preKey.signature,
@@ -44,41 +48,43 @@ export async function insertOneTimePreKeys(
     .execute()
 }
 
-/** The signed prekey handed out now: the most recently stored one. */
-export function currentSignedPreKey(db: Db, userId: number): Promise<SignedPreKeyRow | undefined> {
+/** The signed prekey handed out now: the device's most recently stored one. */
+export function currentSignedPreKey(db: Db, owner: DeviceAddress): Promise<SignedPreKeyRow | undefined> {
   return db
     .selectFrom('signed_prekeys')
     .selectAll()
-    .where('user_id', '=', userId)
+    .where('user_id', '=', owner.userId)
+    .where('device_id', '=', owner.deviceId)
     .orderBy('id', 'desc')
     .limit(1)
     .executeTakeFirst()
 }
 
-export async function countOneTimePreKeys(db: Db, userId: number): Promise<number> {
+export async function countOneTimePreKeys(db: Db, owner: DeviceAddress): Promise<number> {
   const row = await db
     .selectFrom('one_time_prekeys')
     .select((eb) => eb.fn.countAll<number>().as('count'))
-    .where('user_id', '=', userId)
+    .where('user_id', '=', owner.userId)
+    .where('device_id', '=', owner.deviceId)
     .executeTakeFirstOrThrow()
   return Number(row.count)
 }
 
 /**
- * Adds one-time prekeys for a user, all or none: refused when an id is already stored
+ * Adds one-time prekeys for a device, all or none: refused when an id is already stored
  * (PreKeyIdConflict) or the total would exceed `maxStored` (TooManyPreKeys). The user's row lock
  * makes the count check and the insert atomic against a concurrent upload. Returns the new count.
  */
 export async function uploadOneTimePreKeys(
   db: Db,
-  userId: number,
+  owner: DeviceAddress,
   preKeys: readonly PublicPreKey[],
   maxStored: number,
 ): Promise<number> {
   try {
     return await inTransaction(db, async (trx) => {
-      if (!(await lockUser(trx, userId))) throw serverErrors.userNotFound()
-      const stored = await countOneTimePreKeys(trx, userId)
+      if (!(await lockUser(trx, owner.userId))) throw serverErrors.userNotFound()
+      const stored = await countOneTimePreKeys(trx, owner)
       if (stored + preKeys.length > maxStored) {
         throw new ServerError(
           ServerErrorCode.TooManyPreKeys,
@@ -86,7 +92,7 @@ export async function uploadOneTimePreKeys(
           `one-time prekeys: expected at most ${maxStored} stored, got ${stored} stored plus ${preKeys.length} uploaded`,
         )
       }
-      await insertOneTimePreKeys(trx, userId, preKeys)
+      await insertOneTimePreKeys(trx, owner, preKeys)
       return stored + preKeys.length
     })
   } catch (error) {
@@ -103,24 +109,26 @@ export async function uploadOneTimePreKeys(
  */
 export async function rotateSignedPreKey(
   db: Db,
-  userId: number,
+  owner: DeviceAddress,
   preKey: PublicPreKey,
   now: number,
   keep: number,
 ): Promise<void> {
   try {
     await inTransaction(db, async (trx) => {
-      if (!(await lockUser(trx, userId))) throw serverErrors.userNotFound()
-      await insertSignedPreKey(trx, userId, preKey, now)
+      if (!(await lockUser(trx, owner.userId))) throw serverErrors.userNotFound()
+      await insertSignedPreKey(trx, owner, preKey, now)
       const kept = trx
         .selectFrom('signed_prekeys')
         .select('id')
-        .where('user_id', '=', userId)
+        .where('user_id', '=', owner.userId)
+        .where('device_id', '=', owner.deviceId)
         .orderBy('id', 'desc')
         .limit(keep)
       await trx
         .deleteFrom('signed_prekeys')
-        .where('user_id', '=', userId)
+        .where('user_id', '=', owner.userId)
+        .where('device_id', '=', owner.deviceId)
         .where('id', 'not in', kept)
         .execute()
     })
@@ -140,21 +148,23 @@ export async function rotateSignedPreKey(
 const MAX_CLAIM_ATTEMPTS = 64
 
 /**
- * Removes and returns one of the user's one-time prekeys (the lowest id), or undefined when none are
+ * Removes and returns one of the device's one-time prekeys (the lowest id), or undefined when none are
  * left. The DELETE … RETURNING is the claim, so a key is handed out at most once: in PostgreSQL a
  * concurrent claimer that aimed at the same row finds it gone (zero rows) and tries the next lowest;
  * SQLite serialises write transactions, so its first attempt always succeeds.
  */
-export async function claimOneTimePreKey(db: Db, userId: number): Promise<PreKeyRow | undefined> {
+export async function claimOneTimePreKey(db: Db, owner: DeviceAddress): Promise<PreKeyRow | undefined> {
   for (let attempt = 0; attempt < MAX_CLAIM_ATTEMPTS; attempt++) {
     const claimed = await db
       .deleteFrom('one_time_prekeys')
-      .where('user_id', '=', userId)
+      .where('user_id', '=', owner.userId)
+      .where('device_id', '=', owner.deviceId)
       .where('key_id', '=', (eb) =>
         eb
           .selectFrom('one_time_prekeys')
           .select((inner) => inner.fn.min('key_id').as('key_id'))
-          .where('user_id', '=', userId),
+          .where('user_id', '=', owner.userId)
+          .where('device_id', '=', owner.deviceId),
       )
       .returning(['key_id', 'public_key', 'signature'])
       .executeTakeFirst()
@@ -162,7 +172,8 @@ export async function claimOneTimePreKey(db: Db, userId: number): Promise<PreKey
     const remaining = await db
       .selectFrom('one_time_prekeys')
       .select('key_id')
-      .where('user_id', '=', userId)
+      .where('user_id', '=', owner.userId)
+      .where('device_id', '=', owner.deviceId)
       .limit(1)
       .executeTakeFirst()
     if (!remaining) return undefined
@@ -201,18 +212,19 @@ export function claimsKeptMs(policy: {
 }
 
 /**
- * The current signed prekey and, unless none are left or the policy withholds one, one claimed
- * one-time prekey, in one transaction. The target's row lock makes the count of recent claims, the
+ * The device's current signed prekey and, unless none are left or the policy withholds one, one
+ * claimed one-time prekey, in one transaction. Claims are counted per account (the target user). The target's row lock makes the count of recent claims, the
  * claim and its record atomic against concurrent fetches (PostgreSQL; SQLite serialises writes),
  * so the limit holds across several server processes on one database.
  */
 export function claimPreKeyBundle(
   db: Db,
-  userId: number,
+  target: DeviceAddress,
   policy: ClaimPolicy,
 ): Promise<ClaimedBundle | undefined> {
+  const userId = target.userId
   return inTransaction(db, async (trx) => {
-    const signedPreKey = await currentSignedPreKey(trx, userId)
+    const signedPreKey = await currentSignedPreKey(trx, target)
     if (!signedPreKey) return undefined
     if (!(await lockUser(trx, userId))) return undefined
     const keptSince = policy.now - Math.max(policy.claimsPerTarget.timeWindowMs, policy.refetchWindowMs)
@@ -242,7 +254,7 @@ export function claimPreKeyBundle(
     if (refetch || Number(recent.count) >= policy.claimsPerTarget.max) {
       return { signedPreKey, oneTimePreKey: undefined, outcome: 'withheld' as const }
     }
-    const oneTimePreKey = await claimOneTimePreKey(trx, userId)
+    const oneTimePreKey = await claimOneTimePreKey(trx, target)
     if (!oneTimePreKey) return { signedPreKey, oneTimePreKey, outcome: 'none-left' as const }
     await trx
       .insertInto('one_time_prekey_claims')
@@ -261,12 +273,13 @@ export async function purgeOneTimePreKeyClaims(db: Db, now: number, keptMs: numb
   return Number(result.numDeletedRows)
 }
 
-/** The ids of the user's one-time prekeys the server still holds (not yet claimed), lowest first. */
-export async function listOneTimePreKeyIds(db: Db, userId: number): Promise<number[]> {
+/** The ids of the device's one-time prekeys the server still holds (not yet claimed), lowest first. */
+export async function listOneTimePreKeyIds(db: Db, owner: DeviceAddress): Promise<number[]> {
   const rows = await db
     .selectFrom('one_time_prekeys')
     .select('key_id')
-    .where('user_id', '=', userId)
+    .where('user_id', '=', owner.userId)
+    .where('device_id', '=', owner.deviceId)
     .orderBy('key_id')
     .execute()
   return rows.map((row) => row.key_id)

@@ -19,11 +19,14 @@ import {
   SQLITE_CACHE_KIB,
   SQLITE_SYNCHRONOUS,
 } from './connect.js'
+import type { DeviceAddress } from './devices.js'
 import type { QueueBatch, QueuedMessage, QueueLimits, QueueRepository, SendOutcome } from './queue.js'
 
 const require = createRequire(import.meta.url)
 
 const CLIENT_ID_BYTES = 16
+/** Numbers per send in a commit request's `meta` (queue-worker.cjs reads the same layout). */
+const SEND_FIELDS = 7
 
 interface Reply {
   readonly id: number
@@ -36,6 +39,7 @@ interface FetchedRow {
   seq: number
   client_id: Uint8Array
   username: string
+  sender_device: number
   body: Uint8Array
   created_at: number
 }
@@ -91,13 +95,14 @@ export class SqliteQueueRepository implements QueueRepository {
 
   async commit(batch: QueueBatch): Promise<SendOutcome[]> {
     const { sends } = batch
-    const acks = new Float64Array(batch.acks.size * 2)
+    const acks = new Float64Array(batch.acks.length * 3)
     let index = 0
-    for (const [recipientId, upTo] of batch.acks) {
-      acks[index++] = recipientId
-      acks[index++] = upTo
+    for (const ack of batch.acks) {
+      acks[index++] = ack.recipientId
+      acks[index++] = ack.recipientDevice
+      acks[index++] = ack.upTo
     }
-    const meta = new Float64Array(sends.length * 5)
+    const meta = new Float64Array(sends.length * SEND_FIELDS)
     let size = 0
     for (const send of sends) {
       if (send.clientId.length !== CLIENT_ID_BYTES) {
@@ -112,11 +117,14 @@ export class SqliteQueueRepository implements QueueRepository {
     let offset = 0
     for (let i = 0; i < sends.length; i++) {
       const send = sends[i]!
-      meta[i * 5] = send.recipientId
-      meta[i * 5 + 1] = send.senderId
-      meta[i * 5 + 2] = send.now
-      meta[i * 5 + 3] = send.expiresAt
-      meta[i * 5 + 4] = send.body.length
+      const at = i * SEND_FIELDS
+      meta[at] = send.recipientId
+      meta[at + 1] = send.recipientDevice
+      meta[at + 2] = send.senderId
+      meta[at + 3] = send.senderDevice
+      meta[at + 4] = send.now
+      meta[at + 5] = send.expiresAt
+      meta[at + 6] = send.body.length
       bytes.set(send.clientId, offset)
       bytes.set(send.body, offset + CLIENT_ID_BYTES)
       offset += CLIENT_ID_BYTES + send.body.length
@@ -143,19 +151,38 @@ export class SqliteQueueRepository implements QueueRepository {
     return out
   }
 
-  async fetch(recipientId: number, afterSeq: number, limit: number, now: number): Promise<QueuedMessage[]> {
-    const rows = await this.call<FetchedRow[]>({ op: 'fetch', recipientId, afterSeq, limit, now })
+  async fetch(
+    recipient: DeviceAddress,
+    afterSeq: number,
+    limit: number,
+    now: number,
+  ): Promise<QueuedMessage[]> {
+    const { userId: recipientId, deviceId: recipientDevice } = recipient
+    const rows = await this.call<FetchedRow[]>({
+      op: 'fetch',
+      recipientId,
+      recipientDevice,
+      afterSeq,
+      limit,
+      now,
+    })
     return rows.map((row) => ({
       seq: row.seq,
       clientId: row.client_id,
       sender: row.username,
+      senderDevice: row.sender_device,
       body: row.body,
       createdAt: row.created_at,
     }))
   }
 
-  countQueued(recipientId: number, now: number): Promise<number> {
-    return this.call<number>({ op: 'count', recipientId, now })
+  countQueued(recipient: DeviceAddress, now: number): Promise<number> {
+    return this.call<number>({
+      op: 'count',
+      recipientId: recipient.userId,
+      recipientDevice: recipient.deviceId,
+      now,
+    })
   }
 
   async purgeExpired(now: number, batchSize: number): Promise<number> {

@@ -7,22 +7,39 @@
  * loop thereby spends no time in SQLite or waiting for fsync on the hot path.
  *
  * Plain CommonJS, so it runs as is under tsx, vitest and Node. Requests are handled one at a time
- * in arrival order. Queue depths (per recipient, and per sender within it) are read from the table
+ * in arrival order. Queues are per device (recipient user and device). Queue depths (per queue, and per sending account within it) are read from the table
  * inside each batch's transaction and forgotten after it: other connections (another server
  * process on the same file) may write the table between batches.
  *
  * Wire format of a commit request (all arrays transferred, not copied):
- *   acks  Float64Array: recipientId, upTo, recipientId, upTo, …
- *   meta  Float64Array: per send recipientId, senderId, now, expiresAt, bodyLength
+ *   acks  Float64Array: recipientId, recipientDevice, upTo, recipientId, recipientDevice, upTo, …
+ *   meta  Float64Array: per send recipientId, recipientDevice, senderId, senderDevice, now,
+ *         expiresAt, bodyLength
  *   bytes Uint8Array:   per send the 16-byte client id, then the body
  * and of its answer, `outcomes` Float64Array: per send kind, seq, createdAt, where kind is
  * 0 stored, 1 duplicate (still queued), 2 duplicate (delivered), 3 queue full, 4 the sender's
  * share of the recipient's queue full (limits: see db/queue.ts `refusal`, which this mirrors).
  */
+const { createHash } = require('node:crypto')
 const { parentPort, workerData } = require('node:worker_threads')
 const Database = require(workerData.driver)
 
 const CLIENT_ID_BYTES = 16
+const SEND_FIELDS = 7
+const TOMBSTONE_LABEL = Buffer.from('secure-chat tombstone v1\0', 'latin1')
+
+/** db/queue.ts tombstoneKey: what a tombstone keeps instead of the message id. */
+function tombstoneKey(clientId, recipientId, recipientDevice) {
+  const destination = Buffer.alloc(12)
+  destination.writeBigUInt64BE(BigInt(recipientId), 0)
+  destination.writeUInt32BE(recipientDevice, 8)
+  return createHash('sha256')
+    .update(TOMBSTONE_LABEL)
+    .update(clientId)
+    .update(destination)
+    .digest()
+    .subarray(0, 16)
+}
 const { file, settings, limits } = workerData
 
 const db = new Database(file)
@@ -36,53 +53,80 @@ db.pragma('secure_delete = FAST')
 
 const statements = {
   insert: db.prepare(
-    `insert into messages (recipient_id, seq, sender_id, client_id, body, created_at, expires_at)
-     values (?, ?, ?, ?, ?, ?, ?) on conflict (client_id, sender_id) do nothing`,
+    `insert into messages (recipient_id, recipient_device, seq, sender_id, sender_device, client_id, body,
+       created_at, expires_at)
+     values (?, ?, ?, ?, ?, ?, ?, ?, ?)
+     on conflict (client_id, sender_id, sender_device, recipient_id, recipient_device) do nothing`,
   ),
-  existing: db.prepare('select seq, created_at from messages where client_id = ? and sender_id = ?'),
-  tombstone: db.prepare('select expires_at from message_tombstones where client_id = ? and sender_id = ?'),
-  position: db.prepare('select last_seq from queue_positions where recipient_id = ?'),
+  existing: db.prepare(
+    `select seq, created_at from messages where client_id = ? and sender_id = ? and sender_device = ?
+     and recipient_id = ? and recipient_device = ?`,
+  ),
+  tombstone: db.prepare(
+    'select expires_at from message_tombstones where message_key = ? and sender_id = ? and sender_device = ?',
+  ),
+  position: db.prepare(
+    'select last_seq from queue_positions where recipient_id = ? and recipient_device = ?',
+  ),
   savePosition: db.prepare(
-    `insert into queue_positions (recipient_id, last_seq) values (?, ?)
-     on conflict (recipient_id) do update set last_seq = excluded.last_seq`,
+    `insert into queue_positions (recipient_id, recipient_device, last_seq) values (?, ?, ?)
+     on conflict (recipient_id, recipient_device) do update set last_seq = excluded.last_seq`,
   ),
   depthBySender: db.prepare(
     `select sender_id, count(*) as count, coalesce(sum(length(body)), 0) as bytes from messages
-     where recipient_id = ? group by sender_id`,
+     where recipient_id = ? and recipient_device = ? group by sender_id`,
+  ),
+  acknowledge: db.prepare(
+    `delete from messages where recipient_id = ? and recipient_device = ? and seq <= ?
+     returning client_id, sender_id, sender_device, expires_at`,
   ),
   bury: db.prepare(
-    `insert into message_tombstones (client_id, sender_id, expires_at)
-     select client_id, sender_id, expires_at from messages where recipient_id = ? and seq <= ?
-     on conflict (client_id, sender_id) do nothing`,
+    `insert into message_tombstones (message_key, sender_id, sender_device, expires_at) values (?, ?, ?, ?)
+     on conflict (message_key, sender_id, sender_device) do nothing`,
   ),
-  acknowledge: db.prepare('delete from messages where recipient_id = ? and seq <= ?'),
   fetch: db.prepare(
-    `select m.seq, m.client_id, u.username, m.body, m.created_at
+    `select m.seq, m.client_id, u.username, m.sender_device, m.body, m.created_at
      from messages m join users u on u.id = m.sender_id
-     where m.recipient_id = ? and m.seq > ? and m.expires_at > ?
+     where m.recipient_id = ? and m.recipient_device = ? and m.seq > ? and m.expires_at > ?
      order by m.seq limit ?`,
   ),
-  count: db.prepare('select count(*) as count from messages where recipient_id = ? and expires_at > ?'),
+  count: db.prepare(
+    'select count(*) as count from messages where recipient_id = ? and recipient_device = ? and expires_at > ?',
+  ),
   purge: db.prepare(
     'delete from messages where rowid in (select rowid from messages where expires_at <= ? limit ?)',
   ),
+  legacyTombstones: db.prepare('select 1 as found from message_tombstones where sender_device = 0 limit 1'),
   purgeTombstones: db.prepare(
     `delete from message_tombstones where rowid in
      (select rowid from message_tombstones where expires_at <= ? limit ?)`,
   ),
 }
 
-/** A recipient's depth in total and per sender, read in the current transaction. */
-function loadDepth(recipientId) {
+/**
+ * Whether tombstones from before devices (sender device 0, the bare id) may be left: nothing writes
+ * new ones, so once none are left the answer stays (db/queue.ts hasLegacyTombstones).
+ */
+let legacyTombstones = statements.legacyTombstones.get() !== undefined
+
+/** A device queue's depth in total and per sending account, read in the current transaction. */
+function loadDepth(recipientId, recipientDevice) {
   const total = { count: 0, bytes: 0 }
   const bySender = new Map()
-  for (const row of statements.depthBySender.all(recipientId)) {
+  for (const row of statements.depthBySender.all(recipientId, recipientDevice)) {
     bySender.set(row.sender_id, { count: row.count, bytes: row.bytes })
     total.count += row.count
     total.bytes += row.bytes
   }
-  const position = statements.position.get(recipientId)
-  return { total, bySender, lastSeq: position ? position.last_seq : 0, moved: false }
+  const position = statements.position.get(recipientId, recipientDevice)
+  return {
+    recipientId,
+    recipientDevice,
+    total,
+    bySender,
+    lastSeq: position ? position.last_seq : 0,
+    moved: false,
+  }
 }
 
 /** 4 when the sender's share is full, 3 when the recipient's queue is, 0 when there is room. */
@@ -94,29 +138,44 @@ function refusal(total, share, bytes) {
 
 const applyBatch = db.transaction((request) => {
   const { acks, meta, bytes } = request
-  for (let i = 0; i < acks.length; i += 2) {
+  for (let i = 0; i < acks.length; i += 3) {
     const recipientId = acks[i]
-    const upTo = acks[i + 1]
-    statements.bury.run(recipientId, upTo)
-    statements.acknowledge.run(recipientId, upTo)
+    const recipientDevice = acks[i + 1]
+    const upTo = acks[i + 2]
+    for (const row of statements.acknowledge.all(recipientId, recipientDevice, upTo)) {
+      const key = tombstoneKey(row.client_id, recipientId, recipientDevice)
+      statements.bury.run(key, row.sender_id, row.sender_device, row.expires_at)
+    }
   }
   // Read after the acknowledgements, in this transaction (BEGIN IMMEDIATE: no other writer).
   const depths = new Map()
-  const sends = meta.length / 5
+  const sends = meta.length / SEND_FIELDS
   const outcomes = new Float64Array(sends * 3)
   const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   let offset = 0
   for (let i = 0; i < sends; i++) {
-    const recipientId = meta[i * 5]
-    const senderId = meta[i * 5 + 1]
-    const sentAt = meta[i * 5 + 2]
-    const expiresAt = meta[i * 5 + 3]
-    const bodyLength = meta[i * 5 + 4]
+    const at = i * SEND_FIELDS
+    const recipientId = meta[at]
+    const recipientDevice = meta[at + 1]
+    const senderId = meta[at + 2]
+    const senderDevice = meta[at + 3]
+    const sentAt = meta[at + 4]
+    const expiresAt = meta[at + 5]
+    const bodyLength = meta[at + 6]
     const clientId = buffer.subarray(offset, offset + CLIENT_ID_BYTES)
     const body = buffer.subarray(offset + CLIENT_ID_BYTES, offset + CLIENT_ID_BYTES + bodyLength)
     offset += CLIENT_ID_BYTES + bodyLength
-    // Acknowledged already (a tombstone): a duplicate, whatever the queue's depth.
-    const buried = statements.tombstone.get(clientId, senderId)
+    // Acknowledged already (a tombstone): a duplicate, whatever the queue's depth. A tombstone
+    // from before devices holds the bare id, and only device 1 to device 1 existed then.
+    const buried =
+      statements.tombstone.get(
+        tombstoneKey(clientId, recipientId, recipientDevice),
+        senderId,
+        senderDevice,
+      ) ??
+      (legacyTombstones && senderDevice === 1 && recipientDevice === 1
+        ? statements.tombstone.get(clientId, senderId, 0)
+        : undefined)
     if (buried) {
       outcomes[i * 3] = 2
       outcomes[i * 3 + 1] = 0
@@ -124,10 +183,11 @@ const applyBatch = db.transaction((request) => {
       outcomes[i * 3 + 2] = buried.expires_at - (expiresAt - sentAt)
       continue
     }
-    let depth = depths.get(recipientId)
+    const queue = `${recipientId}.${recipientDevice}`
+    let depth = depths.get(queue)
     if (!depth) {
-      depth = loadDepth(recipientId)
-      depths.set(recipientId, depth)
+      depth = loadDepth(recipientId, recipientDevice)
+      depths.set(queue, depth)
     }
     let share = depth.bySender.get(senderId)
     if (!share) {
@@ -137,7 +197,17 @@ const applyBatch = db.transaction((request) => {
     const refused = refusal(depth.total, share, bodyLength)
     if (refused === 0) {
       const seq = depth.lastSeq + 1
-      const inserted = statements.insert.run(recipientId, seq, senderId, clientId, body, sentAt, expiresAt)
+      const inserted = statements.insert.run(
+        recipientId,
+        recipientDevice,
+        seq,
+        senderId,
+        senderDevice,
+        clientId,
+        body,
+        sentAt,
+        expiresAt,
+      )
       if (inserted.changes === 1) {
         for (const counted of [depth.total, share]) {
           counted.count += 1
@@ -151,8 +221,9 @@ const applyBatch = db.transaction((request) => {
         continue
       }
     }
-    // Refused, or the insert met the UNIQUE (client_id, sender_id): a duplicate if the row exists.
-    const existing = statements.existing.get(clientId, senderId)
+    // Refused, or the insert met the UNIQUE (id, sender device, recipient device): a duplicate if
+    // the row exists.
+    const existing = statements.existing.get(clientId, senderId, senderDevice, recipientId, recipientDevice)
     if (existing) {
       outcomes[i * 3] = 1
       outcomes[i * 3 + 1] = existing.seq
@@ -161,8 +232,8 @@ const applyBatch = db.transaction((request) => {
       outcomes[i * 3] = refused
     }
   }
-  for (const [recipientId, depth] of depths) {
-    if (depth.moved) statements.savePosition.run(recipientId, depth.lastSeq)
+  for (const depth of depths.values()) {
+    if (depth.moved) statements.savePosition.run(depth.recipientId, depth.recipientDevice, depth.lastSeq)
   }
   return outcomes
 })
@@ -174,17 +245,24 @@ function handle(request) {
       return [outcomes, [outcomes.buffer]]
     }
     case 'fetch': {
-      const rows = statements.fetch.all(request.recipientId, request.afterSeq, request.now, request.limit)
+      const rows = statements.fetch.all(
+        request.recipientId,
+        request.recipientDevice,
+        request.afterSeq,
+        request.now,
+        request.limit,
+      )
       return [rows, []]
     }
     case 'count':
-      return [statements.count.get(request.recipientId, request.now).count, []]
-    case 'purge':
-      return [
+      return [statements.count.get(request.recipientId, request.recipientDevice, request.now).count, []]
+    case 'purge': {
+      const purged =
         statements.purge.run(request.now, request.limit).changes +
-          statements.purgeTombstones.run(request.now, request.limit).changes,
-        [],
-      ]
+        statements.purgeTombstones.run(request.now, request.limit).changes
+      if (legacyTombstones) legacyTombstones = statements.legacyTombstones.get() !== undefined
+      return [purged, []]
+    }
     default:
       throw new Error(`queue worker: expected a known operation, got ${String(request.op)}`)
   }

@@ -6,7 +6,14 @@ import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTestDatabase, postgresUnavailable, type TestDatabase } from '../test/databases.js'
 import { sqliteConnectionOf } from './connect.js'
-import { KyselyQueueRepository, type NewMessage, type QueueLimits, type QueueRepository } from './queue.js'
+import { PRIMARY_DEVICE_ID, primaryDevice } from './devices.js'
+import {
+  KyselyQueueRepository,
+  type NewMessage,
+  type QueueAck,
+  type QueueLimits,
+  type QueueRepository,
+} from './queue.js'
 import { openQueueRepository } from './queue-repository.js'
 import { SqliteQueueRepository } from './queue-sqlite.js'
 import type { SqlDialect } from './schema.js'
@@ -15,6 +22,9 @@ import { createAccount } from './users.js'
 const pgSkip = await postgresUnavailable()
 
 const bytes = (length: number) => new Uint8Array(randomBytes(length))
+/** Acknowledgements of device 1's queues, as [user id, up to] pairs. */
+const primaryAcks = (acks: readonly [number, number][]): QueueAck[] =>
+  acks.map(([recipientId, upTo]) => ({ recipientId, recipientDevice: PRIMARY_DEVICE_ID, upTo }))
 
 interface Variant {
   readonly name: string
@@ -88,16 +98,19 @@ for (const variant of VARIANTS) {
         from: number,
         to: number,
         options: { id?: Uint8Array; body?: Uint8Array; now?: number; expiresAt?: number } = {},
+        devices: { from?: number; to?: number } = {},
       ): NewMessage => ({
         senderId: from,
+        senderDevice: devices.from ?? PRIMARY_DEVICE_ID,
         recipientId: to,
+        recipientDevice: devices.to ?? PRIMARY_DEVICE_ID,
         clientId: options.id ?? bytes(16),
         body: options.body ?? bytes(50),
         now: options.now ?? 1_000,
         expiresAt: options.expiresAt ?? 100_000,
       })
       const commit = (sends: NewMessage[], acks: [number, number][] = [], now = 2_000) =>
-        queue.commit({ sends, acks: new Map(acks), now })
+        queue.commit({ sends, acks: primaryAcks(acks), now })
 
       it('openQueueRepository picks this dialect', async () => {
         const opened = openQueueRepository(database.db, LIMITS)
@@ -115,15 +128,75 @@ for (const variant of VARIANTS) {
         expect(seqs).toEqual([1, 2, 1, 3])
         expect(outcomes[0]).toMatchObject({ createdAt: 1_111 })
 
-        const queued = await queue.fetch(bob, 0, 10, 2_000)
+        const queued = await queue.fetch(primaryDevice(bob), 0, 10, 2_000)
         expect(queued.map((message) => message.seq)).toEqual([seqs[0], seqs[1], seqs[3]])
         expect(new Uint8Array(queued[0]!.clientId)).toEqual(sends[0]!.clientId)
         expect(new Uint8Array(queued[0]!.body)).toEqual(sends[0]!.body)
         expect(queued[0]!.createdAt).toBe(1_111)
-        expect(await queue.fetch(bob, seqs[1]!, 10, 2_000)).toHaveLength(1)
-        expect(await queue.fetch(bob, 0, 1, 2_000)).toHaveLength(1)
-        expect(await queue.countQueued(bob, 2_000)).toBe(3)
-        expect(await queue.countQueued(alice, 2_000)).toBe(1)
+        expect(await queue.fetch(primaryDevice(bob), seqs[1]!, 10, 2_000)).toHaveLength(1)
+        expect(await queue.fetch(primaryDevice(bob), 0, 1, 2_000)).toHaveLength(1)
+        expect(await queue.countQueued(primaryDevice(bob), 2_000)).toBe(3)
+        expect(await queue.countQueued(primaryDevice(alice), 2_000)).toBe(1)
+      })
+
+      it('keeps one queue per device: its own positions, acknowledgements and depth limit', async () => {
+        const [alice, bob] = [await user(database), await user(database)]
+        const id = bytes(16)
+        // One send to two of Bob's devices and a sent copy to Alice's device 2: the same id each time.
+        const outcomes = await commit([
+          send(alice, bob, { id }, { to: 1 }),
+          send(alice, bob, { id }, { to: 2 }),
+          send(alice, alice, { id }, { to: 2 }),
+          send(alice, bob, {}, { to: 2 }),
+        ])
+        expect(outcomes).toEqual([
+          { kind: 'stored', seq: 1, createdAt: 1_000 },
+          { kind: 'stored', seq: 1, createdAt: 1_000 },
+          { kind: 'stored', seq: 1, createdAt: 1_000 },
+          { kind: 'stored', seq: 2, createdAt: 1_000 },
+        ])
+        const bob2 = { userId: bob, deviceId: 2 }
+        expect(await queue.countQueued(primaryDevice(bob), 2_000)).toBe(1)
+        expect(await queue.countQueued(bob2, 2_000)).toBe(2)
+        expect(await queue.countQueued({ userId: alice, deviceId: 2 }, 2_000)).toBe(1)
+        expect(await queue.countQueued(primaryDevice(alice), 2_000)).toBe(0)
+        const fetched = await queue.fetch(bob2, 0, 10, 2_000)
+        const { username } = await database.db
+          .selectFrom('users')
+          .select('username')
+          .where('id', '=', alice)
+          .executeTakeFirstOrThrow()
+        expect(fetched.map((message) => [message.seq, message.sender, message.senderDevice])).toEqual([
+          [1, username, 1],
+          [2, username, 1],
+        ])
+        // Device 1 acknowledges: device 2's copy stays, and the retry to each device is a duplicate.
+        await queue.commit({
+          sends: [],
+          acks: [{ recipientId: bob, recipientDevice: 1, upTo: 1 }],
+          now: 2_000,
+        })
+        expect(await queue.countQueued(bob2, 2_000)).toBe(2)
+        const retried = await commit([
+          send(alice, bob, { id }, { to: 1 }),
+          send(alice, bob, { id }, { to: 2 }),
+        ])
+        expect(retried).toEqual([
+          { kind: 'duplicate', seq: 0, createdAt: 1_000, delivered: true },
+          { kind: 'duplicate', seq: 1, createdAt: 1_000, delivered: false },
+        ])
+        // The same id from another device of Alice's is that device's message.
+        expect(await commit([send(alice, bob, { id }, { from: 2, to: 1 })])).toEqual([
+          { kind: 'stored', seq: 2, createdAt: 1_000 },
+        ])
+        // Depth limits count per device queue: device 3 has room while device 2 fills up.
+        const more = await commit([
+          send(alice, bob, {}, { to: 2 }),
+          send(alice, bob, {}, { to: 2 }),
+          send(alice, bob, {}, { to: 2 }),
+          send(alice, bob, {}, { to: 3 }),
+        ])
+        expect(more.map((outcome) => outcome.kind)).toEqual(['stored', 'stored', 'full', 'stored'])
       })
 
       it('is idempotent by (sender, id): within a batch, across batches, and after acknowledgement', async () => {
@@ -147,8 +220,10 @@ for (const variant of VARIANTS) {
         expect(await commit([send(alice, bob, { id, now: 6_000, expiresAt: 105_000 })])).toEqual([
           { kind: 'duplicate', seq: 0, createdAt: 1_000, delivered: true },
         ])
-        expect((await queue.fetch(bob, 0, 10, 2_000)).map((message) => message.seq)).not.toContain(seq)
-        expect(await queue.countQueued(bob, 2_000)).toBe(1)
+        expect(
+          (await queue.fetch(primaryDevice(bob), 0, 10, 2_000)).map((message) => message.seq),
+        ).not.toContain(seq)
+        expect(await queue.countQueued(primaryDevice(bob), 2_000)).toBe(1)
       })
 
       it('acknowledges cumulatively, only the acknowledging recipient’s rows, before the batch’s sends', async () => {
@@ -156,11 +231,13 @@ for (const variant of VARIANTS) {
         const stored = await commit([send(alice, bob), send(alice, bob), send(bob, alice)])
         const [a, b, c] = stored.map((outcome) => (outcome.kind === 'stored' ? outcome.seq : 0))
         await commit([], [[bob, b!]])
-        expect(await queue.countQueued(bob, 2_000)).toBe(0)
-        expect(await queue.countQueued(alice, 2_000)).toBe(1)
+        expect(await queue.countQueued(primaryDevice(bob), 2_000)).toBe(0)
+        expect(await queue.countQueued(primaryDevice(alice), 2_000)).toBe(1)
         // An acknowledgement beyond the newest row changes nothing it should not.
         await commit([], [[alice, c! - 1]])
-        expect((await queue.fetch(alice, 0, 10, 2_000)).map((message) => message.seq)).toEqual([c])
+        expect((await queue.fetch(primaryDevice(alice), 0, 10, 2_000)).map((message) => message.seq)).toEqual(
+          [c],
+        )
         expect(a).toBeLessThan(b!)
       })
 
@@ -171,9 +248,9 @@ for (const variant of VARIANTS) {
         const kept = send(alice, bob)
         const [full] = await commit([kept])
         expect(full).toEqual({ kind: 'full' })
-        expect(await queue.countQueued(bob, 2_000)).toBe(4)
+        expect(await queue.countQueued(primaryDevice(bob), 2_000)).toBe(4)
         // A retry of a stored message is still a duplicate when the queue is full.
-        const firstId = (await queue.fetch(bob, 0, 1, 2_000))[0]!.clientId
+        const firstId = (await queue.fetch(primaryDevice(bob), 0, 1, 2_000))[0]!.clientId
         expect((await commit([send(alice, bob, { id: new Uint8Array(firstId) })]))[0]!.kind).toBe('duplicate')
 
         const oldest = four[0]!.kind === 'stored' ? four[0]!.seq : 0
@@ -197,7 +274,9 @@ for (const variant of VARIANTS) {
         try {
           const [mallory, carol, bob] = [await user(database), await user(database), await user(database)]
           const kinds = async (sends: NewMessage[], acks: [number, number][] = []) =>
-            (await shared.commit({ sends, acks: new Map(acks), now: 2_000 })).map((outcome) => outcome.kind)
+            (await shared.commit({ sends, acks: primaryAcks(acks), now: 2_000 })).map(
+              (outcome) => outcome.kind,
+            )
           // By count: the fourth from one sender is refused, in the same batch as the others.
           expect(await kinds([1, 2, 3, 4].map(() => send(mallory, bob)))).toEqual([
             'stored',
@@ -212,7 +291,7 @@ for (const variant of VARIANTS) {
             'full',
           ])
           // Acknowledging frees the sender's share (and the queue) for the next batch.
-          const queued = await shared.fetch(bob, 0, 10, 2_000)
+          const queued = await shared.fetch(primaryDevice(bob), 0, 10, 2_000)
           expect(await kinds([send(mallory, bob)], [[bob, queued[0]!.seq]])).toEqual(['stored'])
           // By bytes: 200 + 51 is over a 250-byte share; 50 more still fits.
           const [dave, erin] = [await user(database), await user(database)]
@@ -233,7 +312,7 @@ for (const variant of VARIANTS) {
         try {
           const [mallory, carol, bob] = [await user(database), await user(database), await user(database)]
           const commitOn = async (queue: QueueRepository, sends: NewMessage[]) =>
-            (await queue.commit({ sends, acks: new Map(), now: 2_000 })).map((outcome) => outcome.kind)
+            (await queue.commit({ sends, acks: [], now: 2_000 })).map((outcome) => outcome.kind)
           expect(await commitOn(first, [send(mallory, bob), send(mallory, bob)])).toEqual([
             'stored',
             'stored',
@@ -253,14 +332,14 @@ for (const variant of VARIANTS) {
             commitOn(second, [send(await user(database), bob)]),
           ])
           expect([...a, ...b]).toEqual(['full', 'full'])
-          const queued = await first.fetch(bob, 0, 10, 2_000)
-          await first.commit({ sends: [], acks: new Map([[bob, queued[0]!.seq]]), now: 2_000 })
+          const queued = await first.fetch(primaryDevice(bob), 0, 10, 2_000)
+          await first.commit({ sends: [], acks: primaryAcks([[bob, queued[0]!.seq]]), now: 2_000 })
           const [c, d] = await Promise.all([
             commitOn(first, [send(await user(database), bob)]),
             commitOn(second, [send(await user(database), bob)]),
           ])
           expect([...c, ...d].sort()).toEqual(['full', 'stored'])
-          expect(await first.countQueued(bob, 2_000)).toBe(5)
+          expect(await first.countQueued(primaryDevice(bob), 2_000)).toBe(5)
         } finally {
           await first.close()
           await second.close()
@@ -273,7 +352,7 @@ for (const variant of VARIANTS) {
         // A recipient that does not exist breaks the foreign key after `good` was inserted.
         await expect(commit([good, send(alice, 987_654_321)], [])).rejects.toThrow()
         await expect(commit([send(alice, bob, { id: bytes(15) })], [])).rejects.toThrow()
-        expect(await queue.countQueued(bob, 2_000)).toBe(0)
+        expect(await queue.countQueued(primaryDevice(bob), 2_000)).toBe(0)
         const outcomes = await commit([
           good,
           send(alice, bob),
@@ -300,8 +379,10 @@ for (const variant of VARIANTS) {
         ])
         const seqs = outcomes.map((outcome) => (outcome.kind === 'stored' ? outcome.seq : 0))
         await commit([], [[bob, seqs[0]!]])
-        expect((await queue.fetch(bob, 0, 10, 2_000)).map((message) => message.seq)).toEqual([seqs[3]])
-        expect(await queue.countQueued(bob, 2_000)).toBe(1)
+        expect((await queue.fetch(primaryDevice(bob), 0, 10, 2_000)).map((message) => message.seq)).toEqual([
+          seqs[3],
+        ])
+        expect(await queue.countQueued(primaryDevice(bob), 2_000)).toBe(1)
         expect((await commit([send(alice, bob), send(alice, bob)])).map((outcome) => outcome.kind)).toEqual([
           'stored',
           'full',
@@ -335,7 +416,7 @@ for (const variant of VARIANTS) {
         release()
         expect(await other).toBe('rolled back')
         expect((await committed)[0]!.kind).toBe('stored')
-        expect(await queue.countQueued(bob, 2_000)).toBe(1)
+        expect(await queue.countQueued(primaryDevice(bob), 2_000)).toBe(1)
       })
     },
   )

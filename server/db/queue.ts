@@ -1,36 +1,43 @@
 /**
- * The durable offline queue the relay builds on. A message is a row of `messages` from the moment
- * the sender is told "accepted" until its recipient acknowledges it or it expires. `seq` is its
- * position in that recipient's queue (1, 2, 3, … per recipient; queue_positions keeps the last one
- * given out), never reused, so "everything up to N" always means the same rows, and the numbers a
- * recipient sees count only their own messages, not the server's traffic.
+ * The durable offline queue the relay builds on. Every device of an account has its own queue
+ * (keyed by the recipient's user and device). A message is a row of `messages` from the moment
+ * the sender is told "accepted" until that device acknowledges it or it expires. `seq` is its
+ * position in that device's queue (1, 2, 3, … per device; queue_positions keeps the last one given
+ * out), never reused, so "everything up to N" always means the same rows, and the numbers a device
+ * sees count only its own messages, not the server's traffic.
  *
  * A cumulative acknowledgement (by sequence number) deletes the acknowledged rows and leaves, per
- * message, a tombstone in `message_tombstones` with only what idempotency needs: the sender, the
- * client's message id and the original expiry. No recipient, no delivery time, no body.
+ * message, a tombstone in `message_tombstones` with only what idempotency needs: the sending
+ * device, `tombstoneKey` of the message id and the receiving device, and the original expiry. No
+ * recipient, no delivery time, no body.
  *
- * Idempotency: (client_id, sender_id) is UNIQUE among queued rows and among tombstones, and a send
- * is checked against both, so a retried send finds the stored message, queued or delivered, for as
- * long as the message would have lived (limits.ts MESSAGE_TTL_MS) and nothing is stored or
- * delivered twice.
+ * Idempotency is per (sending device, client id, receiving device): UNIQUE among queued rows, and
+ * the same key among tombstones; a send is checked against both, so a retried send finds the
+ * stored message, queued or delivered, for as long as the message would have lived (limits.ts
+ * MESSAGE_TTL_MS) and nothing is stored or delivered twice. One id goes to every device of a send,
+ * so a retry that also reaches a device added since is stored for that device alone.
  *
  * Two layers: the repository functions below (Kysely, any dialect, `db` or `trx` first) and the
  * QueueRepository the relay uses, which applies one batch of acknowledgements and sends per
- * transaction (group commit) and enforces the depth limits: each recipient's whole queue, and each
- * sender's share of it, so that no one sender can fill someone's queue for everyone else. The
- * depths and positions are read from the tables inside the batch's transaction, never kept in
+ * transaction (group commit) and enforces the depth limits: each device queue as a whole, and each
+ * sending account's share of it, so that no one sender can fill someone's queue for everyone else.
+ * The depths and positions are read from the tables inside the batch's transaction, never kept in
  * memory between batches, so several processes may write one database (PostgreSQL: each batch first
- * takes an advisory lock per recipient, so two batches cannot both take the last room or the same
- * position). KyselyQueueRepository implements it for every dialect; db/queue-sqlite.ts is a faster
- * one for SQLite with cached prepared statements. Both pass the same tests (queue.test.ts).
+ * takes an advisory lock per device queue, so two batches cannot both take the last room or the
+ * same position). KyselyQueueRepository implements it for every dialect; db/queue-sqlite.ts is a
+ * faster one for SQLite with cached prepared statements. Both pass the same tests (queue.test.ts).
  */
+import { createHash } from 'node:crypto'
 import { sql } from 'kysely'
+import { type DeviceAddress, PRIMARY_DEVICE_ID } from './devices.js'
 import type { Db, SqlDialect } from './schema.js'
 
 export interface NewMessage {
   readonly recipientId: number
+  readonly recipientDevice: number
   readonly senderId: number
-  /** The sender's random 16-byte message id. */
+  readonly senderDevice: number
+  /** The sender's random 16-byte message id (the same for every device of one send). */
   readonly clientId: Uint8Array
   readonly body: Uint8Array
   readonly now: number
@@ -41,34 +48,115 @@ export interface QueuedMessage {
   readonly seq: number
   readonly clientId: Uint8Array
   readonly sender: string
+  readonly senderDevice: number
   readonly body: Uint8Array
   readonly createdAt: number
 }
 
-/** Recipients per query in `lastPositions` (well under any driver's bound-parameter limit). */
-const POSITIONS_CHUNK = 1_000
+/** A cumulative acknowledgement of one device's queue. */
+export interface QueueAck {
+  readonly recipientId: number
+  readonly recipientDevice: number
+  readonly upTo: number
+}
+
+/** One name per queue (a device's), for maps. */
+export function queueKey(userId: number, deviceId: number): string {
+  return `${userId}.${deviceId}`
+}
+
+const TOMBSTONE_LABEL = Buffer.from('secure-chat tombstone v1\0', 'latin1')
 
 /**
- * The last sequence number given out in each of these recipients' queues (absent: none yet). A
- * message and its position are committed together, so every row up to it is visible once it is.
+ * What a tombstone keeps of an acknowledged message instead of its id (migration
+ * 2026-12-03-08-devices): the first 16 bytes of SHA-256(label ‖ id ‖ u64 recipient ‖ u32 device).
+ * Idempotency needs the destination, and without the id, which left with the message, nobody
+ * reading the table can tie the key to a recipient. queue-worker.cjs computes the same.
  */
-export async function lastPositions(db: Db, recipientIds: readonly number[]): Promise<Map<number, number>> {
-  const positions = new Map<number, number>()
-  for (let start = 0; start < recipientIds.length; start += POSITIONS_CHUNK) {
+export function tombstoneKey(clientId: Uint8Array, recipientId: number, recipientDevice: number): Uint8Array {
+  const destination = Buffer.alloc(12)
+  destination.writeBigUInt64BE(BigInt(recipientId), 0)
+  destination.writeUInt32BE(recipientDevice, 8)
+  const digest = createHash('sha256').update(TOMBSTONE_LABEL).update(clientId).update(destination).digest()
+  return new Uint8Array(digest.buffer, digest.byteOffset, 16)
+}
+
+/**
+ * The sending device of tombstones written before devices (migration 2026-12-03-08-devices): they
+ * keep the bare id, and no device has this id.
+ */
+export const LEGACY_TOMBSTONE_DEVICE = 0
+
+/**
+ * True when a tombstone written before devices may stand for this send: only device 1 to device 1
+ * existed then.
+ */
+function mayHaveLegacyTombstone(send: NewMessage): boolean {
+  return send.senderDevice === PRIMARY_DEVICE_ID && send.recipientDevice === PRIMARY_DEVICE_ID
+}
+
+/**
+ * Whether any tombstone from before devices is left. Nothing writes new ones, so once there are
+ * none there never are again: the answer may be kept (and asked again after a purge while true).
+ */
+async function hasLegacyTombstones(db: Db): Promise<boolean> {
+  const row = await db
+    .selectFrom('message_tombstones')
+    .select('sender_id')
+    .where('sender_device', '=', LEGACY_TOMBSTONE_DEVICE)
+    .limit(1)
+    .executeTakeFirst()
+  return row !== undefined
+}
+
+/** Queues per query in `lastPositions` (well under any driver's bound-parameter limit). */
+const POSITIONS_CHUNK = 500
+
+/**
+ * `(recipient_id, recipient_device)` is one of these devices. PostgreSQL gets the pairs as two
+ * arrays (one plan whatever their number: an OR of hundreds of pairs costs it tens of ms to plan,
+ * see `storedBefore`); SQLite a list of row values.
+ */
+function isOneOf(dialect: SqlDialect, recipients: readonly DeviceAddress[]) {
+  if (dialect === 'postgres') {
+    return sql<boolean>`(recipient_id, recipient_device) in (select * from unnest(${recipients.map(
+      (recipient) => recipient.userId,
+    )}::bigint[], ${recipients.map((recipient) => recipient.deviceId)}::bigint[]))`
+  }
+  return sql<boolean>`(recipient_id, recipient_device) in (values ${sql.join(
+    recipients.map((recipient) => sql`(${recipient.userId}, ${recipient.deviceId})`),
+  )})`
+}
+
+/**
+ * The last sequence number given out in each of these devices' queues (by `queueKey`; absent:
+ * none yet). A message and its position are committed together, so every row up to it is visible
+ * once it is.
+ */
+export async function lastPositions(
+  db: Db,
+  dialect: SqlDialect,
+  recipients: readonly DeviceAddress[],
+): Promise<Map<string, number>> {
+  const positions = new Map<string, number>()
+  for (let start = 0; start < recipients.length; start += POSITIONS_CHUNK) {
+    const chunk = recipients.slice(start, start + POSITIONS_CHUNK)
     const rows = await db
       .selectFrom('queue_positions')
-      .select(['recipient_id', 'last_seq'])
-      .where('recipient_id', 'in', recipientIds.slice(start, start + POSITIONS_CHUNK))
+      .select(['recipient_id', 'recipient_device', 'last_seq'])
+      .where(isOneOf(dialect, chunk))
       .execute()
-    for (const row of rows) positions.set(Number(row.recipient_id), Number(row.last_seq))
+    for (const row of rows) {
+      positions.set(queueKey(Number(row.recipient_id), Number(row.recipient_device)), Number(row.last_seq))
+    }
   }
   return positions
 }
 
-/** Up to `limit` queued, unexpired messages for a recipient with seq > `afterSeq`, in queue order. */
+/** Up to `limit` queued, unexpired messages for a device with seq > `afterSeq`, in queue order. */
 export async function fetchQueued(
   db: Db,
-  recipientId: number,
+  recipient: DeviceAddress,
   afterSeq: number,
   limit: number,
   now: number,
@@ -76,8 +164,16 @@ export async function fetchQueued(
   const rows = await db
     .selectFrom('messages')
     .innerJoin('users', 'users.id', 'messages.sender_id')
-    .select(['messages.seq', 'messages.client_id', 'users.username', 'messages.body', 'messages.created_at'])
-    .where('messages.recipient_id', '=', recipientId)
+    .select([
+      'messages.seq',
+      'messages.client_id',
+      'users.username',
+      'messages.sender_device',
+      'messages.body',
+      'messages.created_at',
+    ])
+    .where('messages.recipient_id', '=', recipient.userId)
+    .where('messages.recipient_device', '=', recipient.deviceId)
     .where('messages.seq', '>', afterSeq)
     .where('messages.expires_at', '>', now)
     .orderBy('messages.seq')
@@ -87,6 +183,7 @@ export async function fetchQueued(
     seq: row.seq,
     clientId: row.client_id,
     sender: row.username,
+    senderDevice: Number(row.sender_device),
     body: row.body,
     createdAt: row.created_at,
   }))
@@ -106,38 +203,43 @@ function byteLength(dialect: SqlDialect, column: string) {
 }
 
 /**
- * A cumulative acknowledgement: the recipient's queued messages with seq ≤ `upToSeq` leave the
- * queue, each leaving a tombstone (sender, client id, expiry) for idempotency.
+ * A cumulative acknowledgement: the device's queued messages with seq ≤ `upToSeq` leave the
+ * queue, each leaving a tombstone (its `tombstoneKey`, sender, expiry) for idempotency.
  */
-export async function acknowledgeUpTo(db: Db, recipientId: number, upToSeq: number): Promise<void> {
-  await db
-    .insertInto('message_tombstones')
-    .columns(['client_id', 'sender_id', 'expires_at'])
-    .expression((eb) =>
-      eb
-        .selectFrom('messages')
-        .select(['client_id', 'sender_id', 'expires_at'])
-        .where('recipient_id', '=', recipientId)
-        .where('seq', '<=', upToSeq),
-    )
-    .onConflict((conflict) => conflict.columns(['client_id', 'sender_id']).doNothing())
-    .execute()
-  await db
+export async function acknowledgeUpTo(db: Db, recipient: DeviceAddress, upToSeq: number): Promise<void> {
+  const acknowledged = await db
     .deleteFrom('messages')
-    .where('recipient_id', '=', recipientId)
+    .where('recipient_id', '=', recipient.userId)
+    .where('recipient_device', '=', recipient.deviceId)
     .where('seq', '<=', upToSeq)
+    .returning(['client_id', 'sender_id', 'sender_device', 'expires_at'])
     .execute()
+  for (let start = 0; start < acknowledged.length; start += INSERT_CHUNK) {
+    await db
+      .insertInto('message_tombstones')
+      .values(
+        acknowledged.slice(start, start + INSERT_CHUNK).map((row) => ({
+          message_key: tombstoneKey(row.client_id, recipient.userId, recipient.deviceId),
+          sender_id: row.sender_id,
+          sender_device: row.sender_device,
+          expires_at: row.expires_at,
+        })),
+      )
+      .onConflict((conflict) => conflict.columns(['message_key', 'sender_id', 'sender_device']).doNothing())
+      .execute()
+  }
 }
 
 /**
- * Queued messages for a recipient. With `now`, only those still deliverable (unexpired); without,
+ * Queued messages for a device. With `now`, only those still deliverable (unexpired); without,
  * every queued row, expired ones included until purged (they still take space).
  */
-export async function countQueued(db: Db, recipientId: number, now?: number): Promise<number> {
+export async function countQueued(db: Db, recipient: DeviceAddress, now?: number): Promise<number> {
   let query = db
     .selectFrom('messages')
     .select((eb) => eb.fn.countAll<number>().as('count'))
-    .where('recipient_id', '=', recipientId)
+    .where('recipient_id', '=', recipient.userId)
+    .where('recipient_device', '=', recipient.deviceId)
   if (now !== undefined) query = query.where('expires_at', '>', now)
   const row = await query.executeTakeFirstOrThrow()
   return Number(row.count)
@@ -155,41 +257,45 @@ export async function countAllQueued(db: Db, bound: number): Promise<number> {
   return Number(row.count)
 }
 
-/** A recipient's queue depth in total and per sender (what the depth limits count). */
+/** A device queue's depth in total and per sending account (what the depth limits count). */
 export interface RecipientDepth {
   readonly total: QueueDepth
   readonly bySender: Map<number, QueueDepth>
 }
 
 /**
- * Queue depths (messages and bytes, expired ones included until purged) of several recipients, in
- * total and per sender, in one query.
+ * Queue depths (messages and bytes, expired ones included until purged) of several devices' queues
+ * (by `queueKey`), in total and per sending account, in one query.
  */
 export async function queueDepths(
   db: Db,
   dialect: SqlDialect,
-  recipientIds: readonly number[],
-): Promise<Map<number, RecipientDepth>> {
-  const depths = new Map<number, RecipientDepth>(
-    recipientIds.map((id) => [id, { total: { count: 0, bytes: 0 }, bySender: new Map() }]),
+  recipients: readonly DeviceAddress[],
+): Promise<Map<string, RecipientDepth>> {
+  const depths = new Map<string, RecipientDepth>(
+    recipients.map((recipient) => [
+      queueKey(recipient.userId, recipient.deviceId),
+      { total: { count: 0, bytes: 0 }, bySender: new Map() },
+    ]),
   )
-  if (recipientIds.length === 0) return depths
+  if (recipients.length === 0) return depths
   const rows = await db
     .selectFrom('messages')
     .select((eb) => [
       'recipient_id',
+      'recipient_device',
       'sender_id',
       eb.fn.countAll<number>().as('count'),
       eb.fn.coalesce(eb.fn.sum<number>(byteLength(dialect, 'body')), sql<number>`0`).as('bytes'),
     ])
-    .where('recipient_id', 'in', recipientIds)
-    .groupBy(['recipient_id', 'sender_id'])
+    .where(isOneOf(dialect, recipients))
+    .groupBy(['recipient_id', 'recipient_device', 'sender_id'])
     .execute()
   for (const row of rows) {
-    const depth = depths.get(row.recipient_id)!
+    const depth = depths.get(queueKey(Number(row.recipient_id), Number(row.recipient_device)))!
     const count = Number(row.count)
     const bytes = Number(row.bytes)
-    depth.bySender.set(row.sender_id, { count, bytes })
+    depth.bySender.set(Number(row.sender_id), { count, bytes })
     depth.total.count += count
     depth.total.bytes += bytes
   }
@@ -201,10 +307,12 @@ export async function queueDepths(
  * so no purge holds locks for long); returns how many rows went.
  */
 export async function purgeExpiredMessages(db: Db, now: number, limit = 10_000): Promise<number> {
-  const messages = await sql`delete from messages where (recipient_id, seq) in
-    (select recipient_id, seq from messages where expires_at <= ${now} limit ${limit})`.execute(db)
-  const tombstones = await sql`delete from message_tombstones where (client_id, sender_id) in
-    (select client_id, sender_id from message_tombstones where expires_at <= ${now} limit ${limit})`.execute(
+  const messages = await sql`delete from messages where (recipient_id, recipient_device, seq) in
+    (select recipient_id, recipient_device, seq from messages where expires_at <= ${now} limit ${limit})`.execute(
+    db,
+  )
+  const tombstones = await sql`delete from message_tombstones where (message_key, sender_id, sender_device) in
+    (select message_key, sender_id, sender_device from message_tombstones where expires_at <= ${now} limit ${limit})`.execute(
     db,
   )
   return Number(messages.numAffectedRows ?? 0) + Number(tombstones.numAffectedRows ?? 0)
@@ -213,13 +321,13 @@ export async function purgeExpiredMessages(db: Db, now: number, limit = 10_000):
 // --- The relay's interface: group commit with depth limits ----------------------------------------
 
 export interface QueueLimits {
-  /** Queued (undelivered) messages per recipient at most. */
+  /** Queued (undelivered) messages per device queue at most. */
   readonly maxMessages: number
-  /** Queued envelope bytes per recipient at most. */
+  /** Queued envelope bytes per device queue at most. */
   readonly maxBytes: number
-  /** Queued messages from one sender to one recipient at most (the sender's share). */
+  /** Queued messages from one sending account (any of its devices) in one device queue at most. */
   readonly maxMessagesPerSender: number
-  /** Queued envelope bytes from one sender to one recipient at most. */
+  /** Queued envelope bytes from one sending account in one device queue at most. */
   readonly maxBytesPerSender: number
 }
 
@@ -252,8 +360,8 @@ export type SendOutcome =
   | { readonly kind: 'share-full' }
 
 export interface QueueBatch {
-  /** Cumulative acknowledgements, recipient id → highest seq acknowledged; applied before the sends. */
-  readonly acks: ReadonlyMap<number, number>
+  /** Cumulative acknowledgements, at most one per device queue; applied before the sends. */
+  readonly acks: readonly QueueAck[]
   /** Sends in arrival order; they get increasing sequence numbers in this order. */
   readonly sends: readonly NewMessage[]
   /** The time acknowledgements are stamped with. */
@@ -269,9 +377,9 @@ export interface QueueRepository {
   readonly dialect: SqlDialect
   /** Applies a batch in one transaction and returns one outcome per send, in order. All or nothing. */
   commit(batch: QueueBatch): Promise<SendOutcome[]>
-  fetch(recipientId: number, afterSeq: number, limit: number, now: number): Promise<QueuedMessage[]>
-  /** Deliverable (unexpired) queued messages for a recipient. */
-  countQueued(recipientId: number, now: number): Promise<number>
+  fetch(recipient: DeviceAddress, afterSeq: number, limit: number, now: number): Promise<QueuedMessage[]>
+  /** Deliverable (unexpired) queued messages for a device. */
+  countQueued(recipient: DeviceAddress, now: number): Promise<number>
   /** Deletes every row expired at `now` (in batches of `batchSize`); returns how many. */
   purgeExpired(now: number, batchSize: number): Promise<number>
   /** Releases what the repository holds (the SQLite fast path's thread); the database stays open. */
@@ -289,18 +397,32 @@ export class SerialRunner {
   }
 }
 
-const keyOf = (senderId: number, clientId: Uint8Array) =>
-  `${senderId}:${Buffer.from(clientId.buffer, clientId.byteOffset, clientId.byteLength).toString('hex')}`
+/** One name per (sender device, client id, recipient device): what idempotency is per. */
+const keyOf = (
+  senderId: number,
+  senderDevice: number,
+  clientId: Uint8Array,
+  recipientId: number,
+  recipientDevice: number,
+) =>
+  `${senderId}.${senderDevice}>${recipientId}.${recipientDevice}:${Buffer.from(clientId.buffer, clientId.byteOffset, clientId.byteLength).toString('hex')}`
+const sendKey = (send: NewMessage) =>
+  keyOf(send.senderId, send.senderDevice, send.clientId, send.recipientId, send.recipientDevice)
+
+/** The PostgreSQL advisory lock key of a device's queue (collisions only serialise two queues). */
+const lockKeyOf = (recipient: DeviceAddress) => (recipient.userId * 64 + recipient.deviceId) % 2147483647
 
 /** First key of the PostgreSQL advisory locks the queue takes per recipient (any fixed int4). */
 const QUEUE_LOCK_NAMESPACE = 0x5143 // "QC"
 
-/** Rows per multi-row INSERT (PostgreSQL allows 65,535 parameters; each row takes 6). */
+/** Rows per multi-row INSERT (PostgreSQL allows 65,535 parameters; each row takes at most 9). */
 const INSERT_CHUNK = 1_000
 
 /** The queue through Kysely: any dialect, a few statements per batch (multi-row insert). */
 export class KyselyQueueRepository implements QueueRepository {
   private readonly serial = new SerialRunner()
+  /** Whether tombstones from before devices may be left (`hasLegacyTombstones`); undefined: ask. */
+  private legacyTombstones: boolean | undefined
 
   constructor(
     private readonly db: Db,
@@ -313,17 +435,27 @@ export class KyselyQueueRepository implements QueueRepository {
   }
 
   private async apply(trx: Db, batch: QueueBatch): Promise<SendOutcome[]> {
-    for (const [recipientId, upTo] of batch.acks) await acknowledgeUpTo(trx, recipientId, upTo)
+    for (const ack of batch.acks) {
+      await acknowledgeUpTo(trx, { userId: ack.recipientId, deviceId: ack.recipientDevice }, ack.upTo)
+    }
     const { sends } = batch
     const outcomes: (SendOutcome | undefined)[] = new Array(sends.length)
     if (sends.length === 0) return []
 
-    const recipients = [...new Set(sends.map((send) => send.recipientId))].sort((a, b) => a - b)
+    const recipientsByKey = new Map<string, DeviceAddress>()
+    for (const send of sends) {
+      const key = queueKey(send.recipientId, send.recipientDevice)
+      if (!recipientsByKey.has(key)) {
+        recipientsByKey.set(key, { userId: send.recipientId, deviceId: send.recipientDevice })
+      }
+    }
+    const recipients = [...recipientsByKey.values()]
     if (this.dialect === 'postgres') {
-      // Another process's batch for the same recipient waits here until this one commits, so both
+      // Another process's batch for the same queue waits here until this one commits, so both
       // cannot read the same depth or position. In ascending order: no deadlock.
-      await sql`select pg_advisory_xact_lock(${QUEUE_LOCK_NAMESPACE}, (r % 2147483647)::int)
-        from unnest(${recipients}::bigint[]) with ordinality as locks(r, n) order by n`.execute(trx)
+      const locks = [...new Set(recipients.map(lockKeyOf))].sort((a, b) => a - b)
+      await sql`select pg_advisory_xact_lock(${QUEUE_LOCK_NAMESPACE}, r::int)
+        from unnest(${locks}::bigint[]) with ordinality as locks(r, n) order by n`.execute(trx)
     }
 
     // Messages stored before this batch, queued or acknowledged (tombstones), make their sends
@@ -333,45 +465,43 @@ export class KyselyQueueRepository implements QueueRepository {
       const chunk = sends.slice(start, start + INSERT_CHUNK)
       const { queued, delivered } = await this.storedBefore(trx, chunk)
       for (const row of queued) {
-        existing.set(keyOf(row.sender_id, row.client_id), {
-          seq: row.seq,
-          createdAt: row.created_at,
-          delivered: false,
-        })
+        existing.set(
+          keyOf(row.sender_id, row.sender_device, row.client_id, row.recipient_id, row.recipient_device),
+          { seq: row.seq, createdAt: row.created_at, delivered: false },
+        )
       }
-      for (const row of delivered) {
-        const key = keyOf(row.sender_id, row.client_id)
-        const send = chunk.find((candidate) => keyOf(candidate.senderId, candidate.clientId) === key)!
+      for (const send of chunk) {
+        const key = sendKey(send)
+        if (existing.has(key)) continue
+        const tombstone = delivered.get(key)
         // The tombstone keeps no time of its own: the acceptance time is its expiry less the lifetime.
-        existing.set(key, {
-          seq: 0,
-          createdAt: row.expires_at - (send.expiresAt - send.now),
-          delivered: true,
-        })
+        if (tombstone !== undefined) {
+          existing.set(key, {
+            seq: 0,
+            createdAt: tombstone - (send.expiresAt - send.now),
+            delivered: true,
+          })
+        }
       }
     }
 
     const depths = await queueDepths(trx, this.dialect, recipients)
-    const positions = new Map<number, number>(recipients.map((id) => [id, 0]))
-    const stored = await trx
-      .selectFrom('queue_positions')
-      .select(['recipient_id', 'last_seq'])
-      .where('recipient_id', 'in', recipients)
-      .execute()
-    for (const row of stored) positions.set(row.recipient_id, Number(row.last_seq))
-    const moved = new Set<number>()
+    const positions = new Map<string, number>([...recipientsByKey.keys()].map((key) => [key, 0]))
+    for (const [key, last] of await lastPositions(trx, this.dialect, recipients)) positions.set(key, last)
+    const moved = new Set<string>()
 
     const firstInBatch = new Map<string, number>()
     const toInsert: { index: number; seq: number }[] = []
     for (const [index, send] of sends.entries()) {
-      const key = keyOf(send.senderId, send.clientId)
+      const key = sendKey(send)
       const found = existing.get(key)
       if (found) {
         outcomes[index] = { kind: 'duplicate', ...found }
         continue
       }
       if (firstInBatch.has(key)) continue // resolved below
-      const depth = depths.get(send.recipientId)!
+      const queue = queueKey(send.recipientId, send.recipientDevice)
+      const depth = depths.get(queue)!
       let share = depth.bySender.get(send.senderId)
       if (!share) {
         share = { count: 0, bytes: 0 }
@@ -386,9 +516,9 @@ export class KyselyQueueRepository implements QueueRepository {
         counted.count += 1
         counted.bytes += send.body.length
       }
-      const seq = positions.get(send.recipientId)! + 1
-      positions.set(send.recipientId, seq)
-      moved.add(send.recipientId)
+      const seq = positions.get(queue)! + 1
+      positions.set(queue, seq)
+      moved.add(queue)
       firstInBatch.set(key, index)
       toInsert.push({ index, seq })
       outcomes[index] = { kind: 'stored', seq, createdAt: send.now }
@@ -403,8 +533,10 @@ export class KyselyQueueRepository implements QueueRepository {
             const send = sends[index]!
             return {
               recipient_id: send.recipientId,
+              recipient_device: send.recipientDevice,
               seq,
               sender_id: send.senderId,
+              sender_device: send.senderDevice,
               client_id: send.clientId,
               body: send.body,
               created_at: send.now,
@@ -417,9 +549,20 @@ export class KyselyQueueRepository implements QueueRepository {
     if (moved.size > 0) {
       await trx
         .insertInto('queue_positions')
-        .values([...moved].map((id) => ({ recipient_id: id, last_seq: positions.get(id)! })))
+        .values(
+          [...moved].map((queue) => {
+            const recipient = recipientsByKey.get(queue)!
+            return {
+              recipient_id: recipient.userId,
+              recipient_device: recipient.deviceId,
+              last_seq: positions.get(queue)!,
+            }
+          }),
+        )
         .onConflict((conflict) =>
-          conflict.column('recipient_id').doUpdateSet((eb) => ({ last_seq: eb.ref('excluded.last_seq') })),
+          conflict
+            .columns(['recipient_id', 'recipient_device'])
+            .doUpdateSet((eb) => ({ last_seq: eb.ref('excluded.last_seq') })),
         )
         .execute()
     }
@@ -427,7 +570,7 @@ export class KyselyQueueRepository implements QueueRepository {
     // Later sends of an id first sent earlier in this batch are its duplicates.
     for (const [index, send] of sends.entries()) {
       if (outcomes[index]) continue
-      const first = outcomes[firstInBatch.get(keyOf(send.senderId, send.clientId))!]
+      const first = outcomes[firstInBatch.get(sendKey(send))!]
       if (first?.kind !== 'stored')
         throw new Error('queue batch: expected the first send of an id to be stored')
       outcomes[index] = { kind: 'duplicate', seq: first.seq, createdAt: first.createdAt, delivered: false }
@@ -436,56 +579,136 @@ export class KyselyQueueRepository implements QueueRepository {
   }
 
   /**
-   * The queued messages and the tombstones of acknowledged ones among these sends' (sender, id)
-   * pairs. PostgreSQL joins the pairs as two arrays (one plan, the unique index probed per pair);
-   * an OR of a thousand pairs took it about 50 ms to plan and run per 500, twice per batch, which
-   * held a PostgreSQL node near 2,500 messages a second. SQLite takes the OR as it is.
+   * The queued messages and the tombstones of acknowledged ones among these sends (by sender
+   * device, id and recipient device); tombstones as `sendKey` → their expiry. PostgreSQL joins the
+   * keys as arrays (one plan, the unique index probed per key); an OR of a thousand pairs took it
+   * about 50 ms to plan and run per 500, twice per batch, which held a PostgreSQL node near 2,500
+   * messages a second. SQLite takes the OR as it is.
    */
   private async storedBefore(trx: Db, chunk: readonly NewMessage[]) {
-    if (this.dialect === 'postgres') {
-      const senders = chunk.map((send) => send.senderId)
-      const ids = chunk.map((send) => Buffer.from(send.clientId))
-      const queued = await sql<{ seq: number; sender_id: number; client_id: Uint8Array; created_at: number }>`
-        select m.seq, m.sender_id, m.client_id, m.created_at from messages m
-        join unnest(${senders}::bigint[], ${ids}::bytea[]) as k(sender_id, client_id)
-          on m.client_id = k.client_id and m.sender_id = k.sender_id`.execute(trx)
-      const delivered = await sql<{ sender_id: number; client_id: Uint8Array; expires_at: number }>`
-        select t.sender_id, t.client_id, t.expires_at from message_tombstones t
-        join unnest(${senders}::bigint[], ${ids}::bytea[]) as k(sender_id, client_id)
-          on t.client_id = k.client_id and t.sender_id = k.sender_id`.execute(trx)
-      return { queued: queued.rows, delivered: delivered.rows }
+    type QueuedRow = {
+      seq: number
+      sender_id: number
+      sender_device: number
+      recipient_id: number
+      recipient_device: number
+      client_id: Uint8Array
+      created_at: number
     }
-    const queued = await trx
-      .selectFrom('messages')
-      .select(['seq', 'sender_id', 'client_id', 'created_at'])
-      .where((eb) =>
-        eb.or(
-          chunk.map((send) =>
-            eb.and([eb('sender_id', '=', send.senderId), eb('client_id', '=', send.clientId)]),
+    type TombstoneRow = {
+      message_key: Uint8Array
+      sender_id: number
+      sender_device: number
+      expires_at: number
+    }
+    // Each send's tombstone key, and the bare id a tombstone from before devices would hold.
+    this.legacyTombstones ??= await hasLegacyTombstones(trx)
+    const probes: { send: NewMessage; messageKey: Uint8Array; senderDevice: number }[] = []
+    for (const send of chunk) {
+      probes.push({
+        send,
+        messageKey: tombstoneKey(send.clientId, send.recipientId, send.recipientDevice),
+        senderDevice: send.senderDevice,
+      })
+      if (this.legacyTombstones && mayHaveLegacyTombstone(send)) {
+        probes.push({ send, messageKey: send.clientId, senderDevice: LEGACY_TOMBSTONE_DEVICE })
+      }
+    }
+    let queued: QueuedRow[]
+    let buried: TombstoneRow[]
+    if (this.dialect === 'postgres') {
+      const column = <T>(pick: (send: NewMessage) => T) => chunk.map(pick)
+      queued = (
+        await sql<QueuedRow>`
+        select m.seq, m.sender_id, m.sender_device, m.recipient_id, m.recipient_device, m.client_id, m.created_at
+        from messages m
+        join unnest(${column((send) => send.senderId)}::bigint[], ${column((send) => send.senderDevice)}::bigint[],
+          ${column((send) => Buffer.from(send.clientId))}::bytea[], ${column((send) => send.recipientId)}::bigint[],
+          ${column((send) => send.recipientDevice)}::bigint[])
+          as k(sender_id, sender_device, client_id, recipient_id, recipient_device)
+          on m.client_id = k.client_id and m.sender_id = k.sender_id and m.sender_device = k.sender_device
+          and m.recipient_id = k.recipient_id and m.recipient_device = k.recipient_device`.execute(trx)
+      ).rows
+      buried = (
+        await sql<TombstoneRow>`
+        select t.message_key, t.sender_id, t.sender_device, t.expires_at from message_tombstones t
+        join unnest(${probes.map((probe) => Buffer.from(probe.messageKey))}::bytea[],
+          ${probes.map((probe) => probe.send.senderId)}::bigint[],
+          ${probes.map((probe) => probe.senderDevice)}::bigint[]) as k(message_key, sender_id, sender_device)
+          on t.message_key = k.message_key and t.sender_id = k.sender_id and t.sender_device = k.sender_device`.execute(
+          trx,
+        )
+      ).rows
+    } else {
+      queued = await trx
+        .selectFrom('messages')
+        .select([
+          'seq',
+          'sender_id',
+          'sender_device',
+          'recipient_id',
+          'recipient_device',
+          'client_id',
+          'created_at',
+        ])
+        .where((eb) =>
+          eb.or(
+            chunk.map((send) =>
+              eb.and([
+                eb('client_id', '=', send.clientId),
+                eb('sender_id', '=', send.senderId),
+                eb('sender_device', '=', send.senderDevice),
+                eb('recipient_id', '=', send.recipientId),
+                eb('recipient_device', '=', send.recipientDevice),
+              ]),
+            ),
           ),
-        ),
-      )
-      .execute()
-    const delivered = await trx
-      .selectFrom('message_tombstones')
-      .select(['sender_id', 'client_id', 'expires_at'])
-      .where((eb) =>
-        eb.or(
-          chunk.map((send) =>
-            eb.and([eb('sender_id', '=', send.senderId), eb('client_id', '=', send.clientId)]),
+        )
+        .execute()
+      buried = await trx
+        .selectFrom('message_tombstones')
+        .select(['message_key', 'sender_id', 'sender_device', 'expires_at'])
+        .where((eb) =>
+          eb.or(
+            probes.map((probe) =>
+              eb.and([
+                eb('message_key', '=', probe.messageKey),
+                eb('sender_id', '=', probe.send.senderId),
+                eb('sender_device', '=', probe.senderDevice),
+              ]),
+            ),
           ),
-        ),
-      )
-      .execute()
-    return { queued, delivered }
+        )
+        .execute()
+    }
+    const hex = (bytes: Uint8Array) =>
+      Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
+    const expiries = new Map<string, number>()
+    for (const row of buried)
+      expiries.set(`${row.sender_id}.${row.sender_device}:${hex(row.message_key)}`, row.expires_at)
+    const delivered = new Map<string, number>()
+    for (const probe of probes) {
+      const expiry = expiries.get(`${probe.send.senderId}.${probe.senderDevice}:${hex(probe.messageKey)}`)
+      if (expiry !== undefined) delivered.set(sendKey(probe.send), expiry)
+    }
+    return {
+      queued: queued.map((row) => ({
+        ...row,
+        sender_id: Number(row.sender_id),
+        sender_device: Number(row.sender_device),
+        recipient_id: Number(row.recipient_id),
+        recipient_device: Number(row.recipient_device),
+      })),
+      delivered,
+    }
   }
 
-  fetch(recipientId: number, afterSeq: number, limit: number, now: number): Promise<QueuedMessage[]> {
-    return fetchQueued(this.db, recipientId, afterSeq, limit, now)
+  fetch(recipient: DeviceAddress, afterSeq: number, limit: number, now: number): Promise<QueuedMessage[]> {
+    return fetchQueued(this.db, recipient, afterSeq, limit, now)
   }
 
-  countQueued(recipientId: number, now: number): Promise<number> {
-    return countQueued(this.db, recipientId, now)
+  countQueued(recipient: DeviceAddress, now: number): Promise<number> {
+    return countQueued(this.db, recipient, now)
   }
 
   async close(): Promise<void> {}
@@ -496,8 +719,11 @@ export class KyselyQueueRepository implements QueueRepository {
       for (;;) {
         const deleted = await purgeExpiredMessages(this.db, now, batchSize)
         total += deleted
-        if (deleted < batchSize) return total
+        if (deleted < batchSize) break
       }
+      // The last tombstones from before devices may have expired.
+      if (this.legacyTombstones) this.legacyTombstones = undefined
+      return total
     })
   }
 }

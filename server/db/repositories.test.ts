@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { PublicPreKey } from '../../shared/identity.js'
 import { isServerError, ServerErrorCode } from '../errors.js'
 import { createTestDatabase, DIALECTS, postgresUnavailable, type TestDatabase } from '../test/databases.js'
+import { findDevice, primaryDevice } from './devices.js'
 import {
   claimOneTimePreKey,
   claimPreKeyBundle,
@@ -20,6 +21,7 @@ import {
   fetchQueued,
   KyselyQueueRepository,
   purgeExpiredMessages,
+  tombstoneKey,
 } from './queue.js'
 import { countTokens, deleteToken, findSession, insertToken, purgeExpiredTokens } from './tokens.js'
 import {
@@ -84,9 +86,11 @@ for (const dialect of DIALECTS) {
         const user = await findUserByUsername(database.db, input.username)
         expect(user?.id).toBe(id)
         expect(new Uint8Array(user!.identity_key)).toEqual(input.identity.identityKey)
-        expect(new Uint8Array(user!.login_key)).toEqual(input.loginKey)
-        expect(await countOneTimePreKeys(database.db, id)).toBe(5)
-        expect((await currentSignedPreKey(database.db, id))?.key_id).toBe(1)
+        const device = await findDevice(database.db, primaryDevice(id))
+        expect(new Uint8Array(device!.login_key)).toEqual(input.loginKey)
+        expect(device).toMatchObject({ name: null, created_at: input.now, last_seen_at: input.now })
+        expect(await countOneTimePreKeys(database.db, primaryDevice(id))).toBe(5)
+        expect((await currentSignedPreKey(database.db, primaryDevice(id)))?.key_id).toBe(1)
       })
 
       it('refuses a taken username with UsernameTaken and stores nothing of the second attempt', async () => {
@@ -148,13 +152,13 @@ for (const dialect of DIALECTS) {
       it('hands out each one-time prekey once, lowest id first, then none', async () => {
         const id = await createAccount(database.db, account({ oneTimePreKeys: preKeys(10, 3) }))
         const claimed = [
-          await claimOneTimePreKey(database.db, id),
-          await claimOneTimePreKey(database.db, id),
-          await claimOneTimePreKey(database.db, id),
+          await claimOneTimePreKey(database.db, primaryDevice(id)),
+          await claimOneTimePreKey(database.db, primaryDevice(id)),
+          await claimOneTimePreKey(database.db, primaryDevice(id)),
         ]
         expect(claimed.map((key) => key?.key_id)).toEqual([10, 11, 12])
-        expect(await claimOneTimePreKey(database.db, id)).toBeUndefined()
-        const bundle = await claimPreKeyBundle(database.db, id, unlimited(id))
+        expect(await claimOneTimePreKey(database.db, primaryDevice(id))).toBeUndefined()
+        const bundle = await claimPreKeyBundle(database.db, primaryDevice(id), unlimited(id))
         expect(bundle?.signedPreKey.key_id).toBe(1)
         expect(bundle?.oneTimePreKey).toBeUndefined()
         expect(bundle?.outcome).toBe('none-left')
@@ -163,14 +167,14 @@ for (const dialect of DIALECTS) {
       it('never hands out a one-time prekey twice under concurrent claims', async () => {
         const id = await createAccount(database.db, account({ oneTimePreKeys: preKeys(1, 30) }))
         const results = await Promise.all(
-          Array.from({ length: 40 }, () => claimPreKeyBundle(database.db, id, unlimited(id))),
+          Array.from({ length: 40 }, () => claimPreKeyBundle(database.db, primaryDevice(id), unlimited(id))),
         )
         const ids = results
           .map((bundle) => bundle?.oneTimePreKey?.key_id)
           .filter((keyId) => keyId !== undefined)
         expect(ids).toHaveLength(30)
         expect(new Set(ids).size).toBe(30)
-        expect(await countOneTimePreKeys(database.db, id)).toBe(0)
+        expect(await countOneTimePreKeys(database.db, primaryDevice(id))).toBe(0)
       })
 
       it('hands out at most the per-target limit in a sliding window, whoever asks, then the signed prekey alone', async () => {
@@ -186,7 +190,11 @@ for (const dialect of DIALECTS) {
         })
         const outcomes = []
         for (const [i, requester] of requesters.entries()) {
-          const bundle = await claimPreKeyBundle(database.db, target, policy(requester, 1_000 + i))
+          const bundle = await claimPreKeyBundle(
+            database.db,
+            primaryDevice(target),
+            policy(requester, 1_000 + i),
+          )
           outcomes.push([bundle?.outcome, bundle?.oneTimePreKey?.key_id, bundle?.signedPreKey.key_id])
         }
         expect(outcomes).toEqual([
@@ -197,14 +205,16 @@ for (const dialect of DIALECTS) {
           ['withheld', undefined, 1],
           ['withheld', undefined, 1],
         ])
-        expect(await countOneTimePreKeys(database.db, target)).toBe(16)
+        expect(await countOneTimePreKeys(database.db, primaryDevice(target))).toBe(16)
         // The window slides: once the first claim is a window old, one more may be handed out.
-        expect((await claimPreKeyBundle(database.db, target, policy(requesters[4]!, 61_000)))?.outcome).toBe(
-          'claimed',
-        )
-        expect((await claimPreKeyBundle(database.db, target, policy(requesters[5]!, 61_000)))?.outcome).toBe(
-          'withheld',
-        )
+        expect(
+          (await claimPreKeyBundle(database.db, primaryDevice(target), policy(requesters[4]!, 61_000)))
+            ?.outcome,
+        ).toBe('claimed')
+        expect(
+          (await claimPreKeyBundle(database.db, primaryDevice(target), policy(requesters[5]!, 61_000)))
+            ?.outcome,
+        ).toBe('withheld')
       })
 
       it('a re-fetch by the same requester within the window claims nothing; after it, one more', async () => {
@@ -219,10 +229,10 @@ for (const dialect of DIALECTS) {
           claimsPerTarget: { max: 100, timeWindowMs: 60_000 },
           refetchWindowMs: 10_000,
         })
-        const first = await claimPreKeyBundle(database.db, target, policy(alice, 1_000))
-        const again = await claimPreKeyBundle(database.db, target, policy(alice, 10_999))
-        const other = await claimPreKeyBundle(database.db, target, policy(bob, 10_999))
-        const later = await claimPreKeyBundle(database.db, target, policy(alice, 11_000))
+        const first = await claimPreKeyBundle(database.db, primaryDevice(target), policy(alice, 1_000))
+        const again = await claimPreKeyBundle(database.db, primaryDevice(target), policy(alice, 10_999))
+        const other = await claimPreKeyBundle(database.db, primaryDevice(target), policy(bob, 10_999))
+        const later = await claimPreKeyBundle(database.db, primaryDevice(target), policy(alice, 11_000))
         expect(
           [first, again, other, later].map((bundle) => [bundle?.outcome, bundle?.oneTimePreKey?.key_id]),
         ).toEqual([
@@ -231,7 +241,7 @@ for (const dialect of DIALECTS) {
           ['claimed', 2],
           ['claimed', 3],
         ])
-        expect(await listOneTimePreKeyIds(database.db, target)).toEqual([4, 5])
+        expect(await listOneTimePreKeyIds(database.db, primaryDevice(target))).toEqual([4, 5])
       })
 
       it('keeps the per-target limit under concurrent fetches from many requesters', async () => {
@@ -241,7 +251,7 @@ for (const dialect of DIALECTS) {
         )
         const results = await Promise.all(
           requesters.map((requesterId) =>
-            claimPreKeyBundle(database.db, target, {
+            claimPreKeyBundle(database.db, primaryDevice(target), {
               requesterId,
               now: 5_000,
               claimsPerTarget: { max: 7, timeWindowMs: 60_000 },
@@ -250,7 +260,7 @@ for (const dialect of DIALECTS) {
           ),
         )
         expect(results.filter((bundle) => bundle?.outcome === 'claimed')).toHaveLength(7)
-        expect(await countOneTimePreKeys(database.db, target)).toBe(23)
+        expect(await countOneTimePreKeys(database.db, primaryDevice(target))).toBe(23)
       })
 
       it('purges claim records once no window reads them', async () => {
@@ -261,7 +271,7 @@ for (const dialect of DIALECTS) {
           bundleRefetchWindowMs: 10_000,
         }
         expect(claimsKeptMs(limits)).toBe(60_000)
-        await claimPreKeyBundle(database.db, target, {
+        await claimPreKeyBundle(database.db, primaryDevice(target), {
           requesterId: requester,
           now: 2_000_000,
           claimsPerTarget: limits.oneTimePreKeyClaimsPerTarget,
@@ -282,34 +292,34 @@ for (const dialect of DIALECTS) {
 
       it('uploads one-time prekeys up to the cap, refusing stored ids and overflow atomically', async () => {
         const id = await createAccount(database.db, account({ oneTimePreKeys: preKeys(1, 5) }))
-        expect(await uploadOneTimePreKeys(database.db, id, preKeys(6, 5), 12)).toBe(10)
+        expect(await uploadOneTimePreKeys(database.db, primaryDevice(id), preKeys(6, 5), 12)).toBe(10)
         await expectServerError(
-          uploadOneTimePreKeys(database.db, id, [preKey(20), preKey(3)], 12),
+          uploadOneTimePreKeys(database.db, primaryDevice(id), [preKey(20), preKey(3)], 12),
           ServerErrorCode.PreKeyIdConflict,
         )
         await expectServerError(
-          uploadOneTimePreKeys(database.db, id, preKeys(30, 3), 12),
+          uploadOneTimePreKeys(database.db, primaryDevice(id), preKeys(30, 3), 12),
           ServerErrorCode.TooManyPreKeys,
         )
-        expect(await countOneTimePreKeys(database.db, id)).toBe(10)
+        expect(await countOneTimePreKeys(database.db, primaryDevice(id))).toBe(10)
       })
 
       it('keeps the cap under concurrent uploads', async () => {
         const id = await createAccount(database.db, account({ oneTimePreKeys: preKeys(1, 1) }))
         const uploads = await Promise.allSettled(
           Array.from({ length: 6 }, (_, i) =>
-            uploadOneTimePreKeys(database.db, id, preKeys(1000 + i * 10, 10), 31),
+            uploadOneTimePreKeys(database.db, primaryDevice(id), preKeys(1000 + i * 10, 10), 31),
           ),
         )
         expect(uploads.filter((upload) => upload.status === 'fulfilled')).toHaveLength(3)
-        expect(await countOneTimePreKeys(database.db, id)).toBe(31)
+        expect(await countOneTimePreKeys(database.db, primaryDevice(id))).toBe(31)
       })
 
       it('rotates the signed prekey, keeping only the newest few, and refuses a reused id', async () => {
         const id = await createAccount(database.db, account())
         for (const keyId of [2, 3, 4, 5])
-          await rotateSignedPreKey(database.db, id, preKey(keyId), 2_000 + keyId, 3)
-        expect((await currentSignedPreKey(database.db, id))?.key_id).toBe(5)
+          await rotateSignedPreKey(database.db, primaryDevice(id), preKey(keyId), 2_000 + keyId, 3)
+        expect((await currentSignedPreKey(database.db, primaryDevice(id)))?.key_id).toBe(5)
         const kept = await database.db
           .selectFrom('signed_prekeys')
           .select('key_id')
@@ -318,15 +328,15 @@ for (const dialect of DIALECTS) {
           .execute()
         expect(kept.map((row) => row.key_id)).toEqual([3, 4, 5])
         await expectServerError(
-          rotateSignedPreKey(database.db, id, preKey(4), 3_000, 3),
+          rotateSignedPreKey(database.db, primaryDevice(id), preKey(4), 3_000, 3),
           ServerErrorCode.PreKeyIdConflict,
         )
-        expect((await currentSignedPreKey(database.db, id))?.key_id).toBe(5)
+        expect((await currentSignedPreKey(database.db, primaryDevice(id)))?.key_id).toBe(5)
       })
 
       it('stores uint32 key ids at the top of the range', async () => {
         const id = await createAccount(database.db, account({ oneTimePreKeys: [preKey(0xffff_ffff)] }))
-        expect((await claimOneTimePreKey(database.db, id))?.key_id).toBe(0xffff_ffff)
+        expect((await claimOneTimePreKey(database.db, primaryDevice(id)))?.key_id).toBe(0xffff_ffff)
       })
     })
 
@@ -334,7 +344,11 @@ for (const dialect of DIALECTS) {
       it('finds a session by token hash until it expires, and not after logout', async () => {
         const id = await createAccount(database.db, account())
         const tokenHash = bytes(32)
-        await insertToken(database.db, { tokenHash, userId: id, now: 1_000, expiresAt: 5_000 }, 10)
+        await insertToken(
+          database.db,
+          { tokenHash, device: primaryDevice(id), now: 1_000, expiresAt: 5_000 },
+          10,
+        )
         expect(await findSession(database.db, tokenHash, 4_999)).toMatchObject({
           userId: id,
           expiresAt: 5_000,
@@ -352,7 +366,11 @@ for (const dialect of DIALECTS) {
         const dropped: Uint8Array[][] = []
         for (const [i, tokenHash] of hashes.entries()) {
           dropped.push(
-            await insertToken(database.db, { tokenHash, userId: id, now: 1_000 + i, expiresAt: 10_000 }, 3),
+            await insertToken(
+              database.db,
+              { tokenHash, device: primaryDevice(id), now: 1_000 + i, expiresAt: 10_000 },
+              3,
+            ),
           )
         }
         // Each insert names the tokens it dropped (so their sockets can be closed).
@@ -381,48 +399,67 @@ for (const dialect of DIALECTS) {
       })
       const enqueue = async (clientId: Uint8Array, body = bytes(20), expiresAt = 100_000) => {
         const [outcome] = await queue.commit({
-          sends: [{ recipientId: bob, senderId: alice, clientId, body, now: 1_000, expiresAt }],
-          acks: new Map(),
+          sends: [
+            {
+              recipientId: bob,
+              recipientDevice: 1,
+              senderId: alice,
+              senderDevice: 1,
+              clientId,
+              body,
+              now: 1_000,
+              expiresAt,
+            },
+          ],
+          acks: [],
           now: 1_000,
         })
         return outcome!
       }
       const seqOf = (outcome: Awaited<ReturnType<typeof enqueue>>) =>
         outcome.kind === 'stored' ? outcome.seq : 0
-      const ack = (recipient: number, upTo: number) => acknowledgeUpTo(database.db, recipient, upTo)
+      const ack = (recipient: number, upTo: number) =>
+        acknowledgeUpTo(database.db, primaryDevice(recipient), upTo)
 
       it('fetches in order and acknowledges cumulatively, only the acknowledging recipient’s rows', async () => {
         const ids = Array.from({ length: 5 }, () => bytes(16))
         const seqs: number[] = []
         for (const id of ids) seqs.push(seqOf(await enqueue(id)))
         expect(seqs).toEqual([1, 2, 3, 4, 5])
-        expect(await countQueued(database.db, bob)).toBe(5)
-        const batch = await fetchQueued(database.db, bob, 0, 3, 2_000)
+        expect(await countQueued(database.db, primaryDevice(bob))).toBe(5)
+        const batch = await fetchQueued(database.db, primaryDevice(bob), 0, 3, 2_000)
         expect(batch.map((queued) => queued.seq)).toEqual(seqs.slice(0, 3))
         expect(batch[0]).toMatchObject({ sender: 'queue-alice', createdAt: 1_000 })
         expect(new Uint8Array(batch[0]!.clientId)).toEqual(ids[0])
         await ack(bob, seqs[2]!)
-        expect((await fetchQueued(database.db, bob, 0, 10, 2_000)).map((queued) => queued.seq)).toEqual(
-          seqs.slice(3),
-        )
+        expect(
+          (await fetchQueued(database.db, primaryDevice(bob), 0, 10, 2_000)).map((queued) => queued.seq),
+        ).toEqual(seqs.slice(3))
         await ack(alice, Number.MAX_SAFE_INTEGER)
-        expect(await countQueued(database.db, bob)).toBe(2)
+        expect(await countQueued(database.db, primaryDevice(bob))).toBe(2)
         await ack(bob, seqs[4]!)
-        expect(await countQueued(database.db, bob)).toBe(0)
+        expect(await countQueued(database.db, primaryDevice(bob))).toBe(0)
       })
 
-      it('leaves a tombstone of sender, id and expiry only; a retry of it is a duplicate', async () => {
+      it('leaves a tombstone of the sender, a key of the id and device, and the expiry only; a retry is a duplicate', async () => {
         const id = bytes(16)
         const first = await enqueue(id)
         await ack(bob, seqOf(first))
         expect(await enqueue(id)).toEqual({ kind: 'duplicate', seq: 0, createdAt: 1_000, delivered: true })
-        expect(await countQueued(database.db, bob)).toBe(0)
+        expect(await countQueued(database.db, primaryDevice(bob))).toBe(0)
         const tombstones = await database.db
           .selectFrom('message_tombstones')
           .selectAll()
-          .where('client_id', '=', id)
+          .where('message_key', 'in', [tombstoneKey(id, bob, 1), id])
           .execute()
-        expect(tombstones).toEqual([{ client_id: expect.anything(), sender_id: alice, expires_at: 100_000 }])
+        // Neither the id (which left with the message) nor the recipient: a key of both.
+        expect(tombstones).toEqual([
+          { message_key: expect.anything(), sender_id: alice, sender_device: 1, expires_at: 100_000 },
+        ])
+        const key = new Uint8Array(tombstones[0]!.message_key)
+        expect(key).toEqual(tombstoneKey(id, bob, 1))
+        expect(key).not.toEqual(tombstoneKey(id, bob, 2))
+        expect(key).not.toEqual(tombstoneKey(id, alice, 1))
       })
 
       it('never reuses a sequence number after the newest rows are deleted', async () => {
@@ -438,12 +475,12 @@ for (const dialect of DIALECTS) {
         const delivered = await enqueue(bytes(16), bytes(8), 1_500)
         await ack(bob, seqOf(delivered))
         const live = await enqueue(bytes(16), bytes(8), 9_000)
-        expect((await fetchQueued(database.db, bob, 0, 10, 2_000)).map((queued) => queued.seq)).toEqual([
-          seqOf(live),
-        ])
-        expect(await countQueued(database.db, bob, 2_000)).toBe(1)
+        expect(
+          (await fetchQueued(database.db, primaryDevice(bob), 0, 10, 2_000)).map((queued) => queued.seq),
+        ).toEqual([seqOf(live)])
+        expect(await countQueued(database.db, primaryDevice(bob), 2_000)).toBe(1)
         expect(await purgeExpiredMessages(database.db, 2_000)).toBeGreaterThanOrEqual(2)
-        expect(await countQueued(database.db, bob)).toBe(1)
+        expect(await countQueued(database.db, primaryDevice(bob))).toBe(1)
         await ack(bob, seqOf(live))
       })
 

@@ -22,8 +22,6 @@ export interface UsersTable {
    * account made before login secrets and not yet upgraded by its owner's client, the password.
    */
   credential: Generated<Credential>
-  /** RSA-OAEP-3072 public key, SubjectPublicKeyInfo DER: login tokens are encrypted to it. */
-  login_key: Uint8Array
   /** X25519 identity key (32 bytes). */
   identity_key: Uint8Array
   /** Ed25519 signing key (32 bytes). */
@@ -35,10 +33,29 @@ export interface UsersTable {
   identity_changed_at: number
 }
 
+/**
+ * One device of an account (migration 2026-12-03-08-devices). Device ids count from 1 (the device
+ * that registered the account) per account and are never reused: a removed device keeps its row,
+ * with `removed_at` set and no name.
+ */
+export interface DevicesTable {
+  user_id: number
+  device_id: number
+  /** RSA-OAEP-3072 public key, SubjectPublicKeyInfo DER: this device's login tokens are encrypted to it. */
+  login_key: Uint8Array
+  /** The device's name, sealed by the account's devices: opaque bytes to the server. */
+  name: Uint8Array | null
+  created_at: number
+  last_seen_at: number
+  /** When the device was removed from the account; null while it is one of its devices. */
+  removed_at: number | null
+}
+
 export interface SignedPreKeysTable {
-  /** Insertion order: the row with the highest id is the current signed prekey. */
+  /** Insertion order: the row with the highest id is a device's current signed prekey. */
   id: Generated<number>
   user_id: number
+  device_id: number
   key_id: number
   public_key: Uint8Array
   signature: Uint8Array
@@ -47,6 +64,7 @@ export interface SignedPreKeysTable {
 
 export interface OneTimePreKeysTable {
   user_id: number
+  device_id: number
   key_id: number
   public_key: Uint8Array
   signature: Uint8Array
@@ -56,6 +74,8 @@ export interface AuthTokensTable {
   /** SHA-256 of the 32-byte session token: the token itself is never stored. */
   token_hash: Uint8Array
   user_id: number
+  /** The device the session is of. */
+  device_id: number
   created_at: number
   expires_at: number
 }
@@ -63,13 +83,19 @@ export interface AuthTokensTable {
 /** A queued message: the row exists from "accepted" until the recipient acknowledges it or it expires. */
 export interface MessagesTable {
   recipient_id: number
+  /** The recipient's device: every device has its own queue. */
+  recipient_device: number
   /**
-   * Position in this recipient's queue (1, 2, 3, … per recipient; queue_positions keeps the last
-   * one), never reused, so cumulative acks stay meaningful and say nothing of other users' traffic.
+   * Position in this device's queue (1, 2, 3, … per recipient device; queue_positions keeps the
+   * last one), never reused, so cumulative acks stay meaningful and say nothing of other traffic.
    */
   seq: number
   sender_id: number
-  /** The sender's random 16-byte message id; UNIQUE with sender_id makes sends idempotent. */
+  sender_device: number
+  /**
+   * The sender's random 16-byte message id, the same for every device of one send; UNIQUE with
+   * the sending and the receiving device makes sends idempotent.
+   */
   client_id: Uint8Array
   /** The encrypted envelope, opaque to the server. */
   body: Uint8Array
@@ -79,19 +105,23 @@ export interface MessagesTable {
 }
 
 /**
- * What an acknowledged message leaves behind, only for idempotency: a retry of (sender, client id)
- * until the message's original expiry is answered "accepted" and not queued again. No recipient,
- * no delivery time, no body.
+ * What an acknowledged message leaves behind, only for idempotency: a retry of (sender device,
+ * client id, recipient device) until the message's original expiry is answered "accepted" and not
+ * queued again. No recipient, no delivery time, no body: `message_key` is a hash of the client id
+ * and the recipient's device (db/queue.ts `tombstoneKey`), which cannot be tied to the recipient
+ * without the client id; rows written before devices hold the bare client id (sender device 1).
  */
 export interface MessageTombstonesTable {
-  client_id: Uint8Array
+  message_key: Uint8Array
   sender_id: number
+  sender_device: number
   expires_at: number
 }
 
-/** The last sequence number given out in each recipient's queue (kept when the queue is empty). */
+/** The last sequence number given out in each device's queue (kept when the queue is empty). */
 export interface QueuePositionsTable {
   recipient_id: number
+  recipient_device: number
   last_seq: number
 }
 
@@ -136,8 +166,20 @@ export interface KeyChecksTable {
   recorded_at: number
 }
 
-/** Why a token in ended_tokens ended (migration 2026-12-03-07-ended-tokens). */
-export type TokenEnding = 'account-deleted'
+/**
+ * Why a token in ended_tokens ended (migrations 2026-12-03-07-ended-tokens and
+ * 2026-12-03-08-devices).
+ */
+export type TokenEnding = 'account-deleted' | 'device-removed'
+
+/** A single-use token to link a new device to the account (migration 2026-12-03-08-devices). */
+export interface LinkTokensTable {
+  /** SHA-256 of the 32-byte token: the token itself is never stored. */
+  token_hash: Uint8Array
+  user_id: number
+  created_at: number
+  expires_at: number
+}
 
 /** A session token that ended for a reason its holder is told, until it would have expired. */
 export interface EndedTokensTable {
@@ -149,6 +191,7 @@ export interface EndedTokensTable {
 
 export interface Database {
   users: UsersTable
+  devices: DevicesTable
   signed_prekeys: SignedPreKeysTable
   one_time_prekeys: OneTimePreKeysTable
   auth_tokens: AuthTokensTable
@@ -160,6 +203,7 @@ export interface Database {
   deleted_usernames: DeletedUsernamesTable
   key_checks: KeyChecksTable
   ended_tokens: EndedTokensTable
+  link_tokens: LinkTokensTable
 }
 
 /** The database handle every repository function takes first: the root handle or a transaction. */
@@ -168,6 +212,7 @@ export type Db = Kysely<Database>
 export type SqlDialect = 'sqlite' | 'postgres'
 
 export type UserRow = Selectable<UsersTable>
+export type DeviceRow = Selectable<DevicesTable>
 export type NewUser = Insertable<UsersTable>
 export type PreKeyRow = Pick<Selectable<OneTimePreKeysTable>, 'key_id' | 'public_key' | 'signature'>
 export type SignedPreKeyRow = Selectable<SignedPreKeysTable>

@@ -2,26 +2,30 @@
  * Session tokens, stored only as SHA-256(token). Looking a token up hashes it and finds the row by
  * that hash through the primary-key index, so no code compares secret bytes with early exit.
  */
+import type { DeviceAddress } from './devices.js'
 import type { Db, TokenEnding } from './schema.js'
 import { inTransaction } from './transaction.js'
 
 export interface NewToken {
   readonly tokenHash: Uint8Array
-  readonly userId: number
+  /** The device the session is of. */
+  readonly device: DeviceAddress
   readonly now: number
   readonly expiresAt: number
 }
 
 /**
  * Stores a new token; in the same transaction drops the user's expired tokens and, beyond
- * `maxPerUser` live ones, the oldest. Returns the hashes of the tokens it dropped, so sockets
+ * `maxPerDevice` live ones of the token's device, that device's oldest (a log-in on one device
+ * never ends another device's sessions). Returns the hashes of the tokens it dropped, so sockets
  * opened with them can be closed.
  */
-export async function insertToken(db: Db, token: NewToken, maxPerUser: number): Promise<Uint8Array[]> {
+export async function insertToken(db: Db, token: NewToken, maxPerDevice: number): Promise<Uint8Array[]> {
+  const { userId, deviceId } = token.device
   return inTransaction(db, async (trx) => {
     const expired = await trx
       .deleteFrom('auth_tokens')
-      .where('user_id', '=', token.userId)
+      .where('user_id', '=', userId)
       .where('expires_at', '<=', token.now)
       .returning('token_hash')
       .execute()
@@ -29,7 +33,8 @@ export async function insertToken(db: Db, token: NewToken, maxPerUser: number): 
       .insertInto('auth_tokens')
       .values({
         token_hash: token.tokenHash,
-        user_id: token.userId,
+        user_id: userId,
+        device_id: deviceId,
         created_at: token.now,
         expires_at: token.expiresAt,
       })
@@ -37,13 +42,15 @@ export async function insertToken(db: Db, token: NewToken, maxPerUser: number): 
     const newest = trx
       .selectFrom('auth_tokens')
       .select('token_hash')
-      .where('user_id', '=', token.userId)
+      .where('user_id', '=', userId)
+      .where('device_id', '=', deviceId)
       .orderBy('created_at', 'desc')
       .orderBy('token_hash')
-      .limit(maxPerUser)
+      .limit(maxPerDevice)
     const oldest = await trx
       .deleteFrom('auth_tokens')
-      .where('user_id', '=', token.userId)
+      .where('user_id', '=', userId)
+      .where('device_id', '=', deviceId)
       .where('token_hash', 'not in', newest)
       .returning('token_hash')
       .execute()
@@ -53,6 +60,8 @@ export async function insertToken(db: Db, token: NewToken, maxPerUser: number): 
 
 export interface Session {
   readonly userId: number
+  /** The device the session is of. */
+  readonly deviceId: number
   readonly username: string
   readonly expiresAt: number
 }
@@ -62,11 +71,18 @@ export async function findSession(db: Db, tokenHash: Uint8Array, now: number): P
   const row = await db
     .selectFrom('auth_tokens')
     .innerJoin('users', 'users.id', 'auth_tokens.user_id')
-    .select(['auth_tokens.user_id', 'users.username', 'auth_tokens.expires_at'])
+    .select(['auth_tokens.user_id', 'auth_tokens.device_id', 'users.username', 'auth_tokens.expires_at'])
     .where('auth_tokens.token_hash', '=', tokenHash)
     .where('auth_tokens.expires_at', '>', now)
     .executeTakeFirst()
-  return row && { userId: row.user_id, username: row.username, expiresAt: row.expires_at }
+  return (
+    row && {
+      userId: row.user_id,
+      deviceId: Number(row.device_id),
+      username: row.username,
+      expiresAt: row.expires_at,
+    }
+  )
 }
 
 /**

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto'
 import { sql } from 'kysely'
 import type { PublicIdentity, PublicPreKey } from '../../shared/identity.js'
 import { serverErrors } from '../errors.js'
+import { insertPrimaryDevice, PRIMARY_DEVICE_ID, primaryDevice } from './devices.js'
 import { insertOneTimePreKeys, insertSignedPreKey } from './prekeys.js'
 import { deleteRelationsOf, type RelationsKey } from './relations.js'
 import type { Db, UserRow } from './schema.js'
@@ -16,9 +17,9 @@ export interface NewAccount {
   readonly username: string
   /** bcrypt of the account's login secret (auth/password.ts). */
   readonly passwordHash: string
-  /** RSA-OAEP public key, SPKI DER, already checked. */
+  /** The first device's RSA-OAEP public key, SPKI DER, already checked. */
   readonly loginKey: Uint8Array
-  /** Identity and prekeys whose signatures the caller has verified. */
+  /** Identity and the first device's prekeys, whose signatures the caller has verified. */
   readonly identity: PublicIdentity
   readonly signedPreKey: PublicPreKey
   readonly oneTimePreKeys: readonly PublicPreKey[]
@@ -41,7 +42,8 @@ function isIdentityKeyViolation(error: unknown): boolean {
 }
 
 /**
- * Stores a user with the identity, the signed prekey and the one-time prekeys, all or nothing.
+ * Stores a user with the identity and its first device (device 1) with its login key, signed
+ * prekey and one-time prekeys, all or nothing.
  * Throws ServerError(UsernameTaken) when the normalised name exists (also under a race), and
  * ServerError(IdentityKeyTaken) when another account holds the identity key or the signing key.
  */
@@ -56,7 +58,6 @@ export async function createAccount(db: Db, account: NewAccount): Promise<number
           username: account.username,
           password_hash: account.passwordHash,
           credential: 'login-secret-v1',
-          login_key: account.loginKey,
           identity_key: account.identity.identityKey,
           signing_key: account.identity.signingKey,
           identity_signature: account.identity.identitySignature,
@@ -71,8 +72,9 @@ export async function createAccount(db: Db, account: NewAccount): Promise<number
         .deleteFrom('deleted_usernames')
         .where('username_hash', '=', usernameHash(account.username))
         .execute()
-      await insertSignedPreKey(trx, id, account.signedPreKey, account.now)
-      await insertOneTimePreKeys(trx, id, account.oneTimePreKeys)
+      await insertPrimaryDevice(trx, id, account.loginKey, account.now)
+      await insertSignedPreKey(trx, primaryDevice(id), account.signedPreKey, account.now)
+      await insertOneTimePreKeys(trx, primaryDevice(id), account.oneTimePreKeys)
       return id
     })
   } catch (error) {
@@ -92,9 +94,10 @@ export interface ReplacedKeys {
 }
 
 /**
- * A user starting over on a new device: new login key, identity and prekeys replace the old ones,
+ * A user starting over on a new device: new identity, login key and prekeys replace the old ones,
  * and every session token ends (they were encrypted to the old login key's holder), in one
- * transaction. Queued messages stay: they were sent to the old keys, and the new device reports
+ * transaction. The new device is device 1 again; every other device of the account is removed
+ * (it holds the old identity), its queue and prekeys deleted. Queued messages stay: they were sent to the old keys, and the new device reports
  * them as unreadable rather than the server dropping them unseen. Throws
  * ServerError(IdentityKeyTaken) when another account holds the new identity or signing key (the
  * account's own current keys may be given again).
@@ -113,7 +116,6 @@ async function replaceKeys(db: Db, userId: number, keys: ReplacedKeys): Promise<
     await trx
       .updateTable('users')
       .set({
-        login_key: keys.loginKey,
         identity_key: keys.identity.identityKey,
         signing_key: keys.identity.signingKey,
         identity_signature: keys.identity.identitySignature,
@@ -121,16 +123,39 @@ async function replaceKeys(db: Db, userId: number, keys: ReplacedKeys): Promise<
       })
       .where('id', '=', userId)
       .execute()
+    await trx
+      .updateTable('devices')
+      .set({ login_key: keys.loginKey, last_seen_at: keys.now })
+      .where('user_id', '=', userId)
+      .where('device_id', '=', PRIMARY_DEVICE_ID)
+      .execute()
+    await trx
+      .updateTable('devices')
+      .set({ removed_at: keys.now, name: null })
+      .where('user_id', '=', userId)
+      .where('device_id', '<>', PRIMARY_DEVICE_ID)
+      .where('removed_at', 'is', null)
+      .execute()
+    await trx
+      .deleteFrom('messages')
+      .where('recipient_id', '=', userId)
+      .where('recipient_device', '<>', PRIMARY_DEVICE_ID)
+      .execute()
+    await trx
+      .deleteFrom('queue_positions')
+      .where('recipient_id', '=', userId)
+      .where('recipient_device', '<>', PRIMARY_DEVICE_ID)
+      .execute()
     await trx.deleteFrom('signed_prekeys').where('user_id', '=', userId).execute()
     await trx.deleteFrom('one_time_prekeys').where('user_id', '=', userId).execute()
     await trx.deleteFrom('auth_tokens').where('user_id', '=', userId).execute()
-    await insertSignedPreKey(trx, userId, keys.signedPreKey, keys.now)
-    await insertOneTimePreKeys(trx, userId, keys.oneTimePreKeys)
+    await insertSignedPreKey(trx, primaryDevice(userId), keys.signedPreKey, keys.now)
+    await insertOneTimePreKeys(trx, primaryDevice(userId), keys.oneTimePreKeys)
   })
 }
 
 /**
- * Deletes the account and everything keyed by it, in one transaction: its keys and prekeys, its
+ * Deletes the account and everything keyed by it, in one transaction: its devices, keys and prekeys, its
  * session tokens, its queue (messages waiting for it) and the messages it sent that are still
  * waiting for others (their sender would be a name nobody holds any more), its tombstones, its
  * queue position, the one-time prekey claims it made or that were made of it, every relation it
@@ -174,6 +199,7 @@ export async function deleteAccount(
       .execute()
     // Before the user row: the hashes of others' relations with this user are found by owner.
     await deleteRelationsOf(trx, options.relationsKey, userId)
+    await trx.deleteFrom('devices').where('user_id', '=', userId).execute()
     await trx.deleteFrom('users').where('id', '=', userId).execute()
     await trx
       .insertInto('deleted_usernames')

@@ -12,6 +12,8 @@ import { serverErrors } from '../errors.js'
 
 export interface RequestSession {
   readonly userId: number
+  /** The device the token was issued to. */
+  readonly deviceId: number
   readonly username: string
   readonly tokenHash: Uint8Array
 }
@@ -42,7 +44,12 @@ export function requireSession(context: Pick<ServerContext, 'db' | 'now'>) {
         'expected a valid session token, got an unknown, revoked or expired one',
       )
     }
-    request.session = { userId: session.userId, username: session.username, tokenHash }
+    request.session = {
+      userId: session.userId,
+      deviceId: session.deviceId,
+      username: session.username,
+      tokenHash,
+    }
   }
 }
 

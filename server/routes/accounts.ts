@@ -11,7 +11,7 @@
  * Login answers an unknown user exactly like a wrong password (same code, same bcrypt work), limits
  * failures as auth/login-limiter.ts describes, and returns a fresh token encrypted to the user's
  * login key. POST /login/challenge gives a device the proof that it holds that key.
- * Older tokens stay valid until they expire or are logged out (up to MAX_TOKENS_PER_USER per user).
+ * Older tokens stay valid until they expire or are logged out (up to MAX_TOKENS_PER_DEVICE per user).
  *
  * Deleting an account takes the session token and the password proof /login takes, checked by the
  * same `authenticate` (with the strict limit of reinstall); then everything keyed by the user goes
@@ -42,6 +42,7 @@ import { verifyOneTimePreKey, verifyPublicIdentity, verifySignedPreKey } from '.
 import { dummyPasswordHash, hashPassword, passwordHashCost, verifyPassword } from '../auth/password.js'
 import { hashSessionToken, newSessionToken } from '../auth/tokens.js'
 import type { ServerContext } from '../context.js'
+import { findDevice, primaryDevice, touchDevice } from '../db/devices.js'
 import type { UserRow } from '../db/schema.js'
 import { deleteOtherTokens, deleteToken, insertToken } from '../db/tokens.js'
 import {
@@ -259,15 +260,19 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
         }
       }
 
+      // Until devices can be linked, every log-in is device 1's, the device that registered.
+      const device = await findDevice(db, primaryDevice(user.id))
+      if (!device) throw serverErrors.invalidCredentials()
       const token = newSessionToken()
       const issuedAt = now()
       const expiresAt = issuedAt + limits.tokenLifetimeMs
-      const encryptedToken = await rsaOaepEncrypt(await importRsaOaepPublicKey(user.login_key), token)
+      const encryptedToken = await rsaOaepEncrypt(await importRsaOaepPublicKey(device.login_key), token)
       const revoked = await insertToken(
         db,
-        { tokenHash: hashSessionToken(token), userId: user.id, now: issuedAt, expiresAt },
-        limits.maxTokensPerUser,
+        { tokenHash: hashSessionToken(token), device: primaryDevice(user.id), now: issuedAt, expiresAt },
+        limits.maxTokensPerDevice,
       )
+      await touchDevice(db, primaryDevice(user.id), issuedAt)
       token.fill(0)
       // Relay sockets opened with a token this log-in pushed out end with it, as after a logout.
       for (const tokenHash of revoked) context.relay.sessionRevoked(user.id, tokenHash)
@@ -296,7 +301,8 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
         username = undefined
       }
       const user = username === undefined ? undefined : await findUserByUsername(db, username)
-      const loginKey = await importRsaOaepPublicKey(user?.login_key ?? (await unknownLoginKey()))
+      const device = user && (await findDevice(db, primaryDevice(user.id)))
+      const loginKey = await importRsaOaepPublicKey(device?.login_key ?? (await unknownLoginKey()))
       const proof = context.deviceProofs.issue(username ?? '')
       const challenge = await rsaOaepEncrypt(loginKey, proof)
       proof.fill(0)

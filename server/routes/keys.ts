@@ -4,6 +4,7 @@
  * Each uploaded signature is verified against the signing key stored at registration.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyRequest } from 'fastify'
 import {
   OneTimePreKeyIdsResponse,
   PreKeyStatusResponse,
@@ -13,6 +14,7 @@ import {
 import { preKeyFromJson } from '../../shared/codec/keys.js'
 import { verifyOneTimePreKey, verifySignedPreKey } from '../../shared/identity.js'
 import type { ServerContext } from '../context.js'
+import type { DeviceAddress } from '../db/devices.js'
 import {
   countOneTimePreKeys,
   currentSignedPreKey,
@@ -26,10 +28,11 @@ import { serverErrors } from '../errors.js'
 import { requireSession, sessionOf } from '../plugins/auth.js'
 import { assertDistinctKeyIds, errorResponses } from './common.js'
 
-export async function preKeyStatus(db: Db, userId: number): Promise<PreKeyStatusResponse> {
+/** A device's prekeys on the server. */
+export async function preKeyStatus(db: Db, device: DeviceAddress): Promise<PreKeyStatusResponse> {
   const [oneTimePreKeys, signed] = await Promise.all([
-    countOneTimePreKeys(db, userId),
-    currentSignedPreKey(db, userId),
+    countOneTimePreKeys(db, device),
+    currentSignedPreKey(db, device),
   ])
   if (!signed) throw serverErrors.userNotFound()
   return { oneTimePreKeys, signedPreKeyId: signed.key_id, signedPreKeyCreatedAt: signed.created_at }
@@ -41,6 +44,12 @@ async function signingKeyOf(db: Db, userId: number): Promise<Uint8Array> {
   return user.signing_key
 }
 
+/** The session's device: prekeys are per device. */
+function sessionDevice(request: FastifyRequest): DeviceAddress {
+  const { userId, deviceId } = sessionOf(request)
+  return { userId, deviceId }
+}
+
 export const keyRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, context) => {
   const { db, now, limits } = context
   app.addHook('onRequest', requireSession(context))
@@ -48,7 +57,7 @@ export const keyRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, c
   app.get(
     '/keys/status',
     { schema: { response: { 200: PreKeyStatusResponse, ...errorResponses } } },
-    async (request) => preKeyStatus(db, sessionOf(request).userId),
+    async (request) => preKeyStatus(db, sessionDevice(request)),
   )
 
   // Which one-time prekeys are still here, so the owner can tell which were handed out and delete
@@ -56,7 +65,7 @@ export const keyRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, c
   app.get(
     '/keys/one-time',
     { schema: { response: { 200: OneTimePreKeyIdsResponse, ...errorResponses } } },
-    async (request) => ({ keyIds: await listOneTimePreKeyIds(db, sessionOf(request).userId) }),
+    async (request) => ({ keyIds: await listOneTimePreKeyIds(db, sessionDevice(request)) }),
   )
 
   app.post(
@@ -68,13 +77,13 @@ export const keyRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, c
       },
     },
     async (request) => {
-      const { userId } = sessionOf(request)
+      const device = sessionDevice(request)
       const preKeys = request.body.oneTimePreKeys.map(preKeyFromJson)
       assertDistinctKeyIds(preKeys, 'one-time prekeys')
-      const signingKey = await signingKeyOf(db, userId)
+      const signingKey = await signingKeyOf(db, device.userId)
       await Promise.all(preKeys.map((preKey) => verifyOneTimePreKey(signingKey, preKey)))
-      await uploadOneTimePreKeys(db, userId, preKeys, limits.maxOneTimePreKeysPerUser)
-      return preKeyStatus(db, userId)
+      await uploadOneTimePreKeys(db, device, preKeys, limits.maxOneTimePreKeysPerUser)
+      return preKeyStatus(db, device)
     },
   )
 
@@ -84,11 +93,11 @@ export const keyRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, c
       schema: { body: RotateSignedPreKeyRequest, response: { 200: PreKeyStatusResponse, ...errorResponses } },
     },
     async (request) => {
-      const { userId } = sessionOf(request)
+      const device = sessionDevice(request)
       const preKey = preKeyFromJson(request.body.signedPreKey)
-      await verifySignedPreKey(await signingKeyOf(db, userId), preKey)
-      await rotateSignedPreKey(db, userId, preKey, now(), limits.signedPreKeysKept)
-      return preKeyStatus(db, userId)
+      await verifySignedPreKey(await signingKeyOf(db, device.userId), preKey)
+      await rotateSignedPreKey(db, device, preKey, now(), limits.signedPreKeysKept)
+      return preKeyStatus(db, device)
     },
   )
 }

@@ -16,6 +16,7 @@ import {
 } from '../../shared/codec/api.js'
 import { USER_SEARCH_MIN_LENGTH } from '../../shared/limits.js'
 import type { ServerContext } from '../context.js'
+import { type DeviceAddress, primaryDevice } from '../db/devices.js'
 import { claimPreKeyBundle, currentSignedPreKey } from '../db/prekeys.js'
 import { isBlocked } from '../db/relations.js'
 import type { Db, PreKeyRow, UserRow } from '../db/schema.js'
@@ -38,8 +39,8 @@ function preKeyJson(row: PreKeyRow) {
 }
 
 /** A bundle with the current signed prekey only: nothing claimed. */
-async function unclaimedBundle(db: Db, userId: number) {
-  const signedPreKey = await currentSignedPreKey(db, userId)
+async function unclaimedBundle(db: Db, target: DeviceAddress) {
+  const signedPreKey = await currentSignedPreKey(db, target)
   return signedPreKey && { signedPreKey, oneTimePreKey: undefined, outcome: 'withheld' as const }
 }
 
@@ -108,8 +109,8 @@ export const userRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, 
       const requesterId = sessionOf(request).userId
       const blocked = await isBlocked(db, context.relationsKey, user.id, requesterId)
       const bundle = blocked
-        ? await unclaimedBundle(db, user.id)
-        : await claimPreKeyBundle(db, user.id, {
+        ? await unclaimedBundle(db, primaryDevice(user.id))
+        : await claimPreKeyBundle(db, primaryDevice(user.id), {
             requesterId,
             now: context.now(),
             claimsPerTarget: limits.oneTimePreKeyClaimsPerTarget,

@@ -28,6 +28,7 @@ import { isProtocolError } from '../../shared/errors.js'
 import { normalizeUsername } from '../../shared/username.js'
 import { hashSessionToken } from '../auth/tokens.js'
 import type { ServerLimits } from '../context.js'
+import type { DeviceAddress } from '../db/devices.js'
 import type { QueueRepository } from '../db/queue.js'
 import type { TokenEnding } from '../db/schema.js'
 import type { Session } from '../db/tokens.js'
@@ -159,6 +160,8 @@ export class RelayConnection {
   /** Set once an error frame was sent and a close is under way: later frames are ignored. */
   private closing = false
   user: ConnectionUser | undefined
+  /** The device this socket is of, once authenticated: whose queue it reads and what it sends as. */
+  device: DeviceAddress | undefined
   tokenHash: Uint8Array | undefined
   expiresAt = 0
   /** Answered the last ping or sent something since. */
@@ -454,7 +457,8 @@ export class RelayConnection {
       )
       return
     }
-    const queued = await this.host.queue.countQueued(session.userId, this.host.now())
+    const device = { userId: session.userId, deviceId: session.deviceId }
+    const queued = await this.host.queue.countQueued(device, this.host.now())
     if (this.gone) return
     if (this.host.closing) {
       this.close(CloseCode.GoingAway, 'server shutting down')
@@ -463,6 +467,7 @@ export class RelayConnection {
     clearTimeout(this.authTimer)
     this.authTimer = undefined
     this.tokenHash = tokenHash
+    this.device = device
     this.expiresAt = session.expiresAt
     this.state = 'open'
     this.user = this.host.register(this, session)
@@ -615,7 +620,7 @@ export class RelayConnection {
     const epoch = user.commitEpoch
     const limit = Math.min(room, DRAIN_BATCH)
     this.reading = true
-    this.host.queue.fetch(user.id, this.position, limit, this.host.now()).then(
+    this.host.queue.fetch(this.device!, this.position, limit, this.host.now()).then(
       (messages) => {
         this.reading = false
         if (this.state !== 'open' || this.closing) return

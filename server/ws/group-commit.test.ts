@@ -70,7 +70,9 @@ describe.each(['sqlite', 'postgres'] as const)('group commit on %s', (dialect) =
       origin,
       message: {
         recipientId,
+        recipientDevice: 1,
         senderId: sender,
+        senderDevice: 1,
         clientId: bytes(16),
         body: bytes(64),
         now: 1_500,
@@ -91,7 +93,7 @@ describe.each(['sqlite', 'postgres'] as const)('group commit on %s', (dialect) =
     // In the order they were sent.
     const [before, after] = committed.map(({ outcome }) => (outcome as { seq: number }).seq)
     expect(before).toBeLessThan(after!)
-    expect(await queue.countQueued(kept, 1_500)).toBe(2)
+    expect(await queue.countQueued({ userId: kept, deviceId: 1 }, 1_500)).toBe(2)
   })
 })
 
@@ -122,7 +124,9 @@ describe('group commit when every transaction fails', () => {
         origin,
         message: {
           recipientId: 1,
+          recipientDevice: 1,
           senderId: 2,
+          senderDevice: 1,
           clientId: bytes(16),
           body: bytes(8),
           now: 1_500,

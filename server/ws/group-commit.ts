@@ -8,7 +8,13 @@
  * A batch may first be screened (`screen`): sends it marks are left out of the transaction and come
  * back as `dropped` (the relay drops sends from a user the recipient blocked).
  */
-import type { NewMessage, QueueRepository, SendOutcome } from '../db/queue.js'
+import {
+  type NewMessage,
+  type QueueAck,
+  type QueueRepository,
+  queueKey,
+  type SendOutcome,
+} from '../db/queue.js'
 import { isForeignKeyViolation } from '../db/transaction.js'
 import { ServerErrorCode } from '../errors.js'
 
@@ -61,7 +67,8 @@ export interface GroupCommitHandlers<Origin> {
 
 export class GroupCommit<Origin> {
   private sends: PendingSend<Origin>[] = []
-  private acks = new Map<number, number>()
+  /** Per device queue (`queueKey`), the highest acknowledgement not yet committed. */
+  private acks = new Map<string, QueueAck>()
   private scheduled = false
   private running: Promise<void> | undefined
 
@@ -77,9 +84,11 @@ export class GroupCommit<Origin> {
   }
 
   /** A cumulative acknowledgement: the recipient's messages up to `upTo` leave the queue. */
-  ack(recipientId: number, upTo: number): void {
-    const previous = this.acks.get(recipientId)
-    if (previous === undefined || upTo > previous) this.acks.set(recipientId, upTo)
+  ack(recipientId: number, recipientDevice: number, upTo: number): void {
+    const key = queueKey(recipientId, recipientDevice)
+    const previous = this.acks.get(key)
+    if (previous === undefined || upTo > previous.upTo)
+      this.acks.set(key, { recipientId, recipientDevice, upTo })
     this.schedule()
   }
 
@@ -102,7 +111,7 @@ export class GroupCommit<Origin> {
 
   private async commitBatch(
     sends: readonly PendingSend<Origin>[],
-    acks: ReadonlyMap<number, number>,
+    acks: readonly QueueAck[],
   ): Promise<RelayOutcome[]> {
     const messages = sends.map((pending) => pending.message)
     const dropped = this.handlers.screen && messages.length > 0 ? await this.handlers.screen(messages) : []
@@ -119,21 +128,18 @@ export class GroupCommit<Origin> {
    * failed transaction stored nothing, and the parts keep the arrival order. When the database itself
    * is down this costs at most twice as many (failing) transactions as the batch has sends.
    */
-  private async settle(
-    sends: readonly PendingSend<Origin>[],
-    acks: ReadonlyMap<number, number>,
-  ): Promise<void> {
+  private async settle(sends: readonly PendingSend<Origin>[], acks: readonly QueueAck[]): Promise<void> {
     let outcomes: RelayOutcome[]
     try {
       outcomes = await this.commitBatch(sends, acks)
     } catch (error) {
-      if (acks.size > 0 && sends.length > 0) {
+      if (acks.length > 0 && sends.length > 0) {
         await this.settle([], acks)
-        await this.settle(sends, new Map())
+        await this.settle(sends, [])
       } else if (sends.length > 1) {
         const half = Math.ceil(sends.length / 2)
-        await this.settle(sends.slice(0, half), new Map())
-        await this.settle(sends.slice(half), new Map())
+        await this.settle(sends.slice(0, half), [])
+        await this.settle(sends.slice(half), [])
       } else {
         this.report(() => this.handlers.failed(sends, error))
       }
@@ -154,7 +160,7 @@ export class GroupCommit<Origin> {
   private flush(): void {
     if (this.sends.length === 0 && this.acks.size === 0) return
     const sends = this.sends
-    const acks = this.acks
+    const acks = [...this.acks.values()]
     this.sends = []
     this.acks = new Map()
     this.running = this.settle(sends, acks)

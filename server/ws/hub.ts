@@ -39,8 +39,9 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
 import { ONE_TIME_PREKEY_REFILL_THRESHOLD } from '../../shared/limits.js'
 import type { RelayEvents, ServerLimits } from '../context.js'
+import { type DeviceAddress, primaryDevice } from '../db/devices.js'
 import { countOneTimePreKeys } from '../db/prekeys.js'
-import { lastPositions, type QueueRepository } from '../db/queue.js'
+import { lastPositions, type QueueRepository, queueKey } from '../db/queue.js'
 import { blockedPairs, grantPresence, presenceVisibleTo, type RelationsKey } from '../db/relations.js'
 import type { Db, TokenEnding } from '../db/schema.js'
 import { findSession, liveTokenHashes, type Session, tokenEnding } from '../db/tokens.js'
@@ -69,6 +70,7 @@ import { LocalConnections, type LocalUser } from './local-connections.js'
 import type { SendRequest } from './parse.js'
 import {
   type MessageCommitted,
+  PRIMARY_DEVICE,
   primaryAddress,
   type RelayBus,
   type RelayEvent,
@@ -462,7 +464,10 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     this.writer.send({
       message: {
         recipientId,
+        // Until sends carry one envelope per device (issue 12), every account has device 1 only.
+        recipientDevice: PRIMARY_DEVICE,
         senderId: connection.user!.id,
+        senderDevice: connection.device!.deviceId,
         clientId: Buffer.from(frame.id, 'base64url'),
         body: Buffer.from(frame.body.toString('latin1'), 'base64url'),
         now,
@@ -476,7 +481,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     const user = this.local.userOf(connection)
     if (!user || upTo <= user.ackedUpTo) return
     user.ackedUpTo = upTo
-    this.writer.ack(user.id, upTo)
+    this.writer.ack(user.id, connection.device!.deviceId, upTo)
     for (const connection of user.connections) connection.acknowledged(upTo)
   }
 
@@ -490,7 +495,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
           this.metrics.messageAccepted()
           this.publish({
             kind: 'message.committed',
-            address: primaryAddress(message.recipientId),
+            address: { userId: message.recipientId, deviceId: message.recipientDevice },
             seq: outcome.seq,
             copy: {
               id: origin.id,
@@ -580,7 +585,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
 
   /** Tells these connections of a user when their one-time prekeys run low. */
   checkPreKeys(userId: number, ...connections: RelayConnection[]): void {
-    countOneTimePreKeys(this.db, userId).then(
+    countOneTimePreKeys(this.db, primaryDevice(userId)).then(
       (remaining) => {
         if (remaining >= ONE_TIME_PREKEY_REFILL_THRESHOLD) return
         const frame = preKeysLowFrame(remaining)
@@ -751,21 +756,26 @@ export class RelayHub implements RelayEvents, ConnectionHost {
       this.recheckAgain ||= resumed
       return
     }
-    const waiting = new Map<number, RelayConnection[]>()
+    const waiting = new Map<string, { device: DeviceAddress; connections: RelayConnection[] }>()
     for (const connection of this.local.all) {
-      const user = this.local.userOf(connection)
-      if (!user || !connection.waitingForCommits) continue
-      const connections = waiting.get(user.id)
-      if (connections) connections.push(connection)
-      else waiting.set(user.id, [connection])
+      const device = connection.device
+      if (!device || !this.local.userOf(connection) || !connection.waitingForCommits) continue
+      const key = queueKey(device.userId, device.deviceId)
+      const queue = waiting.get(key)
+      if (queue) queue.connections.push(connection)
+      else waiting.set(key, { device, connections: [connection] })
     }
     if (waiting.size === 0) return
     this.rechecking = true
-    lastPositions(this.db, [...waiting.keys()])
+    lastPositions(
+      this.db,
+      this.queue.dialect,
+      [...waiting.values()].map((queue) => queue.device),
+    )
       .then(
         (positions) => {
-          for (const [userId, connections] of waiting) {
-            const last = positions.get(userId)
+          for (const [key, { connections }] of waiting) {
+            const last = positions.get(key)
             if (last !== undefined) for (const connection of connections) connection.recheck(last)
           }
         },

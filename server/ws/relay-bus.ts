@@ -25,17 +25,16 @@
  * sockets.
  */
 
-/** Where an event is for: a user's device. One queue per address. */
-export interface Address {
-  readonly userId: number
-  readonly deviceId: number
-}
+import { type DeviceAddress, PRIMARY_DEVICE_ID, primaryDevice } from '../db/devices.js'
 
-/** Every account has this one device until the protocol has several. */
-export const PRIMARY_DEVICE = 1
+/** Where an event is for: a user's device. One queue per address (db/devices.ts). */
+export type Address = DeviceAddress
+
+/** The device that registered the account: every account has it until devices can be linked. */
+export const PRIMARY_DEVICE = PRIMARY_DEVICE_ID
 
 export function primaryAddress(userId: number): Address {
-  return { userId, deviceId: PRIMARY_DEVICE }
+  return primaryDevice(userId)
 }
 
 /** One name per address (a Redis channel name can be built on it; the braces make it a hash tag). */

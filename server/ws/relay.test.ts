@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { toBase64Url } from '../../shared/bytes.js'
 import { FRAME_VERSION } from '../../shared/codec/frames.js'
 import { MAX_ENVELOPE_BYTES, ONE_TIME_PREKEY_REFILL_THRESHOLD } from '../../shared/limits.js'
+import { primaryDevice } from '../db/devices.js'
 import { countQueued } from '../db/queue.js'
 import { ServerErrorCode } from '../errors.js'
 import { createTestDatabase, DIALECTS, postgresUnavailable } from '../test/databases.js'
@@ -392,7 +393,7 @@ for (const dialect of DIALECTS) {
     })
 
     it('closes the socket of a token revoked because newer log-ins passed the per-user limit', async () => {
-      const server = await serve({ limits: { maxTokensPerUser: 2 } })
+      const server = await serve({ limits: { maxTokensPerDevice: 2 } })
       const alice = await signUp(server)
       const oldest = await online(server, alice, 'oldest')
       // Tokens are ordered by when they were issued: one millisecond apart on the test clock.
@@ -484,5 +485,5 @@ async function settled(server: TestServer, member: Member, count: number) {
     .select('id')
     .where('username', '=', member.client.username)
     .executeTakeFirstOrThrow()
-  expect(await countQueued(server.database.db, user.id)).toBe(count)
+  expect(await countQueued(server.database.db, primaryDevice(user.id))).toBe(count)
 }

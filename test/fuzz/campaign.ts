@@ -98,7 +98,7 @@ export interface PhaseReport {
     readonly users: { readonly expected: number; readonly actual: number }
     readonly honestRowsUnchanged: boolean
     readonly honestQueueEmpty: boolean
-    readonly maxTokensPerUser: number
+    readonly maxTokensPerDevice: number
     readonly maxOneTimePreKeysPerUser: number
   }
 }
@@ -1135,7 +1135,7 @@ async function integrity(
     users: { expected: expectedUsers, actual: Number(users.count) },
     honestRowsUnchanged: (await snapshotHonest(server, honestNames)) === honestBefore,
     honestQueueEmpty: (await queuedFor(server, honestNames)) === 0,
-    maxTokensPerUser: Math.max(0, ...tokens.map((row) => Number(row.count))),
+    maxTokensPerDevice: Math.max(0, ...tokens.map((row) => Number(row.count))),
     maxOneTimePreKeysPerUser: Math.max(0, ...preKeys.map((row) => Number(row.count))),
   }
 }
@@ -1316,7 +1316,7 @@ export function phaseFailures(report: PhaseReport): string[] {
   if (!integrity.honestRowsUnchanged) problems.push(`${report.phase}: the honest users' rows changed`)
   if (!integrity.honestQueueEmpty)
     problems.push(`${report.phase}: messages still queued for the honest users`)
-  if (integrity.maxTokensPerUser > DEFAULT_LIMITS.maxTokensPerUser)
+  if (integrity.maxTokensPerDevice > DEFAULT_LIMITS.maxTokensPerDevice)
     problems.push(`${report.phase}: a user holds too many tokens`)
   if (integrity.maxOneTimePreKeysPerUser > DEFAULT_LIMITS.maxOneTimePreKeysPerUser)
     problems.push(`${report.phase}: a user holds too many one-time prekeys`)
