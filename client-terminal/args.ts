@@ -4,6 +4,7 @@
  * Invocation or a UsageError out.
  */
 import { parseArgs } from 'node:util'
+import { DEFAULT_HISTORY, MAX_HISTORY_COUNT } from './commands.js'
 import { UsageError } from './exit-codes.js'
 
 export const DEFAULT_SERVER = 'https://localhost:8443'
@@ -20,6 +21,9 @@ export const USAGE = `Usage:
   secure-chat send <user> <text> [options]           send a message; returns once the server accepted it
   secure-chat read [--from <user>] [--json] [--wait <seconds>] [options]
                                                      print unread messages and mark them read
+  secure-chat history <user> [-n <count>] [--json]   print the conversation stored here, oldest first:
+                                                     the last ${DEFAULT_HISTORY} messages, or <count> (up to ${MAX_HISTORY_COUNT}); marks
+                                                     nothing read and needs no server
   secure-chat verify <user> [--json]                 print the safety number to compare
   secure-chat verify <user> --confirm --number <digits> [--json]
                                                      mark it verified: <digits> are the 60 you compared
@@ -77,6 +81,14 @@ export type Invocation =
       readonly waitSeconds: number | undefined
     }
   | {
+      readonly command: 'history'
+      readonly options: GlobalOptions
+      readonly peer: string
+      /** How many of the newest messages to print (1 to MAX_HISTORY_COUNT). */
+      readonly count: number
+      readonly json: boolean
+    }
+  | {
       readonly command: 'verify'
       readonly options: GlobalOptions
       readonly peer: string
@@ -100,6 +112,7 @@ const COMMANDS = [
   'reinstall',
   'send',
   'read',
+  'history',
   'verify',
   'accept-key',
   'delete-account',
@@ -118,6 +131,7 @@ const COMMAND_OPTIONS: Record<CommandName | 'interactive', readonly string[]> = 
   reinstall: [],
   send: ['json'],
   read: ['from', 'json', 'wait'],
+  history: ['n', 'json'],
   verify: ['confirm', 'number', 'json'],
   'accept-key': [],
   'delete-account': [],
@@ -151,9 +165,11 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
   }
   if (command === 'help') return { command: 'help' }
 
-  for (const name of ['from', 'json', 'wait', 'confirm', 'number', 'end-other-sessions'] as const) {
+  for (const name of ['from', 'json', 'wait', 'n', 'confirm', 'number', 'end-other-sessions'] as const) {
     if (values[name] !== undefined && !COMMAND_OPTIONS[command].includes(name)) {
-      throw new UsageError(`--${name}: expected only with ${commandsTaking(name)}, got it with ${command}`)
+      throw new UsageError(
+        `${optionName(name)}: expected only with ${commandsTaking(name)}, got it with ${command}`,
+      )
     }
   }
   const options: GlobalOptions = {
@@ -182,6 +198,10 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
     case 'read': {
       exactly(command, rest, [])
       return { command, options, from: nonEmpty(values.from), json, waitSeconds: waitSeconds(values.wait) }
+    }
+    case 'history': {
+      const [peer] = exactly(command, rest, ['<user>'])
+      return { command, options, peer: peer as string, count: historyCount(values.n), json }
     }
     case 'verify': {
       const [peer] = exactly(command, rest, ['<user>'])
@@ -225,12 +245,19 @@ function parse(argv: readonly string[]) {
       from: { type: 'string' },
       json: { type: 'boolean' },
       wait: { type: 'string' },
+      // Only the short form is documented (`-n 20`, as head and tail take it); `--n` is its long name.
+      n: { type: 'string', short: 'n' },
       confirm: { type: 'boolean' },
       number: { type: 'string' },
       'end-other-sessions': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   })
+}
+
+/** How an option is written: `-n`, `--json`. */
+function optionName(option: string): string {
+  return option.length === 1 ? `-${option}` : `--${option}`
 }
 
 function commandsTaking(option: string): string {
@@ -255,6 +282,16 @@ function waitSeconds(raw: string | undefined): number | undefined {
     throw new UsageError(`--wait: expected seconds from 0 to ${MAX_WAIT_SECONDS}, got "${raw}"`)
   }
   return seconds
+}
+
+/** `history -n`: a whole number of messages, written in digits, from 1 to MAX_HISTORY_COUNT. */
+function historyCount(raw: string | undefined): number {
+  if (raw === undefined) return DEFAULT_HISTORY
+  const count = Number(raw)
+  if (!/^\d+$/.test(raw) || count < 1 || count > MAX_HISTORY_COUNT) {
+    throw new UsageError(`-n: expected a whole number from 1 to ${MAX_HISTORY_COUNT}, got "${raw}"`)
+  }
+  return count
 }
 
 /**

@@ -1,6 +1,6 @@
 /**
- * The non-interactive commands for scripts: register, reinstall, send, read, verify, accept-key,
- * delete-account, password, block, unblock.
+ * The non-interactive commands for scripts: register, reinstall, send, read, history, verify,
+ * accept-key, delete-account, password, block, unblock.
  * Each opens the local account, does one thing, and exits with a code from exit-codes.ts; results
  * go to stdout (text, or JSON with --json), diagnostics to stderr as single lines.
  *
@@ -39,7 +39,14 @@ import { readPassword, readPasswordChange } from './password.js'
 import { certificatesFile, dataDirectory } from './paths.js'
 import { describeNetworkError, isCertificateError, parseServerUrl } from './transport.js'
 import { trustContext, trustedCertificates } from './trust.js'
-import { formatTimestamp, messageTime, safeText, safetyNumberRows, terminalJson } from './view.js'
+import {
+  DELIVERY_MARKS,
+  formatTimestamp,
+  messageTime,
+  safeText,
+  safetyNumberRows,
+  terminalJson,
+} from './view.js'
 
 /** Waiting for the relay to accept our login (the core gives up after this long). */
 export const ONLINE_TIMEOUT_MS = 30_000
@@ -155,6 +162,7 @@ const COMMANDS: {
   reinstall: reinstallCommand,
   send: sendCommand,
   read: readCommand,
+  history: historyCommand,
   verify: verifyCommand,
   'accept-key': acceptKeyCommand,
   'delete-account': deleteAccountCommand,
@@ -406,8 +414,18 @@ export function readRecord(
  * place of the text), later lines indented; made safe to print, the sender's name too.
  */
 export function readLine(message: MessageView, timeZone?: string): string {
+  return scriptLine(message, message.peer, '', timeZone)
+}
+
+/** "time author: text suffix", the text's later lines indented, everything made safe to print. */
+function scriptLine(
+  message: MessageView,
+  author: string,
+  suffix: string,
+  timeZone: string | undefined,
+): string {
   const text = safeText(noticeText(message) ?? message.text, { keepNewlines: true }).replace(/\n/g, '\n    ')
-  return `${formatTimestamp(messageTime(message), timeZone)} ${safeText(message.peer)}: ${text}\n`
+  return `${formatTimestamp(messageTime(message), timeZone)} ${safeText(author)}: ${text}${suffix}\n`
 }
 
 /** The newest `count` incoming messages from `peer`, oldest first. */
@@ -486,6 +504,76 @@ async function readCommand(
     for (const [peer, order] of newest) await client.markRead(peer, order)
   } finally {
     for (const stop of stops) stop()
+    await client.close()
+  }
+}
+
+/**
+ * A line of `history --json`. Where a field means what it means in `read --json` it has that name
+ * (`from` is who wrote it: the contact, or this account for what it sent); `state` only for what
+ * this account sent. Scripts are told to ignore fields they do not know, so more can be added (the
+ * sending device, once an account has several).
+ */
+export interface HistoryEntry {
+  readonly direction: 'in' | 'out'
+  readonly from: string
+  readonly to: string
+  readonly id: string
+  readonly kind: MessageKind
+  readonly text: string
+  /** The writer's clock when written (ms since the epoch). */
+  readonly sentAt: number
+  /** When the server accepted it (ms since the epoch); unset while an outgoing one is still sending. */
+  readonly receivedAt: number | undefined
+  /** Outgoing only: sending, accepted (by the server), delivered (to the contact's device), failed. */
+  readonly state?: Exclude<DeliveryState, 'received'>
+}
+
+/** An entry of the conversation between `self` (this account) and `message.peer`, as `history --json` prints it. */
+export function historyRecord(message: MessageView, self: string): HistoryEntry {
+  const outgoing = message.direction === 'out'
+  return {
+    direction: message.direction,
+    from: outgoing ? self : message.peer,
+    to: outgoing ? message.peer : self,
+    id: message.id,
+    kind: message.kind,
+    text: noticeText(message) ?? message.text,
+    sentAt: message.sentAt,
+    receivedAt: message.serverAt,
+    ...(outgoing && message.state !== 'received' ? { state: message.state } : {}),
+  }
+}
+
+/**
+ * An entry as plain `history` prints it: what arrived as `read` prints it, what this account sent
+ * under its own name with the delivery mark the interactive client shows ("… ✓ ✓✓ ✗").
+ */
+export function historyLine(message: MessageView, self: string, timeZone?: string): string {
+  if (message.direction === 'in') return readLine(message, timeZone)
+  const mark = DELIVERY_MARKS[message.state]
+  return scriptLine(message, self, mark === '' ? '' : ` ${mark}`, timeZone)
+}
+
+/**
+ * The stored conversation with a user, the newest `count` entries oldest first. Local only: the
+ * password unlocks the store, nothing connects, and nothing is marked read or written.
+ */
+async function historyCommand(
+  context: CommandContext,
+  invocation: Extract<Invocation, { command: 'history' }>,
+): Promise<void> {
+  const peer = normalizedUsername(invocation.peer)
+  const { client } = await openChosenAccount(context)
+  try {
+    for (const message of await client.history(peer, { limit: invocation.count })) {
+      context.io.stdout.write(
+        invocation.json
+          ? `${terminalJson(historyRecord(message, client.username))}\n`
+          : historyLine(message, client.username),
+      )
+    }
+  } finally {
     await client.close()
   }
 }

@@ -25,7 +25,12 @@ export type Command =
   | { readonly kind: 'empty' }
   | { readonly kind: 'invalid'; readonly message: string }
 
-/** The most messages /history shows at once. */
+/** Messages of a conversation shown when no count is given (/history, `secure-chat history`). */
+export const DEFAULT_HISTORY = 50
+/**
+ * The most messages /history and `secure-chat history` read at once: each is decrypted and held in
+ * memory, and a thousand is more than a screen or a glance at a log shows.
+ */
 export const MAX_HISTORY_COUNT = 1_000
 
 export interface CommandHelp {

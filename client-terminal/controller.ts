@@ -18,7 +18,7 @@ import { ClientErrorCode, isClientError } from '../shared/client/errors.js'
 import { isProtocolError } from '../shared/errors.js'
 import { USER_SEARCH_MIN_LENGTH } from '../shared/limits.js'
 import { normalizeUsername } from '../shared/username.js'
-import { COMMAND_HELP, type Command, parseCommand } from './commands.js'
+import { COMMAND_HELP, type Command, DEFAULT_HISTORY, parseCommand } from './commands.js'
 import {
   accountDeletedWarning,
   blockedWarning,
@@ -78,7 +78,6 @@ export interface AccountBackend {
   removeLocal(username: string): void
 }
 
-export const DEFAULT_HISTORY = 50
 /** Notices kept (the view shows the last few). */
 export const MAX_NOTICES = 100
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { DEFAULT_SERVER, parseInvocation } from '../args.js'
+import { DEFAULT_HISTORY, MAX_HISTORY_COUNT } from '../commands.js'
 import { UsageError } from '../exit-codes.js'
 
 const env = {}
@@ -65,6 +66,20 @@ describe('parseInvocation', () => {
     expect(parseInvocation(['block', 'bob'], env)).toMatchObject({ command: 'block', peer: 'bob' })
     expect(parseInvocation(['unblock', 'bob'], env)).toMatchObject({ command: 'unblock', peer: 'bob' })
     expect(() => parseInvocation(['block'], env)).toThrow(/block/)
+    expect(parseInvocation(['history', 'bob'], env)).toMatchObject({
+      command: 'history',
+      peer: 'bob',
+      count: DEFAULT_HISTORY,
+      json: false,
+    })
+    expect(parseInvocation(['history', 'bob', '-n', '5', '--json'], env)).toMatchObject({
+      count: 5,
+      json: true,
+    })
+    expect(parseInvocation(['history', '-n7', 'bob'], env)).toMatchObject({ peer: 'bob', count: 7 })
+    expect(parseInvocation(['history', 'bob', '-n', String(MAX_HISTORY_COUNT)], env)).toMatchObject({
+      count: MAX_HISTORY_COUNT,
+    })
     expect(parseInvocation(['help'], env)).toEqual({ command: 'help' })
     expect(parseInvocation(['read', '--help'], env)).toEqual({ command: 'help' })
   })
@@ -88,6 +103,18 @@ describe('parseInvocation', () => {
     [['verify', 'bob', '--confirm', '--number', '1'.repeat(59)], '--number: expected 60 digits'],
     [['verify', 'bob', '--confirm', '--number', `${'1'.repeat(59)}x`], '--number: expected 60 digits'],
     [['read', '--number', '1'], '--number: expected only with verify'],
+    [['history'], 'history: expected <user>'],
+    [['history', 'bob', 'carol'], 'history: expected <user>'],
+    [['history', 'bob', '-n', '0'], `-n: expected a whole number from 1 to ${MAX_HISTORY_COUNT}, got "0"`],
+    [['history', 'bob', '-n-3'], '-n: expected a whole number from 1 to'],
+    [['history', 'bob', '-n', '2.5'], '-n: expected a whole number from 1 to'],
+    [['history', 'bob', '-n', '1e2'], '-n: expected a whole number from 1 to'],
+    [['history', 'bob', '-n', ' 5'], '-n: expected a whole number from 1 to'],
+    [['history', 'bob', '-n', ''], '-n: expected a whole number from 1 to'],
+    [['history', 'bob', '-n', String(MAX_HISTORY_COUNT + 1)], '-n: expected a whole number from 1 to'],
+    [['history', 'bob', '-n'], "'-n"],
+    [['history', 'bob', '--wait', '1'], '--wait: expected only with read'],
+    [['read', '-n', '5'], '-n: expected only with history'],
   ]
   it.each(mistakes)('refuses %j', (argv, message) => {
     expect(() => parseInvocation(argv, env)).toThrow(UsageError)

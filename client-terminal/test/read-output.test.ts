@@ -1,11 +1,12 @@
 /**
- * What `read` prints for each entry it collects (the command itself, against the real server, is
- * in e2e.test.ts): with --json a line carrying the entry's kind and, for a notice, its sentence as
- * the text; in plain text the time, the sender and the text or sentence, safe to print.
+ * What `read` and `history` print for each entry (the commands themselves, against the real server,
+ * are in e2e.test.ts and history.test.ts): with --json a line carrying the entry's kind and, for a
+ * notice, its sentence as the text; in plain text the time, the sender and the text or sentence,
+ * safe to print.
  */
 import { describe, expect, it } from 'vitest'
 import { type MessageKind, type MessageView, noticeText } from '../../shared/client/chat-client.js'
-import { readLine, readRecord } from '../cli.js'
+import { historyLine, historyRecord, readLine, readRecord } from '../cli.js'
 
 const AT = Date.UTC(2027, 0, 15, 9, 5, 7)
 
@@ -85,6 +86,73 @@ describe('read', () => {
 
   it("strips control characters from a hostile sender's name, as the sender and in the sentence", () => {
     const line = readLine(entry('unreadable', { peer: 'mal\u001b]0;owned\u0007lory' }), 'UTC')
+    const safe = 'mal\uFFFD]0;owned\uFFFDlory'
+    expect(line).toBe(
+      `2027-01-15 09:05:07 ${safe}: A message from ${safe} could not be read: it decrypted, but its content was damaged.\n`,
+    )
+  })
+})
+
+describe('history --json', () => {
+  it('prints an incoming entry with the fields `read --json` gives it, its direction, and no state', () => {
+    expect(JSON.parse(JSON.stringify(historyRecord(entry('text'), 'alice')))).toEqual({
+      direction: 'in',
+      from: 'bob',
+      to: 'alice',
+      id: 'id-1',
+      kind: 'text',
+      text: 'hello alice',
+      sentAt: AT - 1000,
+      receivedAt: AT,
+    })
+  })
+
+  it('prints an outgoing entry from this account, with its delivery state', () => {
+    const sent = entry('text', { direction: 'out', text: 'hi bob', state: 'delivered' })
+    expect(JSON.parse(JSON.stringify(historyRecord(sent, 'alice')))).toEqual({
+      direction: 'out',
+      from: 'alice',
+      to: 'bob',
+      id: 'id-1',
+      kind: 'text',
+      text: 'hi bob',
+      sentAt: AT - 1000,
+      receivedAt: AT,
+      state: 'delivered',
+    })
+    // Not yet accepted: no server time, as `read --json` leaves out one it does not know.
+    const sending = entry('text', { direction: 'out', state: 'sending', serverAt: undefined })
+    expect(JSON.parse(JSON.stringify(historyRecord(sending, 'alice')))).not.toHaveProperty('receivedAt')
+    expect(historyRecord(sending, 'alice').state).toBe('sending')
+  })
+
+  it('prints a notice with its kind and its sentence as the text, as `read --json` does', () => {
+    expect(historyRecord(entry('lost'), 'alice')).toMatchObject({
+      direction: 'in',
+      kind: 'lost',
+      text: noticeText({ kind: 'lost', peer: 'bob' }),
+    })
+  })
+})
+
+describe('history', () => {
+  it('prints what arrived as `read` does, and what this account sent under its name, with the delivery mark', () => {
+    expect(historyLine(entry('text', { text: 'two\nlines' }), 'alice', 'UTC')).toBe(
+      '2027-01-15 09:05:07 bob: two\n    lines\n',
+    )
+    // Ours at our own clock's time of writing (sentAt), as both UIs show it.
+    const sent = entry('text', { direction: 'out', text: 'hi bob', state: 'accepted' })
+    expect(historyLine(sent, 'alice', 'UTC')).toBe('2027-01-15 09:05:06 alice: hi bob ✓\n')
+    expect(historyLine({ ...sent, state: 'delivered' }, 'alice', 'UTC')).toBe(
+      '2027-01-15 09:05:06 alice: hi bob ✓✓\n',
+    )
+    expect(historyLine({ ...sent, state: 'failed' }, 'alice', 'UTC')).toBe(
+      '2027-01-15 09:05:06 alice: hi bob ✗\n',
+    )
+  })
+
+  it('prints a notice as its sentence and strips control characters from a hostile name', () => {
+    const line = historyLine(entry('unreadable', { peer: 'mal\u001b]0;owned\u0007lory' }), 'alice', 'UTC')
     const safe = 'mal\uFFFD]0;owned\uFFFDlory'
     expect(line).toBe(
       `2027-01-15 09:05:07 ${safe}: A message from ${safe} could not be read: it decrypted, but its content was damaged.\n`,
