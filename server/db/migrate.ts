@@ -23,6 +23,7 @@ import * as deletedUsernames from './migrations/2026-12-03-04-deleted-usernames.
 import * as uniqueIdentityKeys from './migrations/2026-12-03-05-unique-identity-keys.js'
 import * as keyChecks from './migrations/2026-12-03-06-key-checks.js'
 import * as endedTokens from './migrations/2026-12-03-07-ended-tokens.js'
+import * as provisioningChannels from './migrations/2026-12-03-09-provisioning-channels.js'
 import type { SqlDialect } from './schema.js'
 
 interface DialectMigration {
@@ -45,6 +46,7 @@ export const MIGRATIONS: Readonly<Record<string, DialectMigration>> = {
   '2026-12-03-05-unique-identity-keys': uniqueIdentityKeys,
   '2026-12-03-06-key-checks': keyChecks,
   '2026-12-03-07-ended-tokens': endedTokens,
+  '2026-12-03-09-provisioning-channels': provisioningChannels,
 }
 
 export const MIGRATION_TABLE = 'kysely_migration'
