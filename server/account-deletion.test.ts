@@ -56,6 +56,7 @@ const USER_ID_COLUMNS = new Set([
   'owner_id',
   'target_id',
   'requester_id',
+  'claimed_by',
 ])
 
 /** The columns of `rows` that hold this user id, and the values that contain these bytes. */

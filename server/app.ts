@@ -5,7 +5,8 @@
  *   security headers (helmet: strict CSP, HSTS) → rate limits → error handling →
  *   /health, /ready (plugins/health.ts) → /metrics, only with a token (plugins/metrics.ts) →
  *   /ws: the relay (ws/relay.ts; authenticated by its first frame) →
- *   /api/v1: health, accounts, keys (authenticated), users (authenticated)
+ *   /api/v1: health, accounts, keys (authenticated), users (authenticated), blocks (authenticated),
+ *            provisioning channels (routes/provisioning.ts: linking a device)
  *
  * Every route has request and response schemas from shared/codec/api.ts; requests are validated by
  * TypeBox's compiler (the same one shared/codec/schema.ts `decode` uses), responses serialised
@@ -19,11 +20,13 @@ import { TypeBoxValidatorCompiler } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Redis } from 'ioredis'
 import { API_PREFIX, HealthResponse } from '../shared/codec/api.js'
+import { PROVISIONING_POLL_WAIT_MS } from '../shared/limits.js'
 import { DEVICE_PROOF_KEY_PURPOSE, DeviceProofs } from './auth/device-proof.js'
 import { LoginLimiter, type LoginLimiting, type LoginLimits } from './auth/login-limiter.js'
 import { RedisLoginLimiter } from './auth/redis-login-limiter.js'
 import type { ServerContext, ServerLimits } from './context.js'
 import { claimsKeptMs, purgeOneTimePreKeyClaims } from './db/prekeys.js'
+import { purgeExpiredProvisioningChannels } from './db/provisioning.js'
 import { countAllQueued } from './db/queue.js'
 import { dialectOf, openQueueRepository } from './db/queue-repository.js'
 import { RelationsKey } from './db/relations.js'
@@ -56,6 +59,7 @@ import {
   MAX_BAD_FRAMES_PER_CONNECTION,
   MAX_CONNECTIONS_PER_USER,
   MAX_ONE_TIME_PREKEYS_PER_USER,
+  MAX_OPEN_PROVISIONING_CHANNELS_PER_ADDRESS,
   MAX_QUEUED_BYTES_PER_RECIPIENT,
   MAX_QUEUED_BYTES_PER_SENDER,
   MAX_QUEUED_MESSAGES_PER_RECIPIENT,
@@ -65,6 +69,10 @@ import {
   MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS,
   MESSAGE_TTL_MS,
   ONE_TIME_PREKEY_CLAIMS_PER_TARGET,
+  PROVISIONING_CHANNEL_TTL_MS,
+  PROVISIONING_OPEN_RATE_LIMIT,
+  PROVISIONING_POLL_INTERVAL_MS,
+  PROVISIONING_RATE_LIMIT,
   QUEUE_DEPTH_SCRAPE_BOUND,
   REGISTER_RATE_LIMIT,
   RELAY_RECHECK_INTERVAL_MS,
@@ -90,6 +98,7 @@ import { accountRoutes } from './routes/accounts.js'
 import { blockRoutes } from './routes/blocks.js'
 import { errorResponses } from './routes/common.js'
 import { keyRoutes } from './routes/keys.js'
+import { provisioningRoutes } from './routes/provisioning.js'
 import { userRoutes } from './routes/users.js'
 import { HSTS_MAX_AGE_SECONDS, type httpsOptions } from './tls.js'
 import { type ClusterPresence, RedisClusterPresence } from './ws/cluster-presence.js'
@@ -141,6 +150,12 @@ export const DEFAULT_LIMITS: ServerLimits = {
   relayRecheckIntervalMs: RELAY_RECHECK_INTERVAL_MS,
   relaySessionRecheckIntervalMs: RELAY_SESSION_RECHECK_INTERVAL_MS,
   maxBadFramesPerConnection: MAX_BAD_FRAMES_PER_CONNECTION,
+  provisioningChannelTtlMs: PROVISIONING_CHANNEL_TTL_MS,
+  provisioningOpenRateLimit: PROVISIONING_OPEN_RATE_LIMIT,
+  maxOpenProvisioningChannelsPerAddress: MAX_OPEN_PROVISIONING_CHANNELS_PER_ADDRESS,
+  provisioningRateLimit: PROVISIONING_RATE_LIMIT,
+  provisioningPollWaitMs: PROVISIONING_POLL_WAIT_MS,
+  provisioningPollIntervalMs: PROVISIONING_POLL_INTERVAL_MS,
 }
 
 declare module 'fastify' {
@@ -225,9 +240,9 @@ export const CONTENT_SECURITY_POLICY = {
 }
 
 /**
- * Deletes expired session tokens, the holds on deleted accounts' names that ended, and expired
- * messages (undelivered ones past their lifetime and tombstones past their idempotency window) at
- * startup and then periodically. Failures are logged
+ * Deletes expired session tokens, the holds on deleted accounts' names that ended, expired
+ * provisioning channels, and expired messages (undelivered ones past their lifetime and tombstones
+ * past their idempotency window) at startup and then periodically. Failures are logged
  * and retried next time; they never stop the server.
  */
 function installMaintenance(
@@ -262,6 +277,16 @@ function installMaintenance(
       await purgeOneTimePreKeyClaims(context.db, context.now(), claimsKeptMs(context.limits))
     } catch (error) {
       app.log.error({ err: error }, 'purging prekey claims failed')
+    }
+    try {
+      const channels = await purgeExpiredProvisioningChannels(context.db, context.now())
+      if (channels > 0)
+        app.log.info(
+          { event: 'purge', provisioningChannels: channels },
+          'expired provisioning channels deleted',
+        )
+    } catch (error) {
+      app.log.error({ err: error }, 'purging provisioning channels failed')
     }
     try {
       const messages = await hub.purgeExpired(context.now())
@@ -520,6 +545,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
       await api.register(keyRoutes, context)
       await api.register(userRoutes, context)
       await api.register(blockRoutes, context)
+      await api.register(provisioningRoutes, context)
     },
     { prefix: API_PREFIX },
   )

@@ -49,6 +49,13 @@ export interface ServerLimits {
   readonly relayRecheckIntervalMs: number
   readonly relaySessionRecheckIntervalMs: number
   readonly maxBadFramesPerConnection: number
+  // Provisioning channels (limits.ts explains each default).
+  readonly provisioningChannelTtlMs: number
+  readonly provisioningOpenRateLimit: RateLimit
+  readonly maxOpenProvisioningChannelsPerAddress: number
+  readonly provisioningRateLimit: RateLimit
+  readonly provisioningPollWaitMs: number
+  readonly provisioningPollIntervalMs: number
 }
 
 /** What the HTTP routes tell the relay about, so connected clients hear of it at once. */

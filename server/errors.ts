@@ -87,6 +87,18 @@ export const ServerErrorCode = {
   TooManySubscriptions: 'E2E_ERR_TOO_MANY_SUBSCRIPTIONS',
   /** The user keeps the most relations allowed (presence grants and blocks): the new one was not stored. */
   TooManyRelations: 'E2E_ERR_TOO_MANY_RELATIONS',
+  /** Provisioning: no channel has this id (never opened, or expired and purged since). */
+  LinkUnknown: 'E2E_ERR_LINK_UNKNOWN',
+  /** Provisioning: the channel's time ran out (PROVISIONING_CHANNEL_TTL_MS): the link code expired. */
+  LinkExpired: 'E2E_ERR_LINK_EXPIRED',
+  /** Provisioning: either side closed the channel: the link code was used. */
+  LinkUsed: 'E2E_ERR_LINK_USED',
+  /** Provisioning: a device of another account claimed the channel first. */
+  LinkClaimed: 'E2E_ERR_LINK_CLAIMED',
+  /** Provisioning: the channel carried as many messages as one may (MAX_PROVISIONING_MESSAGES_PER_CHANNEL). */
+  TooManyLinkMessages: 'E2E_ERR_TOO_MANY_LINK_MESSAGES',
+  /** Provisioning: this address has MAX_OPEN_PROVISIONING_CHANNELS_PER_ADDRESS channels open already. */
+  TooManyLinks: 'E2E_ERR_TOO_MANY_LINKS',
   /** Anything unexpected; details go to the server log only. */
   Internal: 'E2E_ERR_INTERNAL',
 } as const

@@ -3,7 +3,9 @@
  * Protocol-wide limits (username length, prekey batch size, message size) live in shared/limits.ts.
  */
 
+import { base64UrlLength } from '../shared/codec/schema.js'
 import { USER_SEARCH_MAX_RESULTS } from '../shared/limits.js'
+import { MAX_PROVISIONING_SEALED_BYTES } from '../shared/provisioning.js'
 
 const SECOND = 1000
 const MINUTE = 60 * SECOND
@@ -423,3 +425,48 @@ export const TLS_HANDSHAKE_RATE_PER_ADDRESS = { perSecond: 50, burst: 500 }
  * refilled go first, then the oldest.
  */
 export const TLS_HANDSHAKE_LIMITER_MAX_ADDRESSES = 100_000
+
+// --- Provisioning channels: linking a device (issue 12, docs/protocol.md §13.7) ------------------
+
+/**
+ * How long a provisioning channel, and so the link code that names it, lives after it is opened.
+ * Long enough to fetch the other device, unlock it and compare the check on both screens; short
+ * enough that a code photographed off a screen or left in a chat is soon worth nothing.
+ */
+export const PROVISIONING_CHANNEL_TTL_MS = 10 * MINUTE
+
+/**
+ * Channels opened per address per window (POST /provisioning, unauthenticated). Each costs a row
+ * for PROVISIONING_CHANNEL_TTL_MS; a person retries a link a few times at most.
+ */
+export const PROVISIONING_OPEN_RATE_LIMIT = { max: 20, timeWindowMs: 15 * MINUTE }
+
+/**
+ * Channels one address (an IPv6 /64) may have open at once (neither closed nor expired); one more
+ * is refused with E2E_ERR_TOO_MANY_LINKS until one of them ends. A device links one device at a
+ * time, and a household behind one NAT a few; without it an address could keep
+ * PROVISIONING_OPEN_RATE_LIMIT × TTL worth of channels (and their messages) alive. Counted in the
+ * database, so the nodes of a cluster share it.
+ */
+export const MAX_OPEN_PROVISIONING_CHANNELS_PER_ADDRESS = 5
+
+/**
+ * Requests per address per window to each route of an open channel (post, read, close). A linking
+ * device reads about twice a minute (PROVISIONING_POLL_WAIT_MS) and posts a few times; this bounds
+ * what a client that loops on a channel costs.
+ */
+export const PROVISIONING_RATE_LIMIT = { max: 120, timeWindowMs: MINUTE }
+
+/**
+ * How often a waiting read checks the database for a message posted through another node of a
+ * cluster (a post on the same node wakes it at once), and whether the channel closed or expired.
+ * The bus is not needed for it; a message reaches the other device within about this long.
+ */
+export const PROVISIONING_POLL_INTERVAL_MS = SECOND
+
+/**
+ * Largest body of the existing device's post: the largest sealed provisioning message as base64url
+ * (349,564 characters) and room for the JSON around it. Above HTTP_BODY_LIMIT_BYTES, on this one
+ * route, whose session token is checked before the body is read.
+ */
+export const PROVISIONING_BODY_LIMIT_BYTES = base64UrlLength(MAX_PROVISIONING_SEALED_BYTES) + 1024

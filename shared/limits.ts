@@ -132,3 +132,28 @@ export const MAX_RETRY_REQUESTS_ANSWERED_PER_HOUR = 20
  * beyond it and the history travel afterwards, in chunks, over the new device's own sessions.
  */
 export const MAX_PROVISIONING_PLAINTEXT_BYTES = 256 * 1024
+
+/**
+ * Sealed bytes one message of the new device to the existing device on a provisioning channel may
+ * hold (docs/protocol.md §13.7): its name, sealed with the link's keys (provisioning.ts), and room
+ * for a few more fields. The existing device's messages may be as large as
+ * MAX_PROVISIONING_SEALED_BYTES; the new device has nothing large to say, so whoever holds a link
+ * code cannot make the account's device fetch much.
+ */
+export const MAX_PROVISIONING_ANSWER_BYTES = 4096
+
+/**
+ * Messages one provisioning channel carries, both sides together. Linking takes three (the existing
+ * device's ephemeral key, the new device's sealed name, the sealed provisioning message), which
+ * leaves room for a resend or two: a channel is a handshake, not a mailbox.
+ */
+export const MAX_PROVISIONING_MESSAGES_PER_CHANNEL = 8
+
+/**
+ * Longest a read of a provisioning channel waits for a message before the server answers that
+ * there is nothing new (a long poll: the client asks again). Below the clients' request timeout
+ * (30 s, shared/client/transport.ts and the terminal's) and common proxies' idle timeouts (nginx:
+ * 60 s), so the answer arrives before anyone on the way gives up; long enough that a waiting
+ * device asks a couple of times a minute.
+ */
+export const PROVISIONING_POLL_WAIT_MS = 25_000

@@ -41,6 +41,11 @@ export const LINK_CODE_VERSION = 1
 export const LINK_CODE_PREFIX = 'sc1'
 /** Bytes of a provisioning channel's id: random, made by the server, used once. */
 export const PROVISIONING_CHANNEL_ID_BYTES = 16
+/**
+ * Bytes of the secret the server gives the new device with its channel: the new device's
+ * capability on the channel (the code shows only the id). Random; the server keeps its SHA-256.
+ */
+export const PROVISIONING_CHANNEL_SECRET_BYTES = 32
 export const PROVISIONING_SEALED_VERSION = 1
 /** Digits of the check both screens show: one blind guess in a million for whoever is in between. */
 export const LINK_CHECK_DIGITS = 6

@@ -13,6 +13,12 @@ import {
   migrateToLatest,
 } from './migrate.js'
 import { claimPreKeyBundle, listOneTimePreKeyIds } from './prekeys.js'
+import {
+  findProvisioningChannel,
+  openProvisioningChannel,
+  postProvisioningMessage,
+  readProvisioningMessages,
+} from './provisioning.js'
 import { tombstoneKey } from './queue.js'
 import { openQueueRepository } from './queue-repository.js'
 import { block, grantPresence, isBlocked, presenceVisibleTo, RelationsKey } from './relations.js'
@@ -31,6 +37,8 @@ const TABLES = [
   'messages',
   'one_time_prekey_claims',
   'one_time_prekeys',
+  'provisioning_channels',
+  'provisioning_messages',
   'queue_positions',
   'relations',
   'signed_prekeys',
@@ -38,6 +46,8 @@ const TABLES = [
 ]
 /** The tables before 2026-12-02-01-message-metadata. */
 const TABLES_BEFORE_METADATA = ['auth_tokens', 'messages', 'one_time_prekeys', 'signed_prekeys', 'users']
+/** The tables of 2026-12-03-09-provisioning-channels. */
+const PROVISIONING_TABLES = ['provisioning_channels', 'provisioning_messages']
 /** Today's tables less these. */
 const without = (...names: string[]) => TABLES.filter((table) => !names.includes(table))
 /** The tables each migration leaves, by name (those not named leave the tables as they found them). */
@@ -51,6 +61,7 @@ const TABLES_AFTER: Record<string, readonly string[]> = {
     'deleted_usernames',
     'key_checks',
     'ended_tokens',
+    ...PROVISIONING_TABLES,
   ),
   '2026-12-03-02-one-time-prekey-claims': without(
     'devices',
@@ -59,6 +70,7 @@ const TABLES_AFTER: Record<string, readonly string[]> = {
     'deleted_usernames',
     'key_checks',
     'ended_tokens',
+    ...PROVISIONING_TABLES,
   ),
   '2026-12-03-03-relations': without(
     'devices',
@@ -66,11 +78,19 @@ const TABLES_AFTER: Record<string, readonly string[]> = {
     'deleted_usernames',
     'key_checks',
     'ended_tokens',
+    ...PROVISIONING_TABLES,
   ),
-  '2026-12-03-04-deleted-usernames': without('devices', 'link_tokens', 'key_checks', 'ended_tokens'),
-  '2026-12-03-06-key-checks': without('devices', 'link_tokens', 'ended_tokens'),
-  '2026-12-03-07-ended-tokens': without('devices', 'link_tokens'),
-  '2026-12-03-08-devices': TABLES,
+  '2026-12-03-04-deleted-usernames': without(
+    'devices',
+    'link_tokens',
+    'key_checks',
+    'ended_tokens',
+    ...PROVISIONING_TABLES,
+  ),
+  '2026-12-03-06-key-checks': without('devices', 'link_tokens', 'ended_tokens', ...PROVISIONING_TABLES),
+  '2026-12-03-07-ended-tokens': without('devices', 'link_tokens', ...PROVISIONING_TABLES),
+  '2026-12-03-08-devices': without(...PROVISIONING_TABLES),
+  '2026-12-03-09-provisioning-channels': TABLES,
 }
 
 /** The tables a database that has run the first `applied` migrations holds. */
@@ -802,10 +822,7 @@ for (const dialect of DIALECTS) {
         )
         .execute()
 
-      expect(await migrateToLatest(db, dialect)).toEqual([
-        '2026-12-03-07-ended-tokens',
-        '2026-12-03-08-devices',
-      ])
+      expect(await migrateToLatest(db, dialect)).toContain('2026-12-03-07-ended-tokens')
       expect(
         await deleteAccount(database.db, alice.id, {
           heldUntil: 10_000,
@@ -904,7 +921,10 @@ for (const dialect of DIALECTS) {
         .values({ client_id: acknowledgedId, sender_id: aliceId, expires_at: 80_000 })
         .execute()
 
-      expect(await migrateToLatest(db, dialect)).toEqual(['2026-12-03-08-devices'])
+      expect(await migrateToLatest(db, dialect)).toEqual([
+        '2026-12-03-08-devices',
+        '2026-12-03-09-provisioning-channels',
+      ])
       // Each account is device 1 with its login key; last seen is its newest session.
       const devices = await db.selectFrom('devices').selectAll().orderBy('user_id').execute()
       expect(devices.map((row) => ({ ...row, login_key: new TextDecoder().decode(row.login_key) }))).toEqual([
@@ -1027,6 +1047,105 @@ for (const dialect of DIALECTS) {
       ])
       expect(await db.selectFrom('ended_tokens').select('reason').execute()).toEqual([])
       await migrateToLatest(db, dialect)
+    })
+
+    it('provisioning channels: a database written by the previous version gains them; a claimed channel goes with its account', async () => {
+      database = await createTestDatabase(dialect)
+      const db = untyped(database)
+      await migrateTo(db, dialect, '2026-12-03-07-ended-tokens')
+      // Data as the previous version wrote it: two users, one with a session.
+      const [alice, bob] = await Promise.all(
+        ['alice', 'bob'].map((name) =>
+          db.insertInto('users').values(user(name)).returning('id').executeTakeFirstOrThrow(),
+        ),
+      )
+      await db
+        .insertInto('auth_tokens')
+        .values({
+          token_hash: new Uint8Array(32).fill(7),
+          user_id: alice!.id,
+          created_at: 1,
+          expires_at: 10_000,
+        })
+        .execute()
+
+      expect(await migrateToLatest(db, dialect)).toContain('2026-12-03-09-provisioning-channels')
+      expect(await userTables(database)).toEqual(TABLES)
+      const channel = (fill: number) => ({
+        id: new Uint8Array(16).fill(fill),
+        secretHash: new Uint8Array(32).fill(fill),
+        openerHash: new Uint8Array(32).fill(9),
+        now: 100,
+        expiresAt: 1_000,
+      })
+      expect(await openProvisioningChannel(database.db, channel(1), 5)).toEqual({ opened: true })
+      expect(await openProvisioningChannel(database.db, channel(2), 5)).toEqual({ opened: true })
+      const handle = database.db
+      const post = (id: number, claimant: number | undefined) =>
+        postProvisioningMessage(handle, {
+          channelId: new Uint8Array(16).fill(id),
+          recipient: 'new',
+          body: new Uint8Array(32).fill(3),
+          now: 200,
+          maxMessages: 8,
+          ...(claimant === undefined ? {} : { claimant }),
+        })
+      expect(await post(1, alice!.id)).toEqual({ position: 1 })
+      expect(await post(1, bob!.id)).toEqual({ refused: 'claimed' })
+      expect(await post(2, bob!.id)).toEqual({ position: 1 })
+      expect(await readProvisioningMessages(database.db, new Uint8Array(16).fill(1), 'new', 0)).toHaveLength(
+        1,
+      )
+      // The schema refuses ids, hashes and sides of the wrong shape.
+      const row = {
+        id: new Uint8Array(16).fill(5),
+        secret_hash: new Uint8Array(32),
+        opener_hash: new Uint8Array(32),
+        created_at: 1,
+        expires_at: 2,
+      }
+      await expect(
+        db
+          .insertInto('provisioning_channels')
+          .values({ ...row, id: new Uint8Array(15) })
+          .execute(),
+      ).rejects.toThrow()
+      await expect(
+        db
+          .insertInto('provisioning_channels')
+          .values({ ...row, secret_hash: new Uint8Array(31) })
+          .execute(),
+      ).rejects.toThrow()
+      await expect(
+        db
+          .insertInto('provisioning_messages')
+          .values({
+            channel_id: new Uint8Array(16).fill(1),
+            position: 2,
+            recipient: 'other',
+            body: new Uint8Array(1),
+            created_at: 1,
+          })
+          .execute(),
+      ).rejects.toThrow()
+
+      // Deleting bob takes the channel he claimed, with its messages; alice's stays.
+      expect(
+        await deleteAccount(database.db, bob!.id, { heldUntil: 10_000, relationsKey: RelationsKey.random() }),
+      ).toBe(true)
+      expect(await findProvisioningChannel(database.db, new Uint8Array(16).fill(2))).toBeUndefined()
+      expect(await findProvisioningChannel(database.db, new Uint8Array(16).fill(1))).toMatchObject({
+        claimed_by: alice!.id,
+        message_count: 1,
+      })
+      const messages = await db.selectFrom('provisioning_messages').select('channel_id').execute()
+      expect(messages.map((message) => message.channel_id[0])).toEqual([1])
+
+      await migrateTo(db, dialect, '2026-12-03-08-devices')
+      expect(await userTables(database)).toEqual(without(...PROVISIONING_TABLES))
+      expect(await db.selectFrom('users').select('username').orderBy('username').execute()).toEqual([
+        { username: 'alice' },
+      ])
     })
 
     it('enforces the schema: binary lengths are checked and usernames are unique', async () => {

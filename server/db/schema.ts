@@ -189,6 +189,41 @@ export interface EndedTokensTable {
   expires_at: number
 }
 
+/** Which device a provisioning message is for (migration 2026-12-03-09-provisioning-channels). */
+export type ProvisioningSide = 'new' | 'existing'
+
+/**
+ * A one-time provisioning channel between a new device and an existing device of an account
+ * (db/provisioning.ts). Nothing here is readable: ids are random, the secret is kept as its
+ * SHA-256, the opening address as a keyed hash.
+ */
+export interface ProvisioningChannelsTable {
+  /** 16 random bytes, in the link code (shared/provisioning.ts). */
+  id: Uint8Array
+  /** SHA-256 of the new device's 32-byte channel secret, its capability on the channel. */
+  secret_hash: Uint8Array
+  /** HMAC of the opening client's address key under a key derived from the relations key. */
+  opener_hash: Uint8Array
+  /** The account whose device posted first with its session token; null until then. */
+  claimed_by: number | null
+  /** Messages the channel carried (both sides); the last position given out. */
+  message_count: Generated<number>
+  created_at: number
+  expires_at: number
+  /** Set when either side closed it; its messages are deleted then. */
+  closed_at: number | null
+}
+
+/** Ciphertext waiting on a provisioning channel for one side; opaque to the server. */
+export interface ProvisioningMessagesTable {
+  channel_id: Uint8Array
+  /** 1, 2, 3, … in the channel, shared by both sides (so gaps on one side are normal). */
+  position: number
+  recipient: ProvisioningSide
+  body: Uint8Array
+  created_at: number
+}
+
 export interface Database {
   users: UsersTable
   devices: DevicesTable
@@ -204,6 +239,8 @@ export interface Database {
   key_checks: KeyChecksTable
   ended_tokens: EndedTokensTable
   link_tokens: LinkTokensTable
+  provisioning_channels: ProvisioningChannelsTable
+  provisioning_messages: ProvisioningMessagesTable
 }
 
 /** The database handle every repository function takes first: the root handle or a transaction. */
@@ -217,3 +254,4 @@ export type NewUser = Insertable<UsersTable>
 export type PreKeyRow = Pick<Selectable<OneTimePreKeysTable>, 'key_id' | 'public_key' | 'signature'>
 export type SignedPreKeyRow = Selectable<SignedPreKeysTable>
 export type MessageRow = Selectable<MessagesTable>
+export type ProvisioningChannelRow = Selectable<ProvisioningChannelsTable>

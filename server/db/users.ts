@@ -197,6 +197,11 @@ export async function deleteAccount(
       .deleteFrom('one_time_prekey_claims')
       .where((eb) => eb.or([eb('target_id', '=', userId), eb('requester_id', '=', userId)]))
       .execute()
+    // Provisioning channels the account's devices claimed, with what they carried (the foreign
+    // keys' cascade would take them too; named here with the rest).
+    const claimed = trx.selectFrom('provisioning_channels').select('id').where('claimed_by', '=', userId)
+    await trx.deleteFrom('provisioning_messages').where('channel_id', 'in', claimed).execute()
+    await trx.deleteFrom('provisioning_channels').where('claimed_by', '=', userId).execute()
     // Before the user row: the hashes of others' relations with this user are found by owner.
     await deleteRelationsOf(trx, options.relationsKey, userId)
     await trx.deleteFrom('devices').where('user_id', '=', userId).execute()

@@ -46,6 +46,9 @@ export const RELAXED_LIMITS: BuildOptions['limits'] = {
   // tls-handshakes.test.ts tests the shipped limits.
   maxTlsHandshakesInProgressPerAddress: 10_000,
   tlsHandshakeRatePerAddress: { perSecond: 1e9, burst: 1e9 },
+  // server/provisioning.test.ts tests the shipped limits where it means to.
+  provisioningOpenRateLimit: { max: 10_000, timeWindowMs: 60_000 },
+  provisioningRateLimit: { max: 10_000, timeWindowMs: 60_000 },
 }
 
 let certificate: Promise<{ cert: string; key: string }> | undefined

@@ -4,12 +4,19 @@
  */
 import {
   MAX_LISTED_ONE_TIME_PREKEY_IDS,
+  MAX_PROVISIONING_ANSWER_BYTES,
+  MAX_PROVISIONING_MESSAGES_PER_CHANNEL,
   ONE_TIME_PREKEY_BATCH,
   PASSWORD_MAX_LENGTH,
   USER_SEARCH_MAX_RESULTS,
   USERNAME_MAX_LENGTH,
 } from '../limits.js'
 import { LOGIN_SECRET_BYTES } from '../login-secret.js'
+import {
+  MAX_PROVISIONING_SEALED_BYTES,
+  PROVISIONING_CHANNEL_ID_BYTES,
+  PROVISIONING_CHANNEL_SECRET_BYTES,
+} from '../provisioning.js'
 import { USERNAME_PATTERN } from '../username.js'
 import { Base64Url, FixedBase64Url, type Static, Type } from './schema.js'
 
@@ -212,6 +219,88 @@ export const UserSearchResponse = Type.Object(
   { additionalProperties: false },
 )
 export type UserSearchResponse = Static<typeof UserSearchResponse>
+
+// --- Provisioning channels: linking a device (docs/protocol.md §13.7) ------------------------------
+
+export const ProvisioningChannelIdField = FixedBase64Url(
+  PROVISIONING_CHANNEL_ID_BYTES,
+  'provisioning channel id, as in the link code',
+)
+
+/** POST /provisioning: the new device's channel. */
+export const ProvisioningChannelResponse = Type.Object(
+  {
+    channelId: ProvisioningChannelIdField,
+    /** The new device's capability on the channel, sent as `Authorization: Bearer`; shown to nobody. */
+    channelSecret: FixedBase64Url(PROVISIONING_CHANNEL_SECRET_BYTES, 'provisioning channel secret'),
+    /** The server's time when the channel (and the link code) expires. */
+    expiresAt: TimestampField,
+  },
+  { additionalProperties: false },
+)
+export type ProvisioningChannelResponse = Static<typeof ProvisioningChannelResponse>
+
+/**
+ * POST /provisioning/:channelId/new, from the existing device: its ephemeral public key, then the
+ * sealed provisioning message (shared/provisioning.ts); opaque to the server.
+ */
+export const ProvisioningMessageRequest = Type.Object(
+  { message: Base64Url(1, MAX_PROVISIONING_SEALED_BYTES, 'opaque bytes for the new device') },
+  { additionalProperties: false },
+)
+export type ProvisioningMessageRequest = Static<typeof ProvisioningMessageRequest>
+
+/** POST /provisioning/:channelId/existing, from the new device: a small sealed message (its name). */
+export const ProvisioningAnswerRequest = Type.Object(
+  { message: Base64Url(1, MAX_PROVISIONING_ANSWER_BYTES, 'opaque bytes for the existing device') },
+  { additionalProperties: false },
+)
+export type ProvisioningAnswerRequest = Static<typeof ProvisioningAnswerRequest>
+
+/** A message's position in its channel: 1, 2, 3, … across both sides. */
+export const ProvisioningPositionField = Type.Integer({
+  minimum: 1,
+  maximum: MAX_PROVISIONING_MESSAGES_PER_CHANNEL,
+})
+
+export const ProvisioningPostResponse = Type.Object(
+  { position: ProvisioningPositionField },
+  { additionalProperties: false },
+)
+export type ProvisioningPostResponse = Static<typeof ProvisioningPostResponse>
+
+/** Path parameter of /provisioning/:channelId routes. */
+export const ProvisioningChannelParams = Type.Object(
+  { channelId: ProvisioningChannelIdField },
+  { additionalProperties: false },
+)
+export type ProvisioningChannelParams = Static<typeof ProvisioningChannelParams>
+
+/** GET /provisioning/:channelId/(new|existing)?after=: the messages after this position (default 0). */
+export const ProvisioningReadQuery = Type.Object(
+  { after: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_PROVISIONING_MESSAGES_PER_CHANNEL })) },
+  { additionalProperties: false },
+)
+export type ProvisioningReadQuery = Static<typeof ProvisioningReadQuery>
+
+/** The messages for the reading side after the position asked for, oldest first; maybe none. */
+export const ProvisioningMessagesResponse = Type.Object(
+  {
+    messages: Type.Array(
+      Type.Object(
+        {
+          position: ProvisioningPositionField,
+          message: Base64Url(1, MAX_PROVISIONING_SEALED_BYTES, 'opaque bytes from the other device'),
+        },
+        { additionalProperties: false },
+      ),
+      { maxItems: MAX_PROVISIONING_MESSAGES_PER_CHANNEL },
+    ),
+    expiresAt: TimestampField,
+  },
+  { additionalProperties: false },
+)
+export type ProvisioningMessagesResponse = Static<typeof ProvisioningMessagesResponse>
 
 export const ErrorResponse = Type.Object(
   { error: Type.Object({ code: Type.String(), message: Type.String() }, { additionalProperties: false }) },
