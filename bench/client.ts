@@ -36,6 +36,7 @@
  * web drain's page there (and the IndexedDB calls it made, counted, beside it). Progress goes to stderr; stdout gets a table,
  * then one JSON line. It takes several minutes at the default sizes, so `npm run bench` leaves it out.
  */
+
 import { spawn } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { Agent } from 'node:https'
@@ -66,6 +67,7 @@ import {
   type TestClient,
 } from '../server/test/harness.js'
 import { createSelfSignedCertificate, httpsOptions } from '../server/tls.js'
+import { DEFAULT_DEVICE_ID } from '../shared/address.js'
 import { deriveStorageKey, newStorageKeyParameters } from '../shared/at-rest.js'
 import { toBase64Url } from '../shared/bytes.js'
 import { encodeContent } from '../shared/client/content.js'
@@ -315,9 +317,10 @@ async function queueBacklog(
 /** Alice, and Bob with a signed and a one-time prekey, as the bundle Alice starts a session from. */
 async function twoParties() {
   const [alice, bob] = await Promise.all([generateIdentity(), generateIdentity()])
-  const signedPreKey = await generateSignedPreKey(bob, 1)
-  const [oneTimePreKey] = await generateOneTimePreKeys(bob, 2, 1)
+  const signedPreKey = await generateSignedPreKey(bob, DEFAULT_DEVICE_ID, 1)
+  const [oneTimePreKey] = await generateOneTimePreKeys(bob, DEFAULT_DEVICE_ID, 2, 1)
   const bundle: PreKeyBundle = {
+    deviceId: DEFAULT_DEVICE_ID,
     identity: bob.public,
     signedPreKey: publicPreKey(signedPreKey),
     oneTimePreKey: publicPreKey(oneTimePreKey!),

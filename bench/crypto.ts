@@ -22,6 +22,7 @@
  * `peer.libsignal` and the `…VsLibsignal…` ratios. Without it, one line on stderr says the
  * comparison was skipped, and the output is otherwise unchanged.
  */
+import { DEFAULT_DEVICE_ID } from '../shared/address.js'
 import { utf8Encode } from '../shared/bytes.js'
 import {
   generateIdentity,
@@ -63,11 +64,12 @@ async function measure(
 
 async function newConversation(): Promise<{ alice: Session; bob: Session }> {
   const [aliceIdentity, bobIdentity] = await Promise.all([generateIdentity(), generateIdentity()])
-  const signedPreKey = await generateSignedPreKey(bobIdentity, 1)
-  const [oneTimePreKey] = await generateOneTimePreKeys(bobIdentity, 1, 1)
+  const signedPreKey = await generateSignedPreKey(bobIdentity, DEFAULT_DEVICE_ID, 1)
+  const [oneTimePreKey] = await generateOneTimePreKeys(bobIdentity, DEFAULT_DEVICE_ID, 1, 1)
   const started = await startSession(
     aliceIdentity,
     {
+      deviceId: DEFAULT_DEVICE_ID,
       identity: bobIdentity.public,
       signedPreKey: publicPreKey(signedPreKey),
       oneTimePreKey: publicPreKey(oneTimePreKey!),
@@ -109,8 +111,12 @@ async function benchAlternating(): Promise<number> {
 
 async function benchX3dh(): Promise<number> {
   const [alice, bob] = await Promise.all([generateIdentity(), generateIdentity()])
-  const signedPreKey = await generateSignedPreKey(bob, 1)
-  const bundle = { identity: bob.public, signedPreKey: publicPreKey(signedPreKey) }
+  const signedPreKey = await generateSignedPreKey(bob, DEFAULT_DEVICE_ID, 1)
+  const bundle = {
+    deviceId: DEFAULT_DEVICE_ID,
+    identity: bob.public,
+    signedPreKey: publicPreKey(signedPreKey),
+  }
   return measure(
     'x3dh',
     async () => {

@@ -1,6 +1,7 @@
 import { generateKeyPairSync } from 'node:crypto'
 import bcrypt from 'bcrypt'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { DEFAULT_DEVICE_ID } from '../shared/address.js'
 import { toBase64Url } from '../shared/bytes.js'
 import type { LoginResponse } from '../shared/codec/api.js'
 import { preKeyToJson } from '../shared/codec/keys.js'
@@ -95,8 +96,8 @@ describe('accounts over TLS (SQLite)', () => {
     it('refuses a bad identity signature, a bad signed prekey or one bad one-time prekey, storing nothing', async () => {
       const client = await makeClient()
       const other = await generateIdentity()
-      const [foreignSigned] = [await generateSignedPreKey(other, 1)]
-      const [foreignOneTime] = await generateOneTimePreKeys(other, 50, 1)
+      const [foreignSigned] = [await generateSignedPreKey(other, DEFAULT_DEVICE_ID, 1)]
+      const [foreignOneTime] = await generateOneTimePreKeys(other, DEFAULT_DEVICE_ID, 50, 1)
       const good = client.registerBody()
       const badIdentity = {
         ...good,

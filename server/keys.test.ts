@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { DEFAULT_DEVICE_ID } from '../shared/address.js'
 import { fromBase64Url, toBase64Url } from '../shared/bytes.js'
 import type { PreKeyBundleResponse } from '../shared/codec/api.js'
 import { preKeyBundleFromJson, preKeyToJson } from '../shared/codec/keys.js'
@@ -45,7 +46,7 @@ for (const dialect of DIALECTS) {
           const response = await server.request(bundlePath(bob.client.username), { token: alice.token })
           expect(response.status).toBe(200)
           const bundle = response.body as PreKeyBundleResponse
-          await verifyPreKeyBundle(preKeyBundleFromJson(bundle))
+          await verifyPreKeyBundle(preKeyBundleFromJson(bundle), bob.client.username)
           expect(bundle.identity.identityKey).toBe(toBase64Url(bob.client.identity.public.identityKey))
           seen.push(bundle.oneTimePreKey!.keyId)
         }
@@ -180,7 +181,7 @@ for (const dialect of DIALECTS) {
 
       it('uploads one-time prekeys with verified signatures, refusing conflicts and overflow', async () => {
         const { client, token } = await signUp(server, { oneTimePreKeys: 5 })
-        const more = await generateOneTimePreKeys(client.identity, 100, 100)
+        const more = await generateOneTimePreKeys(client.identity, DEFAULT_DEVICE_ID, 100, 100)
         const upload = await server.request(ONE_TIME, {
           token,
           body: { oneTimePreKeys: more.map((preKey) => preKeyToJson(publicPreKey(preKey))) },
@@ -195,7 +196,7 @@ for (const dialect of DIALECTS) {
         expect(conflict.status).toBe(409)
         expect(conflict.body.error.code).toBe('E2E_ERR_PREKEY_ID_CONFLICT')
 
-        const overflow = await generateOneTimePreKeys(client.identity, 1000, 20)
+        const overflow = await generateOneTimePreKeys(client.identity, DEFAULT_DEVICE_ID, 1000, 20)
         const tooMany = await server.request(ONE_TIME, {
           token,
           body: { oneTimePreKeys: overflow.map((preKey) => preKeyToJson(publicPreKey(preKey))) },
@@ -204,8 +205,8 @@ for (const dialect of DIALECTS) {
         expect(tooMany.body.error.code).toBe('E2E_ERR_TOO_MANY_PREKEYS')
 
         const oversized = [
-          ...(await generateOneTimePreKeys(client.identity, 5000, 100)),
-          ...(await generateOneTimePreKeys(client.identity, 5100, 1)),
+          ...(await generateOneTimePreKeys(client.identity, DEFAULT_DEVICE_ID, 5000, 100)),
+          ...(await generateOneTimePreKeys(client.identity, DEFAULT_DEVICE_ID, 5100, 1)),
         ]
         const batch = await server.request(ONE_TIME, {
           token,
@@ -220,7 +221,7 @@ for (const dialect of DIALECTS) {
         const alice = await signUp(server)
         const mallory = await signUp(server)
         // Mallory cannot name a target: the routes act on the token's user, and extra fields are refused.
-        const malloryKeys = await generateOneTimePreKeys(mallory.client.identity, 500, 2)
+        const malloryKeys = await generateOneTimePreKeys(mallory.client.identity, DEFAULT_DEVICE_ID, 500, 2)
         const named = await server.request(ONE_TIME, {
           token: mallory.token,
           body: {
@@ -230,7 +231,7 @@ for (const dialect of DIALECTS) {
         })
         expect(named.status).toBe(400)
         // Keys signed by someone else's identity are refused for the caller's account.
-        const foreign = await generateOneTimePreKeys(await generateIdentity(), 600, 2)
+        const foreign = await generateOneTimePreKeys(await generateIdentity(), DEFAULT_DEVICE_ID, 600, 2)
         const response = await server.request(ONE_TIME, {
           token: alice.token,
           body: { oneTimePreKeys: foreign.map((preKey) => preKeyToJson(publicPreKey(preKey))) },
@@ -244,7 +245,7 @@ for (const dialect of DIALECTS) {
       it('rotates the signed prekey after verifying it; bundles then carry the new one', async () => {
         const bob = await signUp(server)
         const alice = await signUp(server)
-        const next = await generateSignedPreKey(bob.client.identity, 2)
+        const next = await generateSignedPreKey(bob.client.identity, DEFAULT_DEVICE_ID, 2)
         const rotated = await server.request(SIGNED, {
           method: 'PUT',
           token: bob.token,
@@ -262,7 +263,9 @@ for (const dialect of DIALECTS) {
         })
         expect(reused.status).toBe(409)
 
-        const forged = preKeyToJson(publicPreKey(await generateSignedPreKey(await generateIdentity(), 3)))
+        const forged = preKeyToJson(
+          publicPreKey(await generateSignedPreKey(await generateIdentity(), DEFAULT_DEVICE_ID, 3)),
+        )
         const bad = await server.request(SIGNED, {
           method: 'PUT',
           token: bob.token,
@@ -271,7 +274,7 @@ for (const dialect of DIALECTS) {
         expect(bad.status).toBe(400)
         expect(bad.body.error.code).toBe('E2E_ERR_BAD_SIGNATURE')
         // A one-time prekey's signature is not valid as a signed prekey's (different labels).
-        const [oneTime] = await generateOneTimePreKeys(bob.client.identity, 4, 1)
+        const [oneTime] = await generateOneTimePreKeys(bob.client.identity, DEFAULT_DEVICE_ID, 4, 1)
         const relabelled = await server.request(SIGNED, {
           method: 'PUT',
           token: bob.token,
@@ -306,7 +309,7 @@ describe('bundle fetches limited per target, over TLS (default limits, injected 
   const fetchBundle = async (username: string, token: Uint8Array) => {
     const response = await server.request(bundlePath(username), { token })
     expect(response.status).toBe(200)
-    await verifyPreKeyBundle(preKeyBundleFromJson(response.body))
+    await verifyPreKeyBundle(preKeyBundleFromJson(response.body), username)
     return response.body as PreKeyBundleResponse
   }
 

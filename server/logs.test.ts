@@ -1,5 +1,6 @@
 import Fastify from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { DEFAULT_DEVICE_ID } from '../shared/address.js'
 import { toBase64Url, toHex } from '../shared/bytes.js'
 import type { LoginResponse } from '../shared/codec/api.js'
 import { preKeyToJson } from '../shared/codec/keys.js'
@@ -143,7 +144,7 @@ describe('logs', () => {
 
     const bundle = await server.request(`/api/v1/users/${bob.username}/bundle`, { token })
     expect(bundle.status).toBe(200)
-    const more = await generateOneTimePreKeys(alice.identity, 900, 3)
+    const more = await generateOneTimePreKeys(alice.identity, DEFAULT_DEVICE_ID, 900, 3)
     const upload = await server.request('/api/v1/keys/one-time', {
       token,
       body: { oneTimePreKeys: more.map((preKey) => preKeyToJson(publicPreKey(preKey))) },

@@ -6,6 +6,7 @@
  *
  * This module knows nothing about storage or the network: callers persist what it returns.
  */
+import { DEFAULT_DEVICE_ID } from './address.js'
 import { assertBytes, assertUint32, ByteReader, ByteWriter, concatBytes } from './bytes.js'
 import {
   ed25519KeyPairFromSeed,
@@ -18,9 +19,11 @@ import {
   type KeyPair,
   x25519KeyPairFromPrivateBytes,
 } from './crypto/primitives.js'
-import { ProtocolError, ProtocolErrorCode } from './errors.js'
+import { describeValue, ProtocolError, ProtocolErrorCode } from './errors.js'
 import { defaultKeyGeneration, type KeyGeneration } from './key-generation.js'
 import {
+  DEVICE_ONE_TIME_PREKEY_SIGNATURE_LABEL,
+  DEVICE_SIGNED_PREKEY_SIGNATURE_LABEL,
   IDENTITY_SIGNATURE_LABEL,
   ONE_TIME_PREKEY_SIGNATURE_LABEL,
   SIGNED_PREKEY_SIGNATURE_LABEL,
@@ -46,7 +49,10 @@ export interface Identity {
 export interface PublicPreKey {
   readonly keyId: number
   readonly publicKey: Uint8Array
-  /** Ed25519 signature by the owner's signing key over label ‖ uint32(keyId) ‖ publicKey. */
+  /**
+   * Ed25519 signature by the owner's signing key over label ‖ uint32(keyId) ‖ publicKey on device 1,
+   * over deviceLabel ‖ uint32(deviceId) ‖ uint32(keyId) ‖ publicKey on the others (`preKeySignedBytes`).
+   */
   readonly signature: Uint8Array
 }
 
@@ -56,8 +62,13 @@ export interface PreKeyPair {
   readonly signature: Uint8Array
 }
 
-/** What the server hands out to start a session: one signed prekey and at most one one-time prekey. */
+/**
+ * What the server hands out to start a session with one device of an account: one signed prekey and
+ * at most one one-time prekey of that device.
+ */
 export interface PreKeyBundle {
+  /** The device whose keys these are: their signatures must be for this device (1 … 2^32 − 1). */
+  readonly deviceId: number
   readonly identity: PublicIdentity
   readonly signedPreKey: PublicPreKey
   readonly oneTimePreKey?: PublicPreKey | undefined
@@ -114,43 +125,89 @@ export async function verifyPublicIdentity(identity: PublicIdentity): Promise<vo
   }
 }
 
-function preKeySignedBytes(label: Uint8Array, keyId: number, publicKey: Uint8Array): Uint8Array {
-  return concatBytes(label, new ByteWriter(4).u32(keyId).finish(), publicKey)
+/** The two kinds of prekey, each with its label for device 1 and its label for the devices after it. */
+const PREKEY_KINDS = {
+  signed: {
+    name: 'signed prekey',
+    label: SIGNED_PREKEY_SIGNATURE_LABEL,
+    deviceLabel: DEVICE_SIGNED_PREKEY_SIGNATURE_LABEL,
+  },
+  oneTime: {
+    name: 'one-time prekey',
+    label: ONE_TIME_PREKEY_SIGNATURE_LABEL,
+    deviceLabel: DEVICE_ONE_TIME_PREKEY_SIGNATURE_LABEL,
+  },
+} as const
+
+type PreKeyKind = (typeof PREKEY_KINDS)[keyof typeof PREKEY_KINDS]
+
+/** Device ids count from 1 (the device that registered); they travel as uint32. */
+function assertDeviceId(value: unknown, name: string): asserts value is number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 0xffff_ffff) {
+    const got = typeof value === 'number' ? String(value) : describeValue(value)
+    throw new ProtocolError(
+      ProtocolErrorCode.InvalidInput,
+      `${name}: expected an integer in 1..4294967295, got ${got}`,
+    )
+  }
+}
+
+/**
+ * What a prekey's signature covers (docs/protocol.md §2.2). Device 1 signs label ‖ u32 keyId ‖ key,
+ * exactly as before accounts had devices, so every key signed then stays valid. Devices 2 and up
+ * sign deviceLabel ‖ u32 deviceId ‖ u32 keyId ‖ key: a key signed for one device fails as any
+ * other, so a server (which cannot sign) cannot pass device 1's keys off as a "device 2".
+ */
+function preKeySignedBytes(
+  kind: PreKeyKind,
+  deviceId: number,
+  keyId: number,
+  publicKey: Uint8Array,
+): Uint8Array {
+  if (deviceId === DEFAULT_DEVICE_ID)
+    return concatBytes(kind.label, new ByteWriter(4).u32(keyId).finish(), publicKey)
+  return concatBytes(kind.deviceLabel, new ByteWriter(8).u32(deviceId).u32(keyId).finish(), publicKey)
 }
 
 async function makePreKey(
   identity: Identity,
-  label: Uint8Array,
+  kind: PreKeyKind,
+  deviceId: number,
   keyId: number,
   options: KeyOptions,
   keys: KeyGeneration,
 ): Promise<PreKeyPair> {
+  assertDeviceId(deviceId, `${kind.name} device id`)
   assertUint32(keyId, 'prekey id')
   const keyPair = await keys.generateKeyPair(options)
   const signature = await ed25519Sign(
     identity.signing.privateKey,
-    preKeySignedBytes(label, keyId, keyPair.publicKey),
+    preKeySignedBytes(kind, deviceId, keyId, keyPair.publicKey),
   )
   return { keyId, keyPair, signature }
 }
 
+/** Makes a signed prekey of device `deviceId` of the identity's account (1: the one that registered). */
 export function generateSignedPreKey(
   identity: Identity,
+  deviceId: number,
   keyId: number,
   options: KeyOptions = {},
   keys: KeyGeneration = defaultKeyGeneration,
 ): Promise<PreKeyPair> {
-  return makePreKey(identity, SIGNED_PREKEY_SIGNATURE_LABEL, keyId, options, keys)
+  return makePreKey(identity, PREKEY_KINDS.signed, deviceId, keyId, options, keys)
 }
 
-/** Makes `count` one-time prekeys with consecutive ids starting at `firstKeyId`. */
+/** Makes `count` one-time prekeys of device `deviceId`, with consecutive ids from `firstKeyId`. */
 export function generateOneTimePreKeys(
   identity: Identity,
+  deviceId: number,
   firstKeyId: number,
   count: number,
   options: KeyOptions = {},
   keys: KeyGeneration = defaultKeyGeneration,
 ): Promise<PreKeyPair[]> {
+  assertDeviceId(deviceId, 'one-time prekey device id')
   assertUint32(firstKeyId, 'first prekey id')
   if (!Number.isInteger(count) || count < 1 || count > ONE_TIME_PREKEY_BATCH) {
     throw new ProtocolError(
@@ -161,7 +218,7 @@ export function generateOneTimePreKeys(
   assertUint32(firstKeyId + count - 1, 'last prekey id')
   return Promise.all(
     Array.from({ length: count }, (_, i) =>
-      makePreKey(identity, ONE_TIME_PREKEY_SIGNATURE_LABEL, firstKeyId + i, options, keys),
+      makePreKey(identity, PREKEY_KINDS.oneTime, deviceId, firstKeyId + i, options, keys),
     ),
   )
 }
@@ -170,41 +227,79 @@ export function publicPreKey(preKey: PreKeyPair): PublicPreKey {
   return { keyId: preKey.keyId, publicKey: preKey.keyPair.publicKey, signature: preKey.signature }
 }
 
-async function verifyPreKey(
+/** Checks the shape (throwing InvalidInput) and answers whether the signature is for this device. */
+async function preKeySignatureHolds(
   signingKey: Uint8Array,
-  label: Uint8Array,
+  kind: PreKeyKind,
+  deviceId: number,
   preKey: PublicPreKey,
-  what: string,
-): Promise<void> {
-  assertUint32(preKey.keyId, `${what} id`)
-  assertBytes(preKey.publicKey, 32, `${what} public key`)
-  assertBytes(preKey.signature, 64, `${what} signature`)
-  const ok = await ed25519Verify(
+): Promise<boolean> {
+  assertDeviceId(deviceId, `${kind.name} device id`)
+  assertUint32(preKey.keyId, `${kind.name} id`)
+  assertBytes(preKey.publicKey, 32, `${kind.name} public key`)
+  assertBytes(preKey.signature, 64, `${kind.name} signature`)
+  return ed25519Verify(
     signingKey,
-    preKeySignedBytes(label, preKey.keyId, preKey.publicKey),
+    preKeySignedBytes(kind, deviceId, preKey.keyId, preKey.publicKey),
     preKey.signature,
   )
-  if (!ok) {
+}
+
+async function verifyPreKey(
+  signingKey: Uint8Array,
+  kind: PreKeyKind,
+  deviceId: number,
+  preKey: PublicPreKey,
+): Promise<void> {
+  if (!(await preKeySignatureHolds(signingKey, kind, deviceId, preKey))) {
     throw new ProtocolError(
       ProtocolErrorCode.BadSignature,
-      `expected a ${what} signed by the identity's signing key, got a bad signature`,
+      `expected a ${kind.name} of device ${deviceId} signed by the identity's signing key, got a bad signature`,
     )
   }
 }
 
-export function verifySignedPreKey(signingKey: Uint8Array, preKey: PublicPreKey): Promise<void> {
-  return verifyPreKey(signingKey, SIGNED_PREKEY_SIGNATURE_LABEL, preKey, 'signed prekey')
+/** Checks that `preKey` is a signed prekey of device `deviceId`, signed by `signingKey`. */
+export function verifySignedPreKey(
+  signingKey: Uint8Array,
+  deviceId: number,
+  preKey: PublicPreKey,
+): Promise<void> {
+  return verifyPreKey(signingKey, PREKEY_KINDS.signed, deviceId, preKey)
 }
 
-export function verifyOneTimePreKey(signingKey: Uint8Array, preKey: PublicPreKey): Promise<void> {
-  return verifyPreKey(signingKey, ONE_TIME_PREKEY_SIGNATURE_LABEL, preKey, 'one-time prekey')
+/** Checks that `preKey` is a one-time prekey of device `deviceId`, signed by `signingKey`. */
+export function verifyOneTimePreKey(
+  signingKey: Uint8Array,
+  deviceId: number,
+  preKey: PublicPreKey,
+): Promise<void> {
+  return verifyPreKey(signingKey, PREKEY_KINDS.oneTime, deviceId, preKey)
 }
 
-/** Verifies every signature in a bundle; runs before any Diffie-Hellman with its keys. */
-export async function verifyPreKeyBundle(bundle: PreKeyBundle): Promise<void> {
+/**
+ * Verifies every signature in a bundle of `owner`'s device `bundle.deviceId`; runs before any
+ * Diffie-Hellman with its keys. A prekey that fails is refused with a message a UI can show as it
+ * is: it names the account and the device, and what it may mean.
+ */
+export async function verifyPreKeyBundle(bundle: PreKeyBundle, owner: string): Promise<void> {
+  assertDeviceId(bundle.deviceId, `${owner}'s bundle device id`)
   await verifyPublicIdentity(bundle.identity)
-  await verifySignedPreKey(bundle.identity.signingKey, bundle.signedPreKey)
-  if (bundle.oneTimePreKey) await verifyOneTimePreKey(bundle.identity.signingKey, bundle.oneTimePreKey)
+  const preKeys: [PreKeyKind, PublicPreKey][] = [[PREKEY_KINDS.signed, bundle.signedPreKey]]
+  if (bundle.oneTimePreKey) preKeys.push([PREKEY_KINDS.oneTime, bundle.oneTimePreKey])
+  for (const [kind, preKey] of preKeys) {
+    if (await preKeySignatureHolds(bundle.identity.signingKey, kind, bundle.deviceId, preKey)) continue
+    // Device 1 always exists, so a bad signature there is a replaced key; any other may be a
+    // device the server made up.
+    const meaning =
+      bundle.deviceId === DEFAULT_DEVICE_ID
+        ? 'the server may have replaced it'
+        : `the server may have added a device ${owner} did not link`
+    throw new ProtocolError(
+      ProtocolErrorCode.BadSignature,
+      `${owner}'s device ${bundle.deviceId}: its ${kind.name} is not signed by ${owner}'s identity key; ${meaning}`,
+    )
+  }
 }
 
 // --- Export format ------------------------------------------------------------------------------

@@ -14,6 +14,13 @@ export const MESSAGE_KEY_INFO = utf8Encode('secure-chat/v1/message-key')
 export const IDENTITY_SIGNATURE_LABEL = utf8Encode('secure-chat/v1/identity-key')
 export const SIGNED_PREKEY_SIGNATURE_LABEL = utf8Encode('secure-chat/v1/signed-prekey')
 export const ONE_TIME_PREKEY_SIGNATURE_LABEL = utf8Encode('secure-chat/v1/one-time-prekey')
+/**
+ * The same for the prekeys of devices 2 and up, which sign label ‖ u32 deviceId ‖ u32 keyId ‖ key:
+ * the device is signed so that a server cannot present one device's keys as another. Device 1
+ * keeps the labels above, so every key signed before there were devices stays valid.
+ */
+export const DEVICE_SIGNED_PREKEY_SIGNATURE_LABEL = utf8Encode('secure-chat/v1/device-signed-prekey')
+export const DEVICE_ONE_TIME_PREKEY_SIGNATURE_LABEL = utf8Encode('secure-chat/v1/device-one-time-prekey')
 /** Associated-data prefix of records sealed at rest (at-rest.ts); separates them from every other AEAD use. */
 export const AT_REST_AD_LABEL = utf8Encode('secure-chat/v1/at-rest')
 

@@ -100,7 +100,7 @@ export async function x3dhInitiate(
   deps: KeyGeneration = defaultKeyGeneration,
 ): Promise<X3dhInitiation> {
   // A forged or swapped prekey must fail here, before any secret depends on it.
-  await verifyPreKeyBundle(bundle)
+  await verifyPreKeyBundle(bundle, names.responder)
   const ad = associatedData(identity.public, bundle.identity, names)
   // The ephemeral private key is used here and then dropped, so it never needs to be exportable.
   const ephemeral = await deps.generateKeyPair({ extractable: false })

@@ -69,6 +69,7 @@ import {
   presenceFrame,
   readyFrame,
 } from '../server/ws/frames.js'
+import { DEFAULT_DEVICE_ID } from '../shared/address.js'
 import { fromBase64Url, toBase64Url } from '../shared/bytes.js'
 import { ClientError, ClientErrorCode } from '../shared/client/errors.js'
 import {
@@ -1234,8 +1235,11 @@ export class MemoryRelay {
     assertDistinctKeyIds(oneTimePreKeys, 'one-time prekeys')
     const loginKey = await importRsaOaepPublicKey(fromBase64Url(body.loginKey))
     await verifyPublicIdentity(identity)
-    await verifySignedPreKey(identity.signingKey, signedPreKey)
-    await Promise.all(oneTimePreKeys.map((preKey) => verifyOneTimePreKey(identity.signingKey, preKey)))
+    // A registration makes the account's first device.
+    await verifySignedPreKey(identity.signingKey, DEFAULT_DEVICE_ID, signedPreKey)
+    await Promise.all(
+      oneTimePreKeys.map((preKey) => verifyOneTimePreKey(identity.signingKey, DEFAULT_DEVICE_ID, preKey)),
+    )
     return { loginKey, signingKey: identity.signingKey }
   }
 
@@ -1391,7 +1395,9 @@ export class MemoryRelay {
     const body = validRequest(UploadOneTimePreKeysRequest, input, 'body')
     const preKeys = body.oneTimePreKeys.map(preKeyFromJson)
     assertDistinctKeyIds(preKeys, 'one-time prekeys')
-    await Promise.all(preKeys.map((preKey) => verifyOneTimePreKey(account.signingKey, preKey)))
+    await Promise.all(
+      preKeys.map((preKey) => verifyOneTimePreKey(account.signingKey, DEFAULT_DEVICE_ID, preKey)),
+    )
     const stored = account.oneTimePreKeys.size
     if (stored + preKeys.length > this.limits.maxOneTimePreKeysPerUser) {
       throw new ServerError(
@@ -1409,7 +1415,7 @@ export class MemoryRelay {
 
   private async rotateSignedPreKey(account: Account, input: unknown): Promise<PreKeyStatusResponse> {
     const body = validRequest(RotateSignedPreKeyRequest, input, 'body')
-    await verifySignedPreKey(account.signingKey, preKeyFromJson(body.signedPreKey))
+    await verifySignedPreKey(account.signingKey, DEFAULT_DEVICE_ID, preKeyFromJson(body.signedPreKey))
     if (account.signedPreKeys.some((kept) => kept.keyId === body.signedPreKey.keyId)) {
       throw serverErrors.preKeyIdConflict('signed prekey: expected a new key id, got one already used')
     }

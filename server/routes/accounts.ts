@@ -42,7 +42,7 @@ import { verifyOneTimePreKey, verifyPublicIdentity, verifySignedPreKey } from '.
 import { dummyPasswordHash, hashPassword, passwordHashCost, verifyPassword } from '../auth/password.js'
 import { hashSessionToken, newSessionToken } from '../auth/tokens.js'
 import type { ServerContext } from '../context.js'
-import { findDevice, primaryDevice, touchDevice } from '../db/devices.js'
+import { findDevice, PRIMARY_DEVICE_ID, primaryDevice, touchDevice } from '../db/devices.js'
 import type { UserRow } from '../db/schema.js'
 import { deleteOtherTokens, deleteToken, insertToken } from '../db/tokens.js'
 import {
@@ -404,7 +404,10 @@ async function verifiedKeys(body: RegisterRequest) {
   assertDistinctKeyIds(oneTimePreKeys, 'one-time prekeys')
   await importRsaOaepPublicKey(loginKey)
   await verifyPublicIdentity(identity)
-  await verifySignedPreKey(identity.signingKey, signedPreKey)
-  await Promise.all(oneTimePreKeys.map((preKey) => verifyOneTimePreKey(identity.signingKey, preKey)))
+  // A registration (or a reinstall) carries the keys of the account's first device.
+  await verifySignedPreKey(identity.signingKey, PRIMARY_DEVICE_ID, signedPreKey)
+  await Promise.all(
+    oneTimePreKeys.map((preKey) => verifyOneTimePreKey(identity.signingKey, PRIMARY_DEVICE_ID, preKey)),
+  )
   return { identity, signedPreKey, oneTimePreKeys, loginKey }
 }

@@ -81,7 +81,7 @@ export const keyRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, c
       const preKeys = request.body.oneTimePreKeys.map(preKeyFromJson)
       assertDistinctKeyIds(preKeys, 'one-time prekeys')
       const signingKey = await signingKeyOf(db, device.userId)
-      await Promise.all(preKeys.map((preKey) => verifyOneTimePreKey(signingKey, preKey)))
+      await Promise.all(preKeys.map((preKey) => verifyOneTimePreKey(signingKey, device.deviceId, preKey)))
       await uploadOneTimePreKeys(db, device, preKeys, limits.maxOneTimePreKeysPerUser)
       return preKeyStatus(db, device)
     },
@@ -95,7 +95,7 @@ export const keyRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, c
     async (request) => {
       const device = sessionDevice(request)
       const preKey = preKeyFromJson(request.body.signedPreKey)
-      await verifySignedPreKey(await signingKeyOf(db, device.userId), preKey)
+      await verifySignedPreKey(await signingKeyOf(db, device.userId), device.deviceId, preKey)
       await rotateSignedPreKey(db, device, preKey, now(), limits.signedPreKeysKept)
       return preKeyStatus(db, device)
     },

@@ -2,11 +2,13 @@
  * Test harness: the real server over TLS on 127.0.0.1 (port 0) with a real database, HTTPS requests
  * through node:https trusting the test certificate, and clients whose keys come from shared/.
  */
+
 import { createHash } from 'node:crypto'
 import { rm } from 'node:fs/promises'
 import { Agent, request as httpsRequest } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
+import { DEFAULT_DEVICE_ID } from '../../shared/address.js'
 import { fromBase64Url, toBase64Url } from '../../shared/bytes.js'
 import type { LoginResponse, RegisterRequest } from '../../shared/codec/api.js'
 import { preKeyToJson, publicIdentityToJson } from '../../shared/codec/keys.js'
@@ -225,8 +227,8 @@ export async function makeClient(
   const identity = await generateIdentity()
   const [loginKey, signedPreKey, oneTimePreKeys] = await Promise.all([
     options.loginKey ?? sharedRsaKeyPair(),
-    generateSignedPreKey(identity, 1),
-    generateOneTimePreKeys(identity, 1, options.oneTimePreKeys ?? 5),
+    generateSignedPreKey(identity, DEFAULT_DEVICE_ID, 1),
+    generateOneTimePreKeys(identity, DEFAULT_DEVICE_ID, 1, options.oneTimePreKeys ?? 5),
   ])
   const loginSecret = loginSecretFor(password)
   return {

@@ -5,6 +5,7 @@
  *
  * What it does not know: the server's API (the façade sends what this prepares), sessions, sockets.
  */
+import { DEFAULT_DEVICE_ID } from '../address.js'
 import { deriveStorageKey, newStorageKeyParameters, STORAGE_KEY_MIN_ITERATIONS } from '../at-rest.js'
 import { fromBase64Url, toBase64Url } from '../bytes.js'
 import { preKeyToJson, publicIdentityToJson } from '../codec/keys.js'
@@ -94,9 +95,11 @@ export async function createLocalAccount(
     generateIdentity({ extractable: true }),
     generateRsaOaepKeyPair({ extractable: true }),
   ])
-  const signedPreKey = await generateSignedPreKey(identity, 1, { extractable: true }, keys)
+  // Registering makes the account's device 1, whose prekeys sign as accounts always have.
+  const signedPreKey = await generateSignedPreKey(identity, DEFAULT_DEVICE_ID, 1, { extractable: true }, keys)
   const oneTimePreKeys = await generateOneTimePreKeys(
     identity,
+    DEFAULT_DEVICE_ID,
     2,
     ONE_TIME_PREKEY_BATCH,
     { extractable: true },

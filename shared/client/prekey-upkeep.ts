@@ -9,6 +9,7 @@
  *
  * What it does not know: sessions, messages, sockets.
  */
+import { DEFAULT_DEVICE_ID } from '../address.js'
 import { OneTimePreKeyIdsResponse, PreKeyStatusResponse } from '../codec/api.js'
 import { preKeyToJson } from '../codec/keys.js'
 import { decode } from '../codec/schema.js'
@@ -18,6 +19,12 @@ import type { ClientContext } from './context.js'
 import { isClientError } from './errors.js'
 import { type OneTimePreKeyEntry, planOneTimePreKeys } from './one-time-prekeys.js'
 import type { StoreOperation } from './store.js'
+
+/**
+ * The device whose prekeys this client makes (their signatures name it, docs/protocol.md §2.2):
+ * device 1 until a client can be linked as another device of its account and keeps its own id.
+ */
+const OWN_DEVICE_ID = DEFAULT_DEVICE_ID
 
 /** Signed prekeys kept after rotation, so prekey messages sent to an older bundle still open. */
 export const SIGNED_PREKEYS_KEPT = 5
@@ -145,6 +152,7 @@ export class PreKeyUpkeep {
       plan.generate > 0
         ? await generateOneTimePreKeys(
             this.ctx.identity(),
+            OWN_DEVICE_ID,
             first,
             plan.generate,
             { extractable: true },
@@ -180,6 +188,7 @@ export class PreKeyUpkeep {
     const keyId = secrets.nextPreKeyId
     const preKey = await generateSignedPreKey(
       this.ctx.identity(),
+      OWN_DEVICE_ID,
       keyId,
       { extractable: true },
       this.ctx.keys,

@@ -13,6 +13,7 @@
  */
 import { type Address, type AddressKey, addressKey, parseAddressKey } from '../address.js'
 import type { Envelope } from '../codec/envelope.js'
+import { ProtocolError, ProtocolErrorCode } from '../errors.js'
 import type { Identity, PreKeyBundle, PublicIdentity } from '../identity.js'
 import type { KeyGeneration } from '../key-generation.js'
 import type { MessageOpener } from '../ratchet/double-ratchet.js'
@@ -181,6 +182,13 @@ export class SessionManager {
     plaintexts: readonly Uint8Array[],
     options: { bundle?: PreKeyBundle; fresh?: boolean } = {},
   ): Promise<{ envelopes: Uint8Array[]; operation: StoreOperation }> {
+    // A bundle of another device would start, under this address, a session with that device.
+    if (options.bundle && options.bundle.deviceId !== target.device) {
+      throw new ProtocolError(
+        ProtocolErrorCode.MalformedMessage,
+        `expected a prekey bundle of ${target.user}'s device ${target.device}, got one of device ${options.bundle.deviceId}`,
+      )
+    }
     let record = await this.record(target)
     if (options.bundle && (options.fresh || !canSendOn(record.current))) {
       const names = { initiator: this.username, responder: target.user }

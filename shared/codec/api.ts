@@ -39,6 +39,8 @@ export const LoginSecretField = FixedBase64Url(LOGIN_SECRET_BYTES, 'login secret
 export const LoginKeyField = Base64Url(64, 600, 'RSA-OAEP-3072 SHA-256 public key, SPKI DER')
 export const TimestampField = Type.Integer({ minimum: 0, description: 'milliseconds since the Unix epoch' })
 export const KeyIdField = Type.Integer({ minimum: 0, maximum: 0xffff_ffff })
+/** Devices of an account count from 1 (the one that registered); their ids are signed as uint32. */
+export const DeviceIdField = Type.Integer({ minimum: 1, maximum: 0xffff_ffff })
 
 export const PublicIdentityJson = Type.Object(
   {
@@ -54,7 +56,7 @@ export const PreKeyJson = Type.Object(
   {
     keyId: KeyIdField,
     publicKey: FixedBase64Url(32, 'X25519 prekey'),
-    signature: FixedBase64Url(64, 'Ed25519 signature over label ‖ keyId ‖ publicKey'),
+    signature: FixedBase64Url(64, 'Ed25519 signature over label ‖ [deviceId ‖] keyId ‖ publicKey'),
   },
   { additionalProperties: false },
 )
@@ -163,6 +165,8 @@ export type LoginResponse = Static<typeof LoginResponse>
 export const PreKeyBundleResponse = Type.Object(
   {
     username: ServerUsernameField,
+    /** The device whose keys these are; absent from a server that knows only device 1. */
+    deviceId: Type.Optional(DeviceIdField),
     identity: PublicIdentityJson,
     signedPreKey: PreKeyJson,
     oneTimePreKey: Type.Optional(PreKeyJson),

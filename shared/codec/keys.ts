@@ -1,4 +1,5 @@
 /** Conversions between the protocol's key objects and their JSON (base64url) forms in the API. */
+import { DEFAULT_DEVICE_ID } from '../address.js'
 import { fromBase64Url, toBase64Url } from '../bytes.js'
 import type { PreKeyBundle, PublicIdentity, PublicPreKey } from '../identity.js'
 import type { PreKeyBundleResponse, PreKeyJson, PublicIdentityJson } from './api.js'
@@ -35,9 +36,13 @@ export function preKeyFromJson(json: PreKeyJson): PublicPreKey {
   }
 }
 
-/** A bundle from the API, still unverified: `startSession` verifies it before use. */
+/**
+ * A bundle from the API, still unverified: `startSession` verifies it before use, as a bundle of
+ * the device it names (device 1 when it names none, as servers before devices answer).
+ */
 export function preKeyBundleFromJson(json: PreKeyBundleResponse): PreKeyBundle {
   return {
+    deviceId: json.deviceId ?? DEFAULT_DEVICE_ID,
     identity: publicIdentityFromJson(json.identity),
     signedPreKey: preKeyFromJson(json.signedPreKey),
     oneTimePreKey: json.oneTimePreKey ? preKeyFromJson(json.oneTimePreKey) : undefined,

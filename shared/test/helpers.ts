@@ -1,4 +1,5 @@
 /** Test helpers: deterministic keys for known-answer tests, and two-party session setup. */
+import { DEFAULT_DEVICE_ID } from '../address.js'
 import { ByteWriter, utf8Encode } from '../bytes.js'
 import { decodeEnvelope, UNBOUND_ENVELOPE_VERSION } from '../codec/envelope.js'
 import {
@@ -82,11 +83,19 @@ export async function establishedParties(keys?: {
     generateIdentity({ extractable: true }),
     generateIdentity({ extractable: true }),
   ])
-  const signedPreKey = await generateSignedPreKey(bob, 1, { extractable: true }, keys?.bob)
-  const [oneTimePreKey] = await generateOneTimePreKeys(bob, 1000, 1, { extractable: true }, keys?.bob)
+  const signedPreKey = await generateSignedPreKey(bob, DEFAULT_DEVICE_ID, 1, { extractable: true }, keys?.bob)
+  const [oneTimePreKey] = await generateOneTimePreKeys(
+    bob,
+    DEFAULT_DEVICE_ID,
+    1000,
+    1,
+    { extractable: true },
+    keys?.bob,
+  )
   const started = await startSession(
     alice,
     {
+      deviceId: DEFAULT_DEVICE_ID,
       identity: bob.public,
       signedPreKey: publicPreKey(signedPreKey),
       oneTimePreKey: publicPreKey(oneTimePreKey!),

@@ -7,7 +7,9 @@
  * docs/protocol.md §17.3), and as the version before made them (version 1, §17.5), whose pinned
  * bytes are unchanged: sessions established then still send and receive exactly those.
  */
+
 import { describe, expect, it } from 'vitest'
+import { DEFAULT_DEVICE_ID } from '../address.js'
 import { fromHex, toHex, utf8Decode, utf8Encode } from '../bytes.js'
 import { sha256 } from '../crypto/primitives.js'
 import { generateOneTimePreKeys, generateSignedPreKey, publicPreKey } from '../identity.js'
@@ -75,9 +77,23 @@ async function conversation(version: 1 | 2 = 2) {
   const aliceKeys = deterministicKeys('alice-ephemeral')
   const bobKeys = deterministicKeys('bob-ephemeral')
   const bobPreKeys = deterministicKeys('bob-prekeys')
-  const signedPreKey = await generateSignedPreKey(bob, 1, { extractable: true }, bobPreKeys)
-  const [oneTimePreKey] = await generateOneTimePreKeys(bob, 100, 1, { extractable: true }, bobPreKeys)
+  const signedPreKey = await generateSignedPreKey(
+    bob,
+    DEFAULT_DEVICE_ID,
+    1,
+    { extractable: true },
+    bobPreKeys,
+  )
+  const [oneTimePreKey] = await generateOneTimePreKeys(
+    bob,
+    DEFAULT_DEVICE_ID,
+    100,
+    1,
+    { extractable: true },
+    bobPreKeys,
+  )
   const bundle = {
+    deviceId: DEFAULT_DEVICE_ID,
     identity: bob.public,
     signedPreKey: publicPreKey(signedPreKey),
     oneTimePreKey: publicPreKey(oneTimePreKey!),

@@ -4,8 +4,10 @@
  * unknown key-share, X3DH §4.8), and a prekey message from an app that binds no names never starts a
  * session. Real keys and WebCrypto throughout.
  */
+
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
+import { DEFAULT_DEVICE_ID } from '../address.js'
 import { utf8Decode, utf8Encode } from '../bytes.js'
 import { decodeEnvelope } from '../codec/envelope.js'
 import { isProtocolError } from '../errors.js'
@@ -32,13 +34,16 @@ interface Party {
 
 async function party(): Promise<Party> {
   const identity = await generateIdentity({ extractable: true })
-  const signedPreKey = await generateSignedPreKey(identity, 1, { extractable: true })
-  const [oneTimePreKey] = await generateOneTimePreKeys(identity, 10, 1, { extractable: true })
+  const signedPreKey = await generateSignedPreKey(identity, DEFAULT_DEVICE_ID, 1, { extractable: true })
+  const [oneTimePreKey] = await generateOneTimePreKeys(identity, DEFAULT_DEVICE_ID, 10, 1, {
+    extractable: true,
+  })
   return {
     identity,
     signedPreKey,
     oneTimePreKey: oneTimePreKey!,
     bundle: {
+      deviceId: DEFAULT_DEVICE_ID,
       identity: identity.public,
       signedPreKey: publicPreKey(signedPreKey),
       oneTimePreKey: publicPreKey(oneTimePreKey!),

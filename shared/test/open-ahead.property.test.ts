@@ -5,8 +5,10 @@
  * outcome (the same plaintext, or the same error) and leaves the same record as decrypting without
  * one. Real WebCrypto throughout.
  */
+
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
+import { DEFAULT_DEVICE_ID } from '../address.js'
 import { toHex, utf8Encode } from '../bytes.js'
 import { decodeEnvelope, type Envelope } from '../codec/envelope.js'
 import { isProtocolError } from '../errors.js'
@@ -33,8 +35,8 @@ interface Parties {
 
 async function parties(): Promise<Parties> {
   const [alice, bobIdentity] = await Promise.all([generateIdentity(), generateIdentity()])
-  const signedPreKey = await generateSignedPreKey(bobIdentity, 1)
-  const [oneTimePreKey] = await generateOneTimePreKeys(bobIdentity, 1, 1)
+  const signedPreKey = await generateSignedPreKey(bobIdentity, DEFAULT_DEVICE_ID, 1)
+  const [oneTimePreKey] = await generateOneTimePreKeys(bobIdentity, DEFAULT_DEVICE_ID, 1, 1)
   return { alice, bobIdentity, signedPreKey, oneTimePreKey: oneTimePreKey! }
 }
 
@@ -46,6 +48,7 @@ async function parties(): Promise<Parties> {
  */
 async function conversation(p: Parties, runs: readonly number[]): Promise<{ envelopes: Uint8Array[] }> {
   const bundle = {
+    deviceId: DEFAULT_DEVICE_ID,
     identity: p.bobIdentity.public,
     signedPreKey: publicPreKey(p.signedPreKey),
     oneTimePreKey: publicPreKey(p.oneTimePreKey),

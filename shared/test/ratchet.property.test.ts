@@ -3,8 +3,10 @@
  * any interleaving of sends, any delivery order, drops, replays, reloads from serialized state,
  * and tampering. Real WebCrypto throughout; nothing is mocked.
  */
+
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
+import { DEFAULT_DEVICE_ID } from '../address.js'
 import { toHex, utf8Decode, utf8Encode } from '../bytes.js'
 import { decodeEnvelope } from '../codec/envelope.js'
 import { isProtocolError, ProtocolError } from '../errors.js'
@@ -80,12 +82,15 @@ describe('two parties in any interleaving', () => {
         async (ops, finalOrder) => {
           const alice = await generateIdentity({ extractable: true })
           const bob = await generateIdentity({ extractable: true })
-          const signedPreKey = await generateSignedPreKey(bob, 7, { extractable: true })
-          const [oneTimePreKey] = await generateOneTimePreKeys(bob, 42, 1, { extractable: true })
+          const signedPreKey = await generateSignedPreKey(bob, DEFAULT_DEVICE_ID, 7, { extractable: true })
+          const [oneTimePreKey] = await generateOneTimePreKeys(bob, DEFAULT_DEVICE_ID, 42, 1, {
+            extractable: true,
+          })
           const sessions: Record<Party, Session | null> = {
             alice: await startSession(
               alice,
               {
+                deviceId: DEFAULT_DEVICE_ID,
                 identity: bob.public,
                 signedPreKey: publicPreKey(signedPreKey),
                 oneTimePreKey: publicPreKey(oneTimePreKey!),
@@ -191,11 +196,12 @@ describe('tampering', () => {
   it('a bit flipped in the prekey message before the session exists is rejected', async () => {
     const alice = await generateIdentity({ extractable: true })
     const bob = await generateIdentity({ extractable: true })
-    const signedPreKey = await generateSignedPreKey(bob, 1, { extractable: true })
-    const [oneTimePreKey] = await generateOneTimePreKeys(bob, 5, 1, { extractable: true })
+    const signedPreKey = await generateSignedPreKey(bob, DEFAULT_DEVICE_ID, 1, { extractable: true })
+    const [oneTimePreKey] = await generateOneTimePreKeys(bob, DEFAULT_DEVICE_ID, 5, 1, { extractable: true })
     const session = await startSession(
       alice,
       {
+        deviceId: DEFAULT_DEVICE_ID,
         identity: bob.public,
         signedPreKey: publicPreKey(signedPreKey),
         oneTimePreKey: publicPreKey(oneTimePreKey!),

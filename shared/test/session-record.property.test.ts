@@ -5,8 +5,10 @@
  * tried. Every delivered message must decrypt exactly once, and a rejected one must leave the record
  * as it was. Real WebCrypto throughout; nothing is mocked.
  */
+
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
+import { DEFAULT_DEVICE_ID } from '../address.js'
 import { toHex, utf8Decode, utf8Encode } from '../bytes.js'
 import { decodeEnvelope } from '../codec/envelope.js'
 import { isProtocolError } from '../errors.js'
@@ -72,8 +74,12 @@ async function makePeer(name: Party, firstPreKeyId: number): Promise<Peer> {
   return {
     name,
     identity,
-    signedPreKey: await generateSignedPreKey(identity, firstPreKeyId, { extractable: true }),
-    unclaimed: await generateOneTimePreKeys(identity, firstPreKeyId + 1, 12, { extractable: true }),
+    signedPreKey: await generateSignedPreKey(identity, DEFAULT_DEVICE_ID, firstPreKeyId, {
+      extractable: true,
+    }),
+    unclaimed: await generateOneTimePreKeys(identity, DEFAULT_DEVICE_ID, firstPreKeyId + 1, 12, {
+      extractable: true,
+    }),
     claimed: new Map(),
     record: EMPTY_SESSION_RECORD,
   }
@@ -135,6 +141,7 @@ describe('session records in any interleaving', () => {
                 const session = await startSession(
                   sender.identity,
                   {
+                    deviceId: DEFAULT_DEVICE_ID,
                     identity: recipient.identity.public,
                     signedPreKey: publicPreKey(recipient.signedPreKey),
                     ...(oneTimePreKey ? { oneTimePreKey: publicPreKey(oneTimePreKey) } : {}),
@@ -191,6 +198,7 @@ describe('session records in any interleaving', () => {
       return startSession(
         from.identity,
         {
+          deviceId: DEFAULT_DEVICE_ID,
           identity: to.identity.public,
           signedPreKey: publicPreKey(to.signedPreKey),
           oneTimePreKey: publicPreKey(oneTimePreKey),
@@ -239,11 +247,12 @@ describe('session records in any interleaving', () => {
   it('keeps at most MAX_ARCHIVED_SESSIONS, dropping the oldest', async () => {
     const alice = await generateIdentity({ extractable: true })
     const bob = await generateIdentity({ extractable: true })
-    const signedPreKey = await generateSignedPreKey(bob, 1, { extractable: true })
+    const signedPreKey = await generateSignedPreKey(bob, DEFAULT_DEVICE_ID, 1, { extractable: true })
     let record = EMPTY_SESSION_RECORD
     const first = await startSession(
       alice,
       {
+        deviceId: DEFAULT_DEVICE_ID,
         identity: bob.public,
         signedPreKey: publicPreKey(signedPreKey),
       },
@@ -255,7 +264,7 @@ describe('session records in any interleaving', () => {
         record,
         await startSession(
           alice,
-          { identity: bob.public, signedPreKey: publicPreKey(signedPreKey) },
+          { deviceId: DEFAULT_DEVICE_ID, identity: bob.public, signedPreKey: publicPreKey(signedPreKey) },
           ALICE_TO_BOB,
         ),
       )

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import { DEFAULT_DEVICE_ID } from '../address.js'
 import { equalBytes, toHex, utf8Decode, utf8Encode } from '../bytes.js'
 import { generateX25519KeyPair } from '../crypto/primitives.js'
 import { isProtocolError } from '../errors.js'
@@ -19,8 +20,8 @@ import { ALICE_TO_BOB } from './helpers.js'
 
 async function bobWithKeys() {
   const bob = await generateIdentity({ extractable: true })
-  const signedPreKey = await generateSignedPreKey(bob, 3, { extractable: true })
-  const oneTimePreKeys = await generateOneTimePreKeys(bob, 10, 3, { extractable: true })
+  const signedPreKey = await generateSignedPreKey(bob, DEFAULT_DEVICE_ID, 3, { extractable: true })
+  const oneTimePreKeys = await generateOneTimePreKeys(bob, DEFAULT_DEVICE_ID, 10, 3, { extractable: true })
   return { bob, signedPreKey, oneTimePreKeys }
 }
 
@@ -32,6 +33,7 @@ describe('X3DH', () => {
       const initiation = await x3dhInitiate(
         alice,
         {
+          deviceId: DEFAULT_DEVICE_ID,
           identity: bob.public,
           signedPreKey: publicPreKey(signedPreKey),
           oneTimePreKey: oneTimePreKey && publicPreKey(oneTimePreKey),
@@ -58,6 +60,7 @@ describe('X3DH', () => {
     const initiation = await x3dhInitiate(
       alice,
       {
+        deviceId: DEFAULT_DEVICE_ID,
         identity: bob.public,
         signedPreKey: publicPreKey(signedPreKey),
         oneTimePreKey: publicPreKey(oneTimePreKeys[0]!),
@@ -81,12 +84,17 @@ describe('X3DH', () => {
     const mallory = await generateX25519KeyPair()
     const forged = { ...publicPreKey(signedPreKey), publicKey: mallory.publicKey }
     let generated = 0
-    const error = await x3dhInitiate(alice, { identity: bob.public, signedPreKey: forged }, ALICE_TO_BOB, {
-      generateKeyPair: async (options) => {
-        generated++
-        return generateX25519KeyPair(options)
+    const error = await x3dhInitiate(
+      alice,
+      { deviceId: DEFAULT_DEVICE_ID, identity: bob.public, signedPreKey: forged },
+      ALICE_TO_BOB,
+      {
+        generateKeyPair: async (options) => {
+          generated++
+          return generateX25519KeyPair(options)
+        },
       },
-    }).catch((e: unknown) => e)
+    ).catch((e: unknown) => e)
     expect(isProtocolError(error, 'E2E_ERR_BAD_SIGNATURE')).toBe(true)
     expect(generated).toBe(0)
   })
@@ -95,33 +103,45 @@ describe('X3DH', () => {
     const { bob, signedPreKey } = await bobWithKeys()
     const other = await generateIdentity()
     const bundle = {
+      deviceId: DEFAULT_DEVICE_ID,
       identity: { ...bob.public, identityKey: other.public.identityKey },
       signedPreKey: publicPreKey(signedPreKey),
     }
-    await expect(verifyPreKeyBundle(bundle)).rejects.toMatchObject({ code: 'E2E_ERR_BAD_SIGNATURE' })
+    await expect(verifyPreKeyBundle(bundle, 'bob')).rejects.toMatchObject({ code: 'E2E_ERR_BAD_SIGNATURE' })
   })
 
   it('rejects a one-time prekey signed by someone else, and a prekey whose id was changed', async () => {
     const { bob, signedPreKey, oneTimePreKeys } = await bobWithKeys()
     const mallory = await generateIdentity()
-    const [foreign] = await generateOneTimePreKeys(mallory, 10, 1)
+    const [foreign] = await generateOneTimePreKeys(mallory, DEFAULT_DEVICE_ID, 10, 1)
     await expect(
-      verifyPreKeyBundle({
-        identity: bob.public,
-        signedPreKey: publicPreKey(signedPreKey),
-        oneTimePreKey: publicPreKey(foreign!),
-      }),
+      verifyPreKeyBundle(
+        {
+          deviceId: DEFAULT_DEVICE_ID,
+          identity: bob.public,
+          signedPreKey: publicPreKey(signedPreKey),
+          oneTimePreKey: publicPreKey(foreign!),
+        },
+        'bob',
+      ),
     ).rejects.toMatchObject({ code: 'E2E_ERR_BAD_SIGNATURE' })
     await expect(
-      verifyPreKeyBundle({
-        identity: bob.public,
-        signedPreKey: { ...publicPreKey(signedPreKey), keyId: signedPreKey.keyId + 1 },
-        oneTimePreKey: publicPreKey(oneTimePreKeys[0]!),
-      }),
+      verifyPreKeyBundle(
+        {
+          deviceId: DEFAULT_DEVICE_ID,
+          identity: bob.public,
+          signedPreKey: { ...publicPreKey(signedPreKey), keyId: signedPreKey.keyId + 1 },
+          oneTimePreKey: publicPreKey(oneTimePreKeys[0]!),
+        },
+        'bob',
+      ),
     ).rejects.toMatchObject({ code: 'E2E_ERR_BAD_SIGNATURE' })
     // A one-time prekey cannot pass as a signed prekey: the signatures carry different labels.
     await expect(
-      verifyPreKeyBundle({ identity: bob.public, signedPreKey: publicPreKey(oneTimePreKeys[0]!) }),
+      verifyPreKeyBundle(
+        { deviceId: DEFAULT_DEVICE_ID, identity: bob.public, signedPreKey: publicPreKey(oneTimePreKeys[0]!) },
+        'bob',
+      ),
     ).rejects.toMatchObject({ code: 'E2E_ERR_BAD_SIGNATURE' })
   })
 
@@ -132,6 +152,7 @@ describe('X3DH', () => {
     // Bob's store (here a Map) hands out and deletes one-time prekeys as the client core will.
     const store = new Map(oneTimePreKeys.map((key) => [key.keyId, key]))
     const bundle = {
+      deviceId: DEFAULT_DEVICE_ID,
       identity: bob.public,
       signedPreKey: publicPreKey(signedPreKey),
       oneTimePreKey: publicPreKey(oneTimePreKey),
@@ -186,7 +207,7 @@ describe('identity and prekey export format', () => {
     const sent = await encryptMessage(
       await startSession(
         alice,
-        { identity: bob.public, signedPreKey: publicPreKey(signedPreKey) },
+        { deviceId: DEFAULT_DEVICE_ID, identity: bob.public, signedPreKey: publicPreKey(signedPreKey) },
         ALICE_TO_BOB,
       ),
       utf8Encode('after restore'),
@@ -232,7 +253,11 @@ describe('decrypting with the wrong session', () => {
   it('a message for another session does not decrypt', async () => {
     const alice = await generateIdentity()
     const { bob, signedPreKey } = await bobWithKeys()
-    const bundle = { identity: bob.public, signedPreKey: publicPreKey(signedPreKey) }
+    const bundle = {
+      deviceId: DEFAULT_DEVICE_ID,
+      identity: bob.public,
+      signedPreKey: publicPreKey(signedPreKey),
+    }
     const one = await encryptMessage(await startSession(alice, bundle, ALICE_TO_BOB), utf8Encode('one'))
     const two = await encryptMessage(await startSession(alice, bundle, ALICE_TO_BOB), utf8Encode('two'))
     const accepted = await acceptSession(

@@ -13,6 +13,7 @@
  * the shipped limits, where 429s and refused connections are expected and counted. bcrypt runs at
  * the tests' cost in both (TEST_BCRYPT_COST), which changes no code path.
  */
+
 import { randomBytes } from 'node:crypto'
 import { Agent, request as httpsRequest } from 'node:https'
 import { sql } from 'kysely'
@@ -32,6 +33,7 @@ import {
   type TestServer,
 } from '../../server/test/harness.js'
 import { RelaySocket, relayUrl } from '../../server/test/ws-client.js'
+import { DEFAULT_DEVICE_ID } from '../../shared/address.js'
 import { toBase64Url } from '../../shared/bytes.js'
 import { ChatClient, type ChatClientOptions, type MessageView } from '../../shared/client/chat-client.js'
 import type { HttpClient, WebSocketFactory, WebSocketLike } from '../../shared/client/transport.js'
@@ -367,12 +369,17 @@ async function prepare(
     fuzzers.map(async ({ client }) => {
       const oneTime: Json[] = []
       for (let batch = 0; batch < 8; batch++) {
-        const preKeys = await generateOneTimePreKeys(client.identity, 1_000 + batch * 10, 10)
+        const preKeys = await generateOneTimePreKeys(
+          client.identity,
+          DEFAULT_DEVICE_ID,
+          1_000 + batch * 10,
+          10,
+        )
         oneTime.push(preKeys.map((preKey) => preKeyToJson(publicPreKey(preKey)) as unknown as Json))
       }
       const signed: Json[] = []
       for (let i = 0; i < 6; i++) {
-        const preKey = await generateSignedPreKey(client.identity, 100 + i)
+        const preKey = await generateSignedPreKey(client.identity, DEFAULT_DEVICE_ID, 100 + i)
         signed.push(preKeyToJson(publicPreKey(preKey)) as unknown as Json)
       }
       return { oneTime, signed }
