@@ -44,6 +44,7 @@ import {
   HEARTBEAT_INTERVAL_MS,
   HTTP_BODY_LIMIT_BYTES,
   HTTP_REQUEST_TIMEOUT_MS,
+  LINK_TOKEN_TTL_MS,
   LOGIN_ACCOUNT_DELAY_AFTER,
   LOGIN_ACCOUNT_DELAY_BASE_MS,
   LOGIN_ACCOUNT_DELAY_MAX_MS,
@@ -58,6 +59,8 @@ import {
   MAINTENANCE_INTERVAL_MS,
   MAX_BAD_FRAMES_PER_CONNECTION,
   MAX_CONNECTIONS_PER_USER,
+  MAX_DEVICES_PER_ACCOUNT,
+  MAX_LINK_TOKENS_PER_ACCOUNT,
   MAX_ONE_TIME_PREKEYS_PER_USER,
   MAX_OPEN_PROVISIONING_CHANNELS_PER_ADDRESS,
   MAX_QUEUED_BYTES_PER_RECIPIENT,
@@ -97,6 +100,7 @@ import { webApp } from './plugins/web-app.js'
 import { accountRoutes } from './routes/accounts.js'
 import { blockRoutes } from './routes/blocks.js'
 import { errorResponses } from './routes/common.js'
+import { deviceRoutes } from './routes/devices.js'
 import { keyRoutes } from './routes/keys.js'
 import { provisioningRoutes } from './routes/provisioning.js'
 import { userRoutes } from './routes/users.js'
@@ -135,6 +139,9 @@ export const DEFAULT_LIMITS: ServerLimits = {
   maxOneTimePreKeysPerUser: MAX_ONE_TIME_PREKEYS_PER_USER,
   signedPreKeysKept: SIGNED_PREKEYS_KEPT,
   maxTokensPerDevice: MAX_TOKENS_PER_DEVICE,
+  maxDevicesPerAccount: MAX_DEVICES_PER_ACCOUNT,
+  linkTokenTtlMs: LINK_TOKEN_TTL_MS,
+  maxLinkTokensPerAccount: MAX_LINK_TOKENS_PER_ACCOUNT,
   tokenLifetimeMs: TOKEN_LIFETIME_MS,
   maxQueuedMessagesPerRecipient: MAX_QUEUED_MESSAGES_PER_RECIPIENT,
   maxQueuedBytesPerRecipient: MAX_QUEUED_BYTES_PER_RECIPIENT,
@@ -546,6 +553,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
       await api.register(userRoutes, context)
       await api.register(blockRoutes, context)
       await api.register(provisioningRoutes, context)
+      await api.register(deviceRoutes, context)
     },
     { prefix: API_PREFIX },
   )

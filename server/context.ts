@@ -34,6 +34,9 @@ export interface ServerLimits {
   readonly signedPreKeysKept: number
   readonly maxTokensPerDevice: number
   readonly tokenLifetimeMs: number
+  readonly maxDevicesPerAccount: number
+  readonly linkTokenTtlMs: number
+  readonly maxLinkTokensPerAccount: number
   // Relay (limits.ts explains each default).
   readonly maxQueuedMessagesPerRecipient: number
   readonly maxQueuedBytesPerRecipient: number
@@ -61,9 +64,9 @@ export interface ServerLimits {
 /** What the HTTP routes tell the relay about, so connected clients hear of it at once. */
 export interface RelayEvents {
   /** A session token of this user was revoked (logout): its sockets are closed. */
-  sessionRevoked(userId: number, tokenHash: Uint8Array): void
+  sessionRevoked(userId: number, tokenHash: Uint8Array, reason?: 'device-removed'): void
   /** The user's prekey bundle was handed out: if few one-time prekeys are left and they are online, say so. */
-  preKeyBundleServed(userId: number): void
+  preKeyBundleServed(userId: number, deviceId: number): void
   /**
    * The user replaced their identity key (a new device): their old sessions' sockets are closed and
    * everyone watching their presence gets `identity.changed`.

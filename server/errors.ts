@@ -99,6 +99,19 @@ export const ServerErrorCode = {
   TooManyLinkMessages: 'E2E_ERR_TOO_MANY_LINK_MESSAGES',
   /** Provisioning: this address has MAX_OPEN_PROVISIONING_CHANNELS_PER_ADDRESS channels open already. */
   TooManyLinks: 'E2E_ERR_TOO_MANY_LINKS',
+  /**
+   * A session token of a device removed from its account (from another device): 401, and the
+   * device's sockets close with it. The device says it was removed and offers to erase its data.
+   */
+  DeviceRemoved: 'E2E_ERR_DEVICE_REMOVED',
+  /** No such device in this account (or one already removed): DELETE /devices/:id, PUT …/name. */
+  DeviceNotFound: 'E2E_ERR_DEVICE_NOT_FOUND',
+  /** The account has the most devices allowed (MAX_DEVICES_PER_ACCOUNT): remove one to link another. */
+  TooManyDevices: 'E2E_ERR_TOO_MANY_DEVICES',
+  /** Removing this device would leave the account with none: delete the account instead. */
+  LastDevice: 'E2E_ERR_LAST_DEVICE',
+  /** A link token that is unknown, expired or already used (one code for the three). */
+  LinkTokenInvalid: 'E2E_ERR_LINK_TOKEN_INVALID',
   /** Anything unexpected; details go to the server log only. */
   Internal: 'E2E_ERR_INTERNAL',
 } as const
@@ -193,6 +206,31 @@ export const serverErrors = {
       'expected an identity key and a signing key no other account holds, got a key another account registered',
     ),
   preKeyIdConflict: (message: string) => new ServerError(ServerErrorCode.PreKeyIdConflict, 409, message),
+  sessionOfRemovedDevice: () =>
+    new ServerError(
+      ServerErrorCode.DeviceRemoved,
+      401,
+      'expected a live session, got one of a device removed from its account (from another of its devices)',
+    ),
+  /** /login for a device removed from the account: it cannot come back, only be linked anew. */
+  removedDevice: () =>
+    new ServerError(
+      ServerErrorCode.DeviceRemoved,
+      401,
+      'expected a device of the account, got one that was removed from it: link this device again',
+    ),
+  deviceNotFound: () =>
+    new ServerError(
+      ServerErrorCode.DeviceNotFound,
+      404,
+      "expected one of this account's devices, got an id it has not (or no longer has)",
+    ),
+  linkTokenInvalid: () =>
+    new ServerError(
+      ServerErrorCode.LinkTokenInvalid,
+      401,
+      'expected a link token from a device of the account, got one that is unknown, expired or already used',
+    ),
   internal: () =>
     new ServerError(ServerErrorCode.Internal, 500, 'expected to handle the request, got an internal error'),
 }

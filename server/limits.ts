@@ -26,6 +26,24 @@ export const BCRYPT_COST = 12
  */
 export const TOKEN_LIFETIME_MS = 30 * DAY
 
+/**
+ * Devices one account may have at once (linked and not removed). Each device is one more copy of
+ * every message a contact sends and of every message the account sends (the sent copies), and one
+ * more place the identity key lives; Signal allows 6 (its primary and 5 linked devices).
+ * Configurable (`--max-devices`, MAX_DEVICES_PER_ACCOUNT).
+ */
+export const MAX_DEVICES_PER_ACCOUNT = 6
+
+/**
+ * How long a link token lives (POST /devices/link-token): it is made when the user approves a new
+ * device and used within seconds; as long as a link code (PROVISIONING_CHANNEL_TTL_MS), so that
+ * an approval near the end of the code's life still works.
+ */
+export const LINK_TOKEN_TTL_MS = 10 * 60 * 1000
+
+/** Live link tokens per account: a new one beyond it replaces the oldest (links are one at a time). */
+export const MAX_LINK_TOKENS_PER_ACCOUNT = 3
+
 /** Session tokens are 256-bit random values (the protocol fixes 32 bytes). */
 export const TOKEN_BYTES = 32
 

@@ -157,3 +157,9 @@ export const MAX_PROVISIONING_MESSAGES_PER_CHANNEL = 8
  * device asks a couple of times a minute.
  */
 export const PROVISIONING_POLL_WAIT_MS = 25_000
+
+/**
+ * Largest sealed device name the server stores (opaque to it: sealed by the account's devices).
+ * A name of up to 64 characters of UTF-8 (at most 256 bytes) plus what sealing adds, with room.
+ */
+export const MAX_SEALED_DEVICE_NAME_BYTES = 384

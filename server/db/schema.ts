@@ -177,6 +177,8 @@ export interface LinkTokensTable {
   /** SHA-256 of the 32-byte token: the token itself is never stored. */
   token_hash: Uint8Array
   user_id: number
+  /** The id the linked device will have (reserved: no other token or device of the account has it). */
+  device_id: number
   created_at: number
   expires_at: number
 }

@@ -37,9 +37,9 @@ export function requireSession(context: Pick<ServerContext, 'db' | 'now'>) {
     const session = await findSession(context.db, tokenHash, context.now())
     if (!session) {
       // Looked up only when the token is no session: what the deleted account's devices are told.
-      if ((await tokenEnding(context.db, tokenHash, context.now())) === 'account-deleted') {
-        throw serverErrors.sessionOfDeletedAccount()
-      }
+      const ending = await tokenEnding(context.db, tokenHash, context.now())
+      if (ending === 'account-deleted') throw serverErrors.sessionOfDeletedAccount()
+      if (ending === 'device-removed') throw serverErrors.sessionOfRemovedDevice()
       throw serverErrors.unauthenticated(
         'expected a valid session token, got an unknown, revoked or expired one',
       )

@@ -42,7 +42,7 @@ import { verifyOneTimePreKey, verifyPublicIdentity, verifySignedPreKey } from '.
 import { dummyPasswordHash, hashPassword, passwordHashCost, verifyPassword } from '../auth/password.js'
 import { hashSessionToken, newSessionToken } from '../auth/tokens.js'
 import type { ServerContext } from '../context.js'
-import { findDevice, PRIMARY_DEVICE_ID, primaryDevice, touchDevice } from '../db/devices.js'
+import { findDevice, PRIMARY_DEVICE_ID, touchDevice, wasRemoved } from '../db/devices.js'
 import type { UserRow } from '../db/schema.js'
 import { deleteOtherTokens, deleteToken, insertToken } from '../db/tokens.js'
 import {
@@ -260,19 +260,23 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
         }
       }
 
-      // Until devices can be linked, every log-in is device 1's, the device that registered.
-      const device = await findDevice(db, primaryDevice(user.id))
-      if (!device) throw serverErrors.invalidCredentials()
+      // The device logging in (1 unless it says): the token is its own, encrypted to its login key.
+      const address = { userId: user.id, deviceId: request.body.device ?? PRIMARY_DEVICE_ID }
+      const device = await findDevice(db, address)
+      if (!device) {
+        if (await wasRemoved(db, address)) throw serverErrors.removedDevice()
+        throw serverErrors.invalidCredentials()
+      }
       const token = newSessionToken()
       const issuedAt = now()
       const expiresAt = issuedAt + limits.tokenLifetimeMs
       const encryptedToken = await rsaOaepEncrypt(await importRsaOaepPublicKey(device.login_key), token)
       const revoked = await insertToken(
         db,
-        { tokenHash: hashSessionToken(token), device: primaryDevice(user.id), now: issuedAt, expiresAt },
+        { tokenHash: hashSessionToken(token), device: address, now: issuedAt, expiresAt },
         limits.maxTokensPerDevice,
       )
-      await touchDevice(db, primaryDevice(user.id), issuedAt)
+      await touchDevice(db, address, issuedAt)
       token.fill(0)
       // Relay sockets opened with a token this log-in pushed out end with it, as after a logout.
       for (const tokenHash of revoked) context.relay.sessionRevoked(user.id, tokenHash)
@@ -301,7 +305,9 @@ export const accountRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (ap
         username = undefined
       }
       const user = username === undefined ? undefined : await findUserByUsername(db, username)
-      const device = user && (await findDevice(db, primaryDevice(user.id)))
+      const device =
+        user &&
+        (await findDevice(db, { userId: user.id, deviceId: request.body.device ?? PRIMARY_DEVICE_ID }))
       const loginKey = await importRsaOaepPublicKey(device?.login_key ?? (await unknownLoginKey()))
       const proof = context.deviceProofs.issue(username ?? '')
       const challenge = await rsaOaepEncrypt(loginKey, proof)

@@ -8,15 +8,17 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { toBase64Url } from '../../shared/bytes.js'
 import {
+  BundleQuery,
   IdentityResponse,
   PreKeyBundleResponse,
+  UserDevicesResponse,
   UsernameParams,
   UserSearchQuery,
   UserSearchResponse,
 } from '../../shared/codec/api.js'
 import { USER_SEARCH_MIN_LENGTH } from '../../shared/limits.js'
 import type { ServerContext } from '../context.js'
-import { type DeviceAddress, primaryDevice } from '../db/devices.js'
+import { type DeviceAddress, deviceIds, findDevice, PRIMARY_DEVICE_ID } from '../db/devices.js'
 import { claimPreKeyBundle, currentSignedPreKey } from '../db/prekeys.js'
 import { isBlocked } from '../db/relations.js'
 import type { Db, PreKeyRow, UserRow } from '../db/schema.js'
@@ -85,13 +87,28 @@ export const userRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, 
     },
   )
 
+  // The devices to encrypt a message to (each has a queue and keys of its own); a send's device list
+  // is checked against the same (docs/protocol.md §13.8).
+  app.get(
+    '/users/:username/devices',
+    { schema: { params: UsernameParams, response: { 200: UserDevicesResponse, ...errorResponses } } },
+    async (request) => {
+      const user = await userNamed(request.params.username)
+      return { devices: await deviceIds(db, user.id) }
+    },
+  )
+
   app.get(
     '/users/:username/bundle',
     {
       // A GET claims a one-time prekey, so Fastify's automatic HEAD twin would claim one too (with a
       // rate limit of its own) while answering nothing: there is none.
       exposeHeadRoute: false,
-      schema: { params: UsernameParams, response: { 200: PreKeyBundleResponse, ...errorResponses } },
+      schema: {
+        params: UsernameParams,
+        querystring: BundleQuery,
+        response: { 200: PreKeyBundleResponse, ...errorResponses },
+      },
       config: {
         rateLimit: {
           max: limits.bundleRateLimit.max,
@@ -104,13 +121,17 @@ export const userRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, 
     },
     async (request) => {
       const user = await userNamed(request.params.username)
+      const target = { userId: user.id, deviceId: Number(request.query.device ?? PRIMARY_DEVICE_ID) }
+      if (target.deviceId !== PRIMARY_DEVICE_ID && !(await findDevice(db, target))) {
+        throw serverErrors.deviceNotFound()
+      }
       // Someone the owner blocked claims none of their one-time prekeys, and is answered as if none
       // were left: an error would tell them they were blocked.
       const requesterId = sessionOf(request).userId
       const blocked = await isBlocked(db, context.relationsKey, user.id, requesterId)
       const bundle = blocked
-        ? await unclaimedBundle(db, primaryDevice(user.id))
-        : await claimPreKeyBundle(db, primaryDevice(user.id), {
+        ? await unclaimedBundle(db, target)
+        : await claimPreKeyBundle(db, target, {
             requesterId,
             now: context.now(),
             claimsPerTarget: limits.oneTimePreKeyClaimsPerTarget,
@@ -121,11 +142,13 @@ export const userRoutes: FastifyPluginAsyncTypebox<ServerContext> = async (app, 
       // A withheld key changed nothing, so a drain past the limit (or a blocked requester) costs the
       // owner no frames either.
       if (!blocked && 'outcome' in bundle && bundle.outcome !== 'withheld')
-        context.relay.preKeyBundleServed(user.id)
+        context.relay.preKeyBundleServed(user.id, target.deviceId)
       // Neither the requester nor the target: the log must not record who fetched whose bundle.
       request.log.info({ event: 'bundle', oneTimePreKey: bundle.outcome }, 'prekey bundle served')
       return {
         username: user.username,
+        // Only for another device than 1: clients before devices refuse a field they do not know.
+        ...(target.deviceId !== PRIMARY_DEVICE_ID ? { deviceId: target.deviceId } : {}),
         identity: identityJson(user),
         signedPreKey: preKeyJson(bundle.signedPreKey),
         ...(bundle.oneTimePreKey ? { oneTimePreKey: preKeyJson(bundle.oneTimePreKey) } : {}),

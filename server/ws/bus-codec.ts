@@ -60,7 +60,12 @@ const BusEvent = Type.Union([
     strict,
   ),
   Type.Object(
-    { kind: Type.Literal('session.revoked'), address: AddressField, tokenHash: TokenHashField },
+    {
+      kind: Type.Literal('session.revoked'),
+      address: AddressField,
+      tokenHash: TokenHashField,
+      reason: Type.Optional(Type.Literal('device-removed')),
+    },
     strict,
   ),
   Type.Object(
@@ -145,6 +150,7 @@ export function encodeBusMessage(from: string, event: RelayEvent, at: number = D
         kind: event.kind,
         address: { userId: event.address.userId, deviceId: event.address.deviceId },
         tokenHash: bytesToText(event.tokenHash),
+        ...(event.reason ? { reason: event.reason } : {}),
       }
       break
     default:
@@ -187,7 +193,12 @@ export function decodeBusMessage(text: string): { from: string; at: number | und
       break
     }
     case 'session.revoked':
-      event = { kind: wire.kind, address: wire.address, tokenHash: Buffer.from(wire.tokenHash, 'base64url') }
+      event = {
+        kind: wire.kind,
+        address: wire.address,
+        tokenHash: Buffer.from(wire.tokenHash, 'base64url'),
+        ...(wire.reason ? { reason: wire.reason } : {}),
+      }
       break
     default:
       event = wire

@@ -57,14 +57,26 @@ import { encodeTextFrames } from './wire.js'
 export interface ConnectionUser {
   readonly id: number
   readonly username: string
-  /** Highest sequence number acknowledged while online (the rows below are gone from the queue). */
-  readonly ackedUpTo: number
-  /** Bumped whenever a commit adds messages for this user (see RelayConnection.pump). */
-  readonly commitEpoch: number
   /** Sends allowed, shared by all of the user's connections here (in a cluster, with the other nodes). */
   readonly sends: SendAllowance
   /**
-   * Resolves once news of this user's commits reaches this process (see relay-bus.ts): a read of
+   * Resolves once news of this user's events (presence, revocations) reaches this process (see
+   * relay-bus.ts).
+   */
+  readonly subscribed: Promise<void>
+}
+
+/**
+ * One device's queue as its connections in this process share it (every device has its own queue;
+ * the host keeps it and changes it).
+ */
+export interface DeviceQueue {
+  /** Highest sequence number acknowledged while online (the rows below are gone from the queue). */
+  readonly ackedUpTo: number
+  /** Bumped whenever a commit adds messages for this device (see RelayConnection.pump). */
+  readonly commitEpoch: number
+  /**
+   * Resolves once news of this device's commits reaches this process (see relay-bus.ts): a read of
    * the queue that starts after it cannot miss a message committed meanwhile.
    */
   readonly subscribed: Promise<void>
@@ -113,7 +125,7 @@ export interface ConnectionHost {
   /** At once on a single node; in a cluster asked of Redis (a promise, which may reject). */
   isOnline(userId: number): boolean | Promise<boolean>
   /** Writes `prekeys.low` to the connection if the user's one-time prekeys run low. */
-  checkPreKeys(userId: number, connection: RelayConnection): void
+  checkPreKeys(device: DeviceAddress, connection: RelayConnection): void
 }
 
 type State = 'awaiting-auth' | 'authenticating' | 'open' | 'closed'
@@ -162,6 +174,8 @@ export class RelayConnection {
   user: ConnectionUser | undefined
   /** The device this socket is of, once authenticated: whose queue it reads and what it sends as. */
   device: DeviceAddress | undefined
+  /** That device's queue here, once authenticated (set by the host's `register`). */
+  deviceQueue: DeviceQueue | undefined
   tokenHash: Uint8Array | undefined
   expiresAt = 0
   /** Answered the last ping or sent something since. */
@@ -451,6 +465,10 @@ export class RelayConnection {
         this.refuse(ServerErrorCode.AccountDeleted, serverErrors.sessionOfDeletedAccount().message)
         return
       }
+      if (ending === 'device-removed') {
+        this.refuse(ServerErrorCode.DeviceRemoved, serverErrors.sessionOfRemovedDevice().message)
+        return
+      }
       this.refuse(
         ServerErrorCode.Unauthenticated,
         'expected a valid session token, got an unknown, revoked or expired one',
@@ -471,14 +489,15 @@ export class RelayConnection {
     this.expiresAt = session.expiresAt
     this.state = 'open'
     this.user = this.host.register(this, session)
-    this.position = this.user.ackedUpTo
+    const queue = this.deviceQueue!
+    this.position = queue.ackedUpTo
     const user = this.user
     this.write(readyFrame(user.username, queued))
     this.drained = this.host.metrics.drainStarted()
     // Reading the queue before commits are signalled here could end "caught up" and miss one.
-    await user.subscribed
+    await Promise.all([user.subscribed, queue.subscribed])
     this.pump()
-    this.host.checkPreKeys(user.id, this)
+    this.host.checkPreKeys(this.device!, this)
   }
 
   // --- Sending --------------------------------------------------------------------------------
@@ -616,8 +635,8 @@ export class RelayConnection {
       this.waitForDrain()
       return
     }
-    const user = this.user!
-    const epoch = user.commitEpoch
+    const queue = this.deviceQueue!
+    const epoch = queue.commitEpoch
     const limit = Math.min(room, DRAIN_BATCH)
     this.reading = true
     this.host.queue.fetch(this.device!, this.position, limit, this.host.now()).then(
@@ -647,7 +666,7 @@ export class RelayConnection {
           delivered += 1
         }
         this.host.metrics.messagesDelivered(delivered)
-        if (messages.length < limit && user.commitEpoch === epoch) {
+        if (messages.length < limit && queue.commitEpoch === epoch) {
           this.caughtUp = true
           this.drained?.()
           this.drained = undefined

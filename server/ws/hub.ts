@@ -39,13 +39,13 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
 import { ONE_TIME_PREKEY_REFILL_THRESHOLD } from '../../shared/limits.js'
 import type { RelayEvents, ServerLimits } from '../context.js'
-import { type DeviceAddress, primaryDevice } from '../db/devices.js'
+import type { DeviceAddress } from '../db/devices.js'
 import { countOneTimePreKeys } from '../db/prekeys.js'
 import { lastPositions, type QueueRepository, queueKey } from '../db/queue.js'
 import { blockedPairs, grantPresence, presenceVisibleTo, type RelationsKey } from '../db/relations.js'
 import type { Db, TokenEnding } from '../db/schema.js'
 import { findSession, liveTokenHashes, type Session, tokenEnding } from '../db/tokens.js'
-import { ServerErrorCode } from '../errors.js'
+import { ServerErrorCode, serverErrors } from '../errors.js'
 import {
   DIRECTORY_CACHE_ENTRIES,
   DIRECTORY_CLUSTER_ENTRY_TTL_MS,
@@ -285,8 +285,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
         id: session.userId,
         username: session.username,
         connections: [],
-        ackedUpTo: 0,
-        commitEpoch: 0,
+        devices: new Map(),
         sends: this.sendAllowanceFor(session.userId, this.now()),
         // Already live if someone here watches them: subscribing again is a no-op.
         subscribed: this.bus.subscribe(address, this.listener),
@@ -297,7 +296,21 @@ export class RelayHub implements RelayEvents, ConnectionHost {
         this.publish({ kind: 'presence.changed', address, username: user.username, online: true })
       }
     }
+    let queue = user.devices.get(session.deviceId)
+    if (!queue) {
+      const address = { userId: session.userId, deviceId: session.deviceId }
+      queue = {
+        ackedUpTo: 0,
+        commitEpoch: 0,
+        connections: [],
+        // Device 1's address is also the user's, subscribed above: a no-op then.
+        subscribed: this.bus.subscribe(address, this.listener),
+      }
+      user.devices.set(session.deviceId, queue)
+    }
     this.local.attach(user, connection)
+    queue.connections.push(connection)
+    connection.deviceQueue = queue
     if (this.presence) {
       const socket = {
         userId: user.id,
@@ -383,7 +396,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
 
   /** A connection closed: it leaves its user (who goes offline with their last one) and its watches. */
   unregister(connection: RelayConnection): void {
-    const { offline, released } = this.local.remove(connection)
+    const { offline, released, releasedQueue } = this.local.remove(connection)
     const socket = this.clusterIds.get(connection)
     if (socket && this.presence) {
       this.clusterIds.delete(connection)
@@ -410,6 +423,12 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     }
     for (const userId of released) {
       this.bus.unsubscribe(primaryAddress(userId), this.listener).catch(this.subscriptionFailed)
+    }
+    // Device 1's address is the user's, which `released` covers (watchers may still need it).
+    if (releasedQueue !== undefined && releasedQueue !== PRIMARY_DEVICE) {
+      this.bus
+        .unsubscribe({ userId: connection.device!.userId, deviceId: releasedQueue }, this.listener)
+        .catch(this.subscriptionFailed)
     }
   }
 
@@ -479,10 +498,11 @@ export class RelayHub implements RelayEvents, ConnectionHost {
 
   acknowledge(connection: RelayConnection, upTo: number): void {
     const user = this.local.userOf(connection)
-    if (!user || upTo <= user.ackedUpTo) return
-    user.ackedUpTo = upTo
+    const queue = connection.device && user?.devices.get(connection.device.deviceId)
+    if (!user || !queue || upTo <= queue.ackedUpTo) return
+    queue.ackedUpTo = upTo
     this.writer.ack(user.id, connection.device!.deviceId, upTo)
-    for (const connection of user.connections) connection.acknowledged(upTo)
+    for (const connection of queue.connections) connection.acknowledged(upTo)
   }
 
   private committed(sends: readonly PendingSend<SendOrigin>[], outcomes: readonly RelayOutcome[]): void {
@@ -555,8 +575,13 @@ export class RelayHub implements RelayEvents, ConnectionHost {
 
   // --- Keys and sessions (RelayEvents, from the HTTP routes) ----------------------------------
 
-  sessionRevoked(userId: number, tokenHash: Uint8Array): void {
-    this.publish({ kind: 'session.revoked', address: primaryAddress(userId), tokenHash })
+  sessionRevoked(userId: number, tokenHash: Uint8Array, reason?: 'device-removed'): void {
+    this.publish({
+      kind: 'session.revoked',
+      address: primaryAddress(userId),
+      tokenHash,
+      ...(reason ? { reason } : {}),
+    })
   }
 
   identityChanged(userId: number, username: string): void {
@@ -579,13 +604,13 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     })
   }
 
-  preKeyBundleServed(userId: number): void {
-    this.publish({ kind: 'prekeys.served', address: primaryAddress(userId) })
+  preKeyBundleServed(userId: number, deviceId: number): void {
+    this.publish({ kind: 'prekeys.served', address: { userId, deviceId } })
   }
 
-  /** Tells these connections of a user when their one-time prekeys run low. */
-  checkPreKeys(userId: number, ...connections: RelayConnection[]): void {
-    countOneTimePreKeys(this.db, primaryDevice(userId)).then(
+  /** Tells these connections of a device when its one-time prekeys run low. */
+  checkPreKeys(device: DeviceAddress, ...connections: RelayConnection[]): void {
+    countOneTimePreKeys(this.db, device).then(
       (remaining) => {
         if (remaining >= ONE_TIME_PREKEY_REFILL_THRESHOLD) return
         const frame = preKeysLowFrame(remaining)
@@ -667,10 +692,14 @@ export class RelayHub implements RelayEvents, ConnectionHost {
         const revoked = Buffer.from(event.tokenHash)
         for (const connection of [...(this.local.user(userId)?.connections ?? [])]) {
           if (connection.tokenHash && revoked.equals(connection.tokenHash)) {
-            connection.refuse(
-              ServerErrorCode.Unauthenticated,
-              'expected a live session, got one that was logged out',
-            )
+            if (event.reason === 'device-removed') {
+              connection.refuse(ServerErrorCode.DeviceRemoved, serverErrors.sessionOfRemovedDevice().message)
+            } else {
+              connection.refuse(
+                ServerErrorCode.Unauthenticated,
+                'expected a live session, got one that was logged out',
+              )
+            }
           }
         }
         return
@@ -718,8 +747,8 @@ export class RelayHub implements RelayEvents, ConnectionHost {
         this.displace(event.socketId)
         return
       case 'prekeys.served': {
-        const user = this.local.user(userId)
-        if (user) this.checkPreKeys(userId, ...user.connections)
+        const queue = this.local.user(userId)?.devices.get(event.address.deviceId)
+        if (queue) this.checkPreKeys(event.address, ...queue.connections)
         return
       }
     }
@@ -727,12 +756,12 @@ export class RelayHub implements RelayEvents, ConnectionHost {
 
   /** Pushes a committed message to its recipient's connections here that are caught up. */
   private deliver(event: MessageCommitted): void {
-    const recipient = this.local.user(event.address.userId)
-    if (!recipient) return
-    recipient.commitEpoch += 1
+    const queue = this.local.user(event.address.userId)?.devices.get(event.address.deviceId)
+    if (!queue) return
+    queue.commitEpoch += 1
     const { copy } = event
     const frame = copy && deliverFrame(event.seq, copy.id, copy.sender, copy.body, copy.createdAt)
-    for (const connection of recipient.connections) connection.offer(event.seq, frame)
+    for (const connection of queue.connections) connection.offer(event.seq, frame)
   }
 
   /**
@@ -747,7 +776,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
       // A read under way ends "caught up" only if no commit was signalled during it: this counts.
       for (const connection of this.local.all) {
         const user = this.local.userOf(connection)
-        if (user) user.commitEpoch += 1
+        if (user) for (const queue of user.devices.values()) queue.commitEpoch += 1
       }
       this.revalidateSessions()
     }

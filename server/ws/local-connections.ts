@@ -9,14 +9,22 @@
  * So "online" here means "online on this process".
  */
 import { ServerErrorCode } from '../errors.js'
-import type { ConnectionUser, RelayConnection } from './connection.js'
+import type { ConnectionUser, DeviceQueue, RelayConnection } from './connection.js'
+
+/** A device's queue with at least one connection here. */
+export interface LocalDeviceQueue extends DeviceQueue {
+  ackedUpTo: number
+  commitEpoch: number
+  /** This device's connections here, oldest first. */
+  readonly connections: RelayConnection[]
+}
 
 /** A user with at least one authenticated connection here, and the state those connections share. */
 export interface LocalUser extends ConnectionUser {
-  /** Oldest first. */
+  /** Oldest first, every device's. */
   readonly connections: RelayConnection[]
-  ackedUpTo: number
-  commitEpoch: number
+  /** By device id: the queues of the devices with a connection here. */
+  readonly devices: Map<number, LocalDeviceQueue>
 }
 
 /** What a connection's departure changed. */
@@ -25,6 +33,8 @@ export interface Departure {
   readonly offline: LocalUser | undefined
   /** Users no longer held here (no connection, no watcher): their events are not needed any more. */
   readonly released: readonly number[]
+  /** The connection's device, if it was that device's last connection here: its queue's commits are not needed any more. */
+  readonly releasedQueue: number | undefined
 }
 
 export class LocalConnections {
@@ -92,7 +102,7 @@ export class LocalConnections {
     return this.watchers.get(userId)
   }
 
-  /** A connection closed: it leaves its user and its watches. */
+  /** A connection closed: it leaves its user, its device's queue and its watches. */
   remove(connection: RelayConnection): Departure {
     this.all.delete(connection)
     const unwatched: number[] = []
@@ -108,9 +118,20 @@ export class LocalConnections {
     connection.subscriptions.clear()
     const user = this.userOf(connection)
     let offline: LocalUser | undefined
+    let releasedQueue: number | undefined
     if (user) {
       const index = user.connections.indexOf(connection)
       if (index >= 0) user.connections.splice(index, 1)
+      const deviceId = connection.device?.deviceId
+      const queue = deviceId === undefined ? undefined : user.devices.get(deviceId)
+      if (queue) {
+        const at = queue.connections.indexOf(connection)
+        if (at >= 0) queue.connections.splice(at, 1)
+        if (queue.connections.length === 0) {
+          user.devices.delete(deviceId!)
+          releasedQueue = deviceId
+        }
+      }
       if (user.connections.length === 0) {
         this.users.delete(user.id)
         offline = user
@@ -118,6 +139,6 @@ export class LocalConnections {
     }
     const released = unwatched.filter((userId) => !this.users.has(userId))
     if (offline && !this.watchers.has(offline.id) && !released.includes(offline.id)) released.push(offline.id)
-    return { offline, released }
+    return { offline, released, releasedQueue }
   }
 }

@@ -76,6 +76,8 @@ export interface SessionRevoked {
   readonly address: Address
   /** SHA-256 of the token, as the tokens table keeps it. */
   readonly tokenHash: Uint8Array
+  /** Why, when the socket should say so: its device was removed from the account. */
+  readonly reason?: 'device-removed'
 }
 
 /** This address's user replaced their identity key: their sockets close, their watchers are told. */

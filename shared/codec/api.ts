@@ -6,6 +6,7 @@ import {
   MAX_LISTED_ONE_TIME_PREKEY_IDS,
   MAX_PROVISIONING_ANSWER_BYTES,
   MAX_PROVISIONING_MESSAGES_PER_CHANNEL,
+  MAX_SEALED_DEVICE_NAME_BYTES,
   ONE_TIME_PREKEY_BATCH,
   PASSWORD_MAX_LENGTH,
   USER_SEARCH_MAX_RESULTS,
@@ -104,7 +105,15 @@ export const CredentialFields = {
 }
 
 export const LoginRequest = Type.Object(
-  { ...CredentialFields, deviceProof: Type.Optional(DeviceProofField) },
+  {
+    ...CredentialFields,
+    deviceProof: Type.Optional(DeviceProofField),
+    /**
+     * The device logging in (default 1, the device that registered): the token is that device's,
+     * encrypted to its login key. A removed device is refused with E2E_ERR_DEVICE_REMOVED.
+     */
+    device: Type.Optional(DeviceIdField),
+  },
   { additionalProperties: false },
 )
 export type LoginRequest = Static<typeof LoginRequest>
@@ -139,7 +148,14 @@ export const DeleteAccountRequest = Type.Object(
 )
 export type DeleteAccountRequest = Static<typeof DeleteAccountRequest>
 
-export const LoginChallengeRequest = Type.Object({ username: UsernameField }, { additionalProperties: false })
+export const LoginChallengeRequest = Type.Object(
+  {
+    username: UsernameField,
+    /** Whose login key the challenge is encrypted to (default 1, the device that registered). */
+    device: Type.Optional(DeviceIdField),
+  },
+  { additionalProperties: false },
+)
 export type LoginChallengeRequest = Static<typeof LoginChallengeRequest>
 
 export const LoginChallengeResponse = Type.Object(
@@ -327,3 +343,99 @@ export type UserSearchQuery = Static<typeof UserSearchQuery>
 
 export const HealthResponse = Type.Object({ status: Type.Literal('ok') }, { additionalProperties: false })
 export type HealthResponse = Static<typeof HealthResponse>
+
+// --- Devices (issue 12; docs/protocol.md §13.8) ---------------------------------------------------
+
+/** A device's name, sealed by the account's devices: opaque bytes to the server. */
+export const SealedDeviceNameField = Base64Url(1, MAX_SEALED_DEVICE_NAME_BYTES, 'sealed device name')
+export const LinkTokenField = FixedBase64Url(32, 'link token: single use, from POST /devices/link-token')
+
+/** GET /devices: the session's account's devices (not removed), by id. */
+export const DevicesResponse = Type.Object(
+  {
+    devices: Type.Array(
+      Type.Object(
+        {
+          id: DeviceIdField,
+          name: Type.Optional(SealedDeviceNameField),
+          createdAt: TimestampField,
+          lastSeenAt: TimestampField,
+          /** The device the request came from. */
+          current: Type.Boolean(),
+        },
+        { additionalProperties: false },
+      ),
+      { maxItems: 64 },
+    ),
+  },
+  { additionalProperties: false },
+)
+export type DevicesResponse = Static<typeof DevicesResponse>
+
+/** Query of GET /users/:username/bundle: which device's keys (default 1). */
+export const BundleQuery = Type.Object(
+  { device: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,9}$' })) },
+  { additionalProperties: false },
+)
+export type BundleQuery = Static<typeof BundleQuery>
+
+/** Path parameters of /devices/:id. */
+export const DeviceParams = Type.Object(
+  { id: Type.String({ pattern: '^[1-9][0-9]{0,9}$' }) },
+  { additionalProperties: false },
+)
+export type DeviceParams = Static<typeof DeviceParams>
+
+/** PUT /devices/current/name: the session's device's new sealed name (absent: none). */
+export const RenameDeviceRequest = Type.Object(
+  { name: Type.Optional(SealedDeviceNameField) },
+  { additionalProperties: false },
+)
+export type RenameDeviceRequest = Static<typeof RenameDeviceRequest>
+
+/**
+ * POST /devices/link-token: a single-use token the approving device puts in the provisioning
+ * message, and the id it reserves for the new device (which signs its prekeys for it).
+ */
+export const LinkTokenResponse = Type.Object(
+  { linkToken: LinkTokenField, deviceId: DeviceIdField, expiresAt: TimestampField },
+  { additionalProperties: false },
+)
+export type LinkTokenResponse = Static<typeof LinkTokenResponse>
+
+/**
+ * POST /devices: a new device adds itself to the account of its link token, with its own login key
+ * and prekeys, signed by the account's identity key for the device id the token reserved.
+ */
+export const AddDeviceRequest = Type.Object(
+  {
+    linkToken: LinkTokenField,
+    /** The id the link token reserved, which the prekeys are signed for. */
+    deviceId: DeviceIdField,
+    loginKey: LoginKeyField,
+    signedPreKey: PreKeyJson,
+    oneTimePreKeys: OneTimePreKeysJson,
+    name: Type.Optional(SealedDeviceNameField),
+  },
+  { additionalProperties: false },
+)
+export type AddDeviceRequest = Static<typeof AddDeviceRequest>
+
+/** The added device's id and its first session (as /login answers). */
+export const AddDeviceResponse = Type.Object(
+  {
+    username: ServerUsernameField,
+    deviceId: DeviceIdField,
+    encryptedToken: Base64Url(384, 384),
+    expiresAt: TimestampField,
+  },
+  { additionalProperties: false },
+)
+export type AddDeviceResponse = Static<typeof AddDeviceResponse>
+
+/** GET /users/:username/devices: the ids of that account's devices, each with a queue of its own. */
+export const UserDevicesResponse = Type.Object(
+  { devices: Type.Array(DeviceIdField, { maxItems: 64 }) },
+  { additionalProperties: false },
+)
+export type UserDevicesResponse = Static<typeof UserDevicesResponse>

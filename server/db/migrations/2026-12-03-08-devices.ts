@@ -22,7 +22,8 @@
  *   under sender device 0 (no device has it): a send from device 1 to device 1 is checked against
  *   those too while any are left, until they expire with the message lifetime.
  * - `link_tokens`: single-use, short-lived tokens a device of the account asks for to link a new
- *   one (only their SHA-256, as for session tokens).
+ *   one (only their SHA-256, as for session tokens), each with the device id it reserves: the new
+ *   device signs its prekeys for that id before it adds itself.
  * - `ended_tokens` takes a second reason, 'device-removed'.
  *
  * Nothing queued is renumbered or lost: every row keeps its seq under device 1. SQLite rebuilds
@@ -128,6 +129,7 @@ export async function up(db: AnyDb, dialect: Dialect): Promise<void> {
     `create table link_tokens (
       token_hash ${t.bytes} primary key,
       user_id ${t.int64} not null references users (id) on delete cascade,
+      device_id ${t.int64} not null,
       created_at ${t.int64} not null,
       expires_at ${t.int64} not null,
       constraint link_tokens_hash_length check (${t.length('token_hash')} = 32)
