@@ -47,7 +47,17 @@ describe('configuration', () => {
       logLevel: 'info',
       metrics: { port: undefined, host: '127.0.0.1', token: undefined },
       replaceRelationsKey: false,
+      maxDevicesPerAccount: undefined,
     })
+  })
+
+  it('takes --max-devices or MAX_DEVICES_PER_ACCOUNT, 1–64, the flag winning', () => {
+    expect(configOf(['--max-devices', '3']).maxDevicesPerAccount).toBe(3)
+    expect(configOf([], { MAX_DEVICES_PER_ACCOUNT: '10' }).maxDevicesPerAccount).toBe(10)
+    expect(configOf(['--max-devices', '2'], { MAX_DEVICES_PER_ACCOUNT: '10' }).maxDevicesPerAccount).toBe(2)
+    for (const bad of ['0', '65', '-1', '2.5', 'six']) {
+      expect(() => configOf([`--max-devices=${bad}`])).toThrow(/max-devices.*expected an integer 1–64/)
+    }
   })
 
   it('takes --replace-relations-key only as a flag: an environment file left with it would wipe relations on every start', () => {

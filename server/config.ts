@@ -28,6 +28,7 @@
  * | (none)        | METRICS_TOKEN | none; at least 32 characters: GET /metrics on the main port to |
  * |               |              | requests bearing it (and required on the metrics port too). Only |
  * |               |              | a variable: a flag would show in every `ps` listing |
+ * | --max-devices | MAX_DEVICES_PER_ACCOUNT | 6 (limits.ts): devices one account may have, 1–64 |
  * | --replace-relations-key | (none) | off; on: a relations key other than the database's replaces |
  * |               |              | it, and the relations stored under the old one are deleted |
  * |               |              | (relations-key.ts). Only a flag, given once by hand: left in an |
@@ -50,6 +51,8 @@ export const DEFAULT_REDIS_PREFIX = 'secure-chat:'
 const METRICS_TOKEN_VARIABLE = 'METRICS_TOKEN'
 /** A shorter token could be guessed; 32 random characters is ~190 bits from base64url. */
 export const METRICS_TOKEN_MIN_LENGTH = 32
+/** The most devices an operator may allow per account: DevicesResponse lists at most 64. */
+export const MAX_DEVICES_LIMIT = 64
 
 export type DatabaseConfig = { kind: 'sqlite'; file: string } | { kind: 'postgres'; url: string }
 
@@ -71,6 +74,8 @@ export interface ServerConfig {
   metrics: MetricsConfig
   /** Take this node's relations key even if the database was set up with another (relations-key.ts). */
   replaceRelationsKey: boolean
+  /** Devices one account may have (limits.ts MAX_DEVICES_PER_ACCOUNT unless set). */
+  maxDevicesPerAccount: number | undefined
 }
 
 /** Where GET /metrics is served (plugins/metrics.ts); neither a port nor a token means nowhere. */
@@ -105,6 +110,7 @@ export const USAGE = `Usage: npm start -- [options]
   --log-level <level>   ${LOG_LEVELS.join(', ')} (LOG_LEVEL; default info)
   --metrics-port <n>    serve GET /metrics over plain HTTP on this port (METRICS_PORT; default none)
   --metrics-host <addr> address of the metrics port (METRICS_HOST; default ${DEFAULT_METRICS_HOST})
+  --max-devices <n>     devices one account may have, 1–${MAX_DEVICES_LIMIT} (MAX_DEVICES_PER_ACCOUNT; default 6)
   --replace-relations-key
                         start with this data directory's relations.key although the database was set
                         up with another: the blocks and presence grants stored under that one are
@@ -140,6 +146,7 @@ export function parseConfig(argv: readonly string[], env: Env, cwd: string = pro
         'log-level': { type: 'string' },
         'metrics-port': { type: 'string' },
         'metrics-host': { type: 'string' },
+        'max-devices': { type: 'string' },
         'replace-relations-key': { type: 'boolean' },
         help: { type: 'boolean' },
       },
@@ -201,6 +208,7 @@ export function parseConfig(argv: readonly string[], env: Env, cwd: string = pro
       logLevel: logLevel as LogLevel,
       metrics,
       replaceRelationsKey: values['replace-relations-key'] === true,
+      maxDevicesPerAccount: parseMaxDevices(pick('max-devices', 'MAX_DEVICES_PER_ACCOUNT')),
     },
   }
 }
@@ -275,10 +283,23 @@ export function describeConfig(config: ServerConfig): string[] {
     `trust proxy: ${String(config.trustProxy)}`,
     `log level: ${config.logLevel}`,
     `metrics: ${metricsWhere.length > 0 ? metricsWhere.join('; ') : 'not served (set METRICS_PORT or METRICS_TOKEN)'}`,
+    ...(config.maxDevicesPerAccount === undefined
+      ? []
+      : [`devices per account: at most ${config.maxDevicesPerAccount}`]),
     ...(config.replaceRelationsKey
       ? ["relations key: replacing the database's with this data directory's (--replace-relations-key)"]
       : []),
   ]
+}
+
+function parseMaxDevices(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined
+  if (!/^\d{1,2}$/.test(text) || Number(text) < 1 || Number(text) > MAX_DEVICES_LIMIT) {
+    throw new ConfigError(
+      `--max-devices/MAX_DEVICES_PER_ACCOUNT: expected an integer 1–${MAX_DEVICES_LIMIT}, got "${text}"`,
+    )
+  }
+  return Number(text)
 }
 
 function parsePort(text: string | undefined): number {

@@ -78,6 +78,9 @@ async function start(config: ServerConfig): Promise<void> {
     redis: config.redis,
     metrics,
     ...(config.metrics.token === undefined ? {} : { metricsToken: config.metrics.token }),
+    ...(config.maxDevicesPerAccount === undefined
+      ? {}
+      : { limits: { maxDevicesPerAccount: config.maxDevicesPerAccount } }),
   })
   await app.listen({ host: config.host, port: config.port })
   const { port } = app.server.address() as AddressInfo

@@ -12,6 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { build } from '../server/app.js'
 import { ServerErrorCode } from '../server/errors.js'
 import {
+  LINK_TOKEN_TTL_MS,
+  MAX_DEVICES_PER_ACCOUNT,
+  MAX_LINK_TOKENS_PER_ACCOUNT,
   MAX_OPEN_PROVISIONING_CHANNELS_PER_ADDRESS,
   MAX_TLS_HANDSHAKES_IN_PROGRESS_PER_ADDRESS,
   MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS,
@@ -411,6 +414,10 @@ const SERVER_PROSE_LIMITS: Record<string, number> = {
   PROVISIONING_OPEN_RATE_LIMIT: PROVISIONING_OPEN_RATE_LIMIT.max,
   MAX_OPEN_PROVISIONING_CHANNELS_PER_ADDRESS,
   PROVISIONING_RATE_LIMIT: PROVISIONING_RATE_LIMIT.max,
+  // §13.8, devices.
+  MAX_DEVICES_PER_ACCOUNT,
+  LINK_TOKEN_TTL_MS: LINK_TOKEN_TTL_MS / 60_000,
+  MAX_LINK_TOKENS_PER_ACCOUNT,
 }
 
 describe(`${DOC}: server limits stated in prose`, () => {
