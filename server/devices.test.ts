@@ -6,44 +6,17 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { fromBase64Url, toBase64Url } from '../shared/bytes.js'
-import type { AddDeviceRequest } from '../shared/codec/api.js'
-import { preKeyBundleFromJson, preKeyToJson } from '../shared/codec/keys.js'
-import { generateRsaOaepKeyPair, type RsaOaepKeyPair, rsaOaepDecrypt } from '../shared/crypto/primitives.js'
-import {
-  generateOneTimePreKeys,
-  generateSignedPreKey,
-  type Identity,
-  publicPreKey,
-  verifyPreKeyBundle,
-} from '../shared/identity.js'
+import { preKeyBundleFromJson } from '../shared/codec/keys.js'
+import { rsaOaepDecrypt } from '../shared/crypto/primitives.js'
+import { verifyPreKeyBundle } from '../shared/identity.js'
 import { countOneTimePreKeys } from './db/prekeys.js'
 import { countQueued } from './db/queue.js'
 import { DIALECTS, postgresUnavailable } from './test/databases.js'
+import { addDeviceBody, linkDevice, linkedDeviceLoginKey } from './test/devices.js'
 import { loginSecretFor, signUp, startServer, type TestClient, type TestServer } from './test/harness.js'
 import { connect, openSocket } from './test/ws-client.js'
 
 const pgSkip = await postgresUnavailable()
-let newDeviceKey: RsaOaepKeyPair
-
-beforeAll(async () => {
-  newDeviceKey = await generateRsaOaepKeyPair()
-})
-
-/** What a new device of `identity`'s account sends to add itself as `deviceId`. */
-async function addBody(identity: Identity, linkToken: string, deviceId: number, signedFor = deviceId) {
-  const [signed, oneTime] = await Promise.all([
-    generateSignedPreKey(identity, signedFor, 1),
-    generateOneTimePreKeys(identity, signedFor, 1, 3),
-  ])
-  return {
-    linkToken,
-    deviceId,
-    loginKey: toBase64Url(newDeviceKey.publicKeySpki),
-    signedPreKey: preKeyToJson(publicPreKey(signed)),
-    oneTimePreKeys: oneTime.map((preKey) => preKeyToJson(publicPreKey(preKey))),
-    name: toBase64Url(new Uint8Array(40).fill(7)),
-  } satisfies AddDeviceRequest
-}
 
 for (const dialect of DIALECTS) {
   describe.skipIf(dialect === 'postgres' && pgSkip !== undefined)(`devices (${dialect})`, () => {
@@ -69,20 +42,7 @@ for (const dialect of DIALECTS) {
           .executeTakeFirstOrThrow()
       ).id
 
-    /** Links a second device to `client`'s account; its id and session token. */
-    async function link(client: TestClient, token: Uint8Array) {
-      const reserved = await linkToken(token)
-      const response = await server.request('/api/v1/devices', {
-        body: await addBody(client.identity, reserved.linkToken, reserved.deviceId),
-      })
-      expect(response.status, response.text).toBe(201)
-      expect(response.body).toMatchObject({ username: client.username, deviceId: reserved.deviceId })
-      const session = await rsaOaepDecrypt(
-        newDeviceKey.privateKey,
-        fromBase64Url(response.body.encryptedToken),
-      )
-      return { deviceId: reserved.deviceId as number, token: session }
-    }
+    const link = (client: TestClient, token: Uint8Array) => linkDevice(server, client, token)
 
     it('links a device: the token reserves its id, it adds itself, is listed and has a session of its own', async () => {
       const { client, token } = await signUp(server)
@@ -130,7 +90,10 @@ for (const dialect of DIALECTS) {
         body: { username: client.username, loginSecret: loginSecretFor(client.password), device: 2 },
       })
       expect(login.status).toBe(200)
-      const again = await rsaOaepDecrypt(newDeviceKey.privateKey, fromBase64Url(login.body.encryptedToken))
+      const again = await rsaOaepDecrypt(
+        (await linkedDeviceLoginKey()).privateKey,
+        fromBase64Url(login.body.encryptedToken),
+      )
       const relisted = await server.request('/api/v1/devices', { token: again })
       expect(relisted.body.devices.map((device: { current: boolean }) => device.current)).toEqual([
         false,
@@ -170,35 +133,35 @@ for (const dialect of DIALECTS) {
       const reserved = await linkToken(token)
       // Keys signed for device 1 (or any other id) do not pass as device 2's.
       const wrongKeys = await server.request('/api/v1/devices', {
-        body: await addBody(client.identity, reserved.linkToken, reserved.deviceId, 1),
+        body: await addDeviceBody(client.identity, reserved.linkToken, reserved.deviceId, 1),
       })
       expect(wrongKeys.status).toBe(400)
       expect(wrongKeys.body.error.code).toBe('E2E_ERR_BAD_SIGNATURE')
       // Another account's identity key signs nothing here either.
       const { client: mallory } = await signUp(server)
       const forged = await server.request('/api/v1/devices', {
-        body: await addBody(mallory.identity, reserved.linkToken, reserved.deviceId),
+        body: await addDeviceBody(mallory.identity, reserved.linkToken, reserved.deviceId),
       })
       expect(forged.body.error.code).toBe('E2E_ERR_BAD_SIGNATURE')
       // Another id than the reserved one.
       const otherId = await server.request('/api/v1/devices', {
-        body: await addBody(client.identity, reserved.linkToken, reserved.deviceId + 1),
+        body: await addDeviceBody(client.identity, reserved.linkToken, reserved.deviceId + 1),
       })
       expect(otherId.status).toBe(401)
       expect(otherId.body.error.code).toBe('E2E_ERR_LINK_TOKEN_INVALID')
       // None of that used the token up or added anything.
       expect((await server.request('/api/v1/devices', { token })).body.devices).toHaveLength(1)
       const added = await server.request('/api/v1/devices', {
-        body: await addBody(client.identity, reserved.linkToken, reserved.deviceId),
+        body: await addDeviceBody(client.identity, reserved.linkToken, reserved.deviceId),
       })
       expect(added.status).toBe(201)
       // Used once: a second addition with it is refused.
       const reused = await server.request('/api/v1/devices', {
-        body: await addBody(client.identity, reserved.linkToken, reserved.deviceId),
+        body: await addDeviceBody(client.identity, reserved.linkToken, reserved.deviceId),
       })
       expect(reused.body.error.code).toBe('E2E_ERR_LINK_TOKEN_INVALID')
       const unknown = await server.request('/api/v1/devices', {
-        body: await addBody(client.identity, toBase64Url(new Uint8Array(32).fill(1)), 3),
+        body: await addDeviceBody(client.identity, toBase64Url(new Uint8Array(32).fill(1)), 3),
       })
       expect(unknown.body.error.code).toBe('E2E_ERR_LINK_TOKEN_INVALID')
       // Expired (its row's time passed).
@@ -209,7 +172,7 @@ for (const dialect of DIALECTS) {
         .where('user_id', '=', userId)
         .execute()
       const expired = await server.request('/api/v1/devices', {
-        body: await addBody(client.identity, stale.linkToken, stale.deviceId),
+        body: await addDeviceBody(client.identity, stale.linkToken, stale.deviceId),
       })
       expect(expired.body.error.code).toBe('E2E_ERR_LINK_TOKEN_INVALID')
       // The limit (3 here): a third device, then neither a token nor a fourth device.
@@ -218,12 +181,12 @@ for (const dialect of DIALECTS) {
       expect(
         (
           await server.request('/api/v1/devices', {
-            body: await addBody(client.identity, third.linkToken, third.deviceId),
+            body: await addDeviceBody(client.identity, third.linkToken, third.deviceId),
           })
         ).status,
       ).toBe(201)
       const over = await server.request('/api/v1/devices', {
-        body: await addBody(client.identity, late.linkToken, late.deviceId),
+        body: await addDeviceBody(client.identity, late.linkToken, late.deviceId),
       })
       expect(over.status).toBe(409)
       expect(over.body.error.code).toBe('E2E_ERR_TOO_MANY_DEVICES')

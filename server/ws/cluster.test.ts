@@ -7,6 +7,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { RelationsKey } from '../db/relations.js'
 import { createTestDatabase, postgresUnavailable, type TestDatabase } from '../test/databases.js'
+import { linkDevice } from '../test/devices.js'
 import { signUp, startServer, type TestServer } from '../test/harness.js'
 import {
   killSubscriber,
@@ -311,5 +312,50 @@ describe.skipIf(skip !== undefined)('two nodes sharing PostgreSQL and Redis', ()
     const fence = a.sendMessage(bob.client.username)
     expect((await b.next('deliver')).id).toBe(fence)
     expect(b.all('deliver')).toHaveLength(sent.length + 1)
+  })
+
+  it("an account's devices on both nodes: each reads its own queue, and one removed from node 1 is closed on node 2 at once", async () => {
+    const { nodes } = await cluster([NO_RECHECK_MS, NO_RECHECK_MS])
+    const { client, token } = await signUp(nodes[0])
+    const second = await linkDevice(nodes[1], client, token)
+    const third = await linkDevice(nodes[0], client, token)
+    const { id: userId } = await database.db
+      .selectFrom('users')
+      .select('id')
+      .where('username', '=', client.username)
+      .executeTakeFirstOrThrow()
+    const row = (deviceId: number) => ({
+      recipient_id: userId,
+      recipient_device: deviceId,
+      seq: 1,
+      sender_id: userId,
+      sender_device: 1,
+      client_id: new Uint8Array(16).fill(deviceId),
+      body: new TextEncoder().encode(`for device ${deviceId}`),
+      created_at: 1,
+      expires_at: Date.now() + 60_000,
+    })
+    await database.db
+      .insertInto('messages')
+      .values([row(2), row(3)])
+      .execute()
+    const first = await online(nodes[0], token, 'device1@1')
+    const two = await online(nodes[1], second.token, 'device2@2')
+    const three = await online(nodes[0], third.token, 'device3@1')
+    expect([first.ready.queued, two.ready.queued, three.ready.queued]).toEqual([0, 1, 1])
+    expect((await two.next('deliver')).id).toBe(Buffer.from(new Uint8Array(16).fill(2)).toString('base64url'))
+    expect((await three.next('deliver')).id).toBe(
+      Buffer.from(new Uint8Array(16).fill(3)).toString('base64url'),
+    )
+
+    const removed = await nodes[0].request(`/api/v1/devices/${second.deviceId}`, { method: 'DELETE', token })
+    expect(removed.status).toBe(204)
+    expect(await two.next('error')).toMatchObject({ code: 'E2E_ERR_DEVICE_REMOVED' })
+    expect((await two.closed).code).toBe(1008)
+    // The others stay; the removed device's queue is gone, device 3's is untouched.
+    expect(first.frames.filter((frame) => frame.type === 'error')).toEqual([])
+    expect(three.frames.filter((frame) => frame.type === 'error')).toEqual([])
+    const devices = await nodes[1].request('/api/v1/devices', { token: third.token })
+    expect(devices.body.devices.map((device: { id: number }) => device.id)).toEqual([1, 3])
   })
 })
