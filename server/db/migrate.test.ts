@@ -19,7 +19,6 @@ import {
   postProvisioningMessage,
   readProvisioningMessages,
 } from './provisioning.js'
-import { tombstoneKey } from './queue.js'
 import { openQueueRepository } from './queue-repository.js'
 import { block, grantPresence, isBlocked, presenceVisibleTo, RelationsKey } from './relations.js'
 import { findSession, purgeEndedTokens, tokenEnding } from './tokens.js'
@@ -389,10 +388,12 @@ for (const dialect of DIALECTS) {
       }
       const tombstones = await db.selectFrom('message_tombstones').selectAll().execute()
       expect(Object.keys(tombstones[0]!).sort()).toEqual([
+        'client_id',
         'expires_at',
-        'message_key',
+        'recipient_device',
         'sender_device',
         'sender_id',
+        'to_self',
       ])
       expect(tombstones).toHaveLength(4)
     })
@@ -1011,15 +1012,17 @@ for (const dialect of DIALECTS) {
         })
         const [again] = await queue.commit({ sends: [send(queuedId)], acks: [], now: 3_200 })
         expect(again).toMatchObject({ kind: 'duplicate', delivered: true })
-        // The new tombstone keeps a key of the id and device, not the id.
-        const keys = (await db.selectFrom('message_tombstones').select('message_key').execute()).map((row) =>
-          Buffer.from(row.message_key).toString('hex'),
-        )
-        expect(keys.sort()).toEqual(
-          [acknowledgedId, tombstoneKey(queuedId, bobId, 1)]
-            .map((bytes) => Buffer.from(bytes).toString('hex'))
-            .sort(),
-        )
+        // Tombstones, old and new, name of the destination only its device and whether it was a sent copy.
+        const rows = await db
+          .selectFrom('message_tombstones')
+          .select(['client_id', 'sender_device', 'recipient_device', 'to_self'])
+          .execute()
+        expect(
+          rows.map((row) => [row.client_id[0], row.sender_device, row.recipient_device, row.to_self]).sort(),
+        ).toEqual([
+          [8, 1, 1, 0],
+          [9, 1, 1, 0],
+        ])
       } finally {
         await queue.close()
       }
@@ -1041,10 +1044,8 @@ for (const dialect of DIALECTS) {
       expect(await db.selectFrom('auth_tokens').select('token_hash').execute()).toHaveLength(2)
       expect(await db.selectFrom('signed_prekeys').select('key_id').execute()).toEqual([{ key_id: 1 }])
       expect(await db.selectFrom('messages').select('seq').execute()).toEqual([])
-      // Tombstones of the previous version stay; today's cannot become one (their id is gone).
-      expect(await db.selectFrom('message_tombstones').select('client_id').execute()).toEqual([
-        { client_id: expect.anything() },
-      ])
+      // Tombstones of device 1 to device 1 stay (they are what the previous version wrote).
+      expect(await db.selectFrom('message_tombstones').select('client_id').execute()).toHaveLength(2)
       expect(await db.selectFrom('ended_tokens').select('reason').execute()).toEqual([])
       await migrateToLatest(db, dialect)
     })

@@ -20,26 +20,11 @@
  * 0 stored, 1 duplicate (still queued), 2 duplicate (delivered), 3 queue full, 4 the sender's
  * share of the recipient's queue full (limits: see db/queue.ts `refusal`, which this mirrors).
  */
-const { createHash } = require('node:crypto')
 const { parentPort, workerData } = require('node:worker_threads')
 const Database = require(workerData.driver)
 
 const CLIENT_ID_BYTES = 16
 const SEND_FIELDS = 7
-const TOMBSTONE_LABEL = Buffer.from('secure-chat tombstone v1\0', 'latin1')
-
-/** db/queue.ts tombstoneKey: what a tombstone keeps instead of the message id. */
-function tombstoneKey(clientId, recipientId, recipientDevice) {
-  const destination = Buffer.alloc(12)
-  destination.writeBigUInt64BE(BigInt(recipientId), 0)
-  destination.writeUInt32BE(recipientDevice, 8)
-  return createHash('sha256')
-    .update(TOMBSTONE_LABEL)
-    .update(clientId)
-    .update(destination)
-    .digest()
-    .subarray(0, 16)
-}
 const { file, settings, limits } = workerData
 
 const db = new Database(file)
@@ -63,7 +48,8 @@ const statements = {
      and recipient_id = ? and recipient_device = ?`,
   ),
   tombstone: db.prepare(
-    'select expires_at from message_tombstones where message_key = ? and sender_id = ? and sender_device = ?',
+    `select expires_at from message_tombstones where client_id = ? and sender_id = ? and sender_device = ?
+     and recipient_device = ? and to_self = ?`,
   ),
   position: db.prepare(
     'select last_seq from queue_positions where recipient_id = ? and recipient_device = ?',
@@ -76,13 +62,15 @@ const statements = {
     `select sender_id, count(*) as count, coalesce(sum(length(body)), 0) as bytes from messages
      where recipient_id = ? and recipient_device = ? group by sender_id`,
   ),
-  acknowledge: db.prepare(
-    `delete from messages where recipient_id = ? and recipient_device = ? and seq <= ?
-     returning client_id, sender_id, sender_device, expires_at`,
-  ),
   bury: db.prepare(
-    `insert into message_tombstones (message_key, sender_id, sender_device, expires_at) values (?, ?, ?, ?)
-     on conflict (message_key, sender_id, sender_device) do nothing`,
+    `insert into message_tombstones (client_id, sender_id, sender_device, recipient_device, to_self, expires_at)
+     select client_id, sender_id, sender_device, recipient_device,
+       case when sender_id = recipient_id then 1 else 0 end, expires_at
+     from messages where recipient_id = ? and recipient_device = ? and seq <= ?
+     on conflict (client_id, sender_id, sender_device, recipient_device, to_self) do nothing`,
+  ),
+  acknowledge: db.prepare(
+    'delete from messages where recipient_id = ? and recipient_device = ? and seq <= ?',
   ),
   fetch: db.prepare(
     `select m.seq, m.client_id, u.username, m.sender_device, m.body, m.created_at
@@ -96,18 +84,11 @@ const statements = {
   purge: db.prepare(
     'delete from messages where rowid in (select rowid from messages where expires_at <= ? limit ?)',
   ),
-  legacyTombstones: db.prepare('select 1 as found from message_tombstones where sender_device = 0 limit 1'),
   purgeTombstones: db.prepare(
     `delete from message_tombstones where rowid in
      (select rowid from message_tombstones where expires_at <= ? limit ?)`,
   ),
 }
-
-/**
- * Whether tombstones from before devices (sender device 0, the bare id) may be left: nothing writes
- * new ones, so once none are left the answer stays (db/queue.ts hasLegacyTombstones).
- */
-let legacyTombstones = statements.legacyTombstones.get() !== undefined
 
 /** A device queue's depth in total and per sending account, read in the current transaction. */
 function loadDepth(recipientId, recipientDevice) {
@@ -142,10 +123,8 @@ const applyBatch = db.transaction((request) => {
     const recipientId = acks[i]
     const recipientDevice = acks[i + 1]
     const upTo = acks[i + 2]
-    for (const row of statements.acknowledge.all(recipientId, recipientDevice, upTo)) {
-      const key = tombstoneKey(row.client_id, recipientId, recipientDevice)
-      statements.bury.run(key, row.sender_id, row.sender_device, row.expires_at)
-    }
+    statements.bury.run(recipientId, recipientDevice, upTo)
+    statements.acknowledge.run(recipientId, recipientDevice, upTo)
   }
   // Read after the acknowledgements, in this transaction (BEGIN IMMEDIATE: no other writer).
   const depths = new Map()
@@ -165,17 +144,14 @@ const applyBatch = db.transaction((request) => {
     const clientId = buffer.subarray(offset, offset + CLIENT_ID_BYTES)
     const body = buffer.subarray(offset + CLIENT_ID_BYTES, offset + CLIENT_ID_BYTES + bodyLength)
     offset += CLIENT_ID_BYTES + bodyLength
-    // Acknowledged already (a tombstone): a duplicate, whatever the queue's depth. A tombstone
-    // from before devices holds the bare id, and only device 1 to device 1 existed then.
-    const buried =
-      statements.tombstone.get(
-        tombstoneKey(clientId, recipientId, recipientDevice),
-        senderId,
-        senderDevice,
-      ) ??
-      (legacyTombstones && senderDevice === 1 && recipientDevice === 1
-        ? statements.tombstone.get(clientId, senderId, 0)
-        : undefined)
+    // Acknowledged already (a tombstone): a duplicate, whatever the queue's depth.
+    const buried = statements.tombstone.get(
+      clientId,
+      senderId,
+      senderDevice,
+      recipientDevice,
+      senderId === recipientId ? 1 : 0,
+    )
     if (buried) {
       outcomes[i * 3] = 2
       outcomes[i * 3 + 1] = 0
@@ -260,7 +236,6 @@ function handle(request) {
       const purged =
         statements.purge.run(request.now, request.limit).changes +
         statements.purgeTombstones.run(request.now, request.limit).changes
-      if (legacyTombstones) legacyTombstones = statements.legacyTombstones.get() !== undefined
       return [purged, []]
     }
     default:

@@ -7,12 +7,12 @@
  * sees count only its own messages, not the server's traffic.
  *
  * A cumulative acknowledgement (by sequence number) deletes the acknowledged rows and leaves, per
- * message, a tombstone in `message_tombstones` with only what idempotency needs: the sending
- * device, `tombstoneKey` of the message id and the receiving device, and the original expiry. No
- * recipient, no delivery time, no body.
+ * message, a tombstone in `message_tombstones` with only what idempotency needs: the id, the
+ * sending device, the receiving device's id and whether it was the sender's own (a sent copy), and
+ * the original expiry. No recipient, no delivery time, no body.
  *
  * Idempotency is per (sending device, client id, receiving device): UNIQUE among queued rows, and
- * the same key among tombstones; a send is checked against both, so a retried send finds the
+ * among tombstones (where the receiving account is only "the other one" or "the sender's own"); a send is checked against both, so a retried send finds the
  * stored message, queued or delivered, for as long as the message would have lived (limits.ts
  * MESSAGE_TTL_MS) and nothing is stored or delivered twice. One id goes to every device of a send,
  * so a retry that also reaches a device added since is stored for that device alone.
@@ -27,9 +27,8 @@
  * same position). KyselyQueueRepository implements it for every dialect; db/queue-sqlite.ts is a
  * faster one for SQLite with cached prepared statements. Both pass the same tests (queue.test.ts).
  */
-import { createHash } from 'node:crypto'
 import { sql } from 'kysely'
-import { type DeviceAddress, PRIMARY_DEVICE_ID } from './devices.js'
+import type { DeviceAddress } from './devices.js'
 import type { Db, SqlDialect } from './schema.js'
 
 export interface NewMessage {
@@ -65,48 +64,13 @@ export function queueKey(userId: number, deviceId: number): string {
   return `${userId}.${deviceId}`
 }
 
-const TOMBSTONE_LABEL = Buffer.from('secure-chat tombstone v1\0', 'latin1')
-
 /**
- * What a tombstone keeps of an acknowledged message instead of its id (migration
- * 2026-12-03-08-devices): the first 16 bytes of SHA-256(label ‖ id ‖ u64 recipient ‖ u32 device).
- * Idempotency needs the destination, and without the id, which left with the message, nobody
- * reading the table can tie the key to a recipient. queue-worker.cjs computes the same.
+ * What a tombstone keeps of a copy's destination: its device id and whether it was one of the
+ * sender's own devices (a sent copy), never the recipient. One send goes to one other account and
+ * the sender's own devices, so these tell its copies apart (migration 2026-12-03-08-devices).
  */
-export function tombstoneKey(clientId: Uint8Array, recipientId: number, recipientDevice: number): Uint8Array {
-  const destination = Buffer.alloc(12)
-  destination.writeBigUInt64BE(BigInt(recipientId), 0)
-  destination.writeUInt32BE(recipientDevice, 8)
-  const digest = createHash('sha256').update(TOMBSTONE_LABEL).update(clientId).update(destination).digest()
-  return new Uint8Array(digest.buffer, digest.byteOffset, 16)
-}
-
-/**
- * The sending device of tombstones written before devices (migration 2026-12-03-08-devices): they
- * keep the bare id, and no device has this id.
- */
-export const LEGACY_TOMBSTONE_DEVICE = 0
-
-/**
- * True when a tombstone written before devices may stand for this send: only device 1 to device 1
- * existed then.
- */
-function mayHaveLegacyTombstone(send: NewMessage): boolean {
-  return send.senderDevice === PRIMARY_DEVICE_ID && send.recipientDevice === PRIMARY_DEVICE_ID
-}
-
-/**
- * Whether any tombstone from before devices is left. Nothing writes new ones, so once there are
- * none there never are again: the answer may be kept (and asked again after a purge while true).
- */
-async function hasLegacyTombstones(db: Db): Promise<boolean> {
-  const row = await db
-    .selectFrom('message_tombstones')
-    .select('sender_id')
-    .where('sender_device', '=', LEGACY_TOMBSTONE_DEVICE)
-    .limit(1)
-    .executeTakeFirst()
-  return row !== undefined
+function toSelf(message: { readonly senderId: number; readonly recipientId: number }): 0 | 1 {
+  return message.senderId === message.recipientId ? 1 : 0
 }
 
 /** Queues per query in `lastPositions` (well under any driver's bound-parameter limit). */
@@ -204,30 +168,46 @@ function byteLength(dialect: SqlDialect, column: string) {
 
 /**
  * A cumulative acknowledgement: the device's queued messages with seq ≤ `upToSeq` leave the
- * queue, each leaving a tombstone (its `tombstoneKey`, sender, expiry) for idempotency.
+ * queue, each leaving a tombstone (id, sending device, receiving device, sent copy or not, expiry)
+ * for idempotency.
  */
 export async function acknowledgeUpTo(db: Db, recipient: DeviceAddress, upToSeq: number): Promise<void> {
-  const acknowledged = await db
+  await db
+    .insertInto('message_tombstones')
+    .columns(['client_id', 'sender_id', 'sender_device', 'recipient_device', 'to_self', 'expires_at'])
+    .expression((eb) =>
+      eb
+        .selectFrom('messages')
+        .select((inner) => [
+          'client_id',
+          'sender_id',
+          'sender_device',
+          'recipient_device',
+          inner
+            .case()
+            .when('sender_id', '=', inner.ref('recipient_id'))
+            .then(sql.lit(1))
+            .else(sql.lit(0))
+            .end()
+            .as('to_self'),
+          'expires_at',
+        ])
+        .where('recipient_id', '=', recipient.userId)
+        .where('recipient_device', '=', recipient.deviceId)
+        .where('seq', '<=', upToSeq),
+    )
+    .onConflict((conflict) =>
+      conflict
+        .columns(['client_id', 'sender_id', 'sender_device', 'recipient_device', 'to_self'])
+        .doNothing(),
+    )
+    .execute()
+  await db
     .deleteFrom('messages')
     .where('recipient_id', '=', recipient.userId)
     .where('recipient_device', '=', recipient.deviceId)
     .where('seq', '<=', upToSeq)
-    .returning(['client_id', 'sender_id', 'sender_device', 'expires_at'])
     .execute()
-  for (let start = 0; start < acknowledged.length; start += INSERT_CHUNK) {
-    await db
-      .insertInto('message_tombstones')
-      .values(
-        acknowledged.slice(start, start + INSERT_CHUNK).map((row) => ({
-          message_key: tombstoneKey(row.client_id, recipient.userId, recipient.deviceId),
-          sender_id: row.sender_id,
-          sender_device: row.sender_device,
-          expires_at: row.expires_at,
-        })),
-      )
-      .onConflict((conflict) => conflict.columns(['message_key', 'sender_id', 'sender_device']).doNothing())
-      .execute()
-  }
 }
 
 /**
@@ -311,10 +291,10 @@ export async function purgeExpiredMessages(db: Db, now: number, limit = 10_000):
     (select recipient_id, recipient_device, seq from messages where expires_at <= ${now} limit ${limit})`.execute(
     db,
   )
-  const tombstones = await sql`delete from message_tombstones where (message_key, sender_id, sender_device) in
-    (select message_key, sender_id, sender_device from message_tombstones where expires_at <= ${now} limit ${limit})`.execute(
-    db,
-  )
+  const tombstones = await sql`delete from message_tombstones
+    where (client_id, sender_id, sender_device, recipient_device, to_self) in
+    (select client_id, sender_id, sender_device, recipient_device, to_self from message_tombstones
+     where expires_at <= ${now} limit ${limit})`.execute(db)
   return Number(messages.numAffectedRows ?? 0) + Number(tombstones.numAffectedRows ?? 0)
 }
 
@@ -421,8 +401,6 @@ const INSERT_CHUNK = 1_000
 /** The queue through Kysely: any dialect, a few statements per batch (multi-row insert). */
 export class KyselyQueueRepository implements QueueRepository {
   private readonly serial = new SerialRunner()
-  /** Whether tombstones from before devices may be left (`hasLegacyTombstones`); undefined: ask. */
-  private legacyTombstones: boolean | undefined
 
   constructor(
     private readonly db: Db,
@@ -580,10 +558,10 @@ export class KyselyQueueRepository implements QueueRepository {
 
   /**
    * The queued messages and the tombstones of acknowledged ones among these sends (by sender
-   * device, id and recipient device); tombstones as `sendKey` → their expiry. PostgreSQL joins the
-   * keys as arrays (one plan, the unique index probed per key); an OR of a thousand pairs took it
-   * about 50 ms to plan and run per 500, twice per batch, which held a PostgreSQL node near 2,500
-   * messages a second. SQLite takes the OR as it is.
+   * device, id and destination); tombstones as `sendKey` → their expiry. PostgreSQL joins the keys
+   * as arrays (one plan, the unique index probed per key); an OR of a thousand pairs took it about
+   * 50 ms to plan and run per 500, twice per batch, which held a PostgreSQL node near 2,500 messages
+   * a second. SQLite takes the OR as it is.
    */
   private async storedBefore(trx: Db, chunk: readonly NewMessage[]) {
     type QueuedRow = {
@@ -596,48 +574,40 @@ export class KyselyQueueRepository implements QueueRepository {
       created_at: number
     }
     type TombstoneRow = {
-      message_key: Uint8Array
+      client_id: Uint8Array
       sender_id: number
       sender_device: number
+      recipient_device: number
+      to_self: number
       expires_at: number
-    }
-    // Each send's tombstone key, and the bare id a tombstone from before devices would hold.
-    this.legacyTombstones ??= await hasLegacyTombstones(trx)
-    const probes: { send: NewMessage; messageKey: Uint8Array; senderDevice: number }[] = []
-    for (const send of chunk) {
-      probes.push({
-        send,
-        messageKey: tombstoneKey(send.clientId, send.recipientId, send.recipientDevice),
-        senderDevice: send.senderDevice,
-      })
-      if (this.legacyTombstones && mayHaveLegacyTombstone(send)) {
-        probes.push({ send, messageKey: send.clientId, senderDevice: LEGACY_TOMBSTONE_DEVICE })
-      }
     }
     let queued: QueuedRow[]
     let buried: TombstoneRow[]
+    const column = <T>(pick: (send: NewMessage) => T) => chunk.map(pick)
     if (this.dialect === 'postgres') {
-      const column = <T>(pick: (send: NewMessage) => T) => chunk.map(pick)
+      const senders = column((send) => send.senderId)
+      const senderDevices = column((send) => send.senderDevice)
+      const ids = column((send) => Buffer.from(send.clientId))
+      const recipientDevices = column((send) => send.recipientDevice)
       queued = (
         await sql<QueuedRow>`
         select m.seq, m.sender_id, m.sender_device, m.recipient_id, m.recipient_device, m.client_id, m.created_at
         from messages m
-        join unnest(${column((send) => send.senderId)}::bigint[], ${column((send) => send.senderDevice)}::bigint[],
-          ${column((send) => Buffer.from(send.clientId))}::bytea[], ${column((send) => send.recipientId)}::bigint[],
-          ${column((send) => send.recipientDevice)}::bigint[])
+        join unnest(${senders}::bigint[], ${senderDevices}::bigint[], ${ids}::bytea[],
+          ${column((send) => send.recipientId)}::bigint[], ${recipientDevices}::bigint[])
           as k(sender_id, sender_device, client_id, recipient_id, recipient_device)
           on m.client_id = k.client_id and m.sender_id = k.sender_id and m.sender_device = k.sender_device
           and m.recipient_id = k.recipient_id and m.recipient_device = k.recipient_device`.execute(trx)
       ).rows
       buried = (
         await sql<TombstoneRow>`
-        select t.message_key, t.sender_id, t.sender_device, t.expires_at from message_tombstones t
-        join unnest(${probes.map((probe) => Buffer.from(probe.messageKey))}::bytea[],
-          ${probes.map((probe) => probe.send.senderId)}::bigint[],
-          ${probes.map((probe) => probe.senderDevice)}::bigint[]) as k(message_key, sender_id, sender_device)
-          on t.message_key = k.message_key and t.sender_id = k.sender_id and t.sender_device = k.sender_device`.execute(
-          trx,
-        )
+        select t.client_id, t.sender_id, t.sender_device, t.recipient_device, t.to_self, t.expires_at
+        from message_tombstones t
+        join unnest(${ids}::bytea[], ${senders}::bigint[], ${senderDevices}::bigint[],
+          ${recipientDevices}::bigint[], ${column(toSelf)}::int[])
+          as k(client_id, sender_id, sender_device, recipient_device, to_self)
+          on t.client_id = k.client_id and t.sender_id = k.sender_id and t.sender_device = k.sender_device
+          and t.recipient_device = k.recipient_device and t.to_self = k.to_self`.execute(trx)
       ).rows
     } else {
       queued = await trx
@@ -667,14 +637,16 @@ export class KyselyQueueRepository implements QueueRepository {
         .execute()
       buried = await trx
         .selectFrom('message_tombstones')
-        .select(['message_key', 'sender_id', 'sender_device', 'expires_at'])
+        .select(['client_id', 'sender_id', 'sender_device', 'recipient_device', 'to_self', 'expires_at'])
         .where((eb) =>
           eb.or(
-            probes.map((probe) =>
+            chunk.map((send) =>
               eb.and([
-                eb('message_key', '=', probe.messageKey),
-                eb('sender_id', '=', probe.send.senderId),
-                eb('sender_device', '=', probe.senderDevice),
+                eb('client_id', '=', send.clientId),
+                eb('sender_id', '=', send.senderId),
+                eb('sender_device', '=', send.senderDevice),
+                eb('recipient_device', '=', send.recipientDevice),
+                eb('to_self', '=', toSelf(send)),
               ]),
             ),
           ),
@@ -683,13 +655,30 @@ export class KyselyQueueRepository implements QueueRepository {
     }
     const hex = (bytes: Uint8Array) =>
       Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
+    const tombstoneKeyOf = (
+      clientId: Uint8Array,
+      senderId: number,
+      senderDevice: number,
+      recipientDevice: number,
+      self: number,
+    ) => `${senderId}.${senderDevice}>${self}.${recipientDevice}:${hex(clientId)}`
     const expiries = new Map<string, number>()
-    for (const row of buried)
-      expiries.set(`${row.sender_id}.${row.sender_device}:${hex(row.message_key)}`, row.expires_at)
+    for (const row of buried) {
+      const key = tombstoneKeyOf(
+        row.client_id,
+        Number(row.sender_id),
+        Number(row.sender_device),
+        Number(row.recipient_device),
+        Number(row.to_self),
+      )
+      expiries.set(key, row.expires_at)
+    }
     const delivered = new Map<string, number>()
-    for (const probe of probes) {
-      const expiry = expiries.get(`${probe.send.senderId}.${probe.senderDevice}:${hex(probe.messageKey)}`)
-      if (expiry !== undefined) delivered.set(sendKey(probe.send), expiry)
+    for (const send of chunk) {
+      const expiry = expiries.get(
+        tombstoneKeyOf(send.clientId, send.senderId, send.senderDevice, send.recipientDevice, toSelf(send)),
+      )
+      if (expiry !== undefined) delivered.set(sendKey(send), expiry)
     }
     return {
       queued: queued.map((row) => ({
@@ -721,8 +710,6 @@ export class KyselyQueueRepository implements QueueRepository {
         total += deleted
         if (deleted < batchSize) break
       }
-      // The last tombstones from before devices may have expired.
-      if (this.legacyTombstones) this.legacyTombstones = undefined
       return total
     })
   }

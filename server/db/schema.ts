@@ -105,16 +105,18 @@ export interface MessagesTable {
 }
 
 /**
- * What an acknowledged message leaves behind, only for idempotency: a retry of (sender device,
- * client id, recipient device) until the message's original expiry is answered "accepted" and not
- * queued again. No recipient, no delivery time, no body: `message_key` is a hash of the client id
- * and the recipient's device (db/queue.ts `tombstoneKey`), which cannot be tied to the recipient
- * without the client id; rows written before devices hold the bare client id (sender device 1).
+ * What an acknowledged message leaves behind, only for idempotency: a retry of (sending device,
+ * client id, destination) until the message's original expiry is answered "accepted" and not
+ * queued again. No recipient, no delivery time, no body: of the destination only its device id
+ * and whether it was one of the sender's own devices (a sent copy).
  */
 export interface MessageTombstonesTable {
-  message_key: Uint8Array
+  client_id: Uint8Array
   sender_id: number
   sender_device: number
+  recipient_device: number
+  /** 1 for a copy to one of the sender's own devices, 0 for the other account's. */
+  to_self: number
   expires_at: number
 }
 

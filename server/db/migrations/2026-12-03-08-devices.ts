@@ -14,13 +14,12 @@
  * - The queue per address: `messages` and `queue_positions` are keyed by the recipient's user and
  *   device, and a message records the sending device. Idempotency becomes per (sender device,
  *   message id, destination device): one id goes to every device of a send.
- * - `message_tombstones` keep, instead of the message id, `message_key`: the first 16 bytes of
- *   SHA-256("secure-chat tombstone v1" ‖ 0x00 ‖ id ‖ u64 recipient id ‖ u32 recipient device)
- *   (db/queue.ts `tombstoneKey`). Idempotency needs the destination now, but an acknowledged
- *   message must still leave no row that says who wrote to whom: without the id, which left with
- *   the message, the key cannot be tied to a recipient. Tombstones written before keep the bare id
- *   under sender device 0 (no device has it): a send from device 1 to device 1 is checked against
- *   those too while any are left, until they expire with the message lifetime.
+ * - `message_tombstones` are keyed by the id, the sending device, and of the destination only its
+ *   device id and whether it is one of the sender's own devices (`to_self`, the sent copies):
+ *   idempotency needs the destination now, but an acknowledged message must still leave no row
+ *   that says who wrote to whom. One send goes to one other account (and the sender's own
+ *   devices), so the device ids tell its copies apart. Tombstones written before are device 1's to
+ *   another account's device 1.
  * - `link_tokens`: single-use, short-lived tokens a device of the account asks for to link a new
  *   one (only their SHA-256, as for session tokens), each with the device id it reserves: the new
  *   device signs its prekeys for that id before it adds itself.
@@ -176,12 +175,18 @@ export async function up(db: AnyDb, dialect: Dialect): Promise<void> {
       db,
       'alter table queue_positions add constraint queue_positions_pkey primary key (recipient_id, recipient_device)',
     )
-    await raw(db, 'alter table message_tombstones rename column client_id to message_key')
-    await raw(db, 'alter table message_tombstones add column sender_device bigint not null default 0')
+    await raw(db, 'alter table message_tombstones add column sender_device bigint not null default 1')
+    await raw(db, 'alter table message_tombstones add column recipient_device bigint not null default 1')
+    await raw(db, 'alter table message_tombstones add column to_self integer not null default 0')
+    await raw(
+      db,
+      'alter table message_tombstones add constraint message_tombstones_to_self check (to_self in (0, 1))',
+    )
     await raw(db, 'alter table message_tombstones drop constraint message_tombstones_pk')
     await raw(
       db,
-      'alter table message_tombstones add constraint message_tombstones_pk primary key (message_key, sender_id, sender_device)',
+      `alter table message_tombstones add constraint message_tombstones_pk
+       primary key (client_id, sender_id, sender_device, recipient_device, to_self)`,
     )
     // The defaults only carried existing rows over: every insert names the device from now on.
     for (const [table, column] of [
@@ -192,6 +197,8 @@ export async function up(db: AnyDb, dialect: Dialect): Promise<void> {
       ['messages', 'sender_device'],
       ['queue_positions', 'recipient_device'],
       ['message_tombstones', 'sender_device'],
+      ['message_tombstones', 'recipient_device'],
+      ['message_tombstones', 'to_self'],
     ]) {
       await raw(db, `alter table ${table} alter column ${column} drop default`)
     }
@@ -258,22 +265,24 @@ export async function up(db: AnyDb, dialect: Dialect): Promise<void> {
   await rebuild(
     db,
     'message_tombstones',
-    `message_key blob not null,
+    `client_id blob not null,
      sender_id integer not null references users (id) on delete cascade,
      sender_device integer not null,
+     recipient_device integer not null,
+     to_self integer not null,
      expires_at integer not null,
-     constraint message_tombstones_pk primary key (message_key, sender_id, sender_device),
-     constraint message_tombstones_key_length check (length(message_key) = 16)`,
-    'message_key, sender_id, sender_device, expires_at',
-    'client_id, sender_id, 0, expires_at',
+     constraint message_tombstones_pk primary key (client_id, sender_id, sender_device, recipient_device, to_self),
+     constraint message_tombstones_client_id_length check (length(client_id) = 16),
+     constraint message_tombstones_to_self check (to_self in (0, 1))`,
+    'client_id, sender_id, sender_device, recipient_device, to_self, expires_at',
+    'client_id, sender_id, 1, 1, 0, expires_at',
     ['create index message_tombstones_expiry on message_tombstones (expires_at)'],
   )
 }
 
 export async function down(db: AnyDb, dialect: Dialect): Promise<void> {
   const t = types(dialect)
-  // Only device 1 of each account existed before: everything of the others goes (tombstones of
-  // the previous version, sender device 0, stay).
+  // Only device 1 of each account existed before: everything of the others goes.
   for (const [table, column] of [
     ['auth_tokens', 'device_id'],
     ['signed_prekeys', 'device_id'],
@@ -284,8 +293,10 @@ export async function down(db: AnyDb, dialect: Dialect): Promise<void> {
   ]) {
     await raw(db, `delete from ${table} where ${column} <> 1`)
   }
-  // Today's tombstones cannot become the old kind (their id is gone): they go; the old ones stay.
-  await raw(db, 'delete from message_tombstones where sender_device <> 0')
+  await raw(
+    db,
+    'delete from message_tombstones where sender_device <> 1 or recipient_device <> 1 or to_self <> 0',
+  )
   await raw(db, 'drop table link_tokens')
   await endedTokenReasons(db, dialect, ['account-deleted'])
   const empty: RawBuilder<unknown> = t.pg ? sql`'\\x'::bytea` : sql`x''`
@@ -331,8 +342,10 @@ export async function down(db: AnyDb, dialect: Dialect): Promise<void> {
       'alter table queue_positions add constraint queue_positions_pkey primary key (recipient_id)',
     )
     await raw(db, 'alter table message_tombstones drop constraint message_tombstones_pk')
-    await raw(db, 'alter table message_tombstones drop column sender_device')
-    await raw(db, 'alter table message_tombstones rename column message_key to client_id')
+    await raw(db, 'alter table message_tombstones drop constraint message_tombstones_to_self')
+    for (const column of ['sender_device', 'recipient_device', 'to_self']) {
+      await raw(db, `alter table message_tombstones drop column ${column}`)
+    }
     await raw(
       db,
       'alter table message_tombstones add constraint message_tombstones_pk primary key (client_id, sender_id)',
@@ -404,7 +417,7 @@ export async function down(db: AnyDb, dialect: Dialect): Promise<void> {
      constraint message_tombstones_pk primary key (client_id, sender_id),
      constraint message_tombstones_client_id_length check (length(client_id) = 16)`,
     'client_id, sender_id, expires_at',
-    'message_key, sender_id, expires_at',
+    'client_id, sender_id, expires_at',
     ['create index message_tombstones_expiry on message_tombstones (expires_at)'],
   )
 }
