@@ -108,12 +108,13 @@ export async function swapIdentity(server: TestServer, victim: string, impostor:
   await db.deleteFrom('one_time_prekeys').where('user_id', '=', victimRow.id).execute()
   await db
     .insertInto('signed_prekeys')
-    .columns(['user_id', 'key_id', 'public_key', 'signature', 'created_at'])
+    .columns(['user_id', 'device_id', 'key_id', 'public_key', 'signature', 'created_at'])
     .expression(
       db
         .selectFrom('signed_prekeys')
         .select([
           (eb) => eb.val(victimRow.id).as('user_id'),
+          'device_id',
           'key_id',
           'public_key',
           'signature',
