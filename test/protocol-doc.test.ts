@@ -66,6 +66,7 @@ import { MESSAGE_ID_TIME_BYTES } from '../shared/message-id.js'
 import {
   LINK_CHECK_DIGITS,
   LINK_CODE_VERSION,
+  MAX_PROVISIONING_ANSWER_PLAINTEXT_BYTES,
   MAX_PROVISIONING_SEALED_BYTES,
   PROVISIONING_CHANNEL_ID_BYTES,
   PROVISIONING_CHANNEL_SECRET_BYTES,
@@ -130,6 +131,7 @@ const OTHER_CONSTANTS: Record<string, number> = {
   PROVISIONING_SEALED_VERSION,
   LINK_CHECK_DIGITS,
   MAX_PROVISIONING_SEALED_BYTES,
+  MAX_PROVISIONING_ANSWER_PLAINTEXT_BYTES,
 }
 
 /** Splits a Markdown table row into trimmed cells; a `|` inside a code span or escaped stays put. */
