@@ -6,7 +6,7 @@ import { decode } from '../codec/schema.js'
 import type { Identity, PublicIdentity } from '../identity.js'
 import { defaultKeyGeneration } from '../key-generation.js'
 import type { SafetyNumber } from '../safety-number.js'
-import { ACCOUNT_KEY, readAccountHeader, unlockAccount } from './account.js'
+import { ACCOUNT_KEY, ownDeviceId, readAccountHeader, unlockAccount } from './account.js'
 import { AccountSession } from './account-session.js'
 import { Contacts } from './contacts.js'
 import { CONTENT_SCHEMAS, CONTENT_VERSION, type ExtraContent, MAX_MESSAGE_TEXT_LENGTH } from './content.js'
@@ -138,6 +138,7 @@ export class ChatClient {
     })
     const ctx: ClientContext = {
       username: this.username,
+      deviceId: ownDeviceId(account.records.account.secrets),
       store: this.store,
       records: this.records,
       sessions: new SessionManager(this.store, this.records, () => this.identity, this.username, keys),
@@ -418,6 +419,11 @@ export class ChatClient {
 
   get publicIdentity(): PublicIdentity {
     return this.identity.public
+  }
+
+  /** Which of the account's devices this is: 1 for the one that registered it. */
+  get deviceId(): number {
+    return ownDeviceId(this.records.account.secrets)
   }
 
   // --- Connection ---------------------------------------------------------------------------------

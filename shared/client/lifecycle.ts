@@ -124,6 +124,7 @@ export async function createLocalAccount(
       signedPreKeyCreatedAt: now,
       registered: false,
       recordsVersion: RECORDS_VERSION,
+      deviceId: DEFAULT_DEVICE_ID,
     },
   }
   const records = new SealedStore(options.store, unlocked)
