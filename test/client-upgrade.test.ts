@@ -20,7 +20,7 @@ import { migrateToLatest } from '../server/db/migrate.js'
 import { startServer, type TestServer } from '../server/test/harness.js'
 import { fromBase64Url } from '../shared/bytes.js'
 import { unlockAccount } from '../shared/client/account.js'
-import { ChatClient } from '../shared/client/chat-client.js'
+import { ChatClient, startLink } from '../shared/client/chat-client.js'
 import { MemoryStore, type StoreOperation, type StoreTable } from '../shared/client/store.js'
 import type { MessageView } from '../shared/client/views.js'
 import { clientOptions, TEST_KDF_ITERATIONS, tappedWebSocketFactory } from './client-helpers.js'
@@ -379,7 +379,7 @@ describe('stores of records layout 2 (written at 95dbac6, before a store remembe
     rmSync(dir, { recursive: true, force: true })
   })
 
-  it('open as device 1 and go on: the history, the queued message, prekeys signed for device 1', async () => {
+  it('open as device 1 and go on: the history, the queued message, prekeys signed for device 1, a link', async () => {
     const f = fixtureLayout2
     const store = await storeFrom(join(fixturesLayout2, 'alice.json'))
     expect((await storedSecrets(store, f.password)).recordsVersion).toBe(2)
@@ -404,6 +404,20 @@ describe('stores of records layout 2 (written at 95dbac6, before a store remembe
     expect((await arrived).text).toBe(f.queuedForAlice[0])
     await alice.rotateSignedPreKey()
     expect((await alice.preKeyStatus()).signedPreKeyId).toBe(migrated.nextPreKeyId)
-    await alice.close()
+    expect((await alice.devices()).map((device) => [device.id, device.current])).toEqual([[1, true]])
+
+    // The migrated account links a second device, which gets its contacts and is device 2.
+    const laptopOptions = clientOptions(upgraded, { store: new MemoryStore() })
+    const pending = await startLink(laptopOptions.http)
+    const check = pending.waitForCheck()
+    const approval = await alice.approveLink(pending.code)
+    expect(await check).toBe(approval.check)
+    const provisioned = pending.waitForProvisioning()
+    await approval.approve()
+    expect(await provisioned).toMatchObject({ username: f.alice, deviceId: 2, contacts: 1 })
+    const laptop = await ChatClient.completeLink(laptopOptions, pending, f.password)
+    expect(laptop.deviceId).toBe(2)
+    expect(await laptop.contact(f.bob)).toMatchObject({ verified: true })
+    await Promise.all([alice.close(), laptop.close()])
   })
 })
