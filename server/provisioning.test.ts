@@ -179,20 +179,24 @@ for (const dialect of DIALECTS) {
         expect(newLink.check).toBe(existingLink.check)
 
         // The new device says its name, sealed; the existing device reads it.
-        const name = await sealProvisioning(newLink, utf8Encode('laptop'))
+        const name = await sealProvisioning(newLink, 'to existing device', utf8Encode('laptop'))
         expect(await postProvisioningMessage(http, newDevice, name)).toBe(2)
         const answer = await readProvisioningMessages(http, existingDevice, 0)
         expect(answer.messages.map((message) => message.position)).toEqual([2])
-        expect(utf8Decode(await openProvisioning(existingLink, answer.messages[0]!.message))).toBe('laptop')
+        expect(
+          utf8Decode(await openProvisioning(existingLink, 'to existing device', answer.messages[0]!.message)),
+        ).toBe('laptop')
 
         // Approved: the sealed provisioning message, as large as one may be.
         const provisioning = new Uint8Array(MAX_PROVISIONING_PLAINTEXT_BYTES).fill(0x61)
-        const sealed = await sealProvisioning(existingLink, provisioning)
+        const sealed = await sealProvisioning(existingLink, 'to new device', provisioning)
         expect(sealed).toHaveLength(MAX_PROVISIONING_SEALED_BYTES)
         expect(await postProvisioningMessage(http, existingDevice, sealed)).toBe(3)
         const second = await readProvisioningMessages(http, newDevice, 1)
         expect(second.messages.map((message) => message.position)).toEqual([3])
-        expect(await openProvisioning(newLink, second.messages[0]!.message)).toEqual(provisioning)
+        expect(await openProvisioning(newLink, 'to new device', second.messages[0]!.message)).toEqual(
+          provisioning,
+        )
 
         // The new device closes it (later: after registering itself); the code works once.
         await closeProvisioningChannel(http, newDevice)

@@ -36,5 +36,11 @@ export const ZERO_SALT = new Uint8Array(32)
 /** HKDF info prefix and AD label of the device-link channel (provisioning.ts). */
 export const LINK_INFO_LABEL = utf8Encode('secure-chat/v1/link')
 
+/**
+ * HKDF info of the key that seals device names (device-name.ts), derived from the identity private
+ * keys that only the account's devices hold, and the label in the sealed name's associated data.
+ */
+export const DEVICE_NAME_LABEL = utf8Encode('secure-chat/v1/device-name')
+
 /** SHA-256 input prefix of an account's login-secret salt (login-secret.ts). */
 export const LOGIN_SECRET_SALT_LABEL = utf8Encode('secure-chat/v1/login-salt')

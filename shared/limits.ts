@@ -159,6 +159,12 @@ export const MAX_PROVISIONING_MESSAGES_PER_CHANNEL = 8
 export const PROVISIONING_POLL_WAIT_MS = 25_000
 
 /**
+ * Longest device name, in code points ("Work laptop", "Terminal on build box"): a line in a list of
+ * devices. At most 256 bytes of UTF-8, which MAX_SEALED_DEVICE_NAME_BYTES holds sealed.
+ */
+export const MAX_DEVICE_NAME_LENGTH = 64
+
+/**
  * Largest sealed device name the server stores (opaque to it: sealed by the account's devices).
  * A name of up to 64 characters of UTF-8 (at most 256 bytes) plus what sealing adds, with room.
  */

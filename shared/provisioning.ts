@@ -1,5 +1,5 @@
 /**
- * Linking a new device (issue 12, docs/protocol.md §15): the cryptography of the one-time
+ * Linking a new device (issue 12, docs/protocol.md §13.6): the cryptography of the one-time
  * provisioning channel, pure and without I/O. The server only relays what is here, and can read
  * none of it. After Signal's ProvisioningCipher (an ephemeral X25519 key shown as a QR code, ECDH →
  * HKDF → AEAD), with one step more: a short check both screens show before the user approves.
@@ -9,8 +9,14 @@
  *   keys           = HKDF-SHA256(ikm = shared secret, salt = 32 zero bytes,
  *                                info = "secure-chat/v1/link" ‖ 0x00 ‖ E_new ‖ E_existing, 36 bytes)
  *   message key    = keys[0..32];  check = big-endian uint32(keys[32..36]) mod 10^6, as "123 456"
- *   sealed         = 0x01 ‖ nonce (12) ‖ AES-256-GCM(plaintext, AD = 0x01 ‖ "secure-chat/v1/link" ‖ 0x00 ‖ E_new ‖ E_existing)
+ *   sealed         = 0x01 ‖ nonce (12) ‖ AES-256-GCM(plaintext, AD)
+ *   AD             = 0x01 ‖ direction ‖ "secure-chat/v1/link" ‖ 0x00 ‖ E_new ‖ E_existing
+ *   direction      = 0x01 existing → new device (the provisioning message),
+ *                    0x02 new → existing device (the new device's answer: its name)
  *
+ * Both directions share the key, so the direction byte is what keeps a server from reflecting one
+ * device's message back to it as the other's: the new device's answer posted on its own side as
+ * the provisioning message, or the other way round, fails to open.
  * The new device makes the channel and its key and shows the code (QR, or text to paste). The
  * existing device reads it, makes its own ephemeral key, and sends its public half on the channel;
  * both now derive the same keys and show the check. The user compares the two screens and approves
@@ -24,6 +30,7 @@
 import { assertBytes, ByteReader, ByteWriter, concatBytes, fromBase64Url, toBase64Url } from './bytes.js'
 import {
   AES_GCM_NONCE_BYTES,
+  AES_GCM_TAG_BYTES,
   aesGcmDecrypt,
   aesGcmEncrypt,
   hkdfSha256,
@@ -34,7 +41,7 @@ import {
 } from './crypto/primitives.js'
 import { describeValue, ProtocolError, ProtocolErrorCode } from './errors.js'
 import { LINK_INFO_LABEL, ZERO_SALT } from './labels.js'
-import { MAX_PROVISIONING_PLAINTEXT_BYTES } from './limits.js'
+import { MAX_PROVISIONING_ANSWER_BYTES, MAX_PROVISIONING_PLAINTEXT_BYTES } from './limits.js'
 
 export const LINK_CODE_VERSION = 1
 /** What every link code starts with: tells a pasted code from any other text at a glance. */
@@ -49,6 +56,13 @@ export const PROVISIONING_CHANNEL_SECRET_BYTES = 32
 export const PROVISIONING_SEALED_VERSION = 1
 /** Digits of the check both screens show: one blind guess in a million for whoever is in between. */
 export const LINK_CHECK_DIGITS = 6
+
+/** Which way a sealed message goes; each way has its own associated data (the direction byte). */
+export type ProvisioningDirection = 'to new device' | 'to existing device'
+const DIRECTION_BYTE: Readonly<Record<ProvisioningDirection, number>> = {
+  'to new device': 0x01,
+  'to existing device': 0x02,
+}
 
 const MESSAGE_KEY_BYTES = 32
 const CHECK_SOURCE_BYTES = 4
@@ -126,8 +140,8 @@ export interface LinkKeys {
   readonly messageKey: Uint8Array
   /** The check both screens show, as "123 456". */
   readonly check: string
-  /** Bound into the sealed message's associated data. */
-  readonly associatedData: Uint8Array
+  /** "secure-chat/v1/link" ‖ 0x00 ‖ E_new ‖ E_existing: the HKDF info, bound into every AD. */
+  readonly context: Uint8Array
 }
 
 /**
@@ -159,37 +173,78 @@ export async function deriveLinkKeys(
   return {
     messageKey: derived.slice(0, MESSAGE_KEY_BYTES),
     check: `${digits.slice(0, 3)} ${digits.slice(3)}`,
-    associatedData: concatBytes(new Uint8Array([PROVISIONING_SEALED_VERSION]), context),
+    context,
   }
 }
 
-/** Seals the provisioning message for the new device; `nonce` is for known-answer tests only. */
+/** What sealing adds: the version byte, the nonce and the tag. */
+const SEALING_OVERHEAD_BYTES = 1 + AES_GCM_NONCE_BYTES + AES_GCM_TAG_BYTES
+
+/** The largest sealed provisioning message: what the server's channel may carry at most. */
+export const MAX_PROVISIONING_SEALED_BYTES = MAX_PROVISIONING_PLAINTEXT_BYTES + SEALING_OVERHEAD_BYTES
+
+/** The largest plaintext of a new device's answer, so that sealed it fits MAX_PROVISIONING_ANSWER_BYTES. */
+export const MAX_PROVISIONING_ANSWER_PLAINTEXT_BYTES = MAX_PROVISIONING_ANSWER_BYTES - SEALING_OVERHEAD_BYTES
+
+/** The largest plaintext and sealed message each direction takes (the channel's limits, §13.7). */
+const BOUNDS: Readonly<Record<ProvisioningDirection, { plaintext: number; sealed: number }>> = {
+  'to new device': { plaintext: MAX_PROVISIONING_PLAINTEXT_BYTES, sealed: MAX_PROVISIONING_SEALED_BYTES },
+  'to existing device': {
+    plaintext: MAX_PROVISIONING_ANSWER_PLAINTEXT_BYTES,
+    sealed: MAX_PROVISIONING_ANSWER_BYTES,
+  },
+}
+
+function associatedData(keys: LinkKeys, direction: ProvisioningDirection): Uint8Array {
+  const byte = DIRECTION_BYTE[direction]
+  if (byte === undefined) {
+    throw new ProtocolError(
+      ProtocolErrorCode.InvalidInput,
+      `provisioning direction: expected "to new device" or "to existing device", got ${describeValue(direction)}`,
+    )
+  }
+  return concatBytes(new Uint8Array([PROVISIONING_SEALED_VERSION, byte]), keys.context)
+}
+
+/**
+ * Seals a message of this link: the provisioning message ('to new device') or the new device's
+ * answer ('to existing device'). `nonce` is for known-answer tests only.
+ */
 export async function sealProvisioning(
   keys: LinkKeys,
+  direction: ProvisioningDirection,
   plaintext: Uint8Array,
   nonce: Uint8Array = randomBytes(AES_GCM_NONCE_BYTES),
 ): Promise<Uint8Array> {
+  const ad = associatedData(keys, direction)
   assertBytes(plaintext, undefined, 'provisioning message')
-  if (plaintext.length > MAX_PROVISIONING_PLAINTEXT_BYTES) {
+  const { plaintext: maxBytes } = BOUNDS[direction]
+  if (plaintext.length > maxBytes) {
     throw new ProtocolError(
       ProtocolErrorCode.TooLarge,
-      `provisioning message: expected at most ${MAX_PROVISIONING_PLAINTEXT_BYTES} bytes, got ${plaintext.length}`,
+      `provisioning message ${direction}: expected at most ${maxBytes} bytes, got ${plaintext.length}`,
     )
   }
-  const ciphertext = await aesGcmEncrypt(keys.messageKey, nonce, plaintext, keys.associatedData)
+  const ciphertext = await aesGcmEncrypt(keys.messageKey, nonce, plaintext, ad)
   return concatBytes(new Uint8Array([PROVISIONING_SEALED_VERSION]), nonce, ciphertext)
 }
 
-/** The largest sealed provisioning message: what the server's channel may carry at most. */
-export const MAX_PROVISIONING_SEALED_BYTES = 1 + AES_GCM_NONCE_BYTES + MAX_PROVISIONING_PLAINTEXT_BYTES + 16
-
-/** Opens it on the new device; another link's keys, another order of keys or any altered byte fails. */
-export async function openProvisioning(keys: LinkKeys, sealed: Uint8Array): Promise<Uint8Array> {
+/**
+ * Opens a message that came the given way; another link's keys, another order of keys, the other
+ * direction (a reflected message) or any altered byte fails with DecryptionFailed.
+ */
+export async function openProvisioning(
+  keys: LinkKeys,
+  direction: ProvisioningDirection,
+  sealed: Uint8Array,
+): Promise<Uint8Array> {
+  const ad = associatedData(keys, direction)
   assertBytes(sealed, undefined, 'sealed provisioning message')
-  if (sealed.length > MAX_PROVISIONING_SEALED_BYTES) {
+  const { sealed: maxBytes } = BOUNDS[direction]
+  if (sealed.length > maxBytes) {
     throw new ProtocolError(
       ProtocolErrorCode.TooLarge,
-      `sealed provisioning message: expected at most ${MAX_PROVISIONING_SEALED_BYTES} bytes, got ${sealed.length}`,
+      `sealed provisioning message ${direction}: expected at most ${maxBytes} bytes, got ${sealed.length}`,
     )
   }
   const reader = new ByteReader(sealed, 'sealed provisioning message')
@@ -201,5 +256,5 @@ export async function openProvisioning(keys: LinkKeys, sealed: Uint8Array): Prom
     )
   }
   const nonce = reader.fixed(AES_GCM_NONCE_BYTES)
-  return aesGcmDecrypt(keys.messageKey, nonce, reader.rest(), keys.associatedData)
+  return aesGcmDecrypt(keys.messageKey, nonce, reader.rest(), ad)
 }

@@ -5,7 +5,9 @@
  * file and bob's records (in a memory store here; in IndexedDB in
  * client-web/src/store/idb-upgrade.browser.test.ts) are migrated on first open: sessions become
  * session records keyed by address, and the conversation goes on with the sessions they had, no new
- * key agreement, including the message that waited on the server across the upgrade.
+ * key agreement, including the message that waited on the server across the upgrade. And those
+ * commit 95dbac6 wrote (records layout 2, the last before a store remembered which of its
+ * account's devices it is; test/fixtures/stores-layout-2) open as device 1.
  */
 import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -17,10 +19,11 @@ import { openDatabase } from '../server/db/connect.js'
 import { migrateToLatest } from '../server/db/migrate.js'
 import { startServer, type TestServer } from '../server/test/harness.js'
 import { fromBase64Url } from '../shared/bytes.js'
-import { ChatClient } from '../shared/client/chat-client.js'
+import { unlockAccount } from '../shared/client/account.js'
+import { ChatClient, startLink } from '../shared/client/chat-client.js'
 import { MemoryStore, type StoreOperation, type StoreTable } from '../shared/client/store.js'
 import type { MessageView } from '../shared/client/views.js'
-import { clientOptions, tappedWebSocketFactory } from './client-helpers.js'
+import { clientOptions, TEST_KDF_ITERATIONS, tappedWebSocketFactory } from './client-helpers.js'
 
 const fixtures = join(import.meta.dirname, 'fixtures', 'stores-0.1.0')
 const fixture = JSON.parse(readFileSync(join(fixtures, 'fixture.json'), 'utf8')) as {
@@ -336,5 +339,85 @@ describe('stores written by c4be598 (before usernames were bound)', () => {
     expect(bobTap.tap.of('sent', 'send').filter((frame) => frame.to === f.carol)).toEqual([])
     expect(undecryptable).toHaveLength(2)
     await Promise.all([alice.close(), bob.close(), dave.close()])
+  })
+})
+
+const fixturesLayout2 = join(import.meta.dirname, 'fixtures', 'stores-layout-2')
+const fixtureLayout2 = JSON.parse(readFileSync(join(fixturesLayout2, 'fixture.json'), 'utf8')) as {
+  password: string
+  alice: string
+  bob: string
+  aliceHistory: string[]
+  queuedForAlice: string[]
+}
+
+async function storedSecrets(store: MemoryStore, password: string) {
+  const record = await store.get('account', 'account')
+  return (await unlockAccount(record!.value, password, TEST_KDF_ITERATIONS)).secrets
+}
+
+describe('stores of records layout 2 (written at 95dbac6, before a store remembered its device)', () => {
+  let dir: string
+  let upgraded: TestServer
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'secure-chat-layout-2-'))
+    const serverFile = join(dir, 'server.sqlite')
+    copyFileSync(join(fixturesLayout2, 'server.sqlite'), serverFile)
+    const raw = new BetterSqlite3(serverFile)
+    raw.prepare('update messages set expires_at = ?').run(Date.now() + 86_400_000)
+    raw.close()
+    const open = () => openDatabase({ kind: 'sqlite', file: serverFile })
+    const first = await open()
+    await migrateToLatest(first.db, 'sqlite')
+    upgraded = await startServer({
+      database: { ...first, location: serverFile, reopen: open, dispose: async () => {} },
+    })
+  })
+  afterAll(async () => {
+    await upgraded?.close()
+    await upgraded?.database.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('open as device 1 and go on: the history, the queued message, prekeys signed for device 1, a link', async () => {
+    const f = fixtureLayout2
+    const store = await storeFrom(join(fixturesLayout2, 'alice.json'))
+    expect((await storedSecrets(store, f.password)).recordsVersion).toBe(2)
+    const alice = await ChatClient.open(clientOptions(upgraded, { store }), f.password, f.alice)
+    expect(alice.deviceId).toBe(1)
+    const migrated = await storedSecrets(store, f.password)
+    expect({ deviceId: migrated.deviceId, recordsVersion: migrated.recordsVersion }).toEqual({
+      deviceId: 1,
+      recordsVersion: 3,
+    })
+    expect((await alice.history(f.bob)).map((m) => m.text)).toEqual(f.aliceHistory)
+    expect(await alice.contact(f.bob)).toMatchObject({ verified: true })
+
+    const arrived = new Promise<MessageView>((resolve) =>
+      alice.events.on('message', (m) => m.direction === 'in' && resolve(m)),
+    )
+    // Device 1 logs in as accounts always have (no `device` field), and its keys sign as device 1's:
+    // the server takes the rotated signed prekey only if its signature is for device 1.
+    await alice.login(f.password)
+    alice.connect()
+    await alice.waitUntilOnline()
+    expect((await arrived).text).toBe(f.queuedForAlice[0])
+    await alice.rotateSignedPreKey()
+    expect((await alice.preKeyStatus()).signedPreKeyId).toBe(migrated.nextPreKeyId)
+    expect((await alice.devices()).map((device) => [device.id, device.current])).toEqual([[1, true]])
+
+    // The migrated account links a second device, which gets its contacts and is device 2.
+    const laptopOptions = clientOptions(upgraded, { store: new MemoryStore() })
+    const pending = await startLink(laptopOptions.http)
+    const check = pending.waitForCheck()
+    const approval = await alice.approveLink(pending.code)
+    expect(await check).toBe(approval.check)
+    const provisioned = pending.waitForProvisioning()
+    await approval.approve()
+    expect(await provisioned).toMatchObject({ username: f.alice, deviceId: 2, contacts: 1 })
+    const laptop = await ChatClient.completeLink(laptopOptions, pending, f.password)
+    expect(laptop.deviceId).toBe(2)
+    expect(await laptop.contact(f.bob)).toMatchObject({ verified: true })
+    await Promise.all([alice.close(), laptop.close()])
   })
 })

@@ -58,6 +58,7 @@ import {
   RSA_OAEP_MODULUS_BITS,
   X25519_KEY_BYTES,
 } from '../shared/crypto/primitives.js'
+import { SEALED_DEVICE_NAME_VERSION } from '../shared/device-name.js'
 import { ProtocolErrorCode } from '../shared/errors.js'
 import { IDENTITY_EXPORT_VERSION, PREKEY_EXPORT_VERSION } from '../shared/identity.js'
 import * as labels from '../shared/labels.js'
@@ -66,11 +67,13 @@ import { MESSAGE_ID_TIME_BYTES } from '../shared/message-id.js'
 import {
   LINK_CHECK_DIGITS,
   LINK_CODE_VERSION,
+  MAX_PROVISIONING_ANSWER_PLAINTEXT_BYTES,
   MAX_PROVISIONING_SEALED_BYTES,
   PROVISIONING_CHANNEL_ID_BYTES,
   PROVISIONING_CHANNEL_SECRET_BYTES,
   PROVISIONING_SEALED_VERSION,
 } from '../shared/provisioning.js'
+import { LINK_ANSWER_VERSION, PROVISIONING_CONTENT_VERSION } from '../shared/provisioning-content.js'
 import { MAX_RETIRED_RATCHET_KEYS } from '../shared/ratchet/double-ratchet.js'
 import { SAFETY_NUMBER_QR_VERSION, SAFETY_NUMBER_VERSION } from '../shared/safety-number.js'
 import {
@@ -130,6 +133,10 @@ const OTHER_CONSTANTS: Record<string, number> = {
   PROVISIONING_SEALED_VERSION,
   LINK_CHECK_DIGITS,
   MAX_PROVISIONING_SEALED_BYTES,
+  MAX_PROVISIONING_ANSWER_PLAINTEXT_BYTES,
+  PROVISIONING_CONTENT_VERSION,
+  LINK_ANSWER_VERSION,
+  SEALED_DEVICE_NAME_VERSION,
 }
 
 /** Splits a Markdown table row into trimmed cells; a `|` inside a code span or escaped stays put. */

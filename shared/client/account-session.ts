@@ -6,11 +6,12 @@
  *
  * What it does not know: the relay, messages, contacts.
  */
+import { DEFAULT_DEVICE_ID } from '../address.js'
 import { fromBase64Url, toBase64Url } from '../bytes.js'
 import { LoginChallengeResponse, LoginResponse } from '../codec/api.js'
 import { decode } from '../codec/schema.js'
 import { rsaOaepDecrypt } from '../crypto/primitives.js'
-import type { AccountSecrets } from './account.js'
+import { type AccountSecrets, ownDeviceId } from './account.js'
 import { ClientError, ClientErrorCode, isClientError } from './errors.js'
 import type { SealedStore } from './sealed-store.js'
 import { errorFromResponse, type HttpClient } from './transport.js'
@@ -69,6 +70,15 @@ export class AccountSession {
     return this.records.account.username
   }
 
+  /**
+   * `device` for /login and /login/challenge: said only by a linked device, so that device 1 logs
+   * in as it always has (a server from before devices refuses the field).
+   */
+  private deviceField(): { device?: number } {
+    const deviceId = ownDeviceId(this.secrets)
+    return deviceId === DEFAULT_DEVICE_ID ? {} : { device: deviceId }
+  }
+
   get loggedIn(): boolean {
     const { token, tokenExpiresAt } = this.secrets
     return token !== undefined && (tokenExpiresAt === undefined || tokenExpiresAt > this.now())
@@ -101,7 +111,12 @@ export class AccountSession {
       this.deviceProof(),
       loginSecret ?? this.loginSecretOf(password!),
     ])
-    const body = { username: this.username, loginSecret: secret, ...(deviceProof ? { deviceProof } : {}) }
+    const body = {
+      username: this.username,
+      loginSecret: secret,
+      ...(deviceProof ? { deviceProof } : {}),
+      ...this.deviceField(),
+    }
     const response = decode(
       LoginResponse,
       await this.withCredential(body, password, (sent) => this.request('POST', '/login', { body: sent })),
@@ -136,7 +151,9 @@ export class AccountSession {
     try {
       challenge = decode(
         LoginChallengeResponse,
-        await this.request('POST', '/login/challenge', { body: { username: this.username } }),
+        await this.request('POST', '/login/challenge', {
+          body: { username: this.username, ...this.deviceField() },
+        }),
         'login challenge',
       )
     } catch (error) {

@@ -46,6 +46,12 @@ export const AccountSecrets = Type.Object({
   /** Set while registration with the server is not yet confirmed. */
   registered: Type.Boolean(),
   /**
+   * Which of the account's devices this store is (docs/protocol.md §13.8): 1 for the one that
+   * registered, the id the server reserved for a linked one. Absent only in stores of records
+   * layouts 1 and 2, which are device 1 and get it written by their migration (migrations.ts).
+   */
+  deviceId: Type.Optional(Type.Integer({ minimum: 1, maximum: 0xffff_ffff })),
+  /**
    * The layout of the core's records in the store (shared/client/migrations.ts); absent in stores
    * written before it was recorded, which are layout 1.
    */
@@ -65,6 +71,17 @@ export interface UnlockedAccount {
   readonly storageKey: CryptoKey
   readonly parameters: StorageKeyParameters
   readonly secrets: AccountSecrets
+}
+
+/** This store's device id; a store opened through openLocalAccount always records it. */
+export function ownDeviceId(secrets: AccountSecrets): number {
+  if (secrets.deviceId === undefined) {
+    throw new ClientError(
+      ClientErrorCode.CorruptStore,
+      'expected account secrets that record their device id, got some without (records not migrated)',
+    )
+  }
+  return secrets.deviceId
 }
 
 function secretsContext(username: string): string {

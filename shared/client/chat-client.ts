@@ -6,12 +6,13 @@ import { decode } from '../codec/schema.js'
 import type { Identity, PublicIdentity } from '../identity.js'
 import { defaultKeyGeneration } from '../key-generation.js'
 import type { SafetyNumber } from '../safety-number.js'
-import { ACCOUNT_KEY, readAccountHeader, unlockAccount } from './account.js'
+import { ACCOUNT_KEY, ownDeviceId, readAccountHeader, unlockAccount } from './account.js'
 import { AccountSession } from './account-session.js'
 import { Contacts } from './contacts.js'
 import { CONTENT_SCHEMAS, CONTENT_VERSION, type ExtraContent, MAX_MESSAGE_TEXT_LENGTH } from './content.js'
 import { builtInHandlers } from './content-handlers.js'
 import { type ClientContext, problemOf } from './context.js'
+import { Devices, type DeviceView } from './devices.js'
 import { ClientError, ClientErrorCode, isClientError } from './errors.js'
 import { Emitter } from './events.js'
 import { type ContentHandler, type DeliverFrame, Inbox } from './inbox.js'
@@ -23,6 +24,7 @@ import {
   loginSecretOf,
   openLocalAccount,
 } from './lifecycle.js'
+import { approveLink, completeLink, type LinkApproval, type PendingLink } from './link.js'
 import { Outbox } from './outbox.js'
 import { checkPasswordPolicy } from './password-policy.js'
 import { PeerQueues } from './peer-queues.js'
@@ -45,7 +47,10 @@ import {
   noticeText,
 } from './views.js'
 
+export type { DeviceView } from './devices.js'
 export type { ContentHandler, Delivery } from './inbox.js'
+export type { LinkApproval, PendingLink, ProvisionedAccount } from './link.js'
+export { startLink } from './link.js'
 export { SEND_RETRY_DELAY_MS } from './outbox.js'
 export { PREKEY_UPKEEP_INTERVAL_MS, SIGNED_PREKEYS_KEPT } from './prekey-upkeep.js'
 export { RECONNECT_INITIAL_DELAY_MS, RECONNECT_MAX_DELAY_MS } from './relay-link.js'
@@ -90,6 +95,8 @@ export class ChatClient {
   private readonly inbox: Inbox
   private readonly retries: Retries
   private readonly upkeep: PreKeyUpkeep
+  private readonly devicesPart: Devices
+  private readonly http: HttpClient
   private readonly peerQueues = new PeerQueues()
   /** The check of every contact's identity that runs after connecting; sends and caught-up wait for it. */
   private identityChecks: Promise<void> = Promise.resolve()
@@ -122,6 +129,8 @@ export class ChatClient {
       loginSecretOf(this.keyDerivation, password, this.username),
     )
     this.session.onRefused = () => this.link.refuse()
+    this.devicesPart = new Devices(this.session, this.records)
+    this.http = options.http
     const keys = options.keyGeneration ?? defaultKeyGeneration
     this.link = new RelayLink({
       serverUrl: options.serverUrl,
@@ -138,6 +147,7 @@ export class ChatClient {
     })
     const ctx: ClientContext = {
       username: this.username,
+      deviceId: ownDeviceId(account.records.account.secrets),
       store: this.store,
       records: this.records,
       sessions: new SessionManager(this.store, this.records, () => this.identity, this.username, keys),
@@ -209,6 +219,22 @@ export class ChatClient {
     decode(RegisterResponse, response, 'register response')
     await client.records.saveSecrets({ ...client.records.account.secrets, registered: true })
     await client.session.login(password, loginSecret)
+    client.link.loggedIn()
+    return client
+  }
+
+  /**
+   * The new device of a link, once its provisioning message arrived (`startLink`,
+   * `PendingLink.waitForProvisioning`): stores the account here as the device the link reserved,
+   * sealed under `password` (the account's: later log-ins derive the login secret from it), adds
+   * itself on the server and is logged in. See link.ts.
+   */
+  static async completeLink(
+    options: ChatClientOptions,
+    pending: PendingLink,
+    password: string,
+  ): Promise<ChatClient> {
+    const client = new ChatClient(options, await completeLink(options, pending, password))
     client.link.loggedIn()
     return client
   }
@@ -420,6 +446,41 @@ export class ChatClient {
     return this.identity.public
   }
 
+  /** Which of the account's devices this is: 1 for the one that registered it. */
+  get deviceId(): number {
+    return ownDeviceId(this.records.account.secrets)
+  }
+
+  // --- Devices (devices.ts, link.ts) ---------------------------------------------------------------
+
+  /** The account's devices, with their names and which one this is. */
+  devices(): Promise<DeviceView[]> {
+    return this.devicesPart.list()
+  }
+
+  /** Names this device (sealed: only the account's devices read it); undefined removes the name. */
+  renameDevice(name: string | undefined): Promise<void> {
+    return this.devicesPart.rename(name)
+  }
+
+  /** Removes one of the account's devices (this one too: then this client is logged out). */
+  async removeDevice(deviceId: number): Promise<void> {
+    await this.devicesPart.remove(deviceId)
+    if (!this.loggedIn) await this.disconnect()
+  }
+
+  /**
+   * The existing device's part of a link: reads `code`, answers the new device and waits for its
+   * name; returns the check to show beside the new device's, and approve/refuse. See link.ts.
+   */
+  approveLink(code: string, options: { signal?: AbortSignal } = {}): Promise<LinkApproval> {
+    return approveLink(
+      { http: this.http, session: this.session, records: this.records },
+      code,
+      options.signal,
+    )
+  }
+
   // --- Connection ---------------------------------------------------------------------------------
 
   get connection(): ConnectionState {
@@ -523,13 +584,15 @@ export class ChatClient {
         return
       case 'error':
         // Without an id, a deleted account is this one (deleted from another device): the session
-        // has ended like a refused one.
+        // has ended like a refused one. So has that of a device removed from the account (by
+        // another of its devices): the UI hears why.
         if (
           frame.code === 'E2E_ERR_UNAUTHENTICATED' ||
-          (frame.code === 'E2E_ERR_ACCOUNT_DELETED' && frame.id === undefined)
+          (frame.code === 'E2E_ERR_ACCOUNT_DELETED' && frame.id === undefined) ||
+          (frame.code === 'E2E_ERR_DEVICE_REMOVED' && frame.id === undefined)
         ) {
-          if (frame.code === 'E2E_ERR_ACCOUNT_DELETED') {
-            this.deletedOnServer = true
+          if (frame.code === 'E2E_ERR_ACCOUNT_DELETED') this.deletedOnServer = true
+          if (frame.code !== 'E2E_ERR_UNAUTHENTICATED') {
             this.events.emit('problem', { code: frame.code, message: frame.message })
           }
           await this.sessionRefused()

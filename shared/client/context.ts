@@ -18,6 +18,8 @@ import type { ClientEvents, ConnectionState } from './views.js'
 
 export interface ClientContext {
   readonly username: string
+  /** Which of the account's devices this client is (its prekeys are signed for it). */
+  readonly deviceId: number
   readonly store: ClientStore
   readonly records: SealedStore
   readonly sessions: SessionManager

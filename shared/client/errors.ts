@@ -47,6 +47,14 @@ export const ClientErrorCode = {
   VersionMismatch: 'E2E_ERR_VERSION_MISMATCH',
   /** Input from the UI was refused (empty message, message too long, bad username). */
   InvalidInput: 'E2E_ERR_CLIENT_INPUT',
+  /** A wait was given up (its AbortSignal fired); nothing more happens unless it is asked again. */
+  Cancelled: 'E2E_ERR_CANCELLED',
+  /**
+   * Linking a device cannot go on: the other device's message did not open or was not what linking
+   * expects (altered or reflected on the way, or from an app of another version; `cause` says
+   * which). The channel is closed; start again with a new code.
+   */
+  LinkFailed: 'E2E_ERR_LINK_FAILED',
 } as const
 
 export type ClientErrorCode = (typeof ClientErrorCode)[keyof typeof ClientErrorCode]

@@ -8,6 +8,7 @@
 import { DEFAULT_DEVICE_ID } from '../address.js'
 import { deriveStorageKey, newStorageKeyParameters, STORAGE_KEY_MIN_ITERATIONS } from '../at-rest.js'
 import { fromBase64Url, toBase64Url } from '../bytes.js'
+import type { AddDeviceRequest } from '../codec/api.js'
 import { preKeyToJson, publicIdentityToJson } from '../codec/keys.js'
 import {
   exportRsaPrivateKeyPkcs8,
@@ -26,10 +27,12 @@ import {
 import { defaultKeyGeneration, type KeyGeneration } from '../key-generation.js'
 import { ONE_TIME_PREKEY_BATCH } from '../limits.js'
 import { deriveLoginSecret, LOGIN_SECRET_ITERATIONS } from '../login-secret.js'
+import type { DecodedProvisioningContent } from '../provisioning-content.js'
 import { normalizeUsername } from '../username.js'
 import { ACCOUNT_KEY, readAccountHeader, type UnlockedAccount, unlockAccount } from './account.js'
 import { ClientError, ClientErrorCode } from './errors.js'
 import { migrateRecords, RECORDS_VERSION } from './migrations.js'
+import type { ContactRecord } from './records.js'
 import { SealedStore } from './sealed-store.js'
 import type { ClientStore, StoreOperation } from './store.js'
 
@@ -124,6 +127,7 @@ export async function createLocalAccount(
       signedPreKeyCreatedAt: now,
       registered: false,
       recordsVersion: RECORDS_VERSION,
+      deviceId: DEFAULT_DEVICE_ID,
     },
   }
   const records = new SealedStore(options.store, unlocked)
@@ -146,6 +150,82 @@ export async function createLocalAccount(
       loginSecret,
       loginKey: toBase64Url(loginKeyPair.publicKeySpki),
       identity: publicIdentityToJson(identity.public),
+      signedPreKey: preKeyToJson(publicPreKey(signedPreKey)),
+      oneTimePreKeys: oneTimePreKeys.map((preKey) => preKeyToJson(publicPreKey(preKey))),
+    },
+  }
+}
+
+/**
+ * A linked device's account (docs/protocol.md §13.8): the identity and contacts from the
+ * provisioning content, a login key and prekeys of its own, signed for the device id the link
+ * token reserved. Stored sealed in an empty store (not yet registered) before anything reaches
+ * the server; returns the account and the body of POST /devices, but for the sealed name.
+ */
+export async function createLinkedAccount(
+  options: LocalAccountOptions,
+  content: DecodedProvisioningContent,
+  password: string,
+): Promise<{ account: LocalAccount; addDevice: Omit<AddDeviceRequest, 'name'> }> {
+  if (await options.store.get('account', ACCOUNT_KEY)) {
+    throw new ClientError(
+      ClientErrorCode.AccountMismatch,
+      'expected an empty local database, got one that holds an account',
+    )
+  }
+  const now = (options.now ?? Date.now)()
+  const keys = options.keyGeneration ?? defaultKeyGeneration
+  const { identity, deviceId } = content
+  const [loginKeyPair, signedPreKey, oneTimePreKeys] = await Promise.all([
+    generateRsaOaepKeyPair({ extractable: true }),
+    generateSignedPreKey(identity, deviceId, 1, { extractable: true }, keys),
+    generateOneTimePreKeys(identity, deviceId, 2, ONE_TIME_PREKEY_BATCH, { extractable: true }, keys),
+  ])
+  const parameters = newStorageKeyParameters(options.storageKeyIterations ?? STORAGE_KEY_MIN_ITERATIONS)
+  const unlocked: UnlockedAccount = {
+    username: content.username,
+    server: options.serverUrl,
+    storageKey: await deriveStorageKey(password, parameters, options.minimumStorageKeyIterations),
+    parameters,
+    secrets: {
+      identity: toBase64Url(content.identityExport),
+      loginKey: toBase64Url(await exportRsaPrivateKeyPkcs8(loginKeyPair.privateKey)),
+      nextPreKeyId: 2 + ONE_TIME_PREKEY_BATCH,
+      signedPreKeyId: signedPreKey.keyId,
+      signedPreKeyCreatedAt: now,
+      registered: false,
+      recordsVersion: RECORDS_VERSION,
+      deviceId,
+    },
+  }
+  const records = new SealedStore(options.store, unlocked)
+  const contacts = content.contacts.map(
+    (contact): ContactRecord => ({
+      username: contact.username,
+      ...(contact.identity ? { identity: publicIdentityToJson(contact.identity) } : {}),
+      verified: contact.verified,
+      unread: 0,
+      presenceShared: contact.presenceShared,
+      ...(contact.blocked ? { blocked: true } : {}),
+    }),
+  )
+  await options.store.commit([
+    await records.accountPut(unlocked.secrets),
+    ...(await Promise.all(
+      [signedPreKey, ...oneTimePreKeys].map((preKey, i) => records.preKeyPut(preKey, i === 0)),
+    )),
+    ...(await Promise.all(contacts.map((contact) => records.contactPut(contact)))),
+  ])
+  return {
+    account: {
+      records,
+      identity: await importIdentity(content.identityExport),
+      loginKey: await importRsaPrivateKeyPkcs8(fromBase64Url(unlocked.secrets.loginKey)),
+    },
+    addDevice: {
+      linkToken: toBase64Url(content.linkToken),
+      deviceId,
+      loginKey: toBase64Url(loginKeyPair.publicKeySpki),
       signedPreKey: preKeyToJson(publicPreKey(signedPreKey)),
       oneTimePreKeys: oneTimePreKeys.map((preKey) => preKeyToJson(publicPreKey(preKey))),
     },

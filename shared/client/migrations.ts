@@ -7,16 +7,18 @@
  *
  *   layout 1  (0.1.0)  sessions: one session (format 1) per contact, key <username>
  *   layout 2           sessions: one session record per address, key <username>:<device>
+ *   layout 3           the account secrets record the store's device id (`deviceId`): a store of
+ *                      layout 1 or 2 is its account's device 1, the one that registered it
  *
  * Each step runs in one store transaction: a failure leaves the store as it was, and the step runs
  * again on the next open. A store whose layout is newer than this code is refused, never changed.
  */
-import { address, addressKey } from '../address.js'
+import { address, addressKey, DEFAULT_DEVICE_ID } from '../address.js'
 import { ClientError, ClientErrorCode } from './errors.js'
 import type { SealedStore } from './sealed-store.js'
 import type { ClientStore, StoreOperation } from './store.js'
 
-export const RECORDS_VERSION = 2
+export const RECORDS_VERSION = 3
 
 export async function migrateRecords(store: ClientStore, records: SealedStore): Promise<void> {
   const version = records.account.secrets.recordsVersion ?? 1
@@ -27,6 +29,15 @@ export async function migrateRecords(store: ClientStore, records: SealedStore): 
     )
   }
   if (version < 2) await sessionsIntoRecords(store, records)
+  if (version < 3) await deviceIdRecorded(records)
+}
+
+/**
+ * Layout 2 → 3: the store says which device it is. Every store written before linking existed is
+ * the device that registered its account (a client of that time signed its prekeys as device 1).
+ */
+async function deviceIdRecorded(records: SealedStore): Promise<void> {
+  await records.saveSecrets({ ...records.account.secrets, deviceId: DEFAULT_DEVICE_ID, recordsVersion: 3 })
 }
 
 /** Layout 1 → 2: each contact's session becomes the current session of its device 1's record. */

@@ -1,6 +1,7 @@
 /**
- * Prekey upkeep: one-time prekeys refilled when the server runs low (on connect, on `prekeys.low`
- * and every PREKEY_UPKEEP_INTERVAL_MS while connected), never past MAX_LOCAL_ONE_TIME_PREKEYS kept,
+ * Prekey upkeep of this client's own device, whose id its prekeys are signed for (docs/protocol.md
+ * §2.2): one-time prekeys refilled when the server runs low (on connect, on `prekeys.low` and
+ * every PREKEY_UPKEEP_INTERVAL_MS while connected), never past MAX_LOCAL_ONE_TIME_PREKEYS kept,
  * and those handed out but unused deleted after ONE_TIME_PREKEY_UNUSED_LIFETIME_MS (the plan is
  * one-time-prekeys.ts's); the signed prekey rotated once it is older than
  * SIGNED_PREKEY_ROTATION_MS, keeping the last SIGNED_PREKEYS_KEPT so that prekey messages sent to
@@ -9,7 +10,6 @@
  *
  * What it does not know: sessions, messages, sockets.
  */
-import { DEFAULT_DEVICE_ID } from '../address.js'
 import { OneTimePreKeyIdsResponse, PreKeyStatusResponse } from '../codec/api.js'
 import { preKeyToJson } from '../codec/keys.js'
 import { decode } from '../codec/schema.js'
@@ -19,12 +19,6 @@ import type { ClientContext } from './context.js'
 import { isClientError } from './errors.js'
 import { type OneTimePreKeyEntry, planOneTimePreKeys } from './one-time-prekeys.js'
 import type { StoreOperation } from './store.js'
-
-/**
- * The device whose prekeys this client makes (their signatures name it, docs/protocol.md §2.2):
- * device 1 until a client can be linked as another device of its account and keeps its own id.
- */
-const OWN_DEVICE_ID = DEFAULT_DEVICE_ID
 
 /** Signed prekeys kept after rotation, so prekey messages sent to an older bundle still open. */
 export const SIGNED_PREKEYS_KEPT = 5
@@ -152,7 +146,7 @@ export class PreKeyUpkeep {
       plan.generate > 0
         ? await generateOneTimePreKeys(
             this.ctx.identity(),
-            OWN_DEVICE_ID,
+            this.ctx.deviceId,
             first,
             plan.generate,
             { extractable: true },
@@ -188,7 +182,7 @@ export class PreKeyUpkeep {
     const keyId = secrets.nextPreKeyId
     const preKey = await generateSignedPreKey(
       this.ctx.identity(),
-      OWN_DEVICE_ID,
+      this.ctx.deviceId,
       keyId,
       { extractable: true },
       this.ctx.keys,

@@ -103,9 +103,12 @@ export function errorFromResponse(response: HttpResponse, what: string): ClientE
   if (matches(ErrorResponse, response.body)) {
     const { code, message } = response.body.error
     // E2E_ERR_ACCOUNT_DELETED with 401 is about our own session (our account was deleted); with
-    // 410 it is a contact's account.
+    // 410 it is a contact's account. E2E_ERR_DEVICE_REMOVED: this device was removed, its session
+    // ended (`serverCode` tells a UI to say so).
     const clientCode =
-      code === 'E2E_ERR_UNAUTHENTICATED' || (code === 'E2E_ERR_ACCOUNT_DELETED' && response.status === 401)
+      code === 'E2E_ERR_UNAUTHENTICATED' ||
+      code === 'E2E_ERR_DEVICE_REMOVED' ||
+      (code === 'E2E_ERR_ACCOUNT_DELETED' && response.status === 401)
         ? ClientErrorCode.NotLoggedIn
         : code === 'E2E_ERR_USER_NOT_FOUND'
           ? ClientErrorCode.UnknownUser
