@@ -1,0 +1,162 @@
+/**
+ * The device commands end to end: an account registered by the real CLI (device 1, its own SQLite
+ * store) with a second device linked in this process through the client core, then `devices`,
+ * `rename-device` and `remove-device` run as the `secure-chat` command against the real server.
+ */
+import type { SecureContext } from 'node:tls'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startServer, type TestServer } from '../../server/test/harness.js'
+import { ChatClient, type ChatClientOptions, startLink } from '../../shared/client/chat-client.js'
+import { type ClientStore, MemoryStore } from '../../shared/client/store.js'
+import { ExitCode } from '../exit-codes.js'
+import { openSqliteStore } from '../store.js'
+import { httpsClient, webSocketFactory } from '../transport.js'
+import { trustContext } from '../trust.js'
+import { TEST_KDF_ITERATIONS, type TestAccount, TestWorkspace } from './e2e-helpers.js'
+
+/** Failure guard: each CLI run starts a Node process. */
+const E2E_GUARD_MS = 300_000
+
+let server: TestServer
+let workspace: TestWorkspace
+let trust: SecureContext
+
+beforeAll(async () => {
+  server = await startServer()
+  workspace = new TestWorkspace(server.origin, server.ca)
+  trust = trustContext(server.ca)
+}, E2E_GUARD_MS)
+
+afterAll(async () => {
+  await server?.close()
+  workspace?.dispose()
+})
+
+function clientOptions(store: ClientStore): ChatClientOptions {
+  return {
+    serverUrl: server.origin,
+    http: httpsClient(server.origin, { trust }),
+    webSocket: webSocketFactory({ trust }),
+    store,
+    storageKeyIterations: Number(TEST_KDF_ITERATIONS),
+    minimumStorageKeyIterations: Number(TEST_KDF_ITERATIONS),
+    loginSecretIterations: Number(TEST_KDF_ITERATIONS),
+  }
+}
+
+/** Links a second device (in memory, here) to the account the CLI registered; its device id. */
+async function linkLaptop(account: TestAccount, name: string): Promise<ChatClient> {
+  const phone = await ChatClient.open(
+    clientOptions(await openSqliteStore(account.databaseFile)),
+    account.password,
+    account.username,
+  )
+  try {
+    await phone.login(account.password)
+    const laptopOptions = clientOptions(new MemoryStore())
+    const pending = await startLink(laptopOptions.http, { name })
+    const checked = pending.waitForCheck()
+    const approval = await phone.approveLink(pending.code)
+    await checked
+    const provisioned = pending.waitForProvisioning()
+    await approval.approve()
+    await provisioned
+    return await ChatClient.completeLink(laptopOptions, pending, account.password)
+  } finally {
+    await phone.close()
+  }
+}
+
+interface DeviceLine {
+  readonly id: number
+  readonly name: string | null
+  readonly createdAt: number
+  readonly lastSeenAt: number
+  readonly current: boolean
+}
+
+function deviceLines(stdout: string): DeviceLine[] {
+  return stdout
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => JSON.parse(line) as DeviceLine)
+}
+
+describe('secure-chat devices, rename-device, remove-device', { timeout: E2E_GUARD_MS }, () => {
+  let alice: TestAccount
+  let laptop: ChatClient
+
+  beforeAll(async () => {
+    alice = workspace.account('alice')
+    await alice.register()
+    laptop = await linkLaptop(alice, 'Work laptop')
+  }, E2E_GUARD_MS)
+
+  afterAll(async () => {
+    await laptop?.close()
+  })
+
+  it('lists the account devices, as text and as JSON lines', async () => {
+    const json = deviceLines((await alice.ok(['devices', '--json'])).stdout)
+    expect(json).toEqual([
+      { id: 1, name: null, createdAt: expect.any(Number), lastSeenAt: expect.any(Number), current: true },
+      {
+        id: 2,
+        name: 'Work laptop',
+        createdAt: expect.any(Number),
+        lastSeenAt: expect.any(Number),
+        current: false,
+      },
+    ])
+    const text = (await alice.ok(['devices'])).stdout.split('\n')
+    expect(text[0]).toMatch(
+      /^1 {2}\(no name\) {2}added \d{4}-\d\d-\d\d \d\d:\d\d:\d\d, last seen .* {2}this device$/,
+    )
+    expect(text[1]).toMatch(/^2 {2}Work laptop {2}added \d{4}-\d\d-\d\d \d\d:\d\d:\d\d, last seen .*$/)
+    expect(text[1]).not.toContain('this device')
+  })
+
+  it('names this device, and refuses a bad name', async () => {
+    const renamed = await alice.ok(['rename-device', 'Terminal at home'])
+    expect(renamed.stdout).toBe('this device (1) is now named "Terminal at home"\n')
+    expect((await laptop.devices()).find((device) => device.id === 1)?.name).toBe('Terminal at home')
+
+    const tooLong = await alice.run(['rename-device', 'x'.repeat(65)])
+    expect(tooLong.code).toBe(ExitCode.Usage)
+    expect(tooLong.stderr).toContain('device name: expected 1 to 64 characters, got 65')
+    const missing = await alice.run(['rename-device'])
+    expect(missing.code).toBe(ExitCode.Usage)
+  })
+
+  it('refuses bad device ids, unknown devices, and removing the last device', async () => {
+    for (const bad of ['0', 'two', '1.5', '', '4294967296']) {
+      const result = await alice.run(['remove-device', bad])
+      expect(result.code, bad).toBe(ExitCode.Usage)
+      expect(result.stderr).toContain(
+        `remove-device: expected a device id (a positive whole number), got "${bad}"`,
+      )
+    }
+    // Read as an option, which remove-device does not take: a usage error too.
+    expect((await alice.run(['remove-device', '-1'])).code).toBe(ExitCode.Usage)
+    const unknown = await alice.run(['remove-device', '99'])
+    expect(unknown.code).toBe(ExitCode.NoSuchDevice)
+    expect(unknown.stderr).toMatch(/^secure-chat: DELETE \/devices\/99: expected/)
+
+    // This device, while others remain: refused here (another device removes it).
+    const self = await alice.run(['remove-device', '1'])
+    expect(self.code).toBe(ExitCode.Usage)
+    expect(self.stderr).toContain('remove-device: expected another device than this one (1)')
+
+    const removed = await alice.ok(['remove-device', '2'])
+    expect(removed.stdout).toBe(
+      'removed device 2 ("Work laptop"): its sessions ended, its queue and keys are gone\n',
+    )
+    expect(deviceLines((await alice.ok(['devices', '--json'])).stdout).map((device) => device.id)).toEqual([
+      1,
+    ])
+
+    const last = await alice.run(['remove-device', '1'])
+    expect(last.code).toBe(ExitCode.LastDevice)
+    expect(last.stderr).toContain('got its last one: delete the account instead')
+  })
+})
