@@ -4,7 +4,7 @@
  * Invocation or a UsageError out.
  */
 import { parseArgs } from 'node:util'
-import { DEFAULT_HISTORY, MAX_HISTORY_COUNT } from './commands.js'
+import { DEFAULT_HISTORY, MAX_DEVICE_ID, MAX_HISTORY_COUNT } from './commands.js'
 import { UsageError } from './exit-codes.js'
 
 export const DEFAULT_SERVER = 'https://localhost:8443'
@@ -312,9 +312,6 @@ function waitSeconds(raw: string | undefined): number | undefined {
   }
   return seconds
 }
-
-/** The largest device id the server assigns (an unsigned 32-bit integer, as the core checks). */
-const MAX_DEVICE_ID = 0xffff_ffff
 
 /** `remove-device <id>`: a positive whole number in digits, as `secure-chat devices` prints it. */
 function deviceId(raw: string): number {

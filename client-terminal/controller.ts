@@ -24,6 +24,7 @@ import {
   blockedWarning,
   contactLine,
   deleteAccountWarning,
+  deviceLine,
   formatTime,
   keyChangeWarning,
   reinstallWarning,
@@ -57,6 +58,10 @@ export type ChatApi = Pick<
   | 'deleteAccount'
   | 'blockContact'
   | 'unblockContact'
+  | 'deviceId'
+  | 'devices'
+  | 'renameDevice'
+  | 'removeDevice'
 >
 
 /** Local accounts and how to open them (backend.ts for real, a fake in tests). */
@@ -370,6 +375,12 @@ export class Controller {
         return this.setBlocked(command.username, true)
       case 'unblock':
         return this.setBlocked(command.username, false)
+      case 'devices':
+        return this.showDevices()
+      case 'rename-device':
+        return this.renameDevice(command.name)
+      case 'remove-device':
+        return this.removeDevice(command.deviceId)
     }
   }
 
@@ -920,6 +931,46 @@ export class Controller {
       this.notify('info', `${name} is not a contact`)
     }
     this.requestRefresh()
+  }
+
+  // --- Devices -------------------------------------------------------------------------------------
+
+  private async showDevices(): Promise<void> {
+    const api = this.requireSignedIn()
+    const devices = await api.devices()
+    this.update({
+      panel: {
+        title: `Devices of ${api.username} (/rename-device <name> names this one, /remove-device <id> removes another)`,
+        lines: devices.map((device) => deviceLine(device)),
+      },
+    })
+  }
+
+  private async renameDevice(name: string): Promise<void> {
+    const api = this.requireSignedIn()
+    await api.renameDevice(name)
+    this.notify('info', `this device (${api.deviceId}) is now named "${safeText(name)}"`)
+  }
+
+  /**
+   * Removes another device. This one is refused while others remain, as `secure-chat remove-device`
+   * refuses it: it would end this session and strand its data; an unknown id is said plainly.
+   */
+  private async removeDevice(deviceId: number): Promise<void> {
+    const api = this.requireSignedIn()
+    const devices = await api.devices()
+    const device = devices.find((candidate) => candidate.id === deviceId)
+    if (!device) {
+      throw new Error(
+        `no device ${deviceId} on this account (${devices.map((known) => known.id).join(', ')}): /devices lists them`,
+      )
+    }
+    if (device.current && devices.length > 1) {
+      throw new Error('that is this device: remove it from another of your devices')
+    }
+    await api.removeDevice(deviceId)
+    const name = device.name === undefined ? '' : ` ("${safeText(device.name)}")`
+    this.notify('info', `removed device ${deviceId}${name}: its sessions ended, its queue and keys are gone`)
   }
 
   // --- Refresh -------------------------------------------------------------------------------------

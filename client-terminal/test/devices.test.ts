@@ -110,7 +110,7 @@ describe('secure-chat devices, rename-device, remove-device', { timeout: E2E_GUA
     ])
     const text = (await alice.ok(['devices'])).stdout.split('\n')
     expect(text[0]).toMatch(
-      /^1 {2}\(no name\) {2}added \d{4}-\d\d-\d\d \d\d:\d\d:\d\d, last seen .* {2}this device$/,
+      /^1 {2}\(no name\) \(this device\) {2}added \d{4}-\d\d-\d\d \d\d:\d\d:\d\d, last seen \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/,
     )
     expect(text[1]).toMatch(/^2 {2}Work laptop {2}added \d{4}-\d\d-\d\d \d\d:\d\d:\d\d, last seen .*$/)
     expect(text[1]).not.toContain('this device')
