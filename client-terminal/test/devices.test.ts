@@ -3,16 +3,17 @@
  * store) with a second device linked in this process through the client core, then `devices`,
  * `rename-device` and `remove-device` run as the `secure-chat` command against the real server.
  */
+import { join } from 'node:path'
 import type { SecureContext } from 'node:tls'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startServer, type TestServer } from '../../server/test/harness.js'
 import { ChatClient, type ChatClientOptions, startLink } from '../../shared/client/chat-client.js'
-import { type ClientStore, MemoryStore } from '../../shared/client/store.js'
+import type { ClientStore } from '../../shared/client/store.js'
 import { ExitCode } from '../exit-codes.js'
 import { openSqliteStore } from '../store.js'
 import { httpsClient, webSocketFactory } from '../transport.js'
 import { trustContext } from '../trust.js'
-import { TEST_KDF_ITERATIONS, type TestAccount, TestWorkspace } from './e2e-helpers.js'
+import { TEST_KDF_ITERATIONS, TestAccount, TestWorkspace } from './e2e-helpers.js'
 
 /** Failure guard: each CLI run starts a Node process. */
 const E2E_GUARD_MS = 300_000
@@ -44,8 +45,11 @@ function clientOptions(store: ClientStore): ChatClientOptions {
   }
 }
 
-/** Links a second device (in memory, here) to the account the CLI registered; its device id. */
-async function linkLaptop(account: TestAccount, name: string): Promise<ChatClient> {
+/**
+ * Links a second device to the account the CLI registered, its store the SQLite file a CLI with
+ * `laptop`'s data directory opens (then closed, for that CLI to use).
+ */
+async function linkLaptop(account: TestAccount, laptop: TestAccount, name: string): Promise<void> {
   const phone = await ChatClient.open(
     clientOptions(await openSqliteStore(account.databaseFile)),
     account.password,
@@ -53,7 +57,7 @@ async function linkLaptop(account: TestAccount, name: string): Promise<ChatClien
   )
   try {
     await phone.login(account.password)
-    const laptopOptions = clientOptions(new MemoryStore())
+    const laptopOptions = clientOptions(await openSqliteStore(laptop.databaseFile, { create: true }))
     const pending = await startLink(laptopOptions.http, { name })
     const checked = pending.waitForCheck()
     const approval = await phone.approveLink(pending.code)
@@ -61,7 +65,8 @@ async function linkLaptop(account: TestAccount, name: string): Promise<ChatClien
     const provisioned = pending.waitForProvisioning()
     await approval.approve()
     await provisioned
-    return await ChatClient.completeLink(laptopOptions, pending, account.password)
+    const linked = await ChatClient.completeLink(laptopOptions, pending, account.password)
+    await linked.close()
   } finally {
     await phone.close()
   }
@@ -84,17 +89,15 @@ function deviceLines(stdout: string): DeviceLine[] {
 
 describe('secure-chat devices, rename-device, remove-device', { timeout: E2E_GUARD_MS }, () => {
   let alice: TestAccount
-  let laptop: ChatClient
+  /** The same account on its second device: another data directory. */
+  let laptop: TestAccount
 
   beforeAll(async () => {
     alice = workspace.account('alice')
     await alice.register()
-    laptop = await linkLaptop(alice, 'Work laptop')
+    laptop = new TestAccount(workspace, alice.username, alice.password, join(workspace.root, 'laptop'))
+    await linkLaptop(alice, laptop, 'Work laptop')
   }, E2E_GUARD_MS)
-
-  afterAll(async () => {
-    await laptop?.close()
-  })
 
   it('lists the account devices, as text and as JSON lines', async () => {
     const json = deviceLines((await alice.ok(['devices', '--json'])).stdout)
@@ -108,6 +111,13 @@ describe('secure-chat devices, rename-device, remove-device', { timeout: E2E_GUA
         current: false,
       },
     ])
+    // The other device lists the same devices, and is the current one there.
+    const onLaptop = deviceLines((await laptop.ok(['devices', '--json'])).stdout)
+    expect(onLaptop.map(({ id, name, current }) => ({ id, name, current }))).toEqual([
+      { id: 1, name: null, current: false },
+      { id: 2, name: 'Work laptop', current: true },
+    ])
+
     const text = (await alice.ok(['devices'])).stdout.split('\n')
     expect(text[0]).toMatch(
       /^1 {2}\(no name\) \(this device\) {2}added \d{4}-\d\d-\d\d \d\d:\d\d:\d\d, last seen \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/,
@@ -119,7 +129,8 @@ describe('secure-chat devices, rename-device, remove-device', { timeout: E2E_GUA
   it('names this device, and refuses a bad name', async () => {
     const renamed = await alice.ok(['rename-device', 'Terminal at home'])
     expect(renamed.stdout).toBe('this device (1) is now named "Terminal at home"\n')
-    expect((await laptop.devices()).find((device) => device.id === 1)?.name).toBe('Terminal at home')
+    const onLaptop = deviceLines((await laptop.ok(['devices', '--json'])).stdout)
+    expect(onLaptop.find((device) => device.id === 1)?.name).toBe('Terminal at home')
 
     const tooLong = await alice.run(['rename-device', 'x'.repeat(65)])
     expect(tooLong.code).toBe(ExitCode.Usage)
@@ -154,6 +165,10 @@ describe('secure-chat devices, rename-device, remove-device', { timeout: E2E_GUA
     expect(deviceLines((await alice.ok(['devices', '--json'])).stdout).map((device) => device.id)).toEqual([
       1,
     ])
+    // The removed device can no longer sign in, and says so with its own exit code.
+    const gone = await laptop.run(['devices'])
+    expect(gone.code).toBe(ExitCode.DeviceRemoved)
+    expect(gone.stderr).toContain('got one of a device removed from its account')
 
     const last = await alice.run(['remove-device', '1'])
     expect(last.code).toBe(ExitCode.LastDevice)
