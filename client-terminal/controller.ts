@@ -610,7 +610,10 @@ export class Controller {
   private attach(api: ChatApi): void {
     this.api = api
     const refresh = () => this.requestRefresh()
-    /** The server said this account was deleted (this device's answer lost, or another device's deletion). */
+    /**
+     * The server said this account was deleted (this device's answer lost, or another device's
+     * deletion), or this device removed from it: signing in again could only fail.
+     */
     let accountGone = false
     this.detach = [
       api.events.on('message', refresh),
@@ -638,6 +641,14 @@ export class Controller {
           this.notify(
             'warning',
             'this account was deleted, here or on another device; its conversations are still on this device: /delete-account erases them',
+          )
+          return
+        }
+        if (code === 'E2E_ERR_DEVICE_REMOVED' && id === undefined) {
+          accountGone = true
+          this.notify(
+            'warning',
+            'this device was removed from the account on another of its devices: it can no longer sign in; its conversations are still on this device, to read',
           )
           return
         }

@@ -500,6 +500,21 @@ describe('App', () => {
     expect(ui.frame()).not.toContain('/login to sign in again')
   })
 
+  it('says when another device removed this one, and that its conversations stay here', async () => {
+    const ui = await signedIn()
+    ui.chat.events.emit('problem', {
+      code: 'E2E_ERR_DEVICE_REMOVED',
+      message:
+        'expected a live session, got one of a device removed from its account (from another of its devices)',
+    })
+    ui.chat.setConnection('logged-out')
+    await ui.controller.idle()
+    await ui.shows('this device was removed from the account on another of its devices')
+    expect(ui.frame().replace(/\s+/g, ' ')).toContain('its conversations are still on this device')
+    // Not the usual "sign in again": a log-in could only fail.
+    expect(ui.frame()).not.toContain('/login to sign in again')
+  })
+
   it('refuses /reinstall for an account this device holds, and while signed in', async () => {
     const ui = await start((backend) => backend.addAccount('alice', 'correct horse battery'))
     await ui.enter('/reinstall alice')
