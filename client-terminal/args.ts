@@ -4,7 +4,7 @@
  * Invocation or a UsageError out.
  */
 import { parseArgs } from 'node:util'
-import { DEFAULT_HISTORY, MAX_HISTORY_COUNT } from './commands.js'
+import { DEFAULT_HISTORY, MAX_DEVICE_ID, MAX_HISTORY_COUNT } from './commands.js'
 import { UsageError } from './exit-codes.js'
 
 export const DEFAULT_SERVER = 'https://localhost:8443'
@@ -39,6 +39,12 @@ export const USAGE = `Usage:
   secure-chat block <user>                           block a user: the server drops their messages (they
                                                      are not told) and hides your presence from them
   secure-chat unblock <user>                         unblock a user
+  secure-chat devices [--json]                       list this account's devices: id, name, when added
+                                                     and last seen, which one is this device
+  secure-chat rename-device <name>                   name this device (quoted if it has spaces; only the
+                                                     account's devices can read it)
+  secure-chat remove-device <id>                     remove another of the account's devices: its
+                                                     sessions end, its queue and keys are deleted
   secure-chat help
 
 Options:
@@ -52,7 +58,8 @@ Options:
 The password comes from SECURE_CHAT_PASSWORD or standard input (typed without echo at a terminal).
 Exit codes: 0 ok, 1 unexpected failure, 2 usage, 3 wrong password, 4 refused by the server,
 5 network, 6 a contact's identity key changed, 7 local database problem,
-8 the safety number given with --number is not the contact's.`
+8 the safety number given with --number is not the contact's, 9 no such device,
+10 the account's last device, 11 this device was removed, 12 linking did not complete.`
 
 export interface GlobalOptions {
   readonly server: string
@@ -106,6 +113,9 @@ export type Invocation =
     }
   | { readonly command: 'password'; readonly options: GlobalOptions; readonly endOtherSessions: boolean }
   | { readonly command: 'block' | 'unblock'; readonly options: GlobalOptions; readonly peer: string }
+  | { readonly command: 'devices'; readonly options: GlobalOptions; readonly json: boolean }
+  | { readonly command: 'rename-device'; readonly options: GlobalOptions; readonly name: string }
+  | { readonly command: 'remove-device'; readonly options: GlobalOptions; readonly deviceId: number }
 
 const COMMANDS = [
   'register',
@@ -119,6 +129,9 @@ const COMMANDS = [
   'password',
   'block',
   'unblock',
+  'devices',
+  'rename-device',
+  'remove-device',
   'help',
 ] as const
 type CommandName = (typeof COMMANDS)[number]
@@ -138,6 +151,9 @@ const COMMAND_OPTIONS: Record<CommandName | 'interactive', readonly string[]> = 
   password: ['end-other-sessions'],
   block: [],
   unblock: [],
+  devices: ['json'],
+  'rename-device': [],
+  'remove-device': [],
 }
 
 function nonEmpty(value: string | undefined): string | undefined {
@@ -229,6 +245,19 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
       exactly(command, rest, [])
       return { command, options, endOtherSessions: values['end-other-sessions'] === true }
     }
+    case 'devices': {
+      exactly(command, rest, [])
+      return { command, options, json }
+    }
+    case 'rename-device': {
+      // Checked by the client core (shared/device-name.ts), which knows the rules.
+      const [name] = exactly(command, rest, ['<name>'])
+      return { command, options, name: name as string }
+    }
+    case 'remove-device': {
+      const [id] = exactly(command, rest, ['<id>'])
+      return { command, options, deviceId: deviceId(id as string) }
+    }
   }
 }
 
@@ -282,6 +311,15 @@ function waitSeconds(raw: string | undefined): number | undefined {
     throw new UsageError(`--wait: expected seconds from 0 to ${MAX_WAIT_SECONDS}, got "${raw}"`)
   }
   return seconds
+}
+
+/** `remove-device <id>`: a positive whole number in digits, as `secure-chat devices` prints it. */
+function deviceId(raw: string): number {
+  const id = Number(raw)
+  if (!/^[1-9]\d*$/.test(raw) || id > MAX_DEVICE_ID) {
+    throw new UsageError(`remove-device: expected a device id (a positive whole number), got "${raw}"`)
+  }
+  return id
 }
 
 /** `history -n`: a whole number of messages, written in digits, from 1 to MAX_HISTORY_COUNT. */

@@ -1,6 +1,6 @@
 /**
  * The non-interactive commands for scripts: register, reinstall, send, read, history, verify,
- * accept-key, delete-account, password, block, unblock.
+ * accept-key, delete-account, password, block, unblock, devices, rename-device, remove-device.
  * Each opens the local account, does one thing, and exits with a code from exit-codes.ts; results
  * go to stdout (text, or JSON with --json), diagnostics to stderr as single lines.
  *
@@ -15,6 +15,7 @@ import {
   type ClientEvents,
   type ConnectionState,
   type DeliveryState,
+  type DeviceView,
   type MessageKind,
   type MessageView,
   noticeText,
@@ -41,6 +42,7 @@ import { describeNetworkError, isCertificateError, parseServerUrl } from './tran
 import { trustContext, trustedCertificates } from './trust.js'
 import {
   DELIVERY_MARKS,
+  deviceLine,
   formatTimestamp,
   messageTime,
   safeText,
@@ -169,6 +171,9 @@ const COMMANDS: {
   password: passwordCommand,
   block: blockCommand,
   unblock: blockCommand,
+  devices: devicesCommand,
+  'rename-device': renameDeviceCommand,
+  'remove-device': removeDeviceCommand,
 }
 
 async function registerCommand(
@@ -752,6 +757,89 @@ async function blockCommand(
     } else {
       context.io.stdout.write(`unblocked ${peer} (not a contact here)\n`)
     }
+  } finally {
+    await client.close()
+  }
+}
+
+/** A line of `devices --json`: `name` is null for a device without one (or one that does not open). */
+export interface DeviceRecord {
+  readonly id: number
+  readonly name: string | null
+  /** When it was added (ms since the epoch). */
+  readonly createdAt: number
+  /** When it last logged in (ms since the epoch). */
+  readonly lastSeenAt: number
+  /** The device this command ran on. */
+  readonly current: boolean
+}
+
+export function deviceRecord(device: DeviceView): DeviceRecord {
+  return {
+    id: device.id,
+    name: device.name ?? null,
+    createdAt: device.createdAt,
+    lastSeenAt: device.lastSeenAt,
+    current: device.current,
+  }
+}
+
+/** Lists the account's devices, by id (names opened here; the server reads none of them). */
+async function devicesCommand(
+  context: CommandContext,
+  invocation: Extract<Invocation, { command: 'devices' }>,
+): Promise<void> {
+  const { client, password } = await openChosenAccount(context)
+  try {
+    await ensureLoggedIn(client, password)
+    for (const device of await client.devices()) {
+      context.io.stdout.write(
+        invocation.json ? `${terminalJson(deviceRecord(device))}\n` : `${deviceLine(device)}\n`,
+      )
+    }
+  } finally {
+    await client.close()
+  }
+}
+
+/** Names this device; the core checks the name (a bad one is a usage error) and seals it. */
+async function renameDeviceCommand(
+  context: CommandContext,
+  invocation: Extract<Invocation, { command: 'rename-device' }>,
+): Promise<void> {
+  const { client, password } = await openChosenAccount(context)
+  try {
+    await ensureLoggedIn(client, password)
+    await client.renameDevice(invocation.name)
+    context.io.stdout.write(`this device (${client.deviceId}) is now named "${invocation.name.trim()}"\n`)
+  } finally {
+    await client.close()
+  }
+}
+
+/**
+ * Removes another of the account's devices. This device is refused here: removing it would end
+ * the session this command runs on and strand its data (another device removes it).
+ */
+async function removeDeviceCommand(
+  context: CommandContext,
+  invocation: Extract<Invocation, { command: 'remove-device' }>,
+): Promise<void> {
+  const { client, password } = await openChosenAccount(context)
+  try {
+    await ensureLoggedIn(client, password)
+    const devices = await client.devices()
+    const device = devices.find((candidate) => candidate.id === invocation.deviceId)
+    if (device?.current && devices.length > 1) {
+      throw new UsageError(
+        `remove-device: expected another device than this one (${device.id}), got this one; remove it from another of the account's devices`,
+      )
+    }
+    await client.removeDevice(invocation.deviceId)
+    const name = device?.name === undefined ? '' : ` ("${device.name}")`
+    context.io.stdout.write(
+      `removed device ${invocation.deviceId}${name}: its sessions ended, its queue and keys are gone\n`,
+    )
   } finally {
     await client.close()
   }

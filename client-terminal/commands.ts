@@ -20,6 +20,9 @@ export type Command =
   | { readonly kind: 'accept-key'; readonly username: string }
   | { readonly kind: 'block'; readonly username: string }
   | { readonly kind: 'unblock'; readonly username: string }
+  | { readonly kind: 'devices' }
+  | { readonly kind: 'rename-device'; readonly name: string }
+  | { readonly kind: 'remove-device'; readonly deviceId: number }
   | { readonly kind: 'help' }
   | { readonly kind: 'quit' }
   | { readonly kind: 'empty' }
@@ -32,6 +35,9 @@ export const DEFAULT_HISTORY = 50
  * memory, and a thousand is more than a screen or a glance at a log shows.
  */
 export const MAX_HISTORY_COUNT = 1_000
+
+/** The largest device id the server assigns (an unsigned 32-bit integer, as the client core checks). */
+export const MAX_DEVICE_ID = 0xffff_ffff
 
 export interface CommandHelp {
   readonly usage: string
@@ -57,6 +63,9 @@ export const COMMAND_HELP: readonly CommandHelp[] = [
   { usage: '/accept-key <user>', description: "accept user's changed identity key" },
   { usage: '/block <user>', description: 'block user: their messages are dropped, your presence hidden' },
   { usage: '/unblock <user>', description: 'unblock user (the conversation stayed)' },
+  { usage: '/devices', description: "list this account's devices: name, id, added, last seen, this one" },
+  { usage: '/rename-device <name>', description: 'name this device (only your devices can read it)' },
+  { usage: '/remove-device <id>', description: 'remove another of your devices: its sessions end at once' },
   { usage: '/help', description: 'this list' },
   { usage: '/quit', description: 'leave (Ctrl+C too)' },
 ]
@@ -137,6 +146,22 @@ export function parseCommand(line: string): Command {
     case 'unblock': {
       const username = oneName(`/${name}`, args, `/${name} <user>`)
       return typeof username === 'string' ? { kind: name, username } : username
+    }
+    case 'devices':
+      return args.length === 0 ? { kind: 'devices' } : invalid('/devices: expected no arguments')
+    case 'rename-device':
+      // The whole rest of the line, spaces and all; the client core checks the name.
+      return rest.trim() === ''
+        ? invalid('/rename-device: expected /rename-device <name>')
+        : { kind: 'rename-device', name: rest.trim() }
+    case 'remove-device': {
+      if (args.length !== 1) return invalid('/remove-device: expected /remove-device <id>')
+      const id = args[0] as string
+      // The same rule as `secure-chat remove-device` (args.ts): digits, as /devices shows the ids.
+      if (!/^[1-9]\d*$/.test(id) || Number(id) > MAX_DEVICE_ID) {
+        return invalid(`/remove-device: expected a device id (a positive whole number), got "${id}"`)
+      }
+      return { kind: 'remove-device', deviceId: Number(id) }
     }
     case 'help':
     case '?':

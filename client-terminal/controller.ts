@@ -24,6 +24,7 @@ import {
   blockedWarning,
   contactLine,
   deleteAccountWarning,
+  deviceLine,
   formatTime,
   keyChangeWarning,
   reinstallWarning,
@@ -57,6 +58,10 @@ export type ChatApi = Pick<
   | 'deleteAccount'
   | 'blockContact'
   | 'unblockContact'
+  | 'deviceId'
+  | 'devices'
+  | 'renameDevice'
+  | 'removeDevice'
 >
 
 /** Local accounts and how to open them (backend.ts for real, a fake in tests). */
@@ -370,6 +375,12 @@ export class Controller {
         return this.setBlocked(command.username, true)
       case 'unblock':
         return this.setBlocked(command.username, false)
+      case 'devices':
+        return this.showDevices()
+      case 'rename-device':
+        return this.renameDevice(command.name)
+      case 'remove-device':
+        return this.removeDevice(command.deviceId)
     }
   }
 
@@ -599,7 +610,10 @@ export class Controller {
   private attach(api: ChatApi): void {
     this.api = api
     const refresh = () => this.requestRefresh()
-    /** The server said this account was deleted (this device's answer lost, or another device's deletion). */
+    /**
+     * The server said this account was deleted (this device's answer lost, or another device's
+     * deletion), or this device removed from it: signing in again could only fail.
+     */
     let accountGone = false
     this.detach = [
       api.events.on('message', refresh),
@@ -627,6 +641,14 @@ export class Controller {
           this.notify(
             'warning',
             'this account was deleted, here or on another device; its conversations are still on this device: /delete-account erases them',
+          )
+          return
+        }
+        if (code === 'E2E_ERR_DEVICE_REMOVED' && id === undefined) {
+          accountGone = true
+          this.notify(
+            'warning',
+            'this device was removed from the account on another of its devices: it can no longer sign in; its conversations are still on this device, to read',
           )
           return
         }
@@ -920,6 +942,46 @@ export class Controller {
       this.notify('info', `${name} is not a contact`)
     }
     this.requestRefresh()
+  }
+
+  // --- Devices -------------------------------------------------------------------------------------
+
+  private async showDevices(): Promise<void> {
+    const api = this.requireSignedIn()
+    const devices = await api.devices()
+    this.update({
+      panel: {
+        title: `Devices of ${api.username} (/rename-device <name> names this one, /remove-device <id> removes another)`,
+        lines: devices.map((device) => deviceLine(device)),
+      },
+    })
+  }
+
+  private async renameDevice(name: string): Promise<void> {
+    const api = this.requireSignedIn()
+    await api.renameDevice(name)
+    this.notify('info', `this device (${api.deviceId}) is now named "${safeText(name)}"`)
+  }
+
+  /**
+   * Removes another device. This one is refused while others remain, as `secure-chat remove-device`
+   * refuses it: it would end this session and strand its data; an unknown id is said plainly.
+   */
+  private async removeDevice(deviceId: number): Promise<void> {
+    const api = this.requireSignedIn()
+    const devices = await api.devices()
+    const device = devices.find((candidate) => candidate.id === deviceId)
+    if (!device) {
+      throw new Error(
+        `no device ${deviceId} on this account (${devices.map((known) => known.id).join(', ')}): /devices lists them`,
+      )
+    }
+    if (device.current && devices.length > 1) {
+      throw new Error('that is this device: remove it from another of your devices')
+    }
+    await api.removeDevice(deviceId)
+    const name = device.name === undefined ? '' : ` ("${safeText(device.name)}")`
+    this.notify('info', `removed device ${deviceId}${name}: its sessions ended, its queue and keys are gone`)
   }
 
   // --- Refresh -------------------------------------------------------------------------------------

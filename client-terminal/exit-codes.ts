@@ -14,6 +14,12 @@
  *      newer version, or in use by another secure-chat process (the file is left untouched)
  *   8  `verify --confirm --number`: the number given is not the safety number with the contact
  *      (mistyped, or someone is intercepting); nothing was marked
+ *   9  `remove-device`: the account has no device with that id (E2E_ERR_DEVICE_NOT_FOUND)
+ *  10  `remove-device`: it is the account's last device (E2E_ERR_LAST_DEVICE): delete the account instead
+ *  11  this device was removed from the account on another device (E2E_ERR_DEVICE_REMOVED): it can no
+ *      longer log in; its local data can still be read, and erased
+ *  12  linking did not complete: the other device's message did not open or was not a link's
+ *      (E2E_ERR_LINK_FAILED), or the wait for it was given up (E2E_ERR_CANCELLED); start again
  */
 import { isClientError } from '../shared/client/errors.js'
 import { isProtocolError } from '../shared/errors.js'
@@ -29,6 +35,10 @@ export const ExitCode = {
   IdentityChanged: 6,
   LocalDatabase: 7,
   SafetyNumberMismatch: 8,
+  NoSuchDevice: 9,
+  LastDevice: 10,
+  DeviceRemoved: 11,
+  LinkFailed: 12,
 } as const
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode]
 
@@ -52,6 +62,16 @@ export function exitCodeFor(error: unknown): ExitCode {
   if (error instanceof UsageError) return ExitCode.Usage
   if (error instanceof CommandError) return error.exitCode
   if (isClientError(error)) {
+    // Refusals that scripts tell apart by the server's own code, before the general "refused".
+    switch (error.serverCode) {
+      case 'E2E_ERR_DEVICE_NOT_FOUND':
+        return ExitCode.NoSuchDevice
+      case 'E2E_ERR_LAST_DEVICE':
+        return ExitCode.LastDevice
+      // The core reports it as "not logged in"; the server says why.
+      case 'E2E_ERR_DEVICE_REMOVED':
+        return ExitCode.DeviceRemoved
+    }
     switch (error.code) {
       case 'E2E_ERR_WRONG_PASSWORD':
         return ExitCode.WrongPassword
@@ -67,6 +87,9 @@ export function exitCodeFor(error: unknown): ExitCode {
         return ExitCode.ServerRefused
       case 'E2E_ERR_NETWORK':
         return ExitCode.Network
+      case 'E2E_ERR_LINK_FAILED':
+      case 'E2E_ERR_CANCELLED':
+        return ExitCode.LinkFailed
       case 'E2E_ERR_IDENTITY_CHANGED':
         return ExitCode.IdentityChanged
       case 'E2E_ERR_NO_ACCOUNT':

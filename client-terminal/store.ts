@@ -500,6 +500,9 @@ export class SqliteStore implements ClientStore {
     try {
       await this.db.destroy()
     } finally {
+      // Kysely closes the connection only if it ever ran a query through it, and reads and batches
+      // here use prepared statements instead: without this the file stayed locked until exit.
+      if (this.connection.open) this.connection.close()
       this.onClose?.()
     }
   }

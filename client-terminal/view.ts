@@ -8,6 +8,7 @@ import {
   type ConnectionState,
   type ContactView,
   type DeliveryState,
+  type DeviceView,
   type MessageView,
   messageTime,
   noticeText,
@@ -98,6 +99,20 @@ export function formatTime(ms: number, now: number, timeZone?: string): string {
 export function formatTimestamp(ms: number, timeZone?: string): string {
   const at = partsOf(ms, timeZone)
   return `${at.year}-${twoDigits(at.month)}-${twoDigits(at.day)} ${twoDigits(at.hour)}:${twoDigits(at.minute)}:${twoDigits(at.second)}`
+}
+
+/** What a device without a name (or with one no device of ours sealed) is called. */
+export const NO_DEVICE_NAME = '(no name)'
+
+/**
+ * A device as `secure-chat devices` and /devices list it:
+ * "1  Work laptop (this device)  added 2026-12-01 09:30:00, last seen 2026-12-03 11:02:10" (which one
+ * this is beside the name, where a narrow terminal does not cut it off).
+ */
+export function deviceLine(device: DeviceView, timeZone?: string): string {
+  const name = device.name === undefined ? NO_DEVICE_NAME : safeText(device.name)
+  const seen = `added ${formatTimestamp(device.createdAt, timeZone)}, last seen ${formatTimestamp(device.lastSeenAt, timeZone)}`
+  return `${device.id}  ${name}${device.current ? ' (this device)' : ''}  ${seen}`
 }
 
 /** When to show a message at: when the server took it, else (still sending) when it was written. */

@@ -500,6 +500,21 @@ describe('App', () => {
     expect(ui.frame()).not.toContain('/login to sign in again')
   })
 
+  it('says when another device removed this one, and that its conversations stay here', async () => {
+    const ui = await signedIn()
+    ui.chat.events.emit('problem', {
+      code: 'E2E_ERR_DEVICE_REMOVED',
+      message:
+        'expected a live session, got one of a device removed from its account (from another of its devices)',
+    })
+    ui.chat.setConnection('logged-out')
+    await ui.controller.idle()
+    await ui.shows('this device was removed from the account on another of its devices')
+    expect(ui.frame().replace(/\s+/g, ' ')).toContain('its conversations are still on this device')
+    // Not the usual "sign in again": a log-in could only fail.
+    expect(ui.frame()).not.toContain('/login to sign in again')
+  })
+
   it('refuses /reinstall for an account this device holds, and while signed in', async () => {
     const ui = await start((backend) => backend.addAccount('alice', 'correct horse battery'))
     await ui.enter('/reinstall alice')
@@ -756,6 +771,43 @@ describe('App', () => {
     await ui.shows('○ bob: offline, not verified')
     await ui.enter('/frobnicate')
     await ui.shows('unknown command /frobnicate')
+  })
+
+  it('lists, renames and removes devices with /devices, /rename-device and /remove-device', async () => {
+    const ui = await signedIn((_backend, chat) => {
+      chat.deviceList = [
+        {
+          id: 1,
+          name: undefined,
+          createdAt: 1_799_000_000_000,
+          lastSeenAt: 1_800_000_000_000,
+          current: true,
+        },
+        {
+          id: 2,
+          name: 'Work laptop',
+          createdAt: 1_799_500_000_000,
+          lastSeenAt: 1_799_900_000_000,
+          current: false,
+        },
+      ]
+    })
+    await ui.enter('/devices')
+    await ui.shows('Devices of alice')
+    await ui.shows('1  (no name) (this device)  added')
+    await ui.shows('2  Work laptop  added')
+    await ui.enter('/rename-device Terminal at home')
+    await ui.shows('this device (1) is now named "Terminal at home"')
+    expect(ui.chat.deviceList[0]?.name).toBe('Terminal at home')
+    await ui.enter('/remove-device 1')
+    await ui.shows('that is this device: remove it from another of your devices')
+    await ui.enter('/remove-device 2')
+    await ui.shows('removed device 2 ("Work laptop")')
+    expect(ui.chat.deviceList.map((device) => device.id)).toEqual([1])
+    await ui.enter('/remove-device 7')
+    await ui.shows('no device 7')
+    await ui.enter('/help')
+    await ui.shows('/remove-device <id>')
   })
 
   it('blocks and unblocks with /block and /unblock; the conversation stays, marked, and sending is refused', async () => {

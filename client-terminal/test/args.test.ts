@@ -80,6 +80,17 @@ describe('parseInvocation', () => {
     expect(parseInvocation(['history', 'bob', '-n', String(MAX_HISTORY_COUNT)], env)).toMatchObject({
       count: MAX_HISTORY_COUNT,
     })
+    expect(parseInvocation(['devices'], env)).toMatchObject({ command: 'devices', json: false })
+    expect(parseInvocation(['devices', '--json'], env)).toMatchObject({ command: 'devices', json: true })
+    expect(parseInvocation(['rename-device', 'Work laptop'], env)).toMatchObject({
+      command: 'rename-device',
+      name: 'Work laptop',
+    })
+    expect(parseInvocation(['remove-device', '2'], env)).toMatchObject({
+      command: 'remove-device',
+      deviceId: 2,
+    })
+    expect(parseInvocation(['remove-device', '4294967295'], env)).toMatchObject({ deviceId: 0xffff_ffff })
     expect(parseInvocation(['help'], env)).toEqual({ command: 'help' })
     expect(parseInvocation(['read', '--help'], env)).toEqual({ command: 'help' })
   })
@@ -115,6 +126,15 @@ describe('parseInvocation', () => {
     [['history', 'bob', '-n'], "'-n"],
     [['history', 'bob', '--wait', '1'], '--wait: expected only with read'],
     [['read', '-n', '5'], '-n: expected only with history'],
+    [['devices', 'all'], 'devices: expected no arguments'],
+    [['rename-device'], 'rename-device: expected <name>'],
+    [['rename-device', 'Work', 'laptop'], 'rename-device: expected <name>'],
+    [['rename-device', 'x', '--json'], '--json: expected only with'],
+    [['remove-device'], 'remove-device: expected <id>'],
+    [['remove-device', '0'], 'remove-device: expected a device id (a positive whole number), got "0"'],
+    [['remove-device', '02'], 'remove-device: expected a device id'],
+    [['remove-device', '1e2'], 'remove-device: expected a device id'],
+    [['remove-device', '4294967296'], 'remove-device: expected a device id'],
   ]
   it.each(mistakes)('refuses %j', (argv, message) => {
     expect(() => parseInvocation(argv, env)).toThrow(UsageError)

@@ -25,6 +25,9 @@ describe('parseCommand', () => {
     ['/accept-key bob', { kind: 'accept-key', username: 'bob' }],
     ['/block bob', { kind: 'block', username: 'bob' }],
     ['/unblock Bob', { kind: 'unblock', username: 'Bob' }],
+    ['/devices', { kind: 'devices' }],
+    ['/rename-device Work laptop', { kind: 'rename-device', name: 'Work laptop' }],
+    ['/remove-device 2', { kind: 'remove-device', deviceId: 2 }],
     ['/help', { kind: 'help' }],
     ['/quit', { kind: 'quit' }],
     ['/exit', { kind: 'quit' }],
@@ -50,6 +53,13 @@ describe('parseCommand', () => {
     ['/accept-key', '/accept-key <user>'],
     ['/block', '/block <user>'],
     ['/unblock a b', '/unblock <user>'],
+    ['/devices all', 'no arguments'],
+    ['/rename-device', '/rename-device <name>'],
+    ['/remove-device', '/remove-device <id>'],
+    ['/remove-device 0', 'a device id (a positive whole number)'],
+    ['/remove-device two', 'a device id (a positive whole number)'],
+    ['/remove-device 1.5', 'a device id (a positive whole number)'],
+    ['/remove-device 2 3', '/remove-device <id>'],
     ['/nope', 'unknown command /nope'],
   ]
   it.each(invalid)('refuses %j', (line, message) => {

@@ -10,6 +10,7 @@ import {
   type ContactView,
   type ConversationView,
   type DeliveryState,
+  type DeviceView,
   type MessageKind,
   type MessageView,
   messageTime,
@@ -61,6 +62,10 @@ export class FakeChat implements ChatApi {
   password: string | undefined
   /** Set by a successful deleteAccount. */
   deleted = false
+  /** The account's devices as the server lists them; this one is device 1. */
+  deviceList: DeviceView[] = [
+    { id: 1, name: undefined, createdAt: 1_799_000_000_000, lastSeenAt: 1_800_000_000_000, current: true },
+  ]
 
   constructor(
     readonly username: string,
@@ -202,6 +207,42 @@ export class FakeChat implements ChatApi {
     if (!contact) return undefined
     contact.blocked = false
     return this.view(contact)
+  }
+
+  get deviceId(): number {
+    return this.deviceList.find((device) => device.current)?.id ?? 1
+  }
+
+  async devices(): Promise<DeviceView[]> {
+    return this.deviceList.map((device) => ({ ...device }))
+  }
+
+  async renameDevice(name: string | undefined): Promise<void> {
+    if (name !== undefined && (name.trim() === '' || name.length > 64)) {
+      throw new ClientError(
+        ClientErrorCode.InvalidInput,
+        `device name: expected 1 to 64 characters, got ${name.length}`,
+      )
+    }
+    this.deviceList = this.deviceList.map((device) =>
+      device.current ? { ...device, name: name?.trim() } : device,
+    )
+  }
+
+  async removeDevice(deviceId: number): Promise<void> {
+    if (!this.deviceList.some((device) => device.id === deviceId)) {
+      throw new ClientError(ClientErrorCode.Server, `DELETE /devices/${deviceId}: no such device`, {
+        serverCode: 'E2E_ERR_DEVICE_NOT_FOUND',
+        status: 404,
+      })
+    }
+    if (this.deviceList.length === 1) {
+      throw new ClientError(ClientErrorCode.Server, `DELETE /devices/${deviceId}: the last device`, {
+        serverCode: 'E2E_ERR_LAST_DEVICE',
+        status: 409,
+      })
+    }
+    this.deviceList = this.deviceList.filter((device) => device.id !== deviceId)
   }
 
   async searchUsers(query: string): Promise<string[]> {
