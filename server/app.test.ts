@@ -7,7 +7,7 @@ import { randomBytes } from '../shared/crypto/primitives.js'
 import { build } from './app.js'
 import { ServerErrorCode } from './errors.js'
 import { createTestDatabase, type TestDatabase } from './test/databases.js'
-import { makeClient, signUp, startServer, TEST_BCRYPT_COST } from './test/harness.js'
+import { decryptToken, makeClient, signUp, startServer, TEST_BCRYPT_COST } from './test/harness.js'
 
 describe('HTTP plumbing (inject)', () => {
   let database: TestDatabase
@@ -193,6 +193,46 @@ describe('maintenance', () => {
       })
       await later.ready()
       expect(Number((await count()).n)).toBe(0)
+      await later.close()
+    } finally {
+      await database.dispose()
+    }
+  })
+})
+
+describe('maintenance of link tokens', () => {
+  it('deletes link tokens past their expiry when the server starts', async () => {
+    const database = await createTestDatabase('sqlite')
+    try {
+      const first = await build({ db: database.db, log: false, bcryptCost: TEST_BCRYPT_COST })
+      const client = await makeClient()
+      await first.inject({ method: 'POST', url: '/api/v1/register', payload: client.registerBody() })
+      const login = await first.inject({
+        method: 'POST',
+        url: '/api/v1/login',
+        payload: { username: client.username, loginSecret: client.loginSecret },
+      })
+      const token = await decryptToken(client, login.json())
+      const linked = await first.inject({
+        method: 'POST',
+        url: '/api/v1/devices/link-token',
+        headers: { authorization: `Bearer ${toBase64Url(token)}` },
+      })
+      expect(linked.statusCode).toBe(201)
+      await first.close()
+      const count = async () =>
+        Number(
+          (
+            await database.db
+              .selectFrom('link_tokens')
+              .select((eb) => eb.fn.countAll<number>().as('n'))
+              .executeTakeFirstOrThrow()
+          ).n,
+        )
+      expect(await count()).toBe(1)
+      const later = await build({ db: database.db, log: false, now: () => Date.now() + 11 * 60 * 1000 })
+      await later.ready()
+      expect(await count()).toBe(0)
       await later.close()
     } finally {
       await database.dispose()

@@ -25,6 +25,7 @@ import { DEVICE_PROOF_KEY_PURPOSE, DeviceProofs } from './auth/device-proof.js'
 import { LoginLimiter, type LoginLimiting, type LoginLimits } from './auth/login-limiter.js'
 import { RedisLoginLimiter } from './auth/redis-login-limiter.js'
 import type { ServerContext, ServerLimits } from './context.js'
+import { purgeExpiredLinkTokens } from './db/devices.js'
 import { claimsKeptMs, purgeOneTimePreKeyClaims } from './db/prekeys.js'
 import { purgeExpiredProvisioningChannels } from './db/provisioning.js'
 import { countAllQueued } from './db/queue.js'
@@ -247,8 +248,8 @@ export const CONTENT_SECURITY_POLICY = {
 }
 
 /**
- * Deletes expired session tokens, the holds on deleted accounts' names that ended, expired
- * provisioning channels, and expired messages (undelivered ones past their lifetime and tombstones
+ * Deletes expired session tokens and link tokens, the holds on deleted accounts' names that ended,
+ * expired provisioning channels, and expired messages (undelivered ones past their lifetime and tombstones
  * past their idempotency window) at startup and then periodically. Failures are logged
  * and retried next time; they never stop the server.
  */
@@ -272,6 +273,12 @@ function installMaintenance(
         app.log.info({ event: 'purge', endedTokens: ended }, 'ended tokens past their expiry deleted')
     } catch (error) {
       app.log.error({ err: error }, 'purging ended tokens failed')
+    }
+    try {
+      const linkTokens = await purgeExpiredLinkTokens(context.db, context.now())
+      if (linkTokens > 0) app.log.info({ event: 'purge', linkTokens }, 'expired link tokens deleted')
+    } catch (error) {
+      app.log.error({ err: error }, 'purging expired link tokens failed')
     }
     try {
       const holds = await purgeEndedUsernameHolds(context.db, context.now())
