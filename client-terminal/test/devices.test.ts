@@ -11,9 +11,8 @@ import { ChatClient, type ChatClientOptions, startLink } from '../../shared/clie
 import type { ClientStore } from '../../shared/client/store.js'
 import { ExitCode } from '../exit-codes.js'
 import { openSqliteStore } from '../store.js'
-import { httpsClient, webSocketFactory } from '../transport.js'
 import { trustContext } from '../trust.js'
-import { TEST_KDF_ITERATIONS, TestAccount, TestWorkspace } from './e2e-helpers.js'
+import { inProcessClientOptions, TestAccount, TestWorkspace } from './e2e-helpers.js'
 
 /** Failure guard: each CLI run starts a Node process. */
 const E2E_GUARD_MS = 300_000
@@ -34,15 +33,7 @@ afterAll(async () => {
 })
 
 function clientOptions(store: ClientStore): ChatClientOptions {
-  return {
-    serverUrl: server.origin,
-    http: httpsClient(server.origin, { trust }),
-    webSocket: webSocketFactory({ trust }),
-    store,
-    storageKeyIterations: Number(TEST_KDF_ITERATIONS),
-    minimumStorageKeyIterations: Number(TEST_KDF_ITERATIONS),
-    loginSecretIterations: Number(TEST_KDF_ITERATIONS),
-  }
+  return inProcessClientOptions(server, trust, store)
 }
 
 /**

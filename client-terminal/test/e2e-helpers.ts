@@ -10,8 +10,12 @@ import { createHash } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { SecureContext } from 'node:tls'
 import { strongPassword } from '../../server/test/harness.js'
+import type { ChatClientOptions } from '../../shared/client/chat-client.js'
+import type { ClientStore } from '../../shared/client/store.js'
 import { TEST_KDF_ITERATIONS_ENV, TEST_RUN_ENV } from '../accounts.js'
+import { httpsClient, webSocketFactory } from '../transport.js'
 
 export const repositoryRoot = join(import.meta.dirname, '..', '..')
 export const binScript = join(repositoryRoot, 'client-terminal', 'bin.mjs')
@@ -191,4 +195,24 @@ export function revealedIn(bytes: Buffer, secret: string): boolean {
     }
   }
   return forms.some((form) => bytes.includes(form))
+}
+
+/**
+ * Options for a client core in the test's own process, on the terminal's transport, trusting the
+ * test server's certificate as the CLI does with its CA file, with the CLI tests' cheap KDF.
+ */
+export function inProcessClientOptions(
+  server: { readonly origin: string },
+  trust: SecureContext,
+  store: ClientStore,
+): ChatClientOptions {
+  return {
+    serverUrl: server.origin,
+    http: httpsClient(server.origin, { trust }),
+    webSocket: webSocketFactory({ trust }),
+    store,
+    storageKeyIterations: Number(TEST_KDF_ITERATIONS),
+    minimumStorageKeyIterations: Number(TEST_KDF_ITERATIONS),
+    loginSecretIterations: Number(TEST_KDF_ITERATIONS),
+  }
 }

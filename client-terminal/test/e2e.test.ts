@@ -14,9 +14,15 @@ import { type ClientStore, MemoryStore } from '../../shared/client/store.js'
 import { TEST_KDF_ITERATIONS_ENV, TEST_RUN_ENV } from '../accounts.js'
 import { ExitCode } from '../exit-codes.js'
 import { openSqliteStore } from '../store.js'
-import { httpsClient, webSocketFactory } from '../transport.js'
 import { SYSTEM_CA_FILE_ENV, trustContext } from '../trust.js'
-import { revealedIn, sha256File, TEST_KDF_ITERATIONS, TestAccount, TestWorkspace } from './e2e-helpers.js'
+import {
+  inProcessClientOptions,
+  revealedIn,
+  sha256File,
+  TEST_KDF_ITERATIONS,
+  TestAccount,
+  TestWorkspace,
+} from './e2e-helpers.js'
 
 /**
  * Failure guard per test: each CLI run starts a Node process (about a second, more on a busy
@@ -41,15 +47,7 @@ afterAll(async () => {
 })
 
 function clientOptions(store: ClientStore): ChatClientOptions {
-  return {
-    serverUrl: server.origin,
-    http: httpsClient(server.origin, { trust }),
-    webSocket: webSocketFactory({ trust }),
-    store,
-    storageKeyIterations: Number(TEST_KDF_ITERATIONS),
-    minimumStorageKeyIterations: Number(TEST_KDF_ITERATIONS),
-    loginSecretIterations: Number(TEST_KDF_ITERATIONS),
-  }
+  return inProcessClientOptions(server, trust, store)
 }
 
 /** Opens an account's database in this process, as the CLI would after a restart. */
