@@ -40,6 +40,7 @@
 import { accessSync, constants } from 'node:fs'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
+import { MAX_DEVICES_LIMIT } from '../shared/limits.js'
 
 export const DEFAULT_HOST = 'localhost'
 export const DEFAULT_PORT = 8443
@@ -51,8 +52,6 @@ export const DEFAULT_REDIS_PREFIX = 'secure-chat:'
 const METRICS_TOKEN_VARIABLE = 'METRICS_TOKEN'
 /** A shorter token could be guessed; 32 random characters is ~190 bits from base64url. */
 export const METRICS_TOKEN_MIN_LENGTH = 32
-/** The most devices an operator may allow per account: DevicesResponse lists at most 64. */
-export const MAX_DEVICES_LIMIT = 64
 
 export type DatabaseConfig = { kind: 'sqlite'; file: string } | { kind: 'postgres'; url: string }
 

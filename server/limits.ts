@@ -172,11 +172,19 @@ export const QUEUE_DEPTH_SCRAPE_BOUND = 100_000
 export const MAX_FRAME_BYTES = 90 * 1024
 
 /**
- * Hard cap on one WebSocket message (ws `maxPayload`): the receiver refuses a longer frame from its
- * header, before buffering it, and closes with 1009 (Message Too Big). Between MAX_FRAME_BYTES and
- * this the client still gets an error frame it can understand; beyond it, memory matters more.
+ * Largest `send.devices` frame (shared/limits.ts, 1,048,576 bytes): one envelope per device of the
+ * recipient and per other device of the sender, eleven of the largest at the default of 6 devices
+ * per account. Any other frame stays within MAX_FRAME_BYTES.
  */
-export const WS_MAX_PAYLOAD_BYTES = 256 * 1024
+export { MAX_DEVICE_SEND_FRAME_BYTES } from '../shared/limits.js'
+
+/**
+ * Hard cap on one WebSocket message (ws `maxPayload`): the receiver refuses a longer frame from its
+ * header, before buffering it, and closes with 1009 (Message Too Big). Between
+ * MAX_DEVICE_SEND_FRAME_BYTES and this the client still gets an error frame it can understand;
+ * beyond it, memory matters more.
+ */
+export const WS_MAX_PAYLOAD_BYTES = 1024 * 1024 + 64 * 1024
 
 /**
  * Time a new socket has to authenticate (its first frame must be `auth`). An unauthenticated socket

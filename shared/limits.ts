@@ -41,6 +41,23 @@ export const PADDING_BLOCK_BYTES = 160
 export const MAX_ENVELOPE_BYTES =
   211 + Math.ceil((MAX_PLAINTEXT_BYTES + 1) / PADDING_BLOCK_BYTES) * PADDING_BLOCK_BYTES + 16
 
+/**
+ * The most devices any server lets one account have (an operator chooses up to this many,
+ * server/config.ts): the bound of every list of device ids on the wire (GET /devices, a
+ * `send.devices` frame's envelopes, a `devices.mismatch` answer).
+ */
+export const MAX_DEVICES_LIMIT = 64
+
+/**
+ * Largest `send.devices` frame (docs/protocol.md §13.2): one envelope per device of the recipient
+ * and one per other device of the sender. Eleven copies of the largest envelope (a recipient with
+ * the default 6 devices, a sender with 6: MAX_ENVELOPE_BYTES is 87,770 base64url characters each)
+ * fit in it with the JSON around them. A client whose copies would not fit says the message is
+ * too long for this many devices rather than sending it; any other frame is bounded by the
+ * server's much smaller limit for one envelope.
+ */
+export const MAX_DEVICE_SEND_FRAME_BYTES = 1024 * 1024
+
 /** One-time prekeys a client uploads at once; also the most the server accepts in one request. */
 export const ONE_TIME_PREKEY_BATCH = 100
 

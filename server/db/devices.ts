@@ -346,3 +346,26 @@ export async function deviceIds(db: Db, userId: number): Promise<number[]> {
     .execute()
   return rows.map((row) => Number(row.device_id))
 }
+
+/** An account's device ids: those it has, and those it had and removed. */
+export interface DeviceIdSets {
+  readonly live: ReadonlySet<number>
+  readonly removed: ReadonlySet<number>
+}
+
+/** The device ids of these accounts, in one query (a relay batch's device-list checks). */
+export async function deviceIdSets(db: Db, userIds: readonly number[]): Promise<Map<number, DeviceIdSets>> {
+  const sets = new Map<number, { live: Set<number>; removed: Set<number> }>()
+  for (const userId of userIds) sets.set(userId, { live: new Set(), removed: new Set() })
+  if (userIds.length === 0) return sets
+  const rows = await db
+    .selectFrom('devices')
+    .select(['user_id', 'device_id', 'removed_at'])
+    .where('user_id', 'in', [...new Set(userIds)])
+    .execute()
+  for (const row of rows) {
+    const set = sets.get(Number(row.user_id))!
+    ;(row.removed_at === null ? set.live : set.removed).add(Number(row.device_id))
+  }
+  return sets
+}

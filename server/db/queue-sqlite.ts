@@ -129,11 +129,13 @@ export class SqliteQueueRepository implements QueueRepository {
       bytes.set(send.body, offset + CLIENT_ID_BYTES)
       offset += CLIENT_ID_BYTES + send.body.length
     }
-    const outcomes = await this.call<Float64Array>({ op: 'commit', acks, meta, bytes, now: batch.now }, [
-      acks.buffer,
-      meta.buffer,
-      bytes.buffer,
-    ])
+    const groups = batch.groups?.some((size) => size > 1) ? Float64Array.from(batch.groups) : undefined
+    const outcomes = await this.call<Float64Array>(
+      { op: 'commit', acks, meta, bytes, groups, now: batch.now },
+      groups
+        ? [acks.buffer, meta.buffer, bytes.buffer, groups.buffer]
+        : [acks.buffer, meta.buffer, bytes.buffer],
+    )
     const out: SendOutcome[] = new Array(sends.length)
     for (let i = 0; i < sends.length; i++) {
       const kind = outcomes[i * 3]

@@ -16,6 +16,7 @@
  *   meta  Float64Array: per send recipientId, recipientDevice, senderId, senderDevice, now,
  *         expiresAt, bodyLength
  *   bytes Uint8Array:   per send the 16-byte client id, then the body
+ *   groups Float64Array (optional): sizes of consecutive runs of sends stored all or none
  * and of its answer, `outcomes` Float64Array: per send kind, seq, createdAt, where kind is
  * 0 stored, 1 duplicate (still queued), 2 duplicate (delivered), 3 queue full, 4 the sender's
  * share of the recipient's queue full (limits: see db/queue.ts `refusal`, which this mirrors).
@@ -117,8 +118,134 @@ function refusal(total, share, bytes) {
   return 0
 }
 
+/** Thrown inside a group's savepoint when one of its sends is refused: the group is rolled back. */
+class GroupRefused extends Error {
+  constructor(code) {
+    super('queue group refused')
+    this.code = code
+  }
+}
+
+/**
+ * Stores send `i` of the batch (or finds it stored) and writes its outcome. Returns 0, or the
+ * refusal (3, 4) when it was refused and nothing was stored for it.
+ */
+function applySend(i, meta, buffer, offset, depths, outcomes) {
+  const at = i * SEND_FIELDS
+  const recipientId = meta[at]
+  const recipientDevice = meta[at + 1]
+  const senderId = meta[at + 2]
+  const senderDevice = meta[at + 3]
+  const sentAt = meta[at + 4]
+  const expiresAt = meta[at + 5]
+  const bodyLength = meta[at + 6]
+  const clientId = buffer.subarray(offset, offset + CLIENT_ID_BYTES)
+  const body = buffer.subarray(offset + CLIENT_ID_BYTES, offset + CLIENT_ID_BYTES + bodyLength)
+  // Acknowledged already (a tombstone): a duplicate, whatever the queue's depth.
+  const buried = statements.tombstone.get(
+    clientId,
+    senderId,
+    senderDevice,
+    recipientDevice,
+    senderId === recipientId ? 1 : 0,
+  )
+  if (buried) {
+    outcomes[i * 3] = 2
+    outcomes[i * 3 + 1] = 0
+    // The tombstone keeps no time of its own: the acceptance time is its expiry less the lifetime.
+    outcomes[i * 3 + 2] = buried.expires_at - (expiresAt - sentAt)
+    return 0
+  }
+  const depth = depthOf(depths, recipientId, recipientDevice)
+  let share = depth.bySender.get(senderId)
+  if (!share) {
+    share = { count: 0, bytes: 0 }
+    depth.bySender.set(senderId, share)
+  }
+  const refused = refusal(depth.total, share, bodyLength)
+  if (refused === 0) {
+    const seq = depth.lastSeq + 1
+    const inserted = statements.insert.run(
+      recipientId,
+      recipientDevice,
+      seq,
+      senderId,
+      senderDevice,
+      clientId,
+      body,
+      sentAt,
+      expiresAt,
+    )
+    if (inserted.changes === 1) {
+      for (const counted of [depth.total, share]) {
+        counted.count += 1
+        counted.bytes += bodyLength
+      }
+      depth.lastSeq = seq
+      depth.moved = true
+      outcomes[i * 3] = 0
+      outcomes[i * 3 + 1] = seq
+      outcomes[i * 3 + 2] = sentAt
+      return 0
+    }
+  }
+  // Refused, or the insert met the UNIQUE (id, sender device, recipient device): a duplicate if
+  // the row exists.
+  const existing = statements.existing.get(clientId, senderId, senderDevice, recipientId, recipientDevice)
+  if (existing) {
+    outcomes[i * 3] = 1
+    outcomes[i * 3 + 1] = existing.seq
+    outcomes[i * 3 + 2] = existing.created_at
+    return 0
+  }
+  outcomes[i * 3] = refused
+  return refused
+}
+
+function depthOf(depths, recipientId, recipientDevice) {
+  const queue = `${recipientId}.${recipientDevice}`
+  let depth = depths.get(queue)
+  if (!depth) {
+    depth = loadDepth(recipientId, recipientDevice)
+    depths.set(queue, depth)
+  }
+  return depth
+}
+
+/** The counters a group may change, to put back when it is rolled back. */
+function snapshot(depth) {
+  return {
+    depth,
+    total: { ...depth.total },
+    bySender: new Map([...depth.bySender].map(([sender, share]) => [sender, { ...share }])),
+    lastSeq: depth.lastSeq,
+    moved: depth.moved,
+  }
+}
+
+function restore(saved) {
+  const { depth } = saved
+  depth.total.count = saved.total.count
+  depth.total.bytes = saved.total.bytes
+  depth.bySender = saved.bySender
+  depth.lastSeq = saved.lastSeq
+  depth.moved = saved.moved
+}
+
+/**
+ * The sends of one group (a message to several devices) in a savepoint: when one is refused, the
+ * savepoint is rolled back (better-sqlite3 makes a nested transaction one) and every send of the
+ * group gets that refusal.
+ */
+const applyGroup = db.transaction((first, count, offsets, meta, buffer, depths, outcomes) => {
+  for (let i = first; i < first + count; i++) {
+    const refused = applySend(i, meta, buffer, offsets[i - first], depths, outcomes)
+    if (refused !== 0) throw new GroupRefused(refused)
+  }
+})
+
 const applyBatch = db.transaction((request) => {
-  const { acks, meta, bytes } = request
+  const { acks, meta, bytes, groups } = request
   for (let i = 0; i < acks.length; i += 3) {
     const recipientId = acks[i]
     const recipientDevice = acks[i + 1]
@@ -132,81 +259,36 @@ const applyBatch = db.transaction((request) => {
   const outcomes = new Float64Array(sends * 3)
   const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   let offset = 0
-  for (let i = 0; i < sends; i++) {
-    const at = i * SEND_FIELDS
-    const recipientId = meta[at]
-    const recipientDevice = meta[at + 1]
-    const senderId = meta[at + 2]
-    const senderDevice = meta[at + 3]
-    const sentAt = meta[at + 4]
-    const expiresAt = meta[at + 5]
-    const bodyLength = meta[at + 6]
-    const clientId = buffer.subarray(offset, offset + CLIENT_ID_BYTES)
-    const body = buffer.subarray(offset + CLIENT_ID_BYTES, offset + CLIENT_ID_BYTES + bodyLength)
-    offset += CLIENT_ID_BYTES + bodyLength
-    // Acknowledged already (a tombstone): a duplicate, whatever the queue's depth.
-    const buried = statements.tombstone.get(
-      clientId,
-      senderId,
-      senderDevice,
-      recipientDevice,
-      senderId === recipientId ? 1 : 0,
-    )
-    if (buried) {
-      outcomes[i * 3] = 2
-      outcomes[i * 3 + 1] = 0
-      // The tombstone keeps no time of its own: the acceptance time is its expiry less the lifetime.
-      outcomes[i * 3 + 2] = buried.expires_at - (expiresAt - sentAt)
+  let i = 0
+  let group = 0
+  while (i < sends) {
+    const count = groups ? groups[group++] : 1
+    if (count === 1) {
+      applySend(i, meta, buffer, offset, depths, outcomes)
+      offset += CLIENT_ID_BYTES + meta[i * SEND_FIELDS + 6]
+      i += 1
       continue
     }
-    const queue = `${recipientId}.${recipientDevice}`
-    let depth = depths.get(queue)
-    if (!depth) {
-      depth = loadDepth(recipientId, recipientDevice)
-      depths.set(queue, depth)
+    const offsets = []
+    const saved = new Map()
+    for (let j = i; j < i + count; j++) {
+      offsets.push(offset)
+      offset += CLIENT_ID_BYTES + meta[j * SEND_FIELDS + 6]
+      const depth = depthOf(depths, meta[j * SEND_FIELDS], meta[j * SEND_FIELDS + 1])
+      if (!saved.has(depth)) saved.set(depth, snapshot(depth))
     }
-    let share = depth.bySender.get(senderId)
-    if (!share) {
-      share = { count: 0, bytes: 0 }
-      depth.bySender.set(senderId, share)
-    }
-    const refused = refusal(depth.total, share, bodyLength)
-    if (refused === 0) {
-      const seq = depth.lastSeq + 1
-      const inserted = statements.insert.run(
-        recipientId,
-        recipientDevice,
-        seq,
-        senderId,
-        senderDevice,
-        clientId,
-        body,
-        sentAt,
-        expiresAt,
-      )
-      if (inserted.changes === 1) {
-        for (const counted of [depth.total, share]) {
-          counted.count += 1
-          counted.bytes += bodyLength
-        }
-        depth.lastSeq = seq
-        depth.moved = true
-        outcomes[i * 3] = 0
-        outcomes[i * 3 + 1] = seq
-        outcomes[i * 3 + 2] = sentAt
-        continue
+    try {
+      applyGroup(i, count, offsets, meta, buffer, depths, outcomes)
+    } catch (error) {
+      if (!(error instanceof GroupRefused)) throw error
+      for (const state of saved.values()) restore(state)
+      for (let j = i; j < i + count; j++) {
+        outcomes[j * 3] = error.code
+        outcomes[j * 3 + 1] = 0
+        outcomes[j * 3 + 2] = 0
       }
     }
-    // Refused, or the insert met the UNIQUE (id, sender device, recipient device): a duplicate if
-    // the row exists.
-    const existing = statements.existing.get(clientId, senderId, senderDevice, recipientId, recipientDevice)
-    if (existing) {
-      outcomes[i * 3] = 1
-      outcomes[i * 3 + 1] = existing.seq
-      outcomes[i * 3 + 2] = existing.created_at
-    } else {
-      outcomes[i * 3] = refused
-    }
+    i += count
   }
   for (const depth of depths.values()) {
     if (depth.moved) statements.savePosition.run(depth.recipientId, depth.recipientDevice, depth.lastSeq)

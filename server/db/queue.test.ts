@@ -199,6 +199,58 @@ for (const variant of VARIANTS) {
         expect(more.map((outcome) => outcome.kind)).toEqual(['stored', 'stored', 'full', 'stored'])
       })
 
+      it('stores a group (one message to several devices) all or none, and the sends around it', async () => {
+        const [alice, bob] = [await user(database), await user(database)]
+        // Bob's device 2 has room for one more; his device 1 for four.
+        const filler = [1, 2, 3].map(() => send(alice, bob, {}, { to: 2 }))
+        expect((await commit(filler)).map((outcome) => outcome.kind)).toEqual(['stored', 'stored', 'stored'])
+        const id = bytes(16)
+        const group = (to: number[]) => to.map((device) => send(alice, bob, { id }, { to: device }))
+        const before = send(alice, bob, {}, { to: 1 })
+        const after = send(alice, bob, {}, { to: 2 })
+        // The group fits (device 2's last place), the send after it then does not.
+        const outcomes = await queue.commit({
+          sends: [before, ...group([1, 2]), after],
+          groups: [1, 2, 1],
+          acks: [],
+          now: 2_000,
+        })
+        expect(outcomes.map((outcome) => outcome.kind)).toEqual(['stored', 'stored', 'stored', 'full'])
+        // Device 2 is full now: a group to 1 and 2 stores on neither, and leaves room it did not use.
+        const second = bytes(16)
+        const refused = await queue.commit({
+          sends: [
+            send(alice, bob, { id: second }, { to: 1 }),
+            send(alice, bob, { id: second }, { to: 2 }),
+            send(alice, bob, {}, { to: 1 }),
+          ],
+          groups: [2, 1],
+          acks: [],
+          now: 2_000,
+        })
+        expect(refused.map((outcome) => outcome.kind)).toEqual(['full', 'full', 'stored'])
+        expect(refused[2]).toMatchObject({ seq: 3 })
+        expect(await queue.countQueued(primaryDevice(bob), 2_000)).toBe(3)
+        expect(await queue.countQueued({ userId: bob, deviceId: 2 }, 2_000)).toBe(4)
+        // After device 2 acknowledges, the same group goes through whole, in its positions.
+        const again = await queue.commit({
+          sends: [send(alice, bob, { id: second }, { to: 1 }), send(alice, bob, { id: second }, { to: 2 })],
+          groups: [2],
+          acks: [{ recipientId: bob, recipientDevice: 2, upTo: 4 }],
+          now: 3_000,
+        })
+        expect(again).toEqual([
+          { kind: 'stored', seq: 4, createdAt: 1_000 },
+          { kind: 'stored', seq: 5, createdAt: 1_000 },
+        ])
+        // A retry of the first group is a duplicate on both devices (one delivered, one queued).
+        expect(
+          (await queue.commit({ sends: group([1, 2]), groups: [2], acks: [], now: 3_000 })).map(
+            (outcome) => outcome.kind,
+          ),
+        ).toEqual(['duplicate', 'duplicate'])
+      })
+
       it('is idempotent by (sender, id): within a batch, across batches, and after acknowledgement', async () => {
         const [alice, bob, carol] = [await user(database), await user(database), await user(database)]
         const id = bytes(16)

@@ -344,6 +344,12 @@ export interface QueueBatch {
   readonly acks: readonly QueueAck[]
   /** Sends in arrival order; they get increasing sequence numbers in this order. */
   readonly sends: readonly NewMessage[]
+  /**
+   * The sizes of consecutive runs of `sends` stored all or none (one message to several devices,
+   * docs/protocol.md §13.2): when one of a run is refused, every send of it gets that refusal and
+   * none is stored. They sum to `sends.length`; absent, every send stands alone.
+   */
+  readonly groups?: readonly number[]
   /** The time acknowledgements are stamped with. */
   readonly now: number
 }
@@ -470,36 +476,67 @@ export class KyselyQueueRepository implements QueueRepository {
 
     const firstInBatch = new Map<string, number>()
     const toInsert: { index: number; seq: number }[] = []
-    for (const [index, send] of sends.entries()) {
-      const key = sendKey(send)
-      const found = existing.get(key)
-      if (found) {
-        outcomes[index] = { kind: 'duplicate', ...found }
-        continue
+    let groupStart = 0
+    for (const size of batch.groups ?? sends.map(() => 1)) {
+      // What this group changed, to undo when one of its sends is refused: all or none.
+      const undo: {
+        index: number
+        key: string
+        queue: string
+        share: { count: number; bytes: number }
+        total: { count: number; bytes: number }
+        bytes: number
+      }[] = []
+      let refusedAs: 'full' | 'share-full' | undefined
+      for (let index = groupStart; index < groupStart + size; index++) {
+        const send = sends[index]!
+        const key = sendKey(send)
+        const found = existing.get(key)
+        if (found) {
+          outcomes[index] = { kind: 'duplicate', ...found }
+          continue
+        }
+        if (firstInBatch.has(key)) continue // resolved below
+        const queue = queueKey(send.recipientId, send.recipientDevice)
+        const depth = depths.get(queue)!
+        let share = depth.bySender.get(send.senderId)
+        if (!share) {
+          share = { count: 0, bytes: 0 }
+          depth.bySender.set(send.senderId, share)
+        }
+        const refused = refusal(this.limits, depth.total, share, send.body.length)
+        if (refused) {
+          refusedAs = refused
+          break
+        }
+        for (const counted of [depth.total, share]) {
+          counted.count += 1
+          counted.bytes += send.body.length
+        }
+        const seq = positions.get(queue)! + 1
+        positions.set(queue, seq)
+        firstInBatch.set(key, index)
+        toInsert.push({ index, seq })
+        undo.push({ index, key, queue, share, total: depth.total, bytes: send.body.length })
+        outcomes[index] = { kind: 'stored', seq, createdAt: send.now }
       }
-      if (firstInBatch.has(key)) continue // resolved below
-      const queue = queueKey(send.recipientId, send.recipientDevice)
-      const depth = depths.get(queue)!
-      let share = depth.bySender.get(send.senderId)
-      if (!share) {
-        share = { count: 0, bytes: 0 }
-        depth.bySender.set(send.senderId, share)
+      if (refusedAs) {
+        for (const change of undo.reverse()) {
+          for (const counted of [change.total, change.share]) {
+            counted.count -= 1
+            counted.bytes -= change.bytes
+          }
+          positions.set(change.queue, positions.get(change.queue)! - 1)
+          firstInBatch.delete(change.key)
+          toInsert.pop()
+        }
+        for (let index = groupStart; index < groupStart + size; index++) {
+          outcomes[index] = { kind: refusedAs }
+        }
+      } else {
+        for (const change of undo) moved.add(change.queue)
       }
-      const refused = refusal(this.limits, depth.total, share, send.body.length)
-      if (refused) {
-        outcomes[index] = { kind: refused }
-        continue
-      }
-      for (const counted of [depth.total, share]) {
-        counted.count += 1
-        counted.bytes += send.body.length
-      }
-      const seq = positions.get(queue)! + 1
-      positions.set(queue, seq)
-      moved.add(queue)
-      firstInBatch.set(key, index)
-      toInsert.push({ index, seq })
-      outcomes[index] = { kind: 'stored', seq, createdAt: send.now }
+      groupStart += size
     }
 
     for (let start = 0; start < toInsert.length; start += INSERT_CHUNK) {

@@ -11,7 +11,7 @@
  * refused with a ProtocolError (the bus logs and drops it). Every field has bounds, so no message
  * can make a listener handle more than a real event would.
  */
-import { ServerUsernameField, TimestampField } from '../../shared/codec/api.js'
+import { DeviceIdField, ServerUsernameField, TimestampField } from '../../shared/codec/api.js'
 import { MessageIdField, SequenceField } from '../../shared/codec/frames.js'
 import { Base64Url, decode, FixedBase64Url, type Static, Type } from '../../shared/codec/schema.js'
 import { ProtocolError, ProtocolErrorCode } from '../../shared/errors.js'
@@ -43,7 +43,14 @@ const BusEvent = Type.Union([
       seq: SequenceField,
       copy: Type.Optional(
         Type.Object(
-          { id: MessageIdField, sender: ServerUsernameField, body: CopyBodyField, createdAt: TimestampField },
+          {
+            id: MessageIdField,
+            sender: ServerUsernameField,
+            // Absent for device 1, so nodes of the version before devices read the events of this one.
+            senderDevice: Type.Optional(DeviceIdField),
+            body: CopyBodyField,
+            createdAt: TimestampField,
+          },
           strict,
         ),
       ),
@@ -137,6 +144,9 @@ export function encodeBusMessage(from: string, event: RelayEvent, at: number = D
               copy: {
                 id: copy.id,
                 sender: copy.sender,
+                ...(copy.senderDevice !== undefined && copy.senderDevice !== 1
+                  ? { senderDevice: copy.senderDevice }
+                  : {}),
                 body: bytesToText(copy.body),
                 createdAt: copy.createdAt,
               },

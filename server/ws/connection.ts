@@ -35,6 +35,7 @@ import type { Session } from '../db/tokens.js'
 import { ServerErrorCode, serverErrors } from '../errors.js'
 import {
   DRAIN_BATCH,
+  MAX_DEVICE_SEND_FRAME_BYTES,
   MAX_FRAME_BYTES,
   MAX_PENDING_FRAMES_PER_CONNECTION,
   MAX_PRESENCE_SUBSCRIPTIONS_PER_CONNECTION,
@@ -44,7 +45,7 @@ import {
 } from '../limits.js'
 import type { UserDirectory } from './directory.js'
 import { deliverFrame, errorFrame, type OutgoingFrame, presenceFrame, readyFrame } from './frames.js'
-import { parseClientFrame, type RelayClientFrame, type SendRequest } from './parse.js'
+import { type DeviceSendRequest, parseClientFrame, type RelayClientFrame, type SendRequest } from './parse.js'
 import type { RelayMetrics } from './relay-metrics.js'
 import type { SendAllowance } from './send-allowance.js'
 import { TokenBucket } from './token-bucket.js'
@@ -111,6 +112,8 @@ export interface ConnectionHost {
   unregister(connection: RelayConnection): void
   /** Stores a send for the recipient; the answer (`accepted` or an error) comes back through `write`. */
   enqueue(connection: RelayConnection, recipientId: number, frame: SendRequest): void
+  /** Stores a `send.devices` (all rows or none), or answers how its device lists differ. */
+  enqueueDevices(connection: RelayConnection, recipientId: number, frame: DeviceSendRequest): void
   /** This connection's client acknowledged everything up to `upTo` (already clamped to what it was sent). */
   acknowledge(connection: RelayConnection, upTo: number): void
   /** The connection watches this user's presence (and hears of their identity changes). */
@@ -386,14 +389,13 @@ export class RelayConnection {
       return
     }
     const size = Array.isArray(data) ? data.reduce((sum, chunk) => sum + chunk.length, 0) : data.byteLength
-    if (size > MAX_FRAME_BYTES) {
-      this.fail(
-        ServerErrorCode.TooLarge,
-        `expected a frame of at most ${MAX_FRAME_BYTES} bytes, got ${size}`,
-        {
-          bad: true,
-        },
-      )
+    if (size > MAX_DEVICE_SEND_FRAME_BYTES) {
+      this.tooLarge(MAX_DEVICE_SEND_FRAME_BYTES, size, 'a send.devices frame')
+      return
+    }
+    // Before `ready` no frame may be a send, so nothing larger than one envelope's frame is parsed.
+    if (size > MAX_FRAME_BYTES && this.state !== 'open') {
+      this.tooLarge(MAX_FRAME_BYTES, size, 'a frame')
       return
     }
     const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data)
@@ -401,10 +403,20 @@ export class RelayConnection {
     try {
       frame = parseClientFrame(bytes)
     } catch (error) {
+      // Text too large for any frame but a send.devices, which it failed to be, is answered as too large.
+      if (size > MAX_FRAME_BYTES) {
+        this.tooLarge(MAX_FRAME_BYTES, size, 'a frame')
+        return
+      }
       const detail = isProtocolError(error)
         ? error.message
         : 'expected a JSON frame, got text that does not parse'
       this.fail(ServerErrorCode.BadFrame, detail, { bad: true })
+      return
+    }
+    // Only a send to several devices may be larger than one envelope's frame.
+    if (size > MAX_FRAME_BYTES && frame.type !== 'send.devices') {
+      this.tooLarge(MAX_FRAME_BYTES, size, 'a frame')
       return
     }
 
@@ -426,12 +438,13 @@ export class RelayConnection {
       this.fail(
         ServerErrorCode.RateLimited,
         `expected at most ${this.host.limits.frameRatePerConnection.perSecond} frames a second, got more; retry later`,
-        frame.type === 'send' ? { id: frame.id } : {},
+        frame.type === 'send' || frame.type === 'send.devices' ? { id: frame.id } : {},
       )
       return
     }
     switch (frame.type) {
       case 'send':
+      case 'send.devices':
         return this.send(frame)
       case 'ack':
         this.acknowledge(frame.upTo)
@@ -446,6 +459,12 @@ export class RelayConnection {
         })
         return
     }
+  }
+
+  private tooLarge(limit: number, size: number, what: string): void {
+    this.fail(ServerErrorCode.TooLarge, `expected ${what} of at most ${limit} bytes, got ${size}`, {
+      bad: true,
+    })
   }
 
   // --- Authentication -------------------------------------------------------------------------
@@ -502,19 +521,27 @@ export class RelayConnection {
 
   // --- Sending --------------------------------------------------------------------------------
 
-  private send(frame: SendRequest): Promise<void> | undefined {
+  private send(frame: SendRequest | DeviceSendRequest): Promise<void> | undefined {
     const user = this.user!
     const { id } = frame
-    if (!isCanonicalBase64Url(id) || !isCanonicalBase64Url(frame.body)) {
+    const bodies = frame.type === 'send' ? [frame.body] : [...frame.messages, ...frame.own].map((e) => e.body)
+    if (!isCanonicalBase64Url(id) || !bodies.every((body) => isCanonicalBase64Url(body))) {
       this.fail(
         ServerErrorCode.BadFrame,
-        'send frame: expected canonical base64url in id and body, got stray bits',
+        `${frame.type} frame: expected canonical base64url in id and body, got stray bits`,
         {
           id: isCanonicalBase64Url(id) ? id : undefined,
           bad: true,
         },
       )
       return
+    }
+    if (frame.type === 'send.devices') {
+      const problem = this.deviceListProblem(frame)
+      if (problem) {
+        this.fail(ServerErrorCode.BadFrame, `send.devices frame: ${problem}`, { id, bad: true })
+        return
+      }
     }
     const allowed = user.sends.take(this.host.now())
     if (allowed === true) return this.route(frame)
@@ -541,13 +568,39 @@ export class RelayConnection {
     )
   }
 
+  /** What makes a send.devices frame's lists impossible whatever the accounts' devices are. */
+  private deviceListProblem(frame: DeviceSendRequest): string | undefined {
+    const own = this.device!.deviceId
+    const toSelf = frame.to === this.username
+    for (const [name, list] of [
+      ['messages', frame.messages],
+      ['own', frame.own],
+    ] as const) {
+      const devices = new Set(list.map((envelope) => envelope.device))
+      if (devices.size !== list.length) return `expected each device once in ${name}, got one twice`
+      // The sending device is among the recipients' only on a send to oneself, and never among its own copies.
+      const holdsSender = name === 'own' || toSelf
+      if (holdsSender && devices.has(own)) {
+        return `expected no envelope for the sending device (${own}) in ${name}, got one`
+      }
+    }
+    if (toSelf && frame.own.length > 0) {
+      return 'expected a send to oneself to carry its copies in messages, got own copies besides'
+    }
+    return undefined
+  }
+
   /** Hands an allowed send to the host for its recipient, once the name is resolved. */
-  private route(frame: SendRequest): Promise<void> | undefined {
+  private route(frame: SendRequest | DeviceSendRequest): Promise<void> | undefined {
     const { id } = frame
+    const enqueue = (recipientId: number) =>
+      frame.type === 'send'
+        ? this.host.enqueue(this, recipientId, frame)
+        : this.host.enqueueDevices(this, recipientId, frame)
     // Clients send the normalised name they were given, so the cache usually answers directly.
     const cached = this.host.directory.cached(frame.to)
     if (cached) {
-      this.host.enqueue(this, cached.id, frame)
+      enqueue(cached.id)
       return
     }
     let username: string
@@ -560,7 +613,7 @@ export class RelayConnection {
     return this.host.directory.lookup([username]).then(async (found) => {
       const recipient = found.get(username)
       if (recipient) {
-        if (!this.closing && this.state === 'open') this.host.enqueue(this, recipient.id, frame)
+        if (!this.closing && this.state === 'open') enqueue(recipient.id)
         return
       }
       const deleted = await this.host.directory.isDeleted(username)
@@ -660,6 +713,7 @@ export class RelayConnection {
               message.sender,
               toBase64UrlText(message.body),
               message.createdAt,
+              message.senderDevice,
             ),
           )
           this.sent(message.seq)

@@ -23,16 +23,33 @@ export type OutgoingFrame = string | Uint8Array
  * base64url bytes a send arrived with (the live path), the frame is built as bytes around them,
  * which spares building and flattening a long string for every message relayed.
  */
-export function deliverFrame(seq: number, id: string, from: string, body: string, ts: number): string
-export function deliverFrame(seq: number, id: string, from: string, body: Uint8Array, ts: number): Buffer
+export function deliverFrame(
+  seq: number,
+  id: string,
+  from: string,
+  body: string,
+  ts: number,
+  device?: number,
+): string
+export function deliverFrame(
+  seq: number,
+  id: string,
+  from: string,
+  body: Uint8Array,
+  ts: number,
+  device?: number,
+): Buffer
 export function deliverFrame(
   seq: number,
   id: string,
   from: string,
   body: string | Uint8Array,
   ts: number,
+  device = 1,
 ): OutgoingFrame {
-  const head = `{"v":${FRAME_VERSION},"type":"deliver","seq":${seq},"id":"${id}","from":"${from}","body":"`
+  // The sending device only when it is not device 1: clients from before devices know no `device`.
+  const sender = device === 1 ? `"from":"${from}"` : `"from":"${from}","device":${device}`
+  const head = `{"v":${FRAME_VERSION},"type":"deliver","seq":${seq},"id":"${id}",${sender},"body":"`
   const tail = `","ts":${ts}}`
   if (typeof body === 'string') return head + body + tail
   const frame = Buffer.allocUnsafe(head.length + body.length + tail.length)
@@ -40,6 +57,23 @@ export function deliverFrame(
   frame.set(body, head.length)
   frame.write(tail, head.length + body.length, 'latin1')
   return frame
+}
+
+/** How one list of devices in a send differs from the account's (shared/codec/frames.ts). */
+export interface DeviceListDifference {
+  readonly missing: readonly number[]
+  readonly extra: readonly number[]
+  readonly stale: readonly number[]
+}
+
+export function devicesMismatchFrame(
+  id: string,
+  recipient: DeviceListDifference,
+  own: DeviceListDifference,
+): string {
+  const list = (difference: DeviceListDifference) =>
+    `{"missing":[${difference.missing.join(',')}],"extra":[${difference.extra.join(',')}],"stale":[${difference.stale.join(',')}]}`
+  return `{"v":${FRAME_VERSION},"type":"devices.mismatch","id":"${id}","recipient":${list(recipient)},"own":${list(own)}}`
 }
 
 export function readyFrame(username: string, queued: number): string {

@@ -6,7 +6,7 @@ import { RelationsKey } from '../db/relations.js'
 import { createAccount, deleteAccount } from '../db/users.js'
 import { ServerErrorCode } from '../errors.js'
 import { createTestDatabase, type TestDatabase } from '../test/databases.js'
-import { GroupCommit, type PendingSend, type RelayOutcome, sendFailure } from './group-commit.js'
+import { GroupCommit, type PendingSend, type SendResult, sendFailure } from './group-commit.js'
 
 const bytes = (length: number) => new Uint8Array(randomBytes(length))
 const preKey = (keyId: number) => ({ keyId, publicKey: bytes(32), signature: bytes(64) })
@@ -49,7 +49,7 @@ describe.each(['sqlite', 'postgres'] as const)('group commit on %s', (dialect) =
     // The relay resolved the name to an id before the account was deleted; the batch commits after.
     await deleteAccount(database.db, gone, { heldUntil: 2_000, relationsKey: RelationsKey.random() })
 
-    const committed: { origin: string; outcome: RelayOutcome }[] = []
+    const committed: { origin: string; outcome: SendResult }[] = []
     const failed: string[] = []
     const errors: unknown[] = []
     const commit = new GroupCommit<string>(
@@ -66,34 +66,43 @@ describe.each(['sqlite', 'postgres'] as const)('group commit on %s', (dialect) =
       },
       () => 1_500,
     )
-    const send = (origin: string, recipientId: number): PendingSend<string> => ({
+    const send = (origin: string, recipientId: number, devices = [1]): PendingSend<string> => ({
       origin,
-      message: {
+      messages: devices.map((recipientDevice) => ({
         recipientId,
-        recipientDevice: 1,
+        recipientDevice,
         senderId: sender,
         senderDevice: 1,
         clientId: bytes(16),
         body: bytes(64),
         now: 1_500,
         expiresAt: 9_999,
-      },
+      })),
     })
-    for (const pending of [send('before', kept), send('to-gone', gone), send('after', kept)])
-      commit.send(pending)
+    const pendings = [
+      send('before', kept),
+      send('to-gone', gone),
+      // A send to two devices and a sent copy is never split by the halving: it is stored whole.
+      send('two-devices', kept, [1, 2]),
+      send('after', kept),
+    ]
+    for (const pending of pendings) commit.send(pending)
     await commit.idle()
 
     expect(failed).toEqual(['to-gone'])
     // Its sender is told the recipient's account is gone, not that the server failed.
     expect(sendFailure(errors[0]).code).toBe(ServerErrorCode.AccountDeleted)
-    expect(committed.map(({ origin, outcome }) => [origin, outcome.kind])).toEqual([
-      ['before', 'stored'],
-      ['after', 'stored'],
+    const kinds = (outcome: SendResult) => ('kind' in outcome ? outcome.kind : outcome.map((row) => row.kind))
+    expect(committed.map(({ origin, outcome }) => [origin, kinds(outcome)])).toEqual([
+      ['before', ['stored']],
+      ['two-devices', ['stored', 'stored']],
+      ['after', ['stored']],
     ])
     // In the order they were sent.
-    const [before, after] = committed.map(({ outcome }) => (outcome as { seq: number }).seq)
-    expect(before).toBeLessThan(after!)
-    expect(await queue.countQueued({ userId: kept, deviceId: 1 }, 1_500)).toBe(2)
+    const seqs = committed.map(({ outcome }) => (outcome as unknown as { seq: number }[])[0]!.seq)
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b))
+    expect(await queue.countQueued({ userId: kept, deviceId: 1 }, 1_500)).toBe(3)
+    expect(await queue.countQueued({ userId: kept, deviceId: 2 }, 1_500)).toBe(1)
   })
 })
 
@@ -122,16 +131,18 @@ describe('group commit when every transaction fails', () => {
     for (const origin of origins) {
       commit.send({
         origin,
-        message: {
-          recipientId: 1,
-          recipientDevice: 1,
-          senderId: 2,
-          senderDevice: 1,
-          clientId: bytes(16),
-          body: bytes(8),
-          now: 1_500,
-          expiresAt: 9_999,
-        },
+        messages: [
+          {
+            recipientId: 1,
+            recipientDevice: 1,
+            senderId: 2,
+            senderDevice: 1,
+            clientId: bytes(16),
+            body: bytes(8),
+            now: 1_500,
+            expiresAt: 9_999,
+          },
+        ],
       })
     }
     await commit.idle()

@@ -5,8 +5,14 @@
  * is never more than one in flight and the batches grow with the load. Nobody is told "accepted"
  * before the transaction holding their message has committed.
  *
- * A batch may first be screened (`screen`): sends it marks are left out of the transaction and come
- * back as `dropped` (the relay drops sends from a user the recipient blocked).
+ * A send is one message to one or several devices (`messages`: one queue row each), stored all or
+ * none: a batch that fails is retried in parts, but never splits a send, and a refusal of one of
+ * its rows refuses all of them (QueueBatch.groups).
+ *
+ * A batch may first be checked (`checkDevices`): a send whose device lists differ from the
+ * accounts' devices is left out and comes back as a `mismatch`. It may then be screened
+ * (`screen`): rows it marks are left out of the transaction and come back as `dropped` (the relay
+ * drops sends from a user the recipient blocked).
  */
 import {
   type NewMessage,
@@ -18,14 +24,44 @@ import {
 import { isForeignKeyViolation } from '../db/transaction.js'
 import { ServerErrorCode } from '../errors.js'
 
+/** Which devices a send names, to compare with the accounts' devices before it is stored. */
+export interface DeviceListCheck {
+  readonly senderId: number
+  readonly senderDevice: number
+  readonly recipientId: number
+  /** The recipient's devices the send has a row for (the sender's other ones when it is to itself). */
+  readonly recipientDevices: readonly number[]
+  /** The sender's other devices the send has a sent copy for. */
+  readonly ownDevices: readonly number[]
+}
+
+/** How a send's device lists differ from the accounts' devices; nothing of it was stored. */
+export interface DeviceMismatch {
+  readonly kind: 'mismatch'
+  readonly recipient: DeviceListDifference
+  readonly own: DeviceListDifference
+}
+
+export interface DeviceListDifference {
+  readonly missing: readonly number[]
+  readonly extra: readonly number[]
+  readonly stale: readonly number[]
+}
+
 export interface PendingSend<Origin> {
-  readonly message: NewMessage
+  /** One row per destination device, stored all or none, in this order. */
+  readonly messages: readonly NewMessage[]
+  /** Compared with the accounts' devices first, when the send names its devices. */
+  readonly devices?: DeviceListCheck
   /** Whatever the caller needs to answer this send once it is committed. */
   readonly origin: Origin
 }
 
-/** A send's outcome: the queue's, or `dropped` when the screen left it out of the batch. */
+/** A row's outcome: the queue's, or `dropped` when the screen left it out of the batch. */
 export type RelayOutcome = SendOutcome | { readonly kind: 'dropped' }
+
+/** A send's outcome: one per row, or the mismatch that kept all of them out. */
+export type SendResult = readonly RelayOutcome[] | DeviceMismatch
 
 /** What the sender of a failed send is told, and whether the failure is the server's own. */
 export interface SendFailure {
@@ -58,11 +94,13 @@ export function sendFailure(error: unknown): SendFailure {
 
 export interface GroupCommitHandlers<Origin> {
   /** Called with every send of a committed batch and its outcome, in order. */
-  committed(sends: readonly PendingSend<Origin>[], outcomes: readonly RelayOutcome[]): void
+  committed(sends: readonly PendingSend<Origin>[], outcomes: readonly SendResult[]): void
   /** Called when a batch failed and nothing of it was stored. */
   failed(sends: readonly PendingSend<Origin>[], error: unknown): void
-  /** For each send of a batch, true to leave it out (it is neither stored nor counted). */
+  /** For each row of a batch, true to leave it out (it is neither stored nor counted). */
   screen?(messages: readonly NewMessage[]): Promise<readonly boolean[]>
+  /** For each check, how the send's device lists differ from the accounts' devices, if they do. */
+  checkDevices?(checks: readonly DeviceListCheck[]): Promise<readonly (DeviceMismatch | undefined)[]>
 }
 
 export class GroupCommit<Origin> {
@@ -112,13 +150,47 @@ export class GroupCommit<Origin> {
   private async commitBatch(
     sends: readonly PendingSend<Origin>[],
     acks: readonly QueueAck[],
-  ): Promise<RelayOutcome[]> {
-    const messages = sends.map((pending) => pending.message)
+  ): Promise<SendResult[]> {
+    const results: (SendResult | undefined)[] = new Array(sends.length)
+    const checked = sends.flatMap((pending, index) => (pending.devices ? [index] : []))
+    if (checked.length > 0 && this.handlers.checkDevices) {
+      const mismatches = await this.handlers.checkDevices(checked.map((index) => sends[index]!.devices!))
+      for (const [at, index] of checked.entries()) results[index] = mismatches[at]
+    }
+    const messages: NewMessage[] = []
+    for (const [index, pending] of sends.entries()) if (!results[index]) messages.push(...pending.messages)
     const dropped = this.handlers.screen && messages.length > 0 ? await this.handlers.screen(messages) : []
-    const kept = messages.filter((_, index) => !dropped[index])
-    const outcomes = await this.queue.commit({ sends: kept, acks, now: this.now() })
+    const kept: NewMessage[] = []
+    const groups: number[] = []
+    let row = 0
+    for (const [index, pending] of sends.entries()) {
+      if (results[index]) continue
+      let size = 0
+      for (let i = 0; i < pending.messages.length; i++) {
+        if (!dropped[row + i]) {
+          kept.push(pending.messages[i]!)
+          size++
+        }
+      }
+      row += pending.messages.length
+      if (size > 0) groups.push(size)
+    }
+    const outcomes = await this.queue.commit({
+      sends: kept,
+      ...(groups.length < kept.length ? { groups } : {}),
+      acks,
+      now: this.now(),
+    })
     let next = 0
-    return messages.map((_, index) => (dropped[index] ? { kind: 'dropped' as const } : outcomes[next++]!))
+    row = 0
+    for (const [index, pending] of sends.entries()) {
+      if (results[index]) continue
+      results[index] = pending.messages.map((_, i) =>
+        dropped[row + i] ? { kind: 'dropped' as const } : outcomes[next++]!,
+      )
+      row += pending.messages.length
+    }
+    return results as SendResult[]
   }
 
   /**
@@ -129,7 +201,7 @@ export class GroupCommit<Origin> {
    * is down this costs at most twice as many (failing) transactions as the batch has sends.
    */
   private async settle(sends: readonly PendingSend<Origin>[], acks: readonly QueueAck[]): Promise<void> {
-    let outcomes: RelayOutcome[]
+    let outcomes: SendResult[]
     try {
       outcomes = await this.commitBatch(sends, acks)
     } catch (error) {

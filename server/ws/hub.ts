@@ -39,9 +39,9 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Redis } from 'ioredis'
 import { ONE_TIME_PREKEY_REFILL_THRESHOLD } from '../../shared/limits.js'
 import type { RelayEvents, ServerLimits } from '../context.js'
-import type { DeviceAddress } from '../db/devices.js'
+import { type DeviceAddress, deviceIdSets } from '../db/devices.js'
 import { countOneTimePreKeys } from '../db/prekeys.js'
-import { lastPositions, type QueueRepository, queueKey } from '../db/queue.js'
+import { lastPositions, type NewMessage, type QueueRepository, queueKey } from '../db/queue.js'
 import { blockedPairs, grantPresence, presenceVisibleTo, type RelationsKey } from '../db/relations.js'
 import type { Db, TokenEnding } from '../db/schema.js'
 import { findSession, liveTokenHashes, type Session, tokenEnding } from '../db/tokens.js'
@@ -60,14 +60,24 @@ import { UserDirectory } from './directory.js'
 import {
   acceptedFrame,
   deliverFrame,
+  devicesMismatchFrame,
   errorFrame,
   identityChangedFrame,
   preKeysLowFrame,
   presenceFrame,
 } from './frames.js'
-import { GroupCommit, type PendingSend, type RelayOutcome, sendFailure } from './group-commit.js'
+import {
+  type DeviceListCheck,
+  type DeviceListDifference,
+  type DeviceMismatch,
+  GroupCommit,
+  type PendingSend,
+  type RelayOutcome,
+  type SendResult,
+  sendFailure,
+} from './group-commit.js'
 import { LocalConnections, type LocalUser } from './local-connections.js'
-import type { SendRequest } from './parse.js'
+import type { DeviceEnvelopeRequest, DeviceSendRequest, SendRequest } from './parse.js'
 import {
   type MessageCommitted,
   PRIMARY_DEVICE,
@@ -84,10 +94,28 @@ import { TokenBucket } from './token-bucket.js'
 interface SendOrigin {
   readonly connection: RelayConnection
   readonly senderName: string
-  /** The message id and body as the client sent them (canonical base64url), reused for delivery. */
+  /** The message id as the client sent it (canonical base64url). */
   readonly id: string
-  readonly body: Buffer
+  /** Each row's body as the client sent it (canonical base64url), reused for delivery. */
+  readonly bodies: readonly Buffer[]
 }
+
+/** How the ids a send names differ from an account's (`expected`: the ones it should name). */
+function listDifference(
+  named: readonly number[],
+  expected: ReadonlySet<number>,
+  removed: ReadonlySet<number>,
+): DeviceListDifference {
+  const given = new Set(named)
+  return {
+    missing: [...expected].filter((device) => !given.has(device)).sort((a, b) => a - b),
+    extra: named.filter((device) => !expected.has(device) && !removed.has(device)).sort((a, b) => a - b),
+    stale: named.filter((device) => removed.has(device)).sort((a, b) => a - b),
+  }
+}
+
+const isEmpty = (difference: DeviceListDifference) =>
+  difference.missing.length === 0 && difference.extra.length === 0 && difference.stale.length === 0
 
 export interface RelayHubOptions {
   readonly db: Db
@@ -191,6 +219,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
       {
         committed: (sends, outcomes) => this.committed(sends, outcomes),
         failed: (sends, error) => this.failed(sends, error),
+        checkDevices: (checks) => this.checkDevices(checks),
         // One lookup per batch: which of its senders the recipient blocked.
         screen: (messages) =>
           blockedPairs(
@@ -478,21 +507,89 @@ export class RelayHub implements RelayEvents, ConnectionHost {
 
   // --- Sends, acknowledgements, deliveries ----------------------------------------------------
 
+  /** A `send`: to the recipient's device 1 alone (the frame of clients from before devices). */
   enqueue(connection: RelayConnection, recipientId: number, frame: SendRequest): void {
     const now = this.now()
     this.writer.send({
-      message: {
+      messages: [
+        {
+          recipientId,
+          recipientDevice: PRIMARY_DEVICE,
+          senderId: connection.user!.id,
+          senderDevice: connection.device!.deviceId,
+          clientId: Buffer.from(frame.id, 'base64url'),
+          body: Buffer.from(frame.body.toString('latin1'), 'base64url'),
+          now,
+          expiresAt: now + this.limits.messageTtlMs,
+        },
+      ],
+      origin: { connection, senderName: connection.username, id: frame.id, bodies: [frame.body] },
+    })
+  }
+
+  /**
+   * A `send.devices`: one row per device of the recipient and per other device of the sender,
+   * stored all or none once the lists match the accounts' devices (docs/protocol.md §13.2).
+   */
+  enqueueDevices(connection: RelayConnection, recipientId: number, frame: DeviceSendRequest): void {
+    const now = this.now()
+    const senderId = connection.user!.id
+    const senderDevice = connection.device!.deviceId
+    const clientId = Buffer.from(frame.id, 'base64url')
+    const expiresAt = now + this.limits.messageTtlMs
+    const row = (userId: number, envelope: DeviceEnvelopeRequest): NewMessage => ({
+      recipientId: userId,
+      recipientDevice: envelope.device,
+      senderId,
+      senderDevice,
+      clientId,
+      body: Buffer.from(envelope.body.toString('latin1'), 'base64url'),
+      now,
+      expiresAt,
+    })
+    this.writer.send({
+      messages: [
+        ...frame.messages.map((envelope) => row(recipientId, envelope)),
+        ...frame.own.map((envelope) => row(senderId, envelope)),
+      ],
+      devices: {
+        senderId,
+        senderDevice,
         recipientId,
-        // Until sends carry one envelope per device (issue 12), every account has device 1 only.
-        recipientDevice: PRIMARY_DEVICE,
-        senderId: connection.user!.id,
-        senderDevice: connection.device!.deviceId,
-        clientId: Buffer.from(frame.id, 'base64url'),
-        body: Buffer.from(frame.body.toString('latin1'), 'base64url'),
-        now,
-        expiresAt: now + this.limits.messageTtlMs,
+        recipientDevices: frame.messages.map((envelope) => envelope.device),
+        ownDevices: frame.own.map((envelope) => envelope.device),
       },
-      origin: { connection, senderName: connection.username, id: frame.id, body: frame.body },
+      origin: {
+        connection,
+        senderName: connection.username,
+        id: frame.id,
+        bodies: [...frame.messages, ...frame.own].map((envelope) => envelope.body),
+      },
+    })
+  }
+
+  /** The device-list checks of one batch, against the devices table in one query. */
+  private async checkDevices(checks: readonly DeviceListCheck[]): Promise<(DeviceMismatch | undefined)[]> {
+    const sets = await deviceIdSets(
+      this.db,
+      checks.flatMap((check) => [check.senderId, check.recipientId]),
+    )
+    return checks.map((check) => {
+      const sender = sets.get(check.senderId)!
+      const recipient = sets.get(check.recipientId)!
+      const others = new Set([...sender.live].filter((device) => device !== check.senderDevice))
+      const toSelf = check.recipientId === check.senderId
+      const differences = {
+        // To oneself the other devices are the recipients, and there are no sent copies besides.
+        recipient: listDifference(
+          check.recipientDevices,
+          toSelf ? others : recipient.live,
+          recipient.removed,
+        ),
+        own: listDifference(check.ownDevices, toSelf ? new Set() : others, sender.removed),
+      }
+      if (isEmpty(differences.recipient) && isEmpty(differences.own)) return undefined
+      return { kind: 'mismatch' as const, ...differences }
     })
   }
 
@@ -505,52 +602,63 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     for (const connection of queue.connections) connection.acknowledged(upTo)
   }
 
-  private committed(sends: readonly PendingSend<SendOrigin>[], outcomes: readonly RelayOutcome[]): void {
+  private committed(sends: readonly PendingSend<SendOrigin>[], results: readonly SendResult[]): void {
     for (let index = 0; index < sends.length; index++) {
-      const { message, origin } = sends[index]!
-      const outcome = outcomes[index]!
-      switch (outcome.kind) {
-        case 'stored':
-          origin.connection.write(acceptedFrame(origin.id, outcome.createdAt))
-          this.metrics.messageAccepted()
-          this.publish({
-            kind: 'message.committed',
-            address: { userId: message.recipientId, deviceId: message.recipientDevice },
-            seq: outcome.seq,
-            copy: {
-              id: origin.id,
-              sender: origin.senderName,
-              body: origin.body,
-              createdAt: outcome.createdAt,
-            },
-          })
-          break
-        case 'duplicate':
-          origin.connection.write(acceptedFrame(origin.id, outcome.createdAt))
-          break
-        case 'dropped':
-          // The recipient blocked the sender: answered as if stored, so the sender cannot tell.
-          origin.connection.write(acceptedFrame(origin.id, message.now))
-          break
-        case 'full':
-          origin.connection.write(
-            errorFrame(
-              ServerErrorCode.QueueFull,
-              "expected room in the recipient's queue, got a full queue; retry later",
-              origin.id,
-            ),
-          )
-          break
-        case 'share-full':
-          origin.connection.write(
-            errorFrame(
-              ServerErrorCode.QueueShareFull,
-              `expected room in this sender's share of the recipient's queue (${this.limits.maxQueuedMessagesPerSender} messages, ${this.limits.maxQueuedBytesPerSender} bytes), got it full of messages they have not yet received; retry later`,
-              origin.id,
-            ),
-          )
-          break
+      const { messages, origin } = sends[index]!
+      const result = results[index]!
+      if (!Array.isArray(result)) {
+        const mismatch = result as DeviceMismatch
+        origin.connection.write(devicesMismatchFrame(origin.id, mismatch.recipient, mismatch.own))
+        continue
       }
+      const outcomes = result as readonly RelayOutcome[]
+      // A refusal refuses every row of the send (the queue stores a send all or none).
+      const refused = outcomes.find((outcome) => outcome.kind === 'full' || outcome.kind === 'share-full')
+      if (refused?.kind === 'full') {
+        origin.connection.write(
+          errorFrame(
+            ServerErrorCode.QueueFull,
+            "expected room in the recipient's queue, got a full queue; retry later",
+            origin.id,
+          ),
+        )
+        continue
+      }
+      if (refused?.kind === 'share-full') {
+        origin.connection.write(
+          errorFrame(
+            ServerErrorCode.QueueShareFull,
+            `expected room in this sender's share of the recipient's queue (${this.limits.maxQueuedMessagesPerSender} messages, ${this.limits.maxQueuedBytesPerSender} bytes), got it full of messages they have not yet received; retry later`,
+            origin.id,
+          ),
+        )
+        continue
+      }
+      // A row dropped because the recipient blocked the sender is answered as if stored, so the
+      // sender cannot tell; the time is the first stored (or earlier stored) row's.
+      // The sender hears `accepted` before any recipient device hears `deliver`, as with one row.
+      const kept = outcomes.find((outcome) => outcome.kind === 'stored' || outcome.kind === 'duplicate')
+      origin.connection.write(acceptedFrame(origin.id, kept?.createdAt ?? messages[0]!.now))
+      let stored = false
+      for (let row = 0; row < outcomes.length; row++) {
+        const outcome = outcomes[row]!
+        if (outcome.kind !== 'stored') continue
+        stored = true
+        const message = messages[row]!
+        this.publish({
+          kind: 'message.committed',
+          address: { userId: message.recipientId, deviceId: message.recipientDevice },
+          seq: outcome.seq,
+          copy: {
+            id: origin.id,
+            sender: origin.senderName,
+            ...(message.senderDevice === PRIMARY_DEVICE ? {} : { senderDevice: message.senderDevice }),
+            body: origin.bodies[row]!,
+            createdAt: outcome.createdAt,
+          },
+        })
+      }
+      if (stored) this.metrics.messageAccepted()
     }
   }
 
@@ -566,7 +674,7 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     }
     if (failure.code === ServerErrorCode.AccountDeleted) {
       // The account.deleted that should have made this node forget them may have been lost.
-      for (const { message } of sends) this.directory.forgetId(message.recipientId)
+      for (const { messages } of sends) this.directory.forgetId(messages[0]!.recipientId)
     }
     for (const { origin } of sends) {
       origin.connection.write(errorFrame(failure.code, failure.message, origin.id))
@@ -760,7 +868,8 @@ export class RelayHub implements RelayEvents, ConnectionHost {
     if (!queue) return
     queue.commitEpoch += 1
     const { copy } = event
-    const frame = copy && deliverFrame(event.seq, copy.id, copy.sender, copy.body, copy.createdAt)
+    const frame =
+      copy && deliverFrame(event.seq, copy.id, copy.sender, copy.body, copy.createdAt, copy.senderDevice)
     for (const connection of queue.connections) connection.offer(event.seq, frame)
   }
 

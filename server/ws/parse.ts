@@ -51,8 +51,27 @@ export interface SendRequest {
   readonly body: Buffer
 }
 
-/** A validated client frame, with a send's body as bytes (see SendRequest). */
-export type RelayClientFrame = Exclude<ClientFrame, { type: 'send' }> | SendRequest
+/** One device's envelope of a `send.devices` frame, its body as base64url bytes (see SendRequest). */
+export interface DeviceEnvelopeRequest {
+  readonly device: number
+  readonly body: Buffer
+}
+
+/** A `send.devices` frame as the relay keeps it: every body as base64url bytes. */
+export interface DeviceSendRequest {
+  readonly v: typeof FRAME_VERSION
+  readonly type: 'send.devices'
+  readonly id: string
+  readonly to: string
+  readonly messages: readonly DeviceEnvelopeRequest[]
+  readonly own: readonly DeviceEnvelopeRequest[]
+}
+
+/** A validated client frame, with a send's bodies as bytes (see SendRequest). */
+export type RelayClientFrame =
+  | Exclude<ClientFrame, { type: 'send' | 'send.devices' }>
+  | SendRequest
+  | DeviceSendRequest
 
 /** The canonical send frame's fields, or undefined when `data` is not in exactly that form. */
 export function parseCanonicalSend(data: Buffer): SendRequest | undefined {
@@ -93,5 +112,13 @@ export function parseClientFrame(data: Buffer): RelayClientFrame {
   if (fast) return fast
   const frame = decodeClientFrame(JSON.parse(data.toString('utf8')))
   // The schema allows only base64url characters in a body, so latin1 gives its bytes exactly.
-  return frame.type === 'send' ? { ...frame, body: Buffer.from(frame.body, 'latin1') } : frame
+  if (frame.type === 'send') return { ...frame, body: Buffer.from(frame.body, 'latin1') }
+  if (frame.type === 'send.devices') {
+    const bytes = (envelope: { device: number; body: string }) => ({
+      device: envelope.device,
+      body: Buffer.from(envelope.body, 'latin1'),
+    })
+    return { ...frame, messages: frame.messages.map(bytes), own: frame.own.map(bytes) }
+  }
+  return frame
 }

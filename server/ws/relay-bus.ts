@@ -48,6 +48,8 @@ export interface CommittedMessage {
   readonly id: string
   /** The sender's normalised username. */
   readonly sender: string
+  /** The sending device (absent: device 1). */
+  readonly senderDevice?: number
   /** The envelope as unpadded base64url text, in ASCII bytes (as it arrived in the send frame). */
   readonly body: Uint8Array
   readonly createdAt: number

@@ -3,6 +3,7 @@
  * responses with them; clients decode responses with `decode`. Binary fields are unpadded base64url.
  */
 import {
+  MAX_DEVICES_LIMIT,
   MAX_LISTED_ONE_TIME_PREKEY_IDS,
   MAX_PROVISIONING_ANSWER_BYTES,
   MAX_PROVISIONING_MESSAGES_PER_CHANNEL,
@@ -365,7 +366,7 @@ export const DevicesResponse = Type.Object(
         },
         { additionalProperties: false },
       ),
-      { maxItems: 64 },
+      { maxItems: MAX_DEVICES_LIMIT },
     ),
   },
   { additionalProperties: false },
@@ -435,7 +436,7 @@ export type AddDeviceResponse = Static<typeof AddDeviceResponse>
 
 /** GET /users/:username/devices: the ids of that account's devices, each with a queue of its own. */
 export const UserDevicesResponse = Type.Object(
-  { devices: Type.Array(DeviceIdField, { maxItems: 64 }) },
+  { devices: Type.Array(DeviceIdField, { maxItems: MAX_DEVICES_LIMIT }) },
   { additionalProperties: false },
 )
 export type UserDevicesResponse = Static<typeof UserDevicesResponse>

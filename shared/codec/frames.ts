@@ -4,8 +4,13 @@
  * Message bodies are envelopes (codec/envelope.ts) in unpadded base64url: the server relays them
  * without looking inside.
  */
-import { MAX_ENVELOPE_BYTES, MAX_PRESENCE_NAMES_PER_FRAME, MESSAGE_ID_BYTES } from '../limits.js'
-import { ServerUsernameField, TimestampField, UsernameField } from './api.js'
+import {
+  MAX_DEVICES_LIMIT,
+  MAX_ENVELOPE_BYTES,
+  MAX_PRESENCE_NAMES_PER_FRAME,
+  MESSAGE_ID_BYTES,
+} from '../limits.js'
+import { DeviceIdField, ServerUsernameField, TimestampField, UsernameField } from './api.js'
 import { Base64Url, decode, FixedBase64Url, type Static, type TSchema, Type } from './schema.js'
 
 export const FRAME_VERSION = 1
@@ -28,6 +33,33 @@ export const SendFrame = Type.Object(
   { v: V, type: Type.Literal('send'), id: MessageIdField, to: UsernameField, body: EnvelopeField },
   { additionalProperties: false },
 )
+/** One device's envelope in a `send.devices` frame. */
+export const DeviceEnvelope = Type.Object(
+  { device: DeviceIdField, body: EnvelopeField },
+  { additionalProperties: false },
+)
+export type DeviceEnvelope = Static<typeof DeviceEnvelope>
+
+/**
+ * One message to every device of `to` (`messages`, one envelope per device) and to every other
+ * device of the sender (`own`, the sent copies), stored all or none (docs/protocol.md §11.2). Each
+ * list names each device at most once; the server compares them with the accounts' devices and
+ * answers `devices.mismatch` (storing nothing) when they differ. A message to oneself (`to` the
+ * sender's own name) has only `messages`, to the other devices.
+ */
+export const SendDevicesFrame = Type.Object(
+  {
+    v: V,
+    type: Type.Literal('send.devices'),
+    id: MessageIdField,
+    to: UsernameField,
+    messages: Type.Array(DeviceEnvelope, { minItems: 1, maxItems: MAX_DEVICES_LIMIT }),
+    own: Type.Array(DeviceEnvelope, { maxItems: MAX_DEVICES_LIMIT - 1 }),
+  },
+  { additionalProperties: false },
+)
+export type SendDevicesFrame = Static<typeof SendDevicesFrame>
+
 export const AckFrame = Type.Object(
   { v: V, type: Type.Literal('ack'), upTo: SequenceField },
   { additionalProperties: false },
@@ -57,6 +89,7 @@ export const SharePresenceFrame = Type.Object(
 export const ClientFrame = Type.Union([
   AuthFrame,
   SendFrame,
+  SendDevicesFrame,
   AckFrame,
   SubscribePresenceFrame,
   SharePresenceFrame,
@@ -80,11 +113,44 @@ export const DeliverFrame = Type.Object(
     seq: SequenceField,
     id: MessageIdField,
     from: ServerUsername,
+    /** The sending device, when it is not device 1 (so clients before devices see what they knew). */
+    device: Type.Optional(DeviceIdField),
     body: EnvelopeField,
     ts: TimestampField,
   },
   { additionalProperties: false },
 )
+const DeviceIdList = Type.Array(DeviceIdField, { maxItems: MAX_DEVICES_LIMIT })
+/** How a list of devices in a send differs from the account's devices. */
+export const DeviceListDifference = Type.Object(
+  {
+    /** Devices of the account the send has no envelope for: fetch their bundles, add envelopes. */
+    missing: DeviceIdList,
+    /** Ids the send names that the account never had: drop their envelopes and sessions. */
+    extra: DeviceIdList,
+    /** Ids the send names of devices since removed: drop their envelopes, archive their sessions. */
+    stale: DeviceIdList,
+  },
+  { additionalProperties: false },
+)
+export type DeviceListDifference = Static<typeof DeviceListDifference>
+
+/**
+ * The answer to a `send.devices` whose device lists differ from the accounts' devices: nothing of
+ * it was stored. `recipient` is about `to`'s devices, `own` about the sender's other devices.
+ */
+export const DevicesMismatchFrame = Type.Object(
+  {
+    v: V,
+    type: Type.Literal('devices.mismatch'),
+    id: MessageIdField,
+    recipient: DeviceListDifference,
+    own: DeviceListDifference,
+  },
+  { additionalProperties: false },
+)
+export type DevicesMismatchFrame = Static<typeof DevicesMismatchFrame>
+
 export const PresenceFrame = Type.Object(
   { v: V, type: Type.Literal('presence'), username: ServerUsername, online: Type.Boolean() },
   { additionalProperties: false },
@@ -113,6 +179,7 @@ export const ServerFrame = Type.Union([
   ReadyFrame,
   AcceptedFrame,
   DeliverFrame,
+  DevicesMismatchFrame,
   PresenceFrame,
   PreKeysLowFrame,
   IdentityChangedFrame,
@@ -123,6 +190,7 @@ export type ServerFrame = Static<typeof ServerFrame>
 const CLIENT_FRAMES: Record<string, TSchema> = {
   auth: AuthFrame,
   send: SendFrame,
+  'send.devices': SendDevicesFrame,
   ack: AckFrame,
   'presence.subscribe': SubscribePresenceFrame,
   'presence.share': SharePresenceFrame,
@@ -131,6 +199,7 @@ const SERVER_FRAMES: Record<string, TSchema> = {
   ready: ReadyFrame,
   accepted: AcceptedFrame,
   deliver: DeliverFrame,
+  'devices.mismatch': DevicesMismatchFrame,
   presence: PresenceFrame,
   'prekeys.low': PreKeysLowFrame,
   'identity.changed': IdentityChangedFrame,
