@@ -157,7 +157,7 @@ describe('the client core over the in-memory relay', () => {
     await relay.settle()
     expect(relay.queued('alice')).toEqual([])
     expect(relay.queued('bob')).toEqual([])
-    expect(relay.of('sent', 'send', 'alice').filter((frame) => frame.id === sent.id)).toHaveLength(1)
+    expect(relay.of('sent', 'send.devices', 'alice').filter((frame) => frame.id === sent.id)).toHaveLength(1)
     await closeAll(alice, bob)
   })
 
@@ -331,7 +331,7 @@ describe('the client core over the in-memory relay', () => {
 
     // The client reconnected by itself and sent the same id again; the relay took it as a retry.
     expect(relay.of('received', 'ready', 'alice')).toHaveLength(2)
-    expect(relay.of('sent', 'send', 'alice').map((frame) => frame.id)).toEqual([sent.id, sent.id])
+    expect(relay.of('sent', 'send.devices', 'alice').map((frame) => frame.id)).toEqual([sent.id, sent.id])
     // Alice handles frames in order: once a later message is accepted, so was the retry.
     const later = await alice.client.send('bob', 'a later message')
     await alice.events.delivered(later.id, 'accepted')
@@ -342,7 +342,11 @@ describe('the client core over the in-memory relay', () => {
     ])
     // The retry's `accepted` took the message out of the outbox: it is not sent a third time.
     expect(await alice.store.list('outbox')).toEqual([])
-    expect(relay.of('sent', 'send', 'alice').map((frame) => frame.id)).toEqual([sent.id, sent.id, later.id])
+    expect(relay.of('sent', 'send.devices', 'alice').map((frame) => frame.id)).toEqual([
+      sent.id,
+      sent.id,
+      later.id,
+    ])
     expect((await alice.client.history('bob')).map((m) => [m.id, m.state])).toEqual([
       [sent.id, 'delivered'],
       [later.id, expect.stringMatching(/^(accepted|delivered)$/)],

@@ -110,7 +110,7 @@ describe('deduplication and retry with the same id', () => {
 
     // The client reconnected by itself and sent the same id again; the server took it as a retry.
     expect(tap.of('received', 'ready')).toHaveLength(2)
-    expect(tap.of('sent', 'send').map((frame) => frame.id)).toEqual([sent.id, sent.id])
+    expect(tap.of('sent', 'send.devices').map((frame) => frame.id)).toEqual([sent.id, sent.id])
 
     // Anything still on its way to Bob would come before a later message.
     const laterDelivered = nextEvent(alice, 'delivery', (e) => e.state === 'delivered' && e.id !== sent.id)

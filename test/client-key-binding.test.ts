@@ -42,8 +42,8 @@ describe('a session relayed between two other names', () => {
     // Bob's send to alice is taken off the wire (eve has it; alice never gets bob's own copy).
     const captured = new Promise<{ body: string }>((resolve) => {
       bobSocket.tap.filter = ({ direction, frame }) => {
-        if (direction !== 'sent' || frame.type !== 'send') return 'pass'
-        resolve(frame)
+        if (direction !== 'sent' || frame.type !== 'send.devices') return 'pass'
+        resolve(frame.messages[0]!)
         return 'drop'
       }
     })

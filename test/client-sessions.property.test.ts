@@ -67,7 +67,7 @@ const PARTIES: readonly Party[] = ['alice', 'bob']
 const other = (party: Party): Party => (party === 'alice' ? 'bob' : 'alice')
 
 /** Frames whose loss the relay can simulate, each taking its socket with it. */
-type LostFrame = 'deliver' | 'accepted' | 'ack' | 'send'
+type LostFrame = 'deliver' | 'accepted' | 'ack' | 'send.devices'
 
 type Op =
   | { readonly kind: 'send'; readonly who: Party }
@@ -157,7 +157,7 @@ const opArbitrary: fc.Arbitrary<Op> = fc.oneof(
   {
     weight: 2,
     arbitrary: fc
-      .record({ who: party, frame: fc.constantFrom<LostFrame>('deliver', 'accepted', 'ack', 'send') })
+      .record({ who: party, frame: fc.constantFrom<LostFrame>('deliver', 'accepted', 'ack', 'send.devices') })
       .map(({ who, frame }) => printable<Op>({ kind: 'lose', who, frame })),
   },
   {
@@ -709,7 +709,7 @@ describe('what the property found, reduced to deterministic cases', () => {
     // Sent again on the new connection (the server answers a duplicate with `accepted`), so nothing
     // is left in the outbox and flush() can finish.
     // (A third copy can go out when its `accepted` crosses the listing of a later flush.)
-    const copies = relay.of('sent', 'send', 'alice').filter((frame) => frame.id === inFlight.id)
+    const copies = relay.of('sent', 'send.devices', 'alice').filter((frame) => frame.id === inFlight.id)
     expect(copies.length).toBeGreaterThanOrEqual(2)
     expect(await alice.disk.list('outbox')).toEqual([])
     await Promise.all([alice.client.close(), bob.client.close()])
@@ -737,7 +737,7 @@ describe('what the property found, reduced to deterministic cases', () => {
     for (const text of sent) await alice.client.send('bob', text)
 
     alice.client.connect()
-    await relay.waitFor((f) => f.username === 'alice' && f.frame.type === 'send')
+    await relay.waitFor((f) => f.username === 'alice' && f.frame.type === 'send.devices')
     // The network drops under the flush of what was queued, and the app reconnects at once (as the
     // PWA does when the browser says it is online again). The new socket opens only once the first
     // connection's flush, still going through the outbox, has tried its next entry on it (or has had

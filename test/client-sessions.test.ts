@@ -249,7 +249,7 @@ describe('the outbox across connections (found by test/client-sessions.property.
     // Sent again on the new connection (the server answers a duplicate with `accepted`), so the
     // outbox is empty and flush() can finish.
     // (A third copy can go out when its `accepted` crosses the listing of a later flush.)
-    const copies = tap.of('sent', 'send').filter((frame) => frame.id === inFlight.id)
+    const copies = tap.of('sent', 'send.devices').filter((frame) => frame.id === inFlight.id)
     expect(copies.length).toBeGreaterThanOrEqual(2)
     expect(await aliceAccount.options.store.list('outbox')).toEqual([])
     await alice.flush()

@@ -143,7 +143,10 @@ describe('stores written by 0.1.0', () => {
 
     // No new key agreement: every envelope either sent is a plain ratchet message (type 1).
     for (const tap of [aliceTap.tap, bobTap.tap]) {
-      const types = tap.of('sent', 'send').map((frame) => fromBase64Url(frame.body)[1])
+      const types = tap
+        .of('sent', 'send.devices')
+        .flatMap((frame) => frame.messages)
+        .map((envelope) => fromBase64Url(envelope.body)[1])
       expect(types.length).toBeGreaterThan(0)
       expect(types.every((type) => type === 1)).toBe(true)
     }
@@ -322,9 +325,10 @@ describe('stores written by c4be598 (before usernames were bound)', () => {
 
     const sentBodies = (tap: typeof aliceTap.tap, to: string) =>
       tap
-        .of('sent', 'send')
+        .of('sent', 'send.devices')
         .filter((frame) => frame.to === to)
-        .map((frame) => fromBase64Url(frame.body))
+        .flatMap((frame) => frame.messages)
+        .map((envelope) => fromBase64Url(envelope.body))
     // Version and type of every envelope sent (texts and receipts): version 1, type 1 on the old
     // session; on the new one, version 2, a prekey message (type 2) until dave answered.
     const headers = (tap: typeof aliceTap.tap, to: string) => [
@@ -336,7 +340,7 @@ describe('stores written by c4be598 (before usernames were bound)', () => {
     expect(headers(aliceTap.tap, f.dave).every((header) => header.startsWith('2.'))).toBe(true)
     expect(headers(daveTap.tap, f.alice)).toEqual(['2.1'])
     // Neither refusal asked the old app to send again (it could not read the request).
-    expect(bobTap.tap.of('sent', 'send').filter((frame) => frame.to === f.carol)).toEqual([])
+    expect(bobTap.tap.of('sent', 'send.devices').filter((frame) => frame.to === f.carol)).toEqual([])
     expect(undecryptable).toHaveLength(2)
     await Promise.all([alice.close(), bob.close(), dave.close()])
   })

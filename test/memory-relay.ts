@@ -104,7 +104,12 @@ import {
   UserSearchQuery,
   UserSearchResponse,
 } from '../shared/codec/api.js'
-import { type ClientFrame, decodeClientFrame, decodeServerFrame } from '../shared/codec/frames.js'
+import {
+  type ClientFrame,
+  decodeClientFrame,
+  decodeServerFrame,
+  FRAME_VERSION,
+} from '../shared/codec/frames.js'
 import { preKeyFromJson, publicIdentityFromJson } from '../shared/codec/keys.js'
 import { decode, matches, type Static, type TSchema } from '../shared/codec/schema.js'
 import { importRsaOaepPublicKey, randomBytes, rsaOaepEncrypt } from '../shared/crypto/primitives.js'
@@ -184,7 +189,14 @@ const ABNORMAL_CLOSURE = 1006
 /** What a client's onclose sees after it closed without a code. */
 const NO_STATUS = 1005
 
-const CLIENT_FRAME_TYPES = new Set(['auth', 'send', 'ack', 'presence.subscribe', 'presence.share'])
+const CLIENT_FRAME_TYPES = new Set([
+  'auth',
+  'send',
+  'send.devices',
+  'ack',
+  'presence.subscribe',
+  'presence.share',
+])
 const TOKEN_TEXT = /^[A-Za-z0-9_-]{43}$/
 /** Characters a normalised username may contain (server/routes/users.ts). */
 const USERNAME_PREFIX = /^[a-z0-9._-]+$/
@@ -790,6 +802,9 @@ export class MemoryRelay {
       case 'send':
         this.send(connection, frame)
         return
+      case 'send.devices':
+        this.sendToDevices(connection, frame)
+        return
       case 'ack':
         this.acknowledge(connection, frame.upTo)
         return
@@ -844,6 +859,41 @@ export class MemoryRelay {
     this.write(connection, readyFrame(account.username, queued))
     this.pump(connection)
     this.checkPreKeys(account, [connection])
+  }
+
+  /**
+   * Accounts here have one device each (device 1): a `send.devices` whose lists say so is a `send`
+   * of its one envelope, any other list gets the server's `devices.mismatch` answer.
+   */
+  private sendToDevices(
+    connection: ServerConnection,
+    frame: Extract<ClientFrame, { type: 'send.devices' }>,
+  ): void {
+    const named = frame.messages.map((envelope) => envelope.device)
+    const recipient = {
+      missing: named.includes(DEFAULT_DEVICE_ID) ? [] : [DEFAULT_DEVICE_ID],
+      extra: named.filter((device) => device !== DEFAULT_DEVICE_ID).sort((a, b) => a - b),
+      stale: [],
+    }
+    const own = {
+      missing: [],
+      extra: frame.own.map((envelope) => envelope.device).sort((a, b) => a - b),
+      stale: [],
+    }
+    if (recipient.missing.length + recipient.extra.length + own.extra.length > 0) {
+      this.write(
+        connection,
+        JSON.stringify({ v: FRAME_VERSION, type: 'devices.mismatch', id: frame.id, recipient, own }),
+      )
+      return
+    }
+    this.send(connection, {
+      v: frame.v,
+      type: 'send',
+      id: frame.id,
+      to: frame.to,
+      body: frame.messages[0]!.body,
+    })
   }
 
   private send(connection: ServerConnection, frame: Extract<ClientFrame, { type: 'send' }>): void {

@@ -26,6 +26,7 @@ import {
 } from './lifecycle.js'
 import { approveLink, completeLink, type LinkApproval, type PendingLink } from './link.js'
 import { Outbox } from './outbox.js'
+import { OwnDeviceInbox } from './own-devices.js'
 import { checkPasswordPolicy } from './password-policy.js'
 import { PeerQueues } from './peer-queues.js'
 import { type PreKeyStatus, PreKeyUpkeep } from './prekey-upkeep.js'
@@ -174,7 +175,11 @@ export class ChatClient {
       queueReceipt: (peer, id) => this.outbox.queueReceipt(peer, id),
       answerRetry: (peer, ids) => this.retries.answerLater(peer, ids),
     })
-    this.inbox = new Inbox(ctx, [...handlers, ...(options.contentHandlers ?? [])])
+    this.inbox = new Inbox(
+      ctx,
+      [...handlers, ...(options.contentHandlers ?? [])],
+      new OwnDeviceInbox(ctx, (device) => this.outbox.fanOut.learnOwnDevice(device)),
+    )
     this.inbox.onUndecryptable = (peer, last) => this.retries.schedule(peer, last)
     this.contactsPart.onIdentityAccepted = (peer, ids) => this.retries.answer(peer, ids)
   }
@@ -566,6 +571,10 @@ export class ChatClient {
       case 'accepted':
         await this.outbox.accepted(frame.id, frame.ts)
         return
+      case 'devices.mismatch':
+        // Beside the drain, like the identity checks: it fetches bundles over HTTP.
+        this.outbox.devicesMismatch(frame).catch((error: unknown) => this.report(error))
+        return
       case 'presence':
         this.contactsPart.presenceChanged(frame.username, frame.online)
         return
@@ -731,23 +740,60 @@ export class ChatClient {
   }
 
   /** The user compared `shown` with `peer`'s screen and they matched (see Contacts.confirmSafetyNumber). */
-  confirmSafetyNumber(peer: string, shown: string): Promise<void> {
-    return this.contactsPart.confirmSafetyNumber(canonicalUsername(peer), shown)
+  async confirmSafetyNumber(peer: string, shown: string): Promise<void> {
+    const name = canonicalUsername(peer)
+    await this.contactsPart.confirmSafetyNumber(name, shown)
+    await this.syncVerification(name)
   }
 
   /** Records whether safety numbers were compared and matched (refused while a key change is pending). */
-  markVerified(peer: string, verified = true, shownSafetyNumber?: string): Promise<void> {
-    return this.contactsPart.markVerified(canonicalUsername(peer), verified, shownSafetyNumber)
+  async markVerified(peer: string, verified = true, shownSafetyNumber?: string): Promise<void> {
+    const name = canonicalUsername(peer)
+    await this.contactsPart.markVerified(name, verified, shownSafetyNumber)
+    await this.syncVerification(name)
   }
 
   /** The user has seen that `peer`'s key changed: trust the new key from now on (not verified). */
-  acceptIdentityChange(peer: string, shownSafetyNumber?: string): Promise<void> {
-    return this.contactsPart.acceptIdentityChange(canonicalUsername(peer), shownSafetyNumber)
+  async acceptIdentityChange(peer: string, shownSafetyNumber?: string): Promise<void> {
+    const name = canonicalUsername(peer)
+    await this.contactsPart.acceptIdentityChange(name, shownSafetyNumber)
+    await this.syncVerification(name)
   }
 
-  /** Marks the conversation read up to the entry at `upToOrder` (default: everything). */
+  /** Tells our other devices which key of `peer` we trust now, and whether it is verified. */
+  private async syncVerification(peer: string): Promise<void> {
+    const contact = await this.records.loadContact(peer)
+    if (!contact?.identity || contact.pendingIdentity) return
+    await this.outbox.sendToOwnDevices({
+      v: 1,
+      type: 'sync.verified',
+      peer,
+      identity: contact.identity,
+      verified: contact.verified,
+    })
+  }
+
+  /**
+   * Marks the conversation read up to the entry at `upToOrder` (default: everything), here and,
+   * when anything was unread, on our other devices (up to that entry's time, which they share).
+   */
   async markRead(peer: string, upToOrder = Number.POSITIVE_INFINITY): Promise<void> {
     const name = canonicalUsername(peer)
+    const before = await this.records.loadContact(name)
+    await this.markReadHere(name, upToOrder)
+    if (!before || before.unread === 0) return
+    const recent = await this.history(name, { limit: Math.max(before.unread * 2, 50) })
+    const read = recent.filter((message) => message.direction === 'in' && message.order <= upToOrder)
+    if (read.length === 0) return
+    await this.outbox.sendToOwnDevices({
+      v: 1,
+      type: 'sync.read',
+      peer: name,
+      upTo: Math.max(...read.map((message) => messageTime(message))),
+    })
+  }
+
+  private async markReadHere(name: string, upToOrder: number): Promise<void> {
     await this.contactsPart.markRead(name, upToOrder, async (contact) => {
       // Only the newest `unread` entries can still be unread; count those after the mark.
       const recent = await this.history(name, { limit: Math.max(contact.unread * 2, 50) })

@@ -6,7 +6,7 @@
  *
  * What it does not know: sessions beyond dropping those of a replaced key, sockets, messages.
  */
-import { address } from '../address.js'
+import { address, DEFAULT_DEVICE_ID } from '../address.js'
 import {
   IdentityResponse,
   PreKeyBundleResponse,
@@ -21,6 +21,7 @@ import { MAX_PRESENCE_NAMES_PER_FRAME, USER_SEARCH_MIN_LENGTH } from '../limits.
 import { type SafetyNumber, safetyNumber } from '../safety-number.js'
 import type { ClientContext } from './context.js'
 import { ClientError, ClientErrorCode, isClientError } from './errors.js'
+import { contactDevices } from './fan-out.js'
 import { type ContactRecord, contactView, identitiesEqual } from './records.js'
 import type { ContactView } from './views.js'
 
@@ -328,10 +329,15 @@ export class Contacts {
         pendingIdentity: undefined,
         verified,
       }),
-      // Sessions with the old key are of no use now; those already on the new key stay.
-      await this.ctx.sessions.retain(address(contact.username), (session) =>
-        identitiesEqual(publicIdentityToJson(session.remoteIdentity), accepted),
-      ),
+      // Sessions with the old key are of no use now (with any of the contact's devices); those
+      // already on the new key stay.
+      ...(await Promise.all(
+        contactDevices(contact).map((device) =>
+          this.ctx.sessions.retain(address(contact.username, device), (session) =>
+            identitiesEqual(publicIdentityToJson(session.remoteIdentity), accepted),
+          ),
+        ),
+      )),
     ])
     if (retryRequests && retryRequests.length > 0)
       await this.onIdentityAccepted(contact.username, retryRequests)
@@ -469,10 +475,12 @@ export class Contacts {
   async fetchBundle(
     peer: string,
     contact: ContactRecord | undefined,
+    device = DEFAULT_DEVICE_ID,
   ): Promise<{ bundle: PreKeyBundle; contact: ContactRecord }> {
     let answer: unknown
     try {
-      answer = await this.ctx.api('GET', `/users/${encodeURIComponent(peer)}/bundle`)
+      const query = device === DEFAULT_DEVICE_ID ? '' : `?device=${device}`
+      answer = await this.ctx.api('GET', `/users/${encodeURIComponent(peer)}/bundle${query}`)
     } catch (error) {
       // The caller runs in the peer's queue already.
       if (isClientError(error, ClientErrorCode.AccountDeleted)) await this.recordDeleted(peer)
@@ -480,7 +488,8 @@ export class Contacts {
     }
     const bundleJson = decode(PreKeyBundleResponse, answer, 'prekey bundle')
     if (contact?.identity && !identitiesEqual(contact.identity, bundleJson.identity)) {
-      if (!identitiesEqual(contact.pendingIdentity, bundleJson.identity)) {
+      // Our own account's (a bundle of another of our devices) is no contact to warn about: refused.
+      if (peer !== this.ctx.username && !identitiesEqual(contact.pendingIdentity, bundleJson.identity)) {
         await this.ctx.store.commit([
           await this.ctx.records.contactPut({
             ...contact,

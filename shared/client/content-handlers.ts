@@ -73,6 +73,7 @@ export function builtInHandlers(ctx: ClientContext, deps: BuiltInDependencies): 
         serverAt: replaced?.serverAt ?? frame.ts,
         state: 'received',
         order: inPlace ? replaced.order : ctx.nextOrder(),
+        ...(frame.device !== undefined ? { device: frame.device } : {}),
       }
       await delivery.putMessage(received)
       if (replaced && !inPlace)

@@ -15,7 +15,7 @@
  * `v` and a string `type`, or a known type whose fields are wrong, is malformed.
  */
 import { utf8Decode, utf8Encode } from '../bytes.js'
-import { TimestampField } from '../codec/api.js'
+import { PublicIdentityJson, TimestampField, UsernameField } from '../codec/api.js'
 import { MessageIdField } from '../codec/frames.js'
 import { decode, matches, type Static, Type } from '../codec/schema.js'
 import { ProtocolError, ProtocolErrorCode } from '../errors.js'
@@ -72,6 +72,51 @@ export const UnavailableContent = Type.Object({
 })
 export type UnavailableContent = Static<typeof UnavailableContent>
 
+/**
+ * Content that only this account's own devices send each other (docs/protocol.md §13.9), never a
+ * contact: a contact's device that gets one shows it as unsupported.
+ */
+
+/** What this device sent to `to`, for the account's other devices (Signal's sync "sent" message). */
+export const SentCopyContent = Type.Object({
+  v: Type.Literal(CONTENT_VERSION),
+  type: Type.Literal('sent'),
+  to: UsernameField,
+  /** The content as `to`'s devices got it; checked against its own type's schema where used. */
+  content: Type.Object({ v: Type.Integer(), type: Type.String() }),
+})
+export type SentCopyContent = Static<typeof SentCopyContent>
+
+/** The conversation with `peer` was read on another of our devices, up to the entry at time `upTo`. */
+export const ReadSyncContent = Type.Object({
+  v: Type.Literal(CONTENT_VERSION),
+  type: Type.Literal('sync.read'),
+  peer: UsernameField,
+  upTo: TimestampField,
+})
+export type ReadSyncContent = Static<typeof ReadSyncContent>
+
+/**
+ * `peer`'s key `identity` was marked verified (or not) on another of our devices, or, when it was
+ * a change waiting to be accepted there, accepted.
+ */
+export const VerifiedSyncContent = Type.Object({
+  v: Type.Literal(CONTENT_VERSION),
+  type: Type.Literal('sync.verified'),
+  peer: UsernameField,
+  identity: PublicIdentityJson,
+  verified: Type.Boolean(),
+})
+export type VerifiedSyncContent = Static<typeof VerifiedSyncContent>
+
+export type OwnDeviceContent = SentCopyContent | ReadSyncContent | VerifiedSyncContent
+
+export const OWN_DEVICE_CONTENT_SCHEMAS = {
+  sent: SentCopyContent,
+  'sync.read': ReadSyncContent,
+  'sync.verified': VerifiedSyncContent,
+} as const
+
 /** Every content type this version knows, by its `type`. */
 export const CONTENT_SCHEMAS = {
   text: TextContent,
@@ -98,7 +143,7 @@ export interface ParsedContent {
   readonly value: Record<string, unknown>
 }
 
-export function encodeContent(content: MessageContent | ExtraContent): Uint8Array {
+export function encodeContent(content: MessageContent | ExtraContent | OwnDeviceContent): Uint8Array {
   return utf8Encode(JSON.stringify(content))
 }
 

@@ -18,19 +18,27 @@
  * What it does not know: sockets and acknowledgements (the façade acks what a batch settled), how
  * retry requests are sent (Retries), how receipts are sent (Outbox).
  */
-import { address, type ConversationId, directConversation } from '../address.js'
+import {
+  type Address,
+  address,
+  type ConversationId,
+  DEFAULT_DEVICE_ID,
+  directConversation,
+} from '../address.js'
 import { fromBase64Url, toBase64Url } from '../bytes.js'
-import { decodeEnvelope } from '../codec/envelope.js'
+import { decodeEnvelope, type Envelope } from '../codec/envelope.js'
 import { FRAME_VERSION, type ServerFrame } from '../codec/frames.js'
 import { publicIdentityToJson } from '../codec/keys.js'
 import { decode, type TSchema } from '../codec/schema.js'
 import { isProtocolError, ProtocolErrorCode } from '../errors.js'
 import { OpenAhead } from '../open-ahead.js'
-import type { RecordDecryption } from '../session-record.js'
+import type { RecordDecryption, SessionRecord } from '../session-record.js'
 import { contactSeen } from './contacts.js'
 import { CONTENT_VERSION, MAX_RETRY_IDS, type ParsedContent, parseContent } from './content.js'
 import type { ClientContext } from './context.js'
 import { ClientErrorCode, isClientError } from './errors.js'
+import { withDevice } from './fan-out.js'
+import type { OwnDeviceInbox } from './own-devices.js'
 import { type ContactRecord, type MessageRecord, messageKey, messageView, withPreview } from './records.js'
 import type { StoreOperation } from './store.js'
 import type { MessageKind, MessageView } from './views.js'
@@ -83,6 +91,7 @@ export function noticeRecord(
     state: 'received',
     order: ctx.nextOrder(),
     kind,
+    ...(frame.device !== undefined ? { device: frame.device } : {}),
   }
 }
 
@@ -104,6 +113,66 @@ export async function addNotice(
 function isUndecryptable(error: unknown): error is { code: string } {
   if (isProtocolError(error)) return true
   return isClientError(error) && error.code === ClientErrorCode.InvalidState
+}
+
+/** Each delivery's envelope, decoded (undefined for one that does not decode). */
+export function decodeEnvelopes(frames: readonly DeliverFrame[]): (Envelope | undefined)[] {
+  return frames.map((frame) => {
+    try {
+      return decodeEnvelope(fromBase64Url(frame.body))
+    } catch {
+      return undefined
+    }
+  })
+}
+
+/** One sending device's session record as a batch leaves it, and the decryptions opened ahead on it. */
+export interface DeviceSlot {
+  readonly address: Address
+  record: SessionRecord
+  readonly initial: SessionRecord
+  readonly ahead: OpenAhead
+}
+
+/**
+ * The session records of one account's sending devices in a batch, loaded on first use: each
+ * device's deliveries are decrypted in turn on its record, interleaved as they arrived.
+ */
+export class DeviceRecords {
+  private readonly slots = new Map<number, DeviceSlot>()
+
+  constructor(
+    private readonly ctx: ClientContext,
+    private readonly account: string,
+    private readonly frames: readonly DeliverFrame[],
+    private readonly envelopes: readonly (Envelope | undefined)[],
+  ) {}
+
+  async of(frame: DeliverFrame): Promise<DeviceSlot> {
+    const device = frame.device ?? DEFAULT_DEVICE_ID
+    let slot = this.slots.get(device)
+    if (!slot) {
+      const target = address(this.account, device)
+      const record = await this.ctx.sessions.record(target)
+      // Opened ahead only along this device's deliveries (the others do not continue its chains).
+      const mine = this.envelopes.map((envelope, at) =>
+        (this.frames[at]!.device ?? DEFAULT_DEVICE_ID) === device ? envelope : undefined,
+      )
+      slot = { address: target, record, initial: record, ahead: new OpenAhead(mine) }
+      this.slots.set(device, slot)
+    }
+    return slot
+  }
+
+  /** The puts of the records the batch changed. */
+  async operations(): Promise<StoreOperation[]> {
+    const operations: StoreOperation[] = []
+    for (const slot of this.slots.values()) {
+      if (slot.record !== slot.initial)
+        operations.push(await this.ctx.sessions.recordPut(slot.address, slot.record))
+    }
+    return operations
+  }
 }
 
 /** One sender's part of a batch: everything it changes, committed together. */
@@ -200,7 +269,11 @@ export class Inbox {
   /** Called after a notice for an undecryptable delivery is stored (the retries part asks for it). */
   onUndecryptable: (peer: string, lastRequestedAt: number | undefined) => void = () => {}
 
-  constructor(ctx: ClientContext, handlers: readonly ContentHandler[]) {
+  constructor(
+    ctx: ClientContext,
+    handlers: readonly ContentHandler[],
+    private readonly ownDevices: OwnDeviceInbox,
+  ) {
     this.ctx = ctx
     for (const handler of handlers) this.handlers.set(handler.type, handler)
   }
@@ -216,7 +289,13 @@ export class Inbox {
    */
   async receive(frames: readonly DeliverFrame[]): Promise<void> {
     const bySender = new Map<string, DeliverFrame[]>()
+    const fromOwnDevices: DeliverFrame[] = []
     for (const frame of frames) {
+      // From another of our devices: sent copies and what our devices tell each other.
+      if (frame.from === this.ctx.username) {
+        fromOwnDevices.push(frame)
+        continue
+      }
       const list = bySender.get(frame.from)
       if (list) list.push(frame)
       else bySender.set(frame.from, [frame])
@@ -224,6 +303,7 @@ export class Inbox {
     for (const [peer, deliveries] of bySender) {
       await this.ctx.peerQueues.run(peer, () => this.receiveFrom(peer, deliveries))
     }
+    if (fromOwnDevices.length > 0) await this.ownDevices.receive(fromOwnDevices)
   }
 
   private async receiveFrom(peer: string, frames: readonly DeliverFrame[]): Promise<void> {
@@ -240,28 +320,27 @@ export class Inbox {
       unread: 0,
       presenceShared: false,
     }
-    let record = await this.ctx.sessions.record(address(peer))
-    const initialRecord = record
     let identityChanged = false
     let undecryptable = false
     await batch.prefetch(frames.map((frame) => frame.id))
-    const envelopes = frames.map((frame) => {
-      try {
-        return decodeEnvelope(fromBase64Url(frame.body))
-      } catch {
-        return undefined
-      }
-    })
-    const ahead = new OpenAhead(envelopes)
+    const envelopes = decodeEnvelopes(frames)
+    // Each of the sender's devices has its own session record, decrypted on in turn.
+    const records = new DeviceRecords(this.ctx, peer, frames, envelopes)
     for (const [position, frame] of frames.entries()) {
       // Stored already (our acknowledgement was lost), or twice in this batch: nothing changes.
       if (batch.holds(frame.id)) continue
       let decrypted: RecordDecryption
+      const slot = await records.of(frame)
       try {
         // One that did not decode is decoded again, for its error.
         const envelope = envelopes[position] ?? decodeEnvelope(fromBase64Url(frame.body))
-        ahead.prepare(position, record.current)
-        decrypted = await this.ctx.sessions.decryptWith(address(peer), record, envelope, ahead.opener)
+        slot.ahead.prepare(position, slot.record.current)
+        decrypted = await this.ctx.sessions.decryptWith(
+          slot.address,
+          slot.record,
+          envelope,
+          slot.ahead.opener,
+        )
       } catch (error) {
         if (!isUndecryptable(error)) throw error
         // A replay of a message a session already opened: nothing else happens.
@@ -288,7 +367,9 @@ export class Inbox {
         undecryptable ||= !outdated
         continue
       }
-      record = decrypted.record
+      slot.record = decrypted.record
+      // A device we did not know of wrote: we answer it too from now on.
+      contact = withDevice(contact, slot.address.device)
       if (decrypted.usedOneTimePreKeyId !== undefined) {
         batch.operations.push({
           op: 'delete',
@@ -300,9 +381,9 @@ export class Inbox {
       identityChanged ||= seen.identityChanged
       contact = await this.read(batch, frame, decrypted.plaintext, seen.contact)
     }
-    if (!batch.changed && record === initialRecord) return
-    const operations = await batch.allOperations()
-    if (record !== initialRecord) operations.push(await this.ctx.sessions.recordPut(address(peer), record))
+    const changedRecords = await records.operations()
+    if (!batch.changed && changedRecords.length === 0) return
+    const operations = [...(await batch.allOperations()), ...changedRecords]
     contact = batch.previewed(contact)
     operations.push(await this.ctx.records.contactPut(contact))
     await this.ctx.store.commit(operations)

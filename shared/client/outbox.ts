@@ -8,9 +8,9 @@
  * What it does not know: why something is sent (the inbox and the retries part decide), sockets
  * (it sends frames through the context), how sessions are chosen (SessionManager).
  */
-import { address } from '../address.js'
 import { toBase64Url } from '../bytes.js'
 import { FRAME_VERSION, type ServerFrame } from '../codec/frames.js'
+import { isProtocolError } from '../errors.js'
 import { MAX_SENT_CONTENT_ENTRIES, SENT_CONTENT_KEEP_MS } from '../limits.js'
 import { newMessageId } from '../message-id.js'
 import type { Contacts } from './contacts.js'
@@ -19,11 +19,13 @@ import {
   encodeContent,
   MAX_RECEIPT_IDS,
   type MessageContent,
+  type OwnDeviceContent,
   type ReceiptContent,
   type TextContent,
 } from './content.js'
 import type { ClientContext } from './context.js'
-import { ClientError, ClientErrorCode } from './errors.js'
+import { ClientError, ClientErrorCode, isClientError } from './errors.js'
+import { FanOut } from './fan-out.js'
 import {
   type ContactRecord,
   conversationOf,
@@ -51,9 +53,17 @@ function sharingPresence(contact: ContactRecord): ContactRecord {
   return contact.presenceShared === false ? { ...contact, presenceShared: true } : contact
 }
 
+/**
+ * How often one entry may meet `devices.mismatch` before it fails: each answer brings the lists in
+ * line, so a second one means the devices changed meanwhile; many mean a server that will not
+ * settle, and retrying would never end.
+ */
+export const MAX_DEVICE_MISMATCHES = 5
+
 export class Outbox {
   private readonly ctx: ClientContext
   private readonly contacts: Contacts
+  readonly fanOut: FanOut
   /** Outbox entries sent on this connection and not yet answered. */
   private readonly inFlight = new Set<string>()
   /** Counts connections that closed: a flush stops once the one it started on is gone. */
@@ -73,6 +83,52 @@ export class Outbox {
   constructor(ctx: ClientContext, contacts: Contacts) {
     this.ctx = ctx
     this.contacts = contacts
+    this.fanOut = new FanOut(ctx, contacts)
+  }
+
+  /**
+   * The envelopes of `content` for every device of `peer` (or of ours, to oneself) and its sent
+   * copy for our other devices, as an outbox entry to commit with the returned operations. Run
+   * inside `fanOut.runWithOwn(peer)`.
+   */
+  private async prepare(
+    peer: string,
+    contact: ContactRecord | undefined,
+    id: string,
+    content: MessageContent | ExtraContent | OwnDeviceContent,
+    kind: OutboxRecord['kind'],
+  ): Promise<{ entry: OutboxRecord; operations: StoreOperation[]; contact: ContactRecord | undefined }> {
+    const prepared = await this.prepareMany(peer, contact, [{ id, content, kind }])
+    return { entry: prepared.entries[0]!, operations: prepared.operations, contact: prepared.contact }
+  }
+
+  /** Like `prepare` for several contents to one peer, encrypted in turn on each session. */
+  private async prepareMany(
+    peer: string,
+    contact: ContactRecord | undefined,
+    items: readonly {
+      id: string
+      content: MessageContent | ExtraContent | OwnDeviceContent
+      kind: OutboxRecord['kind']
+    }[],
+  ): Promise<{ entries: OutboxRecord[]; operations: StoreOperation[]; contact: ContactRecord | undefined }> {
+    const toSelf = peer === this.ctx.username
+    const plaintexts = items.map((item) => encodeContent(item.content))
+    const copies = items.map((item) => encodeContent({ v: 1, type: 'sent', to: peer, content: item.content }))
+    const encrypted = await this.fanOut.encryptSend(peer, contact, plaintexts, copies)
+    return {
+      entries: items.map((item, index) => ({
+        id: item.id,
+        peer,
+        kind: item.kind,
+        messages: encrypted.items[index]!.messages,
+        own: encrypted.items[index]!.own,
+        content: toBase64Url(plaintexts[index]!),
+        ...(toSelf ? {} : { copy: toBase64Url(copies[index]!) }),
+      })),
+      operations: encrypted.operations,
+      contact: encrypted.contact,
+    }
   }
 
   /** True while receipts are gathered or written: work `flush` waits for. */
@@ -96,18 +152,12 @@ export class Outbox {
    * stores it with the session, the outbox entry and its kept content in one commit, and sends it.
    */
   async sendText(peer: string, text: string): Promise<MessageView> {
-    const message = await this.ctx.peerQueues.run(peer, async () => {
+    const message = await this.fanOut.runWithOwn(peer, async () => {
       const sentAt = this.ctx.now()
       const id = toBase64Url(newMessageId(sentAt))
       const contact = await this.contacts.forSending(peer)
-      const current = await this.ctx.sessions.currentSession(address(peer))
-      const fresh = current && contact ? undefined : await this.contacts.fetchBundle(peer, contact)
       const content: TextContent = { v: 1, type: 'text', id, text, sentAt }
-      const encrypted = await this.ctx.sessions.encrypt(
-        address(peer),
-        encodeContent(content),
-        fresh ? { bundle: fresh.bundle } : {},
-      )
+      const prepared = await this.prepare(peer, contact, id, content, 'text')
       const record: MessageRecord = {
         id,
         peer,
@@ -116,23 +166,21 @@ export class Outbox {
         sentAt,
         state: 'sending',
         order: this.ctx.nextOrder(),
+        ...(this.ctx.deviceId !== 1 ? { device: this.ctx.deviceId } : {}),
       }
       await this.ctx.store.commit([
-        encrypted.operation,
+        ...prepared.operations,
         await this.ctx.records.messagePut(record),
-        await this.ctx.records.outboxPut(
-          { id, peer, envelope: toBase64Url(encrypted.envelope), kind: 'text' },
-          record.order,
-        ),
+        await this.ctx.records.outboxPut(prepared.entry, record.order),
         await this.ctx.records.sentPut({ id, peer, content, sentAt, resends: 0 }),
         await this.ctx.records.contactPut({
-          ...withPreview(sharingPresence(fresh?.contact ?? contact!), [record]),
+          ...withPreview(sharingPresence(prepared.contact ?? contact!), [record]),
           lastMessageAt: sentAt,
         }),
       ])
       // Writing to someone shares our presence with them (docs/protocol.md §13.4).
       if (!contact || contact.presenceShared === false) this.contacts.share([peer])
-      if (fresh && !contact) this.contacts.subscribe([peer])
+      if (!contact) this.contacts.subscribe([peer])
       return record
     })
     this.ctx.events.emit('message', messageView(message))
@@ -145,25 +193,18 @@ export class Outbox {
    * the handler that knows the type decides what it shows. Returns the frame's id.
    */
   async sendContent(peer: string, content: ExtraContent): Promise<string> {
-    const id = await this.ctx.peerQueues.run(peer, async () => {
+    const id = await this.fanOut.runWithOwn(peer, async () => {
       const contact = await this.contacts.forSending(peer)
-      const current = await this.ctx.sessions.currentSession(address(peer))
-      const fresh = current && contact ? undefined : await this.contacts.fetchBundle(peer, contact)
       const sentAt = this.ctx.now()
       const frameId = toBase64Url(newMessageId(sentAt))
-      const encrypted = await this.ctx.sessions.encrypt(
-        address(peer),
-        encodeContent(content),
-        fresh ? { bundle: fresh.bundle } : {},
-      )
+      const prepared = await this.prepare(peer, contact, frameId, content, 'content')
       await this.ctx.store.commit([
-        encrypted.operation,
-        await this.ctx.records.outboxPut(
-          { id: frameId, peer, envelope: toBase64Url(encrypted.envelope), kind: 'content' },
-          this.ctx.nextOrder(),
-        ),
+        ...prepared.operations,
+        await this.ctx.records.outboxPut(prepared.entry, this.ctx.nextOrder()),
         await this.ctx.records.sentPut({ id: frameId, peer, content, sentAt, resends: 0 }),
-        ...(fresh ? [await this.ctx.records.contactPut(fresh.contact)] : []),
+        ...(prepared.contact && prepared.contact !== contact
+          ? [await this.ctx.records.contactPut(prepared.contact)]
+          : []),
       ])
       return frameId
     })
@@ -172,8 +213,28 @@ export class Outbox {
   }
 
   /**
-   * The operations that put `content` in the outbox to `peer` on the current session (which must
-   * exist), and keep it when `keep` says so; the caller commits them, in the peer's queue.
+   * Sends content to our other devices alone (a read position, a verification), if we have any:
+   * a send to ourselves, which the server fans out to them. Takes the own queue (not from inside it).
+   */
+  async sendToOwnDevices(content: OwnDeviceContent): Promise<void> {
+    const self = this.ctx.username
+    const sent = await this.ctx.peerQueues.run(self, async () => {
+      if ((await this.fanOut.ownDevices()).length === 0) return false
+      const id = toBase64Url(newMessageId(this.ctx.now()))
+      const prepared = await this.prepare(self, undefined, id, content, 'sync')
+      await this.ctx.store.commit([
+        ...prepared.operations,
+        await this.ctx.records.outboxPut(prepared.entry, this.ctx.nextOrder()),
+      ])
+      return true
+    })
+    if (sent) await this.flush()
+  }
+
+  /**
+   * The operations that put `content` in the outbox to every device of `peer` (with its sent copy
+   * for our other devices), and keep it when `keep` says so; the caller commits them, in the
+   * peer's queue (the own queue is taken here), before it queues anything else to `peer`.
    */
   async queue(
     peer: string,
@@ -184,10 +245,7 @@ export class Outbox {
     return this.queueAll(peer, [{ content, kind, ...options }])
   }
 
-  /**
-   * Like `queue` for several contents to one peer: encrypted in turn on the session, each with its
-   * outbox entry (and kept content), and one session put for all of them.
-   */
+  /** Like `queue` for several contents to one peer: encrypted in turn, one session put each. */
   private async queueAll(
     peer: string,
     items: readonly {
@@ -197,25 +255,25 @@ export class Outbox {
       keep?: TextContent | ReceiptContent
     }[],
   ): Promise<StoreOperation[]> {
-    const sentAt = this.ctx.now()
-    const encrypted = await this.ctx.sessions.encryptMany(
-      address(peer),
-      items.map((item) => encodeContent(item.content)),
-    )
-    const operations: StoreOperation[] = [encrypted.operation]
-    for (const [index, item] of items.entries()) {
-      const id = item.id ?? toBase64Url(newMessageId(sentAt))
-      operations.push(
-        await this.ctx.records.outboxPut(
-          { id, peer, envelope: toBase64Url(encrypted.envelopes[index]!), kind: item.kind },
-          this.ctx.nextOrder(),
-        ),
-      )
-      if (item.keep) {
-        operations.push(await this.ctx.records.sentPut({ id, peer, content: item.keep, sentAt, resends: 0 }))
+    return this.ctx.peerQueues.run(this.ctx.username, async () => {
+      const sentAt = this.ctx.now()
+      const contact = await this.ctx.records.loadContact(peer)
+      const withIds = items.map((item) => ({ ...item, id: item.id ?? toBase64Url(newMessageId(sentAt)) }))
+      const prepared = await this.prepareMany(peer, contact, withIds)
+      const operations = [...prepared.operations]
+      for (const [index, item] of withIds.entries()) {
+        operations.push(await this.ctx.records.outboxPut(prepared.entries[index]!, this.ctx.nextOrder()))
+        if (item.keep) {
+          operations.push(
+            await this.ctx.records.sentPut({ id: item.id, peer, content: item.keep, sentAt, resends: 0 }),
+          )
+        }
       }
-    }
-    return operations
+      if (prepared.contact && prepared.contact !== contact) {
+        operations.push(await this.ctx.records.contactPut(prepared.contact))
+      }
+      return operations
+    })
   }
 
   /** Sends every envelope the server has not yet accepted, oldest first, each once per connection. */
@@ -239,13 +297,19 @@ export class Outbox {
       const outbox = await this.ctx.records.openOutbox(entry.key, entry.value)
       // Closed meanwhile (the claim went with the connection).
       if (this.connectionsClosed !== connection) return
-      const sent = this.ctx.sendFrame({
-        v: FRAME_VERSION,
-        type: 'send',
-        id: outbox.id,
-        to: outbox.peer,
-        body: outbox.envelope,
-      })
+      // Entries from before devices: their one envelope, for device 1 as it was then.
+      const sent = this.ctx.sendFrame(
+        outbox.messages
+          ? {
+              v: FRAME_VERSION,
+              type: 'send.devices',
+              id: outbox.id,
+              to: outbox.peer,
+              messages: outbox.messages,
+              own: outbox.own ?? [],
+            }
+          : { v: FRAME_VERSION, type: 'send', id: outbox.id, to: outbox.peer, body: outbox.envelope! },
+      )
       if (!sent) this.inFlight.delete(entry.key)
     }
   }
@@ -287,6 +351,63 @@ export class Outbox {
     for (const message of updated) {
       this.ctx.events.emit('delivery', { peer: message.peer, id: message.id, state: 'accepted' })
     }
+  }
+
+  /**
+   * The server answered that the send `frame.id` names other devices than the accounts have
+   * (nothing of it was stored): the entry gets envelopes for the missing devices and loses those
+   * of the gone ones, and is sent again with the same id. An entry that cannot be brought in line
+   * (a device whose keys its account did not sign, too many answers in a row) fails, and the
+   * `problem` event says why.
+   */
+  async devicesMismatch(frame: Extract<ServerFrame, { type: 'devices.mismatch' }>): Promise<void> {
+    this.inFlight.delete(frame.id)
+    const stored = await this.ctx.store.get('outbox', frame.id)
+    if (!stored) return
+    const peer = (await this.ctx.records.openOutbox(frame.id, stored.value)).peer
+    let failure: unknown
+    let retry = false
+    await this.fanOut.runWithOwn(peer, async () => {
+      const record = await this.ctx.store.get('outbox', frame.id)
+      if (!record) return
+      const entry = await this.ctx.records.openOutbox(frame.id, record.value)
+      if ((entry.mismatches ?? 0) >= MAX_DEVICE_MISMATCHES) {
+        failure = new ClientError(
+          ClientErrorCode.InvalidState,
+          `expected the server's device lists to settle, got ${MAX_DEVICE_MISMATCHES} different answers in a row for message ${frame.id}`,
+        )
+        return
+      }
+      try {
+        await this.ctx.store.commit(
+          await this.fanOut.reconcile(
+            entry,
+            record.order ?? this.ctx.nextOrder(),
+            frame.recipient,
+            frame.own,
+          ),
+        )
+      } catch (error) {
+        // A local failure (the store) is not the message's: it stays for the next connection; so
+        // does a bundle that could not be fetched for now.
+        if (!isClientError(error) && !isProtocolError(error)) throw error
+        if (isClientError(error, ClientErrorCode.Network)) {
+          retry = true
+          return
+        }
+        failure = error
+      }
+    })
+    if (failure !== undefined) {
+      await this.fail(frame.id)
+      this.ctx.report(failure)
+      return
+    }
+    if (retry) {
+      this.retryLater(SEND_RETRY_DELAY_MS)
+      return
+    }
+    await this.flush()
   }
 
   /** The server refused the send `frame.id` names: for good (no such user) or for now (limits). */
@@ -361,8 +482,7 @@ export class Outbox {
       await this.ctx.peerQueues.run(peer, async () => {
         const contact = await this.ctx.records.loadContact(peer)
         // No receipts to a contact whose key changed until the user has seen the warning.
-        if (!contact || contact.pendingIdentity || !(await this.ctx.sessions.currentSession(address(peer))))
-          return
+        if (!contact || contact.pendingIdentity) return
         // A burst's receipts (MAX_RECEIPT_IDS ids each), encrypted in turn, in one commit.
         const contents: ReceiptContent[] = []
         for (let start = 0; start < ids.length; start += MAX_RECEIPT_IDS) {

@@ -6,7 +6,9 @@
 import { type ConversationId, directConversation } from '../address.js'
 import type { PublicIdentityJson } from '../codec/api.js'
 import { Type } from '../codec/schema.js'
+import { MAX_DEVICES_LIMIT } from '../limits.js'
 import type { ExtraContent, ReceiptContent, TextContent } from './content.js'
+import type { DeviceBody } from './fan-out.js'
 import {
   type ContactView,
   type DeliveryState,
@@ -30,6 +32,12 @@ export const ContactRecord = Type.Object({
   deletedAt: Type.Optional(Type.Number()),
   presenceShared: Type.Optional(Type.Boolean()),
   blocked: Type.Optional(Type.Boolean()),
+  devices: Type.Optional(
+    Type.Array(Type.Integer({ minimum: 1, maximum: 0xffff_ffff }), {
+      minItems: 1,
+      maxItems: MAX_DEVICES_LIMIT,
+    }),
+  ),
   preview: Type.Optional(
     Type.Object({
       id: Type.String(),
@@ -76,6 +84,12 @@ export interface ContactRecord {
    * and we neither send to them nor store what still arrives. The conversation stays, marked.
    */
   blocked?: boolean
+  /**
+   * The contact's devices we send to, ascending (docs/protocol.md §13.9): corrected by the
+   * server's `devices.mismatch` answers and by deliveries from a device not on it. Absent in
+   * records from before devices, which is what it meant there: device 1 alone.
+   */
+  devices?: number[]
   /**
    * The conversation's newest entry, kept here so the conversation list needs no history read per
    * contact (absent in records written before it was kept: computed from the history then).
@@ -140,17 +154,35 @@ export interface MessageRecord {
   kind?: MessageKind
   /** Unsupported content: the plaintext (base64url), kept so that a later version can show it. */
   raw?: string
+  /**
+   * The device it was sent from: the contact's (incoming) or ours (outgoing, also when another of
+   * our devices sent it). Absent in records from before devices: device 1.
+   */
+  device?: number
 }
 
 export interface OutboxRecord {
   id: string
   peer: string
-  envelope: string
+  /** Entries from before devices: the one envelope, for the recipient's device 1 (sent as `send`). */
+  envelope?: string
+  /** One envelope per device of the recipient (`send.devices`, docs/protocol.md §13.9). */
+  messages?: DeviceBody[]
+  /** A sent copy per other device of ours. */
+  own?: DeviceBody[]
   /**
-   * Only text appears in history; receipts, retry requests, their answers and resent messages
-   * travel through the outbox too.
+   * The plaintext (base64url) and its sent copy's: encrypted again for devices the server says
+   * the lists miss. Entries from before devices have neither.
    */
-  kind: 'text' | 'receipt' | 'retry' | 'unavailable' | 'resend' | 'content'
+  content?: string
+  copy?: string
+  /** How often the server answered that the lists did not match (a bound on retries). */
+  mismatches?: number
+  /**
+   * Only text appears in history; receipts, retry requests, their answers, resent messages and
+   * what our devices tell each other (`sync`) travel through the outbox too.
+   */
+  kind: 'text' | 'receipt' | 'retry' | 'unavailable' | 'resend' | 'content' | 'sync'
 }
 
 /**
@@ -205,6 +237,7 @@ export function messageView(record: MessageRecord): MessageView {
     state: record.state,
     order: record.order,
     kind: record.kind ?? 'text',
+    ...(record.device !== undefined ? { device: record.device } : {}),
   }
 }
 

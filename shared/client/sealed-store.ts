@@ -21,8 +21,9 @@
 import type { AddressKey, ConversationId } from '../address.js'
 import { open, seal } from '../at-rest.js'
 import { equalBytes, utf8Decode, utf8Encode } from '../bytes.js'
-import { matches } from '../codec/schema.js'
+import { matches, Type } from '../codec/schema.js'
 import { exportPreKey, importPreKey, type PreKeyPair } from '../identity.js'
+import { MAX_DEVICES_LIMIT } from '../limits.js'
 import type { Session } from '../session.js'
 import type { SessionRecord } from '../session-record.js'
 import {
@@ -106,6 +107,12 @@ interface RecentMessage {
   /** What was stored: a read of any other bytes under the key is opened as usual. */
   readonly sealed: Uint8Array
 }
+
+/** The key, in the prekeys table, of our other devices' ids (which no prekey key can be). */
+export const OWN_DEVICES_KEY = 'own-devices'
+const OwnDevices = Type.Array(Type.Integer({ minimum: 1, maximum: 0xffff_ffff }), {
+  maxItems: MAX_DEVICES_LIMIT,
+})
 
 /** The context prefix of each table's sealed values (the table above). */
 const CONTEXT_PREFIX = {
@@ -406,6 +413,29 @@ export class SealedStore {
       op: 'put',
       table: 'prekeys',
       record: { key, value: await this.sealJson(ledger, `prekey:${key}`) },
+    }
+  }
+
+  /**
+   * Our other devices as last learned (docs/protocol.md §13.9), kept beside the prekeys under
+   * OWN_DEVICES_KEY (re-sealed with them); undefined when none was stored.
+   */
+  async loadOwnDevices(): Promise<number[] | undefined> {
+    const record = await this.store.get('prekeys', OWN_DEVICES_KEY)
+    if (!record) return undefined
+    const devices = await this.openJson<unknown>(record.value, `prekey:${OWN_DEVICES_KEY}`)
+    if (!matches(OwnDevices, devices)) {
+      throw new ClientError(ClientErrorCode.CorruptStore, 'expected a list of our devices, got a damaged one')
+    }
+    return devices
+  }
+
+  async ownDevicesPut(devices: readonly number[]): Promise<StoreOperation> {
+    const key = OWN_DEVICES_KEY
+    return {
+      op: 'put',
+      table: 'prekeys',
+      record: { key, value: await this.sealJson(devices, `prekey:${key}`) },
     }
   }
 

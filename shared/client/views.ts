@@ -54,6 +54,8 @@ export interface MessageView {
   /** Position in the conversation (strictly increasing on this device). */
   readonly order: number
   readonly kind: MessageKind
+  /** The device it was sent from (theirs for incoming, ours for outgoing); absent: device 1. */
+  readonly device?: number
 }
 
 /**
@@ -122,6 +124,11 @@ export interface ClientEvents extends Record<string, unknown> {
   undecryptable: { peer: string; id: string; reason: string; kind: 'undecryptable' | 'outdated' }
   /** An entry left the conversation (a notice whose message turned out to be a resent receipt). */
   removed: { peer: string; id: string }
+  /**
+   * Another of our devices changed this contact: read its conversation (its unread count is now
+   * `unread`), or verified its key or accepted its change.
+   */
+  'contact-updated': { peer: string }
   /** Everything the server had queued for us when we connected is now stored (and acknowledged). */
   'caught-up': { messages: number }
   /** A failure in background work (prekey upkeep, a send the server refused); never a secret. */

@@ -1,0 +1,159 @@
+/**
+ * An account on several devices in the client core, against the real server over TLS
+ * (docs/protocol.md §13.9): a contact's message reaches every device of the account after one
+ * `devices.mismatch` answer, with no user action; what one device sends shows on the others as
+ * our own message; reading a conversation and verifying a key on one device is reflected on the
+ * others; a removed device stops getting anything, and contacts go on without an error.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startServer, type TestServer } from '../server/test/harness.js'
+import { ChatClient } from '../shared/client/chat-client.js'
+import { startLink } from '../shared/client/link.js'
+import { MemoryStore } from '../shared/client/store.js'
+import type { MessageView } from '../shared/client/views.js'
+import { clientOptions, registerClient, type TappedFrame, tappedWebSocketFactory } from './client-helpers.js'
+
+let server: TestServer
+
+beforeAll(async () => {
+  server = await startServer()
+})
+
+afterAll(async () => {
+  await server.close()
+})
+
+/** Resolves once `check` holds, trying again as events come in (and every 25 ms). */
+async function until<T>(check: () => Promise<T | undefined> | T | undefined, what: string): Promise<T> {
+  const deadline = Date.now() + 20_000
+  for (;;) {
+    const value = await check()
+    if (value !== undefined && value !== false) return value
+    if (Date.now() > deadline) throw new Error(`expected ${what} within 20 s, got nothing`)
+    await new Promise((resolve) => setTimeout(resolve, 25))
+  }
+}
+
+async function messageIn(client: ChatClient, peer: string, text: string): Promise<MessageView> {
+  return until(async () => (await client.history(peer)).find((message) => message.text === text), `"${text}"`)
+}
+
+/** A second device of `existing`'s account, linked through the provisioning channel. */
+async function linkDevice(existing: { client: ChatClient; password: string }, name: string) {
+  const tapped = tappedWebSocketFactory(server)
+  const options = clientOptions(server, { store: new MemoryStore(), webSocket: tapped.factory })
+  const pending = await startLink(options.http, { name })
+  // The new device answers once it has the other's key (while it waits for the check to show).
+  const check = pending.waitForCheck()
+  const approval = await existing.client.approveLink(pending.code)
+  const provisioned = pending.waitForProvisioning()
+  expect(await check).toBe(approval.check)
+  await approval.approve()
+  await provisioned
+  const client = await ChatClient.completeLink(options, pending, existing.password)
+  return { client, tap: tapped.tap }
+}
+
+const frames = (tap: { of(direction: TappedFrame['direction'], type: string): unknown[] }, type: string) =>
+  tap.of('received', type) as { type: string; id: string }[]
+
+describe('an account on two devices', () => {
+  it('gets every message on both, sees its own sends on both, and keeps read state and verification in step', async () => {
+    const bobTapped = tappedWebSocketFactory(server)
+    const bob = await registerClient(server, { webSocket: bobTapped.factory })
+    const alice = await registerClient(server)
+    await alice.client.addContact(bob.client.username)
+    await bob.client.addContact(alice.client.username)
+    await alice.client.markVerified(bob.client.username, true)
+    const laptop = await linkDevice(alice, 'Laptop')
+    expect(laptop.client.deviceId).toBe(2)
+    for (const client of [alice.client, bob.client, laptop.client]) client.connect()
+    await Promise.all([alice.client, bob.client, laptop.client].map((client) => client.waitUntilOnline()))
+    const A = alice.client.username
+    const B = bob.client.username
+
+    // Bob knows of alice's device 1 only: the server's answer names device 2, and his client
+    // fetches its bundle and sends again, with the same id. Both of alice's devices get it.
+    const hi = await bob.client.send(A, 'hi alice, on every device')
+    const onPhone = await messageIn(alice.client, B, hi.text)
+    const onLaptop = await messageIn(laptop.client, B, hi.text)
+    expect([onPhone.id, onLaptop.id]).toEqual([hi.id, hi.id])
+    expect(frames(bobTapped.tap, 'devices.mismatch').map((frame) => frame.id)).toEqual([hi.id])
+    await until(
+      async () => (await bob.client.history(A)).find((m) => m.id === hi.id && m.state === 'delivered'),
+      'delivered',
+    )
+    // His next message goes to both at once.
+    const again = await bob.client.send(A, 'second one')
+    await messageIn(laptop.client, B, again.text)
+    await messageIn(alice.client, B, again.text)
+    expect(frames(bobTapped.tap, 'devices.mismatch')).toHaveLength(1)
+
+    // What the phone sends shows on the laptop as alice's own, and the other way round, with the
+    // sending device named.
+    const fromPhone = await alice.client.send(B, 'sent from the phone')
+    const copyOnLaptop = await messageIn(laptop.client, B, fromPhone.text)
+    expect(copyOnLaptop).toMatchObject({ id: fromPhone.id, direction: 'out', peer: B })
+    expect(copyOnLaptop.device).toBeUndefined()
+    const fromLaptop = await laptop.client.send(B, 'sent from the laptop')
+    expect(fromLaptop.device).toBe(2)
+    expect(await messageIn(alice.client, B, fromLaptop.text)).toMatchObject({
+      id: fromLaptop.id,
+      direction: 'out',
+      device: 2,
+    })
+    expect(await messageIn(bob.client, A, fromLaptop.text)).toMatchObject({ direction: 'in', device: 2 })
+    expect((await messageIn(bob.client, A, fromPhone.text)).device).toBeUndefined()
+    // The conversation list shows it as the newest entry on both.
+    const newest = async (client: ChatClient) =>
+      (await client.conversations()).find((conversation) => conversation.username === B)?.preview?.text
+    await until(async () => (await newest(alice.client)) === fromLaptop.text, 'the preview on the phone')
+
+    // Read on the laptop: the phone's unread count clears too.
+    const unread = async (client: ChatClient) =>
+      (await client.conversations()).find((conversation) => conversation.username === B)?.unread
+    expect(await unread(alice.client)).toBeGreaterThan(0)
+    await laptop.client.markRead(B)
+    expect(await unread(laptop.client)).toBe(0)
+    await until(async () => (await unread(alice.client)) === 0, 'the phone to clear its unread count')
+    // A message after that is unread on both.
+    const later = await bob.client.send(A, 'after you read')
+    await messageIn(alice.client, B, later.text)
+    await messageIn(laptop.client, B, later.text)
+    expect(await unread(alice.client)).toBe(1)
+
+    // Verification came along at link time; unmarking it on the phone unmarks it on the laptop.
+    expect((await laptop.client.contact(B))?.verified).toBe(true)
+    await alice.client.markVerified(B, false)
+    await until(async () => (await laptop.client.contact(B))?.verified === false, 'the laptop to unmark bob')
+    await laptop.client.markVerified(B, true)
+    await until(
+      async () => (await alice.client.contact(B))?.verified === true,
+      'the phone to mark bob verified',
+    )
+
+    // The phone removes the laptop: bob's next message gets one answer naming device 2 as stale,
+    // and reaches the phone alone, with no error.
+    await alice.client.removeDevice(2)
+    const problems: string[] = []
+    bob.client.events.on('problem', ({ code }) => problems.push(code))
+    const afterRemoval = await bob.client.send(A, 'only the phone now')
+    await messageIn(alice.client, B, afterRemoval.text)
+    await until(
+      async () =>
+        (await bob.client.history(A)).find((m) => m.id === afterRemoval.id && m.state === 'delivered'),
+      'delivered after the removal',
+    )
+    expect(frames(bobTapped.tap, 'devices.mismatch').map((frame) => frame.id)).toEqual([
+      hi.id,
+      afterRemoval.id,
+    ])
+    expect(problems).toEqual([])
+    expect((await laptop.client.history(B)).map((message) => message.text)).not.toContain(afterRemoval.text)
+    // And the phone's own sends no longer carry a copy for the laptop.
+    const last = await alice.client.send(B, 'just us two')
+    await messageIn(bob.client, A, last.text)
+
+    for (const client of [alice.client, bob.client, laptop.client]) await client.close()
+  })
+})
