@@ -165,9 +165,19 @@ export async function runCli(invocation: Invocation, rawIo: CliIo): Promise<Exit
     )
     return ExitCode.Ok
   } catch (error) {
-    warn(io, describeFailure(error))
-    return exitCodeFor(error)
+    const code = exitCodeFor(error)
+    warn(
+      io,
+      `${describeFailure(error)}${code === ExitCode.DeviceRemoved ? removedDeviceHint(invocation) : ''}`,
+    )
+    return code
   }
+}
+
+/** What is left to do on a device removed from its account: read what is here, or erase it. */
+function removedDeviceHint(invocation: Invocation): string {
+  const user = (invocation.command === 'help' ? undefined : invocation.options.user) ?? '<user>'
+  return ` (its conversations stay here to read with secure-chat history; secure-chat erase-local ${user} erases them)`
 }
 
 const COMMANDS: {

@@ -648,7 +648,7 @@ export class Controller {
           accountGone = true
           this.notify(
             'warning',
-            'this device was removed from the account on another of its devices: it can no longer sign in; its conversations are still on this device, to read',
+            `this device was removed from the account on another of its devices: it can no longer sign in; its conversations are still on this device, to read (after /quit, secure-chat erase-local ${api.username} erases them)`,
           )
           return
         }

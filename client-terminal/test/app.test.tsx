@@ -511,6 +511,7 @@ describe('App', () => {
     await ui.controller.idle()
     await ui.shows('this device was removed from the account on another of its devices')
     expect(ui.frame().replace(/\s+/g, ' ')).toContain('its conversations are still on this device')
+    expect(ui.frame().replace(/\s+/g, ' ')).toContain('secure-chat erase-local')
     // Not the usual "sign in again": a log-in could only fail.
     expect(ui.frame()).not.toContain('/login to sign in again')
   })

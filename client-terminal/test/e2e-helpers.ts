@@ -172,10 +172,13 @@ export function runCli(
   })
 }
 
-/** A CLI process still running: its first line of standard output as soon as it is written, and its end. */
+/** A CLI process still running: lines of its standard output as soon as they are written, and its end. */
 export interface RunningCli {
-  /** The first line of standard output (rejects if the process ends without writing one). */
-  readonly firstLine: Promise<string>
+  /**
+   * The first line of standard output that `pattern` matches (any line without one); rejects if
+   * the process ends without writing one.
+   */
+  line(pattern?: RegExp): Promise<string>
   readonly done: Promise<CliResult>
 }
 
@@ -187,28 +190,43 @@ export function startCli(args: readonly string[], env: Record<string, string>, s
   })
   let stdout = ''
   let stderr = ''
+  let ended: CliResult | undefined
+  const waiting = new Set<() => void>()
   child.stdout.setEncoding('utf8')
   child.stderr.setEncoding('utf8')
+  child.stdout.on('data', (chunk: string) => {
+    stdout += chunk
+    for (const wake of waiting) wake()
+  })
   child.stderr.on('data', (chunk: string) => {
     stderr += chunk
   })
   const done = new Promise<CliResult>((resolve) => {
-    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }))
-  })
-  const firstLine = new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', (chunk: string) => {
-      stdout += chunk
-      const end = stdout.indexOf('\n')
-      if (end >= 0) resolve(stdout.slice(0, end))
+    child.on('close', (code) => {
+      ended = { code: code ?? 1, stdout, stderr }
+      for (const wake of waiting) wake()
+      resolve(ended)
     })
-    void done.then((result) =>
-      reject(new Error(`secure-chat ended (${result.code}) before a line of output\n${result.stderr}`)),
-    )
   })
-  // Whoever does not wait for the line is not told of its absence twice.
-  firstLine.catch(() => undefined)
   child.stdin.end(stdin ?? '')
-  return { firstLine, done }
+  return {
+    done,
+    line(pattern) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const lines = stdout.split('\n').slice(0, -1)
+          const found = lines.find((line) => pattern?.test(line) ?? true)
+          if (found !== undefined || ended) waiting.delete(check)
+          if (found !== undefined) resolve(found)
+          else if (ended) {
+            reject(new Error(`secure-chat ended (${ended.code}) before the line\n${ended.stderr}${stdout}`))
+          }
+        }
+        waiting.add(check)
+        check()
+      })
+    },
+  }
 }
 
 export function sha256File(file: string): string {

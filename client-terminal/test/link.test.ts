@@ -13,7 +13,7 @@ import { startServer, type TestServer } from '../../server/test/harness.js'
 import { generateX25519KeyPair } from '../../shared/crypto/primitives.js'
 import { encodeLinkCode } from '../../shared/provisioning.js'
 import { ExitCode } from '../exit-codes.js'
-import { TestAccount, TestWorkspace } from './e2e-helpers.js'
+import { type RunningCli, TestAccount, TestWorkspace } from './e2e-helpers.js'
 
 /** Failure guard: each CLI run starts a Node process. */
 const E2E_GUARD_MS = 300_000
@@ -45,8 +45,8 @@ function jsonLines<T>(stdout: string): T[] {
 }
 
 /** The code a running `link --json` printed on its first line. */
-async function linkCode(firstLine: Promise<string>): Promise<string> {
-  const line = JSON.parse(await firstLine) as { code: string }
+async function linkCode(linking: RunningCli): Promise<string> {
+  const line = JSON.parse(await linking.line()) as { code: string }
   expect(Object.keys(line)).toEqual(['code'])
   expect(line.code).toMatch(/^sc1[A-Za-z0-9_-]+$/)
   return line.code
@@ -72,7 +72,7 @@ describe('secure-chat link and approve-link', { timeout: E2E_GUARD_MS }, () => {
 
   it('links a second device: code, check on both sides, approval, then the account works there', async () => {
     const linking = laptop.start(['link', '--json', '--name', 'Work laptop'])
-    const code = await linkCode(linking.firstLine)
+    const code = await linkCode(linking)
     usedCode = code
 
     const approved = await alice.run(['approve-link', code, '--yes'])
@@ -148,7 +148,7 @@ describe('secure-chat link and approve-link', { timeout: E2E_GUARD_MS }, () => {
       join(workspace.root, 'desktop'),
     )
     const linking = desktop.start(['link', '--json'])
-    const code = await linkCode(linking.firstLine)
+    const code = await linkCode(linking)
     const refused = await alice.run(['approve-link', code], { stdin: 'n\n' })
     expect(refused.code).toBe(ExitCode.LinkRefused)
     expect(refused.stdout).toContain(`A device without a name asks to be linked to ${alice.username}`)
@@ -160,6 +160,47 @@ describe('secure-chat link and approve-link', { timeout: E2E_GUARD_MS }, () => {
     expect(result.stderr).toContain('got a refusal (the code was closed there: E2E_ERR_LINK_USED)')
     expect(existsSync(desktop.databaseFile)).toBe(false)
     expect(jsonLines<DeviceLine>((await alice.ok(['devices', '--json'])).stdout)).toHaveLength(2)
+  })
+
+  it('shows the code as a QR code and as text, and undoes the link when the password is refused', async () => {
+    const phone = new TestAccount(
+      workspace,
+      alice.username,
+      'not the account password!',
+      join(workspace.root, 'phone'),
+    )
+    const linking = phone.start(['link', '--name', 'Phone'])
+    const code = await linking.line(/^sc1/)
+    const approved = await alice.run(['approve-link', code, '--yes'])
+    expect(approved.code, approved.stderr).toBe(0)
+    expect(approved.stdout).toContain(`"Phone" asks to be linked to ${alice.username}`)
+    expect(approved.stdout).toContain('approved: the new device becomes device 3 of')
+
+    const result = await linking.done
+    expect(result.code, result.stderr).toBe(ExitCode.ServerRefused)
+    expect(result.stderr).toContain(
+      `link: expected ${alice.username}'s password, got one the server refused (E2E_ERR_INVALID_CREDENTIALS); this device was removed from the account again`,
+    )
+    const lines = result.stdout.split('\n')
+    expect(lines[0]).toBe(
+      'To link this device, approve this code on a device that has the account: scan it there, or paste it into secure-chat approve-link <code>',
+    )
+    // The QR code: lines of blocks of one width (not a terminal here: no colours), then the code.
+    const qr = lines.filter((line) => /^[ ▀▄█]+$/.test(line) && /[▀▄█]/.test(line))
+    expect(qr.length).toBeGreaterThan(10)
+    expect(new Set(qr.map((line) => line.length)).size).toBe(1)
+    expect(lines).toContain(code)
+    expect(result.stdout).toMatch(/The code works once, until \d\d:\d\d:\d\d\. Waiting for the other device/)
+    expect(result.stdout).toMatch(
+      /^check \d{3} \d{3}: approve on the other device only if it shows the same check$/m,
+    )
+    expect(result.stdout).toContain(
+      `approved on the other device: this device becomes device 3 of ${alice.username}`,
+    )
+    expect(existsSync(phone.databaseFile)).toBe(false)
+    // Device 3 was added and removed again: the account still has its two.
+    const devices = jsonLines<DeviceLine>((await alice.ok(['devices', '--json'])).stdout)
+    expect(devices.map((device) => device.id)).toEqual([1, 2])
   })
 
   it('gives up when --wait runs out, with the expiry code, and closes the code', async () => {
