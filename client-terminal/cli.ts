@@ -891,7 +891,8 @@ function linkWaitError(error: unknown, waitSeconds: number | undefined, timedOut
     )
   }
   if (!isClientError(error)) return error
-  if (error.serverCode === 'E2E_ERR_LINK_EXPIRED') {
+  // Unknown: the channel expired and the server's purge took it since (or a server that lost it).
+  if (error.serverCode === 'E2E_ERR_LINK_EXPIRED' || error.serverCode === 'E2E_ERR_LINK_UNKNOWN') {
     return new CommandError(
       ExitCode.LinkExpired,
       `link: expected the approval before the code expired, got none (${error.serverCode}); start again`,
@@ -969,7 +970,16 @@ async function linkCommand(
     await pending.cancel()
     throw error
   }
-  const client = await completeDeviceLink(settings, pending, username, password)
+  const client = await completeDeviceLink(settings, pending, username, password).catch((error: unknown) => {
+    // The approval's link token lives 10 minutes; a password typed after that is too late.
+    if (isClientError(error) && error.serverCode === 'E2E_ERR_LINK_TOKEN_INVALID') {
+      throw new CommandError(
+        ExitCode.LinkExpired,
+        `link: expected to add this device with the approval's link token, got it refused (${error.serverCode}: it lives 10 minutes, and is used once); nothing stays here: start again`,
+      )
+    }
+    throw error
+  })
   try {
     await checkLinkedPassword(context, client, password)
   } finally {

@@ -20,8 +20,9 @@
  *      longer log in; its local data can still be read, and erased
  *  12  linking did not complete: the other device's message did not open or was not a link's
  *      (E2E_ERR_LINK_FAILED), or the wait for it was given up (E2E_ERR_CANCELLED); start again
- *  13  `link`: not approved in time: the link code expired (E2E_ERR_LINK_EXPIRED) or `--wait` ran out;
- *      the code is closed, start again
+ *  13  `link`: not approved in time: the link code expired (E2E_ERR_LINK_EXPIRED, or _UNKNOWN once
+ *      purged) or `--wait` ran out; or the approval's link token expired before the password was
+ *      given (E2E_ERR_LINK_TOKEN_INVALID). The code is closed, start again
  *  14  linking refused: `link`, the other device refused it (or closed the code: E2E_ERR_LINK_USED);
  *      `approve-link`, the answer to "Approve?" was not yes. Nothing was linked
  *  15  `approve-link`: the code is no link code, or one the server does not take: unknown
