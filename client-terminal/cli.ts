@@ -881,13 +881,19 @@ function clockTime(at: number): string {
 
 /**
  * What a link refusal means on the new device, with its exit code: the code expired or --wait ran
- * out (13), the other device refused or closed it (14). Anything else is as it is.
+ * out (13), the other device refused or closed it (14), Ctrl+C (12). Anything else is as it is.
  */
 function linkWaitError(error: unknown, waitSeconds: number | undefined, timedOut: boolean): unknown {
   if (timedOut && isClientError(error, ClientErrorCode.Cancelled)) {
     return new CommandError(
       ExitCode.LinkExpired,
       `link: expected the approval within ${waitSeconds} s (--wait), got none: the code is closed; start again`,
+    )
+  }
+  if (isClientError(error, ClientErrorCode.Cancelled)) {
+    return new CommandError(
+      ExitCode.LinkFailed,
+      'link: given up while waiting for the approval (interrupted): the code is closed and nothing was linked',
     )
   }
   if (!isClientError(error)) return error
@@ -931,6 +937,9 @@ async function linkCommand(
           timedOut = true
           stop.abort()
         }, invocation.waitSeconds * 1000)
+  // Ctrl+C while waiting gives up as --wait does, closing the code (exit code 12, "given up").
+  const interrupt = () => stop.abort()
+  process.once('SIGINT', interrupt)
   let provisioned: Awaited<ReturnType<typeof pending.waitForProvisioning>>
   try {
     if (invocation.json) {
@@ -956,6 +965,7 @@ async function linkCommand(
     throw linkWaitError(error, invocation.waitSeconds, timedOut)
   } finally {
     clearTimeout(timer)
+    process.off('SIGINT', interrupt)
   }
   const { username, deviceId } = provisioned
   if (!invocation.json) {

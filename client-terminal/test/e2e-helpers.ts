@@ -179,6 +179,8 @@ export interface RunningCli {
    * the process ends without writing one.
    */
   line(pattern?: RegExp): Promise<string>
+  /** Sends SIGINT, as Ctrl+C at a terminal does. */
+  interrupt(): void
   readonly done: Promise<CliResult>
 }
 
@@ -211,6 +213,7 @@ export function startCli(args: readonly string[], env: Record<string, string>, s
   child.stdin.end(stdin ?? '')
   return {
     done,
+    interrupt: () => child.kill('SIGINT'),
     line(pattern) {
       return new Promise((resolve, reject) => {
         const check = () => {

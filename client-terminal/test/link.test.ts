@@ -203,6 +203,21 @@ describe('secure-chat link and approve-link', { timeout: E2E_GUARD_MS }, () => {
     expect(devices.map((device) => device.id)).toEqual([1, 2])
   })
 
+  it('gives up on Ctrl+C while waiting: exit code 12, and the code is closed', async () => {
+    const watch = new TestAccount(workspace, alice.username, alice.password, join(workspace.root, 'watch'))
+    const linking = watch.start(['link', '--json'])
+    const code = await linkCode(linking)
+    linking.interrupt()
+    const result = await linking.done
+    expect(result.code, result.stderr).toBe(ExitCode.LinkFailed)
+    expect(result.stderr).toContain(
+      'link: given up while waiting for the approval (interrupted): the code is closed',
+    )
+    const late = await alice.run(['approve-link', code, '--yes'])
+    expect(late.code).toBe(ExitCode.LinkCodeInvalid)
+    expect(late.stderr).toContain('(E2E_ERR_LINK_USED)')
+  })
+
   it('gives up when --wait runs out, with the expiry code, and closes the code', async () => {
     const tablet = new TestAccount(workspace, alice.username, alice.password, join(workspace.root, 'tablet'))
     const result = await tablet.run(['link', '--json', '--wait', '0.5'])
