@@ -40,8 +40,9 @@ function typedLine(input: QuestionInput, prompt: string): Promise<string> {
   const lines = createInterface({ input: input.stdin, output: input.stderr as NodeJS.WritableStream })
   return new Promise((resolve) => {
     lines.question(prompt, (answer) => {
-      lines.close()
+      // Before closing: close() emits 'close' at once, whose '' would otherwise win.
       resolve(answer)
+      lines.close()
     })
     // Ctrl+C or Ctrl+D at the prompt: no.
     lines.once('close', () => resolve(''))
