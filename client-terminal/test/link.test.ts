@@ -106,11 +106,24 @@ describe('secure-chat link and approve-link', { timeout: E2E_GUARD_MS }, () => {
   })
 
   it('sends from the linked device, to a contact that came along with the link', async () => {
+    // The same identity keys on both devices: the safety number with Bob is the one device 1 shows.
+    const safetyNumber = async (account: TestAccount) =>
+      (JSON.parse((await account.ok(['verify', bob.username, '--json'])).stdout) as { safetyNumber: string })
+        .safetyNumber
+    expect(await safetyNumber(laptop)).toBe(await safetyNumber(alice))
+
     await laptop.send(bob, 'hello from the laptop')
     const lines = await bob.read()
-    expect(lines.map(({ from, text }) => ({ from, text }))).toEqual([
-      { from: alice.username, text: 'hello from the laptop' },
+    expect(lines.map(({ from, text, identityChanged }) => ({ from, text, identityChanged }))).toEqual([
+      { from: alice.username, text: 'hello from the laptop', identityChanged: false },
     ])
+    const sent = (await laptop.ok(['history', bob.username, '--json'])).stdout
+    expect(
+      jsonLines<{ direction: string; text: string }>(sent).map(({ direction, text }) => ({
+        direction,
+        text,
+      })),
+    ).toEqual([{ direction: 'out', text: 'hello from the laptop' }])
   })
 
   // A send carries one envelope per device of the recipient (issue 12, item 3), and a contact keeps
