@@ -216,6 +216,14 @@ describe('secure-chat link and approve-link', { timeout: E2E_GUARD_MS }, () => {
     expect(devices.map((device) => device.id)).toEqual([1, 2])
   })
 
+  it('refuses a bad --name before opening anything', async () => {
+    const other = new TestAccount(workspace, alice.username, alice.password, join(workspace.root, 'other'))
+    const result = await other.run(['link', '--name', 'x'.repeat(65), '--json'])
+    expect(result.code).toBe(ExitCode.Usage)
+    expect(result.stdout).toBe('')
+    expect(result.stderr).toContain('expected 1 to 64 characters, got 65')
+  })
+
   it('gives up on Ctrl+C while waiting: exit code 12, and the code is closed', async () => {
     const watch = new TestAccount(workspace, alice.username, alice.password, join(workspace.root, 'watch'))
     const linking = watch.start(['link', '--json'])
