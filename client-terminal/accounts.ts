@@ -4,7 +4,12 @@
  */
 import { existsSync, rmSync } from 'node:fs'
 import type { SecureContext } from 'node:tls'
-import { ChatClient, type ChatClientOptions } from '../shared/client/chat-client.js'
+import {
+  ChatClient,
+  type ChatClientOptions,
+  type PendingLink,
+  startLink,
+} from '../shared/client/chat-client.js'
 import { ClientError, ClientErrorCode, isClientError } from '../shared/client/errors.js'
 import { normalizeUsername } from '../shared/username.js'
 import { UsageError } from './exit-codes.js'
@@ -163,6 +168,43 @@ async function createAccount(
         `expected no local account ${name}, got one in ${file}`,
       )
     }
+    throw error
+  }
+}
+
+/**
+ * The new device's side of a link: opens the provisioning channel on the settings' server (the
+ * code does not carry it: both devices must use the same server). No local file yet: which
+ * account this becomes is known only once the other device's message arrived.
+ */
+export function startDeviceLink(settings: ClientSettings, name: string | undefined): Promise<PendingLink> {
+  const http = httpsClient(settings.serverUrl, {
+    trust: settings.trust,
+    onCertificate: settings.onCertificate,
+  })
+  return startLink(http, name === undefined ? {} : { name })
+}
+
+/**
+ * Stores the linked account `username` here, in the file a log-in opens, sealed under
+ * `password`, and adds this device on the server (ChatClient.completeLink). Refused before any
+ * file is made when this data directory holds the account already; a refused link leaves no file.
+ */
+export async function completeDeviceLink(
+  settings: ClientSettings,
+  pending: PendingLink,
+  username: string,
+  password: string,
+): Promise<ChatClient> {
+  const name = normalizedUsername(username)
+  assertNoLocalAccount(settings, name)
+  const file = accountFile(settings.dataDir, settings.serverUrl, name)
+  const store = await openSqliteStore(file, { create: true })
+  try {
+    return await ChatClient.completeLink(clientOptions(settings, store), pending, password)
+  } catch (error) {
+    await store.close()
+    removeDatabaseFiles(file)
     throw error
   }
 }

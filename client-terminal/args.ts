@@ -45,6 +45,18 @@ export const USAGE = `Usage:
                                                      account's devices can read it)
   secure-chat remove-device <id>                     remove another of the account's devices: its
                                                      sessions end, its queue and keys are deleted
+  secure-chat link [--name <name>] [--wait <seconds>] [--json]
+                                                     make this device another device of an account:
+                                                     shows a code (QR and text) to approve on a device
+                                                     that has the account, and the check both show;
+                                                     waits until approved (until the code expires, or
+                                                     <seconds>), then asks for the account's password
+  secure-chat approve-link <code> [--yes]            link the device that shows <code> to this account:
+                                                     prints its name and the check, asks to approve
+                                                     (--yes: no question; the check is still printed)
+  secure-chat erase-local <user>                     erase the account's data on this device only (typed
+                                                     again to confirm; for a removed device): nothing
+                                                     changes on the server
   secure-chat help
 
 Options:
@@ -59,7 +71,9 @@ The password comes from SECURE_CHAT_PASSWORD or standard input (typed without ec
 Exit codes: 0 ok, 1 unexpected failure, 2 usage, 3 wrong password, 4 refused by the server,
 5 network, 6 a contact's identity key changed, 7 local database problem,
 8 the safety number given with --number is not the contact's, 9 no such device,
-10 the account's last device, 11 this device was removed, 12 linking did not complete.`
+10 the account's last device, 11 this device was removed, 12 linking did not complete,
+13 the link code expired (or link --wait ran out), 14 linking refused,
+15 approve-link: an unknown, expired or used link code.`
 
 export interface GlobalOptions {
   readonly server: string
@@ -116,6 +130,28 @@ export type Invocation =
   | { readonly command: 'devices'; readonly options: GlobalOptions; readonly json: boolean }
   | { readonly command: 'rename-device'; readonly options: GlobalOptions; readonly name: string }
   | { readonly command: 'remove-device'; readonly options: GlobalOptions; readonly deviceId: number }
+  | {
+      readonly command: 'link'
+      readonly options: GlobalOptions
+      /** The name the approving device shows and the account's list of devices keeps. */
+      readonly name: string | undefined
+      /** How long to wait for the approval; unset, until the code expires. */
+      readonly waitSeconds: number | undefined
+      readonly json: boolean
+    }
+  | {
+      readonly command: 'approve-link'
+      readonly options: GlobalOptions
+      readonly code: string
+      /** Approve without asking (the check is printed all the same). */
+      readonly yes: boolean
+    }
+  | {
+      readonly command: 'erase-local'
+      readonly options: GlobalOptions
+      /** The account's name as typed: the confirmation. */
+      readonly confirmation: string
+    }
 
 const COMMANDS = [
   'register',
@@ -132,6 +168,9 @@ const COMMANDS = [
   'devices',
   'rename-device',
   'remove-device',
+  'link',
+  'approve-link',
+  'erase-local',
   'help',
 ] as const
 type CommandName = (typeof COMMANDS)[number]
@@ -154,6 +193,9 @@ const COMMAND_OPTIONS: Record<CommandName | 'interactive', readonly string[]> = 
   devices: ['json'],
   'rename-device': [],
   'remove-device': [],
+  link: ['name', 'wait', 'json'],
+  'approve-link': ['yes'],
+  'erase-local': [],
 }
 
 function nonEmpty(value: string | undefined): string | undefined {
@@ -181,7 +223,17 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
   }
   if (command === 'help') return { command: 'help' }
 
-  for (const name of ['from', 'json', 'wait', 'n', 'confirm', 'number', 'end-other-sessions'] as const) {
+  for (const name of [
+    'from',
+    'json',
+    'wait',
+    'n',
+    'confirm',
+    'number',
+    'end-other-sessions',
+    'name',
+    'yes',
+  ] as const) {
     if (values[name] !== undefined && !COMMAND_OPTIONS[command].includes(name)) {
       throw new UsageError(
         `${optionName(name)}: expected only with ${commandsTaking(name)}, got it with ${command}`,
@@ -258,6 +310,20 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
       const [id] = exactly(command, rest, ['<id>'])
       return { command, options, deviceId: deviceId(id as string) }
     }
+    case 'link': {
+      exactly(command, rest, [])
+      // Checked by the client core (shared/device-name.ts), before any connection.
+      return { command, options, name: values.name, waitSeconds: waitSeconds(values.wait), json }
+    }
+    case 'approve-link': {
+      // Checked by the client core (shared/provisioning.ts), which knows the format.
+      const [code] = exactly(command, rest, ['<code>'])
+      return { command, options, code: code as string, yes: values.yes === true }
+    }
+    case 'erase-local': {
+      const [confirmation] = exactly(command, rest, ['<user>'])
+      return { command, options, confirmation: confirmation as string }
+    }
   }
 }
 
@@ -279,6 +345,8 @@ function parse(argv: readonly string[]) {
       confirm: { type: 'boolean' },
       number: { type: 'string' },
       'end-other-sessions': { type: 'boolean' },
+      name: { type: 'string' },
+      yes: { type: 'boolean', short: 'y' },
       help: { type: 'boolean', short: 'h' },
     },
   })

@@ -25,6 +25,7 @@ import {
   assertNoLocalAccount,
   type ClientSettings,
   chooseAccount,
+  completeDeviceLink,
   ensureLoggedIn,
   kdfOverride,
   normalizedUsername,
@@ -32,12 +33,16 @@ import {
   registerAccount,
   reinstallAccount,
   removeLocalAccount,
+  startDeviceLink,
 } from './accounts.js'
 import { type Invocation, USAGE } from './args.js'
 import { describeCertificateNotice, KnownCertificates } from './certificates.js'
 import { CommandError, describeFailure, ExitCode, exitCodeFor, UsageError } from './exit-codes.js'
 import { readPassword, readPasswordChange } from './password.js'
-import { certificatesFile, dataDirectory } from './paths.js'
+import { accountFile, certificatesFile, dataDirectory, localAccounts } from './paths.js'
+import { qrLines } from './qr-text.js'
+import { askYesNo } from './question.js'
+import { openSqliteStore, type SqliteStore, StoreFileError } from './store.js'
 import { describeNetworkError, isCertificateError, parseServerUrl } from './transport.js'
 import { trustContext, trustedCertificates } from './trust.js'
 import {
@@ -70,6 +75,10 @@ export interface CliIo {
 
 interface CommandContext {
   readonly io: CliIo
+  /** Whether standard output takes ANSI colours (a terminal, NO_COLOR unset): for the QR code. */
+  readonly colorOutput: boolean
+  /** Standard output as it is, for the QR code's colours (made here, nothing from elsewhere in it). */
+  readonly rawStdout: { write(text: string): unknown }
   readonly settings: ClientSettings
   /** --user, or the environment's SECURE_CHAT_USER. */
   readonly user: string | undefined
@@ -144,14 +153,31 @@ export async function runCli(invocation: Invocation, rawIo: CliIo): Promise<Exit
     })
     certificates = new KnownCertificates(certificatesFile(settings.dataDir, settings.serverUrl))
     await COMMANDS[invocation.command](
-      { io, settings, user: invocation.options.user, fatalRelayError: () => fatalRelayError },
+      {
+        io,
+        colorOutput: (rawIo.stdout as { isTTY?: boolean }).isTTY === true && !rawIo.env.NO_COLOR,
+        rawStdout: rawIo.stdout,
+        settings,
+        user: invocation.options.user,
+        fatalRelayError: () => fatalRelayError,
+      },
       invocation as never,
     )
     return ExitCode.Ok
   } catch (error) {
-    warn(io, describeFailure(error))
-    return exitCodeFor(error)
+    const code = exitCodeFor(error)
+    warn(
+      io,
+      `${describeFailure(error)}${code === ExitCode.DeviceRemoved ? removedDeviceHint(invocation) : ''}`,
+    )
+    return code
   }
+}
+
+/** What is left to do on a device removed from its account: read what is here, or erase it. */
+function removedDeviceHint(invocation: Invocation): string {
+  const user = (invocation.command === 'help' ? undefined : invocation.options.user) ?? '<user>'
+  return ` (its conversations stay here to read with secure-chat history; secure-chat erase-local ${user} erases them)`
 }
 
 const COMMANDS: {
@@ -174,6 +200,9 @@ const COMMANDS: {
   devices: devicesCommand,
   'rename-device': renameDeviceCommand,
   'remove-device': removeDeviceCommand,
+  link: linkCommand,
+  'approve-link': approveLinkCommand,
+  'erase-local': eraseLocalCommand,
 }
 
 async function registerCommand(
@@ -843,4 +872,266 @@ async function removeDeviceCommand(
   } finally {
     await client.close()
   }
+}
+
+/** "until 14:05:09" in the local time zone: when a link code expires (the server's clock). */
+function clockTime(at: number): string {
+  return formatTimestamp(at).slice(11)
+}
+
+/**
+ * What a link refusal means on the new device, with its exit code: the code expired or --wait ran
+ * out (13), the other device refused or closed it (14), Ctrl+C (12). Anything else is as it is.
+ */
+function linkWaitError(error: unknown, waitSeconds: number | undefined, timedOut: boolean): unknown {
+  if (timedOut && isClientError(error, ClientErrorCode.Cancelled)) {
+    return new CommandError(
+      ExitCode.LinkExpired,
+      `link: expected the approval within ${waitSeconds} s (--wait), got none: the code is closed; start again`,
+    )
+  }
+  if (isClientError(error, ClientErrorCode.Cancelled)) {
+    return new CommandError(
+      ExitCode.LinkFailed,
+      'link: given up while waiting for the approval (interrupted): the code is closed and nothing was linked',
+    )
+  }
+  if (!isClientError(error)) return error
+  // Unknown: the channel expired and the server's purge took it since (or a server that lost it).
+  if (error.serverCode === 'E2E_ERR_LINK_EXPIRED' || error.serverCode === 'E2E_ERR_LINK_UNKNOWN') {
+    return new CommandError(
+      ExitCode.LinkExpired,
+      `link: expected the approval before the code expired, got none (${error.serverCode}); start again`,
+    )
+  }
+  if (error.serverCode === 'E2E_ERR_LINK_USED') {
+    return new CommandError(
+      ExitCode.LinkRefused,
+      `link: expected the other device to approve, got a refusal (the code was closed there: ${error.serverCode}); nothing was linked`,
+    )
+  }
+  return error
+}
+
+/**
+ * Makes this device another device of an existing account. Opens a provisioning channel on the
+ * server of the settings (the code names no server: the approving device must use the same one),
+ * shows the code, then the check once the other device has read it, waits for the approval (until
+ * the code expires, or --wait), asks for the account's password (the same way as every command:
+ * the local database is sealed under it, and later log-ins derive the login secret from it) and
+ * stores the account as a log-in does. A password the server refuses undoes the link: this device
+ * is removed again and nothing stays here.
+ */
+async function linkCommand(
+  context: CommandContext,
+  invocation: Extract<Invocation, { command: 'link' }>,
+): Promise<void> {
+  const { io, settings } = context
+  const pending = await startDeviceLink(settings, invocation.name)
+  const stop = new AbortController()
+  let timedOut = false
+  const timer =
+    invocation.waitSeconds === undefined
+      ? undefined
+      : setTimeout(() => {
+          timedOut = true
+          stop.abort()
+        }, invocation.waitSeconds * 1000)
+  // Ctrl+C while waiting gives up as --wait does, closing the code (exit code 12, "given up").
+  const interrupt = () => stop.abort()
+  process.once('SIGINT', interrupt)
+  let provisioned: Awaited<ReturnType<typeof pending.waitForProvisioning>>
+  try {
+    if (invocation.json) {
+      io.stdout.write(`${terminalJson({ code: pending.code })}\n`)
+    } else {
+      io.stdout.write(
+        'To link this device, approve this code on a device that has the account: scan it there, or paste it into secure-chat approve-link <code>\n\n',
+      )
+      for (const line of qrLines(pending.code, { color: context.colorOutput })) {
+        context.rawStdout.write(`${line}\n`)
+      }
+      io.stdout.write(
+        `\n${pending.code}\n\nThe code works once, until ${clockTime(pending.expiresAt)}. Waiting for the other device…\n`,
+      )
+    }
+    const check = await pending.waitForCheck(stop.signal)
+    const compare = `check ${check}: approve on the other device only if it shows the same check`
+    if (invocation.json) warn(io, compare)
+    else io.stdout.write(`${compare}\n`)
+    provisioned = await pending.waitForProvisioning(stop.signal)
+  } catch (error) {
+    await pending.cancel()
+    throw linkWaitError(error, invocation.waitSeconds, timedOut)
+  } finally {
+    clearTimeout(timer)
+    process.off('SIGINT', interrupt)
+  }
+  const { username, deviceId } = provisioned
+  if (!invocation.json) {
+    io.stdout.write(`approved on the other device: this device becomes device ${deviceId} of ${username}\n`)
+  }
+  let password: string
+  try {
+    // Refused before asking for the password: linking never overwrites a database.
+    assertNoLocalAccount(settings, username)
+    password = await readPassword(io)
+  } catch (error) {
+    await pending.cancel()
+    throw error
+  }
+  const client = await completeDeviceLink(settings, pending, username, password).catch((error: unknown) => {
+    // The approval's link token lives 10 minutes; a password typed after that is too late.
+    if (isClientError(error) && error.serverCode === 'E2E_ERR_LINK_TOKEN_INVALID') {
+      throw new CommandError(
+        ExitCode.LinkExpired,
+        `link: expected to add this device with the approval's link token, got it refused (${error.serverCode}: it lives 10 minutes, and is used once); nothing stays here: start again`,
+      )
+    }
+    throw error
+  })
+  try {
+    await checkLinkedPassword(context, client, password)
+  } finally {
+    await client.close()
+  }
+  if (provisioned.omittedContacts > 0) {
+    warn(
+      io,
+      `${provisioned.omittedContacts} contact(s) did not fit into the link and were left out: they are added again when you next write to each other`,
+    )
+  }
+  io.stdout.write(
+    invocation.json
+      ? `${terminalJson({ linked: true, user: username, device: deviceId })}\n`
+      : `linked: this device is device ${deviceId} of ${username} on ${settings.serverUrl}, with ${provisioned.contacts} contact(s)\n`,
+  )
+}
+
+/**
+ * Logs the new device in once with the password the user gave: the link itself never sends it, so
+ * a mistyped one would only show at the next log-in, with no way left to mend it. A password the
+ * server refuses removes this device again and erases it here.
+ */
+async function checkLinkedPassword(
+  context: CommandContext,
+  client: ChatClient,
+  password: string,
+): Promise<void> {
+  try {
+    await client.login(password)
+  } catch (error) {
+    if (!isClientError(error) || error.serverCode !== 'E2E_ERR_INVALID_CREDENTIALS') throw error
+    await client.removeDevice(client.deviceId).catch(() => undefined)
+    await client.close()
+    removeLocalAccount(context.settings, client.username)
+    throw new CommandError(
+      ExitCode.ServerRefused,
+      `link: expected ${client.username}'s password, got one the server refused (${error.serverCode}); this device was removed from the account again and nothing stays here: start again`,
+    )
+  }
+}
+
+/**
+ * What a refusal of the code means on the approving device: exit code 15 for a code that is none,
+ * unknown, expired, used (or given up on the new device), or another account's.
+ */
+function linkCodeError(error: unknown): unknown {
+  if (!isClientError(error)) return error
+  if (error.code === ClientErrorCode.InvalidInput) {
+    return new CommandError(ExitCode.LinkCodeInvalid, `approve-link: ${error.message}`)
+  }
+  const reasons: Record<string, string> = {
+    E2E_ERR_LINK_UNKNOWN: 'an unknown one (mistyped, or expired long ago)',
+    E2E_ERR_LINK_EXPIRED: 'an expired one',
+    E2E_ERR_LINK_USED: 'one already used, or given up on the new device',
+    E2E_ERR_LINK_CLAIMED: "one another account's device answered first: do not approve, start again",
+  }
+  const reason = error.serverCode === undefined ? undefined : reasons[error.serverCode]
+  if (reason === undefined) return error
+  return new CommandError(
+    ExitCode.LinkCodeInvalid,
+    `approve-link: expected a link code waiting for approval, got ${reason} (${error.serverCode}); nothing was linked`,
+  )
+}
+
+/**
+ * Approves a link from a device that has the account: reads the code, waits for the new device's
+ * answer, prints its name and the check, and asks (unless --yes) before sending the account.
+ */
+async function approveLinkCommand(
+  context: CommandContext,
+  invocation: Extract<Invocation, { command: 'approve-link' }>,
+): Promise<void> {
+  const { io } = context
+  const { client, password } = await openChosenAccount(context)
+  try {
+    await ensureLoggedIn(client, password)
+    const approval = await client.approveLink(invocation.code).catch((error: unknown) => {
+      throw linkCodeError(error)
+    })
+    const who = approval.deviceName === undefined ? 'A device without a name' : `"${approval.deviceName}"`
+    io.stdout.write(
+      `${who} asks to be linked to ${client.username}\ncheck ${approval.check}: approve only if the new device shows the same check\n`,
+    )
+    if (!invocation.yes && !(await askYesNo(io, 'Approve?'))) {
+      await approval.refuse()
+      throw new CommandError(
+        ExitCode.LinkRefused,
+        'approve-link: expected a yes to link the device, got no: the link was refused and nothing was linked',
+      )
+    }
+    const approved = await approval.approve().catch((error: unknown) => {
+      throw linkCodeError(error)
+    })
+    if (approved.omittedContacts > 0) {
+      warn(
+        io,
+        `${approved.omittedContacts} contact(s) did not fit into the link and were left out (the oldest conversations)`,
+      )
+    }
+    io.stdout.write(`approved: the new device becomes device ${approved.deviceId} of ${client.username}\n`)
+  } finally {
+    await client.close()
+  }
+}
+
+/**
+ * Erases an account's data on this device only: for a device removed from its account (which can
+ * no longer log in), or one given away. The name typed is the confirmation; no password, since
+ * whoever can delete the file can do so anyway. The server is not asked: the account and its other
+ * devices stay, and so does this device in the account's list until another device removes it.
+ */
+async function eraseLocalCommand(
+  context: CommandContext,
+  invocation: Extract<Invocation, { command: 'erase-local' }>,
+): Promise<void> {
+  const { settings } = context
+  const username = normalizedUsername(invocation.confirmation)
+  if (!localAccounts(settings.dataDir, settings.serverUrl).includes(username)) {
+    throw new ClientError(
+      ClientErrorCode.NoAccount,
+      `erase-local: expected an account of ${settings.serverUrl} in ${settings.dataDir}, got no ${username} there; nothing was erased`,
+    )
+  }
+  // Opened first: a database another secure-chat process has open is refused (exit code 7), not
+  // pulled from under it. Wiped before its files go (secure_delete zeroes the freed pages); one
+  // that does not open as a store (damaged, foreign) goes all the same.
+  let store: SqliteStore | undefined
+  try {
+    store = await openSqliteStore(accountFile(settings.dataDir, settings.serverUrl, username))
+  } catch (error) {
+    if (!(error instanceof StoreFileError) || error.problem === 'in-use') throw error
+  }
+  if (store) {
+    try {
+      await store.wipe()
+    } finally {
+      await store.close()
+    }
+  }
+  removeLocalAccount(settings, username)
+  context.io.stdout.write(
+    `erased ${username}'s data on this device; nothing changed on the server (remove this device from another of the account's devices, if it is still listed)\n`,
+  )
 }

@@ -23,6 +23,7 @@ export type Command =
   | { readonly kind: 'devices' }
   | { readonly kind: 'rename-device'; readonly name: string }
   | { readonly kind: 'remove-device'; readonly deviceId: number }
+  | { readonly kind: 'link-device'; readonly code: string }
   | { readonly kind: 'help' }
   | { readonly kind: 'quit' }
   | { readonly kind: 'empty' }
@@ -66,6 +67,10 @@ export const COMMAND_HELP: readonly CommandHelp[] = [
   { usage: '/devices', description: "list this account's devices: name, id, added, last seen, this one" },
   { usage: '/rename-device <name>', description: 'name this device (only your devices can read it)' },
   { usage: '/remove-device <id>', description: 'remove another of your devices: its sessions end at once' },
+  {
+    usage: '/link-device <code>',
+    description: 'link the new device showing code (secure-chat link): shows its check, asks to approve',
+  },
   { usage: '/help', description: 'this list' },
   { usage: '/quit', description: 'leave (Ctrl+C too)' },
 ]
@@ -163,6 +168,12 @@ export function parseCommand(line: string): Command {
       }
       return { kind: 'remove-device', deviceId: Number(id) }
     }
+    case 'link-device':
+      // The rest of the line: a pasted code may have been broken by spaces or line ends (the core
+      // ignores them, and checks the code).
+      return rest.trim() === ''
+        ? invalid('/link-device: expected /link-device <code> (the code secure-chat link shows)')
+        : { kind: 'link-device', code: rest.trim() }
     case 'help':
     case '?':
       return { kind: 'help' }

@@ -11,6 +11,7 @@ import {
   type ChatClient,
   type ConnectionState,
   type ContactView,
+  type LinkApproval,
   type MessageView,
   noticeText,
 } from '../shared/client/chat-client.js'
@@ -62,6 +63,7 @@ export type ChatApi = Pick<
   | 'devices'
   | 'renameDevice'
   | 'removeDevice'
+  | 'approveLink'
 >
 
 /** Local accounts and how to open them (backend.ts for real, a fake in tests). */
@@ -136,6 +138,13 @@ export type Prompt =
     }
   | {
       readonly kind: 'confirm'
+      readonly purpose: 'link-device'
+      readonly username: string
+      /** The check shown: what the new device must show too. */
+      readonly check: string
+    }
+  | {
+      readonly kind: 'confirm'
       readonly purpose: 'verify'
       readonly username: string
       /** The safety number shown (digits): only the key it belongs to may be accepted. */
@@ -196,7 +205,26 @@ export function promptLabel(prompt: Prompt): string {
       return 'Repeat the new password: '
     case 'change-sessions':
       return 'Also sign out your other sessions? (yes/no) '
+    case 'link-device':
+      return `Does the new device show check ${prompt.check}? Approve it as a device of ${prompt.username}? (yes/no) `
   }
+}
+
+/** Why a link code cannot be approved, in words, for the server's refusals of it (else undefined). */
+function linkCodeRefusal(error: unknown): string | undefined {
+  if (!isClientError(error)) return undefined
+  if (error.code === ClientErrorCode.InvalidInput) return `not a link code: ${error.message}`
+  switch (error.serverCode) {
+    case 'E2E_ERR_LINK_UNKNOWN':
+      return 'no such link code (mistyped, or expired long ago): start again on the new device'
+    case 'E2E_ERR_LINK_EXPIRED':
+      return 'this link code expired: start again on the new device'
+    case 'E2E_ERR_LINK_USED':
+      return 'this link code was used already, or given up on the new device: start again there'
+    case 'E2E_ERR_LINK_CLAIMED':
+      return "another account's device answered this code first: do not approve, start again on the new device"
+  }
+  return undefined
 }
 
 /** A user-facing sentence for a failure; never a stack or a secret (core messages carry neither). */
@@ -216,6 +244,8 @@ export class Controller {
   private idleWaiters: (() => void)[] = []
   private refreshing = false
   private refreshAgain = false
+  /** The link waiting for the answer to the 'link-device' prompt. */
+  private linkApproval: LinkApproval | undefined
 
   constructor(private readonly backend: AccountBackend) {
     this.state = {
@@ -302,8 +332,13 @@ export class Controller {
   }
 
   cancelPrompt(): void {
-    if (!this.state.prompt) return
+    const prompt = this.state.prompt
+    if (!prompt) return
     this.update({ prompt: undefined })
+    if (prompt.purpose === 'link-device') {
+      this.track(this.finishLinkDevice(false))
+      return
+    }
     this.notify('info', 'cancelled')
   }
 
@@ -381,6 +416,8 @@ export class Controller {
         return this.renameDevice(command.name)
       case 'remove-device':
         return this.removeDevice(command.deviceId)
+      case 'link-device':
+        return this.startLinkDevice(command.code)
     }
   }
 
@@ -412,6 +449,8 @@ export class Controller {
         return this.register(prompt.username, value)
       case 'verify':
         return this.finishVerify(prompt.username, prompt.safetyNumber, /^(y|yes)$/i.test(value.trim()))
+      case 'link-device':
+        return this.finishLinkDevice(/^(y|yes)$/i.test(value.trim()))
       case 'reinstall':
         if (!/^(y|yes)$/i.test(value.trim())) {
           this.update({ panel: undefined })
@@ -648,7 +687,7 @@ export class Controller {
           accountGone = true
           this.notify(
             'warning',
-            'this device was removed from the account on another of its devices: it can no longer sign in; its conversations are still on this device, to read',
+            `this device was removed from the account on another of its devices: it can no longer sign in; its conversations are still on this device, to read (after /quit, secure-chat erase-local ${api.username} erases them)`,
           )
           return
         }
@@ -982,6 +1021,62 @@ export class Controller {
     await api.removeDevice(deviceId)
     const name = device.name === undefined ? '' : ` ("${safeText(device.name)}")`
     this.notify('info', `removed device ${deviceId}${name}: its sessions ended, its queue and keys are gone`)
+  }
+
+  /**
+   * Approving a new device (`secure-chat link` shows the code there): reads the code, waits for the
+   * new device's answer, then shows its name and the check and asks. The account's keys go only
+   * after a "yes"; anything else, or Esc, refuses, and the new device is told.
+   */
+  private async startLinkDevice(code: string): Promise<void> {
+    const api = this.requireSignedIn()
+    if (this.linkApproval) throw new Error('a link is waiting for your answer already')
+    this.update({ busy: 'waiting for the new device…' })
+    let approval: LinkApproval
+    try {
+      approval = await api.approveLink(code)
+    } catch (error) {
+      throw new Error(linkCodeRefusal(error) ?? describeError(error))
+    } finally {
+      this.update({ busy: undefined })
+    }
+    this.linkApproval = approval
+    const who =
+      approval.deviceName === undefined ? 'A device without a name' : `"${safeText(approval.deviceName)}"`
+    this.update({
+      panel: {
+        title: `Link a device to ${api.username}`,
+        lines: [
+          `${who} asks to be linked to ${api.username}.`,
+          '',
+          `   check ${approval.check}`,
+          '',
+          'Approve only if the new device shows the same check: it gets your identity keys and contacts.',
+        ],
+        warning: true,
+      },
+      prompt: { kind: 'confirm', purpose: 'link-device', username: api.username, check: approval.check },
+    })
+  }
+
+  private async finishLinkDevice(approved: boolean): Promise<void> {
+    const approval = this.linkApproval
+    this.linkApproval = undefined
+    if (!approval) return
+    this.update({ panel: undefined })
+    if (!approved) {
+      await approval.refuse()
+      this.notify('info', 'refused: nothing was linked (the new device is told)')
+      return
+    }
+    try {
+      const { deviceId, omittedContacts } = await approval.approve()
+      const omitted =
+        omittedContacts > 0 ? `; ${omittedContacts} contact(s) did not fit and were left out` : ''
+      this.notify('info', `approved: the new device becomes device ${deviceId}${omitted}`)
+    } catch (error) {
+      throw new Error(linkCodeRefusal(error) ?? describeError(error))
+    }
   }
 
   // --- Refresh -------------------------------------------------------------------------------------

@@ -20,6 +20,14 @@
  *      longer log in; its local data can still be read, and erased
  *  12  linking did not complete: the other device's message did not open or was not a link's
  *      (E2E_ERR_LINK_FAILED), or the wait for it was given up (E2E_ERR_CANCELLED); start again
+ *  13  `link`: not approved in time: the link code expired (E2E_ERR_LINK_EXPIRED, or _UNKNOWN once
+ *      purged) or `--wait` ran out; or the approval's link token expired before the password was
+ *      given (E2E_ERR_LINK_TOKEN_INVALID). The code is closed, start again
+ *  14  linking refused: `link`, the other device refused it (or closed the code: E2E_ERR_LINK_USED);
+ *      `approve-link`, the answer to "Approve?" was not yes. Nothing was linked
+ *  15  `approve-link`: the code is no link code, or one the server does not take: unknown
+ *      (E2E_ERR_LINK_UNKNOWN), expired (E2E_ERR_LINK_EXPIRED), already used or given up
+ *      (E2E_ERR_LINK_USED), claimed by another account (E2E_ERR_LINK_CLAIMED)
  */
 import { isClientError } from '../shared/client/errors.js'
 import { isProtocolError } from '../shared/errors.js'
@@ -39,6 +47,9 @@ export const ExitCode = {
   LastDevice: 10,
   DeviceRemoved: 11,
   LinkFailed: 12,
+  LinkExpired: 13,
+  LinkRefused: 14,
+  LinkCodeInvalid: 15,
 } as const
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode]
 
@@ -71,6 +82,9 @@ export function exitCodeFor(error: unknown): ExitCode {
       // The core reports it as "not logged in"; the server says why.
       case 'E2E_ERR_DEVICE_REMOVED':
         return ExitCode.DeviceRemoved
+      // `approve-link` tells these apart itself (cli.ts): there, an expired code is a bad code.
+      case 'E2E_ERR_LINK_EXPIRED':
+        return ExitCode.LinkExpired
     }
     switch (error.code) {
       case 'E2E_ERR_WRONG_PASSWORD':

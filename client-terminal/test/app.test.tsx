@@ -511,6 +511,7 @@ describe('App', () => {
     await ui.controller.idle()
     await ui.shows('this device was removed from the account on another of its devices')
     expect(ui.frame().replace(/\s+/g, ' ')).toContain('its conversations are still on this device')
+    expect(ui.frame().replace(/\s+/g, ' ')).toContain('secure-chat erase-local')
     // Not the usual "sign in again": a log-in could only fail.
     expect(ui.frame()).not.toContain('/login to sign in again')
   })
@@ -808,6 +809,49 @@ describe('App', () => {
     await ui.shows('no device 7')
     await ui.enter('/help')
     await ui.shows('/remove-device <id>')
+  })
+
+  it('approves a new device with /link-device: its name and the check, then yes; refuses on no and Esc', async () => {
+    const ui = await signedIn((_backend, chat) => {
+      chat.linkRequests.set('sc1laptop', { deviceName: 'Work laptop', check: '123 456' })
+      chat.linkRequests.set('sc1tablet', { deviceName: undefined, check: '654 321' })
+      chat.linkRequests.set('sc1phone', { deviceName: 'Phone', check: '111 222' })
+    })
+    await ui.enter('/link-device sc1laptop')
+    await ui.shows('"Work laptop" asks to be linked to alice')
+    await ui.shows('check 123 456')
+    await ui.shows('Does the new device show check 123 456?')
+    await ui.type('yes')
+    await ui.type(ENTER)
+    await ui.controller.idle()
+    await ui.shows('approved: the new device becomes device 2')
+    expect(ui.chat.deviceList.map((device) => device.id)).toEqual([1, 2])
+
+    await ui.enter('/link-device sc1tablet')
+    await ui.shows('A device without a name asks to be linked to alice')
+    await ui.type('no')
+    await ui.type(ENTER)
+    await ui.controller.idle()
+    await ui.shows('refused: nothing was linked (the new device is told)')
+
+    await ui.enter('/link-device sc1phone')
+    await ui.shows('check 111 222')
+    await ui.type(ESCAPE)
+    await ui.controller.idle()
+    await ui.shows('refused: nothing was linked')
+    expect(ui.chat.linkDecisions).toEqual([
+      ['sc1laptop', 'approved'],
+      ['sc1tablet', 'refused'],
+      ['sc1phone', 'refused'],
+    ])
+    expect(ui.chat.deviceList.map((device) => device.id)).toEqual([1, 2])
+
+    await ui.enter('/link-device sc1nobody')
+    await ui.shows('no such link code (mistyped, or expired long ago)')
+    await ui.enter('/link-device nonsense')
+    await ui.shows('not a link code')
+    await ui.enter('/link-device')
+    await ui.shows('/link-device: expected /link-device <code>')
   })
 
   it('blocks and unblocks with /block and /unblock; the conversation stays, marked, and sending is refused', async () => {

@@ -91,6 +91,29 @@ describe('parseInvocation', () => {
       deviceId: 2,
     })
     expect(parseInvocation(['remove-device', '4294967295'], env)).toMatchObject({ deviceId: 0xffff_ffff })
+    expect(parseInvocation(['link'], env)).toMatchObject({
+      command: 'link',
+      name: undefined,
+      waitSeconds: undefined,
+      json: false,
+    })
+    expect(parseInvocation(['link', '--name', 'Work laptop', '--wait', '30', '--json'], env)).toMatchObject({
+      command: 'link',
+      name: 'Work laptop',
+      waitSeconds: 30,
+      json: true,
+    })
+    expect(parseInvocation(['approve-link', 'sc1AAAA'], env)).toMatchObject({
+      command: 'approve-link',
+      code: 'sc1AAAA',
+      yes: false,
+    })
+    expect(parseInvocation(['approve-link', 'sc1AAAA', '--yes'], env)).toMatchObject({ yes: true })
+    expect(parseInvocation(['approve-link', 'sc1AAAA', '-y'], env)).toMatchObject({ yes: true })
+    expect(parseInvocation(['erase-local', 'alice'], env)).toMatchObject({
+      command: 'erase-local',
+      confirmation: 'alice',
+    })
     expect(parseInvocation(['help'], env)).toEqual({ command: 'help' })
     expect(parseInvocation(['read', '--help'], env)).toEqual({ command: 'help' })
   })
@@ -135,6 +158,15 @@ describe('parseInvocation', () => {
     [['remove-device', '02'], 'remove-device: expected a device id'],
     [['remove-device', '1e2'], 'remove-device: expected a device id'],
     [['remove-device', '4294967296'], 'remove-device: expected a device id'],
+    [['link', 'alice'], 'link: expected no arguments'],
+    [['link', '--wait', '-1'], "'--wait"],
+    [['link', '--wait', 'soon'], '--wait: expected seconds from 0 to'],
+    [['link', '--yes'], '--yes: expected only with approve-link'],
+    [['devices', '--name', 'x'], '--name: expected only with link'],
+    [['approve-link'], 'approve-link: expected <code>'],
+    [['approve-link', 'a', 'b'], 'approve-link: expected <code>'],
+    [['approve-link', 'sc1AAAA', '--json'], '--json: expected only with'],
+    [['erase-local'], 'erase-local: expected <user>'],
   ]
   it.each(mistakes)('refuses %j', (argv, message) => {
     expect(() => parseInvocation(argv, env)).toThrow(UsageError)

@@ -28,6 +28,9 @@ describe('parseCommand', () => {
     ['/devices', { kind: 'devices' }],
     ['/rename-device Work laptop', { kind: 'rename-device', name: 'Work laptop' }],
     ['/remove-device 2', { kind: 'remove-device', deviceId: 2 }],
+    ['/link-device sc1AbC', { kind: 'link-device', code: 'sc1AbC' }],
+    // A pasted code broken by spaces is kept whole (the core ignores the spaces).
+    ['/link-device sc1Ab Cd ', { kind: 'link-device', code: 'sc1Ab Cd' }],
     ['/help', { kind: 'help' }],
     ['/quit', { kind: 'quit' }],
     ['/exit', { kind: 'quit' }],
@@ -56,6 +59,7 @@ describe('parseCommand', () => {
     ['/devices all', 'no arguments'],
     ['/rename-device', '/rename-device <name>'],
     ['/remove-device', '/remove-device <id>'],
+    ['/link-device', '/link-device <code>'],
     ['/remove-device 0', 'a device id (a positive whole number)'],
     ['/remove-device two', 'a device id (a positive whole number)'],
     ['/remove-device 1.5', 'a device id (a positive whole number)'],

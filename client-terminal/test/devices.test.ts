@@ -3,6 +3,7 @@
  * store) with a second device linked in this process through the client core, then `devices`,
  * `rename-device` and `remove-device` run as the `secure-chat` command against the real server.
  */
+import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import type { SecureContext } from 'node:tls'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -160,6 +161,18 @@ describe('secure-chat devices, rename-device, remove-device', { timeout: E2E_GUA
     const gone = await laptop.run(['devices'])
     expect(gone.code).toBe(ExitCode.DeviceRemoved)
     expect(gone.stderr).toContain('got one of a device removed from its account')
+    expect(gone.stderr).toContain('secure-chat erase-local <user> erases them')
+    // What it still can: read its history, and erase its data here.
+    expect((await laptop.run(['history', alice.username])).code).toBe(0)
+    const wrongName = await laptop.run(['erase-local', 'someone-else'])
+    expect(wrongName.code).toBe(ExitCode.LocalDatabase)
+    expect(wrongName.stderr).toContain('got no someone-else there; nothing was erased')
+    const erased = await laptop.ok(['erase-local', alice.username])
+    expect(erased.stdout).toBe(
+      `erased ${alice.username}'s data on this device; nothing changed on the server (remove this device from another of the account's devices, if it is still listed)\n`,
+    )
+    expect(existsSync(laptop.databaseFile)).toBe(false)
+    expect((await laptop.run(['devices'])).code).toBe(ExitCode.LocalDatabase)
 
     const last = await alice.run(['remove-device', '1'])
     expect(last.code).toBe(ExitCode.LastDevice)

@@ -5,7 +5,7 @@
  * Child processes run asynchronously: the server lives in the test's own process and must keep
  * answering while they run.
  */
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -58,6 +58,14 @@ export class TestWorkspace {
   }
 }
 
+export interface RunOptions {
+  readonly password?: string | null
+  readonly stdin?: string
+  readonly trustCa?: boolean
+  /** More environment for the process (it gets only PATH, HOME and the test settings otherwise). */
+  readonly env?: Record<string, string>
+}
+
 export class TestAccount {
   constructor(
     readonly workspace: TestWorkspace,
@@ -67,26 +75,25 @@ export class TestAccount {
   ) {}
 
   /** Runs the CLI as this account (its data directory; the password in the environment unless given). */
-  run(
-    args: readonly string[],
-    options: {
-      password?: string | null
-      stdin?: string
-      trustCa?: boolean
-      /** More environment for the process (it gets only PATH, HOME and the test settings otherwise). */
-      env?: Record<string, string>
-    } = {},
-  ): Promise<CliResult> {
+  run(args: readonly string[], options: RunOptions = {}): Promise<CliResult> {
+    return runCli(...this.invocation(args, options), options.stdin)
+  }
+
+  /** Starts the CLI as `run` does, for a test that reads its output while it runs. */
+  start(args: readonly string[], options: RunOptions = {}): RunningCli {
+    return startCli(...this.invocation(args, options), options.stdin)
+  }
+
+  private invocation(args: readonly string[], options: RunOptions): [string[], Record<string, string>] {
     const password = options.password === undefined ? this.password : options.password
     const ca = options.trustCa === false ? [] : ['--ca', this.workspace.caFile]
-    return runCli(
+    return [
       [...args, '--server', this.workspace.origin, ...ca, '--data-dir', this.dataDir],
       {
         ...(password === null ? {} : { SECURE_CHAT_PASSWORD: password }),
         ...options.env,
       },
-      options.stdin,
-    )
+    ]
   }
 
   /** Runs the CLI and fails with its output unless it exits 0. */
@@ -136,6 +143,16 @@ export interface ReadLine {
   readonly identityChanged: boolean
 }
 
+function childEnvironment(env: Record<string, string>): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH ?? '',
+    HOME: process.env.HOME ?? '',
+    [TEST_RUN_ENV]: 'true',
+    [TEST_KDF_ITERATIONS_ENV]: TEST_KDF_ITERATIONS,
+    ...env,
+  }
+}
+
 export function runCli(
   args: readonly string[],
   env: Record<string, string>,
@@ -145,18 +162,7 @@ export function runCli(
     const child = execFile(
       process.execPath,
       [binScript, ...args],
-      {
-        cwd: repositoryRoot,
-        env: {
-          PATH: process.env.PATH ?? '',
-          HOME: process.env.HOME ?? '',
-          [TEST_RUN_ENV]: 'true',
-          [TEST_KDF_ITERATIONS_ENV]: TEST_KDF_ITERATIONS,
-          ...env,
-        },
-        encoding: 'utf8',
-        maxBuffer: 16 * 1024 * 1024,
-      },
+      { cwd: repositoryRoot, env: childEnvironment(env), encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 },
       (error, stdout, stderr) => {
         const code = error === null ? 0 : typeof error.code === 'number' ? error.code : 1
         resolve({ code, stdout, stderr })
@@ -164,6 +170,66 @@ export function runCli(
     )
     child.stdin?.end(stdin ?? '')
   })
+}
+
+/** A CLI process still running: lines of its standard output as soon as they are written, and its end. */
+export interface RunningCli {
+  /**
+   * The first line of standard output that `pattern` matches (any line without one); rejects if
+   * the process ends without writing one.
+   */
+  line(pattern?: RegExp): Promise<string>
+  /** Sends SIGINT, as Ctrl+C at a terminal does. */
+  interrupt(): void
+  readonly done: Promise<CliResult>
+}
+
+export function startCli(args: readonly string[], env: Record<string, string>, stdin?: string): RunningCli {
+  const child = spawn(process.execPath, [binScript, ...args], {
+    cwd: repositoryRoot,
+    env: childEnvironment(env),
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
+  let stdout = ''
+  let stderr = ''
+  let ended: CliResult | undefined
+  const waiting = new Set<() => void>()
+  child.stdout.setEncoding('utf8')
+  child.stderr.setEncoding('utf8')
+  child.stdout.on('data', (chunk: string) => {
+    stdout += chunk
+    for (const wake of waiting) wake()
+  })
+  child.stderr.on('data', (chunk: string) => {
+    stderr += chunk
+  })
+  const done = new Promise<CliResult>((resolve) => {
+    child.on('close', (code) => {
+      ended = { code: code ?? 1, stdout, stderr }
+      for (const wake of waiting) wake()
+      resolve(ended)
+    })
+  })
+  child.stdin.end(stdin ?? '')
+  return {
+    done,
+    interrupt: () => child.kill('SIGINT'),
+    line(pattern) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const lines = stdout.split('\n').slice(0, -1)
+          const found = lines.find((line) => pattern?.test(line) ?? true)
+          if (found !== undefined || ended) waiting.delete(check)
+          if (found !== undefined) resolve(found)
+          else if (ended) {
+            reject(new Error(`secure-chat ended (${ended.code}) before the line\n${ended.stderr}${stdout}`))
+          }
+        }
+        waiting.add(check)
+        check()
+      })
+    },
+  }
 }
 
 export function sha256File(file: string): string {

@@ -28,6 +28,9 @@ describe('exitCodeFor', () => {
   it('maps a link that did not complete', () => {
     expect(exitCodeFor(new ClientError(ClientErrorCode.LinkFailed, 'did not open'))).toBe(ExitCode.LinkFailed)
     expect(exitCodeFor(new ClientError(ClientErrorCode.Cancelled, 'given up'))).toBe(ExitCode.LinkFailed)
+    expect(exitCodeFor(refused(ClientErrorCode.Server, 'E2E_ERR_LINK_EXPIRED', 410))).toBe(
+      ExitCode.LinkExpired,
+    )
   })
 
   it('has one code per meaning', () => {

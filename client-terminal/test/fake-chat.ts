@@ -11,6 +11,7 @@ import {
   type ConversationView,
   type DeliveryState,
   type DeviceView,
+  type LinkApproval,
   type MessageKind,
   type MessageView,
   messageTime,
@@ -243,6 +244,53 @@ export class FakeChat implements ChatApi {
       })
     }
     this.deviceList = this.deviceList.filter((device) => device.id !== deviceId)
+  }
+
+  /**
+   * New devices waiting with a code, as the server and the new device would answer it: the name
+   * it gave and the check. A code not listed is refused as the server refuses an unknown one.
+   */
+  readonly linkRequests = new Map<string, { deviceName: string | undefined; check: string }>()
+  /** How each approval ended: the code, and 'approved' or 'refused'. */
+  readonly linkDecisions: [string, 'approved' | 'refused'][] = []
+
+  async approveLink(code: string): Promise<LinkApproval> {
+    if (!code.startsWith('sc1')) {
+      throw new ClientError(
+        ClientErrorCode.InvalidInput,
+        'link code: expected text starting with "sc1", got one starting otherwise',
+      )
+    }
+    const request = this.linkRequests.get(code)
+    if (!request) {
+      throw new ClientError(ClientErrorCode.Server, 'POST /provisioning: no such channel', {
+        serverCode: 'E2E_ERR_LINK_UNKNOWN',
+        status: 404,
+      })
+    }
+    this.linkRequests.delete(code)
+    return {
+      check: request.check,
+      deviceName: request.deviceName,
+      approve: async () => {
+        this.linkDecisions.push([code, 'approved'])
+        const deviceId = Math.max(...this.deviceList.map((device) => device.id)) + 1
+        this.deviceList = [
+          ...this.deviceList,
+          {
+            id: deviceId,
+            name: request.deviceName,
+            createdAt: this.clock(),
+            lastSeenAt: this.clock(),
+            current: false,
+          },
+        ]
+        return { deviceId, omittedContacts: 0 }
+      },
+      refuse: async () => {
+        this.linkDecisions.push([code, 'refused'])
+      },
+    }
   }
 
   async searchUsers(query: string): Promise<string[]> {
