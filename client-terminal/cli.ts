@@ -424,6 +424,8 @@ export interface ReadMessage {
   readonly verified: boolean
   /** The sender's identity key changed and the change is not yet accepted. */
   readonly identityChanged: boolean
+  /** The sending device's id (1: the one that registered the account). */
+  readonly device: number
 }
 
 /** A line of `read --json`: a message, or a notice in its place with its kind and sentence. */
@@ -440,6 +442,7 @@ export function readRecord(
     receivedAt: message.serverAt,
     verified: contact.verified,
     identityChanged: contact.identityChanged,
+    device: message.device ?? 1,
   }
 }
 
@@ -536,6 +539,11 @@ async function readCommand(
     const newest = new Map<string, number>()
     for (const { message } of messages) newest.set(message.peer, message.order)
     for (const [peer, order] of newest) await client.markRead(peer, order)
+    // Marking read tells our other devices (their unread counts clear too): sent before exiting.
+    if (newest.size > 0 && (await client.hasUnsent())) {
+      await goOnline(context, client, password)
+      await flushReceipts(client)
+    }
   } finally {
     for (const stop of stops) stop()
     await client.close()
@@ -545,8 +553,8 @@ async function readCommand(
 /**
  * A line of `history --json`. Where a field means what it means in `read --json` it has that name
  * (`from` is who wrote it: the contact, or this account for what it sent); `state` only for what
- * this account sent. Scripts are told to ignore fields they do not know, so more can be added (the
- * sending device, once an account has several).
+ * this account sent; `device` is the device that wrote it (the contact's, or which of this
+ * account's). Scripts are told to ignore fields they do not know, so more can be added.
  */
 export interface HistoryEntry {
   readonly direction: 'in' | 'out'
@@ -561,6 +569,8 @@ export interface HistoryEntry {
   readonly receivedAt: number | undefined
   /** Outgoing only: sending, accepted (by the server), delivered (to the contact's device), failed. */
   readonly state?: Exclude<DeliveryState, 'received'>
+  /** The writing device's id: the contact's, or this account's (another one for a sent copy). */
+  readonly device: number
 }
 
 /** An entry of the conversation between `self` (this account) and `message.peer`, as `history --json` prints it. */
@@ -576,6 +586,7 @@ export function historyRecord(message: MessageView, self: string): HistoryEntry 
     sentAt: message.sentAt,
     receivedAt: message.serverAt,
     ...(outgoing && message.state !== 'received' ? { state: message.state } : {}),
+    device: message.device ?? 1,
   }
 }
 

@@ -141,6 +141,7 @@ export interface ReadLine {
   readonly receivedAt: number
   readonly verified: boolean
   readonly identityChanged: boolean
+  readonly device: number
 }
 
 function childEnvironment(env: Record<string, string>): NodeJS.ProcessEnv {

@@ -126,12 +126,45 @@ describe('secure-chat link and approve-link', { timeout: E2E_GUARD_MS }, () => {
     ).toEqual([{ direction: 'out', text: 'hello from the laptop' }])
   })
 
-  // A send carries one envelope per device of the recipient (issue 12, item 3), and a contact keeps
-  // a session per device: neither is in the client core yet. A contact's messages reach device 1
-  // only, and once the linked device has written, the contact's session is the one with device 2,
-  // so its answer reaches device 1 sealed for device 2 and does not decrypt there (checked by hand:
-  // "could not be decrypted").
-  it.todo('delivers what a contact sends the account to both devices, after either wrote')
+  it('delivers what a contact sends the account to both devices, keeps what was read in step, and shows each device what the other sent', async () => {
+    // Bob's session is with both devices now (the laptop wrote to him): his message reaches both.
+    await bob.send(alice, 'to both of your devices')
+    const lines = await alice.read()
+    expect(lines.map(({ from, text, device }) => ({ from, text, device }))).toEqual([
+      { from: bob.username, text: 'to both of your devices', device: 1 },
+    ])
+    // Read on device 1: the laptop has it, already read (its unread count cleared with device 1's).
+    expect(await laptop.read()).toEqual([])
+    const onLaptopNow = jsonLines<{ direction: string; text: string; device: number }>(
+      (await laptop.ok(['history', bob.username, '--json'])).stdout,
+    )
+    expect(onLaptopNow.at(-1)).toMatchObject({ direction: 'in', text: 'to both of your devices', device: 1 })
+    // What the laptop sent is in device 1's history too, as this account's, from device 2.
+    const history = jsonLines<{ direction: string; text: string; device: number }>(
+      (await alice.ok(['history', bob.username, '--json'])).stdout,
+    )
+    expect(history.map(({ direction, text, device }) => ({ direction, text, device }))).toEqual([
+      { direction: 'out', text: 'hello from the first device', device: 1 },
+      { direction: 'out', text: 'hello from the laptop', device: 2 },
+      { direction: 'in', text: 'to both of your devices', device: 1 },
+    ])
+    // Bob sees which of alice's devices wrote.
+    await alice.send(bob, 'from the first device again')
+    expect((await bob.read()).map(({ text, device }) => ({ text, device }))).toEqual([
+      { text: 'from the first device again', device: 1 },
+    ])
+    // `history` reads this device's store: the laptop connects (to read) first. A copy of what
+    // this account sent is nothing unread.
+    expect(await laptop.read()).toEqual([])
+    const onLaptop = jsonLines<{ direction: string; text: string; device: number }>(
+      (await laptop.ok(['history', bob.username, '--json'])).stdout,
+    )
+    expect(onLaptop.at(-1)).toMatchObject({
+      direction: 'out',
+      text: 'from the first device again',
+      device: 1,
+    })
+  })
 
   it('refuses a code that is none, one nobody opened, and one used already', async () => {
     const garbage = await alice.run(['approve-link', 'not-a-code'])

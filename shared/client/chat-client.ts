@@ -840,6 +840,11 @@ export class ChatClient {
     return this.outbox.sendContent(name, content)
   }
 
+  /** True while the outbox holds anything the server has not accepted yet. */
+  hasUnsent(): Promise<boolean> {
+    return this.outbox.pending()
+  }
+
   /**
    * Resolves once the server has accepted everything in the outbox (messages, receipts, retry
    * requests and answers), e.g. before a script exits; rejects after `timeoutMs`.

@@ -288,14 +288,23 @@ export class Inbox {
    * replays are skipped.
    */
   async receive(frames: readonly DeliverFrame[]): Promise<void> {
+    // Runs of deliveries from our other devices (sent copies, what they tell us) and from others,
+    // in the order they arrived: a copy of what we sent before a contact answered comes first.
+    let start = 0
+    while (start < frames.length) {
+      const own = frames[start]!.from === this.ctx.username
+      let end = start + 1
+      while (end < frames.length && (frames[end]!.from === this.ctx.username) === own) end++
+      const run = frames.slice(start, end)
+      if (own) await this.ownDevices.receive(run)
+      else await this.receiveFromContacts(run)
+      start = end
+    }
+  }
+
+  private async receiveFromContacts(frames: readonly DeliverFrame[]): Promise<void> {
     const bySender = new Map<string, DeliverFrame[]>()
-    const fromOwnDevices: DeliverFrame[] = []
     for (const frame of frames) {
-      // From another of our devices: sent copies and what our devices tell each other.
-      if (frame.from === this.ctx.username) {
-        fromOwnDevices.push(frame)
-        continue
-      }
       const list = bySender.get(frame.from)
       if (list) list.push(frame)
       else bySender.set(frame.from, [frame])
@@ -303,7 +312,6 @@ export class Inbox {
     for (const [peer, deliveries] of bySender) {
       await this.ctx.peerQueues.run(peer, () => this.receiveFrom(peer, deliveries))
     }
-    if (fromOwnDevices.length > 0) await this.ownDevices.receive(fromOwnDevices)
   }
 
   private async receiveFrom(peer: string, frames: readonly DeliverFrame[]): Promise<void> {
