@@ -20,7 +20,10 @@ export type DevicesClient = Pick<ChatClient, 'devices' | 'renameDevice' | 'remov
 
 /** "Today at 14:02", "3 December 2026 at 09:10". */
 function when(time: number, now: number): string {
-  return `${formatDay(time, now)} at ${formatTime(time)}`
+  const day = formatDay(time, now)
+  // Mid-sentence: "Linked today at 14:02" (weekdays and dates keep their capitals).
+  const inSentence = day === 'Today' || day === 'Yesterday' ? day.toLowerCase() : day
+  return `${inSentence} at ${formatTime(time)}`
 }
 
 /** How often the list is read while an approved device is finishing, and for how long (its link token's life). */

@@ -54,6 +54,19 @@ export class LinkApprove extends LitElement {
         display: grid;
         gap: 14px;
       }
+      p {
+        color: var(--text-2);
+        font-size: 14px;
+      }
+      p strong {
+        color: var(--text);
+        font-weight: 650;
+      }
+      .actions {
+        display: flex;
+        flex-wrap: wrap;
+        gap: 10px;
+      }
       form {
         display: grid;
         gap: 10px;
@@ -415,9 +428,13 @@ export class LinkApprove extends LitElement {
     const connecting = this.phase.kind === 'connecting'
     return html`
       <p>
-        On the new device, choose <strong>Use an existing device</strong> on the log-in screen. It shows
-        a QR code: scan it here${this.scanner ? '' : ' from another device that has a camera'}, or copy
-        the code under it and paste it below.
+        On the new device, choose <strong>Use an existing device</strong> on its log-in screen. It shows a
+        QR code: ${
+          this.scanner
+            ? 'scan it here, or copy the code under it and paste it below.'
+            : 'copy the code under it and paste it below (this browser cannot scan QR codes).'
+        }
+        Then compare the check both screens show before you approve.
       </p>
       ${
         this.scanner
