@@ -5,8 +5,9 @@
  * the password and enters the app; Settings › Devices lists both with "This device" on the PWA's;
  * the other device removes the PWA, which says so and erases its data. Then the other way round:
  * the PWA approves a device (a ChatClient's link) from Settings › Link a device, and refuses bad
- * codes with words that say why; and a link refused on the other device ends on a screen that
- * says so. (A contact's message arriving on both devices needs the server's fan-out to devices,
+ * codes with words that say why; a link refused on the other device ends on a screen that says
+ * so; a mistyped password at link time is caught at once; and a device removed while it was
+ * locked hears it when it is unlocked again. (A contact's message arriving on both devices needs the server's fan-out to devices,
  * not landed yet.)
  */
 import { randomBytes } from 'node:crypto'
@@ -17,7 +18,7 @@ import { MemoryStore } from '../../shared/client/store.js'
 import { generateX25519KeyPair } from '../../shared/crypto/primitives.js'
 import { encodeLinkCode } from '../../shared/provisioning.js'
 import { clientOptions } from '../../test/client-helpers.js'
-import { PHONE, register, waitFor } from './browser.js'
+import { logIn, PHONE, register, waitFor } from './browser.js'
 import { serverWithBrowsers, strongPassword, uniqueName } from './fixtures.js'
 
 const world = serverWithBrowsers({ desktop: {} })
@@ -239,5 +240,30 @@ describe('the PWA as a linked device', () => {
     // Chromium logs the refused log-in (401) as a console error; that one is expected.
     expect(web.errors.filter((error) => !error.includes('status of 401'))).toEqual([])
     web.errors.length = 0
+  })
+
+  it('a device removed while it was locked hears it at its next log-in, and may keep its data', async () => {
+    const { client: phone, password } = await coreAccount()
+    const page = web.page
+    await web.goto('/')
+    const approval = await phone.approveLink(await showLinkCode('Locked browser'))
+    await page.getByTestId('link-check').waitFor()
+    await approval.approve()
+    await page.getByLabel(`Password of ${phone.username}`).fill(password)
+    await page.getByRole('button', { name: 'Finish linking' }).click()
+    await page.getByRole('heading', { name: 'Chats', level: 1 }).waitFor()
+
+    // Locked (a reload), then removed on the phone, then unlocked again here.
+    await page.reload()
+    await page.getByRole('button', { name: 'Log in', exact: true }).waitFor()
+    await phone.removeDevice(2)
+    await logIn(web, phone.username, password)
+    await page.getByRole('heading', { name: 'This device was removed' }).waitFor()
+    web.errors.length = 0
+    await page.getByRole('button', { name: 'Back to the log-in screen' }).click()
+    await page.getByText(`This device was removed from ${phone.username}`, { exact: false }).waitFor()
+    // Kept, as asked: still there to erase later (Log out › Also erase, or linking anew).
+    expect(await databases()).toContain(`secure-chat:${phone.username}`)
+    expect(web.errors).toEqual([])
   })
 })
