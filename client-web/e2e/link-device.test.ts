@@ -50,6 +50,12 @@ async function databases(): Promise<(string | undefined)[]> {
   return web.page.evaluate(async () => (await indexedDB.databases()).map((db) => db.name))
 }
 
+/** Switches to the dark scheme and lets the buttons' 120 ms colour transitions finish. */
+async function darkScheme(): Promise<void> {
+  await web.page.emulateMedia({ colorScheme: 'dark' })
+  await new Promise((resolve) => setTimeout(resolve, 300))
+}
+
 /** The log-in screen's "Use an existing device", named `name`, up to the code on screen. */
 async function showLinkCode(name: string): Promise<string> {
   const page = web.page
@@ -85,6 +91,9 @@ describe('the PWA as a linked device', () => {
     await check.waitFor()
     expect(await check.textContent()).toBe(approval.check)
     await web.screenshot('phone-link-check')
+    await darkScheme()
+    await web.screenshot('phone-link-check-dark')
+    await page.emulateMedia({ colorScheme: 'light' })
     await page.setViewportSize({ width: 1280, height: 800 })
 
     // Approved there: the PWA asks for the account's password, then opens the account.
@@ -108,6 +117,9 @@ describe('the PWA as a linked device', () => {
     expect(await rows.nth(1).getAttribute('data-device')).toBe('2')
     await list.scrollIntoViewIfNeeded()
     await web.screenshot('desktop-devices')
+    await darkScheme()
+    await web.screenshot('desktop-devices-dark')
+    await page.emulateMedia({ colorScheme: 'light' })
     // The phone sees the PWA under the name it gave itself.
     expect((await phone.devices()).map((device) => [device.id, device.name, device.current])).toEqual([
       [1, 'Phone', true],
@@ -166,6 +178,9 @@ describe('the PWA as a linked device', () => {
     await dialog.waitFor()
     expect(await dialog.getByTestId('approve-check').textContent()).toBe(await laptopCheck)
     await web.screenshot('desktop-link-approve')
+    await darkScheme()
+    await web.screenshot('desktop-link-approve-dark')
+    await page.emulateMedia({ colorScheme: 'light' })
     await dialog.getByRole('button', { name: 'Approve' }).click()
     await page.getByText('“Laptop terminal” is linked as device 2.', { exact: false }).waitFor()
     expect(await pending.waitForProvisioning()).toMatchObject({ username, deviceId: 2 })
