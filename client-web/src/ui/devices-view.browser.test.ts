@@ -219,6 +219,55 @@ describe('Settings › Link a device', () => {
   })
 })
 
+describe('Settings › Link a device, with a camera', () => {
+  it('reads the code through BarcodeDetector, stops the camera, and asks about the device', async () => {
+    // A camera that films a black square, and a detector that finds the code in its third frame.
+    const canvas = document.createElement('canvas')
+    canvas.width = 64
+    canvas.height = 64
+    canvas.getContext('2d')?.fillRect(0, 0, 64, 64)
+    const stream = canvas.captureStream()
+    const media = navigator.mediaDevices
+    const realGetUserMedia = media.getUserMedia
+    media.getUserMedia = async () => stream
+    let frames = 0
+    const scope = globalThis as { BarcodeDetector?: unknown }
+    scope.BarcodeDetector = class {
+      async detect(): Promise<{ rawValue: string }[]> {
+        frames++
+        return frames < 3 ? [] : [{ rawValue: 'https://example.com/not-ours' }, { rawValue: 'sc1scanned' }]
+      }
+    }
+    try {
+      const codes: string[] = []
+      const view = await mount<LinkApprove>('sc-link-approve', (element) => {
+        element.scanner = true
+        element.client = {
+          async approveLink(code) {
+            codes.push(code)
+            return {
+              check: '111 222',
+              deviceName: 'Tablet',
+              approve: async () => ({ deviceId: 2, omittedContacts: 0 }),
+              refuse: async () => {},
+            }
+          },
+        }
+      })
+      button(view, 'Scan the QR code').click()
+      const approvalDialog = view.shadowRoot?.querySelector('dialog.approval') as HTMLDialogElement
+      await until(() => approvalDialog.open, 'the approval dialog', view)
+      expect(codes).toEqual(['sc1scanned'])
+      expect(view.shadowRoot?.querySelector<HTMLDialogElement>('dialog.camera-dialog')?.open).toBe(false)
+      expect(stream.getTracks().every((track) => track.readyState === 'ended')).toBe(true)
+      expect(approvalDialog.textContent).toContain('Link “Tablet”?')
+    } finally {
+      media.getUserMedia = realGetUserMedia
+      delete scope.BarcodeDetector
+    }
+  })
+})
+
 describe('the removed screen', () => {
   it('erases the account’s data, then goes back to the log-in screen', async () => {
     const erased: string[] = []
