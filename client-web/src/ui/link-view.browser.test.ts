@@ -108,6 +108,8 @@ describe('linking this browser', () => {
     expect(names).toEqual(['Kitchen tablet'])
     expect(root(view).querySelector('sc-qr-code')).not.toBeNull()
     expect(text(view)).toContain('Code expires in 10:00')
+    // The pressed button is gone: the focus is on the new screen's heading.
+    expect(root(view).activeElement?.textContent).toBe('Scan this code with your other device')
 
     const signedIn: unknown[] = []
     view.addEventListener('signed-in', (event) => signedIn.push((event as CustomEvent).detail))

@@ -96,6 +96,9 @@ export class LinkView extends LitElement {
         font-weight: 750;
         letter-spacing: -0.01em;
       }
+      h1:focus {
+        outline: none;
+      }
       .lead {
         margin-top: 4px;
         color: var(--text-2);
@@ -251,6 +254,7 @@ export class LinkView extends LitElement {
 
   @query('#device-name') private nameInput!: HTMLInputElement | null
   @query('#link-password') private passwordInput!: HTMLInputElement | null
+  @query('h1') private heading!: HTMLHeadingElement | null
 
   /** Stops the waits of the link on screen (cancel, leaving, expiry). */
   private waiting: AbortController | undefined
@@ -270,10 +274,14 @@ export class LinkView extends LitElement {
   }
 
   protected override updated(changed: PropertyValues): void {
-    if (changed.has('step')) {
-      if (this.step.kind === 'password') this.passwordInput?.focus()
-      if (this.step.kind === 'name') this.nameInput?.focus()
-    }
+    if (!changed.has('step')) return
+    const previous = changed.get('step') as Step | undefined
+    const kind = this.step.kind
+    if (kind === 'password') this.passwordInput?.focus()
+    else if (kind === 'name') this.nameInput?.focus()
+    // A new screen in place of the button just pressed: focus moves to its heading (a screen
+    // reader reads where the user is), not to the page's start. The check arriving is such a screen.
+    else if (kind !== 'starting' && (previous?.kind !== kind || kind === 'code')) this.heading?.focus()
   }
 
   private stopWaiting(): void {
@@ -444,7 +452,7 @@ export class LinkView extends LitElement {
     </p>`
     if (check) {
       return html`<div>
-          <h1>Compare the check</h1>
+          <h1 tabindex="-1">Compare the check</h1>
           <p class="lead">Your other device has read the code.</p>
         </div>
         <div class="check" role="status" aria-labelledby="check-label">
@@ -457,7 +465,7 @@ export class LinkView extends LitElement {
         <button type="button" class="btn secondary block" @click=${this.cancel}>Cancel</button>`
     }
     return html`<div>
-        <h1>Scan this code on your other device</h1>
+        <h1 tabindex="-1">Scan this code with your other device</h1>
       </div>
       <ol>
         <li>On a device where you are signed in, open <strong>Settings › Link a device</strong>.</li>
@@ -520,7 +528,7 @@ export class LinkView extends LitElement {
 
   private renderEnded(title: string, detail: string): TemplateResult {
     return html`<div>
-        <h1>Link this browser</h1>
+        <h1 tabindex="-1">Link this browser</h1>
       </div>
       <div class="banner error" role="alert">
         ${icons.alert()}
