@@ -281,4 +281,31 @@ describe('the PWA as a linked device', () => {
     expect(await databases()).toContain(`secure-chat:${phone.username}`)
     expect(web.errors).toEqual([])
   })
+
+  it('a device removed after it logged out is told so when it logs in, and erases its data', async () => {
+    const { client: phone, password } = await coreAccount()
+    const page = web.page
+    await web.goto('/')
+    const approval = await phone.approveLink(await showLinkCode('Logged-out browser'))
+    await page.getByTestId('link-check').waitFor()
+    await approval.approve()
+    await page.getByLabel(`Password of ${phone.username}`).fill(password)
+    await page.getByRole('button', { name: 'Finish linking' }).click()
+    await page.getByRole('heading', { name: 'Chats', level: 1 }).waitFor()
+
+    // Logged out (its session ended on the server), then removed: the log-in itself is refused.
+    await page.getByRole('button', { name: 'Settings' }).click()
+    await page.getByRole('button', { name: 'Log out' }).click()
+    await page.getByRole('button', { name: 'Log in', exact: true }).waitFor()
+    await phone.removeDevice(2)
+    await logIn(web, phone.username, password)
+    await page.getByRole('heading', { name: 'This device was removed' }).waitFor()
+    // Chromium logs the refused log-in (401) as a console error; that one is expected.
+    expect(web.errors.filter((error) => !error.includes('status of 401'))).toEqual([])
+    web.errors.length = 0
+    await page.getByRole('button', { name: "Erase this device's data" }).click()
+    await page.getByText(`This device's copy of ${phone.username} was erased from this browser.`).waitFor()
+    expect(await databases()).not.toContain(`secure-chat:${phone.username}`)
+    expect(web.errors).toEqual([])
+  })
 })
