@@ -3,9 +3,10 @@
  * account's IndexedDB database, and a Web Lock so only one tab at a time drives an account (two
  * tabs would race on the same ratchet sessions and both hold a relay connection).
  *
- * The keys never leave the device: a browser without the account's database can register a new
- * account, or start over as an existing one whose keys were lost (new keys replace the old ones on
- * the server, on proof of the password; contacts are warned that the safety number changed).
+ * The keys leave the device only for another device of the account that the user links, sealed
+ * for it (docs/protocol.md §13.6): a browser without the account's database can be linked, register
+ * a new account, or start over as an existing one whose keys were lost (new keys replace the old
+ * ones on the server, on proof of the password; contacts are warned that the safety number changed).
  * Everything the core stores is sealed under a key derived from the password
  * (PBKDF2, 600,000 iterations); at runtime every private key is a non-extractable CryptoKey.
  */
@@ -191,7 +192,7 @@ export async function unlockAccount(
   const name = normalizeForForm(username)
   if (!(await hasLocalAccount(name))) {
     throw new SignInError(
-      `This browser holds no account named ${name}. Your keys live only on the device where you registered, so log in there. If that device is lost, you can start over on this one.`,
+      `This browser holds no account named ${name}. Signed in on another device? Choose “Use an existing device” to link this browser to it. If every device of ${name} is lost, you can start over on this one.`,
     )
   }
   return withLock(name, async (release) => {

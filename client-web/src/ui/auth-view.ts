@@ -1,6 +1,8 @@
 /**
  * Register and log in. Registering makes the account's keys in this browser; logging in unlocks
- * this browser's copy of an account with its password. The password policy is explained while the
+ * this browser's copy of an account with its password; "Use an existing device" links this
+ * browser to an account signed in elsewhere (sc-link-view). A log-in refused because this device
+ * was removed from its account is passed up as `device-removed` (the app shows the removed screen). The password policy is explained while the
  * user types: long enough (with a count), no composition rules, and the server refuses easily
  * guessed ones (the obvious ones, such as a common password or the username, are flagged at once).
  *
