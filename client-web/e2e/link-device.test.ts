@@ -193,6 +193,10 @@ describe('the PWA as a linked device', () => {
     expect(await list.getByRole('listitem').nth(1).textContent()).toContain('Laptop terminal')
     await list.scrollIntoViewIfNeeded()
     await web.screenshot('desktop-devices-after-approve')
+    await page.setViewportSize(PHONE)
+    await list.scrollIntoViewIfNeeded()
+    await web.screenshot('phone-devices')
+    await page.setViewportSize({ width: 1280, height: 800 })
 
     // Removing it asks first.
     await list.getByRole('button', { name: 'Remove Laptop terminal' }).click()

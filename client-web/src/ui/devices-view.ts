@@ -101,6 +101,24 @@ export class DevicesView extends LitElement {
         font-size: 13px;
         color: var(--text-3);
       }
+      .meta .unit {
+        white-space: nowrap;
+      }
+      @media (max-width: 480px) {
+        /* A phone's width goes to the name and the times. */
+        .tile {
+          display: none;
+        }
+        li {
+          padding: 12px;
+        }
+        .meta .unit {
+          display: block;
+        }
+        .meta .sep {
+          display: none;
+        }
+      }
       .btn.small {
         min-height: 36px;
         padding: 0 12px;
@@ -317,7 +335,10 @@ export class DevicesView extends LitElement {
                   ${device.name ? html`<span>${device.name}</span>` : html`<span class="unnamed">Unnamed device</span>`}
                   ${device.current ? html`<span class="chip current">This device</span>` : nothing}
                 </span>
-                <span class="meta">Device ${device.id} · Linked ${when(device.createdAt, now)}</span>
+                <span class="meta"
+                  ><span class="unit">Device ${device.id}</span><span class="sep"> · </span
+                  ><span class="unit">Linked ${when(device.createdAt, now)}</span></span
+                >
                 <span class="meta">Last signed in ${when(device.lastSeenAt, now)}</span>
               </div>
               ${
