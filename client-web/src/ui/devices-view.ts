@@ -366,7 +366,9 @@ export class DevicesView extends LitElement {
       aria-labelledby="remove-title"
       aria-describedby="remove-text"
       @close=${() => {
-        this.removing = undefined
+        // The close event comes a task after close(): by then the dialog may be open again, for
+        // the same device or another one (a stale event would close that at once).
+        if (!this.dialog.open) this.removing = undefined
       }}
       @cancel=${(event: Event) => {
         if (this.busy) event.preventDefault()

@@ -408,7 +408,10 @@ export class LinkApprove extends LitElement {
   }
 
   private renderCamera(): TemplateResult {
-    return html`<dialog class="camera-dialog" aria-labelledby="camera-title" @close=${() => this.stopCamera()}>
+    return html`<dialog class="camera-dialog" aria-labelledby="camera-title" @close=${() => {
+      // A task after close(): the camera may have been opened again meanwhile.
+      if (!this.cameraDialog.open) this.stopCamera()
+    }}>
       <div class="dialog-body camera">
         <h2 id="camera-title">Scan the link code</h2>
         <p>Point the camera at the QR code on the new device's screen.</p>
