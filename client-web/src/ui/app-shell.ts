@@ -4,7 +4,9 @@
  * the URL fragment (#/, #/chat/<user>, #/chat/<user>/details, #/settings) so the back button works.
  *
  * It owns the open account and listens to the client core's events: it keeps the contact list
- * fresh, the tab title's unread count, notifications, and the key-change warning.
+ * fresh, the tab title's unread count, notifications, and the key-change warning. When the server
+ * says this device was removed from the account, it locks the app and shows the removed screen
+ * (sc-device-removed) in place of the log-in screen until the user erases the data or goes back.
  */
 import { css, html, LitElement, nothing, type TemplateResult } from 'lit'
 import { customElement, query, state } from 'lit/decorators.js'
