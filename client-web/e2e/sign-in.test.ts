@@ -171,17 +171,24 @@ describe('signing in', () => {
     await waitFor(async () => (await focusedControl(page())) === 'textbox Password')
 
     const order: string[] = [await focusedControl(page())]
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 4; i++) {
       await page().keyboard.press('Tab')
       order.push(await focusedControl(page()))
     }
-    expect(order).toEqual(['textbox Password', 'button Show', 'button Log in', 'button Create an account'])
+    expect(order).toEqual([
+      'textbox Password',
+      'button Show',
+      'button Log in',
+      'button Use an existing device',
+      'button Create an account',
+    ])
     const back: string[] = []
-    for (let i = 0; i < 5; i++) {
+    for (let i = 0; i < 6; i++) {
       await page().keyboard.press('Shift+Tab')
       back.push(await focusedControl(page()))
     }
     expect(back).toEqual([
+      'button Use an existing device',
       'button Log in',
       'button Show',
       'textbox Password',

@@ -3,17 +3,23 @@
  * account's IndexedDB database, and a Web Lock so only one tab at a time drives an account (two
  * tabs would race on the same ratchet sessions and both hold a relay connection).
  *
- * The keys never leave the device: a browser without the account's database can register a new
- * account, or start over as an existing one whose keys were lost (new keys replace the old ones on
- * the server, on proof of the password; contacts are warned that the safety number changed).
+ * The keys leave the device only for another device of the account that the user links, sealed
+ * for it (docs/protocol.md §13.6): a browser without the account's database can be linked, register
+ * a new account, or start over as an existing one whose keys were lost (new keys replace the old
+ * ones on the server, on proof of the password; contacts are warned that the safety number changed).
  * Everything the core stores is sealed under a key derived from the password
  * (PBKDF2, 600,000 iterations); at runtime every private key is a non-extractable CryptoKey.
  */
-import { ChatClient, type ChatClientOptions } from '../../shared/client/chat-client.js'
+import {
+  ChatClient,
+  type ChatClientOptions,
+  type PendingLink,
+  startLink,
+} from '../../shared/client/chat-client.js'
 import { ClientError, ClientErrorCode, isClientError } from '../../shared/client/errors.js'
 import { fetchHttpClient, type WebSocketLike } from '../../shared/client/transport.js'
 import { normalizeUsername } from '../../shared/username.js'
-import { hasLocalAccount, IdbStore } from './store/idb-store.js'
+import { deleteLocalAccount, hasLocalAccount, IdbStore } from './store/idb-store.js'
 
 export interface OpenAccount {
   readonly client: ChatClient
@@ -29,10 +35,29 @@ export class SignInError extends Error {
   override readonly name = 'SignInError'
 }
 
+/** A device removed from its account on another of its devices: it cannot sign in any more. */
+export class DeviceRemovedError extends SignInError {
+  constructor(readonly username: string) {
+    super(`This device was removed from ${username} on another of its devices.`)
+  }
+}
+
+/** True for the server's word that this device was removed (on REST, at log-in, on the relay). */
+export function isDeviceRemoved(error: unknown): boolean {
+  return (
+    error instanceof DeviceRemovedError ||
+    (isClientError(error) && error.serverCode === 'E2E_ERR_DEVICE_REMOVED')
+  )
+}
+
+function httpClient() {
+  return fetchHttpClient(location.origin, (input, init) => fetch(input, { ...init, credentials: 'omit' }))
+}
+
 function clientOptions(store: IdbStore): ChatClientOptions {
   return {
     serverUrl: location.origin,
-    http: fetchHttpClient(location.origin, (input, init) => fetch(input, { ...init, credentials: 'omit' })),
+    http: httpClient(),
     webSocket: (url) => new WebSocket(url) as unknown as WebSocketLike,
     store,
     // PBKDF2 at the core's default (600,000 iterations): about a tenth of a second in Chromium.
@@ -167,7 +192,7 @@ export async function unlockAccount(
   const name = normalizeForForm(username)
   if (!(await hasLocalAccount(name))) {
     throw new SignInError(
-      `This browser holds no account named ${name}. Your keys live only on the device where you registered, so log in there. If that device is lost, you can start over on this one.`,
+      `This browser holds no account named ${name}. Signed in on another device? Choose “Use an existing device” to link this browser to it. If every device of ${name} is lost, you can start over on this one.`,
     )
   }
   return withLock(name, async (release) => {
@@ -196,7 +221,7 @@ export async function unlockAccount(
       } catch (error) {
         if (!isClientError(error, ClientErrorCode.Network)) {
           await client.close()
-          throw error
+          throw isDeviceRemoved(error) ? new DeviceRemovedError(name) : error
         }
         offline = true
       }
@@ -204,6 +229,77 @@ export async function unlockAccount(
     if (client.loggedIn) client.connect()
     return opened(client, store, offline, release)
   })
+}
+
+/**
+ * The new device's side of a link (docs/protocol.md §13.6–§13.8): opens the provisioning channel
+ * and gives the code to show. `name` is what the other device shows, and this device's name in
+ * the account's list of devices.
+ */
+export function startDeviceLink(name: string): Promise<PendingLink> {
+  const trimmed = name.trim()
+  return startLink(httpClient(), trimmed === '' ? {} : { name: trimmed })
+}
+
+/**
+ * Once the other device approved (`waitForProvisioning` answered `username`): stores the account
+ * in this browser sealed under `password`, as registering does, adds this device on the server and
+ * connects. The password must be the account's (later log-ins derive the server's login secret
+ * from it) and the core cannot tell a mistyped one at link time, so a fresh log-in proves it
+ * right away: refused, this device removes itself and erases what it stored, and the user starts
+ * again, instead of holding a store that no log-in will ever open.
+ */
+export async function completeDeviceLink(
+  pending: PendingLink,
+  username: string,
+  password: string,
+  onLost: () => void,
+): Promise<OpenAccount> {
+  const name = normalizeForForm(username)
+  return withLock(name, async (release) => {
+    if (await hasLocalAccount(name)) {
+      const store = await IdbStore.open(name, { onLost })
+      const existing = await ChatClient.accountIn(store).catch(() => undefined)
+      await store.close()
+      if (existing) {
+        throw new SignInError(
+          `This browser already holds the account ${name}. Log in with its password instead, or erase it first (Settings › Log out › Also erase).`,
+        )
+      }
+      // A database without an account (a link or registration cut short): start afresh.
+      await deleteLocalAccount(name)
+    }
+    const store = await IdbStore.open(name, { onLost })
+    let client: ChatClient
+    try {
+      client = await ChatClient.completeLink(clientOptions(store), pending, password)
+    } catch (error) {
+      // A refused link wipes what it stored; closing deletes the empty database.
+      await store.wipe().catch(() => undefined)
+      await store.close().catch(() => undefined)
+      throw error
+    }
+    try {
+      await client.login(password)
+    } catch (error) {
+      if (isClientError(error) && error.serverCode === 'E2E_ERR_INVALID_CREDENTIALS') {
+        await client.removeDevice(client.deviceId).catch(() => undefined)
+        await client.logout({ wipe: true }).catch(() => undefined)
+        await client.close().catch(() => undefined)
+        throw new SignInError(
+          `That is not ${name}'s password, so this browser was not linked: the password must be the one you log in with on your other device. Start again with a new code.`,
+        )
+      }
+      // Anything else (no network): the session from linking stands, the password is checked at the next log-in.
+    }
+    client.connect()
+    return opened(client, store, false, release)
+  })
+}
+
+/** Deletes this browser's copy of `username` (its IndexedDB database), e.g. after the device was removed. */
+export function eraseLocalAccount(username: string): Promise<void> {
+  return deleteLocalAccount(username)
 }
 
 /** A user-facing sentence for an error from the core or the server. */
@@ -219,6 +315,22 @@ export function describeError(error: unknown): string {
       case 'E2E_ERR_TOO_MANY_ATTEMPTS':
       case 'E2E_ERR_RATE_LIMITED':
         return serverMessage(error)
+      case 'E2E_ERR_DEVICE_REMOVED':
+        return 'This device was removed from the account on another of its devices.'
+      case 'E2E_ERR_LINK_UNKNOWN':
+        return 'No link has this code. Check that it was copied whole, or start again on the new device.'
+      case 'E2E_ERR_LINK_EXPIRED':
+        return 'This link code expired (codes last 10 minutes). Start again on the new device for a fresh one.'
+      case 'E2E_ERR_LINK_USED':
+        return 'This link code was already used, refused or cancelled. Start again on the new device for a fresh one.'
+      case 'E2E_ERR_LINK_CLAIMED':
+        return 'This link code was taken by a device of another account. Start again on the new device, and do not share its code.'
+      case 'E2E_ERR_TOO_MANY_DEVICES':
+        return 'This account has as many devices as it may have. Remove one in Settings › Devices first.'
+      case 'E2E_ERR_TOO_MANY_LINKS':
+        return 'Too many link codes are open from this network. Wait a few minutes, or cancel the others.'
+      case 'E2E_ERR_LINK_TOKEN_INVALID':
+        return 'The approval expired before this device could use it. Start again with a new code.'
     }
     switch (error.code) {
       case ClientErrorCode.WeakPassword:
@@ -238,6 +350,10 @@ export function describeError(error: unknown): string {
         return 'This account started over on another device, so the keys in this browser no longer belong to it. Its history here can still be read.'
       case ClientErrorCode.NotLoggedIn:
         return 'Your session has ended. Log out and log in again.'
+      case ClientErrorCode.LinkFailed:
+        return 'The link was stopped: a message between the two devices did not check (altered on the way, or from another version of the app). Start again with a new code.'
+      case ClientErrorCode.Cancelled:
+        return 'The link was cancelled.'
     }
     return serverMessage(error)
   }

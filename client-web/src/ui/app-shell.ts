@@ -4,7 +4,9 @@
  * the URL fragment (#/, #/chat/<user>, #/chat/<user>/details, #/settings) so the back button works.
  *
  * It owns the open account and listens to the client core's events: it keeps the contact list
- * fresh, the tab title's unread count, notifications, and the key-change warning.
+ * fresh, the tab title's unread count, notifications, and the key-change warning. When the server
+ * says this device was removed from the account, it locks the app and shows the removed screen
+ * (sc-device-removed) in place of the log-in screen until the user erases the data or goes back.
  */
 import { css, html, LitElement, nothing, type TemplateResult } from 'lit'
 import { customElement, query, state } from 'lit/decorators.js'
@@ -22,6 +24,7 @@ import './auth-view.js'
 import './contact-details.js'
 import './contact-list.js'
 import './conversation-view.js'
+import './device-removed-view.js'
 import './key-change-dialog.js'
 import './settings-view.js'
 
@@ -204,6 +207,8 @@ export class AppShell extends LitElement {
   @state() private connection: ConnectionState = 'offline'
   /** The server said this account was deleted (here, with the answer lost, or on another device). */
   @state() private accountGone = false
+  /** This device was removed from this account (on another of its devices): the removed screen shows. */
+  @state() private removedFrom: string | undefined
   @state() private route: Route = parseRoute(location.hash)
   @state() private wide = matchMedia(WIDE_QUERY).matches
   @state() private keyChangePeer: string | undefined
@@ -288,6 +293,7 @@ export class AppShell extends LitElement {
       client.events.on('problem', ({ code, id }) => {
         // Without an id the server speaks of this account's own session (docs/protocol.md §13.4).
         if (code === 'E2E_ERR_ACCOUNT_DELETED' && id === undefined) this.accountGone = true
+        if (code === 'E2E_ERR_DEVICE_REMOVED' && id === undefined) void this.deviceRemoved()
       }),
       client.events.on('connection', ({ state }) => {
         this.connection = state
@@ -317,6 +323,27 @@ export class AppShell extends LitElement {
       { wipe: options.wipe === true },
     )
     location.hash = '#/'
+  }
+
+  /**
+   * The server said this device was removed from the account: the session has ended for good, so
+   * the app locks (the store closes, which lets the removed screen erase it) and says so.
+   */
+  private async deviceRemoved(): Promise<void> {
+    const account = this.account
+    if (!account) return
+    const username = account.client.username
+    await this.lock('')
+    this.removedFrom = username
+    location.hash = '#/'
+  }
+
+  private onRemovedClosed(event: CustomEvent<{ erased: boolean }>): void {
+    const username = this.removedFrom
+    this.removedFrom = undefined
+    this.notice = event.detail.erased
+      ? `This device's copy of ${username} was erased from this browser.`
+      : `This device was removed from ${username}: it can no longer log in as ${username}. Link it again to use the account here.`
   }
 
   /**
@@ -543,6 +570,7 @@ export class AppShell extends LitElement {
           .connection=${this.connection}
           .installPrompt=${this.installPrompt}
           .changePassword=${account.client.changePassword.bind(account.client)}
+          .devicesClient=${account.client}
           ?narrow=${!this.wide}
           .deleteAccount=${(password: string, typed: string) => this.deleteAccount(password, typed)}
           @logout=${(event: CustomEvent<{ wipe: boolean }>) => this.signOut({ wipe: event.detail.wipe })}
@@ -564,10 +592,19 @@ export class AppShell extends LitElement {
 
   override render(): TemplateResult {
     const account = this.account
+    if (!account && this.removedFrom !== undefined) {
+      return html`<sc-device-removed
+        .username=${this.removedFrom}
+        @device-removed-closed=${this.onRemovedClosed}
+      ></sc-device-removed>`
+    }
     if (!account) {
       return html`<sc-auth
         .notice=${this.notice}
         @signed-in=${(event: CustomEvent<OpenAccount>) => this.signedIn(event.detail)}
+        @device-removed=${(event: CustomEvent<string>) => {
+          this.removedFrom = event.detail
+        }}
         @account-lost=${() => this.lock('This account was closed in another tab.')}
       ></sc-auth>`
     }
@@ -577,6 +614,7 @@ export class AppShell extends LitElement {
       <div
         class="layout ${this.wide ? 'wide' : 'narrow'}"
         @contacts-changed=${() => this.scheduleRefresh()}
+        @device-removed=${() => this.deviceRemoved()}
         @identity-warning=${(event: CustomEvent<string>) => {
           this.keyChangePeer = event.detail
         }}

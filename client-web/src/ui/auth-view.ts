@@ -1,6 +1,8 @@
 /**
  * Register and log in. Registering makes the account's keys in this browser; logging in unlocks
- * this browser's copy of an account with its password. The password policy is explained while the
+ * this browser's copy of an account with its password; "Use an existing device" links this
+ * browser to an account signed in elsewhere (sc-link-view). A log-in refused because this device
+ * was removed from its account is passed up as `device-removed` (the app shows the removed screen). The password policy is explained while the
  * user types: long enough (with a count), no composition rules, and the server refuses easily
  * guessed ones (the obvious ones, such as a common password or the username, are flagged at once).
  *
@@ -13,6 +15,7 @@ import { customElement, property, query, state } from 'lit/decorators.js'
 import { isClientError } from '../../../shared/client/errors.js'
 import { PASSWORD_MIN_LENGTH } from '../../../shared/limits.js'
 import {
+  DeviceRemovedError,
   describeError,
   normalizeForForm,
   type OpenAccount,
@@ -24,6 +27,7 @@ import { localAccounts } from '../store/idb-store.js'
 import { icons } from './icons.js'
 import { guessableReason } from './password-hint.js'
 import { base } from './theme.js'
+import './link-view.js'
 import './start-over-dialog.js'
 
 type Mode = 'login' | 'register'
@@ -168,9 +172,19 @@ export class AuthView extends LitElement {
         font-size: 13.5px;
         color: var(--text-2);
       }
-      .start-over strong {
+      .start-over strong,
+      .link-device strong {
         color: var(--text);
         font-weight: 650;
+      }
+      .link-device {
+        display: grid;
+        gap: 10px;
+        padding: 14px 16px;
+        border-radius: var(--radius);
+        background: var(--surface-2);
+        font-size: 13.5px;
+        color: var(--text-2);
       }
       .note {
         display: flex;
@@ -214,6 +228,8 @@ export class AuthView extends LitElement {
   @state() private error: { title: string; detail: string } | undefined
   /** The account the start-over dialog asks about (open while set). */
   @state() private startOverName: string | undefined
+  /** "Use an existing device": the link screens (sc-link-view) in place of the form. */
+  @state() private linking = false
 
   @query('#username') private usernameInput!: HTMLInputElement
   @query('#password') private passwordInput!: HTMLInputElement
@@ -271,6 +287,13 @@ export class AuthView extends LitElement {
       this.password = ''
       this.dispatchEvent(new CustomEvent('signed-in', { detail: account, bubbles: true, composed: true }))
     } catch (error) {
+      if (error instanceof DeviceRemovedError) {
+        this.password = ''
+        this.dispatchEvent(
+          new CustomEvent('device-removed', { detail: error.username, bubbles: true, composed: true }),
+        )
+        return
+      }
       this.error = this.describe(error)
       await this.loadAccounts()
       this.passwordInput?.focus()
@@ -352,6 +375,12 @@ export class AuthView extends LitElement {
     }
   }
 
+  private openLink(): void {
+    if (this.busy) return
+    this.error = undefined
+    this.linking = true
+  }
+
   /** On the log-in screen, for a username this browser does not hold: the way to start over here. */
   private renderStartOver(): TemplateResult | typeof nothing {
     if (this.mode !== 'login') return nothing
@@ -428,6 +457,20 @@ export class AuthView extends LitElement {
         <div class="brand">${icons.logo()}<span>secure-chat</span></div>
       </main>`
     }
+    if (this.linking) {
+      return html`<main class="panel">
+        <div class="brand">${icons.logo()}<span>secure-chat</span></div>
+        <div class="card">
+          <sc-link-view
+            @link-closed=${() => {
+              this.linking = false
+              void this.loadAccounts()
+            }}
+          ></sc-link-view>
+        </div>
+        <p class="footer">End-to-end encrypted · the server relays the link and cannot read it</p>
+      </main>`
+    }
     const register = this.mode === 'register'
     return html`<main class="panel">
       <div class="brand">${icons.logo()}<span>secure-chat</span></div>
@@ -446,8 +489,8 @@ export class AuthView extends LitElement {
         ${
           !register && this.accounts.length === 0
             ? html`<p class="banner info" role="status">
-                This browser holds no account yet. Your keys live only on the device where you registered:
-                log in there, or start over here if that device is lost.
+                This browser holds no account yet. Signed in on another device? Use an existing device to
+                link this browser to your account. If that device is lost, start over here.
               </p>`
             : nothing
         }
@@ -520,6 +563,15 @@ export class AuthView extends LitElement {
             }
           </button>
         </form>
+        <section class="link-device" aria-labelledby="link-lead">
+          <p id="link-lead">
+            <strong>Signed in on another device?</strong> Link this browser to your account: it gets your
+            keys and contacts from that device, by QR code.
+          </p>
+          <button type="button" class="btn secondary block" ?disabled=${this.busy} @click=${this.openLink}>
+            ${icons.device()} Use an existing device
+          </button>
+        </section>
         ${this.renderStartOver()}
         <p class="switch">
           ${
@@ -538,9 +590,8 @@ export class AuthView extends LitElement {
           register
             ? html`<p class="note">
                 ${icons.device()}
-                <span>Registering on a new browser creates a new, separate account: keys are never copied
-                  between devices. Lost the device with your keys? Use an existing account, then start
-                  over.</span>
+                <span>Registering creates a new, separate account. Already have one on another device?
+                  Use an existing device to link this browser to it instead.</span>
               </p>`
             : nothing
         }

@@ -1,5 +1,6 @@
 /**
- * Settings: who is logged in and where the keys are, changing the password, notifications,
+ * Settings: who is logged in and where the keys are, linking another device and the account's
+ * devices (sc-link-approve, sc-devices), changing the password, notifications,
  * installing the app, logging out (optionally erasing this account from the browser), and deleting
  * the account for good (after its name is typed and its password given; the app shell does the
  * deleting).
@@ -9,9 +10,13 @@ import { customElement, property, state } from 'lit/decorators.js'
 import type { ChatClient, ConnectionState } from '../../../shared/client/chat-client.js'
 import { describeError } from '../session.js'
 import { avatar } from './avatar.js'
+import type { DevicesClient } from './devices-view.js'
 import { icons } from './icons.js'
+import type { LinkClient } from './link-approve.js'
 import { cardPage, pane } from './shared-styles.js'
 import { base } from './theme.js'
+import './devices-view.js'
+import './link-approve.js'
 
 export interface InstallPrompt extends Event {
   prompt(): Promise<void>
@@ -112,6 +117,11 @@ export class SettingsView extends LitElement {
   @property({ attribute: false }) connection: ConnectionState = 'offline'
   @property({ attribute: false }) installPrompt: InstallPrompt | undefined
   @property({ type: Boolean }) narrow = false
+
+  /** The account's devices and linking (the ChatClient); those cards are hidden without it. */
+  @property({ attribute: false }) devicesClient: (DevicesClient & LinkClient) | undefined
+  /** The id of a device just approved here, which the list of devices waits for. */
+  @state() private linkedDevice: number | undefined
 
   /** The account's password change (ChatClient.changePassword); the card is hidden without it. */
   @property({ attribute: false }) changePassword: ChatClient['changePassword'] | undefined
@@ -429,15 +439,38 @@ export class SettingsView extends LitElement {
           </section>
 
           <section class="card" aria-labelledby="device-heading">
-            <h3 id="device-heading">${icons.device()} Keys on this device</h3>
+            <h3 id="device-heading">${icons.lock()} Keys on this device</h3>
             <p>
-              Your private keys were made in this browser and never leave it. Everything stored here is
+              Your private keys are made on your devices and go only to the devices you link, encrypted
+              for each one. Everything stored here is
               encrypted with a key derived from your password, which the server never sees; while the app is unlocked the keys are held
               so that they cannot be read out, only used. There is no copy of your keys on the server: if
-              this device is lost, you can start over as this account on another one with your password,
-              and your contacts are told your safety number changed.
+              every device of yours is lost, you can start over as this account on another one with your
+              password, and your contacts are told your safety number changed.
             </p>
           </section>
+
+          ${
+            this.devicesClient
+              ? html`<section class="card" aria-labelledby="link-heading">
+                    <h3 id="link-heading">${icons.plus()} Link a device</h3>
+                    <sc-link-approve
+                      .client=${this.devicesClient}
+                      @device-linked=${(event: CustomEvent<number>) => {
+                        this.linkedDevice = event.detail
+                      }}
+                    ></sc-link-approve>
+                  </section>
+                  <section class="card" aria-labelledby="devices-heading">
+                    <h3 id="devices-heading">${icons.device()} Devices</h3>
+                    <p>
+                      The devices signed in to ${this.username}. Each has the account's keys; remove one
+                      you no longer use or have lost.
+                    </p>
+                    <sc-devices .client=${this.devicesClient} .expecting=${this.linkedDevice}></sc-devices>
+                  </section>`
+              : nothing
+          }
 
           ${this.renderPassword()}
 
