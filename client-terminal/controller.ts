@@ -697,6 +697,8 @@ export class Controller {
         this.notify('warning', safeText(noticeText({ kind, peer }) ?? '')),
       ),
       api.events.on('removed', refresh),
+      // Another of this account's devices read a conversation or verified a contact.
+      api.events.on('contact-updated', refresh),
     ]
     this.update({ username: api.username, connection: api.connection, openChat: undefined, messages: [] })
     api.connect()

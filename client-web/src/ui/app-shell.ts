@@ -310,6 +310,8 @@ export class AppShell extends LitElement {
         if (state === 'failed') this.showToast('A message could not be delivered.')
       }),
       client.events.on('removed', () => this.scheduleRefresh()),
+      // Another of this account's devices read a conversation or verified a contact.
+      client.events.on('contact-updated', () => this.scheduleRefresh()),
     ]
     if (account.offline) this.showToast('The server cannot be reached. Showing the messages stored here.')
     this.scheduleRefresh()
