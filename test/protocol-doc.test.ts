@@ -42,6 +42,7 @@ import {
   MAX_MESSAGE_TEXT_LENGTH,
   MAX_RECEIPT_IDS,
   MAX_RETRY_IDS,
+  OWN_DEVICE_CONTENT_SCHEMAS,
 } from '../shared/client/content.js'
 import { RECORDS_VERSION } from '../shared/client/migrations.js'
 import { API_PREFIX } from '../shared/codec/api.js'
@@ -310,10 +311,12 @@ describe(`${DOC}: server error codes table (| server code | HTTP status | when |
 })
 
 /** The content types of shared/client/content.ts: each `type` literal with the fields beside it. */
-const contentTypes = Object.values(CONTENT_SCHEMAS).map((schema) => ({
-  type: schema.properties.type.const,
-  fields: Object.keys(schema.properties).filter((field) => field !== 'v' && field !== 'type'),
-}))
+const contentTypes = [...Object.values(CONTENT_SCHEMAS), ...Object.values(OWN_DEVICE_CONTENT_SCHEMAS)].map(
+  (schema) => ({
+    type: schema.properties.type.const,
+    fields: Object.keys(schema.properties).filter((field) => field !== 'v' && field !== 'type'),
+  }),
+)
 
 describe(`${DOC}: message content types (| content \`type\` | fields | meaning |)`, () => {
   const documented = rowsByName(CONTENT_HEADER)
@@ -339,7 +342,10 @@ describe(`${DOC}: message content types (| content \`type\` | fields | meaning |
   it('documents no content type the code does not define', () => {
     const known = new Set<string>(contentTypes.map(({ type }) => type))
     const unknown = [...documented.keys()].filter((type) => !known.has(type))
-    expect(unknown, `${DOC}: content type rows that match no type of CONTENT_SCHEMAS`).toEqual([])
+    expect(
+      unknown,
+      `${DOC}: content type rows that match no type of CONTENT_SCHEMAS or OWN_DEVICE_CONTENT_SCHEMAS`,
+    ).toEqual([])
   })
 })
 
