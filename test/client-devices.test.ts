@@ -157,3 +157,69 @@ describe('an account on two devices', () => {
     for (const client of [alice.client, bob.client, laptop.client]) await client.close()
   })
 })
+
+describe('a device the server adds on its own', () => {
+  it('is refused by a contact, whose message fails with the reason, and nothing reaches it', async () => {
+    const alice = await registerClient(server)
+    const bob = await registerClient(server)
+    await alice.client.addContact(bob.client.username)
+    await bob.client.addContact(alice.client.username)
+    for (const client of [alice.client, bob.client]) client.connect()
+    await Promise.all([alice.client.waitUntilOnline(), bob.client.waitUntilOnline()])
+    const A = alice.client.username
+    const before = await bob.client.send(A, 'before the server meddles')
+    await messageIn(alice.client, bob.client.username, before.text)
+
+    // Straight into the server's database: a device 7 for alice with device 1's keys, whose
+    // signatures are for device 1 and so do not hold for device 7.
+    const db = server.database.db
+    const { id: userId } = await db
+      .selectFrom('users')
+      .select('id')
+      .where('username', '=', A)
+      .executeTakeFirstOrThrow()
+    const device1 = await db
+      .selectFrom('devices')
+      .selectAll()
+      .where('user_id', '=', userId)
+      .where('device_id', '=', 1)
+      .executeTakeFirstOrThrow()
+    await db
+      .insertInto('devices')
+      .values({ ...device1, device_id: 7, name: null })
+      .execute()
+    const signed = await db
+      .selectFrom('signed_prekeys')
+      .select(['key_id', 'public_key', 'signature', 'created_at'])
+      .where('user_id', '=', userId)
+      .where('device_id', '=', 1)
+      .orderBy('id', 'desc')
+      .executeTakeFirstOrThrow()
+    await db
+      .insertInto('signed_prekeys')
+      .values({ ...signed, user_id: userId, device_id: 7 })
+      .execute()
+
+    const problems: { code: string; message: string }[] = []
+    bob.client.events.on('problem', ({ code, message }) => problems.push({ code, message }))
+    const meddled = await bob.client.send(A, 'the server wants a copy of this')
+    await until(
+      async () => (await bob.client.history(A)).find((m) => m.id === meddled.id && m.state === 'failed'),
+      'the message to fail',
+    )
+    expect(problems).toContainEqual({
+      code: 'E2E_ERR_BAD_SIGNATURE',
+      message: expect.stringMatching(/device 7.*not signed by .*identity key.*added a device/),
+    })
+    // Nothing of it reached any device of alice's: the server had no envelope to store.
+    const { count } = await db
+      .selectFrom('messages')
+      .select((eb) => eb.fn.countAll<number>().as('count'))
+      .where('recipient_id', '=', userId)
+      .where('client_id', '=', Buffer.from(meddled.id, 'base64url'))
+      .executeTakeFirstOrThrow()
+    expect(Number(count)).toBe(0)
+    expect((await alice.client.history(bob.client.username)).map((m) => m.text)).not.toContain(meddled.text)
+    for (const client of [alice.client, bob.client]) await client.close()
+  })
+})
