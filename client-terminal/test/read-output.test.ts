@@ -47,6 +47,7 @@ describe('read --json', () => {
       receivedAt: AT,
       verified: true,
       identityChanged: false,
+      device: 1,
     })
   })
 
@@ -104,6 +105,7 @@ describe('history --json', () => {
       text: 'hello alice',
       sentAt: AT - 1000,
       receivedAt: AT,
+      device: 1,
     })
   })
 
@@ -119,7 +121,10 @@ describe('history --json', () => {
       sentAt: AT - 1000,
       receivedAt: AT,
       state: 'delivered',
+      device: 1,
     })
+    // Sent from another of this account's devices: that device's id.
+    expect(historyRecord({ ...sent, device: 3 }, 'alice').device).toBe(3)
     // Not yet accepted: no server time, as `read --json` leaves out one it does not know.
     const sending = entry('text', { direction: 'out', state: 'sending', serverAt: undefined })
     expect(JSON.parse(JSON.stringify(historyRecord(sending, 'alice')))).not.toHaveProperty('receivedAt')

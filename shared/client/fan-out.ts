@@ -245,7 +245,9 @@ export class FanOut {
     operations.push(await this.ctx.records.ownDevicesPut(ownAfter.slice(0, MAX_DEVICES_LIMIT)))
     if (!toSelf) {
       const known = added.contact ?? contact ?? { username: entry.peer, verified: false, unread: 0 }
-      operations.push(await this.ctx.records.contactPut({ ...known, devices: recipientDevices }))
+      // No live device at all cannot be (an account keeps its last one): the list stays as it was.
+      const devices = recipientDevices.length > 0 ? { devices: recipientDevices } : {}
+      operations.push(await this.ctx.records.contactPut({ ...known, ...devices }))
     }
     operations.push(
       await this.ctx.records.outboxPut(
