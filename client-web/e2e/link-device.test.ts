@@ -1,14 +1,13 @@
 /**
  * Linking the PWA as a device of an account, against the real server over TLS. The account's
- * other device is a ChatClient in this process (the terminal client has no approve-link yet): it
- * approves the PWA with the code read from the page, both show the same check, the PWA asks for
- * the password and enters the app; Settings › Devices lists both with "This device" on the PWA's;
- * the other device removes the PWA, which says so and erases its data. Then the other way round:
- * the PWA approves a device (a ChatClient's link) from Settings › Link a device, and refuses bad
- * codes with words that say why; a link refused on the other device ends on a screen that says
- * so; a mistyped password at link time is caught at once; and a device removed while it was
- * locked hears it when it is unlocked again. (A contact's message arriving on both devices needs the server's fan-out to devices,
- * not landed yet.)
+ * other device is a ChatClient in this process: it approves the PWA with the code read from the
+ * page, both show the same check, the PWA asks for the password and enters the app; Settings ›
+ * Devices lists both with "This device" on the PWA's; the other device removes the PWA, which says
+ * so and erases its data. Then the other way round: the PWA approves a device (a ChatClient's
+ * link) from Settings › Link a device, and refuses bad codes with words that say why; a link
+ * refused on the other device ends on a screen that says so; a mistyped password at link time is
+ * caught at once; and a device removed while it was locked hears it when it is unlocked again.
+ * With the terminal client as the other device, and messages on both: link-terminal.test.ts.
  */
 import { randomBytes } from 'node:crypto'
 import { afterAll, describe, expect, it } from 'vitest'
