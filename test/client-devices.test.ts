@@ -72,6 +72,17 @@ describe('an account on two devices', () => {
     const A = alice.client.username
     const B = bob.client.username
 
+    // Verification came along at link time; unmarking it on the phone unmarks it on the laptop
+    // (the phone has sent nothing since the link: it learned of the laptop when it connected).
+    expect((await laptop.client.contact(B))?.verified).toBe(true)
+    await alice.client.markVerified(B, false)
+    await until(async () => (await laptop.client.contact(B))?.verified === false, 'the laptop to unmark bob')
+    await laptop.client.markVerified(B, true)
+    await until(
+      async () => (await alice.client.contact(B))?.verified === true,
+      'the phone to mark bob verified',
+    )
+
     // Bob knows of alice's device 1 only: the server's answer names device 2, and his client
     // fetches its bundle and sends again, with the same id. Both of alice's devices get it.
     const hi = await bob.client.send(A, 'hi alice, on every device')
@@ -121,16 +132,6 @@ describe('an account on two devices', () => {
     await messageIn(alice.client, B, later.text)
     await messageIn(laptop.client, B, later.text)
     expect(await unread(alice.client)).toBe(1)
-
-    // Verification came along at link time; unmarking it on the phone unmarks it on the laptop.
-    expect((await laptop.client.contact(B))?.verified).toBe(true)
-    await alice.client.markVerified(B, false)
-    await until(async () => (await laptop.client.contact(B))?.verified === false, 'the laptop to unmark bob')
-    await laptop.client.markVerified(B, true)
-    await until(
-      async () => (await alice.client.contact(B))?.verified === true,
-      'the phone to mark bob verified',
-    )
 
     // The phone removes the laptop: bob's next message gets one answer naming device 2 as stale,
     // and reaches the phone alone, with no error.

@@ -99,6 +99,8 @@ export class ChatClient {
   private readonly devicesPart: Devices
   private readonly http: HttpClient
   private readonly peerQueues = new PeerQueues()
+  /** The own device list's refresh after connecting: what is sent to our other devices waits for it. */
+  private ownDevicesKnown: Promise<void> = Promise.resolve()
   /** The check of every contact's identity that runs after connecting; sends and caught-up wait for it. */
   private identityChecks: Promise<void> = Promise.resolve()
   /** Messages the server had queued when this connection became ready, and how many are stored. */
@@ -651,13 +653,28 @@ export class ChatClient {
   }
 
   private async afterReady(): Promise<void> {
+    // Which other devices the account has now (one linked or removed meanwhile): read positions
+    // and verifications reach them before any send has had a mismatch answer to learn it from.
+    // A server that cannot answer now leaves the list as it was: the next send's answer corrects it.
+    // Started before anything is awaited, so whatever the UI does once online waits for it.
+    this.ownDevicesKnown = this.refreshOwnDevices().catch((error: unknown) => {
+      if (!isClientError(error)) this.report(error)
+    })
     await this.contactsPart.connected()
+    await this.ownDevicesKnown
     await this.outbox.flush()
     await this.outbox.pruneSentContent()
     // Retry requests that could not go out before (offline, or a client that stopped first).
     await this.retries.resume()
     this.upkeep.start()
     this.identityChecks = this.contactsPart.checkAll()
+  }
+
+  private async refreshOwnDevices(): Promise<void> {
+    const listed = await this.devicesPart.list()
+    await this.outbox.fanOut.setOwnDevices(
+      listed.filter((device) => !device.current).map((device) => device.id),
+    )
   }
 
   /** The server refused our token: forget it, stop reconnecting, and let a new login start over. */
@@ -764,6 +781,7 @@ export class ChatClient {
   private async syncVerification(peer: string): Promise<void> {
     const contact = await this.records.loadContact(peer)
     if (!contact?.identity || contact.pendingIdentity) return
+    await this.ownDevicesKnown
     await this.outbox.sendToOwnDevices({
       v: 1,
       type: 'sync.verified',
@@ -785,6 +803,7 @@ export class ChatClient {
     const recent = await this.history(name, { limit: Math.max(before.unread * 2, 50) })
     const read = recent.filter((message) => message.direction === 'in' && message.order <= upToOrder)
     if (read.length === 0) return
+    await this.ownDevicesKnown
     await this.outbox.sendToOwnDevices({
       v: 1,
       type: 'sync.read',

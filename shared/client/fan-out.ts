@@ -258,6 +258,27 @@ export class FanOut {
     return operations
   }
 
+  /**
+   * Our other devices as the server lists them now: stored if they differ from what we knew (the
+   * sessions of those gone are archived). Takes the own queue.
+   */
+  async setOwnDevices(listed: readonly number[]): Promise<void> {
+    const self = this.ctx.username
+    await this.ctx.peerQueues.run(self, async () => {
+      const known = await this.ownDevices()
+      const devices = sortedUnique(listed.filter((device) => device !== this.ctx.deviceId)).slice(
+        0,
+        MAX_DEVICES_LIMIT,
+      )
+      if (known.length === devices.length && known.every((device, index) => device === devices[index])) return
+      const gone = known.filter((device) => !devices.includes(device))
+      await this.ctx.store.commit([
+        await this.ctx.records.ownDevicesPut(devices),
+        ...(await Promise.all(gone.map((device) => this.ctx.sessions.archiveCurrent(address(self, device))))),
+      ])
+    })
+  }
+
   /** Our own device `device` wrote to us: it goes on the own list if it is new. */
   async learnOwnDevice(device: number): Promise<StoreOperation | undefined> {
     if (device === this.ctx.deviceId) return undefined
