@@ -16,7 +16,7 @@ import {
   redisUnavailable,
   testChannelPrefix,
 } from '../test/redis.js'
-import { connect, type RelaySocket } from '../test/ws-client.js'
+import { connect, newMessageId, type RelaySocket } from '../test/ws-client.js'
 import { RedisRelayBus } from './redis-bus.js'
 import type { Address, RelayBus, RelayEvent, RelayListener } from './relay-bus.js'
 
@@ -357,5 +357,81 @@ describe.skipIf(skip !== undefined)('two nodes sharing PostgreSQL and Redis', ()
     expect(three.frames.filter((frame) => frame.type === 'error')).toEqual([])
     const devices = await nodes[1].request('/api/v1/devices', { token: third.token })
     expect(devices.body.devices.map((device: { id: number }) => device.id)).toEqual([1, 3])
+  })
+
+  it('send.devices across nodes: every device of a three-device account gets its copy live, sent copies too, and a device removed on one node is stale on the other', async () => {
+    const { nodes } = await cluster([NO_RECHECK_MS, NO_RECHECK_MS])
+    const alice = await signUp(nodes[0])
+    const bob = await signUp(nodes[1])
+    const second = await linkDevice(nodes[1], alice.client, alice.token)
+    const third = await linkDevice(nodes[0], alice.client, alice.token)
+    const [a1, a2, a3, b] = [
+      await online(nodes[0], alice.token, 'alice1@1'),
+      await online(nodes[1], second.token, 'alice2@2'),
+      await online(nodes[0], third.token, 'alice3@1'),
+      await online(nodes[1], bob.token, 'bob@2'),
+    ]
+    const body = (n: number) => Buffer.from(`envelope ${n}`).toString('base64url')
+    const send = (
+      socket: RelaySocket,
+      to: string,
+      messages: number[],
+      own: number[],
+      id = newMessageId(),
+    ) => {
+      socket.send({
+        v: 1,
+        type: 'send.devices',
+        id,
+        to,
+        messages: messages.map((device) => ({ device, body: body(device) })),
+        own: own.map((device) => ({ device, body: body(100 + device) })),
+      })
+      return id
+    }
+
+    // Bob on node 2 to alice's three devices, two of them on node 1.
+    const toAlice = send(b, alice.client.username, [1, 2, 3], [])
+    expect((await b.next('accepted')).id).toBe(toAlice)
+    for (const [socket, device] of [
+      [a1, 1],
+      [a2, 2],
+      [a3, 3],
+    ] as const) {
+      expect(await socket.next('deliver')).toMatchObject({
+        id: toAlice,
+        from: bob.client.username,
+        body: body(device),
+      })
+    }
+
+    // Alice's device 2 on node 2 answers: bob gets it, her devices on node 1 get the sent copies.
+    const reply = send(a2, bob.client.username, [1], [1, 3])
+    expect((await a2.next('accepted')).id).toBe(reply)
+    expect(await b.next('deliver')).toMatchObject({ id: reply, device: second.deviceId, body: body(1) })
+    expect(await a1.next('deliver')).toMatchObject({
+      id: reply,
+      from: alice.client.username,
+      device: 2,
+      body: body(101),
+    })
+    expect(await a3.next('deliver')).toMatchObject({ id: reply, device: 2, body: body(103) })
+
+    // Device 3 removed on node 2: bob's list naming it is stale, and nothing of that send is stored.
+    const removed = await nodes[1].request(`/api/v1/devices/${third.deviceId}`, {
+      method: 'DELETE',
+      token: alice.token,
+    })
+    expect(removed.status).toBe(204)
+    expect((await a3.closed).code).toBe(1008)
+    const stale = send(b, alice.client.username, [1, 2, 3], [])
+    expect(await b.next('devices.mismatch')).toMatchObject({
+      id: stale,
+      recipient: { missing: [], extra: [], stale: [3] },
+    })
+    const fixed = send(b, alice.client.username, [1, 2], [], stale)
+    expect((await b.next('accepted')).id).toBe(fixed)
+    expect((await a1.next('deliver')).id).toBe(stale)
+    expect((await a2.next('deliver')).id).toBe(stale)
   })
 })
