@@ -151,6 +151,21 @@ export const MAX_RETRY_REQUESTS_ANSWERED_PER_HOUR = 20
 export const MAX_PROVISIONING_PLAINTEXT_BYTES = 256 * 1024
 
 /**
+ * Most conversation history one device sends a device it links (docs/protocol.md §13.10), as
+ * content bytes: the newest messages of every conversation up to this, the rest left out (and
+ * counted). 4 MiB is some 20,000 short messages, and stays well inside the server's per-sender share
+ * of a queue (8 MiB), so the new device's queue takes all of it while it is still offline.
+ */
+export const MAX_HISTORY_TRANSFER_BYTES = 4 * 1024 * 1024
+
+/**
+ * Most content bytes of one history part (one message to the new device): a chunk small enough that
+ * a padded part stays a message like any other (MAX_PLAINTEXT_BYTES), large enough that a full
+ * transfer is some 90 parts.
+ */
+export const HISTORY_PART_BYTES = 48 * 1024
+
+/**
  * Sealed bytes one message of the new device to the existing device on a provisioning channel may
  * hold (docs/protocol.md §13.7): its name, sealed with the link's keys (provisioning.ts), and room
  * for a few more fields. The existing device's messages may be as large as

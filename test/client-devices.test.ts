@@ -224,3 +224,56 @@ describe('a device the server adds on its own', () => {
     for (const client of [alice.client, bob.client]) await client.close()
   })
 })
+
+describe('history at link time', () => {
+  it('the existing device sends its conversations in parts; the new one shows the same, in order, with progress on both', async () => {
+    const alice = await registerClient(server)
+    const bob = await registerClient(server)
+    const carol = await registerClient(server)
+    await alice.client.addContact(bob.client.username)
+    for (const client of [alice.client, bob.client, carol.client]) client.connect()
+    await Promise.all([alice.client, bob.client, carol.client].map((client) => client.waitUntilOnline()))
+    const A = alice.client.username
+    const B = bob.client.username
+    const C = carol.client.username
+    // Enough text for more than one part (48 KiB each): 40 messages of 1,500 characters to bob,
+    // his answer, and a conversation carol started.
+    const long = (n: number) => `${n} `.padEnd(1_500, 'history ')
+    for (let n = 0; n < 40; n++) await alice.client.send(B, long(n))
+    await bob.client.send(A, 'got them all')
+    await carol.client.send(A, 'hello from carol')
+    await messageIn(alice.client, B, 'got them all')
+    await messageIn(alice.client, C, 'hello from carol')
+    await alice.client.flush(20_000)
+
+    const laptop = await linkDevice(alice, 'Laptop')
+    const received: { part: number; parts: number }[] = []
+    laptop.client.events.on('history', ({ part, parts }) => received.push({ part, parts }))
+    laptop.client.connect()
+    await laptop.client.waitUntilOnline()
+    expect(await alice.client.waitForDevice(2, { timeoutMs: 20_000, intervalMs: 50 })).toBe(true)
+    const progress: [number, number][] = []
+    const sent = await alice.client.sendHistory({ onProgress: (done, parts) => progress.push([done, parts]) })
+    expect(sent).toMatchObject({ messages: 42, leftOut: 0 })
+    expect(sent.parts).toBeGreaterThan(1)
+    expect(progress.at(-1)).toEqual([sent.parts, sent.parts])
+
+    await until(() => received.length === sent.parts || undefined, 'every part on the laptop')
+    expect(received.map(({ part }) => part).sort((a, b) => a - b)).toEqual(
+      Array.from({ length: sent.parts }, (_, i) => i + 1),
+    )
+    const shown = async (client: ChatClient, peer: string) =>
+      (await client.history(peer, { limit: 100 })).map(({ id, direction, text }) => ({ id, direction, text }))
+    expect(await shown(laptop.client, B)).toEqual(await shown(alice.client, B))
+    expect(await shown(laptop.client, C)).toEqual(await shown(alice.client, C))
+    // Nothing of it is unread there (it was read, or not, on the phone; it is history here).
+    const conversations = await laptop.client.conversations()
+    expect(conversations.map((c) => c.username).sort()).toEqual([B, C].sort())
+    expect(conversations.find((c) => c.username === C)?.preview?.text).toBe('hello from carol')
+    // A second transfer adds nothing twice.
+    await alice.client.sendHistory()
+    await until(() => received.length === 2 * sent.parts || undefined, 'the second transfer')
+    expect((await laptop.client.history(B, { limit: 100 })).length).toBe(41)
+    for (const client of [alice.client, bob.client, carol.client, laptop.client]) await client.close()
+  })
+})

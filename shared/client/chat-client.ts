@@ -1,10 +1,12 @@
 import { directConversation } from '../address.js'
 import { deriveStorageKey, newStorageKeyParameters, STORAGE_KEY_MIN_ITERATIONS } from '../at-rest.js'
+import { toBase64Url } from '../bytes.js'
 import { ChangePasswordResponse, RegisterResponse } from '../codec/api.js'
 import type { ServerFrame } from '../codec/frames.js'
 import { decode } from '../codec/schema.js'
 import type { Identity, PublicIdentity } from '../identity.js'
 import { defaultKeyGeneration } from '../key-generation.js'
+import { newMessageId } from '../message-id.js'
 import type { SafetyNumber } from '../safety-number.js'
 import { ACCOUNT_KEY, ownDeviceId, readAccountHeader, unlockAccount } from './account.js'
 import { AccountSession } from './account-session.js'
@@ -15,6 +17,7 @@ import { type ClientContext, problemOf } from './context.js'
 import { Devices, type DeviceView } from './devices.js'
 import { ClientError, ClientErrorCode, isClientError } from './errors.js'
 import { Emitter } from './events.js'
+import { planHistory } from './history-transfer.js'
 import { type ContentHandler, type DeliverFrame, Inbox } from './inbox.js'
 import {
   canonicalUsername,
@@ -857,6 +860,75 @@ export class ChatClient {
     decode(handler.schema, content, `${content.type} content`)
     await this.identityChecks
     return this.outbox.sendContent(name, content)
+  }
+
+  /**
+   * Waits until the account lists device `deviceId` (a device just approved registers itself once
+   * its user has typed the password there), asking every `intervalMs`; false after `timeoutMs`.
+   */
+  async waitForDevice(
+    deviceId: number,
+    options: { timeoutMs: number; intervalMs?: number; signal?: AbortSignal },
+  ): Promise<boolean> {
+    const deadline = this.now() + options.timeoutMs
+    for (;;) {
+      if ((await this.devicesPart.list()).some((device) => device.id === deviceId)) {
+        await this.refreshOwnDevices()
+        return true
+      }
+      if (this.now() >= deadline || options.signal?.aborted) return false
+      await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 1_000))
+    }
+  }
+
+  /**
+   * Sends this device's conversation history to the account's other devices (a device just
+   * linked: docs/protocol.md §13.10): the newest messages of every conversation, up to
+   * MAX_HISTORY_TRANSFER_BYTES, in parts of HISTORY_PART_BYTES, each through the outbox (so a
+   * dropped connection resumes where it was). Resolves once the server has taken every part;
+   * `onProgress` hears how many it has.
+   */
+  async sendHistory(
+    options: { onProgress?: (sent: number, parts: number) => void; timeoutMs?: number } = {},
+  ): Promise<{ parts: number; messages: number; leftOut: number }> {
+    await this.ownDevicesKnown
+    const plan = await planHistory(this.records, this.store)
+    const transfer = toBase64Url(newMessageId(this.now()))
+    const ids: string[] = []
+    for (const [index, entries] of plan.parts.entries()) {
+      const id = await this.outbox.sendToOwnDevices(
+        { v: 1, type: 'sync.history', transfer, part: index + 1, parts: plan.parts.length, entries },
+        { flush: false },
+      )
+      if (id === undefined) {
+        throw new ClientError(
+          ClientErrorCode.InvalidState,
+          'expected another device of this account to send the history to, got none',
+        )
+      }
+      ids.push(id)
+    }
+    await this.outbox.flush()
+    const deadline = this.now() + (options.timeoutMs ?? 10 * 60_000)
+    let sent = -1
+    for (;;) {
+      const waiting = (await this.store.getMany('outbox', ids)).filter(
+        (record) => record !== undefined,
+      ).length
+      if (ids.length - waiting !== sent) {
+        sent = ids.length - waiting
+        options.onProgress?.(sent, ids.length)
+      }
+      if (waiting === 0) break
+      if (this.now() > deadline) {
+        throw new ClientError(
+          ClientErrorCode.Network,
+          `expected the server to take every part of the history within ${options.timeoutMs ?? 600_000} ms, got ${sent} of ${ids.length}; the rest goes when this device is next online`,
+        )
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    return { parts: ids.length, messages: plan.messages, leftOut: plan.leftOut }
   }
 
   /** True while the outbox holds anything the server has not accepted yet. */

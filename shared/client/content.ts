@@ -109,12 +109,43 @@ export const VerifiedSyncContent = Type.Object({
 })
 export type VerifiedSyncContent = Static<typeof VerifiedSyncContent>
 
-export type OwnDeviceContent = SentCopyContent | ReadSyncContent | VerifiedSyncContent
+/** One message of the history a device sends a device it links. */
+export const HistoryEntry = Type.Object({
+  peer: UsernameField,
+  id: MessageIdField,
+  direction: Type.Union([Type.Literal('in'), Type.Literal('out')]),
+  text: Type.String({ minLength: 1, maxLength: MAX_MESSAGE_TEXT_LENGTH }),
+  sentAt: TimestampField,
+  serverAt: Type.Optional(TimestampField),
+  /** Ours only: how far it got (a message still sending there is not sent again from here). */
+  state: Type.Optional(
+    Type.Union([Type.Literal('accepted'), Type.Literal('delivered'), Type.Literal('failed')]),
+  ),
+  device: Type.Optional(Type.Integer({ minimum: 1, maximum: 0xffff_ffff })),
+})
+export type HistoryEntry = Static<typeof HistoryEntry>
+
+/**
+ * Part `part` of `parts` of the conversation history another of our devices sends us once we
+ * are linked (`transfer` names the whole): stored as it comes, each part on its own.
+ */
+export const HistoryContent = Type.Object({
+  v: Type.Literal(CONTENT_VERSION),
+  type: Type.Literal('sync.history'),
+  transfer: MessageIdField,
+  part: Type.Integer({ minimum: 1, maximum: 100_000 }),
+  parts: Type.Integer({ minimum: 1, maximum: 100_000 }),
+  entries: Type.Array(HistoryEntry, { maxItems: 10_000 }),
+})
+export type HistoryContent = Static<typeof HistoryContent>
+
+export type OwnDeviceContent = SentCopyContent | ReadSyncContent | VerifiedSyncContent | HistoryContent
 
 export const OWN_DEVICE_CONTENT_SCHEMAS = {
   sent: SentCopyContent,
   'sync.read': ReadSyncContent,
   'sync.verified': VerifiedSyncContent,
+  'sync.history': HistoryContent,
 } as const
 
 /** Every content type this version knows, by its `type`. */

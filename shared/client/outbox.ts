@@ -216,19 +216,23 @@ export class Outbox {
    * Sends content to our other devices alone (a read position, a verification), if we have any:
    * a send to ourselves, which the server fans out to them. Takes the own queue (not from inside it).
    */
-  async sendToOwnDevices(content: OwnDeviceContent): Promise<void> {
+  async sendToOwnDevices(
+    content: OwnDeviceContent,
+    options: { flush?: boolean } = {},
+  ): Promise<string | undefined> {
     const self = this.ctx.username
     const sent = await this.ctx.peerQueues.run(self, async () => {
-      if ((await this.fanOut.ownDevices()).length === 0) return false
+      if ((await this.fanOut.ownDevices()).length === 0) return undefined
       const id = toBase64Url(newMessageId(this.ctx.now()))
       const prepared = await this.prepare(self, undefined, id, content, 'sync')
       await this.ctx.store.commit([
         ...prepared.operations,
         await this.ctx.records.outboxPut(prepared.entry, this.ctx.nextOrder()),
       ])
-      return true
+      return id
     })
-    if (sent) await this.flush()
+    if (sent !== undefined && options.flush !== false) await this.flush()
+    return sent
   }
 
   /**

@@ -15,6 +15,7 @@ import { decode } from '../codec/schema.js'
 import { isProtocolError, ProtocolErrorCode } from '../errors.js'
 import {
   CONTENT_VERSION,
+  type HistoryContent,
   OWN_DEVICE_CONTENT_SCHEMAS,
   type OwnDeviceContent,
   parseContent,
@@ -36,9 +37,16 @@ import { messageTime } from './views.js'
 /** What one delivery from our devices says, once decrypted and checked. */
 type Decrypted = { frame: DeliverFrame; content: OwnDeviceContent | undefined }
 
-/** The conversation an own-device content is about. */
-function peerOf(content: OwnDeviceContent): string {
-  return content.type === 'sent' ? content.to : content.peer
+/** The conversations an own-device content is about. */
+function peersOf(content: OwnDeviceContent): string[] {
+  switch (content.type) {
+    case 'sent':
+      return [content.to]
+    case 'sync.history':
+      return [...new Set(content.entries.map((entry) => entry.peer))]
+    default:
+      return [content.peer]
+  }
 }
 
 function readOwnContent(plaintext: Uint8Array): OwnDeviceContent | undefined {
@@ -64,7 +72,7 @@ export class OwnDeviceInbox {
     const self = this.ctx.username
     const peers = await this.ctx.peerQueues.run(self, async () => {
       const { results } = await this.decrypt(frames, false)
-      return [...new Set(results.flatMap(({ content }) => (content ? [peerOf(content)] : [])))]
+      return [...new Set(results.flatMap(({ content }) => (content ? peersOf(content) : [])))]
         .filter((peer) => peer !== self)
         .sort()
     })
@@ -129,12 +137,25 @@ export class OwnDeviceInbox {
     const messages: MessageRecord[] = []
     const updated = new Set<string>()
     const devices = new Set<number>()
+    const history: { transfer: string; part: number; parts: number; messages: number }[] = []
     const contact = async (peer: string) => contacts.get(peer) ?? (await this.ctx.records.loadContact(peer))
 
     for (const { frame, content } of decrypted.results) {
       devices.add(frame.device ?? DEFAULT_DEVICE_ID)
-      if (!content || peerOf(content) === this.ctx.username) continue
-      const peer = peerOf(content)
+      if (!content) continue
+      if (content.type === 'sync.history') {
+        const stored = await this.storeHistory(content, messages, contact, contacts)
+        history.push({
+          transfer: content.transfer,
+          part: content.part,
+          parts: content.parts,
+          messages: stored,
+        })
+        for (const entry of content.entries) updated.add(entry.peer)
+        continue
+      }
+      const peer = peersOf(content)[0]!
+      if (peer === this.ctx.username) continue
       switch (content.type) {
         case 'sent': {
           // Only texts join the history; a copy of a receipt or a retry says nothing to show.
@@ -213,6 +234,47 @@ export class OwnDeviceInbox {
     if (operations.length > 0) await this.ctx.store.commit(operations)
     for (const message of messages) this.ctx.events.emit('message', messageView(message))
     for (const peer of updated) this.ctx.events.emit('contact-updated', { peer })
+    for (const part of history) this.ctx.events.emit('history', part)
+  }
+
+  /**
+   * One part of a history transfer: each message not stored yet joins its conversation at the
+   * place its time gives it (before what arrived since the link), read, and the contact's preview
+   * follows. How many it added.
+   */
+  private async storeHistory(
+    content: HistoryContent,
+    messages: MessageRecord[],
+    contact: (peer: string) => Promise<ContactRecord | undefined>,
+    contacts: Map<string, ContactRecord>,
+  ): Promise<number> {
+    let added = 0
+    for (const [index, entry] of content.entries.entries()) {
+      if (entry.peer === this.ctx.username) continue
+      if (messages.some((m) => m.peer === entry.peer && m.id === entry.id)) continue
+      if (await this.ctx.records.loadMessage(directConversation(entry.peer), entry.id)) continue
+      const message: MessageRecord = {
+        id: entry.id,
+        peer: entry.peer,
+        direction: entry.direction,
+        text: entry.text,
+        sentAt: entry.sentAt,
+        ...(entry.serverAt !== undefined ? { serverAt: entry.serverAt } : {}),
+        state: entry.direction === 'in' ? 'received' : (entry.state ?? 'accepted'),
+        // Its time, and a fraction that keeps the transfer's entries apart: it sorts among the
+        // conversation's entries by when it was written, before anything that arrived since.
+        order: messageTime(entry) + ((content.part * 10_000 + index) % 1_000_000) / 1_000_000,
+        ...(entry.device !== undefined ? { device: entry.device } : {}),
+      }
+      messages.push(message)
+      added++
+      const known = (await contact(entry.peer)) ?? { username: entry.peer, verified: false, unread: 0 }
+      contacts.set(entry.peer, {
+        ...withPreview(known, [message]),
+        lastMessageAt: Math.max(known.lastMessageAt ?? 0, messageTime(message)),
+      })
+    }
+    return added
   }
 
   /** The contact with its conversation read up to the entry at time `upTo` (another device's). */

@@ -129,6 +129,11 @@ export interface ClientEvents extends Record<string, unknown> {
    * `unread`), or verified its key or accepted its change.
    */
   'contact-updated': { peer: string }
+  /**
+   * Part `part` of `parts` of the history another of our devices sends us (a transfer at link
+   * time) is stored: `messages` of it were new here.
+   */
+  history: { transfer: string; part: number; parts: number; messages: number }
   /** Everything the server had queued for us when we connected is now stored (and acknowledged). */
   'caught-up': { messages: number }
   /** A failure in background work (prekey upkeep, a send the server refused); never a secret. */
