@@ -45,15 +45,19 @@ export const USAGE = `Usage:
                                                      account's devices can read it)
   secure-chat remove-device <id>                     remove another of the account's devices: its
                                                      sessions end, its queue and keys are deleted
-  secure-chat link [--name <name>] [--wait <seconds>] [--json]
+  secure-chat link [--name <name>] [--wait <seconds>] [--history] [--json]
                                                      make this device another device of an account:
                                                      shows a code (QR and text) to approve on a device
                                                      that has the account, and the check both show;
                                                      waits until approved (until the code expires, or
-                                                     <seconds>), then asks for the account's password
-  secure-chat approve-link <code> [--yes]            link the device that shows <code> to this account:
+                                                     <seconds>), then asks for the account's password;
+                                                     --history: then waits for the other device's history
+  secure-chat approve-link <code> [--yes] [--history]
+                                                     link the device that shows <code> to this account:
                                                      prints its name and the check, asks to approve
-                                                     (--yes: no question; the check is still printed)
+                                                     (--yes: no question; the check is still printed);
+                                                     --history (or a yes when asked): then sends it this
+                                                     device's conversations, with progress
   secure-chat erase-local <user>                     erase the account's data on this device only (typed
                                                      again to confirm; for a removed device): nothing
                                                      changes on the server
@@ -137,6 +141,8 @@ export type Invocation =
       readonly name: string | undefined
       /** How long to wait for the approval; unset, until the code expires. */
       readonly waitSeconds: number | undefined
+      /** Once linked, wait for the approving device's history. */
+      readonly history: boolean
       readonly json: boolean
     }
   | {
@@ -145,6 +151,8 @@ export type Invocation =
       readonly code: string
       /** Approve without asking (the check is printed all the same). */
       readonly yes: boolean
+      /** Send this device's history to the new device once it is linked (asked, without --yes). */
+      readonly history: boolean
     }
   | {
       readonly command: 'erase-local'
@@ -193,8 +201,8 @@ const COMMAND_OPTIONS: Record<CommandName | 'interactive', readonly string[]> = 
   devices: ['json'],
   'rename-device': [],
   'remove-device': [],
-  link: ['name', 'wait', 'json'],
-  'approve-link': ['yes'],
+  link: ['name', 'wait', 'history', 'json'],
+  'approve-link': ['yes', 'history'],
   'erase-local': [],
 }
 
@@ -313,12 +321,25 @@ export function parseInvocation(argv: readonly string[], env: NodeJS.ProcessEnv)
     case 'link': {
       exactly(command, rest, [])
       // Checked by the client core (shared/device-name.ts), before any connection.
-      return { command, options, name: values.name, waitSeconds: waitSeconds(values.wait), json }
+      return {
+        command,
+        options,
+        name: values.name,
+        waitSeconds: waitSeconds(values.wait),
+        history: values.history === true,
+        json,
+      }
     }
     case 'approve-link': {
       // Checked by the client core (shared/provisioning.ts), which knows the format.
       const [code] = exactly(command, rest, ['<code>'])
-      return { command, options, code: code as string, yes: values.yes === true }
+      return {
+        command,
+        options,
+        code: code as string,
+        yes: values.yes === true,
+        history: values.history === true,
+      }
     }
     case 'erase-local': {
       const [confirmation] = exactly(command, rest, ['<user>'])
@@ -347,6 +368,7 @@ function parse(argv: readonly string[]) {
       'end-other-sessions': { type: 'boolean' },
       name: { type: 'string' },
       yes: { type: 'boolean', short: 'y' },
+      history: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   })

@@ -21,6 +21,7 @@ import {
   noticeText,
 } from '../shared/client/chat-client.js'
 import { ClientError, ClientErrorCode, isClientError } from '../shared/client/errors.js'
+import { MAX_HISTORY_TRANSFER_BYTES } from '../shared/limits.js'
 import {
   assertNoLocalAccount,
   type ClientSettings,
@@ -65,6 +66,18 @@ export const ACCEPT_TIMEOUT_MS = 30_000
 export const RECEIPT_FLUSH_TIMEOUT_MS = 10_000
 /** Messages read from history per step while collecting unread ones. */
 const HISTORY_PAGE = 100
+
+/**
+ * How long `approve-link` waits for the approved device to finish linking before it sends the
+ * history: the approval's link token lives 10 minutes (docs/protocol.md §13.8), so no later.
+ */
+const NEW_DEVICE_WAIT_MS = 10 * 60_000
+
+/**
+ * How long `link --history` waits for the first part of the history, and between parts: the other
+ * device starts as soon as it sees this one linked (it asks every second).
+ */
+const HISTORY_FIRST_PART_WAIT_MS = 60_000
 
 export interface CliIo {
   readonly stdin: NodeJS.ReadStream
@@ -1003,6 +1016,7 @@ async function linkCommand(
   })
   try {
     await checkLinkedPassword(context, client, password)
+    if (invocation.history) await receiveHistory(context, client, password)
   } finally {
     await client.close()
   }
@@ -1017,6 +1031,43 @@ async function linkCommand(
       ? `${terminalJson({ linked: true, user: username, device: deviceId })}\n`
       : `linked: this device is device ${deviceId} of ${username} on ${settings.serverUrl}, with ${provisioned.contacts} contact(s)\n`,
   )
+}
+
+/**
+ * On the new device, once linked (`link --history`): online until the other device's history has
+ * arrived, every part of it, the progress on stderr. It waits HISTORY_FIRST_PART_WAIT_MS for the
+ * first part (the other device starts once it sees this one linked) and as long again between parts.
+ */
+async function receiveHistory(context: CommandContext, client: ChatClient, password: string): Promise<void> {
+  const { io } = context
+  const parts = new Map<string, { received: Set<number>; parts: number; messages: number }>()
+  let last = Date.now()
+  const stop = client.events.on('history', ({ transfer, part, parts: total, messages }) => {
+    const entry = parts.get(transfer) ?? { received: new Set<number>(), parts: total, messages: 0 }
+    if (!entry.received.has(part)) entry.messages += messages
+    entry.received.add(part)
+    parts.set(transfer, entry)
+    last = Date.now()
+    warn(io, `history: ${entry.received.size} of ${total} part(s) received`)
+  })
+  try {
+    warn(io, 'history: waiting for the other device to send it')
+    await goOnline(context, client, password)
+    const done = () => [...parts.values()].some((entry) => entry.received.size === entry.parts)
+    while (!done()) {
+      if (Date.now() - last > HISTORY_FIRST_PART_WAIT_MS) {
+        throw new CommandError(
+          ExitCode.LinkExpired,
+          `link: expected the other device's history within ${HISTORY_FIRST_PART_WAIT_MS / 1000} s, got ${[...parts.values()].reduce((sum, entry) => sum + entry.received.size, 0)} part(s): this device is linked; what came is kept, the rest arrives when the other device sends it again`,
+        )
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    const complete = [...parts.values()].find((entry) => entry.received.size === entry.parts)!
+    warn(io, `history: ${complete.messages} message(s) stored`)
+  } finally {
+    stop()
+  }
 }
 
 /**
@@ -1102,9 +1153,41 @@ async function approveLinkCommand(
       )
     }
     io.stdout.write(`approved: the new device becomes device ${approved.deviceId} of ${client.username}\n`)
+    const sendHistory =
+      invocation.history ||
+      (!invocation.yes && (await askYesNo(io, 'Send it the conversations on this device?')))
+    if (sendHistory) await sendHistoryTo(context, client, password, approved.deviceId)
   } finally {
     await client.close()
   }
+}
+
+/**
+ * After an approval: waits for the new device to finish linking (its user types the password
+ * there; the link token lives NEW_DEVICE_WAIT_MS), then sends it this device's conversations, the
+ * parts' progress on stderr.
+ */
+async function sendHistoryTo(
+  context: CommandContext,
+  client: ChatClient,
+  password: string,
+  deviceId: number,
+): Promise<void> {
+  const { io } = context
+  warn(io, `history: waiting for device ${deviceId} to finish linking (its password, typed there)`)
+  await goOnline(context, client, password)
+  if (!(await client.waitForDevice(deviceId, { timeoutMs: NEW_DEVICE_WAIT_MS }))) {
+    throw new CommandError(
+      ExitCode.LinkExpired,
+      `approve-link: expected device ${deviceId} to finish linking within ${NEW_DEVICE_WAIT_MS / 60_000} minutes, got no such device: the history was not sent (approve a new link to send it)`,
+    )
+  }
+  const sent = await client.sendHistory({
+    onProgress: (done, parts) => warn(io, `history: ${done} of ${parts} part(s) sent`),
+  })
+  io.stdout.write(
+    `sent the history to device ${deviceId}: ${sent.messages} message(s) in ${sent.parts} part(s)${sent.leftOut > 0 ? `, ${sent.leftOut} older one(s) left out (over ${MAX_HISTORY_TRANSFER_BYTES} bytes)` : ''}\n`,
+  )
 }
 
 /**

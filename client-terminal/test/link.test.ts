@@ -283,4 +283,30 @@ describe('secure-chat link and approve-link', { timeout: E2E_GUARD_MS }, () => {
     expect(late.code).toBe(ExitCode.LinkCodeInvalid)
     expect(late.stderr).toContain('(E2E_ERR_LINK_USED)')
   })
+
+  it('sends the history along: approve-link --history and link --history, with progress on both', async () => {
+    const reader = new TestAccount(workspace, alice.username, alice.password, join(workspace.root, 'reader'))
+    const linking = reader.start(['link', '--json', '--history', '--name', 'Reader'])
+    const code = await linkCode(linking)
+    const approved = await alice.run(['approve-link', code, '--yes', '--history'])
+    expect(approved.code, approved.stderr).toBe(0)
+    expect(approved.stderr).toMatch(/history: waiting for device \d+ to finish linking/)
+    expect(approved.stderr).toMatch(/history: 1 of 1 part\(s\) sent/)
+    const sent = /sent the history to device (\d+): (\d+) message\(s\) in 1 part\(s\)/.exec(approved.stdout)
+    expect(sent, approved.stdout).not.toBeNull()
+
+    const linked = await linking.done
+    expect(linked.code, linked.stderr).toBe(0)
+    expect(linked.stderr).toMatch(/history: 1 of 1 part\(s\) received/)
+    // The conversation with bob as device 1 has it, on the new device.
+    const shown = async (account: TestAccount) =>
+      jsonLines<{ id: string; direction: string; text: string }>(
+        (await account.ok(['history', bob.username, '--json'])).stdout,
+      ).map(({ id, direction, text }) => ({ id, direction, text }))
+    const onAlice = await shown(alice)
+    expect(onAlice.length).toBe(Number(sent![2]))
+    expect(await shown(reader)).toEqual(onAlice)
+    // Nothing of it is unread there.
+    expect(await reader.read()).toEqual([])
+  })
 })
