@@ -73,6 +73,8 @@ const DRAIN_MESSAGES = 10_000
 /** Users (in pairs) of the case with several devices per user, and their devices each. */
 const DEVICE_USERS = Number(process.env.BENCH_DEVICE_USERS ?? 60)
 const DEVICES_PER_USER = 3
+/** Messages each device keeps in flight in that case (each of them 5 copies). */
+const DEVICE_WINDOW = Number(process.env.BENCH_DEVICE_WINDOW ?? WINDOW)
 const LOGINS = 50
 const WANTED_CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16_000)
 /** File descriptors kept free for everything else the process opens. */
@@ -232,7 +234,7 @@ async function main(): Promise<void> {
         url: target,
         ca: certificate.cert,
         users: deviceUsers.map((user) => ({ name: user.username, tokens: [...user.deviceTokens] })),
-        window: WINDOW,
+        window: DEVICE_WINDOW,
         warmupMs: WARMUP_MS,
         durationMs: DURATION_MS,
       })
