@@ -180,7 +180,12 @@ async function main(): Promise<void> {
     const bare = await startBareRelay(httpsOptions(certificate))
     await run(
       'bare ws relay',
-      Array.from({ length: CLIENTS }, (_, index) => ({ id: index, username: `bare${index}`, token: '' })),
+      Array.from({ length: CLIENTS }, (_, index) => ({
+        id: index,
+        username: `bare${index}`,
+        token: '',
+        deviceTokens: [],
+      })),
       [bare.url],
       'this process',
       1,

@@ -33,19 +33,29 @@ export const BENCH_LIMITS = {
 export interface BenchUser {
   readonly id: number
   readonly username: string
+  /** Device 1's session token. */
   readonly token: string
+  /** A session token per device, device 1 first (`devices` ids 1, 2, ...). */
+  readonly deviceTokens: readonly string[]
 }
 
-/** Users with keys and a live session token, written in bulk (one transaction). */
+/**
+ * Users with keys and a live session token per device, written in bulk (one transaction). Each
+ * of the `devices` (1 unless told) gets what a linked device has: a `devices` row, a signed prekey,
+ * one-time prekeys and its own session token.
+ */
 export async function createUsers(
   db: Db,
   prefix: string,
   count: number,
-  options: { loginKey: Uint8Array; passwordHash: string },
+  options: { loginKey: Uint8Array; passwordHash: string; devices?: number },
 ): Promise<BenchUser[]> {
   const now = Date.now()
   const users: BenchUser[] = []
   const random = (length: number) => new Uint8Array(randomBytes(length))
+  const deviceIds = Array.from({ length: options.devices ?? 1 }, (_, i) => i + 1)
+  const everyDevice = <Row>(rows: readonly Row[]) =>
+    rows.flatMap((row) => deviceIds.map((deviceId) => ({ row, deviceId })))
   await db.transaction().execute(async (trx) => {
     for (let start = 0; start < count; start += 500) {
       const names = Array.from({ length: Math.min(500, count - start) }, (_, i) => `${prefix}${start + i}`)
@@ -68,9 +78,9 @@ export async function createUsers(
       await trx
         .insertInto('devices')
         .values(
-          rows.map((row) => ({
+          everyDevice(rows).map(({ row, deviceId }) => ({
             user_id: row.id,
-            device_id: 1,
+            device_id: deviceId,
             login_key: options.loginKey,
             name: null,
             created_at: now,
@@ -81,9 +91,9 @@ export async function createUsers(
       await trx
         .insertInto('signed_prekeys')
         .values(
-          rows.map((row) => ({
+          everyDevice(rows).map(({ row, deviceId }) => ({
             user_id: row.id,
-            device_id: 1,
+            device_id: deviceId,
             key_id: 1,
             public_key: random(32),
             signature: random(64),
@@ -92,10 +102,10 @@ export async function createUsers(
         )
         .execute()
       // Ten one-time prekeys each: at the refill threshold, so no prekeys.low frames.
-      const preKeys = rows.flatMap((row) =>
+      const preKeys = everyDevice(rows).flatMap(({ row, deviceId }) =>
         Array.from({ length: 10 }, (_, keyId) => ({
           user_id: row.id,
-          device_id: 1,
+          device_id: deviceId,
           key_id: keyId + 1,
           public_key: random(32),
           signature: random(64),
@@ -107,21 +117,26 @@ export async function createUsers(
           .values(preKeys.slice(offset, offset + 2_000))
           .execute()
       }
-      const tokens = rows.map((row) => ({ row, token: randomBytes(32) }))
-      await trx
-        .insertInto('auth_tokens')
-        .values(
-          tokens.map(({ row, token }) => ({
-            token_hash: hashSessionToken(token),
-            user_id: row.id,
-            device_id: 1,
-            created_at: now,
-            expires_at: now + 24 * 60 * 60 * 1000,
-          })),
-        )
-        .execute()
-      for (const { row, token } of tokens) {
-        users.push({ id: row.id, username: row.username, token: token.toString('base64url') })
+      const tokens = everyDevice(rows).map((device) => ({ ...device, token: randomBytes(32) }))
+      for (let offset = 0; offset < tokens.length; offset += 2_000) {
+        await trx
+          .insertInto('auth_tokens')
+          .values(
+            tokens.slice(offset, offset + 2_000).map(({ row, deviceId, token }) => ({
+              token_hash: hashSessionToken(token),
+              user_id: row.id,
+              device_id: deviceId,
+              created_at: now,
+              expires_at: now + 24 * 60 * 60 * 1000,
+            })),
+          )
+          .execute()
+      }
+      for (const [index, row] of rows.entries()) {
+        const deviceTokens = tokens
+          .slice(index * deviceIds.length, (index + 1) * deviceIds.length)
+          .map(({ token }) => token.toString('base64url'))
+        users.push({ id: row.id, username: row.username, token: deviceTokens[0]!, deviceTokens })
       }
     }
   })
@@ -162,17 +177,51 @@ export class LoadGenerator {
   }
 }
 
-/** The floor: a ws relay over TLS that forwards each frame to the paired socket, nothing else. */
+/**
+ * The floor: a ws relay over TLS that forwards each frame to the paired socket, nothing else.
+ * A socket that says `devices:<user>:<device>:<count>` is one of `count` devices of a user (users
+ * in pairs, 0 with 1, ...): its frames are lines, one envelope each, the partner's devices first
+ * and then its own other devices, and each line goes to its device, as `send.devices` fans out on
+ * the real server (bench/server-load.ts, relay.devices).
+ */
 export async function startBareRelay(tls: ReturnType<typeof httpsOptions>) {
   const server = createServer(tls)
   const wss = new WebSocketServer({ server, perMessageDeflate: false })
   const peers: WebSocket[] = []
+  const devicesOf: WebSocket[][] = []
   wss.on('connection', (ws) => {
     let index = -1
     let partner: WebSocket | undefined
-    ws.on('message', (data, isBinary) => {
+    let devices: { user: number; device: number; count: number } | undefined
+    let fanOut: WebSocket[] | undefined
+    ws.on('message', (data: Buffer, isBinary) => {
+      if (devices) {
+        // The load generator connects every device before any sends, so the lists are whole by now.
+        fanOut ??= [
+          ...devicesOf[devices.user ^ 1]!.slice(0, devices.count),
+          ...devicesOf[devices.user]!.slice(0, devices.count).filter(
+            (_, other) => other !== devices!.device - 1,
+          ),
+        ]
+        let start = 0
+        for (const target of fanOut) {
+          const end = data.indexOf(0x0a, start)
+          target.send(data.subarray(start, end < 0 ? data.length : end), { binary: isBinary })
+          start = end + 1
+        }
+        return
+      }
       if (index < 0) {
-        index = Number(String(data).slice('pair:'.length))
+        const hello = String(data)
+        if (hello.startsWith('devices:')) {
+          const [user, device, count] = hello.slice('devices:'.length).split(':').map(Number)
+          devices = { user: user!, device: device!, count: count! }
+          devicesOf[devices.user] ??= []
+          devicesOf[devices.user]![devices.device - 1] = ws
+          ws.send('ok')
+          return
+        }
+        index = Number(hello.slice('pair:'.length))
         peers[index] = ws
         const other = peers[index ^ 1]
         if (other) {

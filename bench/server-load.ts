@@ -7,7 +7,11 @@
  *   counts deliveries per second after a warm-up and records send→deliver latency. Mode `server`
  *   speaks the real protocol (auth, send, accepted, deliver, cumulative ack once per turn); mode
  *   `bare` sends the same send frames through the bare relay, which forwards them to the partner.
+ * - relay.devices: the same with every user's devices connected (users in pairs), each device
+ *   sending `send.devices` to the partner's devices with sent copies for its own others; the bare
+ *   relay forwards each envelope to its device.
  * - drain: queues messages for an offline user, then times that user's drain on connect.
+ * - drain.devices: the same for every device of one user, drained by all of them at once.
  * - hold: opens and authenticates many idle connections and keeps them until `release`.
  * - logins: concurrent POST /login requests.
  *
@@ -52,11 +56,32 @@ export type LoadCommand =
       durationMs: number
     }
   | {
+      cmd: 'relay.devices'
+      mode: 'server' | 'bare'
+      url: string
+      ca: string
+      /** Users in pairs (0 with 1, 2 with 3, ...), each with a session token per device, device 1 first. */
+      users: { name: string; tokens: string[] }[]
+      window: number
+      warmupMs: number
+      durationMs: number
+    }
+  | {
       cmd: 'drain'
       url: string
       ca: string
       sender: string
       recipient: string
+      recipientName: string
+      count: number
+    }
+  | {
+      cmd: 'drain.devices'
+      url: string
+      ca: string
+      sender: string
+      /** One session token per device of the offline recipient, device 1 first. */
+      recipients: string[]
       recipientName: string
       count: number
     }
@@ -428,6 +453,396 @@ async function drain(command: Extract<LoadCommand, { cmd: 'drain' }>) {
   return { accepted, sendErrors, ...result }
 }
 
+export interface DevicesRelayResult {
+  /** Copies delivered to the recipients' devices in the measured window, per second (the headline). */
+  recipientCopiesPerSec: number
+  /** Sent copies delivered to the senders' other devices in the measured window, per second. */
+  ownCopiesPerSec: number
+  /** `send.devices` frames whose every copy arrived in the measured window, per second. */
+  sendsPerSec: number
+  /** Send → the first of the recipient's devices has it. */
+  firstP50Ms: number
+  firstP99Ms: number
+  /** Send → every device of the recipient has it. */
+  allP50Ms: number
+  allP99Ms: number
+  /** Copies delivered in the whole run, warm-up and wind-down included (for CPU per copy). */
+  totalRecipientCopies: number
+  errors: number
+  clientCpuMicros: number
+  sent: number
+  /** Copies never delivered (the wind-down gave up waiting for them). */
+  undelivered: number
+  /** Deliveries of no message in flight, or more copies of one than it was sent with. */
+  mismatched: number
+}
+
+interface DeviceClient {
+  readonly user: number
+  readonly device: number
+  readonly ws: WebSocket
+  inFlight: number
+  ackUpTo: number
+  ackScheduled: boolean
+  pumpScheduled: boolean
+  counter: number
+  readonly idBytes: Buffer
+}
+
+/** A `send.devices` in flight: who sent it, when, and how many of its copies have yet to arrive. */
+interface PendingSend {
+  readonly sender: DeviceClient
+  readonly sentAt: number
+  recipientLeft: number
+  ownLeft: number
+}
+
+/** `{"v":1,"type":"de` + `l`: deliver, not devices.mismatch (both begin with `de`). */
+const isDeliver = (data: Buffer) => data[TYPE_OFFSET] === 0x64 && data[TYPE_OFFSET + 2] === 0x6c
+
+/**
+ * Every user's devices connected at once, users in pairs; each device keeps `window` messages in
+ * flight to its partner. Mode `server` sends `send.devices` (an envelope per device of the partner
+ * and a sent copy per other device of the sender); each device acknowledges its own queue. Mode
+ * `bare` sends the same envelopes as one frame of lines, which the bare relay splits and forwards
+ * one line to each device (bench/relay-kit.ts), so that both relays carry the same bytes in and
+ * out. A message leaves the sender's window once every copy of it has arrived.
+ */
+async function relayDevices(
+  command: Extract<LoadCommand, { cmd: 'relay.devices' }>,
+): Promise<DevicesRelayResult> {
+  const devicesPerUser = command.users[0]?.tokens.length ?? 0
+  const clients: DeviceClient[][] = []
+  const firstSamples = new Float64Array(2_000_000)
+  const allSamples = new Float64Array(2_000_000)
+  let firstCount = 0
+  let allCount = 0
+  let measuring = false
+  let running = true
+  let recipientCopies = 0
+  let ownCopies = 0
+  let completedSends = 0
+  let totalRecipientCopies = 0
+  let totalCopies = 0
+  let errors = 0
+  let sent = 0
+  let mismatched = 0
+  const pending = new Map<string, PendingSend>()
+  const runPrefix = randomBytes(4)
+
+  const frameFor = (client: DeviceClient, id: string): string => {
+    const partner = command.users[client.user ^ 1]!.name
+    const own: number[] = []
+    for (let device = 1; device <= devicesPerUser; device++) if (device !== client.device) own.push(device)
+    if (command.mode === 'bare') {
+      // Partner's devices in order, then the sender's others: the order the bare relay forwards in.
+      const lines: string[] = []
+      for (let device = 1; device <= devicesPerUser; device++) {
+        lines.push(`{"v":1,"type":"send.devices","id":"${id}","device":${device},"body":"${BODY}"}`)
+      }
+      for (const device of own) {
+        lines.push(`{"v":1,"type":"send.devices","id":"${id}","device":${device},"body":"${BODY}"}`)
+      }
+      return lines.join('\n')
+    }
+    const messages: string[] = []
+    for (let device = 1; device <= devicesPerUser; device++)
+      messages.push(`{"device":${device},"body":"${BODY}"}`)
+    const copies = own.map((device) => `{"device":${device},"body":"${BODY}"}`)
+    return `{"v":1,"type":"send.devices","id":"${id}","to":"${partner}","messages":[${messages.join(',')}],"own":[${copies.join(',')}]}`
+  }
+
+  const pump = (client: DeviceClient) => {
+    client.pumpScheduled = false
+    if (!running || client.ws.readyState !== WebSocket.OPEN) return
+    const socket = socketOf(client.ws)
+    socket.cork()
+    while (client.inFlight < command.window) {
+      client.counter += 1
+      client.idBytes.writeUIntBE(Date.now(), 0, 6)
+      client.idBytes.writeUInt32BE(client.counter, 12)
+      const id = client.idBytes.toString('base64url')
+      client.ws.send(frameFor(client, id))
+      pending.set(id, {
+        sender: client,
+        sentAt: performance.now(),
+        recipientLeft: devicesPerUser,
+        ownLeft: devicesPerUser - 1,
+      })
+      client.inFlight += 1
+      sent += 1
+    }
+    socket.uncork()
+  }
+
+  const schedulePump = (client: DeviceClient) => {
+    if (client.pumpScheduled) return
+    client.pumpScheduled = true
+    setImmediate(() => pump(client))
+  }
+
+  const flushAck = (client: DeviceClient) => {
+    client.ackScheduled = false
+    if (client.ackUpTo > 0 && client.ws.readyState === WebSocket.OPEN) {
+      client.ws.send(`{"v":1,"type":"ack","upTo":${client.ackUpTo}}`)
+      client.ackUpTo = 0
+    }
+  }
+
+  const received = (client: DeviceClient, data: Buffer) => {
+    const kind = data[TYPE_OFFSET]
+    const deliver = isDeliver(data)
+    // 's': a forwarded line (bare relay); deliver (server). Both are one copy of a message.
+    if (kind === 0x73 || deliver) {
+      const at = data.indexOf(ID_MARKER)
+      const id =
+        at < 0 ? '' : data.toString('latin1', at + ID_MARKER.length, at + ID_MARKER.length + ID_LENGTH)
+      const send = pending.get(id)
+      const now = performance.now()
+      if (!send) {
+        mismatched += 1
+        if (mismatched <= 3) progress(`unexpected delivery: ${data.toString().slice(0, 120)}`)
+      } else if (send.sender.user === client.user) {
+        send.ownLeft -= 1
+        totalCopies += 1
+        if (measuring) ownCopies += 1
+        if (send.ownLeft < 0) mismatched += 1
+      } else {
+        send.recipientLeft -= 1
+        totalCopies += 1
+        totalRecipientCopies += 1
+        if (measuring) {
+          recipientCopies += 1
+          if (send.recipientLeft === devicesPerUser - 1 && firstCount < firstSamples.length) {
+            firstSamples[firstCount++] = now - send.sentAt
+          }
+          if (send.recipientLeft === 0 && allCount < allSamples.length)
+            allSamples[allCount++] = now - send.sentAt
+        }
+        if (send.recipientLeft < 0) mismatched += 1
+      }
+      if (send && send.recipientLeft <= 0 && send.ownLeft <= 0) {
+        pending.delete(id)
+        if (measuring) completedSends += 1
+        send.sender.inFlight -= 1
+        schedulePump(send.sender)
+      }
+      if (deliver) {
+        let seq = 0
+        for (let i = DELIVER_SEQ_OFFSET; i < data.length; i++) {
+          const digit = data[i]! - 0x30
+          if (digit < 0 || digit > 9) break
+          seq = seq * 10 + digit
+        }
+        client.ackUpTo = seq
+        if (!client.ackScheduled) {
+          client.ackScheduled = true
+          setImmediate(() => flushAck(client))
+        }
+      }
+    } else if (kind === 0x65 || kind === 0x64) {
+      // An error frame, or devices.mismatch: the device lists were wrong.
+      errors += 1
+      if (errors <= 3) progress(`error frame: ${data.toString().slice(0, 200)}`)
+    }
+  }
+
+  const count = command.users.length * devicesPerUser
+  progress(`${command.mode}, ${devicesPerUser} devices: connecting ${count} devices`)
+  const slots = command.users.flatMap((user, index) =>
+    user.tokens.map((token, offset) => ({ user: index, device: offset + 1, token })),
+  )
+  for (let start = 0; start < slots.length; start += 50) {
+    await Promise.all(
+      slots.slice(start, start + 50).map(async ({ user, device, token }) => {
+        const idBytes = Buffer.alloc(16)
+        runPrefix.copy(idBytes, 6)
+        idBytes.writeUInt16BE(user * devicesPerUser + device, 10)
+        const client: DeviceClient = {
+          user,
+          device,
+          ws: undefined as unknown as WebSocket,
+          inFlight: 0,
+          ackUpTo: 0,
+          ackScheduled: false,
+          pumpScheduled: false,
+          counter: 0,
+          idBytes,
+        }
+        clients[user] ??= []
+        clients[user][device - 1] = client
+        const hello =
+          command.mode === 'server'
+            ? JSON.stringify({ v: 1, type: 'auth', token })
+            : `devices:${user}:${device}:${devicesPerUser}`
+        ;(client as { ws: WebSocket }).ws = await connectClient(command.url, command.ca, hello, (data) =>
+          received(client, data),
+        )
+      }),
+    )
+  }
+  const all = clients.flat()
+  progress(`${command.mode}, ${devicesPerUser} devices: warming up for ${command.warmupMs} ms`)
+  const cpuStart = process.cpuUsage()
+  for (const client of all) schedulePump(client)
+  await new Promise((resolve) => setTimeout(resolve, command.warmupMs))
+  measuring = true
+  const started = performance.now()
+  progress(`${command.mode}, ${devicesPerUser} devices: measuring for ${command.durationMs} ms`)
+  await new Promise((resolve) => setTimeout(resolve, command.durationMs))
+  measuring = false
+  const seconds = (performance.now() - started) / 1000
+  running = false
+  await new Promise<void>((resolve) => {
+    let lastTotal = totalCopies
+    let lastProgress = performance.now()
+    const check = () => {
+      if (totalCopies !== lastTotal) {
+        lastTotal = totalCopies
+        lastProgress = performance.now()
+      }
+      if (pending.size === 0) resolve()
+      else if (performance.now() - lastProgress > WIND_DOWN_STALL_MS) resolve()
+      else setTimeout(check, 20)
+    }
+    check()
+  })
+  let undelivered = 0
+  for (const send of pending.values())
+    undelivered += Math.max(0, send.recipientLeft) + Math.max(0, send.ownLeft)
+  if (undelivered > 0)
+    progress(`${command.mode}, ${devicesPerUser} devices: ${undelivered} copies never delivered`)
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  await Promise.all(
+    all.map(
+      (client) =>
+        new Promise<void>((resolve) => {
+          client.ws.once('close', () => resolve())
+          client.ws.close(1000)
+        }),
+    ),
+  )
+  const cpu = process.cpuUsage(cpuStart)
+  const first = firstSamples.subarray(0, firstCount).sort()
+  const every = allSamples.subarray(0, allCount).sort()
+  return {
+    recipientCopiesPerSec: Math.round(recipientCopies / seconds),
+    ownCopiesPerSec: Math.round(ownCopies / seconds),
+    sendsPerSec: Math.round(completedSends / seconds),
+    firstP50Ms: round(percentile(first, 50)),
+    firstP99Ms: round(percentile(first, 99)),
+    allP50Ms: round(percentile(every, 50)),
+    allP99Ms: round(percentile(every, 99)),
+    totalRecipientCopies,
+    errors,
+    clientCpuMicros: round((cpu.user + cpu.system) / Math.max(1, totalRecipientCopies), 1),
+    sent,
+    undelivered,
+    mismatched,
+  }
+}
+
+/**
+ * Queues `count` messages for every device of an offline user (one `send.devices` each, from a
+ * one-device sender), then connects all of its devices at once and times them from the first
+ * socket's open to the last device's last message.
+ */
+async function drainDevices(command: Extract<LoadCommand, { cmd: 'drain.devices' }>) {
+  let accepted = 0
+  let sendErrors = 0
+  const envelopes = command.recipients.map((_, index) => `{"device":${index + 1},"body":"${BODY}"}`).join(',')
+  await new Promise<void>((resolve) => {
+    const check = () => {
+      if (accepted + sendErrors >= command.count) resolve()
+    }
+    connectClient(
+      command.url,
+      command.ca,
+      JSON.stringify({ v: 1, type: 'auth', token: command.sender }),
+      (data) => {
+        if (data[TYPE_OFFSET] === 0x61) accepted += 1
+        else if (data[TYPE_OFFSET] === 0x65 || data[TYPE_OFFSET] === 0x64) {
+          sendErrors += 1
+          if (sendErrors <= 3) progress(`drain send error: ${data.toString().slice(0, 200)}`)
+        }
+        check()
+      },
+    ).then((ws) => {
+      const idBytes = randomBytes(16)
+      idBytes.writeUIntBE(Date.now(), 0, 6)
+      const socket = socketOf(ws)
+      socket.cork()
+      for (let i = 0; i < command.count; i++) {
+        idBytes.writeUInt32BE(i, 12)
+        ws.send(
+          `{"v":1,"type":"send.devices","id":"${idBytes.toString('base64url')}","to":"${command.recipientName}","messages":[${envelopes}],"own":[]}`,
+        )
+      }
+      socket.uncork()
+    })
+  })
+  progress(
+    `drain, ${command.recipients.length} devices: ${accepted} accepted; connecting the recipient's devices`,
+  )
+
+  const started = performance.now()
+  const perDevice = await Promise.all(
+    command.recipients.map(
+      (token) =>
+        new Promise<{ done: number; received: number; queued: number }>((resolve, reject) => {
+          const ws = open(command.url, command.ca)
+          let received = 0
+          let queued = -1
+          let ackUpTo = 0
+          let ackScheduled = false
+          const finish = () => {
+            ws.send(`{"v":1,"type":"ack","upTo":${ackUpTo}}`)
+            ws.close(1000)
+            resolve({ done: performance.now(), received, queued })
+          }
+          ws.once('open', () => ws.send(JSON.stringify({ v: 1, type: 'auth', token })))
+          ws.on('message', (data: Buffer) => {
+            if (data[TYPE_OFFSET] === 0x72) {
+              queued = JSON.parse(data.toString()).queued
+              if (queued === 0) finish()
+              return
+            }
+            if (!isDeliver(data)) return
+            received += 1
+            let seq = 0
+            for (let i = DELIVER_SEQ_OFFSET; i < data.length; i++) {
+              const digit = data[i]! - 0x30
+              if (digit < 0 || digit > 9) break
+              seq = seq * 10 + digit
+            }
+            ackUpTo = seq
+            if (received === queued) {
+              finish()
+              return
+            }
+            if (!ackScheduled) {
+              ackScheduled = true
+              setImmediate(() => {
+                ackScheduled = false
+                if (ws.readyState === WebSocket.OPEN) ws.send(`{"v":1,"type":"ack","upTo":${ackUpTo}}`)
+              })
+            }
+          })
+          ws.once('error', reject)
+        }),
+    ),
+  )
+  const done = Math.max(...perDevice.map((device) => device.done))
+  return {
+    accepted,
+    sendErrors,
+    seconds: (done - started) / 1000,
+    received: perDevice.reduce((sum, device) => sum + device.received, 0),
+    queued: perDevice.reduce((sum, device) => sum + device.queued, 0),
+    devices: perDevice.length,
+  }
+}
+
 let held: WebSocket[] = []
 
 async function hold(command: Extract<LoadCommand, { cmd: 'hold' }>) {
@@ -500,8 +915,14 @@ process.on('message', async (command: LoadCommand) => {
       case 'relay':
         result = await relay(command)
         break
+      case 'relay.devices':
+        result = await relayDevices(command)
+        break
       case 'drain':
         result = await drain(command)
+        break
+      case 'drain.devices':
+        result = await drainDevices(command)
         break
       case 'hold':
         result = await hold(command)

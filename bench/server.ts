@@ -10,7 +10,16 @@
  *   before `accepted`, and takes it out of the queue on the cumulative ack. The bare relay and the
  *   server run in turns, twice each, and each keeps its better run (other work on the machine
  *   during one run should not decide the ratio); the table lists every run.
- * - drain: 10,000 messages queued for an offline user, timed from its auth frame to the last one.
+ * - relay, 3 devices: 60 users (BENCH_DEVICE_USERS) in pairs, each with 3 devices and one
+ *   connection per device; every device keeps the same window of `send.devices` in flight to its
+ *   partner (an envelope per device of the partner, a sent copy per other device of its own: 5
+ *   stored rows a send), and every device acknowledges its own queue. The headline counts copies
+ *   delivered to the recipient's devices; sent copies are counted apart. Latency is send → the
+ *   first of the recipient's devices, and send → all three. The floor is the bare relay splitting
+ *   the same envelopes, one line each, to the same 5 sockets (bench/relay-kit.ts), in turns as above.
+ * - drain: 10,000 messages queued for an offline user, timed from its auth frame to the last one;
+ *   and 10,000 queued for each of 3 devices of one user, drained by all three at once (from the
+ *   first socket's open to the last device's last message).
  * - connections: idle authenticated connections held at once, and the server's memory per
  *   connection (resident set growth after a GC).
  * - logins: 50 concurrent logins at bcrypt cost 12, with the event loop's delay p99 meanwhile.
@@ -52,7 +61,7 @@ import {
   round,
   startBareRelay,
 } from './relay-kit.js'
-import type { RelayResult } from './server-load.js'
+import type { DevicesRelayResult, RelayResult } from './server-load.js'
 
 const RELAY_CLIENTS = Number(process.env.BENCH_CLIENTS ?? 200)
 const WINDOW = Number(process.env.BENCH_WINDOW ?? 50)
@@ -61,6 +70,11 @@ const DURATION_MS = Number(process.env.BENCH_MS ?? 4_000)
 /** Runs of each relay, in turns; the better of each counts. */
 const RELAY_ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2)
 const DRAIN_MESSAGES = 10_000
+/** Users (in pairs) of the case with several devices per user, and their devices each. */
+const DEVICE_USERS = Number(process.env.BENCH_DEVICE_USERS ?? 60)
+const DEVICES_PER_USER = 3
+/** Messages each device keeps in flight in that case (each of them 5 copies). */
+const DEVICE_WINDOW = Number(process.env.BENCH_DEVICE_WINDOW ?? WINDOW)
 const LOGINS = 50
 const WANTED_CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16_000)
 /** File descriptors kept free for everything else the process opens. */
@@ -127,10 +141,21 @@ async function main(): Promise<void> {
     const database = await openDatabase({ kind: 'sqlite', file: join(dir, 'bench.sqlite') })
     await migrateToLatest(database.db, 'sqlite')
 
-    progress(`creating ${RELAY_CLIENTS + 2 + LOGINS + connectionTarget} users with keys and session tokens`)
+    progress(
+      `creating ${RELAY_CLIENTS + DEVICE_USERS + 4 + LOGINS + connectionTarget} users with keys and session tokens`,
+    )
     const userOptions = { loginKey: loginKey.publicKeySpki, passwordHash }
     const relayUsers = await createUsers(database.db, 'relay-', RELAY_CLIENTS, userOptions)
     const [drainSender, drainRecipient] = await createUsers(database.db, 'drain-', 2, userOptions)
+    const deviceUsers = await createUsers(database.db, 'devices-', DEVICE_USERS, {
+      ...userOptions,
+      devices: DEVICES_PER_USER,
+    })
+    const [drainDevicesSender] = await createUsers(database.db, 'drain3-sender-', 1, userOptions)
+    const [drainDevicesRecipient] = await createUsers(database.db, 'drain3-', 1, {
+      ...userOptions,
+      devices: DEVICES_PER_USER,
+    })
     const loginUsers = await createUsers(database.db, 'login-', LOGINS, userOptions)
     const idleUsers = await createUsers(database.db, 'idle-', connectionTarget, userOptions)
     const app = await build({
@@ -195,7 +220,45 @@ async function main(): Promise<void> {
       bareBest = bareBest ? better(bareBest, bareRun) : bareRun
       relayBest = relayBest ? better(relayBest, relayRun) : relayRun
     }
+
+    // --- relay with three devices per user: the same turns, the same floor (fanning out) ----------
+    interface MeasuredDevices {
+      readonly result: DevicesRelayResult
+      readonly cpu: number
+    }
+    const measureDevices = async (mode: 'bare' | 'server', target: string): Promise<MeasuredDevices> => {
+      const cpu = process.cpuUsage()
+      const result = await load.run<DevicesRelayResult>({
+        cmd: 'relay.devices',
+        mode,
+        url: target,
+        ca: certificate.cert,
+        users: deviceUsers.map((user) => ({ name: user.username, tokens: [...user.deviceTokens] })),
+        window: DEVICE_WINDOW,
+        warmupMs: WARMUP_MS,
+        durationMs: DURATION_MS,
+      })
+      const measured = { result, cpu: cpuPerMessage(process.cpuUsage(cpu), result.totalRecipientCopies) }
+      progress(
+        `  ${mode === 'bare' ? 'bare relay' : 'server relay'}, ${DEVICES_PER_USER} devices: ${result.recipientCopiesPerSec} copies/s to recipients (+ ${result.ownCopiesPerSec} own), ${measured.cpu} µs of server CPU per copy (${result.errors} error frames, ${result.undelivered} undelivered, ${result.mismatched} out of place)`,
+      )
+      return measured
+    }
+    const betterDevices = (a: MeasuredDevices, b: MeasuredDevices) =>
+      b.result.recipientCopiesPerSec > a.result.recipientCopiesPerSec ? b : a
+    let bareDevicesBest: MeasuredDevices | undefined
+    let devicesBest: MeasuredDevices | undefined
+    const deviceRounds: string[] = []
+    for (let turn = 0; turn < RELAY_ROUNDS; turn++) {
+      const bareRun = await measureDevices('bare', bare.url)
+      const serverRun = await measureDevices('server', url)
+      deviceRounds.push(`${serverRun.result.recipientCopiesPerSec} / ${bareRun.result.recipientCopiesPerSec}`)
+      bareDevicesBest = bareDevicesBest ? betterDevices(bareDevicesBest, bareRun) : bareRun
+      devicesBest = devicesBest ? betterDevices(devicesBest, serverRun) : serverRun
+    }
     await bare.close()
+    const devicesResult = devicesBest!.result
+    const bareDevicesResult = bareDevicesBest!.result
     const bareResult = bareBest!.result
     const relayResult = relayBest!.result
     const { cpu: bareCpu, loop: bareLoop } = bareBest!
@@ -219,6 +282,25 @@ async function main(): Promise<void> {
       count: DRAIN_MESSAGES,
     })
     progress(`  drained ${drain.received} in ${round(drain.seconds, 3)} s`)
+    const drainDevices = await load.run<{
+      accepted: number
+      sendErrors: number
+      seconds: number
+      received: number
+      queued: number
+      devices: number
+    }>({
+      cmd: 'drain.devices',
+      url,
+      ca: certificate.cert,
+      sender: drainDevicesSender!.token,
+      recipients: [...drainDevicesRecipient!.deviceTokens],
+      recipientName: drainDevicesRecipient!.username,
+      count: DRAIN_MESSAGES,
+    })
+    progress(
+      `  drained ${drainDevices.received} (${drainDevices.devices} devices) in ${round(drainDevices.seconds, 3)} s`,
+    )
 
     // --- logins under event-loop measurement -------------------------------------------------------
     progress(`logins: ${LOGINS} at once (bcrypt cost ${BCRYPT_COST})`)
@@ -293,6 +375,29 @@ async function main(): Promise<void> {
         `must be ≥ 0.3x (aim 0.5x); runs (server / bare): ${rounds.join(', ')}`,
       ],
       [
+        `relay, ${DEVICES_PER_USER} devices (real server)`,
+        `${devicesResult.recipientCopiesPerSec} copies/s`,
+        `to recipients' devices; + ${devicesResult.ownCopiesPerSec} own copies/s, ${devicesResult.sendsPerSec} sends/s; ` +
+          `first device p50 ${devicesResult.firstP50Ms} ms, p99 ${devicesResult.firstP99Ms} ms; ` +
+          `all ${DEVICES_PER_USER} p50 ${devicesResult.allP50Ms} ms, p99 ${devicesResult.allP99Ms} ms`,
+      ],
+      [
+        `bare ws relay, ${DEVICES_PER_USER} devices`,
+        `${bareDevicesResult.recipientCopiesPerSec} copies/s`,
+        `+ ${bareDevicesResult.ownCopiesPerSec} own copies/s; first device p50 ${bareDevicesResult.firstP50Ms} ms, ` +
+          `p99 ${bareDevicesResult.firstP99Ms} ms; all ${DEVICES_PER_USER} p50 ${bareDevicesResult.allP50Ms} ms, p99 ${bareDevicesResult.allP99Ms} ms`,
+      ],
+      [
+        `relay / bare, ${DEVICES_PER_USER} devices`,
+        `${round(devicesResult.recipientCopiesPerSec / Math.max(1, bareDevicesResult.recipientCopiesPerSec))}x`,
+        `copies to recipients; ${DEVICE_USERS} users × ${DEVICES_PER_USER} devices; runs (server / bare): ${deviceRounds.join(', ')}`,
+      ],
+      [
+        `server CPU per copy, ${DEVICES_PER_USER} devices`,
+        `${devicesBest!.cpu} µs`,
+        `bare relay: ${bareDevicesBest!.cpu} µs (per copy to a recipient; own copies ride along)`,
+      ],
+      [
         'server event loop per message',
         `${relayLoop} µs`,
         `bare relay: ${bareLoop} µs (time busy, main thread)`,
@@ -307,6 +412,11 @@ async function main(): Promise<void> {
         'drain',
         `${drain.received} msgs in ${round(drain.seconds, 3)} s`,
         `${round(drain.fromReadySeconds, 3)} s after ready; must be < 1 s`,
+      ],
+      [
+        `drain, ${drainDevices.devices} devices`,
+        `${drainDevices.received} msgs in ${round(drainDevices.seconds, 3)} s`,
+        `${DRAIN_MESSAGES} per device, all drained at once; must be < 1 s`,
       ],
       [
         'idle connections held',
@@ -337,7 +447,31 @@ async function main(): Promise<void> {
           p99Ms: relayResult.p99Ms,
         },
         bareRelay: { msgsPerSec: bareResult.msgsPerSec, p50Ms: bareResult.p50Ms, p99Ms: bareResult.p99Ms },
+        relayDevices: {
+          users: DEVICE_USERS,
+          devicesPerUser: DEVICES_PER_USER,
+          copiesPerSec: devicesResult.recipientCopiesPerSec,
+          ownCopiesPerSec: devicesResult.ownCopiesPerSec,
+          sendsPerSec: devicesResult.sendsPerSec,
+          firstP50Ms: devicesResult.firstP50Ms,
+          firstP99Ms: devicesResult.firstP99Ms,
+          allP50Ms: devicesResult.allP50Ms,
+          allP99Ms: devicesResult.allP99Ms,
+        },
+        bareRelayDevices: {
+          copiesPerSec: bareDevicesResult.recipientCopiesPerSec,
+          ownCopiesPerSec: bareDevicesResult.ownCopiesPerSec,
+          firstP50Ms: bareDevicesResult.firstP50Ms,
+          firstP99Ms: bareDevicesResult.firstP99Ms,
+          allP50Ms: bareDevicesResult.allP50Ms,
+          allP99Ms: bareDevicesResult.allP99Ms,
+        },
         drain: { messages: drain.received, seconds: round(drain.seconds, 3) },
+        drainDevices: {
+          devices: drainDevices.devices,
+          messages: drainDevices.received,
+          seconds: round(drainDevices.seconds, 3),
+        },
         connections: { held, bytesPerConnection },
         logins: { concurrent: LOGINS, eventLoopP99Ms },
       })}\n`,
