@@ -659,12 +659,12 @@ export class ChatClient {
     // Which other devices the account has now (one linked or removed meanwhile): read positions
     // and verifications reach them before any send has had a mismatch answer to learn it from.
     // A server that cannot answer now leaves the list as it was: the next send's answer corrects it.
-    // Started before anything is awaited, so whatever the UI does once online waits for it.
+    // Started before anything is awaited, so whatever the UI does once online waits for it; beside
+    // the frame drain, not in it (a request must not hold up the deliveries behind `ready`).
     this.ownDevicesKnown = this.refreshOwnDevices().catch((error: unknown) => {
       if (!isClientError(error)) this.report(error)
     })
     await this.contactsPart.connected()
-    await this.ownDevicesKnown
     await this.outbox.flush()
     await this.outbox.pruneSentContent()
     // Retry requests that could not go out before (offline, or a client that stopped first).
