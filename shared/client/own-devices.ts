@@ -22,6 +22,7 @@ import {
   TextContent,
 } from './content.js'
 import type { ClientContext } from './context.js'
+import { ClientErrorCode, isClientError } from './errors.js'
 import { contactDevices } from './fan-out.js'
 import { type DeliverFrame, DeviceRecords, decodeEnvelopes } from './inbox.js'
 import {
@@ -85,8 +86,9 @@ export class OwnDeviceInbox {
   }
 
   /**
-   * Decrypts the batch on the records as they are (`commit` false: on copies, nothing kept); the
-   * content of each that opened, and the operations that store what the decryptions changed.
+   * Decrypts the batch on the records as they are, in memory: the content of each that opened, and
+   * the operations that would store what the decryptions changed (the first pass drops them).
+   * `report`: say what did not open as a problem (once, on the pass that stores).
    */
   private async decrypt(
     frames: readonly DeliverFrame[],
@@ -121,7 +123,9 @@ export class OwnDeviceInbox {
         // A replay is nothing new; anything else from our own devices that does not open is lost
         // to this device (there is no conversation to put a notice in) and said as a problem.
         if (isProtocolError(error, ProtocolErrorCode.DuplicateMessage)) continue
-        if (!isProtocolError(error)) throw error
+        // As for a contact's (inbox.ts): a session or prekey we no longer hold is the message's
+        // fault too; anything else (the store) is ours, and nothing of the batch is acknowledged.
+        if (!isProtocolError(error) && !isClientError(error, ClientErrorCode.InvalidState)) throw error
         if (report) this.ctx.report(error)
       }
     }
