@@ -14,6 +14,7 @@ import { ClientErrorCode, isClientError } from '../../../shared/client/errors.js
 import { MAX_HISTORY_TRANSFER_BYTES } from '../../../shared/limits.js'
 import { describeError, isDeviceRemoved } from '../session.js'
 import { icons } from './icons.js'
+import { styleProps } from './style-props.js'
 import { base } from './theme.js'
 
 /** What linking needs of the client core. */
@@ -558,7 +559,7 @@ export class LinkApprove extends LitElement {
             aria-valuemax=${history.parts}
             aria-valuenow=${history.sent}
           >
-            <div class="fill" style="width: ${percent}%"></div>
+            <div class="fill" ${styleProps({ width: `${percent}%` })}></div>
           </div>
           <span class="note">
             You can leave this screen: the parts wait in this device's outbox, which keeps sending them
@@ -569,7 +570,11 @@ export class LinkApprove extends LitElement {
       case 'sent':
         return html`<p class="banner success" role="status" data-testid="history-send">
           ${icons.check()}<span
-            >Sent ${plural(history.messages, 'message', 'messages')} to ${history.device}.${
+            >${
+              history.messages === 0
+                ? `There were no conversations on this device to send to ${history.device}.`
+                : `Sent ${plural(history.messages, 'message', 'messages')} to ${history.device}.`
+            }${
               history.leftOut > 0
                 ? ` ${plural(history.leftOut, 'older one was', 'older ones were')} left out: a new device gets at most ${MAX_HISTORY_TRANSFER_BYTES / (1024 * 1024)} MB of history.`
                 : ''
