@@ -407,6 +407,7 @@ describe('history at link time', () => {
     const approve = ['sc-app', 'sc-settings', 'sc-link-approve']
     await pose(approve, 'history', { kind: 'sending', device: '“Laptop”', sent: 3, parts: 12 })
     await page.getByText('Sending history: 3 of 12 parts').waitFor()
+    await status.evaluate((element) => element.scrollIntoView({ block: 'center' }))
     await web.screenshot('desktop-history-sending')
     await page.setViewportSize(PHONE)
     await status.scrollIntoViewIfNeeded()

@@ -171,6 +171,9 @@ export class AppShell extends LitElement {
           transition: none;
         }
       }
+      .history-banner .count {
+        white-space: nowrap;
+      }
       .history-banner .bar {
         height: 6px;
         border-radius: 999px;
@@ -573,7 +576,10 @@ export class AppShell extends LitElement {
     if (receiving) {
       const got = receiving.received.size
       return html`<div class="banner info side-banner history-banner" role="status" data-testid="history-banner">
-        <span>Receiving history from your other device: ${got} of ${receiving.parts}</span>
+        <span
+          >Receiving history from your other device:
+          <span class="count">${got} of ${receiving.parts}</span></span
+        >
         <div
           class="bar"
           role="progressbar"
@@ -593,7 +599,7 @@ export class AppShell extends LitElement {
       role="status"
       data-testid="history-banner"
     >
-      <span>History received: ${done.messages} ${done.messages === 1 ? 'message' : 'messages'}</span>
+      <span>History received: ${done.messages.toLocaleString('en')} ${done.messages === 1 ? 'message' : 'messages'}</span>
     </div>`
   }
 

@@ -258,7 +258,7 @@ describe('Settings › Link a device', () => {
     expect(bar?.getAttribute('aria-valuenow')).toBe('3')
     expect(text(view)).toContain('keeps sending')
     done({ parts: 12, messages: 4_100, leftOut: 7 })
-    await until(() => text(view).includes('Sent 4100 messages to “Tablet”.'), 'the count', view)
+    await until(() => text(view).includes('Sent 4,100 messages to “Tablet”.'), 'the count', view)
     expect(text(view)).toContain('7 older ones were left out')
   })
 

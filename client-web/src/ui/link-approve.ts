@@ -68,7 +68,7 @@ function sentenceStart(text: string): string {
 }
 
 function plural(count: number, one: string, many: string): string {
-  return `${count} ${count === 1 ? one : many}`
+  return `${count.toLocaleString('en')} ${count === 1 ? one : many}`
 }
 
 @customElement('sc-link-approve')
