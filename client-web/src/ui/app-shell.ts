@@ -57,6 +57,13 @@ const WIDE_QUERY = '(min-width: 800px)'
 /** How long "History received" stays once the last part of a transfer is stored. */
 const HISTORY_DONE_MS = 5_000
 
+/**
+ * How long the banner waits for a transfer's next part before it goes: parts arrive within
+ * milliseconds of each other, and those stored before a reload are not counted again after it, so
+ * a count that stopped short would otherwise stay on screen for good.
+ */
+const HISTORY_QUIET_MS = 60_000
+
 /** A history transfer from another of our devices, as its parts arrive (in any order). */
 interface Incoming {
   readonly parts: number
@@ -270,6 +277,7 @@ export class AppShell extends LitElement {
   /** What each preview was read for (last activity and unread count), so unchanged ones are kept. */
   private toastTimer: ReturnType<typeof setTimeout> | undefined
   private historyTimers: ReturnType<typeof setTimeout>[] = []
+  private historyQuiet: ReturnType<typeof setTimeout> | undefined
   /** Transfers whose every part is here: a part repeated later (a redelivery) starts nothing. */
   private readonly finishedTransfers = new Set<string>()
   private readonly wideQuery = matchMedia(WIDE_QUERY)
@@ -434,6 +442,7 @@ export class AppShell extends LitElement {
     this.incoming = new Map()
     this.historyDone = undefined
     for (const timer of this.historyTimers) clearTimeout(timer)
+    clearTimeout(this.historyQuiet)
     document.title = titleFor(0)
     this.notice = notice
   }
@@ -541,9 +550,13 @@ export class AppShell extends LitElement {
       messages: (known?.messages ?? 0) + messages,
     }
     const incoming = new Map(this.incoming)
+    clearTimeout(this.historyQuiet)
     if (next.received.size < parts) {
       incoming.set(transfer, next)
       this.incoming = incoming
+      this.historyQuiet = setTimeout(() => {
+        this.incoming = new Map()
+      }, HISTORY_QUIET_MS)
       return
     }
     incoming.delete(transfer)
