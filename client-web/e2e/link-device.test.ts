@@ -7,6 +7,9 @@
  * link) from Settings › Link a device, and refuses bad codes with words that say why; a link
  * refused on the other device ends on a screen that says so; a mistyped password at link time is
  * caught at once; and a device removed while it was locked hears it when it is unlocked again.
+ * History at link time (docs/protocol.md §13.10), both ways: the PWA approving a device sends it
+ * its conversation and says how many messages went; the PWA linked by a device that sends its
+ * history shows the conversation, with a banner that counted the parts.
  * With the terminal client as the other device, and messages on both: link-terminal.test.ts.
  */
 import { randomBytes } from 'node:crypto'
@@ -17,7 +20,17 @@ import { MemoryStore } from '../../shared/client/store.js'
 import { generateX25519KeyPair } from '../../shared/crypto/primitives.js'
 import { encodeLinkCode } from '../../shared/provisioning.js'
 import { clientOptions } from '../../test/client-helpers.js'
-import { logIn, PHONE, register, waitFor } from './browser.js'
+import {
+  bubbles,
+  logIn,
+  openChat,
+  PHONE,
+  register,
+  send,
+  startChat,
+  waitFor,
+  waitForBubbles,
+} from './browser.js'
 import { serverWithBrowsers, strongPassword, uniqueName } from './fixtures.js'
 
 const world = serverWithBrowsers({ desktop: {} })
@@ -309,6 +322,153 @@ describe('the PWA as a linked device', () => {
     await page.getByRole('button', { name: "Erase this device's data" }).click()
     await page.getByText(`This device's copy of ${phone.username} was erased from this browser.`).waitFor()
     expect(await databases()).not.toContain(`secure-chat:${phone.username}`)
+    expect(web.errors).toEqual([])
+  })
+})
+
+/** Each message's direction and text, as a conversation shows them. */
+async function shown(client: ChatClient, peer: string): Promise<{ direction: 'in' | 'out'; text: string }[]> {
+  return (await client.history(peer, { limit: 100 })).map(({ direction, text }) => ({ direction, text }))
+}
+
+/**
+ * Progress states that go by too fast to photograph with a short history (the server takes a
+ * part in milliseconds) are set on the element, after the real run, only for the screenshot.
+ */
+async function pose(selector: string[], field: string, value: unknown): Promise<void> {
+  await web.page.evaluate(
+    ({ selector, field, value }) => {
+      let node: Element | null | undefined = document.querySelector(selector[0]!)
+      for (const next of selector.slice(1)) node = node?.shadowRoot?.querySelector(next)
+      if (!node) throw new Error(`expected ${selector.join(' › ')}`)
+      const revived =
+        field === 'incoming'
+          ? new Map(
+              (value as [string, { parts: number; received: number[]; messages: number }][]).map(
+                ([id, incoming]) => [id, { ...incoming, received: new Set(incoming.received) }],
+              ),
+            )
+          : value
+      ;(node as unknown as Record<string, unknown>)[field] = revived
+    },
+    { selector, field, value },
+  )
+}
+
+describe('history at link time', () => {
+  it('the PWA approving a device sends it the conversations stored here, and says how many', async () => {
+    const page = web.page
+    await web.goto('/')
+    const username = uniqueName('hist')
+    const password = strongPassword()
+    await register(web, username, password)
+    const { client: bob } = await coreAccount()
+    await startChat(web, bob.username)
+    await send(web, 'Hello Bob, from the browser')
+    await bob.send(username, 'Hi! Got it on my side')
+    await waitForBubbles(web, 2)
+    await send(web, 'Good, see you Saturday')
+    await waitForBubbles(web, 3)
+    const here = await bubbles(web)
+
+    await page.goto(new URL('/#/settings', page.url()).href)
+    const laptopOptions = clientOptions(world.server, { store: new MemoryStore() })
+    const pending = await startLink(laptopOptions.http, { name: 'Laptop' })
+    const laptopCheck = pending.waitForCheck()
+    await page.getByLabel('Link code').fill(pending.code)
+    await page.getByRole('button', { name: 'Continue' }).click()
+    const dialog = page.getByRole('dialog', { name: 'Link “Laptop”?' })
+    await dialog.waitFor()
+    expect(await dialog.getByTestId('approve-check').textContent()).toBe(await laptopCheck)
+    expect(await dialog.getByLabel('Send the conversations on this device to it').isChecked()).toBe(true)
+    await web.screenshot('desktop-link-approve-history')
+    await dialog.getByRole('button', { name: 'Approve' }).click()
+    const status = page.getByTestId('history-send')
+    await page.getByText('Waiting for the new device to finish linking…').waitFor()
+    await status.scrollIntoViewIfNeeded()
+    await web.screenshot('desktop-history-waiting')
+
+    // The laptop finishes linking (its password typed there); the PWA sees it and sends.
+    expect(await pending.waitForProvisioning()).toMatchObject({ username, deviceId: 2 })
+    const laptop = await ChatClient.completeLink(laptopOptions, pending, password)
+    cores.push(laptop)
+    laptop.connect()
+    await page.getByText('Sent 3 messages to “Laptop”.').waitFor({ timeout: 60_000 })
+    expect(await status.textContent()).not.toContain('left out')
+    await status.scrollIntoViewIfNeeded()
+    await web.screenshot('desktop-history-sent')
+    await waitFor(async () => (await shown(laptop, bob.username)).length === 3, 100)
+    expect(await shown(laptop, bob.username)).toEqual(here)
+    expect((await laptop.conversations()).map((contact) => [contact.username, contact.unread])).toEqual([
+      [bob.username, 0],
+    ])
+
+    // The parts' progress and a history too large for one transfer, as they look.
+    const approve = ['sc-app', 'sc-settings', 'sc-link-approve']
+    await pose(approve, 'history', { kind: 'sending', device: '“Laptop”', sent: 3, parts: 12 })
+    await page.getByText('Sending history: 3 of 12 parts').waitFor()
+    await status.evaluate((element) => element.scrollIntoView({ block: 'center' }))
+    await web.screenshot('desktop-history-sending')
+    await page.setViewportSize(PHONE)
+    await status.scrollIntoViewIfNeeded()
+    await web.screenshot('phone-history-sending')
+    await page.setViewportSize({ width: 1280, height: 800 })
+    await pose(approve, 'history', { kind: 'sent', device: '“Laptop”', messages: 20_412, leftOut: 388 })
+    await page.getByText('388 older ones were left out', { exact: false }).waitFor()
+    await darkScheme()
+    await web.screenshot('desktop-history-left-out-dark')
+    await page.emulateMedia({ colorScheme: 'light' })
+    expect(web.errors).toEqual([])
+  })
+
+  it('the PWA linked by a device that sends its history shows the conversation, and said it was coming', async () => {
+    const { client: phone, password } = await coreAccount()
+    const { client: carol } = await coreAccount()
+    await phone.send(carol.username, 'Carol, are you coming tonight?')
+    await carol.send(phone.username, 'Yes, at eight')
+    await waitFor(async () => (await shown(phone, carol.username)).length === 2, 100)
+    await phone.flush(20_000)
+    const there = await shown(phone, carol.username)
+
+    const page = web.page
+    await page.goto(new URL('/#/settings', page.url()).href)
+    const logOut = page.getByRole('button', { name: 'Log out' })
+    await logOut.click()
+    await page.getByRole('button', { name: 'Log in', exact: true }).waitFor()
+    // Chromium logs the ended session's refused requests (401) as console errors.
+    web.errors.length = 0
+    await web.goto('/')
+    const approval = await phone.approveLink(await showLinkCode('History browser'))
+    await page.getByTestId('link-check').waitFor()
+    const { deviceId } = await approval.approve()
+    await page.getByLabel(`Password of ${phone.username}`).fill(password)
+    await page.getByRole('button', { name: 'Finish linking' }).click()
+    await page.getByRole('heading', { name: 'Chats', level: 1 }).waitFor()
+
+    expect(await phone.waitForDevice(deviceId, { timeoutMs: 60_000, intervalMs: 100 })).toBe(true)
+    const sent = await phone.sendHistory()
+    expect(sent).toEqual({ parts: 1, messages: 2, leftOut: 0 })
+    const banner = page.getByTestId('history-banner')
+    await page.getByText('History received: 2 messages').waitFor()
+    await web.screenshot('desktop-history-received')
+    await openChat(web, carol.username)
+    expect(await waitForBubbles(web, 2)).toEqual(there)
+    // Read there, history here: nothing unread.
+    expect(await page.title()).toBe('secure-chat')
+    // The banner fades after a few seconds.
+    await banner.waitFor({ state: 'detached', timeout: 15_000 })
+
+    // A transfer in several parts, as it looks halfway.
+    await page.goto(new URL('/#/', page.url()).href)
+    await pose(['sc-app'], 'incoming', [['posed', { parts: 12, received: [1, 2, 3], messages: 0 }]])
+    await page.getByText('Receiving history from your other device: 3 of 12').waitFor()
+    await web.screenshot('desktop-history-receiving')
+    await page.setViewportSize(PHONE)
+    await web.screenshot('phone-history-receiving')
+    await darkScheme()
+    await web.screenshot('phone-history-receiving-dark')
+    await page.emulateMedia({ colorScheme: 'light' })
+    await page.setViewportSize({ width: 1280, height: 800 })
     expect(web.errors).toEqual([])
   })
 })

@@ -7,6 +7,8 @@
  * fresh, the tab title's unread count, notifications, and the key-change warning. When the server
  * says this device was removed from the account, it locks the app and shows the removed screen
  * (sc-device-removed) in place of the log-in screen until the user erases the data or goes back.
+ * While another of the account's devices sends this one its history (at link time: docs/protocol.md
+ * §13.10), a banner over the contact list counts the parts, then says how many messages came.
  */
 import { css, html, LitElement, nothing, type TemplateResult } from 'lit'
 import { customElement, query, state } from 'lit/decorators.js'
@@ -19,6 +21,7 @@ import type { ContactPreview } from './contact-list.js'
 import type { ConversationView } from './conversation-view.js'
 import { icons } from './icons.js'
 import type { InstallPrompt } from './settings-view.js'
+import { styleProps } from './style-props.js'
 import { base } from './theme.js'
 import './auth-view.js'
 import './contact-details.js'
@@ -50,6 +53,23 @@ export function parseRoute(hash: string): Route {
 
 /** Below this width one pane shows at a time. */
 const WIDE_QUERY = '(min-width: 800px)'
+
+/** How long "History received" stays once the last part of a transfer is stored. */
+const HISTORY_DONE_MS = 5_000
+
+/**
+ * How long the banner waits for a transfer's next part before it goes: parts arrive within
+ * milliseconds of each other, and those stored before a reload are not counted again after it, so
+ * a count that stopped short would otherwise stay on screen for good.
+ */
+const HISTORY_QUIET_MS = 60_000
+
+/** A history transfer from another of our devices, as its parts arrive (in any order). */
+interface Incoming {
+  readonly parts: number
+  readonly received: ReadonlySet<number>
+  readonly messages: number
+}
 
 const CONNECTION_TEXT: Record<ConnectionState, string> = {
   online: 'Connected',
@@ -145,6 +165,34 @@ export class AppShell extends LitElement {
       .side-banner {
         margin: 0 12px 10px;
       }
+      .history-banner {
+        display: grid;
+        gap: 8px;
+        transition: opacity 600ms ease;
+      }
+      .history-banner.fading {
+        opacity: 0;
+      }
+      @media (prefers-reduced-motion: reduce) {
+        .history-banner {
+          transition: none;
+        }
+      }
+      .history-banner .count {
+        white-space: nowrap;
+      }
+      .history-banner .bar {
+        height: 6px;
+        border-radius: 999px;
+        background: var(--surface);
+        overflow: hidden;
+      }
+      .history-banner .fill {
+        height: 100%;
+        border-radius: inherit;
+        background: var(--accent);
+        transition: width 200ms ease;
+      }
       .side-banner .btn {
         min-height: 34px;
         margin-top: 8px;
@@ -215,6 +263,10 @@ export class AppShell extends LitElement {
   @state() private installPrompt: InstallPrompt | undefined
   @state() private notice = ''
   @state() private toast = ''
+  /** History transfers under way, by transfer id. */
+  @state() private incoming: ReadonlyMap<string, Incoming> = new Map()
+  /** What the last finished transfer brought, shown for HISTORY_DONE_MS then faded out. */
+  @state() private historyDone: { readonly messages: number; readonly fading: boolean } | undefined
 
   @query('sc-conversation') private conversation!: ConversationView | null
 
@@ -224,6 +276,10 @@ export class AppShell extends LitElement {
   private readonly arrivedFrom = new Set<string>()
   /** What each preview was read for (last activity and unread count), so unchanged ones are kept. */
   private toastTimer: ReturnType<typeof setTimeout> | undefined
+  private historyTimers: ReturnType<typeof setTimeout>[] = []
+  private historyQuiet: ReturnType<typeof setTimeout> | undefined
+  /** Transfers whose every part is here: a part repeated later (a redelivery) starts nothing. */
+  private readonly finishedTransfers = new Set<string>()
   private readonly wideQuery = matchMedia(WIDE_QUERY)
   /** Aborted on disconnect, which removes every listener added with its signal. */
   private listening: AbortController | undefined
@@ -312,6 +368,7 @@ export class AppShell extends LitElement {
       client.events.on('removed', () => this.scheduleRefresh()),
       // Another of this account's devices read a conversation or verified a contact.
       client.events.on('contact-updated', () => this.scheduleRefresh()),
+      client.events.on('history', (part) => this.historyPart(part)),
     ]
     if (account.offline) this.showToast('The server cannot be reached. Showing the messages stored here.')
     this.scheduleRefresh()
@@ -382,6 +439,10 @@ export class AppShell extends LitElement {
     this.contacts = []
     this.previews = new Map()
     this.keyChangePeer = undefined
+    this.incoming = new Map()
+    this.historyDone = undefined
+    for (const timer of this.historyTimers) clearTimeout(timer)
+    clearTimeout(this.historyQuiet)
     document.title = titleFor(0)
     this.notice = notice
   }
@@ -468,6 +529,51 @@ export class AppShell extends LitElement {
     }
   }
 
+  /** One stored part of a history transfer (the conversations themselves refresh on contact-updated). */
+  private historyPart({
+    transfer,
+    part,
+    parts,
+    messages,
+  }: {
+    transfer: string
+    part: number
+    parts: number
+    messages: number
+  }): void {
+    if (this.finishedTransfers.has(transfer)) return
+    const known = this.incoming.get(transfer)
+    if (known?.received.has(part)) return
+    const next: Incoming = {
+      parts,
+      received: new Set([...(known?.received ?? []), part]),
+      messages: (known?.messages ?? 0) + messages,
+    }
+    const incoming = new Map(this.incoming)
+    clearTimeout(this.historyQuiet)
+    if (next.received.size < parts) {
+      incoming.set(transfer, next)
+      this.incoming = incoming
+      this.historyQuiet = setTimeout(() => {
+        this.incoming = new Map()
+      }, HISTORY_QUIET_MS)
+      return
+    }
+    incoming.delete(transfer)
+    this.incoming = incoming
+    this.finishedTransfers.add(transfer)
+    for (const timer of this.historyTimers) clearTimeout(timer)
+    this.historyDone = { messages: next.messages, fading: false }
+    this.historyTimers = [
+      setTimeout(() => {
+        if (this.historyDone) this.historyDone = { ...this.historyDone, fading: true }
+      }, HISTORY_DONE_MS),
+      setTimeout(() => {
+        this.historyDone = undefined
+      }, HISTORY_DONE_MS + 700),
+    ]
+  }
+
   private showToast(message: string): void {
     this.toast = message
     clearTimeout(this.toastTimer)
@@ -477,6 +583,38 @@ export class AppShell extends LitElement {
   }
 
   // --- Rendering --------------------------------------------------------------------------------
+
+  private renderHistory(): TemplateResult | typeof nothing {
+    const [receiving] = this.incoming.values()
+    if (receiving) {
+      const got = receiving.received.size
+      return html`<div class="banner info side-banner history-banner" role="status" data-testid="history-banner">
+        <span
+          >Receiving history from your other device:
+          <span class="count">${got} of ${receiving.parts}</span></span
+        >
+        <div
+          class="bar"
+          role="progressbar"
+          aria-label="Receiving history"
+          aria-valuemin="0"
+          aria-valuemax=${receiving.parts}
+          aria-valuenow=${got}
+        >
+          <div class="fill" ${styleProps({ width: `${Math.round((100 * got) / receiving.parts)}%` })}></div>
+        </div>
+      </div>`
+    }
+    const done = this.historyDone
+    if (!done) return nothing
+    return html`<div
+      class="banner info side-banner history-banner ${done.fading ? 'fading' : ''}"
+      role="status"
+      data-testid="history-banner"
+    >
+      <span>History received: ${done.messages.toLocaleString('en')} ${done.messages === 1 ? 'message' : 'messages'}</span>
+    </div>`
+  }
 
   private renderSidebar(account: OpenAccount): TemplateResult {
     const selected = this.route.view === 'chat' || this.route.view === 'details' ? this.route.peer : undefined
@@ -539,6 +677,7 @@ export class AppShell extends LitElement {
             </div>`
             : nothing
       }
+      ${this.renderHistory()}
       <sc-contact-list
         .client=${account.client}
         .contacts=${this.contacts}

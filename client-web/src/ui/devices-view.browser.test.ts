@@ -3,8 +3,9 @@
  * sc-devices lists the account's devices with this one marked, renames this one, removes another
  * only after its confirmation dialog, and passes a "device removed" refusal up; sc-link-approve
  * hides the scan button without BarcodeDetector, refuses what is not a code with words that say
- * so, and shows the asking device's name and the check with Approve and Refuse; sc-device-removed
- * erases the account's data when asked.
+ * so, and shows the asking device's name and the check with Approve and Refuse, then (unless
+ * unticked) waits for the device and sends it the history with the parts' progress, or says why
+ * not; sc-device-removed erases the account's data when asked.
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import type { DeviceView, LinkApproval } from '../../../shared/client/chat-client.js'
@@ -144,6 +145,18 @@ describe('Settings › Devices', () => {
   })
 })
 
+/** A client that never gets as far as the history (the tests that only link, with it unticked). */
+const noHistory: Pick<LinkClient, 'waitForDevice' | 'sendHistory'> = {
+  waitForDevice: async () => false,
+  sendHistory: async () => ({ parts: 0, messages: 0, leftOut: 0 }),
+}
+
+function untickHistory(view: HTMLElement): void {
+  const box = view.shadowRoot?.querySelector<HTMLInputElement>('dialog.approval input[type="checkbox"]')
+  if (!box?.checked) throw new Error('expected the history box, ticked')
+  box.click()
+}
+
 describe('Settings › Link a device', () => {
   function approval(deviceName: string | undefined, decisions: string[]): LinkApproval {
     return {
@@ -163,6 +176,7 @@ describe('Settings › Link a device', () => {
     const decisions: string[] = []
     const codes: string[] = []
     const client: LinkClient = {
+      ...noHistory,
       async approveLink(code) {
         codes.push(code)
         if (!code.startsWith('sc1')) {
@@ -193,17 +207,86 @@ describe('Settings › Link a device', () => {
     expect(codes.at(-1)).toBe('sc1abcdef')
     expect(dialog.textContent).toContain('Link “Work laptop”?')
     expect(dialog.querySelector('[data-testid="approve-check"]')?.textContent).toBe('042 917')
+    untickHistory(view)
     button(view, 'Approve').click()
     await until(() => text(view).includes('“Work laptop” is linked as device 3.'), 'the outcome', view)
     expect(decisions).toEqual(['approve'])
     expect(linked).toEqual([3])
     expect(dialog.open).toBe(false)
+    expect(view.shadowRoot?.querySelector('[data-testid="history-send"]')).toBeNull()
+  })
+
+  it('sends the history once the device finished linking, with the parts as they go, and what was left out', async () => {
+    let registered: (found: boolean) => void = () => {}
+    let progress: (sent: number, parts: number) => void = () => {}
+    let done: (result: { parts: number; messages: number; leftOut: number }) => void = () => {}
+    const waited: number[] = []
+    let asked = false
+    const view = await mount<LinkApprove>('sc-link-approve', (element) => {
+      element.scanner = false
+      element.client = {
+        approveLink: async () => approval('Tablet', []),
+        waitForDevice: (deviceId, { timeoutMs }) => {
+          waited.push(deviceId, timeoutMs)
+          return new Promise((resolve) => {
+            registered = resolve
+          })
+        },
+        sendHistory: (options) => {
+          asked = true
+          progress = (sent, parts) => options?.onProgress?.(sent, parts)
+          return new Promise((resolve) => {
+            done = resolve
+          })
+        },
+      }
+    })
+    type(view, '#link-code', 'sc1code')
+    await view.updateComplete
+    button(view, 'Continue').click()
+    const dialog = view.shadowRoot?.querySelector('dialog.approval') as HTMLDialogElement
+    await until(() => dialog.open, 'the approval dialog', view)
+    expect(text(view)).toContain('Send the conversations on this device to it')
+    button(view, 'Approve').click()
+    await until(() => text(view).includes('Waiting for the new device to finish linking…'), 'the wait', view)
+    expect(waited).toEqual([3, 10 * 60_000])
+    registered(true)
+    await until(() => asked, 'the history sent', view)
+    progress(3, 12)
+    await until(() => text(view).includes('Sending history: 3 of 12 parts'), 'the progress', view)
+    const bar = view.shadowRoot?.querySelector('[role="progressbar"]')
+    expect(bar?.getAttribute('aria-valuenow')).toBe('3')
+    expect(text(view)).toContain('keeps sending')
+    done({ parts: 12, messages: 4_100, leftOut: 7 })
+    await until(() => text(view).includes('Sent 4,100 messages to “Tablet”.'), 'the count', view)
+    expect(text(view)).toContain('7 older ones were left out')
+  })
+
+  it('says so when the device never finished linking', async () => {
+    const view = await mount<LinkApprove>('sc-link-approve', (element) => {
+      element.scanner = false
+      element.client = { ...noHistory, approveLink: async () => approval(undefined, []) }
+    })
+    type(view, '#link-code', 'sc1code')
+    await view.updateComplete
+    button(view, 'Continue').click()
+    const dialog = view.shadowRoot?.querySelector('dialog.approval') as HTMLDialogElement
+    await until(() => dialog.open, 'the approval dialog', view)
+    button(view, 'Approve').click()
+    await until(
+      () =>
+        text(view).includes(
+          'The new device did not finish linking within 10 minutes, so the conversations were not sent.',
+        ),
+      'the failure',
+      view,
+    )
   })
 
   it('refuses when asked, and offers the camera where the browser can scan', async () => {
     const decisions: string[] = []
     const view = await mount<LinkApprove>('sc-link-approve', (element) => {
-      element.client = { approveLink: async () => approval(undefined, decisions) }
+      element.client = { ...noHistory, approveLink: async () => approval(undefined, decisions) }
       element.scanner = true
     })
     expect(text(view)).toContain('Scan the QR code')
@@ -243,6 +326,7 @@ describe('Settings › Link a device, with a camera', () => {
       const view = await mount<LinkApprove>('sc-link-approve', (element) => {
         element.scanner = true
         element.client = {
+          ...noHistory,
           async approveLink(code) {
             codes.push(code)
             return {

@@ -3,18 +3,29 @@
  * the new device's code is scanned with the camera (through `BarcodeDetector`, where the browser
  * has it: the button is hidden otherwise) or pasted; then a dialog names the device that asks and
  * shows the check, to compare with the new device's screen, with Approve and Refuse. Approving
- * sends the new device the account's identity and contacts, sealed for it.
+ * sends the new device the account's identity and contacts, sealed for it; then, unless the user
+ * unticked it in the dialog, this device waits for the new one to finish linking and sends it the
+ * conversations stored here (docs/protocol.md §13.10), with the parts' progress on screen.
  */
 import { css, html, LitElement, nothing, type PropertyValues, type TemplateResult } from 'lit'
 import { customElement, property, query, state } from 'lit/decorators.js'
 import type { ChatClient, LinkApproval } from '../../../shared/client/chat-client.js'
 import { ClientErrorCode, isClientError } from '../../../shared/client/errors.js'
+import { MAX_HISTORY_TRANSFER_BYTES } from '../../../shared/limits.js'
 import { describeError, isDeviceRemoved } from '../session.js'
 import { icons } from './icons.js'
+import { styleProps } from './style-props.js'
 import { base } from './theme.js'
 
 /** What linking needs of the client core. */
-export type LinkClient = Pick<ChatClient, 'approveLink'>
+export type LinkClient = Pick<ChatClient, 'approveLink' | 'waitForDevice' | 'sendHistory'>
+
+/**
+ * How long the approved device may take to finish linking (its user types the password there)
+ * before the history is given up: the approval's link token lives 10 minutes (docs/protocol.md
+ * §13.8), so it cannot register any later.
+ */
+export const NEW_DEVICE_WAIT_MS = 10 * 60_000
 
 /** The part of the Barcode Detection API used here (not yet in TypeScript's DOM types). */
 interface BarcodeDetectorLike {
@@ -44,6 +55,21 @@ type Phase =
   | { readonly kind: 'connecting' }
   | { readonly kind: 'deciding'; readonly approval: LinkApproval }
   | { readonly kind: 'approving'; readonly approval: LinkApproval }
+
+/** Sending the history to a device just approved (docs/protocol.md §13.10). */
+type HistorySend =
+  | { readonly kind: 'waiting'; readonly device: string }
+  | { readonly kind: 'sending'; readonly device: string; readonly sent: number; readonly parts: number }
+  | { readonly kind: 'sent'; readonly device: string; readonly messages: number; readonly leftOut: number }
+  | { readonly kind: 'failed'; readonly text: string }
+
+function sentenceStart(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1)
+}
+
+function plural(count: number, one: string, many: string): string {
+  return `${count.toLocaleString('en')} ${count === 1 ? one : many}`
+}
 
 @customElement('sc-link-approve')
 export class LinkApprove extends LitElement {
@@ -113,6 +139,49 @@ export class LinkApprove extends LitElement {
       .banner.success {
         background: var(--success-soft);
         color: var(--success);
+      }
+      .history {
+        display: grid;
+        gap: 8px;
+        padding: 14px 16px;
+        border-radius: var(--radius);
+        background: var(--surface-2);
+        font-size: 14px;
+      }
+      .history .status {
+        color: var(--text);
+        font-weight: 600;
+      }
+      .history .note {
+        font-size: 13px;
+        color: var(--text-3);
+      }
+      .bar {
+        height: 8px;
+        border-radius: 999px;
+        background: var(--border);
+        overflow: hidden;
+      }
+      .bar .fill {
+        height: 100%;
+        border-radius: inherit;
+        background: var(--accent);
+        transition: width 200ms ease;
+      }
+      .option {
+        display: flex;
+        align-items: flex-start;
+        gap: 10px;
+        font-size: 14.5px;
+        color: var(--text);
+        cursor: pointer;
+      }
+      .option input {
+        width: 18px;
+        height: 18px;
+        margin: 2px 0 0;
+        flex: none;
+        accent-color: var(--accent);
       }
       dialog {
         width: min(440px, calc(100vw - 32px));
@@ -201,6 +270,9 @@ export class LinkApprove extends LitElement {
   @state() private outcome = ''
   @state() private scanning = false
   @state() private scanError = ''
+  /** The dialog's "send the conversations" box: ticked unless the user unticks it. */
+  @state() private withHistory = true
+  @state() private history: HistorySend | undefined
   /** Whether the browser has BarcodeDetector (checked once; a test may set it). */
   @property({ type: Boolean }) scanner = canScan()
 
@@ -209,6 +281,8 @@ export class LinkApprove extends LitElement {
   @query('video') private video!: HTMLVideoElement | null
 
   private waiting: AbortController | undefined
+  /** The device whose history transfer the screen shows. */
+  private historyFor: number | undefined
   private stream: MediaStream | undefined
   private scanTimer: ReturnType<typeof setTimeout> | undefined
 
@@ -234,6 +308,7 @@ export class LinkApprove extends LitElement {
     if (!this.client || this.phase.kind !== 'idle' || code === '') return
     this.error = ''
     this.outcome = ''
+    if (this.history?.kind === 'sent' || this.history?.kind === 'failed') this.history = undefined
     const waiting = new AbortController()
     this.waiting = waiting
     this.phase = { kind: 'connecting' }
@@ -270,9 +345,11 @@ export class LinkApprove extends LitElement {
     if (phase.kind !== 'deciding') return
     this.phase = { kind: 'approving', approval: phase.approval }
     const name = phase.approval.deviceName
+    const withHistory = this.withHistory
     try {
       const { deviceId, omittedContacts } = await phase.approval.approve()
       this.code = ''
+      this.history = undefined
       this.outcome = `${name ? `“${name}”` : 'The new device'} is linked as device ${deviceId}. It is finishing on its own screen: it asks for your password there.${
         omittedContacts > 0
           ? ` ${omittedContacts} contact${omittedContacts === 1 ? '' : 's'} did not fit and will appear there once you write to them again.`
@@ -281,10 +358,50 @@ export class LinkApprove extends LitElement {
       this.dispatchEvent(
         new CustomEvent('device-linked', { detail: deviceId, bubbles: true, composed: true }),
       )
+      if (withHistory) void this.sendHistory(deviceId, name ? `“${name}”` : 'the new device')
     } catch (error) {
       this.failed(error)
     } finally {
       this.phase = { kind: 'idle' }
+      this.withHistory = true
+    }
+  }
+
+  /**
+   * Waits for device `deviceId` to finish linking, then sends it this device's conversations.
+   * Not tied to this screen: leaving Settings lets it go on (the parts wait in the outbox, which
+   * keeps sending), so nothing aborts it on disconnect.
+   */
+  private async sendHistory(deviceId: number, device: string): Promise<void> {
+    const client = this.client
+    if (!client) return
+    const mine = (next: HistorySend) => {
+      // A later approval's transfer owns the screen from then on.
+      if (this.historyFor === deviceId) this.history = next
+    }
+    this.historyFor = deviceId
+    mine({ kind: 'waiting', device })
+    try {
+      if (!(await client.waitForDevice(deviceId, { timeoutMs: NEW_DEVICE_WAIT_MS }))) {
+        mine({
+          kind: 'failed',
+          text: `${sentenceStart(device)} did not finish linking within ${NEW_DEVICE_WAIT_MS / 60_000} minutes, so the conversations were not sent. Link it again with a new code to send them.`,
+        })
+        return
+      }
+      const sent = await client.sendHistory({
+        onProgress: (done, parts) => mine({ kind: 'sending', device, sent: done, parts }),
+      })
+      mine({ kind: 'sent', device, messages: sent.messages, leftOut: sent.leftOut })
+    } catch (error) {
+      if (isDeviceRemoved(error)) {
+        this.failed(error)
+        return
+      }
+      mine({
+        kind: 'failed',
+        text: `The conversations could not all be sent to ${device}: ${describeError(error)}`,
+      })
     }
   }
 
@@ -397,6 +514,17 @@ export class LinkApprove extends LitElement {
           It then gets your keys and contacts, and can read and send your messages from now on. If the
           checks differ, refuse: the code did not come from your device.
         </p>
+        <label class="option">
+          <input
+            type="checkbox"
+            .checked=${this.withHistory}
+            ?disabled=${approving}
+            @change=${(event: Event) => {
+              this.withHistory = (event.target as HTMLInputElement).checked
+            }}
+          />
+          <span>Send the conversations on this device to it</span>
+        </label>
         <div class="dialog-actions">
           <button class="btn secondary" ?disabled=${approving} @click=${this.refuse}>Refuse</button>
           <button class="btn primary" autofocus ?disabled=${approving} @click=${this.approve}>
@@ -405,6 +533,59 @@ export class LinkApprove extends LitElement {
         </div>
       </div>
     </dialog>`
+  }
+
+  private renderHistory(history: HistorySend): TemplateResult {
+    switch (history.kind) {
+      case 'waiting':
+        return html`<div class="history" role="status" data-testid="history-send">
+          <span class="status"
+            ><span class="spinner" aria-hidden="true"></span>Waiting for the new device to finish linking…</span
+          >
+          <span class="note">
+            Once your password is typed there, this device sends it the conversations stored here. You
+            can leave this screen; keep the app open until then.
+          </span>
+        </div>`
+      case 'sending': {
+        const percent = history.parts === 0 ? 0 : Math.round((100 * history.sent) / history.parts)
+        return html`<div class="history" role="status" data-testid="history-send">
+          <span class="status">Sending history: ${history.sent} of ${plural(history.parts, 'part', 'parts')}</span>
+          <div
+            class="bar"
+            role="progressbar"
+            aria-label="Sending history"
+            aria-valuemin="0"
+            aria-valuemax=${history.parts}
+            aria-valuenow=${history.sent}
+          >
+            <div class="fill" ${styleProps({ width: `${percent}%` })}></div>
+          </div>
+          <span class="note">
+            You can leave this screen: the parts wait in this device's outbox, which keeps sending them
+            whenever it is online.
+          </span>
+        </div>`
+      }
+      case 'sent':
+        return html`<p class="banner success" role="status" data-testid="history-send">
+          ${icons.check()}<span
+            >${
+              history.messages === 0
+                ? `There were no conversations on this device to send to ${history.device}.`
+                : `Sent ${plural(history.messages, 'message', 'messages')} to ${history.device}.`
+            }${
+              history.leftOut > 0
+                ? ` ${plural(history.leftOut, 'older one was', 'older ones were')} left out: a new device gets at most ${MAX_HISTORY_TRANSFER_BYTES / (1024 * 1024)} MB of history.`
+                : ''
+            }</span
+          >
+        </p>`
+      case 'failed':
+        return html`<div class="banner error" role="alert" data-testid="history-send">
+          ${icons.alert()}<span>${history.text}</span>
+        </div>`
+    }
   }
 
   private renderCamera(): TemplateResult {
@@ -481,6 +662,7 @@ export class LinkApprove extends LitElement {
           : nothing
       }
       ${this.outcome ? html`<p class="banner success" role="status">${icons.check()}<span>${this.outcome}</span></p>` : nothing}
+      ${this.history ? this.renderHistory(this.history) : nothing}
       ${
         this.error
           ? html`<div class="banner error" role="alert">${icons.alert()}<span>${this.error}</span></div>`

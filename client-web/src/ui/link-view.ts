@@ -495,7 +495,7 @@ export class LinkView extends LitElement {
         <p class="lead">
           Your other device approved this browser for <span class="account">${username}</span>. Enter the
           account's password to finish: it encrypts this browser's copy of the account, and unlocks it
-          when you log in here.
+          when you log in here. If your other device sends its conversations, they arrive once you are in.
         </p>
       </div>
       <form @submit=${this.finish} novalidate>
