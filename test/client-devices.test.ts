@@ -249,6 +249,11 @@ describe('history at link time', () => {
     const laptop = await linkDevice(alice, 'Laptop')
     const received: { part: number; parts: number }[] = []
     laptop.client.events.on('history', ({ part, parts }) => received.push({ part, parts }))
+    // History is not news: no `message` event (a UI would notify of each), a `contact-updated` per conversation.
+    const messageEvents: string[] = []
+    const updated = new Set<string>()
+    laptop.client.events.on('message', ({ text }) => messageEvents.push(text))
+    laptop.client.events.on('contact-updated', ({ peer }) => updated.add(peer))
     laptop.client.connect()
     await laptop.client.waitUntilOnline()
     expect(await alice.client.waitForDevice(2, { timeoutMs: 20_000, intervalMs: 50 })).toBe(true)
@@ -264,6 +269,8 @@ describe('history at link time', () => {
     )
     const shown = async (client: ChatClient, peer: string) =>
       (await client.history(peer, { limit: 100 })).map(({ id, direction, text }) => ({ id, direction, text }))
+    expect(messageEvents).toEqual([])
+    expect([...updated].sort()).toEqual([B, C].sort())
     expect(await shown(laptop.client, B)).toEqual(await shown(alice.client, B))
     expect(await shown(laptop.client, C)).toEqual(await shown(alice.client, C))
     // Nothing of it is unread there (it was read, or not, on the phone; it is history here).

@@ -142,13 +142,16 @@ export class OwnDeviceInbox {
     const updated = new Set<string>()
     const devices = new Set<number>()
     const history: { transfer: string; part: number; parts: number; messages: number }[] = []
+    const fromHistory = new Set<MessageRecord>()
     const contact = async (peer: string) => contacts.get(peer) ?? (await this.ctx.records.loadContact(peer))
 
     for (const { frame, content } of decrypted.results) {
       devices.add(frame.device ?? DEFAULT_DEVICE_ID)
       if (!content) continue
       if (content.type === 'sync.history') {
+        const before = messages.length
         const stored = await this.storeHistory(content, messages, contact, contacts)
+        for (const message of messages.slice(before)) fromHistory.add(message)
         history.push({
           transfer: content.transfer,
           part: content.part,
@@ -236,7 +239,11 @@ export class OwnDeviceInbox {
     for (const message of messages) operations.push(await this.ctx.records.messagePut(message))
     for (const record of contacts.values()) operations.push(await this.ctx.records.contactPut(record))
     if (operations.length > 0) await this.ctx.store.commit(operations)
-    for (const message of messages) this.ctx.events.emit('message', messageView(message))
+    // What a history transfer brought is announced by its part (`history`, `contact-updated`), not
+    // as messages one by one: they are not new, and a UI must not notify of each.
+    for (const message of messages) {
+      if (!fromHistory.has(message)) this.ctx.events.emit('message', messageView(message))
+    }
     for (const peer of updated) this.ctx.events.emit('contact-updated', { peer })
     for (const part of history) this.ctx.events.emit('history', part)
   }

@@ -204,6 +204,11 @@ export class ConversationView extends LitElement {
       client.events.on('removed', ({ peer: from, id }) => {
         if (from === peer) this.messages = this.messages.filter((message) => message.id !== id)
       }),
+      // Another device of the account changed this conversation: history it sent this one, a
+      // read position. The newest page is read again and merged.
+      client.events.on('contact-updated', ({ peer: changed }) => {
+        if (changed === peer) void this.refreshNewest(generation)
+      }),
       client.events.on('delivery', ({ peer: from, id, state }) => {
         if (from !== peer) return
         const index = this.messages.findIndex((message) => message.id === id)
@@ -221,6 +226,12 @@ export class ConversationView extends LitElement {
     this.messages = [...page, ...this.messages.filter((message) => !loadedIds.has(message.id))]
     this.hasOlder = page.length === HISTORY_PAGE
     this.markRead()
+  }
+
+  private async refreshNewest(generation: number): Promise<void> {
+    const page = await this.client.history(this.peer, { limit: HISTORY_PAGE })
+    if (generation !== this.loadGeneration) return
+    for (const message of page) this.upsert(message)
   }
 
   /** Adds or replaces a message by id, at its position (a notice's message may move to the end). */
