@@ -524,8 +524,12 @@ export class RelayConnection {
   private send(frame: SendRequest | DeviceSendRequest): Promise<void> | undefined {
     const user = this.user!
     const { id } = frame
-    const bodies = frame.type === 'send' ? [frame.body] : [...frame.messages, ...frame.own].map((e) => e.body)
-    if (!isCanonicalBase64Url(id) || !bodies.every((body) => isCanonicalBase64Url(body))) {
+    const canonicalBodies =
+      frame.type === 'send'
+        ? isCanonicalBase64Url(frame.body)
+        : frame.messages.every((envelope) => isCanonicalBase64Url(envelope.body)) &&
+          frame.own.every((envelope) => isCanonicalBase64Url(envelope.body))
+    if (!isCanonicalBase64Url(id) || !canonicalBodies) {
       this.fail(
         ServerErrorCode.BadFrame,
         `${frame.type} frame: expected canonical base64url in id and body, got stray bits`,
@@ -593,14 +597,10 @@ export class RelayConnection {
   /** Hands an allowed send to the host for its recipient, once the name is resolved. */
   private route(frame: SendRequest | DeviceSendRequest): Promise<void> | undefined {
     const { id } = frame
-    const enqueue = (recipientId: number) =>
-      frame.type === 'send'
-        ? this.host.enqueue(this, recipientId, frame)
-        : this.host.enqueueDevices(this, recipientId, frame)
     // Clients send the normalised name they were given, so the cache usually answers directly.
     const cached = this.host.directory.cached(frame.to)
     if (cached) {
-      enqueue(cached.id)
+      this.enqueue(cached.id, frame)
       return
     }
     let username: string
@@ -613,7 +613,7 @@ export class RelayConnection {
     return this.host.directory.lookup([username]).then(async (found) => {
       const recipient = found.get(username)
       if (recipient) {
-        if (!this.closing && this.state === 'open') enqueue(recipient.id)
+        if (!this.closing && this.state === 'open') this.enqueue(recipient.id, frame)
         return
       }
       const deleted = await this.host.directory.isDeleted(username)
@@ -626,6 +626,12 @@ export class RelayConnection {
         )
       } else this.userNotFound(id)
     })
+  }
+
+  // A method, not a closure per send: this is the relay's hottest path.
+  private enqueue(recipientId: number, frame: SendRequest | DeviceSendRequest): void {
+    if (frame.type === 'send') this.host.enqueue(this, recipientId, frame)
+    else this.host.enqueueDevices(this, recipientId, frame)
   }
 
   private userNotFound(id: string): void {

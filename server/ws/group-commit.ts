@@ -59,6 +59,7 @@ export interface PendingSend<Origin> {
 
 /** A row's outcome: the queue's, or `dropped` when the screen left it out of the batch. */
 export type RelayOutcome = SendOutcome | { readonly kind: 'dropped' }
+const DROPPED: RelayOutcome = { kind: 'dropped' }
 
 /** A send's outcome: one per row, or the mismatch that kept all of them out. */
 export type SendResult = readonly RelayOutcome[] | DeviceMismatch
@@ -151,6 +152,10 @@ export class GroupCommit<Origin> {
     sends: readonly PendingSend<Origin>[],
     acks: readonly QueueAck[],
   ): Promise<SendResult[]> {
+    // The common batch (every send one row, no device list: `send` frames) takes the short way.
+    if (sends.every((pending) => pending.messages.length === 1 && pending.devices === undefined)) {
+      return this.commitSingleRows(sends, acks)
+    }
     const results: (SendResult | undefined)[] = new Array(sends.length)
     const checked = sends.flatMap((pending, index) => (pending.devices ? [index] : []))
     if (checked.length > 0 && this.handlers.checkDevices) {
@@ -191,6 +196,18 @@ export class GroupCommit<Origin> {
       row += pending.messages.length
     }
     return results as SendResult[]
+  }
+
+  private async commitSingleRows(
+    sends: readonly PendingSend<Origin>[],
+    acks: readonly QueueAck[],
+  ): Promise<SendResult[]> {
+    const messages = sends.map((pending) => pending.messages[0]!)
+    const dropped = this.handlers.screen && messages.length > 0 ? await this.handlers.screen(messages) : []
+    const kept = dropped.length > 0 ? messages.filter((_, index) => !dropped[index]) : messages
+    const outcomes = await this.queue.commit({ sends: kept, acks, now: this.now() })
+    let next = 0
+    return messages.map((_, index) => [dropped[index] ? DROPPED : outcomes[next++]!])
   }
 
   /**

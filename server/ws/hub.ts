@@ -79,6 +79,7 @@ import {
 import { LocalConnections, type LocalUser } from './local-connections.js'
 import type { DeviceEnvelopeRequest, DeviceSendRequest, SendRequest } from './parse.js'
 import {
+  type CommittedMessage,
   type MessageCommitted,
   PRIMARY_DEVICE,
   primaryAddress,
@@ -612,6 +613,10 @@ export class RelayHub implements RelayEvents, ConnectionHost {
         continue
       }
       const outcomes = result as readonly RelayOutcome[]
+      if (outcomes.length === 1) {
+        this.committedRow(messages[0]!, origin, outcomes[0]!)
+        continue
+      }
       // A refusal refuses every row of the send (the queue stores a send all or none).
       const refused = outcomes.find((outcome) => outcome.kind === 'full' || outcome.kind === 'share-full')
       if (refused?.kind === 'full') {
@@ -659,6 +664,55 @@ export class RelayHub implements RelayEvents, ConnectionHost {
         })
       }
       if (stored) this.metrics.messageAccepted()
+    }
+  }
+
+  /** A send of one row (every `send` frame): answered and published as before devices. */
+  private committedRow(message: NewMessage, origin: SendOrigin, outcome: RelayOutcome): void {
+    switch (outcome.kind) {
+      case 'stored': {
+        origin.connection.write(acceptedFrame(origin.id, outcome.createdAt))
+        this.metrics.messageAccepted()
+        const copy: { -readonly [K in keyof CommittedMessage]: CommittedMessage[K] } = {
+          id: origin.id,
+          sender: origin.senderName,
+          body: origin.bodies[0]!,
+          createdAt: outcome.createdAt,
+        }
+        if (message.senderDevice !== PRIMARY_DEVICE) copy.senderDevice = message.senderDevice
+        this.publish({
+          kind: 'message.committed',
+          address: { userId: message.recipientId, deviceId: message.recipientDevice },
+          seq: outcome.seq,
+          copy,
+        })
+        return
+      }
+      case 'duplicate':
+        origin.connection.write(acceptedFrame(origin.id, outcome.createdAt))
+        return
+      case 'dropped':
+        // The recipient blocked the sender: answered as if stored, so the sender cannot tell.
+        origin.connection.write(acceptedFrame(origin.id, message.now))
+        return
+      case 'full':
+        origin.connection.write(
+          errorFrame(
+            ServerErrorCode.QueueFull,
+            "expected room in the recipient's queue, got a full queue; retry later",
+            origin.id,
+          ),
+        )
+        return
+      case 'share-full':
+        origin.connection.write(
+          errorFrame(
+            ServerErrorCode.QueueShareFull,
+            `expected room in this sender's share of the recipient's queue (${this.limits.maxQueuedMessagesPerSender} messages, ${this.limits.maxQueuedBytesPerSender} bytes), got it full of messages they have not yet received; retry later`,
+            origin.id,
+          ),
+        )
+        return
     }
   }
 
