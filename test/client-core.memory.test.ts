@@ -161,6 +161,21 @@ describe('the client core over the in-memory relay', () => {
     await closeAll(alice, bob)
   })
 
+  it('a server from before devices: the send stays sending, and the problem says the server must be updated', async () => {
+    const { relay, alice, bob } = await pair()
+    relay.beforeDevices = true
+    await online(alice, bob)
+    const sent = await alice.client.send('bob', 'to a server that is too old')
+    await alice.events.until(() =>
+      alice.events.of('problem').some((p) => p.code === 'E2E_ERR_VERSION_MISMATCH'),
+    )
+    expect(alice.events.of('problem').find((p) => p.code === 'E2E_ERR_VERSION_MISMATCH')?.message).toMatch(
+      /server must be updated/,
+    )
+    expect((await alice.client.history('bob')).find((m) => m.id === sent.id)?.state).toBe('sending')
+    await closeAll(alice, bob)
+  })
+
   it('offline: ten messages wait on the relay and arrive once, in order, when the recipient returns', async () => {
     const { relay, alice, bob: registeredBob } = await pair()
     let bob = registeredBob

@@ -865,10 +865,24 @@ export class MemoryRelay {
    * Accounts here have one device each (device 1): a `send.devices` whose lists say so is a `send`
    * of its one envelope, any other list gets the server's `devices.mismatch` answer.
    */
+  /** Answers `send.devices` as a server from before devices did: a frame of a type it does not know. */
+  beforeDevices = false
+
   private sendToDevices(
     connection: ServerConnection,
     frame: Extract<ClientFrame, { type: 'send.devices' }>,
   ): void {
+    if (this.beforeDevices) {
+      this.fail(
+        connection,
+        ServerErrorCode.BadFrame,
+        'client frame: expected one of the client frames, got another',
+        {
+          bad: true,
+        },
+      )
+      return
+    }
     const named = frame.messages.map((envelope) => envelope.device)
     const recipient = {
       missing: named.includes(DEFAULT_DEVICE_ID) ? [] : [DEFAULT_DEVICE_ID],

@@ -613,6 +613,19 @@ export class ChatClient {
           return
         }
         if (frame.id !== undefined) await this.outbox.refused({ ...frame, id: frame.id })
+        // A server from before devices knows no `send.devices`: it answers a frame of a type it
+        // does not know, without an id. Say which side must be updated rather than only that.
+        if (
+          frame.code === 'E2E_ERR_BAD_FRAME' &&
+          frame.id === undefined &&
+          frame.message.startsWith('client frame:')
+        ) {
+          this.events.emit('problem', {
+            code: ClientErrorCode.VersionMismatch,
+            message: `expected a server that takes one message per device (send.devices), got one that does not know it: the server must be updated (it said: ${frame.message})`,
+          })
+          return
+        }
         this.events.emit('problem', {
           code: frame.code,
           message: frame.message,
