@@ -62,6 +62,18 @@ function readOwnContent(plaintext: Uint8Array): OwnDeviceContent | undefined {
   }
 }
 
+/**
+ * The contact (made if we had none: someone another of our devices wrote to) once `message`, one
+ * of ours or of history, is in its conversation: the preview and the time follow; unread does not.
+ */
+function joined(contact: ContactRecord | undefined, message: MessageRecord): ContactRecord {
+  const known = contact ?? { username: message.peer, verified: false, unread: 0 }
+  return {
+    ...withPreview(known, [message]),
+    lastMessageAt: Math.max(known.lastMessageAt ?? 0, messageTime(message)),
+  }
+}
+
 export class OwnDeviceInbox {
   constructor(
     private readonly ctx: ClientContext,
@@ -189,11 +201,7 @@ export class OwnDeviceInbox {
             ...(frame.device !== undefined ? { device: frame.device } : {}),
           }
           messages.push(message)
-          const known = (await contact(peer)) ?? { username: peer, verified: false, unread: 0 }
-          contacts.set(peer, {
-            ...withPreview(known, [message]),
-            lastMessageAt: Math.max(known.lastMessageAt ?? 0, text.sentAt),
-          })
+          contacts.set(peer, joined(await contact(peer), message))
           break
         }
         case 'sync.read': {
@@ -279,11 +287,7 @@ export class OwnDeviceInbox {
       }
       messages.push(message)
       added++
-      const known = (await contact(entry.peer)) ?? { username: entry.peer, verified: false, unread: 0 }
-      contacts.set(entry.peer, {
-        ...withPreview(known, [message]),
-        lastMessageAt: Math.max(known.lastMessageAt ?? 0, messageTime(message)),
-      })
+      contacts.set(entry.peer, joined(await contact(entry.peer), message))
     }
     return added
   }

@@ -13,6 +13,7 @@ import type { ChatClient, DeviceView } from '../../../shared/client/chat-client.
 import { describeError, isDeviceRemoved } from '../session.js'
 import { formatDay, formatTime } from './format.js'
 import { icons } from './icons.js'
+import { modalDialog } from './shared-styles.js'
 import { base } from './theme.js'
 
 /** What the devices card needs of the client core. */
@@ -38,6 +39,7 @@ export function deviceLabel(device: Pick<DeviceView, 'id' | 'name'>): string {
 export class DevicesView extends LitElement {
   static override styles = [
     base,
+    modalDialog,
     css`
       :host {
         display: grid;
@@ -140,15 +142,6 @@ export class DevicesView extends LitElement {
       }
       dialog {
         width: min(460px, calc(100vw - 32px));
-        padding: 0;
-        border: 0;
-        border-radius: 18px;
-        background: var(--surface);
-        color: var(--text);
-        box-shadow: var(--shadow-2);
-      }
-      dialog::backdrop {
-        background: rgb(10 15 25 / 55%);
       }
       .dialog-body {
         display: grid;

@@ -14,6 +14,7 @@ import { ClientErrorCode, isClientError } from '../../../shared/client/errors.js
 import { MAX_HISTORY_TRANSFER_BYTES } from '../../../shared/limits.js'
 import { describeError, isDeviceRemoved } from '../session.js'
 import { icons } from './icons.js'
+import { modalDialog, spinner } from './shared-styles.js'
 import { styleProps } from './style-props.js'
 import { base } from './theme.js'
 
@@ -75,6 +76,8 @@ function plural(count: number, one: string, many: string): string {
 export class LinkApprove extends LitElement {
   static override styles = [
     base,
+    modalDialog,
+    spinner,
     css`
       :host {
         display: grid;
@@ -117,24 +120,6 @@ export class LinkApprove extends LitElement {
         align-items: center;
         font-size: 14px;
         color: var(--text-2);
-      }
-      .spinner {
-        width: 14px;
-        height: 14px;
-        border-radius: 50%;
-        border: 2px solid var(--border);
-        border-top-color: var(--accent);
-        animation: spin 900ms linear infinite;
-      }
-      @keyframes spin {
-        to {
-          transform: rotate(360deg);
-        }
-      }
-      @media (prefers-reduced-motion: reduce) {
-        .spinner {
-          animation: none;
-        }
       }
       .banner.success {
         background: var(--success-soft);
@@ -185,15 +170,6 @@ export class LinkApprove extends LitElement {
       }
       dialog {
         width: min(440px, calc(100vw - 32px));
-        padding: 0;
-        border: 0;
-        border-radius: 18px;
-        background: var(--surface);
-        color: var(--text);
-        box-shadow: var(--shadow-2);
-      }
-      dialog::backdrop {
-        background: rgb(10 15 25 / 55%);
       }
       .dialog-body {
         display: grid;

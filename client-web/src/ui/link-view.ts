@@ -16,6 +16,7 @@ import { completeDeviceLink, describeError, type OpenAccount, startDeviceLink } 
 import { icons } from './icons.js'
 import { base } from './theme.js'
 import './qr-code.js'
+import { spinner } from './shared-styles.js'
 
 /** What the screens need of a started link (the core's PendingLink, or a test's fake). */
 export interface LinkInProgress {
@@ -86,6 +87,7 @@ function countdown(ms: number): string {
 export class LinkView extends LitElement {
   static override styles = [
     base,
+    spinner,
     css`
       :host {
         display: grid;
@@ -198,24 +200,6 @@ export class LinkView extends LitElement {
         justify-content: center;
         font-size: 13.5px;
         color: var(--text-3);
-      }
-      .spinner {
-        width: 14px;
-        height: 14px;
-        border-radius: 50%;
-        border: 2px solid var(--border);
-        border-top-color: var(--accent);
-        animation: spin 900ms linear infinite;
-      }
-      @keyframes spin {
-        to {
-          transform: rotate(360deg);
-        }
-      }
-      @media (prefers-reduced-motion: reduce) {
-        .spinner {
-          animation: none;
-        }
       }
       .row {
         display: flex;

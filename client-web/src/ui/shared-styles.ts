@@ -65,3 +65,43 @@ export const cardPage = css`
     gap: 10px;
   }
 `
+
+/**
+ * A modal `<dialog>` card over a dimmed page (the warnings, the device dialogs): its frame and
+ * backdrop. A component sets its own width and the layout of what is inside.
+ */
+export const modalDialog = css`
+  dialog {
+    padding: 0;
+    border: 0;
+    border-radius: 18px;
+    background: var(--surface);
+    color: var(--text);
+    box-shadow: var(--shadow-2);
+  }
+  dialog::backdrop {
+    background: rgb(10 15 25 / 55%);
+  }
+`
+
+/** A small turning ring for work under way (`<span class="spinner">`), still under reduced motion. */
+export const spinner = css`
+  .spinner {
+    width: 14px;
+    height: 14px;
+    border-radius: 50%;
+    border: 2px solid var(--border);
+    border-top-color: var(--accent);
+    animation: spin 900ms linear infinite;
+  }
+  @keyframes spin {
+    to {
+      transform: rotate(360deg);
+    }
+  }
+  @media (prefers-reduced-motion: reduce) {
+    .spinner {
+      animation: none;
+    }
+  }
+`

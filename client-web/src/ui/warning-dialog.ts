@@ -6,6 +6,7 @@
 import { type CSSResultGroup, css, html, LitElement, type TemplateResult } from 'lit'
 import { query } from 'lit/decorators.js'
 import { icons } from './icons.js'
+import { modalDialog } from './shared-styles.js'
 import { base } from './theme.js'
 
 export interface WarningDialogContent {
@@ -25,18 +26,10 @@ export interface WarningDialogContent {
 export abstract class WarningDialog extends LitElement {
   static override styles: CSSResultGroup = [
     base,
+    modalDialog,
     css`
       dialog {
         width: min(480px, calc(100vw - 32px));
-        padding: 0;
-        border: 0;
-        border-radius: 18px;
-        background: var(--surface);
-        color: var(--text);
-        box-shadow: var(--shadow-2);
-      }
-      dialog::backdrop {
-        background: rgb(10 15 25 / 55%);
       }
       .body {
         display: grid;
