@@ -55,6 +55,8 @@ export class PreKeyUpkeep {
   /** Another check was asked for while one ran. */
   private again = false
   private timer: ReturnType<typeof setInterval> | undefined
+  /** The last upkeep step asked for (maintain, rotate): each runs after the one before. */
+  private exclusive: Promise<void> = Promise.resolve()
 
   constructor(ctx: ClientContext) {
     this.ctx = ctx
@@ -123,7 +125,22 @@ export class PreKeyUpkeep {
    * runs low (never past MAX_LOCAL_ONE_TIME_PREKEYS: one-time-prekeys.ts), and rotates the signed
    * prekey when it is old.
    */
-  async maintain(): Promise<void> {
+  maintain(): Promise<void> {
+    return this.oneAtATime(() => this.maintainNow())
+  }
+
+  /**
+   * Runs `work` after any upkeep under way: each takes the next key ids from the account secrets
+   * and writes them back, so two at once (the check on connecting and a rotation the user asked
+   * for) would sign two keys with one id, and the server would refuse the second.
+   */
+  private oneAtATime(work: () => Promise<void>): Promise<void> {
+    const turn = this.exclusive.then(work)
+    this.exclusive = turn.catch(() => undefined)
+    return turn
+  }
+
+  private async maintainNow(): Promise<void> {
     const [status, serverIds, ledger, stored] = await Promise.all([
       this.status(),
       this.oneTimePreKeyIdsOnServer(),
@@ -174,10 +191,14 @@ export class PreKeyUpkeep {
       })
     }
     if (this.ctx.now() - status.signedPreKeyCreatedAt >= SIGNED_PREKEY_ROTATION_MS)
-      await this.rotateSignedPreKey()
+      await this.rotateNow()
   }
 
-  async rotateSignedPreKey(): Promise<void> {
+  rotateSignedPreKey(): Promise<void> {
+    return this.oneAtATime(() => this.rotateNow())
+  }
+
+  private async rotateNow(): Promise<void> {
     const secrets = this.ctx.records.account.secrets
     const keyId = secrets.nextPreKeyId
     const preKey = await generateSignedPreKey(
