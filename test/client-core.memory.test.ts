@@ -795,8 +795,12 @@ describe('asking for messages again', () => {
   /** The fresh sessions (type 2 envelopes) bob has started with alice: one per retry request. */
   const freshSessions = (relay: MemoryRelay) =>
     relay
-      .of('sent', 'send', 'bob')
-      .filter((frame) => frame.to === 'alice' && fromBase64Url(frame.body)[1] === 2).length
+      .of('sent', 'send.devices', 'bob')
+      .filter(
+        (frame) =>
+          frame.to === 'alice' &&
+          frame.messages.some((message: { body: string }) => fromBase64Url(message.body)[1] === 2),
+      ).length
 
   it('gathers what fails into one request, asks again only after the interval, and remembers across restarts', async () => {
     const { relay, alice, bob: first } = await pair()

@@ -284,3 +284,73 @@ describe('history at link time', () => {
     for (const client of [alice.client, bob.client, carol.client, laptop.client]) await client.close()
   })
 })
+
+describe("a message from a contact's second device that does not decrypt", () => {
+  it('is asked for again from that device, which sends it; the other device neither answers for it nor shows it twice', async () => {
+    const aliceAccount = await registerClient(server)
+    const bobAccount = await registerClient(server)
+    const alice = aliceAccount.client
+    let bob = bobAccount.client
+    await alice.addContact(bob.username)
+    await bob.addContact(alice.username)
+    const laptop = (await linkDevice(aliceAccount, 'Laptop')).client
+    for (const client of [alice, bob, laptop]) client.connect()
+    await Promise.all([alice, bob, laptop].map((client) => client.waitUntilOnline()))
+    const A = alice.username
+    const B = bob.username
+
+    // The laptop and bob each hear from the other, so the laptop's next message is a plain one
+    // (type 1) that only the session bob is about to lose can open.
+    const first = await laptop.send(B, 'from the laptop')
+    await messageIn(bob, A, first.text)
+    const reply = await bob.send(A, 'reply to both')
+    await messageIn(laptop, B, reply.text)
+    await messageIn(alice, B, reply.text)
+    const settled = async (client: ChatClient, peer: string) =>
+      (await client.history(peer)).every((m) => m.direction === 'in' || m.state === 'delivered')
+    await until(
+      async () => (await settled(laptop, B)) && (await settled(bob, A)) && (await settled(alice, B)),
+      'everything delivered',
+    )
+
+    // Bob loses his session with the laptop (not the one with the phone) and his app restarts.
+    await bob.close()
+    await bobAccount.options.store.commit([{ op: 'delete', table: 'sessions', key: `${A}:2` }])
+    bob = await ChatClient.open(bobAccount.options, bobAccount.password)
+    bob.connect()
+    await bob.waitUntilOnline()
+    const problems: string[] = []
+    const undecryptable: string[] = []
+    for (const client of [alice, bob, laptop]) client.events.on('problem', ({ code }) => problems.push(code))
+    bob.events.on('undecryptable', ({ id }) => undecryptable.push(id))
+
+    const lost = await laptop.send(B, 'after bob lost the session')
+    // The laptop, which sent it and keeps its content, answers; the phone, which has only its
+    // sent copy, neither answers "unavailable" nor resends.
+    const recovered = await until(
+      async () => (await bob.history(A)).find((m) => m.id === lost.id && m.kind === 'text'),
+      "the laptop's message in the notice's place",
+    )
+    expect(undecryptable).toEqual([lost.id])
+    expect(recovered).toMatchObject({ text: lost.text, device: 2, direction: 'in' })
+    expect((await bob.history(A)).map((m) => [m.kind, m.text])).toEqual([
+      ['text', first.text],
+      ['text', reply.text],
+      ['text', lost.text],
+    ])
+    await until(
+      async () => (await laptop.history(B)).find((m) => m.id === lost.id && m.state === 'delivered'),
+      'the laptop to see it delivered',
+    )
+    // What the laptop sends next reaches the phone after the resend's sent copy: the phone shows
+    // the message once, as sent from the laptop.
+    const next = await laptop.send(B, 'and on')
+    await messageIn(alice, B, next.text)
+    await messageIn(bob, A, next.text)
+    const onPhone = (await alice.history(B)).filter((m) => m.text === lost.text)
+    expect(onPhone).toHaveLength(1)
+    expect(onPhone[0]).toMatchObject({ id: lost.id, direction: 'out', device: 2 })
+    expect(problems).toEqual([])
+    for (const client of [alice, bob, laptop]) await client.close()
+  })
+})

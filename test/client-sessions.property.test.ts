@@ -893,7 +893,7 @@ describe('a resend that cannot be decrypted either', () => {
     // is kept from him for now: it stays queued, unacknowledged, until he reconnects.
     let stage: 'before the request' | 'before the resend' | 'resend held' = 'before the request'
     relay.filter = (f) => {
-      if (stage === 'before the request' && f.username === 'bob' && f.frame.type === 'send') {
+      if (stage === 'before the request' && f.username === 'bob' && f.frame.type === 'send.devices') {
         stage = 'before the resend'
       } else if (stage === 'before the resend' && f.username === 'bob' && f.frame.type === 'deliver') {
         stage = 'resend held'
@@ -918,7 +918,11 @@ describe('a resend that cannot be decrypted either', () => {
       [lost.id, 'text'],
     ])
     // Bob asked twice: for the message, then for its resend.
-    const requests = relay.of('sent', 'send', 'bob').filter((frame) => fromBase64Url(frame.body)[1] === 2)
+    const requests = relay
+      .of('sent', 'send.devices', 'bob')
+      .filter((frame) =>
+        frame.messages.some((message: { body: string }) => fromBase64Url(message.body)[1] === 2),
+      )
     expect(requests.length).toBeGreaterThanOrEqual(2)
     // Unread: 'hello bob' and this message, not the resend's notice as well.
     expect((await bob.client.conversations())[0]?.unread).toBe(2)

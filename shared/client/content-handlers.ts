@@ -4,6 +4,7 @@
  * answered, "unavailable" turns a notice into "lost". A message sent again on request (`resendOf`)
  * takes the place of the notice it answers.
  */
+import { DEFAULT_DEVICE_ID } from '../address.js'
 import {
   answeredResend,
   MAX_RETRY_IDS,
@@ -113,6 +114,9 @@ export function builtInHandlers(ctx: ClientContext, deps: BuiltInDependencies): 
     type: 'retry',
     schema: RetryContent,
     async handle(delivery, content) {
+      // Asked of another device of ours, the one that sent those messages and keeps them: only it
+      // answers (we would say "unavailable" of what we never sent).
+      if ((content.device ?? DEFAULT_DEVICE_ID) !== ctx.deviceId) return
       if (delivery.contact.pendingIdentity) {
         // From keys the user has not accepted yet: answered when (and if) they accept them.
         const waiting = [...new Set([...(delivery.contact.retryRequests ?? []), ...content.ids])]

@@ -15,7 +15,7 @@
  * `v` and a string `type`, or a known type whose fields are wrong, is malformed.
  */
 import { utf8Decode, utf8Encode } from '../bytes.js'
-import { PublicIdentityJson, TimestampField, UsernameField } from '../codec/api.js'
+import { DeviceIdField, PublicIdentityJson, TimestampField, UsernameField } from '../codec/api.js'
 import { MessageIdField } from '../codec/frames.js'
 import { decode, matches, type Static, Type } from '../codec/schema.js'
 import { ProtocolError, ProtocolErrorCode } from '../errors.js'
@@ -56,11 +56,17 @@ export const ReceiptContent = Type.Object({
 })
 export type ReceiptContent = Static<typeof ReceiptContent>
 
-/** "I could not decrypt these messages of yours: send them again" (sent on a fresh session). */
+/**
+ * "I could not decrypt these messages of yours: send them again" (sent on a fresh session with
+ * the device that sent them). It goes to every device of the account, as every send does; only
+ * `device`, the one that sent them and keeps their content, answers. Absent: device 1 (a request
+ * from before devices, which reached device 1 alone).
+ */
 export const RetryContent = Type.Object({
   v: Type.Literal(CONTENT_VERSION),
   type: Type.Literal('retry'),
   ids: Type.Array(MessageIdField, { minItems: 1, maxItems: MAX_RETRY_IDS }),
+  device: Type.Optional(DeviceIdField),
 })
 export type RetryContent = Static<typeof RetryContent>
 

@@ -16,6 +16,7 @@ import { fromBase64Url, toBase64Url } from '../bytes.js'
 import type { PublicIdentityJson } from '../codec/api.js'
 import type { DeviceListDifference } from '../codec/frames.js'
 import { publicIdentityToJson } from '../codec/keys.js'
+import type { PreKeyBundle } from '../identity.js'
 import { MAX_DEVICE_SEND_FRAME_BYTES, MAX_DEVICES_LIMIT } from '../limits.js'
 import type { Contacts } from './contacts.js'
 import type { ClientContext } from './context.js'
@@ -27,6 +28,16 @@ import type { StoreOperation } from './store.js'
 export interface DeviceBody {
   readonly device: number
   readonly body: string
+}
+
+/**
+ * A new session to start with one device for this send, from a bundle fetched (and checked) for
+ * it: a retry request goes to the device whose message did not open on a session it can always
+ * read (docs/protocol.md §8.6).
+ */
+export interface FreshSession {
+  readonly device: number
+  readonly bundle: PreKeyBundle
 }
 
 /** JSON around a `send.devices` frame and each of its envelopes, bounded from above. */
@@ -88,6 +99,7 @@ export class FanOut {
     contact: ContactRecord | undefined,
     plaintexts: readonly Uint8Array[],
     copies: readonly Uint8Array[],
+    options: { fresh?: FreshSession } = {},
   ): Promise<{
     items: { messages: DeviceBody[]; own: DeviceBody[] }[]
     operations: StoreOperation[]
@@ -95,9 +107,21 @@ export class FanOut {
   }> {
     const toSelf = account === this.ctx.username
     const ownDevices = await this.ownDevices()
-    const recipients = toSelf ? ownDevices : contactDevices(contact)
+    const listed = toSelf ? ownDevices : contactDevices(contact)
+    // The device a fresh session is for gets the send even if no message of its ever opened here.
+    const recipients =
+      options.fresh && !listed.includes(options.fresh.device)
+        ? sortedUnique([...listed, options.fresh.device])
+        : listed
     const operations: StoreOperation[] = []
-    const forRecipient = await this.encryptTo(account, contact, recipients, plaintexts, operations)
+    const forRecipient = await this.encryptTo(
+      account,
+      contact,
+      recipients,
+      plaintexts,
+      operations,
+      options.fresh,
+    )
     const forOwn = toSelf
       ? { bodies: plaintexts.map(() => []), contact: undefined }
       : await this.encryptTo(this.ctx.username, undefined, ownDevices, copies, operations)
@@ -130,12 +154,24 @@ export class FanOut {
     devices: readonly number[],
     plaintexts: readonly Uint8Array[],
     operations: StoreOperation[],
+    fresh?: FreshSession,
   ): Promise<{ bodies: DeviceBody[][]; contact: ContactRecord | undefined }> {
     const bodies: DeviceBody[][] = plaintexts.map(() => [])
     let trusted = contact
     for (const device of devices) {
       const target = address(account, device)
-      let bundle: Awaited<ReturnType<Contacts['fetchBundle']>>['bundle'] | undefined
+      if (fresh?.device === device) {
+        const encrypted = await this.ctx.sessions.encryptMany(target, plaintexts, {
+          bundle: fresh.bundle,
+          fresh: true,
+        })
+        operations.push(encrypted.operation)
+        encrypted.envelopes.forEach((envelope, index) => {
+          bodies[index]!.push({ device, body: toBase64Url(envelope) })
+        })
+        continue
+      }
+      let bundle: PreKeyBundle | undefined
       // A contact we have never written to has no trusted key yet: the first bundle sets it.
       if (!(await this.ctx.sessions.currentSession(target)) || (account !== this.ctx.username && !trusted)) {
         try {

@@ -34,12 +34,13 @@ import { isProtocolError, ProtocolErrorCode } from '../errors.js'
 import { OpenAhead } from '../open-ahead.js'
 import type { RecordDecryption, SessionRecord } from '../session-record.js'
 import { contactSeen } from './contacts.js'
-import { CONTENT_VERSION, MAX_RETRY_IDS, type ParsedContent, parseContent } from './content.js'
+import { CONTENT_VERSION, type ParsedContent, parseContent } from './content.js'
 import type { ClientContext } from './context.js'
 import { ClientErrorCode, isClientError } from './errors.js'
 import { withDevice } from './fan-out.js'
 import type { OwnDeviceInbox } from './own-devices.js'
 import { type ContactRecord, type MessageRecord, messageKey, messageView, withPreview } from './records.js'
+import { withRetryPending } from './retries.js'
 import type { StoreOperation } from './store.js'
 import type { MessageKind, MessageView } from './views.js'
 
@@ -364,10 +365,8 @@ export class Inbox {
           ...contact,
           unread: contact.unread + 1,
           lastMessageAt: Math.max(contact.lastMessageAt ?? 0, frame.ts),
-          ...(outdated
-            ? {}
-            : { retryPending: [...(contact.retryPending ?? []), frame.id].slice(-MAX_RETRY_IDS) }),
         }
+        if (!outdated) contact = withRetryPending(contact, frame.device ?? DEFAULT_DEVICE_ID, frame.id)
         batch.after.push(() => {
           this.ctx.events.emit('message', messageView(notice))
           this.ctx.events.emit('undecryptable', { peer, id: frame.id, reason: error.code, kind })

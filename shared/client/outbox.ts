@@ -25,7 +25,7 @@ import {
 } from './content.js'
 import type { ClientContext } from './context.js'
 import { ClientError, ClientErrorCode, isClientError } from './errors.js'
-import { FanOut } from './fan-out.js'
+import { FanOut, type FreshSession } from './fan-out.js'
 import {
   type ContactRecord,
   conversationOf,
@@ -111,11 +111,12 @@ export class Outbox {
       content: MessageContent | ExtraContent | OwnDeviceContent
       kind: OutboxRecord['kind']
     }[],
+    fresh?: FreshSession,
   ): Promise<{ entries: OutboxRecord[]; operations: StoreOperation[]; contact: ContactRecord | undefined }> {
     const toSelf = peer === this.ctx.username
     const plaintexts = items.map((item) => encodeContent(item.content))
     const copies = items.map((item) => encodeContent({ v: 1, type: 'sent', to: peer, content: item.content }))
-    const encrypted = await this.fanOut.encryptSend(peer, contact, plaintexts, copies)
+    const encrypted = await this.fanOut.encryptSend(peer, contact, plaintexts, copies, fresh ? { fresh } : {})
     return {
       entries: items.map((item, index) => ({
         id: item.id,
@@ -239,14 +240,16 @@ export class Outbox {
    * The operations that put `content` in the outbox to every device of `peer` (with its sent copy
    * for our other devices), and keep it when `keep` says so; the caller commits them, in the
    * peer's queue (the own queue is taken here), before it queues anything else to `peer`.
+   * `fresh` starts a new session with one of the peer's devices for it (a retry request).
    */
   async queue(
     peer: string,
     content: MessageContent | ExtraContent,
     kind: OutboxRecord['kind'],
-    options: { id?: string; keep?: TextContent | ReceiptContent } = {},
+    options: { id?: string; keep?: TextContent | ReceiptContent; fresh?: FreshSession } = {},
   ): Promise<StoreOperation[]> {
-    return this.queueAll(peer, [{ content, kind, ...options }])
+    const { fresh, ...item } = options
+    return this.queueAll(peer, [{ content, kind, ...item }], fresh)
   }
 
   /** Like `queue` for several contents to one peer: encrypted in turn, one session put each. */
@@ -258,12 +261,13 @@ export class Outbox {
       id?: string
       keep?: TextContent | ReceiptContent
     }[],
+    fresh?: FreshSession,
   ): Promise<StoreOperation[]> {
     return this.ctx.peerQueues.run(this.ctx.username, async () => {
       const sentAt = this.ctx.now()
       const contact = await this.ctx.records.loadContact(peer)
       const withIds = items.map((item) => ({ ...item, id: item.id ?? toBase64Url(newMessageId(sentAt)) }))
-      const prepared = await this.prepareMany(peer, contact, withIds)
+      const prepared = await this.prepareMany(peer, contact, withIds, fresh)
       const operations = [...prepared.operations]
       for (const [index, item] of withIds.entries()) {
         operations.push(await this.ctx.records.outboxPut(prepared.entries[index]!, this.ctx.nextOrder()))

@@ -187,10 +187,13 @@ export class OwnDeviceInbox {
           }
           // The id inside the encryption must be the frame's, or the server rewrote it.
           if (text.id !== frame.id) break
-          if (messages.some((m) => m.peer === peer && m.id === text.id)) break
-          if (await this.ctx.records.loadMessage(directConversation(peer), text.id)) break
+          // A resend (answering the contact's retry request) is the original again: kept under the
+          // original's id, so it shows once, and only if that copy never arrived here.
+          const id = text.resendOf ?? text.id
+          if (messages.some((m) => m.peer === peer && m.id === id)) break
+          if (await this.ctx.records.loadMessage(directConversation(peer), id)) break
           const message: MessageRecord = {
-            id: text.id,
+            id,
             peer,
             direction: 'out',
             text: text.text,

@@ -190,8 +190,7 @@ export class PreKeyUpkeep {
         oneTimePreKeys: preKeys.map((preKey) => preKeyToJson(publicPreKey(preKey))),
       })
     }
-    if (this.ctx.now() - status.signedPreKeyCreatedAt >= SIGNED_PREKEY_ROTATION_MS)
-      await this.rotateNow()
+    if (this.ctx.now() - status.signedPreKeyCreatedAt >= SIGNED_PREKEY_ROTATION_MS) await this.rotateNow()
   }
 
   rotateSignedPreKey(): Promise<void> {

@@ -28,6 +28,15 @@ export const ContactRecord = Type.Object({
   readUpTo: Type.Optional(Type.Number()),
   retryRequests: Type.Optional(Type.Array(Type.String(), { maxItems: 100 })),
   retryPending: Type.Optional(Type.Array(Type.String(), { maxItems: 100 })),
+  retryPendingFrom: Type.Optional(
+    Type.Array(
+      Type.Object({
+        device: Type.Integer({ minimum: 1, maximum: 0xffff_ffff }),
+        ids: Type.Array(Type.String(), { minItems: 1, maxItems: 100 }),
+      }),
+      { maxItems: MAX_DEVICES_LIMIT },
+    ),
+  ),
   retryRequestedAt: Type.Optional(Type.Integer()),
   deletedAt: Type.Optional(Type.Number()),
   presenceShared: Type.Optional(Type.Boolean()),
@@ -63,8 +72,14 @@ export interface ContactRecord {
    * not yet accepted: answered once the user accepts it (never to keys the user has not seen).
    */
   retryRequests?: string[]
-  /** Ids of this contact's messages we could not decrypt and have yet to ask them for again. */
+  /**
+   * Ids of this contact's messages from their device 1 we could not decrypt and have yet to ask
+   * for again: records from before devices. Read as device 1's part of `retryPendingFrom`, and
+   * written there from now on.
+   */
   retryPending?: string[]
+  /** Ids of this contact's messages we could not decrypt and have yet to ask for again, by sending device. */
+  retryPendingFrom?: { device: number; ids: string[] }[]
   /** When we last asked this contact to send again (requests are RETRY_REQUEST_INTERVAL_MS apart). */
   retryRequestedAt?: number
   /**

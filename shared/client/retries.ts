@@ -1,18 +1,23 @@
 /**
  * Recovering messages that no session could decrypt (docs/protocol.md §8.6), both ways:
  *
- *   - asking: the ids waiting in a contact's record (`retryPending`) go to them in a `retry`
- *     content on a fresh session, at most once per RETRY_REQUEST_INTERVAL_MS per contact;
- *   - answering: a contact's `retry` is answered with each kept content sent again (`resendOf`),
- *     or `unavailable` for what is gone; a message is sent again at most MAX_RESENDS_PER_MESSAGE
- *     times, and at most MAX_RETRY_REQUESTS_ANSWERED_PER_HOUR requests per contact are answered.
+ *   - asking: the ids waiting in a contact's record, by the device that sent them, go to that
+ *     device in a `retry` content naming it, on a fresh session with it (the send goes to every
+ *     device of the contact, as every send does), at most once per RETRY_REQUEST_INTERVAL_MS per
+ *     contact;
+ *   - answering: a contact's `retry` naming this device is answered with each kept content sent
+ *     again (`resendOf`), or `unavailable` for what is gone; one naming another device of ours is
+ *     not ours to answer (that device sent those messages and keeps them). A message is sent again
+ *     at most MAX_RESENDS_PER_MESSAGE times, and at most MAX_RETRY_REQUESTS_ANSWERED_PER_HOUR
+ *     requests per contact are answered.
  *
  * What it does not know: how a failure is noticed or shown (the inbox stores the notice and the
  * id to ask for), how envelopes are sent (the outbox).
  */
-import { address, directConversation } from '../address.js'
+import { DEFAULT_DEVICE_ID, directConversation } from '../address.js'
 import { toBase64Url } from '../bytes.js'
 import {
+  MAX_DEVICES_LIMIT,
   MAX_RESENDS_PER_MESSAGE,
   MAX_RETRY_REQUESTS_ANSWERED_PER_HOUR,
   RETRY_REQUEST_INTERVAL_MS,
@@ -22,16 +27,60 @@ import { newMessageId } from '../message-id.js'
 import type { Contacts } from './contacts.js'
 import {
   type ExtraContent,
-  encodeContent,
   MAX_RETRY_IDS,
   type MessageContent,
+  type RetryContent,
   type TextContent,
 } from './content.js'
 import type { ClientContext } from './context.js'
+import { isClientError } from './errors.js'
 import type { Outbox } from './outbox.js'
-import type { MessageRecord } from './records.js'
+import type { ContactRecord, MessageRecord } from './records.js'
 
 const HOUR_MS = 60 * 60 * 1000
+
+/** One device's messages that did not open here, to ask that device for again. */
+export interface PendingRetry {
+  readonly device: number
+  readonly ids: readonly string[]
+}
+
+/**
+ * What a contact's record holds to ask for again, by the device that sent it, in device order: a
+ * record from before devices keeps its ids in `retryPending`, which were device 1's.
+ */
+export function pendingRetries(contact: ContactRecord): PendingRetry[] {
+  const byDevice = new Map<number, string[]>()
+  if (contact.retryPending?.length) byDevice.set(DEFAULT_DEVICE_ID, [...contact.retryPending])
+  for (const { device, ids } of contact.retryPendingFrom ?? [])
+    byDevice.set(device, [...(byDevice.get(device) ?? []), ...ids])
+  return [...byDevice]
+    .sort(([a], [b]) => a - b)
+    .map(([device, ids]) => ({ device, ids: [...new Set(ids)].slice(-MAX_RETRY_IDS) }))
+}
+
+/** The contact with `pending` as what is left to ask for (in the current field only). */
+export function withPendingRetries(contact: ContactRecord, pending: readonly PendingRetry[]): ContactRecord {
+  const { retryPending: _legacy, retryPendingFrom: _before, ...rest } = contact
+  const left = pending
+    .filter((entry) => entry.ids.length > 0)
+    .slice(0, MAX_DEVICES_LIMIT)
+    .map((entry) => ({ device: entry.device, ids: [...entry.ids] }))
+  return left.length > 0 ? { ...rest, retryPendingFrom: left } : rest
+}
+
+/** The contact with message `id` from their device `device` added to what we ask for again. */
+export function withRetryPending(contact: ContactRecord, device: number, id: string): ContactRecord {
+  const pending = pendingRetries(contact)
+  const known = pending.find((entry) => entry.device === device)
+  if (known?.ids.includes(id)) return contact
+  const updated = known
+    ? pending.map((entry) =>
+        entry === known ? { device, ids: [...entry.ids, id].slice(-MAX_RETRY_IDS) } : entry,
+      )
+    : [...pending, { device, ids: [id] }]
+  return withPendingRetries(contact, updated)
+}
 
 export class Retries {
   private readonly ctx: ClientContext
@@ -69,7 +118,7 @@ export class Retries {
   /** Asks every contact for what is waiting in their record (after connecting). */
   async resume(): Promise<void> {
     for (const contact of await this.ctx.records.listContacts()) {
-      if (contact.retryPending?.length) this.schedule(contact.username, contact.retryRequestedAt)
+      if (pendingRetries(contact).length > 0) this.schedule(contact.username, contact.retryRequestedAt)
     }
   }
 
@@ -103,7 +152,7 @@ export class Retries {
 
   private async request(peer: string): Promise<void> {
     const contact = await this.ctx.records.loadContact(peer)
-    const pending = contact?.retryPending ?? []
+    const pending = contact ? pendingRetries(contact) : []
     // Never to keys the user has not accepted: the ids wait until they are.
     if (!contact || pending.length === 0 || contact.pendingIdentity) return
     const last = contact.retryRequestedAt
@@ -112,41 +161,34 @@ export class Retries {
       return
     }
     if (this.ctx.connection() !== 'online') return
-    let fresh: Awaited<ReturnType<Contacts['fetchBundle']>>
-    try {
-      fresh = await this.contacts.fetchBundle(peer, contact)
-    } catch (error) {
-      // Offline, or the peer's key changed: the ids stay stored for the next connection.
-      this.ctx.report(error)
-      return
+    // One request for each device whose messages did not open, on a fresh session with it.
+    let current = contact
+    let left = pending
+    for (const ask of pending) {
+      let fresh: Awaited<ReturnType<Contacts['fetchBundle']>>
+      try {
+        fresh = await this.contacts.fetchBundle(peer, current, ask.device)
+      } catch (error) {
+        if (isClientError(error) && error.serverCode === 'E2E_ERR_DEVICE_NOT_FOUND') {
+          // Removed since: nobody keeps what it sent any more, and its notices stay as they are.
+          left = left.filter((other) => other !== ask)
+          current = withPendingRetries(current, left)
+          await this.ctx.store.commit([await this.ctx.records.contactPut(current)])
+          continue
+        }
+        // Offline, or the peer's key changed: the ids stay stored for the next connection.
+        this.ctx.report(error)
+        break
+      }
+      const now = this.ctx.now()
+      const request: RetryContent = { v: 1, type: 'retry', ids: [...ask.ids], device: ask.device }
+      const operations = await this.outbox.queue(peer, request, 'retry', {
+        fresh: { device: ask.device, bundle: fresh.bundle },
+      })
+      left = left.filter((other) => other !== ask)
+      current = withPendingRetries({ ...fresh.contact, retryRequestedAt: now }, left)
+      await this.ctx.store.commit([...operations, await this.ctx.records.contactPut(current)])
     }
-    const ids = pending.slice(0, MAX_RETRY_IDS)
-    const rest = pending.slice(ids.length)
-    const encrypted = await this.ctx.sessions.encrypt(
-      address(peer),
-      encodeContent({ v: 1, type: 'retry', ids }),
-      { bundle: fresh.bundle, fresh: true },
-    )
-    const now = this.ctx.now()
-    const { retryPending: _asked, ...updated } = fresh.contact
-    await this.ctx.store.commit([
-      encrypted.operation,
-      await this.ctx.records.outboxPut(
-        {
-          id: toBase64Url(newMessageId(now)),
-          peer,
-          envelope: toBase64Url(encrypted.envelope),
-          kind: 'retry',
-        },
-        this.ctx.nextOrder(),
-      ),
-      await this.ctx.records.contactPut({
-        ...updated,
-        retryRequestedAt: now,
-        ...(rest.length > 0 ? { retryPending: rest } : {}),
-      }),
-    ])
-    if (rest.length > 0) this.schedule(peer, now)
     await this.outbox.flush()
   }
 
