@@ -354,3 +354,79 @@ describe("a message from a contact's second device that does not decrypt", () =>
     for (const client of [alice, bob, laptop]) await client.close()
   })
 })
+
+describe('two accounts on two devices each', () => {
+  it("show each other's presence on every device, and a contact's key change warns on every device", async () => {
+    const aliceAccount = await registerClient(server)
+    const bobAccount = await registerClient(server)
+    const alice = aliceAccount.client
+    const bob = bobAccount.client
+    const A = alice.username
+    const B = bob.username
+    await alice.addContact(B)
+    await bob.addContact(A)
+    const laptop = (await linkDevice(aliceAccount, 'Laptop')).client
+    const tablet = (await linkDevice(bobAccount, 'Tablet')).client
+    const alices = [alice, laptop]
+    const bobs = [bob, tablet]
+    const online = async (client: ChatClient, peer: string) => (await client.contact(peer))?.online
+    const problems: string[] = []
+    for (const client of [...alices, ...bobs])
+      client.events.on('problem', ({ code, message }) =>
+        problems.push(`${client.username}:${client.deviceId} ${code} ${message}`),
+      )
+
+    // Bob on his tablet alone: both of alice's devices see him online.
+    for (const client of [...alices, tablet]) client.connect()
+    await Promise.all([...alices, tablet].map((client) => client.waitUntilOnline()))
+    for (const client of alices) await until(() => online(client, B), 'bob online on each of alice’s devices')
+    // His phone joins and his tablet leaves: he is still online (one device is enough).
+    bob.connect()
+    await bob.waitUntilOnline()
+    await until(() => online(tablet, A), 'alice online on bob’s tablet')
+    await until(() => online(bob, A), 'alice online on bob’s phone')
+    await tablet.disconnect()
+    const hello = await bob.send(A, 'from the phone, the tablet is off')
+    for (const client of alices) await messageIn(client, B, hello.text)
+    for (const client of alices) expect(await online(client, B)).toBe(true)
+    // The laptop going away does not make alice offline for bob; the phone going too does.
+    await laptop.disconnect()
+    const stillThere = await alice.send(B, 'the phone is still here')
+    await messageIn(bob, A, stillThere.text)
+    expect(await online(bob, A)).toBe(true)
+    await alice.disconnect()
+    await until(async () => (await online(bob, A)) === false, 'alice offline for bob once both are gone')
+    await Promise.all(alices.map((client) => client.connect()))
+    await Promise.all(alices.map((client) => client.waitUntilOnline()))
+
+    // Bob starts over (a new identity on a new install: his tablet is removed). Both of alice's
+    // devices are warned, and neither sends to the new keys until the change is accepted.
+    const warned = alices.map(
+      (client) =>
+        new Promise<string>((resolve) => client.events.on('identity-changed', ({ peer }) => resolve(peer))),
+    )
+    await bob.close()
+    await tablet.close()
+    const newBob = await ChatClient.reinstall(clientOptions(server), B, bobAccount.password)
+    expect(await Promise.all(warned)).toEqual([B, B])
+    for (const client of alices) {
+      expect((await client.contact(B))?.identityChanged).toBe(true)
+      const refused = await client.send(B, 'is that you?').catch((error: unknown) => error)
+      expect(refused).toMatchObject({ code: 'E2E_ERR_IDENTITY_CHANGED' })
+    }
+    // Accepted on the laptop: the phone trusts the new key too, and both reach the new install
+    // (whose one device is all bob has now: the tablet is stale to both).
+    const shown = await laptop.safetyNumber(B)
+    await laptop.acceptIdentityChange(B, shown.digits)
+    await until(async () => (await alice.contact(B))?.identityChanged === false, 'the phone to accept it too')
+    expect((await alice.safetyNumber(B)).digits).toBe(shown.digits)
+    newBob.connect()
+    await newBob.waitUntilOnline()
+    const fromPhone = await alice.send(B, 'welcome back, from the phone')
+    const fromLaptop = await laptop.send(B, 'and from the laptop')
+    await messageIn(newBob, A, fromPhone.text)
+    await messageIn(newBob, A, fromLaptop.text)
+    expect(problems).toEqual([])
+    for (const client of [...alices, newBob]) await client.close()
+  })
+})

@@ -44,9 +44,13 @@ export interface FreshSession {
 const FRAME_OVERHEAD_BYTES = 200
 const ENVELOPE_OVERHEAD_BYTES = 32
 
-/** The devices a contact's record says we send to (device 1 for records from before devices). */
+/**
+ * The devices a contact's record says we send to (device 1 for records from before devices), each
+ * once: an earlier version could store a device twice (two answers to one send, both met), which
+ * the server refuses in every send.
+ */
 export function contactDevices(contact: ContactRecord | undefined): number[] {
-  return contact?.devices ?? [DEFAULT_DEVICE_ID]
+  return contact?.devices ? sortedUnique(contact.devices) : [DEFAULT_DEVICE_ID]
 }
 
 function sortedUnique(devices: Iterable<number>): number[] {
@@ -83,7 +87,7 @@ export class FanOut {
 
   /** Our other devices, as last learned (none stored: none known). */
   async ownDevices(): Promise<number[]> {
-    return (await this.ctx.records.loadOwnDevices()) ?? []
+    return sortedUnique((await this.ctx.records.loadOwnDevices()) ?? [])
   }
 
   /**
@@ -236,6 +240,11 @@ export class FanOut {
     const ownBefore = await this.ownDevices()
     const gone = (difference: DeviceListDifference) => new Set([...difference.extra, ...difference.stale])
 
+    // An answer to the entry as it was before an earlier answer was met may name devices it has
+    // now: each device keeps one envelope.
+    const lacking = (missing: readonly number[], bodies: readonly DeviceBody[]) =>
+      missing.filter((device) => !bodies.some((body) => body.device === device))
+
     // The recipient's side (our own other devices, on a note to oneself).
     const recipientGone = gone(recipient)
     for (const device of recipientGone)
@@ -243,7 +252,7 @@ export class FanOut {
     const added = await this.encryptTo(
       entry.peer,
       contact,
-      recipient.missing,
+      lacking(recipient.missing, entry.messages),
       [fromBase64Url(entry.content)],
       operations,
     )
@@ -257,11 +266,12 @@ export class FanOut {
     const ownGone = gone(own)
     for (const device of ownGone)
       operations.push(await this.ctx.sessions.archiveCurrent(address(self, device)))
+    const ownMissing = lacking(own.missing, entry.own ?? [])
     const copies =
-      own.missing.length > 0 && entry.copy !== undefined
-        ? await this.encryptTo(self, undefined, own.missing, [fromBase64Url(entry.copy)], operations)
+      ownMissing.length > 0 && entry.copy !== undefined
+        ? await this.encryptTo(self, undefined, ownMissing, [fromBase64Url(entry.copy)], operations)
         : { bodies: [[]] }
-    if (own.missing.length > 0 && entry.copy === undefined) {
+    if (ownMissing.length > 0 && entry.copy === undefined) {
       throw new ClientError(
         ClientErrorCode.InvalidState,
         `expected a sent copy to encrypt, got none (message ${entry.id})`,

@@ -369,9 +369,11 @@ export class Outbox {
    * `problem` event says why.
    */
   async devicesMismatch(frame: Extract<ServerFrame, { type: 'devices.mismatch' }>): Promise<void> {
-    this.inFlight.delete(frame.id)
     const stored = await this.ctx.store.get('outbox', frame.id)
-    if (!stored) return
+    if (!stored) {
+      this.inFlight.delete(frame.id)
+      return
+    }
     const peer = (await this.ctx.records.openOutbox(frame.id, stored.value)).peer
     let failure: unknown
     let retry = false
@@ -406,6 +408,9 @@ export class Outbox {
         failure = error
       }
     })
+    // Claimed until here: a flush meanwhile would send the entry as it was before this answer,
+    // and the server would answer that again.
+    this.inFlight.delete(frame.id)
     if (failure !== undefined) {
       await this.fail(frame.id)
       this.ctx.report(failure)
