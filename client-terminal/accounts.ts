@@ -203,7 +203,8 @@ export async function completeDeviceLink(
   try {
     return await ChatClient.completeLink(clientOptions(settings, store), pending, password)
   } catch (error) {
-    await store.close()
+    // Closed already when the core wiped it (a password the server refused).
+    await store.close().catch(() => undefined)
     removeDatabaseFiles(file)
     throw error
   }

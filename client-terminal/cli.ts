@@ -1012,10 +1012,16 @@ async function linkCommand(
         `link: expected to add this device with the approval's link token, got it refused (${error.serverCode}: it lives 10 minutes, and is used once); nothing stays here: start again`,
       )
     }
+    // The core checked the password with a log-in at once, and removed this device again.
+    if (isClientError(error) && error.serverCode === 'E2E_ERR_INVALID_CREDENTIALS') {
+      throw new CommandError(
+        ExitCode.ServerRefused,
+        `link: expected ${username}'s password, got one the server refused (${error.serverCode}); this device was removed from the account again and nothing stays here: start again`,
+      )
+    }
     throw error
   })
   try {
-    await checkLinkedPassword(context, client, password)
     if (invocation.history) await receiveHistory(context, client, password)
   } finally {
     await client.close()
@@ -1067,30 +1073,6 @@ async function receiveHistory(context: CommandContext, client: ChatClient, passw
     warn(io, `history: ${complete.messages} message(s) stored`)
   } finally {
     stop()
-  }
-}
-
-/**
- * Logs the new device in once with the password the user gave: the link itself never sends it, so
- * a mistyped one would only show at the next log-in, with no way left to mend it. A password the
- * server refuses removes this device again and erases it here.
- */
-async function checkLinkedPassword(
-  context: CommandContext,
-  client: ChatClient,
-  password: string,
-): Promise<void> {
-  try {
-    await client.login(password)
-  } catch (error) {
-    if (!isClientError(error) || error.serverCode !== 'E2E_ERR_INVALID_CREDENTIALS') throw error
-    await client.removeDevice(client.deviceId).catch(() => undefined)
-    await client.close()
-    removeLocalAccount(context.settings, client.username)
-    throw new CommandError(
-      ExitCode.ServerRefused,
-      `link: expected ${client.username}'s password, got one the server refused (${error.serverCode}); this device was removed from the account again and nothing stays here: start again`,
-    )
   }
 }
 

@@ -211,6 +211,30 @@ describe('linking a second device', () => {
     await alice.client.close()
   })
 
+  it('a password that is not the account’s links nothing: the device is removed again, and the store is empty', async () => {
+    const { alice } = await aliceAndBob()
+    const laptopStore = new MemoryStore()
+    const laptopOptions = clientOptions(server, { store: laptopStore })
+    const pending = await startLink(laptopOptions.http, { name: 'Mistyped' })
+    // The new device answers while it waits for the check to show.
+    const check = pending.waitForCheck()
+    const approval = await alice.client.approveLink(pending.code)
+    expect(await check).toBe(approval.check)
+    const provisioned = pending.waitForProvisioning()
+    await approval.approve()
+    await provisioned
+    const refused = await ChatClient.completeLink(laptopOptions, pending, `${alice.password} typo`).catch(
+      (error: unknown) => error,
+    )
+    expect(refused).toMatchObject({
+      serverCode: 'E2E_ERR_INVALID_CREDENTIALS',
+      message: expect.stringMatching(/password.*removed from the account again/),
+    })
+    expect((await alice.client.devices()).map((device) => device.id)).toEqual([1])
+    for (const table of ['account', 'prekeys', 'sessions', 'contacts'] as const)
+      expect(await laptopStore.list(table)).toEqual([])
+  })
+
   it('a check that does not match is not approved: nothing is linked', async () => {
     const { alice } = await aliceAndBob()
     // The code alice's device reads is not her laptop's but someone else's new device's (a QR

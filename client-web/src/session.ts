@@ -272,25 +272,19 @@ export async function completeDeviceLink(
     const store = await IdbStore.open(name, { onLost })
     let client: ChatClient
     try {
+      // The core logs in at once with the password, and removes this device again if it is not the
+      // account's (E2E_ERR_INVALID_CREDENTIALS).
       client = await ChatClient.completeLink(clientOptions(store), pending, password)
     } catch (error) {
       // A refused link wipes what it stored; closing deletes the empty database.
       await store.wipe().catch(() => undefined)
       await store.close().catch(() => undefined)
-      throw error
-    }
-    try {
-      await client.login(password)
-    } catch (error) {
       if (isClientError(error) && error.serverCode === 'E2E_ERR_INVALID_CREDENTIALS') {
-        await client.removeDevice(client.deviceId).catch(() => undefined)
-        await client.logout({ wipe: true }).catch(() => undefined)
-        await client.close().catch(() => undefined)
         throw new SignInError(
           `That is not ${name}'s password, so this browser was not linked: the password must be the one you log in with on your other device. Start again with a new code.`,
         )
       }
-      // Anything else (no network): the session from linking stands, the password is checked at the next log-in.
+      throw error
     }
     client.connect()
     return opened(client, store, false, release)

@@ -238,6 +238,13 @@ export class ChatClient {
    * `PendingLink.waitForProvisioning`): stores the account here as the device the link reserved,
    * sealed under `password` (the account's: later log-ins derive the login secret from it), adds
    * itself on the server and is logged in. See link.ts.
+   *
+   * The password is checked right away with a log-in: the provisioning message does not carry it,
+   * and a mistyped one would only show at the next log-in, with no way left to mend it. One the
+   * server refuses removes this device from the account again, wipes the store and closes the
+   * client, and the error (E2E_ERR_INVALID_CREDENTIALS) says so. Any other failure of
+   * that log-in (no network) leaves the link standing: the session the link gave is valid, and the
+   * password is checked at the next log-in.
    */
   static async completeLink(
     options: ChatClientOptions,
@@ -246,6 +253,25 @@ export class ChatClient {
   ): Promise<ChatClient> {
     const client = new ChatClient(options, await completeLink(options, pending, password))
     client.link.loggedIn()
+    try {
+      await client.login(password)
+    } catch (error) {
+      if (!isClientError(error) || error.serverCode !== 'E2E_ERR_INVALID_CREDENTIALS') return client
+      await client.removeDevice(client.deviceId).catch(() => undefined)
+      // Nothing of a refused link stays on this device, as for a refused registration.
+      await client.peerQueues.idle()
+      await options.store.wipe().catch(() => undefined)
+      await client.close().catch(() => undefined)
+      throw new ClientError(
+        error.code,
+        `expected ${client.username}'s password (the one it logs in with on its other devices), got one the server refused: this device was removed from the account again`,
+        {
+          ...(error.status !== undefined ? { status: error.status } : {}),
+          serverCode: error.serverCode,
+          cause: error,
+        },
+      )
+    }
     return client
   }
 
