@@ -7,7 +7,9 @@
  * session records keyed by address, and the conversation goes on with the sessions they had, no new
  * key agreement, including the message that waited on the server across the upgrade. And those
  * commit 95dbac6 wrote (records layout 2, the last before a store remembered which of its
- * account's devices it is; test/fixtures/stores-layout-2) open as device 1.
+ * account's devices it is; test/fixtures/stores-layout-2) open as device 1. A message left in the
+ * outbox by a client from before devices (616b6fd, test/fixtures/stores-outbox-before-devices: one
+ * envelope, for the contact's device 1) goes out as it was, and the next sends fan out.
  */
 import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -427,5 +429,109 @@ describe('stores of records layout 2 (written at 95dbac6, before a store remembe
     expect(laptop.deviceId).toBe(2)
     expect(await laptop.contact(f.bob)).toMatchObject({ verified: true })
     await Promise.all([alice.close(), laptop.close()])
+  })
+})
+
+const fixturesOutbox = join(import.meta.dirname, 'fixtures', 'stores-outbox-before-devices')
+const fixtureOutbox = JSON.parse(readFileSync(join(fixturesOutbox, 'fixture.json'), 'utf8')) as {
+  password: string
+  alice: string
+  bob: string
+  texts: { hello: string; reply: string; queued: string }
+}
+
+describe('an outbox entry written before devices (at 616b6fd: one envelope, for device 1)', () => {
+  let dir: string
+  let upgraded: TestServer
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'secure-chat-outbox-'))
+    const serverFile = join(dir, 'server.sqlite')
+    copyFileSync(join(fixturesOutbox, 'server.sqlite'), serverFile)
+    const open = () => openDatabase({ kind: 'sqlite', file: serverFile })
+    const first = await open()
+    await migrateToLatest(first.db, 'sqlite')
+    upgraded = await startServer({
+      database: { ...first, location: serverFile, reopen: open, dispose: async () => {} },
+    })
+  })
+  afterAll(async () => {
+    await upgraded?.close()
+    await upgraded?.database.close()
+    rmSync(dir, { force: true, recursive: true })
+  })
+
+  /** Resolves once `check` holds (tried every 25 ms, for at most 20 s). */
+  async function until<T>(check: () => Promise<T | undefined>, what: string): Promise<T> {
+    const deadline = Date.now() + 20_000
+    for (;;) {
+      const value = await check()
+      if (value !== undefined) return value
+      if (Date.now() > deadline) throw new Error(`expected ${what} within 20 s, got nothing`)
+      await new Promise((resolve) => setTimeout(resolve, 25))
+    }
+  }
+
+  it('goes out as the send it was, reaches the contact, and the conversation goes on with fan-out to a device linked since', async () => {
+    const f = fixtureOutbox
+    const bobTap = tappedWebSocketFactory(upgraded)
+    const bob = await ChatClient.open(
+      clientOptions(upgraded, {
+        store: await storeFrom(join(fixturesOutbox, 'bob.json')),
+        webSocket: bobTap.factory,
+      }),
+      f.password,
+      f.bob,
+    )
+    const alice = await ChatClient.open(
+      clientOptions(upgraded, { store: await storeFrom(join(fixturesOutbox, 'alice.json')) }),
+      f.password,
+      f.alice,
+    )
+    const queued = (await bob.history(f.alice)).at(-1)
+    expect(queued).toMatchObject({ text: f.texts.queued, direction: 'out', state: 'sending' })
+    const problems: string[] = []
+    for (const client of [alice, bob]) client.events.on('problem', ({ code }) => problems.push(code))
+
+    // Alice links a laptop while bob's old entry waits: it was encrypted for her device 1 alone.
+    await alice.login(f.password)
+    alice.connect()
+    await alice.waitUntilOnline()
+    const laptopOptions = clientOptions(upgraded, { store: new MemoryStore() })
+    const pending = await startLink(laptopOptions.http, { name: 'Laptop' })
+    const check = pending.waitForCheck()
+    const approval = await alice.approveLink(pending.code)
+    expect(await check).toBe(approval.check)
+    const provisioned = pending.waitForProvisioning()
+    await approval.approve()
+    await provisioned
+    const laptop = await ChatClient.completeLink(laptopOptions, pending, f.password)
+    laptop.connect()
+    await laptop.waitUntilOnline()
+
+    await bob.login(f.password)
+    bob.connect()
+    await bob.waitUntilOnline()
+    const onPhone = await until(
+      async () => (await alice.history(f.bob)).find((m) => m.text === f.texts.queued),
+      'the queued message on alice’s phone',
+    )
+    expect(onPhone).toMatchObject({ id: queued!.id, direction: 'in' })
+    // As the one `send` it holds (its device 1), not re-encrypted, and no longer waiting.
+    expect(bobTap.tap.of('sent', 'send').map((frame) => (frame as { id: string }).id)).toEqual([queued!.id])
+    await until(
+      async () => (await bob.history(f.alice)).find((m) => m.id === queued!.id && m.state === 'delivered'),
+      'bob to see it delivered',
+    )
+
+    // From here on bob's client sends to every device: its next message reaches the laptop too.
+    const next = await bob.send(f.alice, 'and now to every device')
+    for (const client of [alice, laptop]) {
+      await until(
+        async () => (await client.history(f.bob)).find((m) => m.id === next.id),
+        'the next message on each of alice’s devices',
+      )
+    }
+    expect(problems).toEqual([])
+    await Promise.all([alice.close(), laptop.close(), bob.close()])
   })
 })
