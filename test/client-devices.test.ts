@@ -430,3 +430,23 @@ describe('two accounts on two devices each', () => {
     for (const client of [...alices, newBob]) await client.close()
   })
 })
+
+describe('a device removed while it is offline', () => {
+  it('hears it from its next request: the same problem as on the relay, once, and it is logged out', async () => {
+    const alice = await registerClient(server)
+    const laptop = (await linkDevice(alice, 'Laptop')).client
+    const problems: { code: string; id?: string }[] = []
+    laptop.events.on('problem', (problem) => problems.push(problem))
+    await alice.client.removeDevice(laptop.deviceId)
+    // Two requests at once, both refused: one problem.
+    const refusals = await Promise.all([
+      laptop.devices().catch((error: unknown) => error),
+      laptop.preKeyStatus().catch((error: unknown) => error),
+    ])
+    for (const refused of refusals) expect(refused).toMatchObject({ serverCode: 'E2E_ERR_DEVICE_REMOVED' })
+    expect(problems).toEqual([{ code: 'E2E_ERR_DEVICE_REMOVED', message: expect.any(String) }])
+    expect(laptop.loggedIn).toBe(false)
+    expect(laptop.connection).toBe('logged-out')
+    await Promise.all([alice.client.close(), laptop.close()])
+  })
+})

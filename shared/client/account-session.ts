@@ -43,7 +43,9 @@ export class AccountSession {
   private readonly loginKey: CryptoKey
   private readonly now: () => number
   /** The server refused the token (it was forgotten already). */
-  onRefused: () => void = () => {}
+  onRefused: (error: ClientError) => void = () => {}
+  /** The token whose refusal was last told (concurrent requests with it are refused alike). */
+  private refusedToken: string | undefined
 
   /** The login secret of a password for this account (shared/login-secret.ts). */
   readonly loginSecretOf: (password: string) => Promise<string>
@@ -235,8 +237,10 @@ export class AccountSession {
     if (response.status >= 200 && response.status < 300) return response.body
     const error = errorFromResponse(response, `${method} ${path.split('?')[0]}`)
     if (error.code === ClientErrorCode.NotLoggedIn && options.token) {
+      const first = this.refusedToken !== options.token
+      this.refusedToken = options.token
       await this.forgetToken()
-      this.onRefused()
+      if (first) this.onRefused(error)
     }
     throw error
   }

@@ -134,7 +134,13 @@ export class ChatClient {
     this.session = new AccountSession(options.http, account.records, account.loginKey, this.now, (password) =>
       loginSecretOf(this.keyDerivation, password, this.username),
     )
-    this.session.onRefused = () => this.link.refuse()
+    this.session.onRefused = (error) => {
+      this.link.refuse()
+      // As when the relay says it (handleFrame): a UI hears that this device was removed from
+      // whichever request learned it first (the socket may be closed, or never opened).
+      if (error.serverCode === 'E2E_ERR_DEVICE_REMOVED')
+        this.events.emit('problem', { code: error.serverCode, message: error.serverMessage ?? error.message })
+    }
     this.devicesPart = new Devices(this.session, this.records)
     this.http = options.http
     const keys = options.keyGeneration ?? defaultKeyGeneration
