@@ -3,13 +3,15 @@
  * `build()` apps on one PostgreSQL database and one Redis (under a prefix of this run), with real
  * WebSocket clients. A user is online while they have a socket on any live node; a node that stops
  * renewing its entry stops counting once its TTL (short here) has passed; the oldest socket beyond
- * the limit is closed on whichever node holds it.
+ * the limit is closed on whichever node holds it. Presence is the account's: its devices on different
+ * nodes count alike, and every device of a watcher hears the changes.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { RelationsKey } from '../db/relations.js'
 import { deleteAccount } from '../db/users.js'
 import { ServerErrorCode } from '../errors.js'
 import { createTestDatabase, postgresUnavailable, type TestDatabase } from '../test/databases.js'
+import { linkDevice } from '../test/devices.js'
 import { signUp, startServer, type TestServer } from '../test/harness.js'
 import { REDIS_TEST_URL, redisUnavailable, testChannelPrefix } from '../test/redis.js'
 import { connect, type RelaySocket, sharePresence, WAIT_TIMEOUT_MS } from '../test/ws-client.js'
@@ -141,6 +143,36 @@ describe.skipIf(skip !== undefined)('presence and connection limits across nodes
     expect(await a.next('presence')).toMatchObject({ username: bob.client.username, online: false })
     expect(await one!.app.relay.isOnline(bobId)).toBe(false)
     expect(presenceOf(a, bob.client.username)).toEqual([true, false])
+  })
+
+  it('an account with a device on each node is online while either is connected, and each of the watcher’s devices hears it', async () => {
+    const [one, two] = await cluster(2)
+    const [alice, bob] = await Promise.all([signUp(one!), signUp(two!)])
+    const bobTablet = await linkDevice(two!, bob.client, bob.token)
+    const aliceLaptop = await linkDevice(one!, alice.client, alice.token)
+    await sharePresence(one!, bob.token, [alice.client.username])
+    const phone = await online(one!, bob.token, 'bob device 1@1')
+    const tablet = await online(two!, bobTablet.token, 'bob device 2@2')
+    // Alice's two devices watch bob, one on each node.
+    const watchers = [
+      await online(one!, alice.token, 'alice device 1@1'),
+      await online(two!, aliceLaptop.token, 'alice device 2@2'),
+    ]
+    for (const watcher of watchers) {
+      watcher.subscribe([bob.client.username])
+      expect(await watcher.next('presence')).toMatchObject({ username: bob.client.username, online: true })
+    }
+
+    // Bob's phone goes; his tablet on the other node keeps him online.
+    await offline(one!, phone)
+    for (const watcher of watchers) await watcher.fence()
+    for (const watcher of watchers) expect(presenceOf(watcher, bob.client.username)).toEqual([true])
+    // And the tablet too: both of alice's devices hear "offline", once.
+    await offline(two!, tablet)
+    for (const watcher of watchers) {
+      expect(await watcher.next('presence')).toMatchObject({ username: bob.client.username, online: false })
+      expect(presenceOf(watcher, bob.client.username)).toEqual([true, false])
+    }
   })
 
   it("a watcher's first presence frame counts sockets on other nodes; consent still applies", async () => {
