@@ -928,10 +928,17 @@ function linkWaitError(error: unknown, waitSeconds: number | undefined, timedOut
       `link: expected the approval before the code expired, got none (${error.serverCode}); start again`,
     )
   }
+  if (error.serverCode === 'E2E_ERR_LINK_REFUSED') {
+    return new CommandError(
+      ExitCode.LinkRefused,
+      `link: expected the other device to approve, got a refusal there (${error.serverCode}); nothing was linked`,
+    )
+  }
+  // Closed, but not by the other device: given up here (another run with this code, say).
   if (error.serverCode === 'E2E_ERR_LINK_USED') {
     return new CommandError(
       ExitCode.LinkRefused,
-      `link: expected the other device to approve, got a refusal (the code was closed there: ${error.serverCode}); nothing was linked`,
+      `link: expected the code to stay open until approved, got it closed (${error.serverCode}: given up on this device); nothing was linked`,
     )
   }
   return error

@@ -23,7 +23,8 @@
  *  13  `link`: not approved in time: the link code expired (E2E_ERR_LINK_EXPIRED, or _UNKNOWN once
  *      purged) or `--wait` ran out; or the approval's link token expired before the password was
  *      given (E2E_ERR_LINK_TOKEN_INVALID). The code is closed, start again
- *  14  linking refused: `link`, the other device refused it (or closed the code: E2E_ERR_LINK_USED);
+ *  14  linking refused: `link`, the other device refused it (E2E_ERR_LINK_REFUSED), or the code was
+ *      closed on this device meanwhile (E2E_ERR_LINK_USED);
  *      `approve-link`, the answer to "Approve?" was not yes. Nothing was linked
  *  15  `approve-link`: the code is no link code, or one the server does not take: unknown
  *      (E2E_ERR_LINK_UNKNOWN), expired (E2E_ERR_LINK_EXPIRED), already used or given up

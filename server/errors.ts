@@ -93,6 +93,7 @@ export const ServerErrorCode = {
   LinkExpired: 'E2E_ERR_LINK_EXPIRED',
   /** Provisioning: either side closed the channel: the link code was used. */
   LinkUsed: 'E2E_ERR_LINK_USED',
+  LinkRefused: 'E2E_ERR_LINK_REFUSED',
   /** Provisioning: a device of another account claimed the channel first. */
   LinkClaimed: 'E2E_ERR_LINK_CLAIMED',
   /** Provisioning: the channel carried as many messages as one may (MAX_PROVISIONING_MESSAGES_PER_CHANNEL). */

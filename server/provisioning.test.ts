@@ -233,11 +233,11 @@ for (const dialect of DIALECTS) {
         expect(matches(ProvisioningMessagesResponse, answered.body)).toBe(true)
         expect(answered.body.messages).toEqual([{ position: 2, message: toBase64Url(bytesOf(40, 2)) }])
 
-        // A read of a channel that the other side closes meanwhile is told it was used.
+        // A read of a channel that the existing device closes meanwhile is told it was refused.
         const waiting = readNew(other, channel, 1)
         await new Promise((resolve) => setTimeout(resolve, 200))
         expect((await close(server, channel, alice.token)).status).toBe(204)
-        expect(refusal(await waiting)).toEqual([410, ServerErrorCode.LinkUsed])
+        expect(refusal(await waiting)).toEqual([410, ServerErrorCode.LinkRefused])
       })
 
       it('a read with nothing new answers an empty list when its wait ends; a newer read ends an older one', async () => {
@@ -351,7 +351,7 @@ for (const dialect of DIALECTS) {
         ).toBe(404)
       })
 
-      it('either side closes it; afterwards it is refused as used, and closing again changes nothing', async () => {
+      it('either side closes it; afterwards it is refused as used (to the new device, as refused when the existing one closed it), and closing again changes nothing', async () => {
         const server = await start()
         const alice = await signUp(server)
         const byNew = await open(server)
@@ -366,12 +366,20 @@ for (const dialect of DIALECTS) {
         const byExisting = await open(server)
         expect((await toNew(server, byExisting, alice.token, 'AAAA')).status).toBe(201)
         expect((await close(server, byExisting, alice.token)).status).toBe(204)
-        expect(refusal(await toExisting(server, byExisting, 'AAAA'))).toEqual([410, ServerErrorCode.LinkUsed])
+        // The new device hears that the other one said no, not only that the code is used.
+        expect(refusal(await toExisting(server, byExisting, 'AAAA'))).toEqual([
+          410,
+          ServerErrorCode.LinkRefused,
+        ])
+        expect(refusal(await readNew(server, byExisting))).toEqual([410, ServerErrorCode.LinkRefused])
         expect(refusal(await readExisting(server, byExisting, alice.token))).toEqual([
           410,
           ServerErrorCode.LinkUsed,
         ])
         expect((await close(server, byExisting, alice.token)).status).toBe(204)
+        // Closing it again from the new device changes nothing: the existing device closed it.
+        expect((await close(server, byExisting, secretOf(byExisting))).status).toBe(204)
+        expect(refusal(await readNew(server, byExisting))).toEqual([410, ServerErrorCode.LinkRefused])
       })
 
       it("the first authenticated post claims it: another account's device is refused posting, reading and closing", async () => {

@@ -203,7 +203,7 @@ describe('secure-chat link and approve-link', { timeout: E2E_GUARD_MS }, () => {
 
     const result = await linking.done
     expect(result.code, result.stderr).toBe(ExitCode.LinkRefused)
-    expect(result.stderr).toContain('got a refusal (the code was closed there: E2E_ERR_LINK_USED)')
+    expect(result.stderr).toContain('got a refusal there (E2E_ERR_LINK_REFUSED)')
     expect(existsSync(desktop.databaseFile)).toBe(false)
     expect(jsonLines<DeviceLine>((await alice.ok(['devices', '--json'])).stdout)).toHaveLength(2)
   })

@@ -315,6 +315,8 @@ export function describeError(error: unknown): string {
         return 'No link has this code. Check that it was copied whole, or start again on the new device.'
       case 'E2E_ERR_LINK_EXPIRED':
         return 'This link code expired (codes last 10 minutes). Start again on the new device for a fresh one.'
+      case 'E2E_ERR_LINK_REFUSED':
+        return 'Your other device refused this link. Nothing was linked. Start again on the new device for a fresh code.'
       case 'E2E_ERR_LINK_USED':
         return 'This link code was already used, refused or cancelled. Start again on the new device for a fresh one.'
       case 'E2E_ERR_LINK_CLAIMED':

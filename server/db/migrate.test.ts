@@ -14,6 +14,8 @@ import {
 } from './migrate.js'
 import { claimPreKeyBundle, listOneTimePreKeyIds } from './prekeys.js'
 import {
+  channelRefusal,
+  closeProvisioningChannel,
   findProvisioningChannel,
   openProvisioningChannel,
   postProvisioningMessage,
@@ -90,6 +92,7 @@ const TABLES_AFTER: Record<string, readonly string[]> = {
   '2026-12-03-07-ended-tokens': without('devices', 'link_tokens', ...PROVISIONING_TABLES),
   '2026-12-03-08-devices': without(...PROVISIONING_TABLES),
   '2026-12-03-09-provisioning-channels': TABLES,
+  '2026-12-06-01-provisioning-closed-by': TABLES,
 }
 
 /** The tables a database that has run the first `applied` migrations holds. */
@@ -925,6 +928,7 @@ for (const dialect of DIALECTS) {
       expect(await migrateToLatest(db, dialect)).toEqual([
         '2026-12-03-08-devices',
         '2026-12-03-09-provisioning-channels',
+        '2026-12-06-01-provisioning-closed-by',
       ])
       // Each account is device 1 with its login key; last seen is its newest session.
       const devices = await db.selectFrom('devices').selectAll().orderBy('user_id').execute()
@@ -1147,6 +1151,56 @@ for (const dialect of DIALECTS) {
       expect(await db.selectFrom('users').select('username').orderBy('username').execute()).toEqual([
         { username: 'alice' },
       ])
+    })
+
+    it('provisioning closed-by: channels of the previous version keep their state; who closes is kept from then on', async () => {
+      database = await createTestDatabase(dialect)
+      const db = untyped(database)
+      await migrateTo(db, dialect, '2026-12-03-09-provisioning-channels')
+      // As the previous version left them: one channel open, one closed.
+      const row = (fill: number, closedAt: number | null) => ({
+        id: new Uint8Array(16).fill(fill),
+        secret_hash: new Uint8Array(32).fill(fill),
+        opener_hash: new Uint8Array(32).fill(9),
+        created_at: 100,
+        expires_at: 10_000,
+        closed_at: closedAt,
+      })
+      await db
+        .insertInto('provisioning_channels')
+        .values([row(1, null), row(2, 150)])
+        .execute()
+
+      expect(await migrateToLatest(db, dialect)).toEqual(['2026-12-06-01-provisioning-closed-by'])
+      const open = await findProvisioningChannel(database.db, new Uint8Array(16).fill(1))
+      const closed = await findProvisioningChannel(database.db, new Uint8Array(16).fill(2))
+      expect([open?.closed_by, closed?.closed_by]).toEqual([null, null])
+      expect(channelRefusal(open, 200)).toBeUndefined()
+      // Closed before anyone kept who closed it: used, to both sides, as before.
+      expect([channelRefusal(closed, 200), channelRefusal(closed, 200, { claimant: 1 })]).toEqual([
+        'used',
+        'used',
+      ])
+      // Closed by an existing device now: the new device hears it was refused; the existing, used.
+      await closeProvisioningChannel(database.db, new Uint8Array(16).fill(1), 300, 'existing')
+      const refused = await findProvisioningChannel(database.db, new Uint8Array(16).fill(1))
+      expect(refused).toMatchObject({ closed_at: 300, closed_by: 'existing' })
+      expect([channelRefusal(refused, 400), channelRefusal(refused, 400, { claimant: 1 })]).toEqual([
+        'refused',
+        'used',
+      ])
+      await expect(
+        db
+          .updateTable('provisioning_channels')
+          .set({ closed_by: 'someone' })
+          .where('id', '=', new Uint8Array(16).fill(2))
+          .execute(),
+      ).rejects.toThrow()
+
+      await migrateTo(db, dialect, '2026-12-03-09-provisioning-channels')
+      expect(
+        Object.keys(await db.selectFrom('provisioning_channels').selectAll().executeTakeFirstOrThrow()),
+      ).not.toContain('closed_by')
     })
 
     it('enforces the schema: binary lengths are checked and usernames are unique', async () => {

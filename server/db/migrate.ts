@@ -25,6 +25,7 @@ import * as keyChecks from './migrations/2026-12-03-06-key-checks.js'
 import * as endedTokens from './migrations/2026-12-03-07-ended-tokens.js'
 import * as devices from './migrations/2026-12-03-08-devices.js'
 import * as provisioningChannels from './migrations/2026-12-03-09-provisioning-channels.js'
+import * as provisioningClosedBy from './migrations/2026-12-06-01-provisioning-closed-by.js'
 import type { SqlDialect } from './schema.js'
 
 interface DialectMigration {
@@ -49,6 +50,7 @@ export const MIGRATIONS: Readonly<Record<string, DialectMigration>> = {
   '2026-12-03-07-ended-tokens': endedTokens,
   '2026-12-03-08-devices': devices,
   '2026-12-03-09-provisioning-channels': provisioningChannels,
+  '2026-12-06-01-provisioning-closed-by': provisioningClosedBy,
 }
 
 export const MIGRATION_TABLE = 'kysely_migration'

@@ -18,6 +18,8 @@ export type ChannelRefusal =
   | 'expired'
   /** Either side closed it. */
   | 'used'
+  /** An existing device closed it (it refused): what the new device hears instead of 'used'. */
+  | 'refused'
   /** Another account's device claimed it. */
   | 'claimed'
   /** It carried as many messages as a channel may. */
@@ -92,7 +94,10 @@ export function channelRefusal(
   options: { readonly claimant?: number; readonly maxMessages?: number } = {},
 ): ChannelRefusal | undefined {
   if (!channel) return 'unknown'
-  if (channel.closed_at !== null) return 'used'
+  if (channel.closed_at !== null) {
+    // The new device's request (no claimant) of a channel an existing device closed: it refused.
+    return options.claimant === undefined && channel.closed_by === 'existing' ? 'refused' : 'used'
+  }
   if (channel.expires_at <= now) return 'expired'
   if (
     options.claimant !== undefined &&
@@ -185,11 +190,16 @@ export async function readProvisioningMessages(
  * Closes a channel (idempotent): nothing more is posted or read, and its messages are deleted
  * now. The row stays until it expires, so either side is told "used" rather than "unknown".
  */
-export async function closeProvisioningChannel(db: Db, id: Uint8Array, now: number): Promise<void> {
+export async function closeProvisioningChannel(
+  db: Db,
+  id: Uint8Array,
+  now: number,
+  by: ProvisioningSide,
+): Promise<void> {
   await inTransaction(db, async (trx) => {
     await trx
       .updateTable('provisioning_channels')
-      .set({ closed_at: now })
+      .set({ closed_at: now, closed_by: by })
       .where('id', '=', id)
       .where('closed_at', 'is', null)
       .execute()

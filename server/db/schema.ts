@@ -216,6 +216,8 @@ export interface ProvisioningChannelsTable {
   expires_at: number
   /** Set when either side closed it; its messages are deleted then. */
   closed_at: number | null
+  /** Which side closed it (null while open, and for channels closed before this was kept). */
+  closed_by: ProvisioningSide | null
 }
 
 /** Ciphertext waiting on a provisioning channel for one side; opaque to the server. */

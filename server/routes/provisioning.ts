@@ -82,6 +82,12 @@ export function provisioningRefused(refusal: ChannelRefusal): ServerError {
         410,
         'expected an open link code, got one already used: its channel was closed',
       )
+    case 'refused':
+      return new ServerError(
+        ServerErrorCode.LinkRefused,
+        410,
+        'expected an open link code, got one the existing device closed: linking was refused there (or given up), nothing was linked',
+      )
     case 'claimed':
       return new ServerError(
         ServerErrorCode.LinkClaimed,
@@ -372,7 +378,12 @@ export const provisioningRoutes: FastifyPluginAsyncTypebox<ServerContext> = asyn
         if (channel.claimed_by !== null && channel.claimed_by !== claimant.claimant)
           throw provisioningRefused('claimed')
       }
-      await closeProvisioningChannel(db, channelId, context.now())
+      await closeProvisioningChannel(
+        db,
+        channelId,
+        context.now(),
+        claimant.claimant === undefined ? 'new' : 'existing',
+      )
       // Waiting reads of both sides hear that it is closed.
       waits.wake(waitKey(channelId, 'new'))
       waits.wake(waitKey(channelId, 'existing'))

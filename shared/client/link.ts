@@ -194,7 +194,7 @@ export class PendingLink {
    * Waits until the user approved on the existing device and its provisioning message arrived;
    * opens and checks it. A message that does not open (altered, reflected) or does not decode ends
    * the link (LinkFailed, the channel closed); a refusal on the other device arrives as the
-   * server's E2E_ERR_LINK_USED.
+   * server's E2E_ERR_LINK_REFUSED (E2E_ERR_LINK_USED: the code was given up on this side).
    */
   async waitForProvisioning(signal?: AbortSignal): Promise<ProvisionedAccount> {
     const state = this.state

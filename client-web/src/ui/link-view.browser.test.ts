@@ -150,19 +150,31 @@ describe('linking this browser', () => {
     button(view, 'Show the link code').click()
     await until(() => links.length === 1, 'a link', view)
     links[0]!.fail(
-      new ClientError(ClientErrorCode.Server, 'read: link code used', {
-        serverCode: 'E2E_ERR_LINK_USED',
+      new ClientError(ClientErrorCode.Server, 'read: link refused', {
+        serverCode: 'E2E_ERR_LINK_REFUSED',
         status: 410,
       }),
     )
     await until(() => text(view).includes('Linking was refused'), 'the refusal', view)
     expect(text(view)).toContain('Nothing was linked')
 
+    // Closed, but not by the other device (given up in another tab): not called a refusal.
     button(view, 'Start again').click()
-    await until(() => text(view).includes('sc1code1'), 'a fresh code', view)
+    await until(() => links.length === 2, 'a second link', view)
+    links[1]!.fail(
+      new ClientError(ClientErrorCode.Server, 'read: link code used', {
+        serverCode: 'E2E_ERR_LINK_USED',
+        status: 410,
+      }),
+    )
+    await until(() => text(view).includes('This code was closed'), 'the closed code', view)
+    expect(text(view)).not.toContain('refused')
+
+    button(view, 'Start again').click()
+    await until(() => text(view).includes('sc1code2'), 'a fresh code', view)
     button(view, 'Cancel').click()
     await until(() => text(view).includes('Linking was cancelled'), 'the cancellation', view)
-    expect(links[1]!.cancelled).toBe(1)
+    expect(links[2]!.cancelled).toBe(1)
     const closed: unknown[] = []
     view.addEventListener('link-closed', () => closed.push(true))
     button(view, 'Back to log in').click()

@@ -330,10 +330,15 @@ export class LinkView extends LitElement {
 
   private failed(error: unknown): void {
     const code = isClientError(error) ? error.serverCode : undefined
-    if (code === 'E2E_ERR_LINK_USED') {
+    if (code === 'E2E_ERR_LINK_REFUSED') {
       this.end(
         'Linking was refused',
-        'Your other device refused the link, or it was cancelled there. Nothing was linked. If the two checks matched and you meant to approve, start again.',
+        'Your other device refused the link (or gave up on it). Nothing was linked. If the two checks matched and you meant to approve, start again.',
+      )
+    } else if (code === 'E2E_ERR_LINK_USED') {
+      this.end(
+        'This code was closed',
+        'The code was given up on this device (in another tab, say). Nothing was linked. Start again for a fresh code.',
       )
     } else if (code === 'E2E_ERR_LINK_EXPIRED' || code === 'E2E_ERR_LINK_UNKNOWN') {
       this.end('The code expired', 'Link codes last 10 minutes. Start again for a fresh code.')
