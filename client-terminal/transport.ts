@@ -148,7 +148,11 @@ export function httpsClient(serverUrl: string, options: TransportOptions = {}): 
       const url = new URL(`${base.pathname}${path}`, base)
       return new Promise<HttpResponse>((resolve, reject) => {
         const fail = (cause: unknown) =>
-          reject(new ClientError(ClientErrorCode.Network, describeNetworkError(serverUrl, cause), { cause }))
+          reject(
+            requestOptions.signal?.aborted
+              ? new ClientError(ClientErrorCode.Cancelled, `${method} ${path}: given up`, { cause })
+              : new ClientError(ClientErrorCode.Network, describeNetworkError(serverUrl, cause), { cause }),
+          )
         const request = httpsRequest(
           url,
           {
@@ -156,6 +160,7 @@ export function httpsClient(serverUrl: string, options: TransportOptions = {}): 
             headers,
             agent: false,
             timeout: REQUEST_TIMEOUT_MS,
+            ...(requestOptions.signal ? { signal: requestOptions.signal } : {}),
             ...(options.trust !== undefined ? { secureContext: options.trust } : {}),
           },
           (response) => {

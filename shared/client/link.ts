@@ -107,7 +107,8 @@ async function nextMessage(
 ): Promise<ProvisioningMessage> {
   for (;;) {
     if (signal?.aborted) throw cancelled()
-    const answer = await unlessAborted(readProvisioningMessages(http, caller, after), signal)
+    // The long poll itself is given up too (its connection closed), not left to run out.
+    const answer = await unlessAborted(readProvisioningMessages(http, caller, after, signal), signal)
     const first = answer.messages[0]
     if (first) return first
   }

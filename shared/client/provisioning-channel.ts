@@ -65,7 +65,7 @@ async function call(
   http: HttpClient,
   method: HttpMethod,
   route: string,
-  options: { body?: unknown; token?: string },
+  options: { body?: unknown; token?: string; signal?: AbortSignal },
 ): Promise<unknown> {
   const response = await http.request(method, route, options)
   if (response.status >= 200 && response.status < 300) return response.body
@@ -126,6 +126,7 @@ export async function readProvisioningMessages(
   http: HttpClient,
   caller: ProvisioningCaller,
   after = 0,
+  signal?: AbortSignal,
 ): Promise<ProvisioningMessages> {
   if (!Number.isSafeInteger(after) || after < 0) {
     throw new ClientError(ClientErrorCode.InvalidInput, `after: expected a position ≥ 0, got ${after}`)
@@ -134,6 +135,7 @@ export async function readProvisioningMessages(
     ProvisioningMessagesResponse,
     await call(http, 'GET', `${path(caller.channelId)}/${caller.device}?after=${after}`, {
       token: credential(caller),
+      ...(signal ? { signal } : {}),
     }),
     'provisioning messages answer',
   )

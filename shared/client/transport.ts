@@ -16,11 +16,15 @@ export interface HttpResponse {
 }
 
 export interface HttpClient {
-  /** `path` is relative to the API prefix, e.g. "/login". `token` goes in the Authorization header. */
+  /**
+   * `path` is relative to the API prefix, e.g. "/login". `token` goes in the Authorization header.
+   * `signal` gives the request up when it fires (a long poll nobody waits for any more): it then
+   * rejects with ClientErrorCode.Cancelled and its connection is closed.
+   */
   request(
     method: HttpMethod,
     path: string,
-    options?: { body?: unknown; token?: string },
+    options?: { body?: unknown; token?: string; signal?: AbortSignal },
   ): Promise<HttpResponse>
 }
 
@@ -66,7 +70,8 @@ export function fetchHttpClient(
       const headers: Record<string, string> = { accept: 'application/json' }
       if (options.token) headers.authorization = `Bearer ${options.token}`
       if (options.body !== undefined) headers['content-type'] = 'application/json'
-      const signal = AbortSignal.timeout(timeoutMs)
+      const timeout = AbortSignal.timeout(timeoutMs)
+      const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout
       try {
         const response = await fetchFunction(`${base}${path}`, {
           method,
@@ -77,9 +82,12 @@ export function fetchHttpClient(
         const text = await response.text()
         return { status: response.status, body: parseJson(text) }
       } catch (cause) {
+        if (options.signal?.aborted) {
+          throw new ClientError(ClientErrorCode.Cancelled, `${method} ${path}: given up`, { cause })
+        }
         throw new ClientError(
           ClientErrorCode.Network,
-          signal.aborted
+          timeout.aborted
             ? `expected a reply from ${serverUrl} within ${timeoutMs / 1000} s, got none`
             : `expected a reply from ${serverUrl}, got a network error`,
           { cause },

@@ -27,6 +27,16 @@ describe('fetchHttpClient', () => {
     expect(seen[0]?.signal?.aborted).toBe(true)
   })
 
+  it('gives a request up when its caller does: Cancelled, and the fetch itself aborted', async () => {
+    const seen: Init[] = []
+    const http = fetchHttpClient('https://chat.example', unansweredFetch(seen))
+    const giveUp = new AbortController()
+    const request = http.request('GET', '/provisioning/x/new', { signal: giveUp.signal })
+    giveUp.abort()
+    await expect(request).rejects.toMatchObject({ code: 'E2E_ERR_CANCELLED' })
+    expect(seen[0]?.signal?.aborted).toBe(true)
+  })
+
   it('bounds every request by default, and answers as before when the server replies', async () => {
     expect(REQUEST_TIMEOUT_MS).toBeGreaterThan(0)
     const seen: Init[] = []
