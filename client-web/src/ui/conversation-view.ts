@@ -3,7 +3,7 @@
  * local database as the user scrolls up), and the composer. Enter sends, Shift+Enter starts a new
  * line. Sending is blocked while the contact's key change is unacknowledged. Our messages written
  * on another of our devices are marked with that device's name, read from the account's device
- * list (ChatClient.devices) once such a message shows, and again when one from a device not seen yet does.
+ * list (ChatClient.devices) once such a message shows, and again for a device not seen before.
  */
 import { css, html, LitElement, nothing, type PropertyValues, type TemplateResult } from 'lit'
 import { customElement, property, query, state } from 'lit/decorators.js'
