@@ -34,7 +34,7 @@ export type HistorySend = Transfer &
     | { readonly kind: 'waiting' }
     | { readonly kind: 'sending'; readonly sent: number; readonly parts: number }
     | { readonly kind: 'sent'; readonly messages: number; readonly leftOut: number }
-    | { readonly kind: 'failed'; readonly reason: 'not-linked' | 'error'; readonly text: string }
+    | { readonly kind: 'failed'; readonly text: string }
   )
 
 /** The device as a sentence names it: “Laptop”, or "the new device". */
@@ -110,7 +110,6 @@ export class HistorySender extends EventTarget {
         show({
           ...transfer,
           kind: 'failed',
-          reason: 'not-linked',
           text: `${sentenceStart(historyDevice(transfer))} did not finish linking within ${NEW_DEVICE_WAIT_MS / 60_000} minutes, so the conversations were not sent. Link it again with a new code to send them.`,
         })
         return
@@ -128,7 +127,6 @@ export class HistorySender extends EventTarget {
       show({
         ...transfer,
         kind: 'failed',
-        reason: 'error',
         text: `The conversations could not all be sent to ${historyDevice(transfer)}: ${describeError(error)}`,
       })
     }

@@ -275,4 +275,35 @@ describe.each(['phone', 'desktop'] as const)('history sent to a device just link
     await until(() => banner() === undefined, 'the banner gone', shell)
     await until(() => !deepText(approve()!).includes('Sent 4,100 messages'), 'Settings cleared', shell)
   })
+
+  it('says so on every screen when the device never finished linking, until dismissed', async () => {
+    await page.viewport(SIZES[size].width, SIZES[size].height)
+    const client = new FakeShellClient()
+    const shell = await signedInShell(client)
+    const banner = () => find(shell, '[data-testid="history-send-banner"]')
+    const approve = () => find(shell, 'sc-link-approve')
+    go('#/settings')
+    await until(() => approve() !== undefined, 'Settings', shell)
+    const field = find(approve()!, '#link-code') as HTMLInputElement
+    field.value = 'sc1code'
+    field.dispatchEvent(new Event('input'))
+    await until(() => !button(approve()!, 'Continue').disabled, 'the code typed', shell)
+    button(approve()!, 'Continue').click()
+    const dialog = () => find(approve()!, 'dialog.approval') as HTMLDialogElement
+    await until(() => dialog().open, 'the approval dialog', shell)
+    button(dialog(), 'Approve').click()
+    await until(() => banner() !== undefined, 'the banner', shell)
+
+    go('#/chat/bob')
+    await until(() => find(shell, 'sc-conversation') !== undefined, 'the conversation', shell)
+    client.registered(false)
+    await until(() => banner()?.getAttribute('role') === 'alert', 'the failure', shell)
+    expect(deepText(banner()!)).toContain(
+      '“Tablet” did not finish linking within 10 minutes, so the conversations were not sent.',
+    )
+    expect(onScreen(banner()!)).toBe(true)
+    expect(client.historyAsked).toBe(false)
+    button(banner()!, 'Dismiss').click()
+    await until(() => banner() === undefined, 'the banner gone', shell)
+  })
 })
