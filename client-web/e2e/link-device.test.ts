@@ -11,7 +11,7 @@
  * its conversation, started from Settings and going on after Settings is left for a conversation
  * (the shell's banner says "History sent to …"), and Settings, opened again, says how many messages
  * went; the PWA linked by a device that sends its history shows the conversation, with a banner
- * that counted the parts.
+ * that counted the parts, and what the phone wrote marked "from Phone".
  * With the terminal client as the other device, and messages on both: link-terminal.test.ts.
  */
 import { randomBytes } from 'node:crypto'
@@ -460,6 +460,7 @@ describe('history at link time', () => {
 
   it('the PWA linked by a device that sends its history shows the conversation, and said it was coming', async () => {
     const { client: phone, password } = await coreAccount()
+    await phone.renameDevice('Phone')
     const { client: carol } = await coreAccount()
     await phone.send(carol.username, 'Carol, are you coming tonight?')
     await carol.send(phone.username, 'Yes, at eight')
@@ -490,6 +491,10 @@ describe('history at link time', () => {
     await web.screenshot('desktop-history-received')
     await openChat(web, carol.username)
     expect(await waitForBubbles(web, 2)).toEqual(there)
+    // What the phone wrote says so; carol's message has no mark.
+    const mark = page.locator('sc-message-list .message.out .meta .from')
+    await mark.getByText('from Phone').waitFor()
+    expect(await page.locator('sc-message-list .meta .from').count()).toBe(1)
     // Read there, history here: nothing unread.
     expect(await page.title()).toBe('secure-chat')
     // The banner fades after a few seconds.
