@@ -8,8 +8,10 @@
  * refused on the other device ends on a screen that says so; a mistyped password at link time is
  * caught at once; and a device removed while it was locked hears it when it is unlocked again.
  * History at link time (docs/protocol.md §13.10), both ways: the PWA approving a device sends it
- * its conversation and says how many messages went; the PWA linked by a device that sends its
- * history shows the conversation, with a banner that counted the parts.
+ * its conversation, started from Settings and going on after Settings is left for a conversation
+ * (the shell's banner says "History sent to …"), and Settings, opened again, says how many messages
+ * went; the PWA linked by a device that sends its history shows the conversation, with a banner
+ * that counted the parts, and what the phone wrote marked "from Phone".
  * With the terminal client as the other device, and messages on both: link-terminal.test.ts.
  */
 import { randomBytes } from 'node:crypto'
@@ -332,6 +334,20 @@ async function shown(client: ChatClient, peer: string): Promise<{ direction: 'in
 }
 
 /**
+ * A state of the shell's history sending (its HistorySender), set for a screenshot only, as pose
+ * does: the shell's banner and Settings' status both show it.
+ */
+async function poseHistorySend(value: Record<string, unknown>): Promise<void> {
+  await web.page.evaluate((value) => {
+    const shell = document.querySelector('sc-app') as unknown as {
+      historySender?: { set(next: unknown): void }
+    } | null
+    if (!shell?.historySender) throw new Error('expected sc-app with a history sender')
+    shell.historySender.set(value)
+  }, value)
+}
+
+/**
  * Progress states that go by too fast to photograph with a short history (the server takes a
  * part in milliseconds) are set on the element, after the real run, only for the screenshot.
  */
@@ -356,7 +372,7 @@ async function pose(selector: string[], field: string, value: unknown): Promise<
 }
 
 describe('history at link time', () => {
-  it('the PWA approving a device sends it the conversations stored here, and says how many', async () => {
+  it('the PWA approving a device sends it the conversations stored here, also once Settings is left, and says how many', async () => {
     const page = web.page
     await web.goto('/')
     const username = uniqueName('hist')
@@ -388,12 +404,24 @@ describe('history at link time', () => {
     await status.scrollIntoViewIfNeeded()
     await web.screenshot('desktop-history-waiting')
 
+    // Off to the conversation before the laptop has finished linking: the whole transfer happens
+    // with Settings gone, and the shell's banner follows it.
+    await openChat(web, bob.username)
+    const banner = page.getByTestId('history-send-banner')
+    await banner.getByText('Sending history to “Laptop”', { exact: false }).waitFor()
+    expect(await page.locator('sc-link-approve').count()).toBe(0)
+
     // The laptop finishes linking (its password typed there); the PWA sees it and sends.
     expect(await pending.waitForProvisioning()).toMatchObject({ username, deviceId: 2 })
     const laptop = await ChatClient.completeLink(laptopOptions, pending, password)
     cores.push(laptop)
     laptop.connect()
-    await page.getByText('Sent 3 messages to “Laptop”.').waitFor({ timeout: 60_000 })
+    await banner.getByText('History sent to “Laptop”').waitFor({ timeout: 60_000 })
+    await web.screenshot('desktop-history-sent-banner')
+
+    // Settings, opened again, shows the same transfer: how many messages went.
+    await page.getByRole('button', { name: 'Settings' }).click()
+    await page.getByText('Sent 3 messages to “Laptop”.').waitFor()
     expect(await status.textContent()).not.toContain('left out')
     await status.scrollIntoViewIfNeeded()
     await web.screenshot('desktop-history-sent')
@@ -402,18 +430,27 @@ describe('history at link time', () => {
     expect((await laptop.conversations()).map((contact) => [contact.username, contact.unread])).toEqual([
       [bob.username, 0],
     ])
+    // Dismissed in the banner: gone there and from Settings.
+    await banner.getByRole('button', { name: 'Dismiss' }).click()
+    await banner.waitFor({ state: 'detached' })
+    await status.waitFor({ state: 'detached' })
 
     // The parts' progress and a history too large for one transfer, as they look.
-    const approve = ['sc-app', 'sc-settings', 'sc-link-approve']
-    await pose(approve, 'history', { kind: 'sending', device: '“Laptop”', sent: 3, parts: 12 })
+    const laptopDevice = { deviceId: 2, deviceName: 'Laptop' }
+    await poseHistorySend({ ...laptopDevice, kind: 'sending', sent: 3, parts: 12 })
     await page.getByText('Sending history: 3 of 12 parts').waitFor()
     await status.evaluate((element) => element.scrollIntoView({ block: 'center' }))
     await web.screenshot('desktop-history-sending')
     await page.setViewportSize(PHONE)
     await status.scrollIntoViewIfNeeded()
     await web.screenshot('phone-history-sending')
+    // On a phone the conversation is the only pane: the banner sits over it.
+    await page.goto(new URL(`/#/chat/${bob.username}`, page.url()).href)
+    await banner.getByText('Sending history to “Laptop”: 3 of 12').waitFor()
+    await web.screenshot('phone-history-sending-banner')
+    await page.goto(new URL('/#/settings', page.url()).href)
     await page.setViewportSize({ width: 1280, height: 800 })
-    await pose(approve, 'history', { kind: 'sent', device: '“Laptop”', messages: 20_412, leftOut: 388 })
+    await poseHistorySend({ ...laptopDevice, kind: 'sent', messages: 20_412, leftOut: 388 })
     await page.getByText('388 older ones were left out', { exact: false }).waitFor()
     await darkScheme()
     await web.screenshot('desktop-history-left-out-dark')
@@ -423,6 +460,7 @@ describe('history at link time', () => {
 
   it('the PWA linked by a device that sends its history shows the conversation, and said it was coming', async () => {
     const { client: phone, password } = await coreAccount()
+    await phone.renameDevice('Phone')
     const { client: carol } = await coreAccount()
     await phone.send(carol.username, 'Carol, are you coming tonight?')
     await carol.send(phone.username, 'Yes, at eight')
@@ -453,6 +491,10 @@ describe('history at link time', () => {
     await web.screenshot('desktop-history-received')
     await openChat(web, carol.username)
     expect(await waitForBubbles(web, 2)).toEqual(there)
+    // What the phone wrote says so; carol's message has no mark.
+    const mark = page.locator('sc-message-list .message.out .meta .from')
+    await mark.getByText('from Phone').waitFor()
+    expect(await page.locator('sc-message-list .meta .from').count()).toBe(1)
     // Read there, history here: nothing unread.
     expect(await page.title()).toBe('secure-chat')
     // The banner fades after a few seconds.

@@ -9,12 +9,17 @@
  * (sc-device-removed) in place of the log-in screen until the user erases the data or goes back.
  * While another of the account's devices sends this one its history (at link time: docs/protocol.md
  * §13.10), a banner over the contact list counts the parts, then says how many messages came.
+ * The other way round, the history this device sends a device approved in Settings › Link a device
+ * is the shell's too (a HistorySender, history-send.ts): it goes on when Settings is left, and a
+ * banner on every screen (over the chats, or over the open pane where the chats are hidden) counts
+ * its parts until "History sent to …", which stays until dismissed.
  */
 import { css, html, LitElement, nothing, type TemplateResult } from 'lit'
 import { customElement, query, state } from 'lit/decorators.js'
 import type { ConnectionState, ContactView } from '../../../shared/client/chat-client.js'
 import { normalizeUsername } from '../../../shared/username.js'
 import { notifyNewMessage, titleFor } from '../attention.js'
+import { HistorySender, historyDevice } from '../history-send.js'
 import { describeError, type OpenAccount } from '../session.js'
 import { avatar } from './avatar.js'
 import type { ContactPreview } from './contact-list.js'
@@ -158,9 +163,20 @@ export class AppShell extends LitElement {
         flex: 1;
       }
       main {
+        display: flex;
+        flex-direction: column;
         min-width: 0;
         min-height: 0;
         height: 100%;
+      }
+      /* The pane fills what the banner above it (if any) leaves. */
+      main > :not(.main-banner) {
+        flex: 1 1 0;
+        min-height: 0;
+      }
+      .main-banner {
+        flex: none;
+        margin: 10px 12px;
       }
       .side-banner {
         margin: 0 12px 10px;
@@ -192,6 +208,39 @@ export class AppShell extends LitElement {
         border-radius: inherit;
         background: var(--accent);
         transition: width 200ms ease;
+      }
+      .history-banner .line {
+        display: flex;
+        align-items: center;
+        gap: 8px;
+      }
+      .history-banner .line > span {
+        flex: 1;
+        min-width: 0;
+      }
+      .history-banner .line .icon {
+        flex: none;
+        width: 18px;
+        height: 18px;
+      }
+      .history-banner .dismiss {
+        display: inline-grid;
+        place-items: center;
+        flex: none;
+        width: 28px;
+        height: 28px;
+        margin: -4px -6px -4px 0;
+        border: 0;
+        border-radius: 50%;
+        background: transparent;
+        color: inherit;
+      }
+      .history-banner .dismiss:hover {
+        background: var(--surface);
+      }
+      .history-banner .dismiss .icon {
+        width: 16px;
+        height: 16px;
       }
       .side-banner .btn {
         min-height: 34px;
@@ -270,6 +319,9 @@ export class AppShell extends LitElement {
 
   @query('sc-conversation') private conversation!: ConversationView | null
 
+  /** The history this device sends a device it approved; one per open account. */
+  private historySender: HistorySender | undefined
+
   private unsubscribe: (() => void)[] = []
   private refreshQueued = false
   /** Senders of messages that arrived this turn, each to be announced once (see announce). */
@@ -345,7 +397,15 @@ export class AppShell extends LitElement {
     const client = account.client
     this.connection = client.connection
     this.accountGone = false
+    const sender = new HistorySender(client, () => void this.deviceRemoved())
+    const historyChanged = () => this.requestUpdate()
+    sender.addEventListener('change', historyChanged)
+    this.historySender = sender
     this.unsubscribe = [
+      () => {
+        sender.removeEventListener('change', historyChanged)
+        sender.stop()
+      },
       client.events.on('problem', ({ code, id }) => {
         // Without an id the server speaks of this account's own session (docs/protocol.md §13.4).
         if (code === 'E2E_ERR_ACCOUNT_DELETED' && id === undefined) this.accountGone = true
@@ -436,6 +496,7 @@ export class AppShell extends LitElement {
     }
     await account.close().catch(() => undefined)
     this.account = undefined
+    this.historySender = undefined
     this.contacts = []
     this.previews = new Map()
     this.keyChangePeer = undefined
@@ -616,6 +677,54 @@ export class AppShell extends LitElement {
     </div>`
   }
 
+  /** The history this device sends a device it approved, on every screen (see render). */
+  private renderHistorySend(placement: 'side-banner' | 'main-banner'): TemplateResult | typeof nothing {
+    const sending = this.historySender?.current
+    if (!sending) return nothing
+    const device = historyDevice(sending)
+    const dismiss = html`<button
+      class="dismiss"
+      aria-label="Dismiss"
+      title="Dismiss"
+      @click=${() => this.historySender?.dismiss()}
+    >
+      ${icons.close()}
+    </button>`
+    switch (sending.kind) {
+      case 'waiting':
+        return html`<div class="banner info ${placement} history-banner" role="status" data-testid="history-send-banner">
+          <span>Sending history to ${device} once it has finished linking…</span>
+        </div>`
+      case 'sending': {
+        const percent = sending.parts === 0 ? 0 : Math.round((100 * sending.sent) / sending.parts)
+        return html`<div class="banner info ${placement} history-banner" role="status" data-testid="history-send-banner">
+          <span
+            >Sending history to ${device}:
+            <span class="count">${sending.sent} of ${sending.parts}</span></span
+          >
+          <div
+            class="bar"
+            role="progressbar"
+            aria-label="Sending history"
+            aria-valuemin="0"
+            aria-valuemax=${sending.parts}
+            aria-valuenow=${sending.sent}
+          >
+            <div class="fill" ${styleProps({ width: `${percent}%` })}></div>
+          </div>
+        </div>`
+      }
+      case 'sent':
+        return html`<div class="banner info ${placement} history-banner" role="status" data-testid="history-send-banner">
+          <div class="line">${icons.check()}<span>History sent to ${device}</span>${dismiss}</div>
+        </div>`
+      case 'failed':
+        return html`<div class="banner error ${placement} history-banner" role="alert" data-testid="history-send-banner">
+          <div class="line"><span>${sending.text}</span>${dismiss}</div>
+        </div>`
+    }
+  }
+
   private renderSidebar(account: OpenAccount): TemplateResult {
     const selected = this.route.view === 'chat' || this.route.view === 'details' ? this.route.peer : undefined
     return html`<aside aria-label="Conversations">
@@ -677,7 +786,7 @@ export class AppShell extends LitElement {
             </div>`
             : nothing
       }
-      ${this.renderHistory()}
+      ${this.renderHistory()} ${this.renderHistorySend('side-banner')}
       <sc-contact-list
         .client=${account.client}
         .contacts=${this.contacts}
@@ -712,6 +821,7 @@ export class AppShell extends LitElement {
           .installPrompt=${this.installPrompt}
           .changePassword=${account.client.changePassword.bind(account.client)}
           .devicesClient=${account.client}
+          .history=${this.historySender}
           ?narrow=${!this.wide}
           .deleteAccount=${(password: string, typed: string) => this.deleteAccount(password, typed)}
           @logout=${(event: CustomEvent<{ wipe: boolean }>) => this.signOut({ wipe: event.detail.wipe })}
@@ -761,7 +871,13 @@ export class AppShell extends LitElement {
         }}
       >
         ${showSidebar ? this.renderSidebar(account) : nothing}
-        ${showMain ? html`<main>${this.renderMain(account)}</main>` : nothing}
+        ${
+          showMain
+            ? html`<main>
+                ${showSidebar ? nothing : this.renderHistorySend('main-banner')}${this.renderMain(account)}
+              </main>`
+            : nothing
+        }
       </div>
       <sc-key-change-dialog
         .client=${account.client}

@@ -3,7 +3,8 @@
  * the events and calls the view uses): an entry that comes again with another position moves
  * there (a notice already read gives way to its message at the end of the conversation), one with
  * the same position is replaced where it is, and a 'removed' event takes an entry out. Events
- * about other conversations change nothing.
+ * about other conversations change nothing. Our messages from another of our devices are marked
+ * with its name, the device list read once for the devices seen, again only for a new one.
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import type { MessageView } from '../../../shared/client/chat-client.js'
@@ -66,9 +67,11 @@ function shown(view: ConversationView): string[] {
 
 async function mount(
   history: readonly MessageView[],
+  setup: (client: FakeConversationClient) => void = () => {},
 ): Promise<{ view: ConversationView; client: FakeConversationClient }> {
   const client = new FakeConversationClient()
   client.setHistory(PEER, history)
+  setup(client)
   const view = document.createElement('sc-conversation')
   view.style.display = 'flex'
   view.style.height = '600px'
@@ -134,5 +137,39 @@ describe('sc-conversation', () => {
     client.events.emit('removed', { peer: PEER, id: 'e2' })
     await settle(view)
     expect(shown(view)).toEqual(['e1 text: message 1', 'e3 text: message 3'])
+  })
+
+  it('marks our messages from our other devices with their names, asking for the list only when needed', async () => {
+    const marks = (view: ConversationView) =>
+      [...(listOf(view)?.shadowRoot?.querySelectorAll<HTMLElement>('.message[data-id]') ?? [])].map(
+        (row) => `${row.dataset.id} ${row.querySelector('.meta .from')?.textContent?.trim() ?? '-'}`,
+      )
+    const out = { direction: 'out', state: 'delivered' } as const
+    const { view, client } = await mount([entry(1, out), entry(2)], (fake) => {
+      fake.deviceId = 1
+      fake.ownDevices = [
+        { id: 1, name: 'Phone', createdAt: START, lastSeenAt: START, current: true },
+        { id: 2, name: 'Laptop', createdAt: START, lastSeenAt: START, current: false },
+      ]
+    })
+    // Everything here was written on this device: no marks, and no need for the names.
+    expect(marks(view)).toEqual(['e1 -', 'e2 -'])
+    expect(client.devicesAsked).toBe(0)
+
+    // A copy of what the laptop sent: marked once the names are in.
+    client.events.emit('message', entry(3, { ...out, device: 2 }))
+    while (!marks(view).includes('e3 from Laptop')) await settle(view)
+    client.events.emit('message', entry(4, { ...out, device: 2 }))
+    await settle(view)
+    expect(marks(view)).toEqual(['e1 -', 'e2 -', 'e3 from Laptop', 'e4 from Laptop'])
+    expect(client.devicesAsked).toBe(1)
+
+    // A device linked since (or removed): asked once more; still no name, so its number.
+    client.events.emit('message', entry(5, { ...out, device: 3 }))
+    while (client.devicesAsked < 2) await settle(view)
+    client.events.emit('message', entry(6, { ...out, device: 3 }))
+    await settle(view)
+    expect(marks(view).slice(-2)).toEqual(['e5 from device 3', 'e6 from device 3'])
+    expect(client.devicesAsked).toBe(2)
   })
 })

@@ -1,7 +1,9 @@
 /**
  * One conversation: its header, the windowed message list (paging older messages in from the
  * local database as the user scrolls up), and the composer. Enter sends, Shift+Enter starts a new
- * line. Sending is blocked while the contact's key change is unacknowledged.
+ * line. Sending is blocked while the contact's key change is unacknowledged. Our messages written
+ * on another of our devices are marked with that device's name, read from the account's device
+ * list (ChatClient.devices) once such a message shows, and again for a device not seen before.
  */
 import { css, html, LitElement, nothing, type PropertyValues, type TemplateResult } from 'lit'
 import { customElement, property, query, state } from 'lit/decorators.js'
@@ -160,12 +162,16 @@ export class ConversationView extends LitElement {
   @state() private loadingOlder = false
   @state() private error = ''
   @state() private sending = false
+  /** The account's device names, by id, for the "from Laptop" marks (see wantDeviceNames). */
+  @state() private deviceNames: ReadonlyMap<number, string | undefined> = new Map()
 
   @query('textarea') private textarea!: HTMLTextAreaElement
   @query('sc-message-list') private list!: MessageList
 
   private unsubscribe: (() => void)[] = []
   private loadGeneration = 0
+  /** Devices whose names were asked for (once each: a device without a name stays "device 2"). */
+  private namesAsked = new Set<number>()
 
   override connectedCallback(): void {
     super.connectedCallback()
@@ -184,7 +190,39 @@ export class ConversationView extends LitElement {
   }
 
   protected override willUpdate(changed: PropertyValues<this>): void {
+    if (changed.has('client')) {
+      this.deviceNames = new Map()
+      this.namesAsked = new Set()
+    }
     if ((changed.has('peer') || changed.has('client')) && this.client && this.peer) void this.load()
+    // A state, not a property: PropertyValues<this> does not list it.
+    if ((changed as PropertyValues).has('messages')) this.wantDeviceNames()
+  }
+
+  /**
+   * Reads the account's device names when a message of ours from another device shows whose name
+   * is not known yet. Unreachable (offline), the marks say "device 2" until the view opens again.
+   */
+  private wantDeviceNames(): void {
+    const client = this.client
+    if (!client) return
+    const thisDevice = client.deviceId
+    const wanted = new Set<number>()
+    for (const message of this.messages) {
+      const device = message.device ?? 1
+      if (message.direction === 'out' && device !== thisDevice && !this.namesAsked.has(device)) {
+        wanted.add(device)
+      }
+    }
+    if (wanted.size === 0) return
+    for (const device of wanted) this.namesAsked.add(device)
+    client
+      .devices()
+      .then((devices) => {
+        if (client !== this.client) return
+        this.deviceNames = new Map(devices.map((device) => [device.id, device.name]))
+      })
+      .catch(() => undefined)
   }
 
   private async load(): Promise<void> {
@@ -433,6 +471,8 @@ export class ConversationView extends LitElement {
       <sc-message-list
         .messages=${this.messages}
         .peer=${this.peer}
+        .thisDevice=${this.client.deviceId}
+        .deviceNames=${this.deviceNames}
         ?hasOlder=${this.hasOlder}
         ?loadingOlder=${this.loadingOlder}
         @load-older=${() => void this.loadOlder()}

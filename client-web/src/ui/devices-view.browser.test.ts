@@ -10,6 +10,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import type { DeviceView, LinkApproval } from '../../../shared/client/chat-client.js'
 import { ClientError, ClientErrorCode } from '../../../shared/client/errors.js'
+import { type HistorySendClient, HistorySender } from '../history-send.js'
 import type { DeviceRemovedView } from './device-removed-view.js'
 import type { DevicesClient, DevicesView } from './devices-view.js'
 import type { LinkApprove, LinkClient } from './link-approve.js'
@@ -145,10 +146,15 @@ describe('Settings › Devices', () => {
   })
 })
 
-/** A client that never gets as far as the history (the tests that only link, with it unticked). */
-const noHistory: Pick<LinkClient, 'waitForDevice' | 'sendHistory'> = {
-  waitForDevice: async () => false,
-  sendHistory: async () => ({ parts: 0, messages: 0, leftOut: 0 }),
+/**
+ * The shell's history transfers over a client that never gets as far as the history (the tests
+ * that only link, with it unticked, and the one whose device never finishes linking).
+ */
+function noHistory(): HistorySender {
+  return new HistorySender({
+    waitForDevice: async () => false,
+    sendHistory: async () => ({ parts: 0, messages: 0, leftOut: 0 }),
+  })
 }
 
 function untickHistory(view: HTMLElement): void {
@@ -176,7 +182,6 @@ describe('Settings › Link a device', () => {
     const decisions: string[] = []
     const codes: string[] = []
     const client: LinkClient = {
-      ...noHistory,
       async approveLink(code) {
         codes.push(code)
         if (!code.startsWith('sc1')) {
@@ -187,6 +192,7 @@ describe('Settings › Link a device', () => {
     }
     const view = await mount<LinkApprove>('sc-link-approve', (element) => {
       element.client = client
+      element.history = noHistory()
       element.scanner = false
     })
     expect(text(view)).not.toContain('Scan the QR code')
@@ -222,24 +228,25 @@ describe('Settings › Link a device', () => {
     let done: (result: { parts: number; messages: number; leftOut: number }) => void = () => {}
     const waited: number[] = []
     let asked = false
+    const historyClient: HistorySendClient = {
+      waitForDevice: (deviceId, { timeoutMs }) => {
+        waited.push(deviceId, timeoutMs)
+        return new Promise((resolve) => {
+          registered = resolve
+        })
+      },
+      sendHistory: (options) => {
+        asked = true
+        progress = (sent, parts) => options?.onProgress?.(sent, parts)
+        return new Promise((resolve) => {
+          done = resolve
+        })
+      },
+    }
     const view = await mount<LinkApprove>('sc-link-approve', (element) => {
       element.scanner = false
-      element.client = {
-        approveLink: async () => approval('Tablet', []),
-        waitForDevice: (deviceId, { timeoutMs }) => {
-          waited.push(deviceId, timeoutMs)
-          return new Promise((resolve) => {
-            registered = resolve
-          })
-        },
-        sendHistory: (options) => {
-          asked = true
-          progress = (sent, parts) => options?.onProgress?.(sent, parts)
-          return new Promise((resolve) => {
-            done = resolve
-          })
-        },
-      }
+      element.client = { approveLink: async () => approval('Tablet', []) }
+      element.history = new HistorySender(historyClient)
     })
     type(view, '#link-code', 'sc1code')
     await view.updateComplete
@@ -265,7 +272,8 @@ describe('Settings › Link a device', () => {
   it('says so when the device never finished linking', async () => {
     const view = await mount<LinkApprove>('sc-link-approve', (element) => {
       element.scanner = false
-      element.client = { ...noHistory, approveLink: async () => approval(undefined, []) }
+      element.client = { approveLink: async () => approval(undefined, []) }
+      element.history = noHistory()
     })
     type(view, '#link-code', 'sc1code')
     await view.updateComplete
@@ -286,7 +294,8 @@ describe('Settings › Link a device', () => {
   it('refuses when asked, and offers the camera where the browser can scan', async () => {
     const decisions: string[] = []
     const view = await mount<LinkApprove>('sc-link-approve', (element) => {
-      element.client = { ...noHistory, approveLink: async () => approval(undefined, decisions) }
+      element.client = { approveLink: async () => approval(undefined, decisions) }
+      element.history = noHistory()
       element.scanner = true
     })
     expect(text(view)).toContain('Scan the QR code')
@@ -325,8 +334,8 @@ describe('Settings › Link a device, with a camera', () => {
       const codes: string[] = []
       const view = await mount<LinkApprove>('sc-link-approve', (element) => {
         element.scanner = true
+        element.history = noHistory()
         element.client = {
-          ...noHistory,
           async approveLink(code) {
             codes.push(code)
             return {

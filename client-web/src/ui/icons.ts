@@ -56,6 +56,7 @@ export const icons = {
       svg`<path d="M15 4h3a2 2 0 0 1 2 2v12a2 2 0 0 1-2 2h-3"></path><path d="M10 17l-5-5 5-5"></path><path d="M5 12h11"></path>`,
     ),
   down: () => icon(svg`<path d="m6 9 6 6 6-6"></path>`),
+  close: () => icon(svg`<path d="M6 6l12 12"></path><path d="M18 6 6 18"></path>`),
   lock: () =>
     icon(
       svg`<rect x="5" y="11" width="14" height="10" rx="2"></rect><path d="M8 11V8a4 4 0 0 1 8 0v3"></path>`,

@@ -12,7 +12,7 @@ import { WarningDialog } from './warning-dialog.js'
 import './safety-number.js'
 
 @customElement('sc-key-change-dialog')
-export class KeyChangeDialog extends WarningDialog {
+export class KeyChangeDialog extends WarningDialog<string> {
   static override styles = [
     WarningDialog.styles,
     css`
@@ -73,8 +73,7 @@ export class KeyChangeDialog extends WarningDialog {
     }
   }
 
-  private onClose(): void {
-    const peer = this.peer
+  private onClose(peer: string): void {
     this.dispatchEvent(
       new CustomEvent('key-change-closed', {
         detail: { peer, accepted: this.accepted },
@@ -109,7 +108,7 @@ export class KeyChangeDialog extends WarningDialog {
         <button class="btn primary" ?disabled=${this.busy || !this.safety} @click=${() => this.accept()}>
           Accept the new safety number
         </button>`,
-      onClose: this.onClose,
+      onClose: (closed) => this.onClose(closed),
       onCancel: (event) => event.preventDefault(),
     })
   }

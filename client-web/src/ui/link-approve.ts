@@ -4,29 +4,71 @@
  * has it: the button is hidden otherwise) or pasted; then a dialog names the device that asks and
  * shows the check, to compare with the new device's screen, with Approve and Refuse. Approving
  * sends the new device the account's identity and contacts, sealed for it; then, unless the user
- * unticked it in the dialog, this device waits for the new one to finish linking and sends it the
- * conversations stored here (docs/protocol.md §13.10), with the parts' progress on screen.
+ * unticked it in the dialog, the app shell's HistorySender (history-send.ts) waits for the new one
+ * to finish linking and sends it the conversations stored here (docs/protocol.md §13.10). The
+ * transfer is the shell's, not this screen's: leaving Settings lets it go on; while this screen is
+ * open it shows the same transfer's progress as the shell's banner.
  */
-import { css, html, LitElement, nothing, type PropertyValues, type TemplateResult } from 'lit'
+import {
+  css,
+  html,
+  LitElement,
+  nothing,
+  type PropertyValues,
+  type ReactiveController,
+  type ReactiveControllerHost,
+  type TemplateResult,
+} from 'lit'
 import { customElement, property, query, state } from 'lit/decorators.js'
 import type { ChatClient, LinkApproval } from '../../../shared/client/chat-client.js'
 import { ClientErrorCode, isClientError } from '../../../shared/client/errors.js'
 import { MAX_HISTORY_TRANSFER_BYTES } from '../../../shared/limits.js'
+import { type HistorySend, type HistorySender, historyDevice, isFinished } from '../history-send.js'
 import { describeError, isDeviceRemoved } from '../session.js'
 import { icons } from './icons.js'
 import { modalDialog, spinner } from './shared-styles.js'
 import { styleProps } from './style-props.js'
 import { base } from './theme.js'
 
-/** What linking needs of the client core. */
-export type LinkClient = Pick<ChatClient, 'approveLink' | 'waitForDevice' | 'sendHistory'>
+/** What linking needs of the client core (the history goes through the shell's HistorySender). */
+export type LinkClient = Pick<ChatClient, 'approveLink'>
 
-/**
- * How long the approved device may take to finish linking (its user types the password there)
- * before the history is given up: the approval's link token lives 10 minutes (docs/protocol.md
- * §13.8), so it cannot register any later.
- */
-export const NEW_DEVICE_WAIT_MS = 10 * 60_000
+/** Updates its host whenever the HistorySender the host is given says its transfer changed. */
+class WatchHistory implements ReactiveController {
+  private watched: HistorySender | undefined
+
+  constructor(
+    private readonly host: ReactiveControllerHost,
+    private readonly sender: () => HistorySender | undefined,
+  ) {
+    host.addController(this)
+  }
+
+  private readonly changed = (): void => this.host.requestUpdate()
+
+  /** The transfer the sender shows now. */
+  get current(): HistorySend | undefined {
+    return this.sender()?.current
+  }
+
+  hostConnected(): void {
+    this.watch(this.sender())
+  }
+
+  hostUpdate(): void {
+    if (this.sender() !== this.watched) this.watch(this.sender())
+  }
+
+  hostDisconnected(): void {
+    this.watch(undefined)
+  }
+
+  private watch(sender: HistorySender | undefined): void {
+    this.watched?.removeEventListener('change', this.changed)
+    this.watched = sender
+    sender?.addEventListener('change', this.changed)
+  }
+}
 
 /** The part of the Barcode Detection API used here (not yet in TypeScript's DOM types). */
 interface BarcodeDetectorLike {
@@ -56,17 +98,6 @@ type Phase =
   | { readonly kind: 'connecting' }
   | { readonly kind: 'deciding'; readonly approval: LinkApproval }
   | { readonly kind: 'approving'; readonly approval: LinkApproval }
-
-/** Sending the history to a device just approved (docs/protocol.md §13.10). */
-type HistorySend =
-  | { readonly kind: 'waiting'; readonly device: string }
-  | { readonly kind: 'sending'; readonly device: string; readonly sent: number; readonly parts: number }
-  | { readonly kind: 'sent'; readonly device: string; readonly messages: number; readonly leftOut: number }
-  | { readonly kind: 'failed'; readonly text: string }
-
-function sentenceStart(text: string): string {
-  return text.charAt(0).toUpperCase() + text.slice(1)
-}
 
 function plural(count: number, one: string, many: string): string {
   return `${count.toLocaleString('en')} ${count === 1 ? one : many}`
@@ -239,6 +270,11 @@ export class LinkApprove extends LitElement {
   ]
 
   @property({ attribute: false }) client: LinkClient | undefined
+  /**
+   * The app shell's history transfers: the dialog's box starts one, and this screen shows the
+   * one under way. Without it the box is not offered.
+   */
+  @property({ attribute: false }) history: HistorySender | undefined
 
   @state() private code = ''
   @state() private phase: Phase = { kind: 'idle' }
@@ -248,7 +284,6 @@ export class LinkApprove extends LitElement {
   @state() private scanError = ''
   /** The dialog's "send the conversations" box: ticked unless the user unticks it. */
   @state() private withHistory = true
-  @state() private history: HistorySend | undefined
   /** Whether the browser has BarcodeDetector (checked once; a test may set it). */
   @property({ type: Boolean }) scanner = canScan()
 
@@ -257,8 +292,7 @@ export class LinkApprove extends LitElement {
   @query('video') private video!: HTMLVideoElement | null
 
   private waiting: AbortController | undefined
-  /** The device whose history transfer the screen shows. */
-  private historyFor: number | undefined
+  private readonly watchHistory = new WatchHistory(this, () => this.history)
   private stream: MediaStream | undefined
   private scanTimer: ReturnType<typeof setTimeout> | undefined
 
@@ -284,7 +318,7 @@ export class LinkApprove extends LitElement {
     if (!this.client || this.phase.kind !== 'idle' || code === '') return
     this.error = ''
     this.outcome = ''
-    if (this.history?.kind === 'sent' || this.history?.kind === 'failed') this.history = undefined
+    if (isFinished(this.watchHistory.current)) this.history?.dismiss()
     const waiting = new AbortController()
     this.waiting = waiting
     this.phase = { kind: 'connecting' }
@@ -321,11 +355,10 @@ export class LinkApprove extends LitElement {
     if (phase.kind !== 'deciding') return
     this.phase = { kind: 'approving', approval: phase.approval }
     const name = phase.approval.deviceName
-    const withHistory = this.withHistory
+    const history = this.withHistory ? this.history : undefined
     try {
       const { deviceId, omittedContacts } = await phase.approval.approve()
       this.code = ''
-      this.history = undefined
       this.outcome = `${name ? `“${name}”` : 'The new device'} is linked as device ${deviceId}. It is finishing on its own screen: it asks for your password there.${
         omittedContacts > 0
           ? ` ${omittedContacts} contact${omittedContacts === 1 ? '' : 's'} did not fit and will appear there once you write to them again.`
@@ -334,50 +367,12 @@ export class LinkApprove extends LitElement {
       this.dispatchEvent(
         new CustomEvent('device-linked', { detail: deviceId, bubbles: true, composed: true }),
       )
-      if (withHistory) void this.sendHistory(deviceId, name ? `“${name}”` : 'the new device')
+      history?.start(deviceId, name)
     } catch (error) {
       this.failed(error)
     } finally {
       this.phase = { kind: 'idle' }
       this.withHistory = true
-    }
-  }
-
-  /**
-   * Waits for device `deviceId` to finish linking, then sends it this device's conversations.
-   * Not tied to this screen: leaving Settings lets it go on (the parts wait in the outbox, which
-   * keeps sending), so nothing aborts it on disconnect.
-   */
-  private async sendHistory(deviceId: number, device: string): Promise<void> {
-    const client = this.client
-    if (!client) return
-    const mine = (next: HistorySend) => {
-      // A later approval's transfer owns the screen from then on.
-      if (this.historyFor === deviceId) this.history = next
-    }
-    this.historyFor = deviceId
-    mine({ kind: 'waiting', device })
-    try {
-      if (!(await client.waitForDevice(deviceId, { timeoutMs: NEW_DEVICE_WAIT_MS }))) {
-        mine({
-          kind: 'failed',
-          text: `${sentenceStart(device)} did not finish linking within ${NEW_DEVICE_WAIT_MS / 60_000} minutes, so the conversations were not sent. Link it again with a new code to send them.`,
-        })
-        return
-      }
-      const sent = await client.sendHistory({
-        onProgress: (done, parts) => mine({ kind: 'sending', device, sent: done, parts }),
-      })
-      mine({ kind: 'sent', device, messages: sent.messages, leftOut: sent.leftOut })
-    } catch (error) {
-      if (isDeviceRemoved(error)) {
-        this.failed(error)
-        return
-      }
-      mine({
-        kind: 'failed',
-        text: `The conversations could not all be sent to ${device}: ${describeError(error)}`,
-      })
     }
   }
 
@@ -490,17 +485,21 @@ export class LinkApprove extends LitElement {
           It then gets your keys and contacts, and can read and send your messages from now on. If the
           checks differ, refuse: the code did not come from your device.
         </p>
-        <label class="option">
-          <input
-            type="checkbox"
-            .checked=${this.withHistory}
-            ?disabled=${approving}
-            @change=${(event: Event) => {
-              this.withHistory = (event.target as HTMLInputElement).checked
-            }}
-          />
-          <span>Send the conversations on this device to it</span>
-        </label>
+        ${
+          this.history
+            ? html`<label class="option">
+                <input
+                  type="checkbox"
+                  .checked=${this.withHistory}
+                  ?disabled=${approving}
+                  @change=${(event: Event) => {
+                    this.withHistory = (event.target as HTMLInputElement).checked
+                  }}
+                />
+                <span>Send the conversations on this device to it</span>
+              </label>`
+            : nothing
+        }
         <div class="dialog-actions">
           <button class="btn secondary" ?disabled=${approving} @click=${this.refuse}>Refuse</button>
           <button class="btn primary" autofocus ?disabled=${approving} @click=${this.approve}>
@@ -548,8 +547,8 @@ export class LinkApprove extends LitElement {
           ${icons.check()}<span
             >${
               history.messages === 0
-                ? `There were no conversations on this device to send to ${history.device}.`
-                : `Sent ${plural(history.messages, 'message', 'messages')} to ${history.device}.`
+                ? `There were no conversations on this device to send to ${historyDevice(history)}.`
+                : `Sent ${plural(history.messages, 'message', 'messages')} to ${historyDevice(history)}.`
             }${
               history.leftOut > 0
                 ? ` ${plural(history.leftOut, 'older one was', 'older ones were')} left out: a new device gets at most ${MAX_HISTORY_TRANSFER_BYTES / (1024 * 1024)} MB of history.`
@@ -638,7 +637,7 @@ export class LinkApprove extends LitElement {
           : nothing
       }
       ${this.outcome ? html`<p class="banner success" role="status">${icons.check()}<span>${this.outcome}</span></p>` : nothing}
-      ${this.history ? this.renderHistory(this.history) : nothing}
+      ${this.watchHistory.current ? this.renderHistory(this.watchHistory.current) : nothing}
       ${
         this.error
           ? html`<div class="banner error" role="alert">${icons.alert()}<span>${this.error}</span></div>`

@@ -300,3 +300,79 @@ describe('sc-message-list notices', () => {
     expect(list.shadowRoot!.querySelectorAll('[role="note"]')).toHaveLength(4)
   })
 })
+
+describe('sc-message-list, messages from our other devices', () => {
+  function fromDevices(): MessageView[] {
+    const at = (order: number) => START + order * MINUTE
+    const entry = (
+      order: number,
+      direction: 'in' | 'out',
+      device: number | undefined,
+      text: string,
+    ): MessageView => ({
+      id: `d${order}`,
+      peer: 'ann',
+      direction,
+      text,
+      sentAt: at(order),
+      serverAt: at(order),
+      state: direction === 'out' ? 'delivered' : 'received',
+      order,
+      kind: 'text',
+      ...(device !== undefined ? { device } : {}),
+    })
+    return [
+      entry(1, 'out', undefined, 'written on device 1'),
+      entry(2, 'out', 2, 'written on the laptop'),
+      entry(3, 'in', 2, 'ann, from her device 2'),
+      entry(4, 'out', 3, 'written on a device without a name'),
+      entry(5, 'out', 1, 'written on device 1 again'),
+    ]
+  }
+
+  /** Each bubble's id and its "from …" marker, if it has one. */
+  function markers(list: MessageList): [string, string | null][] {
+    return [...list.shadowRoot!.querySelectorAll<HTMLElement>('.message[data-id]')].map((row) => [
+      row.dataset.id ?? '',
+      row.querySelector('.meta .from')?.textContent?.trim() ?? null,
+    ])
+  }
+
+  it('marks our messages sent from another of our devices, by name where known, and no others', async () => {
+    const list = await mount(fromDevices(), { width: 640 })
+    // Which device this is not known yet: nothing is marked.
+    expect(markers(list).every(([, marker]) => marker === null)).toBe(true)
+
+    list.thisDevice = 1
+    list.deviceNames = new Map([
+      [1, 'Phone'],
+      [2, 'Laptop'],
+    ])
+    await settle(list)
+    expect(markers(list)).toEqual([
+      ['d1', null],
+      ['d2', 'from Laptop'],
+      ['d3', null],
+      ['d4', 'from device 3'],
+      ['d5', null],
+    ])
+    // In the meta line, beside the time and the ticks, with the full words for a pointer or a reader.
+    const marker = list.shadowRoot!.querySelector<HTMLElement>('.message[data-id="d2"] .meta .from')!
+    expect(marker.parentElement?.querySelector('time')).not.toBeNull()
+    expect(marker.compareDocumentPosition(marker.parentElement!.querySelector('time')!)).toBe(
+      Node.DOCUMENT_POSITION_FOLLOWING,
+    )
+    expect(marker.title).toBe('Sent from Laptop (device 2)')
+
+    // On the laptop, the same conversation: what the phone wrote is marked instead.
+    list.thisDevice = 2
+    await settle(list)
+    expect(markers(list)).toEqual([
+      ['d1', 'from Phone'],
+      ['d2', null],
+      ['d3', null],
+      ['d4', 'from device 3'],
+      ['d5', 'from Phone'],
+    ])
+  })
+})

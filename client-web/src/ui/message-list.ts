@@ -11,6 +11,10 @@
  * Message text is only ever a Lit text binding: it is never parsed as HTML. Its bidirectional
  * controls are shown by the rule both UIs share (shared/display-text.ts), and each text takes its
  * direction from its own first strong letter (dir="auto"), isolated from the bubble around it.
+ *
+ * Our own messages written on another of our devices (MessageView.device) say so in their meta
+ * line, "from Laptop" (or "from device 2" when the name is not known); the list needs to be told
+ * which device this is (`thisDevice`), and marks nothing until it is.
  */
 import { css, html, LitElement, nothing, type PropertyValues, type TemplateResult } from 'lit'
 import { customElement, property, query, state } from 'lit/decorators.js'
@@ -197,6 +201,16 @@ export class MessageList extends LitElement {
       .out .meta {
         color: var(--bubble-out-meta);
       }
+      /* Which of our devices wrote it: as quiet as the time beside it, and never longer than a word or two. */
+      .meta .sep {
+        margin-right: 1px;
+      }
+      .meta .from {
+        max-width: 16ch;
+        overflow: hidden;
+        text-overflow: ellipsis;
+        white-space: nowrap;
+      }
       .state {
         display: inline-flex;
       }
@@ -287,6 +301,10 @@ export class MessageList extends LitElement {
   @property({ attribute: false }) peer = ''
   @property({ type: Boolean }) hasOlder = false
   @property({ type: Boolean }) loadingOlder = false
+  /** The id of the device this list is shown on; undefined (not known): no message is marked. */
+  @property({ attribute: false }) thisDevice: number | undefined
+  /** The names of the account's devices, by id, for "from Laptop" (else "from device 2"). */
+  @property({ attribute: false }) deviceNames: ReadonlyMap<number, string | undefined> = new Map()
 
   @state() private range: { start: number; end: number } = { start: 0, end: 0 }
   @state() private newBelow = false
@@ -526,6 +544,19 @@ export class MessageList extends LitElement {
     if (changedProperties.has('loadingOlder') && !this.loadingOlder) this.maybeLoadOlder()
   }
 
+  /** "from Laptop" on our message written on another of our devices; nothing otherwise. */
+  private renderFrom(message: MessageView): TemplateResult | typeof nothing {
+    if (message.direction !== 'out' || this.thisDevice === undefined) return nothing
+    // Absent: device 1, as MessageView.device says.
+    const device = message.device ?? 1
+    if (device === this.thisDevice) return nothing
+    const name = this.deviceNames.get(device)
+    const label = name ?? `device ${device}`
+    return html`<span class="from" title=${name ? `Sent from ${name} (device ${device})` : `Sent from device ${device}`}
+        >from ${label}</span
+      ><span class="sep" aria-hidden="true">·</span>`
+  }
+
   private renderRow(row: Row): TemplateResult {
     switch (row.kind) {
       case 'top':
@@ -569,6 +600,7 @@ export class MessageList extends LitElement {
             <span class="visually-hidden">${message.direction === 'out' ? 'You:' : `${this.peer}:`}</span>
             <div class="text" dir="auto">${displayText(message.text)}</div>
             <div class="meta">
+              ${this.renderFrom(message)}
               <time datetime=${new Date(row.time).toISOString()} title=${formatFull(row.time)}
                 >${formatTime(row.time)}</time
               >

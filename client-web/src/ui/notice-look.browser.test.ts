@@ -1,11 +1,12 @@
 /**
  * How a conversation with notices looks, in Chromium with the app's own stylesheet: a message that
- * could not be decrypted and one that is lost, between bubbles, in the light and the dark scheme,
+ * could not be decrypted and one that is lost, between bubbles (one of ours written on our laptop,
+ * marked "from Laptop"), in the light and the dark scheme,
  * at a phone's and a desktop's width. Each combination is written to test-artifacts/screenshots/
  * (git-ignored) for people to look at; the test checks what can be measured: every notice is on
  * screen, inside the viewport's width, its sentence, its time and its icon readable against the
  * card (WCAG 1.4.3 and 1.4.11, on the colours Chromium computed) and the card set apart from the
- * page.
+ * page; the "from Laptop" mark in its bubble's meta line, as readable there as the time beside it.
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import { cdp, commands, page } from 'vitest/browser'
@@ -24,7 +25,7 @@ const SCREENSHOT_DIR = 'test-artifacts/screenshots'
 const PIXEL_RATIO = 2
 
 function conversation(peer: string, now: number): MessageView[] {
-  const entries: [direction: 'in' | 'out', kind: MessageView['kind'], text: string][] = [
+  const entries: [direction: 'in' | 'out', kind: MessageView['kind'], text: string, device?: number][] = [
     ['in', 'text', 'Are we still on for Saturday?'],
     ['out', 'text', 'Yes! 7 pm works for me.'],
     ['in', 'undecryptable', ''],
@@ -32,9 +33,9 @@ function conversation(peer: string, now: number): MessageView[] {
     ['out', 'text', 'Not yet: my app has asked your phone to send it again.'],
     ['in', 'lost', ''],
     ['in', 'text', 'That was my old phone, it is wiped now. It is 12 Harbour Street, by the lighthouse.'],
-    ['out', 'text', 'Got it, see you there'],
+    ['out', 'text', 'Got it, see you there', 2],
   ]
-  return entries.map(([direction, kind, text], i) => {
+  return entries.map(([direction, kind, text, device], i) => {
     const at = now - (entries.length - i) * 4 * MINUTE
     return {
       id: `e${i + 1}`,
@@ -46,6 +47,7 @@ function conversation(peer: string, now: number): MessageView[] {
       state: direction === 'out' ? 'delivered' : 'received',
       order: i + 1,
       kind,
+      ...(device !== undefined ? { device } : {}),
     }
   })
 }
@@ -64,6 +66,10 @@ async function frames(count: number): Promise<void> {
 async function mountConversation(peer: string, narrow: boolean): Promise<ConversationView> {
   const client = new FakeConversationClient()
   client.setHistory(peer, conversation(peer, Date.now()))
+  client.ownDevices = [
+    { id: 1, name: 'Phone', createdAt: 0, lastSeenAt: 0, current: true },
+    { id: 2, name: 'Laptop', createdAt: 0, lastSeenAt: 0, current: false },
+  ]
   const view = document.createElement('sc-conversation')
   view.style.height = '100vh'
   view.client = client.asClient
@@ -84,7 +90,12 @@ async function mountConversation(peer: string, narrow: boolean): Promise<Convers
   mounted.push(view)
   const list = () => view.shadowRoot?.querySelector('sc-message-list')
   // The history loads, the list renders and measures its rows, and scrolls to the bottom.
-  while (list()?.shadowRoot?.querySelectorAll('[role="note"]').length !== 2) await frames(1)
+  while (
+    list()?.shadowRoot?.querySelectorAll('[role="note"]').length !== 2 ||
+    !list()?.shadowRoot?.querySelector('.meta .from')?.textContent?.includes('Laptop')
+  ) {
+    await frames(1)
+  }
   await frames(4)
   return view
 }
@@ -176,6 +187,18 @@ describe.each([
       // The card is a surface of its own, not text floating on the page.
       expect(cardColour).not.toEqual(backgroundOf(list.shadowRoot!.querySelector('.viewport')!))
     }
+    // Our message from the laptop: marked in its meta line, inside the bubble, readable on it.
+    const from = list.shadowRoot!.querySelector<HTMLElement>('.message[data-id="e8"] .meta .from')!
+    expect(from.textContent?.trim()).toBe('from Laptop')
+    const bubble = from.closest('.bubble')!.getBoundingClientRect()
+    const mark = from.getBoundingClientRect()
+    expect(mark.left).toBeGreaterThanOrEqual(bubble.left)
+    expect(mark.right).toBeLessThanOrEqual(bubble.right)
+    const bubbleColour = backgroundOf(from)
+    const time = from.parentElement!.querySelector('time')!
+    expect(contrast(channels(getComputedStyle(from).color), bubbleColour)).toBeGreaterThanOrEqual(
+      contrast(channels(getComputedStyle(time).color), bubbleColour),
+    )
     await screenshot(`notices-${device}-${scheme}`)
   })
 })

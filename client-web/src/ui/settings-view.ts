@@ -8,6 +8,7 @@
 import { css, html, LitElement, nothing, type TemplateResult } from 'lit'
 import { customElement, property, state } from 'lit/decorators.js'
 import type { ChatClient, ConnectionState } from '../../../shared/client/chat-client.js'
+import type { HistorySender } from '../history-send.js'
 import { describeError } from '../session.js'
 import { avatar } from './avatar.js'
 import type { DevicesClient } from './devices-view.js'
@@ -120,6 +121,8 @@ export class SettingsView extends LitElement {
 
   /** The account's devices and linking (the ChatClient); those cards are hidden without it. */
   @property({ attribute: false }) devicesClient: (DevicesClient & LinkClient) | undefined
+  /** The app shell's history transfers, which linking a device may start (see sc-link-approve). */
+  @property({ attribute: false }) history: HistorySender | undefined
   /** The id of a device just approved here, which the list of devices waits for. */
   @state() private linkedDevice: number | undefined
 
@@ -456,6 +459,7 @@ export class SettingsView extends LitElement {
                     <h3 id="link-heading">${icons.plus()} Link a device</h3>
                     <sc-link-approve
                       .client=${this.devicesClient}
+                      .history=${this.history}
                       @device-linked=${(event: CustomEvent<number>) => {
                         this.linkedDevice = event.detail
                       }}

@@ -9,7 +9,7 @@ import { customElement, property } from 'lit/decorators.js'
 import { WarningDialog } from './warning-dialog.js'
 
 @customElement('sc-start-over-dialog')
-export class StartOverDialog extends WarningDialog {
+export class StartOverDialog extends WarningDialog<string> {
   static override styles = [
     WarningDialog.styles,
     css`
@@ -46,8 +46,8 @@ export class StartOverDialog extends WarningDialog {
     this.dispatchEvent(new CustomEvent('start-over-confirmed', { bubbles: true, composed: true }))
   }
 
+  /** Closed by the user (Cancel, Escape); a close asked for by its owner is not told (WarningDialog). */
   private onClose(): void {
-    if (!this.username) return
     this.dispatchEvent(new CustomEvent('start-over-cancelled', { bubbles: true, composed: true }))
   }
 
@@ -81,7 +81,7 @@ export class StartOverDialog extends WarningDialog {
         <button class="btn danger" ?disabled=${this.busy} @click=${this.confirm}>
           ${this.busy ? 'Making new keys…' : 'Start over'}
         </button>`,
-      onClose: this.onClose,
+      onClose: () => this.onClose(),
       onCancel: (event) => {
         // Escape cancels, except while the new keys are being made.
         if (this.busy) event.preventDefault()

@@ -2,6 +2,11 @@
  * What the app's modal warnings share (the key-change warning, the start-over confirmation): a
  * `<dialog>` shown with `showModal` while the component has something to warn about, laid out as a
  * warning badge, a title, the text, anything more, and the actions; and the styles for all that.
+ *
+ * A dialog's `close` event comes a task after it closed, so it may come after the dialog was
+ * opened again (for the same subject or another): that close is over, and is not told. Nor is a
+ * close its owner asked for (the subject unset): only a close by the user, or by the component's
+ * own buttons, reaches `onClose`, once, with the subject that was shown.
  */
 import { type CSSResultGroup, css, html, LitElement, type TemplateResult } from 'lit'
 import { query } from 'lit/decorators.js'
@@ -9,7 +14,7 @@ import { icons } from './icons.js'
 import { modalDialog } from './shared-styles.js'
 import { base } from './theme.js'
 
-export interface WarningDialogContent {
+export interface WarningDialogContent<Subject> {
   /** Prefix of the title's and the text's ids (`<id>-title`, `<id>-text`), which name the dialog. */
   readonly id: string
   readonly title: TemplateResult | string
@@ -17,13 +22,13 @@ export interface WarningDialogContent {
   /** Between the text and the actions. */
   readonly more?: TemplateResult | string
   readonly actions: TemplateResult
-  /** On `close`, however the dialog was closed. */
-  readonly onClose: () => void
+  /** The dialog was closed by the user or by the component (not by its owner), showing `subject`. */
+  readonly onClose: (subject: Subject) => void
   /** On `cancel` (Escape): may call `preventDefault` to keep the dialog open. */
   readonly onCancel: (event: Event) => void
 }
 
-export abstract class WarningDialog extends LitElement {
+export abstract class WarningDialog<Subject> extends LitElement {
   static override styles: CSSResultGroup = [
     base,
     modalDialog,
@@ -73,24 +78,40 @@ export abstract class WarningDialog extends LitElement {
 
   @query('dialog') protected dialog!: HTMLDialogElement
 
+  /** The subject on screen; undefined once its close was told, or when its owner closed it. */
+  private shownFor: Subject | undefined
+
   /**
    * Keeps the dialog showing while there is a `subject` to warn about: shows it as a modal when
-   * one is set and it is not showing (running `opening` first), and closes it when none is.
+   * one is set and it is not showing, runs `opening` first for each subject it shows (one that
+   * takes the place of another while open too), and closes it when none is.
    */
-  protected showWhileSet<T>(subject: T | undefined, opening?: (subject: T) => void): void {
-    if (subject && !this.dialog.open) {
+  protected showWhileSet(subject: Subject | undefined, opening?: (subject: Subject) => void): void {
+    if (subject && (!this.dialog.open || subject !== this.shownFor)) {
       opening?.(subject)
-      this.dialog.showModal()
+      this.shownFor = subject
+      if (!this.dialog.open) this.dialog.showModal()
     } else if (!subject && this.dialog.open) {
+      // Its owner closes it: nothing to tell the owner.
+      this.shownFor = undefined
       this.dialog.close()
     }
   }
 
-  protected renderDialog(content: WarningDialogContent): TemplateResult {
+  private closed(onClose: (subject: Subject) => void): void {
+    // Opened again since this close: the close is over.
+    if (this.dialog.open) return
+    const subject = this.shownFor
+    if (subject === undefined) return
+    this.shownFor = undefined
+    onClose(subject)
+  }
+
+  protected renderDialog(content: WarningDialogContent<Subject>): TemplateResult {
     return html`<dialog
       aria-labelledby="${content.id}-title"
       aria-describedby="${content.id}-text"
-      @close=${content.onClose}
+      @close=${() => this.closed(content.onClose)}
       @cancel=${content.onCancel}
     >
       <div class="body">
