@@ -212,12 +212,18 @@ function depthOf(depths, recipientId, recipientDevice) {
   return depth
 }
 
-/** The counters a group may change, to put back when it is rolled back. */
-function snapshot(depth) {
+/**
+ * The counters a group may change in one queue, to put back when it is rolled back: the total and
+ * the share of the group's sender alone (a group is one send), not every sender's, which made each
+ * group cost as much as the queue had senders.
+ */
+function snapshot(depth, senderId) {
+  const share = depth.bySender.get(senderId)
   return {
     depth,
+    senderId,
     total: { ...depth.total },
-    bySender: new Map([...depth.bySender].map(([sender, share]) => [sender, { ...share }])),
+    share: share ? { ...share } : undefined,
     lastSeq: depth.lastSeq,
     moved: depth.moved,
   }
@@ -227,7 +233,8 @@ function restore(saved) {
   const { depth } = saved
   depth.total.count = saved.total.count
   depth.total.bytes = saved.total.bytes
-  depth.bySender = saved.bySender
+  if (saved.share) depth.bySender.set(saved.senderId, saved.share)
+  else depth.bySender.delete(saved.senderId)
   depth.lastSeq = saved.lastSeq
   depth.moved = saved.moved
 }
@@ -270,18 +277,20 @@ const applyBatch = db.transaction((request) => {
       continue
     }
     const offsets = []
-    const saved = new Map()
+    const saved = []
     for (let j = i; j < i + count; j++) {
       offsets.push(offset)
       offset += CLIENT_ID_BYTES + meta[j * SEND_FIELDS + 6]
       const depth = depthOf(depths, meta[j * SEND_FIELDS], meta[j * SEND_FIELDS + 1])
-      if (!saved.has(depth)) saved.set(depth, snapshot(depth))
+      const senderId = meta[j * SEND_FIELDS + 2]
+      if (!saved.some((state) => state.depth === depth && state.senderId === senderId))
+        saved.push(snapshot(depth, senderId))
     }
     try {
       applyGroup(i, count, offsets, meta, buffer, depths, outcomes)
     } catch (error) {
       if (!(error instanceof GroupRefused)) throw error
-      for (const state of saved.values()) restore(state)
+      for (const state of saved) restore(state)
       for (let j = i; j < i + count; j++) {
         outcomes[j * 3] = error.code
         outcomes[j * 3 + 1] = 0

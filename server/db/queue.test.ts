@@ -359,6 +359,50 @@ for (const variant of VARIANTS) {
         }
       })
 
+      it('a refused group gives back the share it took, in every queue it touched, and leaves other senders’ shares as they were', async () => {
+        const shared = variant.make(database, SHARES)
+        try {
+          const [mallory, carol, bob] = [await user(database), await user(database), await user(database)]
+          const to = (from: number, device: number, id = bytes(16)) => send(from, bob, { id }, { to: device })
+          // Mallory's share on bob's device 2 is full; carol has two on device 1.
+          await shared.commit({
+            sends: [to(mallory, 2), to(mallory, 2), to(mallory, 2), to(carol, 1), to(carol, 1)],
+            acks: [],
+            now: 2_000,
+          })
+          // Mallory's message to devices 1 and 2 is refused whole (device 2's share), in a batch where
+          // her share on device 1 would be new.
+          const id = bytes(16)
+          const outcomes = await shared.commit({
+            sends: [
+              to(mallory, 1, id),
+              to(mallory, 2, id),
+              to(mallory, 1),
+              to(mallory, 1),
+              to(mallory, 1),
+              to(carol, 1),
+            ],
+            groups: [2, 1, 1, 1, 1],
+            acks: [],
+            now: 2_000,
+          })
+          // Her share on device 1 is whole again: three fit there after the group, the queue takes
+          // carol's third (5 in all), and nothing of the group stayed.
+          expect(outcomes.map((outcome) => outcome.kind)).toEqual([
+            'share-full',
+            'share-full',
+            'stored',
+            'stored',
+            'stored',
+            'full',
+          ])
+          expect(await shared.countQueued(primaryDevice(bob), 2_000)).toBe(5)
+          expect(await shared.countQueued({ userId: bob, deviceId: 2 }, 2_000)).toBe(3)
+        } finally {
+          await shared.close()
+        }
+      })
+
       it('reads depths from the database, so two repositories on it (two processes) share the limits', async () => {
         const [first, second] = [variant.make(database, SHARES), variant.make(database, SHARES)]
         try {
