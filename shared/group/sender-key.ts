@@ -24,13 +24,14 @@ import { assertBytes, concatBytes, equalBytes } from '../bytes.js'
 import {
   aesGcmDecrypt,
   aesGcmEncrypt,
+  ED25519_PUBLIC_KEY_BYTES,
   ED25519_SEED_BYTES,
   ed25519KeyPairFromSeed,
   ed25519Sign,
   ed25519Verify,
   generateEd25519KeyPair,
   type KeyOptions,
-  type KeyPair,
+  type PrivateKeyHandle,
   randomBytes,
 } from '../crypto/primitives.js'
 import { ProtocolError, ProtocolErrorCode } from '../errors.js'
@@ -62,7 +63,7 @@ export interface SenderKeyState {
   /** Verifies every message of the chain. */
   readonly signingPublicKey: Uint8Array
   /** Ours only: signs what we send. Null in every record of another device's chain. */
-  readonly signingPrivateKey: KeyPair['privateKey'] | null
+  readonly signingPrivateKey: PrivateKeyHandle | null
   /**
    * Seeds of message keys derived past but not yet used, by iteration, oldest first (Map keeps
    * insertion order), at most MAX_SENDER_KEY_SKIPPED_KEYS.
@@ -125,7 +126,7 @@ export async function createSenderKey(
   }
 }
 
-function ownState(record: SenderKeyRecord): SenderKeyState & { signingPrivateKey: KeyPair['privateKey'] } {
+function ownState(record: SenderKeyRecord): SenderKeyState & { signingPrivateKey: PrivateKeyHandle } {
   const state = record.states[0]
   if (state === undefined || state.signingPrivateKey === null) {
     throw new ProtocolError(
@@ -133,7 +134,7 @@ function ownState(record: SenderKeyRecord): SenderKeyState & { signingPrivateKey
       'expected our own sender key (a record whose newest chain holds its signing key), got another device’s',
     )
   }
-  return state as SenderKeyState & { signingPrivateKey: KeyPair['privateKey'] }
+  return state as SenderKeyState & { signingPrivateKey: PrivateKeyHandle }
 }
 
 /**
@@ -175,7 +176,7 @@ export function processDistribution(
 ): SenderKeyRecord {
   assertDistributionId(distribution.distributionId)
   assertBytes(distribution.chainKey, SENDER_CHAIN_KEY_BYTES, 'chain key')
-  assertBytes(distribution.signingKey, 32, 'signing key')
+  assertBytes(distribution.signingKey, ED25519_PUBLIC_KEY_BYTES, 'signing key')
   if (distribution.version !== SENDER_KEY_DISTRIBUTION_VERSION) {
     throw new ProtocolError(
       ProtocolErrorCode.UnsupportedVersion,
