@@ -396,3 +396,41 @@ describe('distribution and records', () => {
     expect(JSON.stringify(own.states[0]!.signingPrivateKey)).toContain('redacted')
   })
 })
+
+describe('hostile bytes', () => {
+  const onlyProtocolErrors = async (run: () => unknown) => {
+    const error = await errorOf(Promise.resolve().then(run))
+    if (error !== undefined) expect(error).toBeInstanceOf(ProtocolError)
+  }
+
+  it('any bytes given to the decoders either decode or fail with a ProtocolError', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.uint8Array({ maxLength: 400 }), async (bytes) => {
+        await onlyProtocolErrors(() => decodeGroupMessage(bytes))
+        await onlyProtocolErrors(() => decodeSenderKeyDistribution(bytes))
+        await onlyProtocolErrors(() => deserializeSenderKeyRecord(bytes))
+      }),
+      { numRuns: 300 },
+    )
+  })
+
+  it('a stored record with any byte changed loads as some record or fails with a ProtocolError', async () => {
+    const { own, receiver } = await member()
+    const { messages } = await sendAll(own, ['a', 'b', 'c'])
+    const received = (await groupDecrypt(receiver, messages[2])).record
+    const stored = [await serializeSenderKeyRecord(received), await serializeSenderKeyRecord(own)]
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 0, max: 1 }),
+        fc.nat(),
+        fc.integer({ min: 1, max: 255 }),
+        async (which, position, xor) => {
+          const bytes = stored[which]!.slice()
+          bytes[position % bytes.length]! ^= xor
+          await onlyProtocolErrors(() => deserializeSenderKeyRecord(bytes))
+        },
+      ),
+      { numRuns: 200 },
+    )
+  })
+})
