@@ -263,6 +263,13 @@ export interface GroupDecryptResult {
 
 /** The message key seed for `iteration` and the state after using it; throws before any change. */
 function takeSeed(state: SenderKeyState, iteration: number): { seed: Uint8Array; state: SenderKeyState } {
+  if (iteration === LAST_ITERATION) {
+    // groupEncrypt never sends it, and the chain after it could not be stored (iterations are u32).
+    throw new ProtocolError(
+      ProtocolErrorCode.MalformedMessage,
+      `group message iteration: expected below ${LAST_ITERATION}, got ${iteration}`,
+    )
+  }
   if (iteration < state.iteration) {
     const seed = state.skippedKeys.get(iteration)
     if (seed === undefined) {

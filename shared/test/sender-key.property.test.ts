@@ -7,7 +7,8 @@
 
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { toHex, utf8Decode, utf8Encode } from '../bytes.js'
+import { concatBytes, toHex, utf8Decode, utf8Encode } from '../bytes.js'
+import { ed25519Sign } from '../crypto/primitives.js'
 import { ProtocolError } from '../errors.js'
 import {
   createSenderKey,
@@ -23,6 +24,7 @@ import {
   encodeSenderKeyDistribution,
 } from '../group/sender-key-codec.js'
 import { deserializeSenderKeyRecord, serializeSenderKeyRecord } from '../group/sender-key-serialization.js'
+import { GROUP_MESSAGE_SIGNATURE_LABEL } from '../labels.js'
 import {
   MAX_GROUP_MESSAGE_BYTES,
   MAX_SENDER_KEY_FORWARD_JUMP,
@@ -266,6 +268,34 @@ describe('forward jumps and skipped keys', () => {
     const bytes = await serializeSenderKeyRecord(opened.record)
     expect(bytes.length).toBeLessThanOrEqual(MAX_SENDER_KEY_RECORD_BYTES)
     expect(await snapshot(await deserializeSenderKeyRecord(bytes))).toBe(toHex(bytes))
+  })
+
+  it('the last u32 iteration, which no sender sends, is refused unchanged; a chain at it refuses to send', async () => {
+    const { own } = await member()
+    const last = 0xffff_ffff
+    const at = (iteration: number): SenderKeyRecord => ({
+      ...own,
+      states: [{ ...own.states[0]!, iteration }],
+    })
+    await expect(groupEncrypt(at(last), utf8Encode('x'))).rejects.toMatchObject({
+      code: 'E2E_ERR_INVALID_STATE',
+    })
+    const receiver = processDistribution(null, senderKeyDistribution(at(last - 1)))
+    // The chain's owner (the only one who can sign on it) signs a message claiming the last iteration.
+    const { message } = await groupEncrypt(at(last - 1), utf8Encode('x'))
+    const signed = message.slice(0, message.length - 64)
+    new DataView(signed.buffer).setUint32(21, last)
+    const signature = await ed25519Sign(
+      own.states[0]!.signingPrivateKey!,
+      concatBytes(GROUP_MESSAGE_SIGNATURE_LABEL, signed),
+    )
+    await expectRejectedUnchanged(receiver, concatBytes(signed, signature), ['E2E_ERR_MALFORMED_MESSAGE'])
+    // The one before it is the last a chain carries.
+    const opened = await groupDecrypt(receiver, message)
+    expect(opened.record.states[0]!.iteration).toBe(last)
+    expect(
+      await snapshot(await deserializeSenderKeyRecord(await serializeSenderKeyRecord(opened.record))),
+    ).toBe(await snapshot(opened.record))
   })
 
   it('skipped keys of several gaps stay within MAX_SENDER_KEY_SKIPPED_KEYS, oldest dropped first', async () => {
