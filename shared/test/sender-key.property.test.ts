@@ -169,6 +169,22 @@ describe('delivery order', () => {
   })
 })
 
+describe('pure functions', () => {
+  it('neither encrypting nor a successful decryption changes the record it was given', async () => {
+    const { own, receiver } = await member()
+    const [ownBefore, receiverBefore] = [await snapshot(own), await snapshot(receiver)]
+    const first = await groupEncrypt(own, utf8Encode('one'))
+    const second = await groupEncrypt(first.record, utf8Encode('two'))
+    expect(await snapshot(own)).toBe(ownBefore)
+    const opened = await groupDecrypt(receiver, second.message)
+    expect(await snapshot(receiver)).toBe(receiverBefore)
+    // The old record is the state before: it opens the same message again, the new one refuses it.
+    expect(utf8Decode((await groupDecrypt(receiver, second.message)).plaintext)).toBe('two')
+    await expectRejectedUnchanged(opened.record, second.message, ['E2E_ERR_DUPLICATE_MESSAGE'])
+    expect(utf8Decode((await groupDecrypt(opened.record, first.message)).plaintext)).toBe('one')
+  })
+})
+
 describe('tampering', () => {
   it('any single byte changed in a group message is rejected and leaves the record unchanged', async () => {
     const { own, receiver } = await member()
