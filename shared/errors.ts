@@ -20,6 +20,11 @@ export const ProtocolErrorCode = {
   DuplicateMessage: 'E2E_ERR_DUPLICATE_MESSAGE',
   /** A message asked to skip more message keys than the limits allow. */
   TooManySkippedMessages: 'E2E_ERR_TOO_MANY_SKIPPED',
+  /**
+   * A group message came on a sender-key chain the receiver does not hold (its distribution never
+   * arrived, or the chain was rotated out): the receiver asks the sender for its sender key again.
+   */
+  NoSenderKey: 'E2E_ERR_NO_SENDER_KEY',
   /** Input exceeded a named size limit. */
   TooLarge: 'E2E_ERR_TOO_LARGE',
   /** The platform lacks a required primitive and no fallback exists. */

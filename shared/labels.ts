@@ -10,6 +10,10 @@ export const X3DH_INFO = utf8Encode('secure-chat/v1/x3dh')
 export const ROOT_CHAIN_INFO = utf8Encode('secure-chat/v1/ratchet')
 /** HKDF info expanding a message key seed into an AES-256-GCM key and nonce. */
 export const MESSAGE_KEY_INFO = utf8Encode('secure-chat/v1/message-key')
+/** HKDF info expanding a sender key's message key seed (group messages, shared/group/sender-key.ts). */
+export const SENDER_KEY_MESSAGE_KEY_INFO = utf8Encode('secure-chat/v1/sender-key-message-key')
+/** Prefix of what a group message's Ed25519 signature covers (the message bytes before it). */
+export const GROUP_MESSAGE_SIGNATURE_LABEL = utf8Encode('secure-chat/v1/group-message')
 /** Ed25519 signature prefixes: what is signed is the label followed by the key (and its id). */
 export const IDENTITY_SIGNATURE_LABEL = utf8Encode('secure-chat/v1/identity-key')
 export const SIGNED_PREKEY_SIGNATURE_LABEL = utf8Encode('secure-chat/v1/signed-prekey')

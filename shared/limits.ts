@@ -201,3 +201,42 @@ export const MAX_DEVICE_NAME_LENGTH = 64
  * A name of up to 64 characters of UTF-8 (at most 256 bytes) plus what sealing adds, with room.
  */
 export const MAX_SEALED_DEVICE_NAME_BYTES = 384
+
+/**
+ * Group messages (sender keys, shared/group/sender-key.ts). How many message keys one group
+ * message may make the receiver derive in a sender's chain (libsignal's MAX_FORWARD_JUMPS). Higher
+ * than the pairwise MAX_FORWARD_JUMP: a receiver can be offline while a busy group runs far ahead,
+ * and the sender's chain never resets (no reply ratchets it). The signature is checked before any
+ * derivation, so only a member holding the chain's signing key can make anyone do this work, and
+ * it costs at most 50,000 HMACs.
+ */
+export const MAX_SENDER_KEY_FORWARD_JUMP = 25_000
+
+/**
+ * Skipped message keys one sender-key state keeps (libsignal's MAX_MESSAGE_KEYS), oldest dropped
+ * first: room for a burst of group messages delivered out of order, while a record stays bounded
+ * (36 bytes each serialized).
+ */
+export const MAX_SENDER_KEY_SKIPPED_KEYS = 2_000
+
+/**
+ * Sender-key states one record (one sender device, one distribution id) keeps, newest first
+ * (libsignal's MAX_SENDER_KEY_STATES): messages sent just before a rotation still decrypt after the
+ * new key arrived; an older chain is dropped and its messages need the key again.
+ */
+export const MAX_SENDER_KEY_STATES = 5
+
+/**
+ * Largest group message: the 25-byte header, the largest padded plaintext (65600), the 16-byte tag
+ * and the 64-byte signature.
+ */
+export const MAX_GROUP_MESSAGE_BYTES =
+  25 + Math.ceil((MAX_PLAINTEXT_BYTES + 1) / PADDING_BLOCK_BYTES) * PADDING_BLOCK_BYTES + 16 + 64
+
+/**
+ * Largest serialized sender-key record (docs/protocol.md §19.5): its 18-byte head and
+ * MAX_SENDER_KEY_STATES states, each at most 110 bytes of fields and MAX_SENDER_KEY_SKIPPED_KEYS
+ * skipped keys of 36 bytes. Refused before parsing when larger.
+ */
+export const MAX_SENDER_KEY_RECORD_BYTES =
+  18 + MAX_SENDER_KEY_STATES * (110 + MAX_SENDER_KEY_SKIPPED_KEYS * 36)

@@ -61,6 +61,14 @@ import {
 } from '../shared/crypto/primitives.js'
 import { SEALED_DEVICE_NAME_VERSION } from '../shared/device-name.js'
 import { ProtocolErrorCode } from '../shared/errors.js'
+import {
+  DISTRIBUTION_ID_BYTES,
+  GROUP_MESSAGE_HEADER_BYTES,
+  GROUP_MESSAGE_VERSION,
+  SENDER_KEY_DISTRIBUTION_BYTES,
+  SENDER_KEY_DISTRIBUTION_VERSION,
+} from '../shared/group/sender-key-codec.js'
+import { SENDER_KEY_RECORD_SERIALIZATION_VERSION } from '../shared/group/sender-key-serialization.js'
 import { IDENTITY_EXPORT_VERSION, PREKEY_EXPORT_VERSION } from '../shared/identity.js'
 import * as labels from '../shared/labels.js'
 import * as limits from '../shared/limits.js'
@@ -138,6 +146,12 @@ const OTHER_CONSTANTS: Record<string, number> = {
   PROVISIONING_CONTENT_VERSION,
   LINK_ANSWER_VERSION,
   SEALED_DEVICE_NAME_VERSION,
+  SENDER_KEY_DISTRIBUTION_VERSION,
+  GROUP_MESSAGE_VERSION,
+  DISTRIBUTION_ID_BYTES,
+  SENDER_KEY_DISTRIBUTION_BYTES,
+  GROUP_MESSAGE_HEADER_BYTES,
+  SENDER_KEY_RECORD_SERIALIZATION_VERSION,
 }
 
 /** Splits a Markdown table row into trimmed cells; a `|` inside a code span or escaped stays put. */
@@ -450,19 +464,23 @@ describe(`${DOC}: server limits stated in prose`, () => {
 })
 
 describe(`${DOC}: known answers`, () => {
-  const kat = readFileSync(join(root, 'shared', 'test', 'kat.test.ts'), 'utf8')
-  // Every KNOWN_ANSWERS… block (one per session version, §17.3 and §17.5).
-  const blocks = [...kat.matchAll(/const KNOWN_ANSWERS\w* = \{[\s\S]*?\n\}\n/g)].map((match) => match[0])
+  // Every KNOWN_ANSWERS… block: one per session version (§17.3 and §17.5), and sender keys' (§19.7).
+  const blocks = ['kat.test.ts', 'sender-key.kat.test.ts'].flatMap((file) => {
+    const kat = readFileSync(join(root, 'shared', 'test', file), 'utf8')
+    return [...kat.matchAll(/const KNOWN_ANSWERS\w* = \{[\s\S]*?\n\}\n/g)].map((match) => match[0])
+  })
   const pinned = [
     ...new Set(blocks.flatMap((block) => [...block.matchAll(/'([0-9a-f]{32,}|\d{60})'/g)].map((m) => m[1]!))),
   ]
 
-  it('finds the pinned values in shared/test/kat.test.ts', () => {
-    expect(blocks.length).toBeGreaterThanOrEqual(2)
+  it('finds the pinned values in shared/test/kat.test.ts and sender-key.kat.test.ts', () => {
+    expect(blocks.length).toBeGreaterThanOrEqual(3)
     expect(pinned.length).toBeGreaterThanOrEqual(14)
   })
 
   it.each(pinned)('reproduces %s', (value) => {
-    expect(doc.includes(value), `${DOC}: the known answer ${value} from kat.test.ts is missing`).toBe(true)
+    expect(doc.includes(value), `${DOC}: the known answer ${value} from a known-answer test is missing`).toBe(
+      true,
+    )
   })
 })

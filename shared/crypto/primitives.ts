@@ -274,6 +274,23 @@ export async function ed25519Sign(privateKey: PrivateKeyHandle, message: Uint8Ar
 }
 
 /**
+ * Imported Ed25519 public keys, by the array they came from, as for X25519 above: a sender key's
+ * signing key verifies every group message of its chain (shared/group/sender-key.ts), and each
+ * import is a thread-pool round trip. The bytes are kept and compared, so an array changed after
+ * import is imported afresh; a failed import is not kept.
+ */
+const importedSigningKeys = new WeakMap<Uint8Array, { bytes: Uint8Array; key: Promise<CryptoKey> }>()
+
+function importEd25519PublicKey(publicKey: Uint8Array): Promise<CryptoKey> {
+  const cached = importedSigningKeys.get(publicKey)
+  if (cached && equalBytes(cached.bytes, publicKey)) return cached.key
+  const key = subtle.importKey('raw', source(publicKey), { name: 'Ed25519' }, true, ['verify'])
+  importedSigningKeys.set(publicKey, { bytes: publicKey.slice(), key })
+  key.catch(() => importedSigningKeys.delete(publicKey))
+  return key
+}
+
+/**
  * Verifies an Ed25519 signature (RFC 8032, cofactorless as in WebCrypto). Malformed keys or
  * signatures return false rather than throwing, so every failure takes the same path.
  */
@@ -291,7 +308,7 @@ export async function ed25519Verify(
     if (!(await webCryptoCurveSupport()).ed25519) {
       return nobleEd25519.verify(signature, message, publicKey, { zip215: false })
     }
-    const key = await subtle.importKey('raw', source(publicKey), { name: 'Ed25519' }, true, ['verify'])
+    const key = await importEd25519PublicKey(publicKey)
     return await subtle.verify({ name: 'Ed25519' }, key, source(signature), source(message))
   } catch {
     return false

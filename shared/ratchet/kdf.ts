@@ -51,8 +51,12 @@ export interface MessageKey {
   readonly nonce: Uint8Array
 }
 
-/** 44 bytes of HKDF output: AES-256 key (32) then GCM nonce (12). Each seed is used once. */
-export function messageKey(seed: Uint8Array): MessageKey {
-  const okm = hkdfSha256(seed, ZERO_SALT, MESSAGE_KEY_INFO, 44)
+/**
+ * 44 bytes of HKDF output: AES-256 key (32) then GCM nonce (12). Each seed is used once. Sender
+ * keys (shared/group/sender-key.ts) pass their own `info`, so a group chain and a pairwise chain
+ * never expand a seed into the same key.
+ */
+export function messageKey(seed: Uint8Array, info: Uint8Array = MESSAGE_KEY_INFO): MessageKey {
+  const okm = hkdfSha256(seed, ZERO_SALT, info, 44)
   return { key: okm.subarray(0, 32), nonce: okm.subarray(32, 44) }
 }
