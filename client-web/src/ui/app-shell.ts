@@ -25,8 +25,8 @@ import { avatar } from './avatar.js'
 import type { ContactPreview } from './contact-list.js'
 import type { ConversationView } from './conversation-view.js'
 import { icons } from './icons.js'
+import { progressBar } from './progress-bar.js'
 import type { InstallPrompt } from './settings-view.js'
-import { styleProps } from './style-props.js'
 import { base } from './theme.js'
 import './auth-view.js'
 import './contact-details.js'
@@ -654,16 +654,7 @@ export class AppShell extends LitElement {
           >Receiving history from your other device:
           <span class="count">${got} of ${receiving.parts}</span></span
         >
-        <div
-          class="bar"
-          role="progressbar"
-          aria-label="Receiving history"
-          aria-valuemin="0"
-          aria-valuemax=${receiving.parts}
-          aria-valuenow=${got}
-        >
-          <div class="fill" ${styleProps({ width: `${Math.round((100 * got) / receiving.parts)}%` })}></div>
-        </div>
+        ${progressBar('Receiving history', got, receiving.parts)}
       </div>`
     }
     const done = this.historyDone
@@ -696,22 +687,12 @@ export class AppShell extends LitElement {
           <span>Sending history to ${device} once it has finished linking…</span>
         </div>`
       case 'sending': {
-        const percent = sending.parts === 0 ? 0 : Math.round((100 * sending.sent) / sending.parts)
         return html`<div class="banner info ${placement} history-banner" role="status" data-testid="history-send-banner">
           <span
             >Sending history to ${device}:
             <span class="count">${sending.sent} of ${sending.parts}</span></span
           >
-          <div
-            class="bar"
-            role="progressbar"
-            aria-label="Sending history"
-            aria-valuemin="0"
-            aria-valuemax=${sending.parts}
-            aria-valuenow=${sending.sent}
-          >
-            <div class="fill" ${styleProps({ width: `${percent}%` })}></div>
-          </div>
+          ${progressBar('Sending history', sending.sent, sending.parts)}
         </div>`
       }
       case 'sent':

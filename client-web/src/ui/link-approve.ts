@@ -26,8 +26,8 @@ import { MAX_HISTORY_TRANSFER_BYTES } from '../../../shared/limits.js'
 import { type HistorySend, type HistorySender, historyDevice, isFinished } from '../history-send.js'
 import { describeError, isDeviceRemoved } from '../session.js'
 import { icons } from './icons.js'
+import { progressBar } from './progress-bar.js'
 import { modalDialog, spinner } from './shared-styles.js'
-import { styleProps } from './style-props.js'
 import { base } from './theme.js'
 
 /** What linking needs of the client core (the history goes through the shell's HistorySender). */
@@ -523,19 +523,9 @@ export class LinkApprove extends LitElement {
           </span>
         </div>`
       case 'sending': {
-        const percent = history.parts === 0 ? 0 : Math.round((100 * history.sent) / history.parts)
         return html`<div class="history" role="status" data-testid="history-send">
           <span class="status">Sending history: ${history.sent} of ${plural(history.parts, 'part', 'parts')}</span>
-          <div
-            class="bar"
-            role="progressbar"
-            aria-label="Sending history"
-            aria-valuemin="0"
-            aria-valuemax=${history.parts}
-            aria-valuenow=${history.sent}
-          >
-            <div class="fill" ${styleProps({ width: `${percent}%` })}></div>
-          </div>
+          ${progressBar('Sending history', history.sent, history.parts)}
           <span class="note">
             You can leave this screen: the parts wait in this device's outbox, which keeps sending them
             whenever it is online.
