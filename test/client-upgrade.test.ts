@@ -37,6 +37,25 @@ const fixture = JSON.parse(readFileSync(join(fixtures, 'fixture.json'), 'utf8'))
   queuedForBob: string[]
 }
 
+/**
+ * The fixture's server database at `serverFile` (a copy: opening migrates it), migrated to today's
+ * schema and served. `refreshQueued` gives messages queued in it a day to live: they were written
+ * with the server's 30-day expiry, as if the upgrade came in time.
+ */
+async function upgradedServer(serverFile: string, refreshQueued?: string): Promise<TestServer> {
+  if (refreshQueued) {
+    const raw = new BetterSqlite3(serverFile)
+    raw.prepare(refreshQueued).run(Date.now() + 86_400_000)
+    raw.close()
+  }
+  const open = () => openDatabase({ kind: 'sqlite', file: serverFile })
+  const first = await open()
+  await migrateToLatest(first.db, 'sqlite')
+  return startServer({
+    database: { ...first, location: serverFile, reopen: open, dispose: async () => {} },
+  })
+}
+
 let dir: string
 let server: TestServer
 
@@ -44,17 +63,10 @@ beforeAll(async () => {
   // Never the fixtures themselves: opening migrates them.
   dir = mkdtempSync(join(tmpdir(), 'secure-chat-upgrade-'))
   for (const file of ['server.sqlite', 'alice.sqlite']) copyFileSync(join(fixtures, file), join(dir, file))
-  const serverFile = join(dir, 'server.sqlite')
-  // The queued message was written with the server's 30-day expiry: as if the upgrade came in time.
-  const raw = new BetterSqlite3(serverFile)
-  raw.prepare('update messages set expires_at = ? where delivered_at is null').run(Date.now() + 86_400_000)
-  raw.close()
-  const open = () => openDatabase({ kind: 'sqlite', file: serverFile })
-  const first = await open()
-  await migrateToLatest(first.db, 'sqlite')
-  server = await startServer({
-    database: { ...first, location: serverFile, reopen: open, dispose: async () => {} },
-  })
+  server = await upgradedServer(
+    join(dir, 'server.sqlite'),
+    'update messages set expires_at = ? where delivered_at is null',
+  )
 })
 
 afterAll(async () => {
@@ -225,16 +237,7 @@ describe('stores written by c4be598 (before usernames were bound)', () => {
     upgradeDir = mkdtempSync(join(tmpdir(), 'secure-chat-upgrade-c4be598-'))
     for (const file of ['server.sqlite', 'alice.sqlite'])
       copyFileSync(join(fixturesC4be598, file), join(upgradeDir, file))
-    const serverFile = join(upgradeDir, 'server.sqlite')
-    const raw = new BetterSqlite3(serverFile)
-    raw.prepare('update messages set expires_at = ?').run(Date.now() + 86_400_000)
-    raw.close()
-    const open = () => openDatabase({ kind: 'sqlite', file: serverFile })
-    const first = await open()
-    await migrateToLatest(first.db, 'sqlite')
-    upgraded = await startServer({
-      database: { ...first, location: serverFile, reopen: open, dispose: async () => {} },
-    })
+    upgraded = await upgradedServer(join(upgradeDir, 'server.sqlite'), 'update messages set expires_at = ?')
   })
   afterAll(async () => {
     await upgraded?.close()
@@ -369,15 +372,7 @@ describe('stores of records layout 2 (written at 95dbac6, before a store remembe
     dir = mkdtempSync(join(tmpdir(), 'secure-chat-layout-2-'))
     const serverFile = join(dir, 'server.sqlite')
     copyFileSync(join(fixturesLayout2, 'server.sqlite'), serverFile)
-    const raw = new BetterSqlite3(serverFile)
-    raw.prepare('update messages set expires_at = ?').run(Date.now() + 86_400_000)
-    raw.close()
-    const open = () => openDatabase({ kind: 'sqlite', file: serverFile })
-    const first = await open()
-    await migrateToLatest(first.db, 'sqlite')
-    upgraded = await startServer({
-      database: { ...first, location: serverFile, reopen: open, dispose: async () => {} },
-    })
+    upgraded = await upgradedServer(serverFile, 'update messages set expires_at = ?')
   })
   afterAll(async () => {
     await upgraded?.close()
@@ -447,12 +442,7 @@ describe('an outbox entry written before devices (at 616b6fd: one envelope, for 
     dir = mkdtempSync(join(tmpdir(), 'secure-chat-outbox-'))
     const serverFile = join(dir, 'server.sqlite')
     copyFileSync(join(fixturesOutbox, 'server.sqlite'), serverFile)
-    const open = () => openDatabase({ kind: 'sqlite', file: serverFile })
-    const first = await open()
-    await migrateToLatest(first.db, 'sqlite')
-    upgraded = await startServer({
-      database: { ...first, location: serverFile, reopen: open, dispose: async () => {} },
-    })
+    upgraded = await upgradedServer(serverFile)
   })
   afterAll(async () => {
     await upgraded?.close()
